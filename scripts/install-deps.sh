@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what banger and its tests need on a Debian 12 machine: Debian packages (when
+# missing and we are root), npm packages (npm ci) and the build. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS=(
+  qemu-system-x86 qemu-utils        # the qemu microvm driver, qcow2 overlays
+  e2fsprogs                         # mkfs.ext4 -d, debugfs, e2fsck
+  iproute2 nftables iptables        # bridge, taps, NAT
+  openssh-client                    # vm ssh, ssh-keygen
+  zstd xz-utils binutils cpio kmod  # kernel bundles, .deb unpacking, initramfs
+  gpgv debian-archive-keyring       # verifying Debian's InRelease
+  busybox-static                    # initramfs tests
+  docker-registry skopeo apache2-utils  # a real OCI registry in tests, skopeo baseline, htpasswd
+  debootstrap                       # the Debian rootfs used by the end-to-end tests
+  socat curl ca-certificates
+  gcc libc6-dev                     # the static guest agent (C)
+  python3 make g++                  # native npm addons (better-sqlite3, zstd-napi)
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  [[ "$p" == \#* ]] && continue
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing Debian packages: ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >&2
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+  else
+    echo "missing Debian packages (run as root to install): ${missing[*]}" >&2
+  fi
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund >&2
+fi
+npm run build >&2

@@ -1,0 +1,27 @@
+import type { Command } from 'commander';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BangerError, ErrorCode } from '../../core/errors.js';
+import { exec } from '../../core/exec.js';
+import { systemInstall } from '../../daemon/install.js';
+import type { Cli } from '../context.js';
+
+/** `banger system install`. */
+export function registerSystemCommands(program: Command, cli: () => Cli): void {
+  const system = program.command('system').description('install banger on this host');
+  system
+    .command('install')
+    .description('write a systemd unit for bangerd and create the banger group (members may use the CLI without sudo)')
+    .option('--root <dir>', 'install into this directory instead of / (for packaging and tests)', '/')
+    .option('--no-start', 'write the unit but do not enable and start it')
+    .action(async (o: { root: string; start: boolean }) => {
+      const c = cli();
+      const destRoot = resolve(o.root);
+      if (destRoot === '/' && process.getuid?.() !== 0) throw new BangerError(ErrorCode.Permission, 'system install needs root', { hint: 'run: sudo banger system install' });
+      const bangerdPath = join(resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..'), 'bin', 'bangerd');
+      const r = await systemInstall({ destRoot, bangerdPath, nodePath: process.execPath, exec, activate: destRoot === '/' && o.start });
+      c.emit(r, (x) =>
+        [`wrote ${x.unitPath}`, `group ${x.group.name} (gid ${x.group.gid})${x.group.created ? ' created' : ' exists'}`, x.activated ? 'bangerd enabled and started' : 'not started (start it with: systemctl enable --now bangerd)', "add users to the group: sudo usermod -aG banger $USER"].join('\n'),
+      );
+    });
+}

@@ -1,0 +1,109 @@
+import { spawn } from 'node:child_process';
+import { openSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BangerError, ErrorCode } from '../core/errors.js';
+import { layoutFromEnv } from '../core/paths.js';
+import { RpcClient } from '../rpc/client.js';
+import type { ProgressEvent } from '../rpc/protocol.js';
+import { ProgressRenderer } from './progress.js';
+
+/**
+ * What every command handler gets: how to reach the daemon and how to print.
+ * Handlers return data; `emit` prints it (JSON or a human rendering).
+ */
+export interface GlobalOptions {
+  json?: boolean;
+  debug?: boolean;
+}
+
+export class Cli {
+  private client?: RpcClient;
+  constructor(readonly opts: GlobalOptions, readonly env: NodeJS.ProcessEnv = process.env) {}
+
+  get json(): boolean {
+    return !!this.opts.json;
+  }
+
+  /** Connect to bangerd; start it when none answers and we are root. */
+  async connect(autostart = true): Promise<RpcClient> {
+    if (this.client) return this.client;
+    const { socket } = layoutFromEnv(this.env);
+    try {
+      this.client = await RpcClient.connect(socket);
+    } catch (e) {
+      if (!(e instanceof BangerError) || e.code !== ErrorCode.NoDaemon || !autostart) throw e;
+      if (process.getuid?.() !== 0) {
+        throw new BangerError(ErrorCode.NoDaemon, `bangerd is not running (no answer on ${socket})`, {
+          hint: "start it with 'sudo banger daemon start' (or 'sudo banger system install' to run it under systemd)",
+        });
+      }
+      await startDaemonProcess(this.env);
+      this.client = await waitForDaemon(socket, 15000);
+    }
+    return this.client;
+  }
+
+  /** One RPC call with progress on stderr and Ctrl-C cancelling the daemon's work. */
+  async call<T = any>(method: string, params: unknown = {}, opts: { progress?: boolean } = {}): Promise<T> {
+    const client = await this.connect();
+    const ac = new AbortController();
+    const renderer = opts.progress ? new ProgressRenderer(process.stderr) : undefined;
+    let interrupted = 0;
+    const onSigint = () => {
+      interrupted++;
+      if (interrupted > 1) process.exit(130);
+      renderer?.note('cancelling… (Ctrl-C again to quit without waiting for cleanup)');
+      ac.abort();
+    };
+    process.on('SIGINT', onSigint);
+    try {
+      return await client.call<T>(method, params, { signal: ac.signal, onProgress: (ev: ProgressEvent) => renderer?.update(ev) });
+    } finally {
+      process.off('SIGINT', onSigint);
+      renderer?.stop();
+    }
+  }
+
+  /** Print a result: one JSON document with --json, else the human rendering. */
+  emit(data: unknown, human: (data: any) => string): void {
+    if (this.json) process.stdout.write(JSON.stringify(data, null, 2) + '\n');
+    else {
+      const text = human(data);
+      if (text) process.stdout.write(text.endsWith('\n') ? text : text + '\n');
+    }
+  }
+
+  close(): void {
+    this.client?.close();
+  }
+}
+
+function repoRoot(): string {
+  // dist/src/cli/context.js → repo root
+  return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+}
+
+export async function startDaemonProcess(env: NodeJS.ProcessEnv): Promise<number> {
+  const lay = layoutFromEnv(env);
+  await mkdir(lay.logDir, { recursive: true });
+  const out = openSync(join(lay.logDir, 'bangerd.stderr.log'), 'a');
+  const child = spawn(process.execPath, [join(repoRoot(), 'bin', 'bangerd')], { env, detached: true, stdio: ['ignore', out, out] });
+  child.unref();
+  return child.pid ?? -1;
+}
+
+export async function waitForDaemon(socket: string, timeoutMs: number): Promise<RpcClient> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      return await RpcClient.connect(socket, 1000);
+    } catch (e) {
+      last = e;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  throw new BangerError(ErrorCode.NoDaemon, `bangerd did not come up on ${socket} within ${timeoutMs / 1000}s`, { hint: 'see the daemon log under $BANGER_ROOT/logs/', cause: last });
+}

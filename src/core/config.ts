@@ -1,0 +1,88 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { BangerError, ErrorCode } from './errors.js';
+import { resolveRoot, resolveSocket } from './paths.js';
+
+/**
+ * Configuration: a JSON file plus env overrides. File: `BANGER_CONFIG`, else
+ * `$BANGER_ROOT/config.json` when BANGER_ROOT is set, else /etc/banger/config.json.
+ * A missing file means defaults; a malformed one is an error naming the file and field.
+ */
+export const ConfigSchema = z
+  .object({
+    /** Remote kernel catalogs (URLs), merged over the embedded one by name. */
+    kernelCatalogs: z.array(z.string().url()).default([]),
+    /** Kernel used when a command needs one and none is given. */
+    defaultKernel: z.string().default('debian-cloud-amd64'),
+    /** Debian archive mirror for kernel entries of kind "debian" (default: host apt sources). */
+    debianMirror: z.string().url().optional(),
+    /** Keyring used to verify Debian InRelease files. */
+    debianKeyring: z.string().default('/usr/share/keyrings/debian-archive-keyring.gpg'),
+    /** Registry mirrors, tried before the origin: { "docker.io": ["https://mirror.example"] }. */
+    registryMirrors: z.record(z.array(z.string().url())).default({}),
+    /** Registries allowed over plain HTTP besides localhost/127.0.0.1. */
+    insecureRegistries: z.array(z.string()).default([]),
+    network: z
+      .object({
+        bridge: z.string().regex(/^[a-zA-Z0-9_-]{1,15}$/).default('banger0'),
+        subnet: z.string().regex(/^\d+\.\d+\.\d+\.\d+\/\d+$/).default('172.16.0.0/24'),
+        dns: z.array(z.string()).default(['1.1.1.1', '8.8.8.8']),
+      })
+      .default({}),
+    vm: z
+      .object({
+        vmm: z.enum(['auto', 'qemu', 'firecracker']).default('auto'),
+        vcpu: z.number().int().min(1).max(32).default(2),
+        memoryMiB: z.number().int().min(128).default(1024),
+        sshTimeoutSeconds: z.number().int().min(1).default(120),
+        stopTimeoutSeconds: z.number().int().min(1).default(20),
+      })
+      .default({}),
+    binaries: z
+      .object({
+        qemu: z.string().default('qemu-system-x86_64'),
+        firecracker: z.string().default('firecracker'),
+      })
+      .default({}),
+  })
+  .strict();
+
+export type Config = z.infer<typeof ConfigSchema> & { root: string; socket: string; configFile: string };
+
+export function resolveConfigFile(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.BANGER_CONFIG) return env.BANGER_CONFIG;
+  if (env.BANGER_ROOT) return join(env.BANGER_ROOT, 'config.json');
+  return '/etc/banger/config.json';
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const file = resolveConfigFile(env);
+  let raw: unknown = {};
+  try {
+    raw = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    if (err.code !== 'ENOENT') {
+      throw new BangerError(ErrorCode.Invalid, `cannot read config file ${file}: ${err.message}`, { hint: 'fix the JSON or point BANGER_CONFIG elsewhere', cause: e });
+    }
+  }
+  const parsed = ConfigSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new BangerError(ErrorCode.Invalid, `config file ${file}: field '${issue.path.join('.') || '(root)'}': ${issue.message}`, {
+      hint: 'see README.md, section Configuration',
+    });
+  }
+  const cfg = parsed.data;
+  if (env.BANGER_KERNEL_CATALOGS) cfg.kernelCatalogs = env.BANGER_KERNEL_CATALOGS.split(',').map((s) => s.trim()).filter(Boolean);
+  if (env.BANGER_DEBIAN_MIRROR) cfg.debianMirror = env.BANGER_DEBIAN_MIRROR;
+  if (env.BANGER_DEBIAN_KEYRING) cfg.debianKeyring = env.BANGER_DEBIAN_KEYRING;
+  if (env.BANGER_DEFAULT_KERNEL) cfg.defaultKernel = env.BANGER_DEFAULT_KERNEL;
+  if (env.BANGER_VMM) cfg.vm.vmm = z.enum(['auto', 'qemu', 'firecracker']).parse(env.BANGER_VMM);
+  if (env.BANGER_QEMU) cfg.binaries.qemu = env.BANGER_QEMU;
+  if (env.BANGER_FIRECRACKER) cfg.binaries.firecracker = env.BANGER_FIRECRACKER;
+  if (env.BANGER_BRIDGE) cfg.network.bridge = env.BANGER_BRIDGE;
+  if (env.BANGER_SUBNET) cfg.network.subnet = env.BANGER_SUBNET;
+  return { ...cfg, root: resolveRoot(env), socket: resolveSocket(env), configFile: file };
+}

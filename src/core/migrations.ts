@@ -1,0 +1,68 @@
+/**
+ * Versioned schema migrations. Append only: never edit one that shipped. Index + 1 is the
+ * `user_version` after the migration ran. Each runs in one transaction.
+ */
+export const migrations: { name: string; sql: string }[] = [
+  {
+    name: 'initial',
+    sql: `
+      CREATE TABLE kernels (
+        name TEXT PRIMARY KEY,
+        distro TEXT NOT NULL DEFAULT '',
+        arch TEXT NOT NULL DEFAULT 'x86_64',
+        kernel_version TEXT NOT NULL DEFAULT '',
+        source TEXT NOT NULL,
+        vmlinux_sha256 TEXT NOT NULL,
+        has_initrd INTEGER NOT NULL DEFAULT 0,
+        has_modules INTEGER NOT NULL DEFAULT 0,
+        size_bytes INTEGER NOT NULL DEFAULT 0,
+        path TEXT NOT NULL,
+        created_at TEXT NOT NULL
+      );
+      CREATE TABLE images (
+        name TEXT PRIMARY KEY,
+        source_ref TEXT NOT NULL,
+        digest TEXT NOT NULL DEFAULT '',
+        platform TEXT NOT NULL DEFAULT 'linux/amd64',
+        config_json TEXT NOT NULL DEFAULT '{}',
+        size_bytes INTEGER NOT NULL DEFAULT 0,
+        kernel_ref TEXT,
+        rootfs_path TEXT NOT NULL,
+        from_registry INTEGER NOT NULL DEFAULT 1,
+        created_at TEXT NOT NULL
+      );
+      CREATE TABLE image_blobs (
+        image_name TEXT NOT NULL REFERENCES images(name) ON DELETE CASCADE,
+        digest TEXT NOT NULL,
+        PRIMARY KEY (image_name, digest)
+      );
+      CREATE TABLE vms (
+        name TEXT PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        image_name TEXT NOT NULL,
+        kernel_name TEXT NOT NULL,
+        spec_json TEXT NOT NULL,
+        desired_state TEXT NOT NULL DEFAULT 'stopped',
+        state TEXT NOT NULL DEFAULT 'created',
+        vmm TEXT NOT NULL,
+        vmm_reason TEXT NOT NULL DEFAULT '',
+        pid INTEGER,
+        tap TEXT,
+        mac TEXT,
+        created_at TEXT NOT NULL,
+        started_at TEXT
+      );
+      CREATE TABLE ip_leases (
+        ip TEXT PRIMARY KEY,
+        vm_name TEXT NOT NULL UNIQUE REFERENCES vms(name) ON DELETE CASCADE,
+        leased_at TEXT NOT NULL
+      );
+      CREATE TABLE registry_credentials (
+        registry TEXT PRIMARY KEY,
+        username TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+      );
+    `,
+  },
+];

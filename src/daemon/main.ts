@@ -1,0 +1,106 @@
+import { mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { loadConfig } from '../core/config.js';
+import { openDb } from '../core/db.js';
+import { BangerError, errorMessage } from '../core/errors.js';
+import { exec } from '../core/exec.js';
+import { createLogger } from '../core/log.js';
+import { layout } from '../core/paths.js';
+import { method } from '../rpc/protocol.js';
+import { RpcServer } from '../rpc/server.js';
+import type { Context } from './context.js';
+import { createServices, serviceMethods } from './services.js';
+import { bangerGid } from './system.js';
+
+const VERSION = '0.1.0';
+
+/** Start bangerd: open state, reconcile, serve. Resolves with a handle that stops it. */
+export async function startDaemon(env: NodeJS.ProcessEnv = process.env, opts: { foreground?: boolean } = {}) {
+  const config = loadConfig(env);
+  const lay = layout(config.root, config.socket);
+  for (const d of [lay.root, lay.logDir, lay.tmp, lay.blobs, lay.kernels, lay.images, lay.vms]) await mkdir(d, { recursive: true });
+  const log = createLogger({ file: lay.logFile, stderr: opts.foreground ?? true, base: { pid: process.pid } });
+  const db = openDb(lay.db);
+  const ctx: Context = { config, layout: lay, db, log, exec };
+  await cleanTmp(lay.tmp, log);
+  const services = createServices(ctx);
+  const startedAt = new Date();
+  const methods = {
+    ...serviceMethods(services),
+    'daemon.status': method(z.object({}).strict(), async () => ({
+      version: VERSION,
+      pid: process.pid,
+      root: lay.root,
+      socket: lay.socket,
+      configFile: config.configFile,
+      logFile: lay.logFile,
+      startedAt: startedAt.toISOString(),
+      uptimeSeconds: Math.round((Date.now() - startedAt.getTime()) / 1000),
+      schemaVersion: db.pragma('user_version', { simple: true }),
+    })),
+    'daemon.shutdown': method(z.object({}).strict(), async () => {
+      setTimeout(() => void stop(), 20);
+      return { stopping: true };
+    }),
+  };
+  try {
+    await services.vms.reconcile();
+  } catch (e) {
+    log.error('reconcile failed', { error: errorMessage(e) });
+  }
+  const server = new RpcServer({ socketPath: lay.socket, methods, log, gid: await bangerGid() });
+  await server.listen();
+  await writeFile(lay.pidFile, `${process.pid}\n`);
+  log.info('bangerd listening', { socket: lay.socket, root: lay.root, version: VERSION });
+
+  let stopping: Promise<void> | undefined;
+  async function stop(): Promise<void> {
+    stopping ??= (async () => {
+      log.info('bangerd stopping');
+      await server.close();
+      await rm(lay.pidFile, { force: true });
+      db.close();
+    })();
+    return stopping;
+  }
+  return { ctx, services, stop };
+}
+
+/** Remove scratch entries left by a previous daemon that died mid-operation. */
+async function cleanTmp(dir: string, log: ReturnType<typeof createLogger>): Promise<void> {
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    const p = join(dir, name);
+    try {
+      const st = await stat(p);
+      if (Date.now() - st.mtimeMs > 0) {
+        await rm(p, { recursive: true, force: true });
+        log.info('removed stale temp entry', { path: p });
+      }
+    } catch {
+      /* gone */
+    }
+  }
+}
+
+export async function main(): Promise<void> {
+  if (process.argv.includes('--help') || process.argv.includes('-h')) {
+    process.stdout.write(
+      'bangerd: the banger daemon (runs as root).\n\nUsage: bangerd\n\nEnvironment:\n  BANGER_ROOT     state directory (default /var/lib/banger)\n  BANGER_SOCKET   socket path (default /run/banger/bangerd.sock, or $BANGER_ROOT/bangerd.sock)\n  BANGER_CONFIG   config file (default /etc/banger/config.json, or $BANGER_ROOT/config.json)\n  BANGER_LOG_LEVEL debug|info|warn|error\n\nUsually started by systemd (banger system install) or by the banger CLI on demand.\n',
+    );
+    return;
+  }
+  try {
+    const d = await startDaemon(process.env, { foreground: true });
+    const onSignal = (sig: string) => {
+      d.ctx.log.info('signal received', { signal: sig });
+      void d.stop().then(() => process.exit(0));
+    };
+    process.on('SIGTERM', () => onSignal('SIGTERM'));
+    process.on('SIGINT', () => onSignal('SIGINT'));
+  } catch (e) {
+    const be = e instanceof BangerError ? e : undefined;
+    process.stderr.write(`bangerd: ${errorMessage(e)}${be?.hint ? `\nhint: ${be.hint}` : ''}\n`);
+    process.exit(1);
+  }
+}

@@ -1,0 +1,29 @@
+import type { Context } from './context.js';
+import type { MethodTable } from '../rpc/protocol.js';
+import { KernelService } from '../kernels/service.js';
+import { kernelMethods } from '../kernels/rpc.js';
+import { ImageService } from '../images/service.js';
+import { imageMethods } from '../images/rpc.js';
+import { NetworkService } from '../network/service.js';
+import { VmService } from '../vms/service.js';
+import { vmMethods } from '../vms/rpc.js';
+
+/** One service per domain, each a plain class with injected boundaries. */
+export interface Services {
+  kernels: KernelService;
+  images: ImageService;
+  network: NetworkService;
+  vms: VmService;
+}
+
+export function createServices(ctx: Context): Services {
+  const kernels = new KernelService(ctx);
+  const images = new ImageService(ctx, { kernels });
+  const network = new NetworkService(ctx);
+  const vms = new VmService(ctx, { kernels, images, network });
+  return { kernels, images, network, vms };
+}
+
+export function serviceMethods(s: Services): MethodTable {
+  return { ...kernelMethods(s.kernels), ...imageMethods(s.images), ...vmMethods(s.vms) };
+}

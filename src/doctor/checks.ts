@@ -1,0 +1,102 @@
+import { access, constants, readFile } from 'node:fs/promises';
+import { which } from '../core/exec.js';
+
+/** A named preflight check. Users can skip one by name (`--skip kvm`). */
+export interface CheckResult {
+  name: string;
+  status: 'pass' | 'warn' | 'fail';
+  detail: string;
+  hint?: string;
+}
+
+export interface Check {
+  name: string;
+  description: string;
+  run(host: HostProbe): Promise<CheckResult>;
+}
+
+/** The host boundary the checks read; tests substitute one. */
+export interface HostProbe {
+  which(cmd: string): Promise<string | undefined>;
+  readFile(path: string): Promise<string | undefined>;
+  canReadWrite(path: string): Promise<boolean>;
+}
+
+export const realHost: HostProbe = {
+  which,
+  readFile: (p) => readFile(p, 'utf8').catch(() => undefined),
+  canReadWrite: (p) => access(p, constants.R_OK | constants.W_OK).then(() => true, () => false),
+};
+
+/** KVM is usable when /dev/kvm is read-write and the CPU advertises vmx or svm. */
+export async function kvmUsable(host: HostProbe): Promise<{ usable: boolean; reason: string }> {
+  if (!(await host.canReadWrite('/dev/kvm'))) return { usable: false, reason: '/dev/kvm is missing or not read-write' };
+  const cpu = (await host.readFile('/proc/cpuinfo')) ?? '';
+  if (!/^flags\s*:.*\b(vmx|svm)\b/m.test(cpu)) return { usable: false, reason: '/dev/kvm exists but the CPU flags show no vmx/svm (nested or paravirtual KVM)' };
+  return { usable: true, reason: '/dev/kvm read-write and vmx/svm present' };
+}
+
+const tool = (name: string, cmd: string, hint: string, level: 'warn' | 'fail' = 'fail'): Check => ({
+  name,
+  description: `${cmd} is installed`,
+  async run(h) {
+    const p = await h.which(cmd);
+    return p ? { name, status: 'pass', detail: p } : { name, status: level, detail: `${cmd} not found`, hint };
+  },
+});
+
+export const checks: Check[] = [
+  {
+    name: 'kvm',
+    description: 'hardware virtualisation is usable',
+    async run(h) {
+      const k = await kvmUsable(h);
+      return k.usable ? { name: 'kvm', status: 'pass', detail: k.reason } : { name: 'kvm', status: 'warn', detail: k.reason, hint: 'VMs will run under QEMU TCG (software emulation): slower, but they work' };
+    },
+  },
+  tool('firecracker', 'firecracker', 'optional: install firecracker to use --vmm firecracker (needs usable KVM)', 'warn'),
+  tool('qemu', 'qemu-system-x86_64', 'apt-get install qemu-system-x86 qemu-utils'),
+  tool('mkfs.ext4', 'mkfs.ext4', 'apt-get install e2fsprogs'),
+  tool('debugfs', 'debugfs', 'apt-get install e2fsprogs'),
+  tool('ip', 'ip', 'apt-get install iproute2'),
+  {
+    name: 'nat',
+    description: 'nft or iptables for --nat',
+    async run(h) {
+      const nft = await h.which('nft');
+      if (nft) return { name: 'nat', status: 'pass', detail: `nft (${nft})` };
+      const ipt = await h.which('iptables');
+      if (ipt) return { name: 'nat', status: 'pass', detail: `iptables fallback (${ipt})` };
+      return { name: 'nat', status: 'fail', detail: 'neither nft nor iptables found', hint: 'apt-get install nftables' };
+    },
+  },
+  tool('ssh', 'ssh', 'apt-get install openssh-client'),
+  {
+    name: 'tun',
+    description: '/dev/net/tun for VM network taps',
+    async run(h) {
+      return (await h.canReadWrite('/dev/net/tun'))
+        ? { name: 'tun', status: 'pass', detail: '/dev/net/tun read-write' }
+        : { name: 'tun', status: 'fail', detail: '/dev/net/tun missing or not accessible', hint: 'modprobe tun (and run as root)' };
+    },
+  },
+  {
+    name: 'ip_forward',
+    description: 'IPv4 forwarding for --nat',
+    async run(h) {
+      const v = (await h.readFile('/proc/sys/net/ipv4/ip_forward'))?.trim();
+      return v === '1'
+        ? { name: 'ip_forward', status: 'pass', detail: 'net.ipv4.ip_forward=1' }
+        : { name: 'ip_forward', status: 'warn', detail: `net.ipv4.ip_forward=${v ?? 'unknown'}`, hint: 'bangerd turns it on when a VM is created with --nat' };
+    },
+  },
+];
+
+export async function runChecks(host: HostProbe = realHost, skip: string[] = []): Promise<CheckResult[]> {
+  const out: CheckResult[] = [];
+  for (const c of checks) {
+    if (skip.includes(c.name)) continue;
+    out.push(await c.run(host));
+  }
+  return out;
+}

@@ -1,0 +1,90 @@
+import { connect, type Socket } from 'node:net';
+import { BangerError, ErrorCode } from '../core/errors.js';
+import { LineSplitter, fromRpcError, type ProgressEvent } from './protocol.js';
+
+export interface CallOptions {
+  onProgress?: (ev: ProgressEvent) => void;
+  signal?: AbortSignal;
+}
+
+/** A JSON-RPC client over the daemon's Unix socket. One connection, many calls. */
+export class RpcClient {
+  private nextId = 1;
+  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void; onProgress?: (ev: ProgressEvent) => void }>();
+  private constructor(private readonly sock: Socket, readonly socketPath: string) {
+    const splitter = new LineSplitter();
+    sock.setEncoding('utf8');
+    sock.on('data', (chunk: string) =>
+      splitter.push(chunk, (line) => {
+        let msg: any;
+        try {
+          msg = JSON.parse(line);
+        } catch {
+          return;
+        }
+        if (msg.method === '$/progress') {
+          this.pending.get(msg.params?.id)?.onProgress?.(msg.params.event);
+          return;
+        }
+        const p = this.pending.get(msg.id);
+        if (!p) return;
+        this.pending.delete(msg.id);
+        if (msg.error) p.reject(fromRpcError(msg.error));
+        else p.resolve(msg.result);
+      }),
+    );
+    const failAll = (e: unknown) => {
+      for (const p of this.pending.values()) p.reject(e);
+      this.pending.clear();
+    };
+    sock.on('close', () => failAll(new BangerError(ErrorCode.Daemon, 'connection to bangerd closed', { hint: "see the daemon log ('banger daemon status' shows where)" })));
+    sock.on('error', () => {});
+  }
+
+  static connect(socketPath: string, timeoutMs = 2000): Promise<RpcClient> {
+    return new Promise((resolve, reject) => {
+      const sock = connect(socketPath);
+      const timer = setTimeout(() => {
+        sock.destroy();
+        reject(new BangerError(ErrorCode.NoDaemon, `no answer from bangerd at ${socketPath}`));
+      }, timeoutMs);
+      sock.once('connect', () => {
+        clearTimeout(timer);
+        resolve(new RpcClient(sock, socketPath));
+      });
+      sock.once('error', (e: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        if (e.code === 'EACCES' || e.code === 'EPERM') {
+          reject(new BangerError(ErrorCode.Permission, `permission denied on ${socketPath}`, { hint: "add yourself to the 'banger' group (sudo usermod -aG banger $USER) and log in again", cause: e }));
+        } else reject(new BangerError(ErrorCode.NoDaemon, `bangerd is not running (${socketPath}: ${e.code ?? e.message})`, { cause: e }));
+      });
+    });
+  }
+
+  call<T = any>(method: string, params: unknown = {}, opts: CallOptions = {}): Promise<T> {
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      const onAbort = () => {
+        this.sock.write(JSON.stringify({ jsonrpc: '2.0', method: '$/cancel', params: { id } }) + '\n');
+      };
+      opts.signal?.addEventListener('abort', onAbort, { once: true });
+      this.pending.set(id, {
+        resolve: (v) => {
+          opts.signal?.removeEventListener('abort', onAbort);
+          resolve(v as T);
+        },
+        reject: (e) => {
+          opts.signal?.removeEventListener('abort', onAbort);
+          reject(e);
+        },
+        onProgress: opts.onProgress,
+      });
+      this.sock.write(JSON.stringify({ jsonrpc: '2.0', id, method, params }) + '\n');
+    });
+  }
+
+  close(): void {
+    this.sock.end();
+    this.sock.destroy();
+  }
+}

@@ -1,0 +1,127 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { RpcClient } from '../../src/rpc/client.js';
+
+/** Repo root (tests run from dist/test/...). */
+export const REPO = resolve(new URL('.', import.meta.url).pathname, '..', '..', '..');
+export const BANGER = join(REPO, 'bin', 'banger');
+export const BANGERD = join(REPO, 'bin', 'bangerd');
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * An isolated bangerd: its own BANGER_ROOT (temp dir), socket and config, optionally
+ * running inside a network namespace (`netns`) so bridges, taps and NAT never touch the host.
+ */
+export class TestDaemon {
+  readonly root: string;
+  readonly env: NodeJS.ProcessEnv;
+  proc?: ChildProcess;
+  stderr = '';
+
+  constructor(opts: { config?: Record<string, unknown>; env?: NodeJS.ProcessEnv; netns?: string; root?: string } = {}) {
+    this.root = opts.root ?? mkdtempSync(join(tmpdir(), 'banger-test-'));
+    this.netns = opts.netns;
+    writeFileSync(join(this.root, 'config.json'), JSON.stringify(opts.config ?? {}, null, 2));
+    this.env = { ...process.env, BANGER_ROOT: this.root, BANGER_LOG_LEVEL: 'debug', ...opts.env };
+    delete this.env.BANGER_SOCKET;
+    delete this.env.BANGER_CONFIG;
+  }
+  readonly netns?: string;
+
+  get socket(): string {
+    return join(this.root, 'bangerd.sock');
+  }
+
+  private wrap(argv: string[]): string[] {
+    return this.netns ? ['ip', 'netns', 'exec', this.netns, ...argv] : argv;
+  }
+
+  async start(timeoutMs = 15000): Promise<void> {
+    const argv = this.wrap([process.execPath, BANGERD]);
+    this.proc = spawn(argv[0]!, argv.slice(1), { env: this.env, stdio: ['ignore', 'ignore', 'pipe'] });
+    this.proc.stderr!.on('data', (d) => (this.stderr += d.toString()));
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      if (this.proc.exitCode !== null) throw new Error(`bangerd exited (${this.proc.exitCode}): ${this.stderr}`);
+      try {
+        (await RpcClient.connect(this.socket, 500)).close();
+        return;
+      } catch {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    throw new Error(`bangerd did not start: ${this.stderr}`);
+  }
+
+  async client(): Promise<RpcClient> {
+    return RpcClient.connect(this.socket);
+  }
+
+  /** Graceful stop (SIGTERM) and wait. */
+  async stop(): Promise<void> {
+    if (!this.proc || this.proc.exitCode !== null) return;
+    const p = this.proc;
+    const done = new Promise((r) => p.once('exit', r));
+    p.kill('SIGTERM');
+    await Promise.race([done, new Promise((r) => setTimeout(r, 10000))]);
+    if (p.exitCode === null) p.kill('SIGKILL');
+  }
+
+  /** SIGKILL, as a crash would. */
+  async kill(): Promise<void> {
+    if (!this.proc || this.proc.exitCode !== null) return;
+    const p = this.proc;
+    const done = new Promise((r) => p.once('exit', r));
+    p.kill('SIGKILL');
+    await done;
+  }
+
+  /** Run the built CLI against this daemon; resolves with exit code and output. */
+  cli(args: string[], opts: { input?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<CliResult> {
+    const argv = this.wrap([process.execPath, BANGER, ...args]);
+    return new Promise((resolve) => {
+      const child = spawn(argv[0]!, argv.slice(1), { env: { ...this.env, ...opts.env } });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d) => (stdout += d));
+      child.stderr.on('data', (d) => (stderr += d));
+      const t = opts.timeoutMs ? setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs) : undefined;
+      child.on('close', (code) => {
+        if (t) clearTimeout(t);
+        resolve({ code: code ?? -1, stdout, stderr });
+      });
+      child.stdin.end(opts.input ?? '');
+    });
+  }
+
+  /** Run the CLI and parse its --json output; throws with stderr on failure. */
+  async json<T = any>(args: string[], opts: { timeoutMs?: number } = {}): Promise<T> {
+    const r = await this.cli(['--json', ...args], opts);
+    if (r.code !== 0) throw new Error(`banger ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
+    return JSON.parse(r.stdout) as T;
+  }
+
+  async cleanup(): Promise<void> {
+    await this.stop();
+    rmSync(this.root, { recursive: true, force: true });
+  }
+}
+
+/** True when running as root (namespaces, taps, nft need it). */
+export function isRoot(): boolean {
+  return process.getuid?.() === 0;
+}
+
+/** Returns the reason a command is missing, or undefined when all exist. */
+export function missingTools(...cmds: string[]): string | undefined {
+  const path = (process.env.PATH ?? '') + ':/usr/sbin:/sbin';
+  const missing = cmds.filter((c) => spawnSync('which', [c], { env: { ...process.env, PATH: path } }).status !== 0);
+  return missing.length ? `missing tools: ${missing.join(', ')}` : undefined;
+}
