@@ -1,5 +1,6 @@
 import { readFile, stat } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
+import { posix } from 'node:path';
 import type { Exec } from '../core/exec.js';
 import type { Logger } from '../core/log.js';
 import { BangerError, ErrorCode } from '../core/errors.js';
@@ -35,6 +36,8 @@ export interface InjectOptions {
 export const FIRST_BOOT_PATH = '/usr/local/libexec/banger-first-boot';
 export const AGENT_PATH = '/usr/local/bin/banger-vsock-agent';
 export const AGENT_UNIT = 'banger-vsock-agent.service';
+export const OPENRC_PATH = '/usr/local/share/banger/openrc/banger-vsock-agent';
+export const SSHD_DROPIN = '/etc/ssh/sshd_config.d/banger.conf';
 const UNIT_DIR = '/etc/systemd/system';
 const WANTS_DIR = `${UNIT_DIR}/multi-user.target.wants`;
 
@@ -92,6 +95,11 @@ export async function injectGuestFiles(rootDir: string, opts: InjectOptions): Pr
     file('banger-vsock-agent.openrc'),
   ]);
 
+  // Check every target directory for unsafe symlinks before the first write, so a refused
+  // image is left exactly as it was.
+  const targets = [FIRST_BOOT_PATH, AGENT_PATH, OPENRC_PATH, `${UNIT_DIR}/x`, `${WANTS_DIR}/x`, SSHD_DROPIN];
+  for (const t of targets) await resolveGuestDir(rootDir, posix.dirname(t), false);
+
   const injected: string[] = [];
   const put = async (guestPath: string, data: Buffer, mode: number) => {
     await writeGuestFile(rootDir, guestPath, data, mode);
@@ -104,10 +112,10 @@ export async function injectGuestFiles(rootDir: string, opts: InjectOptions): Pr
 
   await put(FIRST_BOOT_PATH, firstBoot, 0o755);
   await put(AGENT_PATH, agent, 0o755);
-  await put('/usr/local/share/banger/openrc/banger-vsock-agent', openrc, 0o755);
+  await put(OPENRC_PATH, openrc, 0o755);
   await put(`${UNIT_DIR}/${AGENT_UNIT}`, unit, 0o644);
   await link(`${WANTS_DIR}/${AGENT_UNIT}`, `${UNIT_DIR}/${AGENT_UNIT}`);
-  await put('/etc/ssh/sshd_config.d/banger.conf', sshd, 0o644);
+  await put(SSHD_DROPIN, sshd, 0o644);
   for (const u of MASKED_UNITS) await link(`${UNIT_DIR}/${u}`, '/dev/null');
 
   const sshUnit = await findSshUnit(rootDir);
