@@ -102,6 +102,7 @@ async function downloadVerified(opts: FetchBlobOptions, finalPath: string): Prom
     await once(out, 'close');
     if (total !== undefined && got !== total) throw truncated(label, url, got, total);
     const digest = hash.digest('hex');
+    opts.progress?.({ stage: 'download', key: label, message: 'downloaded', current: got, total: got, done: true });
     opts.progress?.({ stage: 'verify', key: label, message: 'sha256' });
     if (digest !== opts.sha256) {
       throw new BangerError(ErrorCode.Digest, `kernel ${label}: sha256 mismatch for ${url}: expected ${opts.sha256}, got ${digest}`, {
@@ -110,7 +111,7 @@ async function downloadVerified(opts: FetchBlobOptions, finalPath: string): Prom
       });
     }
     await rename(tmp, finalPath);
-    opts.progress?.({ stage: 'download', key: label, message: 'downloaded', current: got, total: got, done: true });
+    opts.progress?.({ stage: 'verify', key: label, message: 'sha256 ok', done: true });
     return got;
   } catch (e) {
     await rm(tmp, { force: true });
