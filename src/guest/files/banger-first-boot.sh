@@ -34,6 +34,7 @@ log() { echo "banger-first-boot: $*"; }
 
 # fail MESSAGE [HINT]: never returns.
 fail() {
+  [ "${POLICY_RC_CREATED:-0}" = 1 ] && rm -f /usr/sbin/policy-rc.d
   echo "banger-first-boot: error: step '$STEP' failed: $1" >&2
   [ -n "${2:-}" ] && echo "banger-first-boot: hint: $2" >&2
   if [ "$TEST" = 1 ]; then exit 1; fi
@@ -118,7 +119,7 @@ install_file() {
 }
 
 apply_seed() {
-  step seed "applying $SEED_DEV"
+  if [ "$TEST" = 1 ]; then step seed "from directory ${BANGER_SEED_DIR:-}"; else step seed "from $SEED_DEV"; fi
   mount_seed
   [ -f "$SEED/version" ] || fail "seed has no 'version' file: not a banger seed disk"
   [ -f "$SEED/network.env" ] && read_env_file "$SEED/network.env"
@@ -234,16 +235,18 @@ detect_family() {
 }
 
 run() {
+  command -v "$1" >/dev/null 2>&1 || fail "package manager '$1' not found in the image (os-release ID='$OS_ID')" \
+    "use an image that already has systemd and openssh-server, or fix the image's /etc/os-release"
   log "running: $*"
   "$@"
 }
 
 install_debian() {
   # Keep maintainer scripts from starting daemons now (PID 1 is this script, not systemd).
-  _policy=0
+  POLICY_RC_CREATED=0
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     mkdir -p /usr/sbin
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d && _policy=1
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d && POLICY_RC_CREATED=1
   fi
   DEBIAN_FRONTEND=noninteractive
   export DEBIAN_FRONTEND
@@ -252,7 +255,8 @@ install_debian() {
   if [ "$_rc" = 0 ]; then
     run apt-get install -y --no-install-recommends systemd systemd-sysv openssh-server iproute2 ca-certificates || _rc=$?
   fi
-  [ "$_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+  [ "$POLICY_RC_CREATED" = 1 ] && rm -f /usr/sbin/policy-rc.d
+  POLICY_RC_CREATED=0
   return "$_rc"
 }
 
