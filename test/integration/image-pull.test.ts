@@ -63,7 +63,8 @@ function buildCraftedImage(dir: string): { layout: OciLayout } {
   mkdirSync(join(base, LONG, '..'), { recursive: true });
   writeFileSync(join(base, LONG), 'long name\n');
   utimesSync(join(base, 'etc', 'hostname'), 1_500_000_000, 1_500_000_000);
-  utimesSync(join(base, 'usr'), 1_400_000_000, 1_400_000_000);
+  mkdirSync(join(base, 'srv', 'data')); writeFileSync(join(base, 'srv', 'data', 'f'), 'f');
+  utimesSync(join(base, 'srv', 'data'), 1_400_000_000, 1_400_000_000);
 
   const layout = new OciLayout(dir);
   const l1 = layout.layer(gnuTar(base), 'gzip');
@@ -118,7 +119,7 @@ test('pull of a crafted 3-layer image gives an ext4 matching the layers file by 
 
     assert.equal(ext4Read(img, '/etc/hostname').toString(), 'upper\n', 'upper layer wins');
     assert.equal(ext4Stat(img, '/etc/hostname')!.mtime, 1_600_000_000);
-    assert.equal(ext4Stat(img, '/usr')!.mtime, 1_400_000_000, 'directory mtime applied after its content');
+    assert.equal(ext4Stat(img, '/srv/data')!.mtime, 1_400_000_000, 'directory mtime applied after its content');
     assert.equal(ext4Stat(img, '/gone'), undefined, '.wh.gone removed the lower directory');
     assert.deepEqual(ext4Ls(img, '/old').sort(), ['c'], 'opaque directory hides lower entries');
 
