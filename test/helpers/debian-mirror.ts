@@ -103,7 +103,7 @@ function sha256(path: string): string {
 }
 
 /** Path of the cached .deb for `p` if present and matching its sha256. */
-function cachedDeb(p: MirrorPackage): string | undefined {
+export function cachedDeb(p: MirrorPackage): string | undefined {
   const path = join(DEB_CACHE, p.filename.split('/').pop()!);
   return existsSync(path) && sha256(path) === p.sha256 ? path : undefined;
 }
