@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, renameSync } from 'node:fs';
-import { copyFile, cp, mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { chmod, copyFile, cp, mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import type { Context } from '../daemon/context.js';
 import { BangerError, ErrorCode, isBangerError, throwIfAborted } from '../core/errors.js';
@@ -252,6 +252,7 @@ export class KernelService {
       files: { vmlinux: !!files.vmlinux, vmlinuz: !!files.vmlinuz, initrd: !!files.initrd, modules: !!files.modulesDir },
     };
     await writeJsonAtomic(join(staging, 'manifest.json'), manifest);
+    await chmod(staging, 0o755); // mkdtemp made it 0700; kernels are readable like /boot
     const size = await dirSize(staging);
     throwIfAborted(signal);
     const target = this.ctx.layout.kernelDir(meta.name);
