@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, renameSync } from 'node:fs';
-import { copyFile, cp, mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { chmod, copyFile, cp, mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import type { Context } from '../daemon/context.js';
 import { BangerError, ErrorCode, isBangerError, throwIfAborted } from '../core/errors.js';
@@ -74,7 +74,16 @@ export class KernelService {
   private readonly names = new KeyedLock();
   /** Pulls running or waiting, per name (a waiter reuses the result of the one before it). */
   private readonly pulling = new Map<string, number>();
-  constructor(readonly ctx: Context) {}
+  private readonly fetchDebian: typeof fetchDebianKernel;
+  private readonly etcApt: string;
+  /** `deps` replaces boundaries in tests: the Debian archive fetcher and the apt config dir. */
+  constructor(
+    readonly ctx: Context,
+    deps: { fetchDebian?: typeof fetchDebianKernel; etcApt?: string } = {},
+  ) {
+    this.fetchDebian = deps.fetchDebian ?? fetchDebianKernel;
+    this.etcApt = deps.etcApt ?? '/etc/apt';
+  }
 
   /** Name of the kernel used when none is given (config `defaultKernel`). */
   defaultName(): string {
@@ -84,9 +93,10 @@ export class KernelService {
   /** The pulled kernel `name`; E_NOT_FOUND (hint: pull it) when there is none. */
   get(name: string): KernelRecord {
     const r = getRow(this.ctx.db, name);
-    if (!r) {
-      throw new BangerError(ErrorCode.NotFound, `kernel '${name}' is not pulled`, {
-        hint: `banger kernel pull ${name}   (see 'banger kernel list --available')`,
+    if (!r) throw notPulled(name);
+    if (!r.vmlinux && !r.vmlinuz) {
+      throw new BangerError(ErrorCode.NotFound, `kernel '${name}': neither vmlinux nor vmlinuz exists in ${r.dir}`, {
+        hint: `banger kernel pull ${name} --force   (or banger kernel rm ${name})`,
         details: { kernel: name },
       });
     }
@@ -179,9 +189,9 @@ export class KernelService {
       if (entry.kind === 'debian') {
         const tmpDir = await mkdtemp(join(this.ctx.layout.tmp, `debian-${name}-`));
         undo.push('remove Debian scratch directory', () => rm(tmpDir, { recursive: true, force: true }));
-        const mirror = await resolveDebianMirror(this.ctx.config.debianMirror);
+        const mirror = await resolveDebianMirror(this.ctx.config.debianMirror, this.etcApt);
         log.info('fetching Debian kernel', { mirror, package: (entry as DebianKernelEntry).package });
-        const res = await fetchDebianKernel({ entry: entry as DebianKernelEntry, mirror, keyring: this.ctx.config.debianKeyring, outDir: staging, tmpDir, exec: this.ctx.exec, log, signal, progress });
+        const res = await this.fetchDebian({ entry: entry as DebianKernelEntry, mirror, keyring: this.ctx.config.debianKeyring, outDir: staging, tmpDir, exec: this.ctx.exec, log, signal, progress });
         throwIfAborted(signal);
         files = await inspectKernelDir(staging, name, false);
         if (!files.vmlinux && !files.vmlinuz) throw new BangerError(ErrorCode.Bundle, `kernel ${name}: the Debian fetch produced neither vmlinux nor vmlinuz`);
@@ -242,6 +252,7 @@ export class KernelService {
       files: { vmlinux: !!files.vmlinux, vmlinuz: !!files.vmlinuz, initrd: !!files.initrd, modules: !!files.modulesDir },
     };
     await writeJsonAtomic(join(staging, 'manifest.json'), manifest);
+    await chmod(staging, 0o755); // mkdtemp made it 0700; kernels are readable like /boot
     const size = await dirSize(staging);
     throwIfAborted(signal);
     const target = this.ctx.layout.kernelDir(meta.name);
@@ -320,7 +331,8 @@ export class KernelService {
   /** Remove kernel `name` (row and directory). E_IN_USE when a VM references it, unless `force`. */
   async delete(name: string, opts: { force?: boolean } = {}): Promise<{ name: string; deleted: true; usedBy: string[] }> {
     return this.names.run(name, async () => {
-      const rec = this.get(name);
+      const rec = getRow(this.ctx.db, name);
+      if (!rec) throw notPulled(name);
       const users = vmsUsing(this.ctx.db, name);
       if (users.length && !opts.force) {
         throw new BangerError(ErrorCode.InUse, `kernel '${name}' is used by VM(s): ${users.join(', ')}`, {
@@ -339,6 +351,13 @@ export class KernelService {
       return { name, deleted: true, usedBy: users };
     });
   }
+}
+
+function notPulled(name: string): BangerError {
+  return new BangerError(ErrorCode.NotFound, `kernel '${name}' is not pulled`, {
+    hint: `banger kernel pull ${name}   (see 'banger kernel list --available')`,
+    details: { kernel: name },
+  });
 }
 
 async function checkFile(flag: string, path: string, kind: 'file' | 'dir'): Promise<string> {
