@@ -1,20 +1,21 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, renameSync } from 'node:fs';
-import { chmod, copyFile, cp, mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
-import { isAbsolute, join } from 'node:path';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Context } from '../daemon/context.js';
 import { BangerError, ErrorCode, isBangerError, throwIfAborted } from '../core/errors.js';
-import { sha256File, writeJsonAtomic } from '../core/fsutil.js';
+import { sha256File } from '../core/fsutil.js';
 import { UndoStack } from '../core/undo.js';
 import type { ProgressEvent } from '../rpc/protocol.js';
 import { entrySize, loadCatalog, type BundleEntry, type CatalogEntry } from './catalog.js';
 import { fetchDebianKernel, type DebianKernelEntry } from './debian/fetch.js';
 import { fetchBlob } from './download.js';
 import { extractBundle, inspectKernelDir, type BundleFiles } from './extract.js';
-import { identifyKernelImage } from './identify.js';
+import { stageImport, type ImportOptions } from './import.js';
+import { installKernel } from './install.js';
 import { KeyedLock } from './lock.js';
 import { resolveDebianMirror } from './mirror.js';
-import { deleteRow, dirSize, getRow, listRows, upsertRow, vmsUsing, type KernelManifest, type KernelRecord } from './record.js';
+import { deleteRow, getRow, listRows, vmsUsing, type KernelManifest, type KernelRecord } from './record.js';
 
 export type { KernelRecord, KernelManifest } from './record.js';
 
@@ -50,16 +51,7 @@ export interface PullResult {
   joined: boolean;
 }
 
-export interface ImportOptions {
-  vmlinux: string;
-  initrd?: string;
-  modules?: string;
-  kernelVersion?: string;
-  distro?: string;
-  arch?: string;
-  force?: boolean;
-  signal?: AbortSignal;
-}
+export type { ImportOptions } from './import.js';
 
 /**
  * Kernels: catalog, pull (bundle or Debian archive), import, list, show, delete.
@@ -226,7 +218,7 @@ export class KernelService {
         download = blob.status;
       }
       throwIfAborted(signal);
-      const kernel = await this.install(staging, { name, distro: entry.distro, arch: entry.arch, kernelVersion, source }, files, signal);
+      const kernel = await installKernel(this.ctx, staging, { name, distro: entry.distro, arch: entry.arch, kernelVersion, source }, files, signal);
       undo.commit();
       progress?.({ stage: 'install', key: name, message: `installed ${kernel.dir}`, done: true });
       log.info('kernel pulled', { source, download, replaced: replacing });
@@ -238,46 +230,6 @@ export class KernelService {
     }
   }
 
-  /**
-   * Write the manifest into `staging`, then in one transaction: move any old directory aside,
-   * rename `staging` to `kernelDir(name)`, upsert the row. On failure the old directory is put back.
-   */
-  private async install(staging: string, meta: Omit<KernelManifest, 'vmlinuxSha256' | 'importedAt' | 'files'>, files: BundleFiles, signal?: AbortSignal): Promise<KernelRecord> {
-    const image = files.vmlinux ?? files.vmlinuz;
-    if (!image) throw new BangerError(ErrorCode.Bundle, `kernel ${meta.name}: no vmlinux or vmlinuz`);
-    const manifest: KernelManifest = {
-      ...meta,
-      vmlinuxSha256: await sha256File(image),
-      importedAt: new Date().toISOString(),
-      files: { vmlinux: !!files.vmlinux, vmlinuz: !!files.vmlinuz, initrd: !!files.initrd, modules: !!files.modulesDir },
-    };
-    await writeJsonAtomic(join(staging, 'manifest.json'), manifest);
-    await chmod(staging, 0o755); // mkdtemp made it 0700; kernels are readable like /boot
-    const size = await dirSize(staging);
-    throwIfAborted(signal);
-    const target = this.ctx.layout.kernelDir(meta.name);
-    await mkdir(this.ctx.layout.kernels, { recursive: true });
-    const trash = join(this.ctx.layout.tmp, `kernel-${meta.name}-old-${randomBytes(4).toString('hex')}`);
-    this.ctx.db.transaction(() => {
-      const moved = existsSync(target);
-      if (moved) renameSync(target, trash);
-      try {
-        renameSync(staging, target);
-        try {
-          upsertRow(this.ctx.db, manifest, target, size);
-        } catch (e) {
-          renameSync(target, staging);
-          throw e;
-        }
-      } catch (e) {
-        if (moved) renameSync(trash, target);
-        throw e;
-      }
-    })();
-    await rm(trash, { recursive: true, force: true });
-    return this.get(meta.name);
-  }
-
   /** Copy local kernel files into the store as `name` (source "import:<path>"). */
   async import(name: string, opts: ImportOptions): Promise<KernelRecord> {
     return this.names.run(
@@ -287,37 +239,16 @@ export class KernelService {
         if (existing && !opts.force) {
           throw new BangerError(ErrorCode.Exists, `kernel '${name}' already exists`, { hint: `pass --force to replace it, or choose another name`, details: { kernel: name } });
         }
-        const vmlinux = await checkFile('--vmlinux', opts.vmlinux, 'file');
-        const initrd = opts.initrd === undefined ? undefined : await checkFile('--initrd', opts.initrd, 'file');
-        const modules = opts.modules === undefined ? undefined : await checkFile('--modules', opts.modules, 'dir');
-        const info = await identifyKernelImage(vmlinux);
-        if (!info) {
-          throw new BangerError(ErrorCode.Invalid, `kernel import ${name}: --vmlinux ${vmlinux} is not a kernel image (neither an ELF vmlinux nor a bzImage)`, {
-            hint: 'pass the uncompressed vmlinux (ELF) or a bzImage (vmlinuz)',
-            details: { field: 'vmlinux', path: vmlinux },
-          });
-        }
         const undo = new UndoStack((m, f) => this.ctx.log.warn(m, f));
         await mkdir(this.ctx.layout.tmp, { recursive: true });
         const staging = await mkdtemp(join(this.ctx.layout.tmp, `kernel-${name}-`));
         undo.push('remove staging directory', () => rm(staging, { recursive: true, force: true }));
         try {
-          const files: BundleFiles = {};
-          const dest = join(staging, info.kind === 'elf' ? 'vmlinux' : 'vmlinuz');
-          await copyFile(vmlinux, dest);
-          if (info.kind === 'elf') files.vmlinux = dest;
-          else files.vmlinuz = dest;
-          if (initrd) await copyFile(initrd, (files.initrd = join(staging, 'initrd.img')));
-          if (modules) await cp(modules, (files.modulesDir = join(staging, 'modules')), { recursive: true, verbatimSymlinks: true });
+          const staged = await stageImport(name, opts, staging, this.ctx.log);
           throwIfAborted(opts.signal);
-          const rec = await this.install(
-            staging,
-            { name, distro: opts.distro ?? 'custom', arch: opts.arch ?? info.arch ?? 'x86_64', kernelVersion: opts.kernelVersion ?? info.version ?? 'unknown', source: `import:${vmlinux}` },
-            files,
-            opts.signal,
-          );
+          const rec = await installKernel(this.ctx, staging, staged.meta, staged.files, opts.signal);
           undo.commit();
-          this.ctx.log.info('kernel imported', { kernel: name, from: vmlinux, kind: info.kind });
+          this.ctx.log.info('kernel imported', { kernel: name, from: opts.vmlinux, kind: staged.kind, droppedLinks: staged.droppedLinks });
           return rec;
         } catch (e) {
           await undo.unwind();
@@ -358,13 +289,4 @@ function notPulled(name: string): BangerError {
     hint: `banger kernel pull ${name}   (see 'banger kernel list --available')`,
     details: { kernel: name },
   });
-}
-
-async function checkFile(flag: string, path: string, kind: 'file' | 'dir'): Promise<string> {
-  if (!isAbsolute(path)) throw new BangerError(ErrorCode.Invalid, `${flag} ${path}: must be an absolute path`, { details: { field: flag.slice(2) } });
-  const st = await stat(path).catch(() => undefined);
-  if (!st) throw new BangerError(ErrorCode.NotFound, `${flag} ${path}: no such ${kind === 'file' ? 'file' : 'directory'}`, { hint: 'check the path', details: { field: flag.slice(2), path } });
-  if (kind === 'file' && !st.isFile()) throw new BangerError(ErrorCode.Invalid, `${flag} ${path}: not a regular file`, { details: { field: flag.slice(2), path } });
-  if (kind === 'dir' && !st.isDirectory()) throw new BangerError(ErrorCode.Invalid, `${flag} ${path}: not a directory`, { details: { field: flag.slice(2), path } });
-  return path;
 }

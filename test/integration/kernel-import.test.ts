@@ -138,3 +138,22 @@ test('delete: removes row and directory; refused with E_IN_USE while a VM refere
     done();
   }
 });
+
+test('import --modules keeps in-tree symlinks and drops ones pointing outside (like build -> /usr/src/…)', async () => {
+  const { src, svc, done } = fixture();
+  try {
+    writeFileSync(join(src, 'vmlinux'), elf('m'));
+    mkdirSync(join(src, 'mods', 'kernel'), { recursive: true });
+    writeFileSync(join(src, 'mods', 'kernel', 'a.ko'), 'ko');
+    symlinkSync('kernel/a.ko', join(src, 'mods', 'in.ko'));
+    symlinkSync('/usr/src/linux-headers-x', join(src, 'mods', 'build'));
+    symlinkSync('../../../../etc', join(src, 'mods', 'kernel', 'up'));
+    const k = await svc.import('mods', { vmlinux: join(src, 'vmlinux'), modules: join(src, 'mods') });
+    const { readdirSync, lstatSync } = await import('node:fs');
+    assert.deepEqual(readdirSync(k.modulesDir!).sort(), ['in.ko', 'kernel']);
+    assert.deepEqual(readdirSync(join(k.modulesDir!, 'kernel')), ['a.ko']);
+    assert.ok(lstatSync(join(k.modulesDir!, 'in.ko')).isSymbolicLink());
+  } finally {
+    done();
+  }
+});
