@@ -18,6 +18,7 @@ PKGS=(
   socat curl ca-certificates
   gcc libc6-dev                     # the static guest agent (C)
   python3 make g++                  # native npm addons (better-sqlite3, zstd-napi)
+  lz4                               # Debian kernels are LZ4 bzImages (vmlinux extraction); apt's Packages.lz4 in the test mirror
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -152,6 +152,8 @@ export interface Route {
   /** Stream slowly: bytes per 20 ms tick. */
   slowChunk?: number;
   contentType?: string;
+  /** Answer 302 with this Location instead. */
+  redirect?: string;
 }
 
 /** A loopback HTTP server (127.0.0.1, port 0) with a mutable route table and request counts. */
@@ -182,6 +184,10 @@ export class BundleServer {
         if (!r) {
           res.writeHead(404, { 'content-type': 'text/plain' });
           return res.end('not found\n');
+        }
+        if (r.redirect) {
+          res.writeHead(302, { location: r.redirect, 'content-length': '0' });
+          return res.end();
         }
         const body = Buffer.from(r.body);
         const status = r.status ?? 200;

@@ -280,6 +280,21 @@ test('a damaged blob in the content store is detected on re-use, removed, and th
   }
 });
 
+test('pull follows an HTTP redirect to the bundle; the kernel directory is world-readable', { skip }, async () => {
+  const { bundle } = goodBundle();
+  srv.set('/real/r.tar.zst', bundle);
+  srv.set('/moved.tar.zst', { body: '', redirect: '/real/r.tar.zst' });
+  const { ctx, svc } = setup('/cat-redirect.json', [{ name: 'redir', path: '/moved.tar.zst', bundle }]);
+  try {
+    const res = await svc.pull('redir');
+    assert.equal(res.download, 'downloaded');
+    assert.equal(srv.count('/real/r.tar.zst'), 1);
+    assert.equal(lstatSync(res.kernel.dir).mode & 0o777, 0o755);
+  } finally {
+    ctx.cleanup();
+  }
+});
+
 test('pull of a name that is in no catalog: E_NOT_FOUND with a hint', { skip }, async () => {
   const { ctx, svc } = setup('/cat-empty.json', []);
   try {
