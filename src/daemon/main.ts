@@ -1,4 +1,4 @@
-import { mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { loadConfig } from '../core/config.js';
@@ -67,19 +67,15 @@ export async function startDaemon(env: NodeJS.ProcessEnv = process.env, opts: { 
   return { ctx, services, stop };
 }
 
-/** Remove scratch entries left by a previous daemon that died mid-operation. */
+/**
+ * Remove scratch entries left by a previous daemon that died mid-operation. Only the daemon
+ * writes under tmp/, and at start nothing of ours is running, so everything there is stale.
+ */
 async function cleanTmp(dir: string, log: ReturnType<typeof createLogger>): Promise<void> {
   for (const name of await readdir(dir).catch(() => [] as string[])) {
     const p = join(dir, name);
-    try {
-      const st = await stat(p);
-      if (Date.now() - st.mtimeMs > 0) {
-        await rm(p, { recursive: true, force: true });
-        log.info('removed stale temp entry', { path: p });
-      }
-    } catch {
-      /* gone */
-    }
+    await rm(p, { recursive: true, force: true });
+    log.info('removed stale temp entry', { path: p });
   }
 }
 

@@ -1,4 +1,4 @@
-import { createServer, type Server, type Socket } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { chmod, chown, mkdir, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { BangerError, ErrorCode } from '../core/errors.js';
@@ -22,6 +22,9 @@ export class RpcServer {
   async listen(): Promise<void> {
     const { socketPath } = this.opts;
     await mkdir(dirname(socketPath), { recursive: true, mode: 0o750 });
+    if (await answers(socketPath)) {
+      throw new BangerError(ErrorCode.Daemon, `another bangerd is already serving ${socketPath}`, { hint: "stop it first ('banger daemon stop') or use another BANGER_ROOT/BANGER_SOCKET" });
+    }
     await rm(socketPath, { force: true });
     const server = createServer((sock) => this.onConnection(sock));
     this.server = server;
@@ -108,4 +111,16 @@ export class RpcServer {
       running.delete(id);
     }
   }
+}
+
+/** True when something accepts connections on the socket (a live daemon, not a stale file). */
+function answers(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(socketPath);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
 }

@@ -15,7 +15,7 @@ export function registerDaemonCommands(program: Command, cli: () => Cli): void {
     .action(async () => {
       const c = cli();
       const lay = layoutFromEnv(c.env);
-      const running = await RpcClient.connect(lay.socket, 1000).catch(() => undefined);
+      const running = await RpcClient.connect(lay.socket, 1000).catch(rethrowPermission);
       if (running) {
         const st = await running.call('daemon.status');
         running.close();
@@ -35,7 +35,7 @@ export function registerDaemonCommands(program: Command, cli: () => Cli): void {
     .action(async () => {
       const c = cli();
       const lay = layoutFromEnv(c.env);
-      const client = await RpcClient.connect(lay.socket, 1000).catch(() => undefined);
+      const client = await RpcClient.connect(lay.socket, 1000).catch(rethrowPermission);
       if (!client) return c.emit({ stopped: false, running: false }, () => 'bangerd is not running');
       const st = await client.call('daemon.status');
       await client.call('daemon.shutdown');
@@ -51,7 +51,10 @@ export function registerDaemonCommands(program: Command, cli: () => Cli): void {
     .action(async () => {
       const c = cli();
       const lay = layoutFromEnv(c.env);
-      const client = await RpcClient.connect(lay.socket, 1000).catch((e) => e as Error);
+      const client = await RpcClient.connect(lay.socket, 1000).catch((e) => {
+        if (e instanceof BangerError && e.code === ErrorCode.Permission) throw e;
+        return e as Error;
+      });
       if (client instanceof Error) {
         const pid = await readFile(lay.pidFile, 'utf8').then((s) => Number(s.trim())).catch(() => undefined);
         c.emit({ running: false, socket: lay.socket, stalePid: pid, reason: client.message }, () => `bangerd is not running (${client.message})\nstart it with: sudo banger daemon start`);
@@ -73,4 +76,10 @@ function isAlive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** A daemon we may not talk to is not "not running": surface the permission error. */
+function rethrowPermission(e: unknown): undefined {
+  if (e instanceof BangerError && e.code === ErrorCode.Permission) throw e;
+  return undefined;
 }

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Builds the guest agent: a static x86_64 binary with no runtime dependencies, so it runs in
+# any distro's root filesystem. Output: dist/guest/banger-vsock-agent. Rebuilds only when the
+# source is newer than the binary. Needs gcc and libc6-dev (scripts/install-deps.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+src=src/guest/agent/banger-vsock-agent.c
+out=dist/guest/banger-vsock-agent
+
+if [ -x "$out" ] && [ "$out" -nt "$src" ] && [ "$out" -nt "$0" ]; then
+  exit 0
+fi
+if ! command -v gcc >/dev/null 2>&1; then
+  echo "build-agent: gcc not found; install gcc and libc6-dev (scripts/install-deps.sh)" >&2
+  exit 1
+fi
+mkdir -p "$(dirname "$out")"
+tmp="$out.tmp.$$"
+trap 'rm -f "$tmp"' EXIT
+gcc -static -O2 -Wall -Wextra -s -o "$tmp" "$src"
+mv -f "$tmp" "$out"
+echo "build-agent: built $out ($(stat -c %s "$out") bytes)" >&2

@@ -1,0 +1,369 @@
+#!/bin/sh
+# banger-first-boot: PID 1 of every banger VM (kernel command line
+# init=/usr/local/libexec/banger-first-boot). POSIX sh; runs on every boot.
+#
+# Steps (each logged to the console as "banger-first-boot: <step>"):
+#   1. mount-basics   mount /proc /sys /dev (devtmpfs) /run (tmpfs) when not mounted
+#   2. seed           mount the seed disk (/dev/vdb, ext4, label BANGERSEED) read-only, apply
+#                     it (host key, root's authorized_keys, hostname, resolv.conf, /etc/hosts,
+#                     network.env), unmount it
+#   3. install        only when systemd is missing: install systemd + an SSH server with the
+#                     guest's own package manager (os-release ID, then ID_LIKE)
+#   4. configure      sshd drop-in Include, machine-id, enable ssh + banger-vsock-agent
+#   5. exec-init      write the marker and exec systemd (Alpine: busybox init + OpenRC)
+# On failure it prints "banger-first-boot: error: ..." and a hint, then drops to a shell on
+# the console (or sleeps) instead of exiting: PID 1 exiting would panic the kernel.
+#
+# The network is already up (ip= on the kernel command line is applied by the kernel or
+# banger's initramfs). Test mode (BANGER_FIRST_BOOT_TEST=1): the seed comes from the directory
+# $BANGER_SEED_DIR instead of /dev/vdb, the final exec is printed instead of run, and a
+# failure exits 1.
+
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export PATH
+umask 022
+
+TEST="${BANGER_FIRST_BOOT_TEST:-0}"
+SEED_DEV="${BANGER_SEED_DEVICE:-/dev/vdb}"
+SEED_MNT=/run/banger-seed
+MARKER=/var/lib/banger/first-boot.done
+AGENT_UNIT=banger-vsock-agent.service
+STEP=start
+
+log() { echo "banger-first-boot: $*"; }
+
+# fail MESSAGE [HINT]: never returns.
+fail() {
+  [ "${POLICY_RC_CREATED:-0}" = 1 ] && rm -f /usr/sbin/policy-rc.d
+  echo "banger-first-boot: error: step '$STEP' failed: $1" >&2
+  [ -n "${2:-}" ] && echo "banger-first-boot: hint: $2" >&2
+  if [ "$TEST" = 1 ]; then exit 1; fi
+  echo "banger-first-boot: the VM cannot finish booting; dropping to a shell on the console" >&2
+  if [ -c /dev/console ]; then
+    /bin/sh </dev/console >/dev/console 2>&1
+  fi
+  while :; do sleep 3600; done
+}
+
+step() {
+  STEP="$1"
+  log "step $1${2:+: $2}"
+}
+
+is_mounted() {
+  [ -r /proc/mounts ] || return 1
+  while read -r _dev _mp _rest; do
+    [ "$_mp" = "$1" ] && return 0
+  done </proc/mounts
+  return 1
+}
+
+mount_basics() {
+  step mount-basics
+  [ -d /proc ] || mkdir -p /proc
+  is_mounted /proc || mount -t proc proc /proc || fail "cannot mount /proc"
+  for _d in /sys /dev /run; do [ -d "$_d" ] || mkdir -p "$_d"; done
+  is_mounted /sys || mount -t sysfs sysfs /sys || fail "cannot mount /sys"
+  is_mounted /dev || mount -t devtmpfs -o mode=0755,nosuid devtmpfs /dev || fail "cannot mount /dev (devtmpfs)"
+  [ -d /dev/pts ] || mkdir -p /dev/pts
+  is_mounted /dev/pts || mount -t devpts -o gid=5,mode=620,ptmxmode=000 devpts /dev/pts 2>/dev/null || true
+  is_mounted /run || mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run || fail "cannot mount /run (tmpfs)"
+}
+
+# Reads KEY=VALUE lines (values optionally quoted) without executing the file.
+read_env_file() {
+  while IFS= read -r _line || [ -n "$_line" ]; do
+    case "$_line" in
+      '#'* | '') continue ;;
+    esac
+    _k="${_line%%=*}"
+    _v="${_line#*=}"
+    case "$_k" in
+      BANGER_IP | BANGER_PREFIX | BANGER_GATEWAY | BANGER_IFACE | BANGER_DNS | BANGER_VM_NAME) ;;
+      *) continue ;;
+    esac
+    case "$_v" in
+      \"*\") _v="${_v#\"}"; _v="${_v%\"}" ;;
+      \'*\') _v="${_v#\'}"; _v="${_v%\'}" ;;
+    esac
+    eval "$_k=\$_v"
+  done <"$1"
+}
+
+mount_seed() {
+  if [ "$TEST" = 1 ]; then
+    SEED="${BANGER_SEED_DIR:?BANGER_SEED_DIR must name the seed directory in test mode}"
+    return 0
+  fi
+  _i=0
+  while [ ! -b "$SEED_DEV" ] && [ "$_i" -lt 50 ]; do
+    sleep 0.2 2>/dev/null || sleep 1
+    _i=$((_i + 1))
+  done
+  [ -b "$SEED_DEV" ] || fail "seed disk $SEED_DEV did not appear" "banger attaches the seed disk as the second virtio disk; check the VMM command line in the VM's log"
+  mkdir -p "$SEED_MNT"
+  mount -t ext4 -o ro "$SEED_DEV" "$SEED_MNT" || fail "cannot mount seed disk $SEED_DEV"
+  SEED="$SEED_MNT"
+}
+
+unmount_seed() {
+  [ "$TEST" = 1 ] && return 0
+  umount "$SEED_MNT" 2>/dev/null || true
+  rmdir "$SEED_MNT" 2>/dev/null || true
+}
+
+# install_file SRC DST MODE: copy via a temp file beside DST, then rename (replaces symlinks).
+install_file() {
+  cp "$1" "$2.banger-tmp" && chmod "$3" "$2.banger-tmp" && chown 0:0 "$2.banger-tmp" 2>/dev/null
+  mv -f "$2.banger-tmp" "$2" || fail "cannot write $2"
+}
+
+apply_seed() {
+  if [ "$TEST" = 1 ]; then step seed "from directory ${BANGER_SEED_DIR:-}"; else step seed "from $SEED_DEV"; fi
+  mount_seed
+  [ -f "$SEED/version" ] || fail "seed has no 'version' file: not a banger seed disk"
+  [ -f "$SEED/network.env" ] && read_env_file "$SEED/network.env"
+  mkdir -p /etc/banger && chmod 0755 /etc/banger
+  [ -f "$SEED/network.env" ] && install_file "$SEED/network.env" /etc/banger/network.env 0644
+  install_file "$SEED/version" /etc/banger/seed-version 0644
+
+  if [ -f "$SEED/ssh/ssh_host_ed25519_key" ]; then
+    mkdir -p /etc/ssh && chmod 0755 /etc/ssh
+    install_file "$SEED/ssh/ssh_host_ed25519_key" /etc/ssh/ssh_host_ed25519_key 0600
+    [ -f "$SEED/ssh/ssh_host_ed25519_key.pub" ] &&
+      install_file "$SEED/ssh/ssh_host_ed25519_key.pub" /etc/ssh/ssh_host_ed25519_key.pub 0644
+    log "installed the SSH host key pinned by banger"
+  else
+    fail "seed has no ssh/ssh_host_ed25519_key" "banger generates the host key before first boot; recreate the VM"
+  fi
+  if [ -f "$SEED/ssh/authorized_keys" ]; then
+    mkdir -p /root/.ssh
+    chmod 0700 /root/.ssh
+    chown 0:0 /root/.ssh 2>/dev/null
+    install_file "$SEED/ssh/authorized_keys" /root/.ssh/authorized_keys 0600
+    log "installed root's authorized_keys"
+  fi
+
+  HOSTNAME_SEED=
+  if [ -f "$SEED/hostname" ]; then
+    read -r HOSTNAME_SEED <"$SEED/hostname" || true
+  fi
+  [ -n "$HOSTNAME_SEED" ] || HOSTNAME_SEED="${BANGER_VM_NAME:-}"
+  if [ -n "$HOSTNAME_SEED" ]; then
+    echo "$HOSTNAME_SEED" >/etc/hostname.banger-tmp && mv -f /etc/hostname.banger-tmp /etc/hostname
+    echo "$HOSTNAME_SEED" >/proc/sys/kernel/hostname 2>/dev/null || hostname "$HOSTNAME_SEED" 2>/dev/null || true
+    log "hostname $HOSTNAME_SEED"
+  fi
+  if [ -f "$SEED/resolv.conf" ]; then
+    rm -f /etc/resolv.conf
+    install_file "$SEED/resolv.conf" /etc/resolv.conf 0644
+    log "resolv.conf from the seed"
+  fi
+  write_hosts
+  unmount_seed
+}
+
+# /etc/hosts: keep the image's lines, make sure localhost resolves, and (re)write one line
+# marked "# banger" for this VM's name.
+write_hosts() {
+  _tmp=/etc/hosts.banger-tmp
+  : >"$_tmp"
+  _have_localhost=0
+  if [ -f /etc/hosts ]; then
+    while IFS= read -r _line || [ -n "$_line" ]; do
+      case "$_line" in
+        *' # banger') continue ;;
+      esac
+      case " $_line " in
+        *[[:space:]]localhost[[:space:]]*) _have_localhost=1 ;;
+      esac
+      echo "$_line" >>"$_tmp"
+    done </etc/hosts
+  fi
+  if [ "$_have_localhost" = 0 ]; then
+    echo "127.0.0.1 localhost" >>"$_tmp"
+    echo "::1 localhost ip6-localhost ip6-loopback" >>"$_tmp"
+  fi
+  if [ -n "${HOSTNAME_SEED:-}" ]; then
+    echo "${BANGER_IP:-127.0.1.1} $HOSTNAME_SEED # banger" >>"$_tmp"
+  fi
+  chmod 0644 "$_tmp"
+  mv -f "$_tmp" /etc/hosts || fail "cannot write /etc/hosts"
+}
+
+find_systemd() {
+  for _s in /lib/systemd/systemd /usr/lib/systemd/systemd; do
+    if [ -x "$_s" ]; then
+      SYSTEMD="$_s"
+      return 0
+    fi
+  done
+  return 1
+}
+
+os_field() {
+  _f=/etc/os-release
+  [ -f "$_f" ] || _f=/usr/lib/os-release
+  [ -f "$_f" ] || return 0
+  while IFS= read -r _line || [ -n "$_line" ]; do
+    case "$_line" in
+      "$1="*)
+        _v="${_line#*=}"
+        _v="${_v#\"}"; _v="${_v%\"}"; _v="${_v#\'}"; _v="${_v%\'}"
+        echo "$_v"
+        return 0
+        ;;
+    esac
+  done <"$_f"
+}
+
+# Picks the package family from ID, then each word of ID_LIKE.
+detect_family() {
+  OS_ID="$(os_field ID)"
+  OS_LIKE="$(os_field ID_LIKE)"
+  for _id in $OS_ID $OS_LIKE; do
+    case "$_id" in
+      debian | ubuntu) FAMILY=debian; return 0 ;;
+      alpine) FAMILY=alpine; return 0 ;;
+      fedora | rhel | centos | rocky | almalinux | ol | amzn) FAMILY=fedora; return 0 ;;
+      arch | archarm) FAMILY=arch; return 0 ;;
+      opensuse* | suse | sles) FAMILY=suse; return 0 ;;
+    esac
+  done
+  FAMILY=
+  return 1
+}
+
+run() {
+  command -v "$1" >/dev/null 2>&1 || fail "package manager '$1' not found in the image (os-release ID='$OS_ID')" \
+    "use an image that already has systemd and openssh-server, or fix the image's /etc/os-release"
+  log "running: $*"
+  "$@"
+}
+
+install_debian() {
+  # Keep maintainer scripts from starting daemons now (PID 1 is this script, not systemd).
+  POLICY_RC_CREATED=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    mkdir -p /usr/sbin
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d && POLICY_RC_CREATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive
+  export DEBIAN_FRONTEND
+  _rc=0
+  run apt-get update || _rc=$?
+  if [ "$_rc" = 0 ]; then
+    run apt-get install -y --no-install-recommends systemd systemd-sysv openssh-server iproute2 ca-certificates || _rc=$?
+  fi
+  [ "$POLICY_RC_CREATED" = 1 ] && rm -f /usr/sbin/policy-rc.d
+  POLICY_RC_CREATED=0
+  return "$_rc"
+}
+
+install_packages() {
+  step install "systemd is missing; installing systemd and an SSH server"
+  detect_family || fail "unsupported distribution (os-release ID='${OS_ID:-?}' ID_LIKE='${OS_LIKE:-}'): no known package manager to install systemd and openssh" \
+    "use an image that already has systemd and openssh-server, or one based on Debian/Ubuntu, Alpine, Fedora/RHEL, Arch or openSUSE"
+  log "distribution family: $FAMILY (ID=$OS_ID${OS_LIKE:+ ID_LIKE=$OS_LIKE})"
+  _net_hint="the guest needs network access to its package mirrors: create the VM with --nat, and check DNS in /etc/resolv.conf"
+  case "$FAMILY" in
+    debian) install_debian || fail "apt-get could not install systemd and openssh-server" "$_net_hint" ;;
+    alpine) run apk add --no-cache openrc openssh || fail "apk could not install openrc and openssh" "$_net_hint" ;;
+    fedora)
+      _dnf=dnf
+      command -v dnf >/dev/null 2>&1 || { command -v microdnf >/dev/null 2>&1 && _dnf=microdnf; } || { command -v yum >/dev/null 2>&1 && _dnf=yum; }
+      run "$_dnf" -y install systemd openssh-server iproute || fail "$_dnf could not install systemd and openssh-server" "$_net_hint"
+      ;;
+    arch) run pacman -Sy --noconfirm systemd openssh iproute2 || fail "pacman could not install systemd and openssh" "$_net_hint" ;;
+    suse) run zypper -n install systemd openssh iproute2 || fail "zypper could not install systemd and openssh" "$_net_hint" ;;
+  esac
+}
+
+# sshd: banger's drop-in (/etc/ssh/sshd_config.d/banger.conf, injected with the image) only
+# takes effect when sshd_config includes the directory; add the Include at the top if not.
+configure_sshd() {
+  [ -f /etc/ssh/sshd_config ] || return 0
+  while IFS= read -r _line || [ -n "$_line" ]; do
+    case "$_line" in
+      Include*sshd_config.d*) return 0 ;;
+    esac
+  done </etc/ssh/sshd_config
+  { echo "Include /etc/ssh/sshd_config.d/*.conf"; cat /etc/ssh/sshd_config; } >/etc/ssh/sshd_config.banger-tmp &&
+    mv -f /etc/ssh/sshd_config.banger-tmp /etc/ssh/sshd_config
+  log "added 'Include /etc/ssh/sshd_config.d/*.conf' to /etc/ssh/sshd_config"
+}
+
+enable_unit() { # NAME: symlink into multi-user.target.wants when the unit file exists
+  for _dir in /etc/systemd/system /lib/systemd/system /usr/lib/systemd/system; do
+    if [ -f "$_dir/$1" ]; then
+      mkdir -p /etc/systemd/system/multi-user.target.wants
+      ln -sfn "$_dir/$1" "/etc/systemd/system/multi-user.target.wants/$1"
+      log "enabled $1"
+      return 0
+    fi
+  done
+  return 1
+}
+
+configure_systemd() {
+  step configure "ssh, machine-id and the guest agent"
+  configure_sshd
+  if [ ! -s /etc/machine-id ] && command -v systemd-machine-id-setup >/dev/null 2>&1; then
+    systemd-machine-id-setup >/dev/null 2>&1 && log "generated /etc/machine-id"
+  fi
+  enable_unit ssh.service || enable_unit sshd.service || fail "no ssh.service or sshd.service unit after installing openssh" "install openssh-server in the image"
+  enable_unit "$AGENT_UNIT" || fail "$AGENT_UNIT is missing" "the image was not prepared by banger's injection step; pull or import it again"
+}
+
+configure_openrc() {
+  step configure "OpenRC services (Alpine: no systemd)"
+  configure_sshd
+  if [ ! -e /etc/init.d/banger-vsock-agent ] && [ -f /usr/local/share/banger/openrc/banger-vsock-agent ]; then
+    install_file /usr/local/share/banger/openrc/banger-vsock-agent /etc/init.d/banger-vsock-agent 0755
+  fi
+  for _svc in sshd banger-vsock-agent; do
+    [ -e "/etc/init.d/$_svc" ] || fail "OpenRC service $_svc is missing"
+    mkdir -p /etc/runlevels/default
+    ln -sfn "/etc/init.d/$_svc" "/etc/runlevels/default/$_svc"
+    log "enabled $_svc (OpenRC)"
+  done
+}
+
+write_marker() {
+  mkdir -p "${MARKER%/*}"
+  { echo "banger-first-boot done"; echo "init=$1"; date 2>/dev/null; } >"$MARKER" || true
+}
+
+exec_init() {
+  step exec-init "$*"
+  write_marker "$1"
+  if [ "$TEST" = 1 ]; then
+    log "test mode: would exec $*"
+    exit 0
+  fi
+  exec "$@"
+  fail "exec $1 failed"
+}
+
+main() {
+  log "starting (pid $$)"
+  mount_basics
+  apply_seed
+  if find_systemd; then
+    :
+  elif [ -x /sbin/openrc ] && [ -f /etc/alpine-release ]; then
+    configure_openrc
+    exec_init /sbin/init
+  else
+    install_packages
+    if [ "$FAMILY" = alpine ]; then
+      configure_openrc
+      exec_init /sbin/init
+    fi
+    find_systemd || fail "systemd is still missing after installing packages" "install systemd in the image"
+  fi
+  configure_systemd
+  exec_init "$SYSTEMD" "$@"
+}
+
+main "$@"

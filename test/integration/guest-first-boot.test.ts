@@ -1,0 +1,307 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { injectGuestFiles, FIRST_BOOT_PATH } from '../../src/guest/inject.js';
+import { exec } from '../../src/core/exec.js';
+import { nullLogger } from '../../src/core/log.js';
+import { isRoot, missingTools } from '../helpers/daemon.js';
+
+/**
+ * banger-first-boot, run for real without a VM: a busybox-static root filesystem with banger's
+ * guest files injected, a fake /etc/os-release per distro and stub package managers that
+ * record their argv (and "install" stub systemd/sshd files), executed as PID 1 of a new PID,
+ * mount and UTS namespace under chroot. BANGER_FIRST_BOOT_TEST=1 takes the seed from a
+ * directory and prints the final exec instead of running it; the mounts of /proc /sys /dev
+ * /run really happen (inside the private mount namespace).
+ */
+const BUSYBOX = '/bin/busybox';
+const skip = !isRoot() ? 'needs root (unshare, chroot)' : missingTools('unshare', 'chroot') ?? (existsSync(BUSYBOX) ? undefined : 'busybox-static missing');
+
+const HOST_KEY = '-----BEGIN OPENSSH PRIVATE KEY-----\nfake-test-key\n-----END OPENSSH PRIVATE KEY-----\n';
+const HOST_PUB = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeFakeFake root@testbox\n';
+const AUTH = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBangerClientKey banger\n';
+
+/** Stub package manager: records argv (+ whether policy-rc.d blocks daemons), then "installs". */
+function stub(installs: string): string {
+  return `#!/bin/sh
+prc=none
+[ -x /usr/sbin/policy-rc.d ] && { /usr/sbin/policy-rc.d; prc=$?; }
+echo "$(basename "$0") $* [DEBIAN_FRONTEND=\${DEBIAN_FRONTEND:-} policy-rc.d=$prc]" >> /pm.log
+[ -n "\${STUB_FAIL:-}" ] && exit 100
+case " $* " in
+  *" install "*|*" add "*|*" -Sy "*) ${installs} ;;
+esac
+exit 0
+`;
+}
+const SYSTEMD_INSTALL = 'mkdir -p /lib/systemd/system && printf "#!/bin/sh\\n" > /lib/systemd/systemd && chmod 755 /lib/systemd/systemd';
+const PMS: Record<string, string> = {
+  'apt-get': `${SYSTEMD_INSTALL} && echo "[Service]" > /lib/systemd/system/ssh.service`,
+  dnf: `mkdir -p /usr/lib/systemd/system && printf "#!/bin/sh\\n" > /usr/lib/systemd/systemd && chmod 755 /usr/lib/systemd/systemd && echo "[Service]" > /usr/lib/systemd/system/sshd.service`,
+  pacman: `${SYSTEMD_INSTALL} && echo "[Service]" > /lib/systemd/system/sshd.service`,
+  zypper: `${SYSTEMD_INSTALL} && echo "[Service]" > /lib/systemd/system/sshd.service`,
+  apk: 'mkdir -p /etc/init.d && printf "#!/bin/sh\\n" > /sbin/openrc && chmod 755 /sbin/openrc && printf "#!/sbin/openrc-run\\n" > /etc/init.d/sshd && chmod 755 /etc/init.d/sshd',
+};
+
+interface Guest {
+  root: string;
+  run(env?: Record<string, string>): { code: number; stdout: string; stderr: string };
+  read(p: string): string;
+  mode(p: string): number;
+  has(p: string): boolean;
+}
+
+async function makeGuest(osRelease: string | undefined, seed: Record<string, string> = defaultSeed()): Promise<Guest> {
+  const root = mkdtempSync(join(tmpdir(), 'banger-firstboot-'));
+  for (const d of ['bin', 'sbin', 'usr/bin', 'usr/sbin', 'etc', 'root', 'tmp', 'var', 'proc', 'sys', 'dev', 'run']) mkdirSync(join(root, d), { recursive: true });
+  copyFileSync(BUSYBOX, join(root, 'bin/busybox'));
+  chmodSync(join(root, 'bin/busybox'), 0o755);
+  const applets = spawnSync(BUSYBOX, ['--list'], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean);
+  for (const a of applets) if (a !== 'busybox') symlinkSync('busybox', join(root, 'bin', a));
+  if (osRelease !== undefined) writeFileSync(join(root, 'etc/os-release'), osRelease);
+  writeFileSync(join(root, 'etc/hosts'), '# image hosts\n10.9.9.9 keepme\n');
+  for (const [pm, installs] of Object.entries(PMS)) {
+    writeFileSync(join(root, 'usr/bin', pm), stub(installs));
+    chmodSync(join(root, 'usr/bin', pm), 0o755);
+  }
+  for (const [p, content] of Object.entries(seed)) {
+    mkdirSync(join(root, 'seed', p, '..'), { recursive: true });
+    writeFileSync(join(root, 'seed', p), content);
+  }
+  await injectGuestFiles(root, { exec, log: nullLogger });
+  return {
+    root,
+    run(env = {}) {
+      const r = spawnSync('unshare', ['--mount', '--pid', '--uts', '--fork', 'chroot', root, FIRST_BOOT_PATH], {
+        encoding: 'utf8',
+        env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', BANGER_FIRST_BOOT_TEST: '1', BANGER_SEED_DIR: '/seed', ...env },
+        timeout: 60000,
+      });
+      return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+    },
+    read: (p) => readFileSync(join(root, p), 'utf8'),
+    mode: (p) => statSync(join(root, p)).mode & 0o7777,
+    has: (p) => existsSync(join(root, p)),
+  };
+}
+
+function defaultSeed(): Record<string, string> {
+  return {
+    'ssh/ssh_host_ed25519_key': HOST_KEY,
+    'ssh/ssh_host_ed25519_key.pub': HOST_PUB,
+    'ssh/authorized_keys': AUTH,
+    hostname: 'testbox\n',
+    'resolv.conf': 'nameserver 10.0.0.1\n',
+    'network.env': 'BANGER_IP=10.0.0.2\nBANGER_PREFIX=24\nBANGER_GATEWAY=10.0.0.1\nBANGER_IFACE=eth0\nBANGER_DNS="10.0.0.1"\nBANGER_VM_NAME=testbox\n',
+    version: '1\n',
+  };
+}
+
+function pmLog(g: Guest): string[] {
+  return g.has('pm.log') ? g.read('pm.log').trim().split('\n') : [];
+}
+
+const cases: { distro: string; osRelease: string; expect: string[]; exec: string }[] = [
+  {
+    distro: 'Debian',
+    osRelease: 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nID=debian\n',
+    expect: [
+      'apt-get update [DEBIAN_FRONTEND=noninteractive policy-rc.d=101]',
+      'apt-get install -y --no-install-recommends systemd systemd-sysv openssh-server iproute2 ca-certificates [DEBIAN_FRONTEND=noninteractive policy-rc.d=101]',
+    ],
+    exec: '/lib/systemd/systemd',
+  },
+  {
+    distro: 'Ubuntu',
+    osRelease: 'NAME="Ubuntu"\nID=ubuntu\nID_LIKE=debian\n',
+    expect: [
+      'apt-get update [DEBIAN_FRONTEND=noninteractive policy-rc.d=101]',
+      'apt-get install -y --no-install-recommends systemd systemd-sysv openssh-server iproute2 ca-certificates [DEBIAN_FRONTEND=noninteractive policy-rc.d=101]',
+    ],
+    exec: '/lib/systemd/systemd',
+  },
+  {
+    distro: 'an Ubuntu derivative (ID_LIKE="ubuntu debian")',
+    osRelease: 'ID=pop\nID_LIKE="ubuntu debian"\n',
+    expect: [
+      'apt-get update [DEBIAN_FRONTEND=noninteractive policy-rc.d=101]',
+      'apt-get install -y --no-install-recommends systemd systemd-sysv openssh-server iproute2 ca-certificates [DEBIAN_FRONTEND=noninteractive policy-rc.d=101]',
+    ],
+    exec: '/lib/systemd/systemd',
+  },
+  { distro: 'Fedora', osRelease: 'NAME="Fedora Linux"\nID=fedora\n', expect: ['dnf -y install systemd openssh-server iproute [DEBIAN_FRONTEND= policy-rc.d=none]'], exec: '/usr/lib/systemd/systemd' },
+  { distro: 'Rocky (ID_LIKE rhel)', osRelease: 'ID="rocky"\nID_LIKE="rhel centos fedora"\n', expect: ['dnf -y install systemd openssh-server iproute [DEBIAN_FRONTEND= policy-rc.d=none]'], exec: '/usr/lib/systemd/systemd' },
+  { distro: 'Arch', osRelease: 'NAME="Arch Linux"\nID=arch\n', expect: ['pacman -Sy --noconfirm systemd openssh iproute2 [DEBIAN_FRONTEND= policy-rc.d=none]'], exec: '/lib/systemd/systemd' },
+  {
+    distro: 'openSUSE',
+    osRelease: 'NAME="openSUSE Tumbleweed"\nID="opensuse-tumbleweed"\nID_LIKE="opensuse suse"\n',
+    expect: ['zypper -n install systemd openssh iproute2 [DEBIAN_FRONTEND= policy-rc.d=none]'],
+    exec: '/lib/systemd/systemd',
+  },
+];
+
+for (const c of cases) {
+  test(`${c.distro}: installs systemd + sshd with its package manager, enables units, execs systemd`, { skip }, async () => {
+    const g = await makeGuest(c.osRelease);
+    try {
+      const r = g.run();
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.deepEqual(pmLog(g), c.expect);
+      assert.match(r.stdout, new RegExp(`banger-first-boot: test mode: would exec ${c.exec}\\b`));
+      for (const s of ['mount-basics', 'seed', 'install', 'configure', 'exec-init']) assert.match(r.stdout, new RegExp(`^banger-first-boot: step ${s}`, 'm'));
+      const sshUnit = c.expect[0]!.startsWith('apt-get') ? 'ssh.service' : 'sshd.service';
+      const wants = 'etc/systemd/system/multi-user.target.wants';
+      assert.equal(readlinkSync(join(g.root, wants, sshUnit)), `${c.exec.replace(/\/systemd$/, '/system')}/${sshUnit}`);
+      assert.equal(readlinkSync(join(g.root, wants, 'banger-vsock-agent.service')), '/etc/systemd/system/banger-vsock-agent.service');
+      assert.match(g.read('var/lib/banger/first-boot.done'), new RegExp(`init=${c.exec}`));
+      assert.equal(g.has('usr/sbin/policy-rc.d'), false, 'temporary policy-rc.d removed');
+    } finally {
+      rmSync(g.root, { recursive: true, force: true });
+    }
+  });
+}
+
+test('Alpine: installs openrc + openssh with apk, enables OpenRC services, execs /sbin/init', { skip }, async () => {
+  const g = await makeGuest('NAME="Alpine Linux"\nID=alpine\n');
+  try {
+    const r = g.run();
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.deepEqual(pmLog(g), ['apk add --no-cache openrc openssh [DEBIAN_FRONTEND= policy-rc.d=none]']);
+    assert.match(r.stdout, /would exec \/sbin\/init$/m);
+    assert.equal(g.mode('etc/init.d/banger-vsock-agent'), 0o755);
+    assert.equal(readlinkSync(join(g.root, 'etc/runlevels/default/sshd')), '/etc/init.d/sshd');
+    assert.equal(readlinkSync(join(g.root, 'etc/runlevels/default/banger-vsock-agent')), '/etc/init.d/banger-vsock-agent');
+  } finally {
+    rmSync(g.root, { recursive: true, force: true });
+  }
+});
+
+test('unknown distribution: clear error naming the os-release ID, nothing installed, no exec', { skip }, async () => {
+  const g = await makeGuest('NAME="Plan 9"\nID=plan9\nID_LIKE=bell-labs\n');
+  try {
+    const r = g.run();
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /banger-first-boot: error: step 'install' failed: unsupported distribution \(os-release ID='plan9' ID_LIKE='bell-labs'\)/);
+    assert.match(r.stderr, /banger-first-boot: hint: use an image that already has systemd/);
+    assert.deepEqual(pmLog(g), []);
+    assert.doesNotMatch(r.stdout, /would exec/);
+    assert.equal(g.has('var/lib/banger/first-boot.done'), false);
+  } finally {
+    rmSync(g.root, { recursive: true, force: true });
+  }
+});
+
+test('no os-release at all: the same clear error', { skip }, async () => {
+  const g = await makeGuest(undefined);
+  try {
+    const r = g.run();
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /unsupported distribution \(os-release ID='\?'/);
+  } finally {
+    rmSync(g.root, { recursive: true, force: true });
+  }
+});
+
+test('package manager failure: error with the --nat hint, temporary policy-rc.d removed, no exec', { skip }, async () => {
+  const g = await makeGuest('ID=debian\n');
+  try {
+    const r = g.run({ STUB_FAIL: '1' });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /error: step 'install' failed: apt-get could not install systemd and openssh-server/);
+    assert.match(r.stderr, /hint: .*--nat/);
+    assert.deepEqual(pmLog(g), ['apt-get update [DEBIAN_FRONTEND=noninteractive policy-rc.d=101]']);
+    assert.equal(g.has('usr/sbin/policy-rc.d'), false);
+    assert.doesNotMatch(r.stdout, /would exec/);
+  } finally {
+    rmSync(g.root, { recursive: true, force: true });
+  }
+});
+
+test('seed applied: host key 0600, authorized_keys 0700/0600, hostname, resolv.conf, /etc/hosts; idempotent on the next boot', { skip }, async () => {
+  const g = await makeGuest('ID=debian\n');
+  try {
+    // an image whose resolv.conf is a symlink (systemd-resolved style): replaced, not followed
+    symlinkSync('/run/systemd/resolve/stub-resolv.conf', join(g.root, 'etc/resolv.conf'));
+    const r = g.run();
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.equal(g.read('etc/ssh/ssh_host_ed25519_key'), HOST_KEY);
+    assert.equal(g.mode('etc/ssh/ssh_host_ed25519_key'), 0o600);
+    assert.equal(g.read('etc/ssh/ssh_host_ed25519_key.pub'), HOST_PUB);
+    assert.equal(g.mode('etc/ssh/ssh_host_ed25519_key.pub'), 0o644);
+    assert.equal(g.mode('root/.ssh'), 0o700);
+    assert.equal(g.read('root/.ssh/authorized_keys'), AUTH);
+    assert.equal(g.mode('root/.ssh/authorized_keys'), 0o600);
+    assert.equal(statSync(join(g.root, 'root/.ssh/authorized_keys')).uid, 0);
+    assert.equal(g.read('etc/hostname'), 'testbox\n');
+    assert.equal(g.read('etc/resolv.conf'), 'nameserver 10.0.0.1\n');
+    assert.equal(g.mode('etc/resolv.conf'), 0o644);
+    assert.equal(g.read('etc/banger/network.env'), defaultSeed()['network.env']);
+    assert.equal(g.read('etc/banger/seed-version'), '1\n');
+    const hosts = g.read('etc/hosts');
+    assert.match(hosts, /^10\.9\.9\.9 keepme$/m, 'image lines kept');
+    assert.match(hosts, /^127\.0\.0\.1 localhost$/m);
+    assert.match(hosts, /^10\.0\.0\.2 testbox # banger$/m);
+    assert.match(r.stdout, /banger-first-boot: hostname testbox/);
+
+    // second boot with a changed seed: systemd now present, nothing installed again,
+    // the banger hosts line replaced rather than duplicated
+    writeFileSync(join(g.root, 'seed/hostname'), 'renamed\n');
+    const r2 = g.run();
+    assert.equal(r2.code, 0, r2.stdout + r2.stderr);
+    assert.equal(pmLog(g).length, 2, 'package manager not run again');
+    assert.doesNotMatch(r2.stdout, /step install/);
+    const hosts2 = g.read('etc/hosts');
+    assert.equal(hosts2.match(/# banger$/gm)?.length, 1);
+    assert.match(hosts2, /^10\.0\.0\.2 renamed # banger$/m);
+    assert.equal(hosts2.match(/^127\.0\.0\.1 localhost$/gm)?.length, 1);
+    assert.equal(g.read('etc/hostname'), 'renamed\n');
+  } finally {
+    rmSync(g.root, { recursive: true, force: true });
+  }
+});
+
+test('sshd_config without an Include of sshd_config.d gets one at the top', { skip }, async () => {
+  const g = await makeGuest('ID=debian\n');
+  try {
+    mkdirSync(join(g.root, 'etc/ssh'), { recursive: true });
+    writeFileSync(join(g.root, 'etc/ssh/sshd_config'), 'PermitRootLogin yes\nPasswordAuthentication yes\n');
+    const r = g.run();
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.equal(g.read('etc/ssh/sshd_config'), 'Include /etc/ssh/sshd_config.d/*.conf\nPermitRootLogin yes\nPasswordAuthentication yes\n');
+    // a second boot does not add it twice
+    g.run();
+    assert.equal(g.read('etc/ssh/sshd_config').match(/^Include/gm)?.length, 1);
+  } finally {
+    rmSync(g.root, { recursive: true, force: true });
+  }
+});
+
+test('a package manager missing from the image is named in the error', { skip }, async () => {
+  const g = await makeGuest('ID=debian\n');
+  try {
+    rmSync(join(g.root, 'usr/bin/apt-get'));
+    const r = g.run();
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /error: step 'install' failed: package manager 'apt-get' not found in the image \(os-release ID='debian'\)/);
+    assert.equal(g.has('usr/sbin/policy-rc.d'), false);
+  } finally {
+    rmSync(g.root, { recursive: true, force: true });
+  }
+});
+
+test('a seed without a host key stops the boot with a clear error', { skip }, async () => {
+  const seed = defaultSeed();
+  delete seed['ssh/ssh_host_ed25519_key'];
+  const g = await makeGuest('ID=debian\n', seed);
+  try {
+    const r = g.run();
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /error: step 'seed' failed: seed has no ssh\/ssh_host_ed25519_key/);
+    assert.deepEqual(pmLog(g), []);
+  } finally {
+    rmSync(g.root, { recursive: true, force: true });
+  }
+});

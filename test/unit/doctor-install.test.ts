@@ -1,0 +1,61 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, writeFileSync, mkdirSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { kvmUsable, runChecks, type HostProbe } from '../../src/doctor/checks.js';
+import { systemInstall, unitText } from '../../src/daemon/install.js';
+import { bangerGid } from '../../src/daemon/system.js';
+
+function fakeHost(over: Partial<{ tools: string[]; files: Record<string, string>; rw: string[] }>): HostProbe {
+  const tools = over.tools ?? [];
+  const files = over.files ?? {};
+  const rw = over.rw ?? [];
+  return {
+    which: async (c) => (tools.includes(c) ? `/usr/bin/${c}` : undefined),
+    readFile: async (p) => files[p],
+    canReadWrite: async (p) => rw.includes(p),
+  };
+}
+
+test('KVM is usable only with a read-write /dev/kvm AND vmx/svm flags', async () => {
+  const flags = { '/proc/cpuinfo': 'processor : 0\nflags : fpu vme sse2 vmx ept\n' };
+  assert.equal((await kvmUsable(fakeHost({ rw: ['/dev/kvm'], files: flags }))).usable, true);
+  const nested = await kvmUsable(fakeHost({ rw: ['/dev/kvm'], files: { '/proc/cpuinfo': 'flags : fpu sse2 hypervisor\n' } }));
+  assert.equal(nested.usable, false);
+  assert.match(nested.reason, /no vmx\/svm/);
+  assert.equal((await kvmUsable(fakeHost({ files: flags }))).usable, false);
+});
+
+test('doctor: every check named, pass/warn/fail with hints, skip by name', async () => {
+  const all = ['qemu-system-x86_64', 'mkfs.ext4', 'debugfs', 'ip', 'nft', 'ssh'];
+  const ok = await runChecks(fakeHost({ tools: all, rw: ['/dev/net/tun'], files: { '/proc/sys/net/ipv4/ip_forward': '1\n' } }));
+  assert.deepEqual(ok.map((r) => r.name), ['kvm', 'firecracker', 'qemu', 'mkfs.ext4', 'debugfs', 'ip', 'nat', 'ssh', 'tun', 'ip_forward']);
+  assert.equal(ok.filter((r) => r.status === 'fail').length, 0);
+  assert.equal(ok.find((r) => r.name === 'kvm')!.status, 'warn');
+  const bad = await runChecks(fakeHost({ tools: ['iptables'] }), ['kvm']);
+  assert.ok(!bad.some((r) => r.name === 'kvm'));
+  const qemu = bad.find((r) => r.name === 'qemu')!;
+  assert.equal(qemu.status, 'fail');
+  assert.match(qemu.hint!, /apt-get install qemu-system-x86/);
+  assert.match(bad.find((r) => r.name === 'nat')!.detail, /iptables fallback/);
+  assert.equal(bad.find((r) => r.name === 'tun')!.status, 'fail');
+});
+
+test('system install writes the unit and creates the banger group under a temporary root', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'banger-install-'));
+  mkdirSync(join(root, 'etc'));
+  writeFileSync(join(root, 'etc/group'), 'root:x:0:\nsystemd-journal:x:999:\n');
+  const r = await systemInstall({ destRoot: root, bangerdPath: '/opt/banger/bin/bangerd', nodePath: '/usr/bin/node' });
+  assert.equal(r.unitPath, join(root, 'etc/systemd/system/bangerd.service'));
+  const unit = readFileSync(r.unitPath, 'utf8');
+  assert.match(unit, /^ExecStart=\/usr\/bin\/node \/opt\/banger\/bin\/bangerd$/m);
+  assert.match(unit, /^KillMode=process$/m);
+  assert.equal(statSync(r.unitPath).mode & 0o777, 0o644);
+  assert.deepEqual(r.group, { name: 'banger', gid: 998, created: true });
+  assert.equal(await bangerGid(join(root, 'etc/group')), 998);
+  const again = await systemInstall({ destRoot: root, bangerdPath: '/opt/banger/bin/bangerd', nodePath: '/usr/bin/node' });
+  assert.equal(again.group.created, false);
+  assert.equal(readFileSync(join(root, 'etc/group'), 'utf8').match(/^banger:/gm)!.length, 1);
+  assert.equal(unitText('/n', '/b').includes('WantedBy=multi-user.target'), true);
+});
