@@ -12,7 +12,7 @@ import { macForIp } from '../network/subnet.js';
 import { tapName } from '../network/links.js';
 import type { ProgressEvent } from '../rpc/protocol.js';
 import { agentRequest } from './agent.js';
-import { kernelCmdline, FIRST_BOOT } from './cmdline.js';
+import { kernelCmdline, FIRST_BOOT, tscKhzFromCpuinfo } from './cmdline.js';
 import { INIT_MARKER, readFrom, tail, waitForConsole } from './console.js';
 import { defaultKernelName, getImage, getKernel } from './deps.js';
 import { QemuDriver } from './drivers/qemu.js';
@@ -251,10 +251,13 @@ export class VmService {
         memoryMiB: vm.spec.memoryMiB,
         kernel: kernel.vmlinuz ?? kernel.vmlinux!,
         initrd: kernel.initrd,
-        cmdline: kernelCmdline({ ip: vm.ip, gateway: sn.gateway, netmask: sn.netmask, hostname: vm.name, firstBoot: vm.spec.firstBoot }),
+        cmdline: kernelCmdline({ ip: vm.ip, gateway: sn.gateway, netmask: sn.netmask, hostname: vm.name, firstBoot: vm.spec.firstBoot, tscKhz: choiceKvm ? undefined : tscKhzFromCpuinfo(await this.host.readFile('/proc/cpuinfo')) }),
         disks,
         net: { tap: net.tap, mac: net.mac },
         kvm: choiceKvm,
+        // A kernel with an initramfs is modular (virtio_mmio is a module loaded with insmod,
+        // which never sees virtio_mmio.device= on the command line): announce devices by ACPI.
+        acpi: !!kernel.initrd,
       },
       { signal: o.signal },
     );

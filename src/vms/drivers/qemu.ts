@@ -14,7 +14,9 @@ export function qopt(value: string): string {
 
 /**
  * The full qemu-system-x86_64 argv for a VM (pure; unit-tested).
- * `-M microvm,acpi=off` (virtio-mmio devices announced on the command line), `-daemonize`
+ * `-M microvm,acpi=off` (virtio-mmio devices announced on the kernel command line; needs
+ * CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES) or `acpi=on` for modular kernels whose virtio_mmio is
+ * loaded by an initramfs (insmod does not see `virtio_mmio.device=`; ACPI announces them), `-daemonize`
  * so the VMM outlives bangerd (which is why `-display none` replaces `-nographic`: QEMU
  * refuses the two together), serial to console.log, QMP and the agent's virtio-serial port on
  * Unix sockets in the VM directory. Disks keep their order: vda root, vdb seed, vdc work.
@@ -24,9 +26,10 @@ export function qemuArgv(binary: string, s: LaunchSpec): string[] {
   const argv = [
     binary,
     '-name', `banger-${s.name},process=banger-${s.name}`,
-    '-M', 'microvm,acpi=off,x-option-roms=off,rtc=on',
+    '-M', `microvm,acpi=${s.acpi ? 'on' : 'off'},x-option-roms=off,rtc=on`,
     '-accel', s.kvm ? 'kvm' : 'tcg',
-    '-cpu', s.kvm ? 'host' : 'max',
+    // TCG: QEMU's default CPU model (-cpu max hangs TSC calibration of Debian's kernel).
+    ...(s.kvm ? ['-cpu', 'host'] : []),
     '-smp', String(s.vcpu),
     '-m', `${s.memoryMiB}M`,
     '-no-reboot', '-nodefaults', '-no-user-config', '-display', 'none', '-daemonize',

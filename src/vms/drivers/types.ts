@@ -32,6 +32,11 @@ export interface LaunchSpec {
   cmdline: string;
   disks: DiskSpec[];
   net: { tap: string; mac: string };
+  /**
+   * Describe devices through ACPI (microvm acpi=on) instead of `virtio_mmio.device=` on the
+   * command line. Needed by modular kernels (Debian's) whose initramfs insmods virtio_mmio.
+   */
+  acpi: boolean;
   /** Use KVM acceleration (qemu: `-accel kvm` else `-accel tcg`). */
   kvm: boolean;
 }
