@@ -20,6 +20,8 @@
 #   --jobs N           make -j                        (default: nproc)
 #   --url-base URL     where the bundle will be published; the printed tarballUrl is URL/<file>
 #   --config FILE      config fragment                (default: scripts/generic-kernel.config)
+#   --src DIR          use an unpacked kernel source tree instead of fetching one (it is
+#                      configured and built in place)
 #   --keep             keep the build tree (in OUT/build)
 # Build dependencies: gcc make flex bison bc libelf-dev libssl-dev xz-utils zstd tar (+ curl or apt-get).
 # Measured: 2 cores, Debian linux-source-6.1: see docs/kernel-catalog.md.
@@ -27,7 +29,7 @@ set -euo pipefail
 export LC_ALL=C
 
 here="$(cd "$(dirname "$0")" && pwd)"
-name="" out="$PWD/out/generic-kernel" source=auto version="" series=6.1 jobs="$(nproc)" url_base="" keep=0
+name="" src_dir="" out="$PWD/out/generic-kernel" source=auto version="" series=6.1 jobs="$(nproc)" url_base="" keep=0
 fragment="$here/generic-kernel.config"
 while (($#)); do
   case "$1" in
@@ -39,8 +41,9 @@ while (($#)); do
     --jobs) jobs="$2"; shift 2 ;;
     --url-base) url_base="$2"; shift 2 ;;
     --config) fragment="$2"; shift 2 ;;
+    --src) src_dir="$2"; shift 2 ;;
     --keep) keep=1; shift ;;
-    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "make-generic-kernel: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -100,11 +103,17 @@ fetch_debian() {
 
 step sources
 src="" src_desc=""
+if [ -n "$src_dir" ]; then
+  [ -f "$src_dir/Makefile" ] || { log "--src $src_dir is not a kernel source tree"; exit 2; }
+  src="$(cd "$src_dir" && pwd)"
+  src_desc="local tree $(make -C "$src" -s kernelversion 2>/dev/null)"
+else
 case "$source" in
   kernelorg) fetch_kernelorg || { log "kernel.org source not available (need --version and network)"; exit 1; } ;;
   debian) fetch_debian ;;
   auto) fetch_kernelorg || fetch_debian ;;
 esac
+fi
 [ -d "$src" ] || { log "source tree $src missing"; exit 1; }
 log "source: $src_desc"
 

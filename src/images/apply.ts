@@ -73,12 +73,12 @@ export class LayerApplier {
   }
 
   /** Normalise a tar path to a relative path ('' = the root). Rejects escapes. */
-  normalise(raw: string, what = 'path'): string {
-    if (raw.startsWith('/')) this.unsafe(raw, `has an absolute ${what}`);
+  normalise(raw: string, what = 'path', entry = raw): string {
+    if (raw.startsWith('/')) this.unsafe(entry, `has an absolute ${what}${entry === raw ? '' : ` '${raw}'`}`);
     const parts: string[] = [];
     for (const p of raw.split('/')) {
       if (p === '' || p === '.') continue;
-      if (p === '..') this.unsafe(raw, `has a '..' component in its ${what}`);
+      if (p === '..') this.unsafe(entry, `has a '..' component in its ${what}${entry === raw ? '' : ` '${raw}'`}`);
       parts.push(p);
     }
     return parts.join('/');
@@ -163,7 +163,7 @@ export class LayerApplier {
         this.meta(rel, e);
         return undefined;
       case 'link': {
-        const target = this.normalise(e.linkpath, 'hard link target');
+        const target = this.normalise(e.linkpath, 'hard link target', e.path);
         if (!target) this.unsafe(e.path, 'is a hard link to the root directory');
         this.ensureParents(target, e.path);
         const tst = this.lstat(join(this.root, target));

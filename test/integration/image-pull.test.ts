@@ -89,7 +89,7 @@ before(async () => {
   work = mkdtempSync(join(tmpdir(), 'banger-oci-'));
   reg = await TestRegistry.start();
   buildCraftedImage(join(work, 'oci'));
-  reg.push(join(work, 'oci'), 'v1', 'test/crafted:v1');
+  await reg.push(join(work, 'oci'), 'v1', 'test/crafted:v1');
 });
 
 after(async () => {

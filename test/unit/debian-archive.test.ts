@@ -1,7 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { compareDebVersions, findPackageStanzas, parseDepends, parseRelease, parseStanza, satisfies } from '../../src/kernels/debian/deb822.js';
-import { debianArch } from '../../src/kernels/debian/archive.js';
+import { debianArch, verifyInRelease } from '../../src/kernels/debian/archive.js';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Exec } from '../../src/core/exec.js';
+import { BangerError } from '../../src/core/errors.js';
 import { mirrorUrl } from '../../src/kernels/debian/download.js';
 
 const RELEASE = `Origin: Debian
@@ -104,4 +109,34 @@ test('debianArch maps uname names and rejects others naming the arch', () => {
 
 test('mirrorUrl joins without doubled slashes', () => {
   assert.equal(mirrorUrl('http://deb.debian.org/debian/', '/dists/bookworm/InRelease'), 'http://deb.debian.org/debian/dists/bookworm/InRelease');
+});
+
+/** A fake gpgv: prints the given status lines, writes "signed" text, exits with `code`. */
+function fakeGpgv(status: string[], code = 0): Exec {
+  return async (argv) => {
+    const out = argv[argv.indexOf('--output') + 1]!;
+    writeFileSync(out, 'Codename: bookworm\n');
+    const stdout = status.map((s) => `[GNUPG:] ${s}`).join('\n') + '\n';
+    return { command: argv, exitCode: code, stdout, stdoutBuffer: Buffer.from(stdout), stderr: '' };
+  };
+}
+
+test('verifyInRelease decides on the gpgv status lines, not the exit code', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'banger-gpgv-'));
+  try {
+    const o = (exec: Exec) => ({ keyring: '/k.gpg', url: 'http://m/dists/bookworm/InRelease', outFile: join(dir, 'signed'), exec });
+    assert.equal(await verifyInRelease(join(dir, 'InRelease'), o(fakeGpgv(['NEWSIG', 'GOODSIG AAAA Debian', 'VALIDSIG 4CB5 2026-07-11']))), 'Codename: bookworm\n');
+    const cases: [string, string[], number][] = [
+      ['exit 0 but no signature status at all', ['PLAINTEXT 74 0'], 0],
+      ['GOODSIG without VALIDSIG', ['GOODSIG AAAA Debian'], 0],
+      ['one good and one BAD signature', ['GOODSIG AAAA x', 'VALIDSIG 1 2', 'BADSIG BBBB y'], 0],
+      ['unknown key', ['ERRSIG 6ED0E7B82643E131 1 8 01 1783765031 9', 'NO_PUBKEY 6ED0E7B82643E131'], 2],
+    ];
+    for (const [label, status, code] of cases) {
+      await assert.rejects(verifyInRelease(join(dir, 'InRelease'), o(fakeGpgv(status, code))), (e: unknown) => e instanceof BangerError && e.code === 'E_SIGNATURE' && e.message.includes('http://m/dists/bookworm/InRelease'), label);
+      assert.ok(!existsSync(join(dir, 'signed')), `${label}: no signed text left behind`);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -13,7 +13,8 @@ import { download, isNotFound, mirrorUrl } from './download.js';
  *   dists/<suite>/InRelease  --gpgv (status VALIDSIG+GOODSIG, no BADSIG)-->  signed text
  *   signed text SHA256 list  -->  <component>/binary-<arch>/Packages(.xz|.gz|)  (size + sha256)
  *   Packages stanza          -->  Filename, Size, SHA256 of each .deb
- * Only the text gpgv itself outputs as signed is ever parsed.
+ * Only the text gpgv itself outputs as signed is ever parsed. The signed Suite/Codename must be
+ * the suite asked for, and a Valid-Until in the past is refused (replayed stale metadata).
  */
 
 export interface ArchiveOptions {
@@ -102,6 +103,13 @@ export class DebianArchive {
         throw new BangerError(ErrorCode.Signature, `InRelease at ${this.inReleaseUrl} is signed for suite '${suite}' (codename '${codename}'), not '${this.o.suite}'`, {
           hint: 'the mirror is serving another suite under this path; use a correct mirror',
           details: { url: this.inReleaseUrl, suite, codename },
+        });
+      }
+      const validUntil = rel.fields['Valid-Until'];
+      if (validUntil && Date.parse(validUntil) < Date.now()) {
+        throw new BangerError(ErrorCode.Signature, `InRelease at ${this.inReleaseUrl} expired on ${validUntil} (Valid-Until)`, {
+          hint: 'the mirror is serving stale metadata (possible replay); use an up-to-date mirror',
+          details: { url: this.inReleaseUrl, validUntil },
         });
       }
       this.release = rel;
