@@ -141,7 +141,7 @@ export async function fetchCatalog(url: string, opts: { signal?: AbortSignal; ti
   try {
     doc = JSON.parse(body);
   } catch (e) {
-    throw new BangerError(ErrorCode.Invalid, `kernel catalog ${url}: not valid JSON: ${errorMessage(e)}`, { hint: 'fix the catalog', details: { catalog: url } });
+    throw new BangerError(ErrorCode.Invalid, `kernel catalog ${url}: not valid JSON: ${errorMessage(e)}`, { hint: 'fix the catalog or remove it from kernelCatalogs / BANGER_KERNEL_CATALOGS', details: { catalog: url } });
   }
   return parseCatalog(doc, url);
 }

@@ -1,20 +1,21 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, renameSync } from 'node:fs';
-import { copyFile, cp, mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
-import { isAbsolute, join } from 'node:path';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Context } from '../daemon/context.js';
 import { BangerError, ErrorCode, isBangerError, throwIfAborted } from '../core/errors.js';
-import { sha256File, writeJsonAtomic } from '../core/fsutil.js';
+import { sha256File } from '../core/fsutil.js';
 import { UndoStack } from '../core/undo.js';
 import type { ProgressEvent } from '../rpc/protocol.js';
 import { entrySize, loadCatalog, type BundleEntry, type CatalogEntry } from './catalog.js';
 import { fetchDebianKernel, type DebianKernelEntry } from './debian/fetch.js';
 import { fetchBlob } from './download.js';
 import { extractBundle, inspectKernelDir, type BundleFiles } from './extract.js';
-import { identifyKernelImage } from './identify.js';
+import { stageImport, type ImportOptions } from './import.js';
+import { installKernel } from './install.js';
 import { KeyedLock } from './lock.js';
 import { resolveDebianMirror } from './mirror.js';
-import { deleteRow, dirSize, getRow, listRows, upsertRow, vmsUsing, type KernelManifest, type KernelRecord } from './record.js';
+import { deleteRow, getRow, listRows, vmsUsing, type KernelManifest, type KernelRecord } from './record.js';
 
 export type { KernelRecord, KernelManifest } from './record.js';
 
@@ -50,16 +51,7 @@ export interface PullResult {
   joined: boolean;
 }
 
-export interface ImportOptions {
-  vmlinux: string;
-  initrd?: string;
-  modules?: string;
-  kernelVersion?: string;
-  distro?: string;
-  arch?: string;
-  force?: boolean;
-  signal?: AbortSignal;
-}
+export type { ImportOptions } from './import.js';
 
 /**
  * Kernels: catalog, pull (bundle or Debian archive), import, list, show, delete.
@@ -74,7 +66,16 @@ export class KernelService {
   private readonly names = new KeyedLock();
   /** Pulls running or waiting, per name (a waiter reuses the result of the one before it). */
   private readonly pulling = new Map<string, number>();
-  constructor(readonly ctx: Context) {}
+  private readonly fetchDebian: typeof fetchDebianKernel;
+  private readonly etcApt: string;
+  /** `deps` replaces boundaries in tests: the Debian archive fetcher and the apt config dir. */
+  constructor(
+    readonly ctx: Context,
+    deps: { fetchDebian?: typeof fetchDebianKernel; etcApt?: string } = {},
+  ) {
+    this.fetchDebian = deps.fetchDebian ?? fetchDebianKernel;
+    this.etcApt = deps.etcApt ?? '/etc/apt';
+  }
 
   /** Name of the kernel used when none is given (config `defaultKernel`). */
   defaultName(): string {
@@ -84,9 +85,10 @@ export class KernelService {
   /** The pulled kernel `name`; E_NOT_FOUND (hint: pull it) when there is none. */
   get(name: string): KernelRecord {
     const r = getRow(this.ctx.db, name);
-    if (!r) {
-      throw new BangerError(ErrorCode.NotFound, `kernel '${name}' is not pulled`, {
-        hint: `banger kernel pull ${name}   (see 'banger kernel list --available')`,
+    if (!r) throw notPulled(name);
+    if (!r.vmlinux && !r.vmlinuz) {
+      throw new BangerError(ErrorCode.NotFound, `kernel '${name}': neither vmlinux nor vmlinuz exists in ${r.dir}`, {
+        hint: `banger kernel pull ${name} --force   (or banger kernel rm ${name})`,
         details: { kernel: name },
       });
     }
@@ -179,9 +181,9 @@ export class KernelService {
       if (entry.kind === 'debian') {
         const tmpDir = await mkdtemp(join(this.ctx.layout.tmp, `debian-${name}-`));
         undo.push('remove Debian scratch directory', () => rm(tmpDir, { recursive: true, force: true }));
-        const mirror = await resolveDebianMirror(this.ctx.config.debianMirror);
+        const mirror = await resolveDebianMirror(this.ctx.config.debianMirror, this.etcApt);
         log.info('fetching Debian kernel', { mirror, package: (entry as DebianKernelEntry).package });
-        const res = await fetchDebianKernel({ entry: entry as DebianKernelEntry, mirror, keyring: this.ctx.config.debianKeyring, outDir: staging, tmpDir, exec: this.ctx.exec, log, signal, progress });
+        const res = await this.fetchDebian({ entry: entry as DebianKernelEntry, mirror, keyring: this.ctx.config.debianKeyring, outDir: staging, tmpDir, exec: this.ctx.exec, log, signal, progress });
         throwIfAborted(signal);
         files = await inspectKernelDir(staging, name, false);
         if (!files.vmlinux && !files.vmlinuz) throw new BangerError(ErrorCode.Bundle, `kernel ${name}: the Debian fetch produced neither vmlinux nor vmlinuz`);
@@ -191,24 +193,22 @@ export class KernelService {
         await rm(tmpDir, { recursive: true, force: true });
       } else {
         const b = entry as BundleEntry;
-        const blob = await fetchBlob({ url: b.tarballUrl, sha256: b.tarballSha256, layout: this.ctx.layout, label: name, signal, progress });
+        // Single pass when downloading: zstd + tar extraction run on the bytes as they arrive;
+        // the blob lands in the store only once the extraction and the digest both succeeded.
+        const blob = await fetchBlob({
+          url: b.tarballUrl,
+          sha256: b.tarballSha256,
+          layout: this.ctx.layout,
+          label: name,
+          signal,
+          progress,
+          consume: (stream, total) => extractBundle({ src: stream, total, dest: staging, label: name, signal }),
+        });
         log.info(blob.status === 'cached' ? 'bundle: used cache' : 'bundle: downloaded', { url: b.tarballUrl, bytes: blob.bytes });
+        if (blob.status === 'downloaded') undo.push('remove the bundle this pull stored', () => rm(blob.path, { force: true }));
         throwIfAborted(signal);
-        try {
-          await extractBundle({ src: blob.path, dest: staging, label: name, expectSha256: b.tarballSha256, signal, progress });
-        } catch (e) {
-          // A stored blob that fails to extract may have been damaged on disk: check it, drop it if so.
-          if (isBangerError(e, ErrorCode.Digest) || (blob.status === 'cached' && (await sha256File(blob.path).catch(() => '')) !== b.tarballSha256)) {
-            await rm(blob.path, { force: true });
-            if (!isBangerError(e, ErrorCode.Digest)) {
-              throw new BangerError(ErrorCode.Digest, `kernel ${name}: stored bundle ${blob.path} does not match its sha256 ${b.tarballSha256}`, {
-                hint: 'the cached copy was damaged; it has been removed, pull again to download it',
-                cause: e,
-              });
-            }
-          }
-          throw e;
-        }
+        if (blob.status === 'cached') await this.extractCached(name, b, blob.path, staging, signal, progress);
+        else progress?.({ stage: 'extract', key: name, message: 'extracted while downloading', done: true });
         progress?.({ stage: 'verify', key: name, message: 'bundle layout' });
         files = await inspectKernelDir(staging, name, true);
         source = `pull:${b.tarballUrl}`;
@@ -216,7 +216,7 @@ export class KernelService {
         download = blob.status;
       }
       throwIfAborted(signal);
-      const kernel = await this.install(staging, { name, distro: entry.distro, arch: entry.arch, kernelVersion, source }, files, signal);
+      const kernel = await installKernel(this.ctx, staging, { name, distro: entry.distro, arch: entry.arch, kernelVersion, source }, files, signal);
       undo.commit();
       progress?.({ stage: 'install', key: name, message: `installed ${kernel.dir}`, done: true });
       log.info('kernel pulled', { source, download, replaced: replacing });
@@ -228,43 +228,23 @@ export class KernelService {
     }
   }
 
-  /**
-   * Write the manifest into `staging`, then in one transaction: move any old directory aside,
-   * rename `staging` to `kernelDir(name)`, upsert the row. On failure the old directory is put back.
-   */
-  private async install(staging: string, meta: Omit<KernelManifest, 'vmlinuxSha256' | 'importedAt' | 'files'>, files: BundleFiles, signal?: AbortSignal): Promise<KernelRecord> {
-    const image = files.vmlinux ?? files.vmlinuz;
-    if (!image) throw new BangerError(ErrorCode.Bundle, `kernel ${meta.name}: no vmlinux or vmlinuz`);
-    const manifest: KernelManifest = {
-      ...meta,
-      vmlinuxSha256: await sha256File(image),
-      importedAt: new Date().toISOString(),
-      files: { vmlinux: !!files.vmlinux, vmlinuz: !!files.vmlinuz, initrd: !!files.initrd, modules: !!files.modulesDir },
-    };
-    await writeJsonAtomic(join(staging, 'manifest.json'), manifest);
-    const size = await dirSize(staging);
-    throwIfAborted(signal);
-    const target = this.ctx.layout.kernelDir(meta.name);
-    await mkdir(this.ctx.layout.kernels, { recursive: true });
-    const trash = join(this.ctx.layout.tmp, `kernel-${meta.name}-old-${randomBytes(4).toString('hex')}`);
-    this.ctx.db.transaction(() => {
-      const moved = existsSync(target);
-      if (moved) renameSync(target, trash);
-      try {
-        renameSync(staging, target);
-        try {
-          upsertRow(this.ctx.db, manifest, target, size);
-        } catch (e) {
-          renameSync(target, staging);
-          throw e;
+  /** Extract a bundle already in the content store (re-hashed while read; a damaged one is removed). */
+  private async extractCached(name: string, b: BundleEntry, path: string, staging: string, signal?: AbortSignal, progress?: (ev: ProgressEvent) => void): Promise<void> {
+    try {
+      await extractBundle({ src: path, dest: staging, label: name, expectSha256: b.tarballSha256, signal, progress });
+    } catch (e) {
+      // A stored blob that fails to extract may have been damaged on disk: check it, drop it if so.
+      if (isBangerError(e, ErrorCode.Digest) || (await sha256File(path).catch(() => '')) !== b.tarballSha256) {
+        await rm(path, { force: true });
+        if (!isBangerError(e, ErrorCode.Digest)) {
+          throw new BangerError(ErrorCode.Digest, `kernel ${name}: stored bundle ${path} does not match its sha256 ${b.tarballSha256}`, {
+            hint: 'the cached copy was damaged; it has been removed, pull again to download it',
+            cause: e,
+          });
         }
-      } catch (e) {
-        if (moved) renameSync(trash, target);
-        throw e;
       }
-    })();
-    await rm(trash, { recursive: true, force: true });
-    return this.get(meta.name);
+      throw e;
+    }
   }
 
   /** Copy local kernel files into the store as `name` (source "import:<path>"). */
@@ -276,37 +256,16 @@ export class KernelService {
         if (existing && !opts.force) {
           throw new BangerError(ErrorCode.Exists, `kernel '${name}' already exists`, { hint: `pass --force to replace it, or choose another name`, details: { kernel: name } });
         }
-        const vmlinux = await checkFile('--vmlinux', opts.vmlinux, 'file');
-        const initrd = opts.initrd === undefined ? undefined : await checkFile('--initrd', opts.initrd, 'file');
-        const modules = opts.modules === undefined ? undefined : await checkFile('--modules', opts.modules, 'dir');
-        const info = await identifyKernelImage(vmlinux);
-        if (!info) {
-          throw new BangerError(ErrorCode.Invalid, `kernel import ${name}: --vmlinux ${vmlinux} is not a kernel image (neither an ELF vmlinux nor a bzImage)`, {
-            hint: 'pass the uncompressed vmlinux (ELF) or a bzImage (vmlinuz)',
-            details: { field: 'vmlinux', path: vmlinux },
-          });
-        }
         const undo = new UndoStack((m, f) => this.ctx.log.warn(m, f));
         await mkdir(this.ctx.layout.tmp, { recursive: true });
         const staging = await mkdtemp(join(this.ctx.layout.tmp, `kernel-${name}-`));
         undo.push('remove staging directory', () => rm(staging, { recursive: true, force: true }));
         try {
-          const files: BundleFiles = {};
-          const dest = join(staging, info.kind === 'elf' ? 'vmlinux' : 'vmlinuz');
-          await copyFile(vmlinux, dest);
-          if (info.kind === 'elf') files.vmlinux = dest;
-          else files.vmlinuz = dest;
-          if (initrd) await copyFile(initrd, (files.initrd = join(staging, 'initrd.img')));
-          if (modules) await cp(modules, (files.modulesDir = join(staging, 'modules')), { recursive: true, verbatimSymlinks: true });
+          const staged = await stageImport(name, opts, staging, this.ctx.log);
           throwIfAborted(opts.signal);
-          const rec = await this.install(
-            staging,
-            { name, distro: opts.distro ?? 'custom', arch: opts.arch ?? info.arch ?? 'x86_64', kernelVersion: opts.kernelVersion ?? info.version ?? 'unknown', source: `import:${vmlinux}` },
-            files,
-            opts.signal,
-          );
+          const rec = await installKernel(this.ctx, staging, staged.meta, staged.files, opts.signal);
           undo.commit();
-          this.ctx.log.info('kernel imported', { kernel: name, from: vmlinux, kind: info.kind });
+          this.ctx.log.info('kernel imported', { kernel: name, from: opts.vmlinux, kind: staged.kind, droppedLinks: staged.droppedLinks });
           return rec;
         } catch (e) {
           await undo.unwind();
@@ -320,7 +279,8 @@ export class KernelService {
   /** Remove kernel `name` (row and directory). E_IN_USE when a VM references it, unless `force`. */
   async delete(name: string, opts: { force?: boolean } = {}): Promise<{ name: string; deleted: true; usedBy: string[] }> {
     return this.names.run(name, async () => {
-      const rec = this.get(name);
+      const rec = getRow(this.ctx.db, name);
+      if (!rec) throw notPulled(name);
       const users = vmsUsing(this.ctx.db, name);
       if (users.length && !opts.force) {
         throw new BangerError(ErrorCode.InUse, `kernel '${name}' is used by VM(s): ${users.join(', ')}`, {
@@ -341,11 +301,9 @@ export class KernelService {
   }
 }
 
-async function checkFile(flag: string, path: string, kind: 'file' | 'dir'): Promise<string> {
-  if (!isAbsolute(path)) throw new BangerError(ErrorCode.Invalid, `${flag} ${path}: must be an absolute path`, { details: { field: flag.slice(2) } });
-  const st = await stat(path).catch(() => undefined);
-  if (!st) throw new BangerError(ErrorCode.NotFound, `${flag} ${path}: no such ${kind === 'file' ? 'file' : 'directory'}`, { hint: 'check the path', details: { field: flag.slice(2), path } });
-  if (kind === 'file' && !st.isFile()) throw new BangerError(ErrorCode.Invalid, `${flag} ${path}: not a regular file`, { details: { field: flag.slice(2), path } });
-  if (kind === 'dir' && !st.isDirectory()) throw new BangerError(ErrorCode.Invalid, `${flag} ${path}: not a directory`, { details: { field: flag.slice(2), path } });
-  return path;
+function notPulled(name: string): BangerError {
+  return new BangerError(ErrorCode.NotFound, `kernel '${name}' is not pulled`, {
+    hint: `banger kernel pull ${name}   (see 'banger kernel list --available')`,
+    details: { kernel: name },
+  });
 }

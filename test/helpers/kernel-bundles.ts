@@ -152,12 +152,16 @@ export interface Route {
   /** Stream slowly: bytes per 20 ms tick. */
   slowChunk?: number;
   contentType?: string;
+  /** Answer 302 with this Location instead. */
+  redirect?: string;
 }
 
 /** A loopback HTTP server (127.0.0.1, port 0) with a mutable route table and request counts. */
 export class BundleServer {
   readonly routes = new Map<string, Route>();
   readonly hits = new Map<string, number>();
+  /** Body bytes handed to the socket per path (slow routes), to see when a client stopped early. */
+  readonly sent = new Map<string, number>();
   private server?: Server;
   port = 0;
 
@@ -183,6 +187,10 @@ export class BundleServer {
           res.writeHead(404, { 'content-type': 'text/plain' });
           return res.end('not found\n');
         }
+        if (r.redirect) {
+          res.writeHead(302, { location: r.redirect, 'content-length': '0' });
+          return res.end();
+        }
         const body = Buffer.from(r.body);
         const status = r.status ?? 200;
         res.writeHead(status, { 'content-length': String(body.length), 'content-type': r.contentType ?? 'application/octet-stream' });
@@ -197,6 +205,7 @@ export class BundleServer {
             if (off >= body.length) return void res.end();
             res.write(body.subarray(off, off + r.slowChunk!));
             off += r.slowChunk!;
+            this.sent.set(path, Math.min(off, body.length));
             setTimeout(tick, 20);
           };
           return tick();
