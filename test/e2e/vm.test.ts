@@ -77,6 +77,16 @@ after(async () => {
   }
 });
 
+/** Alive and not a zombie (an orphaned VMM may wait for a subreaper to collect it). */
+function running(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/^[ZX]/.test(stat.slice(stat.lastIndexOf(')') + 2));
+  } catch {
+    return false;
+  }
+}
+
 async function ssh(name: string, cmd: string) {
   return d!.cli(['vm', 'ssh', name, '--', cmd], { timeoutMs: 120_000 });
 }
@@ -164,7 +174,7 @@ test('vm rm leaves no tap, rule, lease, process, file or pinned key', { skip, ..
   } finally {
     db.close();
   }
-  for (const pid of pids) assert.equal(existsSync(`/proc/${pid}`), false, `VMM ${pid} is gone`);
+  for (const pid of pids) assert.equal(running(pid), false, `VMM ${pid} is gone`);
   assert.deepEqual(readdirSync(join(d!.root, 'vms')), []);
   assert.equal(readFileSync(join(d!.root, 'ssh', 'known_hosts'), 'utf8').trim(), '');
   assert.deepEqual(await d!.json(['vm', 'list']), []);
