@@ -3,7 +3,7 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { lstat, mkdir, readlink, stat, symlink } from 'node:fs/promises';
 import { once } from 'node:events';
 import { join, posix } from 'node:path';
-import { Transform, type TransformCallback } from 'node:stream';
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import * as tar from 'tar-stream';
 import { DecompressStream } from 'zstd-napi';
 import { BangerError, ErrorCode, errorMessage } from '../core/errors.js';
@@ -30,8 +30,13 @@ export const DEFAULT_MAX_EXTRACT_BYTES = 8 * 1024 ** 3;
 export const BUNDLE_RULE = 'a kernel bundle may contain only regular files, directories and symlinks that stay inside the bundle';
 
 export interface ExtractOptions {
-  /** The bundle file (`tar.zst`). */
-  src: string;
+  /**
+   * The bundle (`tar.zst`): a file path (hashed while read, see `expectSha256`), or a stream
+   * (the download itself, hashed by the downloader).
+   */
+  src: string | Readable;
+  /** Compressed size, for progress when `src` is a stream. */
+  total?: number;
   /** Empty directory to fill. */
   dest: string;
   /** Kernel name, for errors and progress. */
@@ -47,8 +52,8 @@ export interface ExtractResult {
   entries: number;
   /** Bytes written (uncompressed file contents). */
   bytes: number;
-  /** sha256 of the compressed bytes read. */
-  sha256: string;
+  /** sha256 of the compressed bytes read (file sources only). */
+  sha256?: string;
 }
 
 /** Normalise a tar entry name to a relative POSIX path inside the bundle, or throw. "" = the root. */
@@ -100,9 +105,11 @@ export async function staysInside(root: string, rel: string): Promise<boolean> {
 export async function extractBundle(opts: ExtractOptions): Promise<ExtractResult> {
   const { label, dest, signal } = opts;
   const max = opts.maxBytes ?? DEFAULT_MAX_EXTRACT_BYTES;
-  const total = (await stat(opts.src)).size;
-  const hasher = new HashTap(createHash('sha256'));
-  const src = createReadStream(opts.src);
+  const fromFile = typeof opts.src === 'string';
+  const total = typeof opts.src === 'string' ? (await stat(opts.src)).size : opts.total;
+  const hasher = new HashTap(fromFile ? createHash('sha256') : undefined);
+  const src: Readable = typeof opts.src === 'string' ? createReadStream(opts.src) : opts.src;
+  const srcName = typeof opts.src === 'string' ? opts.src : 'download';
   const zstd = new DecompressStream({ windowLogMax: ZSTD_WINDOW_LOG_MAX });
   const extract = tar.extract();
   let failure: BangerError | undefined;
@@ -110,7 +117,7 @@ export async function extractBundle(opts: ExtractOptions): Promise<ExtractResult
     failure ??= e;
     extract.destroy(failure);
   };
-  src.on('error', (e) => fail(new BangerError(ErrorCode.Bundle, `kernel ${label}: cannot read bundle ${opts.src}: ${errorMessage(e)}`, { cause: e })));
+  src.on('error', (e) => fail(new BangerError(ErrorCode.Bundle, `kernel ${label}: cannot read bundle ${srcName}: ${errorMessage(e)}`, { cause: e })));
   zstd.on('error', (e) =>
     fail(new BangerError(ErrorCode.Bundle, `kernel ${label}: bundle is not valid zstd data: ${errorMessage(e)}`, { hint: 'the bundle must be a tar archive compressed with zstd (tar.zst)', cause: e })),
   );
@@ -188,9 +195,9 @@ export async function extractBundle(opts: ExtractOptions): Promise<ExtractResult
     for (const l of symlinks) {
       if (!(await staysInside(dest, l))) throw unsafe(label, l, `is a symlink that resolves outside the bundle directory (through other links)`);
     }
-    const sha256 = hasher.hash.digest('hex');
-    if (opts.expectSha256 && sha256 !== opts.expectSha256) {
-      throw new BangerError(ErrorCode.Digest, `kernel ${label}: stored bundle ${opts.src} does not match its sha256 ${opts.expectSha256} (got ${sha256})`, {
+    const sha256 = hasher.hash?.digest('hex');
+    if (fromFile && opts.expectSha256 && sha256 !== opts.expectSha256) {
+      throw new BangerError(ErrorCode.Digest, `kernel ${label}: stored bundle ${srcName} does not match its sha256 ${opts.expectSha256} (got ${sha256})`, {
         hint: 'the cached copy was damaged; it has been removed, pull again to download it',
         details: { expected: opts.expectSha256, actual: sha256 },
       });
@@ -242,11 +249,11 @@ function toBundleError(e: unknown, label: string): BangerError {
 /** Pass-through stream that hashes and counts the bytes flowing through it. */
 class HashTap extends Transform {
   bytes = 0;
-  constructor(readonly hash: Hash) {
+  constructor(readonly hash?: Hash) {
     super();
   }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.hash.update(chunk);
+    this.hash?.update(chunk);
     this.bytes += chunk.length;
     cb(null, chunk);
   }
