@@ -14,9 +14,11 @@ PKGS=(
   busybox-static                    # initramfs tests
   docker-registry skopeo apache2-utils  # a real OCI registry in tests, skopeo baseline, htpasswd
   debootstrap                       # the Debian rootfs used by the end-to-end tests
+  attr                              # setfattr: restores xattrs (security.capability) when applying image layers
   socat curl ca-certificates
   gcc libc6-dev                     # the static guest agent (C)
   python3 make g++                  # native npm addons (better-sqlite3, zstd-napi)
+  lz4                               # Debian kernels are LZ4 bzImages (vmlinux extraction); apt's Packages.lz4 in the test mirror
 )
 missing=()
 for p in "${PKGS[@]}"; do

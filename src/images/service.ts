@@ -1,7 +1,387 @@
+import { createReadStream } from 'node:fs';
+import { mkdir, mkdtemp, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { isAbsolute, join } from 'node:path';
+import { BangerError, ErrorCode, throwIfAborted } from '../core/errors.js';
+import { toolEnv } from '../core/exec.js';
+import { sha256File } from '../core/fsutil.js';
+import { UndoStack } from '../core/undo.js';
 import type { Context } from '../daemon/context.js';
+import { injectGuestFiles } from '../guest/inject.js';
 import type { KernelService } from '../kernels/service.js';
+import type { ProgressEvent } from '../rpc/protocol.js';
+import { LayerApplier } from './apply.js';
+import { buildExt4 } from './build.js';
+import { applyTarStream, pullAndApplyLayers } from './layers.js';
+import { ImageRepo, type ImageRecord } from './records.js';
+import { defaultImageName, manifestRef, parseReference } from './reference.js';
+import { CredentialStore, normaliseRegistryKey } from './registry/auth.js';
+import { RegistryClient, sha256 } from './registry/client.js';
+import { extractConfig, formatPlatform, parseManifest, parsePlatform, selectPlatform, type Compression, type ImageConfig, type ImageManifest } from './registry/manifest.js';
+import { BlobStore } from './store.js';
 
-/** Images: OCI pull → ext4, import, list, show, rm. (placeholder) */
+export type { ImageRecord } from './records.js';
+
+export interface OpContext {
+  signal?: AbortSignal;
+  progress?: (ev: ProgressEvent) => void;
+}
+
+export interface PullParams {
+  ref: string;
+  name?: string;
+  kernelRef?: string;
+  platform?: string;
+  sizeBytes?: number;
+}
+
+export interface ImportParams {
+  name: string;
+  rootfsTar?: string;
+  rootfsDir?: string;
+  kernelRef?: string;
+  sizeBytes?: number;
+}
+
+interface BuildSpec {
+  name: string;
+  sourceRef: string;
+  digest: string;
+  platform: string;
+  config: ImageConfig;
+  kernelRef: string | null;
+  fromRegistry: boolean;
+  sizeBytes?: number;
+  rawConfig?: Buffer;
+  /** Fill the (empty) root directory. */
+  fill(rootDir: string, applier: LayerApplier): Promise<void>;
+  blobs(): string[];
+}
+
+/**
+ * Images: OCI pull → ext4, import, list, show, rm, prune-cache, registry credentials.
+ * Every build runs as named steps (reserve, stage, layers, inject, mkfs, land, record)
+ * with an undo stack: on any failure or cancellation nothing is left (no staging dir, no
+ * partial rootfs, no row); verified blobs stay in the content store.
+ */
 export class ImageService {
-  constructor(readonly ctx: Context, readonly deps: { kernels: KernelService }) {}
+  readonly repo: ImageRepo;
+  readonly store: BlobStore;
+  readonly creds: CredentialStore;
+  private readonly building = new Set<string>();
+
+  constructor(readonly ctx: Context, readonly deps: { kernels: KernelService }) {
+    this.repo = new ImageRepo(ctx.db);
+    this.store = new BlobStore(ctx.layout);
+    this.creds = new CredentialStore(ctx.db, ctx.exec);
+  }
+
+  /** The image named `name`; throws E_NOT_FOUND (hint: `banger image list`). */
+  get(name: string): ImageRecord {
+    return this.repo.get(name);
+  }
+
+  list(): ImageRecord[] {
+    return this.repo.list();
+  }
+
+  show(name: string): ImageRecord & { blobs: string[]; usedBy: string[] } {
+    const r = this.repo.get(name);
+    return { ...r, blobs: this.repo.blobs(name), usedBy: this.repo.usedBy(name) };
+  }
+
+  private async checkKernel(kernelRef: string | undefined): Promise<string | null> {
+    if (!kernelRef) return null;
+    const k = this.deps.kernels as unknown as { get?: (n: string) => unknown };
+    if (typeof k.get === 'function') {
+      try {
+        await k.get(kernelRef);
+      } catch (e) {
+        if (e instanceof BangerError && e.code === ErrorCode.NotFound) {
+          throw new BangerError(ErrorCode.NotFound, `--kernel-ref: kernel '${kernelRef}' not found`, { hint: "see 'banger kernel list', or pull it with 'banger kernel pull NAME'", cause: e });
+        }
+        throw e;
+      }
+    }
+    return kernelRef;
+  }
+
+  private client(ref: ReturnType<typeof parseReference>, signal?: AbortSignal): RegistryClient {
+    return new RegistryClient(ref, {
+      creds: this.creds,
+      log: this.ctx.log,
+      insecureRegistries: this.ctx.config.insecureRegistries,
+      mirrors: this.ctx.config.registryMirrors,
+      signal,
+    });
+  }
+
+  /** `banger image pull`: resolve, verify and apply the image, then build its ext4. */
+  async pull(p: PullParams, op: OpContext = {}): Promise<ImageRecord> {
+    const signal = op.signal ?? new AbortController().signal;
+    const progress = op.progress ?? (() => {});
+    const ref = parseReference(p.ref);
+    const name = p.name ?? defaultImageName(ref);
+    const want = parsePlatform(p.platform ?? 'linux/amd64');
+    const kernelRef = await this.checkKernel(p.kernelRef);
+    this.reserveCheck(name);
+    const log = this.ctx.log.child({ op: 'image.pull', image: name, ref: ref.canonical });
+    const client = this.client(ref, signal);
+
+    progress({ stage: 'resolve', message: `resolving ${ref.canonical}` });
+    const top = await client.manifest(manifestRef(ref));
+    let parsed = parseManifest(top.body, top.contentType, ref.canonical);
+    let manifestDigest = top.digest;
+    if (parsed.kind === 'index') {
+      const desc = selectPlatform(parsed.index, want, ref.canonical);
+      const m = await client.manifest(desc.digest);
+      parsed = parseManifest(m.body, m.contentType, `${ref.canonical} (${formatPlatform(want)})`);
+      manifestDigest = m.digest;
+      if (parsed.kind !== 'manifest') throw new BangerError(ErrorCode.Registry, `${ref.canonical}: the index entry for ${formatPlatform(want)} is itself an index`);
+    }
+    const manifest: ImageManifest = parsed.manifest;
+    const rawConfig = await this.configBlob(client, manifest);
+    let cfgJson: unknown;
+    try {
+      cfgJson = JSON.parse(rawConfig.toString('utf8'));
+    } catch (e) {
+      throw new BangerError(ErrorCode.Registry, `${ref.canonical}: image config ${manifest.config.digest} is not valid JSON`, { cause: e });
+    }
+    const cfg = extractConfig(cfgJson);
+    if (cfg.architecture && parsed.kind === 'manifest' && top.digest === manifestDigest) {
+      // a single-platform image: its config says what it is
+      const arch = parsePlatform(`${cfg.os ?? 'linux'}/${cfg.architecture}`).architecture;
+      if (arch !== want.architecture || (cfg.os && cfg.os !== want.os)) {
+        throw new BangerError(ErrorCode.Platform, `${ref.canonical} is for ${cfg.os ?? 'linux'}/${cfg.architecture}${cfg.variant ? '/' + cfg.variant : ''}, not ${formatPlatform(want)}; available: ${cfg.os ?? 'linux'}/${cfg.architecture}`, {
+          hint: `pass --platform ${cfg.os ?? 'linux'}/${cfg.architecture}`,
+        });
+      }
+    }
+    log.info('resolved', { digest: manifestDigest, layers: manifest.layers.length });
+    return this.build(
+      {
+        name,
+        sourceRef: ref.canonical,
+        digest: manifestDigest,
+        platform: formatPlatform(want),
+        config: cfg.config,
+        kernelRef,
+        fromRegistry: true,
+        sizeBytes: p.sizeBytes,
+        rawConfig,
+        blobs: () => [manifest.config.digest, ...manifest.layers.map((l) => l.digest)],
+        fill: async (_root, applier) => {
+          const r = await pullAndApplyLayers({ layers: manifest.layers, client, store: this.store, applier, log, progress, signal });
+          log.info('layers applied', r);
+        },
+      },
+      { signal, progress },
+    );
+  }
+
+  /** The image config: from the store when present (verified), else downloaded and stored. */
+  private async configBlob(client: RegistryClient, manifest: ImageManifest): Promise<Buffer> {
+    const d = manifest.config;
+    return this.store.withLock(d.digest, async () => {
+      if (await this.store.has(d.digest)) {
+        const b = await readFile(this.store.path(d.digest));
+        if (sha256(b) === d.digest && b.length === d.size) return b;
+        await this.store.remove(d.digest);
+      }
+      const b = await client.smallBlob(d);
+      const w = await this.store.writer(d);
+      w.write(b);
+      await w.commit();
+      return b;
+    });
+  }
+
+  /** `banger image import NAME (--rootfs-tar PATH | --rootfs-dir PATH)`. */
+  async importImage(p: ImportParams, op: OpContext = {}): Promise<ImageRecord> {
+    const signal = op.signal ?? new AbortController().signal;
+    if (!!p.rootfsTar === !!p.rootfsDir) throw new BangerError(ErrorCode.Invalid, 'give exactly one of --rootfs-tar or --rootfs-dir');
+    const field = p.rootfsTar ? '--rootfs-tar' : '--rootfs-dir';
+    const src = (p.rootfsTar ?? p.rootfsDir)!;
+    if (!isAbsolute(src)) throw new BangerError(ErrorCode.Invalid, `${field} '${src}' must be an absolute path`);
+    const st = await stat(src).catch(() => undefined);
+    if (!st) throw new BangerError(ErrorCode.NotFound, `${field} '${src}' does not exist`);
+    if (p.rootfsTar && !st.isFile()) throw new BangerError(ErrorCode.Invalid, `${field} '${src}' is not a file`);
+    if (p.rootfsDir && !st.isDirectory()) throw new BangerError(ErrorCode.Invalid, `${field} '${src}' is not a directory`);
+    const kernelRef = await this.checkKernel(p.kernelRef);
+    this.reserveCheck(p.name);
+    const digest = p.rootfsTar ? 'sha256:' + (await sha256File(src)) : '';
+    return this.build(
+      {
+        name: p.name,
+        sourceRef: `${p.rootfsTar ? 'tar' : 'dir'}:${src}`,
+        digest,
+        platform: 'linux/amd64',
+        config: { env: [], entrypoint: [], cmd: [], user: '', workdir: '' },
+        kernelRef,
+        fromRegistry: false,
+        sizeBytes: p.sizeBytes,
+        blobs: () => [],
+        fill: async (root, applier) => {
+          if (p.rootfsTar) {
+            applier.beginLayer(`file ${src}`);
+            await applyTarStream(createReadStream(src, { highWaterMark: 1024 * 1024 }), await sniffCompression(src), applier, signal);
+          } else {
+            await this.ctx.exec(['cp', '-a', '--reflink=auto', '--', `${src}/.`, `${root}/`], { env: toolEnv(), signal });
+          }
+        },
+      },
+      op,
+    );
+  }
+
+  private reserveCheck(name: string): void {
+    if (this.repo.find(name)) throw new BangerError(ErrorCode.Exists, `image '${name}' already exists`, { hint: `remove it with 'banger image rm ${name}' or choose another --name` });
+    if (this.building.has(name)) throw new BangerError(ErrorCode.Exists, `image '${name}' is being built by another request`, { hint: 'wait for it, or choose another --name' });
+  }
+
+  /** The shared build: stage → fill → finish → inject → mkfs → land → record. */
+  private async build(spec: BuildSpec, op: OpContext): Promise<ImageRecord> {
+    const signal = op.signal ?? new AbortController().signal;
+    const progress = op.progress ?? (() => {});
+    const log = this.ctx.log.child({ op: 'image.build', image: spec.name });
+    const undo = new UndoStack((m, f) => log.warn(m, f));
+    let step = 'reserve';
+    try {
+      this.reserveCheck(spec.name);
+      this.building.add(spec.name);
+      undo.push('release name', () => void this.building.delete(spec.name));
+
+      step = 'stage';
+      await mkdir(this.ctx.layout.tmp, { recursive: true });
+      const staging = await mkdtemp(join(this.ctx.layout.tmp, `image-${spec.name}-`));
+      undo.push('remove staging dir', () => rm(staging, { recursive: true, force: true }));
+      const rootDir = join(staging, 'rootfs');
+      await mkdir(rootDir, { mode: 0o755 });
+
+      step = 'layers';
+      const applier = new LayerApplier(rootDir, { exec: this.ctx.exec, signal });
+      await spec.fill(rootDir, applier);
+      throwIfAborted(signal);
+      progress({ stage: 'extract', message: 'finishing (xattrs, directory times)' });
+      await applier.finish();
+      progress({ stage: 'extract', done: true, message: `${applier.entries} entries applied` });
+
+      step = 'inject';
+      throwIfAborted(signal);
+      const inj = await injectGuestFiles(rootDir, { exec: this.ctx.exec, log });
+      log.info('guest files injected', { files: inj.injected.length });
+
+      step = 'mkfs';
+      const out = join(staging, 'image');
+      await mkdir(out);
+      progress({ stage: 'mkfs', message: 'building ext4 (mkfs.ext4 -d)' });
+      const built = await buildExt4(this.ctx.exec, { dir: rootDir, out: join(out, 'rootfs.ext4'), sizeBytes: spec.sizeBytes, signal, onStage: (s) => progress({ stage: 'mkfs', message: s === 'fsck' ? 'checking (e2fsck -fn)' : 'building ext4 (mkfs.ext4 -d)' }) });
+      progress({ stage: 'mkfs', done: true, total: built.sizeBytes, message: 'ext4 built and checked' });
+      if (spec.rawConfig) await writeFile(join(out, 'config.json'), spec.rawConfig);
+      throwIfAborted(signal);
+
+      step = 'land';
+      const final = this.ctx.layout.imageDir(spec.name);
+      await mkdir(this.ctx.layout.images, { recursive: true });
+      await rm(final, { recursive: true, force: true }); // an orphan from a crash (no row exists)
+      await rename(out, final);
+      undo.push('remove image dir', () => rm(final, { recursive: true, force: true }));
+
+      step = 'record';
+      const rec: ImageRecord = {
+        name: spec.name,
+        sourceRef: spec.sourceRef,
+        digest: spec.digest,
+        platform: spec.platform,
+        config: spec.config,
+        sizeBytes: built.sizeBytes,
+        kernelRef: spec.kernelRef,
+        rootfsPath: join(final, 'rootfs.ext4'),
+        fromRegistry: spec.fromRegistry,
+        createdAt: new Date().toISOString(),
+      };
+      this.repo.insert(rec, spec.blobs());
+      undo.commit();
+      this.building.delete(spec.name);
+      await rm(staging, { recursive: true, force: true });
+      log.info('image ready', { digest: rec.digest, sizeBytes: rec.sizeBytes });
+      return rec;
+    } catch (e) {
+      await undo.unwind();
+      if (signal.aborted && !(e instanceof BangerError && e.code === ErrorCode.Cancelled)) throw new BangerError(ErrorCode.Cancelled, `image ${spec.name}: cancelled during step ${step}`, { cause: e });
+      if (e instanceof BangerError) {
+        if (e.code === ErrorCode.Cancelled || e.message.startsWith('step ')) throw e;
+        throw new BangerError(e.code, `image ${spec.name}: step ${step}: ${e.message}`, { hint: e.hint, cause: e, details: e.details });
+      }
+      throw new BangerError(ErrorCode.Internal, `image ${spec.name}: step ${step}: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  /** `banger image rm`: refused while a VM uses the image unless `force`. */
+  async remove(name: string, force = false): Promise<{ removed: string }> {
+    this.repo.get(name);
+    if (this.building.has(name)) throw new BangerError(ErrorCode.InUse, `image '${name}' is being built`);
+    const users = this.repo.usedBy(name);
+    if (users.length && !force) {
+      throw new BangerError(ErrorCode.InUse, `image '${name}' is used by VM(s): ${users.join(', ')}`, { hint: `remove the VMs first ('banger vm rm ${users[0]}') or pass --force`, details: { vms: users } });
+    }
+    const dir = this.ctx.layout.imageDir(name);
+    await mkdir(this.ctx.layout.tmp, { recursive: true });
+    const trash = join(this.ctx.layout.tmp, `rm-image-${name}-${Date.now()}`);
+    await rename(dir, trash).catch((e) => {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    });
+    this.repo.delete(name);
+    await rm(trash, { recursive: true, force: true });
+    return { removed: name };
+  }
+
+  /** Remove blobs no image references (and stale temp files); in-flight digests are kept. */
+  async pruneCache(): Promise<{ removed: number; freedBytes: number }> {
+    const keep = this.repo.referencedBlobs();
+    let removed = 0;
+    let freedBytes = 0;
+    for (const b of await this.store.list()) {
+      if (keep.has(b.digest) || this.store.busy(b.digest)) continue;
+      await this.store.remove(b.digest);
+      removed++;
+      freedBytes += b.size;
+    }
+    return { removed, freedBytes };
+  }
+
+  /** `banger registry login`: verify the credentials against the registry, then store them. */
+  async login(p: { registry: string; username: string; password: string }, op: OpContext = {}): Promise<{ registry: string; username: string }> {
+    const registry = normaliseRegistryKey(p.registry);
+    const ref = parseReference(`${registry}/banger/login-check`);
+    const client = new RegistryClient(ref, {
+      creds: { get: async () => ({ username: p.username, password: p.password, source: 'the login command' }) },
+      log: this.ctx.log,
+      insecureRegistries: this.ctx.config.insecureRegistries,
+      mirrors: {},
+      signal: op.signal,
+    });
+    await client.checkLogin();
+    this.creds.save(registry, p.username, p.password);
+    return { registry, username: p.username };
+  }
+
+  logout(registry: string): { registry: string; removed: boolean } {
+    const key = normaliseRegistryKey(registry);
+    const removed = this.creds.remove(key);
+    if (!removed) throw new BangerError(ErrorCode.NotFound, `no stored login for registry '${key}'`, { hint: "logins made with 'banger registry login' can be removed; docker config entries are not touched" });
+    return { registry: key, removed };
+  }
+}
+
+async function sniffCompression(path: string): Promise<Compression> {
+  const fh = await open(path, 'r');
+  try {
+    const b = Buffer.alloc(4);
+    await fh.read(b, 0, 4, 0);
+    if (b[0] === 0x1f && b[1] === 0x8b) return 'gzip';
+    if (b.readUInt32LE(0) === 0xfd2fb528) return 'zstd';
+    return 'none';
+  } finally {
+    await fh.close();
+  }
 }

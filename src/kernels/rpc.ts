@@ -1,6 +1,33 @@
-import type { MethodTable } from '../rpc/protocol.js';
+import { z } from 'zod';
+import { method, Name, type MethodTable } from '../rpc/protocol.js';
 import type { KernelService } from './service.js';
 
-export function kernelMethods(_svc: KernelService): MethodTable {
-  return {};
+const AbsPath = z.string().min(1).max(4096).refine((p) => p.startsWith('/'), 'must be an absolute path');
+
+/** `kernel.*` RPC methods; every input is validated here, at the boundary. */
+export function kernelMethods(svc: KernelService): MethodTable {
+  return {
+    'kernel.list': method(z.object({}).strict(), async () => ({ kernels: svc.list() })),
+    'kernel.catalog': method(z.object({}).strict(), async (_p, { signal }) => ({ entries: await svc.catalog({ signal }) })),
+    'kernel.show': method(z.object({ name: Name }).strict(), async ({ name }) => svc.show(name)),
+    'kernel.pull': method(z.object({ name: Name, force: z.boolean().default(false) }).strict(), async ({ name, force }, { signal, progress }) =>
+      svc.pull(name, { force, signal, progress }),
+    ),
+    'kernel.delete': method(z.object({ name: Name, force: z.boolean().default(false) }).strict(), async ({ name, force }) => svc.delete(name, { force })),
+    'kernel.import': method(
+      z
+        .object({
+          name: Name,
+          vmlinux: AbsPath,
+          initrd: AbsPath.optional(),
+          modules: AbsPath.optional(),
+          kernelVersion: z.string().min(1).max(128).regex(/^[A-Za-z0-9._+~-]+$/, 'letters, digits and . _ + ~ - only').optional(),
+          distro: z.string().min(1).max(64).regex(/^[A-Za-z0-9._-]+$/, 'letters, digits and . _ - only').optional(),
+          arch: z.string().min(1).max(32).regex(/^[A-Za-z0-9_]+$/, 'letters, digits and _ only').optional(),
+          force: z.boolean().default(false),
+        })
+        .strict(),
+      async (p, { signal }) => svc.import(p.name, { ...p, signal }),
+    ),
+  };
 }

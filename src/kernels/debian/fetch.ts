@@ -1,7 +1,16 @@
+import { copyFile, mkdir, readFile, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Exec } from '../../core/exec.js';
 import type { Logger } from '../../core/log.js';
 import type { ProgressEvent } from '../../rpc/protocol.js';
-import { BangerError, ErrorCode } from '../../core/errors.js';
+import { BangerError, ErrorCode, errorMessage, throwIfAborted } from '../../core/errors.js';
+import { UndoStack } from '../../core/undo.js';
+import { DebianArchive, debianArch, type DebRef } from './archive.js';
+import { findKernelImage, findModulesDir, unpackDeb } from './deb.js';
+import { download, fetchCached } from './download.js';
+import { buildInitramfs } from './initramfs.js';
+import { GUEST_MODULES, resolveModules } from './modules.js';
+import { extractVmlinux } from './vmlinux.js';
 
 /**
  * A catalog entry of kind "debian": the kernel is resolved from Debian's archive through the
@@ -36,6 +45,11 @@ export interface FetchDebianKernelOptions {
   log: Logger;
   signal?: AbortSignal;
   progress?: (ev: ProgressEvent) => void;
+  /**
+   * Optional content store (e.g. `layout.blob`): verified .debs are kept at blobPath(sha256) and
+   * reused on the next pull ("used-cache"). Without it the .debs live in tmpDir only.
+   */
+  blobPath?: (sha256Hex: string) => string;
 }
 
 export interface FetchDebianKernelResult {
@@ -44,9 +58,123 @@ export interface FetchDebianKernelResult {
   source: string;
   /** sha256 of the .deb that was verified. */
   debSha256: string;
+  /** The real kernel package and its Debian version, e.g. linux-image-6.1.0-37-cloud-amd64 / 6.1.140-1. */
+  package?: string;
+  packageVersion?: string;
+  /** Size in bytes of the initrd.img written. */
+  initrdBytes?: number;
 }
 
-/** Resolve, verify, unpack and build an initramfs. Placeholder until the Debian kernel work lands. */
+/** Busybox for the initramfs comes from this package, through the same verified index. */
+export const BUSYBOX_PACKAGE = 'busybox-static';
+
+/**
+ * Resolve, verify, unpack and build: fills `outDir` with `vmlinuz` (bzImage), `vmlinux` (ELF
+ * extracted from it) and `initrd.img` (banger's initramfs). Named steps (in progress events, logs
+ * and errors): verify-inrelease, fetch-packages, resolve, download, unpack, vmlinux, initramfs.
+ * Chain of trust: InRelease (gpgv, config debianKeyring) → Packages sha256 → .deb sha256.
+ * Errors: E_SIGNATURE (InRelease), E_DIGEST (Packages/.deb), E_NOT_FOUND (package/index/file),
+ * E_HTTP, E_BUNDLE (unusable kernel), E_CANCELLED. On any failure outDir is left empty and
+ * everything this function put in tmpDir is removed.
+ */
 export async function fetchDebianKernel(opts: FetchDebianKernelOptions): Promise<FetchDebianKernelResult> {
-  throw new BangerError(ErrorCode.Internal, `kernel ${opts.entry.name}: Debian archive kernels are not implemented yet`);
+  const { entry, exec, log, signal } = opts;
+  const progress = opts.progress ?? (() => {});
+  const undo = new UndoStack((m, f) => log.warn(m, f));
+  let step = 'verify-inrelease';
+  const work = join(opts.tmpDir, `debian-${process.pid}-${Date.now().toString(36)}`);
+  try {
+    await mkdir(work, { recursive: true });
+    undo.push('remove scratch', () => rm(work, { recursive: true, force: true }));
+    const outBefore = new Set(await readdir(opts.outDir).catch(() => [] as string[]));
+    undo.push('empty outDir', async () => {
+      for (const n of await readdir(opts.outDir).catch(() => [] as string[])) if (!outBefore.has(n)) await rm(join(opts.outDir, n), { recursive: true, force: true });
+    });
+    const archive = new DebianArchive({
+      mirror: opts.mirror,
+      suite: entry.suite,
+      component: entry.component ?? 'main',
+      arch: debianArch(entry.arch),
+      keyring: opts.keyring,
+      tmpDir: work,
+      exec,
+      log,
+      signal,
+    });
+    progress({ stage: 'verify-inrelease', message: archive.inReleaseUrl });
+    await archive.loadRelease();
+    step = 'fetch-packages';
+    progress({ stage: 'fetch-packages' });
+    await archive.loadPackages();
+    step = 'resolve';
+    const kernelDeb = await archive.resolveKernel(entry.package);
+    const busyboxDeb = await archive.resolve(BUSYBOX_PACKAGE);
+    log.info('resolved Debian kernel', { entry: entry.name, meta: entry.package, package: kernelDeb.package, version: kernelDeb.version, sha256: kernelDeb.sha256 });
+    progress({ stage: 'resolve', message: `${entry.package} → ${kernelDeb.package} ${kernelDeb.version}` });
+
+    step = 'download';
+    const kernelFile = await fetchDeb(kernelDeb, work, opts);
+    const busyboxFile = await fetchDeb(busyboxDeb, work, opts);
+
+    step = 'unpack';
+    progress({ stage: 'unpack', key: kernelDeb.package });
+    const kroot = join(work, 'kernel');
+    const broot = join(work, 'busybox');
+    await unpackDeb(kernelFile, kroot, exec, signal);
+    await unpackDeb(busyboxFile, broot, exec, signal);
+    const img = await findKernelImage(kroot, kernelDeb.package);
+    const modDir = await findModulesDir(kroot, img.release, kernelDeb.package);
+    await copyFile(img.vmlinuz, join(opts.outDir, 'vmlinuz'));
+
+    step = 'vmlinux';
+    throwIfAborted(signal);
+    progress({ stage: 'vmlinux' });
+    const format = await extractVmlinux(img.vmlinuz, join(opts.outDir, 'vmlinux'), exec, signal);
+
+    step = 'initramfs';
+    throwIfAborted(signal);
+    progress({ stage: 'initramfs' });
+    const { modules, builtin } = await resolveModules(modDir, GUEST_MODULES, exec);
+    const busybox = await readFile(join(broot, 'bin', 'busybox')).catch((e) => {
+      throw new BangerError(ErrorCode.Bundle, `package ${BUSYBOX_PACKAGE} ${busyboxDeb.version} has no bin/busybox`, { cause: e });
+    });
+    const initrdBytes = await buildInitramfs({ busybox, kernelVersion: img.release, modules }, join(opts.outDir, 'initrd.img'));
+    log.info('built Debian kernel', { release: img.release, compression: format, modules: modules.map((m) => m.name), builtin, initrdBytes });
+    progress({ stage: 'initramfs', done: true, message: `${modules.length} modules, ${initrdBytes} bytes` });
+
+    await rm(work, { recursive: true, force: true });
+    undo.commit();
+    return {
+      kernelVersion: img.release,
+      source: `debian:${kernelDeb.package}=${kernelDeb.version}@${opts.mirror}`,
+      debSha256: kernelDeb.sha256,
+      package: kernelDeb.package,
+      packageVersion: kernelDeb.version,
+      initrdBytes,
+    };
+  } catch (e) {
+    await undo.unwind();
+    if (e instanceof BangerError) {
+      if (!e.details?.['step']) (e as { details?: Record<string, unknown> }).details = { ...e.details, step, entry: entry.name };
+      throw e;
+    }
+    throw new BangerError(ErrorCode.Internal, `kernel ${entry.name}: step ${step} failed: ${errorMessage(e)}`, { cause: e, details: { step, entry: entry.name } });
+  }
+}
+
+/** Download one verified .deb (through the content store when configured); returns its path. */
+async function fetchDeb(ref: DebRef, work: string, opts: FetchDebianKernelOptions): Promise<string> {
+  const onBytes = (current: number, total?: number) => opts.progress?.({ stage: 'download', key: ref.package, current, total });
+  const common = { what: `${ref.package} ${ref.version}`, sha256: ref.sha256, size: ref.size, signal: opts.signal, onBytes };
+  if (opts.blobPath) {
+    const path = opts.blobPath(ref.sha256);
+    const how = await fetchCached(ref.url, path, common);
+    opts.log.info(`deb ${how}`, { package: ref.package, sha256: ref.sha256, url: ref.url });
+    opts.progress?.({ stage: 'download', key: ref.package, done: true, message: how });
+    return path;
+  }
+  const path = join(work, `${ref.package}.deb`);
+  await download(ref.url, path, common);
+  opts.progress?.({ stage: 'download', key: ref.package, done: true, message: 'downloaded' });
+  return path;
 }

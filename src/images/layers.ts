@@ -1,0 +1,195 @@
+import { createReadStream } from 'node:fs';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
+import { createHash } from 'node:crypto';
+import { DecompressStream } from 'zstd-napi';
+import { BangerError, ErrorCode } from '../core/errors.js';
+import type { Logger } from '../core/log.js';
+import type { ProgressEvent } from '../rpc/protocol.js';
+import type { LayerApplier } from './apply.js';
+import type { RegistryClient } from './registry/client.js';
+import { verifyBlob } from './registry/client.js';
+import { layerCompression, type Compression, type Descriptor } from './registry/manifest.js';
+import type { BlobStore } from './store.js';
+import { TarReader } from './tar.js';
+
+export function shortDigest(d: string): string {
+  return d.replace(/^sha256:/, '').slice(0, 12);
+}
+
+/** Decompress and apply one tar stream to the applier. */
+export async function applyTarStream(source: AsyncIterable<Buffer> | Readable, compression: Compression, applier: LayerApplier, signal?: AbortSignal): Promise<void> {
+  const reader = new TarReader((e) => applier.entry(e));
+  const sink = async (src: AsyncIterable<Buffer>) => {
+    for await (const c of src) await reader.push(c);
+    reader.end();
+  };
+  const input = source instanceof Readable ? source : Readable.from(source, { objectMode: false });
+  try {
+    if (compression === 'gzip') await pipeline(input, createGunzip({ chunkSize: 256 * 1024 }), sink, { signal });
+    else if (compression === 'zstd') await pipeline(input, new DecompressStream({ windowLogMax: 31 }), sink, { signal });
+    else await pipeline(input, sink, { signal });
+  } catch (e) {
+    if (signal?.aborted) throw new BangerError(ErrorCode.Cancelled, 'operation cancelled', { cause: e });
+    if (e instanceof BangerError) throw e;
+    const code = (e as { code?: string }).code ?? '';
+    if (code.startsWith('Z_') || /zstd|incorrect header|invalid/i.test((e as Error).message)) {
+      throw new BangerError(ErrorCode.Invalid, `layer is not valid ${compression} data: ${(e as Error).message}`, { cause: e });
+    }
+    throw e;
+  }
+}
+
+export interface LayerPlan {
+  layers: Descriptor[];
+  client: RegistryClient;
+  store: BlobStore;
+  applier: LayerApplier;
+  log: Logger;
+  progress: (ev: ProgressEvent) => void;
+  signal: AbortSignal;
+}
+
+/** Throttled per-layer byte progress. */
+function byteReporter(progress: (ev: ProgressEvent) => void, key: string, total: number, message: string): (n: number) => void {
+  let last = 0;
+  let cur = 0;
+  return (n) => {
+    cur += n;
+    const now = Date.now();
+    if (now - last > 100 || cur === total) {
+      last = now;
+      progress({ stage: 'layer', key, current: cur, total, message });
+    }
+  };
+}
+
+/**
+ * Download (when missing) and apply every layer, oldest first.
+ * - A cached blob is read from the store and re-hashed while it is applied.
+ * - A missing blob is downloaded under its per-digest lock and applied *while* it downloads
+ *   (one pass: hash + temp file + decompress + extract); the temp file is renamed into the
+ *   store only after the digest matched.
+ * - Layers after the first are prefetched into the store in the background (2 at a time).
+ * On failure every in-flight download is aborted and awaited, so no temp file outlives us.
+ */
+export async function pullAndApplyLayers(plan: LayerPlan): Promise<{ downloaded: number; cached: number }> {
+  const { layers, store, client, applier, progress } = plan;
+  for (const l of layers) layerCompression(l.mediaType, l.digest); // fail before any download
+  const inner = new AbortController();
+  const onAbort = () => inner.abort();
+  plan.signal.addEventListener('abort', onAbort, { once: true });
+  let downloaded = 0;
+  let cached = 0;
+  const prefetches: Promise<void>[] = [];
+  const download = async (desc: Descriptor, consume?: (src: AsyncIterable<Buffer>) => Promise<void>) => {
+    const key = shortDigest(desc.digest);
+    const w = await store.writer(desc);
+    const report = byteReporter(progress, key, desc.size, 'downloading');
+    const src = client.blobChunks(desc)[Symbol.asyncIterator]();
+    // The consumer may stop early (bad tar, unsafe entry): `src` stays open so the rest of
+    // the blob can be drained and its digest checked, which is the more useful error when
+    // the bytes were corrupt.
+    async function* tee(): AsyncGenerator<Buffer> {
+      for (;;) {
+        const r = await src.next();
+        if (r.done) return;
+        if (inner.signal.aborted) throw new BangerError(ErrorCode.Cancelled, 'operation cancelled');
+        w.write(r.value);
+        report(r.value.length);
+        yield r.value;
+      }
+    }
+    try {
+      if (consume) await consume(tee());
+      else for await (const _ of tee());
+    } catch (e) {
+      if (inner.signal.aborted || plan.signal.aborted || (e instanceof BangerError && e.code === ErrorCode.Cancelled)) {
+        await src.return?.(undefined).catch(() => {});
+        await w.abort();
+        throw e;
+      }
+      try {
+        for (;;) {
+          const r = await src.next();
+          if (r.done) break;
+          w.write(r.value);
+        }
+        await w.commit(); // digest fine: the blob is kept, the extraction error stands
+        downloaded++;
+      } catch (drainErr) {
+        await w.abort();
+        if (drainErr instanceof BangerError && drainErr.code === ErrorCode.Digest) throw drainErr;
+      }
+      throw e;
+    }
+    try {
+      await w.commit();
+      downloaded++;
+    } catch (e) {
+      await w.abort();
+      throw e;
+    }
+  };
+  try {
+    // background prefetch of layers 2..n
+    let next = 1;
+    const worker = async () => {
+      while (next < layers.length && !inner.signal.aborted) {
+        const desc = layers[next++]!;
+        await store.withLock(desc.digest, async () => {
+          if (await store.has(desc.digest)) return;
+          await download(desc);
+        });
+      }
+    };
+    for (let i = 0; i < 2; i++) prefetches.push(worker().catch((e) => plan.log.debug('prefetch failed (retried when the layer is applied)', { error: (e as Error).message })));
+
+    for (const desc of layers) {
+      const key = shortDigest(desc.digest);
+      const compression = layerCompression(desc.mediaType, desc.digest);
+      applier.beginLayer(desc.digest);
+      await store.withLock(desc.digest, async () => {
+        if (await store.has(desc.digest)) {
+          cached++;
+          progress({ stage: 'layer', key, current: 0, total: desc.size, message: 'extracting (cached)' });
+          const h = createHash('sha256');
+          let n = 0;
+          const report = byteReporter(progress, key, desc.size, 'extracting (cached)');
+          async function* verified(): AsyncGenerator<Buffer> {
+            for await (const c of createReadStream(store.path(desc.digest), { highWaterMark: 1024 * 1024 })) {
+              h.update(c as Buffer);
+              n += (c as Buffer).length;
+              report((c as Buffer).length);
+              yield c as Buffer;
+            }
+          }
+          await applyTarStream(verified(), compression, applier, inner.signal);
+          try {
+            verifyBlob(desc, n, 'sha256:' + h.digest('hex'));
+          } catch (e) {
+            await store.remove(desc.digest);
+            throw new BangerError(ErrorCode.Digest, `cached ${(e as Error).message}; it was removed from the cache`, { hint: 'run the pull again to download it', cause: e });
+          }
+        } else {
+          await download(desc, (src) => applyTarStream(src, compression, applier, inner.signal));
+        }
+      }).catch((e) => {
+        if (e instanceof BangerError && e.code !== ErrorCode.Cancelled && !e.message.includes(shortDigest(desc.digest))) {
+          throw new BangerError(e.code, `layer ${desc.digest}: ${e.message}`, { hint: e.hint, cause: e, details: e.details });
+        }
+        throw e;
+      });
+      progress({ stage: 'layer', key, current: desc.size, total: desc.size, done: true, message: 'applied' });
+    }
+    await Promise.all(prefetches);
+    return { downloaded, cached };
+  } catch (e) {
+    inner.abort();
+    await Promise.allSettled(prefetches);
+    throw e;
+  } finally {
+    plan.signal.removeEventListener('abort', onAbort);
+  }
+}

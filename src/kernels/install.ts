@@ -1,0 +1,57 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync, renameSync } from 'node:fs';
+import { chmod, mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { BangerError, ErrorCode, throwIfAborted } from '../core/errors.js';
+import { sha256File, writeJsonAtomic } from '../core/fsutil.js';
+import type { Context } from '../daemon/context.js';
+import type { BundleFiles } from './extract.js';
+import { dirSize, getRow, upsertRow, type KernelManifest, type KernelRecord } from './record.js';
+
+/**
+ * Land a staged kernel: write `manifest.json` into `staging`, then in ONE SQLite transaction
+ * move any old `kernelDir(name)` aside, rename `staging` into place and upsert the row. If any
+ * step throws, the renames are reversed and the transaction rolls back, so the old kernel (if
+ * any) is intact. The old directory is deleted only after the commit.
+ */
+export async function installKernel(
+  ctx: Context,
+  staging: string,
+  meta: Omit<KernelManifest, 'vmlinuxSha256' | 'importedAt' | 'files'>,
+  files: BundleFiles,
+  signal?: AbortSignal,
+): Promise<KernelRecord> {
+  const image = files.vmlinux ?? files.vmlinuz;
+  if (!image) throw new BangerError(ErrorCode.Bundle, `kernel ${meta.name}: no vmlinux or vmlinuz`);
+  const manifest: KernelManifest = {
+    ...meta,
+    vmlinuxSha256: await sha256File(image),
+    importedAt: new Date().toISOString(),
+    files: { vmlinux: !!files.vmlinux, vmlinuz: !!files.vmlinuz, initrd: !!files.initrd, modules: !!files.modulesDir },
+  };
+  await writeJsonAtomic(join(staging, 'manifest.json'), manifest);
+  await chmod(staging, 0o755); // mkdtemp made it 0700; kernels are readable like /boot
+  const size = await dirSize(staging);
+  throwIfAborted(signal);
+  const target = ctx.layout.kernelDir(meta.name);
+  await mkdir(ctx.layout.kernels, { recursive: true });
+  const trash = join(ctx.layout.tmp, `kernel-${meta.name}-old-${randomBytes(4).toString('hex')}`);
+  ctx.db.transaction(() => {
+    const moved = existsSync(target);
+    if (moved) renameSync(target, trash);
+    try {
+      renameSync(staging, target);
+      try {
+        upsertRow(ctx.db, manifest, target, size);
+      } catch (e) {
+        renameSync(target, staging);
+        throw e;
+      }
+    } catch (e) {
+      if (moved) renameSync(trash, target);
+      throw e;
+    }
+  })();
+  await rm(trash, { recursive: true, force: true });
+  return getRow(ctx.db, meta.name)!;
+}
