@@ -57,7 +57,17 @@ export class LayerApplier {
   bytesWritten = 0;
   entries = 0;
 
-  constructor(readonly root: string, private readonly opts: ApplyOptions) {}
+  private readonly umask: number;
+  private readonly uid = process.geteuid?.() ?? 0;
+  private readonly gid = process.getegid?.() ?? 0;
+
+  constructor(readonly root: string, private readonly opts: ApplyOptions) {
+    // the process umask, probed (process.umask() without arguments is deprecated)
+    const probe = join(root, `.umask-probe-${process.pid}`);
+    closeSync(openSync(probe, C.O_WRONLY | C.O_CREAT | C.O_EXCL, 0o777));
+    this.umask = 0o777 & ~lstatSync(probe).mode;
+    rmSync(probe);
+  }
 
   /** Start a new layer (digest used in error messages). */
   beginLayer(digest: string): void {
@@ -155,12 +165,12 @@ export class LayerApplier {
     else if (existing) this.forget(rel); // dir over dir: keep children, take new metadata
     switch (e.type) {
       case 'dir':
-        if (!existing) mkdirSync(abs, { mode: 0o700 });
-        this.meta(rel, e);
+        if (!existing) mkdirSync(abs, { mode: e.mode & 0o777 });
+        this.meta(rel, e, !existing);
         return undefined;
       case 'symlink':
         symlinkSync(e.linkpath, abs);
-        this.meta(rel, e);
+        this.meta(rel, e, true);
         return undefined;
       case 'link': {
         const target = this.normalise(e.linkpath, 'hard link target', e.path);
@@ -183,13 +193,13 @@ export class LayerApplier {
         return undefined;
       }
       case 'file': {
-        const fd = openSync(abs, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
+        const fd = openSync(abs, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, e.mode & 0o777);
         let done = false;
         const finish = () => {
           if (done) return;
           done = true;
           closeSync(fd);
-          this.meta(rel, e);
+          this.meta(rel, e, true);
         };
         if (e.size === 0) {
           finish();
@@ -207,11 +217,15 @@ export class LayerApplier {
     }
   }
 
-  /** Owner, then mode (chown clears setuid), then mtime; xattrs deferred. */
-  private meta(rel: string, e: TarEntry): void {
+  /**
+   * Owner, then mode (chown clears setuid), then mtime; xattrs deferred. `created` = we just
+   * made it with `mode & 0o777` (so chown/chmod are skipped when they would change nothing).
+   */
+  private meta(rel: string, e: TarEntry, created = false): void {
     const abs = rel ? join(this.root, rel) : this.root;
-    lchownSync(abs, e.uid, e.gid);
-    if (e.type !== 'symlink') chmodSync(abs, e.mode);
+    const chowned = !created || e.uid !== this.uid || e.gid !== this.gid;
+    if (chowned) lchownSync(abs, e.uid, e.gid);
+    if (e.type !== 'symlink' && (!created || chowned || e.mode & 0o7000 || e.mode & this.umask)) chmodSync(abs, e.mode);
     if (e.xattrs.size) this.pending.xattrs.set(rel, e.xattrs);
     if (e.type === 'dir') this.pending.dirTimes.set(rel, e.mtime);
     else lutimesSync(abs, e.mtime, e.mtime);

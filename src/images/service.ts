@@ -18,6 +18,7 @@ import { CredentialStore, normaliseRegistryKey } from './registry/auth.js';
 import { RegistryClient, sha256 } from './registry/client.js';
 import { extractConfig, formatPlatform, parseManifest, parsePlatform, selectPlatform, type Compression, type ImageConfig, type ImageManifest } from './registry/manifest.js';
 import { BlobStore } from './store.js';
+import { BUILD_KEY_FILE, buildKey, linkBuiltRootfs } from './reuse.js';
 
 export type { ImageRecord } from './records.js';
 
@@ -28,6 +29,8 @@ export interface OpContext {
 
 export interface PullParams {
   ref: string;
+  /** Re-use the ext4 of an identical local build (default true; the benchmark turns it off). */
+  reuse?: boolean;
   name?: string;
   kernelRef?: string;
   platform?: string;
@@ -52,6 +55,8 @@ interface BuildSpec {
   fromRegistry: boolean;
   sizeBytes?: number;
   rawConfig?: Buffer;
+  /** Identical builds share this key; a match is hard-linked instead of rebuilt. */
+  buildKey?: string;
   /** Fill the (empty) root directory. */
   fill(rootDir: string, applier: LayerApplier): Promise<void>;
   blobs(): string[];
@@ -68,11 +73,30 @@ export class ImageService {
   readonly store: BlobStore;
   readonly creds: CredentialStore;
   private readonly building = new Set<string>();
+  private readonly pending = new Set<Promise<void>>();
 
   constructor(readonly ctx: Context, readonly deps: { kernels: KernelService }) {
     this.repo = new ImageRepo(ctx.db);
     this.store = new BlobStore(ctx.layout);
     this.creds = new CredentialStore(ctx.db, ctx.exec);
+  }
+
+  /**
+   * Work finished after a reply was sent (removing a finished build's staging tree, which
+   * can take seconds); `settled()` resolves when all of it is done. Stale staging dirs left
+   * by a crash are wiped by the daemon's tmp cleanup at start.
+   */
+  private background(p: Promise<unknown>, what: string): void {
+    const t = p.then(
+      () => undefined,
+      (e) => this.ctx.log.warn('background step failed', { step: what, error: (e as Error).message }),
+    );
+    this.pending.add(t);
+    void t.finally(() => this.pending.delete(t));
+  }
+
+  async settled(): Promise<void> {
+    while (this.pending.size) await Promise.all([...this.pending]);
   }
 
   /** The image named `name`; throws E_NOT_FOUND (hint: `banger image list`). */
@@ -168,6 +192,7 @@ export class ImageService {
         fromRegistry: true,
         sizeBytes: p.sizeBytes,
         rawConfig,
+        buildKey: p.reuse === false ? undefined : await buildKey({ digest: manifestDigest, platform: formatPlatform(want), sizeBytes: p.sizeBytes }),
         blobs: () => [manifest.config.digest, ...manifest.layers.map((l) => l.digest)],
         fill: async (_root, applier) => {
           const r = await pullAndApplyLayers({ layers: manifest.layers, client, store: this.store, applier, log, progress, signal });
@@ -245,6 +270,11 @@ export class ImageService {
     const log = this.ctx.log.child({ op: 'image.build', image: spec.name });
     const undo = new UndoStack((m, f) => log.warn(m, f));
     let step = 'reserve';
+    let t0 = Date.now();
+    const stepDone = (name: string) => {
+      log.info('step done', { step: name, ms: Date.now() - t0 });
+      t0 = Date.now();
+    };
     try {
       this.reserveCheck(spec.name);
       this.building.add(spec.name);
@@ -257,25 +287,43 @@ export class ImageService {
       const rootDir = join(staging, 'rootfs');
       await mkdir(rootDir, { mode: 0o755 });
 
-      step = 'layers';
-      const applier = new LayerApplier(rootDir, { exec: this.ctx.exec, signal });
-      await spec.fill(rootDir, applier);
-      throwIfAborted(signal);
-      progress({ stage: 'extract', message: 'finishing (xattrs, directory times)' });
-      await applier.finish();
-      progress({ stage: 'extract', done: true, message: `${applier.entries} entries applied` });
-
-      step = 'inject';
-      throwIfAborted(signal);
-      const inj = await injectGuestFiles(rootDir, { exec: this.ctx.exec, log });
-      log.info('guest files injected', { files: inj.injected.length });
-
-      step = 'mkfs';
       const out = join(staging, 'image');
       await mkdir(out);
-      progress({ stage: 'mkfs', message: 'building ext4 (mkfs.ext4 -d)' });
-      const built = await buildExt4(this.ctx.exec, { dir: rootDir, out: join(out, 'rootfs.ext4'), sizeBytes: spec.sizeBytes, signal, onStage: (s) => progress({ stage: 'mkfs', message: s === 'fsck' ? 'checking (e2fsck -fn)' : 'building ext4 (mkfs.ext4 -d)' }) });
-      progress({ stage: 'mkfs', done: true, total: built.sizeBytes, message: 'ext4 built and checked' });
+      let reusedBytes: number | undefined;
+      if (spec.buildKey) {
+        const others = this.repo.list().map((r) => this.ctx.layout.imageDir(r.name));
+        reusedBytes = await linkBuiltRootfs(others, spec.buildKey, out);
+        if (reusedBytes !== undefined) {
+          log.info('re-using the ext4 of an identical build', { buildKey: spec.buildKey });
+          progress({ stage: 'mkfs', done: true, total: reusedBytes, message: 'identical build found: ext4 re-used' });
+        }
+      }
+      let built: { sizeBytes: number };
+      if (reusedBytes !== undefined) built = { sizeBytes: reusedBytes };
+      else {
+        step = 'layers';
+        const applier = new LayerApplier(rootDir, { exec: this.ctx.exec, signal });
+        await spec.fill(rootDir, applier);
+        throwIfAborted(signal);
+        stepDone('layers');
+        progress({ stage: 'extract', message: 'finishing (xattrs, directory times)' });
+        await applier.finish();
+        stepDone('finish');
+        progress({ stage: 'extract', done: true, message: `${applier.entries} entries applied` });
+
+        step = 'inject';
+        throwIfAborted(signal);
+        const inj = await injectGuestFiles(rootDir, { exec: this.ctx.exec, log });
+        log.info('guest files injected', { files: inj.injected.length });
+        stepDone('inject');
+
+        step = 'mkfs';
+        progress({ stage: 'mkfs', message: 'building ext4 (mkfs.ext4 -d)' });
+        built = await buildExt4(this.ctx.exec, { dir: rootDir, out: join(out, 'rootfs.ext4'), sizeBytes: spec.sizeBytes, signal, onStage: (s) => progress({ stage: 'mkfs', message: s === 'fsck' ? 'checking (e2fsck -fn)' : 'building ext4 (mkfs.ext4 -d)' }) });
+        progress({ stage: 'mkfs', done: true, total: built.sizeBytes, message: 'ext4 built and checked' });
+        stepDone('mkfs');
+      }
+      if (spec.buildKey) await writeFile(join(out, BUILD_KEY_FILE), spec.buildKey + '\n');
       if (spec.rawConfig) await writeFile(join(out, 'config.json'), spec.rawConfig);
       throwIfAborted(signal);
 
@@ -302,7 +350,7 @@ export class ImageService {
       this.repo.insert(rec, spec.blobs());
       undo.commit();
       this.building.delete(spec.name);
-      await rm(staging, { recursive: true, force: true });
+      this.background(rm(staging, { recursive: true, force: true }), 'remove staging dir');
       log.info('image ready', { digest: rec.digest, sizeBytes: rec.sizeBytes });
       return rec;
     } catch (e) {
