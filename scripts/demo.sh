@@ -30,6 +30,8 @@ say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 run() { say "$*"; "$@"; }
 
 banger daemon start
+# A previous run's VM would hold the image: start from a clean slate.
+if banger vm show testbox >/dev/null 2>&1; then run banger vm rm -f testbox; fi
 run banger doctor || true
 run banger kernel list --available
 if banger kernel show "$KERNEL" >/dev/null 2>&1; then
@@ -54,7 +56,6 @@ else
   run banger image pull "$LOCAL_REF" --name debian-bookworm --kernel-ref "$KERNEL"
 fi
 
-if banger vm show testbox >/dev/null 2>&1; then banger vm rm -f testbox; fi
 run banger vm create --image debian-bookworm --name testbox --nat
 run banger vm ssh testbox -- "id; uname -r; systemctl is-active banger-vsock-agent"
 run banger ps
