@@ -1,5 +1,5 @@
 import { createHash, type Hash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
 import { lstat, mkdir, readlink, stat, symlink } from 'node:fs/promises';
 import { once } from 'node:events';
 import { join, posix } from 'node:path';
@@ -131,6 +131,8 @@ export async function extractBundle(opts: ExtractOptions): Promise<ExtractResult
   const seen = new Set<string>();
   let entries = 0;
   let bytes = 0;
+  /** The file being written, closed before we report a failure (so the caller can remove `dest`). */
+  let current: WriteStream | undefined;
   let lastEmit = 0;
   opts.progress?.({ stage: 'extract', key: label, current: 0, total });
   try {
@@ -157,12 +159,13 @@ export async function extractBundle(opts: ExtractOptions): Promise<ExtractResult
         const size = h.size ?? 0;
         if (bytes + size > max) throw new BangerError(ErrorCode.Bundle, `kernel ${label}: bundle expands beyond ${max} bytes (at entry '${h.name}')`, { hint: 'this is not a kernel bundle, or a broken one' });
         const mode = ((h.mode ?? 0o644) & 0o755) | 0o600;
-        const out = createWriteStream(join(dest, rel), { flags: 'wx', mode });
+        const out = (current = createWriteStream(join(dest, rel), { flags: 'wx', mode }));
         for await (const chunk of entry) {
           if (!out.write(chunk)) await once(out, 'drain');
         }
         out.end();
         await once(out, 'close');
+        current = undefined;
         bytes += size;
       } else if (type === 'symlink') {
         await ensureDir(dest, parent, knownDirs, label, h.name);
@@ -209,10 +212,19 @@ export async function extractBundle(opts: ExtractOptions): Promise<ExtractResult
     src.destroy();
     zstd.destroy();
     extract.destroy();
+    if (current) await closeStream(current);
     throw err;
   } finally {
     signal?.removeEventListener('abort', onAbort);
   }
+}
+
+/** Destroy a file stream and wait until its descriptor is closed (an open still pending completes first). */
+export async function closeStream(s: WriteStream): Promise<void> {
+  if (s.closed) return;
+  const closed = once(s, 'close').catch(() => {});
+  s.destroy();
+  await closed;
 }
 
 /** Create `rel` (and parents) as real directories; refuse to pass through symlinks or files. */

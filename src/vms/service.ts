@@ -22,9 +22,10 @@ import { vmFiles, type VmFiles } from './files.js';
 import { KeyedLock } from './lock.js';
 import { generateName, newVmId } from './names.js';
 import { buildSeedDisk, buildWorkDisk } from './seed.js';
-import { ensureClientKey, generateHostKey, pinHostKey, sshOptions, sshPaths, unpinHostKey, waitForSsh, writeSshConfig, type SshPaths } from './ssh.js';
+import { ensureClientKey, generateHostKey, pinHostKey, sshCommonOptions, sshOptions, sshPaths, unpinHostKey, waitForSsh, writeSshConfig, type SshPaths } from './ssh.js';
 import { VmRepo, type VmRecord, type VmSpec } from './store.js';
 import { reconcileVms } from './reconcile.js';
+import { bangerGid } from '../daemon/system.js';
 
 export interface CreateParams {
   image: string;
@@ -153,7 +154,7 @@ export class VmService {
 
         // step seed: host key made before first boot, pinned; seed disk for the first-boot script
         stage('seed', 'host key + seed disk');
-        const clientPub = await ensureClientKey(this.ctx.exec, this.ssh, this.gid);
+        const clientPub = await ensureClientKey(this.ctx.exec, this.ssh, this.gid ?? (await bangerGid()));
         const hostPub = await generateHostKey(this.ctx.exec, files.hostKey, name);
         const net = this.net.describe(id, ip);
         const { readFile } = await import('node:fs/promises');
@@ -440,11 +441,19 @@ export class VmService {
   }
 
   /** What the CLI needs to run OpenSSH itself (stdio inherited, remote exit code). */
-  async sshInfo(name: string): Promise<{ name: string; ip: string; user: string; identityFile: string; knownHostsFile: string; options: string[] }> {
+  async sshInfo(name: string): Promise<{ name: string; ip: string; user: string; identityFile: string; groupIdentityFile?: string; knownHostsFile: string; options: string[] }> {
     const vm = this.get(name);
     if (!(await this.observe(vm)).running) throw new BangerError(ErrorCode.InUse, `vm '${name}' is not running`, { hint: `start it: banger vm start ${name}` });
     if (!vm.ip) throw new BangerError(ErrorCode.Internal, `vm '${name}' has no IP lease`);
-    return { name, ip: vm.ip, user: 'root', identityFile: this.ssh.key, knownHostsFile: this.ssh.knownHosts, options: sshOptions(this.ssh) };
+    return {
+      name,
+      ip: vm.ip,
+      user: 'root',
+      identityFile: this.ssh.key,
+      groupIdentityFile: (await exists(this.ssh.groupKey)) ? this.ssh.groupKey : undefined,
+      knownHostsFile: this.ssh.knownHosts,
+      options: sshCommonOptions(this.ssh),
+    };
   }
 
   async ports(name: string): Promise<{ name: string; ports: unknown[]; agent: boolean }> {

@@ -1,4 +1,4 @@
-import { chmod, chown, mkdir, readFile, rename, rm } from 'node:fs/promises';
+import { chmod, chown, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BangerError, ErrorCode } from '../core/errors.js';
 import type { Exec } from '../core/exec.js';
@@ -17,14 +17,17 @@ import { sleep } from './proc.js';
  */
 export interface SshPaths {
   dir: string;
+  /** 0600 root: used by the daemon and by root's CLI (OpenSSH refuses an owner's key readable by others). */
   key: string;
+  /** 0640 root:banger copy for banger-group CLI users; exists only when the group does. */
+  groupKey: string;
   pub: string;
   knownHosts: string;
   config: string;
 }
 
 export function sshPaths(dir: string): SshPaths {
-  return { dir, key: join(dir, 'id_ed25519'), pub: join(dir, 'id_ed25519.pub'), knownHosts: join(dir, 'known_hosts'), config: join(dir, 'config') };
+  return { dir, key: join(dir, 'id_ed25519'), groupKey: join(dir, 'id_ed25519-group'), pub: join(dir, 'id_ed25519.pub'), knownHosts: join(dir, 'known_hosts'), config: join(dir, 'config') };
 }
 
 /** Serialises edits of known_hosts/config inside one daemon. */
@@ -47,8 +50,15 @@ export async function ensureClientKey(exec: Exec, p: SshPaths, gid?: number): Pr
     await rename(tmp, p.key);
   }
   if (gid !== undefined) {
-    for (const f of [p.dir, p.key, p.pub]) await chown(f, 0, gid).catch(() => undefined);
-    await chmod(p.key, 0o640);
+    // A second copy for the banger group: OpenSSH rejects a private key its owner (root) shares.
+    if (!(await exists(p.groupKey))) {
+      const tmp = `${p.groupKey}.${process.pid}.tmp`;
+      await writeFile(tmp, await readFile(p.key), { mode: 0o600 });
+      await chown(tmp, 0, gid).catch(() => undefined);
+      await chmod(tmp, 0o640);
+      await rename(tmp, p.groupKey);
+    }
+    for (const f of [p.dir, p.pub, p.knownHosts]) await chown(f, 0, gid).catch(() => undefined);
   }
   return (await readFile(p.pub, 'utf8')).trim();
 }
@@ -94,7 +104,12 @@ function matches(line: string, names: string[]): boolean {
 
 /** The options every banger ssh invocation uses (pinned key, no prompts). */
 export function sshOptions(p: SshPaths): string[] {
-  return ['-i', p.key, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${p.knownHosts}`, '-o', 'GlobalKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR'];
+  return ['-i', p.key, ...sshCommonOptions(p)];
+}
+
+/** The options without the identity (the CLI picks the key readable by its user). */
+export function sshCommonOptions(p: SshPaths): string[] {
+  return ['-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${p.knownHosts}`, '-o', 'GlobalKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR'];
 }
 
 /**
@@ -126,7 +141,7 @@ export function renderSshConfig(p: SshPaths, vms: { name: string; ip: string }[]
   return (
     head +
     vms
-      .map((v) => `\nHost ${v.name}.vm\n  HostName ${v.ip}\n  User root\n  IdentityFile ${p.key}\n  IdentitiesOnly yes\n  UserKnownHostsFile ${p.knownHosts}\n  StrictHostKeyChecking yes\n`)
+      .map((v) => `\nHost ${v.name}.vm\n  HostName ${v.ip}\n  User root\n  IdentityFile ${p.key}\n  IdentityFile ${p.groupKey}\n  IdentitiesOnly yes\n  UserKnownHostsFile ${p.knownHosts}\n  StrictHostKeyChecking yes\n`)
       .join('')
   );
 }

@@ -129,7 +129,7 @@ test('known_hosts pinning replaces and removes exactly one VM', async () => {
     await unpinHostKey(p, '172.16.0.2', 'a');
     assert.equal(readFileSync(p.knownHosts, 'utf8'), '172.16.0.3,b,b.vm ssh-ed25519 BBBB\n');
     const cfg = renderSshConfig(p, [{ name: 'b', ip: '172.16.0.3' }]);
-    assert.match(cfg, /Host b\.vm\n  HostName 172\.16\.0\.3\n  User root\n  IdentityFile .*id_ed25519\n  IdentitiesOnly yes\n  UserKnownHostsFile .*known_hosts\n  StrictHostKeyChecking yes/);
+    assert.match(cfg, /Host b\.vm\n  HostName 172\.16\.0\.3\n  User root\n  IdentityFile .*id_ed25519\n  IdentityFile .*id_ed25519-group\n  IdentitiesOnly yes\n  UserKnownHostsFile .*known_hosts\n  StrictHostKeyChecking yes/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

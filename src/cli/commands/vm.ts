@@ -137,7 +137,9 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
       const c = cli();
       const info = await c.call('vm.sshInfo', { name });
       c.close();
-      const argv = [...info.options, ...(cmd.length ? [] : ['-t']), `${info.user}@${info.ip}`, ...cmd];
+      // root uses the 0600 key; banger-group users the 0640 root:banger copy.
+      const key = process.getuid?.() === 0 || !info.groupIdentityFile ? info.identityFile : info.groupIdentityFile;
+      const argv = ['-i', key, ...info.options, ...(cmd.length ? [] : ['-t']), `${info.user}@${info.ip}`, ...cmd];
       process.exitCode = await new Promise<number>((resolve) => {
         const child = spawn('ssh', argv, { stdio: 'inherit' });
         child.on('error', () => resolve(255));
