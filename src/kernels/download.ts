@@ -8,6 +8,7 @@ import { Agent, interceptors, request, type Dispatcher } from 'undici';
 import { BangerError, ErrorCode, errorMessage } from '../core/errors.js';
 import type { Layout } from '../core/paths.js';
 import type { ProgressEvent } from '../rpc/protocol.js';
+import { closeStream } from './extract.js';
 import { KeyedLock } from './lock.js';
 
 /**
@@ -125,7 +126,7 @@ async function downloadVerified(opts: FetchBlobOptions, finalPath: string): Prom
         }
       }
     } catch (e) {
-      out.destroy();
+      await closeStream(out);
       await settleConsumer(e);
       if (consumerError) throw consumerError;
       if (total !== undefined && got < total && !signal?.aborted) throw truncated(label, url, got, total, e);

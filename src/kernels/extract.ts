@@ -1,5 +1,5 @@
 import { createHash, type Hash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
 import { lstat, mkdir, readlink, stat, symlink } from 'node:fs/promises';
 import { once } from 'node:events';
 import { join, posix } from 'node:path';
@@ -27,6 +27,9 @@ export const ZSTD_WINDOW_LOG_MAX = 27;
 /** Refuse bundles that expand beyond this (decompression bombs). */
 export const DEFAULT_MAX_EXTRACT_BYTES = 8 * 1024 ** 3;
 
+/** Refuse bundles with more entries than this (a real one has a few thousand modules at most). */
+export const MAX_ENTRIES = 200_000;
+
 export const BUNDLE_RULE = 'a kernel bundle may contain only regular files, directories and symlinks that stay inside the bundle';
 
 export interface ExtractOptions {
@@ -44,6 +47,8 @@ export interface ExtractOptions {
   /** When set, the bytes read from `src` must hash to this (re-check of a stored blob). */
   expectSha256?: string;
   maxBytes?: number;
+  /** Default MAX_ENTRIES. */
+  maxEntries?: number;
   signal?: AbortSignal;
   progress?: (ev: ProgressEvent) => void;
 }
@@ -105,6 +110,7 @@ export async function staysInside(root: string, rel: string): Promise<boolean> {
 export async function extractBundle(opts: ExtractOptions): Promise<ExtractResult> {
   const { label, dest, signal } = opts;
   const max = opts.maxBytes ?? DEFAULT_MAX_EXTRACT_BYTES;
+  const maxEntries = opts.maxEntries ?? MAX_ENTRIES;
   const fromFile = typeof opts.src === 'string';
   const total = typeof opts.src === 'string' ? (await stat(opts.src)).size : opts.total;
   const hasher = new HashTap(fromFile ? createHash('sha256') : undefined);
@@ -131,6 +137,8 @@ export async function extractBundle(opts: ExtractOptions): Promise<ExtractResult
   const seen = new Set<string>();
   let entries = 0;
   let bytes = 0;
+  /** The file being written, closed before we report a failure (so the caller can remove `dest`). */
+  let current: WriteStream | undefined;
   let lastEmit = 0;
   opts.progress?.({ stage: 'extract', key: label, current: 0, total });
   try {
@@ -142,7 +150,7 @@ export async function extractBundle(opts: ExtractOptions): Promise<ExtractResult
         continue;
       }
       const rel = normaliseEntryPath(h.name, label);
-      entries++;
+      if (++entries > maxEntries) throw new BangerError(ErrorCode.Bundle, `kernel ${label}: bundle has more than ${maxEntries} entries`, { hint: 'this is not a kernel bundle, or a broken one' });
       if (type === 'directory') {
         if (rel) await ensureDir(dest, rel, knownDirs, label, h.name);
         entry.resume();
@@ -157,12 +165,13 @@ export async function extractBundle(opts: ExtractOptions): Promise<ExtractResult
         const size = h.size ?? 0;
         if (bytes + size > max) throw new BangerError(ErrorCode.Bundle, `kernel ${label}: bundle expands beyond ${max} bytes (at entry '${h.name}')`, { hint: 'this is not a kernel bundle, or a broken one' });
         const mode = ((h.mode ?? 0o644) & 0o755) | 0o600;
-        const out = createWriteStream(join(dest, rel), { flags: 'wx', mode });
+        const out = (current = createWriteStream(join(dest, rel), { flags: 'wx', mode }));
         for await (const chunk of entry) {
           if (!out.write(chunk)) await once(out, 'drain');
         }
         out.end();
         await once(out, 'close');
+        current = undefined;
         bytes += size;
       } else if (type === 'symlink') {
         await ensureDir(dest, parent, knownDirs, label, h.name);
@@ -209,10 +218,19 @@ export async function extractBundle(opts: ExtractOptions): Promise<ExtractResult
     src.destroy();
     zstd.destroy();
     extract.destroy();
+    if (current) await closeStream(current);
     throw err;
   } finally {
     signal?.removeEventListener('abort', onAbort);
   }
+}
+
+/** Destroy a file stream and wait until its descriptor is closed (an open still pending completes first). */
+export async function closeStream(s: WriteStream): Promise<void> {
+  if (s.closed) return;
+  const closed = once(s, 'close').catch(() => {});
+  s.destroy();
+  await closed;
 }
 
 /** Create `rel` (and parents) as real directories; refuse to pass through symlinks or files. */

@@ -2,7 +2,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BANGER, TestDaemon } from '../helpers/daemon.js';
@@ -159,7 +159,8 @@ test('Ctrl-C during a pull cancels the daemon work and leaves nothing behind', {
   // The daemon finishes its cleanup asynchronously; wait for the store to settle.
   const deadline = Date.now() + 10000;
   while (scratch().length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-  assert.deepEqual(scratch(), []);
+  const logTail = () => readFileSync(join(d.root, 'logs', 'bangerd.log'), 'utf8').split('\n').slice(-15).join('\n');
+  assert.deepEqual(scratch(), [], `cli stderr:\n${stderr}\ndaemon log:\n${logTail()}`);
   assert.deepEqual(readdirSync(join(d.root, 'blobs', 'sha256')).filter((n) => n === sha256(big!.bundle)), []);
   assert.equal((await d.json(['kernel', 'list'])).kernels.length, 0);
 });

@@ -1,0 +1,148 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import { connect } from 'node:net';
+import { dirname, join } from 'node:path';
+
+/**
+ * Fixtures for booting real guests with banger's guest files:
+ * - a Debian bookworm root filesystem made once by debootstrap (from the host's configured
+ *   Debian mirror, the one outside host these machines reach) and cached under
+ *   /var/cache/banger-test/rootfs (BANGER_TEST_ROOTFS_CACHE);
+ * - a seed disk exactly as the VM service lays it out (ssh keys, hostname, resolv.conf,
+ *   network.env, version);
+ * - a client for the agent's newline-delimited JSON over a Unix socket.
+ */
+export const ROOTFS_CACHE = process.env.BANGER_TEST_ROOTFS_CACHE || '/var/cache/banger-test/rootfs';
+
+function run(argv: string[], opts: { cwd?: string; timeoutMs?: number } = {}): string {
+  const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', cwd: opts.cwd, timeout: opts.timeoutMs, env: { ...process.env, LC_ALL: 'C' } });
+  if (r.status !== 0) throw new Error(`${argv.join(' ')} failed (${r.status ?? r.signal}): ${(r.stderr || r.stdout).slice(-2000)}`);
+  return r.stdout;
+}
+
+/** The host's Debian mirror URL (deb822 sources or sources.list), else deb.debian.org. */
+export function debianMirrorUrl(): string {
+  if (process.env.BANGER_TEST_DEBIAN_URL) return process.env.BANGER_TEST_DEBIAN_URL;
+  for (const f of ['/etc/apt/sources.list.d/debian.sources', '/etc/apt/sources.list']) {
+    if (!existsSync(f)) continue;
+    const text = readFileSync(f, 'utf8');
+    const m = /^URIs:\s*(\S+)/m.exec(text) ?? /^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+bookworm\s/m.exec(text);
+    if (m && !m[1]!.includes('security')) return m[1]!;
+  }
+  return 'http://deb.debian.org/debian';
+}
+
+/**
+ * A cached debootstrap'd bookworm tree. `systemd`: minbase + systemd-sysv, openssh-server,
+ * iproute2 (what the e2e issue prescribes). Returns the cached directory (do not modify it:
+ * copy it with copyTree). The .debs debootstrap downloaded are kept beside it in `<dir>.debs`.
+ */
+export function debootstrapRootfs(flavour: 'systemd' | 'minbase'): string {
+  const dir = join(ROOTFS_CACHE, `bookworm-${flavour}`);
+  if (existsSync(join(dir, '.banger-complete'))) return dir;
+  mkdirSync(ROOTFS_CACHE, { recursive: true });
+  const tmp = `${dir}.tmp-${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  try {
+    const include = flavour === 'systemd' ? ['--include=systemd-sysv,openssh-server,iproute2'] : [];
+    run(['debootstrap', '--variant=minbase', ...include, 'bookworm', tmp, debianMirrorUrl()], { timeoutMs: 900_000 });
+    const debs = `${dir}.debs`;
+    rmSync(debs, { recursive: true, force: true });
+    renameSync(join(tmp, 'var/cache/apt/archives'), debs);
+    mkdirSync(join(tmp, 'var/cache/apt/archives/partial'), { recursive: true });
+    writeFileSync(join(tmp, '.banger-complete'), new Date().toISOString() + '\n');
+    rmSync(dir, { recursive: true, force: true });
+    renameSync(tmp, dir);
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  return dir;
+}
+
+/** Why debootstrap fixtures cannot be made here (undefined when they can). */
+export function debootstrapUnavailable(): string | undefined {
+  if (process.getuid?.() !== 0) return 'needs root (debootstrap)';
+  if (spawnSync('which', ['debootstrap']).status !== 0) return 'debootstrap missing (scripts/install-deps.sh)';
+  return undefined;
+}
+
+/** cp -a (reflink when possible) of a tree into `dest` (which must not exist). */
+export function copyTree(src: string, dest: string): void {
+  mkdirSync(dirname(dest), { recursive: true });
+  run(['cp', '-a', '--reflink=auto', src, dest]);
+  rmSync(join(dest, '.banger-complete'), { force: true });
+}
+
+/** ext4 image of `dir` (mkfs.ext4 -d, no mount), sparse, `size` like "2G". */
+export function mkfsFromDir(dir: string, img: string, size: string, label?: string): void {
+  run(['mkfs.ext4', '-q', '-F', '-b', '4096', '-O', '^orphan_file', ...(label ? ['-L', label] : []), '-E', 'root_owner=0:0', '-d', dir, img, size]);
+}
+
+export interface SeedKeys {
+  /** banger's client private key (for ssh -i). */
+  clientKey: string;
+  /** known_hosts line pinning the guest's host key at `ip`. */
+  knownHosts: string;
+  /** A known_hosts file for the same address with a different key (must be refused). */
+  wrongKnownHosts: string;
+}
+
+/**
+ * A seed disk (label BANGERSEED) in the VM service's layout (version 1), with fresh keys.
+ */
+export function buildSeed(dir: string, o: { name: string; ip: string; prefix: number; gateway: string; dns: string }): { img: string; keys: SeedKeys } {
+  const stage = join(dir, 'seed');
+  const keys = join(dir, 'keys');
+  mkdirSync(join(stage, 'ssh'), { recursive: true, mode: 0o700 });
+  mkdirSync(keys, { recursive: true, mode: 0o700 });
+  run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', `${o.name}-host`, '-f', join(stage, 'ssh', 'ssh_host_ed25519_key')]);
+  run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'banger-test', '-f', join(keys, 'id_ed25519')]);
+  run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'other', '-f', join(keys, 'other')]);
+  writeFileSync(join(stage, 'ssh', 'authorized_keys'), readFileSync(join(keys, 'id_ed25519.pub')), { mode: 0o600 });
+  writeFileSync(join(stage, 'hostname'), `${o.name}\n`);
+  writeFileSync(join(stage, 'resolv.conf'), `nameserver ${o.dns}\n`);
+  writeFileSync(
+    join(stage, 'network.env'),
+    [`BANGER_IP=${o.ip}`, `BANGER_PREFIX=${o.prefix}`, `BANGER_GATEWAY=${o.gateway}`, 'BANGER_IFACE=eth0', `BANGER_DNS="${o.dns}"`, `BANGER_VM_NAME=${o.name}`].join('\n') + '\n',
+  );
+  writeFileSync(join(stage, 'version'), '1\n');
+  chmodSync(join(stage, 'ssh'), 0o700);
+  const img = join(dir, 'seed.ext4');
+  mkfsFromDir(stage, img, '8M', 'BANGERSEED');
+  const pub = (f: string) => readFileSync(f, 'utf8').trim().split(' ').slice(0, 2).join(' ');
+  writeFileSync(join(keys, 'known_hosts'), `${o.ip} ${pub(join(stage, 'ssh', 'ssh_host_ed25519_key.pub'))}\n`);
+  writeFileSync(join(keys, 'wrong_known_hosts'), `${o.ip} ${pub(join(keys, 'other.pub'))}\n`);
+  return { img, keys: { clientKey: join(keys, 'id_ed25519'), knownHosts: join(keys, 'known_hosts'), wrongKnownHosts: join(keys, 'wrong_known_hosts') } };
+}
+
+/** One request to the agent over a Unix socket; undefined when nothing answers in time. */
+export function agentRequest(socketPath: string, request: string, timeoutMs = 5000): Promise<any> {
+  return new Promise((resolve) => {
+    const sock = connect(socketPath);
+    let buf = '';
+    const done = (v: unknown) => {
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(v);
+    };
+    const timer = setTimeout(() => done(undefined), timeoutMs);
+    sock.on('error', () => done(undefined));
+    sock.on('connect', () => sock.write(request + '\n'));
+    sock.on('data', (d) => {
+      buf += d.toString('utf8');
+      const i = buf.indexOf('\n');
+      if (i < 0) return;
+      try {
+        done(JSON.parse(buf.slice(0, i)));
+      } catch {
+        done({ unparsable: buf.slice(0, i) });
+      }
+    });
+  });
+}
+
+/** Lists a directory, [] when missing. */
+export function ls(dir: string): string[] {
+  return existsSync(dir) ? readdirSync(dir) : [];
+}
