@@ -52,6 +52,10 @@ const WH = '.wh.';
 export class LayerApplier {
   private pending: Pending = { xattrs: new Map(), dirTimes: new Map() };
   private layerPaths = new Set<string>();
+  /** Relative paths known to be real directories we created or checked (never symlinks). */
+  private readonly dirs = new Set<string>();
+  /** Device nodes and FIFOs being made by mknod(1), awaited before their path is touched. */
+  private readonly nodes = new Map<string, Promise<void>>();
   private layer = '';
   /** Regular-file bytes written (all layers, before whiteouts). */
   bytesWritten = 0;
@@ -95,23 +99,27 @@ export class LayerApplier {
   }
 
   private lstat(abs: string): Stats | undefined {
-    try {
-      return lstatSync(abs);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw e;
-    }
+    return lstatSync(abs, { throwIfNoEntry: false });
   }
 
   /** Make sure every parent of `rel` is a real directory (creating missing ones), never a symlink. */
   private ensureParents(rel: string, entry: string): void {
+    const last = rel.lastIndexOf('/');
+    if (last < 0 || this.dirs.has(rel.slice(0, last))) return;
     const parts = rel.split('/');
     let cur = this.root;
     for (let i = 0; i < parts.length - 1; i++) {
       cur = join(cur, parts[i]!);
+      const relDir = parts.slice(0, i + 1).join('/');
+      if (this.dirs.has(relDir)) continue;
       const st = this.lstat(cur);
       if (!st) {
         mkdirSync(cur, { mode: 0o755 });
+        this.dirs.add(relDir);
+        continue;
+      }
+      if (st.isDirectory()) {
+        this.dirs.add(relDir);
         continue;
       }
       if (st.isSymbolicLink()) this.unsafe(entry, `would be written through the symlink '${parts.slice(0, i + 1).join('/')}'`);
@@ -130,6 +138,9 @@ export class LayerApplier {
   private remove(rel: string): void {
     rmSync(join(this.root, rel), { recursive: true, force: true });
     this.forget(rel);
+    this.dirs.delete(rel);
+    const prefix = rel + '/';
+    for (const d of this.dirs) if (d.startsWith(prefix)) this.dirs.delete(d);
   }
 
   /** Handle one tar entry; returns a sink for file content. */
@@ -137,6 +148,7 @@ export class LayerApplier {
     if (this.opts.signal?.aborted) throw new BangerError(ErrorCode.Cancelled, 'operation cancelled');
     this.entries++;
     const rel = this.normalise(e.path);
+    if (this.nodes.size && (this.nodes.has(rel) || e.type === 'link' || e.path.includes('.wh.'))) await this.settleNodes();
     const base = rel.slice(rel.lastIndexOf('/') + 1);
     const dirRel = rel.includes('/') ? rel.slice(0, rel.lastIndexOf('/')) : '';
     if (base === OPAQUE) {
@@ -166,6 +178,7 @@ export class LayerApplier {
     switch (e.type) {
       case 'dir':
         if (!existing) mkdirSync(abs, { mode: e.mode & 0o777 });
+        this.dirs.add(rel);
         this.meta(rel, e, !existing);
         return undefined;
       case 'symlink':
@@ -187,9 +200,12 @@ export class LayerApplier {
       case 'char':
       case 'block':
       case 'fifo': {
+        // mknod(1) runs concurrently with the rest of the layer; settled before the path is
+        // touched again and at the end of the layer
         const argv = e.type === 'fifo' ? ['mknod', abs, 'p'] : ['mknod', abs, e.type === 'char' ? 'c' : 'b', String(e.devmajor), String(e.devminor)];
-        await this.opts.exec(argv, { env: toolEnv(), signal: this.opts.signal });
-        this.meta(rel, e);
+        const made = this.opts.exec(argv, { env: toolEnv(), signal: this.opts.signal }).then(() => this.meta(rel, e));
+        made.catch(() => {}); // observed in settleNodes()
+        this.nodes.set(rel, made);
         return undefined;
       }
       case 'file': {
@@ -242,8 +258,21 @@ export class LayerApplier {
     }
   }
 
+  /** Wait for every pending mknod; throws the first failure. */
+  async settleNodes(): Promise<void> {
+    const all = [...this.nodes.values()];
+    this.nodes.clear();
+    await Promise.all(all);
+  }
+
+  /** Call after the last entry of a layer. */
+  async endLayer(): Promise<void> {
+    await this.settleNodes();
+  }
+
   /** Finish: restore xattrs in one setfattr run, then directory mtimes (deepest first). */
   async finish(): Promise<void> {
+    await this.settleNodes();
     if (this.pending.xattrs.size) {
       const lines: string[] = [];
       for (const [rel, attrs] of this.pending.xattrs) {

@@ -30,7 +30,9 @@ export async function applyTarStream(source: AsyncIterable<Buffer> | Readable, c
     if (compression === 'gzip') await pipeline(input, createGunzip({ chunkSize: 256 * 1024 }), sink, { signal });
     else if (compression === 'zstd') await pipeline(input, new DecompressStream({ windowLogMax: 31 }), sink, { signal });
     else await pipeline(input, sink, { signal });
+    await applier.endLayer();
   } catch (e) {
+    await applier.settleNodes().catch(() => {});
     if (signal?.aborted) throw new BangerError(ErrorCode.Cancelled, 'operation cancelled', { cause: e });
     if (e instanceof BangerError) throw e;
     const code = (e as { code?: string }).code ?? '';

@@ -16,9 +16,10 @@ import { ImageRepo, type ImageRecord } from './records.js';
 import { defaultImageName, manifestRef, parseReference } from './reference.js';
 import { CredentialStore, normaliseRegistryKey } from './registry/auth.js';
 import { RegistryClient, sha256 } from './registry/client.js';
-import { extractConfig, formatPlatform, parseManifest, parsePlatform, selectPlatform, type Compression, type ImageConfig, type ImageManifest } from './registry/manifest.js';
+import { extractConfig, formatPlatform, layerCompression, parseManifest, parsePlatform, selectPlatform, type Compression, type ImageConfig, type ImageManifest } from './registry/manifest.js';
 import { BlobStore } from './store.js';
 import { BUILD_KEY_FILE, buildKey, linkBuiltRootfs } from './reuse.js';
+import { chooseStagingParent, cleanStaleRamStaging, isNoSpace, ramPrefix } from './staging.js';
 
 export type { ImageRecord } from './records.js';
 
@@ -55,6 +56,8 @@ interface BuildSpec {
   fromRegistry: boolean;
   sizeBytes?: number;
   rawConfig?: Buffer;
+  /** Rough size of the unpacked tree (chooses RAM or disk staging); undefined = disk. */
+  estimateBytes?: number;
   /** Identical builds share this key; a match is hard-linked instead of rebuilt. */
   buildKey?: string;
   /** Fill the (empty) root directory. */
@@ -79,6 +82,15 @@ export class ImageService {
     this.repo = new ImageRepo(ctx.db);
     this.store = new BlobStore(ctx.layout);
     this.creds = new CredentialStore(ctx.db, ctx.exec);
+    this.background(
+      cleanStaleRamStaging(ctx.layout.root).then((r) => r.length && ctx.log.info('removed stale RAM staging dirs', { dirs: r })),
+      'clean stale RAM staging',
+    );
+  }
+
+  /** Prefix of this root's RAM staging dirs under /dev/shm (tests check nothing is left). */
+  ramStagingPrefix(): string {
+    return ramPrefix(this.ctx.layout.root);
   }
 
   /**
@@ -192,6 +204,7 @@ export class ImageService {
         fromRegistry: true,
         sizeBytes: p.sizeBytes,
         rawConfig,
+        estimateBytes: manifest.layers.reduce((n, l) => n + l.size * (layerCompression(l.mediaType, l.digest) === 'none' ? 1.1 : 4), 0) + 64 * 1024 * 1024,
         buildKey: p.reuse === false ? undefined : await buildKey({ digest: manifestDigest, platform: formatPlatform(want), sizeBytes: p.sizeBytes }),
         blobs: () => [manifest.config.digest, ...manifest.layers.map((l) => l.digest)],
         fill: async (_root, applier) => {
@@ -244,6 +257,7 @@ export class ImageService {
         kernelRef,
         fromRegistry: false,
         sizeBytes: p.sizeBytes,
+        estimateBytes: p.rootfsTar ? st.size * ((await sniffCompression(src)) === 'none' ? 1.1 : 4) + 64 * 1024 * 1024 : undefined,
         blobs: () => [],
         fill: async (root, applier) => {
           if (p.rootfsTar) {
@@ -263,8 +277,21 @@ export class ImageService {
     if (this.building.has(name)) throw new BangerError(ErrorCode.Exists, `image '${name}' is being built by another request`, { hint: 'wait for it, or choose another --name' });
   }
 
-  /** The shared build: stage → fill → finish → inject → mkfs → land → record. */
+  /** Build, staged in RAM when it fits; a RAM stage that runs full is retried on disk. */
   private async build(spec: BuildSpec, op: OpContext): Promise<ImageRecord> {
+    const where = await chooseStagingParent({ mode: this.ctx.config.imageStaging, diskTmp: this.ctx.layout.tmp, estimateBytes: spec.estimateBytes });
+    try {
+      return await this.buildIn(spec, op, where.dir, where.ram);
+    } catch (e) {
+      if (!where.ram || !isNoSpace(e) || op.signal?.aborted) throw e;
+      this.ctx.log.warn('RAM staging ran out of space; building again on disk', { image: spec.name });
+      op.progress?.({ stage: 'extract', message: 'RAM staging full: retrying on disk' });
+      return this.buildIn(spec, op, this.ctx.layout.tmp, false);
+    }
+  }
+
+  /** The shared build: stage → fill → finish → inject → mkfs → land → record. */
+  private async buildIn(spec: BuildSpec, op: OpContext, stagingParent: string, ram: boolean): Promise<ImageRecord> {
     const signal = op.signal ?? new AbortController().signal;
     const progress = op.progress ?? (() => {});
     const log = this.ctx.log.child({ op: 'image.build', image: spec.name });
@@ -282,12 +309,16 @@ export class ImageService {
 
       step = 'stage';
       await mkdir(this.ctx.layout.tmp, { recursive: true });
-      const staging = await mkdtemp(join(this.ctx.layout.tmp, `image-${spec.name}-`));
+      const staging = await mkdtemp(join(stagingParent, ram ? `${ramPrefix(this.ctx.layout.root)}image-${spec.name}-` : `image-${spec.name}-`));
+      log.debug('staging', { dir: staging, ram });
       undo.push('remove staging dir', () => rm(staging, { recursive: true, force: true }));
       const rootDir = join(staging, 'rootfs');
       await mkdir(rootDir, { mode: 0o755 });
 
-      const out = join(staging, 'image');
+      // the ext4 is written on disk beside its final place (rename must not cross filesystems)
+      const outParent = await mkdtemp(join(this.ctx.layout.tmp, `image-${spec.name}-out-`));
+      undo.push('remove build output dir', () => rm(outParent, { recursive: true, force: true }));
+      const out = join(outParent, 'image');
       await mkdir(out);
       let reusedBytes: number | undefined;
       if (spec.buildKey) {
@@ -350,7 +381,7 @@ export class ImageService {
       this.repo.insert(rec, spec.blobs());
       undo.commit();
       this.building.delete(spec.name);
-      this.background(rm(staging, { recursive: true, force: true }), 'remove staging dir');
+      this.background(Promise.all([rm(staging, { recursive: true, force: true }), rm(outParent, { recursive: true, force: true })]), 'remove staging dir');
       log.info('image ready', { digest: rec.digest, sizeBytes: rec.sizeBytes });
       return rec;
     } catch (e) {
