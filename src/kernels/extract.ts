@@ -27,6 +27,9 @@ export const ZSTD_WINDOW_LOG_MAX = 27;
 /** Refuse bundles that expand beyond this (decompression bombs). */
 export const DEFAULT_MAX_EXTRACT_BYTES = 8 * 1024 ** 3;
 
+/** Refuse bundles with more entries than this (a real one has a few thousand modules at most). */
+export const MAX_ENTRIES = 200_000;
+
 export const BUNDLE_RULE = 'a kernel bundle may contain only regular files, directories and symlinks that stay inside the bundle';
 
 export interface ExtractOptions {
@@ -44,6 +47,8 @@ export interface ExtractOptions {
   /** When set, the bytes read from `src` must hash to this (re-check of a stored blob). */
   expectSha256?: string;
   maxBytes?: number;
+  /** Default MAX_ENTRIES. */
+  maxEntries?: number;
   signal?: AbortSignal;
   progress?: (ev: ProgressEvent) => void;
 }
@@ -105,6 +110,7 @@ export async function staysInside(root: string, rel: string): Promise<boolean> {
 export async function extractBundle(opts: ExtractOptions): Promise<ExtractResult> {
   const { label, dest, signal } = opts;
   const max = opts.maxBytes ?? DEFAULT_MAX_EXTRACT_BYTES;
+  const maxEntries = opts.maxEntries ?? MAX_ENTRIES;
   const fromFile = typeof opts.src === 'string';
   const total = typeof opts.src === 'string' ? (await stat(opts.src)).size : opts.total;
   const hasher = new HashTap(fromFile ? createHash('sha256') : undefined);
@@ -144,7 +150,7 @@ export async function extractBundle(opts: ExtractOptions): Promise<ExtractResult
         continue;
       }
       const rel = normaliseEntryPath(h.name, label);
-      entries++;
+      if (++entries > maxEntries) throw new BangerError(ErrorCode.Bundle, `kernel ${label}: bundle has more than ${maxEntries} entries`, { hint: 'this is not a kernel bundle, or a broken one' });
       if (type === 'directory') {
         if (rel) await ensureDir(dest, rel, knownDirs, label, h.name);
         entry.resume();

@@ -323,3 +323,25 @@ test('pull of a name that is in no catalog: E_NOT_FOUND with a hint', { skip }, 
     ctx.cleanup();
   }
 });
+
+test('a bundle with more entries than the limit is refused (inode exhaustion guard)', { skip }, async () => {
+  const { mkdtempSync, rmSync, writeFileSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { extractBundle } = await import('../../src/kernels/extract.js');
+  const { rawBundle } = await import('../helpers/kernel-bundles.js');
+  const dir = mkdtempSync(join(tmpdir(), 'banger-many-'));
+  try {
+    const bundle = rawBundle(Array.from({ length: 50 }, (_, i) => ({ name: `f${i}`, body: 'x' })));
+    writeFileSync(join(dir, 'b.tar.zst'), bundle);
+    const { mkdirSync } = await import('node:fs');
+    mkdirSync(join(dir, 'out'));
+    const e = await rejects(extractBundle({ src: join(dir, 'b.tar.zst'), dest: join(dir, 'out'), label: 'many', maxEntries: 20 }));
+    assert.equal(e.code, 'E_BUNDLE');
+    assert.match(e.message, /more than 20 entries/);
+    mkdirSync(join(dir, 'out2'));
+    const ok = await extractBundle({ src: join(dir, 'b.tar.zst'), dest: join(dir, 'out2'), label: 'many', maxEntries: 100 });
+    assert.equal(ok.entries, 51, 'under the limit the same bundle extracts (50 files + vmlinux)');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
