@@ -11,10 +11,9 @@
  * Usage (root, apt lists present): node dist/bench/debian-kernel.js [--runs 3]
  * Prints the median wall-clock seconds of each. Traffic stays on 127.0.0.1.
  */
-import { spawnSync } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { exec } from '../src/core/exec.js';
 import { nullLogger } from '../src/core/log.js';
 import { fetchDebianKernel, type DebianKernelEntry } from '../src/kernels/debian/fetch.js';
@@ -30,10 +29,10 @@ const RUNS = (() => {
 const KEYRING = '/usr/share/keyrings/debian-archive-keyring.gpg';
 const entry: DebianKernelEntry = { name: 'debian-cloud-amd64', kind: 'debian', distro: 'debian', arch: 'x86_64', package: 'linux-image-cloud-amd64', suite: 'bookworm', description: '' };
 
-function run(argv: string[], opts: { input?: Buffer; cwd?: string } = {}): Buffer {
-  const r = spawnSync(argv[0]!, argv.slice(1), { input: opts.input, cwd: opts.cwd, maxBuffer: 1 << 30, env: { ...process.env, LC_ALL: 'C' } });
-  if (r.status !== 0) throw new Error(`${argv.join(' ')} failed: ${r.stderr}`);
-  return r.stdout;
+/** Run argv asynchronously (the mirror is served from this process's event loop). */
+async function run(argv: string[], opts: { input?: Buffer; cwd?: string } = {}): Promise<Buffer> {
+  const r = await exec(argv, { input: opts.input, cwd: opts.cwd, binary: true });
+  return r.stdoutBuffer;
 }
 
 function median(xs: number[]): number {
@@ -54,21 +53,21 @@ async function ours(m: DebianMirror, work: string, blobs?: string): Promise<numb
 async function baseline(m: DebianMirror, work: string): Promise<number> {
   mkdirSync(work, { recursive: true });
   const t0 = performance.now();
-  run(['curl', '-sf', '-o', join(work, 'InRelease'), `${m.url}/dists/bookworm/InRelease`]);
-  run(['gpgv', '--keyring', KEYRING, join(work, 'InRelease')]);
-  run(['curl', '-sf', '-o', join(work, 'Packages'), `${m.url}/dists/bookworm/main/binary-amd64/Packages`]);
-  run(['sha256sum', join(work, 'Packages')]);
+  await run(['curl', '-sf', '-o', join(work, 'InRelease'), `${m.url}/dists/bookworm/InRelease`]);
+  await run(['gpgv', '--keyring', KEYRING, join(work, 'InRelease')]);
+  await run(['curl', '-sf', '-o', join(work, 'Packages'), `${m.url}/dists/bookworm/main/binary-amd64/Packages`]);
+  await run(['sha256sum', join(work, 'Packages')]);
   for (const p of [m.packages.kernel, m.packages.busybox]) {
-    run(['curl', '-sf', '-o', join(work, `${p.package}.deb`), `${m.url}/${p.filename}`]);
-    run(['sha256sum', join(work, `${p.package}.deb`)]);
+    await run(['curl', '-sf', '-o', join(work, `${p.package}.deb`), `${m.url}/${p.filename}`]);
+    await run(['sha256sum', join(work, `${p.package}.deb`)]);
   }
-  run(['dpkg-deb', '-x', join(work, `${m.packages.kernel.package}.deb`), join(work, 'k')]);
-  run(['dpkg-deb', '-x', join(work, `${m.packages.busybox.package}.deb`), join(work, 'b')]);
+  await run(['dpkg-deb', '-x', join(work, `${m.packages.kernel.package}.deb`), join(work, 'k')]);
+  await run(['dpkg-deb', '-x', join(work, `${m.packages.busybox.package}.deb`), join(work, 'b')]);
   const boot = join(work, 'k', 'boot');
   const vmlinuz = join(boot, readdirSync(boot).find((n) => n.startsWith('vmlinuz-'))!);
   const release = vmlinuz.replace(/^.*vmlinuz-/, '');
   const p = locatePayload(readFileSync(vmlinuz), vmlinuz);
-  writeFileSync(join(work, 'vmlinux'), run(p.format.argv, { input: p.data }));
+  writeFileSync(join(work, 'vmlinux'), await run(p.format.argv, { input: p.data }));
   // initramfs tree: busybox, /init, the same modules; then find | cpio | gzip
   const tree = join(work, 'tree');
   mkdirSync(join(tree, 'bin'), { recursive: true });
@@ -76,10 +75,14 @@ async function baseline(m: DebianMirror, work: string): Promise<number> {
   cpSync(INIT_SCRIPT, join(tree, 'init'));
   const modDir = join(work, 'k', 'lib', 'modules', release);
   const { modules } = await resolveModules(modDir, GUEST_MODULES, exec);
-  for (const mod of modules) cpSync(join(modDir, mod.rel), join(tree, 'lib', 'modules', release, mod.rel));
-  const list = run(['find', '.'], { cwd: tree });
-  const cpio = run(['cpio', '-o', '-H', 'newc', '--quiet'], { input: list, cwd: tree });
-  writeFileSync(join(work, 'initrd.img'), run(['gzip', '-6', '-c'], { input: cpio }));
+  for (const mod of modules) {
+    const dst = join(tree, 'lib', 'modules', release, mod.rel);
+    mkdirSync(dirname(dst), { recursive: true });
+    cpSync(join(modDir, mod.rel), dst);
+  }
+  const list = await run(['find', '.'], { cwd: tree });
+  const cpio = await run(['cpio', '-o', '-H', 'newc', '--quiet'], { input: list, cwd: tree });
+  writeFileSync(join(work, 'initrd.img'), await run(['gzip', '-6', '-c'], { input: cpio }));
   return (performance.now() - t0) / 1000;
 }
 
