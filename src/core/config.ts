@@ -23,6 +23,12 @@ export const ConfigSchema = z
     registryMirrors: z.record(z.array(z.string().url())).default({}),
     /** Registries allowed over plain HTTP besides localhost/127.0.0.1. */
     insecureRegistries: z.array(z.string()).default([]),
+    /**
+     * Where image builds unpack layers before mkfs.ext4 -d: "auto" uses RAM (/dev/shm, a
+     * tmpfs) when the estimated tree fits comfortably, else `<root>/tmp`; "disk" always
+     * `<root>/tmp`; "ram" prefers RAM even for large trees (falls back to disk on ENOSPC).
+     */
+    imageStaging: z.enum(['auto', 'ram', 'disk']).default('auto'),
     network: z
       .object({
         bridge: z.string().regex(/^[a-zA-Z0-9_-]{1,15}$/).default('banger0'),

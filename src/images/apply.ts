@@ -52,12 +52,26 @@ const WH = '.wh.';
 export class LayerApplier {
   private pending: Pending = { xattrs: new Map(), dirTimes: new Map() };
   private layerPaths = new Set<string>();
+  /** Relative paths known to be real directories we created or checked (never symlinks). */
+  private readonly dirs = new Set<string>();
+  /** Device nodes and FIFOs being made by mknod(1), awaited before their path is touched. */
+  private readonly nodes = new Map<string, Promise<void>>();
   private layer = '';
   /** Regular-file bytes written (all layers, before whiteouts). */
   bytesWritten = 0;
   entries = 0;
 
-  constructor(readonly root: string, private readonly opts: ApplyOptions) {}
+  private readonly umask: number;
+  private readonly uid = process.geteuid?.() ?? 0;
+  private readonly gid = process.getegid?.() ?? 0;
+
+  constructor(readonly root: string, private readonly opts: ApplyOptions) {
+    // the process umask, probed (process.umask() without arguments is deprecated)
+    const probe = join(root, `.umask-probe-${process.pid}`);
+    closeSync(openSync(probe, C.O_WRONLY | C.O_CREAT | C.O_EXCL, 0o777));
+    this.umask = 0o777 & ~lstatSync(probe).mode;
+    rmSync(probe);
+  }
 
   /** Start a new layer (digest used in error messages). */
   beginLayer(digest: string): void {
@@ -73,35 +87,39 @@ export class LayerApplier {
   }
 
   /** Normalise a tar path to a relative path ('' = the root). Rejects escapes. */
-  normalise(raw: string, what = 'path'): string {
-    if (raw.startsWith('/')) this.unsafe(raw, `has an absolute ${what}`);
+  normalise(raw: string, what = 'path', entry = raw): string {
+    if (raw.startsWith('/')) this.unsafe(entry, `has an absolute ${what}${entry === raw ? '' : ` '${raw}'`}`);
     const parts: string[] = [];
     for (const p of raw.split('/')) {
       if (p === '' || p === '.') continue;
-      if (p === '..') this.unsafe(raw, `has a '..' component in its ${what}`);
+      if (p === '..') this.unsafe(entry, `has a '..' component in its ${what}${entry === raw ? '' : ` '${raw}'`}`);
       parts.push(p);
     }
     return parts.join('/');
   }
 
   private lstat(abs: string): Stats | undefined {
-    try {
-      return lstatSync(abs);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw e;
-    }
+    return lstatSync(abs, { throwIfNoEntry: false });
   }
 
   /** Make sure every parent of `rel` is a real directory (creating missing ones), never a symlink. */
   private ensureParents(rel: string, entry: string): void {
+    const last = rel.lastIndexOf('/');
+    if (last < 0 || this.dirs.has(rel.slice(0, last))) return;
     const parts = rel.split('/');
     let cur = this.root;
     for (let i = 0; i < parts.length - 1; i++) {
       cur = join(cur, parts[i]!);
+      const relDir = parts.slice(0, i + 1).join('/');
+      if (this.dirs.has(relDir)) continue;
       const st = this.lstat(cur);
       if (!st) {
         mkdirSync(cur, { mode: 0o755 });
+        this.dirs.add(relDir);
+        continue;
+      }
+      if (st.isDirectory()) {
+        this.dirs.add(relDir);
         continue;
       }
       if (st.isSymbolicLink()) this.unsafe(entry, `would be written through the symlink '${parts.slice(0, i + 1).join('/')}'`);
@@ -120,6 +138,9 @@ export class LayerApplier {
   private remove(rel: string): void {
     rmSync(join(this.root, rel), { recursive: true, force: true });
     this.forget(rel);
+    this.dirs.delete(rel);
+    const prefix = rel + '/';
+    for (const d of this.dirs) if (d.startsWith(prefix)) this.dirs.delete(d);
   }
 
   /** Handle one tar entry; returns a sink for file content. */
@@ -127,6 +148,7 @@ export class LayerApplier {
     if (this.opts.signal?.aborted) throw new BangerError(ErrorCode.Cancelled, 'operation cancelled');
     this.entries++;
     const rel = this.normalise(e.path);
+    if (this.nodes.size && (this.nodes.has(rel) || e.type === 'link' || e.path.includes('.wh.'))) await this.settleNodes();
     const base = rel.slice(rel.lastIndexOf('/') + 1);
     const dirRel = rel.includes('/') ? rel.slice(0, rel.lastIndexOf('/')) : '';
     if (base === OPAQUE) {
@@ -155,15 +177,16 @@ export class LayerApplier {
     else if (existing) this.forget(rel); // dir over dir: keep children, take new metadata
     switch (e.type) {
       case 'dir':
-        if (!existing) mkdirSync(abs, { mode: 0o700 });
-        this.meta(rel, e);
+        if (!existing) mkdirSync(abs, { mode: e.mode & 0o777 });
+        this.dirs.add(rel);
+        this.meta(rel, e, !existing);
         return undefined;
       case 'symlink':
         symlinkSync(e.linkpath, abs);
-        this.meta(rel, e);
+        this.meta(rel, e, true);
         return undefined;
       case 'link': {
-        const target = this.normalise(e.linkpath, 'hard link target');
+        const target = this.normalise(e.linkpath, 'hard link target', e.path);
         if (!target) this.unsafe(e.path, 'is a hard link to the root directory');
         this.ensureParents(target, e.path);
         const tst = this.lstat(join(this.root, target));
@@ -177,19 +200,22 @@ export class LayerApplier {
       case 'char':
       case 'block':
       case 'fifo': {
+        // mknod(1) runs concurrently with the rest of the layer; settled before the path is
+        // touched again and at the end of the layer
         const argv = e.type === 'fifo' ? ['mknod', abs, 'p'] : ['mknod', abs, e.type === 'char' ? 'c' : 'b', String(e.devmajor), String(e.devminor)];
-        await this.opts.exec(argv, { env: toolEnv(), signal: this.opts.signal });
-        this.meta(rel, e);
+        const made = this.opts.exec(argv, { env: toolEnv(), signal: this.opts.signal }).then(() => this.meta(rel, e));
+        made.catch(() => {}); // observed in settleNodes()
+        this.nodes.set(rel, made);
         return undefined;
       }
       case 'file': {
-        const fd = openSync(abs, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
+        const fd = openSync(abs, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, e.mode & 0o777);
         let done = false;
         const finish = () => {
           if (done) return;
           done = true;
           closeSync(fd);
-          this.meta(rel, e);
+          this.meta(rel, e, true);
         };
         if (e.size === 0) {
           finish();
@@ -207,11 +233,15 @@ export class LayerApplier {
     }
   }
 
-  /** Owner, then mode (chown clears setuid), then mtime; xattrs deferred. */
-  private meta(rel: string, e: TarEntry): void {
+  /**
+   * Owner, then mode (chown clears setuid), then mtime; xattrs deferred. `created` = we just
+   * made it with `mode & 0o777` (so chown/chmod are skipped when they would change nothing).
+   */
+  private meta(rel: string, e: TarEntry, created = false): void {
     const abs = rel ? join(this.root, rel) : this.root;
-    lchownSync(abs, e.uid, e.gid);
-    if (e.type !== 'symlink') chmodSync(abs, e.mode);
+    const chowned = !created || e.uid !== this.uid || e.gid !== this.gid;
+    if (chowned) lchownSync(abs, e.uid, e.gid);
+    if (e.type !== 'symlink' && (!created || chowned || e.mode & 0o7000 || e.mode & this.umask)) chmodSync(abs, e.mode);
     if (e.xattrs.size) this.pending.xattrs.set(rel, e.xattrs);
     if (e.type === 'dir') this.pending.dirTimes.set(rel, e.mtime);
     else lutimesSync(abs, e.mtime, e.mtime);
@@ -228,8 +258,21 @@ export class LayerApplier {
     }
   }
 
+  /** Wait for every pending mknod; throws the first failure. */
+  async settleNodes(): Promise<void> {
+    const all = [...this.nodes.values()];
+    this.nodes.clear();
+    await Promise.all(all);
+  }
+
+  /** Call after the last entry of a layer. */
+  async endLayer(): Promise<void> {
+    await this.settleNodes();
+  }
+
   /** Finish: restore xattrs in one setfattr run, then directory mtimes (deepest first). */
   async finish(): Promise<void> {
+    await this.settleNodes();
     if (this.pending.xattrs.size) {
       const lines: string[] = [];
       for (const [rel, attrs] of this.pending.xattrs) {

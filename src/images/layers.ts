@@ -30,7 +30,9 @@ export async function applyTarStream(source: AsyncIterable<Buffer> | Readable, c
     if (compression === 'gzip') await pipeline(input, createGunzip({ chunkSize: 256 * 1024 }), sink, { signal });
     else if (compression === 'zstd') await pipeline(input, new DecompressStream({ windowLogMax: 31 }), sink, { signal });
     else await pipeline(input, sink, { signal });
+    await applier.endLayer();
   } catch (e) {
+    await applier.settleNodes().catch(() => {});
     if (signal?.aborted) throw new BangerError(ErrorCode.Cancelled, 'operation cancelled', { cause: e });
     if (e instanceof BangerError) throw e;
     const code = (e as { code?: string }).code ?? '';
@@ -87,17 +89,44 @@ export async function pullAndApplyLayers(plan: LayerPlan): Promise<{ downloaded:
     const key = shortDigest(desc.digest);
     const w = await store.writer(desc);
     const report = byteReporter(progress, key, desc.size, 'downloading');
+    const src = client.blobChunks(desc)[Symbol.asyncIterator]();
+    // The consumer may stop early (bad tar, unsafe entry): `src` stays open so the rest of
+    // the blob can be drained and its digest checked, which is the more useful error when
+    // the bytes were corrupt.
     async function* tee(): AsyncGenerator<Buffer> {
-      for await (const c of client.blobChunks(desc)) {
+      for (;;) {
+        const r = await src.next();
+        if (r.done) return;
         if (inner.signal.aborted) throw new BangerError(ErrorCode.Cancelled, 'operation cancelled');
-        w.write(c);
-        report(c.length);
-        yield c;
+        w.write(r.value);
+        report(r.value.length);
+        yield r.value;
       }
     }
     try {
       if (consume) await consume(tee());
       else for await (const _ of tee());
+    } catch (e) {
+      if (inner.signal.aborted || plan.signal.aborted || (e instanceof BangerError && e.code === ErrorCode.Cancelled)) {
+        await src.return?.(undefined).catch(() => {});
+        await w.abort();
+        throw e;
+      }
+      try {
+        for (;;) {
+          const r = await src.next();
+          if (r.done) break;
+          w.write(r.value);
+        }
+        await w.commit(); // digest fine: the blob is kept, the extraction error stands
+        downloaded++;
+      } catch (drainErr) {
+        await w.abort();
+        if (drainErr instanceof BangerError && drainErr.code === ErrorCode.Digest) throw drainErr;
+      }
+      throw e;
+    }
+    try {
       await w.commit();
       downloaded++;
     } catch (e) {
@@ -149,7 +178,7 @@ export async function pullAndApplyLayers(plan: LayerPlan): Promise<{ downloaded:
           await download(desc, (src) => applyTarStream(src, compression, applier, inner.signal));
         }
       }).catch((e) => {
-        if (e instanceof BangerError && e.code !== ErrorCode.Cancelled && !e.message.includes(desc.digest)) {
+        if (e instanceof BangerError && e.code !== ErrorCode.Cancelled && !e.message.includes(shortDigest(desc.digest))) {
           throw new BangerError(e.code, `layer ${desc.digest}: ${e.message}`, { hint: e.hint, cause: e, details: e.details });
         }
         throw e;

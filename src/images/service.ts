@@ -16,8 +16,10 @@ import { ImageRepo, type ImageRecord } from './records.js';
 import { defaultImageName, manifestRef, parseReference } from './reference.js';
 import { CredentialStore, normaliseRegistryKey } from './registry/auth.js';
 import { RegistryClient, sha256 } from './registry/client.js';
-import { extractConfig, formatPlatform, parseManifest, parsePlatform, selectPlatform, type Compression, type ImageConfig, type ImageManifest } from './registry/manifest.js';
+import { extractConfig, formatPlatform, layerCompression, parseManifest, parsePlatform, selectPlatform, type Compression, type ImageConfig, type ImageManifest } from './registry/manifest.js';
 import { BlobStore } from './store.js';
+import { BUILD_KEY_FILE, buildKey, linkBuiltRootfs } from './reuse.js';
+import { chooseStagingParent, cleanStaleRamStaging, isNoSpace, ramPrefix } from './staging.js';
 
 export type { ImageRecord } from './records.js';
 
@@ -28,6 +30,8 @@ export interface OpContext {
 
 export interface PullParams {
   ref: string;
+  /** Re-use the ext4 of an identical local build (default true; the benchmark turns it off). */
+  reuse?: boolean;
   name?: string;
   kernelRef?: string;
   platform?: string;
@@ -52,6 +56,10 @@ interface BuildSpec {
   fromRegistry: boolean;
   sizeBytes?: number;
   rawConfig?: Buffer;
+  /** Rough size of the unpacked tree (chooses RAM or disk staging); undefined = disk. */
+  estimateBytes?: number;
+  /** Identical builds share this key; a match is hard-linked instead of rebuilt. */
+  buildKey?: string;
   /** Fill the (empty) root directory. */
   fill(rootDir: string, applier: LayerApplier): Promise<void>;
   blobs(): string[];
@@ -68,11 +76,39 @@ export class ImageService {
   readonly store: BlobStore;
   readonly creds: CredentialStore;
   private readonly building = new Set<string>();
+  private readonly pending = new Set<Promise<void>>();
 
   constructor(readonly ctx: Context, readonly deps: { kernels: KernelService }) {
     this.repo = new ImageRepo(ctx.db);
     this.store = new BlobStore(ctx.layout);
     this.creds = new CredentialStore(ctx.db, ctx.exec);
+    this.background(
+      cleanStaleRamStaging(ctx.layout.root).then((r) => r.length && ctx.log.info('removed stale RAM staging dirs', { dirs: r })),
+      'clean stale RAM staging',
+    );
+  }
+
+  /** Prefix of this root's RAM staging dirs under /dev/shm (tests check nothing is left). */
+  ramStagingPrefix(): string {
+    return ramPrefix(this.ctx.layout.root);
+  }
+
+  /**
+   * Work finished after a reply was sent (removing a finished build's staging tree, which
+   * can take seconds); `settled()` resolves when all of it is done. Stale staging dirs left
+   * by a crash are wiped by the daemon's tmp cleanup at start.
+   */
+  private background(p: Promise<unknown>, what: string): void {
+    const t = p.then(
+      () => undefined,
+      (e) => this.ctx.log.warn('background step failed', { step: what, error: (e as Error).message }),
+    );
+    this.pending.add(t);
+    void t.finally(() => this.pending.delete(t));
+  }
+
+  async settled(): Promise<void> {
+    while (this.pending.size) await Promise.all([...this.pending]);
   }
 
   /** The image named `name`; throws E_NOT_FOUND (hint: `banger image list`). */
@@ -168,6 +204,8 @@ export class ImageService {
         fromRegistry: true,
         sizeBytes: p.sizeBytes,
         rawConfig,
+        estimateBytes: manifest.layers.reduce((n, l) => n + l.size * (layerCompression(l.mediaType, l.digest) === 'none' ? 1.1 : 4), 0) + 64 * 1024 * 1024,
+        buildKey: p.reuse === false ? undefined : await buildKey({ digest: manifestDigest, platform: formatPlatform(want), sizeBytes: p.sizeBytes }),
         blobs: () => [manifest.config.digest, ...manifest.layers.map((l) => l.digest)],
         fill: async (_root, applier) => {
           const r = await pullAndApplyLayers({ layers: manifest.layers, client, store: this.store, applier, log, progress, signal });
@@ -219,6 +257,7 @@ export class ImageService {
         kernelRef,
         fromRegistry: false,
         sizeBytes: p.sizeBytes,
+        estimateBytes: p.rootfsTar ? st.size * ((await sniffCompression(src)) === 'none' ? 1.1 : 4) + 64 * 1024 * 1024 : undefined,
         blobs: () => [],
         fill: async (root, applier) => {
           if (p.rootfsTar) {
@@ -238,13 +277,31 @@ export class ImageService {
     if (this.building.has(name)) throw new BangerError(ErrorCode.Exists, `image '${name}' is being built by another request`, { hint: 'wait for it, or choose another --name' });
   }
 
-  /** The shared build: stage → fill → finish → inject → mkfs → land → record. */
+  /** Build, staged in RAM when it fits; a RAM stage that runs full is retried on disk. */
   private async build(spec: BuildSpec, op: OpContext): Promise<ImageRecord> {
+    const where = await chooseStagingParent({ mode: this.ctx.config.imageStaging, diskTmp: this.ctx.layout.tmp, estimateBytes: spec.estimateBytes });
+    try {
+      return await this.buildIn(spec, op, where.dir, where.ram);
+    } catch (e) {
+      if (!where.ram || !isNoSpace(e) || op.signal?.aborted) throw e;
+      this.ctx.log.warn('RAM staging ran out of space; building again on disk', { image: spec.name });
+      op.progress?.({ stage: 'extract', message: 'RAM staging full: retrying on disk' });
+      return this.buildIn(spec, op, this.ctx.layout.tmp, false);
+    }
+  }
+
+  /** The shared build: stage → fill → finish → inject → mkfs → land → record. */
+  private async buildIn(spec: BuildSpec, op: OpContext, stagingParent: string, ram: boolean): Promise<ImageRecord> {
     const signal = op.signal ?? new AbortController().signal;
     const progress = op.progress ?? (() => {});
     const log = this.ctx.log.child({ op: 'image.build', image: spec.name });
     const undo = new UndoStack((m, f) => log.warn(m, f));
     let step = 'reserve';
+    let t0 = Date.now();
+    const stepDone = (name: string) => {
+      log.info('step done', { step: name, ms: Date.now() - t0 });
+      t0 = Date.now();
+    };
     try {
       this.reserveCheck(spec.name);
       this.building.add(spec.name);
@@ -252,30 +309,52 @@ export class ImageService {
 
       step = 'stage';
       await mkdir(this.ctx.layout.tmp, { recursive: true });
-      const staging = await mkdtemp(join(this.ctx.layout.tmp, `image-${spec.name}-`));
+      const staging = await mkdtemp(join(stagingParent, ram ? `${ramPrefix(this.ctx.layout.root)}image-${spec.name}-` : `image-${spec.name}-`));
+      log.debug('staging', { dir: staging, ram });
       undo.push('remove staging dir', () => rm(staging, { recursive: true, force: true }));
       const rootDir = join(staging, 'rootfs');
       await mkdir(rootDir, { mode: 0o755 });
 
-      step = 'layers';
-      const applier = new LayerApplier(rootDir, { exec: this.ctx.exec, signal });
-      await spec.fill(rootDir, applier);
-      throwIfAborted(signal);
-      progress({ stage: 'extract', message: 'finishing (xattrs, directory times)' });
-      await applier.finish();
-      progress({ stage: 'extract', done: true, message: `${applier.entries} entries applied` });
-
-      step = 'inject';
-      throwIfAborted(signal);
-      const inj = await injectGuestFiles(rootDir, { exec: this.ctx.exec, log });
-      log.info('guest files injected', { files: inj.injected.length });
-
-      step = 'mkfs';
-      const out = join(staging, 'image');
+      // the ext4 is written on disk beside its final place (rename must not cross filesystems)
+      const outParent = await mkdtemp(join(this.ctx.layout.tmp, `image-${spec.name}-out-`));
+      undo.push('remove build output dir', () => rm(outParent, { recursive: true, force: true }));
+      const out = join(outParent, 'image');
       await mkdir(out);
-      progress({ stage: 'mkfs', message: 'building ext4 (mkfs.ext4 -d)' });
-      const built = await buildExt4(this.ctx.exec, { dir: rootDir, out: join(out, 'rootfs.ext4'), sizeBytes: spec.sizeBytes, signal, onStage: (s) => progress({ stage: 'mkfs', message: s === 'fsck' ? 'checking (e2fsck -fn)' : 'building ext4 (mkfs.ext4 -d)' }) });
-      progress({ stage: 'mkfs', done: true, total: built.sizeBytes, message: 'ext4 built and checked' });
+      let reusedBytes: number | undefined;
+      if (spec.buildKey) {
+        const others = this.repo.list().map((r) => this.ctx.layout.imageDir(r.name));
+        reusedBytes = await linkBuiltRootfs(others, spec.buildKey, out);
+        if (reusedBytes !== undefined) {
+          log.info('re-using the ext4 of an identical build', { buildKey: spec.buildKey });
+          progress({ stage: 'mkfs', done: true, total: reusedBytes, message: 'identical build found: ext4 re-used' });
+        }
+      }
+      let built: { sizeBytes: number };
+      if (reusedBytes !== undefined) built = { sizeBytes: reusedBytes };
+      else {
+        step = 'layers';
+        const applier = new LayerApplier(rootDir, { exec: this.ctx.exec, signal });
+        await spec.fill(rootDir, applier);
+        throwIfAborted(signal);
+        stepDone('layers');
+        progress({ stage: 'extract', message: 'finishing (xattrs, directory times)' });
+        await applier.finish();
+        stepDone('finish');
+        progress({ stage: 'extract', done: true, message: `${applier.entries} entries applied` });
+
+        step = 'inject';
+        throwIfAborted(signal);
+        const inj = await injectGuestFiles(rootDir, { exec: this.ctx.exec, log });
+        log.info('guest files injected', { files: inj.injected.length });
+        stepDone('inject');
+
+        step = 'mkfs';
+        progress({ stage: 'mkfs', message: 'building ext4 (mkfs.ext4 -d)' });
+        built = await buildExt4(this.ctx.exec, { dir: rootDir, out: join(out, 'rootfs.ext4'), sizeBytes: spec.sizeBytes, signal, onStage: (s) => progress({ stage: 'mkfs', message: s === 'fsck' ? 'checking (e2fsck -fn)' : 'building ext4 (mkfs.ext4 -d)' }) });
+        progress({ stage: 'mkfs', done: true, total: built.sizeBytes, message: 'ext4 built and checked' });
+        stepDone('mkfs');
+      }
+      if (spec.buildKey) await writeFile(join(out, BUILD_KEY_FILE), spec.buildKey + '\n');
       if (spec.rawConfig) await writeFile(join(out, 'config.json'), spec.rawConfig);
       throwIfAborted(signal);
 
@@ -302,7 +381,7 @@ export class ImageService {
       this.repo.insert(rec, spec.blobs());
       undo.commit();
       this.building.delete(spec.name);
-      await rm(staging, { recursive: true, force: true });
+      this.background(Promise.all([rm(staging, { recursive: true, force: true }), rm(outParent, { recursive: true, force: true })]), 'remove staging dir');
       log.info('image ready', { digest: rec.digest, sizeBytes: rec.sizeBytes });
       return rec;
     } catch (e) {

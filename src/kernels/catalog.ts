@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { request } from 'undici';
 import { BangerError, ErrorCode, errorMessage } from '../core/errors.js';
@@ -117,6 +118,15 @@ export function embeddedCatalog(): CatalogEntry[] {
 export async function fetchCatalog(url: string, opts: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<CatalogEntry[]> {
   const max = 4 * 1024 * 1024;
   let body: string;
+  if (url.startsWith('file:')) {
+    // A local catalog (e.g. one you publish from this machine); its tarballUrls must be absolute http(s).
+    try {
+      body = await readFile(new URL(url), 'utf8');
+    } catch (e) {
+      throw new BangerError(ErrorCode.NotFound, `kernel catalog ${url}: ${errorMessage(e)}`, { hint: 'check the path in kernelCatalogs / BANGER_KERNEL_CATALOGS', cause: e, details: { catalog: url } });
+    }
+    return parseCatalog(parseJson(body, url), url);
+  }
   try {
     const signal = opts.signal ? AbortSignal.any([opts.signal, AbortSignal.timeout(opts.timeoutMs ?? 30000)]) : AbortSignal.timeout(opts.timeoutMs ?? 30000);
     const res = await request(url, { method: 'GET', signal, headers: { accept: 'application/json' } });
@@ -137,13 +147,15 @@ export async function fetchCatalog(url: string, opts: { signal?: AbortSignal; ti
     if (opts.signal?.aborted) throw new BangerError(ErrorCode.Cancelled, `kernel catalog ${url}: cancelled`, { cause: e });
     throw new BangerError(ErrorCode.Http, `kernel catalog ${url}: ${errorMessage(e)}`, { hint: 'check the URL and your network, or remove it from kernelCatalogs / BANGER_KERNEL_CATALOGS', cause: e, details: { catalog: url } });
   }
-  let doc: unknown;
+  return parseCatalog(parseJson(body, url), url);
+}
+
+function parseJson(body: string, url: string): unknown {
   try {
-    doc = JSON.parse(body);
+    return JSON.parse(body);
   } catch (e) {
     throw new BangerError(ErrorCode.Invalid, `kernel catalog ${url}: not valid JSON: ${errorMessage(e)}`, { hint: 'fix the catalog or remove it from kernelCatalogs / BANGER_KERNEL_CATALOGS', details: { catalog: url } });
   }
-  return parseCatalog(doc, url);
 }
 
 /** Merge catalogs in order: a later entry replaces an earlier one of the same name. Sorted by name. */

@@ -3,10 +3,12 @@ import { createWriteStream } from 'node:fs';
 import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { once } from 'node:events';
+import { PassThrough, type Readable } from 'node:stream';
 import { Agent, interceptors, request, type Dispatcher } from 'undici';
 import { BangerError, ErrorCode, errorMessage } from '../core/errors.js';
 import type { Layout } from '../core/paths.js';
 import type { ProgressEvent } from '../rpc/protocol.js';
+import { closeStream } from './extract.js';
 import { KeyedLock } from './lock.js';
 
 /**
@@ -26,11 +28,18 @@ export interface FetchBlobOptions {
   signal?: AbortSignal;
   progress?: (ev: ProgressEvent) => void;
   dispatcher?: Dispatcher;
+  /**
+   * Single pass: when the blob is downloaded now, the verified-as-it-goes bytes are also fed to
+   * `consume` (e.g. zstd + tar extraction into a staging dir) while they arrive. The blob lands
+   * in the store only if `consume` succeeded AND length and digest match; otherwise the error
+   * (consumer's first) is thrown after `consume` has settled. Not called for a cached blob.
+   */
+  consume?: (stream: Readable, total: number | undefined) => Promise<unknown>;
 }
 
 export interface FetchBlobResult {
   path: string;
-  /** "downloaded" when fetched now, "cached" when the store already had it. */
+  /** "downloaded" when fetched now (and `consume` ran), "cached" when the store already had it. */
   status: 'downloaded' | 'cached';
   bytes: number;
 }
@@ -80,6 +89,27 @@ async function downloadVerified(opts: FetchBlobOptions, finalPath: string): Prom
     const out = createWriteStream(tmp, { mode: 0o644 });
     let got = 0;
     let lastEmit = 0;
+    // The consumer (extraction) reads a tee of the body; its failure stops the download.
+    // Its own failure is reported; failures caused by us stopping it (download error) are not.
+    let consumerError: unknown;
+    let stopping = false;
+    const pass = opts.consume ? new PassThrough({ highWaterMark: 1 << 20 }) : undefined;
+    const consumer = opts.consume
+      ? opts.consume(pass!, total).then(
+          () => undefined,
+          (e) => {
+            if (stopping) return;
+            consumerError ??= e;
+            res.body.destroy();
+          },
+        )
+      : undefined;
+    const settleConsumer = async (why: unknown) => {
+      if (!pass || !consumer) return;
+      stopping = true;
+      if (!pass.destroyed) pass.destroy(why instanceof Error ? why : new Error(String(why)));
+      await consumer;
+    };
     opts.progress?.({ stage: 'download', key: label, current: 0, total });
     try {
       for await (const chunk of res.body) {
@@ -87,6 +117,8 @@ async function downloadVerified(opts: FetchBlobOptions, finalPath: string): Prom
         hash.update(buf);
         got += buf.length;
         if (!out.write(buf)) await once(out, 'drain');
+        if (pass && !consumerError && !pass.write(buf)) await Promise.race([once(pass, 'drain').catch(() => {}), consumer]);
+        if (consumerError) throw consumerError;
         const now = Date.now();
         if (now - lastEmit > 100) {
           lastEmit = now;
@@ -94,13 +126,21 @@ async function downloadVerified(opts: FetchBlobOptions, finalPath: string): Prom
         }
       }
     } catch (e) {
-      out.destroy();
+      await closeStream(out);
+      await settleConsumer(e);
+      if (consumerError) throw consumerError;
       if (total !== undefined && got < total && !signal?.aborted) throw truncated(label, url, got, total, e);
       throw netError(label, url, e, signal);
     }
     out.end();
     await once(out, 'close');
-    if (total !== undefined && got !== total) throw truncated(label, url, got, total);
+    if (total !== undefined && got !== total) {
+      await settleConsumer(new Error('download truncated'));
+      throw truncated(label, url, got, total);
+    }
+    pass?.end();
+    await consumer;
+    if (consumerError) throw consumerError;
     const digest = hash.digest('hex');
     opts.progress?.({ stage: 'download', key: label, message: 'downloaded', current: got, total: got, done: true });
     opts.progress?.({ stage: 'verify', key: label, message: 'sha256' });

@@ -1,9 +1,9 @@
 import { createHash, type Hash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
 import { lstat, mkdir, readlink, stat, symlink } from 'node:fs/promises';
 import { once } from 'node:events';
 import { join, posix } from 'node:path';
-import { Transform, type TransformCallback } from 'node:stream';
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import * as tar from 'tar-stream';
 import { DecompressStream } from 'zstd-napi';
 import { BangerError, ErrorCode, errorMessage } from '../core/errors.js';
@@ -27,11 +27,19 @@ export const ZSTD_WINDOW_LOG_MAX = 27;
 /** Refuse bundles that expand beyond this (decompression bombs). */
 export const DEFAULT_MAX_EXTRACT_BYTES = 8 * 1024 ** 3;
 
+/** Refuse bundles with more entries than this (a real one has a few thousand modules at most). */
+export const MAX_ENTRIES = 200_000;
+
 export const BUNDLE_RULE = 'a kernel bundle may contain only regular files, directories and symlinks that stay inside the bundle';
 
 export interface ExtractOptions {
-  /** The bundle file (`tar.zst`). */
-  src: string;
+  /**
+   * The bundle (`tar.zst`): a file path (hashed while read, see `expectSha256`), or a stream
+   * (the download itself, hashed by the downloader).
+   */
+  src: string | Readable;
+  /** Compressed size, for progress when `src` is a stream. */
+  total?: number;
   /** Empty directory to fill. */
   dest: string;
   /** Kernel name, for errors and progress. */
@@ -39,6 +47,8 @@ export interface ExtractOptions {
   /** When set, the bytes read from `src` must hash to this (re-check of a stored blob). */
   expectSha256?: string;
   maxBytes?: number;
+  /** Default MAX_ENTRIES. */
+  maxEntries?: number;
   signal?: AbortSignal;
   progress?: (ev: ProgressEvent) => void;
 }
@@ -47,8 +57,8 @@ export interface ExtractResult {
   entries: number;
   /** Bytes written (uncompressed file contents). */
   bytes: number;
-  /** sha256 of the compressed bytes read. */
-  sha256: string;
+  /** sha256 of the compressed bytes read (file sources only). */
+  sha256?: string;
 }
 
 /** Normalise a tar entry name to a relative POSIX path inside the bundle, or throw. "" = the root. */
@@ -100,9 +110,12 @@ export async function staysInside(root: string, rel: string): Promise<boolean> {
 export async function extractBundle(opts: ExtractOptions): Promise<ExtractResult> {
   const { label, dest, signal } = opts;
   const max = opts.maxBytes ?? DEFAULT_MAX_EXTRACT_BYTES;
-  const total = (await stat(opts.src)).size;
-  const hasher = new HashTap(createHash('sha256'));
-  const src = createReadStream(opts.src);
+  const maxEntries = opts.maxEntries ?? MAX_ENTRIES;
+  const fromFile = typeof opts.src === 'string';
+  const total = typeof opts.src === 'string' ? (await stat(opts.src)).size : opts.total;
+  const hasher = new HashTap(fromFile ? createHash('sha256') : undefined);
+  const src: Readable = typeof opts.src === 'string' ? createReadStream(opts.src) : opts.src;
+  const srcName = typeof opts.src === 'string' ? opts.src : 'download';
   const zstd = new DecompressStream({ windowLogMax: ZSTD_WINDOW_LOG_MAX });
   const extract = tar.extract();
   let failure: BangerError | undefined;
@@ -110,7 +123,7 @@ export async function extractBundle(opts: ExtractOptions): Promise<ExtractResult
     failure ??= e;
     extract.destroy(failure);
   };
-  src.on('error', (e) => fail(new BangerError(ErrorCode.Bundle, `kernel ${label}: cannot read bundle ${opts.src}: ${errorMessage(e)}`, { cause: e })));
+  src.on('error', (e) => fail(new BangerError(ErrorCode.Bundle, `kernel ${label}: cannot read bundle ${srcName}: ${errorMessage(e)}`, { cause: e })));
   zstd.on('error', (e) =>
     fail(new BangerError(ErrorCode.Bundle, `kernel ${label}: bundle is not valid zstd data: ${errorMessage(e)}`, { hint: 'the bundle must be a tar archive compressed with zstd (tar.zst)', cause: e })),
   );
@@ -124,6 +137,8 @@ export async function extractBundle(opts: ExtractOptions): Promise<ExtractResult
   const seen = new Set<string>();
   let entries = 0;
   let bytes = 0;
+  /** The file being written, closed before we report a failure (so the caller can remove `dest`). */
+  let current: WriteStream | undefined;
   let lastEmit = 0;
   opts.progress?.({ stage: 'extract', key: label, current: 0, total });
   try {
@@ -135,7 +150,7 @@ export async function extractBundle(opts: ExtractOptions): Promise<ExtractResult
         continue;
       }
       const rel = normaliseEntryPath(h.name, label);
-      entries++;
+      if (++entries > maxEntries) throw new BangerError(ErrorCode.Bundle, `kernel ${label}: bundle has more than ${maxEntries} entries`, { hint: 'this is not a kernel bundle, or a broken one' });
       if (type === 'directory') {
         if (rel) await ensureDir(dest, rel, knownDirs, label, h.name);
         entry.resume();
@@ -150,12 +165,13 @@ export async function extractBundle(opts: ExtractOptions): Promise<ExtractResult
         const size = h.size ?? 0;
         if (bytes + size > max) throw new BangerError(ErrorCode.Bundle, `kernel ${label}: bundle expands beyond ${max} bytes (at entry '${h.name}')`, { hint: 'this is not a kernel bundle, or a broken one' });
         const mode = ((h.mode ?? 0o644) & 0o755) | 0o600;
-        const out = createWriteStream(join(dest, rel), { flags: 'wx', mode });
+        const out = (current = createWriteStream(join(dest, rel), { flags: 'wx', mode }));
         for await (const chunk of entry) {
           if (!out.write(chunk)) await once(out, 'drain');
         }
         out.end();
         await once(out, 'close');
+        current = undefined;
         bytes += size;
       } else if (type === 'symlink') {
         await ensureDir(dest, parent, knownDirs, label, h.name);
@@ -188,9 +204,9 @@ export async function extractBundle(opts: ExtractOptions): Promise<ExtractResult
     for (const l of symlinks) {
       if (!(await staysInside(dest, l))) throw unsafe(label, l, `is a symlink that resolves outside the bundle directory (through other links)`);
     }
-    const sha256 = hasher.hash.digest('hex');
-    if (opts.expectSha256 && sha256 !== opts.expectSha256) {
-      throw new BangerError(ErrorCode.Digest, `kernel ${label}: stored bundle ${opts.src} does not match its sha256 ${opts.expectSha256} (got ${sha256})`, {
+    const sha256 = hasher.hash?.digest('hex');
+    if (fromFile && opts.expectSha256 && sha256 !== opts.expectSha256) {
+      throw new BangerError(ErrorCode.Digest, `kernel ${label}: stored bundle ${srcName} does not match its sha256 ${opts.expectSha256} (got ${sha256})`, {
         hint: 'the cached copy was damaged; it has been removed, pull again to download it',
         details: { expected: opts.expectSha256, actual: sha256 },
       });
@@ -202,10 +218,19 @@ export async function extractBundle(opts: ExtractOptions): Promise<ExtractResult
     src.destroy();
     zstd.destroy();
     extract.destroy();
+    if (current) await closeStream(current);
     throw err;
   } finally {
     signal?.removeEventListener('abort', onAbort);
   }
+}
+
+/** Destroy a file stream and wait until its descriptor is closed (an open still pending completes first). */
+export async function closeStream(s: WriteStream): Promise<void> {
+  if (s.closed) return;
+  const closed = once(s, 'close').catch(() => {});
+  s.destroy();
+  await closed;
 }
 
 /** Create `rel` (and parents) as real directories; refuse to pass through symlinks or files. */
@@ -242,11 +267,11 @@ function toBundleError(e: unknown, label: string): BangerError {
 /** Pass-through stream that hashes and counts the bytes flowing through it. */
 class HashTap extends Transform {
   bytes = 0;
-  constructor(readonly hash: Hash) {
+  constructor(readonly hash?: Hash) {
     super();
   }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.hash.update(chunk);
+    this.hash?.update(chunk);
     this.bytes += chunk.length;
     cb(null, chunk);
   }

@@ -193,24 +193,22 @@ export class KernelService {
         await rm(tmpDir, { recursive: true, force: true });
       } else {
         const b = entry as BundleEntry;
-        const blob = await fetchBlob({ url: b.tarballUrl, sha256: b.tarballSha256, layout: this.ctx.layout, label: name, signal, progress });
+        // Single pass when downloading: zstd + tar extraction run on the bytes as they arrive;
+        // the blob lands in the store only once the extraction and the digest both succeeded.
+        const blob = await fetchBlob({
+          url: b.tarballUrl,
+          sha256: b.tarballSha256,
+          layout: this.ctx.layout,
+          label: name,
+          signal,
+          progress,
+          consume: (stream, total) => extractBundle({ src: stream, total, dest: staging, label: name, signal }),
+        });
         log.info(blob.status === 'cached' ? 'bundle: used cache' : 'bundle: downloaded', { url: b.tarballUrl, bytes: blob.bytes });
+        if (blob.status === 'downloaded') undo.push('remove the bundle this pull stored', () => rm(blob.path, { force: true }));
         throwIfAborted(signal);
-        try {
-          await extractBundle({ src: blob.path, dest: staging, label: name, expectSha256: b.tarballSha256, signal, progress });
-        } catch (e) {
-          // A stored blob that fails to extract may have been damaged on disk: check it, drop it if so.
-          if (isBangerError(e, ErrorCode.Digest) || (blob.status === 'cached' && (await sha256File(blob.path).catch(() => '')) !== b.tarballSha256)) {
-            await rm(blob.path, { force: true });
-            if (!isBangerError(e, ErrorCode.Digest)) {
-              throw new BangerError(ErrorCode.Digest, `kernel ${name}: stored bundle ${blob.path} does not match its sha256 ${b.tarballSha256}`, {
-                hint: 'the cached copy was damaged; it has been removed, pull again to download it',
-                cause: e,
-              });
-            }
-          }
-          throw e;
-        }
+        if (blob.status === 'cached') await this.extractCached(name, b, blob.path, staging, signal, progress);
+        else progress?.({ stage: 'extract', key: name, message: 'extracted while downloading', done: true });
         progress?.({ stage: 'verify', key: name, message: 'bundle layout' });
         files = await inspectKernelDir(staging, name, true);
         source = `pull:${b.tarballUrl}`;
@@ -226,6 +224,25 @@ export class KernelService {
     } catch (e) {
       await undo.unwind();
       if (signal?.aborted && !isBangerError(e)) throw new BangerError(ErrorCode.Cancelled, `kernel ${name}: pull cancelled`, { cause: e });
+      throw e;
+    }
+  }
+
+  /** Extract a bundle already in the content store (re-hashed while read; a damaged one is removed). */
+  private async extractCached(name: string, b: BundleEntry, path: string, staging: string, signal?: AbortSignal, progress?: (ev: ProgressEvent) => void): Promise<void> {
+    try {
+      await extractBundle({ src: path, dest: staging, label: name, expectSha256: b.tarballSha256, signal, progress });
+    } catch (e) {
+      // A stored blob that fails to extract may have been damaged on disk: check it, drop it if so.
+      if (isBangerError(e, ErrorCode.Digest) || (await sha256File(path).catch(() => '')) !== b.tarballSha256) {
+        await rm(path, { force: true });
+        if (!isBangerError(e, ErrorCode.Digest)) {
+          throw new BangerError(ErrorCode.Digest, `kernel ${name}: stored bundle ${path} does not match its sha256 ${b.tarballSha256}`, {
+            hint: 'the cached copy was damaged; it has been removed, pull again to download it',
+            cause: e,
+          });
+        }
+      }
       throw e;
     }
   }

@@ -1,12 +1,496 @@
+import { mkdir, rm } from 'node:fs/promises';
+import { BangerError, ErrorCode, errorMessage, throwIfAborted } from '../core/errors.js';
+import { toolEnv } from '../core/exec.js';
+import { exists, parseSize } from '../core/fsutil.js';
+import { UndoStack } from '../core/undo.js';
 import type { Context } from '../daemon/context.js';
+import { realHost, type HostProbe } from '../doctor/checks.js';
 import type { ImageService } from '../images/service.js';
 import type { KernelService } from '../kernels/service.js';
 import type { NetworkService } from '../network/service.js';
+import { macForIp } from '../network/subnet.js';
+import { tapName } from '../network/links.js';
+import type { ProgressEvent } from '../rpc/protocol.js';
+import { agentRequest } from './agent.js';
+import { kernelCmdline, FIRST_BOOT, tscKhzFromCpuinfo } from './cmdline.js';
+import { INIT_MARKER, readFrom, tail, waitForConsole } from './console.js';
+import { defaultKernelName, getImage, getKernel } from './deps.js';
+import { QemuDriver } from './drivers/qemu.js';
+import { selectVmm } from './drivers/select.js';
+import type { DiskSpec, VmmDriver, VmmKind } from './drivers/types.js';
+import { vmFiles, type VmFiles } from './files.js';
+import { KeyedLock } from './lock.js';
+import { generateName, newVmId } from './names.js';
+import { buildSeedDisk, buildWorkDisk } from './seed.js';
+import { ensureClientKey, generateHostKey, pinHostKey, sshCommonOptions, sshOptions, sshPaths, unpinHostKey, waitForSsh, writeSshConfig, type SshPaths } from './ssh.js';
+import { VmRepo, type VmRecord, type VmSpec } from './store.js';
+import { reconcileVms } from './reconcile.js';
+import { bangerGid } from '../daemon/system.js';
 
-/** VMs: lifecycle, disks, SSH, reconcile. (placeholder) */
+export interface CreateParams {
+  image: string;
+  name?: string;
+  kernel?: string;
+  vcpu?: number;
+  memoryMiB?: number;
+  diskSize?: string;
+  workDisk?: string;
+  nat?: boolean;
+  start?: boolean;
+  wait?: boolean;
+  vmm?: 'auto' | 'qemu' | 'firecracker';
+}
+
+export interface OpContext {
+  signal?: AbortSignal;
+  progress?: (ev: ProgressEvent) => void;
+}
+
+/** A VM as returned over RPC: the record plus what was observed on the host. */
+export interface VmView extends VmRecord {
+  running: boolean;
+  dir: string;
+  console: string;
+  sshCommand?: string;
+}
+
+type Stage = (stage: string, message?: string, done?: boolean) => void;
+
+/**
+ * VMs: lifecycle, disks, SSH, reconcile. Create is a named, ordered list of steps (record+lease,
+ * disk, seed, network, vmm, boot, ssh); each registers its undo the moment it happens and a
+ * failure unwinds newest first, leaving no tap, rule, lease, process or file behind.
+ * Operations on one VM are serialised.
+ */
 export class VmService {
-  constructor(readonly ctx: Context, readonly deps: { kernels: KernelService; images: ImageService; network: NetworkService }) {}
+  readonly repo: VmRepo;
+  readonly ssh: SshPaths;
+  private readonly locks = new KeyedLock();
+  private readonly host: HostProbe;
+  private readonly drivers: Partial<Record<VmmKind, VmmDriver>>;
+
+  constructor(
+    readonly ctx: Context,
+    readonly deps: { kernels: KernelService; images: ImageService; network: NetworkService },
+    opts: { host?: HostProbe; drivers?: Partial<Record<VmmKind, VmmDriver>>; bangerGid?: number } = {},
+  ) {
+    this.repo = new VmRepo(ctx.db);
+    this.ssh = sshPaths(ctx.layout.ssh);
+    this.host = opts.host ?? realHost;
+    this.drivers = opts.drivers ?? { qemu: new QemuDriver(ctx.exec, { qemu: ctx.config.binaries.qemu }) };
+    this.gid = opts.bangerGid;
+  }
+  private readonly gid?: number;
+
+  private get net(): NetworkService {
+    return this.deps.network;
+  }
+
+  driver(kind: VmmKind): VmmDriver {
+    const d = this.drivers[kind];
+    if (!d) throw new BangerError(ErrorCode.Vmm, `no ${kind} driver in this build`, { hint: 'use --vmm qemu' });
+    return d;
+  }
+
+  files(name: string): VmFiles {
+    return vmFiles(this.ctx.layout.vmDir(name));
+  }
+
+  get(name: string): VmRecord {
+    const v = this.repo.find(name);
+    if (!v) throw new BangerError(ErrorCode.NotFound, `vm '${name}' not found`, { hint: "see 'banger vm list'", details: { vm: name } });
+    return v;
+  }
+
+  // ---------------------------------------------------------------- create
+
+  async create(p: CreateParams, op: OpContext = {}): Promise<VmView> {
+    const t0 = Date.now();
+    const stage: Stage = (s, message, done) => op.progress?.({ stage: s, message, done, elapsedMs: Date.now() - t0 });
+    const name = p.name ?? generateName((n) => !!this.repo.find(n));
+    return this.locks.run(name, async () => {
+      if (this.repo.find(name)) throw new BangerError(ErrorCode.Exists, `vm '${name}' already exists`, { hint: `pick another --name or remove it: banger vm rm ${name}` });
+      const image = await getImage(this.ctx, this.deps.images, p.image);
+      const kernelName = p.kernel ?? image.kernelRef ?? (await defaultKernelName(this.ctx, this.deps.kernels));
+      const kernel = await getKernel(this.ctx, this.deps.kernels, kernelName);
+      if (!kernel.vmlinuz && !kernel.vmlinux) throw new BangerError(ErrorCode.NotFound, `kernel '${kernelName}' has neither vmlinuz nor vmlinux in ${kernel.dir}`, { hint: `pull it again: banger kernel pull ${kernelName}` });
+      const choice = await selectVmm(p.vmm ?? this.ctx.config.vm.vmm, this.host, this.ctx.config.binaries);
+      const driver = this.driver(choice.kind);
+      const diskSizeBytes = p.diskSize === undefined ? undefined : sizeArg('--disk-size', p.diskSize);
+      const workDiskBytes = p.workDisk === undefined ? undefined : sizeArg('--work-disk', p.workDisk);
+      const firstBoot = image.fromRegistry || (await this.rootfsHasFirstBoot(image.rootfsPath));
+      const id = newVmId();
+      const files = this.files(name);
+      const spec: VmSpec = {
+        vcpu: p.vcpu ?? this.ctx.config.vm.vcpu,
+        memoryMiB: p.memoryMiB ?? this.ctx.config.vm.memoryMiB,
+        diskSizeBytes,
+        workDiskBytes,
+        nat: !!p.nat,
+        firstBoot,
+        rootDisk: { path: driver.kind === 'qemu' ? files.rootQcow2 : files.rootRaw, format: driver.kind === 'qemu' ? 'qcow2' : 'raw' },
+      };
+      const undo = new UndoStack((m, f) => this.ctx.log.warn(m, { vm: name, ...f }));
+      try {
+        // step record: VM row + IP lease in one transaction (UNIQUE ip: never two VMs, one IP)
+        const ip = this.ctx.db.transaction(() => {
+          this.repo.insert({ name, id, image: image.name, kernel: kernel.name, spec, desiredState: p.start === false ? 'stopped' : 'running', state: 'created', vmm: choice.kind, vmmReason: choice.reason, tap: tapName(id), mac: null, createdAt: new Date().toISOString() });
+          const leased = this.net.leaseInTx(name);
+          this.ctx.db.prepare('UPDATE vms SET mac = ? WHERE name = ?').run(macForIp(leased), name);
+          return leased;
+        })();
+        undo.push('record', () => this.repo.delete(name));
+        throwIfAborted(op.signal);
+
+        // step disk
+        stage('disk', `${driver.kind === 'qemu' ? 'qcow2 overlay' : 'copy'} of ${image.name}`);
+        await rm(files.dir, { recursive: true, force: true }); // a stale dir no record owns
+        await mkdir(files.dir, { recursive: true, mode: 0o750 });
+        undo.push('vm-dir', () => rm(files.dir, { recursive: true, force: true }));
+        await driver.prepare(files, image.rootfsPath, { sizeBytes: diskSizeBytes, signal: op.signal });
+        if (workDiskBytes !== undefined) await buildWorkDisk(this.ctx.exec, files.work, workDiskBytes);
+        stage('disk', undefined, true);
+        throwIfAborted(op.signal);
+
+        // step seed: host key made before first boot, pinned; seed disk for the first-boot script
+        stage('seed', 'host key + seed disk');
+        const clientPub = await ensureClientKey(this.ctx.exec, this.ssh, this.gid ?? (await bangerGid()));
+        const hostPub = await generateHostKey(this.ctx.exec, files.hostKey, name);
+        const net = this.net.describe(id, ip);
+        const { readFile } = await import('node:fs/promises');
+        await buildSeedDisk(this.ctx.exec, files.seed, this.ctx.layout.tmp, { name, net, hostKey: await readFile(files.hostKey, 'utf8'), hostKeyPub: hostPub, authorizedKey: clientPub });
+        await pinHostKey(this.ssh, ip, name, hostPub);
+        undo.push('known_hosts', () => unpinHostKey(this.ssh, ip, name));
+        await this.refreshSshConfig();
+        undo.push('ssh-config', async () => void (await this.refreshSshConfig(name)));
+        stage('seed', undefined, true);
+
+        if (p.start !== false) await this.startSteps(this.get(name), { ...op, stage, undo, wait: p.wait !== false });
+        else this.repo.setState(name, { state: 'stopped', desiredState: 'stopped' });
+        undo.commit();
+        return this.view(this.get(name));
+      } catch (e) {
+        const failures = await undo.unwind();
+        if (failures.length) this.ctx.log.error('create unwind incomplete', { vm: name, failures });
+        throw e;
+      }
+    });
+  }
+
+  // ---------------------------------------------------------------- start / stop
+
+  async start(names: string[], op: OpContext = {}): Promise<VmView[]> {
+    names.forEach((n) => this.get(n));
+    const out: VmView[] = [];
+    for (const name of names) {
+      out.push(
+        await this.locks.run(name, async () => {
+          const vm = this.get(name);
+          if ((await this.observe(vm)).running) return this.view(this.get(name));
+          const t0 = Date.now();
+          const stage: Stage = (s, message, done) => op.progress?.({ stage: s, key: names.length > 1 ? name : undefined, message, done, elapsedMs: Date.now() - t0 });
+          const undo = new UndoStack((m, f) => this.ctx.log.warn(m, { vm: name, ...f }));
+          try {
+            await this.startSteps(vm, { ...op, stage, undo, wait: true });
+            undo.commit();
+          } catch (e) {
+            await undo.unwind();
+            this.repo.setState(name, { state: 'stopped', pid: null });
+            throw e;
+          }
+          return this.view(this.get(name));
+        }),
+      );
+    }
+    return out;
+  }
+
+  /** network → vmm → boot → ssh → agent. Each side effect registers its undo on `undo`. */
+  private async startSteps(vm: VmRecord, o: OpContext & { stage: Stage; undo: UndoStack; wait: boolean }): Promise<void> {
+    this.busy.add(vm.name);
+    try {
+      await this.startStepsInner(vm, o);
+    } finally {
+      this.busy.delete(vm.name);
+    }
+  }
+
+  private async startStepsInner(vm: VmRecord, o: OpContext & { stage: Stage; undo: UndoStack; wait: boolean }): Promise<void> {
+    if (!vm.ip) throw new BangerError(ErrorCode.Internal, `vm '${vm.name}' has no IP lease`);
+    const kernel = await getKernel(this.ctx, this.deps.kernels, vm.kernel);
+    const driver = this.driver(vm.vmm);
+    const files = this.files(vm.name);
+    const net = this.net.describe(vm.id, vm.ip);
+
+    // step network
+    o.stage('network', `${net.ip}/${net.prefix} on ${net.bridge} via ${net.tap}${vm.spec.nat ? ', NAT' : ''}`);
+    await this.net.ensureBridge();
+    await this.net.removeTap(net.tap); // a stale tap from a crash
+    await this.net.createTap(net);
+    o.undo.push('tap', () => this.net.removeTap(net.tap));
+    if (vm.spec.nat) {
+      await this.net.enableNat(vm.id, vm.ip);
+      o.undo.push('nat', () => this.net.disableNat(vm.id));
+    }
+    o.stage('network', undefined, true);
+    throwIfAborted(o.signal);
+
+    // step vmm
+    o.stage('vmm', `${driver.kind} starting`);
+    const disks: DiskSpec[] = [vm.spec.rootDisk.path === files.rootQcow2 || vm.spec.rootDisk.path === files.rootRaw ? { id: 'root' as const, ...vm.spec.rootDisk } : { id: 'root' as const, path: files.rootQcow2, format: 'qcow2' as const }, { id: 'seed' as const, path: files.seed, format: 'raw' as const }];
+    if (vm.spec.workDiskBytes !== undefined) disks.push({ id: 'work' as const, path: files.work, format: 'raw' as const });
+    const choiceKvm = (await selectVmm('qemu', this.host, this.ctx.config.binaries)).kvm;
+    const sn = this.net.subnet();
+    await rm(files.console, { force: true });
+    this.repo.setState(vm.name, { state: 'starting', desiredState: 'running' });
+    throwIfAborted(o.signal);
+    const { pid } = await driver.start(
+      {
+        id: vm.id,
+        name: vm.name,
+        files,
+        vcpu: vm.spec.vcpu,
+        memoryMiB: vm.spec.memoryMiB,
+        kernel: kernel.vmlinuz ?? kernel.vmlinux!,
+        initrd: kernel.initrd,
+        cmdline: kernelCmdline({ ip: vm.ip, gateway: sn.gateway, netmask: sn.netmask, hostname: vm.name, firstBoot: vm.spec.firstBoot, tscKhz: choiceKvm ? undefined : tscKhzFromCpuinfo(await this.host.readFile('/proc/cpuinfo')) }),
+        disks,
+        net: { tap: net.tap, mac: net.mac },
+        kvm: choiceKvm,
+        // A kernel with an initramfs is modular (virtio_mmio is a module loaded with insmod,
+        // which never sees virtio_mmio.device= on the command line): announce devices by ACPI.
+        acpi: !!kernel.initrd,
+      },
+      { signal: o.signal },
+    );
+    o.undo.push('vmm', () => driver.kill(files, 'SIGKILL'));
+    this.repo.setState(vm.name, { state: 'running', pid, startedAt: new Date().toISOString() });
+    o.stage('vmm', `pid ${pid}`, true);
+    if (!o.wait) return;
+
+    // step boot + ssh (boot = kernel hands over to userspace, seen on the serial console)
+    const alive = async () => (await driver.status(files, pid)).running;
+    let sshDone = false;
+    o.stage('boot', 'kernel booting');
+    const boot = waitForConsole(files.console, INIT_MARKER, async () => sshDone || !!o.signal?.aborted || !(await alive())).then((seen) => {
+      if (seen) o.stage('boot', 'userspace started', true);
+    });
+    o.stage('ssh', `waiting for root@${vm.ip}`);
+    try {
+      await waitForSsh(this.ctx.exec, this.ssh, vm.ip, { timeoutMs: this.ctx.config.vm.sshTimeoutSeconds * 1000, signal: o.signal, alive });
+    } catch (e) {
+      sshDone = true;
+      await boot;
+      const be = e instanceof BangerError ? e : new BangerError(ErrorCode.Vmm, errorMessage(e), { cause: e });
+      throw new BangerError(be.code, be.message, { hint: be.hint, cause: e, details: { consoleTail: await tail(files.console) } });
+    }
+    sshDone = true;
+    await boot;
+    o.stage('boot', 'done', true);
+    o.stage('ssh', 'ready', true);
+
+    // step agent: optional (images without it are skipped, never failed)
+    const health = await agentRequest(driver.agentChannel(files).path, 'health', 3000);
+    o.stage('agent', health ? `healthy${typeof health.version === 'string' ? ` (${health.version})` : ''}` : 'no agent answered (skipped)', true);
+  }
+
+  async stop(names: string[], op: OpContext = {}): Promise<VmView[]> {
+    names.forEach((n) => this.get(n));
+    const out: VmView[] = [];
+    for (const name of names) {
+      out.push(
+        await this.locks.run(name, async () => {
+          op.progress?.({ stage: 'stop', key: name, message: 'asking the guest to shut down' });
+          await this.stopVm(this.get(name), false);
+          op.progress?.({ stage: 'stop', key: name, done: true });
+          return this.view(this.get(name));
+        }),
+      );
+    }
+    return out;
+  }
+
+  async restart(names: string[], op: OpContext = {}): Promise<VmView[]> {
+    await this.stop(names, op);
+    return this.start(names, op);
+  }
+
+  /** Send a signal to the VMM. SIGKILL/SIGTERM also tear the VM's network down. */
+  async kill(names: string[], signal: NodeJS.Signals = 'SIGKILL'): Promise<VmView[]> {
+    names.forEach((n) => this.get(n));
+    const out: VmView[] = [];
+    for (const name of names) {
+      out.push(
+        await this.locks.run(name, async () => {
+          const vm = this.get(name);
+          const driver = this.driver(vm.vmm);
+          await driver.kill(this.files(name), signal);
+          if (!(await driver.status(this.files(name), vm.pid)).running) await this.markStopped(vm);
+          return this.view(this.get(name));
+        }),
+      );
+    }
+    return out;
+  }
+
+  /** Graceful stop (or SIGKILL when `force`), then tear down tap and NAT. Idempotent. */
+  private async stopVm(vm: VmRecord, force: boolean): Promise<void> {
+    const driver = this.driver(vm.vmm);
+    const files = this.files(vm.name);
+    if (force) await driver.kill(files, 'SIGKILL');
+    else {
+      await driver.stop(files, {
+        timeoutMs: this.ctx.config.vm.stopTimeoutSeconds * 1000,
+        guestShutdown: vm.ip ? () => this.guestReboot(vm.ip!) : undefined,
+      });
+    }
+    await this.markStopped(vm);
+  }
+
+  /** microvm runs with acpi=off: a guest reboot (reboot=t, -no-reboot) is the clean exit. */
+  private async guestReboot(ip: string): Promise<void> {
+    await this.ctx.exec(['ssh', ...sshOptions(this.ssh), '-o', 'ConnectTimeout=3', `root@${ip}`, 'sync; systemctl reboot || reboot'], { env: toolEnv(), allowFailure: true, timeoutMs: 15000 });
+  }
+
+  /** Record the VM as stopped and remove its runtime network (tap, NAT). */
+  async markStopped(vm: VmRecord): Promise<void> {
+    await this.teardownRuntime(vm);
+    this.repo.setState(vm.name, { state: 'stopped', desiredState: 'stopped', pid: null });
+  }
+
+  private async teardownRuntime(vm: VmRecord): Promise<void> {
+    await this.net.removeTap(vm.tap ?? tapName(vm.id));
+    if (vm.spec.nat) await this.net.disableNat(vm.id);
+    for (const p of [this.files(vm.name).qmp, this.files(vm.name).agent, this.files(vm.name).pid]) await rm(p, { force: true });
+  }
+
+  // ---------------------------------------------------------------- rm / prune
+
+  /** Remove VMs (a running one is stopped first; `force` kills it instead). */
+  async rm(names: string[], force = false, op: OpContext = {}): Promise<{ removed: string[] }> {
+    names.forEach((n) => this.get(n));
+    for (const name of names) {
+      await this.locks.run(name, async () => {
+        const vm = this.repo.find(name);
+        if (!vm) return;
+        op.progress?.({ stage: 'rm', key: name, message: force ? 'killing' : 'stopping' });
+        await this.stopVm(vm, force || !(await this.observe(vm)).running);
+        await unpinHostKey(this.ssh, vm.ip ?? undefined, name);
+        this.repo.delete(name);
+        await rm(this.files(name).dir, { recursive: true, force: true });
+        op.progress?.({ stage: 'rm', key: name, done: true });
+      });
+    }
+    await this.refreshSshConfig();
+    return { removed: names };
+  }
+
+  /** Remove every VM that is not running. */
+  async prune(op: OpContext = {}): Promise<{ removed: string[] }> {
+    const dead: string[] = [];
+    for (const vm of this.repo.list()) if (!(await this.observe(vm)).running) dead.push(vm.name);
+    if (dead.length) await this.rm(dead, true, op);
+    return { removed: dead };
+  }
+
+  // ---------------------------------------------------------------- read
+
+  /** Check the host for a VM marked running; a dead one is marked stopped (and its network removed). */
+  async observe(vm: VmRecord): Promise<{ running: boolean; pid?: number }> {
+    const st = await this.driver(vm.vmm).status(this.files(vm.name), vm.pid);
+    if (!st.running && (vm.state === 'running' || vm.state === 'starting') && !this.busy.has(vm.name)) {
+      await this.markStopped(vm).catch((e) => this.ctx.log.warn('mark stopped failed', { vm: vm.name, error: errorMessage(e) }));
+    }
+    return st;
+  }
+  private readonly busy = new Set<string>();
+
+  async view(vm: VmRecord): Promise<VmView> {
+    const st = await this.driver(vm.vmm).status(this.files(vm.name), vm.pid);
+    const fresh = this.repo.find(vm.name) ?? vm;
+    const files = this.files(vm.name);
+    return {
+      ...fresh,
+      state: st.running ? 'running' : fresh.state === 'running' ? 'stopped' : fresh.state,
+      pid: st.running ? (st.pid ?? fresh.pid) : null,
+      running: st.running,
+      dir: files.dir,
+      console: files.console,
+      sshCommand: fresh.ip ? `banger vm ssh ${vm.name}` : undefined,
+    };
+  }
+
+  async list(): Promise<VmView[]> {
+    const out: VmView[] = [];
+    for (const vm of this.repo.list()) {
+      await this.observe(vm);
+      out.push(await this.view(this.repo.find(vm.name) ?? vm));
+    }
+    return out;
+  }
+
+  async show(name: string): Promise<VmView & { files: VmFiles; cmdlineFirstBoot: string | null }> {
+    const vm = this.get(name);
+    await this.observe(vm);
+    return { ...(await this.view(this.get(name))), files: this.files(name), cmdlineFirstBoot: vm.spec.firstBoot ? FIRST_BOOT : null };
+  }
+
+  async logs(name: string, offset = 0): Promise<{ data: string; offset: number; running: boolean }> {
+    const vm = this.get(name);
+    const r = await readFrom(this.files(name).console, offset);
+    return { data: r.data, offset: r.offset, running: (await this.driver(vm.vmm).status(this.files(name), vm.pid)).running };
+  }
+
+  /** What the CLI needs to run OpenSSH itself (stdio inherited, remote exit code). */
+  async sshInfo(name: string): Promise<{ name: string; ip: string; user: string; identityFile: string; groupIdentityFile?: string; knownHostsFile: string; options: string[] }> {
+    const vm = this.get(name);
+    if (!(await this.observe(vm)).running) throw new BangerError(ErrorCode.InUse, `vm '${name}' is not running`, { hint: `start it: banger vm start ${name}` });
+    if (!vm.ip) throw new BangerError(ErrorCode.Internal, `vm '${name}' has no IP lease`);
+    return {
+      name,
+      ip: vm.ip,
+      user: 'root',
+      identityFile: this.ssh.key,
+      groupIdentityFile: (await exists(this.ssh.groupKey)) ? this.ssh.groupKey : undefined,
+      knownHostsFile: this.ssh.knownHosts,
+      options: sshCommonOptions(this.ssh),
+    };
+  }
+
+  async ports(name: string): Promise<{ name: string; ports: unknown[]; agent: boolean }> {
+    const vm = this.get(name);
+    if (!(await this.observe(vm)).running) throw new BangerError(ErrorCode.InUse, `vm '${name}' is not running`, { hint: `start it: banger vm start ${name}` });
+    const r = await agentRequest(this.driver(vm.vmm).agentChannel(this.files(name)).path, 'ports', 5000);
+    if (!r) throw new BangerError(ErrorCode.Timeout, `vm '${name}': the guest agent did not answer`, { hint: 'images without banger-vsock-agent cannot list ports; check it with: banger vm ssh NAME -- systemctl status banger-vsock-agent' });
+    return { name, ports: Array.isArray(r.ports) ? r.ports : [], agent: true };
+  }
+
+  /** Rewrite layout.ssh/config (`Host NAME.vm`) from the VM table. */
+  async refreshSshConfig(exclude?: string): Promise<{ path: string; content: string }> {
+    const vms = this.repo.list().filter((v) => v.ip && v.name !== exclude).map((v) => ({ name: v.name, ip: v.ip! }));
+    await mkdir(this.ssh.dir, { recursive: true, mode: 0o750 });
+    const content = await writeSshConfig(this.ssh, vms);
+    return { path: this.ssh.config, content };
+  }
 
   /** Called once at daemon start: re-adopt running VMs, mark dead ones stopped, remove orphans. */
-  async reconcile(): Promise<void> {}
+  async reconcile(): Promise<void> {
+    await reconcileVms(this);
+  }
+
+  private async rootfsHasFirstBoot(rootfs: string): Promise<boolean> {
+    if (!(await exists(rootfs))) return false;
+    const r = await this.ctx.exec(['debugfs', '-R', `stat ${FIRST_BOOT}`, rootfs], { env: toolEnv(), allowFailure: true });
+    return r.exitCode === 0 && !/not found|File not found/i.test(r.stderr) && /Inode:/.test(r.stdout);
+  }
+}
+
+function sizeArg(flag: string, v: string): number {
+  try {
+    const n = parseSize(v);
+    if (n <= 0) throw new Error('must be positive');
+    return n;
+  } catch (e) {
+    throw new BangerError(ErrorCode.Invalid, `${flag} '${v}': ${errorMessage(e)}`, { hint: 'examples: 512M, 8G, 2GiB', details: { field: flag } });
+  }
 }

@@ -2,7 +2,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BANGER, TestDaemon } from '../helpers/daemon.js';
@@ -18,6 +18,8 @@ let d: TestDaemon;
 const good = skip ? undefined : goodBundle();
 const big = skip ? undefined : goodBundle({ vmlinux: randomBytes(512 * 1024) });
 const conc = skip ? undefined : goodBundle({ vmlinux: randomBytes(1024) });
+const ttyb = skip ? undefined : goodBundle({ vmlinux: randomBytes(400 * 1024) });
+const noPty = skip ?? missingToolsReason('python3');
 
 before(async () => {
   if (skip) return;
@@ -27,6 +29,7 @@ before(async () => {
   srv.set('/slow.tar.zst', { body: big!.bundle, slowChunk: 1024 });
   srv.set('/conc.tar.zst', { body: conc!.bundle, delayMs: 300 });
   srv.set('/mal.tar.zst', mal.bundle);
+  srv.set('/tty.tar.zst', { body: ttyb!.bundle, slowChunk: 8 * 1024 });
   srv.set(
     '/catalog.json',
     JSON.stringify(
@@ -36,6 +39,7 @@ before(async () => {
           { name: 'slowk', path: '/slow.tar.zst', bundle: big!.bundle },
           { name: 'conck', path: '/conc.tar.zst', bundle: conc!.bundle },
           { name: 'malk', path: '/mal.tar.zst', bundle: mal.bundle },
+          { name: 'ttyk', path: '/tty.tar.zst', bundle: ttyb!.bundle },
         ],
         srv,
       ),
@@ -77,7 +81,7 @@ test('kernel list --available: the catalog with STATE and human SIZE; --json is 
   assert.match(tk, /^tk\s+test\s+x86_64\s+6\.1\.0-test\s+\d+(\.\d)? (B|KiB)\s+available\s+test kernel$/);
   assert.ok(lines.some((l) => /^debian-cloud-amd64\s+debian\s+x86_64\s+-\s+~66\.8 MiB\s+available\s/.test(l)), r.stdout);
   const j = await d.json(['kernel', 'list', '--available']);
-  assert.deepEqual(j.entries.map((e: any) => e.name), ['conck', 'debian-cloud-amd64', 'malk', 'slowk', 'tk']);
+  assert.deepEqual(j.entries.map((e: any) => e.name), ['conck', 'debian-cloud-amd64', 'malk', 'slowk', 'tk', 'ttyk']);
   assert.equal(j.entries.find((e: any) => e.name === 'tk').sizeBytes, good!.bundle.length);
 });
 
@@ -155,7 +159,8 @@ test('Ctrl-C during a pull cancels the daemon work and leaves nothing behind', {
   // The daemon finishes its cleanup asynchronously; wait for the store to settle.
   const deadline = Date.now() + 10000;
   while (scratch().length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-  assert.deepEqual(scratch(), []);
+  const logTail = () => readFileSync(join(d.root, 'logs', 'bangerd.log'), 'utf8').split('\n').slice(-15).join('\n');
+  assert.deepEqual(scratch(), [], `cli stderr:\n${stderr}\ndaemon log:\n${logTail()}`);
   assert.deepEqual(readdirSync(join(d.root, 'blobs', 'sha256')).filter((n) => n === sha256(big!.bundle)), []);
   assert.equal((await d.json(['kernel', 'list'])).kernels.length, 0);
 });
@@ -189,4 +194,22 @@ test('kernel import from a relative path through the CLI, then a daemon restart 
   } finally {
     rmSync(src, { recursive: true, force: true });
   }
+});
+
+test('on a terminal, kernel pull draws a progress bar with bytes and total', { skip: noPty }, async () => {
+  // python's pty module gives the CLI a real pseudo-terminal (argv only, no shell).
+  const child = spawn('python3', ['-c', 'import pty, sys; sys.exit(pty.spawn(sys.argv[1:]) >> 8)', process.execPath, BANGER, 'kernel', 'pull', 'ttyk'], {
+    env: { ...d.env, COLUMNS: '120' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout.on('data', (c) => (out += c));
+  child.stderr.on('data', (c) => (out += c));
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  assert.equal(code, 0, out);
+  const total = (ttyb!.bundle.length / 1024).toFixed(1);
+  assert.match(out, new RegExp(`download ttyk\\s+\\[#*-+\\] [\\d.]+ (B|KiB) / ${total.replace('.', '\\.')} KiB`), out);
+  assert.match(out, /\x1b\[\d+A/, 'the bar is redrawn in place');
+  assert.match(out, /pulled kernel ttyk /);
+  await d.json(['kernel', 'rm', 'ttyk']);
 });

@@ -9,6 +9,7 @@ import { layout } from '../../src/core/paths.js';
 import type { Context } from '../../src/daemon/context.js';
 import { ImageService } from '../../src/images/service.js';
 import { KernelService } from '../../src/kernels/service.js';
+import { ramPrefix } from '../../src/images/staging.js';
 
 /** An in-process ImageService over a temp BANGER_ROOT (real db, real exec). */
 export function imageService(cfg: Record<string, unknown> = {}): { svc: ImageService; ctx: Context; root: string; cleanup(): void } {
@@ -29,13 +30,22 @@ export function imageService(cfg: Record<string, unknown> = {}): { svc: ImageSer
   };
 }
 
-/** What a failed build may leave: nothing in tmp/, no *.tmp blobs, no image dirs, no rows. */
+class ImageServicePrefix {
+  readonly prefix: string;
+  constructor(ctx: Context) {
+    this.prefix = ramPrefix(ctx.layout.root);
+  }
+}
+
+/** What a failed build may leave: nothing in tmp/ or RAM staging (/dev/shm), no *.tmp blobs, no image dirs, no rows. */
 export function leftovers(ctx: Context): string[] {
   const out: string[] = [];
   const ls = (d: string) => (existsSync(d) ? readdirSync(d) : []);
   out.push(...ls(ctx.layout.tmp).map((n) => `tmp/${n}`));
   out.push(...ls(ctx.layout.blobs).filter((n) => n.endsWith('.tmp')).map((n) => `blobs/${n}`));
   out.push(...ls(ctx.layout.images).map((n) => `images/${n}`));
+  const ram = new ImageServicePrefix(ctx).prefix;
+  out.push(...ls('/dev/shm').filter((n) => n.startsWith(ram)).map((n) => `/dev/shm/${n}`));
   const rows = ctx.db.prepare('SELECT name FROM images').all() as { name: string }[];
   out.push(...rows.map((r) => `row:${r.name}`));
   return out;

@@ -160,6 +160,8 @@ export interface Route {
 export class BundleServer {
   readonly routes = new Map<string, Route>();
   readonly hits = new Map<string, number>();
+  /** Body bytes handed to the socket per path (slow routes), to see when a client stopped early. */
+  readonly sent = new Map<string, number>();
   private server?: Server;
   port = 0;
 
@@ -203,6 +205,7 @@ export class BundleServer {
             if (off >= body.length) return void res.end();
             res.write(body.subarray(off, off + r.slowChunk!));
             off += r.slowChunk!;
+            this.sent.set(path, Math.min(off, body.length));
             setTimeout(tick, 20);
           };
           return tick();

@@ -130,13 +130,13 @@ export class OciLayout {
   }
 
   /** An image manifest over `layers` (tars or prepared descriptors). */
-  image(layers: Descriptor[], opts: { architecture?: string; os?: string; variant?: string; config?: Record<string, unknown>; layerMediaOverride?: string } = {}): Descriptor {
+  image(layers: Descriptor[], opts: { diffIds?: string[]; architecture?: string; os?: string; variant?: string; config?: Record<string, unknown>; layerMediaOverride?: string } = {}): Descriptor {
     const cfg = {
       architecture: opts.architecture ?? 'amd64',
       os: opts.os ?? 'linux',
       ...(opts.variant ? { variant: opts.variant } : {}),
       config: opts.config ?? { Env: ['PATH=/usr/bin:/bin'], Cmd: ['/bin/sh'] },
-      rootfs: { type: 'layers', diff_ids: layers.map((l) => l.digest) },
+      rootfs: { type: 'layers', diff_ids: opts.diffIds ?? layers.map((l) => l.digest) },
     };
     const config = this.blob(Buffer.from(JSON.stringify(cfg)), 'application/vnd.oci.image.config.v1+json');
     const manifest = { schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config, layers: layers.map((l) => ({ ...l, mediaType: opts.layerMediaOverride ?? l.mediaType })) };

@@ -147,10 +147,20 @@ export class TestRegistry {
     return port;
   }
 
-  /** Push an OCI layout (`oci:DIR:TAG`) as `repo:tag` with skopeo. */
-  push(ociDir: string, layoutTag: string, repoTag: string, opts: { all?: boolean } = {}): void {
+  /**
+   * Push an OCI layout (`oci:DIR:TAG`) as `repo:tag` with skopeo. Asynchronous on purpose:
+   * the token server lives in this process and must keep answering while skopeo runs.
+   */
+  async push(ociDir: string, layoutTag: string, repoTag: string, opts: { all?: boolean } = {}): Promise<void> {
     const creds = this.mode === 'none' ? [] : ['--dest-creds', `${Object.keys(this.users)[0]}:${Object.values(this.users)[0]}`];
-    run(['skopeo', 'copy', '--quiet', '--dest-tls-verify=false', ...(opts.all ? ['--all'] : []), ...creds, `oci:${ociDir}:${layoutTag}`, `docker://${this.host}/${repoTag}`]);
+    const argv = ['skopeo', 'copy', '--quiet', '--dest-tls-verify=false', ...(opts.all ? ['--all'] : []), ...creds, `oci:${ociDir}:${layoutTag}`, `docker://${this.host}/${repoTag}`];
+    await new Promise<void>((resolve, reject) => {
+      const p = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+      let err = '';
+      p.stderr!.on('data', (d) => (err += d));
+      p.on('error', reject);
+      p.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`${argv.join(' ')} failed (${code}): ${err}`))));
+    });
   }
 
   /** Path of a blob's data file in the registry's storage (to corrupt it in tests). */

@@ -89,7 +89,7 @@ before(async () => {
   work = mkdtempSync(join(tmpdir(), 'banger-oci-'));
   reg = await TestRegistry.start();
   buildCraftedImage(join(work, 'oci'));
-  reg.push(join(work, 'oci'), 'v1', 'test/crafted:v1');
+  await reg.push(join(work, 'oci'), 'v1', 'test/crafted:v1');
 });
 
 after(async () => {
@@ -154,6 +154,7 @@ test('pull of a crafted 3-layer image gives an ext4 matching the layers file by 
     assert.deepEqual(svc.get('crafted-v1'), rec);
     assert.equal(svc.list().length, 1);
     assert.equal(svc.show('crafted-v1').blobs.length, 4, 'config + 3 layers referenced');
+    await svc.settled();
     assert.deepEqual(leftovers(ctx).filter((l) => !l.startsWith('images/') && !l.startsWith('row:')), []);
   } finally {
     cleanup();
@@ -170,6 +171,7 @@ test('pulling an existing name is refused; rm removes the image; rm of a used im
     await assert.rejects(svc.remove('one'), (e: unknown) => isBangerError(e, 'E_IN_USE') && /vm1/.test(e.message));
     assert.ok(svc.get('one'));
     await svc.remove('one', true);
+    await svc.settled();
     assert.throws(() => svc.get('one'), (e: unknown) => isBangerError(e, 'E_NOT_FOUND') && e.hint === "see 'banger image list'");
     assert.deepEqual(leftovers(ctx), []);
     const pr = await svc.pruneCache();
@@ -179,19 +181,29 @@ test('pulling an existing name is refused; rm removes the image; rm of a used im
   }
 });
 
-test('a cached image pulls again under a new name without downloading blobs', { skip }, async () => {
+test('a cached image pulls again under a new name without downloading blobs; identical builds share the ext4', { skip }, async () => {
   const { svc, ctx, cleanup } = imageService();
   try {
-    await svc.pull({ ref: `${reg.host}/test/crafted:v1`, name: 'first' });
+    const first = await svc.pull({ ref: `${reg.host}/test/crafted:v1`, name: 'first' });
     const blobsBefore = (await svc.store.list()).map((b) => b.digest).sort();
     const events: string[] = [];
-    await svc.pull({ ref: `${reg.host}/test/crafted:v1`, name: 'second' }, { progress: (e) => e.message && events.push(e.message) });
-    assert.ok(events.some((m) => m.includes('cached')), 'layers came from the cache');
+    const second = await svc.pull({ ref: `${reg.host}/test/crafted:v1`, name: 'second', reuse: false }, { progress: (e) => e.message && events.push(e.message) });
+    assert.ok(events.some((m) => m.includes('extracting (cached)')), 'layers came from the cache');
     assert.ok(!events.some((m) => m === 'downloading'), 'nothing downloaded');
     assert.deepEqual((await svc.store.list()).map((b) => b.digest).sort(), blobsBefore);
+    assert.notEqual(ext4Stat(second.rootfsPath, '/bin/ping')?.inode, undefined);
+    const ev3: string[] = [];
+    const third = await svc.pull({ ref: `${reg.host}/test/crafted:v1`, name: 'third' }, { progress: (e) => e.message && ev3.push(e.message) });
+    assert.ok(ev3.some((m) => m.includes('ext4 re-used')), ev3.join('|'));
+    const { statSync } = await import('node:fs');
+    assert.ok([statSync(first.rootfsPath).ino, statSync(second.rootfsPath).ino].includes(statSync(third.rootfsPath).ino), 'hard link of an identical build');
+    assert.equal(third.sizeBytes, first.sizeBytes);
     await svc.remove('first');
-    assert.equal((await svc.pruneCache()).removed, 0, 'blobs still referenced by "second"');
-    assert.ok(leftovers(ctx).every((l) => l === 'images/second' || l === 'row:second'));
+    await svc.remove('second');
+    assert.equal(fsck(third.rootfsPath), 0, 'the re-used ext4 survives removal of the image it came from');
+    assert.equal((await svc.pruneCache()).removed, 0, 'blobs still referenced by "third"');
+    await svc.settled();
+    assert.ok(leftovers(ctx).every((l) => l === 'images/third' || l === 'row:third'), leftovers(ctx).join(','));
   } finally {
     cleanup();
   }

@@ -100,3 +100,44 @@ test('catalog: an unreachable catalog server is an E_HTTP naming the URL', async
     ctx.cleanup();
   }
 });
+
+test('catalog: a file:// catalog is read from disk; a relative tarballUrl there is an error naming the field', async () => {
+  const { mkdtempSync, rmSync, writeFileSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { pathToFileURL } = await import('node:url');
+  const dir = mkdtempSync(join(tmpdir(), 'banger-fcat-'));
+  const entry = { name: 'local', distro: 'd', arch: 'x86_64', kernelVersion: '1', tarballUrl: 'http://127.0.0.1:1/k.tar.zst', tarballSha256: 'e'.repeat(64), sizeBytes: 5 };
+  writeFileSync(join(dir, 'good.json'), JSON.stringify({ version: 1, entries: [entry] }));
+  writeFileSync(join(dir, 'rel.json'), JSON.stringify({ version: 1, entries: [{ ...entry, tarballUrl: 'k.tar.zst' }] }));
+  const good = pathToFileURL(join(dir, 'good.json')).toString();
+  const rel = pathToFileURL(join(dir, 'rel.json')).toString();
+  const missing = pathToFileURL(join(dir, 'missing.json')).toString();
+  try {
+    let ctx = testContext({ kernelCatalogs: [good] });
+    try {
+      const cat = await new KernelService(ctx).catalog();
+      assert.deepEqual(cat.map((e) => [e.name, e.catalog]), [['debian-cloud-amd64', 'embedded'], ['local', good]]);
+    } finally {
+      ctx.cleanup();
+    }
+    ctx = testContext({ kernelCatalogs: [rel] });
+    try {
+      const e = await failure(new KernelService(ctx).catalog());
+      assert.equal(e.code, 'E_INVALID');
+      assert.match(e.message, /field 'entries\[0\] \(local\)\.tarballUrl'/);
+    } finally {
+      ctx.cleanup();
+    }
+    ctx = testContext({ kernelCatalogs: [missing] });
+    try {
+      const e = await failure(new KernelService(ctx).catalog());
+      assert.equal(e.code, 'E_NOT_FOUND');
+      assert.ok(e.message.includes(missing));
+    } finally {
+      ctx.cleanup();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -41,7 +41,7 @@ function fixture() {
 }
 
 test('import an ELF vmlinux with initrd and modules: files copied, version and arch detected, manifest written', async () => {
-  const { src, ctx, svc, done } = fixture();
+  const { src, svc, done } = fixture();
   try {
     const v = elf('one');
     writeFileSync(join(src, 'vmlinux'), v);

@@ -105,8 +105,7 @@ for (const mal of skip ? [] : maliciousBundles()) {
         assert.match(e.hint ?? '', /only regular files, directories and symlinks/);
       } else assert.ok(e.message.includes(mal.entry), `message names ${mal.entry}: ${e.message}`);
       assert.match(e.message, /kernel mal/);
-      const afterSnap = storeSnapshot(ctx).filter((p) => !p.startsWith('blobs/'));
-      assert.deepEqual(afterSnap, before.filter((p) => !p.startsWith('blobs/')), 'no staging dir, temp file or kernel dir left');
+      assert.deepEqual(storeSnapshot(ctx), before, 'no staging dir, temp file, blob or kernel dir left');
       assert.equal(rowCount(ctx, 'mal'), 0);
       assert.equal(existsSync('/etc/banger-evil'), false);
     } finally {
@@ -280,6 +279,23 @@ test('a damaged blob in the content store is detected on re-use, removed, and th
   }
 });
 
+test('single pass: an unsafe first entry stops the download early (extraction runs while bytes arrive)', { skip }, async () => {
+  const { randomBytes } = await import('node:crypto');
+  const { rawBundle } = await import('../helpers/kernel-bundles.js');
+  const bundle = rawBundle([{ name: '../evil', body: 'x' }, { name: 'filler', body: randomBytes(2 * 1024 * 1024) }]);
+  srv.set('/early.tar.zst', { body: bundle, slowChunk: 16 * 1024 });
+  const { ctx, svc } = setup('/cat-early.json', [{ name: 'early', path: '/early.tar.zst', bundle }]);
+  try {
+    const e = await rejects(svc.pull('early'));
+    assert.equal(e.code, 'E_UNSAFE_ENTRY');
+    const sent = srv.sent.get('/early.tar.zst') ?? 0;
+    assert.ok(sent < bundle.length / 2, `the server was stopped early (${sent} of ${bundle.length} bytes sent)`);
+    assert.deepEqual(storeSnapshot(ctx), []);
+  } finally {
+    ctx.cleanup();
+  }
+});
+
 test('pull follows an HTTP redirect to the bundle; the kernel directory is world-readable', { skip }, async () => {
   const { bundle } = goodBundle();
   srv.set('/real/r.tar.zst', bundle);
@@ -305,5 +321,27 @@ test('pull of a name that is in no catalog: E_NOT_FOUND with a hint', { skip }, 
     assert.deepEqual(storeSnapshot(ctx), []);
   } finally {
     ctx.cleanup();
+  }
+});
+
+test('a bundle with more entries than the limit is refused (inode exhaustion guard)', { skip }, async () => {
+  const { mkdtempSync, rmSync, writeFileSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { extractBundle } = await import('../../src/kernels/extract.js');
+  const { rawBundle } = await import('../helpers/kernel-bundles.js');
+  const dir = mkdtempSync(join(tmpdir(), 'banger-many-'));
+  try {
+    const bundle = rawBundle(Array.from({ length: 50 }, (_, i) => ({ name: `f${i}`, body: 'x' })));
+    writeFileSync(join(dir, 'b.tar.zst'), bundle);
+    const { mkdirSync } = await import('node:fs');
+    mkdirSync(join(dir, 'out'));
+    const e = await rejects(extractBundle({ src: join(dir, 'b.tar.zst'), dest: join(dir, 'out'), label: 'many', maxEntries: 20 }));
+    assert.equal(e.code, 'E_BUNDLE');
+    assert.match(e.message, /more than 20 entries/);
+    mkdirSync(join(dir, 'out2'));
+    const ok = await extractBundle({ src: join(dir, 'b.tar.zst'), dest: join(dir, 'out2'), label: 'many', maxEntries: 100 });
+    assert.equal(ok.entries, 51, 'under the limit the same bundle extracts (50 files + vmlinux)');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });

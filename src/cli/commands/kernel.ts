@@ -34,22 +34,10 @@ Examples:
       const c = cli();
       if (o.available) {
         const res = await c.call('kernel.catalog');
-        return c.emit(res, (d) =>
-          table(
-            ['NAME', 'DISTRO', 'ARCH', 'VERSION', 'SIZE', 'STATE', 'DESCRIPTION'],
-            d.entries.map((e: any) => [e.name, e.distro, e.arch, e.kernelVersion, e.sizeBytes === undefined ? undefined : `${e.kind === 'debian' ? '~' : ''}${humanSize(e.sizeBytes)}`, e.state, e.description]),
-          ),
-        );
+        return c.emit(res, renderCatalog);
       }
       const res = await c.call('kernel.list');
-      c.emit(res, (d) =>
-        d.kernels.length === 0
-          ? "no kernels yet: see 'banger kernel list --available', then 'banger kernel pull NAME'"
-          : table(
-              ['NAME', 'DISTRO', 'ARCH', 'VERSION', 'SIZE', 'CREATED', 'SOURCE'],
-              d.kernels.map((k: any) => [k.name, k.distro, k.arch, k.kernelVersion, humanSize(k.sizeBytes), age(k.createdAt), k.source]),
-            ),
-      );
+      c.emit(res, (d) => renderKernelList(d));
     });
 
   kernel
@@ -60,23 +48,7 @@ Examples:
     .action(async (name: string) => {
       const c = cli();
       const k = await c.call('kernel.show', { name });
-      c.emit(k, (d) =>
-        [
-          `name:      ${d.name}`,
-          `distro:    ${d.distro}`,
-          `arch:      ${d.arch}`,
-          `version:   ${d.kernelVersion}`,
-          `source:    ${d.source}`,
-          `sha256:    ${d.vmlinuxSha256}  (${d.vmlinux ? 'vmlinux' : 'vmlinuz'})`,
-          `size:      ${humanSize(d.sizeBytes)}`,
-          `created:   ${d.createdAt}`,
-          `dir:       ${d.dir}`,
-          `vmlinux:   ${d.vmlinux ?? '-'}`,
-          `vmlinuz:   ${d.vmlinuz ?? '-'}`,
-          `initrd:    ${d.initrd ?? '-'}`,
-          `modules:   ${d.modulesDir ?? '-'}`,
-        ].join('\n'),
-      );
+      c.emit(k, renderKernel);
     });
 
   kernel
@@ -101,10 +73,7 @@ Examples:
     .action(async (name: string, o: { force?: boolean }) => {
       const c = cli();
       const res = await c.call('kernel.pull', { name, force: !!o.force }, { progress: true });
-      c.emit(res, (d) => {
-        const how = d.joined ? 'already pulled by a concurrent request' : d.download === 'cached' ? 'used cache' : d.download === 'debian' ? "from Debian's archive" : 'downloaded';
-        return `${d.replaced ? 'replaced' : 'pulled'} kernel ${d.kernel.name} ${d.kernel.kernelVersion} (${how}, ${humanSize(d.kernel.sizeBytes)}) in ${d.kernel.dir}`;
-      });
+      c.emit(res, renderPull);
     });
 
   kernel
@@ -157,4 +126,43 @@ Examples:
       const k = await c.call('kernel.import', params, { progress: true });
       c.emit(k, (d) => `imported kernel ${d.name} ${d.kernelVersion} (${d.vmlinux ? 'vmlinux' : 'vmlinuz'}${d.initrd ? ' + initrd' : ''}${d.modulesDir ? ' + modules' : ''}, ${humanSize(d.sizeBytes)}) in ${d.dir}`);
     });
+}
+
+/** Human renderings (pure; unit-tested). Programs use --json instead. */
+export function renderCatalog(d: { entries: any[] }): string {
+  return table(
+    ['NAME', 'DISTRO', 'ARCH', 'VERSION', 'SIZE', 'STATE', 'DESCRIPTION'],
+    d.entries.map((e) => [e.name, e.distro, e.arch, e.kernelVersion, e.sizeBytes === undefined ? undefined : `${e.kind === 'debian' ? '~' : ''}${humanSize(e.sizeBytes)}`, e.state, e.description]),
+  );
+}
+
+export function renderKernelList(d: { kernels: any[] }, now = Date.now()): string {
+  if (d.kernels.length === 0) return "no kernels yet: see 'banger kernel list --available', then 'banger kernel pull NAME'";
+  return table(
+    ['NAME', 'DISTRO', 'ARCH', 'VERSION', 'SIZE', 'CREATED', 'SOURCE'],
+    d.kernels.map((k) => [k.name, k.distro, k.arch, k.kernelVersion, humanSize(k.sizeBytes), age(k.createdAt, now), k.source]),
+  );
+}
+
+export function renderKernel(d: any): string {
+  return [
+    `name:      ${d.name}`,
+    `distro:    ${d.distro}`,
+    `arch:      ${d.arch}`,
+    `version:   ${d.kernelVersion}`,
+    `source:    ${d.source}`,
+    `sha256:    ${d.vmlinuxSha256}  (${d.vmlinux ? 'vmlinux' : 'vmlinuz'})`,
+    `size:      ${humanSize(d.sizeBytes)}`,
+    `created:   ${d.createdAt}`,
+    `dir:       ${d.dir}`,
+    `vmlinux:   ${d.vmlinux ?? '-'}`,
+    `vmlinuz:   ${d.vmlinuz ?? '-'}`,
+    `initrd:    ${d.initrd ?? '-'}`,
+    `modules:   ${d.modulesDir ?? '-'}`,
+  ].join('\n');
+}
+
+export function renderPull(d: any): string {
+  const how = d.joined ? 'already pulled by a concurrent request' : d.download === 'cached' ? 'used cache' : d.download === 'debian' ? "from Debian's archive" : 'downloaded';
+  return `${d.replaced ? 'replaced' : 'pulled'} kernel ${d.kernel.name} ${d.kernel.kernelVersion} (${how}, ${humanSize(d.kernel.sizeBytes)}) in ${d.kernel.dir}`;
 }

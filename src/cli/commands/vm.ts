@@ -1,7 +1,223 @@
-import type { Command } from 'commander';
+import { spawn } from 'node:child_process';
+import { mkdir, readFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { writeFileAtomic } from '../../core/fsutil.js';
 import type { Cli } from '../context.js';
+import { age, table } from '../table.js';
 
-/** `banger vm …` (placeholder until the vm domain lands). */
-export function registerVmCommands(program: Command, _cli: () => Cli): void {
-  program.command('vm').description('manage vms');
+/** `banger vm …`, `banger ps` and `banger ssh-config`. Handlers return data; `emit` prints. */
+export function registerVmCommands(program: Command, cli: () => Cli): void {
+  const vm = program
+    .command('vm')
+    .description('create, run, inspect and remove microVMs')
+    .addHelpText('after', '\nExamples:\n  banger vm create --image debian-bookworm --name testbox --nat\n  banger vm ssh testbox -- uname -a\n  banger ps\n  banger vm rm testbox');
+
+  vm.command('create')
+    .description('create a VM from an image and boot it (waits until SSH answers unless --no-wait)')
+    .requiredOption('--image <image>', "image to boot (see 'banger image list')")
+    .option('--name <name>', 'VM name (default: a generated one such as brave-otter-42)')
+    .option('--kernel <kernel>', "kernel to boot (default: the image's kernel ref, else the configured default kernel)")
+    .option('--vcpu <n>', 'virtual CPUs (default: config vm.vcpu, 2)', intArg('--vcpu'))
+    .option('--memory <MiB>', 'memory in MiB (default: config vm.memoryMiB, 1024)', intArg('--memory'))
+    .option('--disk-size <size>', 'grow the root disk to SIZE (e.g. 8G); the guest filesystem still needs resize2fs /dev/vda')
+    .option('--work-disk <size>', 'attach an empty ext4 work disk of SIZE as /dev/vdc (label banger-work)')
+    .option('--nat', 'give the VM outbound network access through NAT (masquerade on the host)')
+    .option('--no-start', 'only create the VM (disks, keys, lease); start it later with vm start')
+    .option('--no-wait', 'return once the VMM runs, without waiting for SSH')
+    .addOption(new Option('--vmm <vmm>', 'VMM: auto picks firecracker when usable, else qemu').choices(['auto', 'qemu', 'firecracker']))
+    .addHelpText('after', '\nStages are shown with elapsed time: disk, seed, network, vmm, boot, ssh, agent.\n\nExamples:\n  banger vm create --image debian-bookworm --name testbox --nat\n  banger vm create --image debian-bookworm --vcpu 4 --memory 2048 --disk-size 8G\n  banger vm create --image debian-bookworm --no-wait --vmm qemu\n  banger --json vm create --image debian-bookworm')
+    .action(async (o) => {
+      const c = cli();
+      const v = await c.call(
+        'vm.create',
+        { image: o.image, name: o.name, kernel: o.kernel, vcpu: o.vcpu, memoryMiB: o.memory, diskSize: o.diskSize, workDisk: o.workDisk, nat: !!o.nat, start: o.start, wait: o.wait, vmm: o.vmm },
+        { progress: true },
+      );
+      c.emit(v, (x) => `vm ${x.name} ${x.running ? 'running' : x.state} at ${x.ip} (${x.vmm}: ${x.vmmReason})${x.running ? `\nconnect: banger vm ssh ${x.name}   or   ssh ${x.name}.vm (after 'banger ssh-config --install')` : ''}`);
+    });
+
+  for (const [verb, desc] of [
+    ['start', 'start stopped VMs and wait until SSH answers'],
+    ['stop', 'shut VMs down gracefully (guest reboot with -no-reboot, then QMP quit, then SIGKILL after vm.stopTimeoutSeconds)'],
+    ['restart', 'stop then start VMs (disk contents are kept)'],
+  ] as const) {
+    vm.command(verb)
+      .description(desc)
+      .argument('<names...>', 'one or more VM names')
+      .addHelpText('after', `\nExamples:\n  banger vm ${verb} testbox\n  banger vm ${verb} web1 web2`)
+      .action(async (names: string[]) => {
+        const c = cli();
+        const r = await c.call(`vm.${verb}`, { names }, { progress: true });
+        c.emit(r, (vs: any[]) => vs.map((x) => `${x.name}: ${x.running ? 'running' : x.state}`).join('\n'));
+      });
+  }
+
+  vm.command('kill')
+    .description('send a signal to the VMM process (default SIGKILL: immediate stop, network torn down)')
+    .argument('<names...>', 'one or more VM names')
+    .option('--signal <sig>', 'signal to send, e.g. SIGKILL, SIGTERM', 'SIGKILL')
+    .addHelpText('after', '\nExamples:\n  banger vm kill testbox\n  banger vm kill --signal SIGTERM testbox')
+    .action(async (names: string[], o) => {
+      const c = cli();
+      const sig = String(o.signal).toUpperCase().startsWith('SIG') ? String(o.signal).toUpperCase() : `SIG${String(o.signal).toUpperCase()}`;
+      const r = await c.call('vm.kill', { names, signal: sig });
+      c.emit(r, (vs: any[]) => vs.map((x) => `${x.name}: ${x.running ? 'running' : x.state}`).join('\n'));
+    });
+
+  vm.command('rm')
+    .description('remove VMs: stop (or with -f kill) them, then delete disks, keys, lease, tap and NAT rules')
+    .argument('<names...>', 'one or more VM names')
+    .option('-f, --force', 'kill a running VM instead of shutting it down gracefully')
+    .addHelpText('after', '\nExamples:\n  banger vm rm testbox\n  banger vm rm -f web1 web2')
+    .action(async (names: string[], o) => {
+      const c = cli();
+      const r = await c.call('vm.rm', { names, force: !!o.force }, { progress: true });
+      c.emit(r, (x) => x.removed.map((n: string) => `removed ${n}`).join('\n'));
+    });
+
+  vm.command('prune')
+    .description('remove every VM that is not running')
+    .addHelpText('after', '\nExamples:\n  banger vm prune\n  banger --json vm prune')
+    .action(async () => {
+      const c = cli();
+      const r = await c.call('vm.prune', {}, { progress: true });
+      c.emit(r, (x) => (x.removed.length ? x.removed.map((n: string) => `removed ${n}`).join('\n') : 'nothing to prune'));
+    });
+
+  const listAction = async () => {
+    const c = cli();
+    const vms = await c.call('vm.list', {});
+    c.emit(vms, renderList);
+  };
+  vm.command('list')
+    .alias('ls')
+    .description('list VMs: NAME STATE VMM IMAGE IP VCPU MEM AGE (alias: banger ps)')
+    .addHelpText('after', '\nExamples:\n  banger vm list\n  banger ps\n  banger --json vm list')
+    .action(listAction);
+  program.command('ps').description('list VMs (same as banger vm list)').addHelpText('after', '\nExamples:\n  banger ps\n  banger --json ps').action(listAction);
+
+  vm.command('show')
+    .description('show one VM: state, VMM and why it was chosen, IP, disks, files')
+    .argument('<name>', 'VM name')
+    .addHelpText('after', '\nExamples:\n  banger vm show testbox\n  banger --json vm show testbox')
+    .action(async (name: string) => {
+      const c = cli();
+      const v = await c.call('vm.show', { name });
+      c.emit(v, renderShow);
+    });
+
+  vm.command('logs')
+    .description("print the VM's serial console (kernel and boot messages)")
+    .argument('<name>', 'VM name')
+    .option('-f, --follow', 'keep printing new output until the VM stops (Ctrl-C to quit)')
+    .addHelpText('after', '\nExamples:\n  banger vm logs testbox\n  banger vm logs -f testbox')
+    .action(async (name: string, o) => {
+      const c = cli();
+      let offset = 0;
+      let all = '';
+      for (;;) {
+        const r = await c.call('vm.logs', { name, offset });
+        offset = r.offset;
+        if (c.json) all += r.data;
+        else process.stdout.write(r.data);
+        if (!o.follow || (!r.running && !r.data)) break;
+        if (!r.data) await new Promise((res) => setTimeout(res, 500));
+      }
+      if (c.json) c.emit({ name, console: all }, () => '');
+    });
+
+  vm.command('ssh')
+    .description('open an SSH session to the VM as root (pinned host key), or run CMD and exit with its exit code')
+    .argument('<name>', 'VM name')
+    .argument('[cmd...]', 'command to run (put it after --)')
+    .addHelpText('after', '\nExamples:\n  banger vm ssh testbox\n  banger vm ssh testbox -- uname -a\n  banger vm ssh testbox -- "id; systemctl is-system-running"')
+    .action(async (name: string, cmd: string[]) => {
+      const c = cli();
+      const info = await c.call('vm.sshInfo', { name });
+      c.close();
+      // root uses the 0600 key; banger-group users the 0640 root:banger copy.
+      const key = process.getuid?.() === 0 || !info.groupIdentityFile ? info.identityFile : info.groupIdentityFile;
+      const argv = ['-i', key, ...info.options, ...(cmd.length ? [] : ['-t']), `${info.user}@${info.ip}`, ...cmd];
+      process.exitCode = await new Promise<number>((resolve) => {
+        const child = spawn('ssh', argv, { stdio: 'inherit' });
+        child.on('error', () => resolve(255));
+        child.on('exit', (code, sig) => resolve(code ?? (sig ? 128 + 1 : 255)));
+      });
+    });
+
+  vm.command('ports')
+    .description('list listening ports inside the VM (asks the guest agent)')
+    .argument('<name>', 'VM name')
+    .addHelpText('after', '\nExamples:\n  banger vm ports testbox\n  banger --json vm ports testbox')
+    .action(async (name: string) => {
+      const c = cli();
+      const r = await c.call('vm.ports', { name });
+      c.emit(r, (x) => table(['PROTO', 'ADDRESS', 'PORT'], x.ports.map((p: any) => [p.proto, p.address, p.port])));
+    });
+
+  program
+    .command('ssh-config')
+    .description("write banger's ssh_config fragment (Host NAME.vm per VM); --install includes it from ~/.ssh/config")
+    .option('--install', 'add "Include <fragment>" at the top of ~/.ssh/config (idempotent)')
+    .addHelpText('after', '\nAfterwards plain ssh (and editors using it) work:\n  ssh testbox.vm\n\nExamples:\n  banger ssh-config\n  banger ssh-config --install')
+    .action(async (o) => {
+      const c = cli();
+      const r = await c.call('vm.sshConfig', {});
+      let installed: string | undefined;
+      if (o.install) installed = await installInclude(r.path);
+      c.emit({ ...r, installed }, (x) => (installed ? `Include ${x.path} is in ${installed}` : x.content));
+    });
+}
+
+/** Prepend `Include PATH` to ~/.ssh/config unless it is already there. Returns the file. */
+export async function installInclude(path: string, home = homedir()): Promise<string> {
+  const dir = join(home, '.ssh');
+  const file = join(dir, 'config');
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const text = await readFile(file, 'utf8').catch(() => '');
+  const line = `Include ${path}`;
+  if (text.split('\n').some((l) => l.trim() === line)) return file;
+  // At the top: an Include after a Host block would only apply to that block.
+  await writeFileAtomic(file, `${line}\n${text.startsWith('\n') || !text ? '' : '\n'}${text}`, 0o600);
+  return file;
+}
+
+function intArg(flag: string) {
+  return (v: string) => {
+    if (!/^\d+$/.test(v)) throw new InvalidArgumentError(`${flag} must be a whole number, got '${v}'`);
+    return Number(v);
+  };
+}
+
+export function renderList(vms: any[]): string {
+  if (!vms.length) return "no VMs (create one: banger vm create --image IMAGE)";
+  return table(
+    ['NAME', 'STATE', 'VMM', 'IMAGE', 'IP', 'VCPU', 'MEM', 'AGE'],
+    vms.map((v) => [v.name, v.running ? 'running' : v.state, v.vmm, v.image, v.ip, v.spec.vcpu, `${v.spec.memoryMiB}M`, age(v.createdAt)]),
+  );
+}
+
+function renderShow(v: any): string {
+  const rows: [string, unknown][] = [
+    ['name', v.name],
+    ['id', v.id],
+    ['state', v.running ? `running (pid ${v.pid})` : v.state],
+    ['vmm', `${v.vmm}: ${v.vmmReason}`],
+    ['image', v.image],
+    ['kernel', v.kernel],
+    ['ip', v.ip],
+    ['mac', v.mac],
+    ['tap', v.tap],
+    ['vcpu', v.spec.vcpu],
+    ['memory', `${v.spec.memoryMiB} MiB`],
+    ['nat', v.spec.nat ? 'yes' : 'no'],
+    ['root disk', `${v.spec.rootDisk.path} (${v.spec.rootDisk.format})`],
+    ['init', v.cmdlineFirstBoot ?? '(image default)'],
+    ['console', v.console],
+    ['created', `${v.createdAt} (${age(v.createdAt)} ago)`],
+    ['ssh', v.sshCommand],
+  ];
+  return rows.map(([k, val]) => `${(k + ':').padEnd(11)} ${val ?? '-'}`).join('\n');
 }

@@ -1,0 +1,83 @@
+import { BangerError, ErrorCode } from '../core/errors.js';
+import type { Exec } from '../core/exec.js';
+import { toolEnv } from '../core/exec.js';
+
+/**
+ * Bridge and tap management through iproute2's JSON output (`ip -j`). Every teardown is
+ * idempotent: a link that is already gone counts as removed.
+ */
+export interface LinkInfo {
+  ifname: string;
+  master?: string;
+  operstate?: string;
+  /** e.g. "tun" / "bridge" from `ip -d -j link` (linkinfo.info_kind). */
+  kind?: string;
+}
+
+/** Tap names: `tap-` + 10 hex chars of the VM id (15 chars max for Linux interface names). */
+export const TAP_PATTERN = /^tap-[0-9a-f]{10}$/;
+
+export function tapName(vmId: string): string {
+  const hex = vmId.replace(/[^0-9a-f]/g, '').slice(0, 10);
+  if (hex.length !== 10) throw new BangerError(ErrorCode.Internal, `vm id '${vmId}' too short for a tap name`);
+  return `tap-${hex}`;
+}
+
+export class Links {
+  constructor(private readonly exec: Exec) {}
+
+  private ip(args: string[], allowFailure = false) {
+    return this.exec(['ip', ...args], { env: toolEnv(), allowFailure });
+  }
+
+  /** All links with their kind and master (one `ip -d -j link show`). */
+  async list(): Promise<LinkInfo[]> {
+    const r = await this.ip(['-d', '-j', 'link', 'show']);
+    const raw = JSON.parse(r.stdout || '[]') as { ifname: string; master?: string; operstate?: string; linkinfo?: { info_kind?: string } }[];
+    return raw.map((l) => ({ ifname: l.ifname, master: l.master, operstate: l.operstate, kind: l.linkinfo?.info_kind }));
+  }
+
+  async get(name: string): Promise<LinkInfo | undefined> {
+    const r = await this.ip(['-d', '-j', 'link', 'show', 'dev', name], true);
+    if (r.exitCode !== 0) return undefined;
+    const [l] = JSON.parse(r.stdout || '[]') as { ifname: string; master?: string; operstate?: string; linkinfo?: { info_kind?: string } }[];
+    return l && { ifname: l.ifname, master: l.master, operstate: l.operstate, kind: l.linkinfo?.info_kind };
+  }
+
+  /** IPv4 addresses (address/prefix) on a link. */
+  async addresses(name: string): Promise<string[]> {
+    const r = await this.ip(['-j', '-4', 'addr', 'show', 'dev', name]);
+    const raw = JSON.parse(r.stdout || '[]') as { addr_info?: { local: string; prefixlen: number }[] }[];
+    return raw.flatMap((l) => (l.addr_info ?? []).map((a) => `${a.local}/${a.prefixlen}`));
+  }
+
+  /**
+   * Make sure the bridge exists, carries `gatewayCidr` and is up. Returns true when it was
+   * created by this call (so a failed create can remove it again).
+   */
+  async ensureBridge(name: string, gatewayCidr: string): Promise<boolean> {
+    const existing = await this.get(name);
+    if (existing && existing.kind && existing.kind !== 'bridge') {
+      throw new BangerError(ErrorCode.Network, `network.bridge '${name}' exists but is a ${existing.kind}, not a bridge`, { hint: "choose another name in the config field 'network.bridge'" });
+    }
+    if (!existing) await this.ip(['link', 'add', name, 'type', 'bridge']);
+    if (!(await this.addresses(name)).includes(gatewayCidr)) await this.ip(['addr', 'add', gatewayCidr, 'dev', name]);
+    await this.ip(['link', 'set', name, 'up']);
+    return !existing;
+  }
+
+  /** Create a persistent tap owned by root, attach it to `bridge`, bring it up. */
+  async createTap(name: string, bridge: string): Promise<void> {
+    await this.ip(['tuntap', 'add', 'dev', name, 'mode', 'tap']);
+    await this.ip(['link', 'set', name, 'master', bridge]);
+    await this.ip(['link', 'set', name, 'up']);
+  }
+
+  /** Delete a link; already gone = success. */
+  async remove(name: string): Promise<void> {
+    const r = await this.ip(['link', 'del', 'dev', name], true);
+    if (r.exitCode !== 0 && (await this.get(name))) {
+      throw new BangerError(ErrorCode.Network, `cannot delete link ${name}: ${r.stderr.trim()}`);
+    }
+  }
+}

@@ -1,0 +1,30 @@
+/**
+ * The guest kernel command line (contract with the kernel's initramfs and the first-boot
+ * script). `ip=` is applied by banger's initramfs (Debian kernels lack CONFIG_IP_PNP);
+ * `init=` only for images that carry the first-boot script.
+ */
+export const FIRST_BOOT = '/usr/local/libexec/banger-first-boot';
+
+export function kernelCmdline(o: { ip: string; gateway: string; netmask: string; hostname: string; firstBoot: boolean; tscKhz?: number }): string {
+  const parts = [
+    'console=ttyS0',
+    'reboot=t',
+    'panic=-1',
+    'root=/dev/vda',
+    'rw',
+    `ip=${o.ip}::${o.gateway}:${o.netmask}:${o.hostname}:eth0:off`,
+  ];
+  if (o.firstBoot) parts.push(`init=${FIRST_BOOT}`);
+  // Under TCG the PIT-based TSC calibration fails on a loaded host and early boot then stalls;
+  // giving the frequency skips that calibration.
+  if (o.tscKhz) parts.push(`tsc_early_khz=${o.tscKhz}`);
+  parts.push('systemd.mask=dev-ttyS0.device', 'systemd.mask=dev-vdb.device', 'systemd.mask=serial-getty@ttyS0.service');
+  return parts.join(' ');
+}
+
+/** The host's TSC frequency in kHz from /proc/cpuinfo ("cpu MHz"), or 2 GHz when unknown. */
+export function tscKhzFromCpuinfo(cpuinfo: string | undefined): number {
+  const m = /^cpu MHz\s*:\s*([\d.]+)/m.exec(cpuinfo ?? '');
+  const khz = m ? Math.round(parseFloat(m[1]!) * 1000) : 0;
+  return khz > 100000 ? khz : 2000000;
+}

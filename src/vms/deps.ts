@@ -1,0 +1,52 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { BangerError, ErrorCode } from '../core/errors.js';
+import type { Context } from '../daemon/context.js';
+import type { ImageService } from '../images/service.js';
+import type { KernelService } from '../kernels/service.js';
+
+/**
+ * The narrow views the VM service needs of kernels and images. They go through the owning
+ * services' `get(name)` (throwing their E_NOT_FOUND with a hint); when a service does not
+ * offer `get`, the records are read from their tables (same schema, migration 1).
+ */
+export interface KernelView {
+  name: string;
+  dir: string;
+  vmlinux?: string;
+  vmlinuz?: string;
+  initrd?: string;
+}
+
+export interface ImageView {
+  name: string;
+  rootfsPath: string;
+  kernelRef: string | null;
+  fromRegistry: boolean;
+}
+
+type Getter<T> = { get?: (name: string) => T | Promise<T>; defaultName?: () => string | Promise<string> };
+
+export async function getKernel(ctx: Context, svc: KernelService, name: string): Promise<KernelView> {
+  const g = svc as unknown as Getter<KernelView>;
+  if (typeof g.get === 'function') return g.get.call(svc, name);
+  const r = ctx.db.prepare('SELECT name, path FROM kernels WHERE name = ?').get(name) as { name: string; path: string } | undefined;
+  if (!r) throw new BangerError(ErrorCode.NotFound, `kernel '${name}' is not pulled`, { hint: `banger kernel pull ${name}`, details: { kernel: name } });
+  const f = (n: string) => (existsSync(join(r.path, n)) ? join(r.path, n) : undefined);
+  return { name: r.name, dir: r.path, vmlinux: f('vmlinux'), vmlinuz: f('vmlinuz'), initrd: f('initrd.img') };
+}
+
+export async function defaultKernelName(ctx: Context, svc: KernelService): Promise<string> {
+  const g = svc as unknown as Getter<KernelView>;
+  return typeof g.defaultName === 'function' ? g.defaultName.call(svc) : ctx.config.defaultKernel;
+}
+
+export async function getImage(ctx: Context, svc: ImageService, name: string): Promise<ImageView> {
+  const g = svc as unknown as Getter<ImageView>;
+  if (typeof g.get === 'function') return g.get.call(svc, name);
+  const r = ctx.db.prepare('SELECT name, rootfs_path, kernel_ref, from_registry FROM images WHERE name = ?').get(name) as
+    | { name: string; rootfs_path: string; kernel_ref: string | null; from_registry: number }
+    | undefined;
+  if (!r) throw new BangerError(ErrorCode.NotFound, `image '${name}' not found`, { hint: "see 'banger image list'", details: { image: name } });
+  return { name: r.name, rootfsPath: r.rootfs_path, kernelRef: r.kernel_ref, fromRegistry: r.from_registry === 1 };
+}

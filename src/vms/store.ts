@@ -1,0 +1,110 @@
+import type { DB } from '../core/db.js';
+import type { VmmKind } from './drivers/types.js';
+
+/** What was asked for at create time (spec); the row's state/pid are what was observed. */
+export interface VmSpec {
+  vcpu: number;
+  memoryMiB: number;
+  diskSizeBytes?: number;
+  workDiskBytes?: number;
+  nat: boolean;
+  /** Boot with init=/usr/local/libexec/banger-first-boot. */
+  firstBoot: boolean;
+  rootDisk: { path: string; format: 'raw' | 'qcow2' };
+}
+
+export type VmState = 'created' | 'starting' | 'running' | 'stopping' | 'stopped' | 'error';
+
+export interface VmRecord {
+  name: string;
+  id: string;
+  image: string;
+  kernel: string;
+  spec: VmSpec;
+  desiredState: 'running' | 'stopped';
+  state: VmState;
+  vmm: VmmKind;
+  vmmReason: string;
+  pid: number | null;
+  tap: string | null;
+  mac: string | null;
+  ip: string | null;
+  createdAt: string;
+  startedAt: string | null;
+}
+
+interface Row {
+  name: string;
+  id: string;
+  image_name: string;
+  kernel_name: string;
+  spec_json: string;
+  desired_state: string;
+  state: string;
+  vmm: string;
+  vmm_reason: string;
+  pid: number | null;
+  tap: string | null;
+  mac: string | null;
+  created_at: string;
+  started_at: string | null;
+  ip: string | null;
+}
+
+const SELECT = 'SELECT v.*, l.ip AS ip FROM vms v LEFT JOIN ip_leases l ON l.vm_name = v.name';
+
+function toRecord(r: Row): VmRecord {
+  return {
+    name: r.name,
+    id: r.id,
+    image: r.image_name,
+    kernel: r.kernel_name,
+    spec: JSON.parse(r.spec_json) as VmSpec,
+    desiredState: r.desired_state === 'running' ? 'running' : 'stopped',
+    state: r.state as VmState,
+    vmm: r.vmm as VmmKind,
+    vmmReason: r.vmm_reason,
+    pid: r.pid,
+    tap: r.tap,
+    mac: r.mac,
+    ip: r.ip,
+    createdAt: r.created_at,
+    startedAt: r.started_at,
+  };
+}
+
+/** The `vms` table (leases live in `ip_leases`, joined in). */
+export class VmRepo {
+  constructor(private readonly db: DB) {}
+
+  find(name: string): VmRecord | undefined {
+    const r = this.db.prepare(`${SELECT} WHERE v.name = ?`).get(name) as Row | undefined;
+    return r ? toRecord(r) : undefined;
+  }
+
+  list(): VmRecord[] {
+    return (this.db.prepare(`${SELECT} ORDER BY v.created_at, v.name`).all() as Row[]).map(toRecord);
+  }
+
+  insert(v: Omit<VmRecord, 'ip' | 'pid' | 'startedAt'>): void {
+    this.db
+      .prepare('INSERT INTO vms (name, id, image_name, kernel_name, spec_json, desired_state, state, vmm, vmm_reason, tap, mac, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)')
+      .run(v.name, v.id, v.image, v.kernel, JSON.stringify(v.spec), v.desiredState, v.state, v.vmm, v.vmmReason, v.tap, v.mac, v.createdAt);
+  }
+
+  setState(name: string, fields: { state: VmState; desiredState?: 'running' | 'stopped'; pid?: number | null; startedAt?: string | null }): void {
+    const cur = this.find(name);
+    if (!cur) return;
+    this.db
+      .prepare('UPDATE vms SET state = ?, desired_state = ?, pid = ?, started_at = ? WHERE name = ?')
+      .run(fields.state, fields.desiredState ?? cur.desiredState, fields.pid === undefined ? cur.pid : fields.pid, fields.startedAt === undefined ? cur.startedAt : fields.startedAt, name);
+  }
+
+  /** Delete the VM row; its lease goes with it (ON DELETE CASCADE). */
+  delete(name: string): void {
+    this.db.transaction(() => {
+      this.db.prepare('DELETE FROM ip_leases WHERE vm_name = ?').run(name);
+      this.db.prepare('DELETE FROM vms WHERE name = ?').run(name);
+    })();
+  }
+}

@@ -1,0 +1,209 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { isRoot, missingTools, TestDaemon } from '../helpers/daemon.js';
+import { debianMirrorUnavailable, startDebianMirror, type DebianMirror } from '../helpers/debian-mirror.js';
+import { TestRegistry } from '../helpers/registry.js';
+import { cleanupAll, createNetns, nsLinks, nsRun, vethPair } from '../helpers/netns.js';
+
+/**
+ * The VM lifecycle end to end, through bin/banger, on QEMU microvm (TCG):
+ * kernel pulled from a local signed Debian mirror, a debootstrap Debian image (systemd +
+ * openssh-server) pulled from a local registry; then the daemon runs inside a network
+ * namespace "host" wired by veth to a namespace "inet" that plays the internet.
+ * Few boots (each TCG systemd boot is ~10-60 s depending on load): one VM serves most checks.
+ */
+const DEBOOTSTRAP_HELPER = '../helpers/debootstrap.js';
+let ensureDebianImageInRegistry: ((registry: string) => Promise<string>) | undefined;
+try {
+  ({ ensureDebianImageInRegistry } = await import(DEBOOTSTRAP_HELPER));
+} catch {
+  /* reported as the skip reason below */
+}
+
+const skip = !isRoot()
+  ? 'needs root (namespaces, taps, nft, qemu)'
+  : (missingTools('qemu-system-x86_64', 'qemu-img', 'ip', 'nft', 'ssh', 'ssh-keygen', 'mkfs.ext4', 'debugfs', 'skopeo', 'debootstrap', 'docker-registry') ??
+    debianMirrorUnavailable() ??
+    (ensureDebianImageInRegistry ? undefined : 'test/helpers/debootstrap.ts (images) is not available'));
+
+const T = { timeout: 600_000 };
+let mirror: DebianMirror | undefined;
+let registry: TestRegistry | undefined;
+let d: TestDaemon | undefined;
+let hostNs = '';
+let inetNs = '';
+let server: ChildProcess | undefined;
+const vmRoots: string[] = [];
+
+const config = { vm: { sshTimeoutSeconds: 300, stopTimeoutSeconds: 60, vcpu: 2, memoryMiB: 512 } };
+
+before(async () => {
+  if (skip) return;
+  mirror = await startDebianMirror();
+  registry = await TestRegistry.start();
+  const ref = await ensureDebianImageInRegistry!(registry.host);
+  // Pull kernel and image with a daemon on the host (the mirror and registry live on 127.0.0.1).
+  const pull = new TestDaemon({ env: { BANGER_DEBIAN_MIRROR: mirror.url }, config });
+  vmRoots.push(pull.root);
+  await pull.start();
+  const k = await pull.cli(['kernel', 'pull', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
+  assert.equal(k.code, 0, k.stderr);
+  const i = await pull.cli(['image', 'pull', ref, '--name', 'debian-bookworm', '--kernel-ref', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
+  assert.equal(i.code, 0, i.stderr);
+  await pull.stop();
+
+  hostNs = createNetns('vmhost');
+  inetNs = createNetns('vminet');
+  vethPair(hostNs, 'uplink0', '10.200.0.1/24', inetNs, 'eth0', '10.200.0.2/24');
+  // "The internet": answers every request with the client address it sees.
+  server = spawn('ip', ['netns', 'exec', inetNs, process.execPath, '-e', "require('http').createServer((q,s)=>s.end('seen='+q.socket.remoteAddress)).listen(8080,'10.200.0.2')"], { stdio: 'ignore' });
+  d = new TestDaemon({ root: pull.root, netns: hostNs, config });
+  await d.start();
+});
+
+after(async () => {
+  server?.kill('SIGKILL');
+  await d?.kill();
+  cleanupAll(); // kills QEMU processes inside the namespaces, then deletes them
+  await registry?.stop();
+  await mirror?.close();
+  for (const r of vmRoots) {
+    const { rmSync } = await import('node:fs');
+    rmSync(r, { recursive: true, force: true });
+  }
+});
+
+/** Alive and not a zombie (an orphaned VMM may wait for a subreaper to collect it). */
+function running(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/^[ZX]/.test(stat.slice(stat.lastIndexOf(')') + 2));
+  } catch {
+    return false;
+  }
+}
+
+async function ssh(name: string, cmd: string) {
+  return d!.cli(['vm', 'ssh', name, '--', cmd], { timeoutMs: 120_000 });
+}
+
+let ip1 = '';
+
+test('vm create --nat boots Debian under QEMU TCG; ssh runs commands as root on systemd', { skip, ...T }, async () => {
+  const r = await d!.cli(['--json', 'vm', 'create', '--image', 'debian-bookworm', '--name', 'box1', '--nat'], { timeoutMs: 400_000 });
+  assert.equal(r.code, 0, r.stderr);
+  const v = JSON.parse(r.stdout);
+  assert.equal(v.name, 'box1');
+  assert.equal(v.running, true);
+  assert.equal(v.vmm, 'qemu');
+  ip1 = v.ip;
+  assert.equal(ip1, '172.16.0.2');
+  for (const stage of ['disk', 'network', 'vmm', 'boot', 'ssh']) assert.match(r.stderr, new RegExp(`\\] ${stage}: `), `progress shows stage ${stage}`);
+  const show = await d!.json(['vm', 'show', 'box1']);
+  assert.match(show.vmmReason, /firecracker: (binary not found|KVM not usable)/);
+
+  const s = await ssh('box1', 'id; uname -r; systemctl is-system-running --wait');
+  assert.equal(s.code, 0, `${s.stdout}\n${s.stderr}`);
+  assert.match(s.stdout, /uid=0\(root\)/);
+  assert.match(s.stdout, /cloud-amd64/);
+  assert.match(s.stdout, /running/);
+  // The guest agent (injected into every pulled image) answers over virtio-serial.
+  assert.match(r.stderr, /agent: healthy/);
+  const ports = await d!.json(['vm', 'ports', 'box1']);
+  assert.ok(ports.ports.some((p: { proto: string; port: number }) => p.proto === 'tcp' && p.port === 22), JSON.stringify(ports));
+  const logs = await d!.cli(['vm', 'logs', 'box1']);
+  assert.match(logs.stdout, /Linux version/, 'vm logs prints the serial console');
+  // ssh-config: plain OpenSSH with banger's fragment reaches NAME.vm with the pinned key.
+  const sc = await d!.json(['ssh-config']);
+  assert.equal(nsRun(hostNs, ['ssh', '-F', sc.path, '-o', 'BatchMode=yes', 'box1.vm', 'hostname']).trim(), 'box1');
+  const ex = await ssh('box1', 'exit 3');
+  assert.equal(ex.code, 3, 'vm ssh exits with the remote exit code');
+});
+
+test('NAT: the guest reaches the "internet" namespace, which sees the host address (masquerade)', { skip, ...T }, async () => {
+  const s = await ssh('box1', "exec 3<>/dev/tcp/10.200.0.2/8080; printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3");
+  assert.equal(s.code, 0, s.stderr);
+  assert.match(s.stdout, /seen=10\.200\.0\.1\b/);
+  assert.match(nsRun(hostNs, ['nft', 'list', 'table', 'ip', 'banger']), /ip saddr 172\.16\.0\.2 .*masquerade/);
+});
+
+test('a second VM gets another IP and the two reach each other', { skip, ...T }, async () => {
+  const v2 = await d!.json(['vm', 'create', '--image', 'debian-bookworm', '--name', 'box2'], { timeoutMs: 400_000 });
+  assert.equal(v2.ip, '172.16.0.3');
+  const a = await ssh('box1', "exec 3<>/dev/tcp/172.16.0.3/22; head -c 7 <&3");
+  assert.equal(a.stdout, 'SSH-2.0', a.stderr);
+  const b = await ssh('box2', `exec 3<>/dev/tcp/${ip1}/22; head -c 7 <&3`);
+  assert.equal(b.stdout, 'SSH-2.0', b.stderr);
+  const ps = await d!.cli(['ps']);
+  assert.match(ps.stdout, /^NAME\s+STATE\s+VMM\s+IMAGE\s+IP\s+VCPU\s+MEM\s+AGE/);
+  assert.match(ps.stdout, /box2\s+running\s+qemu\s+debian-bookworm\s+172\.16\.0\.3/);
+});
+
+test('stop/start (restart) keeps the disk contents', { skip, ...T }, async () => {
+  assert.equal((await ssh('box2', 'echo kept-across-restart > /root/marker && sync')).code, 0);
+  const st = await d!.json(['vm', 'stop', 'box2'], { timeoutMs: 200_000 });
+  assert.equal(st[0].running, false);
+  assert.ok(!nsLinks(hostNs).some((l) => l.ifname === st[0].tap), 'stopped VM has no tap');
+  const r = await d!.cli(['vm', 'restart', 'box2'], { timeoutMs: 400_000 });
+  assert.equal(r.code, 0, r.stderr);
+  const s = await ssh('box2', 'cat /root/marker');
+  assert.equal(s.stdout.trim(), 'kept-across-restart');
+});
+
+test('daemon SIGKILL while VMs run: restart adopts them, removes orphans; vm ssh still works', { skip, ...T }, async () => {
+  const before = await d!.json(['vm', 'show', 'box1']);
+  await d!.kill();
+  nsRun(hostNs, ['ip', 'tuntap', 'add', 'dev', 'tap-deadbeef00', 'mode', 'tap']); // an orphan in banger's scheme
+  d = new TestDaemon({ root: d!.root, netns: hostNs, config });
+  await d.start();
+  const after = await d.json(['vm', 'show', 'box1']);
+  assert.equal(after.running, true);
+  assert.equal(after.pid, before.pid, 'same VMM process adopted');
+  assert.ok(!nsLinks(hostNs).some((l) => l.ifname === 'tap-deadbeef00'), 'orphan tap removed by reconcile');
+  assert.ok(nsLinks(hostNs).some((l) => l.ifname === after.tap), "the adopted VM's tap is kept");
+  const s = await ssh('box1', 'hostname');
+  assert.equal(s.code, 0, s.stderr);
+  assert.equal(s.stdout.trim(), 'box1');
+});
+
+test('vm rm leaves no tap, rule, lease, process, file or pinned key', { skip, ...T }, async () => {
+  const pids = (await d!.json(['vm', 'list'])).map((v: { pid: number }) => v.pid);
+  const r = await d!.cli(['vm', 'rm', 'box1', 'box2'], { timeoutMs: 300_000 });
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(nsLinks(hostNs).filter((l) => l.ifname.startsWith('tap-')), []);
+  assert.doesNotMatch(nsRun(hostNs, ['nft', 'list', 'table', 'ip', 'banger']), /banger-vm:/);
+  const db = new Database(join(d!.root, 'banger.db'), { readonly: true });
+  try {
+    assert.deepEqual(db.prepare('SELECT * FROM ip_leases').all(), []);
+    assert.deepEqual(db.prepare('SELECT * FROM vms').all(), []);
+  } finally {
+    db.close();
+  }
+  for (const pid of pids) assert.equal(running(pid), false, `VMM ${pid} is gone`);
+  assert.deepEqual(readdirSync(join(d!.root, 'vms')), []);
+  assert.equal(readFileSync(join(d!.root, 'ssh', 'known_hosts'), 'utf8').trim(), '');
+  assert.deepEqual(await d!.json(['vm', 'list']), []);
+});
+
+test('a failed create (bad --disk-size, unknown kernel) names the field and leaves nothing behind', { skip, ...T }, async () => {
+  const small = await d!.cli(['--json', 'vm', 'create', '--image', 'debian-bookworm', '--name', 'bad1', '--disk-size', '1M', '--nat']);
+  assert.notEqual(small.code, 0);
+  const e = JSON.parse(small.stdout).error;
+  assert.equal(e.code, 'E_INVALID');
+  assert.match(e.message, /--disk-size/);
+  const nok = await d!.cli(['--json', 'vm', 'create', '--image', 'debian-bookworm', '--name', 'bad2', '--kernel', 'no-such-kernel']);
+  assert.equal(JSON.parse(nok.stdout).error.code, 'E_NOT_FOUND');
+  assert.deepEqual(await d!.json(['vm', 'list']), []);
+  assert.deepEqual(readdirSync(join(d!.root, 'vms')), []);
+  assert.deepEqual(nsLinks(hostNs).filter((l) => l.ifname.startsWith('tap-')), []);
+  const db = new Database(join(d!.root, 'banger.db'), { readonly: true });
+  try {
+    assert.deepEqual(db.prepare('SELECT * FROM ip_leases').all(), []);
+  } finally {
+    db.close();
+  }
+});

@@ -1,0 +1,275 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { hostTscKhz, type TestNet } from './debian-boot.js';
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import { connect } from 'node:net';
+import { dirname, join } from 'node:path';
+
+/**
+ * Fixtures for booting real guests with banger's guest files:
+ * - a Debian bookworm root filesystem made once by debootstrap (from the host's configured
+ *   Debian mirror, the one outside host these machines reach) and cached under
+ *   /var/cache/banger-test/rootfs (BANGER_TEST_ROOTFS_CACHE);
+ * - a seed disk exactly as the VM service lays it out (ssh keys, hostname, resolv.conf,
+ *   network.env, version);
+ * - a client for the agent's newline-delimited JSON over a Unix socket.
+ */
+export const ROOTFS_CACHE = process.env.BANGER_TEST_ROOTFS_CACHE || '/var/cache/banger-test/rootfs';
+
+function run(argv: string[], opts: { cwd?: string; timeoutMs?: number } = {}): string {
+  const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', cwd: opts.cwd, timeout: opts.timeoutMs, env: { ...process.env, LC_ALL: 'C' } });
+  if (r.status !== 0) throw new Error(`${argv.join(' ')} failed (${r.status ?? r.signal}): ${(r.stderr || r.stdout).slice(-2000)}`);
+  return r.stdout;
+}
+
+/** The host's Debian mirror URL (deb822 sources or sources.list), else deb.debian.org. */
+export function debianMirrorUrl(): string {
+  if (process.env.BANGER_TEST_DEBIAN_URL) return process.env.BANGER_TEST_DEBIAN_URL;
+  for (const f of ['/etc/apt/sources.list.d/debian.sources', '/etc/apt/sources.list']) {
+    if (!existsSync(f)) continue;
+    const text = readFileSync(f, 'utf8');
+    const m = /^URIs:\s*(\S+)/m.exec(text) ?? /^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+bookworm\s/m.exec(text);
+    if (m && !m[1]!.includes('security')) return m[1]!;
+  }
+  return 'http://deb.debian.org/debian';
+}
+
+/**
+ * A cached debootstrap'd bookworm tree. `systemd`: minbase + systemd-sysv, openssh-server,
+ * iproute2 (what the e2e issue prescribes). Returns the cached directory (do not modify it:
+ * copy it with copyTree). The .debs debootstrap downloaded are kept beside it in `<dir>.debs`.
+ */
+export function debootstrapRootfs(flavour: 'systemd' | 'minbase'): string {
+  const dir = join(ROOTFS_CACHE, `bookworm-${flavour}`);
+  if (existsSync(join(dir, '.banger-complete'))) return dir;
+  mkdirSync(ROOTFS_CACHE, { recursive: true });
+  const tmp = `${dir}.tmp-${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  try {
+    const include = flavour === 'systemd' ? ['--include=systemd-sysv,openssh-server,iproute2'] : [];
+    run(['debootstrap', '--variant=minbase', ...include, 'bookworm', tmp, debianMirrorUrl()], { timeoutMs: 900_000 });
+    const debs = `${dir}.debs`;
+    rmSync(debs, { recursive: true, force: true });
+    renameSync(join(tmp, 'var/cache/apt/archives'), debs);
+    mkdirSync(join(tmp, 'var/cache/apt/archives/partial'), { recursive: true });
+    writeFileSync(join(tmp, '.banger-complete'), new Date().toISOString() + '\n');
+    rmSync(dir, { recursive: true, force: true });
+    renameSync(tmp, dir);
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  return dir;
+}
+
+/** Why debootstrap fixtures cannot be made here (undefined when they can). */
+export function debootstrapUnavailable(): string | undefined {
+  if (process.getuid?.() !== 0) return 'needs root (debootstrap)';
+  if (spawnSync('which', ['debootstrap']).status !== 0) return 'debootstrap missing (scripts/install-deps.sh)';
+  return undefined;
+}
+
+/** cp -a (reflink when possible) of a tree into `dest` (which must not exist). */
+export function copyTree(src: string, dest: string): void {
+  mkdirSync(dirname(dest), { recursive: true });
+  run(['cp', '-a', '--reflink=auto', src, dest]);
+  rmSync(join(dest, '.banger-complete'), { force: true });
+}
+
+/** ext4 image of `dir` (mkfs.ext4 -d, no mount), sparse, `size` like "2G". */
+export function mkfsFromDir(dir: string, img: string, size: string, label?: string): void {
+  run(['mkfs.ext4', '-q', '-F', '-b', '4096', '-O', '^orphan_file', ...(label ? ['-L', label] : []), '-E', 'root_owner=0:0', '-d', dir, img, size]);
+}
+
+export interface SeedKeys {
+  /** banger's client private key (for ssh -i). */
+  clientKey: string;
+  /** known_hosts line pinning the guest's host key at `ip`. */
+  knownHosts: string;
+  /** A known_hosts file for the same address with a different key (must be refused). */
+  wrongKnownHosts: string;
+}
+
+/**
+ * A seed disk (label BANGERSEED) in the VM service's layout (version 1), with fresh keys.
+ */
+export function buildSeed(dir: string, o: { name: string; ip: string; prefix: number; gateway: string; dns: string }): { img: string; keys: SeedKeys } {
+  const stage = join(dir, 'seed');
+  const keys = join(dir, 'keys');
+  mkdirSync(join(stage, 'ssh'), { recursive: true, mode: 0o700 });
+  mkdirSync(keys, { recursive: true, mode: 0o700 });
+  run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', `${o.name}-host`, '-f', join(stage, 'ssh', 'ssh_host_ed25519_key')]);
+  run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'banger-test', '-f', join(keys, 'id_ed25519')]);
+  run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'other', '-f', join(keys, 'other')]);
+  writeFileSync(join(stage, 'ssh', 'authorized_keys'), readFileSync(join(keys, 'id_ed25519.pub')), { mode: 0o600 });
+  writeFileSync(join(stage, 'hostname'), `${o.name}\n`);
+  writeFileSync(join(stage, 'resolv.conf'), `nameserver ${o.dns}\n`);
+  writeFileSync(
+    join(stage, 'network.env'),
+    [`BANGER_IP=${o.ip}`, `BANGER_PREFIX=${o.prefix}`, `BANGER_GATEWAY=${o.gateway}`, 'BANGER_IFACE=eth0', `BANGER_DNS="${o.dns}"`, `BANGER_VM_NAME=${o.name}`].join('\n') + '\n',
+  );
+  writeFileSync(join(stage, 'version'), '1\n');
+  chmodSync(join(stage, 'ssh'), 0o700);
+  const img = join(dir, 'seed.ext4');
+  mkfsFromDir(stage, img, '8M', 'BANGERSEED');
+  const pub = (f: string) => readFileSync(f, 'utf8').trim().split(' ').slice(0, 2).join(' ');
+  writeFileSync(join(keys, 'known_hosts'), `${o.ip} ${pub(join(stage, 'ssh', 'ssh_host_ed25519_key.pub'))}\n`);
+  writeFileSync(join(keys, 'wrong_known_hosts'), `${o.ip} ${pub(join(keys, 'other.pub'))}\n`);
+  return { img, keys: { clientKey: join(keys, 'id_ed25519'), knownHosts: join(keys, 'known_hosts'), wrongKnownHosts: join(keys, 'wrong_known_hosts') } };
+}
+
+/** One request to the agent over a Unix socket; undefined when nothing answers in time. */
+export function agentRequest(socketPath: string, request: string, timeoutMs = 5000): Promise<any> {
+  return new Promise((resolve) => {
+    const sock = connect(socketPath);
+    let buf = '';
+    const done = (v: unknown) => {
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(v);
+    };
+    const timer = setTimeout(() => done(undefined), timeoutMs);
+    sock.on('error', () => done(undefined));
+    sock.on('connect', () => sock.write(request + '\n'));
+    sock.on('data', (d) => {
+      buf += d.toString('utf8');
+      const i = buf.indexOf('\n');
+      if (i < 0) return;
+      try {
+        done(JSON.parse(buf.slice(0, i)));
+      } catch {
+        done({ unparsable: buf.slice(0, i) });
+      }
+    });
+  });
+}
+
+/** Lists a directory, [] when missing. */
+export function ls(dir: string): string[] {
+  return existsSync(dir) ? readdirSync(dir) : [];
+}
+
+/**
+ * .debs outside debootstrap's set that banger-first-boot's apt-get install asks for
+ * (ca-certificates and its openssl), fetched once with the host's `apt-get download` into
+ * `<ROOTFS_CACHE>/extra-debs`.
+ */
+export function extraDebs(): string {
+  const dir = join(ROOTFS_CACHE, 'extra-debs');
+  if (existsSync(join(dir, '.banger-complete'))) return dir;
+  const tmp = `${dir}.tmp-${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  try {
+    run(['apt-get', 'download', 'ca-certificates', 'openssl'], { cwd: tmp, timeoutMs: 300_000 });
+    writeFileSync(join(tmp, '.banger-complete'), new Date().toISOString() + '\n');
+    rmSync(dir, { recursive: true, force: true });
+    renameSync(tmp, dir);
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  return dir;
+}
+
+/**
+ * A flat apt repository (`deb [trusted=yes] http://HOST/ ./`) in `dir` holding every .deb of
+ * `debDirs` (copied), with Packages made by dpkg-scanpackages.
+ */
+export function flatRepo(dir: string, debDirs: string[]): string {
+  mkdirSync(dir, { recursive: true });
+  for (const d of debDirs) {
+    for (const n of readdirSync(d).filter((f) => f.endsWith('.deb'))) {
+      const dst = join(dir, n);
+      if (existsSync(dst)) continue;
+      run(['cp', '--reflink=auto', join(d, n), dst]);
+    }
+  }
+  writeFileSync(join(dir, 'Packages'), run(['dpkg-scanpackages', '-m', '.', '/dev/null'], { cwd: dir }));
+  return dir;
+}
+
+export interface GuestVm {
+  proc: ChildProcess;
+  console(): string;
+  agentSock: string;
+  kill(): Promise<void>;
+}
+
+export interface GuestBoot {
+  dir: string;
+  kernel: string;
+  initrd: string;
+  rootImg: string;
+  seedImg: string;
+  net: TestNet;
+  name: string;
+}
+
+/**
+ * QEMU microvm (TCG) the way the VM service boots a modular Debian kernel: ACPI on,
+ * tsc_early_khz, the contract kernel command line (init=banger-first-boot, unit masks), root on
+ * vda, the seed on vdb (read-only), the NIC on the namespace's tap and the agent's
+ * virtio-serial port `banger.agent` on `<dir>/agent.sock`.
+ */
+export function bootGuest(o: GuestBoot): GuestVm {
+  const consoleLog = join(o.dir, 'console.log');
+  const agentSock = join(o.dir, 'agent.sock');
+  rmSync(consoleLog, { force: true });
+  const cmdline = [
+    `tsc_early_khz=${hostTscKhz()}`,
+    'console=ttyS0 reboot=t panic=-1 root=/dev/vda rw',
+    `ip=${o.net.guestIp}::${o.net.hostIp}:255.255.255.0:${o.name}:eth0:off`,
+    'init=/usr/local/libexec/banger-first-boot',
+    'systemd.mask=dev-ttyS0.device systemd.mask=dev-vdb.device systemd.mask=serial-getty@ttyS0.service',
+  ].join(' ');
+  const argv = [
+    'ip', 'netns', 'exec', o.net.ns,
+    'qemu-system-x86_64',
+    '-M', 'microvm,acpi=on,x-option-roms=off,rtc=on', '-accel', 'tcg', '-cpu', 'max', '-smp', '2', '-m', '1024',
+    '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
+    '-kernel', o.kernel, '-initrd', o.initrd, '-append', cmdline,
+    '-serial', `file:${consoleLog}`,
+    '-drive', `id=root,file=${o.rootImg},format=raw,if=none`, '-device', 'virtio-blk-device,drive=root',
+    '-drive', `id=seed,file=${o.seedImg},format=raw,if=none,readonly=on`, '-device', 'virtio-blk-device,drive=seed',
+    '-netdev', `tap,id=n0,ifname=${o.net.tap},script=no,downscript=no`, '-device', 'virtio-net-device,netdev=n0,mac=06:00:ac:1e:00:02',
+    '-object', 'rng-random,id=rng0,filename=/dev/urandom', '-device', 'virtio-rng-device,rng=rng0',
+    '-device', 'virtio-serial-device',
+    '-chardev', `socket,id=agent,path=${agentSock},server=on,wait=off`,
+    '-device', 'virtserialport,chardev=agent,name=banger.agent',
+  ];
+  const proc = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'inherit'] });
+  return {
+    proc,
+    agentSock,
+    console: () => (existsSync(consoleLog) ? readFileSync(consoleLog, 'utf8') : ''),
+    async kill() {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      const done = new Promise((r) => proc.once('exit', r));
+      proc.kill('SIGKILL');
+      await done;
+    },
+  };
+}
+
+/** OpenSSH as root into the guest from inside its namespace, trusting only `knownHosts`. */
+export function guestSsh(net: TestNet, keys: SeedKeys, knownHosts: string, cmd: string): { code: number; stdout: string; stderr: string } {
+  const r = spawnSync(
+    'ip',
+    ['netns', 'exec', net.ns, 'ssh', '-F', '/dev/null', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${knownHosts}`,
+      '-o', 'GlobalKnownHostsFile=/dev/null', '-o', 'IdentitiesOnly=yes', '-o', 'ConnectTimeout=5', '-i', keys.clientKey, `root@${net.guestIp}`, cmd],
+    { encoding: 'utf8', timeout: 60_000 },
+  );
+  return { code: r.status ?? -1, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
+}
+
+/** Polls `probe` every second until it returns a value; throws with the console tail at the deadline or when QEMU exits. */
+export async function until<T>(what: string, vm: GuestVm, timeoutMs: number, probe: () => T | undefined | Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (vm.proc.exitCode !== null) break;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  throw new Error(`${what} not reached in ${timeoutMs} ms (qemu exit ${vm.proc.exitCode})\n--- console (tail) ---\n${vm.console().slice(-4000)}`);
+}

@@ -1,0 +1,68 @@
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+
+/**
+ * Network namespaces for tests. Each name is unique (`bt-<pid>-<rand>`); every namespace
+ * created here is deleted by `cleanupAll()` (call it from `after`) AND by a process 'exit'
+ * handler, so a crashed test run does not leave namespaces behind.
+ */
+const created = new Set<string>();
+let hooked = false;
+
+function run(argv: string[], opts: { allowFailure?: boolean } = {}): string {
+  const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', env: { ...process.env, LC_ALL: 'C' } });
+  if (r.status !== 0 && !opts.allowFailure) throw new Error(`${argv.join(' ')} failed (${r.status}): ${r.stderr}`);
+  return r.stdout;
+}
+
+/** Create a namespace with loopback up. */
+export function createNetns(label = 'ns'): string {
+  const name = `bt-${label}-${process.pid}-${randomBytes(3).toString('hex')}`.slice(0, 40);
+  run(['ip', 'netns', 'add', name]);
+  created.add(name);
+  if (!hooked) {
+    hooked = true;
+    process.on('exit', () => cleanupAll());
+  }
+  nsRun(name, ['ip', 'link', 'set', 'lo', 'up']);
+  return name;
+}
+
+/** Run a command inside a namespace (argv, no shell); returns stdout, throws on failure. */
+export function nsRun(ns: string, argv: string[], opts: { allowFailure?: boolean } = {}): string {
+  return run(['ip', 'netns', 'exec', ns, ...argv], opts);
+}
+
+/**
+ * Connect two namespaces with a veth pair: `aIf` in `a` with `aCidr`, `bIf` in `b` with `bCidr`.
+ */
+export function vethPair(a: string, aIf: string, aCidr: string, b: string, bIf: string, bCidr: string): void {
+  run(['ip', 'link', 'add', aIf, 'netns', a, 'type', 'veth', 'peer', 'name', bIf, 'netns', b]);
+  nsRun(a, ['ip', 'addr', 'add', aCidr, 'dev', aIf]);
+  nsRun(a, ['ip', 'link', 'set', aIf, 'up']);
+  nsRun(b, ['ip', 'addr', 'add', bCidr, 'dev', bIf]);
+  nsRun(b, ['ip', 'link', 'set', bIf, 'up']);
+}
+
+export function deleteNetns(name: string): void {
+  // Kill anything still running inside (QEMU, servers) before deleting the namespace.
+  const pids = run(['ip', 'netns', 'pids', name], { allowFailure: true }).split('\n').filter(Boolean);
+  for (const p of pids) {
+    try {
+      process.kill(Number(p), 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+  run(['ip', 'netns', 'del', name], { allowFailure: true });
+  created.delete(name);
+}
+
+export function cleanupAll(): void {
+  for (const n of [...created]) deleteNetns(n);
+}
+
+/** Links in a namespace, from `ip -j`. */
+export function nsLinks(ns: string): { ifname: string; master?: string }[] {
+  return JSON.parse(nsRun(ns, ['ip', '-j', 'link', 'show']) || '[]');
+}

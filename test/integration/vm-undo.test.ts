@@ -1,0 +1,150 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { BangerError, ErrorCode, isBangerError } from '../../src/core/errors.js';
+import { KernelService } from '../../src/kernels/service.js';
+import { ImageService } from '../../src/images/service.js';
+import { NetworkService } from '../../src/network/service.js';
+import { VmService } from '../../src/vms/service.js';
+import { QemuDriver } from '../../src/vms/drivers/qemu.js';
+import type { LaunchSpec } from '../../src/vms/drivers/types.js';
+import type { HostProbe } from '../../src/doctor/checks.js';
+import { exec } from '../../src/core/exec.js';
+import { cleanupAll, createNetns, nsLinks, nsRun } from '../helpers/netns.js';
+import { isRoot, missingTools } from '../helpers/daemon.js';
+import { netnsExec, tempContext } from '../helpers/vmctx.js';
+
+/**
+ * VmService without a guest: the real disk, seed, key, lease, tap and NAT steps run (inside a
+ * namespace), the VMM start fails on purpose, and everything must be unwound newest first.
+ */
+const skip = !isRoot() ? 'needs root (namespaces, taps, nft)' : missingTools('ip', 'nft', 'qemu-img', 'mkfs.ext4', 'debugfs', 'ssh-keygen');
+
+class FailingQemu extends QemuDriver {
+  launched?: LaunchSpec;
+  override async start(spec: LaunchSpec): Promise<{ pid: number }> {
+    this.launched = spec;
+    throw new BangerError(ErrorCode.Vmm, 'step vmm-start: injected failure');
+  }
+}
+
+const host: HostProbe = {
+  which: async (c) => `/usr/bin/${c}`,
+  readFile: async () => 'flags : fpu\ncpu MHz : 2000.000\n',
+  canReadWrite: async () => false,
+};
+
+let ns = '';
+before(() => {
+  if (!skip) ns = createNetns('vmundo');
+});
+after(() => cleanupAll());
+
+function setup() {
+  const t = tempContext({ exec: netnsExec(ns), config: { network: { bridge: 'bgundo0', subnet: '10.81.0.0/24' } } });
+  const { ctx } = t;
+  const kdir = join(ctx.layout.kernels, 'k1');
+  mkdirSync(kdir, { recursive: true });
+  writeFileSync(join(kdir, 'vmlinuz'), 'not really a kernel');
+  const now = new Date().toISOString();
+  ctx.db.prepare("INSERT INTO kernels (name, source, vmlinux_sha256, has_initrd, path, created_at) VALUES ('k1', 'import:test', 'x', 0, ?, ?)").run(kdir, now);
+  const idir = join(ctx.layout.images, 'img');
+  mkdirSync(idir, { recursive: true });
+  const rootfs = join(idir, 'rootfs.ext4');
+  return { t, ctx, rootfs, now };
+}
+
+test('a create whose VMM fails unwinds tap, NAT, lease, record, disks, keys, ssh config', { skip, timeout: 120_000 }, async () => {
+  const { t, ctx, rootfs, now } = setup();
+  try {
+    await exec(['mkfs.ext4', '-q', '-F', '-b', '4096', rootfs, '64M']);
+    ctx.db.prepare("INSERT INTO images (name, source_ref, rootfs_path, kernel_ref, from_registry, created_at) VALUES ('img', 'test', ?, 'k1', 1, ?)").run(rootfs, now);
+    const kernels = new KernelService(ctx);
+    const images = new ImageService(ctx, { kernels });
+    const network = new NetworkService(ctx, { enableForwarding: async () => void nsRun(ns, ['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']) });
+    const driver = new FailingQemu(exec, { qemu: 'qemu-system-x86_64' });
+    const vms = new VmService(ctx, { kernels, images, network }, { drivers: { qemu: driver }, host });
+    const stages: string[] = [];
+    await assert.rejects(
+      vms.create({ image: 'img', name: 'doomed', nat: true }, { progress: (e) => stages.push(`${e.stage}${e.done ? ':done' : ''}`) }),
+      (e) => isBangerError(e, ErrorCode.Vmm) && /injected failure/.test(e.message),
+    );
+    // It really got as far as the VMM: disks, seed and network were made, then removed.
+    assert.deepEqual(stages.filter((s) => s.endsWith(':done')), ['disk:done', 'seed:done', 'network:done']);
+    const spec = driver.launched!;
+    assert.match(spec.cmdline, /ip=10\.81\.0\.2::10\.81\.0\.1:255\.255\.255\.0:doomed:eth0:off init=\/usr\/local\/libexec\/banger-first-boot/);
+    assert.match(spec.cmdline, /tsc_early_khz=2000000/);
+    assert.equal(spec.kvm, false);
+    assert.deepEqual(spec.disks.map((d) => d.id), ['root', 'seed']);
+
+    assert.deepEqual(nsLinks(ns).filter((l) => l.ifname.startsWith('tap-')), [], 'no tap left');
+    assert.doesNotMatch(nsRun(ns, ['nft', 'list', 'ruleset']), /banger-vm:/, 'no NAT rule left');
+    assert.deepEqual(ctx.db.prepare('SELECT * FROM ip_leases').all(), [], 'no lease left');
+    assert.deepEqual(ctx.db.prepare('SELECT * FROM vms').all(), [], 'no record left');
+    assert.deepEqual(existsSync(ctx.layout.vms) ? readdirSync(ctx.layout.vms) : [], [], 'no VM directory left');
+    assert.equal(readFileSync(join(ctx.layout.ssh, 'known_hosts'), 'utf8'), '', 'host key unpinned');
+    assert.doesNotMatch(readFileSync(join(ctx.layout.ssh, 'config'), 'utf8'), /doomed/);
+    assert.deepEqual(readdirSync(ctx.layout.tmp).filter((n) => n.startsWith('seed-')), [], 'no seed staging dir left');
+    assert.ok(existsSync(rootfs), 'the base image is untouched');
+  } finally {
+    t.cleanup();
+  }
+});
+
+test('bad input is refused before anything is made: unknown image, unknown kernel, bad size', { skip, timeout: 60_000 }, async () => {
+  const { t, ctx, rootfs, now } = setup();
+  try {
+    await exec(['mkfs.ext4', '-q', '-F', '-b', '4096', rootfs, '16M']);
+    ctx.db.prepare("INSERT INTO images (name, source_ref, rootfs_path, kernel_ref, from_registry, created_at) VALUES ('img', 'test', ?, 'k1', 0, ?)").run(rootfs, now);
+    const kernels = new KernelService(ctx);
+    const images = new ImageService(ctx, { kernels });
+    const network = new NetworkService(ctx);
+    const vms = new VmService(ctx, { kernels, images, network }, { drivers: { qemu: new FailingQemu(exec, { qemu: 'qemu-system-x86_64' }) }, host });
+    await assert.rejects(vms.create({ image: 'nope' }), (e) => isBangerError(e, ErrorCode.NotFound) && /image 'nope'/.test(e.message));
+    await assert.rejects(vms.create({ image: 'img', kernel: 'nok' }), (e) => isBangerError(e, ErrorCode.NotFound) && /kernel 'nok'/.test(e.message));
+    await assert.rejects(vms.create({ image: 'img', diskSize: 'lots' }), (e) => isBangerError(e, ErrorCode.Invalid) && /--disk-size 'lots'/.test(e.message));
+    await assert.rejects(vms.create({ image: 'img', diskSize: '1M' }), (e) => isBangerError(e, ErrorCode.Invalid) && /--disk-size .* smaller than the image/.test(e.message));
+    assert.deepEqual(ctx.db.prepare('SELECT * FROM vms').all(), []);
+    assert.deepEqual(ctx.db.prepare('SELECT * FROM ip_leases').all(), []);
+    assert.deepEqual(existsSync(ctx.layout.vms) ? readdirSync(ctx.layout.vms) : [], []);
+    assert.deepEqual(nsLinks(ns).filter((l) => l.ifname.startsWith('tap-')), []);
+  } finally {
+    t.cleanup();
+  }
+});
+
+test('--no-start creates a stopped VM; rm removes it; firstBoot comes from the image rootfs', { skip, timeout: 60_000 }, async () => {
+  const { t, ctx, rootfs, now } = setup();
+  try {
+    await exec(['mkfs.ext4', '-q', '-F', '-b', '4096', rootfs, '16M']);
+    ctx.db.prepare("INSERT INTO images (name, source_ref, rootfs_path, kernel_ref, from_registry, created_at) VALUES ('img', 'test', ?, 'k1', 0, ?)").run(rootfs, now);
+    const kernels = new KernelService(ctx);
+    const images = new ImageService(ctx, { kernels });
+    const vms = new VmService(ctx, { kernels, images, network: new NetworkService(ctx) }, { drivers: { qemu: new FailingQemu(exec, { qemu: 'qemu-system-x86_64' }) }, host });
+    const v = await vms.create({ image: 'img', name: 'later', start: false, diskSize: '64M', workDisk: '32M' });
+    assert.equal(v.running, false);
+    assert.equal(v.state, 'stopped');
+    assert.equal(v.spec.firstBoot, false, 'an imported rootfs without the first-boot script boots its own init');
+    assert.equal(v.ip, '10.81.0.2');
+    const img = JSON.parse((await exec(['qemu-img', 'info', '--output=json', v.spec.rootDisk.path])).stdout);
+    assert.equal(img['virtual-size'], 64 * 1024 * 1024, '--disk-size grows the overlay');
+    assert.equal(img['backing-filename'], rootfs);
+    assert.ok(existsSync(join(v.dir, 'work.ext4')));
+    assert.match(readFileSync(join(ctx.layout.ssh, 'known_hosts'), 'utf8'), /^10\.81\.0\.2,later,later\.vm ssh-ed25519 /);
+    assert.match(readFileSync(join(ctx.layout.ssh, 'config'), 'utf8'), /Host later\.vm\n  HostName 10\.81\.0\.2/);
+    // The seed disk carries the contract files.
+    const ls = await exec(['debugfs', '-R', 'ls -p /ssh', join(v.dir, 'seed.ext4')]);
+    assert.match(ls.stdout, /ssh_host_ed25519_key\//);
+    const env = await exec(['debugfs', '-R', 'cat /network.env', join(v.dir, 'seed.ext4')]);
+    assert.match(env.stdout, /BANGER_IP=10\.81\.0\.2\nBANGER_PREFIX=24\nBANGER_GATEWAY=10\.81\.0\.1\n/);
+    const label = await exec(['e2label', join(v.dir, 'seed.ext4')]);
+    assert.equal(label.stdout.trim(), 'BANGERSEED');
+    await vms.rm(['later']);
+    assert.deepEqual(ctx.db.prepare('SELECT * FROM ip_leases').all(), []);
+    assert.equal(existsSync(v.dir), false);
+    assert.equal(readFileSync(join(ctx.layout.ssh, 'known_hosts'), 'utf8'), '');
+  } finally {
+    t.cleanup();
+  }
+});

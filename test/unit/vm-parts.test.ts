@@ -1,0 +1,157 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { qemuArgv, qopt } from '../../src/vms/drivers/qemu.js';
+import { selectVmm } from '../../src/vms/drivers/select.js';
+import { kernelCmdline, tscKhzFromCpuinfo } from '../../src/vms/cmdline.js';
+import { seedFiles } from '../../src/vms/seed.js';
+import { vmFiles } from '../../src/vms/files.js';
+import { pinHostKey, renderSshConfig, sshPaths, unpinHostKey } from '../../src/vms/ssh.js';
+import { installInclude, renderList } from '../../src/cli/commands/vm.js';
+import { isBangerError } from '../../src/core/errors.js';
+import type { HostProbe } from '../../src/doctor/checks.js';
+import type { LaunchSpec } from '../../src/vms/drivers/types.js';
+
+const files = vmFiles('/var/lib/banger/vms/box');
+const spec: LaunchSpec = {
+  id: '0123456789abcdef0123',
+  name: 'box',
+  files,
+  vcpu: 2,
+  memoryMiB: 512,
+  kernel: '/k/vmlinuz',
+  initrd: '/k/initrd.img',
+  cmdline: 'console=ttyS0 root=/dev/vda',
+  disks: [
+    { id: 'root', path: files.rootQcow2, format: 'qcow2' },
+    { id: 'seed', path: files.seed, format: 'raw' },
+  ],
+  net: { tap: 'tap-0123456789', mac: '06:00:AC:10:00:02' },
+  kvm: false,
+  acpi: true,
+};
+
+function after(argv: string[], flag: string): string[] {
+  return argv.flatMap((a, i) => (a === flag ? [argv[i + 1]!] : []));
+}
+
+test('qemuArgv: microvm TCG, daemonized, serial/QMP/agent sockets in the VM dir, disks in order', () => {
+  const argv = qemuArgv('qemu-system-x86_64', spec);
+  assert.equal(argv[0], 'qemu-system-x86_64');
+  assert.deepEqual(after(argv, '-M'), ['microvm,acpi=on,x-option-roms=off,rtc=on']);
+  assert.deepEqual(after(argv, '-accel'), ['tcg']);
+  assert.ok(!argv.includes('-cpu'), 'TCG uses the default CPU model');
+  for (const f of ['-no-reboot', '-nodefaults', '-no-user-config', '-daemonize']) assert.ok(argv.includes(f), f);
+  assert.deepEqual(after(argv, '-initrd'), ['/k/initrd.img']);
+  assert.deepEqual(after(argv, '-serial'), [`file:${files.console}`]);
+  assert.deepEqual(after(argv, '-qmp'), [`unix:${files.qmp},server=on,wait=off`]);
+  assert.deepEqual(after(argv, '-pidfile'), [files.pid]);
+  assert.deepEqual(after(argv, '-drive').map((d) => d.split(',')[0]), ['id=root', 'id=seed']);
+  assert.match(after(argv, '-drive')[0]!, /format=qcow2/);
+  assert.ok(after(argv, '-chardev').includes(`socket,id=agent,path=${files.agent},server=on,wait=off`));
+  assert.ok(after(argv, '-device').includes('virtserialport,chardev=agent,name=banger.agent'));
+  assert.ok(after(argv, '-netdev').includes('tap,id=n0,ifname=tap-0123456789,script=no,downscript=no'));
+  assert.ok(after(argv, '-device').includes('virtio-net-device,netdev=n0,mac=06:00:AC:10:00:02'));
+});
+
+test('qemuArgv: KVM uses -accel kvm -cpu host; no initrd → acpi=off, no -initrd', () => {
+  const argv = qemuArgv('qemu', { ...spec, kvm: true, acpi: false, initrd: undefined });
+  assert.deepEqual(after(argv, '-accel'), ['kvm']);
+  assert.deepEqual(after(argv, '-cpu'), ['host']);
+  assert.deepEqual(after(argv, '-M'), ['microvm,acpi=off,x-option-roms=off,rtc=on']);
+  assert.ok(!argv.includes('-initrd'));
+});
+
+test('qopt escapes commas in paths', () => {
+  assert.equal(qopt('/a,b/c'), '/a,,b/c');
+  const argv = qemuArgv('qemu', { ...spec, files: vmFiles('/x,y'), disks: [{ id: 'root', path: '/x,y/root.qcow2', format: 'qcow2' }] });
+  assert.ok(after(argv, '-drive')[0]!.includes('file=/x,,y/root.qcow2'));
+});
+
+test('kernelCmdline: contract string; init= only with first boot; tsc_early_khz under TCG', () => {
+  const base = { ip: '172.16.0.2', gateway: '172.16.0.1', netmask: '255.255.255.0', hostname: 'box' };
+  assert.equal(
+    kernelCmdline({ ...base, firstBoot: true }),
+    'console=ttyS0 reboot=t panic=-1 root=/dev/vda rw ip=172.16.0.2::172.16.0.1:255.255.255.0:box:eth0:off init=/usr/local/libexec/banger-first-boot systemd.mask=dev-ttyS0.device systemd.mask=dev-vdb.device systemd.mask=serial-getty@ttyS0.service',
+  );
+  assert.ok(!kernelCmdline({ ...base, firstBoot: false }).includes('init='));
+  assert.match(kernelCmdline({ ...base, firstBoot: false, tscKhz: 2100000 }), / tsc_early_khz=2100000 /);
+  assert.equal(tscKhzFromCpuinfo('processor : 0\ncpu MHz\t\t: 2096.014\n'), 2096014);
+  assert.equal(tscKhzFromCpuinfo(undefined), 2000000);
+});
+
+test('seedFiles: the seed contract (paths, modes, network.env)', () => {
+  const f = seedFiles({ name: 'box', net: { ip: '172.16.0.2', prefix: 24, gateway: '172.16.0.1', dns: ['1.1.1.1', '8.8.8.8'] }, hostKey: 'PRIVATE\n', hostKeyPub: 'ssh-ed25519 AAAA root@box', authorizedKey: 'ssh-ed25519 BBBB banger' });
+  assert.deepEqual(Object.keys(f).sort(), ['hostname', 'network.env', 'resolv.conf', 'ssh/authorized_keys', 'ssh/ssh_host_ed25519_key', 'ssh/ssh_host_ed25519_key.pub', 'version']);
+  assert.equal(f['ssh/ssh_host_ed25519_key']![1], 0o600);
+  assert.equal(f['version']![0], '1\n');
+  assert.equal(f['hostname']![0], 'box\n');
+  assert.equal(f['resolv.conf']![0], 'nameserver 1.1.1.1\nnameserver 8.8.8.8\n');
+  assert.equal(f['network.env']![0], 'BANGER_IP=172.16.0.2\nBANGER_PREFIX=24\nBANGER_GATEWAY=172.16.0.1\nBANGER_IFACE=eth0\nBANGER_DNS="1.1.1.1 8.8.8.8"\nBANGER_VM_NAME=box\n');
+});
+
+function host(o: { kvmRw: boolean; flags: string; bins: string[] }): HostProbe {
+  return {
+    which: async (c) => (o.bins.includes(c) ? `/usr/bin/${c}` : undefined),
+    readFile: async (p) => (p === '/proc/cpuinfo' ? `flags\t: fpu ${o.flags}\n` : undefined),
+    canReadWrite: async (p) => p === '/dev/kvm' && o.kvmRw,
+  };
+}
+const bins = { qemu: 'qemu-system-x86_64', firecracker: 'firecracker' };
+
+test('selectVmm auto explains its choice', async () => {
+  const noFc = await selectVmm('auto', host({ kvmRw: true, flags: 'vmx', bins: ['qemu-system-x86_64'] }), bins);
+  assert.equal(noFc.kind, 'qemu');
+  assert.equal(noFc.kvm, true);
+  assert.match(noFc.reason, /^auto: firecracker: binary not found → qemu; accel kvm/);
+  const noKvm = await selectVmm('auto', host({ kvmRw: true, flags: 'sse', bins: ['qemu-system-x86_64', 'firecracker'] }), bins);
+  assert.equal(noKvm.kvm, false);
+  assert.match(noKvm.reason, /^auto: firecracker: KVM not usable: .*no vmx\/svm.* → qemu; accel tcg/);
+});
+
+test('selectVmm: explicit firecracker without binary / KVM is a clear E_VMM', async () => {
+  await assert.rejects(selectVmm('firecracker', host({ kvmRw: false, flags: '', bins: ['qemu-system-x86_64'] }), bins), (e) => isBangerError(e, 'E_VMM') && /binary 'firecracker' not found/.test(e.message));
+  await assert.rejects(selectVmm('firecracker', host({ kvmRw: false, flags: '', bins: ['qemu-system-x86_64', 'firecracker'] }), bins), (e) => isBangerError(e, 'E_VMM') && /KVM not usable/.test(e.message));
+  await assert.rejects(selectVmm('qemu', host({ kvmRw: false, flags: '', bins: [] }), bins), (e) => isBangerError(e, 'E_VMM') && /QEMU binary/.test(e.message));
+});
+
+test('known_hosts pinning replaces and removes exactly one VM', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'banger-kh-'));
+  try {
+    const p = sshPaths(dir);
+    await pinHostKey(p, '172.16.0.2', 'a', 'ssh-ed25519 AAAA1 root@a');
+    await pinHostKey(p, '172.16.0.3', 'b', 'ssh-ed25519 BBBB root@b');
+    await pinHostKey(p, '172.16.0.2', 'a', 'ssh-ed25519 AAAA2 root@a');
+    assert.equal(readFileSync(p.knownHosts, 'utf8'), '172.16.0.3,b,b.vm ssh-ed25519 BBBB\n172.16.0.2,a,a.vm ssh-ed25519 AAAA2\n');
+    await unpinHostKey(p, '172.16.0.2', 'a');
+    await unpinHostKey(p, '172.16.0.2', 'a');
+    assert.equal(readFileSync(p.knownHosts, 'utf8'), '172.16.0.3,b,b.vm ssh-ed25519 BBBB\n');
+    const cfg = renderSshConfig(p, [{ name: 'b', ip: '172.16.0.3' }]);
+    assert.match(cfg, /Host b\.vm\n  HostName 172\.16\.0\.3\n  User root\n  IdentityFile .*id_ed25519\n  IdentityFile .*id_ed25519-group\n  IdentitiesOnly yes\n  UserKnownHostsFile .*known_hosts\n  StrictHostKeyChecking yes/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('ssh-config --install prepends one Include, idempotently', async () => {
+  const home = mkdtempSync(join(tmpdir(), 'banger-home-'));
+  try {
+    const f = await installInclude('/var/lib/banger/ssh/config', home);
+    assert.equal(readFileSync(f, 'utf8'), 'Include /var/lib/banger/ssh/config\n');
+    writeFileSync(f, 'Host other\n  User me\n');
+    await installInclude('/var/lib/banger/ssh/config', home);
+    await installInclude('/var/lib/banger/ssh/config', home);
+    assert.equal(readFileSync(f, 'utf8'), 'Include /var/lib/banger/ssh/config\n\nHost other\n  User me\n');
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
+});
+
+test('vm list table columns', () => {
+  const out = renderList([{ name: 'box', running: true, state: 'running', vmm: 'qemu', image: 'deb', ip: '172.16.0.2', spec: { vcpu: 2, memoryMiB: 1024 }, createdAt: new Date().toISOString() }]);
+  const [head, row] = out.split('\n');
+  assert.deepEqual(head!.split(/\s+/), ['NAME', 'STATE', 'VMM', 'IMAGE', 'IP', 'VCPU', 'MEM', 'AGE']);
+  assert.deepEqual(row!.split(/\s+/).slice(0, 7), ['box', 'running', 'qemu', 'deb', '172.16.0.2', '2', '1024M']);
+});
