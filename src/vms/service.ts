@@ -243,6 +243,7 @@ export class VmService {
     const sn = this.net.subnet();
     await rm(files.console, { force: true });
     this.repo.setState(vm.name, { state: 'starting', desiredState: 'running' });
+    throwIfAborted(o.signal);
     const { pid } = await driver.start(
       {
         id: vm.id,

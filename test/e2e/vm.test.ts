@@ -111,6 +111,15 @@ test('vm create --nat boots Debian under QEMU TCG; ssh runs commands as root on 
   assert.match(s.stdout, /uid=0\(root\)/);
   assert.match(s.stdout, /cloud-amd64/);
   assert.match(s.stdout, /running/);
+  // The guest agent (injected into every pulled image) answers over virtio-serial.
+  assert.match(r.stderr, /agent: healthy/);
+  const ports = await d!.json(['vm', 'ports', 'box1']);
+  assert.ok(ports.ports.some((p: { proto: string; port: number }) => p.proto === 'tcp' && p.port === 22), JSON.stringify(ports));
+  const logs = await d!.cli(['vm', 'logs', 'box1']);
+  assert.match(logs.stdout, /Linux version/, 'vm logs prints the serial console');
+  // ssh-config: plain OpenSSH with banger's fragment reaches NAME.vm with the pinned key.
+  const sc = await d!.json(['ssh-config']);
+  assert.equal(nsRun(hostNs, ['ssh', '-F', sc.path, '-o', 'BatchMode=yes', 'box1.vm', 'hostname']).trim(), 'box1');
   const ex = await ssh('box1', 'exit 3');
   assert.equal(ex.code, 3, 'vm ssh exits with the remote exit code');
 });

@@ -1,0 +1,141 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { BangerError, ErrorCode, isBangerError } from '../../src/core/errors.js';
+import { exec } from '../../src/core/exec.js';
+import { KernelService } from '../../src/kernels/service.js';
+import { ImageService } from '../../src/images/service.js';
+import { NetworkService } from '../../src/network/service.js';
+import { VmService } from '../../src/vms/service.js';
+import { QemuDriver } from '../../src/vms/drivers/qemu.js';
+import type { LaunchSpec } from '../../src/vms/drivers/types.js';
+import type { HostProbe } from '../../src/doctor/checks.js';
+import { cleanupAll, createNetns, nsLinks, nsRun } from '../helpers/netns.js';
+import { isRoot, missingTools } from '../helpers/daemon.js';
+import { netnsExec, tempContext } from '../helpers/vmctx.js';
+
+/**
+ * Reconcile at daemon start and cancellation, without a guest: a stand-in "VMM" process whose
+ * command line names the VM's QMP socket is adopted; a dead one is marked stopped and its tap
+ * and NAT rules removed; orphan taps, rules and directories go. A create cancelled during the
+ * VMM step unwinds everything.
+ */
+const skip = !isRoot() ? 'needs root (namespaces, taps, nft)' : missingTools('ip', 'nft', 'qemu-img', 'mkfs.ext4', 'ssh-keygen');
+const host: HostProbe = { which: async (c) => `/usr/bin/${c}`, readFile: async () => 'flags : fpu\n', canReadWrite: async () => false };
+
+/** Starts a long-lived stand-in process carrying `marker` in its argv; returns its pid. */
+function standIn(marker: string): number {
+  const p = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 600000)', marker], { stdio: 'ignore', detached: true });
+  p.unref();
+  return p.pid!;
+}
+
+class StandInQemu extends QemuDriver {
+  pids: number[] = [];
+  cancelOnStart = false;
+  override async start(spec: LaunchSpec, o: { signal?: AbortSignal } = {}): Promise<{ pid: number }> {
+    if (this.cancelOnStart) {
+      if (!o.signal?.aborted) await new Promise((r) => o.signal?.addEventListener('abort', r, { once: true }));
+      throw new BangerError(ErrorCode.Cancelled, 'qemu cancelled');
+    }
+    const pid = standIn(spec.files.qmp);
+    writeFileSync(spec.files.pid, `${pid}\n`);
+    this.pids.push(pid);
+    return { pid };
+  }
+}
+
+let ns = '';
+const pids: number[] = [];
+before(() => {
+  if (!skip) ns = createNetns('vmrec');
+});
+after(() => {
+  for (const p of pids) {
+    try {
+      process.kill(p, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+  cleanupAll();
+});
+
+function services() {
+  const t = tempContext({ exec: netnsExec(ns), config: { network: { bridge: 'bgrec0', subnet: '10.82.0.0/24' } } });
+  const { ctx } = t;
+  const kdir = join(ctx.layout.kernels, 'k1');
+  mkdirSync(kdir, { recursive: true });
+  writeFileSync(join(kdir, 'vmlinuz'), 'x');
+  const now = new Date().toISOString();
+  ctx.db.prepare("INSERT INTO kernels (name, source, vmlinux_sha256, path, created_at) VALUES ('k1', 'import:test', 'x', ?, ?)").run(kdir, now);
+  mkdirSync(ctx.layout.images, { recursive: true });
+  const rootfs = join(ctx.layout.images, 'rootfs.ext4');
+  ctx.db.prepare("INSERT INTO images (name, source_ref, rootfs_path, kernel_ref, from_registry, created_at) VALUES ('img', 'test', ?, 'k1', 1, ?)").run(rootfs, now);
+  const kernels = new KernelService(ctx);
+  const images = new ImageService(ctx, { kernels });
+  const network = new NetworkService(ctx, { enableForwarding: async () => void nsRun(ns, ['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']) });
+  const driver = new StandInQemu(exec, { qemu: 'qemu-system-x86_64' });
+  const make = () => new VmService(ctx, { kernels, images, network }, { drivers: { qemu: driver }, host });
+  return { t, ctx, rootfs, driver, make };
+}
+
+test('reconcile adopts a live VMM, stops a dead one, removes orphan taps, rules and directories', { skip, timeout: 120_000 }, async () => {
+  const { t, ctx, rootfs, driver, make } = services();
+  try {
+    await exec(['mkfs.ext4', '-q', '-F', rootfs, '16M']);
+    const vms = make();
+    const a = await vms.create({ image: 'img', name: 'alive', nat: true, wait: false });
+    const b = await vms.create({ image: 'img', name: 'dead', nat: true, wait: false });
+    pids.push(...driver.pids);
+    assert.equal(a.running, true);
+    assert.equal(b.running, true);
+    // The daemon "dies"; meanwhile b's VMM dies too, and leftovers appear.
+    process.kill(b.pid!, 'SIGKILL');
+    await new Promise((r) => setTimeout(r, 200));
+    nsRun(ns, ['ip', 'tuntap', 'add', 'dev', 'tap-00000000aa', 'mode', 'tap']);
+    await make().deps.network.nat.add('ffffffffffffffffffff', '10.82.0.99', 'bgrec0');
+    mkdirSync(join(ctx.layout.vms, 'half-made'), { recursive: true });
+
+    await make().reconcile();
+    const alive = ctx.db.prepare("SELECT state, pid FROM vms WHERE name = 'alive'").get() as { state: string; pid: number };
+    assert.deepEqual(alive, { state: 'running', pid: a.pid });
+    const dead = ctx.db.prepare("SELECT state, pid FROM vms WHERE name = 'dead'").get() as { state: string; pid: number | null };
+    assert.deepEqual(dead, { state: 'stopped', pid: null });
+    const taps = nsLinks(ns).map((l) => l.ifname).filter((n) => n.startsWith('tap-'));
+    assert.deepEqual(taps, [a.tap], "only the live VM's tap is left");
+    const ids = await make().deps.network.nat.vmIdsWithRules();
+    assert.deepEqual(ids, [a.id], "only the live VM's NAT rules are left");
+    assert.equal(existsSync(join(ctx.layout.vms, 'half-made')), false);
+    assert.equal(existsSync(join(ctx.layout.vms, 'dead')), true, 'a stopped VM keeps its disks');
+    // Reconcile is idempotent.
+    await make().reconcile();
+    assert.deepEqual(nsLinks(ns).map((l) => l.ifname).filter((n) => n.startsWith('tap-')), [a.tap]);
+
+    await make().rm(['alive', 'dead'], true);
+    assert.deepEqual(nsLinks(ns).filter((l) => l.ifname.startsWith('tap-')), []);
+    assert.deepEqual(await make().deps.network.nat.vmIdsWithRules(), []);
+    assert.deepEqual(ctx.db.prepare('SELECT * FROM ip_leases').all(), []);
+  } finally {
+    t.cleanup();
+  }
+});
+
+test('Ctrl-C during the VMM step unwinds the create (E_CANCELLED, nothing left)', { skip, timeout: 60_000 }, async () => {
+  const { t, ctx, rootfs, driver, make } = services();
+  try {
+    await exec(['mkfs.ext4', '-q', '-F', rootfs, '16M']);
+    driver.cancelOnStart = true;
+    const ac = new AbortController();
+    const p = make().create({ image: 'img', name: 'cancelled', nat: true }, { signal: ac.signal, progress: (e) => e.stage === 'network' && e.done && setImmediate(() => ac.abort()) });
+    await assert.rejects(p, (e) => isBangerError(e, ErrorCode.Cancelled));
+    assert.deepEqual(ctx.db.prepare('SELECT * FROM vms').all(), []);
+    assert.deepEqual(ctx.db.prepare('SELECT * FROM ip_leases').all(), []);
+    assert.deepEqual(nsLinks(ns).filter((l) => l.ifname.startsWith('tap-')), []);
+    assert.equal(existsSync(join(ctx.layout.vms, 'cancelled')), false);
+  } finally {
+    t.cleanup();
+  }
+});
