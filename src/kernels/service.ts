@@ -37,6 +37,8 @@ export interface CatalogView {
 
 export interface PullOptions {
   force?: boolean;
+  /** Extra catalog URLs from the client, merged after the configured ones. */
+  catalogs?: string[];
   signal?: AbortSignal;
   progress?: (ev: ProgressEvent) => void;
 }
@@ -109,9 +111,17 @@ export class KernelService {
     return { ...r, manifest };
   }
 
+  /**
+   * Catalog URLs in merge order: the daemon's config (`kernelCatalogs`), then the ones a client
+   * sent (the CLI forwards its BANGER_KERNEL_CATALOGS; http/https only, checked at the RPC boundary).
+   */
+  catalogUrls(extra: string[] = []): string[] {
+    return [...new Set([...this.ctx.config.kernelCatalogs, ...extra])];
+  }
+
   /** The embedded catalog with remote catalogs merged over it, each entry with its STATE. */
-  async catalog(opts: { signal?: AbortSignal } = {}): Promise<CatalogView[]> {
-    const entries = await loadCatalog(this.ctx.config.kernelCatalogs, opts);
+  async catalog(opts: { signal?: AbortSignal; catalogs?: string[] } = {}): Promise<CatalogView[]> {
+    const entries = await loadCatalog(this.catalogUrls(opts.catalogs), opts);
     const pulled = new Map(this.list().map((k) => [k.name, k]));
     return entries.map((e) => {
       const k = pulled.get(e.name);
@@ -155,7 +165,7 @@ export class KernelService {
         if (existing && !opts.force) {
           throw new BangerError(ErrorCode.Exists, `kernel '${name}' is already pulled`, { hint: `banger kernel pull ${name} --force   (replaces it)`, details: { kernel: name } });
         }
-        const entry = (await loadCatalog(this.ctx.config.kernelCatalogs, { signal: opts.signal })).find((e) => e.name === name);
+        const entry = (await loadCatalog(this.catalogUrls(opts.catalogs), { signal: opts.signal })).find((e) => e.name === name);
         if (!entry) {
           throw new BangerError(ErrorCode.NotFound, `kernel '${name}' is not in the catalog`, { hint: "see 'banger kernel list --available', or add a catalog with BANGER_KERNEL_CATALOGS", details: { kernel: name } });
         }
