@@ -150,15 +150,19 @@ export class VmService {
         await rm(files.dir, { recursive: true, force: true }); // a stale dir no record owns
         await mkdir(files.dir, { recursive: true, mode: 0o750 });
         undo.push('vm-dir', () => rm(files.dir, { recursive: true, force: true }));
-        await driver.prepare(files, image.rootfsPath, { sizeBytes: diskSizeBytes, signal: op.signal });
-        if (workDiskBytes !== undefined) await buildWorkDisk(this.ctx.exec, files.work, workDiskBytes);
+        // Independent steps run side by side: overlay, optional work disk, keys.
+        const gid = this.gid ?? (await bangerGid());
+        const [, , clientPub, hostPub] = await settleAll([
+          driver.prepare(files, image.rootfsPath, { sizeBytes: diskSizeBytes, signal: op.signal }),
+          workDiskBytes !== undefined ? buildWorkDisk(this.ctx.exec, files.work, workDiskBytes) : undefined,
+          ensureClientKey(this.ctx.exec, this.ssh, gid),
+          generateHostKey(this.ctx.exec, files.hostKey, name),
+        ]);
         stage('disk', undefined, true);
         throwIfAborted(op.signal);
 
         // step seed: host key made before first boot, pinned; seed disk for the first-boot script
         stage('seed', 'host key + seed disk');
-        const clientPub = await ensureClientKey(this.ctx.exec, this.ssh, this.gid ?? (await bangerGid()));
-        const hostPub = await generateHostKey(this.ctx.exec, files.hostKey, name);
         const net = this.net.describe(id, ip);
         await buildSeedDisk(this.ctx.exec, files.seed, this.ctx.layout.tmp, { name, net, hostKey: await readFile(files.hostKey, 'utf8'), hostKeyPub: hostPub, authorizedKey: clientPub });
         await pinHostKey(this.ssh, ip, name, hostPub);
@@ -487,6 +491,14 @@ export class VmService {
     const r = await this.ctx.exec(['debugfs', '-R', `stat ${FIRST_BOOT}`, rootfs], { env: toolEnv(), allowFailure: true });
     return r.exitCode === 0 && !/not found|File not found/i.test(r.stderr) && /Inode:/.test(r.stdout);
   }
+}
+
+/** Like Promise.all, but waits for every step to finish before throwing the first failure (so the undo never races a step still writing). */
+async function settleAll<T extends readonly unknown[]>(ps: T): Promise<{ -readonly [K in keyof T]: Awaited<T[K]> }> {
+  const rs = await Promise.allSettled(ps);
+  const bad = rs.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (bad) throw bad.reason;
+  return rs.map((r) => (r as PromiseFulfilledResult<unknown>).value) as { -readonly [K in keyof T]: Awaited<T[K]> };
 }
 
 function sizeArg(flag: string, v: string): number {
