@@ -251,9 +251,15 @@ export class LayerApplier {
     const abs = dirRel ? join(this.root, dirRel) : this.root;
     const st = this.lstat(abs);
     if (!st || !st.isDirectory()) return;
+    // keep what this layer already put there (entries, and directories holding them)
+    const keep = new Set<string>();
+    for (const p of this.layerPaths) {
+      const parts = p.split('/');
+      for (let i = 1; i <= parts.length; i++) keep.add(parts.slice(0, i).join('/'));
+    }
     for (const child of readdirSync(abs)) {
       const rel = (dirRel ? dirRel + '/' : '') + child;
-      if (this.layerPaths.has(rel)) continue;
+      if (keep.has(rel)) continue;
       this.remove(rel);
     }
   }

@@ -414,7 +414,7 @@ export class ImageService {
     return { removed: name };
   }
 
-  /** Remove blobs no image references (and stale temp files); in-flight digests are kept. */
+  /** Remove blobs no image references and temp files of dead downloads; in-flight digests are kept. */
   async pruneCache(): Promise<{ removed: number; freedBytes: number }> {
     const keep = this.repo.referencedBlobs();
     let removed = 0;
@@ -424,6 +424,12 @@ export class ImageService {
       await this.store.remove(b.digest);
       removed++;
       freedBytes += b.size;
+    }
+    for (const t of await this.store.staleTemps()) {
+      const st = await stat(t.file).catch(() => undefined);
+      await rm(t.file, { force: true });
+      removed++;
+      freedBytes += st?.size ?? 0;
     }
     return { removed, freedBytes };
   }

@@ -81,6 +81,15 @@ export class BlobStore {
     return out;
   }
 
+  /** Temp files of downloads no pull is running (left by a crash): [digest, file name]. */
+  async staleTemps(): Promise<{ digest: string; file: string }[]> {
+    const names = await readdir(this.layout.blobs).catch(() => [] as string[]);
+    return names
+      .map((n) => /^([a-f0-9]{64})\.[a-f0-9]+\.tmp$/.exec(n))
+      .filter((m): m is RegExpExecArray => !!m && !this.busy(`sha256:${m[1]}`))
+      .map((m) => ({ digest: `sha256:${m[1]}`, file: join(this.layout.blobs, m[0]) }));
+  }
+
   async remove(digest: string): Promise<void> {
     await rm(this.path(digest), { force: true });
   }

@@ -2,16 +2,25 @@ import { z } from 'zod';
 import { method, Name, type MethodTable } from '../rpc/protocol.js';
 import type { KernelService } from './service.js';
 
+/**
+ * Catalog URLs a client may add (the CLI forwards BANGER_KERNEL_CATALOGS): http(s) only, so a
+ * client cannot make the root daemon read local files (file:// catalogs belong in the config).
+ */
+const ClientCatalogs = z
+  .array(z.string().max(2048).url().refine((u) => /^https?:\/\//i.test(u), 'must be an http:// or https:// URL (file:// catalogs go in the daemon config)'))
+  .max(16)
+  .optional();
+
 const AbsPath = z.string().min(1).max(4096).refine((p) => p.startsWith('/'), 'must be an absolute path');
 
 /** `kernel.*` RPC methods; every input is validated here, at the boundary. */
 export function kernelMethods(svc: KernelService): MethodTable {
   return {
     'kernel.list': method(z.object({}).strict(), async () => ({ kernels: svc.list() })),
-    'kernel.catalog': method(z.object({}).strict(), async (_p, { signal }) => ({ entries: await svc.catalog({ signal }) })),
+    'kernel.catalog': method(z.object({ catalogs: ClientCatalogs }).strict(), async ({ catalogs }, { signal }) => ({ entries: await svc.catalog({ signal, catalogs }) })),
     'kernel.show': method(z.object({ name: Name }).strict(), async ({ name }) => svc.show(name)),
-    'kernel.pull': method(z.object({ name: Name, force: z.boolean().default(false) }).strict(), async ({ name, force }, { signal, progress }) =>
-      svc.pull(name, { force, signal, progress }),
+    'kernel.pull': method(z.object({ name: Name, force: z.boolean().default(false), catalogs: ClientCatalogs }).strict(), async ({ name, force, catalogs }, { signal, progress }) =>
+      svc.pull(name, { force, signal, progress, catalogs }),
     ),
     'kernel.delete': method(z.object({ name: Name, force: z.boolean().default(false) }).strict(), async ({ name, force }) => svc.delete(name, { force })),
     'kernel.import': method(

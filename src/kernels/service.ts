@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, renameSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Context } from '../daemon/context.js';
 import { BangerError, ErrorCode, isBangerError, throwIfAborted } from '../core/errors.js';
@@ -37,6 +37,8 @@ export interface CatalogView {
 
 export interface PullOptions {
   force?: boolean;
+  /** Extra catalog URLs from the client, merged after the configured ones. */
+  catalogs?: string[];
   signal?: AbortSignal;
   progress?: (ev: ProgressEvent) => void;
 }
@@ -77,6 +79,26 @@ export class KernelService {
     this.etcApt = deps.etcApt ?? '/etc/apt';
   }
 
+  /**
+   * Daemon start: remove kernel directories that have no row (a crash between the rename and the
+   * commit of an install leaves one) and report rows whose files are gone. Idempotent.
+   */
+  async reconcile(): Promise<{ removedDirs: string[]; missingFiles: string[] }> {
+    const rows = new Set(listRows(this.ctx.db).map((k) => k.name));
+    const removedDirs: string[] = [];
+    for (const name of await readdir(this.ctx.layout.kernels).catch(() => [] as string[])) {
+      if (rows.has(name)) continue;
+      await rm(join(this.ctx.layout.kernels, name), { recursive: true, force: true });
+      removedDirs.push(name);
+      this.ctx.log.warn('reconcile: removed a kernel directory without a database row', { kernel: name });
+    }
+    const missingFiles = this.list()
+      .filter((k) => !k.vmlinux && !k.vmlinuz)
+      .map((k) => k.name);
+    for (const name of missingFiles) this.ctx.log.warn('reconcile: kernel files are missing; pull it again with --force', { kernel: name });
+    return { removedDirs, missingFiles };
+  }
+
   /** Name of the kernel used when none is given (config `defaultKernel`). */
   defaultName(): string {
     return this.ctx.config.defaultKernel;
@@ -109,9 +131,17 @@ export class KernelService {
     return { ...r, manifest };
   }
 
+  /**
+   * Catalog URLs in merge order: the daemon's config (`kernelCatalogs`), then the ones a client
+   * sent (the CLI forwards its BANGER_KERNEL_CATALOGS; http/https only, checked at the RPC boundary).
+   */
+  catalogUrls(extra: string[] = []): string[] {
+    return [...new Set([...this.ctx.config.kernelCatalogs, ...extra])];
+  }
+
   /** The embedded catalog with remote catalogs merged over it, each entry with its STATE. */
-  async catalog(opts: { signal?: AbortSignal } = {}): Promise<CatalogView[]> {
-    const entries = await loadCatalog(this.ctx.config.kernelCatalogs, opts);
+  async catalog(opts: { signal?: AbortSignal; catalogs?: string[] } = {}): Promise<CatalogView[]> {
+    const entries = await loadCatalog(this.catalogUrls(opts.catalogs), opts);
     const pulled = new Map(this.list().map((k) => [k.name, k]));
     return entries.map((e) => {
       const k = pulled.get(e.name);
@@ -155,7 +185,7 @@ export class KernelService {
         if (existing && !opts.force) {
           throw new BangerError(ErrorCode.Exists, `kernel '${name}' is already pulled`, { hint: `banger kernel pull ${name} --force   (replaces it)`, details: { kernel: name } });
         }
-        const entry = (await loadCatalog(this.ctx.config.kernelCatalogs, { signal: opts.signal })).find((e) => e.name === name);
+        const entry = (await loadCatalog(this.catalogUrls(opts.catalogs), { signal: opts.signal })).find((e) => e.name === name);
         if (!entry) {
           throw new BangerError(ErrorCode.NotFound, `kernel '${name}' is not in the catalog`, { hint: "see 'banger kernel list --available', or add a catalog with BANGER_KERNEL_CATALOGS", details: { kernel: name } });
         }

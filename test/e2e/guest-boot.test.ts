@@ -1,7 +1,6 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exec } from '../../src/core/exec.js';
@@ -9,8 +8,8 @@ import { nullLogger } from '../../src/core/log.js';
 import { fetchDebianKernel } from '../../src/kernels/debian/fetch.js';
 import { injectGuestFiles } from '../../src/guest/inject.js';
 import { debianMirrorUnavailable, startDebianMirror } from '../helpers/debian-mirror.js';
-import { createTestNet, hostTscKhz, type TestNet } from '../helpers/debian-boot.js';
-import { agentRequest, buildSeed, copyTree, debootstrapRootfs, debootstrapUnavailable, mkfsFromDir, type SeedKeys } from '../helpers/guest-fixtures.js';
+import { createTestNet, type TestNet } from '../helpers/debian-boot.js';
+import { agentRequest, bootGuest, buildSeed, copyTree, debootstrapRootfs, debootstrapUnavailable, mkfsFromDir, guestSsh as ssh, until, type GuestVm } from '../helpers/guest-fixtures.js';
 import { isRoot, missingTools } from '../helpers/daemon.js';
 
 /**
@@ -65,81 +64,13 @@ after(() => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-interface Vm {
-  proc: ChildProcess;
-  console(): string;
-  agentSock: string;
-  kill(): Promise<void>;
-}
-
-function bootGuest(net: TestNet, seedImg: string): Vm {
-  const consoleLog = join(dir, 'console.log');
-  const agentSock = join(dir, 'agent.sock');
-  rmSync(consoleLog, { force: true });
-  const cmdline = [
-    `tsc_early_khz=${hostTscKhz()}`,
-    'console=ttyS0 reboot=t panic=-1 root=/dev/vda rw',
-    `ip=${net.guestIp}::${net.hostIp}:255.255.255.0:${NAME}:eth0:off`,
-    'init=/usr/local/libexec/banger-first-boot',
-    'systemd.mask=dev-ttyS0.device systemd.mask=dev-vdb.device systemd.mask=serial-getty@ttyS0.service',
-  ].join(' ');
-  const argv = [
-    'ip', 'netns', 'exec', net.ns,
-    'qemu-system-x86_64',
-    '-M', 'microvm,acpi=on,x-option-roms=off,rtc=on', '-accel', 'tcg', '-cpu', 'max', '-smp', '2', '-m', '1024',
-    '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
-    '-kernel', join(kernelDir, 'vmlinux'), '-initrd', join(kernelDir, 'initrd.img'), '-append', cmdline,
-    '-serial', `file:${consoleLog}`,
-    '-drive', `id=root,file=${rootImg},format=raw,if=none`, '-device', 'virtio-blk-device,drive=root',
-    '-drive', `id=seed,file=${seedImg},format=raw,if=none,readonly=on`, '-device', 'virtio-blk-device,drive=seed',
-    '-netdev', `tap,id=n0,ifname=${net.tap},script=no,downscript=no`, '-device', 'virtio-net-device,netdev=n0,mac=06:00:ac:1e:00:02',
-    '-object', 'rng-random,id=rng0,filename=/dev/urandom', '-device', 'virtio-rng-device,rng=rng0',
-    '-device', 'virtio-serial-device',
-    '-chardev', `socket,id=agent,path=${agentSock},server=on,wait=off`,
-    '-device', 'virtserialport,chardev=agent,name=banger.agent',
-  ];
-  const proc = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'inherit'] });
-  return {
-    proc,
-    agentSock,
-    console: () => (existsSync(consoleLog) ? readFileSync(consoleLog, 'utf8') : ''),
-    async kill() {
-      if (proc.exitCode !== null || proc.signalCode !== null) return;
-      const done = new Promise((r) => proc.once('exit', r));
-      proc.kill('SIGKILL');
-      await done;
-    },
-  };
-}
-
-function ssh(net: TestNet, keys: SeedKeys, knownHosts: string, cmd: string): { code: number; stdout: string; stderr: string } {
-  const r = spawnSync(
-    'ip',
-    ['netns', 'exec', net.ns, 'ssh', '-F', '/dev/null', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${knownHosts}`,
-      '-o', 'GlobalKnownHostsFile=/dev/null', '-o', 'IdentitiesOnly=yes', '-o', 'ConnectTimeout=5', '-i', keys.clientKey, `root@${net.guestIp}`, cmd],
-    { encoding: 'utf8', timeout: 60_000 },
-  );
-  return { code: r.status ?? -1, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
-}
-
-async function until<T>(what: string, vm: Vm, timeoutMs: number, probe: () => T | undefined | Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (vm.proc.exitCode !== null) break;
-    await new Promise((r) => setTimeout(r, 1000));
-  }
-  throw new Error(`${what} not reached in ${timeoutMs} ms (qemu exit ${vm.proc.exitCode})\n--- console (tail) ---\n${vm.console().slice(-4000)}`);
-}
-
 test('a Debian guest boots through banger-first-boot: pinned SSH, systemd running, agent active and answering', { skip, timeout: 900_000 }, async () => {
   let net: TestNet | undefined;
-  let vm: Vm | undefined;
+  let vm: GuestVm | undefined;
   try {
     net = createTestNet('gst');
     const seed = buildSeed(join(dir, 'seed-run'), { name: NAME, ip: net.guestIp, prefix: 24, gateway: net.hostIp, dns: net.hostIp });
-    vm = bootGuest(net, seed.img);
+    vm = bootGuest({ dir, kernel: join(kernelDir, 'vmlinux'), initrd: join(kernelDir, 'initrd.img'), rootImg, seedImg: seed.img, net, name: NAME });
 
     // the reference session's command, with only the seed's host key trusted
     const ref = await until('SSH with the pinned host key', vm, BOOT_TIMEOUT_MS, () => {

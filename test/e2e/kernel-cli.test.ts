@@ -213,3 +213,24 @@ test('on a terminal, kernel pull draws a progress bar with bytes and total', { s
   assert.match(out, /pulled kernel ttyk /);
   await d.json(['kernel', 'rm', 'ttyk']);
 });
+
+test('a daemon without catalogs uses the ones the CLI forwards from its own BANGER_KERNEL_CATALOGS', { skip }, async () => {
+  const plain = new TestDaemon();
+  await plain.start();
+  try {
+    const without = await plain.json(['kernel', 'list', '--available']);
+    assert.deepEqual(without.entries.map((e: any) => e.name), ['debian-cloud-amd64']);
+    const env = { BANGER_KERNEL_CATALOGS: srv.url('/catalog.json') };
+    const avail = await plain.cli(['--json', 'kernel', 'list', '--available'], { env });
+    assert.equal(avail.code, 0, avail.stderr);
+    assert.ok(JSON.parse(avail.stdout).entries.some((e: any) => e.name === 'tk'));
+    const pulled = await plain.cli(['--json', 'kernel', 'pull', 'tk'], { env });
+    assert.equal(pulled.code, 0, pulled.stderr);
+    assert.equal(JSON.parse(pulled.stdout).kernel.name, 'tk');
+    const bad = await plain.cli(['kernel', 'list', '--available'], { env: { BANGER_KERNEL_CATALOGS: 'file:///etc/shadow' } });
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /invalid field 'catalogs\.0'.*http/);
+  } finally {
+    await plain.cleanup();
+  }
+});

@@ -74,23 +74,23 @@ function cacheUnavailable(): string | undefined {
   }
 }
 
-let packagesCache: string | undefined;
-function loadPackages(): string {
+let packagesCache: Buffer | undefined;
+function loadPackages(): Buffer {
   if (packagesCache !== undefined) return packagesCache;
   const lz4 = findList(`_${SUITE}_main_binary-amd64_Packages.lz4`)!;
   const r = spawnSync('lz4', ['-dc', lz4], { maxBuffer: 512 * 1024 * 1024 });
   if (r.status !== 0) throw new Error(`lz4 -dc ${lz4} failed: ${r.stderr}`);
-  packagesCache = r.stdout.toString('utf8');
+  packagesCache = r.stdout;
   return packagesCache;
 }
 
-function pkgOf(packages: string, name: string, version?: string): MirrorPackage {
+function pkgOf(packages: Buffer, name: string, version?: string): MirrorPackage {
   const s = findPackageStanzas(packages, name).find((x) => !version || x['Version'] === version);
   if (!s) throw new Error(`${name}${version ? ' ' + version : ''} not in the Packages list`);
   return { package: name, version: s['Version']!, filename: s['Filename']!, sha256: s['SHA256']! };
 }
 
-function resolvePackages(packages: string): DebianMirror['packages'] {
+function resolvePackages(packages: Buffer): DebianMirror['packages'] {
   const meta = pkgOf(packages, KERNEL_META);
   const metaStanza = findPackageStanzas(packages, KERNEL_META)[0]!;
   const dep = parseDepends(metaStanza['Depends']).flat().find((d) => /^linux-image-\d/.test(d.name));

@@ -1,4 +1,5 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { hostTscKhz, type TestNet } from './debian-boot.js';
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
@@ -145,4 +146,130 @@ export function agentRequest(socketPath: string, request: string, timeoutMs = 50
 /** Lists a directory, [] when missing. */
 export function ls(dir: string): string[] {
   return existsSync(dir) ? readdirSync(dir) : [];
+}
+
+/**
+ * .debs outside debootstrap's set that banger-first-boot's apt-get install asks for
+ * (ca-certificates and its openssl), fetched once with the host's `apt-get download` into
+ * `<ROOTFS_CACHE>/extra-debs`.
+ */
+export function extraDebs(): string {
+  const dir = join(ROOTFS_CACHE, 'extra-debs');
+  if (existsSync(join(dir, '.banger-complete'))) return dir;
+  const tmp = `${dir}.tmp-${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  try {
+    run(['apt-get', 'download', 'ca-certificates', 'openssl'], { cwd: tmp, timeoutMs: 300_000 });
+    writeFileSync(join(tmp, '.banger-complete'), new Date().toISOString() + '\n');
+    rmSync(dir, { recursive: true, force: true });
+    renameSync(tmp, dir);
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  return dir;
+}
+
+/**
+ * A flat apt repository (`deb [trusted=yes] http://HOST/ ./`) in `dir` holding every .deb of
+ * `debDirs` (copied), with Packages made by dpkg-scanpackages.
+ */
+export function flatRepo(dir: string, debDirs: string[]): string {
+  mkdirSync(dir, { recursive: true });
+  for (const d of debDirs) {
+    for (const n of readdirSync(d).filter((f) => f.endsWith('.deb'))) {
+      const dst = join(dir, n);
+      if (existsSync(dst)) continue;
+      run(['cp', '--reflink=auto', join(d, n), dst]);
+    }
+  }
+  writeFileSync(join(dir, 'Packages'), run(['dpkg-scanpackages', '-m', '.', '/dev/null'], { cwd: dir }));
+  return dir;
+}
+
+export interface GuestVm {
+  proc: ChildProcess;
+  console(): string;
+  agentSock: string;
+  kill(): Promise<void>;
+}
+
+export interface GuestBoot {
+  dir: string;
+  kernel: string;
+  initrd: string;
+  rootImg: string;
+  seedImg: string;
+  net: TestNet;
+  name: string;
+}
+
+/**
+ * QEMU microvm (TCG) the way the VM service boots a modular Debian kernel: ACPI on,
+ * tsc_early_khz, the contract kernel command line (init=banger-first-boot, unit masks), root on
+ * vda, the seed on vdb (read-only), the NIC on the namespace's tap and the agent's
+ * virtio-serial port `banger.agent` on `<dir>/agent.sock`.
+ */
+export function bootGuest(o: GuestBoot): GuestVm {
+  const consoleLog = join(o.dir, 'console.log');
+  const agentSock = join(o.dir, 'agent.sock');
+  rmSync(consoleLog, { force: true });
+  const cmdline = [
+    `tsc_early_khz=${hostTscKhz()}`,
+    'console=ttyS0 reboot=t panic=-1 root=/dev/vda rw',
+    `ip=${o.net.guestIp}::${o.net.hostIp}:255.255.255.0:${o.name}:eth0:off`,
+    'init=/usr/local/libexec/banger-first-boot',
+    'systemd.mask=dev-ttyS0.device systemd.mask=dev-vdb.device systemd.mask=serial-getty@ttyS0.service',
+  ].join(' ');
+  const argv = [
+    'ip', 'netns', 'exec', o.net.ns,
+    'qemu-system-x86_64',
+    '-M', 'microvm,acpi=on,x-option-roms=off,rtc=on', '-accel', 'tcg', '-cpu', 'max', '-smp', '2', '-m', '1024',
+    '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
+    '-kernel', o.kernel, '-initrd', o.initrd, '-append', cmdline,
+    '-serial', `file:${consoleLog}`,
+    '-drive', `id=root,file=${o.rootImg},format=raw,if=none`, '-device', 'virtio-blk-device,drive=root',
+    '-drive', `id=seed,file=${o.seedImg},format=raw,if=none,readonly=on`, '-device', 'virtio-blk-device,drive=seed',
+    '-netdev', `tap,id=n0,ifname=${o.net.tap},script=no,downscript=no`, '-device', 'virtio-net-device,netdev=n0,mac=06:00:ac:1e:00:02',
+    '-object', 'rng-random,id=rng0,filename=/dev/urandom', '-device', 'virtio-rng-device,rng=rng0',
+    '-device', 'virtio-serial-device',
+    '-chardev', `socket,id=agent,path=${agentSock},server=on,wait=off`,
+    '-device', 'virtserialport,chardev=agent,name=banger.agent',
+  ];
+  const proc = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'inherit'] });
+  return {
+    proc,
+    agentSock,
+    console: () => (existsSync(consoleLog) ? readFileSync(consoleLog, 'utf8') : ''),
+    async kill() {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      const done = new Promise((r) => proc.once('exit', r));
+      proc.kill('SIGKILL');
+      await done;
+    },
+  };
+}
+
+/** OpenSSH as root into the guest from inside its namespace, trusting only `knownHosts`. */
+export function guestSsh(net: TestNet, keys: SeedKeys, knownHosts: string, cmd: string): { code: number; stdout: string; stderr: string } {
+  const r = spawnSync(
+    'ip',
+    ['netns', 'exec', net.ns, 'ssh', '-F', '/dev/null', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${knownHosts}`,
+      '-o', 'GlobalKnownHostsFile=/dev/null', '-o', 'IdentitiesOnly=yes', '-o', 'ConnectTimeout=5', '-i', keys.clientKey, `root@${net.guestIp}`, cmd],
+    { encoding: 'utf8', timeout: 60_000 },
+  );
+  return { code: r.status ?? -1, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
+}
+
+/** Polls `probe` every second until it returns a value; throws with the console tail at the deadline or when QEMU exits. */
+export async function until<T>(what: string, vm: GuestVm, timeoutMs: number, probe: () => T | undefined | Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (vm.proc.exitCode !== null) break;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  throw new Error(`${what} not reached in ${timeoutMs} ms (qemu exit ${vm.proc.exitCode})\n--- console (tail) ---\n${vm.console().slice(-4000)}`);
 }

@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -89,4 +89,44 @@ export function ext4Ls(img: string, path: string): string[] {
 /** `e2fsck -fn` exit code (0 = clean). */
 export function fsck(img: string): number {
   return spawnSync('e2fsck', ['-fn', img], { encoding: 'utf8' }).status ?? -1;
+}
+
+/** `stat` of many paths in one debugfs run (`-f` command file). Missing paths are absent from the map. */
+export function ext4StatMany(img: string, paths: string[]): Map<string, Ext4Stat> {
+  const d = mkdtempSync(join(tmpdir(), 'banger-statmany-'));
+  try {
+    const cmds = join(d, 'cmds');
+    writeFileSync(cmds, paths.map((p) => `stat "${p}"`).join('\n') + '\n');
+    const r = spawnSync('debugfs', ['-f', cmds, img], { encoding: 'utf8', maxBuffer: 1 << 30, env: { ...process.env, LC_ALL: 'C' } });
+    const out = new Map<string, Ext4Stat>();
+    const sections = r.stdout.split(/^debugfs: stat "/m).slice(1);
+    for (const sec of sections) {
+      const nl = sec.indexOf('\n');
+      const path = sec.slice(0, nl).replace(/"$/, '');
+      const body = sec.slice(nl + 1);
+      if (!body.includes('Inode:')) continue;
+      const m = (re: RegExp) => re.exec(body)?.[1];
+      const dev = /Device major\/minor number: ([0-9a-f]+):([0-9a-f]+)/.exec(body);
+      out.set(path, {
+        inode: Number(m(/Inode: (\d+)/)),
+        type: m(/Type: ([a-zA-Z ]+?)\s{2,}/) ?? '',
+        mode: parseInt(m(/Mode:\s+(\d+)/) ?? '0', 8),
+        uid: Number(m(/User:\s+(\d+)/)),
+        gid: Number(m(/Group:\s+(\d+)/)),
+        size: Number(m(/Size: (\d+)/)),
+        links: Number(m(/Links: (\d+)/)),
+        mtime: parseInt(m(/ mtime: 0x([0-9a-f]+)/) ?? '0', 16),
+        linkTarget: m(/Fast link dest: "(.*)"/),
+        device: dev ? [parseInt(dev[1]!, 16), parseInt(dev[2]!, 16)] : undefined,
+      });
+    }
+    return out;
+  } finally {
+    rmSync(d, { recursive: true, force: true });
+  }
+}
+
+/** Dump the whole tree (`rdump / DIR`) to read file contents without mounting. */
+export function ext4Rdump(img: string, dir: string): void {
+  spawnSync('debugfs', ['-R', `rdump / ${dir}`, img], { encoding: 'utf8', env: { ...process.env, LC_ALL: 'C' } });
 }

@@ -179,6 +179,39 @@ test('Alpine: installs openrc + openssh with apk, enables OpenRC services, execs
   }
 });
 
+test('systemd present but no SSH server: installs anyway, then enables ssh.service', { skip }, async () => {
+  const g = await makeGuest('ID=debian\n');
+  try {
+    mkdirSync(join(g.root, 'lib/systemd/system'), { recursive: true });
+    writeFileSync(join(g.root, 'lib/systemd/systemd'), '#!/bin/sh\n', { mode: 0o755 });
+    const r = g.run();
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /step install: systemd is present but no SSH server is/);
+    assert.equal(pmLog(g).length, 2);
+    assert.equal(readlinkSync(join(g.root, 'etc/systemd/system/multi-user.target.wants/ssh.service')), '/lib/systemd/system/ssh.service');
+    assert.match(r.stdout, /would exec \/lib\/systemd\/systemd$/m);
+  } finally {
+    rmSync(g.root, { recursive: true, force: true });
+  }
+});
+
+test('Alpine with OpenRC and sshd already installed: nothing installed, execs /sbin/init', { skip }, async () => {
+  const g = await makeGuest('ID=alpine\n');
+  try {
+    writeFileSync(join(g.root, 'etc/alpine-release'), '3.20.0\n');
+    writeFileSync(join(g.root, 'sbin/openrc'), '#!/bin/sh\n', { mode: 0o755 });
+    mkdirSync(join(g.root, 'etc/init.d'), { recursive: true });
+    writeFileSync(join(g.root, 'etc/init.d/sshd'), '#!/sbin/openrc-run\n', { mode: 0o755 });
+    const r = g.run();
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.deepEqual(pmLog(g), []);
+    assert.match(r.stdout, /would exec \/sbin\/init$/m);
+    assert.equal(readlinkSync(join(g.root, 'etc/runlevels/default/banger-vsock-agent')), '/etc/init.d/banger-vsock-agent');
+  } finally {
+    rmSync(g.root, { recursive: true, force: true });
+  }
+});
+
 test('unknown distribution: clear error naming the os-release ID, nothing installed, no exec', { skip }, async () => {
   const g = await makeGuest('NAME="Plan 9"\nID=plan9\nID_LIKE=bell-labs\n');
   try {

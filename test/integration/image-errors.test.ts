@@ -67,6 +67,18 @@ async function expectFailure(ref: string, code: string, re: RegExp, opts: { cfg?
   }
 }
 
+test('--kernel-ref naming a kernel that does not exist is refused before any download', { skip }, async () => {
+  const { svc, ctx, cleanup } = imageService();
+  try {
+    const before = fake.count('manifest', 'good');
+    await assert.rejects(svc.pull({ ref: `${fake.host}/t/img:good`, kernelRef: 'no-such-kernel' }), (e: unknown) => isBangerError(e, 'E_NOT_FOUND') && /--kernel-ref: kernel 'no-such-kernel' not found/.test(e.message));
+    assert.equal(fake.count('manifest', 'good'), before);
+    assert.deepEqual(leftovers(ctx), []);
+  } finally {
+    cleanup();
+  }
+});
+
 test('missing tag: E_NOT_FOUND naming the reference', { skip }, () => expectFailure(`${fake.host}/t/img:nope`, 'E_NOT_FOUND', /manifest .*t\/img:nope not found/));
 
 test('unknown manifest media type', { skip }, async () => {
@@ -243,6 +255,22 @@ test('mirrors are tried first; a dead mirror falls back to the origin', { skip }
 
 // ---- real registry: corrupt storage, auth ----
 
+test('real registry with token auth allowing anonymous pull: anonymous Bearer flow works', { skip }, async () => {
+  const reg = await TestRegistry.start({ auth: 'token', anonymousPull: true });
+  try {
+    await reg.push(join(work, 'oci'), 'good', 't/img:good');
+    const { svc, cleanup } = imageService();
+    try {
+      assert.equal((await svc.pull({ ref: `${reg.host}/t/img:good`, name: 'anon' })).name, 'anon');
+      assert.ok(reg.tokenRequests.some((r) => !r.authorized && r.scope === 'repository:t/img:pull'), 'an anonymous token was issued');
+    } finally {
+      cleanup();
+    }
+  } finally {
+    await reg.stop();
+  }
+});
+
 test('real registry: corrupted blob in storage → E_DIGEST, nothing kept', { skip }, async () => {
   const reg = await TestRegistry.start();
   try {
@@ -279,7 +307,7 @@ for (const mode of ['htpasswd', 'token'] as const) {
         cleanup();
       }
       const dc = mkdtempSync(join(tmpdir(), 'banger-dockercfg-'));
-      const old = process.env.DOCKER_CONFIG;
+      const old = { cfg: process.env.DOCKER_CONFIG, path: process.env.PATH };
       try {
         writeFileSync(join(dc, 'config.json'), JSON.stringify({ auths: { [`http://${reg.host}`]: { auth: Buffer.from('alice:right-pass').toString('base64') } } }));
         process.env.DOCKER_CONFIG = dc;
@@ -289,9 +317,22 @@ for (const mode of ['htpasswd', 'token'] as const) {
         } finally {
           cleanup();
         }
+        // credHelpers: docker-credential-<name> get, server on stdin, JSON on stdout
+        const bin = join(dc, 'bin');
+        (await import('node:fs')).mkdirSync(bin);
+        writeFileSync(join(bin, 'docker-credential-bangertest'), `#!/bin/sh\nread server\n[ "$1" = get ] && [ "$server" = "${reg.host}" ] && echo '{"ServerURL":"${reg.host}","Username":"alice","Secret":"right-pass"}' && exit 0\necho "credentials not found in native keychain"; exit 1\n`, { mode: 0o755 });
+        writeFileSync(join(dc, 'config.json'), JSON.stringify({ credHelpers: { [reg.host]: 'bangertest' } }));
+        process.env.PATH = `${bin}:${old.path}`;
+        const h = imageService();
+        try {
+          assert.equal((await h.svc.pull({ ref: `${reg.host}/t/img:good`, name: 'helper' })).name, 'helper');
+        } finally {
+          h.cleanup();
+        }
       } finally {
-        if (old === undefined) delete process.env.DOCKER_CONFIG;
-        else process.env.DOCKER_CONFIG = old;
+        if (old.cfg === undefined) delete process.env.DOCKER_CONFIG;
+        else process.env.DOCKER_CONFIG = old.cfg;
+        process.env.PATH = old.path;
         rmSync(dc, { recursive: true, force: true });
       }
     } finally {

@@ -58,6 +58,7 @@ test('findPackageStanzas matches the exact package, not prefixes or continuation
   assert.equal(s[0]!['Description'], 'Linux\nPackage: linux-image-cloud-amd64');
   assert.equal(s[1]!['Filename'], 'pool/old.deb');
   assert.deepEqual(findPackageStanzas(PACKAGES, 'linux-image-cloud'), []);
+  assert.deepEqual(findPackageStanzas(Buffer.from(PACKAGES), 'linux-image-cloud-amd64'), s, 'a Buffer index gives the same stanzas');
 });
 
 test('parseStanza joins continuation lines', () => {

@@ -13,8 +13,9 @@ export function registerKernelCommands(program: Command, cli: () => Cli): void {
       'after',
       `
 Kernels come from catalogs: one embedded in banger (a Debian cloud kernel fetched from Debian's
-signed archive) and any remote ones named in the config key "kernelCatalogs" or in
-BANGER_KERNEL_CATALOGS (comma-separated URLs), merged over it by name.
+signed archive) and any remote ones named in the daemon's config key "kernelCatalogs" (http,
+https or file URLs) or in BANGER_KERNEL_CATALOGS (comma-separated http/https URLs; the CLI sends
+its own to the daemon), merged over it by name, later ones winning.
 
 Examples:
   banger kernel list --available         # what can be pulled, and what is already
@@ -33,7 +34,7 @@ Examples:
     .action(async (o: { available?: boolean }) => {
       const c = cli();
       if (o.available) {
-        const res = await c.call('kernel.catalog');
+        const res = await c.call('kernel.catalog', { catalogs: envCatalogs(c.env) });
         return c.emit(res, renderCatalog);
       }
       const res = await c.call('kernel.list');
@@ -72,7 +73,7 @@ Examples:
     )
     .action(async (name: string, o: { force?: boolean }) => {
       const c = cli();
-      const res = await c.call('kernel.pull', { name, force: !!o.force }, { progress: true });
+      const res = await c.call('kernel.pull', { name, force: !!o.force, catalogs: envCatalogs(c.env) }, { progress: true });
       c.emit(res, renderPull);
     });
 
@@ -126,6 +127,15 @@ Examples:
       const k = await c.call('kernel.import', params, { progress: true });
       c.emit(k, (d) => `imported kernel ${d.name} ${d.kernelVersion} (${d.vmlinux ? 'vmlinux' : 'vmlinuz'}${d.initrd ? ' + initrd' : ''}${d.modulesDir ? ' + modules' : ''}, ${humanSize(d.sizeBytes)}) in ${d.dir}`);
     });
+}
+
+/**
+ * BANGER_KERNEL_CATALOGS of the CLI's own environment, forwarded to the daemon (which may run
+ * under systemd with another environment); merged after the daemon's configured catalogs.
+ */
+export function envCatalogs(env: NodeJS.ProcessEnv): string[] | undefined {
+  const list = (env.BANGER_KERNEL_CATALOGS ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  return list.length ? list : undefined;
 }
 
 /** Human renderings (pure; unit-tested). Programs use --json instead. */

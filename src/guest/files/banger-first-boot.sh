@@ -7,8 +7,8 @@
 #   2. seed           mount the seed disk (/dev/vdb, ext4, label BANGERSEED) read-only, apply
 #                     it (host key, root's authorized_keys, hostname, resolv.conf, /etc/hosts,
 #                     network.env), unmount it
-#   3. install        only when systemd is missing: install systemd + an SSH server with the
-#                     guest's own package manager (os-release ID, then ID_LIKE)
+#   3. install        only when systemd or an SSH server unit is missing: install systemd + an
+#                     SSH server with the guest's own package manager (os-release ID, then ID_LIKE)
 #   4. configure      sshd drop-in Include, machine-id, enable ssh + banger-vsock-agent
 #   5. exec-init      write the marker and exec systemd (Alpine: busybox init + OpenRC)
 # On failure it prints "banger-first-boot: error: ..." and a hint, then drops to a shell on
@@ -260,8 +260,20 @@ install_debian() {
   return "$_rc"
 }
 
+# True when a systemd unit for an SSH server exists (Debian: ssh.service; others: sshd.service).
+has_ssh_unit() {
+  for _dir in /etc/systemd/system /lib/systemd/system /usr/lib/systemd/system; do
+    if [ -f "$_dir/ssh.service" ] || [ -f "$_dir/sshd.service" ]; then return 0; fi
+  done
+  return 1
+}
+
 install_packages() {
-  step install "systemd is missing; installing systemd and an SSH server"
+  if find_systemd; then
+    step install "systemd is present but no SSH server is; installing systemd and an SSH server"
+  else
+    step install "systemd is missing; installing systemd and an SSH server"
+  fi
   detect_family || fail "unsupported distribution (os-release ID='${OS_ID:-?}' ID_LIKE='${OS_LIKE:-}'): no known package manager to install systemd and openssh" \
     "use an image that already has systemd and openssh-server, or one based on Debian/Ubuntu, Alpine, Fedora/RHEL, Arch or openSUSE"
   log "distribution family: $FAMILY (ID=$OS_ID${OS_LIKE:+ ID_LIKE=$OS_LIKE})"
@@ -349,9 +361,9 @@ main() {
   log "starting (pid $$)"
   mount_basics
   apply_seed
-  if find_systemd; then
+  if find_systemd && has_ssh_unit; then
     :
-  elif [ -x /sbin/openrc ] && [ -f /etc/alpine-release ]; then
+  elif [ -x /sbin/openrc ] && [ -f /etc/alpine-release ] && [ -e /etc/init.d/sshd ]; then
     configure_openrc
     exec_init /sbin/init
   else
@@ -361,6 +373,7 @@ main() {
       exec_init /sbin/init
     fi
     find_systemd || fail "systemd is still missing after installing packages" "install systemd in the image"
+    has_ssh_unit || fail "no ssh.service or sshd.service unit after installing openssh" "install openssh-server in the image"
   fi
   configure_systemd
   exec_init "$SYSTEMD" "$@"

@@ -82,7 +82,7 @@ export async function verifyInRelease(file: string, opts: { keyring: string; url
 
 /** Fetches and verifies the suite's InRelease and Packages index; resolves packages from it. */
 export class DebianArchive {
-  private packagesText?: string;
+  private packagesIndex?: Buffer;
   release?: ReturnType<typeof parseRelease>;
 
   constructor(private readonly o: ArchiveOptions) {}
@@ -119,8 +119,8 @@ export class DebianArchive {
   }
 
   /** Step "fetch-packages": the first of Packages.xz, .gz, plain that the signed text lists and the mirror has. */
-  async loadPackages(): Promise<string> {
-    if (this.packagesText !== undefined) return this.packagesText;
+  async loadPackages(): Promise<Buffer> {
+    if (this.packagesIndex !== undefined) return this.packagesIndex;
     if (!this.release) await this.loadRelease();
     const base = `${this.o.component}/binary-${this.o.arch}/Packages`;
     const candidates: { rel: ReleaseFile; ext: string }[] = [];
@@ -149,9 +149,9 @@ export class DebianArchive {
         throw e; // a digest mismatch is never "try the next one"
       }
       try {
-        this.packagesText = await this.decompress(file, ext);
+        this.packagesIndex = await this.decompress(file, ext);
         this.o.log.debug('Packages index verified', { url, sha256: rel.sha256 });
-        return this.packagesText;
+        return this.packagesIndex;
       } finally {
         await rm(file, { force: true });
       }
@@ -162,11 +162,12 @@ export class DebianArchive {
     });
   }
 
-  private async decompress(file: string, ext: string): Promise<string> {
-    if (ext === '') return readFile(file, 'utf8');
-    if (ext === '.gz') return gunzipSync(await readFile(file)).toString('utf8');
+  /** The index as bytes: decoding 50 MB to a JS string costs seconds; stanzas are decoded on demand. */
+  private async decompress(file: string, ext: string): Promise<Buffer> {
+    if (ext === '') return readFile(file);
+    if (ext === '.gz') return gunzipSync(await readFile(file));
     const r = await this.o.exec(['xz', '-dc', file], { binary: true, signal: this.o.signal });
-    return r.stdoutBuffer.toString('utf8');
+    return r.stdoutBuffer;
   }
 
   /**

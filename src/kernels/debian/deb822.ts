@@ -41,19 +41,27 @@ export function parseRelease(signedText: string): { fields: Stanza; sha256: Map<
   return { fields, sha256 };
 }
 
-/** Every stanza of `Packages` whose `Package:` is exactly `name` (fast: no full parse). */
-export function findPackageStanzas(packages: string, name: string): Stanza[] {
+/**
+ * Every stanza of `Packages` whose `Package:` is exactly `name`. Fast on a 50 MB index: a Buffer
+ * is searched with memchr-speed `indexOf` and only the matching stanzas are decoded.
+ */
+export function findPackageStanzas(packages: Buffer | string, name: string): Stanza[] {
   const out: Stanza[] = [];
   const needle = `Package: ${name}\n`;
+  const buf = Buffer.isBuffer(packages) ? packages : undefined;
+  const str = typeof packages === 'string' ? packages : undefined;
+  const at = (i: number) => (buf ? buf[i] === 0x0a : str![i] === '\n');
+  const find = (s: string, from: number) => (buf ? buf.indexOf(s, from) : str!.indexOf(s, from));
+  const length = buf ? buf.length : str!.length;
   let from = 0;
   for (;;) {
-    const i = packages.indexOf(needle, from);
+    const i = find(needle, from);
     if (i < 0) break;
     from = i + needle.length;
-    if (i !== 0 && packages[i - 1] !== '\n') continue; // a continuation line or another field
-    let end = packages.indexOf('\n\n', i);
-    if (end < 0) end = packages.length;
-    out.push(parseStanza(packages.slice(i, end)));
+    if (i !== 0 && !at(i - 1)) continue; // a continuation line or another field
+    let end = find('\n\n', i);
+    if (end < 0) end = length;
+    out.push(parseStanza(buf ? buf.toString('utf8', i, end) : str!.slice(i, end)));
   }
   return out;
 }

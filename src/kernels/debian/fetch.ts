@@ -82,6 +82,15 @@ export async function fetchDebianKernel(opts: FetchDebianKernelOptions): Promise
   const progress = opts.progress ?? (() => {});
   const undo = new UndoStack((m, f) => log.warn(m, f));
   let step = 'verify-inrelease';
+  const timings: Record<string, number> = {};
+  let mark = performance.now();
+  /** Record how long the current step took and move on to `next`. */
+  const advance = (next: string) => {
+    const now = performance.now();
+    timings[step] = Math.round(now - mark);
+    mark = now;
+    step = next;
+  };
   const work = join(opts.tmpDir, `debian-${process.pid}-${Date.now().toString(36)}`);
   try {
     await mkdir(work, { recursive: true });
@@ -103,20 +112,20 @@ export async function fetchDebianKernel(opts: FetchDebianKernelOptions): Promise
     });
     progress({ stage: 'verify-inrelease', message: archive.inReleaseUrl });
     await archive.loadRelease();
-    step = 'fetch-packages';
+    advance('fetch-packages');
     progress({ stage: 'fetch-packages' });
     await archive.loadPackages();
-    step = 'resolve';
+    advance('resolve');
     const kernelDeb = await archive.resolveKernel(entry.package);
     const busyboxDeb = await archive.resolve(BUSYBOX_PACKAGE);
     log.info('resolved Debian kernel', { entry: entry.name, meta: entry.package, package: kernelDeb.package, version: kernelDeb.version, sha256: kernelDeb.sha256 });
     progress({ stage: 'resolve', message: `${entry.package} → ${kernelDeb.package} ${kernelDeb.version}` });
 
-    step = 'download';
+    advance('download');
     const kernelFile = await fetchDeb(kernelDeb, work, opts);
     const busyboxFile = await fetchDeb(busyboxDeb, work, opts);
 
-    step = 'unpack';
+    advance('unpack');
     progress({ stage: 'unpack', key: kernelDeb.package });
     const kroot = join(work, 'kernel');
     const broot = join(work, 'busybox');
@@ -126,12 +135,12 @@ export async function fetchDebianKernel(opts: FetchDebianKernelOptions): Promise
     const modDir = await findModulesDir(kroot, img.release, kernelDeb.package);
     await copyFile(img.vmlinuz, join(opts.outDir, 'vmlinuz'));
 
-    step = 'vmlinux';
+    advance('vmlinux');
     throwIfAborted(signal);
     progress({ stage: 'vmlinux' });
     const format = await extractVmlinux(img.vmlinuz, join(opts.outDir, 'vmlinux'), exec, signal);
 
-    step = 'initramfs';
+    advance('initramfs');
     throwIfAborted(signal);
     progress({ stage: 'initramfs' });
     const { modules, builtin } = await resolveModules(modDir, GUEST_MODULES, exec);
@@ -139,7 +148,8 @@ export async function fetchDebianKernel(opts: FetchDebianKernelOptions): Promise
       throw new BangerError(ErrorCode.Bundle, `package ${BUSYBOX_PACKAGE} ${busyboxDeb.version} has no bin/busybox`, { cause: e });
     });
     const initrdBytes = await buildInitramfs({ busybox, kernelVersion: img.release, modules }, join(opts.outDir, 'initrd.img'));
-    log.info('built Debian kernel', { release: img.release, compression: format, modules: modules.map((m) => m.name), builtin, initrdBytes });
+    advance('done');
+    log.info('built Debian kernel', { release: img.release, compression: format, modules: modules.map((m) => m.name), builtin, initrdBytes, stepMs: timings });
     progress({ stage: 'initramfs', done: true, message: `${modules.length} modules, ${initrdBytes} bytes` });
 
     await rm(work, { recursive: true, force: true });
