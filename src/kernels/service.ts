@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, renameSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Context } from '../daemon/context.js';
 import { BangerError, ErrorCode, isBangerError, throwIfAborted } from '../core/errors.js';
@@ -77,6 +77,26 @@ export class KernelService {
   ) {
     this.fetchDebian = deps.fetchDebian ?? fetchDebianKernel;
     this.etcApt = deps.etcApt ?? '/etc/apt';
+  }
+
+  /**
+   * Daemon start: remove kernel directories that have no row (a crash between the rename and the
+   * commit of an install leaves one) and report rows whose files are gone. Idempotent.
+   */
+  async reconcile(): Promise<{ removedDirs: string[]; missingFiles: string[] }> {
+    const rows = new Set(listRows(this.ctx.db).map((k) => k.name));
+    const removedDirs: string[] = [];
+    for (const name of await readdir(this.ctx.layout.kernels).catch(() => [] as string[])) {
+      if (rows.has(name)) continue;
+      await rm(join(this.ctx.layout.kernels, name), { recursive: true, force: true });
+      removedDirs.push(name);
+      this.ctx.log.warn('reconcile: removed a kernel directory without a database row', { kernel: name });
+    }
+    const missingFiles = this.list()
+      .filter((k) => !k.vmlinux && !k.vmlinuz)
+      .map((k) => k.name);
+    for (const name of missingFiles) this.ctx.log.warn('reconcile: kernel files are missing; pull it again with --force', { kernel: name });
+    return { removedDirs, missingFiles };
   }
 
   /** Name of the kernel used when none is given (config `defaultKernel`). */

@@ -118,3 +118,26 @@ test('a kernel whose files vanished is reported by get() with a re-pull hint; rm
     rmSync(src, { recursive: true, force: true });
   }
 });
+
+test('reconcile removes kernel directories without a row and reports rows whose files are gone', async () => {
+  const ctx = testContext();
+  const src = mkdtempSync(join(tmpdir(), 'banger-kr-'));
+  try {
+    const svc = new KernelService(ctx);
+    const h = Buffer.alloc(64);
+    h.write('\x7fELF', 0, 'latin1');
+    writeFileSync(join(src, 'vmlinux'), h);
+    await svc.import('kept', { vmlinux: join(src, 'vmlinux') });
+    await svc.import('hollow', { vmlinux: join(src, 'vmlinux') });
+    rmSync(join(ctx.layout.kernelDir('hollow'), 'vmlinux'));
+    mkdirSync(join(ctx.layout.kernelDir('orphan'), 'modules'), { recursive: true });
+    writeFileSync(join(ctx.layout.kernelDir('orphan'), 'vmlinux'), 'x');
+    assert.deepEqual(await svc.reconcile(), { removedDirs: ['orphan'], missingFiles: ['hollow'] });
+    assert.equal(existsSync(ctx.layout.kernelDir('orphan')), false);
+    assert.ok(existsSync(svc.get('kept').vmlinux!));
+    assert.deepEqual(await svc.reconcile(), { removedDirs: [], missingFiles: ['hollow'] });
+  } finally {
+    ctx.cleanup();
+    rmSync(src, { recursive: true, force: true });
+  }
+});
