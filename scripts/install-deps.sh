@@ -20,6 +20,8 @@ PKGS=(
   dpkg-dev                          # dpkg-scanpackages: local apt repo for the first-boot install test
   python3 make g++                  # native npm addons (better-sqlite3, zstd-napi)
   lz4                               # Debian kernels are LZ4 bzImages (vmlinux extraction); apt's Packages.lz4 in the test mirror
+  gpg gpg-agent                     # tests: sign a throw-away Debian-style archive (Packages.xz/.gz, Valid-Until)
+  flex bison bc libelf-dev libssl-dev  # slow tier: scripts/make-generic-kernel.sh builds a kernel (BANGER_SLOW=1)
   openssl                           # kernel tests: a self-signed HTTPS server (TLS must be verified); python3 above also gives the CLI a pty in kernel e2e tests
 )
 missing=()

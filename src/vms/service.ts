@@ -1,10 +1,10 @@
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { BangerError, ErrorCode, errorMessage, throwIfAborted } from '../core/errors.js';
 import { toolEnv } from '../core/exec.js';
 import { exists, parseSize } from '../core/fsutil.js';
 import { UndoStack } from '../core/undo.js';
 import type { Context } from '../daemon/context.js';
-import { realHost, type HostProbe } from '../doctor/checks.js';
+import { kvmUsable, realHost, type HostProbe } from '../doctor/checks.js';
 import type { ImageService } from '../images/service.js';
 import type { KernelService } from '../kernels/service.js';
 import type { NetworkService } from '../network/service.js';
@@ -68,6 +68,10 @@ export class VmService {
   private readonly locks = new KeyedLock();
   private readonly host: HostProbe;
   private readonly drivers: Partial<Record<VmmKind, VmmDriver>>;
+  /** gid of the `banger` group (client key copy readable by it); looked up when unset. */
+  private readonly gid?: number;
+  /** VMs inside a start sequence: `observe` must not mark them stopped meanwhile. */
+  private readonly busy = new Set<string>();
 
   constructor(
     readonly ctx: Context,
@@ -80,7 +84,6 @@ export class VmService {
     this.drivers = opts.drivers ?? { qemu: new QemuDriver(ctx.exec, { qemu: ctx.config.binaries.qemu }) };
     this.gid = opts.bangerGid;
   }
-  private readonly gid?: number;
 
   private get net(): NetworkService {
     return this.deps.network;
@@ -147,17 +150,20 @@ export class VmService {
         await rm(files.dir, { recursive: true, force: true }); // a stale dir no record owns
         await mkdir(files.dir, { recursive: true, mode: 0o750 });
         undo.push('vm-dir', () => rm(files.dir, { recursive: true, force: true }));
-        await driver.prepare(files, image.rootfsPath, { sizeBytes: diskSizeBytes, signal: op.signal });
-        if (workDiskBytes !== undefined) await buildWorkDisk(this.ctx.exec, files.work, workDiskBytes);
+        // Independent steps run side by side: overlay, optional work disk, keys.
+        const gid = this.gid ?? (await bangerGid());
+        const [, , clientPub, hostPub] = await settleAll([
+          driver.prepare(files, image.rootfsPath, { sizeBytes: diskSizeBytes, signal: op.signal }),
+          workDiskBytes !== undefined ? buildWorkDisk(this.ctx.exec, files.work, workDiskBytes) : undefined,
+          ensureClientKey(this.ctx.exec, this.ssh, gid),
+          generateHostKey(this.ctx.exec, files.hostKey, name),
+        ]);
         stage('disk', undefined, true);
         throwIfAborted(op.signal);
 
         // step seed: host key made before first boot, pinned; seed disk for the first-boot script
         stage('seed', 'host key + seed disk');
-        const clientPub = await ensureClientKey(this.ctx.exec, this.ssh, this.gid ?? (await bangerGid()));
-        const hostPub = await generateHostKey(this.ctx.exec, files.hostKey, name);
         const net = this.net.describe(id, ip);
-        const { readFile } = await import('node:fs/promises');
         await buildSeedDisk(this.ctx.exec, files.seed, this.ctx.layout.tmp, { name, net, hostKey: await readFile(files.hostKey, 'utf8'), hostKeyPub: hostPub, authorizedKey: clientPub });
         await pinHostKey(this.ssh, ip, name, hostPub);
         undo.push('known_hosts', () => unpinHostKey(this.ssh, ip, name));
@@ -237,9 +243,12 @@ export class VmService {
 
     // step vmm
     o.stage('vmm', `${driver.kind} starting`);
-    const disks: DiskSpec[] = [vm.spec.rootDisk.path === files.rootQcow2 || vm.spec.rootDisk.path === files.rootRaw ? { id: 'root' as const, ...vm.spec.rootDisk } : { id: 'root' as const, path: files.rootQcow2, format: 'qcow2' as const }, { id: 'seed' as const, path: files.seed, format: 'raw' as const }];
-    if (vm.spec.workDiskBytes !== undefined) disks.push({ id: 'work' as const, path: files.work, format: 'raw' as const });
-    const choiceKvm = (await selectVmm('qemu', this.host, this.ctx.config.binaries)).kvm;
+    const disks: DiskSpec[] = [
+      { id: 'root', ...vm.spec.rootDisk },
+      { id: 'seed', path: files.seed, format: 'raw' },
+    ];
+    if (vm.spec.workDiskBytes !== undefined) disks.push({ id: 'work', path: files.work, format: 'raw' });
+    const choiceKvm = (await kvmUsable(this.host)).usable;
     const sn = this.net.subnet();
     await rm(files.console, { force: true });
     this.repo.setState(vm.name, { state: 'starting', desiredState: 'running' });
@@ -403,7 +412,6 @@ export class VmService {
     }
     return st;
   }
-  private readonly busy = new Set<string>();
 
   async view(vm: VmRecord): Promise<VmView> {
     const st = await this.driver(vm.vmm).status(this.files(vm.name), vm.pid);
@@ -483,6 +491,14 @@ export class VmService {
     const r = await this.ctx.exec(['debugfs', '-R', `stat ${FIRST_BOOT}`, rootfs], { env: toolEnv(), allowFailure: true });
     return r.exitCode === 0 && !/not found|File not found/i.test(r.stderr) && /Inode:/.test(r.stdout);
   }
+}
+
+/** Like Promise.all, but waits for every step to finish before throwing the first failure (so the undo never races a step still writing). */
+async function settleAll<T extends readonly unknown[]>(ps: T): Promise<{ -readonly [K in keyof T]: Awaited<T[K]> }> {
+  const rs = await Promise.allSettled(ps);
+  const bad = rs.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (bad) throw bad.reason;
+  return rs.map((r) => (r as PromiseFulfilledResult<unknown>).value) as { -readonly [K in keyof T]: Awaited<T[K]> };
 }
 
 function sizeArg(flag: string, v: string): number {

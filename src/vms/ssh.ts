@@ -39,7 +39,11 @@ function serial<T>(fn: () => Promise<T>): Promise<T> {
 }
 
 /** Make banger's client key once; returns the public key line. Idempotent. */
-export async function ensureClientKey(exec: Exec, p: SshPaths, gid?: number): Promise<string> {
+export function ensureClientKey(exec: Exec, p: SshPaths, gid?: number): Promise<string> {
+  return serial(() => makeClientKey(exec, p, gid));
+}
+
+async function makeClientKey(exec: Exec, p: SshPaths, gid?: number): Promise<string> {
   await mkdir(p.dir, { recursive: true, mode: 0o750 });
   if (!(await exists(p.key)) || !(await exists(p.pub))) {
     const tmp = join(p.dir, `.id_ed25519.${process.pid}.tmp`);

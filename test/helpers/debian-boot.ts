@@ -20,6 +20,7 @@ const GUEST_INIT = `#!/bin/sh
 export PATH=/bin
 mount -t proc proc /proc 2>/dev/null
 mount -t sysfs sysfs /sys 2>/dev/null
+echo "banger-test-guest: init=$0 pid=$$"
 echo "banger-test-guest: hostname=$(hostname) addr=$(ip -4 -o addr show 2>/dev/null | grep -v ' lo ' | sed 's/  */ /g')"
 httpd -p 80 -h /www
 echo "banger-test-guest: ready"
@@ -28,7 +29,8 @@ while :; do sleep 3600; done
 
 /**
  * Build an ext4 root filesystem (no mount, `mkfs.ext4 -d`) with a static busybox, an /sbin/init
- * that starts `httpd` on port 80 serving `token` at /index.html. Returns the image path.
+ * (also reachable as /sbin/banger-test-init) that prints its name and PID and starts `httpd` on
+ * port 80 serving `token` at /index.html. Returns the image path.
  */
 export function buildTestRootfs(dir: string, busybox: string, token: string): string {
   const root = join(dir, 'rootfs');
@@ -37,6 +39,8 @@ export function buildTestRootfs(dir: string, busybox: string, token: string): st
   chmodSync(join(root, 'bin', 'busybox'), 0o755);
   for (const a of ['sh', 'mount', 'httpd', 'sleep', 'echo', 'cat', 'ip', 'hostname', 'grep', 'sed']) symlinkSync('busybox', join(root, 'bin', a));
   writeFileSync(join(root, 'sbin', 'init'), GUEST_INIT, { mode: 0o755 });
+  // the same init under another name, to check that init= is honoured
+  symlinkSync('init', join(root, 'sbin', 'banger-test-init'));
   writeFileSync(join(root, 'www', 'index.html'), token + '\n');
   const img = join(dir, 'root.ext4');
   run(['mkfs.ext4', '-q', '-F', '-b', '4096', '-O', '^orphan_file', '-d', root, img, '32M']);

@@ -66,9 +66,10 @@ test('Debian kernel + banger initramfs boots a rootfs and answers at the ip= add
       rootfs,
       net,
       dir,
-      append: `console=ttyS0 root=/dev/vda rw panic=-1 reboot=t ${TSC} ${net.ipArg('debguest')}`,
+      append: `console=ttyS0 root=/dev/vda rw panic=-1 reboot=t ${TSC} ${net.ipArg('debguest')} init=/sbin/banger-test-init`,
     });
     const text = await vm.waitConsole(/banger-test-guest: ready/, BOOT_TIMEOUT_MS);
+    assert.match(text, /banger-test-guest: init=\/sbin\/banger-test-init pid=1$/m, 'switch_root handed PID 1 to init=');
     assert.match(text, /banger-test-guest: hostname=debguest/, 'hostname from ip= applied before init');
     assert.ok(text.includes(`inet ${net.guestIp}/24`), 'address from ip= applied with the netmask as prefix');
     let body: string | undefined;

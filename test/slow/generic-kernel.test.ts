@@ -93,6 +93,7 @@ test('the generic kernel pulls through the CLI and boots the test rootfs (ip= by
     });
     const text = await vm.waitConsole(/banger-test-guest: ready/, 180_000);
     assert.match(text, /banger-test-guest: hostname=genguest/);
+    assert.match(text, /banger-test-guest: init=\/sbin\/init pid=1$/m);
     let body: string | undefined;
     const deadline = Date.now() + 60_000;
     while (body === undefined && Date.now() < deadline) {
