@@ -28,6 +28,7 @@ SEED_DEV="${BANGER_SEED_DEVICE:-/dev/vdb}"
 SEED_MNT=/run/banger-seed
 MARKER=/var/lib/banger/first-boot.done
 AGENT_UNIT=banger-vsock-agent.service
+APT_CONF=/etc/apt/apt.conf.d/00banger-first-boot
 STEP=start
 
 log() { echo "banger-first-boot: $*"; }
@@ -35,6 +36,7 @@ log() { echo "banger-first-boot: $*"; }
 # fail MESSAGE [HINT]: never returns.
 fail() {
   [ "${POLICY_RC_CREATED:-0}" = 1 ] && rm -f /usr/sbin/policy-rc.d
+  [ "${APT_CONF_CREATED:-0}" = 1 ] && rm -f "$APT_CONF"
   echo "banger-first-boot: error: step '$STEP' failed: $1" >&2
   [ -n "${2:-}" ] && echo "banger-first-boot: hint: $2" >&2
   if [ "$TEST" = 1 ]; then exit 1; fi
@@ -248,6 +250,12 @@ install_debian() {
     mkdir -p /usr/sbin
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d && POLICY_RC_CREATED=1
   fi
+  # One-time install: dpkg without fsync (much faster on emulated disks; a crash here means
+  # the next boot installs again) and no translation downloads.
+  APT_CONF_CREATED=0
+  if [ -d /etc/apt/apt.conf.d ] && [ ! -e "$APT_CONF" ]; then
+    printf '// banger-first-boot: temporary, removed after the first-boot install\nDpkg::Options { "--force-unsafe-io"; };\nAcquire::Languages "none";\n' >"$APT_CONF" && APT_CONF_CREATED=1
+  fi
   DEBIAN_FRONTEND=noninteractive
   export DEBIAN_FRONTEND
   _rc=0
@@ -256,7 +264,9 @@ install_debian() {
     run apt-get install -y --no-install-recommends systemd systemd-sysv openssh-server iproute2 ca-certificates || _rc=$?
   fi
   [ "$POLICY_RC_CREATED" = 1 ] && rm -f /usr/sbin/policy-rc.d
+  [ "$APT_CONF_CREATED" = 1 ] && rm -f "$APT_CONF"
   POLICY_RC_CREATED=0
+  APT_CONF_CREATED=0
   return "$_rc"
 }
 
