@@ -48,6 +48,7 @@ export async function applyTarStream(source: AsyncIterable<Buffer> | Readable, c
     await applier.endLayer();
   } catch (err) {
     const e = sinkError ?? err;
+    applier.release();
     await applier.settleNodes().catch(() => {});
     if (signal?.aborted) throw new BangerError(ErrorCode.Cancelled, 'operation cancelled', { cause: e });
     if (e instanceof BangerError) throw e;

@@ -20,7 +20,7 @@ import { formatPlatform, layerCompression, parsePlatform, type Compression, type
 import { BlobStore } from './store.js';
 import { resolveImage } from './resolve.js';
 import { BUILD_KEY_FILE, buildKey, linkBuiltRootfs } from './reuse.js';
-import { chooseStagingParent, cleanStaleRamStaging, isNoSpace, ramPrefix } from './staging.js';
+import { chooseStagingParent, cleanStaleRamStaging, isNoSpace, RAM_DIR, ramPrefix } from './staging.js';
 
 export type { ImageRecord } from './records.js';
 
@@ -78,6 +78,8 @@ export class ImageService {
   readonly creds: CredentialStore;
   private readonly building = new Set<string>();
   private readonly pending = new Set<Promise<void>>();
+  /** The tmpfs used for RAM staging (tests point it at a small tmpfs of their own). */
+  ramDir = RAM_DIR;
 
   constructor(readonly ctx: Context, readonly deps: { kernels: KernelService }) {
     this.repo = new ImageRepo(ctx.db);
@@ -236,7 +238,7 @@ export class ImageService {
 
   /** Build, staged in RAM when it fits; a RAM stage that runs full is retried on disk. */
   private async build(spec: BuildSpec, op: OpContext): Promise<ImageRecord> {
-    const where = await chooseStagingParent({ mode: this.ctx.config.imageStaging, diskTmp: this.ctx.layout.tmp, estimateBytes: spec.estimateBytes });
+    const where = await chooseStagingParent({ mode: this.ctx.config.imageStaging, diskTmp: this.ctx.layout.tmp, estimateBytes: spec.estimateBytes, ramDir: this.ramDir });
     try {
       return await this.buildIn(spec, op, where.dir, where.ram);
     } catch (e) {

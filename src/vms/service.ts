@@ -12,19 +12,21 @@ import { macForIp } from '../network/subnet.js';
 import { tapName } from '../network/links.js';
 import type { ProgressEvent } from '../rpc/protocol.js';
 import { agentRequest } from './agent.js';
-import { kernelCmdline, FIRST_BOOT, tscKhzFromCpuinfo } from './cmdline.js';
-import { INIT_MARKER, readFrom, tail, waitForConsole } from './console.js';
+import { FIRST_BOOT, tscKhzFromCpuinfo } from './cmdline.js';
+import { readFrom } from './console.js';
 import { defaultKernelName, getImage, getKernel } from './deps.js';
 import { QemuDriver } from './drivers/qemu.js';
 import { selectVmm } from './drivers/select.js';
-import type { DiskSpec, VmmDriver, VmmKind } from './drivers/types.js';
+import type { VmmDriver, VmmKind } from './drivers/types.js';
 import { vmFiles, type VmFiles } from './files.js';
 import { KeyedLock } from './lock.js';
 import { generateName, newVmId } from './names.js';
 import { buildSeedDisk, buildWorkDisk } from './seed.js';
-import { ensureClientKey, generateHostKey, pinHostKey, sshCommonOptions, sshOptions, sshPaths, unpinHostKey, waitForSsh, writeSshConfig, type SshPaths } from './ssh.js';
+import { ensureClientKey, generateHostKey, pinHostKey, sshCommonOptions, sshOptions, sshPaths, unpinHostKey, writeSshConfig, type SshPaths } from './ssh.js';
 import { VmRepo, type VmRecord, type VmSpec } from './store.js';
 import { reconcileVms } from './reconcile.js';
+import { launchSpec } from './launch.js';
+import { waitReady, type Stage } from './readiness.js';
 import { bangerGid } from '../daemon/system.js';
 
 export interface CreateParams {
@@ -54,7 +56,6 @@ export interface VmView extends VmRecord {
   sshCommand?: string;
 }
 
-type Stage = (stage: string, message?: string, done?: boolean) => void;
 
 /**
  * VMs: lifecycle, disks, SSH, reconcile. Create is a named, ordered list of steps (record+lease,
@@ -243,64 +244,19 @@ export class VmService {
 
     // step vmm
     o.stage('vmm', `${driver.kind} starting`);
-    const disks: DiskSpec[] = [
-      { id: 'root', ...vm.spec.rootDisk },
-      { id: 'seed', path: files.seed, format: 'raw' },
-    ];
-    if (vm.spec.workDiskBytes !== undefined) disks.push({ id: 'work', path: files.work, format: 'raw' });
-    const choiceKvm = (await kvmUsable(this.host)).usable;
-    const sn = this.net.subnet();
+    const kvm = (await kvmUsable(this.host)).usable;
+    const spec = launchSpec({ vm: { ...vm, ip: vm.ip }, kernel, files, net, subnet: this.net.subnet(), kvm, tscKhz: tscKhzFromCpuinfo(await this.host.readFile('/proc/cpuinfo')) });
     await rm(files.console, { force: true });
     this.repo.setState(vm.name, { state: 'starting', desiredState: 'running' });
     throwIfAborted(o.signal);
-    const { pid } = await driver.start(
-      {
-        id: vm.id,
-        name: vm.name,
-        files,
-        vcpu: vm.spec.vcpu,
-        memoryMiB: vm.spec.memoryMiB,
-        kernel: kernel.vmlinuz ?? kernel.vmlinux!,
-        initrd: kernel.initrd,
-        cmdline: kernelCmdline({ ip: vm.ip, gateway: sn.gateway, netmask: sn.netmask, hostname: vm.name, firstBoot: vm.spec.firstBoot, tscKhz: choiceKvm ? undefined : tscKhzFromCpuinfo(await this.host.readFile('/proc/cpuinfo')) }),
-        disks,
-        net: { tap: net.tap, mac: net.mac },
-        kvm: choiceKvm,
-        // A kernel with an initramfs is modular (virtio_mmio is a module loaded with insmod,
-        // which never sees virtio_mmio.device= on the command line): announce devices by ACPI.
-        acpi: !!kernel.initrd,
-      },
-      { signal: o.signal },
-    );
+    const { pid } = await driver.start(spec, { signal: o.signal });
     o.undo.push('vmm', () => driver.kill(files, 'SIGKILL'));
     this.repo.setState(vm.name, { state: 'running', pid, startedAt: new Date().toISOString() });
     o.stage('vmm', `pid ${pid}`, true);
     if (!o.wait) return;
 
-    // step boot + ssh (boot = kernel hands over to userspace, seen on the serial console)
-    const alive = async () => (await driver.status(files, pid)).running;
-    let sshDone = false;
-    o.stage('boot', 'kernel booting');
-    const boot = waitForConsole(files.console, INIT_MARKER, async () => sshDone || !!o.signal?.aborted || !(await alive())).then((seen) => {
-      if (seen) o.stage('boot', 'userspace started', true);
-    });
-    o.stage('ssh', `waiting for root@${vm.ip}`);
-    try {
-      await waitForSsh(this.ctx.exec, this.ssh, vm.ip, { timeoutMs: this.ctx.config.vm.sshTimeoutSeconds * 1000, signal: o.signal, alive });
-    } catch (e) {
-      sshDone = true;
-      await boot;
-      const be = e instanceof BangerError ? e : new BangerError(ErrorCode.Vmm, errorMessage(e), { cause: e });
-      throw new BangerError(be.code, be.message, { hint: be.hint, cause: e, details: { consoleTail: await tail(files.console) } });
-    }
-    sshDone = true;
-    await boot;
-    o.stage('boot', 'done', true);
-    o.stage('ssh', 'ready', true);
-
-    // step agent: optional (images without it are skipped, never failed)
-    const health = await agentRequest(driver.agentChannel(files).path, 'health', 3000);
-    o.stage('agent', health ? `healthy${typeof health.version === 'string' ? ` (${health.version})` : ''}` : 'no agent answered (skipped)', true);
+    // steps boot, ssh, agent
+    await waitReady({ exec: this.ctx.exec, ssh: this.ssh, ip: vm.ip, files, driver, pid, timeoutMs: this.ctx.config.vm.sshTimeoutSeconds * 1000, signal: o.signal, stage: o.stage });
   }
 
   async stop(names: string[], op: OpContext = {}): Promise<VmView[]> {
