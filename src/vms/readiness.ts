@@ -1,7 +1,7 @@
 import { BangerError, ErrorCode, errorMessage } from '../core/errors.js';
 import type { Exec } from '../core/exec.js';
 import { agentRequest } from './agent.js';
-import { INIT_MARKER, tail, waitForConsole } from './console.js';
+import { INIT_MARKER, firstBootState, readFrom, tail, waitForConsole } from './console.js';
 import type { VmmDriver } from './drivers/types.js';
 import type { VmFiles } from './files.js';
 import { waitForSsh, type SshPaths } from './ssh.js';
@@ -22,6 +22,8 @@ export async function waitReady(o: {
   driver: VmmDriver;
   pid: number;
   timeoutMs: number;
+  /** How long SSH may take while the first boot installs systemd and an SSH server. */
+  firstBootTimeoutMs: number;
   signal?: AbortSignal;
   stage: Stage;
 }): Promise<void> {
@@ -33,7 +35,19 @@ export async function waitReady(o: {
   });
   o.stage('ssh', `waiting for root@${o.ip}`);
   try {
-    await waitForSsh(o.exec, o.ssh, o.ip, { timeoutMs: o.timeoutMs, signal: o.signal, alive });
+    let announced = false;
+    const watch = async (): Promise<number | undefined> => {
+      const fb = firstBootState((await readFrom(o.files.console, 0, 4 << 20)).data);
+      if (fb.error) throw new BangerError(ErrorCode.Vmm, `step first-boot: ${fb.error}`, { hint: "the guest could not finish its first boot: see 'banger vm logs NAME'" });
+      if (!fb.installing) return undefined;
+      if (!announced) {
+        announced = true;
+        o.stage('first-boot', `installing systemd and an SSH server with the guest's package manager (first boot only; can take minutes, up to ${Math.round(o.firstBootTimeoutMs / 60000)} min)`);
+      }
+      return o.firstBootTimeoutMs;
+    };
+    await waitForSsh(o.exec, o.ssh, o.ip, { timeoutMs: o.timeoutMs, signal: o.signal, alive, watch });
+    if (announced) o.stage('first-boot', 'done', true);
   } catch (e) {
     sshDone = true;
     await boot;

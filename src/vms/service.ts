@@ -256,7 +256,7 @@ export class VmService {
     if (!o.wait) return;
 
     // steps boot, ssh, agent
-    await waitReady({ exec: this.ctx.exec, ssh: this.ssh, ip: vm.ip, files, driver, pid, timeoutMs: this.ctx.config.vm.sshTimeoutSeconds * 1000, signal: o.signal, stage: o.stage });
+    await waitReady({ exec: this.ctx.exec, ssh: this.ssh, ip: vm.ip, files, driver, pid, timeoutMs: this.ctx.config.vm.sshTimeoutSeconds * 1000, firstBootTimeoutMs: this.ctx.config.vm.firstBootTimeoutSeconds * 1000, signal: o.signal, stage: o.stage });
   }
 
   async stop(names: string[], op: OpContext = {}): Promise<VmView[]> {
