@@ -42,6 +42,8 @@ export const ConfigSchema = z
         vcpu: z.number().int().min(1).max(32).default(2),
         memoryMiB: z.number().int().min(128).default(1024),
         sshTimeoutSeconds: z.number().int().min(1).default(120),
+        /** SSH wait while a first boot installs systemd + sshd in the guest (registry images without them). */
+        firstBootTimeoutSeconds: z.number().int().min(1).default(1800),
         stopTimeoutSeconds: z.number().int().min(1).default(20),
       })
       .default({}),

@@ -44,10 +44,17 @@ export async function startDaemon(env: NodeJS.ProcessEnv = process.env, opts: { 
       return { stopping: true };
     }),
   };
-  try {
-    await services.vms.reconcile();
-  } catch (e) {
-    log.error('reconcile failed', { error: errorMessage(e) });
+  // Reconcile on start: each domain brings the host back in line with the database.
+  for (const [domain, step] of [
+    ['kernels', () => services.kernels.reconcile()],
+    ['vms', () => services.vms.reconcile()],
+  ] as const) {
+    try {
+      const result = await step();
+      log.info('reconcile done', { domain, ...(result && typeof result === 'object' ? result : {}) });
+    } catch (e) {
+      log.error('reconcile failed', { domain, error: errorMessage(e) });
+    }
   }
   const server = new RpcServer({ socketPath: lay.socket, methods, log, gid: await bangerGid() });
   await server.listen();

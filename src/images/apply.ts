@@ -52,6 +52,7 @@ const WH = '.wh.';
 export class LayerApplier {
   private pending: Pending = { xattrs: new Map(), dirTimes: new Map() };
   private layerPaths = new Set<string>();
+  private openFd?: number;
   /** Relative paths known to be real directories we created or checked (never symlinks). */
   private readonly dirs = new Set<string>();
   /** Device nodes and FIFOs being made by mknod(1), awaited before their path is touched. */
@@ -210,10 +211,12 @@ export class LayerApplier {
       }
       case 'file': {
         const fd = openSync(abs, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, e.mode & 0o777);
+        this.openFd = fd;
         let done = false;
         const finish = () => {
           if (done) return;
           done = true;
+          this.openFd = undefined;
           closeSync(fd);
           this.meta(rel, e, true);
         };
@@ -261,6 +264,18 @@ export class LayerApplier {
       const rel = (dirRel ? dirRel + '/' : '') + child;
       if (keep.has(rel)) continue;
       this.remove(rel);
+    }
+  }
+
+  /** Close the file being written when the stream failed mid-entry (no fd outlives a failure). */
+  release(): void {
+    if (this.openFd === undefined) return;
+    const fd = this.openFd;
+    this.openFd = undefined;
+    try {
+      closeSync(fd);
+    } catch {
+      /* already closed */
     }
   }
 

@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { createHash } from 'node:crypto';
@@ -14,6 +14,8 @@ import { layerCompression, type Compression, type Descriptor } from './registry/
 import type { BlobStore } from './store.js';
 import { TarReader } from './tar.js';
 
+const BUFFER = 8 * 1024 * 1024;
+
 export function shortDigest(d: string): string {
   return d.replace(/^sha256:/, '').slice(0, 12);
 }
@@ -21,17 +23,32 @@ export function shortDigest(d: string): string {
 /** Decompress and apply one tar stream to the applier. */
 export async function applyTarStream(source: AsyncIterable<Buffer> | Readable, compression: Compression, applier: LayerApplier, signal?: AbortSignal): Promise<void> {
   const reader = new TarReader((e) => applier.entry(e));
+  let sinkError: unknown;
   const sink = async (src: AsyncIterable<Buffer>) => {
-    for await (const c of src) await reader.push(c);
-    reader.end();
+    // errors of our own (tar, applier) are kept: pipeline may report its teardown instead
+    const own = async (f: () => unknown) => {
+      try {
+        await f();
+      } catch (e) {
+        sinkError ??= e;
+        throw e;
+      }
+    };
+    for await (const c of src) await own(() => reader.push(c));
+    await own(() => reader.end());
   };
-  const input = source instanceof Readable ? source : Readable.from(source, { objectMode: false });
+  // Generous buffers between the stages so download, decompression (zlib/zstd run on the
+  // thread pool) and extraction (main thread) overlap instead of taking turns.
+  const input = source instanceof Readable ? source : Readable.from(source, { objectMode: false, highWaterMark: BUFFER });
+  const ahead = () => new PassThrough({ highWaterMark: BUFFER });
   try {
-    if (compression === 'gzip') await pipeline(input, createGunzip({ chunkSize: 256 * 1024 }), sink, { signal });
-    else if (compression === 'zstd') await pipeline(input, new DecompressStream({ windowLogMax: 31 }), sink, { signal });
-    else await pipeline(input, sink, { signal });
+    if (compression === 'gzip') await pipeline(input, ahead(), createGunzip({ chunkSize: 256 * 1024 }), ahead(), sink, { signal });
+    else if (compression === 'zstd') await pipeline(input, ahead(), new DecompressStream({ windowLogMax: 31 }), ahead(), sink, { signal });
+    else await pipeline(input, ahead(), sink, { signal });
     await applier.endLayer();
-  } catch (e) {
+  } catch (err) {
+    const e = sinkError ?? err;
+    applier.release();
     await applier.settleNodes().catch(() => {});
     if (signal?.aborted) throw new BangerError(ErrorCode.Cancelled, 'operation cancelled', { cause: e });
     if (e instanceof BangerError) throw e;

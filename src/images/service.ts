@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { mkdir, mkdtemp, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { BangerError, ErrorCode, throwIfAborted } from '../core/errors.js';
 import { toolEnv } from '../core/exec.js';
@@ -13,13 +13,14 @@ import { LayerApplier } from './apply.js';
 import { buildExt4 } from './build.js';
 import { applyTarStream, pullAndApplyLayers } from './layers.js';
 import { ImageRepo, type ImageRecord } from './records.js';
-import { defaultImageName, manifestRef, parseReference } from './reference.js';
+import { defaultImageName, parseReference } from './reference.js';
 import { CredentialStore, normaliseRegistryKey } from './registry/auth.js';
-import { RegistryClient, sha256 } from './registry/client.js';
-import { extractConfig, formatPlatform, layerCompression, parseManifest, parsePlatform, selectPlatform, type Compression, type ImageConfig, type ImageManifest } from './registry/manifest.js';
+import { RegistryClient } from './registry/client.js';
+import { formatPlatform, layerCompression, parsePlatform, type Compression, type ImageConfig } from './registry/manifest.js';
 import { BlobStore } from './store.js';
+import { resolveImage } from './resolve.js';
 import { BUILD_KEY_FILE, buildKey, linkBuiltRootfs } from './reuse.js';
-import { chooseStagingParent, cleanStaleRamStaging, isNoSpace, ramPrefix } from './staging.js';
+import { chooseStagingParent, cleanStaleRamStaging, isNoSpace, RAM_DIR, ramPrefix } from './staging.js';
 
 export type { ImageRecord } from './records.js';
 
@@ -77,6 +78,8 @@ export class ImageService {
   readonly creds: CredentialStore;
   private readonly building = new Set<string>();
   private readonly pending = new Set<Promise<void>>();
+  /** The tmpfs used for RAM staging (tests point it at a small tmpfs of their own). */
+  ramDir = RAM_DIR;
 
   constructor(readonly ctx: Context, readonly deps: { kernels: KernelService }) {
     this.repo = new ImageRepo(ctx.db);
@@ -164,34 +167,7 @@ export class ImageService {
     const client = this.client(ref, signal);
 
     progress({ stage: 'resolve', message: `resolving ${ref.canonical}` });
-    const top = await client.manifest(manifestRef(ref));
-    let parsed = parseManifest(top.body, top.contentType, ref.canonical);
-    let manifestDigest = top.digest;
-    if (parsed.kind === 'index') {
-      const desc = selectPlatform(parsed.index, want, ref.canonical);
-      const m = await client.manifest(desc.digest);
-      parsed = parseManifest(m.body, m.contentType, `${ref.canonical} (${formatPlatform(want)})`);
-      manifestDigest = m.digest;
-      if (parsed.kind !== 'manifest') throw new BangerError(ErrorCode.Registry, `${ref.canonical}: the index entry for ${formatPlatform(want)} is itself an index`);
-    }
-    const manifest: ImageManifest = parsed.manifest;
-    const rawConfig = await this.configBlob(client, manifest);
-    let cfgJson: unknown;
-    try {
-      cfgJson = JSON.parse(rawConfig.toString('utf8'));
-    } catch (e) {
-      throw new BangerError(ErrorCode.Registry, `${ref.canonical}: image config ${manifest.config.digest} is not valid JSON`, { cause: e });
-    }
-    const cfg = extractConfig(cfgJson);
-    if (cfg.architecture && parsed.kind === 'manifest' && top.digest === manifestDigest) {
-      // a single-platform image: its config says what it is
-      const arch = parsePlatform(`${cfg.os ?? 'linux'}/${cfg.architecture}`).architecture;
-      if (arch !== want.architecture || (cfg.os && cfg.os !== want.os)) {
-        throw new BangerError(ErrorCode.Platform, `${ref.canonical} is for ${cfg.os ?? 'linux'}/${cfg.architecture}${cfg.variant ? '/' + cfg.variant : ''}, not ${formatPlatform(want)}; available: ${cfg.os ?? 'linux'}/${cfg.architecture}`, {
-          hint: `pass --platform ${cfg.os ?? 'linux'}/${cfg.architecture}`,
-        });
-      }
-    }
+    const { manifest, manifestDigest, rawConfig, config } = await resolveImage(client, this.store, ref, want);
     log.info('resolved', { digest: manifestDigest, layers: manifest.layers.length });
     return this.build(
       {
@@ -199,7 +175,7 @@ export class ImageService {
         sourceRef: ref.canonical,
         digest: manifestDigest,
         platform: formatPlatform(want),
-        config: cfg.config,
+        config,
         kernelRef,
         fromRegistry: true,
         sizeBytes: p.sizeBytes,
@@ -214,23 +190,6 @@ export class ImageService {
       },
       { signal, progress },
     );
-  }
-
-  /** The image config: from the store when present (verified), else downloaded and stored. */
-  private async configBlob(client: RegistryClient, manifest: ImageManifest): Promise<Buffer> {
-    const d = manifest.config;
-    return this.store.withLock(d.digest, async () => {
-      if (await this.store.has(d.digest)) {
-        const b = await readFile(this.store.path(d.digest));
-        if (sha256(b) === d.digest && b.length === d.size) return b;
-        await this.store.remove(d.digest);
-      }
-      const b = await client.smallBlob(d);
-      const w = await this.store.writer(d);
-      w.write(b);
-      await w.commit();
-      return b;
-    });
   }
 
   /** `banger image import NAME (--rootfs-tar PATH | --rootfs-dir PATH)`. */
@@ -279,7 +238,7 @@ export class ImageService {
 
   /** Build, staged in RAM when it fits; a RAM stage that runs full is retried on disk. */
   private async build(spec: BuildSpec, op: OpContext): Promise<ImageRecord> {
-    const where = await chooseStagingParent({ mode: this.ctx.config.imageStaging, diskTmp: this.ctx.layout.tmp, estimateBytes: spec.estimateBytes });
+    const where = await chooseStagingParent({ mode: this.ctx.config.imageStaging, diskTmp: this.ctx.layout.tmp, estimateBytes: spec.estimateBytes, ramDir: this.ramDir });
     try {
       return await this.buildIn(spec, op, where.dir, where.ram);
     } catch (e) {

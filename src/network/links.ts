@@ -56,27 +56,35 @@ export class Links {
    * created by this call (so a failed create can remove it again).
    */
   async ensureBridge(name: string, gatewayCidr: string): Promise<boolean> {
-    const existing = await this.get(name);
-    if (existing && existing.kind && existing.kind !== 'bridge') {
-      throw new BangerError(ErrorCode.Network, `network.bridge '${name}' exists but is a ${existing.kind}, not a bridge`, { hint: "choose another name in the config field 'network.bridge'" });
+    // Fast path (one call): the bridge exists, is up and carries the gateway address.
+    const r = await this.ip(['-j', '-4', '-d', 'addr', 'show', 'dev', name], true);
+    if (r.exitCode === 0) {
+      const [l] = JSON.parse(r.stdout || '[]') as { flags?: string[]; linkinfo?: { info_kind?: string }; addr_info?: { local: string; prefixlen: number }[] }[];
+      const kind = l?.linkinfo?.info_kind;
+      if (kind && kind !== 'bridge') {
+        throw new BangerError(ErrorCode.Network, `network.bridge '${name}' exists but is a ${kind}, not a bridge`, { hint: "choose another name in the config field 'network.bridge'" });
+      }
+      const hasAddr = (l?.addr_info ?? []).some((a) => `${a.local}/${a.prefixlen}` === gatewayCidr);
+      if (!hasAddr) await this.ip(['addr', 'add', gatewayCidr, 'dev', name]);
+      if (!hasAddr || !l?.flags?.includes('UP')) await this.ip(['link', 'set', name, 'up']);
+      return false;
     }
-    if (!existing) await this.ip(['link', 'add', name, 'type', 'bridge']);
-    if (!(await this.addresses(name)).includes(gatewayCidr)) await this.ip(['addr', 'add', gatewayCidr, 'dev', name]);
+    await this.ip(['link', 'add', name, 'type', 'bridge']);
+    await this.ip(['addr', 'add', gatewayCidr, 'dev', name]);
     await this.ip(['link', 'set', name, 'up']);
-    return !existing;
+    return true;
   }
 
   /** Create a persistent tap owned by root, attach it to `bridge`, bring it up. */
   async createTap(name: string, bridge: string): Promise<void> {
     await this.ip(['tuntap', 'add', 'dev', name, 'mode', 'tap']);
-    await this.ip(['link', 'set', name, 'master', bridge]);
-    await this.ip(['link', 'set', name, 'up']);
+    await this.ip(['link', 'set', 'dev', name, 'master', bridge, 'up']);
   }
 
   /** Delete a link; already gone = success. */
   async remove(name: string): Promise<void> {
     const r = await this.ip(['link', 'del', 'dev', name], true);
-    if (r.exitCode !== 0 && (await this.get(name))) {
+    if (r.exitCode !== 0 && !/Cannot find device|does not exist/i.test(r.stderr) && (await this.get(name))) {
       throw new BangerError(ErrorCode.Network, `cannot delete link ${name}: ${r.stderr.trim()}`);
     }
   }

@@ -40,3 +40,16 @@ export async function waitForConsole(path: string, pattern: RegExp, until: () =>
   }
   return false;
 }
+
+/**
+ * What the guest's first-boot script (src/guest/files/banger-first-boot.sh) says on the
+ * console: it logs "banger-first-boot: step <name>" per step and "banger-first-boot: error: …"
+ * when a step fails. `installing` is true between `step install` and `step exec-init` (systemd
+ * and an SSH server being installed with the guest's package manager: minutes under TCG).
+ */
+export function firstBootState(consoleText: string): { installing: boolean; error?: string } {
+  const error = /banger-first-boot: error: ([^\r\n]*)/.exec(consoleText)?.[1];
+  const install = consoleText.lastIndexOf('banger-first-boot: step install');
+  const exec = consoleText.lastIndexOf('banger-first-boot: step exec-init');
+  return { installing: install >= 0 && exec < install, error };
+}

@@ -1,10 +1,10 @@
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { BangerError, ErrorCode, errorMessage, throwIfAborted } from '../core/errors.js';
 import { toolEnv } from '../core/exec.js';
 import { exists, parseSize } from '../core/fsutil.js';
 import { UndoStack } from '../core/undo.js';
 import type { Context } from '../daemon/context.js';
-import { realHost, type HostProbe } from '../doctor/checks.js';
+import { kvmUsable, realHost, type HostProbe } from '../doctor/checks.js';
 import type { ImageService } from '../images/service.js';
 import type { KernelService } from '../kernels/service.js';
 import type { NetworkService } from '../network/service.js';
@@ -12,19 +12,21 @@ import { macForIp } from '../network/subnet.js';
 import { tapName } from '../network/links.js';
 import type { ProgressEvent } from '../rpc/protocol.js';
 import { agentRequest } from './agent.js';
-import { kernelCmdline, FIRST_BOOT, tscKhzFromCpuinfo } from './cmdline.js';
-import { INIT_MARKER, readFrom, tail, waitForConsole } from './console.js';
+import { FIRST_BOOT, tscKhzFromCpuinfo } from './cmdline.js';
+import { readFrom } from './console.js';
 import { defaultKernelName, getImage, getKernel } from './deps.js';
 import { QemuDriver } from './drivers/qemu.js';
 import { selectVmm } from './drivers/select.js';
-import type { DiskSpec, VmmDriver, VmmKind } from './drivers/types.js';
+import type { VmmDriver, VmmKind } from './drivers/types.js';
 import { vmFiles, type VmFiles } from './files.js';
 import { KeyedLock } from './lock.js';
 import { generateName, newVmId } from './names.js';
 import { buildSeedDisk, buildWorkDisk } from './seed.js';
-import { ensureClientKey, generateHostKey, pinHostKey, sshCommonOptions, sshOptions, sshPaths, unpinHostKey, waitForSsh, writeSshConfig, type SshPaths } from './ssh.js';
+import { ensureClientKey, generateHostKey, pinHostKey, sshCommonOptions, sshOptions, sshPaths, unpinHostKey, writeSshConfig, type SshPaths } from './ssh.js';
 import { VmRepo, type VmRecord, type VmSpec } from './store.js';
 import { reconcileVms } from './reconcile.js';
+import { launchSpec } from './launch.js';
+import { waitReady, type Stage } from './readiness.js';
 import { bangerGid } from '../daemon/system.js';
 
 export interface CreateParams {
@@ -54,7 +56,6 @@ export interface VmView extends VmRecord {
   sshCommand?: string;
 }
 
-type Stage = (stage: string, message?: string, done?: boolean) => void;
 
 /**
  * VMs: lifecycle, disks, SSH, reconcile. Create is a named, ordered list of steps (record+lease,
@@ -68,6 +69,10 @@ export class VmService {
   private readonly locks = new KeyedLock();
   private readonly host: HostProbe;
   private readonly drivers: Partial<Record<VmmKind, VmmDriver>>;
+  /** gid of the `banger` group (client key copy readable by it); looked up when unset. */
+  private readonly gid?: number;
+  /** VMs inside a start sequence: `observe` must not mark them stopped meanwhile. */
+  private readonly busy = new Set<string>();
 
   constructor(
     readonly ctx: Context,
@@ -80,7 +85,6 @@ export class VmService {
     this.drivers = opts.drivers ?? { qemu: new QemuDriver(ctx.exec, { qemu: ctx.config.binaries.qemu }) };
     this.gid = opts.bangerGid;
   }
-  private readonly gid?: number;
 
   private get net(): NetworkService {
     return this.deps.network;
@@ -147,17 +151,20 @@ export class VmService {
         await rm(files.dir, { recursive: true, force: true }); // a stale dir no record owns
         await mkdir(files.dir, { recursive: true, mode: 0o750 });
         undo.push('vm-dir', () => rm(files.dir, { recursive: true, force: true }));
-        await driver.prepare(files, image.rootfsPath, { sizeBytes: diskSizeBytes, signal: op.signal });
-        if (workDiskBytes !== undefined) await buildWorkDisk(this.ctx.exec, files.work, workDiskBytes);
+        // Independent steps run side by side: overlay, optional work disk, keys.
+        const gid = this.gid ?? (await bangerGid());
+        const [, , clientPub, hostPub] = await settleAll([
+          driver.prepare(files, image.rootfsPath, { sizeBytes: diskSizeBytes, signal: op.signal }),
+          workDiskBytes !== undefined ? buildWorkDisk(this.ctx.exec, files.work, workDiskBytes) : undefined,
+          ensureClientKey(this.ctx.exec, this.ssh, gid),
+          generateHostKey(this.ctx.exec, files.hostKey, name),
+        ]);
         stage('disk', undefined, true);
         throwIfAborted(op.signal);
 
         // step seed: host key made before first boot, pinned; seed disk for the first-boot script
         stage('seed', 'host key + seed disk');
-        const clientPub = await ensureClientKey(this.ctx.exec, this.ssh, this.gid ?? (await bangerGid()));
-        const hostPub = await generateHostKey(this.ctx.exec, files.hostKey, name);
         const net = this.net.describe(id, ip);
-        const { readFile } = await import('node:fs/promises');
         await buildSeedDisk(this.ctx.exec, files.seed, this.ctx.layout.tmp, { name, net, hostKey: await readFile(files.hostKey, 'utf8'), hostKeyPub: hostPub, authorizedKey: clientPub });
         await pinHostKey(this.ssh, ip, name, hostPub);
         undo.push('known_hosts', () => unpinHostKey(this.ssh, ip, name));
@@ -237,61 +244,19 @@ export class VmService {
 
     // step vmm
     o.stage('vmm', `${driver.kind} starting`);
-    const disks: DiskSpec[] = [vm.spec.rootDisk.path === files.rootQcow2 || vm.spec.rootDisk.path === files.rootRaw ? { id: 'root' as const, ...vm.spec.rootDisk } : { id: 'root' as const, path: files.rootQcow2, format: 'qcow2' as const }, { id: 'seed' as const, path: files.seed, format: 'raw' as const }];
-    if (vm.spec.workDiskBytes !== undefined) disks.push({ id: 'work' as const, path: files.work, format: 'raw' as const });
-    const choiceKvm = (await selectVmm('qemu', this.host, this.ctx.config.binaries)).kvm;
-    const sn = this.net.subnet();
+    const kvm = (await kvmUsable(this.host)).usable;
+    const spec = launchSpec({ vm: { ...vm, ip: vm.ip }, kernel, files, net, subnet: this.net.subnet(), kvm, tscKhz: tscKhzFromCpuinfo(await this.host.readFile('/proc/cpuinfo')) });
     await rm(files.console, { force: true });
     this.repo.setState(vm.name, { state: 'starting', desiredState: 'running' });
     throwIfAborted(o.signal);
-    const { pid } = await driver.start(
-      {
-        id: vm.id,
-        name: vm.name,
-        files,
-        vcpu: vm.spec.vcpu,
-        memoryMiB: vm.spec.memoryMiB,
-        kernel: kernel.vmlinuz ?? kernel.vmlinux!,
-        initrd: kernel.initrd,
-        cmdline: kernelCmdline({ ip: vm.ip, gateway: sn.gateway, netmask: sn.netmask, hostname: vm.name, firstBoot: vm.spec.firstBoot, tscKhz: choiceKvm ? undefined : tscKhzFromCpuinfo(await this.host.readFile('/proc/cpuinfo')) }),
-        disks,
-        net: { tap: net.tap, mac: net.mac },
-        kvm: choiceKvm,
-        // A kernel with an initramfs is modular (virtio_mmio is a module loaded with insmod,
-        // which never sees virtio_mmio.device= on the command line): announce devices by ACPI.
-        acpi: !!kernel.initrd,
-      },
-      { signal: o.signal },
-    );
+    const { pid } = await driver.start(spec, { signal: o.signal });
     o.undo.push('vmm', () => driver.kill(files, 'SIGKILL'));
     this.repo.setState(vm.name, { state: 'running', pid, startedAt: new Date().toISOString() });
     o.stage('vmm', `pid ${pid}`, true);
     if (!o.wait) return;
 
-    // step boot + ssh (boot = kernel hands over to userspace, seen on the serial console)
-    const alive = async () => (await driver.status(files, pid)).running;
-    let sshDone = false;
-    o.stage('boot', 'kernel booting');
-    const boot = waitForConsole(files.console, INIT_MARKER, async () => sshDone || !!o.signal?.aborted || !(await alive())).then((seen) => {
-      if (seen) o.stage('boot', 'userspace started', true);
-    });
-    o.stage('ssh', `waiting for root@${vm.ip}`);
-    try {
-      await waitForSsh(this.ctx.exec, this.ssh, vm.ip, { timeoutMs: this.ctx.config.vm.sshTimeoutSeconds * 1000, signal: o.signal, alive });
-    } catch (e) {
-      sshDone = true;
-      await boot;
-      const be = e instanceof BangerError ? e : new BangerError(ErrorCode.Vmm, errorMessage(e), { cause: e });
-      throw new BangerError(be.code, be.message, { hint: be.hint, cause: e, details: { consoleTail: await tail(files.console) } });
-    }
-    sshDone = true;
-    await boot;
-    o.stage('boot', 'done', true);
-    o.stage('ssh', 'ready', true);
-
-    // step agent: optional (images without it are skipped, never failed)
-    const health = await agentRequest(driver.agentChannel(files).path, 'health', 3000);
-    o.stage('agent', health ? `healthy${typeof health.version === 'string' ? ` (${health.version})` : ''}` : 'no agent answered (skipped)', true);
+    // steps boot, ssh, agent
+    await waitReady({ exec: this.ctx.exec, ssh: this.ssh, ip: vm.ip, files, driver, pid, timeoutMs: this.ctx.config.vm.sshTimeoutSeconds * 1000, firstBootTimeoutMs: this.ctx.config.vm.firstBootTimeoutSeconds * 1000, signal: o.signal, stage: o.stage });
   }
 
   async stop(names: string[], op: OpContext = {}): Promise<VmView[]> {
@@ -403,7 +368,6 @@ export class VmService {
     }
     return st;
   }
-  private readonly busy = new Set<string>();
 
   async view(vm: VmRecord): Promise<VmView> {
     const st = await this.driver(vm.vmm).status(this.files(vm.name), vm.pid);
@@ -483,6 +447,14 @@ export class VmService {
     const r = await this.ctx.exec(['debugfs', '-R', `stat ${FIRST_BOOT}`, rootfs], { env: toolEnv(), allowFailure: true });
     return r.exitCode === 0 && !/not found|File not found/i.test(r.stderr) && /Inode:/.test(r.stdout);
   }
+}
+
+/** Like Promise.all, but waits for every step to finish before throwing the first failure (so the undo never races a step still writing). */
+async function settleAll<T extends readonly unknown[]>(ps: T): Promise<{ -readonly [K in keyof T]: Awaited<T[K]> }> {
+  const rs = await Promise.allSettled(ps);
+  const bad = rs.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (bad) throw bad.reason;
+  return rs.map((r) => (r as PromiseFulfilledResult<unknown>).value) as { -readonly [K in keyof T]: Awaited<T[K]> };
 }
 
 function sizeArg(flag: string, v: string): number {

@@ -39,7 +39,11 @@ function serial<T>(fn: () => Promise<T>): Promise<T> {
 }
 
 /** Make banger's client key once; returns the public key line. Idempotent. */
-export async function ensureClientKey(exec: Exec, p: SshPaths, gid?: number): Promise<string> {
+export function ensureClientKey(exec: Exec, p: SshPaths, gid?: number): Promise<string> {
+  return serial(() => makeClientKey(exec, p, gid));
+}
+
+async function makeClientKey(exec: Exec, p: SshPaths, gid?: number): Promise<string> {
   await mkdir(p.dir, { recursive: true, mode: 0o750 });
   if (!(await exists(p.key)) || !(await exists(p.pub))) {
     const tmp = join(p.dir, `.id_ed25519.${process.pid}.tmp`);
@@ -116,13 +120,21 @@ export function sshCommonOptions(p: SshPaths): string[] {
  * Wait until `ssh root@ip true` succeeds with the pinned key, or throw E_TIMEOUT.
  * `alive()` is polled so a VMM that died fails fast instead of waiting out the timeout.
  */
-export async function waitForSsh(exec: Exec, p: SshPaths, ip: string, o: { timeoutMs: number; signal?: AbortSignal; alive?: () => Promise<boolean> }): Promise<number> {
+export async function waitForSsh(
+  exec: Exec,
+  p: SshPaths,
+  ip: string,
+  o: { timeoutMs: number; signal?: AbortSignal; alive?: () => Promise<boolean>; /** Polled each round: may extend the timeout (ms from the start) or throw to stop waiting. */ watch?: () => Promise<number | undefined> },
+): Promise<number> {
   const start = Date.now();
   let attempts = 0;
   let last = '';
-  while (Date.now() - start < o.timeoutMs) {
+  let timeoutMs = o.timeoutMs;
+  while (Date.now() - start < timeoutMs) {
     if (o.signal?.aborted) throw new BangerError(ErrorCode.Cancelled, 'cancelled while waiting for SSH');
     if (o.alive && !(await o.alive())) throw new BangerError(ErrorCode.Vmm, `step ssh: the VMM exited before SSH answered${last ? ` (last ssh error: ${last})` : ''}`);
+    const extended = await o.watch?.();
+    if (extended !== undefined && extended > timeoutMs) timeoutMs = extended;
     attempts++;
     const r = await exec(['ssh', ...sshOptions(p), '-o', 'ConnectTimeout=3', `root@${ip}`, 'true'], { env: toolEnv(), allowFailure: true, timeoutMs: 15000, signal: o.signal }).catch((e: unknown) => ({ exitCode: -1, stderr: String(e) }));
     if (r.exitCode === 0) return attempts;
@@ -132,7 +144,7 @@ export async function waitForSsh(exec: Exec, p: SshPaths, ip: string, o: { timeo
     }
     await sleep(500);
   }
-  throw new BangerError(ErrorCode.Timeout, `step ssh: no SSH answer from ${ip} within ${Math.round(o.timeoutMs / 1000)} s${last ? ` (last error: ${last})` : ''}`, { hint: "see the console with 'banger vm logs NAME'; raise config 'vm.sshTimeoutSeconds' on slow hosts" });
+  throw new BangerError(ErrorCode.Timeout, `step ssh: no SSH answer from ${ip} within ${Math.round(timeoutMs / 1000)} s${last ? ` (last error: ${last})` : ''}`, { hint: "see the console with 'banger vm logs NAME'; raise config 'vm.sshTimeoutSeconds' on slow hosts" });
 }
 
 /** Render the ssh_config fragment for `ssh NAME.vm`. */

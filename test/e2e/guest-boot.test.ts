@@ -9,7 +9,7 @@ import { fetchDebianKernel } from '../../src/kernels/debian/fetch.js';
 import { injectGuestFiles } from '../../src/guest/inject.js';
 import { debianMirrorUnavailable, startDebianMirror } from '../helpers/debian-mirror.js';
 import { createTestNet, type TestNet } from '../helpers/debian-boot.js';
-import { agentRequest, bootGuest, buildSeed, copyTree, debootstrapRootfs, debootstrapUnavailable, mkfsFromDir, guestSsh as ssh, until, type GuestVm } from '../helpers/guest-fixtures.js';
+import { agentRequest, bootGuest, buildSeed, copyTree, debianSystemdTree, debootstrapUnavailable, mkfsFromDir, guestSsh as ssh, until, type GuestVm } from '../helpers/guest-fixtures.js';
 import { isRoot, missingTools } from '../helpers/daemon.js';
 
 /**
@@ -53,7 +53,7 @@ before(async () => {
     await mirror.close();
   }
   const tree = join(dir, 'rootfs');
-  copyTree(debootstrapRootfs('systemd'), tree);
+  copyTree(await debianSystemdTree(), tree);
   await injectGuestFiles(tree, { exec, log: nullLogger });
   rootImg = join(dir, 'root.ext4');
   mkfsFromDir(tree, rootImg, '2G');

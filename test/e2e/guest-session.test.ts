@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { TestDaemon, isRoot, missingTools } from '../helpers/daemon.js';
 import { debianMirrorUnavailable, startDebianMirror } from '../helpers/debian-mirror.js';
 import { createNetns, deleteNetns } from '../helpers/netns.js';
-import { debootstrapRootfs, debootstrapUnavailable } from '../helpers/guest-fixtures.js';
+import { debianSystemdTree, debootstrapUnavailable } from '../helpers/guest-fixtures.js';
 
 /**
  * The reference session through the built CLI, guest side: a Debian bookworm image (debootstrap,
@@ -35,7 +35,7 @@ before(async () => {
   } finally {
     await mirror.close();
   }
-  const rootfs = debootstrapRootfs('systemd');
+  const rootfs = await debianSystemdTree();
   const i = await host.cli(['image', 'import', 'debian-bookworm', '--rootfs-dir', rootfs, '--kernel-ref', 'debian-cloud-amd64'], { timeoutMs: 600_000 });
   assert.equal(i.code, 0, `image import: ${i.stderr}`);
   await host.stop();

@@ -2,7 +2,8 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { hostTscKhz, type TestNet } from './debian-boot.js';
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import { connect } from 'node:net';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
+import { ensureDebianRootfsTar } from './debootstrap.js';
 
 /**
  * Fixtures for booting real guests with banger's guest files:
@@ -51,6 +52,31 @@ export function debootstrapRootfs(flavour: 'systemd' | 'minbase'): string {
     rmSync(debs, { recursive: true, force: true });
     renameSync(join(tmp, 'var/cache/apt/archives'), debs);
     mkdirSync(join(tmp, 'var/cache/apt/archives/partial'), { recursive: true });
+    writeFileSync(join(tmp, '.banger-complete'), new Date().toISOString() + '\n');
+    rmSync(dir, { recursive: true, force: true });
+    renameSync(tmp, dir);
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  return dir;
+}
+
+/**
+ * The Debian bookworm tree (minbase + systemd-sysv, openssh-server, iproute2, ca-certificates)
+ * that the image tests also push to their registry, unpacked once from the same cached
+ * debootstrap tar, so a CI run pays for one debootstrap, not two. Do not modify it: copyTree it.
+ */
+export async function debianSystemdTree(): Promise<string> {
+  const tar = await ensureDebianRootfsTar();
+  const dir = join(ROOTFS_CACHE, basename(tar).replace(/\.tar$/, ''));
+  if (existsSync(join(dir, '.banger-complete'))) return dir;
+  mkdirSync(ROOTFS_CACHE, { recursive: true });
+  const tmp = `${dir}.tmp-${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  try {
+    mkdirSync(tmp);
+    run(['tar', '--extract', '--xattrs', '--xattrs-include=*', '--numeric-owner', '--same-permissions', '-f', tar, '-C', tmp], { timeoutMs: 300_000 });
     writeFileSync(join(tmp, '.banger-complete'), new Date().toISOString() + '\n');
     rmSync(dir, { recursive: true, force: true });
     renameSync(tmp, dir);

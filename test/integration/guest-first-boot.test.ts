@@ -29,7 +29,9 @@ function stub(installs: string): string {
   return `#!/bin/sh
 prc=none
 [ -x /usr/sbin/policy-rc.d ] && { /usr/sbin/policy-rc.d; prc=$?; }
-echo "$(basename "$0") $* [DEBIAN_FRONTEND=\${DEBIAN_FRONTEND:-} policy-rc.d=$prc]" >> /pm.log
+uio=no
+grep -q -- '"--force-unsafe-io"' /etc/apt/apt.conf.d/00banger-first-boot 2>/dev/null && uio=yes
+echo "$(basename "$0") $* [DEBIAN_FRONTEND=\${DEBIAN_FRONTEND:-} policy-rc.d=$prc unsafe-io=$uio]" >> /pm.log
 [ -n "\${STUB_FAIL:-}" ] && exit 100
 case " $* " in
   *" install "*|*" add "*|*" -Sy "*) ${installs} ;;
@@ -56,7 +58,7 @@ interface Guest {
 
 async function makeGuest(osRelease: string | undefined, seed: Record<string, string> = defaultSeed()): Promise<Guest> {
   const root = mkdtempSync(join(tmpdir(), 'banger-firstboot-'));
-  for (const d of ['bin', 'sbin', 'usr/bin', 'usr/sbin', 'etc', 'root', 'tmp', 'var', 'proc', 'sys', 'dev', 'run']) mkdirSync(join(root, d), { recursive: true });
+  for (const d of ['bin', 'sbin', 'usr/bin', 'usr/sbin', 'etc/apt/apt.conf.d', 'root', 'tmp', 'var', 'proc', 'sys', 'dev', 'run']) mkdirSync(join(root, d), { recursive: true });
   copyFileSync(BUSYBOX, join(root, 'bin/busybox'));
   chmodSync(join(root, 'bin/busybox'), 0o755);
   const applets = spawnSync(BUSYBOX, ['--list'], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean);
@@ -109,8 +111,8 @@ const cases: { distro: string; osRelease: string; expect: string[]; exec: string
     distro: 'Debian',
     osRelease: 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nID=debian\n',
     expect: [
-      'apt-get update [DEBIAN_FRONTEND=noninteractive policy-rc.d=101]',
-      'apt-get install -y --no-install-recommends systemd systemd-sysv openssh-server iproute2 ca-certificates [DEBIAN_FRONTEND=noninteractive policy-rc.d=101]',
+      'apt-get update [DEBIAN_FRONTEND=noninteractive policy-rc.d=101 unsafe-io=yes]',
+      'apt-get install -y --no-install-recommends systemd systemd-sysv openssh-server iproute2 ca-certificates [DEBIAN_FRONTEND=noninteractive policy-rc.d=101 unsafe-io=yes]',
     ],
     exec: '/lib/systemd/systemd',
   },
@@ -118,8 +120,8 @@ const cases: { distro: string; osRelease: string; expect: string[]; exec: string
     distro: 'Ubuntu',
     osRelease: 'NAME="Ubuntu"\nID=ubuntu\nID_LIKE=debian\n',
     expect: [
-      'apt-get update [DEBIAN_FRONTEND=noninteractive policy-rc.d=101]',
-      'apt-get install -y --no-install-recommends systemd systemd-sysv openssh-server iproute2 ca-certificates [DEBIAN_FRONTEND=noninteractive policy-rc.d=101]',
+      'apt-get update [DEBIAN_FRONTEND=noninteractive policy-rc.d=101 unsafe-io=yes]',
+      'apt-get install -y --no-install-recommends systemd systemd-sysv openssh-server iproute2 ca-certificates [DEBIAN_FRONTEND=noninteractive policy-rc.d=101 unsafe-io=yes]',
     ],
     exec: '/lib/systemd/systemd',
   },
@@ -127,18 +129,18 @@ const cases: { distro: string; osRelease: string; expect: string[]; exec: string
     distro: 'an Ubuntu derivative (ID_LIKE="ubuntu debian")',
     osRelease: 'ID=pop\nID_LIKE="ubuntu debian"\n',
     expect: [
-      'apt-get update [DEBIAN_FRONTEND=noninteractive policy-rc.d=101]',
-      'apt-get install -y --no-install-recommends systemd systemd-sysv openssh-server iproute2 ca-certificates [DEBIAN_FRONTEND=noninteractive policy-rc.d=101]',
+      'apt-get update [DEBIAN_FRONTEND=noninteractive policy-rc.d=101 unsafe-io=yes]',
+      'apt-get install -y --no-install-recommends systemd systemd-sysv openssh-server iproute2 ca-certificates [DEBIAN_FRONTEND=noninteractive policy-rc.d=101 unsafe-io=yes]',
     ],
     exec: '/lib/systemd/systemd',
   },
-  { distro: 'Fedora', osRelease: 'NAME="Fedora Linux"\nID=fedora\n', expect: ['dnf -y install systemd openssh-server iproute [DEBIAN_FRONTEND= policy-rc.d=none]'], exec: '/usr/lib/systemd/systemd' },
-  { distro: 'Rocky (ID_LIKE rhel)', osRelease: 'ID="rocky"\nID_LIKE="rhel centos fedora"\n', expect: ['dnf -y install systemd openssh-server iproute [DEBIAN_FRONTEND= policy-rc.d=none]'], exec: '/usr/lib/systemd/systemd' },
-  { distro: 'Arch', osRelease: 'NAME="Arch Linux"\nID=arch\n', expect: ['pacman -Sy --noconfirm systemd openssh iproute2 [DEBIAN_FRONTEND= policy-rc.d=none]'], exec: '/lib/systemd/systemd' },
+  { distro: 'Fedora', osRelease: 'NAME="Fedora Linux"\nID=fedora\n', expect: ['dnf -y install systemd openssh-server iproute [DEBIAN_FRONTEND= policy-rc.d=none unsafe-io=no]'], exec: '/usr/lib/systemd/systemd' },
+  { distro: 'Rocky (ID_LIKE rhel)', osRelease: 'ID="rocky"\nID_LIKE="rhel centos fedora"\n', expect: ['dnf -y install systemd openssh-server iproute [DEBIAN_FRONTEND= policy-rc.d=none unsafe-io=no]'], exec: '/usr/lib/systemd/systemd' },
+  { distro: 'Arch', osRelease: 'NAME="Arch Linux"\nID=arch\n', expect: ['pacman -Sy --noconfirm systemd openssh iproute2 [DEBIAN_FRONTEND= policy-rc.d=none unsafe-io=no]'], exec: '/lib/systemd/systemd' },
   {
     distro: 'openSUSE',
     osRelease: 'NAME="openSUSE Tumbleweed"\nID="opensuse-tumbleweed"\nID_LIKE="opensuse suse"\n',
-    expect: ['zypper -n install systemd openssh iproute2 [DEBIAN_FRONTEND= policy-rc.d=none]'],
+    expect: ['zypper -n install systemd openssh iproute2 [DEBIAN_FRONTEND= policy-rc.d=none unsafe-io=no]'],
     exec: '/lib/systemd/systemd',
   },
 ];
@@ -158,6 +160,7 @@ for (const c of cases) {
       assert.equal(readlinkSync(join(g.root, wants, 'banger-vsock-agent.service')), '/etc/systemd/system/banger-vsock-agent.service');
       assert.match(g.read('var/lib/banger/first-boot.done'), new RegExp(`init=${c.exec}`));
       assert.equal(g.has('usr/sbin/policy-rc.d'), false, 'temporary policy-rc.d removed');
+      assert.equal(g.has('etc/apt/apt.conf.d/00banger-first-boot'), false, 'temporary apt config removed');
     } finally {
       rmSync(g.root, { recursive: true, force: true });
     }
@@ -169,10 +172,43 @@ test('Alpine: installs openrc + openssh with apk, enables OpenRC services, execs
   try {
     const r = g.run();
     assert.equal(r.code, 0, r.stdout + r.stderr);
-    assert.deepEqual(pmLog(g), ['apk add --no-cache openrc openssh [DEBIAN_FRONTEND= policy-rc.d=none]']);
+    assert.deepEqual(pmLog(g), ['apk add --no-cache openrc openssh [DEBIAN_FRONTEND= policy-rc.d=none unsafe-io=no]']);
     assert.match(r.stdout, /would exec \/sbin\/init$/m);
     assert.equal(g.mode('etc/init.d/banger-vsock-agent'), 0o755);
     assert.equal(readlinkSync(join(g.root, 'etc/runlevels/default/sshd')), '/etc/init.d/sshd');
+    assert.equal(readlinkSync(join(g.root, 'etc/runlevels/default/banger-vsock-agent')), '/etc/init.d/banger-vsock-agent');
+  } finally {
+    rmSync(g.root, { recursive: true, force: true });
+  }
+});
+
+test('systemd present but no SSH server: installs anyway, then enables ssh.service', { skip }, async () => {
+  const g = await makeGuest('ID=debian\n');
+  try {
+    mkdirSync(join(g.root, 'lib/systemd/system'), { recursive: true });
+    writeFileSync(join(g.root, 'lib/systemd/systemd'), '#!/bin/sh\n', { mode: 0o755 });
+    const r = g.run();
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /step install: systemd is present but no SSH server is/);
+    assert.equal(pmLog(g).length, 2);
+    assert.equal(readlinkSync(join(g.root, 'etc/systemd/system/multi-user.target.wants/ssh.service')), '/lib/systemd/system/ssh.service');
+    assert.match(r.stdout, /would exec \/lib\/systemd\/systemd$/m);
+  } finally {
+    rmSync(g.root, { recursive: true, force: true });
+  }
+});
+
+test('Alpine with OpenRC and sshd already installed: nothing installed, execs /sbin/init', { skip }, async () => {
+  const g = await makeGuest('ID=alpine\n');
+  try {
+    writeFileSync(join(g.root, 'etc/alpine-release'), '3.20.0\n');
+    writeFileSync(join(g.root, 'sbin/openrc'), '#!/bin/sh\n', { mode: 0o755 });
+    mkdirSync(join(g.root, 'etc/init.d'), { recursive: true });
+    writeFileSync(join(g.root, 'etc/init.d/sshd'), '#!/sbin/openrc-run\n', { mode: 0o755 });
+    const r = g.run();
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.deepEqual(pmLog(g), []);
+    assert.match(r.stdout, /would exec \/sbin\/init$/m);
     assert.equal(readlinkSync(join(g.root, 'etc/runlevels/default/banger-vsock-agent')), '/etc/init.d/banger-vsock-agent');
   } finally {
     rmSync(g.root, { recursive: true, force: true });
@@ -212,8 +248,9 @@ test('package manager failure: error with the --nat hint, temporary policy-rc.d 
     assert.equal(r.code, 1);
     assert.match(r.stderr, /error: step 'install' failed: apt-get could not install systemd and openssh-server/);
     assert.match(r.stderr, /hint: .*--nat/);
-    assert.deepEqual(pmLog(g), ['apt-get update [DEBIAN_FRONTEND=noninteractive policy-rc.d=101]']);
+    assert.deepEqual(pmLog(g), ['apt-get update [DEBIAN_FRONTEND=noninteractive policy-rc.d=101 unsafe-io=yes]']);
     assert.equal(g.has('usr/sbin/policy-rc.d'), false);
+    assert.equal(g.has('etc/apt/apt.conf.d/00banger-first-boot'), false);
     assert.doesNotMatch(r.stdout, /would exec/);
   } finally {
     rmSync(g.root, { recursive: true, force: true });
@@ -287,6 +324,7 @@ test('a package manager missing from the image is named in the error', { skip },
     assert.equal(r.code, 1);
     assert.match(r.stderr, /error: step 'install' failed: package manager 'apt-get' not found in the image \(os-release ID='debian'\)/);
     assert.equal(g.has('usr/sbin/policy-rc.d'), false);
+    assert.equal(g.has('etc/apt/apt.conf.d/00banger-first-boot'), false);
   } finally {
     rmSync(g.root, { recursive: true, force: true });
   }

@@ -229,3 +229,25 @@ test('opaque whiteout keeps what the same layer put in the directory, even below
     cleanup();
   }
 });
+
+test('image import --rootfs-dir copies the tree (never modifying the source) and builds an ext4', { skip }, async () => {
+  const src = join(work, 'import-src');
+  mkdirSync(join(src, 'etc'), { recursive: true });
+  writeFileSync(join(src, 'etc', 'hostname'), 'from-dir\n');
+  sh(['chown', '123:456', join(src, 'etc', 'hostname')]);
+  const { svc, ctx, cleanup } = imageService();
+  try {
+    const rec = await svc.importImage({ name: 'fromdir', rootfsDir: src });
+    assert.equal(rec.fromRegistry, false);
+    assert.equal(rec.sourceRef, `dir:${src}`);
+    const st = ext4Stat(rec.rootfsPath, '/etc/hostname')!;
+    assert.deepEqual([st.uid, st.gid], [123, 456]);
+    assert.equal(ext4Read(rec.rootfsPath, '/etc/hostname').toString(), 'from-dir\n');
+    assert.deepEqual((await import('node:fs')).readdirSync(src), ['etc'], 'source untouched by the guest injection');
+    await assert.rejects(svc.importImage({ name: 'rel', rootfsDir: 'relative/path' }), (e: unknown) => isBangerError(e, 'E_INVALID') && /must be an absolute path/.test(e.message));
+    await svc.settled();
+    assert.deepEqual(leftovers(ctx).filter((l) => !l.endsWith('fromdir')), []);
+  } finally {
+    cleanup();
+  }
+});

@@ -155,3 +155,25 @@ test('vm list table columns', () => {
   assert.deepEqual(head!.split(/\s+/), ['NAME', 'STATE', 'VMM', 'IMAGE', 'IP', 'VCPU', 'MEM', 'AGE']);
   assert.deepEqual(row!.split(/\s+/).slice(0, 7), ['box', 'running', 'qemu', 'deb', '172.16.0.2', '2', '1024M']);
 });
+
+test('launchSpec: bzImage preferred, initrd → ACPI on, disks in guest order, tsc only under TCG', async () => {
+  const { launchSpec } = await import('../../src/vms/launch.js');
+  const { parseSubnet } = await import('../../src/network/subnet.js');
+  const f = vmFiles('/r/vms/box');
+  const vm = {
+    name: 'box', id: '0123456789abcdef0123', image: 'img', kernel: 'k', desiredState: 'running' as const, state: 'created' as const, vmm: 'qemu' as const, vmmReason: '', pid: null, tap: 'tap-0123456789', mac: null, ip: '172.16.0.2', createdAt: '', startedAt: null,
+    spec: { vcpu: 2, memoryMiB: 512, nat: false, firstBoot: true, workDiskBytes: 1 << 20, rootDisk: { path: f.rootQcow2, format: 'qcow2' as const } },
+  };
+  const net = { ip: '172.16.0.2', prefix: 24, netmask: '255.255.255.0', gateway: '172.16.0.1', bridge: 'banger0', tap: 'tap-0123456789', mac: '06:00:AC:10:00:02', dns: [] };
+  const s = launchSpec({ vm, kernel: { name: 'k', dir: '/k', vmlinux: '/k/vmlinux', vmlinuz: '/k/vmlinuz', initrd: '/k/initrd.img' }, files: f, net, subnet: parseSubnet('172.16.0.0/24'), kvm: false, tscKhz: 2000000 });
+  assert.equal(s.kernel, '/k/vmlinuz');
+  assert.equal(s.acpi, true);
+  assert.deepEqual(s.disks.map((d) => `${d.id}:${d.format}`), ['root:qcow2', 'seed:raw', 'work:raw']);
+  assert.match(s.cmdline, /init=\/usr\/local\/libexec\/banger-first-boot .*tsc_early_khz=2000000/);
+  const k = launchSpec({ vm: { ...vm, spec: { ...vm.spec, workDiskBytes: undefined } }, kernel: { name: 'k', dir: '/k', vmlinux: '/k/vmlinux' }, files: f, net, subnet: parseSubnet('172.16.0.0/24'), kvm: true, tscKhz: 2000000 });
+  assert.equal(k.kernel, '/k/vmlinux');
+  assert.equal(k.acpi, false);
+  assert.equal(k.initrd, undefined);
+  assert.equal(k.disks.length, 2);
+  assert.doesNotMatch(k.cmdline, /tsc_early_khz/);
+});

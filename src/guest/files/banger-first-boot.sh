@@ -7,8 +7,8 @@
 #   2. seed           mount the seed disk (/dev/vdb, ext4, label BANGERSEED) read-only, apply
 #                     it (host key, root's authorized_keys, hostname, resolv.conf, /etc/hosts,
 #                     network.env), unmount it
-#   3. install        only when systemd is missing: install systemd + an SSH server with the
-#                     guest's own package manager (os-release ID, then ID_LIKE)
+#   3. install        only when systemd or an SSH server unit is missing: install systemd + an
+#                     SSH server with the guest's own package manager (os-release ID, then ID_LIKE)
 #   4. configure      sshd drop-in Include, machine-id, enable ssh + banger-vsock-agent
 #   5. exec-init      write the marker and exec systemd (Alpine: busybox init + OpenRC)
 # On failure it prints "banger-first-boot: error: ..." and a hint, then drops to a shell on
@@ -28,6 +28,7 @@ SEED_DEV="${BANGER_SEED_DEVICE:-/dev/vdb}"
 SEED_MNT=/run/banger-seed
 MARKER=/var/lib/banger/first-boot.done
 AGENT_UNIT=banger-vsock-agent.service
+APT_CONF=/etc/apt/apt.conf.d/00banger-first-boot
 STEP=start
 
 log() { echo "banger-first-boot: $*"; }
@@ -35,6 +36,7 @@ log() { echo "banger-first-boot: $*"; }
 # fail MESSAGE [HINT]: never returns.
 fail() {
   [ "${POLICY_RC_CREATED:-0}" = 1 ] && rm -f /usr/sbin/policy-rc.d
+  [ "${APT_CONF_CREATED:-0}" = 1 ] && rm -f "$APT_CONF"
   echo "banger-first-boot: error: step '$STEP' failed: $1" >&2
   [ -n "${2:-}" ] && echo "banger-first-boot: hint: $2" >&2
   if [ "$TEST" = 1 ]; then exit 1; fi
@@ -248,6 +250,12 @@ install_debian() {
     mkdir -p /usr/sbin
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d && POLICY_RC_CREATED=1
   fi
+  # One-time install: dpkg without fsync (much faster on emulated disks; a crash here means
+  # the next boot installs again) and no translation downloads.
+  APT_CONF_CREATED=0
+  if [ -d /etc/apt/apt.conf.d ] && [ ! -e "$APT_CONF" ]; then
+    printf '// banger-first-boot: temporary, removed after the first-boot install\nDpkg::Options { "--force-unsafe-io"; };\nAcquire::Languages "none";\n' >"$APT_CONF" && APT_CONF_CREATED=1
+  fi
   DEBIAN_FRONTEND=noninteractive
   export DEBIAN_FRONTEND
   _rc=0
@@ -256,12 +264,26 @@ install_debian() {
     run apt-get install -y --no-install-recommends systemd systemd-sysv openssh-server iproute2 ca-certificates || _rc=$?
   fi
   [ "$POLICY_RC_CREATED" = 1 ] && rm -f /usr/sbin/policy-rc.d
+  [ "$APT_CONF_CREATED" = 1 ] && rm -f "$APT_CONF"
   POLICY_RC_CREATED=0
+  APT_CONF_CREATED=0
   return "$_rc"
 }
 
+# True when a systemd unit for an SSH server exists (Debian: ssh.service; others: sshd.service).
+has_ssh_unit() {
+  for _dir in /etc/systemd/system /lib/systemd/system /usr/lib/systemd/system; do
+    if [ -f "$_dir/ssh.service" ] || [ -f "$_dir/sshd.service" ]; then return 0; fi
+  done
+  return 1
+}
+
 install_packages() {
-  step install "systemd is missing; installing systemd and an SSH server"
+  if find_systemd; then
+    step install "systemd is present but no SSH server is; installing systemd and an SSH server"
+  else
+    step install "systemd is missing; installing systemd and an SSH server"
+  fi
   detect_family || fail "unsupported distribution (os-release ID='${OS_ID:-?}' ID_LIKE='${OS_LIKE:-}'): no known package manager to install systemd and openssh" \
     "use an image that already has systemd and openssh-server, or one based on Debian/Ubuntu, Alpine, Fedora/RHEL, Arch or openSUSE"
   log "distribution family: $FAMILY (ID=$OS_ID${OS_LIKE:+ ID_LIKE=$OS_LIKE})"
@@ -349,9 +371,9 @@ main() {
   log "starting (pid $$)"
   mount_basics
   apply_seed
-  if find_systemd; then
+  if find_systemd && has_ssh_unit; then
     :
-  elif [ -x /sbin/openrc ] && [ -f /etc/alpine-release ]; then
+  elif [ -x /sbin/openrc ] && [ -f /etc/alpine-release ] && [ -e /etc/init.d/sshd ]; then
     configure_openrc
     exec_init /sbin/init
   else
@@ -361,6 +383,7 @@ main() {
       exec_init /sbin/init
     fi
     find_systemd || fail "systemd is still missing after installing packages" "install systemd in the image"
+    has_ssh_unit || fail "no ssh.service or sshd.service unit after installing openssh" "install openssh-server in the image"
   fi
   configure_systemd
   exec_init "$SYSTEMD" "$@"

@@ -95,7 +95,7 @@ async function followRedirects(url: string, opts: HttpOptions): Promise<HttpResp
   let headers = { ...opts.headers };
   const origin = current.origin;
   for (let hop = 0; hop <= 5; hop++) {
-    const res = await request(current, { method: opts.method ?? 'GET', headers, signal: opts.signal, dispatcher: agent });
+    const res = await request(current, { method: opts.method ?? 'GET', headers, signal: opts.signal, dispatcher: agent, highWaterMark: 4 * 1024 * 1024 });
     if (res.statusCode >= 300 && res.statusCode < 400 && res.statusCode !== 304) {
       const loc = header(res, 'location');
       discard(res);

@@ -1,0 +1,39 @@
+import type { VmNetwork } from '../network/service.js';
+import type { Subnet } from '../network/subnet.js';
+import { kernelCmdline } from './cmdline.js';
+import type { KernelView } from './deps.js';
+import type { DiskSpec, LaunchSpec } from './drivers/types.js';
+import type { VmFiles } from './files.js';
+import type { VmRecord } from './store.js';
+
+/**
+ * What the driver launches, from the VM record (pure; unit-tested).
+ * - kernel: the bzImage (`vmlinuz`) when present, else the PVH `vmlinux`; `-initrd` when any.
+ * - disks in guest order: vda root, vdb seed, vdc work (optional).
+ * - ACPI on for a kernel with an initramfs: such a kernel is modular (Debian's) and its
+ *   initramfs insmods virtio_mmio, which never sees `virtio_mmio.device=` on the command line,
+ *   so the devices are announced by ACPI instead.
+ * - under TCG, `tsc_early_khz` (see cmdline.ts).
+ */
+export function launchSpec(o: { vm: VmRecord & { ip: string }; kernel: KernelView; files: VmFiles; net: VmNetwork; subnet: Subnet; kvm: boolean; tscKhz?: number }): LaunchSpec {
+  const { vm, files } = o;
+  const disks: DiskSpec[] = [
+    { id: 'root', ...vm.spec.rootDisk },
+    { id: 'seed', path: files.seed, format: 'raw' },
+  ];
+  if (vm.spec.workDiskBytes !== undefined) disks.push({ id: 'work', path: files.work, format: 'raw' });
+  return {
+    id: vm.id,
+    name: vm.name,
+    files,
+    vcpu: vm.spec.vcpu,
+    memoryMiB: vm.spec.memoryMiB,
+    kernel: o.kernel.vmlinuz ?? o.kernel.vmlinux!,
+    initrd: o.kernel.initrd,
+    cmdline: kernelCmdline({ ip: vm.ip, gateway: o.subnet.gateway, netmask: o.subnet.netmask, hostname: vm.name, firstBoot: vm.spec.firstBoot, tscKhz: o.kvm ? undefined : o.tscKhz }),
+    disks,
+    net: { tap: o.net.tap, mac: o.net.mac },
+    kvm: o.kvm,
+    acpi: !!o.kernel.initrd,
+  };
+}

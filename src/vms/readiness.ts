@@ -1,0 +1,64 @@
+import { BangerError, ErrorCode, errorMessage } from '../core/errors.js';
+import type { Exec } from '../core/exec.js';
+import { agentRequest } from './agent.js';
+import { INIT_MARKER, firstBootState, readFrom, tail, waitForConsole } from './console.js';
+import type { VmmDriver } from './drivers/types.js';
+import type { VmFiles } from './files.js';
+import { waitForSsh, type SshPaths } from './ssh.js';
+
+export type Stage = (stage: string, message?: string, done?: boolean) => void;
+
+/**
+ * Readiness after the VMM started: `boot` (the kernel hands over to userspace, seen on the
+ * serial console), `ssh` (a real `ssh root@IP true` with the pinned host key succeeds) and
+ * `agent` (health over the agent channel; an image without the agent is skipped, never
+ * failed). Fails fast when the VMM dies; an SSH failure carries the console tail in details.
+ */
+export async function waitReady(o: {
+  exec: Exec;
+  ssh: SshPaths;
+  ip: string;
+  files: VmFiles;
+  driver: VmmDriver;
+  pid: number;
+  timeoutMs: number;
+  /** How long SSH may take while the first boot installs systemd and an SSH server. */
+  firstBootTimeoutMs: number;
+  signal?: AbortSignal;
+  stage: Stage;
+}): Promise<void> {
+  const alive = async () => (await o.driver.status(o.files, o.pid)).running;
+  let sshDone = false;
+  o.stage('boot', 'kernel booting');
+  const boot = waitForConsole(o.files.console, INIT_MARKER, async () => sshDone || !!o.signal?.aborted || !(await alive())).then((seen) => {
+    if (seen) o.stage('boot', 'userspace started', true);
+  });
+  o.stage('ssh', `waiting for root@${o.ip}`);
+  try {
+    let announced = false;
+    const watch = async (): Promise<number | undefined> => {
+      const fb = firstBootState((await readFrom(o.files.console, 0, 4 << 20)).data);
+      if (fb.error) throw new BangerError(ErrorCode.Vmm, `step first-boot: ${fb.error}`, { hint: "the guest could not finish its first boot: see 'banger vm logs NAME'" });
+      if (!fb.installing) return undefined;
+      if (!announced) {
+        announced = true;
+        o.stage('first-boot', `installing systemd and an SSH server with the guest's package manager (first boot only; can take minutes, up to ${Math.round(o.firstBootTimeoutMs / 60000)} min)`);
+      }
+      return o.firstBootTimeoutMs;
+    };
+    await waitForSsh(o.exec, o.ssh, o.ip, { timeoutMs: o.timeoutMs, signal: o.signal, alive, watch });
+    if (announced) o.stage('first-boot', 'done', true);
+  } catch (e) {
+    sshDone = true;
+    await boot;
+    const be = e instanceof BangerError ? e : new BangerError(ErrorCode.Vmm, errorMessage(e), { cause: e });
+    throw new BangerError(be.code, be.message, { hint: be.hint, cause: e, details: { consoleTail: await tail(o.files.console) } });
+  }
+  sshDone = true;
+  await boot;
+  o.stage('boot', 'done', true);
+  o.stage('ssh', 'ready', true);
+
+  const health = await agentRequest(o.driver.agentChannel(o.files).path, 'health', 3000);
+  o.stage('agent', health ? `healthy${typeof health.version === 'string' ? ` (${health.version})` : ''}` : 'no agent answered (skipped)', true);
+}
