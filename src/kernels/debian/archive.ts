@@ -94,7 +94,16 @@ export class DebianArchive {
   /** Step "verify-inrelease": download, gpgv-verify, parse the signed text, check the suite name. */
   async loadRelease(): Promise<void> {
     const file = join(this.o.tmpDir, 'InRelease');
-    await download(this.inReleaseUrl, file, { what: 'InRelease', signal: this.o.signal });
+    try {
+      await download(this.inReleaseUrl, file, { what: 'InRelease', signal: this.o.signal });
+    } catch (e) {
+      if (!isNotFound(e)) throw e;
+      throw new BangerError(ErrorCode.NotFound, `suite '${this.o.suite}' not found: ${this.inReleaseUrl} does not exist`, {
+        hint: `check the catalog entry's suite and the Debian mirror (config debianMirror / BANGER_DEBIAN_MIRROR, now ${this.o.mirror})`,
+        cause: e,
+        details: { url: this.inReleaseUrl },
+      });
+    }
     try {
       const text = await verifyInRelease(file, { keyring: this.o.keyring, url: this.inReleaseUrl, outFile: join(this.o.tmpDir, 'Release.signed'), exec: this.o.exec, signal: this.o.signal });
       const rel = parseRelease(text);
