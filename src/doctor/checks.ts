@@ -71,6 +71,19 @@ export const checks: Check[] = [
     },
   },
   tool('ssh', 'ssh', 'apt-get install openssh-client'),
+  tool('gpgv', 'gpgv', 'apt-get install gpgv (verifies Debian archive kernels)'),
+  tool('dpkg-deb', 'dpkg-deb', 'apt-get install dpkg (unpacks Debian kernel packages)'),
+  tool('lz4', 'lz4', 'apt-get install lz4 (Debian 12 kernels are LZ4-compressed)'),
+  {
+    name: 'debian-keyring',
+    description: "Debian's archive keyring, to verify InRelease",
+    async run(h) {
+      const p = '/usr/share/keyrings/debian-archive-keyring.gpg';
+      return (await h.readFile(p)) !== undefined
+        ? { name: 'debian-keyring', status: 'pass', detail: p }
+        : { name: 'debian-keyring', status: 'warn', detail: `${p} missing`, hint: "apt-get install debian-archive-keyring (or set config 'debianKeyring')" };
+    },
+  },
   {
     name: 'tun',
     description: '/dev/net/tun for VM network taps',

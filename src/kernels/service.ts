@@ -213,7 +213,7 @@ export class KernelService {
         undo.push('remove Debian scratch directory', () => rm(tmpDir, { recursive: true, force: true }));
         const mirror = await resolveDebianMirror(this.ctx.config.debianMirror, this.etcApt);
         log.info('fetching Debian kernel', { mirror, package: (entry as DebianKernelEntry).package });
-        const res = await this.fetchDebian({ entry: entry as DebianKernelEntry, mirror, keyring: this.ctx.config.debianKeyring, outDir: staging, tmpDir, exec: this.ctx.exec, log, signal, progress });
+        const res = await this.fetchDebian({ entry: entry as DebianKernelEntry, mirror, keyring: this.ctx.config.debianKeyring, outDir: staging, tmpDir, exec: this.ctx.exec, log, signal, progress, blobPath: (hex) => this.ctx.layout.blob(hex) });
         throwIfAborted(signal);
         files = await inspectKernelDir(staging, name, false);
         if (!files.vmlinux && !files.vmlinuz) throw new BangerError(ErrorCode.Bundle, `kernel ${name}: the Debian fetch produced neither vmlinux nor vmlinuz`);

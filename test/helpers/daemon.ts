@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { RpcClient } from '../../src/rpc/client.js';
@@ -110,7 +110,34 @@ export class TestDaemon {
 
   async cleanup(): Promise<void> {
     await this.stop();
+    await this.stopAutostarted();
     rmSync(this.root, { recursive: true, force: true });
+  }
+
+  /**
+   * As root the CLI starts a daemon itself when none answers (e.g. a command run after `kill()`),
+   * which this object did not spawn: stop whatever the root's pid file names, so no test leaks a daemon.
+   */
+  async stopAutostarted(): Promise<void> {
+    let pid: number;
+    try {
+      pid = Number(readFileSync(join(this.root, 'bangerd.pid'), 'utf8').trim());
+    } catch {
+      return;
+    }
+    if (!pid || pid === this.proc?.pid) return;
+    const alive = () => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    if (!alive()) return;
+    process.kill(pid, 'SIGTERM');
+    for (let i = 0; i < 100 && alive(); i++) await new Promise((r) => setTimeout(r, 50));
+    if (alive()) process.kill(pid, 'SIGKILL');
   }
 }
 

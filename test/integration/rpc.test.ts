@@ -1,6 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, statSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { after } from 'node:test';
+
+const dirs: string[] = [];
+after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
@@ -13,6 +17,7 @@ import { RpcServer } from '../../src/rpc/server.js';
 /** A real server on a real Unix socket with small test methods. */
 async function serve() {
   const dir = mkdtempSync(join(tmpdir(), 'banger-rpc-'));
+  dirs.push(dir);
   const socketPath = join(dir, 's.sock');
   const events: string[] = [];
   const server = new RpcServer({

@@ -1,6 +1,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { after } from 'node:test';
+
+const made: string[] = [];
+const tempDir = (prefix: string) => {
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  made.push(d);
+  return d;
+};
+after(() => made.forEach((d) => rmSync(d, { recursive: true, force: true })));
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BangerError, ErrorCode, isBangerError } from '../../src/core/errors.js';
@@ -61,7 +70,7 @@ test('sizes parse and print', () => {
 });
 
 test('writeFileAtomic leaves no temp file and replaces content', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'banger-unit-'));
+  const dir = tempDir('banger-unit-');
   const f = join(dir, 'a', 'file.json');
   await writeFileAtomic(f, 'one');
   await writeFileAtomic(f, 'two');
@@ -80,7 +89,7 @@ test('socket path: BANGER_SOCKET, else under BANGER_ROOT, else /run/banger', () 
 });
 
 test('config: defaults, file, env overrides, and errors that name the field', () => {
-  const root = mkdtempSync(join(tmpdir(), 'banger-cfg-'));
+  const root = tempDir('banger-cfg-');
   const c0 = loadConfig({ BANGER_ROOT: root });
   assert.equal(c0.network.bridge, 'banger0');
   assert.equal(c0.network.subnet, '172.16.0.0/24');

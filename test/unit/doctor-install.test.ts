@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync, mkdirSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kvmUsable, runChecks, type HostProbe } from '../../src/doctor/checks.js';
@@ -28,9 +28,9 @@ test('KVM is usable only with a read-write /dev/kvm AND vmx/svm flags', async ()
 });
 
 test('doctor: every check named, pass/warn/fail with hints, skip by name', async () => {
-  const all = ['qemu-system-x86_64', 'mkfs.ext4', 'debugfs', 'ip', 'nft', 'ssh'];
-  const ok = await runChecks(fakeHost({ tools: all, rw: ['/dev/net/tun'], files: { '/proc/sys/net/ipv4/ip_forward': '1\n' } }));
-  assert.deepEqual(ok.map((r) => r.name), ['kvm', 'firecracker', 'qemu', 'mkfs.ext4', 'debugfs', 'ip', 'nat', 'ssh', 'tun', 'ip_forward']);
+  const all = ['qemu-system-x86_64', 'mkfs.ext4', 'debugfs', 'ip', 'nft', 'ssh', 'gpgv', 'dpkg-deb', 'lz4'];
+  const ok = await runChecks(fakeHost({ tools: all, rw: ['/dev/net/tun'], files: { '/proc/sys/net/ipv4/ip_forward': '1\n', '/usr/share/keyrings/debian-archive-keyring.gpg': 'k' } }));
+  assert.deepEqual(ok.map((r) => r.name), ['kvm', 'firecracker', 'qemu', 'mkfs.ext4', 'debugfs', 'ip', 'nat', 'ssh', 'gpgv', 'dpkg-deb', 'lz4', 'debian-keyring', 'tun', 'ip_forward']);
   assert.equal(ok.filter((r) => r.status === 'fail').length, 0);
   assert.equal(ok.find((r) => r.name === 'kvm')!.status, 'warn');
   const bad = await runChecks(fakeHost({ tools: ['iptables'] }), ['kvm']);
@@ -40,6 +40,8 @@ test('doctor: every check named, pass/warn/fail with hints, skip by name', async
   assert.match(qemu.hint!, /apt-get install qemu-system-x86/);
   assert.match(bad.find((r) => r.name === 'nat')!.detail, /iptables fallback/);
   assert.equal(bad.find((r) => r.name === 'tun')!.status, 'fail');
+  assert.equal(bad.find((r) => r.name === 'debian-keyring')!.status, 'warn');
+  assert.equal(bad.find((r) => r.name === 'gpgv')!.status, 'fail');
 });
 
 test('system install writes the unit and creates the banger group under a temporary root', async () => {
@@ -58,4 +60,5 @@ test('system install writes the unit and creates the banger group under a tempor
   assert.equal(again.group.created, false);
   assert.equal(readFileSync(join(root, 'etc/group'), 'utf8').match(/^banger:/gm)!.length, 1);
   assert.equal(unitText('/n', '/b').includes('WantedBy=multi-user.target'), true);
+  rmSync(root, { recursive: true, force: true });
 });
