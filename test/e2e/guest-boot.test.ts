@@ -1,13 +1,12 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exec } from '../../src/core/exec.js';
 import { nullLogger } from '../../src/core/log.js';
-import { fetchDebianKernel } from '../../src/kernels/debian/fetch.js';
 import { injectGuestFiles } from '../../src/guest/inject.js';
-import { debianMirrorUnavailable, startDebianMirror } from '../helpers/debian-mirror.js';
+import { debianMirrorUnavailable, startDebianMirror, fetchTestKernel } from '../helpers/debian-mirror.js';
 import { createTestNet, type TestNet } from '../helpers/debian-boot.js';
 import { agentRequest, bootGuest, buildSeed, copyTree, debianSystemdTree, debootstrapUnavailable, mkfsFromDir, guestSsh as ssh, until, type GuestVm } from '../helpers/guest-fixtures.js';
 import { isRoot, missingTools } from '../helpers/daemon.js';
@@ -35,20 +34,9 @@ let rootImg: string;
 before(async () => {
   if (skip) return;
   dir = mkdtempSync(join(tmpdir(), 'banger-guestboot-'));
-  kernelDir = join(dir, 'kernel');
-  mkdirSync(kernelDir);
-  mkdirSync(join(dir, 'tmp'));
   const mirror = await startDebianMirror();
   try {
-    await fetchDebianKernel({
-      entry: { name: 'debian-cloud-amd64', kind: 'debian', distro: 'debian', arch: 'x86_64', package: 'linux-image-cloud-amd64', suite: 'bookworm', description: '' },
-      mirror: mirror.url,
-      keyring: '/usr/share/keyrings/debian-archive-keyring.gpg',
-      outDir: kernelDir,
-      tmpDir: join(dir, 'tmp'),
-      exec,
-      log: nullLogger,
-    });
+    kernelDir = await fetchTestKernel(dir, mirror);
   } finally {
     await mirror.close();
   }

@@ -190,3 +190,28 @@ export async function startDebianMirror(): Promise<DebianMirror> {
     },
   };
 }
+
+/**
+ * Fetch the Debian cloud kernel + banger initramfs from `mirror` into `<dir>/kernel` (scratch in
+ * `<dir>/tmp`) through the real verified chain, for tests that boot guests without the daemon.
+ */
+export async function fetchTestKernel(dir: string, mirror: DebianMirror): Promise<string> {
+  const { fetchDebianKernel } = await import('../../src/kernels/debian/fetch.js');
+  const { exec } = await import('../../src/core/exec.js');
+  const { nullLogger } = await import('../../src/core/log.js');
+  const { mkdirSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const kernelDir = join(dir, 'kernel');
+  mkdirSync(kernelDir, { recursive: true });
+  mkdirSync(join(dir, 'tmp'), { recursive: true });
+  await fetchDebianKernel({
+    entry: { name: 'debian-cloud-amd64', kind: 'debian', distro: 'debian', arch: 'x86_64', package: KERNEL_META, suite: SUITE, description: '' },
+    mirror: mirror.url,
+    keyring: '/usr/share/keyrings/debian-archive-keyring.gpg',
+    outDir: kernelDir,
+    tmpDir: join(dir, 'tmp'),
+    exec,
+    log: nullLogger,
+  });
+  return kernelDir;
+}

@@ -1,12 +1,9 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { exec } from '../../src/core/exec.js';
-import { nullLogger } from '../../src/core/log.js';
-import { fetchDebianKernel } from '../../src/kernels/debian/fetch.js';
-import { cachedDeb, debianMirrorUnavailable, startDebianMirror } from '../helpers/debian-mirror.js';
+import { cachedDeb, debianMirrorUnavailable, startDebianMirror, fetchTestKernel } from '../helpers/debian-mirror.js';
 import { bootQemu, buildTestRootfs, busyboxFromDeb, createTestNet, hostTscKhz, type QemuGuest, type TestNet } from '../helpers/debian-boot.js';
 import { isRoot, missingTools } from '../helpers/daemon.js';
 
@@ -31,20 +28,9 @@ const TSC = `tsc_early_khz=${hostTscKhz()}`;
 before(async () => {
   if (skip) return;
   dir = mkdtempSync(join(tmpdir(), 'banger-debboot-'));
-  kernelDir = join(dir, 'kernel');
-  mkdirSync(kernelDir);
-  mkdirSync(join(dir, 'tmp'));
   const mirror = await startDebianMirror();
   try {
-    await fetchDebianKernel({
-      entry: { name: 'debian-cloud-amd64', kind: 'debian', distro: 'debian', arch: 'x86_64', package: 'linux-image-cloud-amd64', suite: 'bookworm', description: '' },
-      mirror: mirror.url,
-      keyring: '/usr/share/keyrings/debian-archive-keyring.gpg',
-      outDir: kernelDir,
-      tmpDir: join(dir, 'tmp'),
-      exec,
-      log: nullLogger,
-    });
+    kernelDir = await fetchTestKernel(dir, mirror);
     rootfs = buildTestRootfs(dir, busyboxFromDeb(cachedDeb(mirror.packages.busybox)!, dir), 'banger-token-42');
   } finally {
     await mirror.close();

@@ -1,14 +1,13 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exec } from '../../src/core/exec.js';
 import { nullLogger } from '../../src/core/log.js';
-import { fetchDebianKernel } from '../../src/kernels/debian/fetch.js';
 import { injectGuestFiles } from '../../src/guest/inject.js';
-import { debianMirrorUnavailable, startDebianMirror } from '../helpers/debian-mirror.js';
+import { debianMirrorUnavailable, startDebianMirror, fetchTestKernel } from '../helpers/debian-mirror.js';
 import { createTestNet, type TestNet } from '../helpers/debian-boot.js';
 import {
   agentRequest, bootGuest, buildSeed, copyTree, debootstrapRootfs, debootstrapUnavailable, extraDebs, flatRepo, guestSsh, mkfsFromDir, until, type GuestVm,
@@ -38,20 +37,9 @@ let tree: string;
 before(async () => {
   if (skip) return;
   dir = mkdtempSync(join(tmpdir(), 'banger-guestinstall-'));
-  kernelDir = join(dir, 'kernel');
-  mkdirSync(kernelDir);
-  mkdirSync(join(dir, 'tmp'));
   const mirror = await startDebianMirror();
   try {
-    await fetchDebianKernel({
-      entry: { name: 'debian-cloud-amd64', kind: 'debian', distro: 'debian', arch: 'x86_64', package: 'linux-image-cloud-amd64', suite: 'bookworm', description: '' },
-      mirror: mirror.url,
-      keyring: '/usr/share/keyrings/debian-archive-keyring.gpg',
-      outDir: kernelDir,
-      tmpDir: join(dir, 'tmp'),
-      exec,
-      log: nullLogger,
-    });
+    kernelDir = await fetchTestKernel(dir, mirror);
   } finally {
     await mirror.close();
   }
