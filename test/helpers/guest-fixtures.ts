@@ -41,17 +41,27 @@ export function debianMirrorUrl(): string {
  */
 export function debootstrapRootfs(flavour: 'systemd' | 'minbase'): string {
   const dir = join(ROOTFS_CACHE, `bookworm-${flavour}`);
-  if (existsSync(join(dir, '.banger-complete'))) return dir;
-  mkdirSync(ROOTFS_CACHE, { recursive: true });
-  const tmp = `${dir}.tmp-${process.pid}`;
-  rmSync(tmp, { recursive: true, force: true });
-  try {
+  return cachedTree(dir, (tmp) => {
     const include = flavour === 'systemd' ? ['--include=systemd-sysv,openssh-server,iproute2'] : [];
     run(['debootstrap', '--variant=minbase', ...include, 'bookworm', tmp, debianMirrorUrl()], { timeoutMs: 900_000 });
     const debs = `${dir}.debs`;
     rmSync(debs, { recursive: true, force: true });
     renameSync(join(tmp, 'var/cache/apt/archives'), debs);
     mkdirSync(join(tmp, 'var/cache/apt/archives/partial'), { recursive: true });
+  });
+}
+
+/**
+ * A cached tree at `dir`, built once by `fill(tmp)` into a temp sibling and landed by rename
+ * with a completion marker; a failed build leaves nothing.
+ */
+function cachedTree(dir: string, fill: (tmp: string) => void): string {
+  if (existsSync(join(dir, '.banger-complete'))) return dir;
+  mkdirSync(ROOTFS_CACHE, { recursive: true });
+  const tmp = `${dir}.tmp-${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  try {
+    fill(tmp);
     writeFileSync(join(tmp, '.banger-complete'), new Date().toISOString() + '\n');
     rmSync(dir, { recursive: true, force: true });
     renameSync(tmp, dir);
@@ -69,22 +79,10 @@ export function debootstrapRootfs(flavour: 'systemd' | 'minbase'): string {
  */
 export async function debianSystemdTree(): Promise<string> {
   const tar = await ensureDebianRootfsTar();
-  const dir = join(ROOTFS_CACHE, basename(tar).replace(/\.tar$/, ''));
-  if (existsSync(join(dir, '.banger-complete'))) return dir;
-  mkdirSync(ROOTFS_CACHE, { recursive: true });
-  const tmp = `${dir}.tmp-${process.pid}`;
-  rmSync(tmp, { recursive: true, force: true });
-  try {
+  return cachedTree(join(ROOTFS_CACHE, basename(tar).replace(/\.tar$/, '')), (tmp) => {
     mkdirSync(tmp);
     run(['tar', '--extract', '--xattrs', '--xattrs-include=*', '--numeric-owner', '--same-permissions', '-f', tar, '-C', tmp], { timeoutMs: 300_000 });
-    writeFileSync(join(tmp, '.banger-complete'), new Date().toISOString() + '\n');
-    rmSync(dir, { recursive: true, force: true });
-    renameSync(tmp, dir);
-  } catch (e) {
-    rmSync(tmp, { recursive: true, force: true });
-    throw e;
-  }
-  return dir;
+  });
 }
 
 /** Why debootstrap fixtures cannot be made here (undefined when they can). */
