@@ -90,7 +90,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (env.BANGER_VMM) cfg.vm.vmm = z.enum(['auto', 'qemu', 'firecracker']).parse(env.BANGER_VMM);
   if (env.BANGER_QEMU) cfg.binaries.qemu = env.BANGER_QEMU;
   if (env.BANGER_FIRECRACKER) cfg.binaries.firecracker = env.BANGER_FIRECRACKER;
-  if (env.BANGER_BRIDGE) cfg.network.bridge = env.BANGER_BRIDGE;
+  if (env.BANGER_BRIDGE) {
+    if (!/^[a-zA-Z0-9_-]{1,15}$/.test(env.BANGER_BRIDGE)) throw new BangerError(ErrorCode.Invalid, `BANGER_BRIDGE '${env.BANGER_BRIDGE}': an interface name is 1-15 letters, digits, '_' or '-'`);
+    cfg.network.bridge = env.BANGER_BRIDGE;
+  }
   if (env.BANGER_SUBNET) cfg.network.subnet = env.BANGER_SUBNET;
   return { ...cfg, root: resolveRoot(env), socket: resolveSocket(env), configFile: file };
 }

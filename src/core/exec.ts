@@ -1,5 +1,6 @@
 import { spawn, type SpawnOptions } from 'node:child_process';
 import { BangerError, ErrorCode } from './errors.js';
+import type { Logger } from './log.js';
 
 /**
  * The one way banger runs a child process: argv arrays only (never a shell string).
@@ -90,6 +91,25 @@ export const exec: Exec = (argv, opts = {}) =>
     if (opts.input !== undefined) child.stdin!.end(opts.input);
     else child.stdin!.end();
   });
+
+/**
+ * An Exec that logs every command at debug level with its wall time and exit code
+ * (`BANGER_LOG_LEVEL=debug`): where the daemon's time goes, without a profiler.
+ */
+export function tracedExec(inner: Exec, log: Logger): Exec {
+  return async (argv, opts) => {
+    const t0 = performance.now();
+    const done = (exitCode: number | null) => log.debug('exec', { argv: argv.slice(0, 4).join(' '), ms: Math.round(performance.now() - t0), exitCode });
+    try {
+      const r = await inner(argv, opts);
+      done(r.exitCode);
+      return r;
+    } catch (e) {
+      done(e instanceof ExecError ? e.exitCode : null);
+      throw e;
+    }
+  };
+}
 
 /** True if `cmd` is on PATH (or is an executable path). */
 export async function which(cmd: string): Promise<string | undefined> {

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { loadConfig } from '../core/config.js';
 import { openDb } from '../core/db.js';
 import { BangerError, errorMessage } from '../core/errors.js';
-import { exec } from '../core/exec.js';
+import { exec, tracedExec } from '../core/exec.js';
 import { createLogger } from '../core/log.js';
 import { layout } from '../core/paths.js';
 import { method } from '../rpc/protocol.js';
@@ -22,7 +22,7 @@ export async function startDaemon(env: NodeJS.ProcessEnv = process.env, opts: { 
   for (const d of [lay.root, lay.logDir, lay.tmp, lay.blobs, lay.kernels, lay.images, lay.vms]) await mkdir(d, { recursive: true });
   const log = createLogger({ file: lay.logFile, stderr: opts.foreground ?? true, base: { pid: process.pid } });
   const db = openDb(lay.db);
-  const ctx: Context = { config, layout: lay, db, log, exec };
+  const ctx: Context = { config, layout: lay, db, log, exec: tracedExec(exec, log) };
   await cleanTmp(lay.tmp, log);
   const services = createServices(ctx);
   const startedAt = new Date();

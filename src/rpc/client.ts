@@ -1,6 +1,6 @@
 import { connect, type Socket } from 'node:net';
 import { BangerError, ErrorCode } from '../core/errors.js';
-import { LineSplitter, fromRpcError, type ProgressEvent } from './protocol.js';
+import { LineSplitter, fromRpcError, type ProgressEvent } from './wire.js';
 
 export interface CallOptions {
   onProgress?: (ev: ProgressEvent) => void;

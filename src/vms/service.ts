@@ -1,4 +1,4 @@
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat } from 'node:fs/promises';
 import { BangerError, ErrorCode, errorMessage, throwIfAborted } from '../core/errors.js';
 import { toolEnv } from '../core/exec.js';
 import { exists, parseSize } from '../core/fsutil.js';
@@ -22,7 +22,7 @@ import { vmFiles, type VmFiles } from './files.js';
 import { KeyedLock } from './lock.js';
 import { generateName, newVmId } from './names.js';
 import { buildSeedDisk, buildWorkDisk } from './seed.js';
-import { ensureClientKey, generateHostKey, pinHostKey, sshCommonOptions, sshOptions, sshPaths, unpinHostKey, writeSshConfig, type SshPaths } from './ssh.js';
+import { ensureClientKey, HostKeyPool, pinHostKey, sshCommonOptions, sshOptions, sshPaths, unpinHostKey, writeSshConfig, type SshPaths } from './ssh.js';
 import { VmRepo, type VmRecord, type VmSpec } from './store.js';
 import { reconcileVms } from './reconcile.js';
 import { launchSpec } from './launch.js';
@@ -47,6 +47,8 @@ export interface OpContext {
   signal?: AbortSignal;
   progress?: (ev: ProgressEvent) => void;
 }
+
+type StartOptions = OpContext & { stage: Stage; undo: UndoStack; wait: boolean; /** create already ran the network step */ networkReady?: boolean };
 
 /** A VM as returned over RPC: the record plus what was observed on the host. */
 export interface VmView extends VmRecord {
@@ -73,6 +75,10 @@ export class VmService {
   private readonly gid?: number;
   /** VMs inside a start sequence: `observe` must not mark them stopped meanwhile. */
   private readonly busy = new Set<string>();
+  /** Host keys made ahead of time (off the create path). */
+  readonly hostKeys: HostKeyPool;
+  /** rootfs (path, inode, mtime) → has banger's first-boot script: debugfs once per image build. */
+  private readonly firstBootCache = new Map<string, boolean>();
 
   constructor(
     readonly ctx: Context,
@@ -84,6 +90,7 @@ export class VmService {
     this.host = opts.host ?? realHost;
     this.drivers = opts.drivers ?? { qemu: new QemuDriver(ctx.exec, { qemu: ctx.config.binaries.qemu }) };
     this.gid = opts.bangerGid;
+    this.hostKeys = new HostKeyPool(ctx.exec, ctx.layout.tmp, 2, (e) => ctx.log.warn('host key pool refill failed', { error: errorMessage(e) }));
   }
 
   private get net(): NetworkService {
@@ -112,7 +119,7 @@ export class VmService {
     const t0 = Date.now();
     const stage: Stage = (s, message, done) => op.progress?.({ stage: s, message, done, elapsedMs: Date.now() - t0 });
     const name = p.name ?? generateName((n) => !!this.repo.find(n));
-    return this.locks.run(name, async () => {
+    return this.locks.run(name, async (): Promise<VmView> => {
       if (this.repo.find(name)) throw new BangerError(ErrorCode.Exists, `vm '${name}' already exists`, { hint: `pick another --name or remove it: banger vm rm ${name}` });
       const image = await getImage(this.ctx, this.deps.images, p.image);
       const kernelName = p.kernel ?? image.kernelRef ?? (await defaultKernelName(this.ctx, this.deps.kernels));
@@ -146,33 +153,38 @@ export class VmService {
         undo.push('record', () => this.repo.delete(name));
         throwIfAborted(op.signal);
 
-        // step disk
-        stage('disk', `${driver.kind === 'qemu' ? 'qcow2 overlay' : 'copy'} of ${image.name}`);
+        // Steps disk, seed and network touch different things, so they run side by side; each
+        // registers its undo the moment it acts, and settleAll waits for all of them before a
+        // failure unwinds. Only then does the VMM start.
         await rm(files.dir, { recursive: true, force: true }); // a stale dir no record owns
         await mkdir(files.dir, { recursive: true, mode: 0o750 });
         undo.push('vm-dir', () => rm(files.dir, { recursive: true, force: true }));
-        // Independent steps run side by side: overlay, optional work disk, keys.
-        const gid = this.gid ?? (await bangerGid());
-        const [, , clientPub, hostPub] = await settleAll([
-          driver.prepare(files, image.rootfsPath, { sizeBytes: diskSizeBytes, signal: op.signal }),
-          workDiskBytes !== undefined ? buildWorkDisk(this.ctx.exec, files.work, workDiskBytes) : undefined,
-          ensureClientKey(this.ctx.exec, this.ssh, gid),
-          generateHostKey(this.ctx.exec, files.hostKey, name),
-        ]);
-        stage('disk', undefined, true);
+        const disk = async () => {
+          stage('disk', `${driver.kind === 'qemu' ? 'qcow2 overlay' : 'copy'} of ${image.name}`);
+          await settleAll([
+            driver.prepare(files, image.rootfsPath, { sizeBytes: diskSizeBytes, signal: op.signal }),
+            workDiskBytes !== undefined ? buildWorkDisk(this.ctx.exec, files.work, workDiskBytes) : undefined,
+          ]);
+          stage('disk', undefined, true);
+        };
+        // step seed: host key made before first boot, pinned; seed disk for the first-boot script
+        const seed = async () => {
+          stage('seed', 'host key + seed disk');
+          const gid = this.gid ?? (await bangerGid());
+          const [clientPub, hostPub] = await settleAll([ensureClientKey(this.ctx.exec, this.ssh, gid), this.hostKeys.take(files.hostKey, name)]);
+          const net = this.net.describe(id, ip);
+          await buildSeedDisk(this.ctx.exec, files.seed, this.ctx.layout.tmp, { name, net, hostKey: await readFile(files.hostKey, 'utf8'), hostKeyPub: hostPub, authorizedKey: clientPub });
+          undo.push('known_hosts', () => unpinHostKey(this.ssh, ip, name));
+          await pinHostKey(this.ssh, ip, name, hostPub);
+          undo.push('ssh-config', async () => void (await this.refreshSshConfig(name)));
+          await this.refreshSshConfig();
+          stage('seed', undefined, true);
+        };
+        const starting = p.start !== false;
+        await settleAll([disk(), seed(), starting ? this.networkUp(this.get(name), { stage, undo, signal: op.signal }, true) : undefined]);
         throwIfAborted(op.signal);
 
-        // step seed: host key made before first boot, pinned; seed disk for the first-boot script
-        stage('seed', 'host key + seed disk');
-        const net = this.net.describe(id, ip);
-        await buildSeedDisk(this.ctx.exec, files.seed, this.ctx.layout.tmp, { name, net, hostKey: await readFile(files.hostKey, 'utf8'), hostKeyPub: hostPub, authorizedKey: clientPub });
-        await pinHostKey(this.ssh, ip, name, hostPub);
-        undo.push('known_hosts', () => unpinHostKey(this.ssh, ip, name));
-        await this.refreshSshConfig();
-        undo.push('ssh-config', async () => void (await this.refreshSshConfig(name)));
-        stage('seed', undefined, true);
-
-        if (p.start !== false) await this.startSteps(this.get(name), { ...op, stage, undo, wait: p.wait !== false });
+        if (starting) await this.startSteps(this.get(name), { ...op, stage, undo, wait: p.wait !== false, networkReady: true });
         else this.repo.setState(name, { state: 'stopped', desiredState: 'stopped' });
         undo.commit();
         return this.view(this.get(name));
@@ -181,6 +193,9 @@ export class VmService {
         if (failures.length) this.ctx.log.error('create unwind incomplete', { vm: name, failures });
         throw e;
       }
+    }).finally(() => {
+      // Top the host key pool up once the answer is on its way, not while this create runs.
+      setTimeout(() => void this.hostKeys.refill(), 100).unref();
     });
   }
 
@@ -213,7 +228,7 @@ export class VmService {
   }
 
   /** network → vmm → boot → ssh → agent. Each side effect registers its undo on `undo`. */
-  private async startSteps(vm: VmRecord, o: OpContext & { stage: Stage; undo: UndoStack; wait: boolean }): Promise<void> {
+  private async startSteps(vm: VmRecord, o: StartOptions): Promise<void> {
     this.busy.add(vm.name);
     try {
       await this.startStepsInner(vm, o);
@@ -222,24 +237,14 @@ export class VmService {
     }
   }
 
-  private async startStepsInner(vm: VmRecord, o: OpContext & { stage: Stage; undo: UndoStack; wait: boolean }): Promise<void> {
+  private async startStepsInner(vm: VmRecord, o: StartOptions): Promise<void> {
     if (!vm.ip) throw new BangerError(ErrorCode.Internal, `vm '${vm.name}' has no IP lease`);
     const kernel = await getKernel(this.ctx, this.deps.kernels, vm.kernel);
     const driver = this.driver(vm.vmm);
     const files = this.files(vm.name);
     const net = this.net.describe(vm.id, vm.ip);
 
-    // step network
-    o.stage('network', `${net.ip}/${net.prefix} on ${net.bridge} via ${net.tap}${vm.spec.nat ? ', NAT' : ''}`);
-    await this.net.ensureBridge();
-    await this.net.removeTap(net.tap); // a stale tap from a crash
-    await this.net.createTap(net);
-    o.undo.push('tap', () => this.net.removeTap(net.tap));
-    if (vm.spec.nat) {
-      await this.net.enableNat(vm.id, vm.ip);
-      o.undo.push('nat', () => this.net.disableNat(vm.id));
-    }
-    o.stage('network', undefined, true);
+    if (!o.networkReady) await this.networkUp(vm, o, false);
     throwIfAborted(o.signal);
 
     // step vmm
@@ -257,6 +262,29 @@ export class VmService {
 
     // steps boot, ssh, agent
     await waitReady({ exec: this.ctx.exec, ssh: this.ssh, ip: vm.ip, files, driver, pid, timeoutMs: this.ctx.config.vm.sshTimeoutSeconds * 1000, firstBootTimeoutMs: this.ctx.config.vm.firstBootTimeoutSeconds * 1000, signal: o.signal, stage: o.stage });
+  }
+
+  /**
+   * step network: bridge, the VM's tap on it, NAT. `fresh` (a VM created this moment, whose
+   * tap name comes from a new id) skips removing a stale tap. Undo is registered before each
+   * action (teardown is idempotent), so a half-made tap is removed too.
+   */
+  private async networkUp(vm: VmRecord, o: { stage: Stage; undo: UndoStack; signal?: AbortSignal }, fresh: boolean): Promise<void> {
+    if (!vm.ip) throw new BangerError(ErrorCode.Internal, `vm '${vm.name}' has no IP lease`);
+    const ip = vm.ip;
+    const net = this.net.describe(vm.id, ip);
+    o.stage('network', `${net.ip}/${net.prefix} on ${net.bridge} via ${net.tap}${vm.spec.nat ? ', NAT' : ''}`);
+    const tap = async () => {
+      await settleAll([this.net.ensureBridge(), fresh ? undefined : this.net.removeTap(net.tap)]); // a stale tap from a crash
+      o.undo.push('tap', () => this.net.removeTap(net.tap));
+      await this.net.createTap(net);
+    };
+    const nat = async () => {
+      o.undo.push('nat', () => this.net.disableNat(vm.id));
+      await this.net.enableNat(vm.id, ip);
+    };
+    await settleAll([tap(), vm.spec.nat ? nat() : undefined]);
+    o.stage('network', undefined, true);
   }
 
   async stop(names: string[], op: OpContext = {}): Promise<VmView[]> {
@@ -440,12 +468,19 @@ export class VmService {
   /** Called once at daemon start: re-adopt running VMs, mark dead ones stopped, remove orphans. */
   async reconcile(): Promise<void> {
     await reconcileVms(this);
+    void this.hostKeys.refill();
   }
 
   private async rootfsHasFirstBoot(rootfs: string): Promise<boolean> {
-    if (!(await exists(rootfs))) return false;
+    const st = await stat(rootfs).catch(() => undefined);
+    if (!st) return false;
+    const key = `${rootfs}:${st.ino}:${st.mtimeMs}:${st.size}`;
+    const known = this.firstBootCache.get(key);
+    if (known !== undefined) return known;
     const r = await this.ctx.exec(['debugfs', '-R', `stat ${FIRST_BOOT}`, rootfs], { env: toolEnv(), allowFailure: true });
-    return r.exitCode === 0 && !/not found|File not found/i.test(r.stderr) && /Inode:/.test(r.stdout);
+    const has = r.exitCode === 0 && !/not found|File not found/i.test(r.stderr) && /Inode:/.test(r.stdout);
+    this.firstBootCache.set(key, has);
+    return has;
   }
 }
 

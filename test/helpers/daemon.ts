@@ -83,9 +83,14 @@ export class TestDaemon {
     await done;
   }
 
-  /** Run the built CLI against this daemon; resolves with exit code and output. */
-  cli(args: string[], opts: { input?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<CliResult> {
-    const argv = this.wrap([process.execPath, BANGER, ...args]);
+  /**
+   * Run the built CLI against this daemon; resolves with exit code and output. The CLI runs in
+   * the daemon's namespace unless `hostNs` (it reaches the daemon by the socket's path, which no
+   * network namespace changes, just as a user's CLI does; only commands that talk to a guest's
+   * address, or an autostart, need the namespace).
+   */
+  cli(args: string[], opts: { input?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number; hostNs?: boolean } = {}): Promise<CliResult> {
+    const argv = opts.hostNs ? [process.execPath, BANGER, ...args] : this.wrap([process.execPath, BANGER, ...args]);
     return new Promise((resolve) => {
       const child = spawn(argv[0]!, argv.slice(1), { env: { ...this.env, ...opts.env } });
       let stdout = '';

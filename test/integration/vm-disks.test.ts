@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exec } from '../../src/core/exec.js';
@@ -48,6 +48,30 @@ test('qemu prepare: qcow2 overlay backed by the raw base, size independent of th
       sizes.push(statSync(d.path).size);
     }
     assert.ok(sizes.every((s) => s < 1 << 20), `overlays stay small: ${sizes}`);
+
+    // The first VM of an image leaves a template next to the base; later VMs copy it. A
+    // different size or a rebuilt base (new inode) gets its own template.
+    const base = join(dir, 'base0.ext4');
+    const templates = () => readdirSync(dir).filter((n) => n.startsWith('.overlay-'));
+    assert.equal(templates().length, 2, 'one template per base made so far');
+    const driver = new QemuDriver(exec, { qemu: 'qemu-system-x86_64' });
+    const again = vmFiles(join(dir, 'again'));
+    await exec(['mkdir', '-p', again.dir]);
+    await driver.prepare(again, base, {});
+    assert.deepEqual(readFileSync(again.rootQcow2), readFileSync(vmFiles(join(dir, 'vm0')).rootQcow2));
+    assert.equal(templates().length, 2);
+    const big = vmFiles(join(dir, 'big'));
+    await exec(['mkdir', '-p', big.dir]);
+    await driver.prepare(big, base, { sizeBytes: 2 * 2 ** 30 });
+    assert.equal(JSON.parse((await exec(['qemu-img', 'info', '--output=json', big.rootQcow2])).stdout)['virtual-size'], 2 * 2 ** 30);
+    assert.equal(templates().length, 3);
+    rmSync(base);
+    await exec(['truncate', '-s', '1G', base]);
+    const rebuilt = vmFiles(join(dir, 'rebuilt'));
+    await exec(['mkdir', '-p', rebuilt.dir]);
+    await driver.prepare(rebuilt, base, {});
+    assert.equal(templates().length, 4);
+    assert.equal((await exec(['qemu-img', 'check', rebuilt.rootQcow2])).exitCode, 0);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -1,4 +1,7 @@
-import { rm, stat } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { copyFile, rename, rm, stat } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { exists } from '../../core/fsutil.js';
 import { BangerError, ErrorCode, errorMessage } from '../../core/errors.js';
 import type { Exec } from '../../core/exec.js';
 import { toolEnv } from '../../core/exec.js';
@@ -60,7 +63,14 @@ export class QemuDriver implements VmmDriver {
     private readonly opts: { qemu: string; qemuImg?: string },
   ) {}
 
-  /** qcow2 overlay backed by the raw base: O(1) in the image size; the base is never written. */
+  /**
+   * qcow2 overlay backed by the raw base: O(1) in the image size; the base is never written.
+   * An empty overlay depends only on the backing path, its format and the virtual size, so
+   * the first VM of an image (and size) makes a template with qemu-img next to the image's
+   * rootfs and every VM after that gets a copy of it (a ~200 KiB file, ~1 ms instead of a
+   * ~50 ms qemu-img run). The template name carries the base's size, inode and mtime, so a
+   * rebuilt image never reuses a stale one; it is removed with the image's directory.
+   */
   async prepare(files: VmFiles, baseRootfs: string, o: { sizeBytes?: number; signal?: AbortSignal }): Promise<DiskSpec> {
     const base = await stat(baseRootfs).catch((e) => {
       throw new BangerError(ErrorCode.NotFound, `image rootfs ${baseRootfs} is missing`, { hint: 'pull the image again', cause: e });
@@ -68,10 +78,27 @@ export class QemuDriver implements VmmDriver {
     if (o.sizeBytes !== undefined && o.sizeBytes < base.size) {
       throw new BangerError(ErrorCode.Invalid, `--disk-size ${o.sizeBytes} bytes is smaller than the image (${base.size} bytes)`, { hint: 'give a size at least as large as the image, e.g. --disk-size 8G' });
     }
-    const argv = [this.opts.qemuImg ?? 'qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', baseRootfs, files.rootQcow2];
-    if (o.sizeBytes !== undefined) argv.push(String(o.sizeBytes));
-    await this.exec(argv, { env: toolEnv(), signal: o.signal });
+    const virtualSize = o.sizeBytes ?? base.size;
+    const template = join(dirname(baseRootfs), `.overlay-${virtualSize}-${base.ino}-${Math.floor(base.mtimeMs)}.qcow2`);
+    if (!(await exists(template))) {
+      const tmp = `${template}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+      try {
+        await this.createOverlay(baseRootfs, tmp, virtualSize, o.signal);
+        await rename(tmp, template);
+      } catch {
+        await rm(tmp, { force: true });
+        // No template (e.g. the image directory is read-only): make this VM's overlay directly;
+        // a real problem (a bad base, no qemu-img) fails here with qemu-img's own error.
+        await this.createOverlay(baseRootfs, files.rootQcow2, virtualSize, o.signal);
+        return { id: 'root', path: files.rootQcow2, format: 'qcow2' };
+      }
+    }
+    await copyFile(template, files.rootQcow2);
     return { id: 'root', path: files.rootQcow2, format: 'qcow2' };
+  }
+
+  private async createOverlay(baseRootfs: string, target: string, virtualSize: number, signal?: AbortSignal): Promise<void> {
+    await this.exec([this.opts.qemuImg ?? 'qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', baseRootfs, target, String(virtualSize)], { env: toolEnv(), signal });
   }
 
   async start(spec: LaunchSpec, o: { signal?: AbortSignal } = {}): Promise<{ pid: number }> {
