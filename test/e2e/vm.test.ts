@@ -131,8 +131,8 @@ test('NAT: the guest reaches the "internet" namespace, which sees the host addre
   assert.match(nsRun(hostNs, ['nft', 'list', 'table', 'ip', 'banger']), /ip saddr 172\.16\.0\.2 .*masquerade/);
 });
 
-test('a second VM gets another IP and the two reach each other', { skip, ...T }, async () => {
-  const v2 = await d!.json(['vm', 'create', '--image', 'debian-bookworm', '--name', 'box2'], { timeoutMs: 400_000 });
+test('a second VM gets another IP and the two reach each other; --disk-size grows its root filesystem', { skip, ...T }, async () => {
+  const v2 = await d!.json(['vm', 'create', '--image', 'debian-bookworm', '--name', 'box2', '--disk-size', '3G'], { timeoutMs: 400_000 });
   assert.equal(v2.ip, '172.16.0.3');
   const a = await ssh('box1', "exec 3<>/dev/tcp/172.16.0.3/22; head -c 7 <&3");
   assert.equal(a.stdout, 'SSH-2.0', a.stderr);
@@ -141,6 +141,12 @@ test('a second VM gets another IP and the two reach each other', { skip, ...T },
   const ps = await d!.cli(['ps']);
   assert.match(ps.stdout, /^NAME\s+STATE\s+VMM\s+IMAGE\s+IP\s+VCPU\s+MEM\s+AGE/);
   assert.match(ps.stdout, /box2\s+running\s+qemu\s+debian-bookworm\s+172\.16\.0\.3/);
+  // The first boot grew the ext4 root online to the 3 GiB disk; box1 kept the image's size.
+  const kib = async (vm: string) => Number((await ssh(vm, 'df -k --output=size / | tail -n 1')).stdout.trim());
+  const [big, small] = [await kib('box2'), await kib('box1')];
+  assert.ok(big > 2.8 * 1024 * 1024 && big <= 3 * 1024 * 1024, `box2 root is ${big} KiB`);
+  assert.ok(small < 2 * 1024 * 1024, `box1 root is ${small} KiB`);
+  assert.match((await d!.cli(['vm', 'logs', 'box2'])).stdout, /banger-first-boot: step grow-root/);
 });
 
 test('stop/start (restart) keeps the disk contents', { skip, ...T }, async () => {
@@ -152,6 +158,8 @@ test('stop/start (restart) keeps the disk contents', { skip, ...T }, async () =>
   assert.equal(r.code, 0, r.stderr);
   const s = await ssh('box2', 'cat /root/marker');
   assert.equal(s.stdout.trim(), 'kept-across-restart');
+  // The grow happened once: this boot found the disk size it recorded and skipped it.
+  assert.doesNotMatch((await d!.cli(['vm', 'logs', 'box2'])).stdout, /grow-root/);
 });
 
 test('daemon SIGKILL while VMs run: restart adopts them, removes orphans; vm ssh still works', { skip, ...T }, async () => {

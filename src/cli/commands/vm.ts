@@ -21,7 +21,7 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
     .option('--kernel <kernel>', "kernel to boot (default: the image's kernel ref, else the configured default kernel)")
     .option('--vcpu <n>', 'virtual CPUs (default: config vm.vcpu, 2)', intArg('--vcpu'))
     .option('--memory <MiB>', 'memory in MiB (default: config vm.memoryMiB, 1024)', intArg('--memory'))
-    .option('--disk-size <size>', 'grow the root disk to SIZE (e.g. 8G); the guest filesystem still needs resize2fs /dev/vda')
+    .option('--disk-size <size>', 'root disk size (e.g. 8G, at least the image size); the first boot grows the ext4 root to fill it')
     .option('--work-disk <size>', 'attach an empty ext4 work disk of SIZE as /dev/vdc (label banger-work)')
     .option('--nat', 'give the VM outbound network access through NAT (masquerade on the host)')
     .option('--no-start', 'only create the VM (disks, keys, lease); start it later with vm start')

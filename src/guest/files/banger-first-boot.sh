@@ -4,13 +4,15 @@
 #
 # Steps (each logged to the console as "banger-first-boot: <step>"):
 #   1. mount-basics   mount /proc /sys /dev (devtmpfs) /run (tmpfs) when not mounted
-#   2. seed           mount the seed disk (/dev/vdb, ext4, label BANGERSEED) read-only, apply
+#   2. grow-root      when the root disk is larger than at the last boot (vm create --disk-size):
+#                     grow the ext4 root filesystem online with resize2fs
+#   3. seed           mount the seed disk (/dev/vdb, ext4, label BANGERSEED) read-only, apply
 #                     it (host key, root's authorized_keys, hostname, resolv.conf, /etc/hosts,
 #                     network.env), unmount it
-#   3. install        only when systemd or an SSH server unit is missing: install systemd + an
+#   4. install        only when systemd or an SSH server unit is missing: install systemd + an
 #                     SSH server with the guest's own package manager (os-release ID, then ID_LIKE)
-#   4. configure      sshd drop-in Include, machine-id, enable ssh + banger-vsock-agent
-#   5. exec-init      write the marker and exec systemd (Alpine: busybox init + OpenRC)
+#   5. configure      sshd drop-in Include, machine-id, enable ssh + banger-vsock-agent
+#   6. exec-init      write the marker and exec systemd (Alpine: busybox init + OpenRC)
 # On failure it prints "banger-first-boot: error: ..." and a hint, then drops to a shell on
 # the console (or sleeps) instead of exiting: PID 1 exiting would panic the kernel.
 #
@@ -27,6 +29,7 @@ TEST="${BANGER_FIRST_BOOT_TEST:-0}"
 SEED_DEV="${BANGER_SEED_DEVICE:-/dev/vdb}"
 SEED_MNT=/run/banger-seed
 MARKER=/var/lib/banger/first-boot.done
+ROOT_SIZE_FILE=/var/lib/banger/root-size
 AGENT_UNIT=banger-vsock-agent.service
 APT_CONF=/etc/apt/apt.conf.d/00banger-first-boot
 STEP=start
@@ -70,6 +73,34 @@ mount_basics() {
   [ -d /dev/pts ] || mkdir -p /dev/pts
   is_mounted /dev/pts || mount -t devpts -o gid=5,mode=620,ptmxmode=000 devpts /dev/pts 2>/dev/null || true
   is_mounted /run || mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run || fail "cannot mount /run (tmpfs)"
+}
+
+# The root disk's size in 512-byte sectors is recorded after each grow, so later boots only
+# read two small files. A failed grow is reported and the boot goes on with the old size.
+grow_root() {
+  if [ "$TEST" = 1 ]; then
+    return 0 # never resize a device of the machine running the tests
+  fi
+  _root=""
+  for _arg in $(cat /proc/cmdline 2>/dev/null); do
+    case "$_arg" in root=/dev/*) _root="${_arg#root=}" ;; esac
+  done
+  [ -n "$_root" ] || return 0
+  _sizefile="/sys/class/block/${_root#/dev/}/size"
+  [ -r "$_sizefile" ] || return 0
+  _sectors=$(cat "$_sizefile")
+  [ "$_sectors" = "$(cat "$ROOT_SIZE_FILE" 2>/dev/null)" ] && return 0
+  step grow-root "$_root is $((_sectors / 2048)) MiB"
+  if ! command -v resize2fs >/dev/null 2>&1; then
+    log "warning: resize2fs not found (install e2fsprogs): the root filesystem keeps its size"
+    return 0
+  fi
+  if _out=$(resize2fs "$_root" 2>&1); then
+    log "$(echo "$_out" | grep -i -E 'now|nothing to do' | head -n 1)"
+    mkdir -p "${ROOT_SIZE_FILE%/*}" && echo "$_sectors" >"$ROOT_SIZE_FILE"
+  else
+    log "warning: resize2fs $_root failed: $(echo "$_out" | tail -n 1)"
+  fi
 }
 
 # Reads KEY=VALUE lines (values optionally quoted) without executing the file.
@@ -370,6 +401,7 @@ exec_init() {
 main() {
   log "starting (pid $$)"
   mount_basics
+  grow_root
   apply_seed
   if find_systemd && has_ssh_unit; then
     :
