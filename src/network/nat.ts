@@ -5,10 +5,16 @@ import { writeFile } from 'node:fs/promises';
 
 /**
  * Per-VM NAT. With nftables: one table `ip banger` holding a `postrouting` nat chain and a
- * `forward` filter chain; each VM's rules carry the comment `banger-vm:<vmId>` and are removed
- * by handle (found through `nft -j`), so removing one VM never touches another's rules.
- * Without nft: iptables rules with the same comment, deleted by exact spec.
- * All removals are idempotent.
+ * `forward` filter chain; a VM's rules are added in one `nft -f` transaction (all or nothing),
+ * carry the comment `banger-vm:<vmId>` and are removed by handle (found through `nft -j`), so
+ * removing one VM never touches another's rules. Without nft: iptables rules with the same
+ * comment, deleted by exact spec. All removals are idempotent.
+ *
+ * Another firewall's drop wins over our accept: in nftables every base chain on the forward
+ * hook must accept a packet, so the `FORWARD` policy DROP that Docker sets (iptables, nft or
+ * legacy backend) would silently drop the guests' traffic. When iptables shows that policy,
+ * the VM's two forward accepts are also inserted at the top of iptables' FORWARD chain, with
+ * the same comment, and removed with the rest.
  */
 export const NFT_TABLE = 'banger';
 
@@ -45,31 +51,61 @@ export class Nat {
 
   /** Add masquerade + forward rules for one guest. */
   async add(vmId: string, ip: string, bridge: string): Promise<void> {
+    if (!/^[0-9a-f]+$/.test(vmId) || !/^\d{1,3}(\.\d{1,3}){3}$/.test(ip) || !/^[a-zA-Z0-9_-]{1,15}$/.test(bridge)) {
+      throw new BangerError(ErrorCode.Internal, `nat: refusing malformed vm id '${vmId}', ip '${ip}' or bridge '${bridge}'`);
+    }
     const comment = natComment(vmId);
     if ((await this.which()) === 'nft') {
-      await this.ensureTable();
-      await this.nft(['add', 'rule', 'ip', NFT_TABLE, 'postrouting', 'ip', 'saddr', ip, 'oifname', '!=', bridge, 'masquerade', 'comment', JSON.stringify(comment)]);
-      await this.nft(['add', 'rule', 'ip', NFT_TABLE, 'forward', 'iifname', bridge, 'ip', 'saddr', ip, 'accept', 'comment', JSON.stringify(comment)]);
-      await this.nft(['add', 'rule', 'ip', NFT_TABLE, 'forward', 'oifname', bridge, 'ip', 'daddr', ip, 'ct', 'state', 'established,related', 'accept', 'comment', JSON.stringify(comment)]);
+      const c = `comment "${comment}"`;
+      const script = [
+        // `add` is idempotent in nft for tables and chains.
+        `add table ip ${NFT_TABLE}`,
+        `add chain ip ${NFT_TABLE} postrouting { type nat hook postrouting priority srcnat ; policy accept ; }`,
+        `add chain ip ${NFT_TABLE} forward { type filter hook forward priority filter ; policy accept ; }`,
+        `add rule ip ${NFT_TABLE} postrouting ip saddr ${ip} oifname != "${bridge}" masquerade ${c}`,
+        `add rule ip ${NFT_TABLE} forward iifname "${bridge}" ip saddr ${ip} accept ${c}`,
+        `add rule ip ${NFT_TABLE} forward oifname "${bridge}" ip daddr ${ip} ct state established,related accept ${c}`,
+      ];
+      await this.exec(['nft', '-f', '-'], { env: toolEnv(), input: script.join('\n') + '\n' });
+      if (await this.forwardPolicyDrops()) {
+        for (const spec of iptablesSpecs(comment, ip, bridge).filter((x) => x.table === 'filter')) await this.exec(['iptables', '-w', '-t', 'filter', '-I', spec.args[0]!, '1', ...spec.args.slice(1)], { env: toolEnv() });
+      }
       return;
     }
-    for (const spec of iptablesSpecs(comment, ip, bridge)) await this.exec(['iptables', '-w', '-t', spec.table, '-A', ...spec.args], { env: toolEnv() });
+    // iptables: masquerade appended to POSTROUTING; forward accepts inserted first, ahead of any drop.
+    for (const spec of iptablesSpecs(comment, ip, bridge)) {
+      const where = spec.table === 'filter' ? ['-I', spec.args[0]!, '1'] : ['-A', spec.args[0]!];
+      await this.exec(['iptables', '-w', '-t', spec.table, ...where, ...spec.args.slice(1)], { env: toolEnv() });
+    }
+  }
+
+  /** True when iptables exists and its FORWARD chain's policy is DROP (Docker sets it). */
+  async forwardPolicyDrops(): Promise<boolean> {
+    if (!(await which('iptables'))) return false;
+    const r = await this.exec(['iptables', '-w', '-t', 'filter', '-S', 'FORWARD'], { env: toolEnv(), allowFailure: true });
+    return r.exitCode === 0 && /^-P FORWARD DROP\s*$/m.test(r.stdout);
   }
 
   /** Remove every rule of one VM; rules already gone = success. */
   async remove(vmId: string): Promise<void> {
     const comment = natComment(vmId);
     if ((await this.which()) === 'nft') {
-      for (const r of await this.rules()) {
+      for (const r of await this.nftRules()) {
         if (r.comment === comment) await this.nft(['delete', 'rule', 'ip', NFT_TABLE, r.chain, 'handle', String(r.handle)], true);
       }
+      if (await which('iptables')) await this.removeIptables(comment, ['filter']); // forward-policy accepts, if any
       return;
     }
-    // iptables: delete exactly the lines that carry this VM's comment, as `iptables -S` prints them.
-    for (const table of ['nat', 'filter']) {
+    await this.removeIptables(comment, ['nat', 'filter']);
+  }
+
+  /** Delete exactly the iptables lines that carry `comment`, as `iptables -S` prints them. */
+  private async removeIptables(comment: string, tables: string[]): Promise<void> {
+    for (const table of tables) {
       const r = await this.exec(['iptables', '-w', '-t', table, '-S'], { env: toolEnv(), allowFailure: true });
+      const ours = new RegExp(`--comment "?${comment}"?(\\s|$)`);
       for (const line of r.stdout.split('\n')) {
-        if (!line.startsWith('-A ') || !line.includes(comment)) continue;
+        if (!line.startsWith('-A ') || !ours.test(line)) continue;
         const args = splitIptablesLine(line);
         args[0] = '-D';
         await this.exec(['iptables', '-w', '-t', table, ...args], { env: toolEnv(), allowFailure: true });
@@ -77,16 +113,22 @@ export class Nat {
     }
   }
 
-  /** All banger rules (nft only; iptables → rules found by comment in `iptables -S`). */
+  /** All banger rules: nft's by handle, plus iptables lines found by comment (handle -1). */
   async rules(): Promise<NatRule[]> {
-    if ((await this.which()) === 'nft') {
-      const r = await this.exec(['nft', '-j', 'list', 'table', 'ip', NFT_TABLE], { env: toolEnv(), allowFailure: true });
-      if (r.exitCode !== 0) return [];
-      const doc = JSON.parse(r.stdout) as { nftables: { rule?: { chain: string; handle: number; comment?: string } }[] };
-      return doc.nftables.flatMap((o) => (o.rule ? [{ chain: o.rule.chain, handle: o.rule.handle, comment: o.rule.comment ?? '' }] : []));
-    }
+    if ((await this.which()) === 'nft') return [...(await this.nftRules()), ...((await which('iptables')) ? await this.iptablesRules(['filter']) : [])];
+    return this.iptablesRules(['nat', 'filter']);
+  }
+
+  private async nftRules(): Promise<NatRule[]> {
+    const r = await this.exec(['nft', '-j', 'list', 'table', 'ip', NFT_TABLE], { env: toolEnv(), allowFailure: true });
+    if (r.exitCode !== 0) return [];
+    const doc = JSON.parse(r.stdout) as { nftables: { rule?: { chain: string; handle: number; comment?: string } }[] };
+    return doc.nftables.flatMap((o) => (o.rule ? [{ chain: o.rule.chain, handle: o.rule.handle, comment: o.rule.comment ?? '' }] : []));
+  }
+
+  private async iptablesRules(tables: string[]): Promise<NatRule[]> {
     const out: NatRule[] = [];
-    for (const table of ['nat', 'filter']) {
+    for (const table of tables) {
       const r = await this.exec(['iptables', '-w', '-t', table, '-S'], { env: toolEnv(), allowFailure: true });
       for (const line of r.stdout.split('\n')) {
         const m = /--comment "?(banger-vm:[0-9a-f]+)"?/.exec(line);
@@ -99,13 +141,6 @@ export class Nat {
   /** VM ids that have rules (for reconcile: remove the ones no VM owns). */
   async vmIdsWithRules(): Promise<string[]> {
     return [...new Set((await this.rules()).map((r) => r.comment).filter((c) => c.startsWith('banger-vm:')).map((c) => c.slice('banger-vm:'.length)))];
-  }
-
-  private async ensureTable(): Promise<void> {
-    // `add` is idempotent in nft for tables and chains.
-    await this.nft(['add', 'table', 'ip', NFT_TABLE]);
-    await this.nft(['add', 'chain', 'ip', NFT_TABLE, 'postrouting', '{ type nat hook postrouting priority srcnat ; policy accept ; }']);
-    await this.nft(['add', 'chain', 'ip', NFT_TABLE, 'forward', '{ type filter hook forward priority filter ; policy accept ; }']);
   }
 
   private nft(args: string[], allowFailure = false) {

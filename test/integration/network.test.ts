@@ -1,7 +1,8 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { NetworkService } from '../../src/network/service.js';
-import { cleanupAll, createNetns, nsLinks, nsRun } from '../helpers/netns.js';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { cleanupAll, createNetns, deleteNetns, nsLinks, nsRun, vethPair } from '../helpers/netns.js';
 import { isRoot, missingTools } from '../helpers/daemon.js';
 import { netnsExec, tempContext } from '../helpers/vmctx.js';
 
@@ -116,6 +117,57 @@ test('iptables fallback: rules added with a comment and removed exactly', { skip
     await net.disableNat('dddddddddd');
     assert.deepEqual(await net.nat.vmIdsWithRules(), []);
   } finally {
+    t.cleanup();
+  }
+});
+
+/**
+ * Real forwarded traffic through banger's NAT while another firewall's FORWARD policy is DROP
+ * (what Docker sets). A veth in a "guest" namespace plays the VM's NIC on the bridge; an
+ * "internet" namespace runs a TCP server that answers with the address it sees.
+ */
+test('NAT works under a FORWARD policy DROP (Docker): accepts go in front, and leave with the VM', { skip, timeout: 60_000 }, async () => {
+  const guest = createNetns('fwguest');
+  const inet = createNetns('fwinet');
+  const t = tempContext({ exec: netnsExec(ns), config: { network: { bridge: 'bgfw0', subnet: '10.83.0.0/24' } } });
+  let server: ChildProcess | undefined;
+  try {
+    const net = new NetworkService(t.ctx, { natBackend: 'nft', enableForwarding: async () => void nsRun(ns, ['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']) });
+    await net.ensureBridge();
+    vethPair(guest, 'eth0', '10.83.0.2/24', ns, 'vguest0', '10.83.0.254/32');
+    nsRun(ns, ['ip', 'addr', 'flush', 'dev', 'vguest0']);
+    nsRun(ns, ['ip', 'link', 'set', 'vguest0', 'master', 'bgfw0']);
+    nsRun(guest, ['ip', 'route', 'add', 'default', 'via', '10.83.0.1']);
+    vethPair(ns, 'vinet0', '10.84.0.1/24', inet, 'eth0', '10.84.0.2/24'); // no route back to 10.83/24: replies need the masquerade
+    nsRun(ns, ['iptables', '-w', '-P', 'FORWARD', 'DROP']);
+    server = spawn('ip', ['netns', 'exec', inet, process.execPath, '-e', "require('net').createServer((s) => s.end('seen=' + s.remoteAddress)).listen(8080, '10.84.0.2', () => console.log('up'))"], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise((r) => server!.stdout!.once('data', r));
+    const fetchFromGuest = () => {
+      const r = spawnSync('ip', ['netns', 'exec', guest, process.execPath, '-e', "const s = require('net').connect(8080, '10.84.0.2'); s.setTimeout(1500, () => process.exit(3)); s.on('data', (d) => process.stdout.write(d)); s.on('error', () => process.exit(2))"], { encoding: 'utf8' });
+      return r.status === 0 ? r.stdout : `failed (${r.status})`;
+    };
+    nsRun(ns, ['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']);
+    assert.match(fetchFromGuest(), /^failed/, 'without banger rules the DROP policy blocks the guest');
+
+    const id = 'eeeeeeeeee0000000000';
+    await net.enableNat(id, '10.83.0.2');
+    assert.equal(fetchFromGuest(), 'seen=10.84.0.1', 'forwarded and masqueraded despite the DROP policy');
+    const fwd = nsRun(ns, ['iptables', '-w', '-S', 'FORWARD']).split('\n');
+    assert.match(fwd[1] ?? '', /banger-vm:eeeeeeeeee0000000000/, 'our accepts come first');
+    assert.equal((await net.nat.rules()).length, 5, 'three nft rules and two iptables accepts');
+    assert.deepEqual(await net.nat.vmIdsWithRules(), [id]);
+
+    await net.disableNat(id);
+    assert.equal((await net.nat.rules()).length, 0);
+    assert.doesNotMatch(nsRun(ns, ['iptables', '-w', '-S']), /banger-vm/);
+    assert.match(nsRun(ns, ['iptables', '-w', '-S', 'FORWARD']), /^-P FORWARD DROP$/m, "the other firewall's policy is left as it was");
+    assert.match(fetchFromGuest(), /^failed/);
+  } finally {
+    server?.kill('SIGKILL');
+    nsRun(ns, ['iptables', '-w', '-P', 'FORWARD', 'ACCEPT'], { allowFailure: true });
+    nsRun(ns, ['ip', 'link', 'del', 'vinet0'], { allowFailure: true });
+    deleteNetns(guest);
+    deleteNetns(inet);
     t.cleanup();
   }
 });
