@@ -202,28 +202,29 @@ export class VmService {
   // ---------------------------------------------------------------- start / stop
 
   async start(names: string[], op: OpContext = {}): Promise<VmView[]> {
+    return this.eachLocked(names, async (name) => {
+      const vm = this.get(name);
+      if ((await this.observe(vm)).running) return this.view(this.get(name));
+      const t0 = Date.now();
+      const stage: Stage = (s, message, done) => op.progress?.({ stage: s, key: names.length > 1 ? name : undefined, message, done, elapsedMs: Date.now() - t0 });
+      const undo = new UndoStack((m, f) => this.ctx.log.warn(m, { vm: name, ...f }));
+      try {
+        await this.startSteps(vm, { ...op, stage, undo, wait: true });
+        undo.commit();
+      } catch (e) {
+        await undo.unwind();
+        this.repo.setState(name, { state: 'stopped', pid: null });
+        throw e;
+      }
+      return this.view(this.get(name));
+    });
+  }
+
+  /** Run `fn` for each name in order, under that VM's lock; every name must exist before any runs. */
+  private async eachLocked<T>(names: string[], fn: (name: string) => Promise<T>): Promise<T[]> {
     names.forEach((n) => this.get(n));
-    const out: VmView[] = [];
-    for (const name of names) {
-      out.push(
-        await this.locks.run(name, async () => {
-          const vm = this.get(name);
-          if ((await this.observe(vm)).running) return this.view(this.get(name));
-          const t0 = Date.now();
-          const stage: Stage = (s, message, done) => op.progress?.({ stage: s, key: names.length > 1 ? name : undefined, message, done, elapsedMs: Date.now() - t0 });
-          const undo = new UndoStack((m, f) => this.ctx.log.warn(m, { vm: name, ...f }));
-          try {
-            await this.startSteps(vm, { ...op, stage, undo, wait: true });
-            undo.commit();
-          } catch (e) {
-            await undo.unwind();
-            this.repo.setState(name, { state: 'stopped', pid: null });
-            throw e;
-          }
-          return this.view(this.get(name));
-        }),
-      );
-    }
+    const out: T[] = [];
+    for (const name of names) out.push(await this.locks.run(name, () => fn(name)));
     return out;
   }
 
@@ -288,19 +289,12 @@ export class VmService {
   }
 
   async stop(names: string[], op: OpContext = {}): Promise<VmView[]> {
-    names.forEach((n) => this.get(n));
-    const out: VmView[] = [];
-    for (const name of names) {
-      out.push(
-        await this.locks.run(name, async () => {
-          op.progress?.({ stage: 'stop', key: name, message: 'asking the guest to shut down' });
-          await this.stopVm(this.get(name), false);
-          op.progress?.({ stage: 'stop', key: name, done: true });
-          return this.view(this.get(name));
-        }),
-      );
-    }
-    return out;
+    return this.eachLocked(names, async (name) => {
+      op.progress?.({ stage: 'stop', key: name, message: 'asking the guest to shut down' });
+      await this.stopVm(this.get(name), false);
+      op.progress?.({ stage: 'stop', key: name, done: true });
+      return this.view(this.get(name));
+    });
   }
 
   async restart(names: string[], op: OpContext = {}): Promise<VmView[]> {
@@ -310,20 +304,13 @@ export class VmService {
 
   /** Send a signal to the VMM. SIGKILL/SIGTERM also tear the VM's network down. */
   async kill(names: string[], signal: NodeJS.Signals = 'SIGKILL'): Promise<VmView[]> {
-    names.forEach((n) => this.get(n));
-    const out: VmView[] = [];
-    for (const name of names) {
-      out.push(
-        await this.locks.run(name, async () => {
-          const vm = this.get(name);
-          const driver = this.driver(vm.vmm);
-          await driver.kill(this.files(name), signal);
-          if (!(await driver.status(this.files(name), vm.pid)).running) await this.markStopped(vm);
-          return this.view(this.get(name));
-        }),
-      );
-    }
-    return out;
+    return this.eachLocked(names, async (name) => {
+      const vm = this.get(name);
+      const driver = this.driver(vm.vmm);
+      await driver.kill(this.files(name), signal);
+      if (!(await driver.status(this.files(name), vm.pid)).running) await this.markStopped(vm);
+      return this.view(this.get(name));
+    });
   }
 
   /** Graceful stop (or SIGKILL when `force`), then tear down tap and NAT. Idempotent. */
@@ -361,19 +348,16 @@ export class VmService {
 
   /** Remove VMs (a running one is stopped first; `force` kills it instead). */
   async rm(names: string[], force = false, op: OpContext = {}): Promise<{ removed: string[] }> {
-    names.forEach((n) => this.get(n));
-    for (const name of names) {
-      await this.locks.run(name, async () => {
-        const vm = this.repo.find(name);
-        if (!vm) return;
-        op.progress?.({ stage: 'rm', key: name, message: force ? 'killing' : 'stopping' });
-        await this.stopVm(vm, force || !(await this.observe(vm)).running);
-        await unpinHostKey(this.ssh, vm.ip ?? undefined, name);
-        this.repo.delete(name);
-        await rm(this.files(name).dir, { recursive: true, force: true });
-        op.progress?.({ stage: 'rm', key: name, done: true });
-      });
-    }
+    await this.eachLocked(names, async (name) => {
+      const vm = this.repo.find(name);
+      if (!vm) return;
+      op.progress?.({ stage: 'rm', key: name, message: force ? 'killing' : 'stopping' });
+      await this.stopVm(vm, force || !(await this.observe(vm)).running);
+      await unpinHostKey(this.ssh, vm.ip ?? undefined, name);
+      this.repo.delete(name);
+      await rm(this.files(name).dir, { recursive: true, force: true });
+      op.progress?.({ stage: 'rm', key: name, done: true });
+    });
     await this.refreshSshConfig();
     return { removed: names };
   }

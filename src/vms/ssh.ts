@@ -97,7 +97,7 @@ export class HostKeyPool {
 
   /** Write a key pair to keyPath / keyPath.pub; returns the public key line. */
   async take(keyPath: string, vmName: string): Promise<string> {
-    const k = this.keys.shift() ?? (await this.generate());
+    const k = this.keys.shift() ?? (await mkdir(this.tmpDir, { recursive: true }), await this.generate());
     const pub = `${k.pub} root@${vmName}`;
     await rm(keyPath, { force: true });
     await writeFile(keyPath, k.priv, { mode: 0o600, flag: 'wx' });
@@ -105,9 +105,13 @@ export class HostKeyPool {
     return pub;
   }
 
-  /** Top the pool up to its size in the background (one refill at a time). */
+  /**
+   * Top the pool up to its size in the background (one refill at a time). It never creates
+   * directories: when the temp dir is gone (state removed, daemon stopping) it does nothing.
+   */
   refill(): Promise<void> {
     this.filling ??= (async () => {
+      if (!(await exists(this.tmpDir))) return;
       while (this.keys.length < this.size) this.keys.push(await this.generate());
     })()
       .catch(this.onError)
@@ -116,7 +120,6 @@ export class HostKeyPool {
   }
 
   private async generate(): Promise<KeyPair> {
-    await mkdir(this.tmpDir, { recursive: true });
     const dir = await mkdtemp(join(this.tmpDir, 'hostkey-'));
     try {
       const f = join(dir, 'key');
