@@ -1,9 +1,9 @@
 import { spawn } from 'node:child_process';
 import { openSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { BangerError, ErrorCode } from '../core/errors.js';
+import { installRoot } from '../core/installroot.js';
 import { layoutFromEnv } from '../core/paths.js';
 import { RpcClient } from '../rpc/client.js';
 import type { ProgressEvent } from '../rpc/protocol.js';
@@ -80,16 +80,11 @@ export class Cli {
   }
 }
 
-function repoRoot(): string {
-  // dist/src/cli/context.js → repo root
-  return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-}
-
 export async function startDaemonProcess(env: NodeJS.ProcessEnv): Promise<number> {
   const lay = layoutFromEnv(env);
   await mkdir(lay.logDir, { recursive: true });
   const out = openSync(join(lay.logDir, 'bangerd.stderr.log'), 'a');
-  const child = spawn(process.execPath, [join(repoRoot(), 'bin', 'bangerd')], { env, detached: true, stdio: ['ignore', out, out] });
+  const child = spawn(process.execPath, [join(installRoot(import.meta.url), 'bin', 'bangerd')], { env, detached: true, stdio: ['ignore', out, out] });
   child.unref();
   return child.pid ?? -1;
 }

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import { BangerError, ErrorCode } from '../../core/errors.js';
+import { installRoot } from '../../core/installroot.js';
 import { exec } from '../../core/exec.js';
 import { systemInstall } from '../../daemon/install.js';
 import type { Cli } from '../context.js';
@@ -18,7 +18,7 @@ export function registerSystemCommands(program: Command, cli: () => Cli): void {
       const c = cli();
       const destRoot = resolve(o.root);
       if (destRoot === '/' && process.getuid?.() !== 0) throw new BangerError(ErrorCode.Permission, 'system install needs root', { hint: 'run: sudo banger system install' });
-      const bangerdPath = join(resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..'), 'bin', 'bangerd');
+      const bangerdPath = join(installRoot(import.meta.url), 'bin', 'bangerd');
       const r = await systemInstall({ destRoot, bangerdPath, nodePath: process.execPath, exec, activate: destRoot === '/' && o.start });
       c.emit(r, (x) =>
         [`wrote ${x.unitPath}`, `group ${x.group.name} (gid ${x.group.gid})${x.group.created ? ' created' : ' exists'}`, x.activated ? 'bangerd enabled and started' : 'not started (start it with: systemctl enable --now bangerd)', "add users to the group: sudo usermod -aG banger $USER"].join('\n'),
