@@ -52,7 +52,7 @@ else
   REG_PID=$!
   for _ in $(seq 1 600); do [ -s "$refs" ] && break; kill -0 "$REG_PID" 2>/dev/null || { echo "local registry failed" >&2; exit 1; }; sleep 1; done
   LOCAL_REF=$(head -n1 "$refs"); rm -f "$refs"
-  banger image rm -f debian-bookworm >/dev/null 2>&1 || true
+  banger image rm --force debian-bookworm >/dev/null 2>&1 || true
   run banger image pull "$LOCAL_REF" --name debian-bookworm --kernel-ref "$KERNEL"
 fi
 

@@ -162,13 +162,26 @@ export class ImageService {
     const name = p.name ?? defaultImageName(ref);
     const want = parsePlatform(p.platform ?? 'linux/amd64');
     const kernelRef = await this.checkKernel(p.kernelRef);
-    this.reserveCheck(name);
+    // Pulling a name that exists from the same reference is like `docker pull`: it checks the
+    // registry and is a no-op when nothing changed. A changed image is never swapped under the
+    // VMs whose disks are backed by it: that is E_EXISTS with the way out.
+    const existing = this.repo.find(name);
+    if (!existing || existing.sourceRef !== ref.canonical) this.reserveCheck(name);
     const log = this.ctx.log.child({ op: 'image.pull', image: name, ref: ref.canonical });
     const client = this.client(ref, signal);
 
     progress({ stage: 'resolve', message: `resolving ${ref.canonical}` });
     const { manifest, manifestDigest, rawConfig, config } = await resolveImage(client, this.store, ref, want);
     log.info('resolved', { digest: manifestDigest, layers: manifest.layers.length });
+    if (existing) {
+      const same = existing.digest === manifestDigest && existing.platform === formatPlatform(want) && (p.sizeBytes === undefined || p.sizeBytes === existing.sizeBytes) && (kernelRef === null || kernelRef === existing.kernelRef);
+      if (same) {
+        progress({ stage: 'resolve', message: `image '${name}' is up to date (${manifestDigest.slice(0, 19)})`, done: true });
+        return existing;
+      }
+      const what = existing.digest !== manifestDigest ? `the registry now has ${manifestDigest.slice(0, 19)}, the local image is ${existing.digest.slice(0, 19)}` : 'with other settings (--platform, --size or --kernel-ref)';
+      throw new BangerError(ErrorCode.Exists, `image '${name}' already exists from ${ref.canonical}; ${what}`, { hint: `remove it first ('banger image rm ${name}'; VMs made from it need it) or pull under another --name` });
+    }
     return this.build(
       {
         name,

@@ -161,12 +161,17 @@ test('pull of a crafted 3-layer image gives an ext4 matching the layers file by 
   }
 });
 
-test('pulling an existing name is refused; rm removes the image; rm of a used image needs --force', { skip }, async () => {
+test('pulling an existing name: up to date is a no-op, anything else is refused; rm removes the image; rm of a used image needs --force', { skip }, async () => {
   const { svc, ctx, cleanup } = imageService();
   try {
     const rec = await svc.pull({ ref: `${reg.host}/test/crafted:v1`, name: 'one', sizeBytes: 64 * 1024 * 1024 });
     assert.equal(rec.sizeBytes, 64 * 1024 * 1024, '--size honoured');
-    await assert.rejects(svc.pull({ ref: `${reg.host}/test/crafted:v1`, name: 'one' }), (e: unknown) => isBangerError(e, 'E_EXISTS') && /one/.test(e.message));
+    const stages: string[] = [];
+    const again = await svc.pull({ ref: `${reg.host}/test/crafted:v1`, name: 'one' }, { progress: (e) => stages.push(e.message ?? '') });
+    assert.deepEqual(again, rec, 'same reference, same digest: the existing image, not rebuilt');
+    assert.ok(stages.some((m) => /is up to date/.test(m)), stages.join(' | '));
+    await assert.rejects(svc.pull({ ref: `${reg.host}/test/crafted:v1`, name: 'one', sizeBytes: 128 * 1024 * 1024 }), (e: unknown) => isBangerError(e, 'E_EXISTS') && /other settings/.test(e.message));
+    await assert.rejects(svc.pull({ ref: `${reg.host}/test/crafted@${rec.digest}`, name: 'one' }), (e: unknown) => isBangerError(e, 'E_EXISTS') && /one/.test(e.message) && /banger image rm one/.test(e.hint ?? ''));
     await assert.rejects(svc.pull({ ref: `${reg.host}/test/crafted:v1`, name: 'tiny', sizeBytes: 8192 }), (e: unknown) => isBangerError(e, 'E_INVALID') && /--size 8\.0 KiB is too small/.test(e.message));
     await svc.settled();
     assert.deepEqual(leftovers(ctx).filter((l) => !l.endsWith('one')), [], 'a refused --size leaves nothing');

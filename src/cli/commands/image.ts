@@ -123,7 +123,7 @@ Examples:
     .command('rm')
     .description('remove an image (refused while a VM uses it, unless --force)')
     .argument('<name>', 'image name')
-    .option('--force', 'remove even if VMs use it (they will no longer start)')
+    .option('-f, --force', 'remove even if VMs use it (they will no longer start)')
     .addHelpText('after', '\nExamples:\n  banger image rm debian-bookworm\n  banger image rm old --force\n\nCached layers stay until banger image prune-cache.')
     .action(async (name: string, o: { force?: boolean }) => {
       const c = cli();
