@@ -69,9 +69,14 @@ test('registry login (wrong then right password), image pull, list, show --json,
   const listJson = await daemon.json(['image', 'list']);
   assert.equal(listJson.length, 1);
 
+  // Pulling again is a registry check and a no-op (like docker pull); other settings are refused.
   const again = await daemon.cli(['image', 'pull', ref]);
-  assert.equal(again.code, 1);
-  assert.match(again.stderr, /image 'app-v1' already exists/);
+  assert.equal(again.code, 0, again.stderr);
+  assert.match(again.stderr, /image 'app-v1' is up to date \(sha256:/);
+  const other = await daemon.cli(['image', 'pull', ref, '--size', '512M']);
+  assert.equal(other.code, 1);
+  assert.match(other.stderr, /image 'app-v1' already exists from 127\.0\.0\.1:\d+\/demo\/app:v1; with other settings/);
+  assert.match(other.stderr, /hint: remove it first \('banger image rm app-v1'/);
 
   const rm = await daemon.cli(['image', 'rm', 'app-v1']);
   assert.equal(rm.code, 0, rm.stderr);
