@@ -167,8 +167,32 @@ export function mergeCatalogs(...lists: CatalogEntry[][]): CatalogEntry[] {
 
 /** Embedded catalog with every remote one (in the configured order) merged over it. */
 export async function loadCatalog(urls: string[], opts: { signal?: AbortSignal } = {}): Promise<CatalogEntry[]> {
-  const remote = await Promise.all(urls.map((u) => fetchCatalog(u, opts)));
-  return mergeCatalogs(embeddedCatalog(), ...remote);
+  const r = await loadCatalogReport(urls, opts);
+  if (r.failures[0]) throw r.failures[0].error;
+  return r.entries;
+}
+
+export interface CatalogFailure {
+  catalog: string;
+  error: BangerError;
+}
+
+/**
+ * Like loadCatalog, but a remote catalog that cannot be read (unreachable, HTTP error, invalid)
+ * is reported instead of failing the whole list: the embedded entries and every readable
+ * catalog still come back. Cancellation still throws.
+ */
+export async function loadCatalogReport(urls: string[], opts: { signal?: AbortSignal } = {}): Promise<{ entries: CatalogEntry[]; failures: CatalogFailure[] }> {
+  const settled = await Promise.allSettled(urls.map((u) => fetchCatalog(u, opts)));
+  const lists: CatalogEntry[][] = [];
+  const failures: CatalogFailure[] = [];
+  settled.forEach((r, i) => {
+    if (r.status === 'fulfilled') return void lists.push(r.value);
+    const error = r.reason instanceof BangerError ? r.reason : new BangerError(ErrorCode.Http, `kernel catalog ${urls[i]}: ${errorMessage(r.reason)}`, { cause: r.reason });
+    if (error.code === ErrorCode.Cancelled) throw error;
+    failures.push({ catalog: urls[i]!, error });
+  });
+  return { entries: mergeCatalogs(embeddedCatalog(), ...lists), failures };
 }
 
 /** Size shown for an entry (bundles: tarball size; Debian: the approximate size). */

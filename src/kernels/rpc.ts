@@ -17,7 +17,10 @@ const AbsPath = z.string().min(1).max(4096).refine((p) => p.startsWith('/'), 'mu
 export function kernelMethods(svc: KernelService): MethodTable {
   return {
     'kernel.list': method(z.object({}).strict(), async () => ({ kernels: svc.list() })),
-    'kernel.catalog': method(z.object({ catalogs: ClientCatalogs }).strict(), async ({ catalogs }, { signal }) => ({ entries: await svc.catalog({ signal, catalogs }) })),
+    'kernel.catalog': method(z.object({ catalogs: ClientCatalogs }).strict(), async ({ catalogs }, { signal }) => {
+      const r = await svc.catalogReport({ signal, catalogs });
+      return { entries: r.entries, warnings: r.failures.map((f) => ({ catalog: f.catalog, code: f.error.code, message: f.error.message, hint: f.error.hint })) };
+    }),
     'kernel.show': method(z.object({ name: Name }).strict(), async ({ name }) => svc.show(name)),
     'kernel.pull': method(z.object({ name: Name, force: z.boolean().default(false), catalogs: ClientCatalogs }).strict(), async ({ name, force, catalogs }, { signal, progress }) =>
       svc.pull(name, { force, signal, progress, catalogs }),

@@ -7,7 +7,7 @@ import { BangerError, ErrorCode, isBangerError, throwIfAborted } from '../core/e
 import { sha256File } from '../core/fsutil.js';
 import { UndoStack } from '../core/undo.js';
 import type { ProgressEvent } from '../rpc/protocol.js';
-import { entrySize, loadCatalog, type BundleEntry, type CatalogEntry } from './catalog.js';
+import { entrySize, loadCatalogReport, type BundleEntry, type CatalogEntry, type CatalogFailure } from './catalog.js';
 import { fetchDebianKernel, type DebianKernelEntry } from './debian/fetch.js';
 import { fetchBlob } from './download.js';
 import { extractBundle, inspectKernelDir, type BundleFiles } from './extract.js';
@@ -139,9 +139,23 @@ export class KernelService {
     return [...new Set([...this.ctx.config.kernelCatalogs, ...extra])];
   }
 
-  /** The embedded catalog with remote catalogs merged over it, each entry with its STATE. */
+  /** The embedded catalog with remote catalogs merged over it, each entry with its STATE; the first unreadable catalog is an error. */
   async catalog(opts: { signal?: AbortSignal; catalogs?: string[] } = {}): Promise<CatalogView[]> {
-    const entries = await loadCatalog(this.catalogUrls(opts.catalogs), opts);
+    const r = await this.catalogReport(opts);
+    if (r.failures[0]) throw r.failures[0].error;
+    return r.entries;
+  }
+
+  /**
+   * What `kernel list --available` shows: every readable catalog merged, plus the catalogs that
+   * could not be read (unreachable, HTTP error, invalid), so one bad URL does not hide the rest.
+   */
+  async catalogReport(opts: { signal?: AbortSignal; catalogs?: string[] } = {}): Promise<{ entries: CatalogView[]; failures: CatalogFailure[] }> {
+    const { entries, failures } = await loadCatalogReport(this.catalogUrls(opts.catalogs), opts);
+    return { entries: this.views(entries), failures };
+  }
+
+  private views(entries: CatalogEntry[]): CatalogView[] {
     const pulled = new Map(this.list().map((k) => [k.name, k]));
     return entries.map((e) => {
       const k = pulled.get(e.name);
@@ -185,8 +199,11 @@ export class KernelService {
         if (existing && !opts.force) {
           throw new BangerError(ErrorCode.Exists, `kernel '${name}' is already pulled`, { hint: `banger kernel pull ${name} --force   (replaces it)`, details: { kernel: name } });
         }
-        const entry = (await loadCatalog(this.catalogUrls(opts.catalogs), { signal: opts.signal })).find((e) => e.name === name);
+        const report = await loadCatalogReport(this.catalogUrls(opts.catalogs), { signal: opts.signal });
+        const entry = report.entries.find((e) => e.name === name);
         if (!entry) {
+          // It may be in a catalog we could not read: say so rather than "not in the catalog".
+          if (report.failures[0]) throw report.failures[0].error;
           throw new BangerError(ErrorCode.NotFound, `kernel '${name}' is not in the catalog`, { hint: "see 'banger kernel list --available', or add a catalog with BANGER_KERNEL_CATALOGS", details: { kernel: name } });
         }
         return this.pullEntry(entry, !!existing, opts);

@@ -227,6 +227,22 @@ test('a daemon without catalogs uses the ones the CLI forwards from its own BANG
     const pulled = await plain.cli(['--json', 'kernel', 'pull', 'tk'], { env });
     assert.equal(pulled.code, 0, pulled.stderr);
     assert.equal(JSON.parse(pulled.stdout).kernel.name, 'tk');
+    // An unreachable catalog is skipped with a warning naming it; the readable ones still list.
+    const dead = new BundleServer();
+    await dead.start();
+    const deadUrl = dead.url('/gone.json');
+    await dead.stop();
+    const both = { BANGER_KERNEL_CATALOGS: `${deadUrl},${srv.url('/catalog.json')}` };
+    const partial = await plain.cli(['kernel', 'list', '--available'], { env: both });
+    assert.equal(partial.code, 0, partial.stderr);
+    assert.match(partial.stdout, /^tk\s/m);
+    assert.ok(partial.stderr.includes(`warning: skipped kernel catalog ${deadUrl}`), partial.stderr);
+    const partialJson = JSON.parse((await plain.cli(['--json', 'kernel', 'list', '--available'], { env: both })).stdout);
+    assert.deepEqual(partialJson.warnings.map((w: any) => [w.catalog, w.code]), [[deadUrl, 'E_HTTP']]);
+    // A name found in no readable catalog: the error names the catalog that could not be read.
+    const missing = await plain.cli(['kernel', 'pull', 'nosuch'], { env: both });
+    assert.equal(missing.code, 1);
+    assert.ok(missing.stderr.includes(`error: kernel catalog ${deadUrl}`), missing.stderr);
     const bad = await plain.cli(['kernel', 'list', '--available'], { env: { BANGER_KERNEL_CATALOGS: 'file:///etc/shadow' } });
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /invalid field 'catalogs\.0'.*http/);

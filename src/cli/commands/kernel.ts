@@ -35,7 +35,10 @@ Examples:
       const c = cli();
       if (o.available) {
         const res = await c.call('kernel.catalog', { catalogs: envCatalogs(c.env) });
-        return c.emit(res, renderCatalog);
+        c.emit(res, renderCatalog);
+        // A catalog that could not be read does not hide the others; say which one was skipped.
+        for (const w of res.warnings ?? []) process.stderr.write(`warning: skipped ${w.message}${w.hint ? `\nhint: ${w.hint}` : ''}\n`);
+        return;
       }
       const res = await c.call('kernel.list');
       c.emit(res, (d) => renderKernelList(d));
