@@ -15,6 +15,8 @@ import type { VmNetwork } from '../network/service.js';
  *   network.env                   BANGER_IP, BANGER_PREFIX, BANGER_GATEWAY, BANGER_IFACE,
  *                                 BANGER_DNS, BANGER_VM_NAME (shell-sourceable)
  *   version                       "1"
+ *   grow-root                     present when the root disk is larger than the image
+ *                                 (vm create --disk-size): the first boot grows the ext4 root
  */
 export const SEED_LABEL = 'BANGERSEED';
 export const SEED_VERSION = '1';
@@ -25,6 +27,8 @@ export interface SeedInput {
   hostKey: string;
   hostKeyPub: string;
   authorizedKey: string;
+  /** The root disk was made larger than the image: ask the guest to grow its filesystem. */
+  growRoot?: boolean;
 }
 
 /** The files of a seed disk, relative path → [content, mode]. Pure (unit-tested). */
@@ -37,7 +41,7 @@ export function seedFiles(s: SeedInput): Record<string, [string, number]> {
     `BANGER_DNS="${s.net.dns.join(' ')}"`,
     `BANGER_VM_NAME=${s.name}`,
   ];
-  return {
+  const files: Record<string, [string, number]> = {
     'ssh/ssh_host_ed25519_key': [s.hostKey, 0o600],
     'ssh/ssh_host_ed25519_key.pub': [s.hostKeyPub.trim() + '\n', 0o644],
     'ssh/authorized_keys': [s.authorizedKey.trim() + '\n', 0o600],
@@ -46,6 +50,8 @@ export function seedFiles(s: SeedInput): Record<string, [string, number]> {
     'network.env': [env.join('\n') + '\n', 0o644],
     version: [SEED_VERSION + '\n', 0o644],
   };
+  if (s.growRoot) files['grow-root'] = ['1\n', 0o644];
+  return files;
 }
 
 /** Build the seed ext4 at `target` from a staging directory under `tmpDir` (removed after). */

@@ -173,7 +173,7 @@ export class VmService {
           const gid = this.gid ?? (await bangerGid());
           const [clientPub, hostPub] = await settleAll([ensureClientKey(this.ctx.exec, this.ssh, gid), this.hostKeys.take(files.hostKey, name)]);
           const net = this.net.describe(id, ip);
-          await buildSeedDisk(this.ctx.exec, files.seed, this.ctx.layout.tmp, { name, net, hostKey: await readFile(files.hostKey, 'utf8'), hostKeyPub: hostPub, authorizedKey: clientPub });
+          await buildSeedDisk(this.ctx.exec, files.seed, this.ctx.layout.tmp, { name, net, hostKey: await readFile(files.hostKey, 'utf8'), hostKeyPub: hostPub, authorizedKey: clientPub, growRoot: diskSizeBytes !== undefined });
           undo.push('known_hosts', () => unpinHostKey(this.ssh, ip, name));
           await pinHostKey(this.ssh, ip, name, hostPub);
           undo.push('ssh-config', async () => void (await this.refreshSshConfig(name)));

@@ -1,4 +1,5 @@
 import { chmod, chown, mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { BangerError, ErrorCode } from '../core/errors.js';
 import type { Exec } from '../core/exec.js';
@@ -182,7 +183,7 @@ export async function waitForSsh(
   exec: Exec,
   p: SshPaths,
   ip: string,
-  o: { timeoutMs: number; signal?: AbortSignal; alive?: () => Promise<boolean>; /** Polled each round: may extend the timeout (ms from the start) or throw to stop waiting. */ watch?: () => Promise<number | undefined> },
+  o: { timeoutMs: number; signal?: AbortSignal; alive?: () => Promise<boolean>; /** Polled each round: may extend the timeout (ms from the start) or throw to stop waiting. */ watch?: () => Promise<number | undefined>; /** The banner probe (tests replace it: they never touch the guest's address). */ probe?: (ip: string, port: number, timeoutMs: number) => Promise<boolean> },
 ): Promise<number> {
   const start = Date.now();
   let attempts = 0;
@@ -193,6 +194,14 @@ export async function waitForSsh(
     if (o.alive && !(await o.alive())) throw new BangerError(ErrorCode.Vmm, `step ssh: the VMM exited before SSH answered${last ? ` (last ssh error: ${last})` : ''}`);
     const extended = await o.watch?.();
     if (extended !== undefined && extended > timeoutMs) timeoutMs = extended;
+    // A cheap probe first: until the guest's sshd sends its banner, do not spawn ssh (each run
+    // costs CPU the booting guest needs, and one started before the guest answers ARP hangs
+    // for its ConnectTimeout).
+    if (!(await (o.probe ?? sshBanner)(ip, 22, 1000))) {
+      last = 'port 22 not answering yet';
+      await sleep(150);
+      continue;
+    }
     attempts++;
     const r = await exec(['ssh', ...sshOptions(p), '-o', 'ConnectTimeout=3', `root@${ip}`, 'true'], { env: toolEnv(), allowFailure: true, timeoutMs: 15000, signal: o.signal }).catch((e: unknown) => ({ exitCode: -1, stderr: String(e) }));
     if (r.exitCode === 0) return attempts;
@@ -203,6 +212,28 @@ export async function waitForSsh(
     await sleep(500);
   }
   throw new BangerError(ErrorCode.Timeout, `step ssh: no SSH answer from ${ip} within ${Math.round(timeoutMs / 1000)} s${last ? ` (last error: ${last})` : ''}`, { hint: "see the console with 'banger vm logs NAME'; raise config 'vm.sshTimeoutSeconds' on slow hosts" });
+}
+
+/** True when ip:port accepts a TCP connection and sends an SSH banner within `timeoutMs`. */
+export function sshBanner(ip: string, port: number, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = connect({ host: ip, port });
+    let buf = '';
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    sock.setEncoding('latin1');
+    sock.on('data', (d: string) => {
+      buf += d;
+      if (buf.startsWith('SSH-')) done(true);
+      else if (buf.length >= 4) done(false);
+    });
+    sock.on('error', () => done(false));
+    sock.on('close', () => done(false));
+  });
 }
 
 /** Render the ssh_config fragment for `ssh NAME.vm`. */

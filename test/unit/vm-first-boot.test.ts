@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { firstBootState } from '../../src/vms/console.js';
-import { waitForSsh } from '../../src/vms/ssh.js';
+import { sshBanner, waitForSsh } from '../../src/vms/ssh.js';
 import type { Exec } from '../../src/core/exec.js';
 import { isBangerError, ErrorCode } from '../../src/core/errors.js';
 
@@ -25,16 +25,18 @@ function deadSsh(): { exec: Exec; calls: () => number } {
 }
 
 const paths = { dir: '/x', clientKey: '/x/id', clientPub: '/x/id.pub', knownHosts: '/x/kh', config: '/x/config' } as any;
+/** The port answers (no traffic: the address is never contacted). */
+const probe = async () => true;
 
 test('waitForSsh: a watcher extends the deadline while the guest installs, and its error stops the wait', async () => {
   const plain = deadSsh();
   const t0 = Date.now();
-  await assert.rejects(waitForSsh(plain.exec, paths, '172.16.0.2', { timeoutMs: 300 }), (e: unknown) => isBangerError(e, ErrorCode.Timeout) && /within 0 s/.test((e as Error).message));
+  await assert.rejects(waitForSsh(plain.exec, paths, '172.16.0.2', { timeoutMs: 300, probe }), (e: unknown) => isBangerError(e, ErrorCode.Timeout) && /within 0 s/.test((e as Error).message));
   const plainMs = Date.now() - t0;
 
   const extended = deadSsh();
   const t1 = Date.now();
-  await assert.rejects(waitForSsh(extended.exec, paths, '172.16.0.2', { timeoutMs: 300, watch: async () => 1600 }), (e: unknown) => isBangerError(e, ErrorCode.Timeout) && /within 2 s/.test((e as Error).message));
+  await assert.rejects(waitForSsh(extended.exec, paths, '172.16.0.2', { timeoutMs: 300, probe, watch: async () => 1600 }), (e: unknown) => isBangerError(e, ErrorCode.Timeout) && /within 2 s/.test((e as Error).message));
   assert.ok(Date.now() - t1 >= 1600 && extended.calls() > plain.calls(), `extended wait (${Date.now() - t1} ms, ${extended.calls()} tries) vs plain (${plainMs} ms, ${plain.calls()} tries)`);
 
   const failing = deadSsh();
@@ -42,6 +44,7 @@ test('waitForSsh: a watcher extends the deadline while the guest installs, and i
   await assert.rejects(
     waitForSsh(failing.exec, paths, '172.16.0.2', {
       timeoutMs: 60_000,
+      probe,
       watch: async () => {
         if (++round === 3) throw new Error('step first-boot: apt-get failed');
         return undefined;
@@ -50,4 +53,31 @@ test('waitForSsh: a watcher extends the deadline while the guest installs, and i
     /step first-boot: apt-get failed/,
   );
   assert.equal(failing.calls(), 2);
+});
+
+test('waitForSsh: no ssh is spawned until the probe sees an SSH banner', async () => {
+  const ssh = deadSsh();
+  let probes = 0;
+  const closed = async () => (probes++, false);
+  await assert.rejects(waitForSsh(ssh.exec, paths, '172.16.0.2', { timeoutMs: 700, probe: closed }), (e: unknown) => isBangerError(e, ErrorCode.Timeout) && /port 22 not answering yet/.test((e as Error).message));
+  assert.equal(ssh.calls(), 0);
+  assert.ok(probes >= 3, `${probes} probes`);
+});
+
+test('sshBanner: true only for a listener that greets with SSH- (loopback only)', async () => {
+  const { createServer } = await import('node:net');
+  const serve = (greeting: string) =>
+    new Promise<{ port: number; close: () => void }>((resolve) => {
+      const srv = createServer((s) => s.end(greeting)).listen(0, '127.0.0.1', () => resolve({ port: (srv.address() as { port: number }).port, close: () => srv.close() }));
+    });
+  const ssh = await serve('SSH-2.0-OpenSSH_9.2\r\n');
+  const http = await serve('HTTP/1.1 400 Bad Request\r\n\r\n');
+  try {
+    assert.equal(await sshBanner('127.0.0.1', ssh.port, 1000), true);
+    assert.equal(await sshBanner('127.0.0.1', http.port, 1000), false);
+  } finally {
+    ssh.close();
+    http.close();
+  }
+  assert.equal(await sshBanner('127.0.0.1', ssh.port, 1000), false, 'a closed port');
 });

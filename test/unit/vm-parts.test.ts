@@ -90,6 +90,8 @@ test('seedFiles: the seed contract (paths, modes, network.env)', () => {
   assert.equal(f['hostname']![0], 'box\n');
   assert.equal(f['resolv.conf']![0], 'nameserver 1.1.1.1\nnameserver 8.8.8.8\n');
   assert.equal(f['network.env']![0], 'BANGER_IP=172.16.0.2\nBANGER_PREFIX=24\nBANGER_GATEWAY=172.16.0.1\nBANGER_IFACE=eth0\nBANGER_DNS="1.1.1.1 8.8.8.8"\nBANGER_VM_NAME=box\n');
+  const grown = seedFiles({ name: 'box', net: { ip: '172.16.0.2', prefix: 24, gateway: '172.16.0.1', dns: [] }, hostKey: 'K\n', hostKeyPub: 'P', authorizedKey: 'A', growRoot: true });
+  assert.deepEqual(grown['grow-root'], ['1\n', 0o644], '--disk-size asks the guest to grow its root');
 });
 
 function host(o: { kvmRw: boolean; flags: string; bins: string[] }): HostProbe {

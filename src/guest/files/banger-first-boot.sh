@@ -4,17 +4,20 @@
 #
 # Steps (each logged to the console as "banger-first-boot: <step>"):
 #   1. mount-basics   mount /proc /sys /dev (devtmpfs) /run (tmpfs) when not mounted
-#   2. grow-root      when the root disk is larger than at the last boot (vm create --disk-size):
-#                     grow the ext4 root filesystem online with resize2fs
-#   3. seed           mount the seed disk (/dev/vdb, ext4, label BANGERSEED) read-only, apply
+#   2. seed           mount the seed disk (/dev/vdb, ext4, label BANGERSEED) read-only, apply
 #                     it (host key, root's authorized_keys, hostname, resolv.conf, /etc/hosts,
 #                     network.env), unmount it
+#   3. grow-root      only when the seed asks (vm create --disk-size) and the disk size changed
+#                     since the last grow: grow the ext4 root filesystem online with resize2fs
 #   4. install        only when systemd or an SSH server unit is missing: install systemd + an
 #                     SSH server with the guest's own package manager (os-release ID, then ID_LIKE)
 #   5. configure      sshd drop-in Include, machine-id, enable ssh + banger-vsock-agent
 #   6. exec-init      write the marker and exec systemd (Alpine: busybox init + OpenRC)
 # On failure it prints "banger-first-boot: error: ..." and a hint, then drops to a shell on
 # the console (or sleeps) instead of exiting: PID 1 exiting would panic the kernel.
+#
+# Every process costs tens of milliseconds in a guest under TCG, so the common path uses shell
+# builtins (read, printf, umask, test) and runs only mount, umount and mv.
 #
 # The network is already up (ip= on the kernel command line is applied by the kernel or
 # banger's initramfs). Test mode (BANGER_FIRST_BOOT_TEST=1): the seed comes from the directory
@@ -52,7 +55,9 @@ fail() {
 
 step() {
   STEP="$1"
-  log "step $1${2:+: $2}"
+  _up=
+  read -r _up _rest </proc/uptime 2>/dev/null || true
+  log "step $1${2:+: $2}${_up:+ (at ${_up} s)}"
 }
 
 is_mounted() {
@@ -75,31 +80,37 @@ mount_basics() {
   is_mounted /run || mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run || fail "cannot mount /run (tmpfs)"
 }
 
-# The root disk's size in 512-byte sectors is recorded after each grow, so later boots only
-# read two small files. A failed grow is reported and the boot goes on with the old size.
+# Grows the root filesystem when the seed carries `grow-root` (the host made the disk larger
+# than the image). The disk's size in 512-byte sectors is recorded after each grow, so a later
+# boot of the same disk skips it. A failed grow is reported and the boot goes on.
 grow_root() {
+  [ "${GROW_ROOT:-0}" = 1 ] || return 0
   if [ "$TEST" = 1 ]; then
     return 0 # never resize a device of the machine running the tests
   fi
   _root=""
-  for _arg in $(cat /proc/cmdline 2>/dev/null); do
+  read -r _cmdline </proc/cmdline 2>/dev/null || true
+  for _arg in $_cmdline; do
     case "$_arg" in root=/dev/*) _root="${_arg#root=}" ;; esac
   done
   [ -n "$_root" ] || return 0
   _sizefile="/sys/class/block/${_root#/dev/}/size"
   [ -r "$_sizefile" ] || return 0
-  _sectors=$(cat "$_sizefile")
-  [ "$_sectors" = "$(cat "$ROOT_SIZE_FILE" 2>/dev/null)" ] && return 0
+  read -r _sectors <"$_sizefile"
+  _done=
+  [ -f "$ROOT_SIZE_FILE" ] && read -r _done <"$ROOT_SIZE_FILE"
+  [ "$_sectors" = "$_done" ] && return 0
   step grow-root "$_root is $((_sectors / 2048)) MiB"
   if ! command -v resize2fs >/dev/null 2>&1; then
     log "warning: resize2fs not found (install e2fsprogs): the root filesystem keeps its size"
     return 0
   fi
   if _out=$(resize2fs "$_root" 2>&1); then
-    log "$(echo "$_out" | grep -i -E 'now|nothing to do' | head -n 1)"
-    mkdir -p "${ROOT_SIZE_FILE%/*}" && echo "$_sectors" >"$ROOT_SIZE_FILE"
+    log "grew $_root online to $((_sectors / 2048)) MiB"
+    [ -d "${ROOT_SIZE_FILE%/*}" ] || mkdir -p "${ROOT_SIZE_FILE%/*}"
+    echo "$_sectors" >"$ROOT_SIZE_FILE"
   else
-    log "warning: resize2fs $_root failed: $(echo "$_out" | tail -n 1)"
+    log "warning: resize2fs $_root failed: $_out"
   fi
 }
 
@@ -134,7 +145,7 @@ mount_seed() {
     _i=$((_i + 1))
   done
   [ -b "$SEED_DEV" ] || fail "seed disk $SEED_DEV did not appear" "banger attaches the seed disk as the second virtio disk; check the VMM command line in the VM's log"
-  mkdir -p "$SEED_MNT"
+  [ -d "$SEED_MNT" ] || mkdir -p "$SEED_MNT"
   mount -t ext4 -o ro "$SEED_DEV" "$SEED_MNT" || fail "cannot mount seed disk $SEED_DEV"
   SEED="$SEED_MNT"
 }
@@ -142,12 +153,20 @@ mount_seed() {
 unmount_seed() {
   [ "$TEST" = 1 ] && return 0
   umount "$SEED_MNT" 2>/dev/null || true
-  rmdir "$SEED_MNT" 2>/dev/null || true
 }
 
-# install_file SRC DST MODE: copy via a temp file beside DST, then rename (replaces symlinks).
+# install_file SRC DST MODE: copy a (small, text) file via a temp file beside DST, then rename
+# (which replaces a symlink at DST). The mode comes from the umask, so the file is never
+# readable by others even for a moment; PID 1 is root, so root owns it. Builtins only, but mv.
 install_file() {
-  cp "$1" "$2.banger-tmp" && chmod "$3" "$2.banger-tmp" && chown 0:0 "$2.banger-tmp" 2>/dev/null
+  case "$3" in
+    0600) umask 077 ;;
+    0644) umask 022 ;;
+    *) umask 022; cp "$1" "$2.banger-tmp" && chmod "$3" "$2.banger-tmp" && mv -f "$2.banger-tmp" "$2" || fail "cannot write $2"; return 0 ;;
+  esac
+  [ -e "$2.banger-tmp" ] && rm -f "$2.banger-tmp"
+  { while IFS= read -r _l || [ -n "$_l" ]; do printf '%s\n' "$_l"; done <"$1"; } >"$2.banger-tmp" || fail "cannot write $2"
+  umask 022
   mv -f "$2.banger-tmp" "$2" || fail "cannot write $2"
 }
 
@@ -156,12 +175,14 @@ apply_seed() {
   mount_seed
   [ -f "$SEED/version" ] || fail "seed has no 'version' file: not a banger seed disk"
   [ -f "$SEED/network.env" ] && read_env_file "$SEED/network.env"
-  mkdir -p /etc/banger && chmod 0755 /etc/banger
+  [ -d /etc/banger ] || mkdir -p -m 0755 /etc/banger
+  GROW_ROOT=0
+  [ -f "$SEED/grow-root" ] && GROW_ROOT=1
   [ -f "$SEED/network.env" ] && install_file "$SEED/network.env" /etc/banger/network.env 0644
   install_file "$SEED/version" /etc/banger/seed-version 0644
 
   if [ -f "$SEED/ssh/ssh_host_ed25519_key" ]; then
-    mkdir -p /etc/ssh && chmod 0755 /etc/ssh
+    [ -d /etc/ssh ] || mkdir -p -m 0755 /etc/ssh
     install_file "$SEED/ssh/ssh_host_ed25519_key" /etc/ssh/ssh_host_ed25519_key 0600
     [ -f "$SEED/ssh/ssh_host_ed25519_key.pub" ] &&
       install_file "$SEED/ssh/ssh_host_ed25519_key.pub" /etc/ssh/ssh_host_ed25519_key.pub 0644
@@ -170,9 +191,7 @@ apply_seed() {
     fail "seed has no ssh/ssh_host_ed25519_key" "banger generates the host key before first boot; recreate the VM"
   fi
   if [ -f "$SEED/ssh/authorized_keys" ]; then
-    mkdir -p /root/.ssh
-    chmod 0700 /root/.ssh
-    chown 0:0 /root/.ssh 2>/dev/null
+    [ -d /root/.ssh ] || mkdir -p -m 0700 /root/.ssh
     install_file "$SEED/ssh/authorized_keys" /root/.ssh/authorized_keys 0600
     log "installed root's authorized_keys"
   fi
@@ -188,8 +207,7 @@ apply_seed() {
     log "hostname $HOSTNAME_SEED"
   fi
   if [ -f "$SEED/resolv.conf" ]; then
-    rm -f /etc/resolv.conf
-    install_file "$SEED/resolv.conf" /etc/resolv.conf 0644
+    install_file "$SEED/resolv.conf" /etc/resolv.conf 0644 # mv replaces a symlink (systemd-resolved's)
     log "resolv.conf from the seed"
   fi
   write_hosts
@@ -220,7 +238,6 @@ write_hosts() {
   if [ -n "${HOSTNAME_SEED:-}" ]; then
     echo "${BANGER_IP:-127.0.1.1} $HOSTNAME_SEED # banger" >>"$_tmp"
   fi
-  chmod 0644 "$_tmp"
   mv -f "$_tmp" /etc/hosts || fail "cannot write /etc/hosts"
 }
 
@@ -347,9 +364,14 @@ configure_sshd() {
 }
 
 enable_unit() { # NAME: symlink into multi-user.target.wants when the unit file exists
+  _wants=/etc/systemd/system/multi-user.target.wants
   for _dir in /etc/systemd/system /lib/systemd/system /usr/lib/systemd/system; do
     if [ -f "$_dir/$1" ]; then
-      mkdir -p /etc/systemd/system/multi-user.target.wants
+      if [ -L "$_wants/$1" ] && [ -e "$_wants/$1" ]; then
+        log "enabled $1 (already)"
+        return 0
+      fi
+      [ -d "$_wants" ] || mkdir -p "$_wants"
       ln -sfn "$_dir/$1" "/etc/systemd/system/multi-user.target.wants/$1"
       log "enabled $1"
       return 0
@@ -383,8 +405,10 @@ configure_openrc() {
 }
 
 write_marker() {
-  mkdir -p "${MARKER%/*}"
-  { echo "banger-first-boot done"; echo "init=$1"; date 2>/dev/null; } >"$MARKER" || true
+  [ -d "${MARKER%/*}" ] || mkdir -p "${MARKER%/*}"
+  _up=
+  read -r _up _rest </proc/uptime 2>/dev/null || true
+  { echo "banger-first-boot done"; echo "init=$1"; echo "uptime=${_up}"; } >"$MARKER" || true
 }
 
 exec_init() {
@@ -401,8 +425,8 @@ exec_init() {
 main() {
   log "starting (pid $$)"
   mount_basics
-  grow_root
   apply_seed
+  grow_root
   if find_systemd && has_ssh_unit; then
     :
   elif [ -x /sbin/openrc ] && [ -f /etc/alpine-release ] && [ -e /etc/init.d/sshd ]; then
