@@ -74,6 +74,7 @@ export const checks: Check[] = [
   tool('gpgv', 'gpgv', 'apt-get install gpgv (verifies Debian archive kernels)'),
   tool('dpkg-deb', 'dpkg-deb', 'apt-get install dpkg (unpacks Debian kernel packages)'),
   tool('lz4', 'lz4', 'apt-get install lz4 (Debian 12 kernels are LZ4-compressed)'),
+  tool('depmod', 'depmod', 'apt-get install kmod (indexes a Debian kernel\'s modules for the guest)'),
   {
     name: 'debian-keyring',
     description: "Debian's archive keyring, to verify InRelease",

@@ -27,7 +27,7 @@ export async function installKernel(
     ...meta,
     vmlinuxSha256: await sha256File(image),
     importedAt: new Date().toISOString(),
-    files: { vmlinux: !!files.vmlinux, vmlinuz: !!files.vmlinuz, initrd: !!files.initrd, modules: !!files.modulesDir },
+    files: { vmlinux: !!files.vmlinux, vmlinuz: !!files.vmlinuz, initrd: !!files.initrd, modules: !!files.modulesDir || existsSync(join(staging, 'modules.ext4')) },
   };
   await writeJsonAtomic(join(staging, 'manifest.json'), manifest);
   await chmod(staging, 0o755); // mkdtemp made it 0700; kernels are readable like /boot

@@ -23,6 +23,8 @@ export interface KernelRecord {
   vmlinuz?: string;
   initrd?: string;
   modulesDir?: string;
+  /** Every module as a read-only ext4 the guest mounts on /lib/modules/RELEASE (Debian kernels). */
+  modulesImage?: string;
   /** Bytes on disk (all files in `dir`). */
   sizeBytes: number;
   createdAt: string;
@@ -71,6 +73,7 @@ function fromRow(r: KernelRow): KernelRecord {
     vmlinuz: f('vmlinuz'),
     initrd: r.has_initrd ? f('initrd.img') : undefined,
     modulesDir: r.has_modules && existsSync(modules) && statSync(modules).isDirectory() ? modules : undefined,
+    modulesImage: f('modules.ext4'),
     sizeBytes: r.size_bytes,
     createdAt: r.created_at,
   };

@@ -5,7 +5,7 @@
  */
 export const FIRST_BOOT = '/usr/local/libexec/banger-first-boot';
 
-export function kernelCmdline(o: { ip: string; gateway: string; netmask: string; hostname: string; firstBoot: boolean; tscKhz?: number }): string {
+export function kernelCmdline(o: { ip: string; gateway: string; netmask: string; hostname: string; firstBoot: boolean; tscKhz?: number; /** the kernel's modules disk, mounted by the first-boot script */ modulesDevice?: string }): string {
   const parts = [
     'console=ttyS0',
     'reboot=t',
@@ -15,6 +15,7 @@ export function kernelCmdline(o: { ip: string; gateway: string; netmask: string;
     `ip=${o.ip}::${o.gateway}:${o.netmask}:${o.hostname}:eth0:off`,
   ];
   if (o.firstBoot) parts.push(`init=${FIRST_BOOT}`);
+  if (o.modulesDevice) parts.push(`banger.modules=${o.modulesDevice}`);
   // Under TCG the PIT-based TSC calibration fails on a loaded host and early boot then stalls;
   // giving the frequency skips that calibration.
   if (o.tscKhz) parts.push(`tsc_early_khz=${o.tscKhz}`);

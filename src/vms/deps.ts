@@ -16,6 +16,8 @@ export interface KernelView {
   vmlinux?: string;
   vmlinuz?: string;
   initrd?: string;
+  /** Read-only ext4 with the kernel's modules (attached as a disk; the guest mounts it). */
+  modulesImage?: string;
 }
 
 export interface ImageView {
@@ -33,7 +35,7 @@ export async function getKernel(ctx: Context, svc: KernelService, name: string):
   const r = ctx.db.prepare('SELECT name, path FROM kernels WHERE name = ?').get(name) as { name: string; path: string } | undefined;
   if (!r) throw new BangerError(ErrorCode.NotFound, `kernel '${name}' is not pulled`, { hint: `banger kernel pull ${name}`, details: { kernel: name } });
   const f = (n: string) => (existsSync(join(r.path, n)) ? join(r.path, n) : undefined);
-  return { name: r.name, dir: r.path, vmlinux: f('vmlinux'), vmlinuz: f('vmlinuz'), initrd: f('initrd.img') };
+  return { name: r.name, dir: r.path, vmlinux: f('vmlinux'), vmlinuz: f('vmlinuz'), initrd: f('initrd.img'), modulesImage: f('modules.ext4') };
 }
 
 export async function defaultKernelName(ctx: Context, svc: KernelService): Promise<string> {

@@ -9,7 +9,8 @@ import type { VmRecord } from './store.js';
 /**
  * What the driver launches, from the VM record (pure; unit-tested).
  * - kernel: the bzImage (`vmlinuz`) when present, else the PVH `vmlinux`; `-initrd` when any.
- * - disks in guest order: vda root, vdb seed, vdc work (optional).
+ * - disks in guest order: vda root, vdb seed, then the work disk and the kernel's read-only
+ *   modules disk when present; `banger.modules=/dev/vdX` on the command line names the latter.
  * - ACPI on for a kernel with an initramfs: such a kernel is modular (Debian's) and its
  *   initramfs insmods virtio_mmio, which never sees `virtio_mmio.device=` on the command line,
  *   so the devices are announced by ACPI instead.
@@ -22,6 +23,11 @@ export function launchSpec(o: { vm: VmRecord & { ip: string }; kernel: KernelVie
     { id: 'seed', path: files.seed, format: 'raw' },
   ];
   if (vm.spec.workDiskBytes !== undefined) disks.push({ id: 'work', path: files.work, format: 'raw' });
+  let modulesDevice: string | undefined;
+  if (o.kernel.modulesImage) {
+    modulesDevice = `/dev/vd${String.fromCharCode(97 + disks.length)}`;
+    disks.push({ id: 'modules', path: o.kernel.modulesImage, format: 'raw', readOnly: true });
+  }
   return {
     id: vm.id,
     name: vm.name,
@@ -30,7 +36,7 @@ export function launchSpec(o: { vm: VmRecord & { ip: string }; kernel: KernelVie
     memoryMiB: vm.spec.memoryMiB,
     kernel: o.kernel.vmlinuz ?? o.kernel.vmlinux!,
     initrd: o.kernel.initrd,
-    cmdline: kernelCmdline({ ip: vm.ip, gateway: o.subnet.gateway, netmask: o.subnet.netmask, hostname: vm.name, firstBoot: vm.spec.firstBoot, tscKhz: o.kvm ? undefined : o.tscKhz }),
+    cmdline: kernelCmdline({ ip: vm.ip, gateway: o.subnet.gateway, netmask: o.subnet.netmask, hostname: vm.name, firstBoot: vm.spec.firstBoot, tscKhz: o.kvm ? undefined : o.tscKhz, modulesDevice }),
     disks,
     net: { tap: o.net.tap, mac: o.net.mac },
     kvm: o.kvm,

@@ -122,6 +122,11 @@ test('vm create --nat boots Debian under QEMU TCG; ssh runs commands as root on 
   assert.equal(nsRun(hostNs, ['ssh', '-F', sc.path, '-o', 'BatchMode=yes', 'box1.vm', 'hostname']).trim(), 'box1');
   const ex = await ssh('box1', 'exit 3');
   assert.equal(ex.code, 3, 'vm ssh exits with the remote exit code');
+  // The kernel's modules disk is mounted read-only on /lib/modules/RELEASE: modprobe works.
+  const mod = await ssh('box1', 'grep "/lib/modules/$(uname -r) " /proc/mounts; modprobe overlay && grep -w overlay /proc/filesystems');
+  assert.equal(mod.code, 0, `${mod.stdout}\n${mod.stderr}`);
+  assert.match(mod.stdout, /^\/dev\/vdc (\/usr)?\/lib\/modules\/\S+ ext4 ro[, ]/m); // merged /usr: the mount point is /usr/lib/modules
+  assert.match(mod.stdout, /\boverlay$/m);
 });
 
 test('NAT: the guest reaches the "internet" namespace, which sees the host address (masquerade)', { skip, ...T }, async () => {

@@ -16,7 +16,7 @@ import { OciLayout } from './oci.js';
  * http://deb.debian.org/debian); tests themselves only talk to 127.0.0.1.
  * apt lists and caches are removed from the tree (as Debian's own container images do).
  */
-export const DEBIAN_INCLUDE = ['systemd-sysv', 'openssh-server', 'iproute2', 'ca-certificates'];
+export const DEBIAN_INCLUDE = ['systemd-sysv', 'openssh-server', 'iproute2', 'ca-certificates', 'kmod'];
 export const CACHE_DIR = process.env.BANGER_TEST_CACHE || '/var/cache/banger-test';
 export const DEBIAN_REPO = 'banger-test/debian';
 export const DEBIAN_TAG = 'bookworm';

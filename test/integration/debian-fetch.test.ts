@@ -78,7 +78,15 @@ test('verified fetch from a local mirror: vmlinuz, vmlinux ELF and initramfs', {
   assert.equal(r.debSha256, kpkg.sha256);
   assert.equal(r.kernelVersion, kpkg.package.replace(/^linux-image-/, ''));
   assert.match(r.source, new RegExp(`^debian:${kpkg.package}=`));
-  assert.deepEqual(readdirSync(o.outDir).sort(), ['initrd.img', 'vmlinux', 'vmlinuz']);
+  assert.deepEqual(readdirSync(o.outDir).sort(), ['initrd.img', 'modules.ext4', 'vmlinux', 'vmlinuz']);
+  // Every module, with depmod's index, in a read-only ext4 for the guest's /lib/modules/RELEASE.
+  const mods = join(o.outDir, 'modules.ext4');
+  assert.equal(spawnSync('e2label', [mods], { encoding: 'utf8' }).stdout.trim(), 'BANGERMODS');
+  for (const f of ['/modules.dep', '/modules.alias', '/kernel/fs/overlayfs/overlay.ko', '/kernel/net/netfilter/nf_tables.ko']) {
+    assert.match(spawnSync('debugfs', ['-R', `stat ${f}`, mods], { encoding: 'utf8' }).stdout, /Inode:/, `modules.ext4 has ${f}`);
+  }
+  assert.match(spawnSync('debugfs', ['-R', 'cat /modules.dep', mods], { encoding: 'utf8' }).stdout, /^kernel\/fs\/overlayfs\/overlay\.ko:/m);
+  assert.equal(spawnSync('e2fsck', ['-fn', mods]).status, 0);
   const vmlinuz = readFileSync(join(o.outDir, 'vmlinuz'));
   assert.equal(vmlinuz.toString('latin1', 0x202, 0x206), 'HdrS');
   const vmlinux = readFileSync(join(o.outDir, 'vmlinux'));
@@ -90,7 +98,7 @@ test('verified fetch from a local mirror: vmlinuz, vmlinux ELF and initramfs', {
     assert.ok(names.some((n) => n.endsWith('/' + m)), `initramfs has ${m}`);
   }
   assert.deepEqual(readdirSync(o.tmpDir), [], 'scratch removed after success');
-  for (const s of ['verify-inrelease', 'fetch-packages', 'resolve', 'download', 'unpack', 'vmlinux', 'initramfs']) assert.ok(stages.has(s), `progress stage ${s}`);
+  for (const s of ['verify-inrelease', 'fetch-packages', 'resolve', 'download', 'unpack', 'vmlinux', 'initramfs', 'modules']) assert.ok(stages.has(s), `progress stage ${s}`);
   // the plain Packages was used after .xz and .gz were not found
   assert.ok(mirror.requests.includes('dists/bookworm/main/binary-amd64/Packages.xz'));
   assert.ok(mirror.requests.includes('dists/bookworm/main/binary-amd64/Packages'));

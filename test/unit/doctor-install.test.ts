@@ -28,9 +28,9 @@ test('KVM is usable only with a read-write /dev/kvm AND vmx/svm flags', async ()
 });
 
 test('doctor: every check named, pass/warn/fail with hints, skip by name', async () => {
-  const all = ['qemu-system-x86_64', 'mkfs.ext4', 'debugfs', 'ip', 'nft', 'ssh', 'gpgv', 'dpkg-deb', 'lz4'];
+  const all = ['qemu-system-x86_64', 'mkfs.ext4', 'debugfs', 'ip', 'nft', 'ssh', 'gpgv', 'dpkg-deb', 'lz4', 'depmod'];
   const ok = await runChecks(fakeHost({ tools: all, rw: ['/dev/net/tun'], files: { '/proc/sys/net/ipv4/ip_forward': '1\n', '/usr/share/keyrings/debian-archive-keyring.gpg': 'k' } }));
-  assert.deepEqual(ok.map((r) => r.name), ['kvm', 'firecracker', 'qemu', 'mkfs.ext4', 'debugfs', 'ip', 'nat', 'ssh', 'gpgv', 'dpkg-deb', 'lz4', 'debian-keyring', 'tun', 'ip_forward']);
+  assert.deepEqual(ok.map((r) => r.name), ['kvm', 'firecracker', 'qemu', 'mkfs.ext4', 'debugfs', 'ip', 'nat', 'ssh', 'gpgv', 'dpkg-deb', 'lz4', 'depmod', 'debian-keyring', 'tun', 'ip_forward']);
   assert.equal(ok.filter((r) => r.status === 'fail').length, 0);
   assert.equal(ok.find((r) => r.name === 'kvm')!.status, 'warn');
   const bad = await runChecks(fakeHost({ tools: ['iptables'] }), ['kvm']);

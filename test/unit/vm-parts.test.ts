@@ -178,4 +178,13 @@ test('launchSpec: bzImage preferred, initrd → ACPI on, disks in guest order, t
   assert.equal(k.initrd, undefined);
   assert.equal(k.disks.length, 2);
   assert.doesNotMatch(k.cmdline, /tsc_early_khz/);
+  assert.doesNotMatch(k.cmdline, /banger\.modules/);
+  // A kernel with a modules disk: attached read-only after the work disk and named on the command line.
+  const m = launchSpec({ vm, kernel: { name: 'k', dir: '/k', vmlinuz: '/k/vmlinuz', initrd: '/k/initrd.img', modulesImage: '/k/modules.ext4' }, files: f, net, subnet: parseSubnet('172.16.0.0/24'), kvm: false, tscKhz: 2000000 });
+  assert.deepEqual(m.disks.map((d) => `${d.id}:${d.readOnly ? 'ro' : 'rw'}`), ['root:rw', 'seed:rw', 'work:rw', 'modules:ro']);
+  assert.match(m.cmdline, / banger\.modules=\/dev\/vdd /);
+  const argv = qemuArgv('qemu-system-x86_64', m);
+  assert.ok(argv.includes('id=modules,file=/k/modules.ext4,format=raw,if=none,readonly=on'), argv.join(' '));
+  const noWork = launchSpec({ vm: { ...vm, spec: { ...vm.spec, workDiskBytes: undefined } }, kernel: { name: 'k', dir: '/k', vmlinuz: '/k/vmlinuz', modulesImage: '/k/modules.ext4' }, files: f, net, subnet: parseSubnet('172.16.0.0/24'), kvm: false });
+  assert.match(noWork.cmdline, / banger\.modules=\/dev\/vdc /);
 });

@@ -4,15 +4,17 @@
 #
 # Steps (each logged to the console as "banger-first-boot: <step>"):
 #   1. mount-basics   mount /proc /sys /dev (devtmpfs) /run (tmpfs) when not mounted
-#   2. seed           mount the seed disk (/dev/vdb, ext4, label BANGERSEED) read-only, apply
+#   2. modules        mount the kernel's modules disk (banger.modules=/dev/vdX on the command
+#                     line) read-only on /lib/modules/RELEASE, so modprobe works in the guest
+#   3. seed           mount the seed disk (/dev/vdb, ext4, label BANGERSEED) read-only, apply
 #                     it (host key, root's authorized_keys, hostname, resolv.conf, /etc/hosts,
 #                     network.env), unmount it
-#   3. grow-root      only when the seed asks (vm create --disk-size) and the disk size changed
+#   4. grow-root      only when the seed asks (vm create --disk-size) and the disk size changed
 #                     since the last grow: grow the ext4 root filesystem online with resize2fs
-#   4. install        only when systemd or an SSH server unit is missing: install systemd + an
+#   5. install        only when systemd or an SSH server unit is missing: install systemd + an
 #                     SSH server with the guest's own package manager (os-release ID, then ID_LIKE)
-#   5. configure      sshd drop-in Include, machine-id, enable ssh + banger-vsock-agent
-#   6. exec-init      write the marker and exec systemd (Alpine: busybox init + OpenRC)
+#   6. configure      sshd drop-in Include, machine-id, enable ssh + banger-vsock-agent
+#   7. exec-init      write the marker and exec systemd (Alpine: busybox init + OpenRC)
 # On failure it prints "banger-first-boot: error: ..." and a hint, then drops to a shell on
 # the console (or sleeps) instead of exiting: PID 1 exiting would panic the kernel.
 #
@@ -78,6 +80,32 @@ mount_basics() {
   [ -d /dev/pts ] || mkdir -p /dev/pts
   is_mounted /dev/pts || mount -t devpts -o gid=5,mode=620,ptmxmode=000 devpts /dev/pts 2>/dev/null || true
   is_mounted /run || mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run || fail "cannot mount /run (tmpfs)"
+}
+
+# The kernel's modules, from the read-only disk banger attaches to every VM of a Debian kernel.
+# A failure is a warning: the VM boots without them (the initramfs loaded what booting needs).
+mount_modules() {
+  _dev=""
+  read -r _cmdline </proc/cmdline 2>/dev/null || true
+  for _arg in $_cmdline; do
+    case "$_arg" in banger.modules=/dev/*) _dev="${_arg#banger.modules=}" ;; esac
+  done
+  [ -n "$_dev" ] || return 0
+  _rel=
+  read -r _rel </proc/sys/kernel/osrelease 2>/dev/null || true
+  [ -n "$_rel" ] || return 0
+  step modules "$_dev on /lib/modules/$_rel"
+  if [ "$TEST" = 1 ]; then
+    log "test mode: would mount $_dev"
+    return 0
+  fi
+  [ -d "/lib/modules/$_rel" ] || mkdir -p "/lib/modules/$_rel" 2>/dev/null
+  _i=0
+  while [ ! -b "$_dev" ] && [ "$_i" -lt 25 ]; do
+    sleep 0.2 2>/dev/null || sleep 1
+    _i=$((_i + 1))
+  done
+  mount -t ext4 -o ro "$_dev" "/lib/modules/$_rel" 2>/dev/null || log "warning: cannot mount the modules disk $_dev: modprobe will not find modules"
 }
 
 # Grows the root filesystem when the seed carries `grow-root` (the host made the disk larger
@@ -425,6 +453,7 @@ exec_init() {
 main() {
   log "starting (pid $$)"
   mount_basics
+  mount_modules
   apply_seed
   grow_root
   if find_systemd && has_ssh_unit; then

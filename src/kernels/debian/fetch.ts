@@ -10,6 +10,7 @@ import { findKernelImage, findModulesDir, unpackDeb } from './deb.js';
 import { download, fetchCached } from './download.js';
 import { buildInitramfs } from './initramfs.js';
 import { GUEST_MODULES, resolveModules } from './modules.js';
+import { buildModulesImage, MODULES_IMAGE } from './modimage.js';
 import { extractVmlinux } from './vmlinux.js';
 
 /**
@@ -37,7 +38,7 @@ export interface FetchDebianKernelOptions {
   mirror: string;
   /** Keyring used with gpgv to verify InRelease. */
   keyring: string;
-  /** Empty staging directory to fill: vmlinuz, vmlinux, initrd.img, (modules/). */
+  /** Empty staging directory to fill: vmlinuz, vmlinux, initrd.img, modules.ext4. */
   outDir: string;
   /** Scratch directory (removed by the caller). */
   tmpDir: string;
@@ -70,8 +71,9 @@ export const BUSYBOX_PACKAGE = 'busybox-static';
 
 /**
  * Resolve, verify, unpack and build: fills `outDir` with `vmlinuz` (bzImage), `vmlinux` (ELF
- * extracted from it) and `initrd.img` (banger's initramfs). Named steps (in progress events, logs
- * and errors): verify-inrelease, fetch-packages, resolve, download, unpack, vmlinux, initramfs.
+ * extracted from it), `initrd.img` (banger's initramfs) and `modules.ext4` (every module, for the
+ * guest's /lib/modules). Named steps (in progress events, logs and errors): verify-inrelease,
+ * fetch-packages, resolve, download, unpack, vmlinux, initramfs, modules.
  * Chain of trust: InRelease (gpgv, config debianKeyring) → Packages sha256 → .deb sha256.
  * Errors: E_SIGNATURE (InRelease), E_DIGEST (Packages/.deb), E_NOT_FOUND (package/index/file),
  * E_HTTP, E_BUNDLE (unusable kernel), E_CANCELLED. On any failure outDir is left empty and
@@ -148,9 +150,15 @@ export async function fetchDebianKernel(opts: FetchDebianKernelOptions): Promise
       throw new BangerError(ErrorCode.Bundle, `package ${BUSYBOX_PACKAGE} ${busyboxDeb.version} has no bin/busybox`, { cause: e });
     });
     const initrdBytes = await buildInitramfs({ busybox, kernelVersion: img.release, modules }, join(opts.outDir, 'initrd.img'));
-    advance('done');
-    log.info('built Debian kernel', { release: img.release, compression: format, modules: modules.map((m) => m.name), builtin, initrdBytes, stepMs: timings });
     progress({ stage: 'initramfs', done: true, message: `${modules.length} modules, ${initrdBytes} bytes` });
+
+    advance('modules');
+    throwIfAborted(signal);
+    progress({ stage: 'modules', message: 'all modules as a read-only disk for the guest (depmod + mkfs.ext4)' });
+    const modulesBytes = await buildModulesImage(exec, modDir, join(opts.outDir, MODULES_IMAGE), signal);
+    progress({ stage: 'modules', done: true, message: `${MODULES_IMAGE}, ${Math.round(modulesBytes / 1048576)} MiB` });
+    advance('done');
+    log.info('built Debian kernel', { release: img.release, compression: format, modules: modules.map((m) => m.name), builtin, initrdBytes, modulesBytes, stepMs: timings });
 
     await rm(work, { recursive: true, force: true });
     undo.commit();

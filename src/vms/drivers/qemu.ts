@@ -42,7 +42,7 @@ export function qemuArgv(binary: string, s: LaunchSpec): string[] {
   argv.push('-append', s.cmdline);
   argv.push('-serial', `file:${f.console}`);
   for (const d of s.disks) {
-    argv.push('-drive', `id=${d.id},file=${qopt(d.path)},format=${d.format},if=none,discard=unmap`);
+    argv.push('-drive', `id=${d.id},file=${qopt(d.path)},format=${d.format},if=none,${d.readOnly ? 'readonly=on' : 'discard=unmap'}`);
     argv.push('-device', `virtio-blk-device,drive=${d.id}`);
   }
   argv.push('-netdev', `tap,id=n0,ifname=${s.net.tap},script=no,downscript=no`);

@@ -14,10 +14,12 @@ import type { VmFiles } from '../files.js';
 export type VmmKind = 'qemu' | 'firecracker';
 
 export interface DiskSpec {
-  /** Guest device order: root (vda), seed (vdb), work (vdc). */
-  id: 'root' | 'seed' | 'work';
+  /** Guest device order: root (vda), seed (vdb), then work and modules when present. */
+  id: 'root' | 'seed' | 'work' | 'modules';
   path: string;
   format: 'raw' | 'qcow2';
+  /** Attached read-only (a kernel's modules disk is shared by every VM of that kernel). */
+  readOnly?: boolean;
 }
 
 export interface LaunchSpec {
