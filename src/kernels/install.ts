@@ -6,6 +6,7 @@ import { BangerError, ErrorCode, throwIfAborted } from '../core/errors.js';
 import { sha256File, writeJsonAtomic } from '../core/fsutil.js';
 import type { Context } from '../daemon/context.js';
 import type { BundleFiles } from './extract.js';
+import { buildModulesImage, MODULES_IMAGE } from './modimage.js';
 import { dirSize, getRow, upsertRow, type KernelManifest, type KernelRecord } from './record.js';
 
 /**
@@ -23,11 +24,16 @@ export async function installKernel(
 ): Promise<KernelRecord> {
   const image = files.vmlinux ?? files.vmlinuz;
   if (!image) throw new BangerError(ErrorCode.Bundle, `kernel ${meta.name}: no vmlinux or vmlinuz`);
+  // A module tree (bundle modules/, kernel import --modules) becomes the guests' modules disk too;
+  // the Debian path has already written it.
+  if (files.modulesDir && !existsSync(join(staging, MODULES_IMAGE))) {
+    await buildModulesImage(ctx.exec, files.modulesDir, join(staging, MODULES_IMAGE), { release: meta.kernelVersion, signal });
+  }
   const manifest: KernelManifest = {
     ...meta,
     vmlinuxSha256: await sha256File(image),
     importedAt: new Date().toISOString(),
-    files: { vmlinux: !!files.vmlinux, vmlinuz: !!files.vmlinuz, initrd: !!files.initrd, modules: !!files.modulesDir || existsSync(join(staging, 'modules.ext4')) },
+    files: { vmlinux: !!files.vmlinux, vmlinuz: !!files.vmlinuz, initrd: !!files.initrd, modules: !!files.modulesDir || existsSync(join(staging, MODULES_IMAGE)) },
   };
   await writeJsonAtomic(join(staging, 'manifest.json'), manifest);
   await chmod(staging, 0o755); // mkdtemp made it 0700; kernels are readable like /boot

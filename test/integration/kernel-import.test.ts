@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { BangerError } from '../../src/core/errors.js';
 import { KernelService } from '../../src/kernels/service.js';
 import { readJson, sha256, storeSnapshot, testContext } from '../helpers/kernel-bundles.js';
@@ -59,6 +60,11 @@ test('import an ELF vmlinux with initrd and modules: files copied, version and a
     assert.equal(k.vmlinuz, undefined);
     assert.equal(readFileSync(k.initrd!, 'utf8'), 'initrd-bytes');
     assert.equal(readFileSync(join(k.modulesDir!, 'a-link.ko'), 'utf8'), 'ko');
+    // The tree also becomes the guests' read-only modules disk, indexed by depmod.
+    assert.equal(k.modulesImage, join(k.dir, 'modules.ext4'));
+    assert.equal(spawnSync('e2label', [k.modulesImage!], { encoding: 'utf8' }).stdout.trim(), 'BANGERMODS');
+    for (const f of ['/kernel/a.ko', '/modules.dep']) assert.match(spawnSync('debugfs', ['-R', `stat ${f}`, k.modulesImage!], { encoding: 'utf8' }).stdout, /Inode:/, `modules.ext4 has ${f}`);
+    assert.ok(!existsSync(join(src, 'mods', 'modules.dep')), 'depmod ran on the stored copy, not on the source tree');
     const m = readJson(join(k.dir, 'manifest.json'));
     assert.deepEqual(m.files, { vmlinux: true, vmlinuz: false, initrd: true, modules: true });
     assert.equal(m.source, `import:${join(src, 'vmlinux')}`);
@@ -150,7 +156,7 @@ test('import --modules keeps in-tree symlinks and drops ones pointing outside (l
     symlinkSync('../../../../etc', join(src, 'mods', 'kernel', 'up'));
     const k = await svc.import('mods', { vmlinux: join(src, 'vmlinux'), modules: join(src, 'mods') });
     const { readdirSync, lstatSync } = await import('node:fs');
-    assert.deepEqual(readdirSync(k.modulesDir!).sort(), ['in.ko', 'kernel']);
+    assert.deepEqual(readdirSync(k.modulesDir!).filter((n) => !n.startsWith('modules.')).sort(), ['in.ko', 'kernel'], "the tree as imported, plus depmod's modules.* index");
     assert.deepEqual(readdirSync(join(k.modulesDir!, 'kernel')), ['a.ko']);
     assert.ok(lstatSync(join(k.modulesDir!, 'in.ko')).isSymbolicLink());
   } finally {

@@ -10,7 +10,7 @@ import { findKernelImage, findModulesDir, unpackDeb } from './deb.js';
 import { download, fetchCached } from './download.js';
 import { buildInitramfs } from './initramfs.js';
 import { GUEST_MODULES, resolveModules } from './modules.js';
-import { buildModulesImage, MODULES_IMAGE } from './modimage.js';
+import { buildModulesImage, MODULES_IMAGE } from '../modimage.js';
 import { extractVmlinux } from './vmlinux.js';
 
 /**
@@ -155,7 +155,7 @@ export async function fetchDebianKernel(opts: FetchDebianKernelOptions): Promise
     advance('modules');
     throwIfAborted(signal);
     progress({ stage: 'modules', message: 'all modules as a read-only disk for the guest (depmod + mkfs.ext4)' });
-    const modulesBytes = await buildModulesImage(exec, modDir, join(opts.outDir, MODULES_IMAGE), signal);
+    const modulesBytes = await buildModulesImage(exec, modDir, join(opts.outDir, MODULES_IMAGE), { signal });
     progress({ stage: 'modules', done: true, message: `${MODULES_IMAGE}, ${Math.round(modulesBytes / 1048576)} MiB` });
     advance('done');
     log.info('built Debian kernel', { release: img.release, compression: format, modules: modules.map((m) => m.name), builtin, initrdBytes, modulesBytes, stepMs: timings });
