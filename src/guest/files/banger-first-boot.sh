@@ -82,15 +82,22 @@ mount_basics() {
   is_mounted /run || mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run || fail "cannot mount /run (tmpfs)"
 }
 
+# cmdline_value KEY: sets _val to the value of the last KEY=VALUE on the kernel command line
+# (empty when absent). Builtins only.
+cmdline_value() {
+  _val=""
+  _cmdline=""
+  read -r _cmdline </proc/cmdline 2>/dev/null || true
+  for _arg in $_cmdline; do
+    case "$_arg" in "$1"=*) _val="${_arg#"$1"=}" ;; esac
+  done
+}
+
 # The kernel's modules, from the read-only disk banger attaches to every VM of a Debian kernel.
 # A failure is a warning: the VM boots without them (the initramfs loaded what booting needs).
 mount_modules() {
-  _dev=""
-  read -r _cmdline </proc/cmdline 2>/dev/null || true
-  for _arg in $_cmdline; do
-    case "$_arg" in banger.modules=/dev/*) _dev="${_arg#banger.modules=}" ;; esac
-  done
-  [ -n "$_dev" ] || return 0
+  cmdline_value banger.modules
+  case "$_val" in /dev/*) _dev="$_val" ;; *) return 0 ;; esac
   _rel=
   read -r _rel </proc/sys/kernel/osrelease 2>/dev/null || true
   [ -n "$_rel" ] || return 0
@@ -116,12 +123,8 @@ grow_root() {
   if [ "$TEST" = 1 ]; then
     return 0 # never resize a device of the machine running the tests
   fi
-  _root=""
-  read -r _cmdline </proc/cmdline 2>/dev/null || true
-  for _arg in $_cmdline; do
-    case "$_arg" in root=/dev/*) _root="${_arg#root=}" ;; esac
-  done
-  [ -n "$_root" ] || return 0
+  cmdline_value root
+  case "$_val" in /dev/*) _root="$_val" ;; *) return 0 ;; esac
   _sizefile="/sys/class/block/${_root#/dev/}/size"
   [ -r "$_sizefile" ] || return 0
   read -r _sectors <"$_sizefile"
