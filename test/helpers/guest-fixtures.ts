@@ -178,21 +178,10 @@ export function ls(dir: string): string[] {
  * `<ROOTFS_CACHE>/extra-debs`.
  */
 export function extraDebs(): string {
-  const dir = join(ROOTFS_CACHE, 'extra-debs');
-  if (existsSync(join(dir, '.banger-complete'))) return dir;
-  const tmp = `${dir}.tmp-${process.pid}`;
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp, { recursive: true });
-  try {
+  return cachedTree(join(ROOTFS_CACHE, 'extra-debs'), (tmp) => {
+    mkdirSync(tmp, { recursive: true });
     run(['apt-get', 'download', 'ca-certificates', 'openssl'], { cwd: tmp, timeoutMs: 300_000 });
-    writeFileSync(join(tmp, '.banger-complete'), new Date().toISOString() + '\n');
-    rmSync(dir, { recursive: true, force: true });
-    renameSync(tmp, dir);
-  } catch (e) {
-    rmSync(tmp, { recursive: true, force: true });
-    throw e;
-  }
-  return dir;
+  });
 }
 
 /**

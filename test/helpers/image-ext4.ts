@@ -24,9 +24,8 @@ function debugfs(img: string, cmd: string): { out: string; err: string } {
 }
 
 /** `stat PATH` parsed; undefined when the path does not exist. */
-export function ext4Stat(img: string, path: string): Ext4Stat | undefined {
-  const { out, err } = debugfs(img, `stat "${path}"`);
-  if (/File not found/.test(err) || !out.includes('Inode:')) return undefined;
+/** One inode from debugfs `stat` output. */
+function parseStat(out: string): Ext4Stat {
   const m = (re: RegExp) => re.exec(out)?.[1];
   const dev = /Device major\/minor number: ([0-9a-f]+):([0-9a-f]+)/.exec(out);
   return {
@@ -41,6 +40,12 @@ export function ext4Stat(img: string, path: string): Ext4Stat | undefined {
     linkTarget: m(/Fast link dest: "(.*)"/),
     device: dev ? [parseInt(dev[1]!, 16), parseInt(dev[2]!, 16)] : undefined,
   };
+}
+
+export function ext4Stat(img: string, path: string): Ext4Stat | undefined {
+  const { out, err } = debugfs(img, `stat "${path}"`);
+  if (/File not found/.test(err) || !out.includes('Inode:')) return undefined;
+  return parseStat(out);
 }
 
 /** File content via `dump`. */
@@ -105,20 +110,7 @@ export function ext4StatMany(img: string, paths: string[]): Map<string, Ext4Stat
       const path = sec.slice(0, nl).replace(/"$/, '');
       const body = sec.slice(nl + 1);
       if (!body.includes('Inode:')) continue;
-      const m = (re: RegExp) => re.exec(body)?.[1];
-      const dev = /Device major\/minor number: ([0-9a-f]+):([0-9a-f]+)/.exec(body);
-      out.set(path, {
-        inode: Number(m(/Inode: (\d+)/)),
-        type: m(/Type: ([a-zA-Z ]+?)\s{2,}/) ?? '',
-        mode: parseInt(m(/Mode:\s+(\d+)/) ?? '0', 8),
-        uid: Number(m(/User:\s+(\d+)/)),
-        gid: Number(m(/Group:\s+(\d+)/)),
-        size: Number(m(/Size: (\d+)/)),
-        links: Number(m(/Links: (\d+)/)),
-        mtime: parseInt(m(/ mtime: 0x([0-9a-f]+)/) ?? '0', 16),
-        linkTarget: m(/Fast link dest: "(.*)"/),
-        device: dev ? [parseInt(dev[1]!, 16), parseInt(dev[2]!, 16)] : undefined,
-      });
+      out.set(path, parseStat(body));
     }
     return out;
   } finally {

@@ -11,6 +11,8 @@ import { exec } from '../../src/core/exec.js';
 import { nullLogger } from '../../src/core/log.js';
 import { layout } from '../../src/core/paths.js';
 import type { Context } from '../../src/daemon/context.js';
+import { BangerError } from '../../src/core/errors.js';
+import assert from 'node:assert/strict';
 
 /**
  * Kernel bundle fixtures, built with the real GNU `tar` and `zstd`, plus hand-written tar
@@ -288,4 +290,15 @@ export function readJson<T = any>(p: string): T {
 export function missingToolsReason(...tools: string[]): string | undefined {
   const missing = tools.filter((t) => spawnSync('which', [t]).status !== 0);
   return missing.length ? `missing tools: ${missing.join(', ')}` : undefined;
+}
+
+/** The BangerError a promise rejects with; fails the test when it resolves or throws something else. */
+export async function failure(p: Promise<unknown>): Promise<BangerError> {
+  try {
+    await p;
+  } catch (e) {
+    assert.ok(e instanceof BangerError, String(e));
+    return e;
+  }
+  assert.fail('expected a failure');
 }

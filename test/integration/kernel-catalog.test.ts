@@ -1,8 +1,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BangerError } from '../../src/core/errors.js';
 import { KernelService } from '../../src/kernels/service.js';
-import { BundleServer, catalogDoc, goodBundle, missingToolsReason, testContext } from '../helpers/kernel-bundles.js';
+import { BundleServer, catalogDoc, failure, goodBundle, missingToolsReason, testContext } from '../helpers/kernel-bundles.js';
 
 const skip = missingToolsReason('tar', 'zstd');
 const srv = new BundleServer();
@@ -11,15 +10,6 @@ before(async () => {
 });
 after(() => srv.stop());
 
-async function failure(p: Promise<unknown>): Promise<BangerError> {
-  try {
-    await p;
-  } catch (e) {
-    assert.ok(e instanceof BangerError, String(e));
-    return e;
-  }
-  assert.fail('expected a failure');
-}
 
 test('catalog: remote catalogs are fetched and merged over the embedded one by name, with STATE', { skip }, async () => {
   const { bundle } = goodBundle();

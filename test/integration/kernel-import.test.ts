@@ -4,9 +4,8 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { BangerError } from '../../src/core/errors.js';
 import { KernelService } from '../../src/kernels/service.js';
-import { readJson, sha256, storeSnapshot, testContext } from '../helpers/kernel-bundles.js';
+import { failure, readJson, sha256, storeSnapshot, testContext } from '../helpers/kernel-bundles.js';
 
 function elf(payload: string): Buffer {
   const h = Buffer.alloc(256);
@@ -25,15 +24,6 @@ function bzImage(): Buffer {
   return b;
 }
 
-async function failure(p: Promise<unknown>): Promise<BangerError> {
-  try {
-    await p;
-  } catch (e) {
-    assert.ok(e instanceof BangerError, String(e));
-    return e;
-  }
-  assert.fail('expected a failure');
-}
 
 function fixture() {
   const src = mkdtempSync(join(tmpdir(), 'banger-ki-'));

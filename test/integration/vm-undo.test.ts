@@ -52,19 +52,24 @@ function setup() {
   const idir = join(ctx.layout.images, 'img');
   mkdirSync(idir, { recursive: true });
   const rootfs = join(idir, 'rootfs.ext4');
-  return { t, ctx, rootfs, now };
+  /** Image 'img' (an empty ext4 of `size`) and the VM service over a QEMU driver whose start fails. */
+  const services = async (o: { size: string; fromRegistry: boolean; network?: NetworkService }) => {
+    await exec(['mkfs.ext4', '-q', '-F', '-b', '4096', rootfs, o.size]);
+    ctx.db.prepare("INSERT INTO images (name, source_ref, rootfs_path, kernel_ref, from_registry, created_at) VALUES ('img', 'test', ?, 'k1', ?, ?)").run(rootfs, o.fromRegistry ? 1 : 0, now);
+    const kernels = new KernelService(ctx);
+    const images = new ImageService(ctx, { kernels });
+    const driver = new FailingQemu(exec, { qemu: 'qemu-system-x86_64' });
+    const vms = new VmService(ctx, { kernels, images, network: o.network ?? new NetworkService(ctx) }, { drivers: { qemu: driver }, host });
+    return { vms, driver };
+  };
+  return { t, ctx, rootfs, services };
 }
 
 test('a create whose VMM fails unwinds tap, NAT, lease, record, disks, keys, ssh config', { skip, timeout: 120_000 }, async () => {
-  const { t, ctx, rootfs, now } = setup();
+  const { t, ctx, rootfs, services } = setup();
   try {
-    await exec(['mkfs.ext4', '-q', '-F', '-b', '4096', rootfs, '64M']);
-    ctx.db.prepare("INSERT INTO images (name, source_ref, rootfs_path, kernel_ref, from_registry, created_at) VALUES ('img', 'test', ?, 'k1', 1, ?)").run(rootfs, now);
-    const kernels = new KernelService(ctx);
-    const images = new ImageService(ctx, { kernels });
     const network = new NetworkService(ctx, { enableForwarding: async () => void nsRun(ns, ['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']) });
-    const driver = new FailingQemu(exec, { qemu: 'qemu-system-x86_64' });
-    const vms = new VmService(ctx, { kernels, images, network }, { drivers: { qemu: driver }, host });
+    const { vms, driver } = await services({ size: '64M', fromRegistry: true, network });
     const stages: string[] = [];
     await assert.rejects(
       vms.create({ image: 'img', name: 'doomed', nat: true }, { progress: (e) => stages.push(`${e.stage}${e.done ? ':done' : ''}`) }),
@@ -94,14 +99,9 @@ test('a create whose VMM fails unwinds tap, NAT, lease, record, disks, keys, ssh
 });
 
 test('bad input is refused before anything is made: unknown image, unknown kernel, bad size', { skip, timeout: 60_000 }, async () => {
-  const { t, ctx, rootfs, now } = setup();
+  const { t, ctx, services } = setup();
   try {
-    await exec(['mkfs.ext4', '-q', '-F', '-b', '4096', rootfs, '16M']);
-    ctx.db.prepare("INSERT INTO images (name, source_ref, rootfs_path, kernel_ref, from_registry, created_at) VALUES ('img', 'test', ?, 'k1', 0, ?)").run(rootfs, now);
-    const kernels = new KernelService(ctx);
-    const images = new ImageService(ctx, { kernels });
-    const network = new NetworkService(ctx);
-    const vms = new VmService(ctx, { kernels, images, network }, { drivers: { qemu: new FailingQemu(exec, { qemu: 'qemu-system-x86_64' }) }, host });
+    const { vms } = await services({ size: '16M', fromRegistry: false });
     await assert.rejects(vms.create({ image: 'nope' }), (e) => isBangerError(e, ErrorCode.NotFound) && /image 'nope'/.test(e.message));
     await assert.rejects(vms.create({ image: 'img', kernel: 'nok' }), (e) => isBangerError(e, ErrorCode.NotFound) && /kernel 'nok'/.test(e.message));
     await assert.rejects(vms.create({ image: 'img', diskSize: 'lots' }), (e) => isBangerError(e, ErrorCode.Invalid) && /--disk-size 'lots'/.test(e.message));
@@ -116,13 +116,9 @@ test('bad input is refused before anything is made: unknown image, unknown kerne
 });
 
 test('--no-start creates a stopped VM; rm removes it; firstBoot comes from the image rootfs', { skip, timeout: 60_000 }, async () => {
-  const { t, ctx, rootfs, now } = setup();
+  const { t, ctx, rootfs, services } = setup();
   try {
-    await exec(['mkfs.ext4', '-q', '-F', '-b', '4096', rootfs, '16M']);
-    ctx.db.prepare("INSERT INTO images (name, source_ref, rootfs_path, kernel_ref, from_registry, created_at) VALUES ('img', 'test', ?, 'k1', 0, ?)").run(rootfs, now);
-    const kernels = new KernelService(ctx);
-    const images = new ImageService(ctx, { kernels });
-    const vms = new VmService(ctx, { kernels, images, network: new NetworkService(ctx) }, { drivers: { qemu: new FailingQemu(exec, { qemu: 'qemu-system-x86_64' }) }, host });
+    const { vms } = await services({ size: '16M', fromRegistry: false });
     const v = await vms.create({ image: 'img', name: 'later', start: false, diskSize: '64M', workDisk: '32M' });
     assert.equal(v.running, false);
     assert.equal(v.state, 'stopped');
