@@ -18,12 +18,12 @@ before(async () => {
   mirror = await startDebianMirror();
   d = new TestDaemon({ env: { BANGER_DEBIAN_MIRROR: mirror.url } });
   await d.start();
-});
+}, { timeout: 900_000 });
 
 after(async () => {
   await d?.cleanup();
   await mirror?.close();
-});
+}, { timeout: 120_000 });
 
 test('kernel pull debian-cloud-amd64 stores vmlinuz, vmlinux and the banger initramfs', { skip, timeout: 300_000 }, async () => {
   const avail = await d.json(['kernel', 'list', '--available']);

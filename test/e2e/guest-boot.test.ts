@@ -46,11 +46,11 @@ before(async () => {
   rootImg = join(dir, 'root.ext4');
   mkfsFromDir(tree, rootImg, '2G');
   rmSync(tree, { recursive: true, force: true });
-});
+}, { timeout: 900_000 });
 
 after(() => {
   if (dir) rmSync(dir, { recursive: true, force: true });
-});
+}, { timeout: 120_000 });
 
 test('a Debian guest boots through banger-first-boot: pinned SSH, systemd running, agent active and answering', { skip, timeout: 900_000 }, async () => {
   let net: TestNet | undefined;

@@ -42,7 +42,7 @@ before(async () => {
   ns = createNetns('gsess');
   inNs = new TestDaemon({ root: host.root, netns: ns, config: { vm: { sshTimeoutSeconds: 420 } } });
   await inNs.start();
-});
+}, { timeout: 900_000 });
 
 after(async () => {
   if (inNs) {
@@ -50,7 +50,7 @@ after(async () => {
     await inNs.cleanup();
   } else await host?.cleanup();
   if (ns) deleteNetns(ns);
-});
+}, { timeout: 120_000 });
 
 test('vm ssh testbox -- "id; uname -r; systemctl is-active banger-vsock-agent" and vm ports through the agent', { skip, timeout: 1_200_000 }, async () => {
   const c = await inNs!.cli(['vm', 'create', '--image', 'debian-bookworm', '--name', 'testbox'], { timeoutMs: 600_000 });

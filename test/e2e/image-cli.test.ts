@@ -26,13 +26,13 @@ before(async () => {
   writeFileSync(join(work, 'rootfs.tar'), makeTar([{ path: 'etc/', type: 'dir' }, { path: 'etc/hostname', data: 'imported\n' }]));
   daemon = new TestDaemon();
   await daemon.start();
-});
+}, { timeout: 900_000 });
 
 after(async () => {
   await daemon?.cleanup();
   await reg?.stop();
   if (work) rmSync(work, { recursive: true, force: true });
-});
+}, { timeout: 120_000 });
 
 test('registry login (wrong then right password), image pull, list, show --json, rm', { skip }, async () => {
   const ref = `${reg.host}/demo/app:v1`;

@@ -47,12 +47,12 @@ before(async () => {
   );
   d = new TestDaemon({ env: { BANGER_KERNEL_CATALOGS: srv.url('/catalog.json') } });
   await d.start();
-});
+}, { timeout: 900_000 });
 
 after(async () => {
   await d?.cleanup();
   await srv.stop();
-});
+}, { timeout: 120_000 });
 
 /** Run the CLI from another working directory (relative paths). */
 function cliIn(cwd: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {

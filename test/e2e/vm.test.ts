@@ -7,6 +7,7 @@ import Database from 'better-sqlite3';
 import { isRoot, missingTools, TestDaemon } from '../helpers/daemon.js';
 import { debianMirrorUnavailable, startDebianMirror, type DebianMirror } from '../helpers/debian-mirror.js';
 import { TestRegistry } from '../helpers/registry.js';
+import { ensureDebianImageInRegistry } from '../helpers/debootstrap.js';
 import { cleanupAll, createNetns, nsLinks, nsRun, vethPair } from '../helpers/netns.js';
 
 /**
@@ -16,19 +17,10 @@ import { cleanupAll, createNetns, nsLinks, nsRun, vethPair } from '../helpers/ne
  * namespace "host" wired by veth to a namespace "inet" that plays the internet.
  * Few boots (each TCG systemd boot is ~10-60 s depending on load): one VM serves most checks.
  */
-const DEBOOTSTRAP_HELPER = '../helpers/debootstrap.js';
-let ensureDebianImageInRegistry: ((registry: string) => Promise<string>) | undefined;
-try {
-  ({ ensureDebianImageInRegistry } = await import(DEBOOTSTRAP_HELPER));
-} catch {
-  /* reported as the skip reason below */
-}
-
 const skip = !isRoot()
   ? 'needs root (namespaces, taps, nft, qemu)'
   : (missingTools('qemu-system-x86_64', 'qemu-img', 'ip', 'nft', 'ssh', 'ssh-keygen', 'mkfs.ext4', 'debugfs', 'skopeo', 'debootstrap', 'docker-registry') ??
-    debianMirrorUnavailable() ??
-    (ensureDebianImageInRegistry ? undefined : 'test/helpers/debootstrap.ts (images) is not available'));
+    debianMirrorUnavailable());
 
 const T = { timeout: 600_000 };
 let mirror: DebianMirror | undefined;
@@ -45,7 +37,7 @@ before(async () => {
   if (skip) return;
   mirror = await startDebianMirror();
   registry = await TestRegistry.start();
-  const ref = await ensureDebianImageInRegistry!(registry.host);
+  const ref = await ensureDebianImageInRegistry(registry.host);
   // Pull kernel and image with a daemon on the host (the mirror and registry live on 127.0.0.1).
   const pull = new TestDaemon({ env: { BANGER_DEBIAN_MIRROR: mirror.url }, config });
   vmRoots.push(pull.root);
@@ -63,7 +55,7 @@ before(async () => {
   server = spawn('ip', ['netns', 'exec', inetNs, process.execPath, '-e', "require('http').createServer((q,s)=>s.end('seen='+q.socket.remoteAddress)).listen(8080,'10.200.0.2')"], { stdio: 'ignore' });
   d = new TestDaemon({ root: pull.root, netns: hostNs, config });
   await d.start();
-});
+}, { timeout: 900_000 });
 
 after(async () => {
   server?.kill('SIGKILL');
@@ -75,7 +67,7 @@ after(async () => {
     const { rmSync } = await import('node:fs');
     rmSync(r, { recursive: true, force: true });
   }
-});
+}, { timeout: 120_000 });
 
 /** Alive and not a zombie (an orphaned VMM may wait for a subreaper to collect it). */
 function running(pid: number): boolean {

@@ -25,16 +25,29 @@ function key(include: string[]): string {
   return createHash('sha256').update(`bookworm minbase ${include.join(',')}`).digest('hex').slice(0, 12);
 }
 
-function run(argv: string[], opts: { cwd?: string; stdout?: string } = {}): Promise<void> {
+/**
+ * Run a setup command; rejects when it fails, or when it runs longer than `timeoutMs` (default
+ * 10 min: debootstrap from a slow mirror), killing it and naming the command that stalled.
+ */
+export function run(argv: string[], opts: { cwd?: string; stdout?: string; timeoutMs?: number } = {}): Promise<void> {
   return new Promise((resolve, reject) => {
     const p = spawn(argv[0]!, argv.slice(1), { cwd: opts.cwd, stdio: ['ignore', opts.stdout ? 'pipe' : 'ignore', 'pipe'], env: { ...process.env, LC_ALL: 'C' } });
+    const limit = opts.timeoutMs ?? 600_000;
+    let stalled = false;
+    const timer = setTimeout(() => {
+      stalled = true;
+      p.kill('SIGKILL');
+    }, limit);
     let err = '';
     p.stderr!.on('data', (d) => (err = (err + d).slice(-4000)));
     const out = opts.stdout ? createWriteStream(opts.stdout) : undefined;
     if (out) p.stdout!.pipe(out);
     p.on('error', reject);
     p.on('close', (code) => {
-      const finish = () => (code === 0 ? resolve() : reject(new Error(`${argv.join(' ')} failed (${code}): ${err}`)));
+      clearTimeout(timer);
+      const finish = () =>
+        stalled ? reject(new Error(`test setup stalled: ${argv.join(' ')} ran longer than ${limit / 1000} s and was killed; stderr: ${err}`))
+        : code === 0 ? resolve() : reject(new Error(`${argv.join(' ')} failed (${code}): ${err}`));
       if (out) out.end(finish);
       else finish();
     });

@@ -84,14 +84,14 @@ before(() => {
   gpg(['--passphrase', '', '--quick-gen-key', 'banger test archive <archive@banger.invalid>', 'ed25519', 'sign', 'never']);
   keyring = join(dir, 'keyring.gpg');
   writeFileSync(keyring, spawnSync('gpg', ['--batch', '--homedir', gnupg, '--export'], {}).stdout);
-});
+}, { timeout: 600_000 });
 
 after(() => {
   if (dir) {
     spawnSync('gpgconf', ['--homedir', gnupg, '--kill', 'all']);
     rmSync(dir, { recursive: true, force: true });
   }
-});
+}, { timeout: 120_000 });
 
 test('a file:// mirror offering only Packages.xz works (xz -dc)', { skip, timeout: 300_000 }, async () => {
   const r = run('xz', { formats: ['.xz'] });

@@ -35,11 +35,11 @@ before(async () => {
   } finally {
     await mirror.close();
   }
-});
+}, { timeout: 600_000 });
 
 after(() => {
   if (dir) rmSync(dir, { recursive: true, force: true });
-});
+}, { timeout: 120_000 });
 
 test('Debian kernel + banger initramfs boots a rootfs and answers at the ip= address', { skip, timeout: 300_000 }, async () => {
   let net: TestNet | undefined;

@@ -31,12 +31,12 @@ before(async () => {
   if (skip) return;
   mirror = await startDebianMirror();
   scratch = mkdtempSync(join(tmpdir(), 'banger-debfetch-'));
-});
+}, { timeout: 600_000 });
 after(async () => {
   if (skip) return;
   await mirror.close();
   rmSync(scratch, { recursive: true, force: true });
-});
+}, { timeout: 120_000 });
 
 function dirs(name: string) {
   const outDir = join(scratch, name, 'out');

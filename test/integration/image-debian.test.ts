@@ -24,7 +24,7 @@ let reg: TestRegistry;
 before(async () => {
   if (skip) return;
   reg = await TestRegistry.start();
-});
+}, { timeout: 600_000 });
 after(async () => reg?.stop());
 
 interface Want {

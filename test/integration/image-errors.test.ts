@@ -45,12 +45,12 @@ before(async () => {
   traversal('through-symlink', [{ path: 'evil', type: 'symlink', linkpath: '/tmp' }, { path: 'evil/banger-escaped', data: 'x' }]);
   traversal('hardlink-out', [{ path: 'h', type: 'link', linkpath: '../../etc/shadow' }]);
   fake = await new FakeRegistry(join(work, 'oci')).start();
-});
+}, { timeout: 600_000 });
 
 after(async () => {
   await fake?.stop();
   if (work) rmSync(work, { recursive: true, force: true });
-});
+}, { timeout: 120_000 });
 
 async function expectFailure(ref: string, code: string, re: RegExp, opts: { cfg?: Record<string, unknown>; platform?: string } = {}) {
   const { svc, ctx, cleanup } = imageService(opts.cfg);

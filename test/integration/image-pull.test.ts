@@ -90,12 +90,12 @@ before(async () => {
   reg = await TestRegistry.start();
   buildCraftedImage(join(work, 'oci'));
   await reg.push(join(work, 'oci'), 'v1', 'test/crafted:v1');
-});
+}, { timeout: 600_000 });
 
 after(async () => {
   await reg?.stop();
   if (work) rmSync(work, { recursive: true, force: true });
-});
+}, { timeout: 120_000 });
 
 test('pull of a crafted 3-layer image gives an ext4 matching the layers file by file', { skip }, async () => {
   const { svc, ctx, cleanup } = imageService();

@@ -33,7 +33,7 @@ before(async () => {
   const big = Buffer.alloc(80 * 1024 * 1024);
   layout.tag(layout.image([layout.layer(makeTar([{ path: 'data/', type: 'dir' }, { path: 'data/blob.bin', data: big }]), 'gzip')]), 'big');
   fake = await new FakeRegistry(join(work, 'oci')).start();
-});
+}, { timeout: 600_000 });
 
 after(async () => {
   await fake?.stop();
@@ -43,7 +43,7 @@ after(async () => {
     assert.equal(r.status, 0, `umount ${small}: ${r.stderr} (a file left open in the RAM stage?)`);
   }
   if (work) rmSync(work, { recursive: true, force: true });
-});
+}, { timeout: 120_000 });
 
 test('a RAM stage that runs out of space is retried on disk; nothing left in either place', { skip }, async () => {
   const { svc, ctx, cleanup } = imageService({ imageStaging: 'ram' });

@@ -7,7 +7,7 @@ const skip = missingToolsReason('tar', 'zstd');
 const srv = new BundleServer();
 before(async () => {
   if (!skip) await srv.start();
-});
+}, { timeout: 600_000 });
 after(() => srv.stop());
 
 

@@ -12,10 +12,10 @@ const srv = new BundleServer();
 
 before(async () => {
   if (!skip) await srv.start();
-});
+}, { timeout: 600_000 });
 after(async () => {
   await srv.stop();
-});
+}, { timeout: 120_000 });
 
 /** A fresh service whose remote catalog lists `entries` (served from srv). */
 function setup(path: string, entries: Parameters<typeof catalogDoc>[0]) {
@@ -91,6 +91,9 @@ test('pull round trip: files, manifest, sha256, row, progress, then "used cache"
   }
 });
 
+// Without the tools the bundles cannot be made: one skipped test stands for the whole family
+// (so strict mode sees it), rather than registering none.
+if (skip) test('pull rejects malicious bundles, leaving nothing behind', { skip }, () => {});
 for (const mal of skip ? [] : maliciousBundles()) {
   test(`pull rejects a bundle with: ${mal.label}, leaving nothing behind`, async () => {
     const path = `/mal-${mal.label.replace(/\W+/g, '-')}.tar.zst`;

@@ -11,7 +11,7 @@ const skip = !isRoot() ? 'needs root (namespaces, taps, nft)' : missingTools('ip
 let ns = '';
 before(() => {
   if (!skip) ns = createNetns('net');
-});
+}, { timeout: 600_000 });
 after(() => cleanupAll());
 
 function vmRow(ctx: ReturnType<typeof tempContext>['ctx'], name: string, id: string) {

@@ -51,7 +51,7 @@ let ns = '';
 const pids: number[] = [];
 before(() => {
   if (!skip) ns = createNetns('vmrec');
-});
+}, { timeout: 600_000 });
 after(() => {
   for (const p of pids) {
     try {
@@ -61,7 +61,7 @@ after(() => {
     }
   }
   cleanupAll();
-});
+}, { timeout: 120_000 });
 
 function services() {
   const t = tempContext({ exec: netnsExec(ns), config: { network: { bridge: 'bgrec0', subnet: '10.82.0.0/24' } } });

@@ -38,7 +38,7 @@ const host: HostProbe = {
 let ns = '';
 before(() => {
   if (!skip) ns = createNetns('vmundo');
-});
+}, { timeout: 600_000 });
 after(() => cleanupAll());
 
 function setup() {

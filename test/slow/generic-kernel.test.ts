@@ -47,11 +47,11 @@ before(async () => {
   assert.equal(r.code, 0, r.stderr.slice(-4000));
   entry = JSON.parse(r.stdout);
   bundle = join(dir, 'out', 'generic-test-x86_64.tar.zst');
-});
+}, { timeout: 3_600_000 });
 
 after(() => {
   if (dir) rmSync(dir, { recursive: true, force: true });
-});
+}, { timeout: 120_000 });
 
 test('make-generic-kernel.sh packs a bundle and prints its catalog entry', { skip, timeout: 3_600_000 }, () => {
   console.log(`# make-generic-kernel.sh took ${buildSeconds}s`);

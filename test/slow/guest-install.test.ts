@@ -47,11 +47,11 @@ before(async () => {
   tree = join(dir, 'rootfs');
   copyTree(debootstrapRootfs('minbase'), tree);
   flatRepo(join(dir, 'repo'), [`${debootstrapRootfs('systemd')}.debs`, `${debootstrapRootfs('minbase')}.debs`, extraDebs()]);
-});
+}, { timeout: 3_600_000 });
 
 after(() => {
   if (dir) rmSync(dir, { recursive: true, force: true });
-});
+}, { timeout: 120_000 });
 
 test('a rootfs without systemd: first boot installs systemd + openssh with apt-get, then SSH and the agent work', { skip, timeout: 2_400_000 }, async () => {
   let net: TestNet | undefined;
