@@ -19,7 +19,7 @@ PKGS=(
   gcc libc6-dev                     # the static guest agent (C)
   dpkg-dev                          # dpkg-scanpackages: local apt repo for the first-boot install test
   python3 make g++                  # native npm addons (better-sqlite3, zstd-napi)
-  lz4                               # Debian kernels are LZ4 bzImages (vmlinux extraction); apt's Packages.lz4 in the test mirror
+  lz4                               # Debian kernels are LZ4 bzImages (vmlinux extraction)
   gpg gpg-agent                     # tests: sign a throw-away Debian-style archive (Packages.xz/.gz, Valid-Until)
   flex bison bc libelf-dev libssl-dev  # slow tier: scripts/make-generic-kernel.sh builds a kernel (BANGER_SLOW=1)
   openssl                           # kernel tests: a self-signed HTTPS server (TLS must be verified); python3 above also gives the CLI a pty in kernel e2e tests
@@ -29,11 +29,26 @@ for p in "${PKGS[@]}"; do
   [[ "$p" == \#* ]] && continue
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+# apt's lists: missing (a cleaned image) or older than a day means `apt-get update` (as root).
+# Whatever format apt keeps them in, nothing in the tests reads them: the test mirror is fetched
+# from Debian's archive itself (test/helpers/debian-archive-cache.ts).
+STAMP=/var/cache/banger-test/apt-update.stamp  # apt keeps the server's Last-Modified as a list's mtime: stamp our own
+lists_fresh() {
+  compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null || return 1
+  [ -n "$(find "$STAMP" -mmin -1440 2>/dev/null)" ]
+}
+if [ "$(id -u)" = 0 ] && ! lists_fresh; then
+  echo "apt lists missing or not updated for a day: apt-get update" >&2
+  if timeout 600 apt-get update -q >&2; then
+    mkdir -p "$(dirname "$STAMP")" && touch "$STAMP"
+  else
+    echo "warning: apt-get update failed (continuing with what is installed)" >&2
+  fi
+fi
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ]; then
     echo "installing Debian packages: ${missing[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q >&2
     apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
   else
     echo "missing Debian packages (run as root to install): ${missing[*]}" >&2

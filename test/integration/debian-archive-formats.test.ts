@@ -75,9 +75,9 @@ function run(name: string, archive: Parameters<typeof buildArchive>[1], withKeyr
   return { outDir, tmpDir, promise };
 }
 
-before(() => {
+before(async () => {
   if (skip) return;
-  pkgs = ensureDebCache();
+  pkgs = await ensureDebCache();
   dir = mkdtempSync(join(tmpdir(), 'banger-debformats-'));
   gnupg = join(dir, 'gnupg');
   mkdirSync(gnupg, { mode: 0o700 });
@@ -102,6 +102,11 @@ test('a file:// mirror offering only Packages.xz works (xz -dc)', { skip, timeou
 
 test('a mirror offering only Packages.gz works', { skip, timeout: 300_000 }, async () => {
   const r = run('gz', { formats: ['.gz'] });
+  assert.equal((await r.promise).debSha256, pkgs.kernel.sha256);
+});
+
+test('a mirror offering only a plain Packages works (the last fallback)', { skip, timeout: 300_000 }, async () => {
+  const r = run('plain', { formats: [''] });
   assert.equal((await r.promise).debSha256, pkgs.kernel.sha256);
 });
 

@@ -80,7 +80,7 @@ test('the generic kernel pulls through the CLI and boots the test rootfs (ip= by
 
     const work = join(dir, 'boot');
     mkdirSync(work, { recursive: true });
-    const pkgs = ensureDebCache();
+    const pkgs = await ensureDebCache();
     const rootfs = buildTestRootfs(work, busyboxFromDeb(cachedDeb(pkgs.busybox)!, work), 'generic-token-7');
     net = createTestNet('gen');
     vm = bootQemu({
