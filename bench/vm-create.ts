@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { exec } from '../src/core/exec.js';
 import { TestDaemon } from '../test/helpers/daemon.js';
 import { startDebianMirror } from '../test/helpers/debian-mirror.js';
-import { cleanupAll, createNetns, nsRun } from '../test/helpers/netns.js';
+import { cleanupAll, createNetns, exposeInNetns, nsRun } from '../test/helpers/netns.js';
 
 const arg = (name: string, def: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -34,7 +34,9 @@ async function main(): Promise<void> {
   const work = mkdtempSync(join(tmpdir(), 'banger-bench-vm-'));
   const mirror = await startDebianMirror();
   const config = { vm: { sshTimeoutSeconds: 600, vcpu: 2, memoryMiB: 512 } };
-  const pull = new TestDaemon({ env: { BANGER_DEBIAN_MIRROR: mirror.url }, config });
+  const ns = createNetns('bench');
+  const stopExpose = await exposeInNetns(ns, mirror.port);
+  const pull = new TestDaemon({ netns: ns, env: { BANGER_DEBIAN_MIRROR: mirror.url }, config });
   let d: TestDaemon | undefined;
   try {
     await pull.start();
@@ -54,8 +56,8 @@ async function main(): Promise<void> {
       console.log(`(boot breakdown skipped: ${(e as Error).message.split('\n')[0]})`);
     }
     await pull.stop();
+    stopExpose();
 
-    const ns = createNetns('bench');
     d = new TestDaemon({ root: pull.root, netns: ns, config });
     await d.start();
     const kernel = (await d.json(['kernel', 'show', 'debian-cloud-amd64'])) as { vmlinuz?: string; vmlinux?: string; initrd?: string };

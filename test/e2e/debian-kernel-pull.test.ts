@@ -2,26 +2,31 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { TestDaemon } from '../helpers/daemon.js';
+import { isRoot, TestDaemon } from '../helpers/daemon.js';
+import { cleanupAll, createNetns, exposeInNetns } from '../helpers/netns.js';
 import { debianMirrorUnavailable, startDebianMirror, type DebianMirror } from '../helpers/debian-mirror.js';
 
 /**
  * `banger kernel pull debian-cloud-amd64` (the embedded default entry) through the built CLI and
- * an isolated daemon, against a local signed Debian mirror (BANGER_DEBIAN_MIRROR).
+ * an isolated daemon in its own network namespace, against a local signed Debian mirror
+ * (BANGER_DEBIAN_MIRROR, exposed into the namespace at the same loopback URL).
  */
-const skip = debianMirrorUnavailable();
+const skip = (isRoot() ? undefined : 'needs root (a network namespace for the daemon)') ?? debianMirrorUnavailable();
 let mirror: DebianMirror;
 let d: TestDaemon;
 
 before(async () => {
   if (skip) return;
   mirror = await startDebianMirror();
-  d = new TestDaemon({ env: { BANGER_DEBIAN_MIRROR: mirror.url } });
+  const ns = createNetns('dkp');
+  await exposeInNetns(ns, mirror.port);
+  d = new TestDaemon({ netns: ns, env: { BANGER_DEBIAN_MIRROR: mirror.url } });
   await d.start();
 }, { timeout: 900_000 });
 
 after(async () => {
   await d?.cleanup();
+  cleanupAll();
   await mirror?.close();
 }, { timeout: 120_000 });
 

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { TestDaemon, isRoot, missingTools } from '../helpers/daemon.js';
 import { debianMirrorUnavailable, startDebianMirror } from '../helpers/debian-mirror.js';
-import { createNetns, deleteNetns } from '../helpers/netns.js';
+import { createNetns, deleteNetns, exposeInNetns } from '../helpers/netns.js';
 import { debianSystemdTree, debootstrapUnavailable } from '../helpers/guest-fixtures.js';
 
 /**
@@ -11,44 +11,41 @@ import { debianSystemdTree, debootstrapUnavailable } from '../helpers/guest-fixt
  * systemd + openssh-server) imported with `image import` (which runs the guest injection), the
  * Debian kernel pulled from a local signed mirror, `vm create` on QEMU (TCG) and
  *   banger vm ssh testbox -- "id; uname -r; systemctl is-active banger-vsock-agent"
- * plus `vm ports` answered by the agent. The kernel pull and import run with the daemon in the
- * host namespace (the mirror listens on the host's 127.0.0.1); the VM part runs with a daemon
- * on the same state root inside a network namespace this test creates.
+ * plus `vm ports` answered by the agent. One daemon, in a network namespace this test creates;
+ * the mirror on the host's 127.0.0.1 is exposed into it at the same URL.
  */
 const skip = !isRoot()
   ? 'needs root (network namespace, bridge, tap)'
   : (missingTools('qemu-system-x86_64', 'qemu-img', 'mkfs.ext4', 'ip', 'ssh', 'ssh-keygen') ??
     (!existsSync('/dev/net/tun') ? 'no /dev/net/tun' : (debianMirrorUnavailable() ?? debootstrapUnavailable())));
 
-let host: TestDaemon | undefined;
 let inNs: TestDaemon | undefined;
 let ns: string | undefined;
 
 before(async () => {
   if (skip) return;
+  ns = createNetns('gsess');
   const mirror = await startDebianMirror();
   try {
-    host = new TestDaemon({ env: { BANGER_DEBIAN_MIRROR: mirror.url }, config: { vm: { sshTimeoutSeconds: 420 } } });
-    await host.start();
-    const k = await host.cli(['kernel', 'pull', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
+    const stopExpose = await exposeInNetns(ns, mirror.port);
+    inNs = new TestDaemon({ netns: ns, env: { BANGER_DEBIAN_MIRROR: mirror.url }, config: { vm: { sshTimeoutSeconds: 420 } } });
+    await inNs.start();
+    const k = await inNs.cli(['kernel', 'pull', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
     assert.equal(k.code, 0, `kernel pull: ${k.stderr}`);
+    stopExpose();
   } finally {
     await mirror.close();
   }
   const rootfs = await debianSystemdTree();
-  const i = await host.cli(['image', 'import', 'debian-bookworm', '--rootfs-dir', rootfs, '--kernel-ref', 'debian-cloud-amd64'], { timeoutMs: 600_000 });
+  const i = await inNs.cli(['image', 'import', 'debian-bookworm', '--rootfs-dir', rootfs, '--kernel-ref', 'debian-cloud-amd64'], { timeoutMs: 600_000 });
   assert.equal(i.code, 0, `image import: ${i.stderr}`);
-  await host.stop();
-  ns = createNetns('gsess');
-  inNs = new TestDaemon({ root: host.root, netns: ns, config: { vm: { sshTimeoutSeconds: 420 } } });
-  await inNs.start();
 }, { timeout: 900_000 });
 
 after(async () => {
   if (inNs) {
     await inNs.cli(['vm', 'rm', '-f', 'testbox'], { timeoutMs: 120_000 }).catch(() => undefined);
     await inNs.cleanup();
-  } else await host?.cleanup();
+  }
   if (ns) deleteNetns(ns);
 }, { timeout: 120_000 });
 

@@ -5,10 +5,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TestDaemon, isRoot, missingTools } from '../helpers/daemon.js';
 import { TestRegistry } from '../helpers/registry.js';
+import { cleanupAll, createNetns, exposeInNetns } from '../helpers/netns.js';
 import { OciLayout, makeTar } from '../helpers/oci.js';
 import { ext4Read, fsck } from '../helpers/image-ext4.js';
 
-/** The built CLI against an isolated daemon and a real local registry. */
+/** The built CLI against an isolated daemon (own network namespace) and a real local registry (exposed into it on the same 127.0.0.1 address). */
 const skip = !isRoot() ? 'needs root' : missingTools('docker-registry', 'skopeo', 'mkfs.ext4', 'debugfs', 'e2fsck', 'setfattr', 'htpasswd');
 
 let reg: TestRegistry;
@@ -24,12 +25,15 @@ before(async () => {
   reg = await TestRegistry.start({ auth: 'htpasswd', users: { bob: 'b0b-pass' } });
   await reg.push(join(work, 'oci'), 'v1', 'demo/app:v1');
   writeFileSync(join(work, 'rootfs.tar'), makeTar([{ path: 'etc/', type: 'dir' }, { path: 'etc/hostname', data: 'imported\n' }]));
-  daemon = new TestDaemon();
+  const ns = createNetns('icli');
+  await exposeInNetns(ns, reg.port);
+  daemon = new TestDaemon({ netns: ns });
   await daemon.start();
 }, { timeout: 900_000 });
 
 after(async () => {
   await daemon?.cleanup();
+  cleanupAll();
   await reg?.stop();
   if (work) rmSync(work, { recursive: true, force: true });
 }, { timeout: 120_000 });

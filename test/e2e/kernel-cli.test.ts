@@ -5,14 +5,17 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BANGER, TestDaemon } from '../helpers/daemon.js';
+import { isRoot, TestDaemon } from '../helpers/daemon.js';
+import { cleanupAll, createNetns, exposeInNetns } from '../helpers/netns.js';
 import { BundleServer, catalogDoc, goodBundle, maliciousBundles, missingToolsReason, sha256 } from '../helpers/kernel-bundles.js';
 
 /**
- * The built CLI (`bin/banger`) against an isolated daemon whose remote catalog
- * (BANGER_KERNEL_CATALOGS) is served from a loopback HTTP server.
+ * The built CLI (`bin/banger`) against an isolated daemon in its own network namespace, whose
+ * remote catalog (BANGER_KERNEL_CATALOGS) is served from a loopback HTTP server (exposed at the
+ * same 127.0.0.1 URL inside the namespace).
  */
-const skip = missingToolsReason('tar', 'zstd');
+const skip = missingToolsReason('tar', 'zstd') ?? (isRoot() ? undefined : 'needs root (a network namespace for the daemon)');
+let ns = '';
 const srv = new BundleServer();
 let d: TestDaemon;
 const good = skip ? undefined : goodBundle();
@@ -45,19 +48,23 @@ before(async () => {
       ),
     ),
   );
-  d = new TestDaemon({ env: { BANGER_KERNEL_CATALOGS: srv.url('/catalog.json') } });
+  ns = createNetns('kcli');
+  await exposeInNetns(ns, srv.port);
+  d = new TestDaemon({ netns: ns, env: { BANGER_KERNEL_CATALOGS: srv.url('/catalog.json') } });
   await d.start();
 }, { timeout: 900_000 });
 
 after(async () => {
   await d?.cleanup();
+  cleanupAll();
   await srv.stop();
 }, { timeout: 120_000 });
 
 /** Run the CLI from another working directory (relative paths). */
 function cliIn(cwd: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BANGER, ...args], { env: d.env, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    const argv = d.cliArgv(args);
+    const child = spawn(argv[0]!, argv.slice(1), { env: d.env, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c) => (stdout += c));
@@ -138,7 +145,8 @@ test('two concurrent CLI pulls of one kernel: one download, both succeed, one re
 });
 
 test('Ctrl-C during a pull cancels the daemon work and leaves nothing behind', { skip }, async () => {
-  const child = spawn(process.execPath, [BANGER, 'kernel', 'pull', 'slowk'], { env: d.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const argv = d.cliArgv(['kernel', 'pull', 'slowk']); // ip netns exec execs the CLI: the pid is the CLI's
+  const child = spawn(argv[0]!, argv.slice(1), { env: d.env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
   await new Promise<void>((resolve, reject) => {
@@ -198,7 +206,7 @@ test('kernel import from a relative path through the CLI, then a daemon restart 
 
 test('on a terminal, kernel pull draws a progress bar with bytes and total', { skip: noPty }, async () => {
   // python's pty module gives the CLI a real pseudo-terminal (argv only, no shell).
-  const child = spawn('python3', ['-c', 'import pty, sys; sys.exit(pty.spawn(sys.argv[1:]) >> 8)', process.execPath, BANGER, 'kernel', 'pull', 'ttyk'], {
+  const child = spawn('python3', ['-c', 'import pty, sys; sys.exit(pty.spawn(sys.argv[1:]) >> 8)', ...d.cliArgv(['kernel', 'pull', 'ttyk'])], {
     env: { ...d.env, COLUMNS: '120' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -215,7 +223,7 @@ test('on a terminal, kernel pull draws a progress bar with bytes and total', { s
 });
 
 test('a daemon without catalogs uses the ones the CLI forwards from its own BANGER_KERNEL_CATALOGS', { skip }, async () => {
-  const plain = new TestDaemon();
+  const plain = new TestDaemon({ netns: ns });
   await plain.start();
   try {
     const without = await plain.json(['kernel', 'list', '--available']);

@@ -8,7 +8,7 @@ import { isRoot, missingTools, TestDaemon } from '../helpers/daemon.js';
 import { debianMirrorUnavailable, startDebianMirror, type DebianMirror } from '../helpers/debian-mirror.js';
 import { TestRegistry } from '../helpers/registry.js';
 import { ensureDebianImageInRegistry } from '../helpers/debootstrap.js';
-import { cleanupAll, createNetns, nsLinks, nsRun, vethPair } from '../helpers/netns.js';
+import { cleanupAll, createNetns, exposeInNetns, nsLinks, nsRun, vethPair } from '../helpers/netns.js';
 
 /**
  * The VM lifecycle end to end, through bin/banger, on QEMU microvm (TCG):
@@ -38,23 +38,23 @@ before(async () => {
   mirror = await startDebianMirror();
   registry = await TestRegistry.start();
   const ref = await ensureDebianImageInRegistry(registry.host);
-  // Pull kernel and image with a daemon on the host (the mirror and registry live on 127.0.0.1).
-  const pull = new TestDaemon({ env: { BANGER_DEBIAN_MIRROR: mirror.url }, config });
-  vmRoots.push(pull.root);
-  await pull.start();
-  const k = await pull.cli(['kernel', 'pull', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
-  assert.equal(k.code, 0, k.stderr);
-  const i = await pull.cli(['image', 'pull', ref, '--name', 'debian-bookworm', '--kernel-ref', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
-  assert.equal(i.code, 0, i.stderr);
-  await pull.stop();
-
   hostNs = createNetns('vmhost');
   inetNs = createNetns('vminet');
+  // The daemon lives in hostNs from the start; the mirror and registry (host loopback) are
+  // exposed there at the same 127.0.0.1 URLs for the pulls.
+  const exposed = [await exposeInNetns(hostNs, mirror.port), await exposeInNetns(hostNs, registry.port)];
+  d = new TestDaemon({ netns: hostNs, env: { BANGER_DEBIAN_MIRROR: mirror.url }, config });
+  vmRoots.push(d.root);
+  await d.start();
+  const k = await d.cli(['kernel', 'pull', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
+  assert.equal(k.code, 0, k.stderr);
+  const i = await d.cli(['image', 'pull', ref, '--name', 'debian-bookworm', '--kernel-ref', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
+  assert.equal(i.code, 0, i.stderr);
+  for (const stop of exposed) stop();
+
   vethPair(hostNs, 'uplink0', '10.200.0.1/24', inetNs, 'eth0', '10.200.0.2/24');
   // "The internet": answers every request with the client address it sees.
   server = spawn('ip', ['netns', 'exec', inetNs, process.execPath, '-e', "require('http').createServer((q,s)=>s.end('seen='+q.socket.remoteAddress)).listen(8080,'10.200.0.2')"], { stdio: 'ignore' });
-  d = new TestDaemon({ root: pull.root, netns: hostNs, config });
-  await d.start();
 }, { timeout: 900_000 });
 
 after(async () => {

@@ -15,17 +15,36 @@ export interface CliResult {
   stderr: string;
 }
 
+export interface TestDaemonOptions {
+  config?: Record<string, unknown>;
+  env?: NodeJS.ProcessEnv;
+  /**
+   * The network namespace the daemon and the CLI run in (test/helpers/netns.ts createNetns):
+   * required, so a daemon's bridges, taps, NAT rules and reconcile never act on the host.
+   * Servers the test runs on the host's loopback reach it through exposeInNetns().
+   */
+  netns?: string;
+  /** A test that runs only CLI commands needing no daemon (e.g. --help): no netns, and start() refuses. */
+  cliOnly?: true;
+  root?: string;
+}
+
 /**
- * An isolated bangerd: its own BANGER_ROOT (temp dir), socket and config, optionally
- * running inside a network namespace (`netns`) so bridges, taps and NAT never touch the host.
+ * An isolated bangerd: its own BANGER_ROOT (temp dir), socket and config, always inside the
+ * network namespace `netns` (the constructor throws without one unless `cliOnly`).
  */
 export class TestDaemon {
   readonly root: string;
   readonly env: NodeJS.ProcessEnv;
   proc?: ChildProcess;
   stderr = '';
+  private readonly cliOnly: boolean;
 
-  constructor(opts: { config?: Record<string, unknown>; env?: NodeJS.ProcessEnv; netns?: string; root?: string } = {}) {
+  constructor(opts: TestDaemonOptions) {
+    if (!opts.netns && !opts.cliOnly) {
+      throw new Error('TestDaemon needs { netns } (every daemon under test runs in its own network namespace: createNetns() from test/helpers/netns.ts), or { cliOnly: true } for a test that starts no daemon');
+    }
+    this.cliOnly = !!opts.cliOnly && !opts.netns;
     this.root = opts.root ?? mkdtempSync(join(tmpdir(), 'banger-test-'));
     this.netns = opts.netns;
     writeFileSync(join(this.root, 'config.json'), JSON.stringify(opts.config ?? {}, null, 2));
@@ -43,7 +62,13 @@ export class TestDaemon {
     return this.netns ? ['ip', 'netns', 'exec', this.netns, ...argv] : argv;
   }
 
+  /** argv that runs the built CLI with `args` in the daemon's namespace (for tests that spawn it themselves). */
+  cliArgv(args: string[]): string[] {
+    return this.wrap([process.execPath, BANGER, ...args]);
+  }
+
   async start(timeoutMs = 15000): Promise<void> {
+    if (this.cliOnly) throw new Error('a cliOnly TestDaemon starts no daemon: give it { netns }');
     const argv = this.wrap([process.execPath, BANGERD]);
     this.proc = spawn(argv[0]!, argv.slice(1), { env: this.env, stdio: ['ignore', 'ignore', 'pipe'] });
     this.proc.stderr!.on('data', (d) => (this.stderr += d.toString()));
@@ -84,10 +109,11 @@ export class TestDaemon {
   }
 
   /**
-   * Run the built CLI against this daemon; resolves with exit code and output. The CLI runs in
-   * the daemon's namespace unless `hostNs` (it reaches the daemon by the socket's path, which no
-   * network namespace changes, just as a user's CLI does; only commands that talk to a guest's
-   * address, or an autostart, need the namespace).
+   * Run the built CLI against this daemon, in the daemon's namespace (so an autostarted daemon,
+   * `vm ssh` and anything the CLI fetches stay there too); resolves with exit code and output.
+   * A `timeoutMs` that expires kills the CLI and resolves with code -1 and a stderr line naming it.
+   * `hostNs` (benchmarks only: measures the CLI without `ip netns exec`) runs it in this namespace;
+   * it still reaches the daemon by the socket's path.
    */
   cli(args: string[], opts: { input?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number; hostNs?: boolean } = {}): Promise<CliResult> {
     const argv = opts.hostNs ? [process.execPath, BANGER, ...args] : this.wrap([process.execPath, BANGER, ...args]);
@@ -97,9 +123,16 @@ export class TestDaemon {
       let stderr = '';
       child.stdout.on('data', (d) => (stdout += d));
       child.stderr.on('data', (d) => (stderr += d));
-      const t = opts.timeoutMs ? setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs) : undefined;
+      let stalled = false;
+      const t = opts.timeoutMs
+        ? setTimeout(() => {
+            stalled = true;
+            child.kill('SIGKILL');
+          }, opts.timeoutMs)
+        : undefined;
       child.on('close', (code) => {
         if (t) clearTimeout(t);
+        if (stalled) stderr += `\n[test] banger ${args.join(' ')} stalled: killed after ${opts.timeoutMs! / 1000} s\n`;
         resolve({ code: code ?? -1, stdout, stderr });
       });
       child.stdin.end(opts.input ?? '');

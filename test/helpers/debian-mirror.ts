@@ -33,6 +33,8 @@ export interface KernelPackages {
 
 export interface DebianMirror {
   url: string;
+  /** The loopback port (exposeInNetns(ns, mirror.port) makes `url` work inside a namespace). */
+  port: number;
   root: string;
   /** Meta package, real kernel package and busybox-static as listed in the served Packages. */
   packages: KernelPackages;
@@ -120,6 +122,7 @@ export async function startDebianMirror(opts: { install?: boolean } = {}): Promi
   };
   return {
     url: `http://127.0.0.1:${port}`,
+    port,
     root,
     packages,
     requests,

@@ -1,4 +1,7 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
 /**
@@ -60,6 +63,55 @@ export function deleteNetns(name: string): void {
 
 export function cleanupAll(): void {
   for (const n of [...created]) deleteNetns(n);
+  for (const f of [...forwarders]) stopForwarder(f);
+}
+
+interface Forwarder {
+  procs: ChildProcess[];
+  dir: string;
+}
+const forwarders = new Set<Forwarder>();
+
+function stopForwarder(f: Forwarder): void {
+  for (const p of f.procs) if (p.exitCode === null) p.kill('SIGKILL');
+  rmSync(f.dir, { recursive: true, force: true });
+  forwarders.delete(f);
+}
+
+async function waitFor(what: string, ok: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!ok()) {
+    if (Date.now() > deadline) throw new Error(`test setup stalled: ${what} not ready after ${timeoutMs / 1000} s`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/**
+ * Make a loopback server of this namespace (127.0.0.1:`port`) answer on 127.0.0.1:`port` inside
+ * `ns` too, so a daemon in its own namespace reaches the test's registry, mirror or bundle
+ * server at the same URL. The bytes go loopback → a Unix socket (a path: no namespace) →
+ * loopback, through two socat processes; no route between the namespaces exists. Returns a
+ * stop function (also run by cleanupAll()).
+ */
+export async function exposeInNetns(ns: string, port: number): Promise<() => void> {
+  const dir = mkdtempSync(join(tmpdir(), 'banger-fwd-'));
+  const sock = join(dir, 's');
+  const f: Forwarder = { procs: [], dir };
+  forwarders.add(f);
+  if (!hooked) {
+    hooked = true;
+    process.on('exit', () => cleanupAll());
+  }
+  try {
+    f.procs.push(spawn('socat', [`UNIX-LISTEN:${sock},fork,mode=600`, `TCP:127.0.0.1:${port}`], { stdio: 'ignore' }));
+    await waitFor(`socat UNIX-LISTEN ${sock}`, () => existsSync(sock));
+    f.procs.push(spawn('ip', ['netns', 'exec', ns, 'socat', `TCP-LISTEN:${port},bind=127.0.0.1,fork,reuseaddr`, `UNIX-CONNECT:${sock}`], { stdio: 'ignore' }));
+    await waitFor(`127.0.0.1:${port} in namespace ${ns}`, () => nsRun(ns, ['ss', '-Hltn', `sport = :${port}`]).includes(`:${port}`));
+  } catch (e) {
+    stopForwarder(f);
+    throw e;
+  }
+  return () => stopForwarder(f);
 }
 
 /** Links in a namespace, from `ip -j`. */

@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, statSync } from 'node:fs';
 import Database from 'better-sqlite3';
@@ -6,9 +6,18 @@ import { join } from 'node:path';
 import { migrations } from '../../src/core/migrations.js';
 import { TestDaemon, isRoot, BANGER } from '../helpers/daemon.js';
 import { spawnSync } from 'node:child_process';
+import { cleanupAll, createNetns } from '../helpers/netns.js';
 
-test('daemon serves status on its isolated socket and keeps committed state across SIGKILL', async () => {
-  const d = new TestDaemon();
+// Every daemon here runs in its own network namespace (its reconcile never acts on the host).
+const needNs = isRoot() ? undefined : 'needs root (a network namespace per daemon)';
+let ns = '';
+before(() => {
+  if (!needNs) ns = createNetns('daemon');
+}, { timeout: 30_000 });
+after(() => cleanupAll(), { timeout: 60_000 });
+
+test('daemon serves status on its isolated socket and keeps committed state across SIGKILL', { skip: needNs }, async () => {
+  const d = new TestDaemon({ netns: ns });
   try {
     await d.start();
     const st = await d.json(['daemon', 'status']);
@@ -33,8 +42,8 @@ test('daemon serves status on its isolated socket and keeps committed state acro
   }
 });
 
-test('daemon stop, status when stopped (exit 3), and temp files from a crash are removed on start', async () => {
-  const d = new TestDaemon();
+test('daemon stop, status when stopped (exit 3), and temp files from a crash are removed on start', { skip: needNs }, async () => {
+  const d = new TestDaemon({ netns: ns });
   try {
     await d.start();
     const stop = await d.json(['daemon', 'stop']);
@@ -53,7 +62,7 @@ test('daemon stop, status when stopped (exit 3), and temp files from a crash are
 });
 
 test('the CLI starts the daemon itself when none answers and it runs as root', { skip: isRoot() ? false : 'needs root (autostart is for root only)' }, async () => {
-  const d = new TestDaemon();
+  const d = new TestDaemon({ netns: ns });
   try {
     const r = await d.cli(['--json', 'daemon', 'status']);
     assert.equal(r.code, 3, 'status never autostarts');
@@ -71,13 +80,13 @@ test('the CLI starts the daemon itself when none answers and it runs as root', {
 });
 
 test('a user outside the banger group is refused at the socket with a hint', { skip: isRoot() ? false : 'needs root to switch to nobody' }, async () => {
-  const d = new TestDaemon();
+  const d = new TestDaemon({ netns: ns });
   try {
     await d.start();
     const { chmodSync } = await import('node:fs');
     chmodSync(d.root, 0o755);
     for (const cmd of ['status', 'start']) {
-      const r = spawnSync('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', process.execPath, BANGER, 'daemon', cmd], { env: d.env, encoding: 'utf8' });
+      const r = spawnSync('ip', ['netns', 'exec', ns, 'setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups', process.execPath, BANGER, 'daemon', cmd], { env: d.env, encoding: 'utf8' });
       // nobody can see the socket file but not connect to it (mode 0660, root:banger).
       assert.equal(r.status, 1, r.stderr);
       assert.match(r.stderr, /error: permission denied on .*bangerd\.sock/);
@@ -89,7 +98,7 @@ test('a user outside the banger group is refused at the socket with a hint', { s
 });
 
 test('bad global usage exits 2 with a message; --help teaches', async () => {
-  const d = new TestDaemon();
+  const d = new TestDaemon({ cliOnly: true }); // none of these commands reaches a daemon
   try {
     const r = await d.cli(['kernal']);
     assert.equal(r.code, 2);

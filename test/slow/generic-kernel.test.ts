@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isRoot, missingTools, REPO, TestDaemon } from '../helpers/daemon.js';
 import { BundleServer } from '../helpers/kernel-bundles.js';
+import { createNetns, deleteNetns, exposeInNetns } from '../helpers/netns.js';
 import { cachedDeb, debianMirrorUnavailable, ensureDebCache } from '../helpers/debian-mirror.js';
 import { bootQemu, buildTestRootfs, busyboxFromDeb, createTestNet, type QemuGuest, type TestNet } from '../helpers/debian-boot.js';
 
@@ -66,7 +67,9 @@ test('make-generic-kernel.sh packs a bundle and prints its catalog entry', { ski
 
 test('the generic kernel pulls through the CLI and boots the test rootfs (ip= by the kernel)', { skip, timeout: 900_000 }, async () => {
   const srv = await new BundleServer().start();
-  const d = new TestDaemon({ env: { BANGER_KERNEL_CATALOGS: srv.url('/catalog.json') } });
+  const dns = createNetns('gkern');
+  await exposeInNetns(dns, srv.port);
+  const d = new TestDaemon({ netns: dns, env: { BANGER_KERNEL_CATALOGS: srv.url('/catalog.json') } });
   let net: TestNet | undefined;
   let vm: QemuGuest | undefined;
   try {
@@ -105,6 +108,7 @@ test('the generic kernel pulls through the CLI and boots the test rootfs (ip= by
     await vm?.kill();
     net?.destroy();
     await d.cleanup();
+    deleteNetns(dns);
     await srv.stop();
   }
 });
