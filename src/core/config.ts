@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { BangerError, ErrorCode } from './errors.js';
 import { resolveRoot, resolveSocket } from './paths.js';
+import { PackageUrl } from '../vms/package-source.js';
 
 /**
  * Configuration: a JSON file plus env overrides. File: `BANGER_CONFIG`, else
@@ -46,6 +47,16 @@ export const ConfigSchema = z
         firstBootTimeoutSeconds: z.number().int().min(1).default(1800),
         stopTimeoutSeconds: z.number().int().min(1).default(20),
       })
+      .default({}),
+    /** Defaults for a first boot's package install (vm create --package-mirror / --package-proxy override). */
+    firstBoot: z
+      .object({
+        /** Archive base URL used instead of the guest's own sources for the install (Debian: http://HOST/debian). */
+        packageMirror: PackageUrl.optional(),
+        /** HTTP proxy for the install (http_proxy, apt Acquire::http::Proxy). */
+        packageProxy: PackageUrl.optional(),
+      })
+      .strict()
       .default({}),
     binaries: z
       .object({

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { method, Name, type MethodTable } from '../rpc/protocol.js';
 import type { VmService } from './service.js';
+import { PackageUrl } from './package-source.js';
 
 const Names = z.array(Name).min(1).max(64);
 const Size = z.string().min(1).max(32);
@@ -23,6 +24,8 @@ export function vmMethods(svc: VmService): MethodTable {
           start: z.boolean().optional(),
           wait: z.boolean().optional(),
           vmm: z.enum(['auto', 'qemu', 'firecracker']).optional(),
+          packageMirror: PackageUrl.optional(),
+          packageProxy: PackageUrl.optional(),
         })
         .strict(),
       (p, c) => svc.create(p, c),

@@ -17,6 +17,10 @@ import type { VmNetwork } from '../network/service.js';
  *   version                       "1"
  *   grow-root                     present when the root disk is larger than the image
  *                                 (vm create --disk-size): the first boot grows the ext4 root
+ *   package-mirror                one line, an http(s) archive base URL (vm create --package-mirror):
+ *                                 the first boot's install uses it instead of the guest's sources
+ *   package-proxy                 one line, an http(s) proxy URL (vm create --package-proxy)
+ * Both package files are absent when not asked for; their values are validated URLs (package-source.ts).
  */
 export const SEED_LABEL = 'BANGERSEED';
 export const SEED_VERSION = '1';
@@ -29,6 +33,10 @@ export interface SeedInput {
   authorizedKey: string;
   /** The root disk was made larger than the image: ask the guest to grow its filesystem. */
   growRoot?: boolean;
+  /** Archive URL for the first boot's install (validated by PackageUrl). */
+  packageMirror?: string;
+  /** HTTP proxy for the first boot's install (validated by PackageUrl). */
+  packageProxy?: string;
 }
 
 /** The files of a seed disk, relative path → [content, mode]. Pure (unit-tested). */
@@ -51,6 +59,8 @@ export function seedFiles(s: SeedInput): Record<string, [string, number]> {
     version: [SEED_VERSION + '\n', 0o644],
   };
   if (s.growRoot) files['grow-root'] = ['1\n', 0o644];
+  if (s.packageMirror) files['package-mirror'] = [s.packageMirror + '\n', 0o644];
+  if (s.packageProxy) files['package-proxy'] = [s.packageProxy + '\n', 0o644];
   return files;
 }
 

@@ -22,6 +22,7 @@ import { vmFiles, type VmFiles } from './files.js';
 import { KeyedLock } from './lock.js';
 import { generateName, newVmId } from './names.js';
 import { buildSeedDisk, buildWorkDisk } from './seed.js';
+import { resolvePackageSource } from './package-source.js';
 import { ensureClientKey, HostKeyPool, pinHostKey, sshCommonOptions, sshOptions, sshPaths, unpinHostKey, writeSshConfig, type SshPaths } from './ssh.js';
 import { VmRepo, type VmRecord, type VmSpec } from './store.js';
 import { reconcileVms } from './reconcile.js';
@@ -41,6 +42,10 @@ export interface CreateParams {
   start?: boolean;
   wait?: boolean;
   vmm?: 'auto' | 'qemu' | 'firecracker';
+  /** Archive base URL for the first boot's install (default: config firstBoot.packageMirror). */
+  packageMirror?: string;
+  /** HTTP proxy for the first boot's install (default: config firstBoot.packageProxy). */
+  packageProxy?: string;
 }
 
 export interface OpContext {
@@ -130,6 +135,7 @@ export class VmService {
       const diskSizeBytes = p.diskSize === undefined ? undefined : sizeArg('--disk-size', p.diskSize);
       const workDiskBytes = p.workDisk === undefined ? undefined : sizeArg('--work-disk', p.workDisk);
       const firstBoot = image.fromRegistry || (await this.rootfsHasFirstBoot(image.rootfsPath));
+      const pkg = resolvePackageSource({ mirror: p.packageMirror, proxy: p.packageProxy }, { mirror: this.ctx.config.firstBoot?.packageMirror, proxy: this.ctx.config.firstBoot?.packageProxy });
       const id = newVmId();
       const files = this.files(name);
       const spec: VmSpec = {
@@ -139,6 +145,8 @@ export class VmService {
         workDiskBytes,
         nat: !!p.nat,
         firstBoot,
+        ...(pkg.mirror ? { packageMirror: pkg.mirror } : {}),
+        ...(pkg.proxy ? { packageProxy: pkg.proxy } : {}),
         rootDisk: { path: driver.kind === 'qemu' ? files.rootQcow2 : files.rootRaw, format: driver.kind === 'qemu' ? 'qcow2' : 'raw' },
       };
       const undo = new UndoStack((m, f) => this.ctx.log.warn(m, { vm: name, ...f }));
@@ -173,7 +181,7 @@ export class VmService {
           const gid = this.gid ?? (await bangerGid());
           const [clientPub, hostPub] = await settleAll([ensureClientKey(this.ctx.exec, this.ssh, gid), this.hostKeys.take(files.hostKey, name)]);
           const net = this.net.describe(id, ip);
-          await buildSeedDisk(this.ctx.exec, files.seed, this.ctx.layout.tmp, { name, net, hostKey: await readFile(files.hostKey, 'utf8'), hostKeyPub: hostPub, authorizedKey: clientPub, growRoot: diskSizeBytes !== undefined });
+          await buildSeedDisk(this.ctx.exec, files.seed, this.ctx.layout.tmp, { name, net, hostKey: await readFile(files.hostKey, 'utf8'), hostKeyPub: hostPub, authorizedKey: clientPub, growRoot: diskSizeBytes !== undefined, packageMirror: pkg.mirror, packageProxy: pkg.proxy });
           undo.push('known_hosts', () => unpinHostKey(this.ssh, ip, name));
           await pinHostKey(this.ssh, ip, name, hostPub);
           undo.push('ssh-config', async () => void (await this.refreshSshConfig(name)));

@@ -10,6 +10,10 @@ export interface VmSpec {
   nat: boolean;
   /** Boot with init=/usr/local/libexec/banger-first-boot. */
   firstBoot: boolean;
+  /** Archive URL the first boot installs from instead of the guest's own sources (seed file package-mirror). */
+  packageMirror?: string;
+  /** HTTP proxy for the first boot's install (seed file package-proxy). */
+  packageProxy?: string;
   rootDisk: { path: string; format: 'raw' | 'qcow2' };
 }
 

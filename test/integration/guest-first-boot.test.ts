@@ -32,6 +32,16 @@ prc=none
 uio=no
 grep -q -- '"--force-unsafe-io"' /etc/apt/apt.conf.d/00banger-first-boot 2>/dev/null && uio=yes
 echo "$(basename "$0") $* [DEBIAN_FRONTEND=\${DEBIAN_FRONTEND:-} policy-rc.d=$prc unsafe-io=$uio]" >> /pm.log
+[ -n "\${http_proxy:-}" ] && echo "  env http_proxy=$http_proxy https_proxy=\${https_proxy:-}" >> /pm.log
+for a in "$@"; do
+  case "$a" in
+    *=/var/lib/banger/first-boot-pkg/*) f="\${a#*=}" ;;
+    /var/lib/banger/first-boot-pkg/*) f="$a" ;;
+    *) continue ;;
+  esac
+  [ -f "$f" ] && sed "s|^|  file $f: |" "$f" >> /pm.log
+  [ -d "$f" ] && for x in "$f"/*; do [ -f "$x" ] && sed "s|^|  file $x: |" "$x" >> /pm.log; done
+done
 [ -n "\${STUB_FAIL:-}" ] && exit 100
 case " $* " in
   *" install "*|*" add "*|*" -Sy "*) ${installs} ;;
@@ -177,6 +187,94 @@ test('Alpine: installs openrc + openssh with apk, enables OpenRC services, execs
     assert.equal(g.mode('etc/init.d/banger-vsock-agent'), 0o755);
     assert.equal(readlinkSync(join(g.root, 'etc/runlevels/default/sshd')), '/etc/init.d/sshd');
     assert.equal(readlinkSync(join(g.root, 'etc/runlevels/default/banger-vsock-agent')), '/etc/init.d/banger-vsock-agent');
+  } finally {
+    rmSync(g.root, { recursive: true, force: true });
+  }
+});
+
+/** A guest whose seed asks for a package mirror and a proxy. */
+function mirrorSeed(extra: Record<string, string> = {}): Record<string, string> {
+  return { ...defaultSeed(), 'package-mirror': 'http://10.0.0.1:8080/debian\n', 'package-proxy': 'http://10.0.0.1:3128\n', ...extra };
+}
+
+test('--package-mirror + --package-proxy on Debian: apt uses a temporary source list and the proxy for the install only; the image sources are untouched and used again after', { skip }, async () => {
+  const g = await makeGuest('ID=debian\nVERSION_CODENAME=bookworm\n', mirrorSeed());
+  try {
+    mkdirSync(join(g.root, 'etc/apt/sources.list.d'), { recursive: true });
+    const deb822 = 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n';
+    writeFileSync(join(g.root, 'etc/apt/sources.list.d/debian.sources'), deb822);
+    mkdirSync(join(g.root, 'usr/share/keyrings'), { recursive: true });
+    writeFileSync(join(g.root, 'usr/share/keyrings/debian-archive-keyring.gpg'), 'k');
+    mkdirSync(join(g.root, 'var/lib/apt/lists'), { recursive: true });
+    writeFileSync(join(g.root, 'var/lib/apt/lists/10.0.0.1:8080_debian_dists_bookworm_InRelease'), 'from the mirror');
+    const r = g.run();
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const opts = '-o Acquire::http::Proxy=http://10.0.0.1:3128 -o Acquire::https::Proxy=http://10.0.0.1:3128 -o Dir::Etc::SourceList=/var/lib/banger/first-boot-pkg/sources.list -o Dir::Etc::SourceParts=/var/lib/banger/first-boot-pkg/sources.list.d';
+    const line = 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://10.0.0.1:8080/debian bookworm main';
+    const env = '  env http_proxy=http://10.0.0.1:3128 https_proxy=http://10.0.0.1:3128';
+    const file = `  file /var/lib/banger/first-boot-pkg/sources.list: ${line}`;
+    const flags = '[DEBIAN_FRONTEND=noninteractive policy-rc.d=101 unsafe-io=yes]';
+    assert.deepEqual(pmLog(g), [`apt-get ${opts} update ${flags}`, env, file, `apt-get ${opts} install -y --no-install-recommends systemd systemd-sysv openssh-server iproute2 ca-certificates ${flags}`, env, file]);
+    assert.match(r.stdout, /package mirror for this install: http:\/\/10\.0\.0\.1:8080\/debian/);
+    assert.match(r.stdout, /package proxy for this install: http:\/\/10\.0\.0\.1:3128/);
+    assert.match(r.stdout, /the image's own package sources apply again/);
+    assert.equal(g.read('etc/apt/sources.list.d/debian.sources'), deb822, 'the image sources are never edited');
+    assert.equal(g.has('var/lib/banger/first-boot-pkg'), false, 'the temporary source list is gone');
+    assert.equal(g.has('var/lib/apt/lists/10.0.0.1:8080_debian_dists_bookworm_InRelease'), false, "the mirror's indexes are dropped");
+    assert.match(r.stdout, /would exec \/lib\/systemd\/systemd$/m);
+  } finally {
+    rmSync(g.root, { recursive: true, force: true });
+  }
+});
+
+test('--package-mirror on the other families: apk, dnf, pacman and zypper get the documented equivalent; nothing of the image is edited', { skip }, async () => {
+  const fams: { osRelease: string; files?: Record<string, string>; expect: RegExp[] }[] = [
+    {
+      osRelease: 'ID=alpine\n',
+      files: { 'etc/alpine-release': '3.19.1\n', 'etc/apk/repositories': 'https://dl-cdn.alpinelinux.org/alpine/v3.19/main\n' },
+      expect: [/^apk --repositories-file \/var\/lib\/banger\/first-boot-pkg\/repositories add --no-cache openrc openssh /m, /: http:\/\/10\.0\.0\.1:8080\/debian\/v3\.19\/main$/m, /: http:\/\/10\.0\.0\.1:8080\/debian\/v3\.19\/community$/m],
+    },
+    {
+      osRelease: 'ID=fedora\nVERSION_ID=40\n',
+      expect: [/^dnf --setopt=proxy=http:\/\/10\.0\.0\.1:3128 --disablerepo=\* --repofrompath=banger-1,http:\/\/10\.0\.0\.1:8080\/debian\/releases\/40\/Everything\/x86_64\/os\/ --repofrompath=banger-2,http:\/\/10\.0\.0\.1:8080\/debian\/updates\/40\/Everything\/x86_64\/ --enablerepo=banger-1 --enablerepo=banger-2 -y install/m],
+    },
+    {
+      osRelease: 'ID=arch\n',
+      files: { 'etc/pacman.conf': '[core]\nInclude = /etc/pacman.d/mirrorlist\n' },
+      expect: [/^pacman --config \/var\/lib\/banger\/first-boot-pkg\/pacman\.conf -Sy /m, /pacman\.conf: Include = \/var\/lib\/banger\/first-boot-pkg\/mirrorlist$/m],
+    },
+    {
+      osRelease: 'ID="opensuse-leap"\nVERSION_ID="15.6"\nID_LIKE="suse opensuse"\n',
+      expect: [/^zypper --reposd-dir \/var\/lib\/banger\/first-boot-pkg\/repos\.d -n install/m, /banger-oss\.repo: baseurl=http:\/\/10\.0\.0\.1:8080\/debian\/distribution\/leap\/15\.6\/repo\/oss\/$/m],
+    },
+  ];
+  for (const f of fams) {
+    const g = await makeGuest(f.osRelease, mirrorSeed());
+    try {
+      for (const [p, c] of Object.entries(f.files ?? {})) {
+        mkdirSync(join(g.root, p, '..'), { recursive: true });
+        writeFileSync(join(g.root, p), c);
+      }
+      const r = g.run();
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      const log = pmLog(g).join('\n');
+      for (const re of f.expect) assert.match(log, re);
+      assert.match(log, /env http_proxy=http:\/\/10\.0\.0\.1:3128/);
+      for (const [p, c] of Object.entries(f.files ?? {})) assert.equal(g.read(p), c, `${p} unchanged`);
+      assert.equal(g.has('var/lib/banger/first-boot-pkg'), false);
+    } finally {
+      rmSync(g.root, { recursive: true, force: true });
+    }
+  }
+});
+
+test('a seed package-mirror that is not an http(s) URL stops the boot naming it; no install runs', { skip }, async () => {
+  const g = await makeGuest('ID=debian\nVERSION_CODENAME=bookworm\n', mirrorSeed({ 'package-mirror': 'ftp://10.0.0.1/debian\n' }));
+  try {
+    const r = g.run();
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /package-mirror\/package-proxy 'ftp:\/\/10\.0\.0\.1\/debian' is not an http\(s\) URL/);
+    assert.deepEqual(pmLog(g), []);
   } finally {
     rmSync(g.root, { recursive: true, force: true });
   }

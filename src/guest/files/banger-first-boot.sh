@@ -12,7 +12,9 @@
 #   4. grow-root      only when the seed asks (vm create --disk-size) and the disk size changed
 #                     since the last grow: grow the ext4 root filesystem online with resize2fs
 #   5. install        only when systemd or an SSH server unit is missing: install systemd + an
-#                     SSH server with the guest's own package manager (os-release ID, then ID_LIKE)
+#                     SSH server with the guest's own package manager (os-release ID, then ID_LIKE);
+#                     from the seed's package-mirror (vm create --package-mirror) and through its
+#                     package-proxy when given, for this install only (see pkg_source_setup)
 #   6. configure      sshd drop-in Include, machine-id, enable ssh + banger-vsock-agent
 #   7. exec-init      write the marker and exec systemd (Alpine: busybox init + OpenRC)
 # On failure it prints "banger-first-boot: error: ..." and a hint, then drops to a shell on
@@ -37,6 +39,10 @@ MARKER=/var/lib/banger/first-boot.done
 ROOT_SIZE_FILE=/var/lib/banger/root-size
 AGENT_UNIT=banger-vsock-agent.service
 APT_CONF=/etc/apt/apt.conf.d/00banger-first-boot
+PKG_DIR=/var/lib/banger/first-boot-pkg
+PKG_MIRROR=
+PKG_PROXY=
+PM_OPTS=
 STEP=start
 
 log() { echo "banger-first-boot: $*"; }
@@ -45,6 +51,7 @@ log() { echo "banger-first-boot: $*"; }
 fail() {
   [ "${POLICY_RC_CREATED:-0}" = 1 ] && rm -f /usr/sbin/policy-rc.d
   [ "${APT_CONF_CREATED:-0}" = 1 ] && rm -f "$APT_CONF"
+  [ "${PKG_DIR_CREATED:-0}" = 1 ] && rm -rf "$PKG_DIR"
   echo "banger-first-boot: error: step '$STEP' failed: $1" >&2
   [ -n "${2:-}" ] && echo "banger-first-boot: hint: $2" >&2
   if [ "$TEST" = 1 ]; then exit 1; fi
@@ -241,6 +248,14 @@ apply_seed() {
     install_file "$SEED/resolv.conf" /etc/resolv.conf 0644 # mv replaces a symlink (systemd-resolved's)
     log "resolv.conf from the seed"
   fi
+  [ -f "$SEED/package-mirror" ] && read -r PKG_MIRROR <"$SEED/package-mirror"
+  [ -f "$SEED/package-proxy" ] && read -r PKG_PROXY <"$SEED/package-proxy"
+  for _u in "$PKG_MIRROR" "$PKG_PROXY"; do
+    case "$_u" in
+      '' | http://* | https://*) ;;
+      *) fail "the seed's package-mirror/package-proxy '$_u' is not an http(s) URL" "recreate the VM with a valid --package-mirror / --package-proxy" ;;
+    esac
+  done
   write_hosts
   unmount_seed
 }
@@ -322,6 +337,103 @@ run() {
   "$@"
 }
 
+# pkg_source_setup: for this install only, point the package manager at PKG_MIRROR and/or
+# PKG_PROXY. The image's own sources files are never edited: the mirror is given through the
+# package manager's options (PM_OPTS, word-split; the URLs contain no spaces) and files under
+# $PKG_DIR, which pkg_source_cleanup removes, so the guest's sources are in effect afterwards.
+#   debian/ubuntu  apt -o Dir::Etc::SourceList=$PKG_DIR/sources.list (one line:
+#                  deb [signed-by=<ID's archive keyring>] MIRROR VERSION_CODENAME main)
+#                  -o Dir::Etc::SourceParts=<empty dir>; proxy: -o Acquire::http(s)::Proxy
+#   alpine         apk --repositories-file: MIRROR/vX.Y/main and /community (X.Y from /etc/alpine-release)
+#   fedora         dnf --disablerepo='*' --repofrompath: Fedora MIRROR/releases/V/Everything/ARCH/os/
+#                  and MIRROR/updates/V/Everything/ARCH/; RHEL-likes MIRROR/MAJOR/BaseOS|AppStream/ARCH/os/
+#   arch           pacman --config: a copy of /etc/pacman.conf whose mirrorlist says
+#                  Server = MIRROR/$repo/os/$arch
+#   suse           zypper --reposd-dir: one repo MIRROR/distribution/leap/V/repo/oss/ (Tumbleweed:
+#                  MIRROR/tumbleweed/repo/oss/)
+# A proxy is also exported as http_proxy/https_proxy for the install (apk, dnf, pacman, zypper).
+pkg_source_setup() {
+  PM_OPTS=
+  if [ -n "$PKG_PROXY" ]; then
+    http_proxy="$PKG_PROXY" https_proxy="$PKG_PROXY" HTTP_PROXY="$PKG_PROXY" HTTPS_PROXY="$PKG_PROXY"
+    export http_proxy https_proxy HTTP_PROXY HTTPS_PROXY
+    log "package proxy for this install: $PKG_PROXY"
+    case "$FAMILY" in
+      debian) PM_OPTS="-o Acquire::http::Proxy=$PKG_PROXY -o Acquire::https::Proxy=$PKG_PROXY" ;;
+      fedora) PM_OPTS="--setopt=proxy=$PKG_PROXY" ;;
+    esac
+  fi
+  [ -n "$PKG_MIRROR" ] || return 0
+  rm -rf "$PKG_DIR"
+  mkdir -p "$PKG_DIR" && PKG_DIR_CREATED=1
+  log "package mirror for this install: $PKG_MIRROR (the image's own sources are left as they are and used afterwards)"
+  case "$FAMILY" in
+    debian)
+      _code="$(os_field VERSION_CODENAME)"
+      [ -n "$_code" ] || _code="$(os_field UBUNTU_CODENAME)"
+      [ -n "$_code" ] || fail "--package-mirror: /etc/os-release has no VERSION_CODENAME, so the suite to use from $PKG_MIRROR is unknown" "use an image whose os-release names its release, or install without --package-mirror"
+      _kr=
+      for _k in "/usr/share/keyrings/$OS_ID-archive-keyring.gpg" /usr/share/keyrings/debian-archive-keyring.gpg /usr/share/keyrings/ubuntu-archive-keyring.gpg; do
+        if [ -f "$_k" ]; then _kr="$_k"; break; fi
+      done
+      echo "deb ${_kr:+[signed-by=$_kr] }$PKG_MIRROR $_code main" >"$PKG_DIR/sources.list"
+      mkdir -p "$PKG_DIR/sources.list.d"
+      PM_OPTS="$PM_OPTS -o Dir::Etc::SourceList=$PKG_DIR/sources.list -o Dir::Etc::SourceParts=$PKG_DIR/sources.list.d"
+      log "apt source for this install: $(cat "$PKG_DIR/sources.list")"
+      ;;
+    alpine)
+      _rel=
+      [ -f /etc/alpine-release ] && read -r _rel </etc/alpine-release
+      [ -n "$_rel" ] || fail "--package-mirror: /etc/alpine-release is missing, so the branch to use from $PKG_MIRROR is unknown"
+      _br="v${_rel%.*}"
+      printf '%s/%s/main
+%s/%s/community
+' "$PKG_MIRROR" "$_br" "$PKG_MIRROR" "$_br" >"$PKG_DIR/repositories"
+      PM_OPTS="--repositories-file $PKG_DIR/repositories"
+      ;;
+    fedora)
+      _ver="$(os_field VERSION_ID)"
+      _arch="$(uname -m)"
+      if [ "$OS_ID" = fedora ]; then
+        _r1="$PKG_MIRROR/releases/$_ver/Everything/$_arch/os/"
+        _r2="$PKG_MIRROR/updates/$_ver/Everything/$_arch/"
+      else
+        _r1="$PKG_MIRROR/${_ver%%.*}/BaseOS/$_arch/os/"
+        _r2="$PKG_MIRROR/${_ver%%.*}/AppStream/$_arch/os/"
+      fi
+      PM_OPTS="$PM_OPTS --disablerepo=* --repofrompath=banger-1,$_r1 --repofrompath=banger-2,$_r2 --enablerepo=banger-1 --enablerepo=banger-2"
+      ;;
+    arch)
+      printf 'Server = %s/$repo/os/$arch
+' "$PKG_MIRROR" >"$PKG_DIR/mirrorlist"
+      sed "s#/etc/pacman.d/mirrorlist#$PKG_DIR/mirrorlist#g" /etc/pacman.conf >"$PKG_DIR/pacman.conf" || fail "cannot read /etc/pacman.conf"
+      PM_OPTS="--config $PKG_DIR/pacman.conf"
+      ;;
+    suse)
+      case "$OS_ID" in
+        opensuse-tumbleweed) _p=tumbleweed/repo/oss/ ;;
+        *) _p="distribution/leap/$(os_field VERSION_ID)/repo/oss/" ;;
+      esac
+      mkdir -p "$PKG_DIR/repos.d"
+      printf '[banger-oss]\nname=banger package mirror\nbaseurl=%s/%s\nenabled=1\ngpgcheck=1\n' "$PKG_MIRROR" "$_p" >"$PKG_DIR/repos.d/banger-oss.repo"
+      PM_OPTS="--reposd-dir $PKG_DIR/repos.d"
+      ;;
+  esac
+}
+
+# Undo pkg_source_setup: the image's own sources (never edited) are the only ones again, and
+# indexes fetched from the mirror are dropped so the guest's next update fetches its own.
+pkg_source_cleanup() {
+  unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY
+  [ -n "$PKG_MIRROR" ] || return 0
+  rm -rf "$PKG_DIR"
+  PKG_DIR_CREATED=0
+  if [ "$FAMILY" = debian ] && [ -d /var/lib/apt/lists ]; then
+    find /var/lib/apt/lists -maxdepth 1 -type f ! -name lock -exec rm -f {} + 2>/dev/null || true
+  fi
+  log "package mirror used for the install only: the image's own package sources apply again"
+}
+
 install_debian() {
   # Keep maintainer scripts from starting daemons now (PID 1 is this script, not systemd).
   POLICY_RC_CREATED=0
@@ -338,9 +450,11 @@ install_debian() {
   DEBIAN_FRONTEND=noninteractive
   export DEBIAN_FRONTEND
   _rc=0
-  run apt-get update || _rc=$?
+  # shellcheck disable=SC2086 # PM_OPTS is a list of options (no spaces inside one)
+  run apt-get $PM_OPTS update || _rc=$?
   if [ "$_rc" = 0 ]; then
-    run apt-get install -y --no-install-recommends systemd systemd-sysv openssh-server iproute2 ca-certificates || _rc=$?
+    # shellcheck disable=SC2086
+    run apt-get $PM_OPTS install -y --no-install-recommends systemd systemd-sysv openssh-server iproute2 ca-certificates || _rc=$?
   fi
   [ "$POLICY_RC_CREATED" = 1 ] && rm -f /usr/sbin/policy-rc.d
   [ "$APT_CONF_CREATED" = 1 ] && rm -f "$APT_CONF"
@@ -367,17 +481,23 @@ install_packages() {
     "use an image that already has systemd and openssh-server, or one based on Debian/Ubuntu, Alpine, Fedora/RHEL, Arch or openSUSE"
   log "distribution family: $FAMILY (ID=$OS_ID${OS_LIKE:+ ID_LIKE=$OS_LIKE})"
   _net_hint="the guest needs network access to its package mirrors: create the VM with --nat, and check DNS in /etc/resolv.conf"
+  [ -n "$PKG_MIRROR" ] && _net_hint="the guest must reach the package mirror $PKG_MIRROR (it is used instead of the image's sources): check the URL, that it serves this release, and --nat or a route to it"
+  pkg_source_setup
+  set -f # PM_OPTS is split into words, never globbed (dnf's --disablerepo=*)
+  # shellcheck disable=SC2086 # PM_OPTS: options without spaces inside one
   case "$FAMILY" in
     debian) install_debian || fail "apt-get could not install systemd and openssh-server" "$_net_hint" ;;
-    alpine) run apk add --no-cache openrc openssh || fail "apk could not install openrc and openssh" "$_net_hint" ;;
+    alpine) run apk $PM_OPTS add --no-cache openrc openssh || fail "apk could not install openrc and openssh" "$_net_hint" ;;
     fedora)
       _dnf=dnf
       command -v dnf >/dev/null 2>&1 || { command -v microdnf >/dev/null 2>&1 && _dnf=microdnf; } || { command -v yum >/dev/null 2>&1 && _dnf=yum; }
-      run "$_dnf" -y install systemd openssh-server iproute || fail "$_dnf could not install systemd and openssh-server" "$_net_hint"
+      run "$_dnf" $PM_OPTS -y install systemd openssh-server iproute || fail "$_dnf could not install systemd and openssh-server" "$_net_hint"
       ;;
-    arch) run pacman -Sy --noconfirm systemd openssh iproute2 || fail "pacman could not install systemd and openssh" "$_net_hint" ;;
-    suse) run zypper -n install systemd openssh iproute2 || fail "zypper could not install systemd and openssh" "$_net_hint" ;;
+    arch) run pacman $PM_OPTS -Sy --noconfirm systemd openssh iproute2 || fail "pacman could not install systemd and openssh" "$_net_hint" ;;
+    suse) run zypper $PM_OPTS -n install systemd openssh iproute2 || fail "zypper could not install systemd and openssh" "$_net_hint" ;;
   esac
+  set +f
+  pkg_source_cleanup
 }
 
 # sshd: banger's drop-in (/etc/ssh/sshd_config.d/banger.conf, injected with the image) only
