@@ -58,7 +58,7 @@ test('a Debian guest boots through banger-first-boot: pinned SSH, systemd runnin
   try {
     net = createTestNet('gst');
     const seed = buildSeed(join(dir, 'seed-run'), { name: NAME, ip: net.guestIp, prefix: 24, gateway: net.hostIp, dns: net.hostIp });
-    vm = bootGuest({ dir, kernel: join(kernelDir, 'vmlinux'), initrd: join(kernelDir, 'initrd.img'), rootImg, seedImg: seed.img, net, name: NAME });
+    vm = await bootGuest({ dir, kernelDir, rootImg, seedImg: seed.img, net, name: NAME });
 
     // the reference session's command, with only the seed's host key trusted
     const ref = await until('SSH with the pinned host key', vm, BOOT_TIMEOUT_MS, () => {

@@ -20,6 +20,12 @@ export const DEBIAN_INCLUDE = ['systemd-sysv', 'openssh-server', 'iproute2', 'ca
 export const CACHE_DIR = process.env.BANGER_TEST_CACHE || '/var/cache/banger-test';
 export const DEBIAN_REPO = 'banger-test/debian';
 export const DEBIAN_TAG = 'bookworm';
+/**
+ * The shape of docker.io/library/debian:bookworm: minbase with nothing added (no systemd, no
+ * sshd, no iproute2), so a VM of it needs the first-boot install.
+ */
+export const DEBIAN_BARE_INCLUDE: string[] = [];
+export const DEBIAN_BARE_REPO = 'banger-test/debian-bare';
 
 function key(include: string[]): string {
   return createHash('sha256').update(`bookworm minbase ${include.join(',')}`).digest('hex').slice(0, 12);
@@ -62,7 +68,7 @@ export async function ensureDebianRootfsTar(include = DEBIAN_INCLUDE): Promise<s
   const work = join(CACHE_DIR, `.debootstrap-${process.pid}-${Date.now()}`);
   try {
     const mirror = process.env.BANGER_DEBIAN_MIRROR || 'http://deb.debian.org/debian';
-    await run(['debootstrap', '--variant=minbase', `--include=${include.join(',')}`, 'bookworm', join(work, 'rootfs'), mirror]);
+    await run(['debootstrap', '--variant=minbase', ...(include.length ? [`--include=${include.join(',')}`] : []), 'bookworm', join(work, 'rootfs'), mirror]);
     for (const d of ['var/lib/apt/lists', 'var/cache/apt']) {
       const p = join(work, 'rootfs', d);
       for (const n of existsSync(p) ? readdirSync(p) : []) if (n !== 'partial' && n !== 'archives') rmSync(join(p, n), { recursive: true, force: true });
@@ -103,10 +109,13 @@ export async function ensureDebianOciLayout(include = DEBIAN_INCLUDE): Promise<{
  * (e.g. "127.0.0.1:PORT/banger-test/debian:bookworm"). `registry` is host:port or a URL;
  * `push` lets callers with an authenticated registry push their own way.
  */
-export async function ensureDebianImageInRegistry(registry: string, opts: { push?: (dir: string, tag: string, repoTag: string) => Promise<void> } = {}): Promise<string> {
+export async function ensureDebianImageInRegistry(
+  registry: string,
+  opts: { push?: (dir: string, tag: string, repoTag: string) => Promise<void>; include?: string[]; repo?: string } = {},
+): Promise<string> {
   const host = registry.replace(/^https?:\/\//, '').replace(/\/+$/, '');
-  const { dir, tag } = await ensureDebianOciLayout();
-  const repoTag = `${DEBIAN_REPO}:${DEBIAN_TAG}`;
+  const { dir, tag } = await ensureDebianOciLayout(opts.include);
+  const repoTag = `${opts.repo ?? DEBIAN_REPO}:${DEBIAN_TAG}`;
   if (opts.push) await opts.push(dir, tag, repoTag);
   else await run(['skopeo', 'copy', '--quiet', '--dest-tls-verify=false', `oci:${dir}:${tag}`, `docker://${host}/${repoTag}`]);
   return `${host}/${repoTag}`;

@@ -1,6 +1,15 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
+import { exec, type Exec } from '../../src/core/exec.js';
+import type { VmNetwork } from '../../src/network/service.js';
+import type { Subnet } from '../../src/network/subnet.js';
+import type { KernelView } from '../../src/vms/deps.js';
+import { QemuDriver } from '../../src/vms/drivers/qemu.js';
+import { vmFiles } from '../../src/vms/files.js';
+import { launchSpec } from '../../src/vms/launch.js';
+import { pidAlive } from '../../src/vms/proc.js';
+import type { VmRecord } from '../../src/vms/store.js';
 import { hostTscKhz, type TestNet } from './debian-boot.js';
-import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import { connect } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import { ensureDebianRootfsTar } from './debootstrap.js';
@@ -202,7 +211,9 @@ export function flatRepo(dir: string, debDirs: string[]): string {
 }
 
 export interface GuestVm {
-  proc: ChildProcess;
+  pid: number;
+  /** True while the VMM process runs. */
+  alive(): boolean;
   console(): string;
   agentSock: string;
   kill(): Promise<void>;
@@ -210,8 +221,8 @@ export interface GuestVm {
 
 export interface GuestBoot {
   dir: string;
-  kernel: string;
-  initrd: string;
+  /** A kernel directory as fetchTestKernel / kernel pull make it (vmlinuz or vmlinux, initrd.img, modules.ext4). */
+  kernelDir: string;
   rootImg: string;
   seedImg: string;
   net: TestNet;
@@ -219,48 +230,37 @@ export interface GuestBoot {
 }
 
 /**
- * QEMU microvm (TCG) the way the VM service boots a modular Debian kernel: ACPI on,
- * tsc_early_khz, the contract kernel command line (init=banger-first-boot, unit masks), root on
- * vda, the seed on vdb (read-only), the NIC on the namespace's tap and the agent's
- * virtio-serial port `banger.agent` on `<dir>/agent.sock`.
+ * Boot a guest through the production path only: the VM service's launchSpec() (kernel choice,
+ * disk order, the contract kernel command line, ACPI for an initramfs kernel, tsc_early_khz)
+ * and QemuDriver.start() (its argv, -daemonize, QMP, the agent's virtio-serial port), with the
+ * driver's commands run inside the test's namespace (where the tap is). Nothing here writes a
+ * QEMU argument itself. The VM's files live in `<dir>/vm` (console.log, agent.sock, qmp.sock).
  */
-export function bootGuest(o: GuestBoot): GuestVm {
-  const consoleLog = join(o.dir, 'console.log');
-  const agentSock = join(o.dir, 'agent.sock');
-  rmSync(consoleLog, { force: true });
-  const cmdline = [
-    `tsc_early_khz=${hostTscKhz()}`,
-    'console=ttyS0 reboot=t panic=-1 root=/dev/vda rw',
-    `ip=${o.net.guestIp}::${o.net.hostIp}:255.255.255.0:${o.name}:eth0:off`,
-    'init=/usr/local/libexec/banger-first-boot',
-    'systemd.mask=dev-ttyS0.device systemd.mask=dev-vdb.device systemd.mask=serial-getty@ttyS0.service',
-  ].join(' ');
-  const argv = [
-    'ip', 'netns', 'exec', o.net.ns,
-    'qemu-system-x86_64',
-    '-M', 'microvm,acpi=on,x-option-roms=off,rtc=on', '-accel', 'tcg', '-cpu', 'max', '-smp', '2', '-m', '1024',
-    '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
-    '-kernel', o.kernel, '-initrd', o.initrd, '-append', cmdline,
-    '-serial', `file:${consoleLog}`,
-    '-drive', `id=root,file=${o.rootImg},format=raw,if=none`, '-device', 'virtio-blk-device,drive=root',
-    '-drive', `id=seed,file=${o.seedImg},format=raw,if=none,readonly=on`, '-device', 'virtio-blk-device,drive=seed',
-    '-netdev', `tap,id=n0,ifname=${o.net.tap},script=no,downscript=no`, '-device', 'virtio-net-device,netdev=n0,mac=06:00:ac:1e:00:02',
-    '-object', 'rng-random,id=rng0,filename=/dev/urandom', '-device', 'virtio-rng-device,rng=rng0',
-    '-device', 'virtio-serial-device',
-    '-chardev', `socket,id=agent,path=${agentSock},server=on,wait=off`,
-    '-device', 'virtserialport,chardev=agent,name=banger.agent',
-  ];
-  const proc = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'inherit'] });
+export async function bootGuest(o: GuestBoot): Promise<GuestVm> {
+  const files = vmFiles(join(o.dir, 'vm'));
+  rmSync(files.dir, { recursive: true, force: true });
+  mkdirSync(files.dir, { recursive: true });
+  copyFileSync(o.seedImg, files.seed);
+  const k = (n: string) => (existsSync(join(o.kernelDir, n)) ? join(o.kernelDir, n) : undefined);
+  const kernel: KernelView = { name: 'test-kernel', dir: o.kernelDir, vmlinuz: k('vmlinuz'), vmlinux: k('vmlinux'), initrd: k('initrd.img'), modulesImage: k('modules.ext4') };
+  const vm = {
+    id: `guest${Date.now().toString(36)}`,
+    name: o.name,
+    ip: o.net.guestIp,
+    spec: { vcpu: 2, memoryMiB: 1024, nat: false, firstBoot: true, rootDisk: { path: o.rootImg, format: 'raw' as const } },
+  } as VmRecord & { ip: string };
+  const subnet = { gateway: o.net.hostIp, netmask: '255.255.255.0', prefix: 24 } as Subnet;
+  const net = { tap: o.net.tap, mac: '06:00:ac:1e:00:02' } as VmNetwork;
+  const spec = launchSpec({ vm, kernel, files, net, subnet, kvm: false, tscKhz: hostTscKhz() });
+  const nsExec: Exec = ((argv: string[], opts?: Parameters<Exec>[1]) => exec(['ip', 'netns', 'exec', o.net.ns, ...argv], opts)) as Exec;
+  const driver = new QemuDriver(nsExec, { qemu: 'qemu-system-x86_64' });
+  const { pid } = await driver.start(spec);
   return {
-    proc,
-    agentSock,
-    console: () => (existsSync(consoleLog) ? readFileSync(consoleLog, 'utf8') : ''),
-    async kill() {
-      if (proc.exitCode !== null || proc.signalCode !== null) return;
-      const done = new Promise((r) => proc.once('exit', r));
-      proc.kill('SIGKILL');
-      await done;
-    },
+    pid,
+    alive: () => pidAlive(pid),
+    agentSock: files.agent,
+    console: () => (existsSync(files.console) ? readFileSync(files.console, 'utf8') : ''),
+    kill: () => driver.kill(files, 'SIGKILL'),
   };
 }
 
@@ -281,8 +281,8 @@ export async function until<T>(what: string, vm: GuestVm, timeoutMs: number, pro
   while (Date.now() < deadline) {
     const v = await probe();
     if (v !== undefined) return v;
-    if (vm.proc.exitCode !== null) break;
+    if (!vm.alive()) break;
     await new Promise((r) => setTimeout(r, 1000));
   }
-  throw new Error(`${what} not reached in ${timeoutMs} ms (qemu exit ${vm.proc.exitCode})\n--- console (tail) ---\n${vm.console().slice(-4000)}`);
+  throw new Error(`${what} not reached in ${timeoutMs} ms (qemu ${vm.alive() ? 'running' : 'exited'})\n--- console (tail) ---\n${vm.console().slice(-4000)}`);
 }

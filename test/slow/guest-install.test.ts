@@ -69,7 +69,7 @@ test('a rootfs without systemd: first boot installs systemd + openssh with apt-g
 
     httpd = spawn('ip', ['netns', 'exec', net.ns, 'busybox', 'httpd', '-f', '-p', `${net.hostIp}:${REPO_PORT}`, '-h', join(dir, 'repo')], { stdio: 'ignore' });
     const seed = buildSeed(join(dir, 'seed-run'), { name: NAME, ip: net.guestIp, prefix: 24, gateway: net.hostIp, dns: net.hostIp });
-    vm = bootGuest({ dir, kernel: join(kernelDir, 'vmlinux'), initrd: join(kernelDir, 'initrd.img'), rootImg, seedImg: seed.img, net, name: NAME });
+    vm = await bootGuest({ dir, kernelDir, rootImg, seedImg: seed.img, net, name: NAME });
 
     const out = await until('SSH after first-boot package installation', vm, 1_800_000, () => {
       const r = guestSsh(net!, seed.keys, seed.keys.knownHosts, 'id; systemctl is-active banger-vsock-agent; systemctl is-system-running --wait; cat /var/lib/banger/first-boot.done; test -e /usr/sbin/policy-rc.d && echo policy-left');
