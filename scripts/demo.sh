@@ -5,10 +5,13 @@
 #   bash scripts/demo.sh --cleanup  remove testbox at the end
 #
 # Installs what it needs (scripts/install-deps.sh), starts bangerd if it is not running, pulls
-# the default kernel from Debian's signed archive, pulls debian:bookworm, boots it with NAT and
-# runs a command over SSH. When docker.io cannot be reached (our build machines only reach
-# Debian's archive and npm), the image comes from a local registry on 127.0.0.1 holding a Debian
-# bookworm rootfs made with debootstrap: same name, same commands, and it says so.
+# the default kernel from Debian's signed archive, pulls debian:bookworm (no systemd, no sshd),
+# boots it with NAT (its first boot installs systemd and openssh-server with apt) and runs a
+# command over SSH. When docker.io cannot be reached (our build machines only reach Debian's
+# archive and npm), it serves the same shape itself and says so: a bare Debian bookworm rootfs
+# (debootstrap minbase, nothing added) from a local registry on 127.0.0.1, and a local package
+# mirror subset (Debian's signed InRelease + Packages.xz and the .debs the install needs) on
+# banger's bridge address, used by the first boot through --package-mirror.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLEANUP=0
@@ -20,8 +23,10 @@ export PATH="$PWD/bin:$PATH"
 KERNEL=${BANGER_DEMO_KERNEL:-debian-cloud-amd64}
 IMAGE_REF=docker.io/library/debian:bookworm
 REG_PID=
+MIRROR_PID=
+CREATE_ARGS=()
 cleanup() {
-  if [ -n "$REG_PID" ]; then kill "$REG_PID" 2>/dev/null || true; wait "$REG_PID" 2>/dev/null || true; fi
+  for p in $REG_PID $MIRROR_PID; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   if [ "$CLEANUP" = 1 ]; then banger vm rm -f testbox >/dev/null 2>&1 || true; fi
 }
 trap cleanup EXIT
@@ -46,17 +51,30 @@ if [ "$code" = 401 ] || [ "$code" = 200 ]; then
 else
   echo
   echo "docker.io is not reachable from this machine (HTTP status '${code:-none}')."
-  echo "Serving a debootstrap-made Debian bookworm image from a local registry on 127.0.0.1 instead."
+  echo "Serving the same shape locally instead:"
   refs=$(mktemp)
-  node scripts/demo-registry.mjs >"$refs" &
+  node scripts/demo-registry.mjs --bare >"$refs" &
   REG_PID=$!
-  for _ in $(seq 1 600); do [ -s "$refs" ] && break; kill -0 "$REG_PID" 2>/dev/null || { echo "local registry failed" >&2; exit 1; }; sleep 1; done
+  mirror=$(mktemp)
+  node scripts/demo-mirror.mjs >"$mirror" &
+  MIRROR_PID=$!
+  for _ in $(seq 1 900); do [ -s "$refs" ] && [ -s "$mirror" ] && break; kill -0 "$REG_PID" 2>/dev/null || { echo "local registry failed" >&2; exit 1; }; kill -0 "$MIRROR_PID" 2>/dev/null || { echo "local package mirror failed" >&2; exit 1; }; sleep 1; done
   LOCAL_REF=$(head -n1 "$refs"); rm -f "$refs"
+  read -r MIRROR_URL MIRROR_DEBS <"$mirror"; rm -f "$mirror"
+  echo "  image:          $LOCAL_REF  (debootstrap --variant=minbase bookworm: no systemd, no sshd, no iproute2, like docker.io's)"
+  echo "  package mirror: $MIRROR_URL  (Debian's signed InRelease + Packages.xz and $MIRROR_DEBS verified .debs; the guest's apt checks the signatures)"
   banger image rm --force debian-bookworm >/dev/null 2>&1 || true
   run banger image pull "$LOCAL_REF" --name debian-bookworm --kernel-ref "$KERNEL"
+  CREATE_ARGS=(--package-mirror "$MIRROR_URL")
 fi
 
-run banger vm create --image debian-bookworm --name testbox --nat
+echo
+echo "debian:bookworm has no systemd and no SSH server: its first boot installs them with apt${CREATE_ARGS[*]:+ from the local package mirror} (under QEMU TCG this takes minutes)."
+t0=$(date +%s)
+run banger vm create --image debian-bookworm --name testbox --nat "${CREATE_ARGS[@]}"
+echo "(vm create took $(( $(date +%s) - t0 )) s, first-boot install included)"
+say "banger vm logs testbox | grep banger-first-boot"
+banger vm logs testbox | tr '\r' '\n' | grep -E '^banger-first-boot: (step|package)' || true
 run banger vm ssh testbox -- "id; uname -r; systemctl is-active banger-vsock-agent"
 run banger ps
 if [ "$CLEANUP" = 1 ]; then echo; echo "removing testbox (--cleanup)"; else echo; echo "testbox is running: 'banger vm ssh testbox', and 'banger vm rm -f testbox' when done."; fi

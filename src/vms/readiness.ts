@@ -35,19 +35,29 @@ export async function waitReady(o: {
   });
   o.stage('ssh', `waiting for root@${o.ip}`);
   try {
-    let announced = false;
+    let announced = 0;
+    let lastLine = '';
+    let lastShown = 0;
     const watch = async (): Promise<number | undefined> => {
-      const fb = firstBootState((await readFrom(o.files.console, 0, 4 << 20)).data);
+      const text = (await readFrom(o.files.console, 0, 4 << 20)).data;
+      const fb = firstBootState(text);
       if (fb.error) throw new BangerError(ErrorCode.Vmm, `step first-boot: ${fb.error}`, { hint: "the guest could not finish its first boot: see 'banger vm logs NAME'" });
       if (!fb.installing) return undefined;
       if (!announced) {
-        announced = true;
+        announced = Date.now();
         o.stage('first-boot', `installing systemd and an SSH server with the guest's package manager (first boot only; can take minutes, up to ${Math.round(o.firstBootTimeoutMs / 60000)} min)`);
+      }
+      // What the install is doing, from the console: at most one line every 3 s.
+      const line = installProgress(text);
+      if (line && line !== lastLine && Date.now() - lastShown >= 3000) {
+        lastLine = line;
+        lastShown = Date.now();
+        o.stage('first-boot', line);
       }
       return o.firstBootTimeoutMs;
     };
     await waitForSsh(o.exec, o.ssh, o.ip, { timeoutMs: o.timeoutMs, signal: o.signal, alive, watch });
-    if (announced) o.stage('first-boot', 'done', true);
+    if (announced) o.stage('first-boot', `installed in ${((Date.now() - announced) / 1000).toFixed(0)} s`, true);
   } catch (e) {
     sshDone = true;
     await boot;
@@ -61,4 +71,19 @@ export async function waitReady(o: {
 
   const health = await agentRequest(o.driver.agentChannel(o.files).path, 'health', 3000);
   o.stage('agent', health ? `healthy${typeof health.version === 'string' ? ` (${health.version})` : ''}` : 'no agent answered (skipped)', true);
+}
+
+/**
+ * The latest progress line of a first-boot install on the console: the first-boot script's own
+ * lines and the package manager's per-package ones (apt "Get:"/"Unpacking"/"Setting up", apk,
+ * dnf and pacman "Installing"), trimmed to 100 characters; undefined when there is none.
+ */
+export function installProgress(consoleText: string): string | undefined {
+  const tailText = consoleText.slice(-65536).replace(/\r/g, '\n');
+  const lines = tailText.split('\n');
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const l = lines[i]!.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '').trim();
+    if (/^(banger-first-boot: (step |running: |package )|Get:\d+ |Unpacking |Setting up |\(\d+\/\d+\) Installing |Installing |Fetched )/.test(l)) return l.length > 100 ? l.slice(0, 97) + '...' : l;
+  }
+  return undefined;
 }

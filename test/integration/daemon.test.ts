@@ -107,6 +107,11 @@ test('bad global usage exits 2 with a message; --help teaches', async () => {
     const h = await d.cli(['--help']);
     assert.equal(h.code, 0);
     assert.match(h.stdout, /Quick start:/);
+    const vmHelp = await d.cli(['vm', 'create', '--help']);
+    assert.equal(vmHelp.code, 0);
+    assert.match(vmHelp.stdout, /--package-mirror <url>/);
+    assert.match(vmHelp.stdout, /--package-proxy <url>/);
+    assert.match(vmHelp.stdout, /restored after the install/);
     const doc = await d.cli(['doctor', '--skip', 'warp-drive']);
     assert.equal(doc.code, 1);
     assert.match(doc.stderr, /unknown check 'warp-drive'/);

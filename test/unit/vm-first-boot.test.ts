@@ -81,3 +81,11 @@ test('sshBanner: true only for a listener that greets with SSH- (loopback only)'
   }
   assert.equal(await sshBanner('127.0.0.1', ssh.port, 1000), false, 'a closed port');
 });
+
+test('installProgress: the latest install line from the console (apt, the script), escapes stripped, trimmed', async () => {
+  const { installProgress } = await import('../../src/vms/readiness.js');
+  assert.equal(installProgress('[    1.0] kernel line\nsome noise\n'), undefined);
+  const text = 'banger-first-boot: step install: systemd is missing (at 3.1 s)\nGet:1 http://10.0.0.1/debian bookworm/main amd64 libc6 2.36\nUnpacking libc6 (2.36-9) ...\r\nSetting up \x1b[1msystemd\x1b[0m (252.38-1~deb12u1) ...\nother output\n';
+  assert.equal(installProgress(text), 'Setting up systemd (252.38-1~deb12u1) ...');
+  assert.equal(installProgress(`Unpacking ${'x'.repeat(200)}\n`)!.length, 100);
+});
