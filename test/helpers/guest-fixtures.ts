@@ -27,6 +27,7 @@ export const ROOTFS_CACHE = process.env.BANGER_TEST_ROOTFS_CACHE || '/var/cache/
 
 function run(argv: string[], opts: { cwd?: string; timeoutMs?: number } = {}): string {
   const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', cwd: opts.cwd, timeout: opts.timeoutMs, env: { ...process.env, LC_ALL: 'C' } });
+  if ((r.error as NodeJS.ErrnoException | undefined)?.code === 'ETIMEDOUT') throw new Error(`test setup stalled: ${argv.join(' ')} ran longer than ${opts.timeoutMs! / 1000} s and was killed`);
   if (r.status !== 0) throw new Error(`${argv.join(' ')} failed (${r.status ?? r.signal}): ${(r.stderr || r.stdout).slice(-2000)}`);
   return r.stdout;
 }
