@@ -10,8 +10,8 @@ import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadConfig } from '../dist/core/config.js';
-import { parseSubnet } from '../dist/network/subnet.js';
+import { loadConfig } from '../dist/src/core/config.js';
+import { parseSubnet } from '../dist/src/network/subnet.js';
 import { buildMirrorTree } from '../dist/test/helpers/debian-mirror.js';
 import { createStaticServer } from '../dist/test/helpers/static-server.js';
 
