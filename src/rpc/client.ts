@@ -13,8 +13,7 @@ export class RpcClient {
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void; onProgress?: (ev: ProgressEvent) => void }>();
   private constructor(private readonly sock: Socket, readonly socketPath: string) {
     const splitter = new LineSplitter();
-    sock.setEncoding('utf8');
-    sock.on('data', (chunk: string) =>
+    sock.on('data', (chunk: Buffer) =>
       splitter.push(chunk, (line) => {
         let msg: any;
         try {

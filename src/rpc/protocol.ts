@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { BangerError, ErrorCode } from '../core/errors.js';
 import type { ProgressEvent } from './wire.js';
 
-export { LineSplitter, RpcCode, fromRpcError, toRpcError, type ProgressEvent, type RpcErrorData } from './wire.js';
+export { LineSplitter, LineTooLongError, RpcCode, fromRpcError, toRpcError, type ProgressEvent, type RpcErrorData } from './wire.js';
 
 export interface MethodContext {
   signal: AbortSignal;

@@ -43,16 +43,52 @@ export function fromRpcError(err: { code: number; message: string; data?: RpcErr
   return new BangerError(err.data?.code ?? ErrorCode.Daemon, err.message, { hint: err.data?.hint, details: err.data?.details });
 }
 
-/** Splits a byte stream into lines. */
+/** Thrown by `LineSplitter.push` when a line grows past its limit (the splitter is then spent). */
+export class LineTooLongError extends Error {
+  constructor(readonly maxBytes: number) {
+    super(`message larger than ${maxBytes} bytes`);
+  }
+}
+
+/**
+ * Splits a byte stream into lines (UTF-8, '\n'-terminated; blank lines skipped). Linear time:
+ * each byte is scanned once and a line's pieces are joined once, when its newline arrives.
+ * With `maxBytes`, a line longer than that throws `LineTooLongError` as soon as the buffered
+ * part exceeds it, before its end arrives, so memory stays bounded by `maxBytes` + one chunk.
+ */
 export class LineSplitter {
-  private buf = '';
-  push(chunk: string, onLine: (line: string) => void): void {
-    this.buf += chunk;
-    let i: number;
-    while ((i = this.buf.indexOf('\n')) >= 0) {
-      const line = this.buf.slice(0, i);
-      this.buf = this.buf.slice(i + 1);
-      if (line.trim()) onLine(line);
+  private parts: Buffer[] = [];
+  private size = 0;
+  constructor(private readonly maxBytes = Number.POSITIVE_INFINITY) {}
+
+  /** Bytes of an unfinished line held so far. */
+  get pending(): number {
+    return this.size;
+  }
+
+  push(chunk: Buffer | string, onLine: (line: string) => void): void {
+    const buf = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk;
+    let start = 0;
+    let nl: number;
+    while ((nl = buf.indexOf(0x0a, start)) >= 0) {
+      const piece = buf.subarray(start, nl);
+      start = nl + 1;
+      if (this.size + piece.length > this.maxBytes) throw new LineTooLongError(this.maxBytes);
+      let line = piece;
+      if (this.size > 0) {
+        this.parts.push(piece);
+        line = Buffer.concat(this.parts, this.size + piece.length);
+        this.parts = [];
+        this.size = 0;
+      }
+      const text = line.toString('utf8');
+      if (text.trim()) onLine(text);
+    }
+    if (start < buf.length) {
+      const rest = buf.subarray(start);
+      if (this.size + rest.length > this.maxBytes) throw new LineTooLongError(this.maxBytes);
+      this.parts.push(rest);
+      this.size += rest.length;
     }
   }
 }
