@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { migrations } from './migrations.js';
 
@@ -11,6 +11,7 @@ export type DB = Database.Database;
  */
 export function openDb(file: string): DB {
   mkdirSync(dirname(file), { recursive: true });
+  privateDbFiles(file);
   const db = new Database(file);
   db.pragma('journal_mode = WAL');
   db.pragma('foreign_keys = ON');
@@ -18,6 +19,22 @@ export function openDb(file: string): DB {
   db.pragma('synchronous = NORMAL');
   migrate(db);
   return db;
+}
+
+/**
+ * The database holds registry credentials (sealed) and every VM's details: 0600. SQLite gives
+ * the -wal and -shm files the mode of the main file, so creating that one 0600 first is
+ * enough for new files; existing ones (an older install) are chmodded.
+ */
+export function privateDbFiles(file: string): void {
+  closeSync(openSync(file, 'a', 0o600));
+  for (const f of [file, `${file}-wal`, `${file}-shm`]) {
+    try {
+      chmodSync(f, 0o600);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+  }
 }
 
 export function migrate(db: DB): number {

@@ -6,9 +6,12 @@ import { join } from 'node:path';
  * moves it) so tests run isolated instances side by side.
  *
  *   <root>/
- *     banger.db                  SQLite state (WAL: banger.db-wal, banger.db-shm)
+ *   File modes: see daemon/perms.ts (root 0710 root:banger, data dirs 0700, secrets 0600).
+ *     banger.db                  SQLite state (WAL: banger.db-wal, banger.db-shm), 0600
  *     bangerd.sock               daemon socket when BANGER_ROOT is set (else /run/banger/bangerd.sock)
  *     bangerd.pid                pid of the running daemon
+ *     bangerd.lock               "PID STARTTIME" of the daemon owning this root (daemon/lock.ts)
+ *     secret.key                 0600: key that seals registry passwords in the database (core/secrets.ts)
  *     logs/bangerd.log           structured daemon log (JSON lines)
  *     tmp/                       scratch space; wiped of stale entries on daemon start
  *     blobs/sha256/<hex>         content store: OCI blobs and downloaded kernel bundles
@@ -31,6 +34,8 @@ export interface Layout {
   socket: string;
   db: string;
   pidFile: string;
+  lockFile: string;
+  secretKey: string;
   logDir: string;
   logFile: string;
   tmp: string;
@@ -65,6 +70,8 @@ export function layout(root: string, socket: string): Layout {
     socket,
     db: join(root, 'banger.db'),
     pidFile: join(root, 'bangerd.pid'),
+    lockFile: join(root, 'bangerd.lock'),
+    secretKey: join(root, 'secret.key'),
     logDir: join(root, 'logs'),
     logFile: join(root, 'logs', 'bangerd.log'),
     tmp: join(root, 'tmp'),

@@ -1,17 +1,20 @@
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { loadConfig } from '../core/config.js';
+import { loadConfig, type Config } from '../core/config.js';
 import { openDb } from '../core/db.js';
 import { BangerError, errorMessage } from '../core/errors.js';
 import { exec, tracedExec } from '../core/exec.js';
 import { createLogger } from '../core/log.js';
-import { layout } from '../core/paths.js';
+import { layout, type Layout } from '../core/paths.js';
 import { method } from '../rpc/protocol.js';
 import { RpcServer } from '../rpc/server.js';
 import type { Context } from './context.js';
 import { createServices, serviceMethods } from './services.js';
 import { bangerGid } from './system.js';
+import { acquireRootLock, type RootLock } from './lock.js';
+import { securePermissions } from './perms.js';
+import { claimSocketPath } from '../rpc/socketpath.js';
 
 const VERSION = '0.1.0';
 
@@ -19,12 +22,30 @@ const VERSION = '0.1.0';
 export async function startDaemon(env: NodeJS.ProcessEnv = process.env, opts: { foreground?: boolean } = {}) {
   const config = loadConfig(env);
   const lay = layout(config.root, config.socket);
-  for (const d of [lay.root, lay.logDir, lay.tmp, lay.blobs, lay.kernels, lay.images, lay.vms]) await mkdir(d, { recursive: true });
+  const gid = await bangerGid();
+  // One daemon per root: the lock comes before anything under the root is cleaned or changed,
+  // and the socket path is checked before anything else (only a dead socket is ever removed).
+  await mkdir(lay.root, { recursive: true, mode: 0o700 });
+  const lock = await acquireRootLock(lay.root, lay.lockFile);
+  try {
+    await claimSocketPath(lay.socket);
+    await securePermissions(lay, gid);
+    return await serve(config, lay, gid, lock, opts);
+  } catch (e) {
+    await lock.release();
+    throw e;
+  }
+}
+
+/** Open state, reconcile and listen, with the root's lock held. */
+async function serve(config: Config, lay: Layout, gid: number | undefined, lock: RootLock, opts: { foreground?: boolean }) {
   const log = createLogger({ file: lay.logFile, stderr: opts.foreground ?? true, base: { pid: process.pid } });
   const db = openDb(lay.db);
   const ctx: Context = { config, layout: lay, db, log, exec: tracedExec(exec, log) };
   await cleanTmp(lay.tmp, log);
   const services = createServices(ctx);
+  const sealed = services.images.creds.sealLegacy();
+  if (sealed) log.info('sealed stored registry passwords', { count: sealed });
   const startedAt = new Date();
   const methods = {
     ...serviceMethods(services),
@@ -56,7 +77,7 @@ export async function startDaemon(env: NodeJS.ProcessEnv = process.env, opts: { 
       log.error('reconcile failed', { domain, error: errorMessage(e) });
     }
   }
-  const server = new RpcServer({ socketPath: lay.socket, methods, log, gid: await bangerGid() });
+  const server = new RpcServer({ socketPath: lay.socket, methods, log, gid });
   await server.listen();
   await writeFile(lay.pidFile, `${process.pid}\n`);
   log.info('bangerd listening', { socket: lay.socket, root: lay.root, version: VERSION });
@@ -68,6 +89,7 @@ export async function startDaemon(env: NodeJS.ProcessEnv = process.env, opts: { 
       await server.close();
       await rm(lay.pidFile, { force: true });
       db.close();
+      await lock.release();
     })();
     return stopping;
   }

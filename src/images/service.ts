@@ -15,6 +15,7 @@ import { applyTarStream, pullAndApplyLayers } from './layers.js';
 import { ImageRepo, type ImageRecord } from './records.js';
 import { defaultImageName, parseReference } from './reference.js';
 import { CredentialStore, normaliseRegistryKey } from './registry/auth.js';
+import { SecretBox } from '../core/secrets.js';
 import { RegistryClient } from './registry/client.js';
 import { formatPlatform, layerCompression, parsePlatform, type Compression, type ImageConfig } from './registry/manifest.js';
 import { BlobStore } from './store.js';
@@ -84,7 +85,7 @@ export class ImageService {
   constructor(readonly ctx: Context, readonly deps: { kernels: KernelService }) {
     this.repo = new ImageRepo(ctx.db);
     this.store = new BlobStore(ctx.layout);
-    this.creds = new CredentialStore(ctx.db, ctx.exec);
+    this.creds = new CredentialStore(ctx.db, ctx.exec, process.env, new SecretBox(ctx.layout.secretKey));
     this.background(
       cleanStaleRamStaging(ctx.layout.root).then((r) => r.length && ctx.log.info('removed stale RAM staging dirs', { dirs: r })),
       'clean stale RAM staging',

@@ -22,8 +22,8 @@ export function registerDaemonCommands(program: Command, cli: () => Cli): void {
         return c.emit({ started: false, alreadyRunning: true, ...st }, (s) => `bangerd already running (pid ${s.pid}, socket ${s.socket})`);
       }
       if (process.getuid?.() !== 0) throw new BangerError(ErrorCode.Permission, 'bangerd must run as root', { hint: 'run: sudo banger daemon start' });
-      await startDaemonProcess(c.env);
-      const client = await waitForDaemon(lay.socket, 15000);
+      const started = await startDaemonProcess(c.env);
+      const client = await waitForDaemon(lay.socket, 15000, started);
       const st = await client.call('daemon.status');
       client.close();
       c.emit({ started: true, ...st }, (s) => `bangerd started (pid ${s.pid}, socket ${s.socket}, log ${s.logFile})`);

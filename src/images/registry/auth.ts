@@ -5,6 +5,7 @@ import { BangerError, ErrorCode } from '../../core/errors.js';
 import type { Exec } from '../../core/exec.js';
 import type { DB } from '../../core/db.js';
 import { DOCKER_HUB } from '../reference.js';
+import { SecretBox } from '../../core/secrets.js';
 
 /** Username + secret for one registry. An identity token has username "<token>". */
 export interface Credentials {
@@ -55,7 +56,8 @@ interface DockerConfig {
  *    `docker-credential-NAME get` with the server URL on stdin (argv, never a shell).
  */
 export class CredentialStore {
-  constructor(private readonly db: DB, private readonly exec: Exec, private readonly env: NodeJS.ProcessEnv = process.env) {}
+  /** With `box`, passwords are stored sealed (core/secrets.ts); legacy plain rows still read. */
+  constructor(private readonly db: DB, private readonly exec: Exec, private readonly env: NodeJS.ProcessEnv = process.env, private readonly box?: SecretBox) {}
 
   dockerConfigPath(): string {
     return join(this.env.DOCKER_CONFIG ?? join(this.env.HOME ?? homedir(), '.docker'), 'config.json');
@@ -64,7 +66,7 @@ export class CredentialStore {
   async get(registry: string): Promise<Credentials | undefined> {
     const key = normaliseRegistryKey(registry);
     const row = this.db.prepare('SELECT username, secret FROM registry_credentials WHERE registry = ?').get(key) as { username: string; secret: string } | undefined;
-    if (row) return { username: row.username, password: row.secret, source: 'banger registry login' };
+    if (row) return { username: row.username, password: this.box ? this.box.open(row.secret) : row.secret, source: 'banger registry login' };
     const file = this.dockerConfigPath();
     let cfg: DockerConfig;
     try {
@@ -110,7 +112,22 @@ export class CredentialStore {
   save(registry: string, username: string, secret: string): void {
     this.db
       .prepare('INSERT INTO registry_credentials (registry, username, secret, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT(registry) DO UPDATE SET username = excluded.username, secret = excluded.secret, updated_at = excluded.updated_at')
-      .run(normaliseRegistryKey(registry), username, secret, new Date().toISOString());
+      .run(normaliseRegistryKey(registry), username, this.box ? this.box.seal(secret) : secret, new Date().toISOString());
+  }
+
+  /** Seal every password still stored in plain text (an install from before sealing). Returns how many. */
+  sealLegacy(): number {
+    const box = this.box;
+    if (!box) return 0;
+    const rows = this.db.prepare('SELECT registry, secret FROM registry_credentials').all() as { registry: string; secret: string }[];
+    const plain = rows.filter((r) => !SecretBox.isSealed(r.secret));
+    if (plain.length) {
+      const upd = this.db.prepare('UPDATE registry_credentials SET secret = ? WHERE registry = ?');
+      this.db.transaction(() => {
+        for (const r of plain) upd.run(box.seal(r.secret), r.registry);
+      })();
+    }
+    return plain.length;
   }
 
   /** Returns true when something was removed. */
