@@ -20,6 +20,9 @@ export function buildProgram(): { program: Command; cli: () => Cli } {
     .showSuggestionAfterError(true)
     .configureHelp({ sortSubcommands: false, showGlobalOptions: true })
     .addHelpText('after', '\nEnvironment: BANGER_ROOT (state dir), BANGER_SOCKET (daemon socket), BANGER_CONFIG (config file).\nRun \'banger <command> --help\' for details on a command.');
+  // Before any subcommand exists: commander copies this setting into each subcommand as it is
+  // created, so usage errors anywhere throw CommanderError (exit 2) instead of exiting with 1.
+  program.exitOverride();
   registerKernelCommands(program, cli);
   registerImageCommands(program, cli);
   registerVmCommands(program, cli);
@@ -31,14 +34,20 @@ export function buildProgram(): { program: Command; cli: () => Cli } {
 
 export async function main(argv: string[]): Promise<void> {
   const { program, cli } = buildProgram();
-  program.exitOverride();
   try {
     await program.parseAsync(argv);
     cli().close();
   } catch (e) {
     cli().close();
     if (e instanceof CommanderError) {
-      process.exitCode = e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.exitCode === 0 ? 0 : 2;
+      const ok = e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.exitCode === 0;
+      process.exitCode = ok ? 0 : 2;
+      // Commander already printed the message on stderr; --json also gets its one document.
+      if (!ok && (program.opts().json || argv.includes('--json'))) {
+        const message = e.code === 'commander.help' ? 'a subcommand is required' : e.message.replace(/^error: /, '');
+        const err = new BangerError(ErrorCode.Usage, message, { hint: "see 'banger <command> --help'", details: { commanderCode: e.code } });
+        process.stdout.write(JSON.stringify({ error: err.toJSON() }, null, 2) + '\n');
+      }
       return;
     }
     reportError(e, program.opts());

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { BangerError, ErrorCode } from './errors.js';
@@ -10,6 +11,24 @@ import { PackageUrl } from '../vms/package-source.js';
  * `$BANGER_ROOT/config.json` when BANGER_ROOT is set, else /etc/banger/config.json.
  * A missing file means defaults; a malformed one is an error naming the file and field.
  */
+/** Why `v` is not a usable bridge subnet (IPv4 CIDR, prefix /8 to /29), or undefined when it is. */
+export function subnetProblem(v: string): string | undefined {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(v);
+  if (!m) return `'${v}' is not an IPv4 CIDR (example: 172.16.0.0/24)`;
+  if (m.slice(1, 5).some((o) => Number(o) > 255)) return `'${v}' has an octet above 255`;
+  const prefix = Number(m[5]);
+  if (prefix < 8 || prefix > 29) return `'${v}': prefix /${prefix} must be between /8 and /29`;
+  return undefined;
+}
+
+const Subnet = z.string().superRefine((v, ctx) => {
+  const problem = subnetProblem(v);
+  if (problem) ctx.addIssue({ code: z.ZodIssueCode.custom, message: problem });
+});
+
+/** A DNS server handed to guests (resolv.conf, the first-boot environment): an IP address, nothing else. */
+const DnsServer = z.string().refine((v) => isIP(v) !== 0, (v) => ({ message: `'${v}' is not an IPv4 or IPv6 address` }));
+
 export const ConfigSchema = z
   .object({
     /** Remote kernel catalogs (URLs), merged over the embedded one by name. */
@@ -33,8 +52,8 @@ export const ConfigSchema = z
     network: z
       .object({
         bridge: z.string().regex(/^[a-zA-Z0-9_-]{1,15}$/).default('banger0'),
-        subnet: z.string().regex(/^\d+\.\d+\.\d+\.\d+\/\d+$/).default('172.16.0.0/24'),
-        dns: z.array(z.string()).default(['1.1.1.1', '8.8.8.8']),
+        subnet: Subnet.default('172.16.0.0/24'),
+        dns: z.array(DnsServer).default(['1.1.1.1', '8.8.8.8']),
       })
       .default({}),
     vm: z
@@ -105,6 +124,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     if (!/^[a-zA-Z0-9_-]{1,15}$/.test(env.BANGER_BRIDGE)) throw new BangerError(ErrorCode.Invalid, `BANGER_BRIDGE '${env.BANGER_BRIDGE}': an interface name is 1-15 letters, digits, '_' or '-'`);
     cfg.network.bridge = env.BANGER_BRIDGE;
   }
-  if (env.BANGER_SUBNET) cfg.network.subnet = env.BANGER_SUBNET;
+  if (env.BANGER_SUBNET) {
+    const problem = subnetProblem(env.BANGER_SUBNET);
+    if (problem) throw new BangerError(ErrorCode.Invalid, `BANGER_SUBNET: ${problem}`, { hint: 'example: BANGER_SUBNET=172.16.0.0/24' });
+    cfg.network.subnet = env.BANGER_SUBNET;
+  }
   return { ...cfg, root: resolveRoot(env), socket: resolveSocket(env), configFile: file };
 }

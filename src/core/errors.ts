@@ -44,6 +44,8 @@ export const ErrorCode = {
   Network: 'E_NETWORK',
   Timeout: 'E_TIMEOUT',
   Internal: 'E_INTERNAL',
+  /** Command-line usage error (unknown option, missing argument): exit code 2. */
+  Usage: 'E_USAGE',
 } as const;
 
 export function isBangerError(e: unknown, code?: string): e is BangerError {

@@ -2,9 +2,11 @@ import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 
 /**
- * Recognise kernel images by their magic: an ELF `vmlinux` (\x7fELF) or an x86 `bzImage`
- * (boot protocol header "HdrS" at 0x202). Also reads the architecture (ELF e_machine) and the
- * kernel version (bzImage header string, or the "Linux version …" banner inside a vmlinux).
+ * Recognise Linux kernel images: an x86 `bzImage` (boot protocol header "HdrS" at 0x202), or an
+ * ELF `vmlinux`, which must be an executable ELF (e_type ET_EXEC, as every vmlinux is) holding
+ * the kernel's "Linux version X.Y…" banner. Any other ELF (`/bin/ls` is ET_DYN and has no
+ * banner) is not a kernel. Also reads the architecture (ELF e_machine) and the kernel version
+ * (bzImage header string, or the banner).
  */
 export type KernelImageKind = 'elf' | 'bzimage';
 
@@ -14,6 +16,7 @@ export interface KernelImageInfo {
   version?: string;
 }
 
+const ET_EXEC = 2;
 const ELF_MACHINES: Record<number, string> = { 3: 'i386', 62: 'x86_64', 183: 'aarch64', 243: 'riscv64', 40: 'arm' };
 
 /** Pure: identify from the first 1 KiB (or more) of a file. */
@@ -21,6 +24,8 @@ export function identifyHeader(head: Buffer): KernelImageInfo | undefined {
   if (head.length >= 20 && head[0] === 0x7f && head.toString('latin1', 1, 4) === 'ELF') {
     const little = head[5] === 1;
     const machine = little ? head.readUInt16LE(18) : head.readUInt16BE(18);
+    const type = little ? head.readUInt16LE(16) : head.readUInt16BE(16);
+    if (type !== ET_EXEC) return undefined;
     return { kind: 'elf', arch: ELF_MACHINES[machine] };
   }
   if (head.length >= 0x210 && head.toString('latin1', 0x202, 0x206) === 'HdrS') {
@@ -36,7 +41,7 @@ export function identifyHeader(head: Buffer): KernelImageInfo | undefined {
   return undefined;
 }
 
-/** Identify a file on disk; undefined when it is neither an ELF nor a bzImage. */
+/** Identify a file on disk; undefined when it is neither a bzImage nor an ELF vmlinux with a Linux banner. */
 export async function identifyKernelImage(path: string): Promise<KernelImageInfo | undefined> {
   const fh = await open(path, 'r');
   let head: Buffer;
@@ -48,7 +53,10 @@ export async function identifyKernelImage(path: string): Promise<KernelImageInfo
     await fh.close();
   }
   const info = identifyHeader(head);
-  if (info?.kind === 'elf') info.version = await findLinuxBanner(path);
+  if (info?.kind === 'elf') {
+    info.version = await findLinuxBanner(path);
+    if (!info.version) return undefined;
+  }
   return info;
 }
 

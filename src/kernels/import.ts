@@ -38,8 +38,8 @@ export async function stageImport(name: string, opts: ImportOptions, staging: st
   const modules = opts.modules === undefined ? undefined : await checkPath('--modules', opts.modules, 'dir');
   const info = await identifyKernelImage(vmlinux);
   if (!info) {
-    throw new BangerError(ErrorCode.Invalid, `kernel import ${name}: --vmlinux ${vmlinux} is not a kernel image (neither an ELF vmlinux nor a bzImage)`, {
-      hint: 'pass the uncompressed vmlinux (ELF) or a bzImage (vmlinuz)',
+    throw new BangerError(ErrorCode.Invalid, `kernel import ${name}: --vmlinux ${vmlinux} is not a Linux kernel image: neither a bzImage (no 'HdrS' boot header) nor a vmlinux (an executable ELF with a 'Linux version' banner)`, {
+      hint: 'pass the uncompressed vmlinux (ELF) or a bzImage (vmlinuz) of a Linux kernel',
       details: { field: 'vmlinux', path: vmlinux },
     });
   }

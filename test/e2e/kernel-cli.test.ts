@@ -179,6 +179,7 @@ test('kernel import from a relative path through the CLI, then a daemon restart 
     const h = Buffer.alloc(128);
     h.write('\x7fELF', 0, 'latin1');
     h[5] = 1;
+    h.writeUInt16LE(2, 16); // ET_EXEC
     h.writeUInt16LE(62, 18);
     writeFileSync(join(src, 'vmlinux'), Buffer.concat([h, Buffer.from('Linux version 6.6.6-imp (x@y) #1\n')]));
     const r = await cliIn(src, ['--json', 'kernel', 'import', 'imp', '--vmlinux', 'vmlinux', '--distro', 'mine']);

@@ -107,7 +107,9 @@ test('a kernel whose files vanished is reported by get() with a re-pull hint; rm
     const svc = new KernelService(ctx);
     const h = Buffer.alloc(64);
     h.write('\x7fELF', 0, 'latin1');
-    writeFileSync(join(src, 'vmlinux'), h);
+    h[5] = 1;
+    h.writeUInt16LE(2, 16); // ET_EXEC, with a banner: a vmlinux
+    writeFileSync(join(src, 'vmlinux'), Buffer.concat([h, Buffer.from('Linux version 6.1.0-test (x@y) #1\n')]));
     await svc.import('gone', { vmlinux: join(src, 'vmlinux') });
     rmSync(ctx.layout.kernelDir('gone'), { recursive: true });
     assert.throws(() => svc.get('gone'), (e: any) => e.code === 'E_NOT_FOUND' && /--force/.test(e.hint));
@@ -126,7 +128,9 @@ test('reconcile removes kernel directories without a row and reports rows whose 
     const svc = new KernelService(ctx);
     const h = Buffer.alloc(64);
     h.write('\x7fELF', 0, 'latin1');
-    writeFileSync(join(src, 'vmlinux'), h);
+    h[5] = 1;
+    h.writeUInt16LE(2, 16); // ET_EXEC, with a banner: a vmlinux
+    writeFileSync(join(src, 'vmlinux'), Buffer.concat([h, Buffer.from('Linux version 6.1.0-test (x@y) #1\n')]));
     await svc.import('kept', { vmlinux: join(src, 'vmlinux') });
     await svc.import('hollow', { vmlinux: join(src, 'vmlinux') });
     rmSync(join(ctx.layout.kernelDir('hollow'), 'vmlinux'));

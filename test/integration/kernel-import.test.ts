@@ -12,6 +12,7 @@ function elf(payload: string): Buffer {
   h.write('\x7fELF', 0, 'latin1');
   h[4] = 2;
   h[5] = 1;
+  h.writeUInt16LE(2, 16); // ET_EXEC
   h.writeUInt16LE(62, 18);
   return Buffer.concat([h, Buffer.from(`junk Linux version 6.1.99-test (builder@host) #1 SMP ${payload}\n`)]);
 }
@@ -85,13 +86,18 @@ test('import errors name the missing file or bad field, and leave nothing behind
   try {
     writeFileSync(join(src, 'vmlinux'), elf('x'));
     writeFileSync(join(src, 'notakernel'), '#!/bin/sh\n');
+    writeFileSync(join(src, 'static-elf'), elf('x').subarray(0, 256));
     const cases: [Parameters<KernelService['import']>[1], string, RegExp][] = [
       [{ vmlinux: join(src, 'nope') }, 'E_NOT_FOUND', /--vmlinux .*nope: no such file/],
       [{ vmlinux: join(src, 'vmlinux'), initrd: join(src, 'missing-initrd') }, 'E_NOT_FOUND', /--initrd .*missing-initrd/],
       [{ vmlinux: join(src, 'vmlinux'), modules: join(src, 'missing-mods') }, 'E_NOT_FOUND', /--modules .*missing-mods: no such directory/],
       [{ vmlinux: join(src, 'vmlinux'), modules: join(src, 'vmlinux') }, 'E_INVALID', /--modules .*not a directory/],
       [{ vmlinux: src }, 'E_INVALID', /--vmlinux .*not a regular file/],
-      [{ vmlinux: join(src, 'notakernel') }, 'E_INVALID', /not a kernel image/],
+      [{ vmlinux: join(src, 'notakernel') }, 'E_INVALID', /not a Linux kernel image/],
+      // an ELF, but a program: refused before anything is copied
+      [{ vmlinux: '/bin/ls' }, 'E_INVALID', /--vmlinux \/bin\/ls is not a Linux kernel image/],
+      // an executable ELF without a Linux banner
+      [{ vmlinux: join(src, 'static-elf') }, 'E_INVALID', /static-elf is not a Linux kernel image/],
       [{ vmlinux: 'relative/vmlinux' }, 'E_INVALID', /absolute/],
     ];
     for (const [opts, code, re] of cases) {

@@ -109,6 +109,26 @@ test('config: defaults, file, env overrides, and errors that name the field', ()
   assert.throws(() => loadConfig({ BANGER_ROOT: root }), (e: unknown) => isBangerError(e, ErrorCode.Invalid) && /cannot read config file/.test((e as Error).message));
 });
 
+test('config: DNS servers and the subnet are validated (file and env) with errors naming the key', () => {
+  const root = tempDir('banger-cfg-net-');
+  const bad = (network: Record<string, unknown>, key: RegExp, what: RegExp) => {
+    writeFileSync(join(root, 'config.json'), JSON.stringify({ network }));
+    assert.throws(() => loadConfig({ BANGER_ROOT: root }), (e: unknown) => isBangerError(e, ErrorCode.Invalid) && key.test((e as Error).message) && what.test((e as Error).message), JSON.stringify(network));
+  };
+  bad({ dns: ['1.1.1.1', '8.8.8.8"; reboot; "'] }, /field 'network\.dns\.1'/, /not an IPv4 or IPv6 address/);
+  bad({ dns: ['dns.example.com'] }, /field 'network\.dns\.0'/, /not an IPv4 or IPv6 address/);
+  bad({ dns: ['999.1.1.1'] }, /field 'network\.dns\.0'/, /999\.1\.1\.1/);
+  bad({ subnet: '999.16.0.0/24' }, /field 'network\.subnet'/, /octet above 255/);
+  bad({ subnet: '172.16.0.0/31' }, /field 'network\.subnet'/, /prefix \/31/);
+  bad({ subnet: '172.16.0.0/24 ' }, /field 'network\.subnet'/, /not an IPv4 CIDR/);
+  writeFileSync(join(root, 'config.json'), JSON.stringify({ network: { dns: ['9.9.9.9', '2620:fe::fe'], subnet: '10.20.0.0/16' } }));
+  const ok = loadConfig({ BANGER_ROOT: root });
+  assert.deepEqual(ok.network.dns, ['9.9.9.9', '2620:fe::fe']);
+  assert.equal(ok.network.subnet, '10.20.0.0/16');
+  assert.throws(() => loadConfig({ BANGER_ROOT: root, BANGER_SUBNET: '10.0.0.0/99' }), (e: unknown) => isBangerError(e, ErrorCode.Invalid) && /^BANGER_SUBNET: /.test((e as Error).message));
+  assert.equal(loadConfig({ BANGER_ROOT: root, BANGER_SUBNET: '10.1.0.0/24' }).network.subnet, '10.1.0.0/24');
+});
+
 test('UndoStack unwinds newest first and keeps going past failures', async () => {
   const order: string[] = [];
   const u = new UndoStack();

@@ -53,7 +53,10 @@ test('identifyHeader: ELF (with machine), bzImage (with version string), or noth
   const elf = Buffer.alloc(64);
   elf.write('\x7fELF', 0, 'latin1');
   elf[5] = 1;
+  elf.writeUInt16LE(3, 16); // ET_DYN: a program or library (PIE), never a vmlinux
   elf.writeUInt16LE(62, 18);
+  assert.equal(identifyHeader(elf), undefined);
+  elf.writeUInt16LE(2, 16); // ET_EXEC
   assert.deepEqual(identifyHeader(elf), { kind: 'elf', arch: 'x86_64' });
   elf.writeUInt16LE(183, 18);
   assert.equal(identifyHeader(elf)?.arch, 'aarch64');

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { qemuArgv, qopt } from '../../src/vms/drivers/qemu.js';
@@ -146,6 +146,31 @@ test('ssh-config --install prepends one Include, idempotently', async () => {
     await installInclude('/var/lib/banger/ssh/config', home);
     await installInclude('/var/lib/banger/ssh/config', home);
     assert.equal(readFileSync(f, 'utf8'), 'Include /var/lib/banger/ssh/config\n\nHost other\n  User me\n');
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
+});
+
+test('ssh-config --install keeps a symlinked ~/.ssh/config a symlink and writes through to its target', async () => {
+  const home = mkdtempSync(join(tmpdir(), 'banger-home-'));
+  try {
+    mkdirSync(join(home, 'dotfiles'));
+    mkdirSync(join(home, '.ssh'));
+    writeFileSync(join(home, 'dotfiles', 'ssh_config'), 'Host other\n  User me\n', { mode: 0o640 });
+    symlinkSync('../dotfiles/ssh_config', join(home, '.ssh', 'config'));
+    const f = await installInclude('/var/lib/banger/ssh/config', home);
+    assert.equal(f, join(home, 'dotfiles', 'ssh_config'));
+    assert.ok(lstatSync(join(home, '.ssh', 'config')).isSymbolicLink(), 'still a symlink');
+    assert.equal(readlinkSync(join(home, '.ssh', 'config')), '../dotfiles/ssh_config');
+    assert.equal(readFileSync(join(home, 'dotfiles', 'ssh_config'), 'utf8'), 'Include /var/lib/banger/ssh/config\n\nHost other\n  User me\n');
+    assert.equal(lstatSync(join(home, 'dotfiles', 'ssh_config')).mode & 0o777, 0o640, 'target keeps its mode');
+    await installInclude('/var/lib/banger/ssh/config', home);
+    assert.equal(readFileSync(join(home, '.ssh', 'config'), 'utf8').match(/Include/g)!.length, 1);
+    // a dangling symlink: the target is created
+    rmSync(join(home, 'dotfiles', 'ssh_config'));
+    await installInclude('/var/lib/banger/ssh/config', home);
+    assert.equal(readFileSync(join(home, 'dotfiles', 'ssh_config'), 'utf8'), 'Include /var/lib/banger/ssh/config\n');
+    assert.ok(lstatSync(join(home, '.ssh', 'config')).isSymbolicLink());
   } finally {
     rmSync(home, { recursive: true, force: true });
   }

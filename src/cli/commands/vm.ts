@@ -1,7 +1,8 @@
 import { spawn } from 'node:child_process';
-import { mkdir, readFile } from 'node:fs/promises';
+import { lstat, mkdir, readFile, readlink, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { BangerError, ErrorCode } from '../../core/errors.js';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { writeFileAtomic } from '../../core/fsutil.js';
 import type { Cli } from '../context.js';
@@ -173,17 +174,32 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
     });
 }
 
-/** Prepend `Include PATH` to ~/.ssh/config unless it is already there. Returns the file. */
+/**
+ * Prepend `Include PATH` to ~/.ssh/config unless it is already there. Returns the file written.
+ * A symlinked ~/.ssh/config (dotfile managers) stays a symlink: the new text is written
+ * atomically beside its target, which keeps its mode.
+ */
 export async function installInclude(path: string, home = homedir()): Promise<string> {
   const dir = join(home, '.ssh');
-  const file = join(dir, 'config');
   await mkdir(dir, { recursive: true, mode: 0o700 });
+  const file = await symlinkTarget(join(dir, 'config'));
   const text = await readFile(file, 'utf8').catch(() => '');
   const line = `Include ${path}`;
   if (text.split('\n').some((l) => l.trim() === line)) return file;
+  const mode = (await stat(file).catch(() => undefined))?.mode;
   // At the top: an Include after a Host block would only apply to that block.
-  await writeFileAtomic(file, `${line}\n${text.startsWith('\n') || !text ? '' : '\n'}${text}`, 0o600);
+  await writeFileAtomic(file, `${line}\n${text.startsWith('\n') || !text ? '' : '\n'}${text}`, mode === undefined ? 0o600 : mode & 0o777);
   return file;
+}
+
+/** The file a chain of symlinks at `p` ends in (which may not exist yet), or `p` itself. */
+async function symlinkTarget(p: string): Promise<string> {
+  for (let i = 0; i < 40; i++) {
+    const st = await lstat(p).catch(() => undefined);
+    if (!st?.isSymbolicLink()) return p;
+    p = resolve(dirname(p), await readlink(p));
+  }
+  throw new BangerError(ErrorCode.Invalid, `too many levels of symlinks at ${p}`);
 }
 
 function intArg(flag: string) {
