@@ -1,4 +1,4 @@
-import { link, open, readFile, rename, unlink } from 'node:fs/promises';
+import { link, lstat, open, readFile, stat, unlink } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { BangerError, ErrorCode } from '../core/errors.js';
 
@@ -8,10 +8,13 @@ import { BangerError, ErrorCode } from '../core/errors.js';
  * the owner). It is taken before the daemon touches anything under the root (tmp/, RAM
  * staging, database, reconcile).
  *
- * Taking it: write the record to a temp file and link() it into place (fails if one exists). If it exists and its owner is alive, refuse with
- * "already serving ROOT (pid N)". If the owner is dead, take over atomically: rename the stale
- * file to a name of our own (only one contender can win that rename), check that what we moved
- * is the stale record we judged (else put it back: it was a newer owner's), then link again. No step ever overwrites a lock file.
+ * Taking it: write the record to a temp file and link() it into place (fails if one exists).
+ * If it exists and its owner is alive, refuse with "already serving ROOT (pid N)". If the owner
+ * is dead, take over: hard-link the stale lock to `bangerd.lock.takeover` (link() is atomic, so
+ * one contender at a time holds that name), check the lock is still that same stale file (same
+ * inode, same record), unlink it, drop the takeover name, and link our own record again. Only a
+ * takeover holder ever unlinks a lock that is not its own, and no step overwrites a lock file.
+ * A takeover name left by a contender that crashed mid-takeover is cleared after 10 s.
  */
 export interface RootLock {
   readonly path: string;
@@ -43,7 +46,7 @@ function alive(rec: { pid: number; start: string }): boolean {
 /** Take the lock `path` (Layout.lockFile) of state root `root`; throws E_IN_USE when a live daemon holds it. */
 export async function acquireRootLock(root: string, path: string): Promise<RootLock> {
   const mine = `${process.pid} ${processStartTime(process.pid)}\n`;
-  for (let attempt = 0; attempt < 5; attempt++) {
+  for (let attempt = 0; attempt < 100; attempt++) {
     // The record is written in full first and then linked into place: link() never
     // overwrites, and nobody ever sees a half-written lock file.
     const tmp = `${path}.${process.pid}.tmp`;
@@ -68,24 +71,33 @@ export async function acquireRootLock(root: string, path: string): Promise<RootL
     if (rec && alive(rec)) {
       throw new BangerError(ErrorCode.InUse, `already serving ${root} (pid ${rec.pid})`, { hint: "stop that daemon first ('banger daemon stop'), or use another BANGER_ROOT", details: { pid: rec.pid, lock: path } });
     }
-    // Stale (dead owner, or an unreadable record a crash cut short): take it over.
-    const aside = `${path}.stale.${process.pid}`;
+    // Stale (dead owner, or a record we cannot parse): take it over. Only the holder of the
+    // takeover name may unlink the lock, and it does so only after checking through its own
+    // hard link that the lock is still the very stale file it judged.
+    const takeover = `${path}.takeover`;
     try {
-      await rename(path, aside);
-    } catch {
-      continue; // another contender moved it first
+      await link(path, takeover);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST') await clearAbandonedTakeover(takeover);
+      else if (code !== 'ENOENT') throw e;
+      await new Promise((r) => setTimeout(r, 20));
+      continue;
     }
-    const moved = await readFile(aside, 'utf8').catch(() => '');
-    if (moved !== text) {
-      // We moved a newer owner's lock: put it back (unless yet another one exists) and refuse.
-      await link(aside, path).catch(() => undefined);
-      await unlink(aside).catch(() => undefined);
-      const r = parse(moved);
-      throw new BangerError(ErrorCode.InUse, `already serving ${root} (pid ${r?.pid ?? '?'})`, { details: { pid: r?.pid, lock: path } });
+    try {
+      const [held, cur] = await Promise.all([stat(takeover), stat(path).catch(() => undefined)]);
+      if (cur?.ino === held.ino && (await readFile(takeover, 'utf8')) === text) await unlink(path);
+    } finally {
+      await unlink(takeover).catch(() => undefined);
     }
-    await unlink(aside).catch(() => undefined);
   }
   throw new BangerError(ErrorCode.Daemon, `could not take the lock ${path} (it keeps changing)`, { hint: 'another bangerd is starting on this root' });
+}
+
+/** A takeover name left by a contender that died mid-takeover (its link is older than 10 s). */
+async function clearAbandonedTakeover(takeover: string): Promise<void> {
+  const st = await lstat(takeover).catch(() => undefined);
+  if (st && Date.now() - st.ctimeMs > 10_000) await unlink(takeover).catch(() => undefined);
 }
 
 async function releaseIfMine(path: string, mine: string): Promise<void> {

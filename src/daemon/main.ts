@@ -115,14 +115,20 @@ export async function main(): Promise<void> {
     );
     return;
   }
+  // Handlers first: a signal during start-up stops the daemon once it is up (releasing its
+  // lock and socket) instead of killing it half-way.
+  let d: Awaited<ReturnType<typeof startDaemon>> | undefined;
+  let pending: string | undefined;
+  const onSignal = (sig: string) => {
+    if (!d) return void (pending ??= sig);
+    d.ctx.log.info('signal received', { signal: sig });
+    void d.stop().then(() => process.exit(0));
+  };
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+  process.on('SIGINT', () => onSignal('SIGINT'));
   try {
-    const d = await startDaemon(process.env, { foreground: true });
-    const onSignal = (sig: string) => {
-      d.ctx.log.info('signal received', { signal: sig });
-      void d.stop().then(() => process.exit(0));
-    };
-    process.on('SIGTERM', () => onSignal('SIGTERM'));
-    process.on('SIGINT', () => onSignal('SIGINT'));
+    d = await startDaemon(process.env, { foreground: true });
+    if (pending) onSignal(pending);
   } catch (e) {
     const be = e instanceof BangerError ? e : undefined;
     process.stderr.write(`bangerd: ${errorMessage(e)}${be?.hint ? `\nhint: ${be.hint}` : ''}\n`);
