@@ -31,7 +31,7 @@ export const DEFAULT_RPC_LIMITS: RpcLimits = {
   maxConnections: 128,
   maxInflight: 64,
   maxQueuedReplyBytes: 16 * 1024 * 1024,
-  stalledReplyMs: 60_000,
+  stalledReplyMs: 300_000,
   idlePartialMs: 30_000,
 };
 
