@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
+import { openDb } from '../../src/core/db.js';
 import { SEALED_PREFIX } from '../../src/core/secrets.js';
 import { isRoot, TestDaemon } from '../helpers/daemon.js';
 import { cleanupAll, createNetns } from '../helpers/netns.js';
@@ -35,8 +35,7 @@ test('state is private: an old world-readable install is migrated on start and n
   try {
     // An installation as an older banger left it: 0755 dirs, 0644 database with a plain password.
     chmodSync(d.root, 0o755);
-    const db = new Database(join(d.root, 'banger.db'));
-    db.pragma('journal_mode = WAL');
+    const db = openDb(join(d.root, 'banger.db'));
     db.exec('CREATE TABLE IF NOT EXISTS t (x)');
     db.close();
     chmodSync(join(d.root, 'banger.db'), 0o644);
@@ -50,14 +49,14 @@ test('state is private: an old world-readable install is migrated on start and n
 
     await d.start();
     // A password stored in plain text by an older banger, then a restart seals it.
-    const w = new Database(join(d.root, 'banger.db'));
+    const w = openDb(join(d.root, 'banger.db'));
     w.prepare("INSERT INTO registry_credentials (registry, username, secret, updated_at) VALUES ('r.example', 'u', 'hunter2-plain', 'now')").run();
     w.close();
     await d.stop();
     await d.start();
     await d.json(['image', 'list']);
 
-    const ro = new Database(join(d.root, 'banger.db'), { readonly: true });
+    const ro = openDb(join(d.root, 'banger.db'));
     const row = ro.prepare("SELECT secret FROM registry_credentials WHERE registry = 'r.example'").get() as { secret: string };
     ro.close();
     assert.ok(row.secret.startsWith(SEALED_PREFIX), row.secret);
