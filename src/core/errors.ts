@@ -46,6 +46,8 @@ export const ErrorCode = {
   Internal: 'E_INTERNAL',
   /** Command-line usage error (unknown option, missing argument): exit code 2. */
   Usage: 'E_USAGE',
+  /** Input past a configured limit (e.g. an image unpacking to more than imageLimits allow). */
+  TooLarge: 'E_TOO_LARGE',
 } as const;
 
 export function isBangerError(e: unknown, code?: string): e is BangerError {

@@ -45,11 +45,9 @@ export async function applyTarStream(source: AsyncIterable<Buffer> | Readable, c
     if (compression === 'gzip') await pipeline(input, ahead(), createGunzip({ chunkSize: 256 * 1024 }), ahead(), sink, { signal });
     else if (compression === 'zstd') await pipeline(input, ahead(), new DecompressStream({ windowLogMax: 31 }), ahead(), sink, { signal });
     else await pipeline(input, ahead(), sink, { signal });
-    await applier.endLayer();
   } catch (err) {
     const e = sinkError ?? err;
     applier.release();
-    await applier.settleNodes().catch(() => {});
     if (signal?.aborted) throw new BangerError(ErrorCode.Cancelled, 'operation cancelled', { cause: e });
     if (e instanceof BangerError) throw e;
     const code = (e as { code?: string }).code ?? '';

@@ -1,7 +1,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { Readable } from 'node:stream';
 import { join } from 'node:path';
@@ -37,7 +37,8 @@ function freshCanary(): { canary: Canary; baseline: string[] } {
 
 before(() => {
   if (skip) return;
-  work = mkdtempSync(join(tmpdir(), 'banger-hostile-'));
+  // staged on a tmpfs like real builds (auto staging); the canary stays on /tmp, another filesystem
+  work = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'banger-hostile-'));
 });
 
 after(() => {
