@@ -49,6 +49,18 @@ export const ConfigSchema = z
      * `<root>/tmp`; "ram" prefers RAM even for large trees (falls back to disk on ENOSPC).
      */
     imageStaging: z.enum(['auto', 'ram', 'disk']).default('auto'),
+    /**
+     * Ceilings on what one image may unpack to, all layers together (a hostile or broken
+     * layer cannot fill the disk or RAM): `maxEntries` tar entries, `maxBytes` bytes of
+     * regular-file content. Past either the build fails with E_TOO_LARGE naming the entry.
+     */
+    imageLimits: z
+      .object({
+        maxEntries: z.number().int().min(1).default(2_000_000),
+        maxBytes: z.number().int().min(1).default(64 * 1024 ** 3),
+      })
+      .strict()
+      .default({}),
     network: z
       .object({
         bridge: z.string().regex(/^[a-zA-Z0-9_-]{1,15}$/).default('banger0'),

@@ -53,6 +53,7 @@ export interface ApplyLimits {
   maxBytes: number;
 }
 
+/** The defaults of config `imageLimits` (src/core/config.ts). */
 export const DEFAULT_LIMITS: ApplyLimits = { maxEntries: 2_000_000, maxBytes: 64 * 1024 ** 3 };
 
 export interface ApplyOptions {

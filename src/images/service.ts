@@ -306,7 +306,7 @@ export class ImageService {
       if (reusedBytes !== undefined) built = { sizeBytes: reusedBytes };
       else {
         step = 'layers';
-        const applier = new LayerApplier(rootDir, { exec: this.ctx.exec, signal });
+        const applier = new LayerApplier(rootDir, { exec: this.ctx.exec, signal, limits: this.ctx.config.imageLimits });
         await spec.fill(rootDir, applier);
         throwIfAborted(signal);
         stepDone('layers');
