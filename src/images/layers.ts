@@ -20,6 +20,22 @@ export function shortDigest(d: string): string {
   return d.replace(/^sha256:/, '').slice(0, 12);
 }
 
+/** True when the stored blob has the size and sha256 its descriptor says (read once, before use). */
+async function intactInStore(store: BlobStore, desc: Descriptor): Promise<boolean> {
+  const h = createHash('sha256');
+  let n = 0;
+  for await (const c of createReadStream(store.path(desc.digest), { highWaterMark: 1024 * 1024 })) {
+    h.update(c as Buffer);
+    n += (c as Buffer).length;
+  }
+  try {
+    verifyBlob(desc, n, 'sha256:' + h.digest('hex'));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Decompress and apply one tar stream to the applier. */
 export async function applyTarStream(source: AsyncIterable<Buffer> | Readable, compression: Compression, applier: LayerApplier, signal?: AbortSignal): Promise<void> {
   const reader = new TarReader((e) => applier.entry(e));
@@ -84,7 +100,8 @@ function byteReporter(progress: (ev: ProgressEvent) => void, key: string, total:
 
 /**
  * Download (when missing) and apply every layer, oldest first.
- * - A cached blob is read from the store and re-hashed while it is applied.
+ * - A cached blob is re-hashed before it is applied; a damaged one (size or digest differs)
+ *   is removed from the store and downloaded again, never applied.
  * - A missing blob is downloaded under its per-digest lock and applied *while* it downloads
  *   (one pass: hash + temp file + decompress + extract); the temp file is renamed into the
  *   store only after the digest matched.
@@ -168,27 +185,23 @@ export async function pullAndApplyLayers(plan: LayerPlan): Promise<{ downloaded:
       const compression = layerCompression(desc.mediaType, desc.digest);
       applier.beginLayer(desc.digest);
       await store.withLock(desc.digest, async () => {
+        if ((await store.has(desc.digest)) && !(await intactInStore(store, desc))) {
+          // damaged in the store (disk error, tampering): never applied; fetched again below
+          plan.log.warn('cached layer does not match its digest; downloading it again', { digest: desc.digest });
+          progress({ stage: 'layer', key, current: 0, total: desc.size, message: 'cached copy damaged: downloading again' });
+          await store.remove(desc.digest);
+        }
         if (await store.has(desc.digest)) {
           cached++;
           progress({ stage: 'layer', key, current: 0, total: desc.size, message: 'extracting (cached)' });
-          const h = createHash('sha256');
-          let n = 0;
           const report = byteReporter(progress, key, desc.size, 'extracting (cached)');
-          async function* verified(): AsyncGenerator<Buffer> {
+          async function* chunks(): AsyncGenerator<Buffer> {
             for await (const c of createReadStream(store.path(desc.digest), { highWaterMark: 1024 * 1024 })) {
-              h.update(c as Buffer);
-              n += (c as Buffer).length;
               report((c as Buffer).length);
               yield c as Buffer;
             }
           }
-          await applyTarStream(verified(), compression, applier, inner.signal);
-          try {
-            verifyBlob(desc, n, 'sha256:' + h.digest('hex'));
-          } catch (e) {
-            await store.remove(desc.digest);
-            throw new BangerError(ErrorCode.Digest, `cached ${(e as Error).message}; it was removed from the cache`, { hint: 'run the pull again to download it', cause: e });
-          }
+          await applyTarStream(chunks(), compression, applier, inner.signal);
         } else {
           await download(desc, (src) => applyTarStream(src, compression, applier, inner.signal));
         }

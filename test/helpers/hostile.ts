@@ -53,10 +53,11 @@ function fillers(n: number, tag: string): TEntry[] {
 /**
  * One scenario: ancestors `a`, `a/b`, `a/b/c`; the payload goes into one of them; one ancestor
  * (the payload's own directory or any parent of it) is swapped for a symlink to `canary`
- * (absolute, or relative from inside the root at `rootDir`) after k of the payload entries;
+ * (absolute, or relative from inside the root at `rootDir`, or from any depth when it is not
+ * given) after k of the payload entries;
  * the rest of the payload follows the swap (same layer or the next).
  */
-export function scenario(seed: number, canary: string, rootDir: string): Scenario {
+export function scenario(seed: number, canary: string, rootDir?: string): Scenario {
   const r = rng(seed);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
   const depth = 1 + Math.floor(r() * 3);
@@ -77,7 +78,9 @@ export function scenario(seed: number, canary: string, rootDir: string): Scenari
   const before = items.slice(0, k);
   const after = items.slice(k);
   const rel = r() < 0.5;
-  const target = rel ? relative(`${rootDir}/${swapped.split('/').slice(0, -1).join('/')}`, canary) : canary;
+  // relative: exact when the root is known, else enough '..' to reach '/' from any staging depth
+  const from = `${rootDir}/${swapped.split('/').slice(0, -1).join('/')}`;
+  const target = !rel ? canary : rootDir ? relative(from, canary) : '../'.repeat(24) + canary.slice(1);
   const swap: TEntry = { path: swapped, type: 'symlink', linkpath: target };
   const dirs: TEntry[] = ancestors.map((a) => ({ path: `${a}/`, type: 'dir' }));
   const fill = fillers(Math.floor(r() * 400), String(seed));
