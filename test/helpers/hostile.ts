@@ -90,7 +90,10 @@ export function scenario(seed: number, canary: string, rootDir?: string): Scenar
   return { name: `seed ${seed}: payload in ${dir}, ${before.length} before, swap ${swapped} -> ${rel ? 'relative' : 'absolute'} canary${later ? ' in layer 2' : ''}, ${after.length} after, ${fill.length} fillers`, layers, mustRefuse };
 }
 
-/** The reported attack: d/, FIFO d/victim (04777, owner 4242), 1700 fillers, d -> canary. */
-export function reportedAttack(canary: string): TEntry[] {
-  return [{ path: 'd/', type: 'dir' }, { path: 'd/victim', type: 'fifo', mode: 0o4777, ...HOSTILE, xattrs: { 'security.capability': CAP_NET_RAW } }, { path: 'd/null', type: 'char', devmajor: 1, devminor: 3, mode: 0o666, ...HOSTILE }, { path: 'd/bin', data: 'x', mode: 0o4755, ...HOSTILE, xattrs: { 'security.capability': CAP_NET_RAW } }, ...fillers(1700, 'r'), { path: 'd', type: 'symlink', linkpath: canary }];
+/**
+ * The reported attack: d/, FIFO d/victim (04777, owner 4242, a capability), a char device,
+ * a setuid file, `fillers` directories (1700 in the report), then d -> canary.
+ */
+export function reportedAttack(canary: string, fillerCount = 1700): TEntry[] {
+  return [{ path: 'd/', type: 'dir' }, { path: 'd/victim', type: 'fifo', mode: 0o4777, ...HOSTILE, xattrs: { 'security.capability': CAP_NET_RAW } }, { path: 'd/null', type: 'char', devmajor: 1, devminor: 3, mode: 0o666, ...HOSTILE }, { path: 'd/bin', data: 'x', mode: 0o4755, ...HOSTILE, xattrs: { 'security.capability': CAP_NET_RAW } }, ...fillers(fillerCount, 'r'), { path: 'd', type: 'symlink', linkpath: canary }];
 }

@@ -27,8 +27,13 @@ let work: string;
 let layout: OciLayout;
 let fake: FakeRegistry;
 let reg: TestRegistry;
+/** One canary per test group, so a failure in one group cannot mask or fake another's. */
 let canary: Canary;
 let baseline: string[];
+let attackCanary: Canary;
+let attackBaseline: string[];
+let seedCanary: Canary;
+let seedBaseline: string[];
 let goodLayer: Descriptor;
 let goodConfig: string;
 let goodManifest: Descriptor;
@@ -39,6 +44,10 @@ before(async () => {
   work = mkdtempSync(join(tmpdir(), 'banger-hostile-img-'));
   canary = new Canary();
   baseline = canary.snapshot();
+  attackCanary = new Canary('canary-attack');
+  attackBaseline = attackCanary.snapshot();
+  seedCanary = new Canary('canary-seeds');
+  seedBaseline = seedCanary.snapshot();
   layout = new OciLayout(join(work, 'oci'));
   const tag = (name: string, layers: TEntry[][]) => layout.tag(layout.image(layers.map((l) => layout.layer(makeTar(l), 'gzip'))), name);
   goodLayer = layout.layer(makeTar([{ path: 'etc/', type: 'dir' }, { path: 'etc/os-release', data: 'ID=test\n' }]), 'gzip');
@@ -46,8 +55,9 @@ before(async () => {
   goodConfig = (JSON.parse(readFileSync(join(work, 'oci', 'blobs', 'sha256', goodManifest.digest.slice(7)), 'utf8')) as { config: { digest: string } }).config.digest;
   layout.tag(goodManifest, 'good');
   const c = canary.dir;
-  tag('attack', [reportedAttack(c)]);
-  for (const s of SEEDS) tag(`seed-${s}`, scenario(s, c).layers);
+  tag('attack', [reportedAttack(attackCanary.dir)]);
+  tag('attack-compact', [reportedAttack(attackCanary.dir, 20)]);
+  for (const s of SEEDS) tag(`seed-${s}`, scenario(s, seedCanary.dir).layers);
   tag('wh-symlink', [[{ path: 'evil', type: 'symlink', linkpath: c }, { path: 'evil/.wh.passwd' }]]);
   tag('wh-symlink-later', [[{ path: 'evil', type: 'symlink', linkpath: c }], [{ path: 'evil/.wh.passwd' }]]);
   tag('opq-symlink', [[{ path: 'evil', type: 'symlink', linkpath: c }, { path: 'evil/.wh..wh..opq' }]]);
@@ -62,18 +72,19 @@ before(async () => {
   fake = await new FakeRegistry(join(work, 'oci')).start();
   reg = await TestRegistry.start();
   await reg.push(join(work, 'oci'), 'attack', 't/hostile:attack');
+  await reg.push(join(work, 'oci'), 'attack-compact', 't/hostile:attack-compact');
   for (const s of SEEDS) await reg.push(join(work, 'oci'), `seed-${s}`, `t/hostile:seed-${s}`);
 });
 
 after(async () => {
   await fake?.stop();
   await reg?.stop();
-  canary?.remove();
+  for (const c of [canary, attackCanary, seedCanary]) c?.remove();
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
-function untouched(what: string): void {
-  assert.deepEqual(canary.snapshot(), baseline, `canary outside the root changed by ${what}`);
+function untouched(what: string, c = canary, base = baseline): void {
+  assert.deepEqual(c.snapshot(), base, `canary outside the root changed by ${what}`);
 }
 
 async function expectFailure(ref: string, code: string, re: RegExp, cfg: Record<string, unknown> = {}): Promise<void> {
@@ -92,21 +103,23 @@ async function expectFailure(ref: string, code: string, re: RegExp, cfg: Record<
   }
 }
 
-test('real registry: the reported attack (FIFO 04777/4242 + capability, device, 1700 dirs, d -> host dir) pulls as a harmless symlink; the host dir is untouched', { skip }, async () => {
-  const { svc, cleanup } = imageService();
-  try {
-    const rec = await svc.pull({ ref: `${reg.host}/t/hostile:attack`, name: 'attack' });
-    assert.equal(rec.name, 'attack');
-    untouched('the reported attack');
-  } finally {
-    cleanup();
+test('real registry: the reported attack (FIFO 04777/4242 + capability, device, 1700 dirs or 20, d -> host dir) pulls as a harmless symlink; the host dir is untouched', { skip }, async () => {
+  for (const t of ['attack', 'attack-compact']) {
+    const { svc, cleanup } = imageService();
+    try {
+      const rec = await svc.pull({ ref: `${reg.host}/t/hostile:${t}`, name: t });
+      assert.equal(rec.name, t);
+      untouched(`the reported attack (${t})`, attackCanary, attackBaseline);
+    } finally {
+      cleanup();
+    }
   }
 });
 
 test('real registry: generated symlink-swap images are refused (E_UNSAFE_ENTRY) or contained; the canary is untouched', { skip }, async () => {
   let refused = 0;
   for (const s of SEEDS) {
-    const sc = scenario(s, canary.dir);
+    const sc = scenario(s, seedCanary.dir);
     const { svc, ctx, cleanup } = imageService();
     try {
       const r = await svc.pull({ ref: `${reg.host}/t/hostile:seed-${s}`, name: `seed-${s}` }).then(
@@ -119,7 +132,7 @@ test('real registry: generated symlink-swap images are refused (E_UNSAFE_ENTRY) 
         assert.deepEqual(leftovers(ctx), []);
         refused++;
       } else assert.equal(r, undefined, `${sc.name}: ${String(r)}`);
-      untouched(sc.name);
+      untouched(sc.name, seedCanary, seedBaseline);
     } finally {
       cleanup();
     }
