@@ -97,15 +97,20 @@ export class LayerApplier {
     this.layerPaths = new Set();
   }
 
+  /** 'layer sha256:<12 hex>' for a digest, else the whole name (`file /path/x.tar`). */
+  private layerName(): string {
+    return this.layer.startsWith('sha256:') ? `layer ${this.layer.slice(0, 19)}` : this.layer;
+  }
+
   private unsafe(entry: string, why: string): never {
-    throw new BangerError(ErrorCode.Unsafe, `layer ${this.layer.slice(0, 19)}: entry '${entry}' ${why}`, {
+    throw new BangerError(ErrorCode.Unsafe, `${this.layerName()}: entry '${entry}' ${why}`, {
       hint: 'the image contains an entry that would escape the root filesystem; it was rejected and nothing was kept',
       details: { entry, layer: this.layer },
     });
   }
 
   private tooLarge(entry: string, what: string, key: keyof ApplyLimits): never {
-    throw new BangerError(ErrorCode.TooLarge, `layer ${this.layer.slice(0, 19)}: entry '${entry}' ${what}`, {
+    throw new BangerError(ErrorCode.TooLarge, `${this.layerName()}: entry '${entry}' ${what}`, {
       hint: `the image unpacks to more than imageLimits.${key} allows; raise it in the daemon config if the image is genuine`,
       details: { entry, layer: this.layer, limit: `imageLimits.${key}`, value: this.limits[key] },
     });
@@ -246,7 +251,7 @@ export class LayerApplier {
     this.parents(rel, e.path, false);
     const st = this.lstat(rel);
     const kind = e.type === 'fifo' ? st?.isFIFO() : e.type === 'char' ? st?.isCharacterDevice() : st?.isBlockDevice();
-    if (!kind) throw new BangerError(ErrorCode.Internal, `layer ${this.layer.slice(0, 19)}: entry '${e.path}': mknod did not create a ${e.type} node`);
+    if (!kind) throw new BangerError(ErrorCode.Internal, `${this.layerName()}: entry '${e.path}': mknod did not create a ${e.type} node`);
     this.meta(rel, e);
   }
 

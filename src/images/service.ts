@@ -234,7 +234,7 @@ export class ImageService {
         blobs: () => [],
         fill: async (root, applier) => {
           if (p.rootfsTar) {
-            applier.beginLayer(`file ${src}`);
+            applier.beginLayer(`--rootfs-tar ${src}`);
             await applyTarStream(createReadStream(src, { highWaterMark: 1024 * 1024 }), await sniffCompression(src), applier, signal);
           } else {
             await this.ctx.exec(['cp', '-a', '--reflink=auto', '--', `${src}/.`, `${root}/`], { env: toolEnv(), signal });
