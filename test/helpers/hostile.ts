@@ -37,6 +37,9 @@ export function payload(dir: string): TEntry[] {
     { path: `${dir}/victim`, type: 'fifo', mode: 0o4777, ...HOSTILE, xattrs: { 'security.capability': CAP_NET_RAW } },
     { path: `${dir}/null`, type: 'char', devmajor: 1, devminor: 3, mode: 0o666, ...HOSTILE },
     { path: `${dir}/x`, type: 'block', devmajor: 7, devminor: 250, mode: 0o660, ...HOSTILE },
+    // names the canary does not have: a node created through a swapped parent shows up as a new entry
+    { path: `${dir}/fresh-fifo`, type: 'fifo', mode: 0o666, ...HOSTILE },
+    { path: `${dir}/fresh-null`, type: 'char', devmajor: 1, devminor: 3, mode: 0o666, ...HOSTILE },
     { path: `${dir}/bin`, data: '#!/bin/sh\n', mode: 0o4755, ...HOSTILE, xattrs: { 'security.capability': CAP_NET_RAW, 'user.hostile': Buffer.from('1') } },
     { path: `${dir}/sub/`, type: 'dir', mode: 0o1777, ...HOSTILE, mtime: 1_000_000, xattrs: { 'user.hostile': Buffer.from('dir') } },
     { path: `${dir}/hl`, type: 'link', linkpath: `${dir}/bin` },
@@ -95,5 +98,5 @@ export function scenario(seed: number, canary: string, rootDir?: string): Scenar
  * a setuid file, `fillers` directories (1700 in the report), then d -> canary.
  */
 export function reportedAttack(canary: string, fillerCount = 1700): TEntry[] {
-  return [{ path: 'd/', type: 'dir' }, { path: 'd/victim', type: 'fifo', mode: 0o4777, ...HOSTILE, xattrs: { 'security.capability': CAP_NET_RAW } }, { path: 'd/null', type: 'char', devmajor: 1, devminor: 3, mode: 0o666, ...HOSTILE }, { path: 'd/bin', data: 'x', mode: 0o4755, ...HOSTILE, xattrs: { 'security.capability': CAP_NET_RAW } }, ...fillers(fillerCount, 'r'), { path: 'd', type: 'symlink', linkpath: canary }];
+  return [{ path: 'd/', type: 'dir' }, { path: 'd/victim', type: 'fifo', mode: 0o4777, ...HOSTILE, xattrs: { 'security.capability': CAP_NET_RAW } }, { path: 'd/null', type: 'char', devmajor: 1, devminor: 3, mode: 0o666, ...HOSTILE }, { path: 'd/fresh-null', type: 'char', devmajor: 1, devminor: 3, mode: 0o666, ...HOSTILE }, { path: 'd/bin', data: 'x', mode: 0o4755, ...HOSTILE, xattrs: { 'security.capability': CAP_NET_RAW } }, ...fillers(fillerCount, 'r'), { path: 'd', type: 'symlink', linkpath: canary }];
 }

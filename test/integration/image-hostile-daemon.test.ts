@@ -24,7 +24,7 @@ let work: string;
 let daemon: TestDaemon;
 let canary: Canary;
 let baseline: string[];
-const REFUSED_SEED = 9; // payload in a, swap a -> canary after 2 entries, 5 more under a
+const REFUSED_SEED = 9; // one layer; entries under the swapped ancestor follow the swap
 
 before(async () => {
   if (skip) return;
