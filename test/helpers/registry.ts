@@ -61,10 +61,19 @@ export class TestRegistry {
     return join(this.dir, 'storage');
   }
 
-  static async start(opts: { auth?: AuthMode; users?: Record<string, string>; anonymousPull?: boolean } = {}): Promise<TestRegistry> {
+  /** Network namespace the registry (and `push`) runs in; unset = this process's namespace. 'none' auth only. */
+  netns?: string;
+
+  private wrap(argv: string[]): string[] {
+    return this.netns ? ['ip', 'netns', 'exec', this.netns, ...argv] : argv;
+  }
+
+  static async start(opts: { auth?: AuthMode; users?: Record<string, string>; anonymousPull?: boolean; netns?: string } = {}): Promise<TestRegistry> {
     const dir = mkdtempSync(join(tmpdir(), 'banger-registry-'));
     const port = await freePort();
     const reg = new TestRegistry(dir, port, opts.auth ?? 'none', opts.users ?? { tester: 'secret-pass' }, opts.anonymousPull ?? false);
+    if (opts.netns && (opts.auth ?? 'none') !== 'none') throw new Error('TestRegistry: netns supports auth none only');
+    reg.netns = opts.netns;
     try {
       await reg.boot();
     } catch (e) {
@@ -86,13 +95,19 @@ export class TestRegistry {
     }
     const cfg = `version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${this.storage}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:${this.port}\n${auth}`;
     writeFileSync(join(this.dir, 'config.yml'), cfg);
-    this.proc = spawn('/usr/bin/docker-registry', ['serve', join(this.dir, 'config.yml')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const serve = this.wrap(['/usr/bin/docker-registry', 'serve', join(this.dir, 'config.yml')]);
+    this.proc = spawn(serve[0]!, serve.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc.stdout!.on('data', (d) => (this.log += d));
     this.proc.stderr!.on('data', (d) => (this.log += d));
     const deadline = Date.now() + 20_000;
     while (Date.now() < deadline) {
       if (this.proc.exitCode !== null) throw new Error(`docker-registry exited: ${this.log}`);
       try {
+        if (this.netns) {
+          const r = spawnSync('ip', ['netns', 'exec', this.netns, 'curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', `${this.url}/v2/`], { encoding: 'utf8' });
+          if (r.stdout === '200') return;
+          throw new Error('not yet');
+        }
         const res = await fetch(`${this.url}/v2/`);
         if (res.status === 200 || res.status === 401) return;
       } catch {
@@ -155,7 +170,8 @@ export class TestRegistry {
     const creds = this.mode === 'none' ? [] : ['--dest-creds', `${Object.keys(this.users)[0]}:${Object.values(this.users)[0]}`];
     const argv = ['skopeo', 'copy', '--quiet', '--dest-tls-verify=false', ...(opts.all ? ['--all'] : []), ...creds, `oci:${ociDir}:${layoutTag}`, `docker://${this.host}/${repoTag}`];
     await new Promise<void>((resolve, reject) => {
-      const p = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+      const full = this.wrap(argv);
+      const p = spawn(full[0]!, full.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
       let err = '';
       p.stderr!.on('data', (d) => (err += d));
       p.on('error', reject);
