@@ -33,7 +33,8 @@ import { restoreXattrs } from './xattrs.js';
  *   entry can run after a later entry swapped one of its parents for a symlink.
  * - Before an entry touches the tree, every parent directory of its path (and of a hard
  *   link's target) is checked with lstat from the root down: a symlink or a non-directory is
- *   E_UNSAFE_ENTRY naming the entry and the layer. Files are opened O_EXCL|O_NOFOLLOW and get
+ *   E_UNSAFE_ENTRY naming the entry and the layer. (A directory checked since the last
+ *   removal is not checked again: only a removal can change what a path is.) Files are opened O_EXCL|O_NOFOLLOW and get
  *   their owner, mode and times through the open descriptor; nothing follows a symlink.
  * - Paths are normalised (leading "./" dropped); absolute paths, ".." components and NUL
  *   bytes are rejected.
@@ -71,6 +72,13 @@ export class LayerApplier {
   private readonly xattrs = new Map<string, Map<string, Buffer>>();
   private readonly dirTimes = new Map<string, number>();
   private layerPaths = new Set<string>();
+  /**
+   * Directories lstat-verified (real directories, no symlink above them) since the last
+   * removal. Sound because entries are applied one at a time and only `remove()` can turn a
+   * directory on a path into something else (a replaced entry is always removed first), and
+   * every removal clears the whole set.
+   */
+  private readonly verified = new Set<string>();
   private openFd?: number;
   private layer = '';
   /** Regular-file bytes written (all layers, before whiteouts). */
@@ -144,8 +152,11 @@ export class LayerApplier {
    * missing one (nothing below it exists).
    */
   private parents(rel: string, entry: string, create: boolean, target = false): boolean {
+    const last = rel.lastIndexOf('/');
+    if (last < 0 || this.verified.has(rel.slice(0, last))) return true;
     for (let i = rel.indexOf('/'); i >= 0; i = rel.indexOf('/', i + 1)) {
       const dir = rel.slice(0, i);
+      if (this.verified.has(dir)) continue;
       const st = this.lstat(dir);
       if (!st) {
         if (!create) return false;
@@ -155,6 +166,7 @@ export class LayerApplier {
       } else if (!st.isDirectory()) {
         this.unsafe(entry, `has a parent '${dir}' that is not a directory`);
       }
+      this.verified.add(dir);
     }
     return true;
   }
@@ -169,6 +181,7 @@ export class LayerApplier {
 
   /** Remove `rel` (never following a symlink: rm unlinks the link itself). Parents checked by the caller. */
   private remove(rel: string): void {
+    this.verified.clear();
     rmSync(this.abs(rel), { recursive: true, force: true });
     this.forget(rel);
   }
