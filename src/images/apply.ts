@@ -217,6 +217,7 @@ export class LayerApplier {
         this.meta(rel, e, !existing);
         return undefined;
       case 'symlink':
+        if (!e.linkpath || e.linkpath.includes('\0')) this.unsafe(e.path, 'is a symlink with an empty target or a NUL byte in it');
         symlinkSync(e.linkpath, abs);
         this.meta(rel, e, true);
         return undefined;

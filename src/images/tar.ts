@@ -254,6 +254,8 @@ export class TarReader {
       if (pv !== undefined) {
         const v = Number(pv);
         if (!Number.isFinite(v)) this.fail(`bad PAX ${paxKey} '${pv}'`);
+        // owners and sizes are whole numbers a kernel accepts (mtime may be fractional or negative)
+        if (paxKey !== 'mtime' && (!Number.isSafeInteger(v) || v < 0 || (paxKey !== 'size' && v > 0xfffffffe))) this.fail(`bad PAX ${paxKey} '${pv}'`);
         return v;
       }
       try {
