@@ -15,6 +15,8 @@ export interface Scenario {
   layers: TEntry[][];
   /** True when some entry is written under the swapped path after the swap: must be refused. */
   mustRefuse: boolean;
+  /** The ancestor swapped for a symlink (a symlink in the result when the archive applies). */
+  swapped: string;
 }
 
 /** Small deterministic PRNG (mulberry32). */
@@ -90,7 +92,7 @@ export function scenario(seed: number, canary: string, rootDir?: string): Scenar
   const later = r() < 0.4;
   const layers: TEntry[][] = later ? [[...dirs, ...before, ...fill], [swap, ...after]] : [[...dirs, ...before, ...fill, swap, ...after]];
   const mustRefuse = after.length > 0;
-  return { name: `seed ${seed}: payload in ${dir}, ${before.length} before, swap ${swapped} -> ${rel ? 'relative' : 'absolute'} canary${later ? ' in layer 2' : ''}, ${after.length} after, ${fill.length} fillers`, layers, mustRefuse };
+  return { swapped, name: `seed ${seed}: payload in ${dir}, ${before.length} before, swap ${swapped} -> ${rel ? 'relative' : 'absolute'} canary${later ? ' in layer 2' : ''}, ${after.length} after, ${fill.length} fillers`, layers, mustRefuse };
 }
 
 /**

@@ -83,7 +83,7 @@ test('generated hostile archives: symlink swaps of every ancestor at every point
   const seen = { refused: 0, applied: 0 };
   for (let seed = 1; seed <= N; seed++) {
     const sc = scenario(seed, canary.dir, join(work, `s${seed}`, 'rootfs'));
-    const { err } = await apply(sc.layers, `s${seed}`);
+    const { err, rootDir } = await apply(sc.layers, `s${seed}`);
     assert.deepEqual(canary.snapshot(), baseline, `canary changed by ${sc.name}`);
     if (sc.mustRefuse) {
       assert.ok(isBangerError(err, 'E_UNSAFE_ENTRY'), `${sc.name}: expected E_UNSAFE_ENTRY, got ${String(err)}`);
@@ -91,6 +91,7 @@ test('generated hostile archives: symlink swaps of every ancestor at every point
       seen.refused++;
     } else {
       assert.equal(err, undefined, `${sc.name}: ${String(err)}`);
+      assert.ok(lstatSync(join(rootDir, sc.swapped)).isSymbolicLink(), `${sc.name}: ${sc.swapped} is the symlink in the result`);
       seen.applied++;
     }
   }
