@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what banger and its tests need on a Debian 12 machine: Debian packages (when
-# missing and we are root), npm packages (npm ci) and the build. Idempotent.
+# missing and we are root), npm packages (npm ci, which also brings the pinned Node.js 24 LTS
+# from the npm registry) and the build, run on the Node.js scripts/node-env.sh picks (the
+# host's when it is >= 22.19, else the pinned one). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,4 +60,5 @@ fi
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund >&2
 fi
+. scripts/node-env.sh
 npm run build >&2

@@ -38,6 +38,7 @@ export async function startDaemon(env: NodeJS.ProcessEnv = process.env, opts: { 
       startedAt: startedAt.toISOString(),
       uptimeSeconds: Math.round((Date.now() - startedAt.getTime()) / 1000),
       schemaVersion: db.pragma('user_version', { simple: true }),
+      node: { path: process.execPath, version: process.version },
     })),
     'daemon.shutdown': method(z.object({}).strict(), async () => {
       setTimeout(() => void stop(), 20);
