@@ -20,7 +20,7 @@ PKGS=(
   socat curl ca-certificates
   gcc libc6-dev                     # the static guest agent (C)
   dpkg-dev                          # dpkg-scanpackages: local apt repo for the first-boot install test
-  python3 make g++                  # native npm addons (better-sqlite3, zstd-napi)
+  python3 make                      # python3: a pty for the CLI in kernel e2e tests; make: the slow tier's kernel build
   lz4                               # Debian kernels are LZ4 bzImages (vmlinux extraction)
   gpg gpg-agent                     # tests: sign a throw-away Debian-style archive (Packages.xz/.gz, Valid-Until)
   flex bison bc libelf-dev libssl-dev  # slow tier: scripts/make-generic-kernel.sh builds a kernel (BANGER_SLOW=1)
