@@ -19,6 +19,7 @@ CLEANUP=0
 if [ "$(id -u)" != 0 ]; then echo "demo.sh: run as root (banger's daemon does privileged work: taps, NAT, VMs)" >&2; exit 1; fi
 
 bash scripts/install-deps.sh
+. scripts/node-env.sh
 export PATH="$PWD/bin:$PATH"
 KERNEL=${BANGER_DEMO_KERNEL:-debian-cloud-amd64}
 IMAGE_REF=docker.io/library/debian:bookworm

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what banger and its tests need on a Debian 12 machine: Debian packages (when
-# missing and we are root), npm packages (npm ci) and the build. Idempotent.
+# missing and we are root), npm packages (npm ci, which also brings the pinned Node.js 24 LTS
+# from the npm registry) and the build, run on the Node.js scripts/node-env.sh picks (the
+# host's when it is >= 22.19, else the pinned one). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +20,7 @@ PKGS=(
   socat curl ca-certificates
   gcc libc6-dev                     # the static guest agent (C)
   dpkg-dev                          # dpkg-scanpackages: local apt repo for the first-boot install test
-  python3 make g++                  # native npm addons (better-sqlite3, zstd-napi)
+  python3 make                      # python3: a pty for the CLI in kernel e2e tests; make: the slow tier's kernel build
   lz4                               # Debian kernels are LZ4 bzImages (vmlinux extraction)
   gpg gpg-agent                     # tests: sign a throw-away Debian-style archive (Packages.xz/.gz, Valid-Until)
   flex bison bc libelf-dev libssl-dev  # slow tier: scripts/make-generic-kernel.sh builds a kernel (BANGER_SLOW=1)
@@ -58,4 +60,5 @@ fi
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund >&2
 fi
+. scripts/node-env.sh
 npm run build >&2

@@ -63,10 +63,11 @@ export function skippedTests(tap) {
 
 /**
  * Test files that registered no test at all: node reports such a file as one passing test
- * named by its path (a file whose tests exist reports them instead).
+ * named by its path, absolute on Node 20, as given (relative) on Node 22 and 24 (a file whose
+ * tests exist reports them instead).
  */
 export function emptyFiles(tap) {
-  return [...tap.matchAll(/^ok \d+ - (\/\S+\.test\.js)$/gm)].map((m) => m[1]);
+  return [...tap.matchAll(/^ok \d+ - (\S+\.test\.js)$/gm)].map((m) => m[1]);
 }
 
 function runTier(argv, env, minutes) {

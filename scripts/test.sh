@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
+. scripts/node-env.sh
 exec node scripts/run-tests.mjs "$@"

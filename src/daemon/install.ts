@@ -32,7 +32,8 @@ KillMode=process
 RuntimeDirectory=banger
 RuntimeDirectoryMode=0750
 RuntimeDirectoryPreserve=yes
-StateDirectory=banger
+# No StateDirectory=: /var/lib/banger is root:banger 0750 (made by the .deb's postinst, else by
+# bangerd); StateDirectory= would have systemd manage its owner and mode instead.
 Environment=NODE_ENV=production
 
 [Install]

@@ -59,6 +59,7 @@ async function serve(config: Config, lay: Layout, gid: number | undefined, lock:
       startedAt: startedAt.toISOString(),
       uptimeSeconds: Math.round((Date.now() - startedAt.getTime()) / 1000),
       schemaVersion: db.pragma('user_version', { simple: true }),
+      node: { path: process.execPath, version: process.version },
     })),
     'daemon.shutdown': method(z.object({}).strict(), async () => {
       setTimeout(() => void stop(), 20);

@@ -20,6 +20,28 @@ export interface HostProbe {
   which(cmd: string): Promise<string | undefined>;
   readFile(path: string): Promise<string | undefined>;
   canReadWrite(path: string): Promise<boolean>;
+  /** The Node.js running banger (default: this process's). */
+  runtime?(): NodeRuntime;
+}
+
+export interface NodeRuntime {
+  path: string;
+  /** `process.version`, e.g. "v24.22.3". */
+  version: string;
+  /** `process.release.lts`: the LTS line's name, undefined for a non-LTS release. */
+  lts?: string;
+}
+
+/** The oldest Node.js banger runs on (node:sqlite, zlib zstd streams, undici 8). */
+export const MIN_NODE = [22, 19] as const;
+
+export function currentRuntime(): NodeRuntime {
+  return { path: process.execPath, version: process.version, lts: process.release.lts };
+}
+
+export function runtimeSupported(version: string): boolean {
+  const [major = 0, minor = 0] = version.replace(/^v/, '').split('.').map(Number);
+  return major > MIN_NODE[0] || (major === MIN_NODE[0] && minor >= MIN_NODE[1]);
 }
 
 export const realHost: HostProbe = {
@@ -46,6 +68,17 @@ const tool = (name: string, cmd: string, hint: string, level: 'warn' | 'fail' = 
 });
 
 export const checks: Check[] = [
+  {
+    name: 'node',
+    description: `the Node.js runtime is ${MIN_NODE.join('.')} or newer`,
+    async run(h) {
+      const rt = h.runtime?.() ?? currentRuntime();
+      const detail = `${rt.path} ${rt.version}${rt.lts ? ` (LTS ${rt.lts})` : ' (not an LTS release)'}`;
+      return runtimeSupported(rt.version)
+        ? { name: 'node', status: 'pass', detail }
+        : { name: 'node', status: 'fail', detail, hint: `banger needs Node.js >= ${MIN_NODE.join('.')}: run scripts/install-deps.sh (installs the project's pinned Node.js 24) or install the .deb, which brings its own` };
+    },
+  },
   {
     name: 'kvm',
     description: 'hardware virtualisation is usable',

@@ -3,8 +3,8 @@ import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { createHash } from 'node:crypto';
-import { DecompressStream } from 'zstd-napi';
 import { BangerError, ErrorCode } from '../core/errors.js';
+import { isDecompressError, zstdDecompressor } from '../core/zstd.js';
 import type { Logger } from '../core/log.js';
 import type { ProgressEvent } from '../rpc/protocol.js';
 import type { LayerApplier } from './apply.js';
@@ -59,15 +59,14 @@ export async function applyTarStream(source: AsyncIterable<Buffer> | Readable, c
   const ahead = () => new PassThrough({ highWaterMark: BUFFER });
   try {
     if (compression === 'gzip') await pipeline(input, ahead(), createGunzip({ chunkSize: 256 * 1024 }), ahead(), sink, { signal });
-    else if (compression === 'zstd') await pipeline(input, ahead(), new DecompressStream({ windowLogMax: 31 }), ahead(), sink, { signal });
+    else if (compression === 'zstd') await pipeline(input, ahead(), zstdDecompressor(31), ahead(), sink, { signal });
     else await pipeline(input, ahead(), sink, { signal });
   } catch (err) {
     const e = sinkError ?? err;
     applier.release();
     if (signal?.aborted) throw new BangerError(ErrorCode.Cancelled, 'operation cancelled', { cause: e });
     if (e instanceof BangerError) throw e;
-    const code = (e as { code?: string }).code ?? '';
-    if (code.startsWith('Z_') || /zstd|incorrect header|invalid/i.test((e as Error).message)) {
+    if (isDecompressError(e) || /zstd|incorrect header|invalid/i.test((e as Error).message)) {
       throw new BangerError(ErrorCode.Invalid, `layer is not valid ${compression} data: ${(e as Error).message}`, { cause: e });
     }
     throw e;

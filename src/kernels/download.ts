@@ -47,7 +47,7 @@ export interface FetchBlobResult {
 const digestLock = new KeyedLock();
 let defaultDispatcher: Dispatcher | undefined;
 function dispatcher(): Dispatcher {
-  defaultDispatcher ??= new Agent({ headersTimeout: 60_000, bodyTimeout: 120_000 }).compose(interceptors.redirect({ maxRedirections: 5 }));
+  defaultDispatcher ??= new Agent({ allowH2: false, headersTimeout: 60_000, bodyTimeout: 120_000 }).compose(interceptors.redirect({ maxRedirections: 5 }));
   return defaultDispatcher;
 }
 

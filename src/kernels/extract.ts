@@ -5,8 +5,8 @@ import { once } from 'node:events';
 import { join, posix } from 'node:path';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import * as tar from 'tar-stream';
-import { DecompressStream } from 'zstd-napi';
 import { BangerError, ErrorCode, errorMessage } from '../core/errors.js';
+import { zstdDecompressor } from '../core/zstd.js';
 import type { ProgressEvent } from '../rpc/protocol.js';
 
 /**
@@ -116,7 +116,7 @@ export async function extractBundle(opts: ExtractOptions): Promise<ExtractResult
   const hasher = new HashTap(fromFile ? createHash('sha256') : undefined);
   const src: Readable = typeof opts.src === 'string' ? createReadStream(opts.src) : opts.src;
   const srcName = typeof opts.src === 'string' ? opts.src : 'download';
-  const zstd = new DecompressStream({ windowLogMax: ZSTD_WINDOW_LOG_MAX });
+  const zstd = zstdDecompressor(ZSTD_WINDOW_LOG_MAX);
   const extract = tar.extract();
   let failure: BangerError | undefined;
   const fail = (e: BangerError) => {

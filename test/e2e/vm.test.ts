@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
+import { openDatabase } from '../../src/core/db.js';
 import { isRoot, missingTools, TestDaemon } from '../helpers/daemon.js';
 import { debianMirrorUnavailable, startDebianMirror, type DebianMirror } from '../helpers/debian-mirror.js';
 import { TestRegistry } from '../helpers/registry.js';
@@ -181,7 +181,7 @@ test('vm rm leaves no tap, rule, lease, process, file or pinned key', { skip, ..
   assert.equal(r.code, 0, r.stderr);
   assert.deepEqual(nsLinks(hostNs).filter((l) => l.ifname.startsWith('tap-')), []);
   assert.doesNotMatch(nsRun(hostNs, ['nft', 'list', 'table', 'ip', 'banger']), /banger-vm:/);
-  const db = new Database(join(d!.root, 'banger.db'), { readonly: true });
+  const db = openDatabase(join(d!.root, 'banger.db'), { readOnly: true });
   try {
     assert.deepEqual(db.prepare('SELECT * FROM ip_leases').all(), []);
     assert.deepEqual(db.prepare('SELECT * FROM vms').all(), []);
@@ -205,7 +205,7 @@ test('a failed create (bad --disk-size, unknown kernel) names the field and leav
   assert.deepEqual(await d!.json(['vm', 'list']), []);
   assert.deepEqual(readdirSync(join(d!.root, 'vms')), []);
   assert.deepEqual(nsLinks(hostNs).filter((l) => l.ifname.startsWith('tap-')), []);
-  const db = new Database(join(d!.root, 'banger.db'), { readonly: true });
+  const db = openDatabase(join(d!.root, 'banger.db'), { readOnly: true });
   try {
     assert.deepEqual(db.prepare('SELECT * FROM ip_leases').all(), []);
   } finally {

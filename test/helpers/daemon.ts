@@ -27,6 +27,11 @@ export interface TestDaemonOptions {
   /** A test that runs only CLI commands needing no daemon (e.g. --help): no netns, and start() refuses. */
   cliOnly?: true;
   root?: string;
+  /**
+   * Run these executables as they are (e.g. an installed /usr/bin/banger, which picks its own
+   * Node.js) instead of the checkout's bin/ under this test's node.
+   */
+  bin?: { banger: string; bangerd: string };
 }
 
 /**
@@ -47,12 +52,16 @@ export class TestDaemon {
     this.cliOnly = !!opts.cliOnly && !opts.netns;
     this.root = opts.root ?? mkdtempSync(join(tmpdir(), 'banger-test-'));
     this.netns = opts.netns;
+    this.bangerArgv = opts.bin ? [opts.bin.banger] : [process.execPath, BANGER];
+    this.bangerdArgv = opts.bin ? [opts.bin.bangerd] : [process.execPath, BANGERD];
     writeFileSync(join(this.root, 'config.json'), JSON.stringify(opts.config ?? {}, null, 2));
     this.env = { ...process.env, BANGER_ROOT: this.root, BANGER_LOG_LEVEL: 'debug', ...opts.env };
     delete this.env.BANGER_SOCKET;
     delete this.env.BANGER_CONFIG;
   }
   readonly netns?: string;
+  private readonly bangerArgv: string[];
+  private readonly bangerdArgv: string[];
 
   get socket(): string {
     return join(this.root, 'bangerd.sock');
@@ -64,12 +73,12 @@ export class TestDaemon {
 
   /** argv that runs the built CLI with `args` in the daemon's namespace (for tests that spawn it themselves). */
   cliArgv(args: string[]): string[] {
-    return this.wrap([process.execPath, BANGER, ...args]);
+    return this.wrap([...this.bangerArgv, ...args]);
   }
 
   async start(timeoutMs = 15000): Promise<void> {
     if (this.cliOnly) throw new Error('a cliOnly TestDaemon starts no daemon: give it { netns }');
-    const argv = this.wrap([process.execPath, BANGERD]);
+    const argv = this.wrap(this.bangerdArgv);
     this.proc = spawn(argv[0]!, argv.slice(1), { env: this.env, stdio: ['ignore', 'ignore', 'pipe'] });
     this.proc.stderr!.on('data', (d) => (this.stderr += d.toString()));
     const deadline = Date.now() + timeoutMs;
@@ -116,7 +125,7 @@ export class TestDaemon {
    * it still reaches the daemon by the socket's path.
    */
   cli(args: string[], opts: { input?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number; hostNs?: boolean } = {}): Promise<CliResult> {
-    const argv = opts.hostNs ? [process.execPath, BANGER, ...args] : this.wrap([process.execPath, BANGER, ...args]);
+    const argv = opts.hostNs ? [...this.bangerArgv, ...args] : this.wrap([...this.bangerArgv, ...args]);
     return new Promise((resolve) => {
       const child = spawn(argv[0]!, argv.slice(1), { env: { ...this.env, ...opts.env } });
       let stdout = '';

@@ -2,8 +2,7 @@ import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { gzipSync } from 'node:zlib';
-import { compress as zstdCompress } from 'zstd-napi';
+import { gzipSync, zstdCompressSync } from 'node:zlib';
 
 /**
  * Builders for synthetic OCI images: a small tar writer (ustar + PAX with raw byte values,
@@ -125,7 +124,7 @@ export class OciLayout {
   }
 
   layer(tar: Buffer, compression: Compression = 'gzip'): Descriptor {
-    const data = compression === 'gzip' ? gzipSync(tar) : compression === 'zstd' ? zstdCompress(tar) : tar;
+    const data = compression === 'gzip' ? gzipSync(tar) : compression === 'zstd' ? zstdCompressSync(tar) : tar;
     return this.blob(data, LAYER_MEDIA[compression]);
   }
 

@@ -1,8 +1,8 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, statSync } from 'node:fs';
-import Database from 'better-sqlite3';
 import { join } from 'node:path';
+import { openDatabase } from '../../src/core/db.js';
 import { migrations } from '../../src/core/migrations.js';
 import { TestDaemon, isRoot, BANGER } from '../helpers/daemon.js';
 import { spawnSync } from 'node:child_process';
@@ -27,12 +27,12 @@ test('daemon serves status on its isolated socket and keeps committed state acro
     assert.equal(st.schemaVersion, migrations.length);
     assert.equal(statSync(d.socket).mode & 0o777, 0o660);
     // Commit a row the way a service would, then crash the daemon.
-    const db = new Database(join(d.root, 'banger.db'));
+    const db = openDatabase(join(d.root, 'banger.db'));
     db.prepare("INSERT INTO registry_credentials (registry, username, secret, updated_at) VALUES ('r.example', 'u', 's', 'now')").run();
     db.close();
     await d.kill();
     await d.start();
-    const db2 = new Database(join(d.root, 'banger.db'), { readonly: true });
+    const db2 = openDatabase(join(d.root, 'banger.db'), { readOnly: true });
     assert.equal((db2.prepare('SELECT count(*) AS n FROM registry_credentials').get() as { n: number }).n, 1);
     db2.close();
     const st2 = await d.json(['daemon', 'status']);

@@ -30,7 +30,7 @@ test('KVM is usable only with a read-write /dev/kvm AND vmx/svm flags', async ()
 test('doctor: every check named, pass/warn/fail with hints, skip by name', async () => {
   const all = ['qemu-system-x86_64', 'mkfs.ext4', 'debugfs', 'ip', 'nft', 'ssh', 'gpgv', 'dpkg-deb', 'lz4', 'depmod'];
   const ok = await runChecks(fakeHost({ tools: all, rw: ['/dev/net/tun'], files: { '/proc/sys/net/ipv4/ip_forward': '1\n', '/usr/share/keyrings/debian-archive-keyring.gpg': 'k' } }));
-  assert.deepEqual(ok.map((r) => r.name), ['kvm', 'firecracker', 'qemu', 'mkfs.ext4', 'debugfs', 'ip', 'nat', 'ssh', 'gpgv', 'dpkg-deb', 'lz4', 'depmod', 'debian-keyring', 'tun', 'ip_forward']);
+  assert.deepEqual(ok.map((r) => r.name), ['node', 'kvm', 'firecracker', 'qemu', 'mkfs.ext4', 'debugfs', 'ip', 'nat', 'ssh', 'gpgv', 'dpkg-deb', 'lz4', 'depmod', 'debian-keyring', 'tun', 'ip_forward']);
   assert.equal(ok.filter((r) => r.status === 'fail').length, 0);
   assert.equal(ok.find((r) => r.name === 'kvm')!.status, 'warn');
   const bad = await runChecks(fakeHost({ tools: ['iptables'] }), ['kvm']);
@@ -42,6 +42,21 @@ test('doctor: every check named, pass/warn/fail with hints, skip by name', async
   assert.equal(bad.find((r) => r.name === 'tun')!.status, 'fail');
   assert.equal(bad.find((r) => r.name === 'debian-keyring')!.status, 'warn');
   assert.equal(bad.find((r) => r.name === 'gpgv')!.status, 'fail');
+});
+
+test('doctor reports the Node.js runtime: path, version, LTS line; older than 22.19 fails with a hint', async () => {
+  const own = (await runChecks(fakeHost({}))).find((r) => r.name === 'node')!;
+  assert.equal(own.status, 'pass');
+  assert.ok(own.detail.startsWith(`${process.execPath} ${process.version}`), own.detail);
+  const run = async (version: string, lts?: string) => (await runChecks({ ...fakeHost({}), runtime: () => ({ path: '/opt/n/bin/node', version, lts }) })).find((r) => r.name === 'node')!;
+  const krypton = await run('v24.22.3', 'Krypton');
+  assert.deepEqual([krypton.status, krypton.detail], ['pass', '/opt/n/bin/node v24.22.3 (LTS Krypton)']);
+  assert.equal((await run('v22.19.0', 'Jod')).status, 'pass');
+  assert.deepEqual([(await run('v26.12.1')).status, (await run('v26.12.1')).detail], ['pass', '/opt/n/bin/node v26.12.1 (not an LTS release)']);
+  const old = await run('v22.18.0', 'Jod');
+  assert.equal(old.status, 'fail');
+  assert.match(old.hint!, /22\.19.*install-deps\.sh/);
+  assert.equal((await run('v20.20.2', 'Iron')).status, 'fail');
 });
 
 test('system install writes the unit and creates the banger group under a temporary root', async () => {

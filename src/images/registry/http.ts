@@ -26,7 +26,9 @@ export interface HttpOptions {
   backoffMs?: number;
 }
 
-export const agent = new Agent({ connections: 8, keepAliveTimeout: 10_000, connect: { timeout: 15_000 }, headersTimeout: 60_000, bodyTimeout: 60_000 });
+// HTTP/1.1 only (undici 8 negotiates HTTP/2 by default): parallel layer downloads use separate
+// connections, as they did with undici 7 and as our tests exercise.
+export const agent = new Agent({ allowH2: false, connections: 8, keepAliveTimeout: 10_000, connect: { timeout: 15_000 }, headersTimeout: 60_000, bodyTimeout: 60_000 });
 
 const RETRY_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CLOSED', 'EAI_AGAIN']);
 
