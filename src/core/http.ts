@@ -74,6 +74,8 @@ export interface OpenOptions {
   deadline?: 'document' | 'download';
   /** Refuse bodies larger than this (Content-Length up front, counted bytes while reading). */
   maxBytes?: number;
+  /** Error code of a body over `maxBytes` (default E_HTTP; the registry uses E_REGISTRY). */
+  tooLargeCode?: string;
   /** What is being waited for, as it changes ("waiting for response headers", "retrying in 2 s"). */
   onWait?: (message: string) => void;
   /** Override attempts (1 = no retry). */
@@ -218,7 +220,7 @@ export class HttpClient {
         destroyBody(res.body);
         ac.abort();
         release();
-        throw new BangerError(ErrorCode.Http, `${opts.what}: ${redact(res.url)} is ${contentLength} bytes, more than the ${opts.maxBytes}-byte limit`, { details: { url: redact(res.url), size: contentLength, limit: opts.maxBytes } });
+        throw new BangerError(opts.tooLargeCode ?? ErrorCode.Http, `${opts.what}: ${redact(res.url)} is ${contentLength} bytes, more than the ${opts.maxBytes}-byte limit`, { details: { url: redact(res.url), size: contentLength, limit: opts.maxBytes } });
       }
       wait('receiving the body');
       return new HttpResponse(res.status, res.headers, res.body, res.url, contentLength, opts, ac, release, (e) => fail(e, state.waiting));
@@ -353,7 +355,7 @@ export class HttpResponse {
           if (body.isPaused() && queued < QUEUE_HIGH / 2) body.resume();
           this.received += c.length;
           if (this.opts.maxBytes !== undefined && this.received > this.opts.maxBytes) {
-            throw new BangerError(ErrorCode.Http, `${this.opts.what}: ${redact(this.url)} is more than the ${this.opts.maxBytes}-byte limit`, { details: { url: redact(this.url), limit: this.opts.maxBytes } });
+            throw new BangerError(this.opts.tooLargeCode ?? ErrorCode.Http, `${this.opts.what}: ${redact(this.url)} is more than the ${this.opts.maxBytes}-byte limit`, { details: { url: redact(this.url), limit: this.opts.maxBytes } });
           }
           yield c;
           continue;

@@ -181,7 +181,7 @@ export class RegistryClient {
   async manifest(reference: string): Promise<FetchedManifest> {
     return this.firstOk(async (ep) => {
       const what = `${this.ref.registry}/${this.ref.repository}:${reference}`.replace(':sha256:', '@sha256:');
-      const res = await this.get(ep, `/v2/${this.ref.repository}/manifests/${reference}`, { accept: MANIFEST_ACCEPT }, { what: `manifest ${what}`, maxBytes: MAX_MANIFEST_BYTES });
+      const res = await this.get(ep, `/v2/${this.ref.repository}/manifests/${reference}`, { accept: MANIFEST_ACCEPT }, { what: `manifest ${what}`, maxBytes: MAX_MANIFEST_BYTES, tooLargeCode: ErrorCode.Registry });
       if (res.status === 404) {
         res.close();
         throw new BangerError(ErrorCode.NotFound, `manifest ${what} not found on ${this.what(ep)}`, { hint: 'check the repository name and tag' });
