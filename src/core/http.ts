@@ -288,6 +288,11 @@ export class HttpResponse {
   /** Body bytes delivered so far. */
   received = 0;
   private done = false;
+  private readonly queue: Buffer[] = [];
+  private queued = 0;
+  private ended = false;
+  private error: unknown;
+  private wake?: () => void;
 
   constructor(
     readonly status: number,
@@ -299,7 +304,33 @@ export class HttpResponse {
     private readonly ac: AbortController,
     private readonly release: () => void,
     private readonly fail: (e: unknown) => BangerError,
-  ) {}
+  ) {
+    // Flow at once, before the caller reads: a body left paused is what undici 7 cannot survive.
+    body.on('data', (c: Buffer) => {
+      this.queue.push(c);
+      this.queued += c.length;
+      if (this.queued > QUEUE_HIGH) body.pause();
+      this.poke();
+    });
+    body.on('end', () => {
+      this.ended = true;
+      this.poke();
+    });
+    body.on('error', (e) => {
+      this.error ??= e;
+      this.poke();
+    });
+    body.on('close', () => {
+      if (!this.ended) this.error ??= new Error('response body closed early');
+      this.poke();
+    });
+  }
+
+  private poke(): void {
+    const w = this.wake;
+    this.wake = undefined;
+    w?.();
+  }
 
   header(name: string): string | undefined {
     return headerOf(this.headers, name);
@@ -310,49 +341,21 @@ export class HttpResponse {
     if (this.done) return;
     this.done = true;
     this.release();
-    if (!this.body.readableEnded) {
+    this.queue.length = 0;
+    if (!this.ended) {
       this.ac.abort();
       destroyBody(this.body);
     }
   }
 
-  /** The body, chunk by chunk (flowing into a bounded queue; see the module comment). */
+  /** The body, chunk by chunk (from the bounded queue; see the module comment). */
   async *chunks(): AsyncGenerator<Buffer> {
-    const body = this.body;
-    const queue: Buffer[] = [];
-    let queued = 0;
-    let ended = false;
-    let error: unknown;
-    let wake: (() => void) | undefined;
-    const poke = () => {
-      const w = wake;
-      wake = undefined;
-      w?.();
-    };
-    body.on('data', (c: Buffer) => {
-      queue.push(c);
-      queued += c.length;
-      if (queued > QUEUE_HIGH) body.pause();
-      poke();
-    });
-    body.on('end', () => {
-      ended = true;
-      poke();
-    });
-    body.on('error', (e) => {
-      error ??= e;
-      poke();
-    });
-    body.on('close', () => {
-      if (!ended) error ??= new Error('response body closed early');
-      poke();
-    });
     try {
       for (;;) {
-        const c = queue.shift();
+        const c = this.queue.shift();
         if (c) {
-          queued -= c.length;
-          if (body.isPaused() && queued < QUEUE_HIGH / 2) body.resume();
+          this.queued -= c.length;
+          if (this.body.isPaused() && this.queued < QUEUE_HIGH / 2) this.body.resume();
           this.received += c.length;
           if (this.opts.maxBytes !== undefined && this.received > this.opts.maxBytes) {
             throw new BangerError(this.opts.tooLargeCode ?? ErrorCode.Http, `${this.opts.what}: ${redact(this.url)} is more than the ${this.opts.maxBytes}-byte limit`, { details: { url: redact(this.url), limit: this.opts.maxBytes } });
@@ -360,8 +363,8 @@ export class HttpResponse {
           yield c;
           continue;
         }
-        if (error !== undefined) throw this.fail(error);
-        if (ended) {
+        if (this.error !== undefined) throw this.fail(this.error);
+        if (this.ended) {
           if (this.contentLength !== undefined && this.received !== this.contentLength) {
             throw new BangerError(ErrorCode.Http, `${this.opts.what}: ${redact(this.url)}: body truncated: received ${this.received} of ${this.contentLength} bytes`, { hint: 'the connection was cut; try again', details: { url: redact(this.url), received: this.received, expected: this.contentLength, cut: true } });
           }
@@ -369,7 +372,8 @@ export class HttpResponse {
           this.release();
           return;
         }
-        await new Promise<void>((r) => (wake = r));
+        if (this.done) throw this.fail(new Error('response closed'));
+        await new Promise<void>((r) => (this.wake = r));
       }
     } finally {
       this.close();

@@ -1,0 +1,137 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createServer } from 'node:net';
+import { isBangerError, type BangerError } from '../../src/core/errors.js';
+import { HttpClient } from '../../src/core/http.js';
+import { REPO } from '../helpers/daemon.js';
+import { serveHostile, type Mode } from '../helpers/hostile-http.js';
+
+/**
+ * The one HTTP client against the hostile server (raw `net`, on 127.0.0.1): each failure mode
+ * ends as the documented error within its limit, and a body left unread while the peer closes
+ * (nodejs/undici#5360) does not take the process down.
+ */
+const dir = mkdtempSync(join(tmpdir(), 'banger-http-'));
+const body = Buffer.alloc(256 * 1024, 0x5a);
+let port = 0;
+const routes = Object.fromEntries(
+  (['ok', 'fin-mid-body', 'rst-mid-body', 'no-headers', 'trickle', 'huge-headers', 'long-body', 'short-body'] as Mode[]).map((m) => [`/${m}`, { file: join(dir, 'body'), mode: m }]),
+);
+const http = new HttpClient({ headersTimeoutMs: 700, idleTimeoutMs: 1000, documentDeadlineMs: 2000, attempts: 2, backoffMs: 10 });
+
+before(async () => {
+  writeFileSync(join(dir, 'body'), body);
+  writeFileSync(join(dir, 'routes.json'), JSON.stringify({ routes, trickleMs: 300 }));
+  port = await serveHostile(join(dir, 'routes.json'), join(dir, 'log'));
+});
+after(() => {
+  rmSync(dir, { recursive: true, force: true });
+  void http.close();
+});
+
+async function get(mode: Mode): Promise<{ buf?: Buffer; err?: BangerError; ms: number }> {
+  const t0 = Date.now();
+  try {
+    const res = await http.open(`http://127.0.0.1:${port}/${mode}`, { what: `test ${mode}` });
+    return { buf: await res.readAll(), ms: Date.now() - t0 };
+  } catch (e) {
+    if (!isBangerError(e)) throw e;
+    return { err: e, ms: Date.now() - t0 };
+  }
+}
+
+test('a correct response, and a body longer than its Content-Length (extra bytes never delivered)', async () => {
+  assert.deepEqual((await get('ok')).buf, body);
+  assert.deepEqual((await get('long-body')).buf, body);
+});
+
+test('FIN, RST or a short body mid-response: E_HTTP "truncated", marked as a cut connection', async () => {
+  for (const m of ['fin-mid-body', 'rst-mid-body', 'short-body'] as Mode[]) {
+    const { err } = await get(m);
+    assert.equal(err?.code, 'E_HTTP', `${m}: ${err?.message}`);
+    assert.match(err!.message, /truncated/, m);
+    assert.equal(err!.details?.['cut'], true, m);
+  }
+});
+
+test('no response headers: E_TIMEOUT after the headers timeout; huge headers: E_HTTP naming the limit', async () => {
+  const nh = await get('no-headers');
+  assert.equal(nh.err?.code, 'E_TIMEOUT', nh.err?.message);
+  assert.match(nh.err!.message, /no response headers within 0\.7 s/);
+  assert.ok(nh.ms < 1900, `${nh.ms} ms`);
+  const hh = await get('huge-headers');
+  assert.equal(hh.err?.code, 'E_HTTP', hh.err?.message);
+  assert.match(hh.err!.message, /headers larger than 65536 bytes/);
+});
+
+test('a trickle below the idle timeout fails by the overall deadline, saying what it waited for', async () => {
+  const { err, ms } = await get('trickle');
+  assert.equal(err?.code, 'E_TIMEOUT', err?.message);
+  assert.match(err!.message, /2 s deadline \(was receiving the body\)/);
+  assert.ok(ms >= 1900 && ms < 4000, `failed after ${ms} ms`);
+});
+
+test('a black-hole port (accepts, never answers) fails within connect + headers time, not minutes', async () => {
+  const hole = createServer(() => {});
+  await new Promise<void>((r) => hole.listen(0, '127.0.0.1', r));
+  const t0 = Date.now();
+  await assert.rejects(http.open(`http://127.0.0.1:${(hole.address() as { port: number }).port}/`, { what: 'hole' }), (e: unknown) => isBangerError(e, 'E_TIMEOUT'));
+  assert.ok(Date.now() - t0 < 2500);
+  hole.close();
+});
+
+test('size cap: a body over maxBytes is refused (Content-Length up front)', async () => {
+  await assert.rejects(http.open(`http://127.0.0.1:${port}/ok`, { what: 'capped', maxBytes: 1000 }), (e: unknown) => isBangerError(e, 'E_HTTP') && /more than the 1000-byte limit/.test(e.message));
+});
+
+test('cancel: the caller aborting mid-body ends the read with E_CANCELLED', async () => {
+  const ac = new AbortController();
+  const res = await http.open(`http://127.0.0.1:${port}/trickle`, { what: 'cancel', signal: ac.signal });
+  setTimeout(() => ac.abort(), 300);
+  await assert.rejects(res.readAll(), (e: unknown) => isBangerError(e, 'E_CANCELLED'));
+});
+
+/**
+ * nodejs/undici#5360: headers + a 64 KiB body with `Connection: close`, then FIN, while the
+ * consumer has not read yet. Plain undici 7 dies with `assert(!this.paused)`; the same with the
+ * HttpClient (body read 500 ms later) survives and gets every byte. Each runs in a child process.
+ */
+const child = (code: string) => {
+  const file = join(dir, `c${Math.random().toString(36).slice(2)}.mjs`);
+  writeFileSync(file, code);
+  return spawnSync(process.execPath, [file], { encoding: 'utf8', timeout: 20_000, cwd: REPO });
+};
+const serverJs = `
+import { createServer } from 'node:net';
+const BODY = Buffer.alloc(64 * 1024, 0x61);
+const server = createServer((sock) => sock.once('data', () => {
+  sock.write('HTTP/1.1 200 OK\\r\\nContent-Length: ' + BODY.length + '\\r\\nConnection: close\\r\\n\\r\\n');
+  sock.write(BODY);
+  sock.end();
+}));
+await new Promise((r) => server.listen(0, '127.0.0.1', r));
+const url = 'http://127.0.0.1:' + server.address().port + '/';
+`;
+
+test('nodejs/undici#5360: an unread body when the peer closes kills plain undici 7, not the HttpClient', () => {
+  const undiciMajor = Number(JSON.parse(readFileSync(join(REPO, 'node_modules', 'undici', 'package.json'), 'utf8')).version.split('.')[0]);
+  const plain = child(`${serverJs}
+import { request } from '${join(REPO, 'node_modules', 'undici', 'index.js')}';
+const res = await request(url);
+await new Promise((r) => setTimeout(r, 500));
+let n = 0; for await (const c of res.body) n += c.length;
+console.log('read', n); process.exit(0);`);
+  if (undiciMajor === 7) assert.match(plain.stderr, /paused/, `plain undici 7 is expected to crash here (exit ${plain.status})`);
+  const ours = child(`${serverJs}
+import { HttpClient } from '${join(REPO, 'dist', 'src', 'core', 'http.js')}';
+const res = await new HttpClient().open(url, { what: 'test' });
+await new Promise((r) => setTimeout(r, 500));
+const b = await res.readAll();
+console.log('read', b.length); process.exit(0);`);
+  assert.equal(ours.status, 0, ours.stderr);
+  assert.match(ours.stdout, /read 65536/);
+});
