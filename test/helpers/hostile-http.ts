@@ -94,8 +94,11 @@ function respond(sock: Socket, path: string, cfg: Routes): void {
 }
 
 /** Serve `routesFile` on 127.0.0.1 (port 0); logs "METHOD PATH" lines to `logFile`. */
-export async function serveHostile(routesFile: string, logFile: string): Promise<number> {
+export async function serveHostile(routesFile: string, logFile: string): Promise<{ port: number; close(): void }> {
+  const socks = new Set<Socket>();
   const server = createServer((sock) => {
+    socks.add(sock);
+    sock.on('close', () => socks.delete(sock));
     sock.on('error', () => {});
     let buf = '';
     sock.on('data', (d) => {
@@ -113,7 +116,13 @@ export async function serveHostile(routesFile: string, logFile: string): Promise
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return (server.address() as { port: number }).port;
+  return {
+    port: (server.address() as { port: number }).port,
+    close() {
+      for (const s of socks) s.destroy();
+      server.close();
+    },
+  };
 }
 
 /** The server as a child process inside network namespace `netns` (or the host's when absent). */
@@ -180,7 +189,7 @@ export class HostileServer {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const port = await serveHostile(process.argv[2]!, process.argv[3]!);
+  const { port } = await serveHostile(process.argv[2]!, process.argv[3]!);
   process.stdout.write(`port ${port}\n`);
   process.on('SIGTERM', () => process.exit(0));
 }
