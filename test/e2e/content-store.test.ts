@@ -1,7 +1,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -136,6 +136,7 @@ for (const kind of ['kernel', 'image'] as const) {
     assert.ok(blobs().some((n) => n.endsWith('.tmp')), 'the crash left a temp file (precondition)');
     await d.start();
     await assertNothingLeft(`after SIGKILL during ${kind} pull`);
+    for (const n of blobs()) assert.equal(sha256(readFileSync(join(d.root, 'blobs', 'sha256', n))), n, `blob ${n} left in the store is complete and verified`);
     await d.cli(['system', 'prune']);
   });
 }
