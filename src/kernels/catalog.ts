@@ -138,7 +138,7 @@ export async function fetchCatalog(url: string, opts: { signal?: AbortSignal; ht
     body = (await res.readAll()).toString('utf8');
   } catch (e) {
     if (e instanceof BangerError) {
-      if (e.code === ErrorCode.Cancelled || e.hint) throw e;
+      if (e.code === ErrorCode.Cancelled || e.details?.['catalog']) throw e;
       throw new BangerError(e.code, e.message, { hint: 'check the URL and your network, or remove it from kernelCatalogs / BANGER_KERNEL_CATALOGS', cause: e, details: { ...e.details, catalog: url } });
     }
     throw new BangerError(ErrorCode.Http, `${what}: ${errorMessage(e)}`, { hint: 'check the URL and your network, or remove it from kernelCatalogs / BANGER_KERNEL_CATALOGS', cause: e, details: { catalog: url } });
