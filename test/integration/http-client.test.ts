@@ -178,3 +178,11 @@ process.exit(0);
   assert.match(res.message, /refusing redirect from https to plain http/);
   assert.equal(res.plainHits, 0, 'the plain-http target was never contacted');
 });
+
+test('progress says what is awaited once a wait passes one second, and the deadline error repeats it', { timeout: 15_000 }, async () => {
+  const slow = new HttpClient({ headersTimeoutMs: 5000, documentDeadlineMs: 1500 });
+  const waits: string[] = [];
+  await assert.rejects(slow.open(`http://127.0.0.1:${port}/no-headers`, { what: 'probe', onWait: (m) => waits.push(m) }), (e: unknown) => isBangerError(e, 'E_TIMEOUT') && /1\.5 s deadline \(was waiting for response headers from 127\.0\.0\.1:\d+\)/.test(e.message));
+  assert.deepEqual(waits.map((w) => w.replace(/:\d+$/, '')), ['probe: waiting for response headers from 127.0.0.1']);
+  await slow.close();
+});
