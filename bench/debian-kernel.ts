@@ -14,6 +14,7 @@
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { ContentStore } from '../src/core/content-store.js';
 import { exec } from '../src/core/exec.js';
 import { nullLogger } from '../src/core/log.js';
 import { fetchDebianKernel, type DebianKernelEntry } from '../src/kernels/debian/fetch.js';
@@ -46,7 +47,7 @@ async function ours(m: DebianMirror, work: string, blobs?: string): Promise<numb
   mkdirSync(out, { recursive: true });
   mkdirSync(tmp, { recursive: true });
   const t0 = performance.now();
-  await fetchDebianKernel({ entry, mirror: m.url, keyring: KEYRING, outDir: out, tmpDir: tmp, exec, log: nullLogger, blobPath: blobs ? (h) => join(blobs, h) : undefined });
+  await fetchDebianKernel({ entry, mirror: m.url, keyring: KEYRING, outDir: out, tmpDir: tmp, exec, log: nullLogger, store: blobs ? ContentStore.at(blobs) : undefined });
   return (performance.now() - t0) / 1000;
 }
 

@@ -61,6 +61,21 @@ export const ConfigSchema = z
       })
       .strict()
       .default({}),
+    /**
+     * Every download (registries, kernel bundles and catalogs, the Debian archive), in seconds:
+     * connect, response headers, idle body (no byte for this long), and the overall deadline of
+     * a small document (manifest, catalog, index, token) and of a large download (layer, bundle, .deb).
+     */
+    http: z
+      .object({
+        connectTimeoutSeconds: z.number().positive().max(3600).default(15),
+        headersTimeoutSeconds: z.number().positive().max(3600).default(30),
+        idleTimeoutSeconds: z.number().positive().max(3600).default(30),
+        documentDeadlineSeconds: z.number().positive().max(86400).default(120),
+        downloadDeadlineSeconds: z.number().positive().max(604800).default(3600),
+      })
+      .strict()
+      .default({}),
     network: z
       .object({
         bridge: z.string().regex(/^[a-zA-Z0-9_-]{1,15}$/).default('banger0'),

@@ -65,4 +65,31 @@ export const migrations: { name: string; sql: string }[] = [
       );
     `,
   },
+  {
+    // One content store: which image, kernel or cache entry uses which blob (sha256:<hex>).
+    // Image references mirror image_blobs; a deleted image or kernel drops its references.
+    name: 'blob_refs',
+    sql: `
+      CREATE TABLE blob_refs (
+        digest TEXT NOT NULL,
+        owner_kind TEXT NOT NULL CHECK (owner_kind IN ('image', 'kernel', 'cache')),
+        owner TEXT NOT NULL,
+        PRIMARY KEY (digest, owner_kind, owner)
+      );
+      CREATE INDEX blob_refs_owner ON blob_refs (owner_kind, owner);
+      INSERT OR IGNORE INTO blob_refs (digest, owner_kind, owner) SELECT digest, 'image', image_name FROM image_blobs;
+      CREATE TRIGGER image_blobs_ref AFTER INSERT ON image_blobs BEGIN
+        INSERT OR IGNORE INTO blob_refs (digest, owner_kind, owner) VALUES (NEW.digest, 'image', NEW.image_name);
+      END;
+      CREATE TRIGGER image_blobs_unref AFTER DELETE ON image_blobs BEGIN
+        DELETE FROM blob_refs WHERE owner_kind = 'image' AND owner = OLD.image_name AND digest = OLD.digest;
+      END;
+      CREATE TRIGGER images_unref AFTER DELETE ON images BEGIN
+        DELETE FROM blob_refs WHERE owner_kind = 'image' AND owner = OLD.name;
+      END;
+      CREATE TRIGGER kernels_unref AFTER DELETE ON kernels BEGIN
+        DELETE FROM blob_refs WHERE owner_kind = 'kernel' AND owner = OLD.name;
+      END;
+    `,
+  },
 ];

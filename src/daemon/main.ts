@@ -6,6 +6,8 @@ import { openDb } from '../core/db.js';
 import { BangerError, errorMessage } from '../core/errors.js';
 import { exec, tracedExec } from '../core/exec.js';
 import { createLogger } from '../core/log.js';
+import { installCrashGuards } from '../core/ops.js';
+import { ContentStore } from '../core/content-store.js';
 import { layout, type Layout } from '../core/paths.js';
 import { method } from '../rpc/protocol.js';
 import { RpcServer } from '../rpc/server.js';
@@ -70,6 +72,7 @@ async function serve(config: Config, lay: Layout, gid: number | undefined, lock:
   for (const [domain, step] of [
     ['kernels', () => services.kernels.reconcile()],
     ['vms', () => services.vms.reconcile()],
+    ['store', () => reconcileStore(ctx)],
   ] as const) {
     try {
       const result = await step();
@@ -109,6 +112,25 @@ async function cleanTmp(dir: string, log: ReturnType<typeof createLogger>): Prom
   }
 }
 
+/**
+ * A dead operation's debris outside tmp/: blob temp files (a download cut by the crash) and image
+ * directories without a row (a crash between landing the ext4 and committing its row). Verified
+ * blobs stay: they are complete, and prune frees them once nothing references them.
+ */
+async function reconcileStore(ctx: Context): Promise<{ removedTemps: number; removedImageDirs: string[] }> {
+  const store = new ContentStore(ctx.layout, ctx.db);
+  const temps = await store.staleTemps();
+  for (const t of temps) await rm(t.file, { force: true });
+  const rows = new Set((ctx.db.prepare('SELECT name FROM images').all() as { name: string }[]).map((r) => r.name));
+  const removedImageDirs: string[] = [];
+  for (const name of await readdir(ctx.layout.images).catch(() => [] as string[])) {
+    if (rows.has(name)) continue;
+    await rm(join(ctx.layout.images, name), { recursive: true, force: true });
+    removedImageDirs.push(name);
+  }
+  return { removedTemps: temps.length, removedImageDirs };
+}
+
 export async function main(): Promise<void> {
   if (process.argv.includes('--help') || process.argv.includes('-h')) {
     process.stdout.write(
@@ -129,6 +151,7 @@ export async function main(): Promise<void> {
   process.on('SIGINT', () => onSignal('SIGINT'));
   try {
     d = await startDaemon(process.env, { foreground: true });
+    installCrashGuards(d.ctx.log);
     if (pending) onSignal(pending);
   } catch (e) {
     const be = e instanceof BangerError ? e : undefined;

@@ -124,9 +124,16 @@ export async function pullAndApplyLayers(plan: LayerPlan): Promise<{ downloaded:
     // The consumer may stop early (bad tar, unsafe entry): `src` stays open so the rest of
     // the blob can be drained and its digest checked, which is the more useful error when
     // the bytes were corrupt.
+    let downloadFailed = false;
     async function* tee(): AsyncGenerator<Buffer> {
       for (;;) {
-        const r = await src.next();
+        let r: IteratorResult<Buffer>;
+        try {
+          r = await src.next();
+        } catch (e) {
+          downloadFailed = true; // the download itself failed: nothing left to drain
+          throw e;
+        }
         if (r.done) return;
         if (inner.signal.aborted) throw new BangerError(ErrorCode.Cancelled, 'operation cancelled');
         w.write(r.value);
@@ -138,7 +145,7 @@ export async function pullAndApplyLayers(plan: LayerPlan): Promise<{ downloaded:
       if (consume) await consume(tee());
       else for await (const _ of tee());
     } catch (e) {
-      if (inner.signal.aborted || plan.signal.aborted || (e instanceof BangerError && e.code === ErrorCode.Cancelled)) {
+      if (downloadFailed || inner.signal.aborted || plan.signal.aborted || (e instanceof BangerError && e.code === ErrorCode.Cancelled)) {
         await src.return?.(undefined).catch(() => {});
         await w.abort();
         throw e;

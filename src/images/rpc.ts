@@ -21,6 +21,7 @@ export function imageMethods(svc: ImageService): MethodTable {
     'image.show': method(z.object({ name: Name }).strict(), async (p) => svc.show(p.name)),
     'image.rm': method(z.object({ name: Name, force: z.boolean().default(false) }).strict(), async (p) => svc.remove(p.name, p.force)),
     'image.pruneCache': method(z.object({}).strict(), async () => svc.pruneCache()),
+    'system.prune': method(z.object({}).strict(), async () => svc.pruneCache()),
     'registry.login': method(
       z.object({ registry: Registry, username: z.string().min(1).max(256), password: z.string().min(1).max(8192) }).strict(),
       async (p, { signal }) => svc.login(p, { signal }),

@@ -3,6 +3,7 @@ import { mkdir, mkdtemp, open, rename, rm, stat, writeFile } from 'node:fs/promi
 import { isAbsolute, join } from 'node:path';
 import { BangerError, ErrorCode, throwIfAborted } from '../core/errors.js';
 import { toolEnv } from '../core/exec.js';
+import { httpFor } from '../core/http.js';
 import { sha256File } from '../core/fsutil.js';
 import { UndoStack } from '../core/undo.js';
 import type { Context } from '../daemon/context.js';
@@ -84,7 +85,7 @@ export class ImageService {
 
   constructor(readonly ctx: Context, readonly deps: { kernels: KernelService }) {
     this.repo = new ImageRepo(ctx.db);
-    this.store = new BlobStore(ctx.layout);
+    this.store = new BlobStore(ctx.layout, ctx.db);
     this.creds = new CredentialStore(ctx.db, ctx.exec, process.env, new SecretBox(ctx.layout.secretKey));
     this.background(
       cleanStaleRamStaging(ctx.layout.root).then((r) => r.length && ctx.log.info('removed stale RAM staging dirs', { dirs: r })),
@@ -145,13 +146,15 @@ export class ImageService {
     return kernelRef;
   }
 
-  private client(ref: ReturnType<typeof parseReference>, signal?: AbortSignal): RegistryClient {
+  private client(ref: ReturnType<typeof parseReference>, signal?: AbortSignal, progress?: (ev: ProgressEvent) => void): RegistryClient {
     return new RegistryClient(ref, {
       creds: this.creds,
       log: this.ctx.log,
       insecureRegistries: this.ctx.config.insecureRegistries,
       mirrors: this.ctx.config.registryMirrors,
       signal,
+      http: httpFor(this.ctx.config),
+      onWait: progress ? (message) => progress({ stage: 'http', message }) : undefined,
     });
   }
 
@@ -169,7 +172,7 @@ export class ImageService {
     const existing = this.repo.find(name);
     if (!existing || existing.sourceRef !== ref.canonical) this.reserveCheck(name);
     const log = this.ctx.log.child({ op: 'image.pull', image: name, ref: ref.canonical });
-    const client = this.client(ref, signal);
+    const client = this.client(ref, signal, progress);
 
     progress({ stage: 'resolve', message: `resolving ${ref.canonical}` });
     const { manifest, manifestDigest, rawConfig, config } = await resolveImage(client, this.store, ref, want);
@@ -387,24 +390,13 @@ export class ImageService {
     return { removed: name };
   }
 
-  /** Remove blobs no image references and temp files of dead downloads; in-flight digests are kept. */
+  /**
+   * `banger image prune-cache` (= `banger system prune`): free blobs that no image, kernel or
+   * cache entry references, and temp files of dead downloads; blobs being written are kept.
+   */
   async pruneCache(): Promise<{ removed: number; freedBytes: number }> {
-    const keep = this.repo.referencedBlobs();
-    let removed = 0;
-    let freedBytes = 0;
-    for (const b of await this.store.list()) {
-      if (keep.has(b.digest) || this.store.busy(b.digest)) continue;
-      await this.store.remove(b.digest);
-      removed++;
-      freedBytes += b.size;
-    }
-    for (const t of await this.store.staleTemps()) {
-      const st = await stat(t.file).catch(() => undefined);
-      await rm(t.file, { force: true });
-      removed++;
-      freedBytes += st?.size ?? 0;
-    }
-    return { removed, freedBytes };
+    const r = await this.store.prune();
+    return { removed: r.removed, freedBytes: r.freedBytes };
   }
 
   /** `banger registry login`: verify the credentials against the registry, then store them. */
@@ -417,6 +409,7 @@ export class ImageService {
       insecureRegistries: this.ctx.config.insecureRegistries,
       mirrors: {},
       signal: op.signal,
+      http: httpFor(this.ctx.config),
     });
     await client.checkLogin();
     this.creds.save(registry, p.username, p.password);

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
-import { request } from 'undici';
+import { defaultHttp, type HttpClient } from '../core/http.js';
 import { BangerError, ErrorCode, errorMessage } from '../core/errors.js';
 import type { DebianKernelEntry } from './debian/fetch.js';
 
@@ -114,8 +114,8 @@ export function embeddedCatalog(): CatalogEntry[] {
   return embeddedCache;
 }
 
-/** Fetch and parse one remote catalog (http/https), with a timeout and a size cap. */
-export async function fetchCatalog(url: string, opts: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<CatalogEntry[]> {
+/** Fetch and parse one remote catalog (http/https) through the HTTP client (deadline, 4 MiB cap). */
+export async function fetchCatalog(url: string, opts: { signal?: AbortSignal; http?: HttpClient } = {}): Promise<CatalogEntry[]> {
   const max = 4 * 1024 * 1024;
   let body: string;
   if (url.startsWith('file:')) {
@@ -127,25 +127,21 @@ export async function fetchCatalog(url: string, opts: { signal?: AbortSignal; ti
     }
     return parseCatalog(parseJson(body, url), url);
   }
+  const http = opts.http ?? defaultHttp();
+  const what = `kernel catalog ${url}`;
   try {
-    const signal = opts.signal ? AbortSignal.any([opts.signal, AbortSignal.timeout(opts.timeoutMs ?? 30000)]) : AbortSignal.timeout(opts.timeoutMs ?? 30000);
-    const res = await request(url, { method: 'GET', signal, headers: { accept: 'application/json' } });
-    if (res.statusCode < 200 || res.statusCode >= 300) {
-      await res.body.dump();
-      throw new BangerError(ErrorCode.Http, `kernel catalog ${url}: HTTP ${res.statusCode}`, { hint: 'check the URL in kernelCatalogs / BANGER_KERNEL_CATALOGS', details: { catalog: url, status: res.statusCode } });
+    const res = await http.open(url, { what, signal: opts.signal, headers: { accept: 'application/json' }, maxBytes: max, deadline: 'document' });
+    if (res.status < 200 || res.status >= 300) {
+      res.close();
+      throw new BangerError(ErrorCode.Http, `kernel catalog ${url}: HTTP ${res.status}`, { hint: 'check the URL in kernelCatalogs / BANGER_KERNEL_CATALOGS', details: { catalog: url, status: res.status } });
     }
-    const chunks: Buffer[] = [];
-    let n = 0;
-    for await (const c of res.body) {
-      n += (c as Buffer).length;
-      if (n > max) throw new BangerError(ErrorCode.Invalid, `kernel catalog ${url}: larger than ${max} bytes`, { details: { catalog: url } });
-      chunks.push(c as Buffer);
-    }
-    body = Buffer.concat(chunks).toString('utf8');
+    body = (await res.readAll()).toString('utf8');
   } catch (e) {
-    if (e instanceof BangerError) throw e;
-    if (opts.signal?.aborted) throw new BangerError(ErrorCode.Cancelled, `kernel catalog ${url}: cancelled`, { cause: e });
-    throw new BangerError(ErrorCode.Http, `kernel catalog ${url}: ${errorMessage(e)}`, { hint: 'check the URL and your network, or remove it from kernelCatalogs / BANGER_KERNEL_CATALOGS', cause: e, details: { catalog: url } });
+    if (e instanceof BangerError) {
+      if (e.code === ErrorCode.Cancelled || e.details?.['catalog']) throw e;
+      throw new BangerError(e.code, e.message, { hint: 'check the URL and your network, or remove it from kernelCatalogs / BANGER_KERNEL_CATALOGS', cause: e, details: { ...e.details, catalog: url } });
+    }
+    throw new BangerError(ErrorCode.Http, `${what}: ${errorMessage(e)}`, { hint: 'check the URL and your network, or remove it from kernelCatalogs / BANGER_KERNEL_CATALOGS', cause: e, details: { catalog: url } });
   }
   return parseCatalog(parseJson(body, url), url);
 }
@@ -166,7 +162,7 @@ export function mergeCatalogs(...lists: CatalogEntry[][]): CatalogEntry[] {
 }
 
 /** Embedded catalog with every remote one (in the configured order) merged over it. */
-export async function loadCatalog(urls: string[], opts: { signal?: AbortSignal } = {}): Promise<CatalogEntry[]> {
+export async function loadCatalog(urls: string[], opts: { signal?: AbortSignal; http?: HttpClient } = {}): Promise<CatalogEntry[]> {
   const r = await loadCatalogReport(urls, opts);
   if (r.failures[0]) throw r.failures[0].error;
   return r.entries;
@@ -182,7 +178,7 @@ export interface CatalogFailure {
  * is reported instead of failing the whole list: the embedded entries and every readable
  * catalog still come back. Cancellation still throws.
  */
-export async function loadCatalogReport(urls: string[], opts: { signal?: AbortSignal } = {}): Promise<{ entries: CatalogEntry[]; failures: CatalogFailure[] }> {
+export async function loadCatalogReport(urls: string[], opts: { signal?: AbortSignal; http?: HttpClient } = {}): Promise<{ entries: CatalogEntry[]; failures: CatalogFailure[] }> {
   const settled = await Promise.allSettled(urls.map((u) => fetchCatalog(u, opts)));
   const lists: CatalogEntry[][] = [];
   const failures: CatalogFailure[] = [];

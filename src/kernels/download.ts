@@ -1,22 +1,18 @@
-import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { mkdir, rename, rm, stat } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
-import { once } from 'node:events';
 import { PassThrough, type Readable } from 'node:stream';
-import { Agent, interceptors, request, type Dispatcher } from 'undici';
-import { BangerError, ErrorCode, errorMessage } from '../core/errors.js';
+import { once } from 'node:events';
+import { stat } from 'node:fs/promises';
+import { ContentStore } from '../core/content-store.js';
+import { BangerError, ErrorCode } from '../core/errors.js';
+import { defaultHttp, redact, type HttpClient } from '../core/http.js';
 import type { Layout } from '../core/paths.js';
 import type { ProgressEvent } from '../rpc/protocol.js';
-import { closeStream } from './extract.js';
-import { KeyedLock } from './lock.js';
 
 /**
- * Content-store downloads: a URL whose sha256 is known lands at `layout.blob(sha)` after
- * streaming to a temp file under `layout.tmp` while hashing, checking Content-Length, then
- * verifying the digest and renaming. A blob already in the store is never downloaded again
- * ("cached"). One download per digest at a time (in-process lock); a second caller waits and
- * then finds the blob cached. On any failure the temp file is removed.
+ * Content-store downloads: a URL whose sha256 is known lands at `layout.blob(sha)` through the
+ * one content store (temp file beside it while hashing, Content-Length checked, digest verified,
+ * rename). A blob already in the store is never downloaded again ("cached"). One download per
+ * digest at a time (the store's per-digest lock); a second caller waits and then finds the blob
+ * cached. On any failure the temp file is removed and the request aborted before this returns.
  */
 
 export interface FetchBlobOptions {
@@ -27,7 +23,10 @@ export interface FetchBlobOptions {
   label: string;
   signal?: AbortSignal;
   progress?: (ev: ProgressEvent) => void;
-  dispatcher?: Dispatcher;
+  /** HTTP client (deadlines, caps); default limits when absent. */
+  http?: HttpClient;
+  /** Refuse bodies larger than this many bytes (the catalog's size, with slack). */
+  maxBytes?: number;
   /**
    * Single pass: when the blob is downloaded now, the verified-as-it-goes bytes are also fed to
    * `consume` (e.g. zstd + tar extraction into a staging dir) while they arrive. The blob lands
@@ -44,81 +43,73 @@ export interface FetchBlobResult {
   bytes: number;
 }
 
-const digestLock = new KeyedLock();
-let defaultDispatcher: Dispatcher | undefined;
-function dispatcher(): Dispatcher {
-  defaultDispatcher ??= new Agent({ allowH2: false, headersTimeout: 60_000, bodyTimeout: 120_000 }).compose(interceptors.redirect({ maxRedirections: 5 }));
-  return defaultDispatcher;
-}
-
 export async function fetchBlob(opts: FetchBlobOptions): Promise<FetchBlobResult> {
-  return digestLock.run(opts.sha256, async () => {
-    const path = opts.layout.blob(opts.sha256);
-    const st = await stat(path).catch(() => undefined);
-    if (st?.isFile()) {
-      opts.progress?.({ stage: 'download', key: opts.label, message: 'used cache', current: st.size, total: st.size, done: true });
-      return { path, status: 'cached' as const, bytes: st.size };
-    }
-    const bytes = await downloadVerified(opts, path);
-    return { path, status: 'downloaded' as const, bytes };
-  }, opts.signal);
+  const store = new ContentStore(opts.layout);
+  const digest = `sha256:${opts.sha256}`;
+  return store.withLock(
+    digest,
+    async () => {
+      const path = store.path(digest);
+      const st = await stat(path).catch(() => undefined);
+      if (st?.isFile()) {
+        opts.progress?.({ stage: 'download', key: opts.label, message: 'used cache', current: st.size, total: st.size, done: true });
+        return { path, status: 'cached' as const, bytes: st.size };
+      }
+      const bytes = await downloadVerified(opts, store, digest);
+      return { path, status: 'downloaded' as const, bytes };
+    },
+    opts.signal,
+  );
 }
 
-async function downloadVerified(opts: FetchBlobOptions, finalPath: string): Promise<number> {
+async function downloadVerified(opts: FetchBlobOptions, store: ContentStore, digest: string): Promise<number> {
   const { url, label, signal } = opts;
-  await mkdir(opts.layout.tmp, { recursive: true });
-  await mkdir(dirname(finalPath), { recursive: true });
-  const tmp = join(opts.layout.tmp, `blob-${opts.sha256.slice(0, 16)}-${randomBytes(4).toString('hex')}.tmp`);
+  const http = opts.http ?? defaultHttp();
+  const res = await http.open(url, {
+    what: `kernel ${label}: bundle`,
+    signal,
+    deadline: 'download',
+    maxBytes: opts.maxBytes,
+    onWait: (message) => opts.progress?.({ stage: 'download', key: label, message }),
+  });
+  if (res.status < 200 || res.status >= 300) {
+    res.close();
+    throw new BangerError(ErrorCode.Http, `kernel ${label}: GET ${redact(url)} returned HTTP ${res.status}`, {
+      hint: res.status === 404 ? 'the catalog points to a file that does not exist; check the catalog or try again later' : 'the server failed; try again later',
+      details: { url: redact(url), status: res.status },
+    });
+  }
+  const total = res.contentLength;
+  const w = await store.writer({ digest });
+  // The consumer (extraction) reads a tee of the body. Its failure stops the download; its
+  // own failure is reported, failures caused by us stopping it (download error) are not.
+  let consumerError: unknown;
+  let stopping = false;
+  const pass = opts.consume ? new PassThrough({ highWaterMark: 1 << 20 }) : undefined;
+  const consumer = opts.consume
+    ? opts.consume(pass!, total).then(
+        () => undefined,
+        (e) => {
+          if (!stopping) consumerError ??= e;
+        },
+      )
+    : undefined;
+  const settleConsumer = async (why: unknown) => {
+    if (!pass || !consumer) return;
+    stopping = true;
+    if (!pass.destroyed) pass.destroy(why instanceof Error ? why : new Error(String(why)));
+    await consumer;
+  };
+  let got = 0;
+  let lastEmit = 0;
+  opts.progress?.({ stage: 'download', key: label, current: 0, total });
   try {
-    let res: Dispatcher.ResponseData;
     try {
-      res = await request(url, { method: 'GET', signal, dispatcher: opts.dispatcher ?? dispatcher() });
-    } catch (e) {
-      throw netError(label, url, e, signal);
-    }
-    if (res.statusCode < 200 || res.statusCode >= 300) {
-      await res.body.dump().catch(() => {});
-      throw new BangerError(ErrorCode.Http, `kernel ${label}: GET ${url} returned HTTP ${res.statusCode}`, {
-        hint: res.statusCode === 404 ? 'the catalog points to a file that does not exist; check the catalog or try again later' : 'the server failed; try again later',
-        details: { url, status: res.statusCode },
-      });
-    }
-    const lenHeader = res.headers['content-length'];
-    const total = typeof lenHeader === 'string' && /^\d+$/.test(lenHeader) ? Number(lenHeader) : undefined;
-    const hash = createHash('sha256');
-    const out = createWriteStream(tmp, { mode: 0o644 });
-    let got = 0;
-    let lastEmit = 0;
-    // The consumer (extraction) reads a tee of the body; its failure stops the download.
-    // Its own failure is reported; failures caused by us stopping it (download error) are not.
-    let consumerError: unknown;
-    let stopping = false;
-    const pass = opts.consume ? new PassThrough({ highWaterMark: 1 << 20 }) : undefined;
-    const consumer = opts.consume
-      ? opts.consume(pass!, total).then(
-          () => undefined,
-          (e) => {
-            if (stopping) return;
-            consumerError ??= e;
-            res.body.destroy();
-          },
-        )
-      : undefined;
-    const settleConsumer = async (why: unknown) => {
-      if (!pass || !consumer) return;
-      stopping = true;
-      if (!pass.destroyed) pass.destroy(why instanceof Error ? why : new Error(String(why)));
-      await consumer;
-    };
-    opts.progress?.({ stage: 'download', key: label, current: 0, total });
-    try {
-      for await (const chunk of res.body) {
-        const buf = chunk as Buffer;
-        hash.update(buf);
+      for await (const buf of res.chunks()) {
+        w.write(buf);
         got += buf.length;
-        if (!out.write(buf)) await once(out, 'drain');
         if (pass && !consumerError && !pass.write(buf)) await Promise.race([once(pass, 'drain').catch(() => {}), consumer]);
-        if (consumerError) throw consumerError;
+        if (consumerError) throw consumerError; // leaving the loop aborts the request
         const now = Date.now();
         if (now - lastEmit > 100) {
           lastEmit = now;
@@ -126,53 +117,31 @@ async function downloadVerified(opts: FetchBlobOptions, finalPath: string): Prom
         }
       }
     } catch (e) {
-      await closeStream(out);
       await settleConsumer(e);
-      if (consumerError) throw consumerError;
-      if (total !== undefined && got < total && !signal?.aborted) throw truncated(label, url, got, total, e);
-      throw netError(label, url, e, signal);
-    }
-    out.end();
-    await once(out, 'close');
-    if (total !== undefined && got !== total) {
-      await settleConsumer(new Error('download truncated'));
-      throw truncated(label, url, got, total);
+      throw consumerError ?? e;
     }
     pass?.end();
     await consumer;
     if (consumerError) throw consumerError;
-    const digest = hash.digest('hex');
     opts.progress?.({ stage: 'download', key: label, message: 'downloaded', current: got, total: got, done: true });
     opts.progress?.({ stage: 'verify', key: label, message: 'sha256' });
-    if (digest !== opts.sha256) {
-      throw new BangerError(ErrorCode.Digest, `kernel ${label}: sha256 mismatch for ${url}: expected ${opts.sha256}, got ${digest}`, {
-        hint: 'the file on the server is not the one the catalog names; nothing was installed',
-        details: { url, expected: opts.sha256, actual: digest },
-      });
+    try {
+      await w.commit();
+    } catch (e) {
+      if (e instanceof BangerError && e.code === ErrorCode.Digest) {
+        throw new BangerError(ErrorCode.Digest, `kernel ${label}: sha256 mismatch for ${redact(url)}: expected ${opts.sha256}, got ${String(e.details?.['actual'] ?? '?').replace('sha256:', '')}`, {
+          hint: 'the file on the server is not the one the catalog names; nothing was installed',
+          cause: e,
+          details: { url: redact(url), expected: opts.sha256, actual: e.details?.['actual'] },
+        });
+      }
+      throw e;
     }
-    await rename(tmp, finalPath);
     opts.progress?.({ stage: 'verify', key: label, message: 'sha256 ok', done: true });
     return got;
   } catch (e) {
-    await rm(tmp, { force: true });
+    res.close();
+    await w.abort();
     throw e;
   }
-}
-
-function truncated(label: string, url: string, got: number, total: number, cause?: unknown): BangerError {
-  return new BangerError(ErrorCode.Http, `kernel ${label}: download of ${url} truncated: received ${got} of ${total} bytes`, {
-    hint: 'the connection was cut; try again',
-    cause,
-    details: { url, received: got, expected: total },
-  });
-}
-
-function netError(label: string, url: string, e: unknown, signal?: AbortSignal): BangerError {
-  if (e instanceof BangerError) return e;
-  if (signal?.aborted) return new BangerError(ErrorCode.Cancelled, `kernel ${label}: download cancelled`, { cause: e });
-  return new BangerError(ErrorCode.Http, `kernel ${label}: GET ${url} failed: ${errorMessage(e)}`, {
-    hint: 'check the URL and your network, then try again',
-    cause: e,
-    details: { url },
-  });
 }

@@ -13,7 +13,8 @@ import { dirSize, getRow, upsertRow, type KernelManifest, type KernelRecord } fr
  * Land a staged kernel: write `manifest.json` into `staging`, then in ONE SQLite transaction
  * move any old `kernelDir(name)` aside, rename `staging` into place and upsert the row. If any
  * step throws, the renames are reversed and the transaction rolls back, so the old kernel (if
- * any) is intact. The old directory is deleted only after the commit.
+ * any) is intact. The old directory is deleted only after the commit. The content-store blobs
+ * it came from are recorded as the kernel's references (`blob_refs`) in the same transaction.
  */
 export async function installKernel(
   ctx: Context,
@@ -21,6 +22,8 @@ export async function installKernel(
   meta: Omit<KernelManifest, 'vmlinuxSha256' | 'importedAt' | 'files'>,
   files: BundleFiles,
   signal?: AbortSignal,
+  /** Content-store blobs this kernel came from (sha256:<hex>), recorded with the row. */
+  blobs: string[] = [],
 ): Promise<KernelRecord> {
   const image = files.vmlinux ?? files.vmlinuz;
   if (!image) throw new BangerError(ErrorCode.Bundle, `kernel ${meta.name}: no vmlinux or vmlinuz`);
@@ -49,6 +52,9 @@ export async function installKernel(
       renameSync(staging, target);
       try {
         upsertRow(ctx.db, manifest, target, size);
+        ctx.db.prepare("DELETE FROM blob_refs WHERE owner_kind = 'kernel' AND owner = ?").run(meta.name);
+        const ref = ctx.db.prepare("INSERT OR IGNORE INTO blob_refs (digest, owner_kind, owner) VALUES (?, 'kernel', ?)");
+        for (const b of blobs) ref.run(b, meta.name);
       } catch (e) {
         renameSync(target, staging);
         throw e;

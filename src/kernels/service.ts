@@ -10,6 +10,8 @@ import type { ProgressEvent } from '../rpc/protocol.js';
 import { entrySize, loadCatalogReport, type BundleEntry, type CatalogEntry, type CatalogFailure } from './catalog.js';
 import { fetchDebianKernel, type DebianKernelEntry } from './debian/fetch.js';
 import { fetchBlob } from './download.js';
+import { ContentStore } from '../core/content-store.js';
+import { httpFor } from '../core/http.js';
 import { extractBundle, inspectKernelDir, type BundleFiles } from './extract.js';
 import { stageImport, type ImportOptions } from './import.js';
 import { installKernel } from './install.js';
@@ -151,7 +153,7 @@ export class KernelService {
    * could not be read (unreachable, HTTP error, invalid), so one bad URL does not hide the rest.
    */
   async catalogReport(opts: { signal?: AbortSignal; catalogs?: string[] } = {}): Promise<{ entries: CatalogView[]; failures: CatalogFailure[] }> {
-    const { entries, failures } = await loadCatalogReport(this.catalogUrls(opts.catalogs), opts);
+    const { entries, failures } = await loadCatalogReport(this.catalogUrls(opts.catalogs), { ...opts, http: httpFor(this.ctx.config) });
     return { entries: this.views(entries), failures };
   }
 
@@ -199,7 +201,7 @@ export class KernelService {
         if (existing && !opts.force) {
           throw new BangerError(ErrorCode.Exists, `kernel '${name}' is already pulled`, { hint: `banger kernel pull ${name} --force   (replaces it)`, details: { kernel: name } });
         }
-        const report = await loadCatalogReport(this.catalogUrls(opts.catalogs), { signal: opts.signal });
+        const report = await loadCatalogReport(this.catalogUrls(opts.catalogs), { signal: opts.signal, http: httpFor(this.ctx.config) });
         const entry = report.entries.find((e) => e.name === name);
         if (!entry) {
           // It may be in a catalog we could not read: say so rather than "not in the catalog".
@@ -225,12 +227,14 @@ export class KernelService {
       let source: string;
       let kernelVersion: string;
       let download: PullResult['download'];
+      let blobs: string[] = [];
       if (entry.kind === 'debian') {
         const tmpDir = await mkdtemp(join(this.ctx.layout.tmp, `debian-${name}-`));
         undo.push('remove Debian scratch directory', () => rm(tmpDir, { recursive: true, force: true }));
         const mirror = await resolveDebianMirror(this.ctx.config.debianMirror, this.etcApt);
         log.info('fetching Debian kernel', { mirror, package: (entry as DebianKernelEntry).package });
-        const res = await this.fetchDebian({ entry: entry as DebianKernelEntry, mirror, keyring: this.ctx.config.debianKeyring, outDir: staging, tmpDir, exec: this.ctx.exec, log, signal, progress, blobPath: (hex) => this.ctx.layout.blob(hex) });
+        const res = await this.fetchDebian({ entry: entry as DebianKernelEntry, mirror, keyring: this.ctx.config.debianKeyring, outDir: staging, tmpDir, exec: this.ctx.exec, log, signal, progress, store: new ContentStore(this.ctx.layout, this.ctx.db), http: httpFor(this.ctx.config) });
+        blobs = res.blobs ?? [];
         throwIfAborted(signal);
         files = await inspectKernelDir(staging, name, false);
         if (!files.vmlinux && !files.vmlinuz) throw new BangerError(ErrorCode.Bundle, `kernel ${name}: the Debian fetch produced neither vmlinux nor vmlinuz`);
@@ -249,6 +253,8 @@ export class KernelService {
           label: name,
           signal,
           progress,
+          http: httpFor(this.ctx.config),
+          maxBytes: Math.max(2 * b.sizeBytes, 256 * 1024 * 1024),
           consume: (stream, total) => extractBundle({ src: stream, total, dest: staging, label: name, signal }),
         });
         log.info(blob.status === 'cached' ? 'bundle: used cache' : 'bundle: downloaded', { url: b.tarballUrl, bytes: blob.bytes });
@@ -259,11 +265,12 @@ export class KernelService {
         progress?.({ stage: 'verify', key: name, message: 'bundle layout' });
         files = await inspectKernelDir(staging, name, true);
         source = `pull:${b.tarballUrl}`;
+        blobs = [`sha256:${b.tarballSha256}`];
         kernelVersion = b.kernelVersion;
         download = blob.status;
       }
       throwIfAborted(signal);
-      const kernel = await installKernel(this.ctx, staging, { name, distro: entry.distro, arch: entry.arch, kernelVersion, source }, files, signal);
+      const kernel = await installKernel(this.ctx, staging, { name, distro: entry.distro, arch: entry.arch, kernelVersion, source }, files, signal, blobs);
       undo.commit();
       progress?.({ stage: 'install', key: name, message: `installed ${kernel.dir}`, done: true });
       log.info('kernel pulled', { source, download, replaced: replacing });

@@ -1,5 +1,6 @@
 import { BangerError, ErrorCode } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
+import { runOp } from '../core/ops.js';
 import { RpcCode, invalidParams, toRpcError, type Method, type MethodTable, type ProgressEvent } from './protocol.js';
 
 /** A JSON-RPC id the server echoes: only strings and finite numbers (anything else is refused). */
@@ -90,10 +91,12 @@ export class Dispatcher {
     const log = this.log.child({ method: name, rpcId: typeof id === 'string' ? clip(id) : id });
     log.debug('rpc start');
     try {
-      const result = await m.handler(parsed.data, {
-        signal: ac.signal,
-        progress: (event: ProgressEvent) => conn.send({ jsonrpc: '2.0', method: '$/progress', params: { id, event: { elapsedMs: Date.now() - started, ...event } } }),
-      });
+      const result = await runOp({ method: name, id }, () =>
+        m.handler(parsed.data, {
+          signal: ac.signal,
+          progress: (event: ProgressEvent) => conn.send({ jsonrpc: '2.0', method: '$/progress', params: { id, event: { elapsedMs: Date.now() - started, ...event } } }),
+        }),
+      );
       conn.send({ jsonrpc: '2.0', id, result: result ?? null });
       log.info('rpc ok', { ms: Date.now() - started });
     } catch (e) {

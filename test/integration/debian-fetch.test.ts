@@ -9,6 +9,7 @@ import { exec } from '../../src/core/exec.js';
 import { nullLogger } from '../../src/core/log.js';
 import { BangerError } from '../../src/core/errors.js';
 import { fetchDebianKernel, type DebianKernelEntry, type FetchDebianKernelOptions } from '../../src/kernels/debian/fetch.js';
+import { ContentStore } from '../../src/core/content-store.js';
 import { debianMirrorUnavailable, startDebianMirror, type DebianMirror } from '../helpers/debian-mirror.js';
 
 const KEYRING = '/usr/share/keyrings/debian-archive-keyring.gpg';
@@ -23,6 +24,11 @@ const entry: DebianKernelEntry = {
   suite: 'bookworm',
   description: 'Debian cloud kernel',
 };
+
+/** A content store whose blobs directory is `blobs` (a root beside it). */
+function storeAt(blobs: string): ContentStore {
+  return ContentStore.at(blobs);
+}
 
 let mirror: DebianMirror;
 let scratch: string;
@@ -118,11 +124,12 @@ test('load order in the initramfs puts dependencies first', { skip }, async () =
 
 test('content store: the second pull uses the cached .debs', { skip }, async () => {
   const blobs = join(scratch, 'blobs');
+  const store = storeAt(blobs);
   const blobPath = (hex: string) => join(blobs, hex);
-  await fetchDebianKernel(opts('cache1', { blobPath }));
+  await fetchDebianKernel(opts('cache1', { store }));
   assert.ok(existsSync(blobPath(mirror.packages.kernel.sha256)));
   const before = mirror.requests.length;
-  await fetchDebianKernel(opts('cache2', { blobPath }));
+  await fetchDebianKernel(opts('cache2', { store }));
   const fetched = mirror.requests.slice(before);
   assert.ok(!fetched.some((r) => r.startsWith('pool/')), `no .deb downloaded again: ${fetched.join(', ')}`);
 });
@@ -156,7 +163,7 @@ test('a .deb that does not match Packages is rejected (E_DIGEST), nothing left b
   const blobs = join(scratch, 'blobs-bad');
   try {
     mirror.tamper(mirror.packages.kernel.filename, -5000);
-    await rejects(opts('baddeb', { blobPath: (h) => join(blobs, h) }), 'E_DIGEST', new RegExp(`${mirror.packages.kernel.package}.*sha256 mismatch`));
+    await rejects(opts('baddeb', { store: storeAt(blobs) }), 'E_DIGEST', new RegExp(`${mirror.packages.kernel.package}.*sha256 mismatch`));
     assert.deepEqual(existsSync(blobs) ? readdirSync(blobs).filter((n) => n !== mirror.packages.busybox.sha256) : [], [], 'no bad blob in the store');
   } finally {
     mirror.restore();

@@ -68,6 +68,7 @@ test('system install writes the unit and creates the banger group under a tempor
   const unit = readFileSync(r.unitPath, 'utf8');
   assert.match(unit, /^ExecStart=\/usr\/bin\/node \/opt\/banger\/bin\/bangerd$/m);
   assert.match(unit, /^KillMode=process$/m);
+  assert.match(unit, /^Restart=on-failure$/m, 'systemd restarts a bangerd that died');
   assert.equal(statSync(r.unitPath).mode & 0o777, 0o644);
   assert.deepEqual(r.group, { name: 'banger', gid: 998, created: true });
   assert.equal(await bangerGid(join(root, 'etc/group')), 998);

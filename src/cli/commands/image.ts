@@ -132,7 +132,7 @@ Examples:
 
   image
     .command('prune-cache')
-    .description('remove cached layer blobs that no image references')
+    .description('remove cached blobs that no image, kernel or cache entry references (same as banger system prune)')
     .addHelpText('after', '\nExample:\n  banger image prune-cache')
     .action(async () => {
       const c = cli();

@@ -3,12 +3,21 @@ import { join, resolve } from 'node:path';
 import { BangerError, ErrorCode } from '../../core/errors.js';
 import { installRoot } from '../../core/installroot.js';
 import { exec } from '../../core/exec.js';
+import { humanSize } from '../../core/fsutil.js';
 import { systemInstall } from '../../daemon/install.js';
 import type { Cli } from '../context.js';
 
 /** `banger system install`. */
 export function registerSystemCommands(program: Command, cli: () => Cli): void {
-  const system = program.command('system').description('install banger on this host');
+  const system = program.command('system').description('install banger on this host, free unused storage');
+  system
+    .command('prune')
+    .description('free content-store blobs (layers, kernel bundles, Debian packages) that no image, kernel or cache entry references')
+    .addHelpText('after', '\nExample:\n  banger system prune')
+    .action(async () => {
+      const c = cli();
+      c.emit(await c.call('system.prune', {}), (r: { removed: number; freedBytes: number }) => `removed ${r.removed} blob(s), freed ${humanSize(r.freedBytes)}`);
+    });
   system
     .command('install')
     .description('write a systemd unit for bangerd and create the banger group (members may use the CLI without sudo)')

@@ -3,7 +3,7 @@ import { BangerError, ErrorCode } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import { apiHost, type ImageReference } from '../reference.js';
 import { parseChallenge, type Challenge, type CredentialStore, type Credentials } from './auth.js';
-import { discard, header, httpRequest, isRetryableError, readLimited, redact, sleep, type HttpResponse } from './http.js';
+import { defaultHttp, redact, sleep, type HttpClient, type HttpResponse, type OpenOptions } from '../../core/http.js';
 import { MANIFEST_ACCEPT, type Descriptor } from './manifest.js';
 
 /** Manifests larger than this are refused (the distribution spec suggests 4 MiB). */
@@ -16,6 +16,10 @@ export interface RegistryOptions {
   /** Mirror base URLs keyed by registry name, tried before the origin. */
   mirrors: Record<string, string[]>;
   signal?: AbortSignal;
+  /** The HTTP client (deadlines, size caps, retries); default limits when absent. */
+  http?: HttpClient;
+  /** What is being waited for (progress). */
+  onWait?: (message: string) => void;
 }
 
 interface Endpoint {
@@ -62,17 +66,21 @@ export class RegistryClient {
     this.endpoints = [...mirrors, origin];
   }
 
+  private req(url: string, what: string, extra: Partial<OpenOptions> = {}): Promise<HttpResponse> {
+    return (this.opts.http ?? defaultHttp()).open(url, { what, signal: this.opts.signal, onWait: this.opts.onWait, maxBytes: 1024 * 1024, ...extra });
+  }
+
   private what(ep: Endpoint): string {
     return ep.mirror ? `mirror ${ep.base}` : `registry ${this.ref.registry}`;
   }
 
   private async ping(ep: Endpoint): Promise<Challenge | null> {
     ep.pinged ??= (async () => {
-      const res = await httpRequest(`${ep.base}/v2/`, { signal: this.opts.signal });
-      discard(res);
+      const res = await this.req(`${ep.base}/v2/`, this.what(ep));
+      res.close();
       if (res.status === 200) return null;
       if (res.status === 401) {
-        const ch = parseChallenge(header(res, 'www-authenticate'));
+        const ch = parseChallenge(res.header('www-authenticate'));
         if (!ch) throw new BangerError(ErrorCode.Registry, `${this.what(ep)}: /v2/ answered 401 without a usable WWW-Authenticate challenge`);
         return ch;
       }
@@ -100,18 +108,18 @@ export class RegistryClient {
     const creds = await this.credentials(ep);
     const headers: Record<string, string> = {};
     if (creds) headers.authorization = 'Basic ' + Buffer.from(`${creds.username}:${creds.password}`).toString('base64');
-    const res = await httpRequest(url.href, { headers, signal: this.opts.signal });
+    const res = await this.req(url.href, `token server ${url.origin}`, { headers });
     if (res.status === 401 || res.status === 403) {
-      discard(res);
+      res.close();
       throw new BangerError(ErrorCode.Auth, `${this.what(ep)}: token server ${url.origin} refused ${creds ? `the credentials of '${creds.username}' (from ${creds.source})` : 'anonymous access'} (HTTP ${res.status})`, {
         hint: creds ? `check the password; run 'banger registry login ${this.ref.registry} -u USER --password-stdin' again` : `run 'banger registry login ${this.ref.registry} -u USER --password-stdin'`,
       });
     }
     if (res.status !== 200) {
-      discard(res);
+      res.close();
       throw new BangerError(ErrorCode.Auth, `${this.what(ep)}: token server ${url.origin} answered HTTP ${res.status}`);
     }
-    const body = await readLimited(res, 1024 * 1024, 'token response');
+    const body = await res.readAll();
     let j: { token?: string; access_token?: string };
     try {
       j = JSON.parse(body.toString('utf8'));
@@ -135,14 +143,14 @@ export class RegistryClient {
   }
 
   /** GET `path` on `ep` with auth; one token refresh on 401. Returns any final status. */
-  private async get(ep: Endpoint, path: string, headers: Record<string, string>): Promise<HttpResponse> {
+  private async get(ep: Endpoint, path: string, headers: Record<string, string>, extra: Partial<OpenOptions> = {}): Promise<HttpResponse> {
     const ch = await this.ping(ep);
     let auth = await this.authHeader(ep, ch);
     for (let i = 0; ; i++) {
-      const res = await httpRequest(`${ep.base}${path}`, { headers: auth ? { ...headers, authorization: auth } : headers, signal: this.opts.signal });
+      const res = await this.req(`${ep.base}${path}`, extra.what ?? `${this.what(ep)} ${path}`, { ...extra, headers: auth ? { ...headers, authorization: auth } : headers });
       if (res.status !== 401) return res;
-      discard(res);
-      const again = parseChallenge(header(res, 'www-authenticate')) ?? ch;
+      res.close();
+      const again = parseChallenge(res.header('www-authenticate')) ?? ch;
       if (i === 0 && again?.scheme === 'bearer') {
         auth = await this.authHeader(ep, again, true);
         continue;
@@ -172,23 +180,23 @@ export class RegistryClient {
   /** Fetch and verify a manifest by tag or digest. */
   async manifest(reference: string): Promise<FetchedManifest> {
     return this.firstOk(async (ep) => {
-      const res = await this.get(ep, `/v2/${this.ref.repository}/manifests/${reference}`, { accept: MANIFEST_ACCEPT });
       const what = `${this.ref.registry}/${this.ref.repository}:${reference}`.replace(':sha256:', '@sha256:');
+      const res = await this.get(ep, `/v2/${this.ref.repository}/manifests/${reference}`, { accept: MANIFEST_ACCEPT }, { what: `manifest ${what}`, maxBytes: MAX_MANIFEST_BYTES, tooLargeCode: ErrorCode.Registry });
       if (res.status === 404) {
-        discard(res);
+        res.close();
         throw new BangerError(ErrorCode.NotFound, `manifest ${what} not found on ${this.what(ep)}`, { hint: 'check the repository name and tag' });
       }
       if (res.status !== 200) {
-        discard(res);
+        res.close();
         throw new BangerError(ErrorCode.Registry, `manifest ${what}: ${this.what(ep)} answered HTTP ${res.status}`);
       }
-      const body = await readLimited(res, MAX_MANIFEST_BYTES, `manifest ${what}`);
+      const body = await res.readAll();
       const digest = sha256(body);
-      const expected = reference.startsWith('sha256:') ? reference : header(res, 'docker-content-digest');
+      const expected = reference.startsWith('sha256:') ? reference : res.header('docker-content-digest');
       if (expected && expected !== digest) {
         throw new BangerError(ErrorCode.Digest, `manifest ${what}: digest mismatch: expected ${expected}, got ${digest}`, { hint: 'the registry (or something between) served different content; nothing was kept' });
       }
-      return { body, digest, contentType: header(res, 'content-type') };
+      return { body, digest, contentType: res.header('content-type') };
     });
   }
 
@@ -196,7 +204,7 @@ export class RegistryClient {
   async smallBlob(desc: Descriptor, limit = MAX_MANIFEST_BYTES): Promise<Buffer> {
     if (desc.size > limit) throw new BangerError(ErrorCode.Registry, `blob ${desc.digest} is ${desc.size} bytes, more than the ${limit}-byte limit for a config`);
     const chunks: Buffer[] = [];
-    for await (const c of this.blobChunks(desc)) chunks.push(c);
+    for await (const c of this.blobChunks(desc, 'document')) chunks.push(c);
     const buf = Buffer.concat(chunks);
     verifyBlob(desc, buf.length, sha256(buf));
     return buf;
@@ -207,27 +215,27 @@ export class RegistryClient {
    * Stops with E_DIGEST when the registry sends more than the descriptor's size; the
    * caller hashes the bytes and calls `verifyBlob` (a short blob is reported there).
    */
-  async *blobChunks(desc: Descriptor): AsyncGenerator<Buffer> {
+  async *blobChunks(desc: Descriptor, deadline: 'document' | 'download' = 'download'): AsyncGenerator<Buffer> {
     let offset = 0;
     let resumes = 0;
     const ep = await this.firstOk(async (e) => {
       await this.ping(e);
       return e;
     });
+    const what = `blob ${desc.digest}`;
     for (;;) {
-      const res = await this.get(ep, `/v2/${this.ref.repository}/blobs/${desc.digest}`, offset ? { range: `bytes=${offset}-` } : {});
+      const res = await this.get(ep, `/v2/${this.ref.repository}/blobs/${desc.digest}`, offset ? { range: `bytes=${offset}-` } : {}, { what, deadline, maxBytes: desc.size + 1 });
       if (res.status === 404) {
-        discard(res);
+        res.close();
         throw new BangerError(ErrorCode.NotFound, `blob ${desc.digest} not found on ${this.what(ep)} (repository ${this.ref.repository})`);
       }
       if (res.status !== 200 && res.status !== 206) {
-        discard(res);
+        res.close();
         throw new BangerError(ErrorCode.Registry, `blob ${desc.digest}: ${this.what(ep)} answered HTTP ${res.status} (${redact(res.url)})`);
       }
       let skip = offset > 0 && res.status === 200 ? offset : 0; // server ignored Range
       try {
-        for await (const raw of res.body) {
-          let c = raw as Buffer;
+        for await (let c of res.chunks()) {
           if (skip) {
             if (c.length <= skip) {
               skip -= c.length;
@@ -242,12 +250,11 @@ export class RegistryClient {
         }
         return;
       } catch (e) {
-        discard(res);
-        if (e instanceof BangerError || !isRetryableError(e) || ++resumes > 5 || this.opts.signal?.aborted) {
-          if (e instanceof BangerError) throw e;
-          throw new BangerError(ErrorCode.Http, `blob ${desc.digest}: connection failed after ${offset} of ${desc.size} bytes: ${(e as Error).message}`, { cause: e });
-        }
-        this.opts.log.warn('blob download interrupted; resuming', { digest: desc.digest, offset });
+        res.close();
+        // Only a cut connection is resumed (Range); timeouts, caps and cancellation are final.
+        const cut = e instanceof BangerError && e.code === ErrorCode.Http && e.details?.['cut'] === true;
+        if (!cut || ++resumes > 5 || this.opts.signal?.aborted) throw e;
+        this.opts.log.warn('blob download interrupted; resuming', { digest: desc.digest, offset, error: e.message });
         await sleep(200 * resumes, this.opts.signal);
       }
     }
@@ -262,8 +269,8 @@ export class RegistryClient {
       await this.fetchToken(ep, ch, false);
       return;
     }
-    const res = await httpRequest(`${ep.base}/v2/`, { headers: { authorization: (await this.authHeader(ep, ch))! }, signal: this.opts.signal });
-    discard(res);
+    const res = await this.req(`${ep.base}/v2/`, this.what(ep), { headers: { authorization: (await this.authHeader(ep, ch))! } });
+    res.close();
     if (res.status !== 200) throw new BangerError(ErrorCode.Auth, `${this.what(ep)}: login refused (HTTP ${res.status})`, { hint: 'check the user name and password' });
   }
 }

@@ -7,6 +7,7 @@ import { toolEnv } from '../../core/exec.js';
 import type { Logger } from '../../core/log.js';
 import { compareDebVersions, findPackageStanzas, parseDepends, parseRelease, satisfies, type ReleaseFile, type Stanza } from './deb822.js';
 import { download, isNotFound, mirrorUrl } from './download.js';
+import type { HttpClient } from '../../core/http.js';
 
 /**
  * The verified half of the Debian chain of trust:
@@ -28,6 +29,9 @@ export interface ArchiveOptions {
   exec: Exec;
   log: Logger;
   signal?: AbortSignal;
+  http?: HttpClient;
+  /** What is being waited for (progress). */
+  onWait?: (message: string) => void;
 }
 
 /** A .deb as described by the verified Packages index. */
@@ -95,7 +99,7 @@ export class DebianArchive {
   async loadRelease(): Promise<void> {
     const file = join(this.o.tmpDir, 'InRelease');
     try {
-      await download(this.inReleaseUrl, file, { what: 'InRelease', signal: this.o.signal });
+      await download(this.inReleaseUrl, file, { what: 'InRelease', signal: this.o.signal, http: this.o.http, onWait: this.o.onWait });
     } catch (e) {
       if (!isNotFound(e)) throw e;
       throw new BangerError(ErrorCode.NotFound, `suite '${this.o.suite}' not found: ${this.inReleaseUrl} does not exist`, {
@@ -149,7 +153,7 @@ export class DebianArchive {
       const url = mirrorUrl(this.o.mirror, `dists/${this.o.suite}/${rel.path}`);
       const file = join(this.o.tmpDir, `Packages${ext}`);
       try {
-        await download(url, file, { what: `Packages index ${rel.path}`, sha256: rel.sha256, size: rel.size, signal: this.o.signal });
+        await download(url, file, { what: `Packages index ${rel.path}`, sha256: rel.sha256, size: rel.size, signal: this.o.signal, http: this.o.http, onWait: this.o.onWait });
       } catch (e) {
         if (isNotFound(e)) {
           tried.push(url);

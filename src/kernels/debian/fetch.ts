@@ -8,6 +8,8 @@ import { UndoStack } from '../../core/undo.js';
 import { DebianArchive, debianArch, type DebRef } from './archive.js';
 import { findKernelImage, findModulesDir, unpackDeb } from './deb.js';
 import { download, fetchCached } from './download.js';
+import type { ContentStore } from '../../core/content-store.js';
+import type { HttpClient } from '../../core/http.js';
 import { buildInitramfs } from './initramfs.js';
 import { GUEST_MODULES, resolveModules } from './modules.js';
 import { buildModulesImage, MODULES_IMAGE } from '../modimage.js';
@@ -47,10 +49,12 @@ export interface FetchDebianKernelOptions {
   signal?: AbortSignal;
   progress?: (ev: ProgressEvent) => void;
   /**
-   * Optional content store (e.g. `layout.blob`): verified .debs are kept at blobPath(sha256) and
-   * reused on the next pull ("used-cache"). Without it the .debs live in tmpDir only.
+   * Optional content store: verified .debs are kept there and reused on the next pull
+   * ("used-cache"); their digests come back in `blobs`. Without it the .debs live in tmpDir only.
    */
-  blobPath?: (sha256Hex: string) => string;
+  store?: ContentStore;
+  /** HTTP client (deadlines, caps); default limits when absent. */
+  http?: HttpClient;
 }
 
 export interface FetchDebianKernelResult {
@@ -64,6 +68,8 @@ export interface FetchDebianKernelResult {
   packageVersion?: string;
   /** Size in bytes of the initrd.img written. */
   initrdBytes?: number;
+  /** Content-store blobs used (sha256:<hex> of the kernel and busybox .debs), when a store was given. */
+  blobs?: string[];
 }
 
 /** Busybox for the initramfs comes from this package, through the same verified index. */
@@ -111,6 +117,8 @@ export async function fetchDebianKernel(opts: FetchDebianKernelOptions): Promise
       exec,
       log,
       signal,
+      http: opts.http,
+      onWait: (message) => progress({ stage: step, message }),
     });
     progress({ stage: 'verify-inrelease', message: archive.inReleaseUrl });
     await archive.loadRelease();
@@ -169,6 +177,7 @@ export async function fetchDebianKernel(opts: FetchDebianKernelOptions): Promise
       package: kernelDeb.package,
       packageVersion: kernelDeb.version,
       initrdBytes,
+      blobs: opts.store ? [`sha256:${kernelDeb.sha256}`, `sha256:${busyboxDeb.sha256}`] : undefined,
     };
   } catch (e) {
     await undo.unwind();
@@ -183,10 +192,10 @@ export async function fetchDebianKernel(opts: FetchDebianKernelOptions): Promise
 /** Download one verified .deb (through the content store when configured); returns its path. */
 async function fetchDeb(ref: DebRef, work: string, opts: FetchDebianKernelOptions): Promise<string> {
   const onBytes = (current: number, total?: number) => opts.progress?.({ stage: 'download', key: ref.package, current, total });
-  const common = { what: `${ref.package} ${ref.version}`, sha256: ref.sha256, size: ref.size, signal: opts.signal, onBytes };
-  if (opts.blobPath) {
-    const path = opts.blobPath(ref.sha256);
-    const how = await fetchCached(ref.url, path, common);
+  const onWait = (message: string) => opts.progress?.({ stage: 'download', key: ref.package, message });
+  const common = { what: `${ref.package} ${ref.version}`, sha256: ref.sha256, size: ref.size, signal: opts.signal, onBytes, onWait, http: opts.http };
+  if (opts.store) {
+    const { how, path } = await fetchCached(ref.url, opts.store, common);
     opts.log.info(`deb ${how}`, { package: ref.package, sha256: ref.sha256, url: ref.url });
     opts.progress?.({ stage: 'download', key: ref.package, done: true, message: how });
     return path;
