@@ -4,11 +4,15 @@ import { tapName } from '../network/links.js';
 import type { VmService } from './service.js';
 
 /**
- * Daemon-start reconcile (idempotent):
- * 1. every VM row: a live VMM whose command line is this VM's → adopted (state running, pid);
- *    otherwise marked stopped and its tap/NAT/sockets removed;
- * 2. orphan taps (banger's `tap-<hex10>` scheme, on our bridge, no running VM) removed;
- * 3. orphan NAT rules (a VM id no row owns, or a VM not running) removed;
+ * Daemon-start reconcile (idempotent). It touches only what this instance made (owner.ts):
+ * 1. every VM row: a live VMM whose command line is this VM's → adopted (state running, pid;
+ *    a create that died after starting it is completed that way); otherwise, for a row whose
+ *    create never finished (`create_done` 0: the daemon died mid-create), the VM is removed
+ *    entirely (tap, NAT, lease, row, files, pinned key), and any other row is marked stopped
+ *    with its tap/NAT/sockets removed;
+ * 2. orphan taps (marked with this instance's id, or unmarked banger-named taps on this
+ *    instance's own bridge, and no running VM) removed;
+ * 3. orphan NAT rules (marked with this instance's id; a VM id no row owns, or not running) removed;
  * 4. VM directories no row owns removed (a create that died mid-way).
  */
 export async function reconcileVms(svc: VmService): Promise<void> {
@@ -21,9 +25,13 @@ export async function reconcileVms(svc: VmService): Promise<void> {
       const st = await svc.driver(vm.vmm).status(svc.files(vm.name), vm.pid);
       if (st.running) {
         repo.setState(vm.name, { state: 'running', pid: st.pid ?? vm.pid });
+        if (!vm.createDone) repo.createDone(vm.name);
         runningTaps.add(vm.tap ?? tapName(vm.id));
         runningIds.add(vm.id);
         log.info('adopted running vm', { vm: vm.name, pid: st.pid });
+      } else if (!vm.createDone) {
+        await svc.rm([vm.name], true);
+        log.info('removed vm whose create never finished', { vm: vm.name });
       } else if (vm.state !== 'stopped' || vm.pid) {
         await svc.markStopped(vm);
         log.info('marked dead vm stopped', { vm: vm.name });

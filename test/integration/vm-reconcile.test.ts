@@ -63,8 +63,8 @@ after(() => {
   cleanupAll();
 }, { timeout: 120_000 });
 
-function services() {
-  const t = tempContext({ exec: netnsExec(ns), config: { network: { bridge: 'bgrec0', subnet: '10.82.0.0/24' } } });
+function services(net = { bridge: 'bgrec0', subnet: '10.82.0.0/24' }) {
+  const t = tempContext({ exec: netnsExec(ns), config: { network: net } });
   const { ctx } = t;
   const kdir = join(ctx.layout.kernels, 'k1');
   mkdirSync(kdir, { recursive: true });
@@ -96,6 +96,7 @@ test('reconcile adopts a live VMM, stops a dead one, removes orphan taps, rules 
     process.kill(b.pid!, 'SIGKILL');
     await new Promise((r) => setTimeout(r, 200));
     nsRun(ns, ['ip', 'tuntap', 'add', 'dev', 'tap-00000000aa', 'mode', 'tap']);
+    nsRun(ns, ['ip', 'link', 'set', 'dev', 'tap-00000000aa', 'alias', `banger:${make().deps.network.instance}:gone`]); // ours (marked)
     await make().deps.network.nat.add('ffffffffffffffffffff', '10.82.0.99', 'bgrec0');
     mkdirSync(join(ctx.layout.vms, 'half-made'), { recursive: true });
 
@@ -124,7 +125,7 @@ test('reconcile adopts a live VMM, stops a dead one, removes orphan taps, rules 
 });
 
 test('Ctrl-C during the VMM step unwinds the create (E_CANCELLED, nothing left)', { skip, timeout: 60_000 }, async () => {
-  const { t, ctx, rootfs, driver, make } = services();
+  const { t, ctx, rootfs, driver, make } = services({ bridge: 'bgrec1', subnet: '10.85.0.0/24' }); // another instance: its own bridge and subnet
   try {
     await exec(['mkfs.ext4', '-q', '-F', rootfs, '16M']);
     driver.cancelOnStart = true;
