@@ -491,10 +491,14 @@ async function settleAll<T extends readonly unknown[]>(ps: T): Promise<{ -readon
   return rs.map((r) => (r as PromiseFulfilledResult<unknown>).value) as { -readonly [K in keyof T]: Awaited<T[K]> };
 }
 
+/** Largest --disk-size / --work-disk accepted (a sparse file or qcow2 can claim any size; 16 TiB is plenty). */
+export const MAX_DISK_BYTES = 16 * 1024 ** 4;
+
 function sizeArg(flag: string, v: string): number {
   try {
     const n = parseSize(v);
     if (n <= 0) throw new Error('must be positive');
+    if (n > MAX_DISK_BYTES) throw new Error('must be at most 16T');
     return n;
   } catch (e) {
     throw new BangerError(ErrorCode.Invalid, `${flag} '${v}': ${errorMessage(e)}`, { hint: 'examples: 512M, 8G, 2GiB', details: { field: flag } });
