@@ -85,6 +85,14 @@ export class NetworkService {
    * holds an address inside `network.subnet`.
    */
   async ensureBridge(): Promise<boolean> {
+    // Single flight: parallel creates share one check-and-create (two `ip link add` would race).
+    this.bridgePending ??= this.ensureBridgeOnce().finally(() => (this.bridgePending = undefined));
+    return this.bridgePending;
+  }
+
+  private bridgePending?: Promise<boolean>;
+
+  private async ensureBridgeOnce(): Promise<boolean> {
     const sn = this.subnet();
     const refuse = (what: string, owner: { instance: string; root?: string } | undefined) =>
       new BangerError(ErrorCode.InUse, `${what}${owner ? ` belongs to another banger instance (${owner.instance}${owner.root ? `, state root ${owner.root}` : ''})` : ''}: two instances cannot share a bridge or subnet`, {
