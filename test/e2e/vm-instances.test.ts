@@ -2,13 +2,13 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createReadStream, readdirSync } from 'node:fs';
+import { createReadStream, readdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { BANGER, isRoot, missingTools, TestDaemon } from '../helpers/daemon.js';
 import { debianMirrorUnavailable, startDebianMirror, type DebianMirror } from '../helpers/debian-mirror.js';
 import { TestRegistry } from '../helpers/registry.js';
 import { cleanupAll, createNetns, nsRun } from '../helpers/netns.js';
-import { bridgeInstance, dbRows, leftovers, natVmIds, processesWith, tapOf } from '../helpers/vm-leftovers.js';
+import { bridgeInstance, dbRows, leftovers, natVmIds, processesWith, tapAliases, tapOf } from '../helpers/vm-leftovers.js';
 
 /**
  * Real guests (QEMU microvm under TCG, Debian kernel from a local signed mirror, a debootstrap
@@ -75,11 +75,14 @@ before(async () => {
 });
 
 after(async () => {
-  for (const d of daemons) await d.kill().catch(() => undefined);
+  // Only daemons still running: one killed by a signal has exitCode null, and kill()/stop()
+  // would wait for an 'exit' that already happened.
+  for (const d of daemons) if (d.proc && d.proc.exitCode === null && d.proc.signalCode === null) await d.kill();
+  for (const d of daemons) await d.stopAutostarted();
   cleanupAll(); // kills the QEMU processes inside the namespace, then deletes it
   await registry?.stop();
   await mirror?.close();
-  for (const d of daemons) await d.cleanup().catch(() => undefined);
+  for (const d of daemons) rmSync(d.root, { recursive: true, force: true });
 });
 
 async function sha256(path: string): Promise<string> {
@@ -155,13 +158,17 @@ test('a second instance in the same namespace: sharing the bridge or the subnet 
     assert.match(e.message, new RegExp(`another banger instance \\(${instA}, state root ${A.root}\\)`));
     assert.match(e.hint, /'network\.bridge' and 'network\.subnet'/);
     assert.equal(bridgeInstance(ns, 'banger0'), instA, "A's bridge keeps A's mark");
-    assert.deepEqual(leftovers(ns, B.root, instA, 'bx'), []);
+    // Nothing of bx: no row, lease, directory, tap (by name in its mark) or QEMU.
+    assert.deepEqual(dbRows(B.root), { vms: [], leases: [] });
+    assert.deepEqual(readdirSync(`${B.root}/vms`), []);
+    assert.ok(![...tapAliases(ns).values()].some((a) => a.endsWith(':bx')));
+    assert.deepEqual(processesWith(':bx,'), []);
     await b.stop();
   };
   await refused({ vm }, /network\.bridge 'banger0'/);
   await refused({ vm, network: { bridge: 'bangerb0' } }, /network\.subnet '172\.16\.0\.0\/24' overlaps 172\.16\.0\.1\/24 on link 'banger0'/);
-  assert.deepEqual(dbRows(B.root), { vms: [], leases: [] });
 
+  B = daemon(B.root, cfgB); // (the refused daemons rewrote the root's config.json)
   await B.start();
   const b1 = await B.json(['vm', 'create', '--image', 'debian-bookworm', '--name', 'b1', '--nat'], { timeoutMs: 600_000 });
   instB = bridgeInstance(ns, 'bangerb0');
