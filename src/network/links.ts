@@ -85,9 +85,9 @@ export class Links {
   }
 
   /**
-   * Make sure the bridge exists, carries `gatewayCidr` and is up, and report what was there:
-   * `created` when this call made it, else the alias it carried (the owner mark; the caller
-   * decides whether it may use a bridge marked by someone else). Throws E_NETWORK when a
+   * Make sure the bridge exists, carries `gatewayCidr` and `alias` (the owner mark) and is up.
+   * An existing bridge's alias is first handed to `mayUse`, which throws to refuse it (another
+   * owner's bridge). `created` is true when this call made the bridge. Throws E_NETWORK when a
    * link of that name exists but is no bridge.
    */
   async ensureBridge(name: string, gatewayCidr: string, alias: string, mayUse: (existingAlias: string | undefined) => void): Promise<{ created: boolean }> {
@@ -115,9 +115,8 @@ export class Links {
 
   /**
    * Create a persistent tap owned by root, mark it with `alias` (its owner), attach it to
-   * `bridge`, bring it up: one `ip -batch`
-   * run (one process instead of two on the create path). Names are checked first, since a
-   * batch is line-based text.
+   * `bridge`, bring it up: one `ip -batch` run (one process instead of two on the create
+   * path). Names and alias are checked first, since a batch is line-based text.
    */
   async createTap(name: string, bridge: string, alias: string): Promise<void> {
     for (const n of [name, bridge]) if (!IFNAME.test(n)) throw new BangerError(ErrorCode.Invalid, `invalid interface name '${n}'`);
