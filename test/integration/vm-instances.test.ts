@@ -1,7 +1,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCode, isBangerError } from '../../src/core/errors.js';
 import { exec } from '../../src/core/exec.js';
@@ -28,6 +28,24 @@ const skip = !isRoot() ? 'needs root (namespaces, taps, nft)' : missingTools('ip
 const host: HostProbe = { which: async (c) => `/usr/bin/${c}`, readFile: async () => 'flags : fpu\n', canReadWrite: async () => false };
 
 const pids: number[] = [];
+/** A long-lived process whose argv carries `args` (as QEMU's would); killed in `after`. */
+function standIn(args: string[]): number {
+  const p = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 600000)', '--', ...args], { stdio: 'ignore', detached: true });
+  p.unref();
+  pids.push(p.pid!);
+  return p.pid!;
+}
+
+/** Alive and not a zombie. */
+function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/^[ZX]/.test(stat.slice(stat.lastIndexOf(')') + 2));
+  } catch {
+    return false;
+  }
+}
+
 class StandInQemu extends QemuDriver {
   override async start(spec: LaunchSpec): Promise<{ pid: number }> {
     const p = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 600000)', spec.files.qmp], { stdio: 'ignore', detached: true });
@@ -126,6 +144,18 @@ test('two instances in one namespace: each marks what it makes, and reconcile re
     assert.deepEqual((await a.make().deps.network.nat.vmIdsWithRules()).sort(), [a1.id, a2.id].sort(), "a removes its own orphan rule");
     assert.ok(taps().includes('tap-abcdefabcd'), 'an unmarked tap off both bridges is nobody\'s: kept');
     nsRun(ns, ['ip', 'link', 'del', 'tap-abcdefabcd']);
+
+    // VMM processes: one marked with a's id but no VM of a's accounts for it (killed by a's
+    // reconcile), one marked with b's id (b's business), one unmarked (nobody's).
+    const marked = (inst: string, vm: string) => standIn(['-name', `banger:${inst}:${vm},process=banger-${vm}`]);
+    const [aGhost, bGhost, stranger] = [marked(a.instance, 'ghost'), marked(b.instance, 'ghost'), standIn(['-name', 'ghost'])];
+    for (const p of [aGhost, bGhost, stranger]) assert.equal(alive(p), true, 'stand-ins are up');
+    await a.make().reconcile();
+    assert.equal(alive(aGhost), false, "a kills a VMM marked with its id that no VM of a's owns");
+    assert.equal(alive(bGhost), true, "a leaves b's VMM alone");
+    assert.equal(alive(stranger), true, 'a leaves an unmarked process alone');
+    assert.equal(alive(a1.pid!), true, "a's adopted VMM keeps running");
+    assert.equal(alive(b1.pid!), true);
 
     await a.make().rm(['a1', 'a2'], true);
     await b.make().rm(['b1', 'b2'], true);
