@@ -7,7 +7,7 @@ import { dirname } from 'node:path';
 import { BANGER, isRoot, missingTools, TestDaemon } from '../helpers/daemon.js';
 import { debianMirrorUnavailable, startDebianMirror, type DebianMirror } from '../helpers/debian-mirror.js';
 import { TestRegistry } from '../helpers/registry.js';
-import { cleanupAll, createNetns, nsRun } from '../helpers/netns.js';
+import { cleanupAll, createNetns, exposeInNetns, nsRun } from '../helpers/netns.js';
 import { bridgeInstance, dbRows, leftovers, natVmIds, processesWith, tapAliases, tapOf } from '../helpers/vm-leftovers.js';
 
 /**
@@ -55,9 +55,12 @@ before(async () => {
   mirror = await startDebianMirror();
   registry = await TestRegistry.start();
   const ref = await ensureDebianImageInRegistry!(registry.host);
-  // Kernel and image pulled into each root by a daemon on the host (mirror and registry are on 127.0.0.1).
+  ns = createNetns('inst');
+  // Kernel and image pulled into each root by a daemon in the namespace; the mirror and the
+  // registry (host loopback) are exposed there at the same 127.0.0.1 URLs for the pulls.
+  const exposed = [await exposeInNetns(ns, mirror.port), await exposeInNetns(ns, registry.port)];
   const pull = async (config: Record<string, unknown>) => {
-    const p = new TestDaemon({ env: { BANGER_DEBIAN_MIRROR: mirror!.url }, config });
+    const p = new TestDaemon({ netns: ns, env: { BANGER_DEBIAN_MIRROR: mirror!.url }, config });
     daemons.push(p);
     await p.start();
     const k = await p.cli(['kernel', 'pull', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
@@ -68,7 +71,7 @@ before(async () => {
     return p.root;
   };
   const [rootA, rootB] = [await pull(cfgA), await pull(cfgB)];
-  ns = createNetns('inst');
+  for (const stop of exposed) stop();
   A = daemon(rootA, cfgA);
   B = daemon(rootB, cfgB);
   await A.start();
