@@ -92,4 +92,17 @@ export const migrations: { name: string; sql: string }[] = [
       END;
     `,
   },
+  {
+    // Instance identity: one random id per state database, written into every host resource
+    // this instance creates (bridge and tap ifalias, NAT rule comments, QEMU -name), so its
+    // reconcile touches only its own. `vms.create_done` is 0 while a create is in flight: a
+    // daemon killed mid-create leaves such a row, which the next reconcile adopts (VMM alive)
+    // or removes entirely.
+    name: 'instance-identity',
+    sql: `
+      CREATE TABLE instance (id TEXT NOT NULL, created_at TEXT NOT NULL);
+      INSERT INTO instance (id, created_at) VALUES (lower(hex(randomblob(6))), strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
+      ALTER TABLE vms ADD COLUMN create_done INTEGER NOT NULL DEFAULT 1;
+    `,
+  },
 ];

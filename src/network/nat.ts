@@ -4,10 +4,13 @@ import { toolEnv, which } from '../core/exec.js';
 import { writeFile } from 'node:fs/promises';
 
 /**
- * Per-VM NAT. With nftables: one table `ip banger` holding a `postrouting` nat chain and a
- * `forward` filter chain; a VM's rules are added in one `nft -f` transaction (all or nothing),
- * carry the comment `banger-vm:<vmId>` and are removed by handle (found through `nft -j`), so
- * removing one VM never touches another's rules. Without nft: iptables rules with the same
+ * Per-VM NAT. With nftables: one table `ip banger` (shared by every instance on the host or
+ * namespace) holding a `postrouting` nat chain and a `forward` filter chain; a VM's rules are
+ * added in one `nft -f` transaction (all or nothing), carry the comment
+ * `banger:<instance>:vm:<vmId>` (see owner.ts) and are removed by handle (found through
+ * `nft -j`), so removing one VM never touches another's rules, and an instance's reconcile
+ * sees only its own. Rules from before instance marks (`banger-vm:<vmId>`) are removed by VM
+ * id but never counted as any instance's orphans. Without nft: iptables rules with the same
  * comment, deleted by exact spec. All removals are idempotent.
  *
  * Another firewall's drop wins over our accept: in nftables every base chain on the forward
@@ -24,14 +27,24 @@ export interface NatRule {
   comment: string;
 }
 
-export function natComment(vmId: string): string {
-  return `banger-vm:${vmId}`;
+export function natComment(instance: string, vmId: string): string {
+  return `banger:${instance}:vm:${vmId}`;
+}
+
+/** The owner of a rule comment: instance (undefined for the unmarked legacy form) and VM id. */
+export function parseNatComment(comment: string): { instance?: string; vmId: string } | undefined {
+  const m = /^banger:([0-9a-f]{12}):vm:([0-9a-f]+)$/.exec(comment);
+  if (m) return { instance: m[1]!, vmId: m[2]! };
+  const legacy = /^banger-vm:([0-9a-f]+)$/.exec(comment);
+  return legacy ? { vmId: legacy[1]! } : undefined;
 }
 
 export class Nat {
   private backend?: 'nft' | 'iptables';
   constructor(
     private readonly exec: Exec,
+    /** This instance's id: the mark on every rule it adds. */
+    private readonly instance: string,
     private readonly opts: { forceBackend?: 'nft' | 'iptables'; enableForwarding?: () => Promise<void> } = {},
   ) {}
 
@@ -54,7 +67,7 @@ export class Nat {
     if (!/^[0-9a-f]+$/.test(vmId) || !/^\d{1,3}(\.\d{1,3}){3}$/.test(ip) || !/^[a-zA-Z0-9_-]{1,15}$/.test(bridge)) {
       throw new BangerError(ErrorCode.Internal, `nat: refusing malformed vm id '${vmId}', ip '${ip}' or bridge '${bridge}'`);
     }
-    const comment = natComment(vmId);
+    const comment = natComment(this.instance, vmId);
     if ((await this.which()) === 'nft') {
       const c = `comment "${comment}"`;
       const script = [
@@ -86,26 +99,26 @@ export class Nat {
     return r.exitCode === 0 && /^-P FORWARD DROP\s*$/m.test(r.stdout);
   }
 
-  /** Remove every rule of one VM; rules already gone = success. */
+  /** Remove every rule of one VM (marked or legacy comment); rules already gone = success. */
   async remove(vmId: string): Promise<void> {
-    const comment = natComment(vmId);
+    const isVm = (comment: string) => parseNatComment(comment)?.vmId === vmId;
     if ((await this.which()) === 'nft') {
       for (const r of await this.nftRules()) {
-        if (r.comment === comment) await this.nft(['delete', 'rule', 'ip', NFT_TABLE, r.chain, 'handle', String(r.handle)], true);
+        if (isVm(r.comment)) await this.nft(['delete', 'rule', 'ip', NFT_TABLE, r.chain, 'handle', String(r.handle)], true);
       }
-      if (await which('iptables')) await this.removeIptables(comment, ['filter']); // forward-policy accepts, if any
+      if (await which('iptables')) await this.removeIptables(isVm, ['filter']); // forward-policy accepts, if any
       return;
     }
-    await this.removeIptables(comment, ['nat', 'filter']);
+    await this.removeIptables(isVm, ['nat', 'filter']);
   }
 
-  /** Delete exactly the iptables lines that carry `comment`, as `iptables -S` prints them. */
-  private async removeIptables(comment: string, tables: string[]): Promise<void> {
+  /** Delete exactly the iptables lines whose comment `match`es, as `iptables -S` prints them. */
+  private async removeIptables(match: (comment: string) => boolean, tables: string[]): Promise<void> {
     for (const table of tables) {
       const r = await this.exec(['iptables', '-w', '-t', table, '-S'], { env: toolEnv(), allowFailure: true });
-      const ours = new RegExp(`--comment "?${comment}"?(\\s|$)`);
       for (const line of r.stdout.split('\n')) {
-        if (!line.startsWith('-A ') || !ours.test(line)) continue;
+        const c = /--comment "?([^" ]+)"?(\s|$)/.exec(line);
+        if (!line.startsWith('-A ') || !c || !match(c[1]!)) continue;
         const args = splitIptablesLine(line);
         args[0] = '-D';
         await this.exec(['iptables', '-w', '-t', table, ...args], { env: toolEnv(), allowFailure: true });
@@ -131,16 +144,17 @@ export class Nat {
     for (const table of tables) {
       const r = await this.exec(['iptables', '-w', '-t', table, '-S'], { env: toolEnv(), allowFailure: true });
       for (const line of r.stdout.split('\n')) {
-        const m = /--comment "?(banger-vm:[0-9a-f]+)"?/.exec(line);
-        if (m) out.push({ chain: `${table}:${line.split(' ')[1]}`, handle: -1, comment: m[1]! });
+        const m = /--comment "?([^" ]+)"?(\s|$)/.exec(line);
+        if (m && parseNatComment(m[1]!)) out.push({ chain: `${table}:${line.split(' ')[1]}`, handle: -1, comment: m[1]! });
       }
     }
     return out;
   }
 
-  /** VM ids that have rules (for reconcile: remove the ones no VM owns). */
+  /** VM ids that have rules marked by THIS instance (for reconcile: remove the ones no VM owns). */
   async vmIdsWithRules(): Promise<string[]> {
-    return [...new Set((await this.rules()).map((r) => r.comment).filter((c) => c.startsWith('banger-vm:')).map((c) => c.slice('banger-vm:'.length)))];
+    const ids = (await this.rules()).map((r) => parseNatComment(r.comment)).filter((o) => o?.instance === this.instance).map((o) => o!.vmId);
+    return [...new Set(ids)];
   }
 
   private nft(args: string[], allowFailure = false) {

@@ -2,7 +2,8 @@ import type { Context } from '../daemon/context.js';
 import { BangerError, ErrorCode } from '../core/errors.js';
 import { Links, TAP_PATTERN, tapName } from './links.js';
 import { Nat } from './nat.js';
-import { firstFreeIp, macForIp, parseSubnet, type Subnet } from './subnet.js';
+import { aliasOwner, bridgeAlias, instanceId, tapAlias } from './owner.js';
+import { firstFreeIp, ipToInt, macForIp, parseSubnet, type Subnet } from './subnet.js';
 
 /** What a VM's network looks like, as handed to the VMM driver and the guest seed. */
 export interface VmNetwork {
@@ -21,14 +22,25 @@ export interface VmNetwork {
  * Leases are taken inside the caller's transaction (`leaseInTx`) together with the VM row;
  * `ip_leases.ip` is the primary key, so two VMs can never hold one address.
  * Every teardown method is idempotent.
+ *
+ * Ownership (owner.ts): the bridge, every tap and every NAT rule carry this instance's id;
+ * the orphan scans return only resources marked with it (and, for taps made before marks
+ * existed, unmarked banger-named taps on this instance's own bridge). A bridge marked by
+ * another instance, or another link holding an address in this instance's subnet, is refused
+ * with E_IN_USE naming the other owner and the config keys `network.bridge`/`network.subnet`.
  */
 export class NetworkService {
   readonly links: Links;
   readonly nat: Nat;
+  /** This instance's id (table `instance`). */
+  readonly instance: string;
+  /** The bridge was checked (ownership, subnet) and set up by this process. */
+  private bridgeChecked = false;
 
   constructor(readonly ctx: Context, opts: { natBackend?: 'nft' | 'iptables'; enableForwarding?: () => Promise<void> } = {}) {
+    this.instance = instanceId(ctx.db);
     this.links = new Links(ctx.exec);
-    this.nat = new Nat(ctx.exec, { forceBackend: opts.natBackend, enableForwarding: opts.enableForwarding });
+    this.nat = new Nat(ctx.exec, this.instance, { forceBackend: opts.natBackend, enableForwarding: opts.enableForwarding });
   }
 
   get bridge(): string {
@@ -67,14 +79,45 @@ export class NetworkService {
     return { ip, prefix: sn.prefix, netmask: sn.netmask, gateway: sn.gateway, bridge: this.bridge, tap: tapName(vmId), mac: macForIp(ip), dns: this.ctx.config.network.dns };
   }
 
-  /** Bridge up with the gateway address. Returns true when this call created it. */
+  /**
+   * Bridge up with the gateway address and this instance's mark. Returns true when this call
+   * created it. Throws E_IN_USE when the bridge is marked by another instance or another link
+   * holds an address inside `network.subnet`.
+   */
   async ensureBridge(): Promise<boolean> {
-    const sn = this.subnet();
-    return this.links.ensureBridge(this.bridge, `${sn.gateway}/${sn.prefix}`);
+    // Single flight: parallel creates share one check-and-create (two `ip link add` would race).
+    this.bridgePending ??= this.ensureBridgeOnce().finally(() => (this.bridgePending = undefined));
+    return this.bridgePending;
   }
 
-  async createTap(net: VmNetwork): Promise<void> {
-    await this.links.createTap(net.tap, net.bridge);
+  private bridgePending?: Promise<boolean>;
+
+  private async ensureBridgeOnce(): Promise<boolean> {
+    const sn = this.subnet();
+    const refuse = (what: string, owner: { instance: string; root?: string } | undefined) =>
+      new BangerError(ErrorCode.InUse, `${what}${owner ? ` belongs to another banger instance (${owner.instance}${owner.root ? `, state root ${owner.root}` : ''})` : ''}: two instances cannot share a bridge or subnet`, {
+        hint: `give this instance its own config fields 'network.bridge' and 'network.subnet' (now '${this.bridge}' and '${sn.cidr}') in ${this.ctx.config.configFile}, or set BANGER_BRIDGE and BANGER_SUBNET`,
+        details: { bridge: this.bridge, subnet: sn.cidr, otherInstance: owner?.instance },
+      });
+    const mayUse = (alias: string | undefined) => {
+      const owner = aliasOwner(alias);
+      if (owner && owner.instance !== this.instance) throw refuse(`network.bridge '${this.bridge}'`, owner);
+    };
+    if (!this.bridgeChecked) {
+      // Once per process (and whenever the bridge had to be made again): nothing else may sit in our subnet.
+      for (const l of await this.links.listAddrs()) {
+        if (l.ifname === this.bridge) continue;
+        const clash = l.addrs.find((a) => overlaps(sn, a.local, a.prefixlen));
+        if (clash) throw refuse(`network.subnet '${sn.cidr}' overlaps ${clash.local}/${clash.prefixlen} on link '${l.ifname}'${aliasOwner(l.alias) ? '' : ' (not banger\'s)'}`, aliasOwner(l.alias));
+      }
+    }
+    const { created } = await this.links.ensureBridge(this.bridge, `${sn.gateway}/${sn.prefix}`, bridgeAlias(this.instance, this.ctx.config.root), mayUse);
+    this.bridgeChecked = true;
+    return created;
+  }
+
+  async createTap(net: VmNetwork, vmName: string): Promise<void> {
+    await this.links.createTap(net.tap, net.bridge, tapAlias(this.instance, vmName));
   }
 
   async removeTap(tap: string): Promise<void> {
@@ -94,13 +137,24 @@ export class NetworkService {
     await this.nat.remove(vmId);
   }
 
-  /** Taps that follow banger's naming scheme, sit on our bridge (or nowhere) and no VM owns. */
+  /**
+   * Taps this instance made that no running VM owns: marked with our id, or (made before
+   * marks existed) unmarked, banger-named and on our bridge while the bridge is ours.
+   * Another instance's taps, and unmarked taps elsewhere, are never returned.
+   */
   async orphanTaps(ownedTaps: Set<string>): Promise<string[]> {
     const links = await this.links.list();
-    return links.filter((l) => TAP_PATTERN.test(l.ifname) && (!l.master || l.master === this.bridge) && !ownedTaps.has(l.ifname)).map((l) => l.ifname);
+    const bridge = links.find((l) => l.ifname === this.bridge);
+    const bridgeOurs = aliasOwner(bridge?.alias)?.instance === this.instance;
+    const ours = (l: (typeof links)[number]) => {
+      const owner = aliasOwner(l.alias);
+      if (owner) return owner.instance === this.instance;
+      return !l.alias && bridgeOurs && l.master === this.bridge && TAP_PATTERN.test(l.ifname);
+    };
+    return links.filter((l) => l.kind === 'tun' && ours(l) && !ownedTaps.has(l.ifname)).map((l) => l.ifname);
   }
 
-  /** VM ids that own NAT rules but are not in `knownIds`. */
+  /** VM ids whose NAT rules carry this instance's mark but are not in `knownIds`. */
   async orphanNat(knownIds: Set<string>): Promise<string[]> {
     try {
       return (await this.nat.vmIdsWithRules()).filter((id) => !knownIds.has(id));
@@ -108,4 +162,12 @@ export class NetworkService {
       return []; // no NAT backend installed: nothing to clean
     }
   }
+}
+
+/** True when address/prefix and the subnet share any address. */
+function overlaps(sn: Subnet, addr: string, prefix: number): boolean {
+  const size = 2 ** (32 - prefix);
+  const start = ipToInt(addr) - (ipToInt(addr) % size);
+  const snSize = 2 ** (32 - sn.prefix);
+  return start < sn.network + snSize && sn.network < start + size;
 }

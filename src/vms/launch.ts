@@ -16,7 +16,7 @@ import type { VmRecord } from './store.js';
  *   so the devices are announced by ACPI instead.
  * - under TCG, `tsc_early_khz` (see cmdline.ts).
  */
-export function launchSpec(o: { vm: VmRecord & { ip: string }; kernel: KernelView; files: VmFiles; net: VmNetwork; subnet: Subnet; kvm: boolean; tscKhz?: number }): LaunchSpec {
+export function launchSpec(o: { instance: string; vm: VmRecord & { ip: string }; kernel: KernelView; files: VmFiles; net: VmNetwork; subnet: Subnet; kvm: boolean; tscKhz?: number }): LaunchSpec {
   const { vm, files } = o;
   const disks: DiskSpec[] = [
     { id: 'root', ...vm.spec.rootDisk },
@@ -30,6 +30,7 @@ export function launchSpec(o: { vm: VmRecord & { ip: string }; kernel: KernelVie
   }
   return {
     id: vm.id,
+    instance: o.instance,
     name: vm.name,
     files,
     vcpu: vm.spec.vcpu,

@@ -1,34 +1,49 @@
 import { readdir, rm } from 'node:fs/promises';
 import { errorMessage } from '../core/errors.js';
 import { tapName } from '../network/links.js';
+import { killOrphan, orphanVmms } from './orphans.js';
 import type { VmService } from './service.js';
 
 /**
- * Daemon-start reconcile (idempotent):
- * 1. every VM row: a live VMM whose command line is this VM's → adopted (state running, pid);
- *    otherwise marked stopped and its tap/NAT/sockets removed;
- * 2. orphan taps (banger's `tap-<hex10>` scheme, on our bridge, no running VM) removed;
- * 3. orphan NAT rules (a VM id no row owns, or a VM not running) removed;
- * 4. VM directories no row owns removed (a create that died mid-way).
+ * Daemon-start reconcile (idempotent). It touches only what this instance made (owner.ts):
+ * 1. every VM row: a live VMM whose command line is this VM's → adopted (state running, pid;
+ *    a create that died after starting it is completed that way); otherwise, for a row whose
+ *    create never finished (`create_done` 0: the daemon died mid-create), the VM is removed
+ *    entirely (tap, NAT, lease, row, files, pinned key), and any other row is marked stopped
+ *    with its tap/NAT/sockets removed;
+ * 2. orphan taps (marked with this instance's id, or unmarked banger-named taps on this
+ *    instance's own bridge, and no running VM) removed;
+ * 3. orphan NAT rules (marked with this instance's id; a VM id no row owns, or not running) removed;
+ * 4. VMM processes marked with this instance's id (`-name banger:<id>:<vm>`) that no
+ *    adopted VM accounts for are killed;
+ * 5. VM directories no row owns removed (a create that died mid-way).
  */
 export async function reconcileVms(svc: VmService): Promise<void> {
   const { ctx, repo } = svc;
   const log = ctx.log.child({ step: 'reconcile' });
   const runningTaps = new Set<string>();
   const runningIds = new Set<string>();
+  const adopted = new Map<string, number>();
+  const unsure = new Set<string>(); // rows whose check failed: their processes are left alone
   for (const vm of repo.list()) {
     try {
       const st = await svc.driver(vm.vmm).status(svc.files(vm.name), vm.pid);
       if (st.running) {
         repo.setState(vm.name, { state: 'running', pid: st.pid ?? vm.pid });
+        if (!vm.createDone) repo.createDone(vm.name);
         runningTaps.add(vm.tap ?? tapName(vm.id));
         runningIds.add(vm.id);
+        if (st.pid) adopted.set(vm.name, st.pid);
         log.info('adopted running vm', { vm: vm.name, pid: st.pid });
+      } else if (!vm.createDone) {
+        await svc.rm([vm.name], true);
+        log.info('removed vm whose create never finished', { vm: vm.name });
       } else if (vm.state !== 'stopped' || vm.pid) {
         await svc.markStopped(vm);
         log.info('marked dead vm stopped', { vm: vm.name });
       }
     } catch (e) {
+      unsure.add(vm.name);
       log.warn('reconcile of vm failed', { vm: vm.name, error: errorMessage(e) });
     }
   }
@@ -44,6 +59,11 @@ export async function reconcileVms(svc: VmService): Promise<void> {
   for (const id of await net.orphanNat(runningIds)) {
     await net.disableNat(id).catch((e) => log.warn('orphan NAT removal failed', { id, error: errorMessage(e) }));
     log.info('removed orphan NAT rules', { vmId: id });
+  }
+  for (const o of await orphanVmms(net.instance, adopted)) {
+    if (unsure.has(o.vm)) continue;
+    await killOrphan(o.pid);
+    log.info('killed orphan VMM', { vm: o.vm, pid: o.pid });
   }
   const known = new Set(repo.list().map((v) => v.name));
   for (const d of await readdir(ctx.layout.vms).catch(() => [] as string[])) {

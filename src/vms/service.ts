@@ -29,6 +29,7 @@ import { reconcileVms } from './reconcile.js';
 import { launchSpec } from './launch.js';
 import { waitReady, type Stage } from './readiness.js';
 import { bangerGid } from '../daemon/system.js';
+import { testPause } from './testpause.js';
 
 export interface CreateParams {
   image: string;
@@ -160,6 +161,7 @@ export class VmService {
         })();
         undo.push('record', () => this.repo.delete(name));
         throwIfAborted(op.signal);
+        await testPause(this.ctx, 'record', op.signal);
 
         // Steps disk, seed and network touch different things, so they run side by side; each
         // registers its undo the moment it acts, and settleAll waits for all of them before a
@@ -191,9 +193,11 @@ export class VmService {
         const starting = p.start !== false;
         await settleAll([disk(), seed(), starting ? this.networkUp(this.get(name), { stage, undo, signal: op.signal }, true) : undefined]);
         throwIfAborted(op.signal);
+        await testPause(this.ctx, 'network', op.signal);
 
         if (starting) await this.startSteps(this.get(name), { ...op, stage, undo, wait: p.wait !== false, networkReady: true });
         else this.repo.setState(name, { state: 'stopped', desiredState: 'stopped' });
+        this.repo.createDone(name);
         undo.commit();
         return this.view(this.get(name));
       } catch (e) {
@@ -259,14 +263,17 @@ export class VmService {
     // step vmm
     o.stage('vmm', `${driver.kind} starting`);
     const kvm = (await kvmUsable(this.host)).usable;
-    const spec = launchSpec({ vm: { ...vm, ip: vm.ip }, kernel, files, net, subnet: this.net.subnet(), kvm, tscKhz: tscKhzFromCpuinfo(await this.host.readFile('/proc/cpuinfo')) });
+    const spec = launchSpec({ instance: this.net.instance, vm: { ...vm, ip: vm.ip }, kernel, files, net, subnet: this.net.subnet(), kvm, tscKhz: tscKhzFromCpuinfo(await this.host.readFile('/proc/cpuinfo')) });
     await rm(files.console, { force: true });
     this.repo.setState(vm.name, { state: 'starting', desiredState: 'running' });
     throwIfAborted(o.signal);
-    const { pid } = await driver.start(spec, { signal: o.signal });
+    // Registered before the start: a start cut short (cancel, timeout) may have left a VMM
+    // behind; kill finds it by its pid file and QMP socket, and is a no-op when there is none.
     o.undo.push('vmm', () => driver.kill(files, 'SIGKILL'));
+    const { pid } = await driver.start(spec, { signal: o.signal });
     this.repo.setState(vm.name, { state: 'running', pid, startedAt: new Date().toISOString() });
     o.stage('vmm', `pid ${pid}`, true);
+    await testPause(this.ctx, 'vmm', o.signal);
     if (!o.wait) return;
 
     // steps boot, ssh, agent
@@ -286,7 +293,7 @@ export class VmService {
     const tap = async () => {
       await settleAll([this.net.ensureBridge(), fresh ? undefined : this.net.removeTap(net.tap)]); // a stale tap from a crash
       o.undo.push('tap', () => this.net.removeTap(net.tap));
-      await this.net.createTap(net);
+      await this.net.createTap(net, vm.name);
     };
     const nat = async () => {
       o.undo.push('nat', () => this.net.disableNat(vm.id));
@@ -484,10 +491,14 @@ async function settleAll<T extends readonly unknown[]>(ps: T): Promise<{ -readon
   return rs.map((r) => (r as PromiseFulfilledResult<unknown>).value) as { -readonly [K in keyof T]: Awaited<T[K]> };
 }
 
+/** Largest --disk-size / --work-disk accepted (a sparse file or qcow2 can claim any size; 16 TiB is plenty). */
+export const MAX_DISK_BYTES = 16 * 1024 ** 4;
+
 function sizeArg(flag: string, v: string): number {
   try {
     const n = parseSize(v);
     if (n <= 0) throw new Error('must be positive');
+    if (n > MAX_DISK_BYTES) throw new Error('must be at most 16T');
     return n;
   } catch (e) {
     throw new BangerError(ErrorCode.Invalid, `${flag} '${v}': ${errorMessage(e)}`, { hint: 'examples: 512M, 8G, 2GiB', details: { field: flag } });

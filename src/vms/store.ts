@@ -35,6 +35,8 @@ export interface VmRecord {
   ip: string | null;
   createdAt: string;
   startedAt: string | null;
+  /** False while the create that made this row is still running (or died mid-way). */
+  createDone: boolean;
 }
 
 interface Row {
@@ -53,6 +55,7 @@ interface Row {
   created_at: string;
   started_at: string | null;
   ip: string | null;
+  create_done: number;
 }
 
 const SELECT = 'SELECT v.*, l.ip AS ip FROM vms v LEFT JOIN ip_leases l ON l.vm_name = v.name';
@@ -74,6 +77,7 @@ function toRecord(r: Row): VmRecord {
     ip: r.ip,
     createdAt: r.created_at,
     startedAt: r.started_at,
+    createDone: r.create_done !== 0,
   };
 }
 
@@ -90,10 +94,16 @@ export class VmRepo {
     return (this.db.prepare(`${SELECT} ORDER BY v.created_at, v.name`).all() as Row[]).map(toRecord);
   }
 
-  insert(v: Omit<VmRecord, 'ip' | 'pid' | 'startedAt'>): void {
+  /** Insert a row for a create in progress (`create_done` 0 until `createDone(name)`). */
+  insert(v: Omit<VmRecord, 'ip' | 'pid' | 'startedAt' | 'createDone'>): void {
     this.db
-      .prepare('INSERT INTO vms (name, id, image_name, kernel_name, spec_json, desired_state, state, vmm, vmm_reason, tap, mac, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)')
+      .prepare('INSERT INTO vms (name, id, image_name, kernel_name, spec_json, desired_state, state, vmm, vmm_reason, tap, mac, created_at, create_done) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)')
       .run(v.name, v.id, v.image, v.kernel, JSON.stringify(v.spec), v.desiredState, v.state, v.vmm, v.vmmReason, v.tap, v.mac, v.createdAt);
+  }
+
+  /** The create that made this row finished (or the row was adopted after a crash). */
+  createDone(name: string): void {
+    this.db.prepare('UPDATE vms SET create_done = 1 WHERE name = ?').run(name);
   }
 
   setState(name: string, fields: { state: VmState; desiredState?: 'running' | 'stopped'; pid?: number | null; startedAt?: string | null }): void {

@@ -162,13 +162,20 @@ test('stop/start (restart) keeps the disk contents', { skip, ...T }, async () =>
 test('daemon SIGKILL while VMs run: restart adopts them, removes orphans; vm ssh still works', { skip, ...T }, async () => {
   const before = await d!.json(['vm', 'show', 'box1']);
   await d!.kill();
-  nsRun(hostNs, ['ip', 'tuntap', 'add', 'dev', 'tap-deadbeef00', 'mode', 'tap']); // an orphan in banger's scheme
+  // An orphan marked with this instance's id (read from its bridge's mark), and a banger-named
+  // tap that carries no mark and sits on no bridge: not provably ours, so it is kept.
+  const inst = /^banger:([0-9a-f]{12})/.exec(JSON.parse(nsRun(hostNs, ['ip', '-d', '-j', 'link', 'show', 'dev', 'banger0']))[0].ifalias)![1];
+  nsRun(hostNs, ['ip', 'tuntap', 'add', 'dev', 'tap-deadbeef00', 'mode', 'tap']);
+  nsRun(hostNs, ['ip', 'link', 'set', 'dev', 'tap-deadbeef00', 'alias', `banger:${inst}:ghost`]);
+  nsRun(hostNs, ['ip', 'tuntap', 'add', 'dev', 'tap-0123401234', 'mode', 'tap']);
   d = new TestDaemon({ root: d!.root, netns: hostNs, config });
   await d.start();
   const after = await d.json(['vm', 'show', 'box1']);
   assert.equal(after.running, true);
   assert.equal(after.pid, before.pid, 'same VMM process adopted');
   assert.ok(!nsLinks(hostNs).some((l) => l.ifname === 'tap-deadbeef00'), 'orphan tap removed by reconcile');
+  assert.ok(nsLinks(hostNs).some((l) => l.ifname === 'tap-0123401234'), 'an unmarked tap off our bridge is not ours: kept');
+  nsRun(hostNs, ['ip', 'link', 'del', 'tap-0123401234']);
   assert.ok(nsLinks(hostNs).some((l) => l.ifname === after.tap), "the adopted VM's tap is kept");
   const s = await ssh('box1', 'hostname');
   assert.equal(s.code, 0, s.stderr);
@@ -180,7 +187,7 @@ test('vm rm leaves no tap, rule, lease, process, file or pinned key', { skip, ..
   const r = await d!.cli(['vm', 'rm', 'box1', 'box2'], { timeoutMs: 300_000 });
   assert.equal(r.code, 0, r.stderr);
   assert.deepEqual(nsLinks(hostNs).filter((l) => l.ifname.startsWith('tap-')), []);
-  assert.doesNotMatch(nsRun(hostNs, ['nft', 'list', 'table', 'ip', 'banger']), /banger-vm:/);
+  assert.doesNotMatch(nsRun(hostNs, ['nft', 'list', 'table', 'ip', 'banger']), /banger:[0-9a-f]{12}:vm:/);
   const db = openDatabase(join(d!.root, 'banger.db'), { readOnly: true });
   try {
     assert.deepEqual(db.prepare('SELECT * FROM ip_leases').all(), []);

@@ -252,7 +252,7 @@ export async function bootGuest(o: GuestBoot): Promise<GuestVm> {
   } as VmRecord & { ip: string };
   const subnet = { gateway: o.net.hostIp, netmask: '255.255.255.0', prefix: 24 } as Subnet;
   const net = { tap: o.net.tap, mac: '06:00:ac:1e:00:02' } as VmNetwork;
-  const spec = launchSpec({ vm, kernel, files, net, subnet, kvm: false, tscKhz: hostTscKhz() });
+  const spec = launchSpec({ instance: '000000000000', vm, kernel, files, net, subnet, kvm: false, tscKhz: hostTscKhz() });
   const nsExec: Exec = ((argv: string[], opts?: Parameters<Exec>[1]) => exec(['ip', 'netns', 'exec', o.net.ns, ...argv], opts)) as Exec;
   const driver = new QemuDriver(nsExec, { qemu: 'qemu-system-x86_64' });
   const { pid } = await driver.start(spec);

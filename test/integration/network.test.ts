@@ -36,14 +36,14 @@ test('bridge + tap + nft NAT rules appear, and removal leaves nothing (idempoten
     })();
     assert.equal(ip, '10.77.0.2');
     const d = net.describe(id, ip);
-    await net.createTap(d);
+    await net.createTap(d, 'one');
     const tap = nsLinks(ns).find((l) => l.ifname === d.tap);
     assert.equal(tap?.master, 'bgtest0');
 
     await net.enableNat(id, ip);
     assert.equal(nsRun(ns, ['sysctl', '-n', 'net.ipv4.ip_forward']).trim(), '1');
     const ruleset = nsRun(ns, ['nft', 'list', 'table', 'ip', 'banger']);
-    assert.match(ruleset, /ip saddr 10\.77\.0\.2 oifname != "bgtest0" masquerade comment "banger-vm:aaaaaaaaaa0000000000"/);
+    assert.match(ruleset, /ip saddr 10\.77\.0\.2 oifname != "bgtest0" masquerade comment "banger:[0-9a-f]{12}:vm:aaaaaaaaaa0000000000"/);
     assert.equal((await net.nat.rules()).length, 3);
 
     // A second VM's rules survive removal of the first one's.
@@ -58,7 +58,7 @@ test('bridge + tap + nft NAT rules appear, and removal leaves nothing (idempoten
     await net.disableNat(id); // already gone = success
     const left = await net.nat.rules();
     assert.equal(left.length, 3);
-    assert.ok(left.every((r) => r.comment === 'banger-vm:' + id2));
+    assert.ok(left.every((r) => r.comment === `banger:${net.instance}:vm:${id2}`));
 
     assert.deepEqual(await net.orphanTaps(new Set()), [d.tap]);
     assert.deepEqual(await net.orphanTaps(new Set([d.tap])), []);
@@ -109,7 +109,7 @@ test('iptables fallback: rules added with a comment and removed exactly', { skip
     const net = new NetworkService(t.ctx, { natBackend: 'iptables', enableForwarding: async () => void nsRun(ns, ['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']) });
     await net.enableNat('cccccccccc', '10.79.0.2');
     await net.enableNat('dddddddddd', '10.79.0.3');
-    assert.match(nsRun(ns, ['iptables', '-t', 'nat', '-S']), /10\.79\.0\.2\/32 ! -o bgtest1 .*banger-vm:cccccccccc.* -j MASQUERADE/);
+    assert.match(nsRun(ns, ['iptables', '-t', 'nat', '-S']), /10\.79\.0\.2\/32 ! -o bgtest1 .*banger:[0-9a-f]{12}:vm:cccccccccc.* -j MASQUERADE/);
     assert.deepEqual((await net.nat.vmIdsWithRules()).sort(), ['cccccccccc', 'dddddddddd']);
     await net.disableNat('cccccccccc');
     await net.disableNat('cccccccccc');
@@ -153,13 +153,13 @@ test('NAT works under a FORWARD policy DROP (Docker): accepts go in front, and l
     await net.enableNat(id, '10.83.0.2');
     assert.equal(fetchFromGuest(), 'seen=10.84.0.1', 'forwarded and masqueraded despite the DROP policy');
     const fwd = nsRun(ns, ['iptables', '-w', '-S', 'FORWARD']).split('\n');
-    assert.match(fwd[1] ?? '', /banger-vm:eeeeeeeeee0000000000/, 'our accepts come first');
+    assert.match(fwd[1] ?? '', /banger:[0-9a-f]{12}:vm:eeeeeeeeee0000000000/, 'our accepts come first');
     assert.equal((await net.nat.rules()).length, 5, 'three nft rules and two iptables accepts');
     assert.deepEqual(await net.nat.vmIdsWithRules(), [id]);
 
     await net.disableNat(id);
     assert.equal((await net.nat.rules()).length, 0);
-    assert.doesNotMatch(nsRun(ns, ['iptables', '-w', '-S']), /banger-vm/);
+    assert.doesNotMatch(nsRun(ns, ['iptables', '-w', '-S']), /banger:/);
     assert.match(nsRun(ns, ['iptables', '-w', '-S', 'FORWARD']), /^-P FORWARD DROP$/m, "the other firewall's policy is left as it was");
     assert.match(fetchFromGuest(), /^failed/);
   } finally {

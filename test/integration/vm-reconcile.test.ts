@@ -1,7 +1,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BangerError, ErrorCode, isBangerError } from '../../src/core/errors.js';
 import { exec } from '../../src/core/exec.js';
@@ -35,7 +35,10 @@ function standIn(marker: string): number {
 class StandInQemu extends QemuDriver {
   pids: number[] = [];
   cancelOnStart = false;
+  /** Written to the VM's console as the VMM starts (what a guest would print). */
+  consoleOnStart?: string;
   override async start(spec: LaunchSpec, o: { signal?: AbortSignal } = {}): Promise<{ pid: number }> {
+    if (this.consoleOnStart) writeFileSync(spec.files.console, this.consoleOnStart);
     if (this.cancelOnStart) {
       if (!o.signal?.aborted) await new Promise((r) => o.signal?.addEventListener('abort', r, { once: true }));
       throw new BangerError(ErrorCode.Cancelled, 'qemu cancelled');
@@ -63,8 +66,8 @@ after(() => {
   cleanupAll();
 }, { timeout: 120_000 });
 
-function services() {
-  const t = tempContext({ exec: netnsExec(ns), config: { network: { bridge: 'bgrec0', subnet: '10.82.0.0/24' } } });
+function services(net = { bridge: 'bgrec0', subnet: '10.82.0.0/24' }) {
+  const t = tempContext({ exec: netnsExec(ns), config: { network: net } });
   const { ctx } = t;
   const kdir = join(ctx.layout.kernels, 'k1');
   mkdirSync(kdir, { recursive: true });
@@ -96,6 +99,7 @@ test('reconcile adopts a live VMM, stops a dead one, removes orphan taps, rules 
     process.kill(b.pid!, 'SIGKILL');
     await new Promise((r) => setTimeout(r, 200));
     nsRun(ns, ['ip', 'tuntap', 'add', 'dev', 'tap-00000000aa', 'mode', 'tap']);
+    nsRun(ns, ['ip', 'link', 'set', 'dev', 'tap-00000000aa', 'alias', `banger:${make().deps.network.instance}:gone`]); // ours (marked)
     await make().deps.network.nat.add('ffffffffffffffffffff', '10.82.0.99', 'bgrec0');
     mkdirSync(join(ctx.layout.vms, 'half-made'), { recursive: true });
 
@@ -124,7 +128,7 @@ test('reconcile adopts a live VMM, stops a dead one, removes orphan taps, rules 
 });
 
 test('Ctrl-C during the VMM step unwinds the create (E_CANCELLED, nothing left)', { skip, timeout: 60_000 }, async () => {
-  const { t, ctx, rootfs, driver, make } = services();
+  const { t, ctx, rootfs, driver, make } = services({ bridge: 'bgrec1', subnet: '10.85.0.0/24' }); // another instance: its own bridge and subnet
   try {
     await exec(['mkfs.ext4', '-q', '-F', rootfs, '16M']);
     driver.cancelOnStart = true;
@@ -135,6 +139,65 @@ test('Ctrl-C during the VMM step unwinds the create (E_CANCELLED, nothing left)'
     assert.deepEqual(ctx.db.prepare('SELECT * FROM ip_leases').all(), []);
     assert.deepEqual(nsLinks(ns).filter((l) => l.ifname.startsWith('tap-')), []);
     assert.equal(existsSync(join(ctx.layout.vms, 'cancelled')), false);
+  } finally {
+    t.cleanup();
+  }
+});
+
+test('a first-boot error on the console after the VMM started unwinds the create: VMM killed, tap, rules, lease, files gone', { skip, timeout: 60_000 }, async () => {
+  const { t, ctx, rootfs, driver, make } = services({ bridge: 'bgrec2', subnet: '10.90.0.0/24' });
+  try {
+    await exec(['mkfs.ext4', '-q', '-F', rootfs, '16M']);
+    // The console shows the error before the first readiness round, so no probe ever reaches the guest address.
+    driver.consoleOnStart = 'banger-first-boot: step install\nbanger-first-boot: error: no package manager found (apt-get, apk, dnf, pacman, zypper)\n';
+    const vms = make();
+    await assert.rejects(vms.create({ image: 'img', name: 'fb', nat: true }), (e) => isBangerError(e, ErrorCode.Vmm) && /step first-boot: no package manager found/.test(e.message));
+    // Checked the moment the error is back, no sleep.
+    const pid = driver.pids.at(-1)!;
+    pids.push(pid);
+    assert.equal(running(pid), false, 'the VMM process was killed by the undo');
+    assert.deepEqual(nsLinks(ns).filter((l) => l.ifname.startsWith('tap-')), []);
+    assert.deepEqual(await vms.deps.network.nat.vmIdsWithRules(), []);
+    assert.doesNotMatch(nsRun(ns, ['iptables', '-w', '-S']), /banger:/);
+    assert.deepEqual(ctx.db.prepare('SELECT * FROM vms').all(), []);
+    assert.deepEqual(ctx.db.prepare('SELECT * FROM ip_leases').all(), []);
+    assert.equal(existsSync(join(ctx.layout.vms, 'fb')), false);
+  } finally {
+    t.cleanup();
+  }
+});
+
+/** Alive and not a zombie. */
+function running(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/^[ZX]/.test(stat.slice(stat.lastIndexOf(')') + 2));
+  } catch {
+    return false;
+  }
+}
+
+test('rows of a create that never finished (daemon died mid-create): VMM alive → adopted; no VMM → removed entirely', { skip, timeout: 60_000 }, async () => {
+  const { t, ctx, rootfs, driver, make } = services({ bridge: 'bgrec3', subnet: '10.91.0.0/24' });
+  try {
+    await exec(['mkfs.ext4', '-q', '-F', rootfs, '16M']);
+    const up = await make().create({ image: 'img', name: 'half-up', nat: true, wait: false });
+    const down = await make().create({ image: 'img', name: 'half-down', nat: true, wait: false });
+    pids.push(...driver.pids);
+    // What a daemon SIGKILLed mid-create leaves: rows still marked unfinished; one VMM never started.
+    ctx.db.prepare("UPDATE vms SET create_done = 0 WHERE name IN ('half-up', 'half-down')").run();
+    process.kill(down.pid!, 'SIGKILL');
+    await new Promise((r) => setTimeout(r, 200));
+
+    await make().reconcile();
+    const rows = ctx.db.prepare('SELECT name, state, create_done FROM vms').all();
+    assert.deepEqual(rows, [{ name: 'half-up', state: 'running', create_done: 1 }], 'adopted and finished; the other row is gone');
+    assert.deepEqual(ctx.db.prepare('SELECT vm_name FROM ip_leases').all(), [{ vm_name: 'half-up' }]);
+    assert.deepEqual(nsLinks(ns).map((l) => l.ifname).filter((n) => n.startsWith('tap-')), [up.tap]);
+    assert.deepEqual(await make().deps.network.nat.vmIdsWithRules(), [up.id]);
+    assert.equal(existsSync(join(ctx.layout.vms, 'half-down')), false, 'its directory is gone');
+    assert.doesNotMatch(readFileSync(join(ctx.layout.ssh, 'known_hosts'), 'utf8'), /half-down/, 'its host key is unpinned');
+    await make().rm(['half-up'], true);
   } finally {
     t.cleanup();
   }

@@ -85,7 +85,7 @@ test('a create whose VMM fails unwinds tap, NAT, lease, record, disks, keys, ssh
     assert.deepEqual(spec.disks.map((d) => d.id), ['root', 'seed']);
 
     assert.deepEqual(nsLinks(ns).filter((l) => l.ifname.startsWith('tap-')), [], 'no tap left');
-    assert.doesNotMatch(nsRun(ns, ['nft', 'list', 'ruleset']), /banger-vm:/, 'no NAT rule left');
+    assert.doesNotMatch(nsRun(ns, ['nft', 'list', 'ruleset']), /banger:[0-9a-f]{12}:vm:/, 'no NAT rule left');
     assert.deepEqual(ctx.db.prepare('SELECT * FROM ip_leases').all(), [], 'no lease left');
     assert.deepEqual(ctx.db.prepare('SELECT * FROM vms').all(), [], 'no record left');
     assert.deepEqual(existsSync(ctx.layout.vms) ? readdirSync(ctx.layout.vms) : [], [], 'no VM directory left');

@@ -17,6 +17,7 @@ import type { LaunchSpec } from '../../src/vms/drivers/types.js';
 const files = vmFiles('/var/lib/banger/vms/box');
 const spec: LaunchSpec = {
   id: '0123456789abcdef0123',
+  instance: '0123456789ab',
   name: 'box',
   files,
   vcpu: 2,
@@ -39,6 +40,7 @@ function after(argv: string[], flag: string): string[] {
 
 test('qemuArgv: microvm TCG, daemonized, serial/QMP/agent sockets in the VM dir, disks in order', () => {
   const argv = qemuArgv('qemu-system-x86_64', spec);
+  assert.equal(after(argv, '-name')[0], 'banger:0123456789ab:box,process=banger-box', 'the process names its owning instance');
   assert.equal(argv[0], 'qemu-system-x86_64');
   assert.deepEqual(after(argv, '-M'), ['microvm,acpi=on,x-option-roms=off,rtc=on']);
   assert.deepEqual(after(argv, '-accel'), ['tcg']);
@@ -188,16 +190,16 @@ test('launchSpec: bzImage preferred, initrd → ACPI on, disks in guest order, t
   const { parseSubnet } = await import('../../src/network/subnet.js');
   const f = vmFiles('/r/vms/box');
   const vm = {
-    name: 'box', id: '0123456789abcdef0123', image: 'img', kernel: 'k', desiredState: 'running' as const, state: 'created' as const, vmm: 'qemu' as const, vmmReason: '', pid: null, tap: 'tap-0123456789', mac: null, ip: '172.16.0.2', createdAt: '', startedAt: null,
+    name: 'box', id: '0123456789abcdef0123', image: 'img', kernel: 'k', desiredState: 'running' as const, state: 'created' as const, vmm: 'qemu' as const, vmmReason: '', pid: null, tap: 'tap-0123456789', mac: null, ip: '172.16.0.2', createdAt: '', startedAt: null, createDone: true,
     spec: { vcpu: 2, memoryMiB: 512, nat: false, firstBoot: true, workDiskBytes: 1 << 20, rootDisk: { path: f.rootQcow2, format: 'qcow2' as const } },
   };
   const net = { ip: '172.16.0.2', prefix: 24, netmask: '255.255.255.0', gateway: '172.16.0.1', bridge: 'banger0', tap: 'tap-0123456789', mac: '06:00:AC:10:00:02', dns: [] };
-  const s = launchSpec({ vm, kernel: { name: 'k', dir: '/k', vmlinux: '/k/vmlinux', vmlinuz: '/k/vmlinuz', initrd: '/k/initrd.img' }, files: f, net, subnet: parseSubnet('172.16.0.0/24'), kvm: false, tscKhz: 2000000 });
+  const s = launchSpec({ instance: '0123456789ab', vm, kernel: { name: 'k', dir: '/k', vmlinux: '/k/vmlinux', vmlinuz: '/k/vmlinuz', initrd: '/k/initrd.img' }, files: f, net, subnet: parseSubnet('172.16.0.0/24'), kvm: false, tscKhz: 2000000 });
   assert.equal(s.kernel, '/k/vmlinuz');
   assert.equal(s.acpi, true);
   assert.deepEqual(s.disks.map((d) => `${d.id}:${d.format}`), ['root:qcow2', 'seed:raw', 'work:raw']);
   assert.match(s.cmdline, /init=\/usr\/local\/libexec\/banger-first-boot .*tsc_early_khz=2000000/);
-  const k = launchSpec({ vm: { ...vm, spec: { ...vm.spec, workDiskBytes: undefined } }, kernel: { name: 'k', dir: '/k', vmlinux: '/k/vmlinux' }, files: f, net, subnet: parseSubnet('172.16.0.0/24'), kvm: true, tscKhz: 2000000 });
+  const k = launchSpec({ instance: '0123456789ab', vm: { ...vm, spec: { ...vm.spec, workDiskBytes: undefined } }, kernel: { name: 'k', dir: '/k', vmlinux: '/k/vmlinux' }, files: f, net, subnet: parseSubnet('172.16.0.0/24'), kvm: true, tscKhz: 2000000 });
   assert.equal(k.kernel, '/k/vmlinux');
   assert.equal(k.acpi, false);
   assert.equal(k.initrd, undefined);
@@ -205,11 +207,11 @@ test('launchSpec: bzImage preferred, initrd → ACPI on, disks in guest order, t
   assert.doesNotMatch(k.cmdline, /tsc_early_khz/);
   assert.doesNotMatch(k.cmdline, /banger\.modules/);
   // A kernel with a modules disk: attached read-only after the work disk and named on the command line.
-  const m = launchSpec({ vm, kernel: { name: 'k', dir: '/k', vmlinuz: '/k/vmlinuz', initrd: '/k/initrd.img', modulesImage: '/k/modules.ext4' }, files: f, net, subnet: parseSubnet('172.16.0.0/24'), kvm: false, tscKhz: 2000000 });
+  const m = launchSpec({ instance: '0123456789ab', vm, kernel: { name: 'k', dir: '/k', vmlinuz: '/k/vmlinuz', initrd: '/k/initrd.img', modulesImage: '/k/modules.ext4' }, files: f, net, subnet: parseSubnet('172.16.0.0/24'), kvm: false, tscKhz: 2000000 });
   assert.deepEqual(m.disks.map((d) => `${d.id}:${d.readOnly ? 'ro' : 'rw'}`), ['root:rw', 'seed:rw', 'work:rw', 'modules:ro']);
   assert.match(m.cmdline, / banger\.modules=\/dev\/vdd /);
   const argv = qemuArgv('qemu-system-x86_64', m);
   assert.ok(argv.includes('id=modules,file=/k/modules.ext4,format=raw,if=none,readonly=on'), argv.join(' '));
-  const noWork = launchSpec({ vm: { ...vm, spec: { ...vm.spec, workDiskBytes: undefined } }, kernel: { name: 'k', dir: '/k', vmlinuz: '/k/vmlinuz', modulesImage: '/k/modules.ext4' }, files: f, net, subnet: parseSubnet('172.16.0.0/24'), kvm: false });
+  const noWork = launchSpec({ instance: '0123456789ab', vm: { ...vm, spec: { ...vm.spec, workDiskBytes: undefined } }, kernel: { name: 'k', dir: '/k', vmlinuz: '/k/vmlinuz', modulesImage: '/k/modules.ext4' }, files: f, net, subnet: parseSubnet('172.16.0.0/24'), kvm: false });
   assert.match(noWork.cmdline, / banger\.modules=\/dev\/vdc /);
 });

@@ -28,7 +28,8 @@ export function qemuArgv(binary: string, s: LaunchSpec): string[] {
   const f = s.files;
   const argv = [
     binary,
-    '-name', `banger-${s.name},process=banger-${s.name}`,
+    // The guest name carries the owning instance (owner.ts); the process title stays short.
+    '-name', `banger:${s.instance}:${s.name},process=banger-${s.name}`,
     '-M', `microvm,acpi=${s.acpi ? 'on' : 'off'},x-option-roms=off,rtc=on`,
     '-accel', s.kvm ? 'kvm' : 'tcg',
     // TCG: QEMU's default CPU model (-cpu max hangs TSC calibration of Debian's kernel).

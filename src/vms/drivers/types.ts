@@ -24,6 +24,8 @@ export interface DiskSpec {
 
 export interface LaunchSpec {
   id: string;
+  /** The owning banger instance's id (owner.ts): part of the process's `-name`. */
+  instance: string;
   name: string;
   files: VmFiles;
   vcpu: number;

@@ -1,0 +1,120 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ErrorCode, isBangerError } from '../../src/core/errors.js';
+import { KernelService } from '../../src/kernels/service.js';
+import { ImageService } from '../../src/images/service.js';
+import { NetworkService } from '../../src/network/service.js';
+import { vmMethods } from '../../src/vms/rpc.js';
+import { VmService } from '../../src/vms/service.js';
+import type { HostProbe } from '../../src/doctor/checks.js';
+import { tempContext } from '../helpers/vmctx.js';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+/** The RPC boundary: every vm.* input is validated before the service sees it (like kernel.*). */
+const methods = vmMethods({} as VmService);
+const parse = (m: string, p: unknown) => methods[m]!.schema.safeParse(p);
+const field = (m: string, p: unknown) => {
+  const r = parse(m, p);
+  assert.equal(r.success, false, `${m} ${JSON.stringify(p)} should be refused`);
+  return r.success ? '' : r.error.issues[0]!.path.join('.');
+};
+const VERBS_BY_NAMES = ['vm.start', 'vm.stop', 'vm.restart', 'vm.kill', 'vm.rm'];
+const VERBS_BY_NAME = ['vm.show', 'vm.logs', 'vm.sshInfo', 'vm.ports'];
+
+test('vm.* methods exist with the agreed names', () => {
+  assert.deepEqual(Object.keys(methods).sort(), [...VERBS_BY_NAMES, ...VERBS_BY_NAME, 'vm.create', 'vm.list', 'vm.prune', 'vm.sshConfig'].sort());
+});
+
+test('names: traversal, separators, over-long and empty names are refused in every verb, naming the field', () => {
+  const bad = ['../etc', '..', '.hidden', 'a/b', 'a b', '', 'x'.repeat(64), '-rf', 'a\nb', 'a;b'];
+  assert.equal(parse('vm.create', { image: 'img', name: 'x'.repeat(63) }).success, true, '63 characters is the limit');
+  for (const n of bad) {
+    assert.equal(field('vm.create', { image: 'img', name: n }), 'name', `vm.create name ${JSON.stringify(n)}`);
+    assert.equal(field('vm.create', { image: n }), 'image');
+    assert.equal(field('vm.create', { image: 'img', kernel: n }), 'kernel');
+    for (const m of VERBS_BY_NAMES) assert.equal(field(m, { names: ['ok', n] }), 'names.1', `${m} ${JSON.stringify(n)}`);
+    for (const m of VERBS_BY_NAME) assert.equal(field(m, { name: n }), 'name', `${m} ${JSON.stringify(n)}`);
+  }
+  for (const m of VERBS_BY_NAMES) {
+    assert.equal(field(m, { names: [] }), 'names', `${m}: at least one name`);
+    assert.equal(field(m, { names: Array.from({ length: 65 }, (_, i) => `v${i}`) }), 'names', `${m}: at most 64 names`);
+    assert.equal(field(m, { names: ['a'], extra: 1 }), '', `${m}: unknown fields refused`);
+  }
+});
+
+test('vm.create: vcpu, memory and disk bounds and types name their field', () => {
+  const ok = { image: 'img' };
+  assert.equal(parse('vm.create', { ...ok, vcpu: 1, memoryMiB: 128, diskSize: '8G', workDisk: '1G', nat: true, wait: false, vmm: 'qemu' }).success, true);
+  assert.equal(parse('vm.create', { ...ok, vcpu: 32, memoryMiB: 1024 * 1024 }).success, true);
+  for (const vcpu of [0, -1, 33, 1.5, '2', null]) assert.equal(field('vm.create', { ...ok, vcpu }), 'vcpu', `vcpu ${vcpu}`);
+  for (const memoryMiB of [0, 127, 1024 * 1024 + 1, 512.5, '512']) assert.equal(field('vm.create', { ...ok, memoryMiB }), 'memoryMiB', `memoryMiB ${memoryMiB}`);
+  for (const diskSize of ['', 'x'.repeat(33), 8]) assert.equal(field('vm.create', { ...ok, diskSize }), 'diskSize');
+  assert.equal(field('vm.create', { ...ok, workDisk: '' }), 'workDisk');
+  assert.equal(field('vm.create', { ...ok, vmm: 'kvmtool' }), 'vmm');
+  assert.equal(field('vm.create', { ...ok, nat: 'yes' }), 'nat');
+  assert.equal(field('vm.create', { ...ok, rootfs: '/etc/shadow' }), '', 'unknown fields refused');
+  assert.equal(field('vm.kill', { names: ['a'], signal: 'SIGSEGV' }), 'signal');
+  assert.equal(field('vm.logs', { name: 'a', offset: -1 }), 'offset');
+});
+
+const host: HostProbe = { which: async (c) => `/usr/bin/${c}`, readFile: async () => '', canReadWrite: async () => false };
+
+function service() {
+  const t = tempContext();
+  const kernels = new KernelService(t.ctx);
+  const images = new ImageService(t.ctx, { kernels });
+  const vms = new VmService(t.ctx, { kernels, images, network: new NetworkService(t.ctx) }, { host, bangerGid: 0 });
+  const kdir = join(t.ctx.layout.kernels, 'k');
+  mkdirSync(kdir, { recursive: true });
+  writeFileSync(join(kdir, 'vmlinuz'), 'x');
+  t.ctx.db.prepare("INSERT INTO kernels (name, source, vmlinux_sha256, path, created_at) VALUES ('k', 'import:test', 'x', ?, 'now')").run(kdir);
+  t.ctx.db.prepare("INSERT INTO images (name, source_ref, rootfs_path, kernel_ref, from_registry, created_at) VALUES ('img', 't', '/nonexistent/rootfs.ext4', 'k', 1, 'now')").run();
+  return { t, vms };
+}
+
+test('unknown VMs: every verb answers E_NOT_FOUND naming the VM, and changes nothing', async () => {
+  const { t, vms } = service();
+  try {
+    const calls: [string, () => Promise<unknown>][] = [
+      ['start', () => vms.start(['ghost'])],
+      ['stop', () => vms.stop(['ghost'])],
+      ['restart', () => vms.restart(['ghost'])],
+      ['kill', () => vms.kill(['ghost'])],
+      ['rm', () => vms.rm(['ghost'])],
+      ['rm --force', () => vms.rm(['ghost'], true)],
+      ['show', () => vms.show('ghost')],
+      ['logs', () => vms.logs('ghost')],
+      ['sshInfo', () => vms.sshInfo('ghost')],
+      ['ports', () => vms.ports('ghost')],
+    ];
+    for (const [verb, call] of calls) {
+      await assert.rejects(call(), (e) => {
+        assert.ok(isBangerError(e, ErrorCode.NotFound), `${verb}: ${String(e)}`);
+        assert.match(e.message, /vm 'ghost' not found/, verb);
+        assert.deepEqual(e.details, { vm: 'ghost' }, verb);
+        return true;
+      });
+    }
+  } finally {
+    t.cleanup();
+  }
+});
+
+test('vm.create sizes: unparsable, zero and absurd sizes name the flag; nothing is created', async () => {
+  const { t, vms } = service();
+  try {
+    for (const [flag, key, v] of [['--disk-size', 'diskSize', 'lots'], ['--disk-size', 'diskSize', '0'], ['--disk-size', 'diskSize', '17T'], ['--work-disk', 'workDisk', '-1G'], ['--work-disk', 'workDisk', '99999T']] as const) {
+      await assert.rejects(vms.create({ image: 'img', name: 'v', [key]: v }), (e) => {
+        assert.ok(isBangerError(e, ErrorCode.Invalid), `${flag} ${v}: ${String(e)}`);
+        assert.ok(e.message.startsWith(`${flag} '${v}': `), e.message);
+        assert.deepEqual(e.details, { field: flag });
+        return true;
+      });
+    }
+    assert.deepEqual(t.ctx.db.prepare('SELECT * FROM vms').all(), []);
+    assert.deepEqual(t.ctx.db.prepare('SELECT * FROM ip_leases').all(), []);
+  } finally {
+    t.cleanup();
+  }
+});
