@@ -83,7 +83,7 @@ export class TestDaemon {
     this.proc.stderr!.on('data', (d) => (this.stderr += d.toString()));
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
-      if (this.proc.exitCode !== null) throw new Error(`bangerd exited (${this.proc.exitCode}): ${this.stderr}`);
+      if (exited(this.proc)) throw new Error(`bangerd exited (${this.proc.exitCode ?? this.proc.signalCode}): ${this.stderr}`);
       try {
         (await RpcClient.connect(this.socket, 500)).close();
         return;
@@ -100,17 +100,17 @@ export class TestDaemon {
 
   /** Graceful stop (SIGTERM) and wait. */
   async stop(): Promise<void> {
-    if (!this.proc || this.proc.exitCode !== null) return;
+    if (!this.proc || exited(this.proc)) return;
     const p = this.proc;
     const done = new Promise((r) => p.once('exit', r));
     p.kill('SIGTERM');
     await Promise.race([done, new Promise((r) => setTimeout(r, 10000))]);
-    if (p.exitCode === null) p.kill('SIGKILL');
+    if (!exited(p)) p.kill('SIGKILL');
   }
 
   /** SIGKILL, as a crash would. */
   async kill(): Promise<void> {
-    if (!this.proc || this.proc.exitCode !== null) return;
+    if (!this.proc || exited(this.proc)) return;
     const p = this.proc;
     const done = new Promise((r) => p.once('exit', r));
     p.kill('SIGKILL');
@@ -198,4 +198,9 @@ export function missingTools(...cmds: string[]): string | undefined {
   const path = (process.env.PATH ?? '') + ':/usr/sbin:/sbin';
   const missing = cmds.filter((c) => spawnSync('which', [c], { env: { ...process.env, PATH: path } }).status !== 0);
   return missing.length ? `missing tools: ${missing.join(', ')}` : undefined;
+}
+
+/** A child that ended either way: by exit (exitCode) or by a signal (signalCode; exitCode stays null). */
+function exited(p: ChildProcess): boolean {
+  return p.exitCode !== null || p.signalCode !== null;
 }
