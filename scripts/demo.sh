@@ -2,7 +2,10 @@
 # banger's main job: the reference session of DESIGN.md, end to end, on this machine (as root).
 #
 #   bash scripts/demo.sh            run it; leaves the VM "testbox" running for you
-#   bash scripts/demo.sh --cleanup  remove testbox at the end
+#   bash scripts/demo.sh --cleanup  at the end, undo what the demo created: testbox, and (only
+#                                   when they did not exist before) the daemon it started, the
+#                                   state under /var/lib/banger and /run/banger, bridge banger0,
+#                                   nft table 'ip banger', and ip_forward's old value
 #
 # Installs what it needs (scripts/install-deps.sh), starts bangerd if it is not running, pulls
 # the default kernel from Debian's signed archive, pulls debian:bookworm (no systemd, no sshd),
@@ -26,9 +29,24 @@ IMAGE_REF=docker.io/library/debian:bookworm
 REG_PID=
 MIRROR_PID=
 CREATE_ARGS=()
+# What existed before the demo: --cleanup removes only what the demo itself created.
+had_state=0; [ -e /var/lib/banger ] && had_state=1
+had_run=0; [ -e /run/banger ] && had_run=1
+had_bridge=0; ip link show banger0 >/dev/null 2>&1 && had_bridge=1
+had_nft=0; nft list table ip banger >/dev/null 2>&1 && had_nft=1
+had_daemon=0; banger daemon status >/dev/null 2>&1 && had_daemon=1
+old_forward=$(cat /proc/sys/net/ipv4/ip_forward)
 cleanup() {
   for p in $REG_PID $MIRROR_PID; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  if [ "$CLEANUP" = 1 ]; then banger vm rm -f testbox >/dev/null 2>&1 || true; fi
+  [ "$CLEANUP" = 1 ] || return 0
+  banger vm rm -f testbox >/dev/null 2>&1 || true
+  if [ "$had_daemon" = 0 ]; then banger daemon stop >/dev/null 2>&1 || true; fi
+  if [ "$had_bridge" = 0 ]; then ip link del banger0 2>/dev/null || true; fi
+  if [ "$had_nft" = 0 ]; then nft delete table ip banger 2>/dev/null || true; fi
+  if [ "$had_state" = 0 ]; then rm -rf /var/lib/banger; fi
+  if [ "$had_run" = 0 ]; then rm -rf /run/banger; fi
+  echo "$old_forward" >/proc/sys/net/ipv4/ip_forward 2>/dev/null || true
+  echo "(--cleanup: removed what this demo created)"
 }
 trap cleanup EXIT
 
