@@ -7,7 +7,7 @@ import { installRoot } from '../core/installroot.js';
 import { layoutFromEnv } from '../core/paths.js';
 import { RpcClient } from '../rpc/client.js';
 import { inspectSocketPath } from '../rpc/socketpath.js';
-import type { ProgressEvent } from '../rpc/protocol.js';
+import type { ProgressEvent } from '../core/operation.js';
 import { ProgressRenderer } from './progress.js';
 
 /**

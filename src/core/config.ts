@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { BangerError, ErrorCode } from './errors.js';
 import { resolveRoot, resolveSocket } from './paths.js';
-import { PackageUrl } from '../vms/package-source.js';
+import { PackageUrl } from './package-url.js';
 
 /**
  * Configuration: a JSON file plus env overrides. File: `BANGER_CONFIG`, else

@@ -1,4 +1,4 @@
-import type { Context } from './context.js';
+import type { Context } from '../core/context.js';
 import type { MethodTable } from '../rpc/protocol.js';
 import { KernelService } from '../kernels/service.js';
 import { kernelMethods } from '../kernels/rpc.js';

@@ -4,7 +4,7 @@ import { chmod, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BangerError, ErrorCode, throwIfAborted } from '../core/errors.js';
 import { sha256File, writeJsonAtomic } from '../core/fsutil.js';
-import type { Context } from '../daemon/context.js';
+import type { Context } from '../core/context.js';
 import type { BundleFiles } from './extract.js';
 import { buildModulesImage, MODULES_IMAGE } from './modimage.js';
 import { dirSize, getRow, upsertRow, type KernelManifest, type KernelRecord } from './record.js';

@@ -1,13 +1,11 @@
 import { z } from 'zod';
 import { BangerError, ErrorCode } from '../core/errors.js';
-import type { ProgressEvent } from './wire.js';
+import type { OperationContext } from '../core/operation.js';
 
 export { LineSplitter, LineTooLongError, RpcCode, fromRpcError, toRpcError, type ProgressEvent, type RpcErrorData } from './wire.js';
 
-export interface MethodContext {
-  signal: AbortSignal;
-  progress(ev: ProgressEvent): void;
-}
+/** What a handler receives besides its params: the operation's signal and progress sink. */
+export type MethodContext = OperationContext;
 
 export interface Method<P = unknown> {
   schema: z.ZodType<P>;

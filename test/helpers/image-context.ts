@@ -6,7 +6,7 @@ import { openDb } from '../../src/core/db.js';
 import { exec } from '../../src/core/exec.js';
 import { nullLogger } from '../../src/core/log.js';
 import { layout } from '../../src/core/paths.js';
-import type { Context } from '../../src/daemon/context.js';
+import type { Context } from '../../src/core/context.js';
 import { ImageService } from '../../src/images/service.js';
 import { KernelService } from '../../src/kernels/service.js';
 import { ramPrefix } from '../../src/images/staging.js';

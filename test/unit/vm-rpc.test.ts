@@ -6,7 +6,7 @@ import { ImageService } from '../../src/images/service.js';
 import { NetworkService } from '../../src/network/service.js';
 import { vmMethods } from '../../src/vms/rpc.js';
 import { VmService } from '../../src/vms/service.js';
-import type { HostProbe } from '../../src/doctor/checks.js';
+import type { HostProbe } from '../../src/core/host.js';
 import { tempContext } from '../helpers/vmctx.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';

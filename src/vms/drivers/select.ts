@@ -1,5 +1,5 @@
 import { BangerError, ErrorCode } from '../../core/errors.js';
-import { kvmUsable, type HostProbe } from '../../doctor/checks.js';
+import { kvmUsable, type HostProbe } from '../../core/host.js';
 import type { VmmKind } from './types.js';
 
 /** The VMM a VM will use, with the reason shown by `vm show` (stored in vms.vmm_reason). */
