@@ -1,0 +1,50 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { checkLayers, findCycles, formatReport, parseLayerMap } from '../helpers/import-graph.js';
+
+// The repository root (tests run from dist/test/unit).
+const root = join(import.meta.dirname, '..', '..', '..');
+
+/*
+ * TEMPORARY exceptions, src/vms only: the `driver` helper is rewriting src/vms (issue 11,
+ * VM half) and removes this cycle there. The coordinator deletes each entry when that lands;
+ * nothing outside src/vms may ever be listed here.
+ */
+const TEMPORARY_VMS_CYCLES = [
+  'src/vms/reconcile.ts <-> src/vms/service.ts', // vms/reconcile and vms/service import each other
+];
+const cycleKey = (c: string[]) => [...new Set(c)].sort().join(' <-> ');
+
+test('src imports follow the layer map in docs/architecture.md: no upward import, no cycle, no unmapped file', () => {
+  const r = checkLayers(root);
+  assert.ok(r.edges.length > 100, `the graph has ${r.edges.length} imports: the scanner found too few`);
+  for (const c of r.cycles) for (const f of c) assert.ok(!TEMPORARY_VMS_CYCLES.includes(cycleKey(c)) || f.startsWith('src/vms/'), `exception outside src/vms: ${f}`);
+  const cycles = r.cycles.filter((c) => !TEMPORARY_VMS_CYCLES.includes(cycleKey(c)));
+  assert.equal(formatReport({ ...r, cycles }), '');
+});
+
+test('the check reports an upward import, a cycle and an unmapped file, naming the edge', () => {
+  const layers = parseLayerMap(readFileSync(join(root, 'docs/architecture.md'), 'utf8'));
+  // A map where kernels may import nothing: every real kernels → core edge becomes a violation.
+  const strict = layers.map((l) => (l.name === 'kernels' ? { ...l, mayImport: new Set<string>() } : l));
+  const r = checkLayers(root, strict);
+  const v = r.violations.find((x) => x.from === 'src/kernels/service.ts' && x.to === 'src/core/errors.ts');
+  assert.ok(v, 'kernels/service.ts → core/errors.ts reported');
+  assert.match(formatReport(r), /layer violation: src\/kernels\/service\.ts \(kernels\) imports src\/core\/errors\.ts \(core\); kernels may not import core/);
+  // Cycles: a three-file ring and a self-import are found, a chain is not.
+  const ring = findCycles([{ from: 'a', to: 'b' }, { from: 'b', to: 'c' }, { from: 'c', to: 'a' }, { from: 'c', to: 'd' }]);
+  assert.deepEqual(ring, [['a', 'b', 'c', 'a']]);
+  assert.deepEqual(findCycles([{ from: 'x', to: 'x' }]), [['x', 'x']]);
+  assert.deepEqual(findCycles([{ from: 'a', to: 'b' }, { from: 'b', to: 'c' }]), []);
+  // A map without the guest layer leaves src/guest files unmapped.
+  const noGuest = checkLayers(root, layers.filter((l) => l.name !== 'guest').map((l) => ({ ...l, mayImport: new Set([...l.mayImport].filter((n) => n !== 'guest')) })));
+  assert.ok(noGuest.unmapped.includes('src/guest/inject.ts'));
+});
+
+test('the layer map rejects a line without an arrow and an unknown layer name', () => {
+  assert.throws(() => parseLayerMap('<!-- layer-map -->\ncore src/core/\n<!-- /layer-map -->'), /without '->'/);
+  assert.throws(() => parseLayerMap('<!-- layer-map -->\ncore src/core/ -> nope\n<!-- /layer-map -->'), /unknown layer 'nope'/);
+  assert.throws(() => parseLayerMap('no map here'), /no <!-- layer-map --> block/);
+});
