@@ -4,6 +4,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
+import { VmTableUsage } from '../../src/vms/usage.js';
 import { KernelService } from '../../src/kernels/service.js';
 import { failure, readJson, sha256, storeSnapshot, testContext } from '../helpers/kernel-bundles.js';
 
@@ -29,7 +30,7 @@ function bzImage(): Buffer {
 function fixture() {
   const src = mkdtempSync(join(tmpdir(), 'banger-ki-'));
   const ctx = testContext();
-  return { src, ctx, svc: new KernelService(ctx), done: () => (ctx.cleanup(), rmSync(src, { recursive: true, force: true })) };
+  return { src, ctx, svc: new KernelService(ctx, { vmUsage: new VmTableUsage(ctx.db) }), done: () => (ctx.cleanup(), rmSync(src, { recursive: true, force: true })) };
 }
 
 test('import an ELF vmlinux with initrd and modules: files copied, version and arch detected, manifest written', async () => {
