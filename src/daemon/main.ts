@@ -1,6 +1,5 @@
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { z } from 'zod';
 import { loadConfig, type Config } from '../core/config.js';
 import { openDb } from '../core/db.js';
 import { BangerError, errorMessage } from '../core/errors.js';
@@ -9,7 +8,7 @@ import { createLogger } from '../core/log.js';
 import { installCrashGuards } from '../core/ops.js';
 import { ContentStore } from '../core/content-store.js';
 import { layout, type Layout } from '../core/paths.js';
-import { method } from '../rpc/protocol.js';
+import { bind, type HandlersFor } from '../rpc/bind.js';
 import { RpcServer } from '../rpc/server.js';
 import type { Context } from '../core/context.js';
 import { createServices, serviceMethods } from './services.js';
@@ -49,9 +48,8 @@ async function serve(config: Config, lay: Layout, gid: number | undefined, lock:
   const sealed = services.images.creds.sealLegacy();
   if (sealed) log.info('sealed stored registry passwords', { count: sealed });
   const startedAt = new Date();
-  const methods = {
-    ...serviceMethods(services),
-    'daemon.status': method(z.object({}).strict(), async () => ({
+  const daemonHandlers: HandlersFor<'daemon.'> = {
+    'daemon.status': async () => ({
       version: VERSION,
       pid: process.pid,
       root: lay.root,
@@ -60,14 +58,15 @@ async function serve(config: Config, lay: Layout, gid: number | undefined, lock:
       logFile: lay.logFile,
       startedAt: startedAt.toISOString(),
       uptimeSeconds: Math.round((Date.now() - startedAt.getTime()) / 1000),
-      schemaVersion: db.pragma('user_version', { simple: true }),
+      schemaVersion: db.pragma('user_version', { simple: true }) as number,
       node: { path: process.execPath, version: process.version },
-    })),
-    'daemon.shutdown': method(z.object({}).strict(), async () => {
-      setTimeout(() => void stop(), 20);
-      return { stopping: true };
     }),
+    'daemon.shutdown': async () => {
+      setTimeout(() => void stop(), 20);
+      return { stopping: true as const };
+    },
   };
+  const methods = { ...serviceMethods(services), ...bind(daemonHandlers) };
   // Reconcile on start: each domain brings the host back in line with the database.
   for (const [domain, step] of [
     ['kernels', () => services.kernels.reconcile()],

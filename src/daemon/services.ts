@@ -1,12 +1,12 @@
 import type { Context } from '../core/context.js';
 import type { MethodTable } from '../rpc/protocol.js';
 import { KernelService } from '../kernels/service.js';
-import { kernelMethods } from '../kernels/rpc.js';
+import { kernelMethods } from './handlers/kernels.js';
 import { ImageService } from '../images/service.js';
-import { imageMethods } from '../images/rpc.js';
+import { imageMethods } from './handlers/images.js';
 import { NetworkService } from '../network/service.js';
 import { VmService } from '../vms/service.js';
-import { vmMethods } from '../vms/rpc.js';
+import { vmMethods } from './handlers/vms.js';
 import { VmTableUsage } from '../vms/usage.js';
 
 /** One service per domain, each a plain class with injected boundaries. */

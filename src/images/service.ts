@@ -378,7 +378,7 @@ export class ImageService implements ImageLookup {
   }
 
   /** `banger image rm`: refused while a VM uses the image unless `force`. */
-  async remove(name: string, force = false): Promise<{ removed: string }> {
+  async rm(name: string, force = false): Promise<{ removed: string[] }> {
     this.repo.get(name);
     if (this.building.has(name)) throw new BangerError(ErrorCode.InUse, `image '${name}' is being built`);
     const users = this.vmUsage.vmsUsingImage(name);
@@ -393,7 +393,7 @@ export class ImageService implements ImageLookup {
     });
     this.repo.delete(name);
     await rm(trash, { recursive: true, force: true });
-    return { removed: name };
+    return { removed: [name] };
   }
 
   /**

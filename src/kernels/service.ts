@@ -338,8 +338,11 @@ export class KernelService implements KernelLookup {
     );
   }
 
-  /** Remove kernel `name` (row and directory). E_IN_USE when a VM references it, unless `force`. */
-  async delete(name: string, opts: { force?: boolean } = {}): Promise<{ name: string; deleted: true; usedBy: string[] }> {
+  /**
+   * Remove kernel `name` (row and directory). E_IN_USE when a VM references it, unless `force`;
+   * `usedBy` then names the VMs that still refer to it.
+   */
+  async rm(name: string, opts: { force?: boolean } = {}): Promise<{ removed: string[]; usedBy: string[] }> {
     return this.names.run(name, async () => {
       const rec = getRow(this.ctx.db, name);
       if (!rec) throw notPulled(name);
@@ -358,7 +361,7 @@ export class KernelService implements KernelLookup {
       })();
       await rm(trash, { recursive: true, force: true });
       this.ctx.log.info('kernel deleted', { kernel: name, force: !!opts.force, usedBy: users });
-      return { name, deleted: true, usedBy: users };
+      return { removed: [name], usedBy: users };
     });
   }
 }

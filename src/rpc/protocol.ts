@@ -26,9 +26,5 @@ export function invalidParams(methodName: string, error: z.ZodError): BangerErro
   return new BangerError(ErrorCode.Invalid, `${methodName}: invalid field '${field}': ${issue.message}`, { details: { field } });
 }
 
-/** Common zod pieces for RPC inputs. */
-export const Name = z
-  .string()
-  .min(1)
-  .max(63)
-  .regex(/^[a-zA-Z0-9][a-zA-Z0-9._-]*$/, 'must start with a letter or digit and contain only letters, digits, ".", "_" and "-"');
+/** Common zod pieces for RPC inputs (defined with the contract). */
+export { Name } from './schemas.js';

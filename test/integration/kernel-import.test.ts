@@ -122,18 +122,18 @@ test('delete: removes row and directory; refused with E_IN_USE while a VM refere
     ctx.db
       .prepare("INSERT INTO vms (name, id, image_name, kernel_name, spec_json, vmm, created_at) VALUES ('box', 'id1', 'img', 'k1', '{}', 'qemu', ?)")
       .run(new Date().toISOString());
-    const e = await failure(svc.delete('k1'));
+    const e = await failure(svc.rm('k1'));
     assert.equal(e.code, 'E_IN_USE');
     assert.match(e.message, /box/);
     assert.match(e.hint ?? '', /--force/);
     assert.ok(existsSync(ctx.layout.kernelDir('k1')));
-    const r = await svc.delete('k1', { force: true });
+    const r = await svc.rm('k1', { force: true });
     assert.deepEqual(r.usedBy, ['box']);
     assert.equal(existsSync(ctx.layout.kernelDir('k1')), false);
-    await svc.delete('k2');
+    await svc.rm('k2');
     assert.deepEqual(svc.list(), []);
     assert.deepEqual(storeSnapshot(ctx), []);
-    const nf = await failure(svc.delete('k2'));
+    const nf = await failure(svc.rm('k2'));
     assert.equal(nf.code, 'E_NOT_FOUND');
     assert.match(nf.hint ?? '', /banger kernel pull k2/);
     assert.throws(() => svc.get('k2'), (x: any) => x.code === 'E_NOT_FOUND' && /kernel pull k2/.test(x.hint));

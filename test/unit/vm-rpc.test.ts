@@ -4,7 +4,7 @@ import { ErrorCode, isBangerError } from '../../src/core/errors.js';
 import { KernelService } from '../../src/kernels/service.js';
 import { ImageService } from '../../src/images/service.js';
 import { NetworkService } from '../../src/network/service.js';
-import { vmMethods } from '../../src/vms/rpc.js';
+import { vmMethods } from '../../src/daemon/handlers/vms.js';
 import { VmService } from '../../src/vms/service.js';
 import type { HostProbe } from '../../src/core/host.js';
 import { tempContext } from '../helpers/vmctx.js';
