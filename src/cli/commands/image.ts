@@ -110,6 +110,7 @@ Examples:
 
   image
     .command('rm')
+    .aliases(['delete', 'remove'])
     .description('remove an image (refused while a VM uses it, unless --force)')
     .argument('<name>', 'image name')
     .option('-f, --force', 'remove even if VMs use it (they will no longer start)')

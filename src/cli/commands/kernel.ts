@@ -83,7 +83,7 @@ Examples:
 
   kernel
     .command('rm')
-    .alias('delete')
+    .aliases(['delete', 'remove'])
     .description('remove a kernel (refused while a VM uses it, unless --force)')
     .argument('<name>', 'kernel name')
     .option('--force', 'remove it even if VMs reference it (they will not start again until it is pulled back)')

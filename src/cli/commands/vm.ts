@@ -73,6 +73,7 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
     });
 
   vm.command('rm')
+    .aliases(['delete', 'remove'])
     .description('remove VMs: stop (or with -f kill) them, then delete disks, keys, lease, tap and NAT rules')
     .argument('<names...>', 'one or more VM names')
     .option('-f, --force', 'kill a running VM instead of shutting it down gracefully')
