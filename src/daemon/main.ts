@@ -71,7 +71,7 @@ async function serve(config: Config, lay: Layout, gid: number | undefined, lock:
   for (const [domain, step] of [
     ['kernels', () => services.kernels.reconcile()],
     ['vms', () => services.vms.reconcile()],
-    ['store', () => reconcileStore(ctx)],
+    ['store', () => reconcileStore(ctx, services.images.list().map((i) => i.name))],
   ] as const) {
     try {
       const result = await step();
@@ -116,11 +116,11 @@ async function cleanTmp(dir: string, log: ReturnType<typeof createLogger>): Prom
  * directories without a row (a crash between landing the ext4 and committing its row). Verified
  * blobs stay: they are complete, and prune frees them once nothing references them.
  */
-async function reconcileStore(ctx: Context): Promise<{ removedTemps: number; removedImageDirs: string[] }> {
+async function reconcileStore(ctx: Context, imageNames: string[]): Promise<{ removedTemps: number; removedImageDirs: string[] }> {
   const store = new ContentStore(ctx.layout, ctx.db);
   const temps = await store.staleTemps();
   for (const t of temps) await rm(t.file, { force: true });
-  const rows = new Set((ctx.db.prepare('SELECT name FROM images').all() as { name: string }[]).map((r) => r.name));
+  const rows = new Set(imageNames);
   const removedImageDirs: string[] = [];
   for (const name of await readdir(ctx.layout.images).catch(() => [] as string[])) {
     if (rows.has(name)) continue;
