@@ -61,7 +61,8 @@ export class RpcClient {
     });
   }
 
-  call<T = any>(method: string, params: unknown = {}, opts: CallOptions = {}): Promise<T> {
+  /** An untyped call (any method name, e.g. to probe the server); prefer `request`. */
+  call<T = unknown>(method: string, params: unknown = {}, opts: CallOptions = {}): Promise<T> {
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
       const onAbort = () => {
