@@ -14,6 +14,12 @@ import type { KernelFiles } from './drivers/types.js';
 /** A pulled kernel as the VM domain sees it (see drivers/types.ts). */
 export type KernelView = KernelFiles;
 
+/** What the VM domain asks of the network domain about leases (the `ip_leases` table is not ours). */
+export interface Leases {
+  /** Release the VM's lease (idempotent). */
+  release(vmName: string): void;
+}
+
 export interface ImageView {
   name: string;
   rootfsPath: string;

@@ -114,11 +114,8 @@ export class VmRepo {
       .run(fields.state, fields.desiredState ?? cur.desiredState, fields.pid === undefined ? cur.pid : fields.pid, fields.startedAt === undefined ? cur.startedAt : fields.startedAt, name);
   }
 
-  /** Delete the VM row; its lease goes with it (ON DELETE CASCADE). */
+  /** Delete the VM row (its lease is the network domain's: release it first, see `Leases`). */
   delete(name: string): void {
-    this.db.transaction(() => {
-      this.db.prepare('DELETE FROM ip_leases WHERE vm_name = ?').run(name);
-      this.db.prepare('DELETE FROM vms WHERE name = ?').run(name);
-    })();
+    this.db.prepare('DELETE FROM vms WHERE name = ?').run(name);
   }
 }
