@@ -18,6 +18,7 @@ import { DriverRegistry } from './drivers/registry.js';
 import type { VmHandle, VmmDriver, VmmKind } from './drivers/types.js';
 import { planNet, type BootPlan } from './plan.js';
 import { StepRunner } from '../core/steps.js';
+import type { VmmChoiceName } from '../core/vmm.js';
 import { vmFiles, type VmFiles } from './files.js';
 import { KeyedLock } from './lock.js';
 import { generateName, newVmId } from './names.js';
@@ -45,7 +46,7 @@ export interface CreateParams {
   nat?: boolean;
   start?: boolean;
   wait?: boolean;
-  vmm?: 'auto' | 'qemu' | 'firecracker';
+  vmm?: VmmChoiceName;
   /** Archive base URL for the first boot's install (default: config firstBoot.packageMirror). */
   packageMirror?: string;
   /** HTTP proxy for the first boot's install (default: config firstBoot.packageProxy). */
