@@ -175,7 +175,7 @@ export class VmService {
         else this.repo.setState(name, { state: 'stopped', desiredState: 'stopped' });
         this.repo.createDone(name);
         undo.commit();
-        return this.view(this.get(name));
+        return this.view(this.get(name), true);
       } catch (e) {
         const failures = await undo.unwind();
         if (failures.length) this.ctx.log.error('create unwind incomplete', { vm: name, failures });
@@ -458,10 +458,11 @@ export class VmService {
     return st;
   }
 
-  async view(vm: VmRecord): Promise<VmView> {
+  /** The record plus what the host shows; `current`: `vm` was just read (no second read). */
+  async view(vm: VmRecord, current = false): Promise<VmView> {
     const driver = this.driver(vm.vmm);
     const st = await driver.status(this.handle(vm), vm.pid);
-    const fresh = this.repo.find(vm.name) ?? vm;
+    const fresh = current ? vm : (this.repo.find(vm.name) ?? vm);
     const files = this.files(vm.name);
     return {
       ...fresh,
