@@ -1,3 +1,4 @@
+import { VMM_CHOICES } from './vmm.js';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
@@ -86,7 +87,7 @@ export const ConfigSchema = z
       .default({}),
     vm: z
       .object({
-        vmm: z.enum(['auto', 'qemu', 'firecracker']).default('auto'),
+        vmm: z.enum(VMM_CHOICES).default('auto'),
         vcpu: z.number().int().min(1).max(32).default(2),
         memoryMiB: z.number().int().min(128).default(1024),
         sshTimeoutSeconds: z.number().int().min(1).default(120),

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { PackageUrl } from '../core/package-url.js';
+import { VMM_CHOICES } from '../core/vmm.js';
 import { Name, Size } from './schemas.js';
 import type { Image, ImageDetail, Kernel, KernelCatalog, KernelDetail, KernelPullResult, KernelRemoved, PruneResult, Removed, DaemonStatus, Vm, VmDetail, VmLogs, VmPorts, SshConfigFile, SshInfo, LoginResult, LogoutResult } from './types.js';
 
@@ -115,7 +116,7 @@ export const methods = {
         nat: z.boolean().optional(),
         start: z.boolean().optional(),
         wait: z.boolean().optional(),
-        vmm: z.enum(['auto', 'qemu', 'firecracker']).optional(),
+        vmm: z.enum(VMM_CHOICES).optional(),
         packageMirror: PackageUrl.optional(),
         packageProxy: PackageUrl.optional(),
       })

@@ -8,22 +8,10 @@ import { foreignTableUses, parseTableOwners } from '../helpers/table-owners.js';
 // The repository root (tests run from dist/test/unit).
 const root = join(import.meta.dirname, '..', '..', '..');
 
-/*
- * TEMPORARY exceptions, src/vms only: the `driver` helper is rewriting src/vms (issue 11,
- * VM half) and removes this cycle there. The coordinator deletes each entry when that lands;
- * nothing outside src/vms may ever be listed here.
- */
-const TEMPORARY_VMS_CYCLES = [
-  'src/vms/reconcile.ts <-> src/vms/service.ts', // vms/reconcile and vms/service import each other
-];
-const cycleKey = (c: string[]) => [...new Set(c)].sort().join(' <-> ');
-
 test('src imports follow the layer map in docs/architecture.md: no upward import, no cycle, no unmapped file', () => {
   const r = checkLayers(root);
   assert.ok(r.edges.length > 100, `the graph has ${r.edges.length} imports: the scanner found too few`);
-  for (const c of r.cycles) for (const f of c) assert.ok(!TEMPORARY_VMS_CYCLES.includes(cycleKey(c)) || f.startsWith('src/vms/'), `exception outside src/vms: ${f}`);
-  const cycles = r.cycles.filter((c) => !TEMPORARY_VMS_CYCLES.includes(cycleKey(c)));
-  assert.equal(formatReport({ ...r, cycles }), '');
+  assert.equal(formatReport(r), '');
 });
 
 test('the check reports an upward import, a cycle and an unmapped file, naming the edge', () => {
@@ -51,11 +39,11 @@ test('the layer map rejects a line without an arrow and an unknown layer name', 
 });
 
 /*
- * TEMPORARY exceptions, src/vms only (the `driver` helper's half of issue 11 removes them):
- * vms/deps.ts falls back to reading kernels/images, vms/store.ts joins and deletes leases,
- * vms/service.ts patches the MAC with a raw UPDATE.
+ * TEMPORARY exceptions, src/vms only (for the coordinator to remove): vms/deps.ts still falls
+ * back to reading the kernels and images tables (KernelLookup/ImageLookup replace it), and
+ * vms/store.ts joins ip_leases (network's table) to show a VM's IP.
  */
-const TEMPORARY_VMS_TABLE_USES = ['src/vms/deps.ts kernels', 'src/vms/deps.ts images', 'src/vms/store.ts ip_leases', 'src/vms/service.ts vms'];
+const TEMPORARY_VMS_TABLE_USES = ['src/vms/deps.ts kernels', 'src/vms/deps.ts images', 'src/vms/store.ts ip_leases'];
 
 test('each table is read and written only by its owner (docs/architecture.md, table owners)', () => {
   const owners = parseTableOwners(readFileSync(join(root, 'docs/architecture.md'), 'utf8'));
