@@ -13,7 +13,7 @@ import type { ProgressEvent } from '../core/operation.js';
 import { agentRequest } from './agent.js';
 import { FIRST_BOOT, tscKhzFromCpuinfo } from './cmdline.js';
 import { readFrom } from './console.js';
-import { defaultKernelName, getImage, getKernel, type Leases } from './deps.js';
+import type { ImageView, KernelView, Leases } from './deps.js';
 import { DriverRegistry } from './drivers/registry.js';
 import type { VmHandle, VmmDriver, VmmKind } from './drivers/types.js';
 import { planNet, type BootPlan } from './plan.js';
@@ -189,9 +189,9 @@ export class VmService {
 
   /** The plan of a create: image, kernel, VMM (KVM probed once) and spec; nothing is made yet. */
   private async planCreate(name: string, p: CreateParams): Promise<BootPlan> {
-    const image = await getImage(this.ctx, this.deps.images, p.image);
-    const kernelName = p.kernel ?? image.kernelRef ?? (await defaultKernelName(this.ctx, this.deps.kernels));
-    const kernel = await getKernel(this.ctx, this.deps.kernels, kernelName);
+    const image: ImageView = this.deps.images.get(p.image);
+    const kernelName = p.kernel ?? image.kernelRef ?? this.deps.kernels.defaultName();
+    const kernel: KernelView = this.deps.kernels.get(kernelName);
     const choice = await this.drivers.select(p.vmm ?? this.ctx.config.vm.vmm, this.host);
     const driver = this.driver(choice.kind);
     driver.bootKernel(kernel); // E_NOT_FOUND now when the kernel has no file this VMM boots
@@ -282,7 +282,7 @@ export class VmService {
   /** The plan of a start: the row's kernel and VMM, KVM probed once, the network described once. */
   private async planStart(vm: VmRecord): Promise<BootPlan> {
     if (!vm.ip) throw new BangerError(ErrorCode.Internal, `vm '${vm.name}' has no IP lease`);
-    const kernel = await getKernel(this.ctx, this.deps.kernels, vm.kernel);
+    const kernel: KernelView = this.deps.kernels.get(vm.kernel);
     const driver = this.driver(vm.vmm);
     const probe = await driver.probe({ probe: this.host, kvm: await kvmUsable(this.host) });
     const handle = this.handle(vm);
