@@ -17,6 +17,7 @@ import { bangerGid } from './system.js';
 import { acquireRootLock, type RootLock } from './lock.js';
 import { securePermissions } from './perms.js';
 import { claimSocketPath } from '../rpc/socketpath.js';
+import { instanceId } from '../network/owner.js';
 
 const VERSION = '0.1.0';
 
@@ -61,6 +62,8 @@ async function serve(config: Config, lay: Layout, gid: number | undefined, lock:
       startedAt: startedAt.toISOString(),
       uptimeSeconds: Math.round((Date.now() - startedAt.getTime()) / 1000),
       schemaVersion: db.pragma('user_version', { simple: true }),
+      /** The id this instance marks its taps, bridge, NAT rules and QEMU processes with. */
+      instanceId: instanceId(db),
       node: { path: process.execPath, version: process.version },
     })),
     'daemon.shutdown': method(z.object({}).strict(), async () => {

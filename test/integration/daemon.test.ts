@@ -26,6 +26,12 @@ test('daemon serves status on its isolated socket and keeps committed state acro
     assert.equal(st.socket, join(d.root, 'bangerd.sock'));
     assert.equal(st.schemaVersion, migrations.length);
     assert.equal(statSync(d.socket).mode & 0o777, 0o660);
+    // The instance id is the one in this root's database (what its taps, rules and VMMs carry).
+    const idDb = openDatabase(join(d.root, 'banger.db'), { readOnly: true });
+    const dbId = (idDb.prepare('SELECT id FROM instance').get() as { id: string }).id;
+    idDb.close();
+    assert.equal(st.instanceId, dbId);
+    assert.match((await d.cli(['daemon', 'status'])).stdout, new RegExp(`instance: ${dbId}\\n`));
     // Commit a row the way a service would, then crash the daemon.
     const db = openDatabase(join(d.root, 'banger.db'));
     db.prepare("INSERT INTO registry_credentials (registry, username, secret, updated_at) VALUES ('r.example', 'u', 's', 'now')").run();
@@ -37,6 +43,7 @@ test('daemon serves status on its isolated socket and keeps committed state acro
     db2.close();
     const st2 = await d.json(['daemon', 'status']);
     assert.notEqual(st2.pid, st.pid);
+    assert.equal(st2.instanceId, st.instanceId, 'the instance id survives a restart');
   } finally {
     await d.cleanup();
   }

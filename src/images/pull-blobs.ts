@@ -1,0 +1,82 @@
+import type { DB } from '../core/db.js';
+import type { Logger } from '../core/log.js';
+import type { Layout } from '../core/paths.js';
+import { ContentStore, type BlobWriter } from '../core/content-store.js';
+
+/**
+ * The content store as one image pull sees it. It remembers
+ * - `added`: blobs this pull committed to the store (they were not there before), and
+ * - `uses`: every digest this pull looked at, wrote or read (pinned while the pull runs).
+ *
+ * A pull that fails calls `discard()`: every blob it added that no image, kernel or cache
+ * entry references (`blob_refs`) and that no other running pull uses is removed, under the
+ * blob's lock, before the error is reported. Blobs that existed before the pull, or that
+ * something else references, stay. `end()` (always, in `finally`) unpins.
+ */
+export class PullStore extends ContentStore {
+  /** Pulls in flight per store directory (a blob another pull uses is never discarded). */
+  private static readonly active = new Map<string, Set<PullStore>>();
+  readonly added = new Set<string>();
+  readonly uses = new Set<string>();
+  private readonly dir: string;
+
+  constructor(layout: Pick<Layout, 'blobs' | 'blob'>, private readonly database: DB) {
+    super(layout, database);
+    this.dir = layout.blobs;
+    let set = PullStore.active.get(this.dir);
+    if (!set) PullStore.active.set(this.dir, (set = new Set()));
+    set.add(this);
+  }
+
+  /** Digests some running pull of this store directory uses (prune keeps them). */
+  static pinned(blobsDir: string): Set<string> {
+    const out = new Set<string>();
+    for (const p of PullStore.active.get(blobsDir) ?? []) for (const d of p.uses) out.add(d);
+    return out;
+  }
+
+  override path(digest: string): string {
+    this.uses.add(digest);
+    return super.path(digest);
+  }
+
+  override async has(digest: string): Promise<boolean> {
+    this.uses.add(digest);
+    return super.has(digest);
+  }
+
+  override async writer(expect: { digest: string; size?: number }): Promise<BlobWriter> {
+    this.uses.add(expect.digest);
+    const w = await super.writer(expect);
+    const commit = w.commit.bind(w);
+    w.commit = async () => {
+      await commit();
+      this.added.add(expect.digest);
+    };
+    return w;
+  }
+
+  /** Remove what this pull added and nothing else needs; returns the digests removed. */
+  async discard(log?: Logger): Promise<string[]> {
+    const removed: string[] = [];
+    const referenced = this.database.prepare('SELECT 1 FROM blob_refs WHERE digest = ? LIMIT 1');
+    const usedByOther = (digest: string) => [...(PullStore.active.get(this.dir) ?? [])].some((p) => p !== this && p.uses.has(digest));
+    for (const digest of this.added) {
+      await this.withLock(digest, async () => {
+        if (referenced.get(digest) || usedByOther(digest)) return;
+        await this.remove(digest);
+        removed.push(digest);
+      });
+    }
+    this.added.clear();
+    if (removed.length) log?.info('removed the blobs this failed pull added', { blobs: removed });
+    return removed;
+  }
+
+  /** The pull is over (success or failure): its blobs are no longer pinned. */
+  end(): void {
+    const set = PullStore.active.get(this.dir);
+    set?.delete(this);
+    if (set?.size === 0) PullStore.active.delete(this.dir);
+  }
+}
