@@ -41,7 +41,13 @@ export async function waitReady(o: {
     const watch = async (): Promise<number | undefined> => {
       const text = (await readFrom(o.files.console, 0, 4 << 20)).data;
       const fb = firstBootState(text);
-      if (fb.error) throw new BangerError(ErrorCode.Vmm, `step first-boot: ${fb.error}`, { hint: "the guest could not finish its first boot: see 'banger vm logs NAME'" });
+      if (fb.error) {
+        // The console's own line and hint, so the user sees what the guest said.
+        throw new BangerError(ErrorCode.Vmm, `step first-boot: the guest's first boot failed: banger-first-boot: error: ${fb.error}`, {
+          hint: `${fb.hint ? `${fb.hint}; ` : ''}the whole console: 'banger vm logs NAME'`,
+          details: { firstBootError: fb.error, firstBootHint: fb.hint },
+        });
+      }
       if (!fb.installing) return undefined;
       if (!announced) {
         announced = Date.now();
@@ -62,7 +68,7 @@ export async function waitReady(o: {
     sshDone = true;
     await boot;
     const be = e instanceof BangerError ? e : new BangerError(ErrorCode.Vmm, errorMessage(e), { cause: e });
-    throw new BangerError(be.code, be.message, { hint: be.hint, cause: e, details: { consoleTail: await tail(o.files.console) } });
+    throw new BangerError(be.code, be.message, { hint: be.hint, cause: e, details: { ...be.details, consoleTail: await tail(o.files.console) } });
   }
   sshDone = true;
   await boot;
