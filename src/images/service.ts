@@ -21,7 +21,7 @@ import { RegistryClient } from './registry/client.js';
 import { formatPlatform, layerCompression, parsePlatform, type Compression, type ImageConfig, type Platform } from './registry/manifest.js';
 import { BlobStore } from './store.js';
 import { resolveImage } from './resolve.js';
-import { PullStore } from './pull-blobs.js';
+import { PullStore } from '../core/pull-store.js';
 import type { Logger } from '../core/log.js';
 import { BUILD_KEY_FILE, buildKey, linkBuiltRootfs } from './reuse.js';
 import { chooseStagingParent, cleanStaleRamStaging, isNoSpace, RAM_DIR, ramPrefix } from './staging.js';
@@ -175,7 +175,7 @@ export class ImageService {
     if (!existing || existing.sourceRef !== ref.canonical) this.reserveCheck(name);
     const log = this.ctx.log.child({ op: 'image.pull', image: name, ref: ref.canonical });
     const client = this.client(ref, signal, progress);
-    // What this pull adds to the content store is removed again if it fails (pull-blobs.ts).
+    // What this pull adds to the content store is removed again if it fails (core/pull-store.ts).
     const store = new PullStore(this.ctx.layout, this.ctx.db);
     try {
       return await this.pullWith(p, { ref, name, want, kernelRef, existing, log, client, store }, signal, progress);

@@ -10,7 +10,7 @@ import type { ProgressEvent } from '../rpc/protocol.js';
 import { entrySize, loadCatalogReport, type BundleEntry, type CatalogEntry, type CatalogFailure } from './catalog.js';
 import { fetchDebianKernel, type DebianKernelEntry } from './debian/fetch.js';
 import { fetchBlob } from './download.js';
-import { ContentStore } from '../core/content-store.js';
+import { PullStore } from '../core/pull-store.js';
 import { httpFor } from '../core/http.js';
 import { extractBundle, inspectKernelDir, type BundleFiles } from './extract.js';
 import { stageImport, type ImportOptions } from './import.js';
@@ -222,6 +222,7 @@ export class KernelService {
     await mkdir(this.ctx.layout.tmp, { recursive: true });
     const staging = await mkdtemp(join(this.ctx.layout.tmp, `kernel-${name}-`));
     undo.push('remove staging directory', () => rm(staging, { recursive: true, force: true }));
+    const onSuccess: (() => void)[] = [];
     try {
       let files: BundleFiles;
       let source: string;
@@ -233,7 +234,12 @@ export class KernelService {
         undo.push('remove Debian scratch directory', () => rm(tmpDir, { recursive: true, force: true }));
         const mirror = await resolveDebianMirror(this.ctx.config.debianMirror, this.etcApt);
         log.info('fetching Debian kernel', { mirror, package: (entry as DebianKernelEntry).package });
-        const res = await this.fetchDebian({ entry: entry as DebianKernelEntry, mirror, keyring: this.ctx.config.debianKeyring, outDir: staging, tmpDir, exec: this.ctx.exec, log, signal, progress, store: new ContentStore(this.ctx.layout, this.ctx.db), http: httpFor(this.ctx.config) });
+        // .debs this pull stores are removed again if it fails (core/pull-store.ts).
+        const debs = new PullStore(this.ctx.layout, this.ctx.db);
+        undo.push('forget the .debs in use', () => debs.end());
+        undo.push('remove the .debs this pull stored', () => debs.discard(log).then(() => undefined));
+        const res = await this.fetchDebian({ entry: entry as DebianKernelEntry, mirror, keyring: this.ctx.config.debianKeyring, outDir: staging, tmpDir, exec: this.ctx.exec, log, signal, progress, store: debs, http: httpFor(this.ctx.config) });
+        onSuccess.push(() => debs.end());
         blobs = res.blobs ?? [];
         throwIfAborted(signal);
         files = await inspectKernelDir(staging, name, false);
@@ -272,6 +278,7 @@ export class KernelService {
       throwIfAborted(signal);
       const kernel = await installKernel(this.ctx, staging, { name, distro: entry.distro, arch: entry.arch, kernelVersion, source }, files, signal, blobs);
       undo.commit();
+      for (const f of onSuccess) f();
       progress?.({ stage: 'install', key: name, message: `installed ${kernel.dir}`, done: true });
       log.info('kernel pulled', { source, download, replaced: replacing });
       return { kernel, download, replaced: replacing, joined: false };

@@ -1,10 +1,10 @@
-import type { DB } from '../core/db.js';
-import type { Logger } from '../core/log.js';
-import type { Layout } from '../core/paths.js';
-import { ContentStore, type BlobWriter } from '../core/content-store.js';
+import type { DB } from './db.js';
+import type { Logger } from './log.js';
+import type { Layout } from './paths.js';
+import { ContentStore, type BlobWriter } from './content-store.js';
 
 /**
- * The content store as one image pull sees it. It remembers
+ * The content store as one pull (an image pull, a Debian kernel pull) sees it. It remembers
  * - `added`: blobs this pull committed to the store (they were not there before), and
  * - `uses`: every digest this pull looked at, wrote or read (pinned while the pull runs).
  *
