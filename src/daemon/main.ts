@@ -8,6 +8,7 @@ import { exec, tracedExec } from '../core/exec.js';
 import { createLogger } from '../core/log.js';
 import { installCrashGuards } from '../core/ops.js';
 import { ContentStore } from '../core/content-store.js';
+import { reconcilePullJournal } from '../core/pull-store.js';
 import { layout, type Layout } from '../core/paths.js';
 import { method } from '../rpc/protocol.js';
 import { RpcServer } from '../rpc/server.js';
@@ -120,10 +121,11 @@ async function cleanTmp(dir: string, log: ReturnType<typeof createLogger>): Prom
  * directories without a row (a crash between landing the ext4 and committing its row). Verified
  * blobs stay: they are complete, and prune frees them once nothing references them.
  */
-async function reconcileStore(ctx: Context): Promise<{ removedTemps: number; removedImageDirs: string[] }> {
+async function reconcileStore(ctx: Context): Promise<{ removedTemps: number; removedImageDirs: string[]; removedPullBlobs: number }> {
   const store = new ContentStore(ctx.layout, ctx.db);
   const temps = await store.staleTemps();
   for (const t of temps) await rm(t.file, { force: true });
+  const pullBlobs = await reconcilePullJournal(store, ctx.db); // blobs of pulls a crash cut short
   const rows = new Set((ctx.db.prepare('SELECT name FROM images').all() as { name: string }[]).map((r) => r.name));
   const removedImageDirs: string[] = [];
   for (const name of await readdir(ctx.layout.images).catch(() => [] as string[])) {
@@ -131,7 +133,7 @@ async function reconcileStore(ctx: Context): Promise<{ removedTemps: number; rem
     await rm(join(ctx.layout.images, name), { recursive: true, force: true });
     removedImageDirs.push(name);
   }
-  return { removedTemps: temps.length, removedImageDirs };
+  return { removedTemps: temps.length, removedImageDirs, removedPullBlobs: pullBlobs.length };
 }
 
 export async function main(): Promise<void> {

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openDb } from '../../src/core/db.js';
 import { ContentStore } from '../../src/core/content-store.js';
-import { PullStore } from '../../src/core/pull-store.js';
+import { PullStore, reconcilePullJournal } from '../../src/core/pull-store.js';
 
 /** A real SQLite state (migrations applied) and blob directory in a temp dir. */
 function setup() {
@@ -77,6 +77,26 @@ test('a failed write is not "added"; prune keeps the blobs a running pull uses',
     assert.equal((await plain.prune(PullStore.pinned(s.blobs))).removed, 1, 'once the pull ended, its unreferenced blob is pruned');
     writeFileSync(join(s.blobs, 'README'), 'not a blob'); // non-blob files are never touched
     assert.equal((await plain.prune()).removed, 0);
+  } finally {
+    s.cleanup();
+  }
+});
+
+test('a pull cut short by a crash: the journal lets the next start remove its blobs (not referenced ones)', async () => {
+  const s = setup();
+  try {
+    const p = new PullStore(s.layout, s.db);
+    const mine = await put(p, 'added by the pull that died');
+    const shared = await put(p, 'added by it, but an image references it too');
+    s.db.prepare("INSERT INTO blob_refs (digest, owner_kind, owner) VALUES (?, 'image', 'img')").run(shared);
+    const plain = new ContentStore(s.layout, s.db);
+    assert.equal((await plain.prune()).removed, 0, 'prune keeps what a running pull added (journal refs)');
+    // the "crash": no discard(), no end(); a new daemon reconciles
+    const removed = await reconcilePullJournal(plain, s.db);
+    assert.deepEqual(removed, [mine]);
+    assert.ok(!existsSync(plain.path(mine)) && existsSync(plain.path(shared)));
+    assert.equal((s.db.prepare("SELECT count(*) AS n FROM blob_refs WHERE owner LIKE 'pull:%'").get() as { n: number }).n, 0, 'journal emptied');
+    p.end();
   } finally {
     s.cleanup();
   }
