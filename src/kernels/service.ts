@@ -252,7 +252,13 @@ export class KernelService {
         const b = entry as BundleEntry;
         // Single pass when downloading: zstd + tar extraction run on the bytes as they arrive;
         // the blob lands in the store only once the extraction and the digest both succeeded.
+        // Journalled like the .debs: a crash before the kernel's row exists leaves no bundle.
+        const bundles = new PullStore(this.ctx.layout, this.ctx.db);
+        undo.push('forget the bundle in use', () => bundles.end());
+        undo.push('remove the bundle this pull stored (when nothing else uses it)', () => bundles.discard(log).then(() => undefined));
+        onSuccess.push(() => bundles.end());
         const blob = await fetchBlob({
+          store: bundles,
           url: b.tarballUrl,
           sha256: b.tarballSha256,
           layout: this.ctx.layout,
@@ -264,7 +270,6 @@ export class KernelService {
           consume: (stream, total) => extractBundle({ src: stream, total, dest: staging, label: name, signal }),
         });
         log.info(blob.status === 'cached' ? 'bundle: used cache' : 'bundle: downloaded', { url: b.tarballUrl, bytes: blob.bytes });
-        if (blob.status === 'downloaded') undo.push('remove the bundle this pull stored', () => rm(blob.path, { force: true }));
         throwIfAborted(signal);
         if (blob.status === 'cached') await this.extractCached(name, b, blob.path, staging, signal, progress);
         else progress?.({ stage: 'extract', key: name, message: 'extracted while downloading', done: true });
