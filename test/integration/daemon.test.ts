@@ -32,6 +32,9 @@ test('daemon serves status on its isolated socket and keeps committed state acro
     idDb.close();
     assert.equal(st.instanceId, dbId);
     assert.match((await d.cli(['daemon', 'status'])).stdout, new RegExp(`instance: ${dbId}\\n`));
+    const doc = await d.cli(['--json', 'doctor']); // exit 1 when a host check fails; the JSON is there either way
+    assert.deepEqual(JSON.parse(doc.stdout).daemon, { running: true, pid: st.pid, instanceId: dbId, root: d.root });
+    assert.match((await d.cli(['doctor'])).stdout, new RegExp(`bangerd: pid ${st.pid}, instance ${dbId}, root `));
     // Commit a row the way a service would, then crash the daemon.
     const db = openDatabase(join(d.root, 'banger.db'));
     db.prepare("INSERT INTO registry_credentials (registry, username, secret, updated_at) VALUES ('r.example', 'u', 's', 'now')").run();
