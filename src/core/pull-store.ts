@@ -4,8 +4,11 @@ import type { Logger } from './log.js';
 import type { Layout } from './paths.js';
 import { ContentStore, type BlobWriter } from './content-store.js';
 
+/** Owner (kind `cache`) of the journal references of a running pull: `pull:<12 hex>`. */
+const PULL_OWNER_PREFIX = 'pull:';
+
 /**
- * The content store as one pull (an image pull, a Debian kernel pull) sees it. It remembers
+ * The content store as one pull (an image pull, a catalog kernel bundle, a Debian kernel's .debs) sees it. It remembers
  * - `added`: blobs this pull committed to the store (they were not there before), and
  * - `uses`: every digest this pull looked at, wrote or read (pinned while the pull runs).
  *
@@ -92,8 +95,6 @@ export class PullStore extends ContentStore {
     if (set?.size === 0) PullStore.active.delete(this.dir);
   }
 }
-
-const PULL_OWNER_PREFIX = 'pull:';
 
 /**
  * At daemon start (nothing is pulling yet): the journal of pulls a crash cut short. Each blob
