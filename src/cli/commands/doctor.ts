@@ -13,7 +13,7 @@ async function daemonInfo(socket: string): Promise<{ running: false } | { runnin
   const client = await RpcClient.connect(socket, 1000).catch(() => undefined);
   if (!client) return { running: false };
   try {
-    const st = await client.call('daemon.status');
+    const st = await client.request('daemon.status', {});
     return { running: true, pid: st.pid, instanceId: st.instanceId, root: st.root };
   } catch {
     return { running: false };
@@ -38,7 +38,7 @@ export function registerDoctorCommand(program: Command, cli: () => Cli): void {
       const daemon = await daemonInfo(layoutFromEnv(c.env).socket);
       c.emit({ ok: failed === 0, checks: results, daemon }, (d) =>
         d.checks
-          .map((r: any) => `${r.status === 'pass' ? 'PASS' : r.status === 'warn' ? 'WARN' : 'FAIL'}  ${r.name.padEnd(15)} ${r.detail}${r.hint ? `\n      hint: ${r.hint}` : ''}`)
+          .map((r) => `${r.status === 'pass' ? 'PASS' : r.status === 'warn' ? 'WARN' : 'FAIL'}  ${r.name.padEnd(15)} ${r.detail}${r.hint ? `\n      hint: ${r.hint}` : ''}`)
           .join('\n') +
         `\n\n${d.daemon.running ? `bangerd: pid ${d.daemon.pid}, instance ${d.daemon.instanceId}, root ${d.daemon.root}` : 'bangerd: not running'}` +
         `\n${failed ? `${failed} check(s) failed` : 'all required checks passed'}`,
