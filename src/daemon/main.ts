@@ -7,6 +7,7 @@ import { exec, tracedExec } from '../core/exec.js';
 import { createLogger } from '../core/log.js';
 import { installCrashGuards } from '../core/ops.js';
 import { ContentStore } from '../core/content-store.js';
+import { reconcilePullJournal } from '../core/pull-store.js';
 import { layout, type Layout } from '../core/paths.js';
 import { bind, type HandlersFor } from '../rpc/bind.js';
 import { RpcServer } from '../rpc/server.js';
@@ -16,6 +17,7 @@ import { bangerGid } from '../core/group.js';
 import { acquireRootLock, type RootLock } from './lock.js';
 import { securePermissions } from './perms.js';
 import { claimSocketPath } from '../rpc/socketpath.js';
+import { instanceId } from '../network/owner.js';
 
 const VERSION = '0.1.0';
 
@@ -59,6 +61,8 @@ async function serve(config: Config, lay: Layout, gid: number | undefined, lock:
       startedAt: startedAt.toISOString(),
       uptimeSeconds: Math.round((Date.now() - startedAt.getTime()) / 1000),
       schemaVersion: db.pragma('user_version', { simple: true }) as number,
+      /** The id this instance marks its taps, bridge, NAT rules and QEMU processes with. */
+      instanceId: instanceId(db),
       node: { path: process.execPath, version: process.version },
     }),
     'daemon.shutdown': async () => {
@@ -116,10 +120,11 @@ async function cleanTmp(dir: string, log: ReturnType<typeof createLogger>): Prom
  * directories without a row (a crash between landing the ext4 and committing its row). Verified
  * blobs stay: they are complete, and prune frees them once nothing references them.
  */
-async function reconcileStore(ctx: Context, imageNames: string[]): Promise<{ removedTemps: number; removedImageDirs: string[] }> {
+async function reconcileStore(ctx: Context, imageNames: string[]): Promise<{ removedTemps: number; removedImageDirs: string[]; removedPullBlobs: number }> {
   const store = new ContentStore(ctx.layout, ctx.db);
   const temps = await store.staleTemps();
   for (const t of temps) await rm(t.file, { force: true });
+  const pullBlobs = await reconcilePullJournal(store, ctx.db); // blobs of pulls a crash cut short
   const rows = new Set(imageNames);
   const removedImageDirs: string[] = [];
   for (const name of await readdir(ctx.layout.images).catch(() => [] as string[])) {
@@ -127,7 +132,7 @@ async function reconcileStore(ctx: Context, imageNames: string[]): Promise<{ rem
     await rm(join(ctx.layout.images, name), { recursive: true, force: true });
     removedImageDirs.push(name);
   }
-  return { removedTemps: temps.length, removedImageDirs };
+  return { removedTemps: temps.length, removedImageDirs, removedPullBlobs: pullBlobs.length };
 }
 
 export async function main(): Promise<void> {

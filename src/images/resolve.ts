@@ -9,6 +9,8 @@ export interface ResolvedImage {
   manifest: ImageManifest;
   /** Digest of the platform manifest (what the image record stores). */
   manifestDigest: string;
+  /** The manifests kept in the content store (the index, when there is one, and the platform manifest). */
+  manifestBlobs: string[];
   rawConfig: Buffer;
   config: ImageConfig;
 }
@@ -17,16 +19,23 @@ export interface ResolvedImage {
  * Reference → verified platform manifest + image config. An index is narrowed to `want`
  * (E_PLATFORM lists what exists); a single-platform image whose config names another
  * platform is refused the same way. The config blob comes from the store when present
- * (re-verified), else it is downloaded, verified and stored.
+ * (re-verified), else it is downloaded, verified and stored. Manifests are kept in the store
+ * too; one asked for by digest (an index's platform entry, or `name@sha256:…`) is taken from
+ * the store when a verified copy is there, so only a tag is asked of the registry each time.
  */
 export async function resolveImage(client: RegistryClient, store: BlobStore, ref: ImageReference, want: Platform): Promise<ResolvedImage> {
-  const top = await client.manifest(manifestRef(ref));
+  const topRef = manifestRef(ref);
+  const top = (await storedManifest(store, topRef)) ?? (await client.manifest(topRef));
+  await keepManifest(store, top.digest, top.body);
+  const manifestBlobs = [top.digest];
   let parsed = parseManifest(top.body, top.contentType, ref.canonical);
   let manifestDigest = top.digest;
   const fromIndex = parsed.kind === 'index';
   if (parsed.kind === 'index') {
     const desc = selectPlatform(parsed.index, want, ref.canonical);
-    const m = await client.manifest(desc.digest);
+    const m = (await storedManifest(store, desc.digest, desc.mediaType)) ?? (await client.manifest(desc.digest));
+    await keepManifest(store, m.digest, m.body);
+    manifestBlobs.push(m.digest);
     parsed = parseManifest(m.body, m.contentType, `${ref.canonical} (${formatPlatform(want)})`);
     manifestDigest = m.digest;
     if (parsed.kind !== 'manifest') throw new BangerError(ErrorCode.Registry, `${ref.canonical}: the index entry for ${formatPlatform(want)} is itself an index`);
@@ -50,7 +59,32 @@ export async function resolveImage(client: RegistryClient, store: BlobStore, ref
       });
     }
   }
-  return { manifest, manifestDigest, rawConfig, config: cfg.config };
+  return { manifest, manifestDigest, manifestBlobs, rawConfig, config: cfg.config };
+}
+
+/** A manifest asked for by digest, from the store when a copy there verifies (else undefined). */
+async function storedManifest(store: BlobStore, reference: string, contentType?: string): Promise<{ body: Buffer; digest: string; contentType?: string } | undefined> {
+  if (!/^sha256:[a-f0-9]{64}$/.test(reference)) return undefined; // a tag: always asked of the registry
+  return store.withLock(reference, async () => {
+    if (!(await store.has(reference))) return undefined;
+    const body = await readFile(store.path(reference));
+    if (sha256(body) === reference) return { body, digest: reference, contentType };
+    await store.remove(reference); // damaged: fetched again
+    return undefined;
+  });
+}
+
+/** Store a verified manifest under its digest (no-op when an intact copy is there). */
+async function keepManifest(store: BlobStore, digest: string, body: Buffer): Promise<void> {
+  await store.withLock(digest, async () => {
+    if (await store.has(digest)) {
+      if (sha256(await readFile(store.path(digest))) === digest) return;
+      await store.remove(digest);
+    }
+    const w = await store.writer({ digest, size: body.length });
+    w.write(body);
+    await w.commit();
+  });
 }
 
 async function configBlob(client: RegistryClient, store: BlobStore, manifest: ImageManifest): Promise<Buffer> {

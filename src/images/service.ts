@@ -17,13 +17,15 @@ import { LayerApplier } from './apply.js';
 import { buildExt4 } from './build.js';
 import { applyTarStream, pullAndApplyLayers } from './layers.js';
 import { ImageRepo, type ImageRecord } from './records.js';
-import { defaultImageName, parseReference } from './reference.js';
+import { defaultImageName, parseReference, type ImageReference } from './reference.js';
 import { CredentialStore, normaliseRegistryKey } from './registry/auth.js';
 import { SecretBox } from '../core/secrets.js';
 import { RegistryClient } from './registry/client.js';
-import { formatPlatform, layerCompression, parsePlatform, type Compression, type ImageConfig } from './registry/manifest.js';
+import { formatPlatform, layerCompression, parsePlatform, type Compression, type ImageConfig, type Platform } from './registry/manifest.js';
 import { BlobStore } from './store.js';
 import { resolveImage } from './resolve.js';
+import { PullStore } from '../core/pull-store.js';
+import type { Logger } from '../core/log.js';
 import { BUILD_KEY_FILE, buildKey, linkBuiltRootfs } from './reuse.js';
 import { chooseStagingParent, cleanStaleRamStaging, isNoSpace, RAM_DIR, ramPrefix } from './staging.js';
 
@@ -75,7 +77,7 @@ interface BuildSpec {
  * Images: OCI pull → ext4, import, list, show, rm, prune-cache, registry credentials.
  * Every build runs as named steps (reserve, stage, layers, inject, mkfs, land, record)
  * with an undo stack: on any failure or cancellation nothing is left (no staging dir, no
- * partial rootfs, no row); verified blobs stay in the content store.
+ * partial rootfs, no row, and no blob the failed pull added that nothing else references).
  */
 export class ImageService implements ImageLookup {
   readonly repo: ImageRepo;
@@ -180,9 +182,28 @@ export class ImageService implements ImageLookup {
     if (!existing || existing.sourceRef !== ref.canonical) this.reserveCheck(name);
     const log = this.ctx.log.child({ op: 'image.pull', image: name, ref: ref.canonical });
     const client = this.client(ref, signal, progress);
+    // What this pull adds to the content store is removed again if it fails (core/pull-store.ts).
+    const store = new PullStore(this.ctx.layout, this.ctx.db);
+    try {
+      return await this.pullWith(p, { ref, name, want, kernelRef, existing, log, client, store }, signal, progress);
+    } catch (e) {
+      await store.discard(log);
+      throw e;
+    } finally {
+      store.end();
+    }
+  }
+
+  private async pullWith(
+    p: PullParams,
+    x: { ref: ImageReference; name: string; want: Platform; kernelRef: string | null; existing: ImageRecord | undefined; log: Logger; client: RegistryClient; store: PullStore },
+    signal: AbortSignal,
+    progress: (ev: ProgressEvent) => void,
+  ): Promise<ImageRecord> {
+    const { ref, name, want, kernelRef, existing, log, client, store } = x;
 
     progress({ stage: 'resolve', message: `resolving ${ref.canonical}` });
-    const { manifest, manifestDigest, rawConfig, config } = await resolveImage(client, this.store, ref, want);
+    const { manifest, manifestDigest, manifestBlobs, rawConfig, config } = await resolveImage(client, store, ref, want);
     log.info('resolved', { digest: manifestDigest, layers: manifest.layers.length });
     if (existing) {
       const same = existing.digest === manifestDigest && existing.platform === formatPlatform(want) && (p.sizeBytes === undefined || p.sizeBytes === existing.sizeBytes) && (kernelRef === null || kernelRef === existing.kernelRef);
@@ -206,9 +227,9 @@ export class ImageService implements ImageLookup {
         rawConfig,
         estimateBytes: manifest.layers.reduce((n, l) => n + l.size * (layerCompression(l.mediaType, l.digest) === 'none' ? 1.1 : 4), 0) + 64 * 1024 * 1024,
         buildKey: p.reuse === false ? undefined : await buildKey({ digest: manifestDigest, platform: formatPlatform(want), sizeBytes: p.sizeBytes }),
-        blobs: () => [manifest.config.digest, ...manifest.layers.map((l) => l.digest)],
+        blobs: () => [...manifestBlobs, manifest.config.digest, ...manifest.layers.map((l) => l.digest)],
         fill: async (_root, applier) => {
-          const r = await pullAndApplyLayers({ layers: manifest.layers, client, store: this.store, applier, log, progress, signal });
+          const r = await pullAndApplyLayers({ layers: manifest.layers, client, store, applier, log, progress, signal });
           log.info('layers applied', r);
         },
       },
@@ -403,7 +424,7 @@ export class ImageService implements ImageLookup {
    * cache entry references, and temp files of dead downloads; blobs being written are kept.
    */
   async pruneCache(): Promise<{ removed: number; freedBytes: number }> {
-    const r = await this.store.prune();
+    const r = await this.store.prune(PullStore.pinned(this.ctx.layout.blobs));
     return { removed: r.removed, freedBytes: r.freedBytes };
   }
 

@@ -34,6 +34,8 @@ export interface FetchBlobOptions {
    * (consumer's first) is thrown after `consume` has settled. Not called for a cached blob.
    */
   consume?: (stream: Readable, total: number | undefined) => Promise<unknown>;
+  /** The store to write through (a pull's `PullStore`, which journals what it adds); default: the root's. */
+  store?: ContentStore;
 }
 
 export interface FetchBlobResult {
@@ -44,7 +46,7 @@ export interface FetchBlobResult {
 }
 
 export async function fetchBlob(opts: FetchBlobOptions): Promise<FetchBlobResult> {
-  const store = new ContentStore(opts.layout);
+  const store = opts.store ?? new ContentStore(opts.layout);
   const digest = `sha256:${opts.sha256}`;
   return store.withLock(
     digest,

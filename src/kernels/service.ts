@@ -10,7 +10,7 @@ import type { ProgressEvent } from '../core/operation.js';
 import { entrySize, loadCatalogReport, type BundleEntry, type CatalogEntry, type CatalogFailure } from './catalog.js';
 import { fetchDebianKernel, type DebianKernelEntry } from './debian/fetch.js';
 import { fetchBlob } from './download.js';
-import { ContentStore } from '../core/content-store.js';
+import { PullStore } from '../core/pull-store.js';
 import { httpFor } from '../core/http.js';
 import { extractBundle, inspectKernelDir, type BundleFiles } from './extract.js';
 import { stageImport, type ImportOptions } from './import.js';
@@ -230,6 +230,7 @@ export class KernelService implements KernelLookup {
     await mkdir(this.ctx.layout.tmp, { recursive: true });
     const staging = await mkdtemp(join(this.ctx.layout.tmp, `kernel-${name}-`));
     undo.push('remove staging directory', () => rm(staging, { recursive: true, force: true }));
+    const onSuccess: (() => void)[] = [];
     try {
       let files: BundleFiles;
       let source: string;
@@ -241,7 +242,12 @@ export class KernelService implements KernelLookup {
         undo.push('remove Debian scratch directory', () => rm(tmpDir, { recursive: true, force: true }));
         const mirror = await resolveDebianMirror(this.ctx.config.debianMirror, this.etcApt);
         log.info('fetching Debian kernel', { mirror, package: (entry as DebianKernelEntry).package });
-        const res = await this.fetchDebian({ entry: entry as DebianKernelEntry, mirror, keyring: this.ctx.config.debianKeyring, outDir: staging, tmpDir, exec: this.ctx.exec, log, signal, progress, store: new ContentStore(this.ctx.layout, this.ctx.db), http: httpFor(this.ctx.config) });
+        // .debs this pull stores are removed again if it fails (core/pull-store.ts).
+        const debs = new PullStore(this.ctx.layout, this.ctx.db);
+        undo.push('forget the .debs in use', () => debs.end());
+        undo.push('remove the .debs this pull stored', () => debs.discard(log).then(() => undefined));
+        const res = await this.fetchDebian({ entry: entry as DebianKernelEntry, mirror, keyring: this.ctx.config.debianKeyring, outDir: staging, tmpDir, exec: this.ctx.exec, log, signal, progress, store: debs, http: httpFor(this.ctx.config) });
+        onSuccess.push(() => debs.end());
         blobs = res.blobs ?? [];
         throwIfAborted(signal);
         files = await inspectKernelDir(staging, name, false);
@@ -254,7 +260,13 @@ export class KernelService implements KernelLookup {
         const b = entry as BundleEntry;
         // Single pass when downloading: zstd + tar extraction run on the bytes as they arrive;
         // the blob lands in the store only once the extraction and the digest both succeeded.
+        // Journalled like the .debs: a crash before the kernel's row exists leaves no bundle.
+        const bundles = new PullStore(this.ctx.layout, this.ctx.db);
+        undo.push('forget the bundle in use', () => bundles.end());
+        undo.push('remove the bundle this pull stored (when nothing else uses it)', () => bundles.discard(log).then(() => undefined));
+        onSuccess.push(() => bundles.end());
         const blob = await fetchBlob({
+          store: bundles,
           url: b.tarballUrl,
           sha256: b.tarballSha256,
           layout: this.ctx.layout,
@@ -266,7 +278,6 @@ export class KernelService implements KernelLookup {
           consume: (stream, total) => extractBundle({ src: stream, total, dest: staging, label: name, signal }),
         });
         log.info(blob.status === 'cached' ? 'bundle: used cache' : 'bundle: downloaded', { url: b.tarballUrl, bytes: blob.bytes });
-        if (blob.status === 'downloaded') undo.push('remove the bundle this pull stored', () => rm(blob.path, { force: true }));
         throwIfAborted(signal);
         if (blob.status === 'cached') await this.extractCached(name, b, blob.path, staging, signal, progress);
         else progress?.({ stage: 'extract', key: name, message: 'extracted while downloading', done: true });
@@ -280,6 +291,7 @@ export class KernelService implements KernelLookup {
       throwIfAborted(signal);
       const kernel = await installKernel(this.ctx, staging, { name, distro: entry.distro, arch: entry.arch, kernelVersion, source }, files, signal, blobs);
       undo.commit();
+      for (const f of onSuccess) f();
       progress?.({ stage: 'install', key: name, message: `installed ${kernel.dir}`, done: true });
       log.info('kernel pulled', { source, download, replaced: replacing });
       return { kernel, download, replaced: replacing, joined: false };

@@ -207,5 +207,7 @@ export interface DaemonStatus {
   startedAt: string;
   uptimeSeconds: number;
   schemaVersion: number;
+  /** This instance's id: the mark on its taps, bridge, NAT rules and QEMU processes. */
+  instanceId: string;
   node: { path: string; version: string };
 }

@@ -44,12 +44,15 @@ export async function waitForConsole(path: string, pattern: RegExp, until: () =>
 /**
  * What the guest's first-boot script (src/guest/files/banger-first-boot.sh) says on the
  * console: it logs "banger-first-boot: step <name>" per step and "banger-first-boot: error: …"
- * when a step fails. `installing` is true between `step install` and `step exec-init` (systemd
+ * when a step fails, followed by "banger-first-boot: hint: …" when it has one. `installing` is true between `step install` and `step exec-init` (systemd
  * and an SSH server being installed with the guest's package manager: minutes under TCG).
  */
-export function firstBootState(consoleText: string): { installing: boolean; error?: string } {
-  const error = /banger-first-boot: error: ([^\r\n]*)/.exec(consoleText)?.[1];
+export function firstBootState(consoleText: string): { installing: boolean; error?: string; hint?: string } {
+  const m = /banger-first-boot: error: ([^\r\n]*)/.exec(consoleText);
+  const error = m?.[1];
+  // The script prints its hint on the line right after the error.
+  const hint = m ? /^\r?\n?banger-first-boot: hint: ([^\r\n]*)/.exec(consoleText.slice(m.index + m[0].length).replace(/^\r?\n/, '\n'))?.[1] : undefined;
   const install = consoleText.lastIndexOf('banger-first-boot: step install');
   const exec = consoleText.lastIndexOf('banger-first-boot: step exec-init');
-  return { installing: install >= 0 && exec < install, error };
+  return { installing: install >= 0 && exec < install, error, ...(hint ? { hint } : {}) };
 }

@@ -42,7 +42,13 @@ export async function waitReady(o: {
     const watch = async (): Promise<number | undefined> => {
       const text = (await readFrom(consoleLog, 0, 4 << 20)).data;
       const fb = firstBootState(text);
-      if (fb.error) throw new BangerError(ErrorCode.Vmm, `step first-boot: ${fb.error}`, { hint: "the guest could not finish its first boot: see 'banger vm logs NAME'", details: { step: 'first-boot' } });
+      if (fb.error) {
+        // The console's own line and hint, so the user sees what the guest said.
+        throw new BangerError(ErrorCode.Vmm, `step first-boot: the guest's first boot failed: banger-first-boot: error: ${fb.error}`, {
+          hint: `${fb.hint ? `${fb.hint}; ` : ''}the whole console: 'banger vm logs NAME'`,
+          details: { step: 'first-boot', firstBootError: fb.error, firstBootHint: fb.hint },
+        });
+      }
       if (!fb.installing) return undefined;
       if (!announced) {
         announced = Date.now();
@@ -63,7 +69,7 @@ export async function waitReady(o: {
     sshDone = true;
     await boot;
     const be = e instanceof BangerError ? e : new BangerError(ErrorCode.Vmm, errorMessage(e), { cause: e });
-    throw new BangerError(be.code, be.message, { hint: be.hint, cause: e, details: { step: stepOf(be) ?? 'ssh', consoleTail: await tail(consoleLog) } });
+    throw new BangerError(be.code, be.message, { hint: be.hint, cause: e, details: { ...be.details, step: stepOf(be) ?? 'ssh', consoleTail: await tail(consoleLog) } });
   }
   sshDone = true;
   await boot;

@@ -88,7 +88,7 @@ test('registry login (wrong then right password), image pull, list, show --json,
   assert.equal(gone.code, 1);
   assert.match(gone.stderr, /image 'app-v1' not found\nhint: see 'banger image list'/);
   const prune = await daemon.json(['image', 'prune-cache']);
-  assert.equal(prune.removed, 2, 'config + layer');
+  assert.equal(prune.removed, 3, 'manifest + config + layer');
   const logout = await daemon.cli(['registry', 'logout', reg.host]);
   assert.equal(logout.code, 0, logout.stderr);
 });

@@ -26,6 +26,15 @@ test('daemon serves status on its isolated socket and keeps committed state acro
     assert.equal(st.socket, join(d.root, 'bangerd.sock'));
     assert.equal(st.schemaVersion, migrations.length);
     assert.equal(statSync(d.socket).mode & 0o777, 0o660);
+    // The instance id is the one in this root's database (what its taps, rules and VMMs carry).
+    const idDb = openDatabase(join(d.root, 'banger.db'), { readOnly: true });
+    const dbId = (idDb.prepare('SELECT id FROM instance').get() as { id: string }).id;
+    idDb.close();
+    assert.equal(st.instanceId, dbId);
+    assert.match((await d.cli(['daemon', 'status'])).stdout, new RegExp(`instance: ${dbId}\\n`));
+    const doc = await d.cli(['--json', 'doctor']); // exit 1 when a host check fails; the JSON is there either way
+    assert.deepEqual(JSON.parse(doc.stdout).daemon, { running: true, pid: st.pid, instanceId: dbId, root: d.root });
+    assert.match((await d.cli(['doctor'])).stdout, new RegExp(`bangerd: pid ${st.pid}, instance ${dbId}, root `));
     // Commit a row the way a service would, then crash the daemon.
     const db = openDatabase(join(d.root, 'banger.db'));
     db.prepare("INSERT INTO registry_credentials (registry, username, secret, updated_at) VALUES ('r.example', 'u', 's', 'now')").run();
@@ -37,6 +46,7 @@ test('daemon serves status on its isolated socket and keeps committed state acro
     db2.close();
     const st2 = await d.json(['daemon', 'status']);
     assert.notEqual(st2.pid, st.pid);
+    assert.equal(st2.instanceId, st.instanceId, 'the instance id survives a restart');
   } finally {
     await d.cleanup();
   }

@@ -153,7 +153,8 @@ test('pull of a crafted 3-layer image gives an ext4 matching the layers file by 
     // records
     assert.deepEqual(svc.get('crafted-v1'), rec);
     assert.equal(svc.list().length, 1);
-    assert.equal(svc.show('crafted-v1').blobs.length, 4, 'config + 3 layers referenced');
+    assert.equal(svc.show('crafted-v1').blobs.length, 5, 'manifest + config + 3 layers referenced');
+    assert.ok(svc.show('crafted-v1').blobs.includes(rec.digest), 'the manifest is one of them');
     await svc.settled();
     assert.deepEqual(leftovers(ctx).filter((l) => !l.startsWith('images/') && !l.startsWith('row:')), []);
   } finally {
@@ -183,7 +184,7 @@ test('pulling an existing name: up to date is a no-op, anything else is refused;
     assert.throws(() => svc.get('one'), (e: unknown) => isBangerError(e, 'E_NOT_FOUND') && e.hint === "see 'banger image list'");
     assert.deepEqual(leftovers(ctx), []);
     const pr = await svc.pruneCache();
-    assert.equal(pr.removed, 4, 'all four blobs were unreferenced');
+    assert.equal(pr.removed, 5, 'all five blobs (manifest, config, 3 layers) were unreferenced');
   } finally {
     cleanup();
   }

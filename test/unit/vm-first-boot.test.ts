@@ -12,6 +12,11 @@ test('firstBootState follows the first-boot script between step install and step
   assert.equal(firstBootState(installing + 'banger-first-boot: step configure: ssh\nbanger-first-boot: step exec-init: /lib/systemd/systemd\n').installing, false);
   const failed = installing + "banger-first-boot: error: step 'install' failed: apt-get install exited 100\r\n";
   assert.equal(firstBootState(failed).error, "step 'install' failed: apt-get install exited 100");
+  assert.equal(firstBootState(failed).hint, undefined);
+  const hinted = failed + 'banger-first-boot: hint: the guest needs network access to its package mirrors: create the VM with --nat\r\n';
+  assert.deepEqual(firstBootState(hinted), { installing: true, error: "step 'install' failed: apt-get install exited 100", hint: 'the guest needs network access to its package mirrors: create the VM with --nat' });
+  // a hint line not right after the error is not its hint
+  assert.equal(firstBootState(failed + 'something else\nbanger-first-boot: hint: x\n').hint, undefined);
 });
 
 /** An exec whose ssh never answers; counts attempts. */

@@ -64,7 +64,7 @@ export function registerDaemonCommands(program: Command, cli: () => Cli): void {
       const st = await client.request('daemon.status', {});
       client.close();
       c.emit({ running: true, ...st }, (s) =>
-        [`bangerd ${s.version} running`, `  pid:     ${s.pid}`, `  uptime:  ${s.uptimeSeconds}s`, `  socket:  ${s.socket}`, `  root:    ${s.root}`, `  config:  ${s.configFile}`, `  log:     ${s.logFile}`, `  schema:  v${s.schemaVersion}`, ...(s.node ? [`  node:    ${s.node.path} ${s.node.version}`] : [])].join('\n'),
+        [`bangerd ${s.version} running`, `  pid:     ${s.pid}`, `  uptime:  ${s.uptimeSeconds}s`, `  socket:  ${s.socket}`, `  root:    ${s.root}`, `  instance: ${s.instanceId}`, `  config:  ${s.configFile}`, `  log:     ${s.logFile}`, `  schema:  v${s.schemaVersion}`, ...(s.node ? [`  node:    ${s.node.path} ${s.node.version}`] : [])].join('\n'),
       );
     });
 }
