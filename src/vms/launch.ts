@@ -42,5 +42,6 @@ export function launchSpec(o: { instance: string; vm: VmRecord & { ip: string };
     net: { tap: o.net.tap, mac: o.net.mac },
     kvm: o.kvm,
     acpi: !!o.kernel.initrd,
+    ...(vm.spec.mounts?.length ? { mounts: vm.spec.mounts } : {}),
   };
 }

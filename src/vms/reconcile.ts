@@ -2,12 +2,14 @@ import { readdir, rm } from 'node:fs/promises';
 import { errorMessage } from '../core/errors.js';
 import { tapName } from '../network/links.js';
 import { killOrphan, orphanVmms } from './orphans.js';
+import { PortForwards } from './ports.js';
 import type { VmService } from './service.js';
 
 /**
  * Daemon-start reconcile (idempotent). It touches only what this instance made (owner.ts):
  * 1. every VM row: a live VMM whose command line is this VM's → adopted (state running, pid;
- *    a create that died after starting it is completed that way); otherwise, for a row whose
+ *    a create that died after starting it is completed that way; its published ports are
+ *    listened on again, a port now taken by something else is logged, not fatal); otherwise, for a row whose
  *    create never finished (`create_done` 0: the daemon died mid-create), the VM is removed
  *    entirely (tap, NAT, lease, row, files, pinned key), and any other row is marked stopped
  *    with its tap/NAT/sockets removed;
@@ -35,6 +37,7 @@ export async function reconcileVms(svc: VmService): Promise<void> {
         runningIds.add(vm.id);
         if (st.pid) adopted.set(vm.name, st.pid);
         log.info('adopted running vm', { vm: vm.name, pid: st.pid });
+        await svc.forwards.open(vm.name, PortForwards.of(vm), () => repo.find(vm.name)?.ip ?? undefined).catch((e) => log.warn('cannot publish the ports of an adopted vm', { vm: vm.name, error: errorMessage(e) }));
       } else if (!vm.createDone) {
         await svc.rm([vm.name], true);
         log.info('removed vm whose create never finished', { vm: vm.name });

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { method, Name, type MethodTable } from '../rpc/protocol.js';
 import type { VmService } from './service.js';
 import { PackageUrl } from './package-source.js';
+import { MAX_INIT_SCRIPT_BYTES } from './init-script.js';
 
 const Names = z.array(Name).min(1).max(64);
 const Size = z.string().min(1).max(32);
@@ -26,6 +27,10 @@ export function vmMethods(svc: VmService): MethodTable {
           vmm: z.enum(['auto', 'qemu', 'firecracker']).optional(),
           packageMirror: PackageUrl.optional(),
           packageProxy: PackageUrl.optional(),
+          ports: z.array(z.string().min(1).max(64)).max(64).optional(),
+          mounts: z.array(z.string().min(1).max(4096)).max(16).optional(),
+          initScript: z.string().max(Math.ceil(MAX_INIT_SCRIPT_BYTES / 3) * 4).base64().optional(),
+          keepOnFailure: z.boolean().optional(),
         })
         .strict(),
       (p, c) => svc.create(p, c),

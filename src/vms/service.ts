@@ -30,6 +30,10 @@ import { launchSpec } from './launch.js';
 import { waitReady, type Stage } from './readiness.js';
 import { bangerGid } from '../daemon/system.js';
 import { testPause } from './testpause.js';
+import { PortForwards } from './ports.js';
+import { parseMountSpecs, parsePortSpecs } from './publish-spec.js';
+import { checkMounts, seedMountsFile, startVirtiofsd, stopVirtiofsd } from './mounts.js';
+import { initScriptStep, keptOnFailure, verifyMountsStep } from './create-extras.js';
 
 export interface CreateParams {
   image: string;
@@ -47,6 +51,14 @@ export interface CreateParams {
   packageMirror?: string;
   /** HTTP proxy for the first boot's install (default: config firstBoot.packageProxy). */
   packageProxy?: string;
+  /** `-p [HOSTIP:]HOSTPORT:GUESTPORT[/tcp]` specs (publish-spec.ts). */
+  ports?: string[];
+  /** `--mount HOSTDIR:GUESTDIR[:ro]` specs (QEMU only). */
+  mounts?: string[];
+  /** `--init-script`: the file's bytes, base64; run once as root after the first boot. */
+  initScript?: string;
+  /** Keep the VM (do not unwind) when create fails after its record exists. */
+  keepOnFailure?: boolean;
 }
 
 export interface OpContext {
@@ -85,6 +97,8 @@ export class VmService {
   readonly hostKeys: HostKeyPool;
   /** rootfs (path, inode, mtime) → has banger's first-boot script: debugfs once per image build. */
   private readonly firstBootCache = new Map<string, boolean>();
+  /** Published ports (`-p`): listeners in the daemon forwarding to guests (ports.ts). */
+  readonly forwards: PortForwards;
 
   constructor(
     readonly ctx: Context,
@@ -96,6 +110,7 @@ export class VmService {
     this.host = opts.host ?? realHost;
     this.drivers = opts.drivers ?? { qemu: new QemuDriver(ctx.exec, { qemu: ctx.config.binaries.qemu }) };
     this.gid = opts.bangerGid;
+    this.forwards = new PortForwards(ctx.log);
     this.hostKeys = new HostKeyPool(ctx.exec, ctx.layout.tmp, 2, (e) => ctx.log.warn('host key pool refill failed', { error: errorMessage(e) }));
   }
 
@@ -137,6 +152,11 @@ export class VmService {
       const workDiskBytes = p.workDisk === undefined ? undefined : sizeArg('--work-disk', p.workDisk);
       const firstBoot = image.fromRegistry || (await this.rootfsHasFirstBoot(image.rootfsPath));
       const pkg = resolvePackageSource({ mirror: p.packageMirror, proxy: p.packageProxy }, { mirror: this.ctx.config.firstBoot?.packageMirror, proxy: this.ctx.config.firstBoot?.packageProxy });
+      const ports = parsePortSpecs(p.ports ?? []);
+      PortForwards.checkConflicts(name, ports, this.repo.list());
+      const mounts = await checkMounts(parseMountSpecs(p.mounts ?? []), choice.kind);
+      const initScript = p.initScript === undefined ? undefined : Buffer.from(p.initScript, 'base64');
+      if (initScript && (p.start === false || p.wait === false)) throw new BangerError(ErrorCode.Invalid, '--init-script needs the VM started and ready', { hint: 'drop --no-start / --no-wait', details: { field: '--init-script' } });
       const id = newVmId();
       const files = this.files(name);
       const spec: VmSpec = {
@@ -149,9 +169,14 @@ export class VmService {
         ...(pkg.mirror ? { packageMirror: pkg.mirror } : {}),
         ...(pkg.proxy ? { packageProxy: pkg.proxy } : {}),
         rootDisk: { path: driver.kind === 'qemu' ? files.rootQcow2 : files.rootRaw, format: driver.kind === 'qemu' ? 'qcow2' : 'raw' },
+        ...(ports.length ? { ports } : {}),
+        ...(mounts.length ? { mounts } : {}),
       };
       const undo = new UndoStack((m, f) => this.ctx.log.warn(m, { vm: name, ...f }));
       try {
+        // step ports: bound first, so a host port already taken fails before anything exists
+        undo.push('ports', () => this.forwards.close(name));
+        await this.forwards.open(name, ports, () => this.repo.find(name)?.ip ?? undefined);
         // step record: VM row + IP lease in one transaction (UNIQUE ip: never two VMs, one IP)
         const ip = this.ctx.db.transaction(() => {
           this.repo.insert({ name, id, image: image.name, kernel: kernel.name, spec, desiredState: p.start === false ? 'stopped' : 'running', state: 'created', vmm: choice.kind, vmmReason: choice.reason, tap: tapName(id), mac: null, createdAt: new Date().toISOString() });
@@ -183,7 +208,7 @@ export class VmService {
           const gid = this.gid ?? (await bangerGid());
           const [clientPub, hostPub] = await settleAll([ensureClientKey(this.ctx.exec, this.ssh, gid), this.hostKeys.take(files.hostKey, name)]);
           const net = this.net.describe(id, ip);
-          await buildSeedDisk(this.ctx.exec, files.seed, this.ctx.layout.tmp, { name, net, hostKey: await readFile(files.hostKey, 'utf8'), hostKeyPub: hostPub, authorizedKey: clientPub, growRoot: diskSizeBytes !== undefined, packageMirror: pkg.mirror, packageProxy: pkg.proxy });
+          await buildSeedDisk(this.ctx.exec, files.seed, this.ctx.layout.tmp, { name, net, hostKey: await readFile(files.hostKey, 'utf8'), hostKeyPub: hostPub, authorizedKey: clientPub, growRoot: diskSizeBytes !== undefined, packageMirror: pkg.mirror, packageProxy: pkg.proxy, mounts: seedMountsFile(mounts) });
           undo.push('known_hosts', () => unpinHostKey(this.ssh, ip, name));
           await pinHostKey(this.ssh, ip, name, hostPub);
           undo.push('ssh-config', async () => void (await this.refreshSshConfig(name)));
@@ -196,11 +221,21 @@ export class VmService {
         await testPause(this.ctx, 'network', op.signal);
 
         if (starting) await this.startSteps(this.get(name), { ...op, stage, undo, wait: p.wait !== false, networkReady: true });
-        else this.repo.setState(name, { state: 'stopped', desiredState: 'stopped' });
+        if (starting && p.wait !== false && mounts.length) await verifyMountsStep(this, this.get(name), mounts, { stage, signal: op.signal });
+        if (initScript) await initScriptStep(this, this.get(name), initScript, { stage, signal: op.signal });
+        if (!starting) {
+          this.repo.setState(name, { state: 'stopped', desiredState: 'stopped' });
+          await this.forwards.close(name); // published again by vm start
+        }
         this.repo.createDone(name);
         undo.commit();
         return this.view(this.get(name));
       } catch (e) {
+        if (p.keepOnFailure && this.repo.find(name)) {
+          undo.commit();
+          this.repo.createDone(name);
+          throw keptOnFailure(name, e);
+        }
         const failures = await undo.unwind();
         if (failures.length) this.ctx.log.error('create unwind incomplete', { vm: name, failures });
         throw e;
@@ -257,6 +292,9 @@ export class VmService {
     const files = this.files(vm.name);
     const net = this.net.describe(vm.id, vm.ip);
 
+    // step ports (a create opened them already: open is idempotent)
+    o.undo.push('ports', () => this.forwards.close(vm.name));
+    await this.forwards.open(vm.name, PortForwards.of(vm), () => this.repo.find(vm.name)?.ip ?? undefined);
     if (!o.networkReady) await this.networkUp(vm, o, false);
     throwIfAborted(o.signal);
 
@@ -267,6 +305,9 @@ export class VmService {
     await rm(files.console, { force: true });
     this.repo.setState(vm.name, { state: 'starting', desiredState: 'running' });
     throwIfAborted(o.signal);
+    // step mounts: virtiofsd before QEMU (which connects to its socket); it exits with QEMU
+    o.undo.push('virtiofsd', () => stopVirtiofsd(files.dir, vm.spec.mounts ?? []));
+    await startVirtiofsd(this.ctx.exec, files.dir, vm.spec.mounts ?? []);
     // Registered before the start: a start cut short (cancel, timeout) may have left a VMM
     // behind; kill finds it by its pid file and QMP socket, and is a no-op when there is none.
     o.undo.push('vmm', () => driver.kill(files, 'SIGKILL'));
@@ -354,6 +395,8 @@ export class VmService {
   }
 
   private async teardownRuntime(vm: VmRecord): Promise<void> {
+    await this.forwards.close(vm.name);
+    await stopVirtiofsd(this.files(vm.name).dir, vm.spec.mounts ?? []);
     await this.net.removeTap(vm.tap ?? tapName(vm.id));
     if (vm.spec.nat) await this.net.disableNat(vm.id);
     for (const p of [this.files(vm.name).qmp, this.files(vm.name).agent, this.files(vm.name).pid]) await rm(p, { force: true });

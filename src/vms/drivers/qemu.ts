@@ -8,6 +8,7 @@ import { toolEnv } from '../../core/exec.js';
 import type { VmFiles } from '../files.js';
 import { cmdline, pidAlive, readPidFile, waitExit } from '../proc.js';
 import { qmpCommand } from './qmp.js';
+import { qemuMountArgs } from '../mounts.js';
 import type { AgentChannel, DiskSpec, LaunchSpec, VmmDriver, VmmStatus } from './types.js';
 
 /** QEMU option values escape ',' as ',,'. */
@@ -30,7 +31,7 @@ export function qemuArgv(binary: string, s: LaunchSpec): string[] {
     binary,
     // The guest name carries the owning instance (owner.ts); the process title stays short.
     '-name', `banger:${s.instance}:${s.name},process=banger-${s.name}`,
-    '-M', `microvm,acpi=${s.acpi ? 'on' : 'off'},x-option-roms=off,rtc=on`,
+    '-M', `microvm,acpi=${s.acpi ? 'on' : 'off'},x-option-roms=off,rtc=on${s.mounts?.some((m) => m.kind === 'virtiofs') ? ',memory-backend=mem' : ''}`,
     '-accel', s.kvm ? 'kvm' : 'tcg',
     // TCG: QEMU's default CPU model (-cpu max hangs TSC calibration of Debian's kernel).
     ...(s.kvm ? ['-cpu', 'host'] : []),
@@ -46,6 +47,7 @@ export function qemuArgv(binary: string, s: LaunchSpec): string[] {
     argv.push('-drive', `id=${d.id},file=${qopt(d.path)},format=${d.format},if=none,${d.readOnly ? 'readonly=on' : 'discard=unmap'}`);
     argv.push('-device', `virtio-blk-device,drive=${d.id}`);
   }
+  argv.push(...qemuMountArgs(s.mounts ?? [], f.dir, s.memoryMiB));
   argv.push('-netdev', `tap,id=n0,ifname=${s.net.tap},script=no,downscript=no`);
   argv.push('-device', `virtio-net-device,netdev=n0,mac=${s.net.mac}`);
   argv.push('-object', 'rng-random,id=rng0,filename=/dev/urandom', '-device', 'virtio-rng-device,rng=rng0');

@@ -1,4 +1,5 @@
 import type { VmFiles } from '../files.js';
+import type { MountSpec } from '../publish-spec.js';
 
 /**
  * The VMM driver interface. QEMU implements it now; Firecracker plugs into the same shape.
@@ -43,6 +44,8 @@ export interface LaunchSpec {
   acpi: boolean;
   /** Use KVM acceleration (qemu: `-accel kvm` else `-accel tcg`). */
   kvm: boolean;
+  /** Host folders shared over virtio-9p (qemu only; mounts.ts). */
+  mounts?: MountSpec[];
 }
 
 export interface VmmStatus {
