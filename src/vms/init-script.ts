@@ -30,7 +30,8 @@ export const INIT_REMOTE = [
  * output; throws E_INIT_SCRIPT with the exit code and the last lines when it fails.
  */
 export async function runInitScript(exec: Exec, ssh: SshPaths, ip: string, script: Buffer, o: { timeoutMs: number; signal?: AbortSignal }): Promise<string> {
-  const r = await exec(['ssh', ...sshOptions(ssh), `root@${ip}`, INIT_REMOTE], { env: toolEnv(), input: script, allowFailure: true, timeoutMs: o.timeoutMs, signal: o.signal });
+  // Keepalives: a guest that dies or hangs mid-script fails the step in ~30 s, not never.
+  const r = await exec(['ssh', ...sshOptions(ssh), '-o', 'ServerAliveInterval=5', '-o', 'ServerAliveCountMax=6', `root@${ip}`, INIT_REMOTE], { env: toolEnv(), input: script, allowFailure: true, timeoutMs: o.timeoutMs, signal: o.signal });
   if (r.exitCode === 0) return r.stdout;
   const tail = `${r.stdout}${r.stderr}`.split('\n').filter((l) => l.length).slice(-INIT_TAIL_LINES);
   const how = r.exitCode === 255 ? 'could not be run (ssh failed)' : `failed with exit code ${r.exitCode}`;

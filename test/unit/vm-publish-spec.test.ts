@@ -89,7 +89,7 @@ test('mount devices: QEMU argv (9p readonly, virtiofs shared memory), seed file,
   const ninep = { ...parseMountSpec('/h/ab:/mnt/a:ro', 0), hostDir: '/h/a,b', kind: '9p' as const }; // a comma QEMU must escape
   const vfs = { ...parseMountSpec('/h/c:/mnt/c', 1), kind: 'virtiofs' as const };
   assert.deepEqual(qemuMountArgs([ninep], files.dir, 512), ['-fsdev', 'local,id=fs_banger0,path=/h/a,,b,security_model=passthrough,readonly=on', '-device', 'virtio-9p-device,fsdev=fs_banger0,mount_tag=banger0']);
-  assert.deepEqual(qemuMountArgs([vfs], files.dir, 512), ['-object', 'memory-backend-memfd,id=mem,size=512M,share=on', '-chardev', 'socket,id=fs_banger1,path=/v/box/virtiofs-banger1.sock', '-device', 'vhost-user-fs-device,chardev=fs_banger1,tag=banger1']);
+  assert.deepEqual(qemuMountArgs([vfs], files.dir, 512), ['-object', 'memory-backend-memfd,id=mem,size=512M,share=on', '-global', 'virtio-mmio.force-legacy=false', '-chardev', 'socket,id=fs_banger1,path=/v/box/virtiofs-banger1.sock', '-device', 'vhost-user-fs-device,chardev=fs_banger1,tag=banger1']);
   const spec = { id: 'i', instance: 'x', name: 'box', files, vcpu: 1, memoryMiB: 512, kernel: '/k', cmdline: '', disks: [], net: { tap: 't', mac: 'm' }, kvm: false, acpi: true } satisfies LaunchSpec;
   const withFs = qemuArgv('qemu', { ...spec, mounts: [vfs] });
   assert.match(withFs[withFs.indexOf('-M') + 1]!, /,memory-backend=mem$/);
