@@ -10,8 +10,10 @@ import { BangerError, ErrorCode } from '../core/errors.js';
  *   is left listening on failure.
  * - Each connection is independent: a target that refuses, resets, or never answers the
  *   connect (`connectTimeoutMs`), or a client or target that resets mid-stream, ends that
- *   connection only (both sockets destroyed). Half-close is passed through (allowHalfOpen).
- *   A connection idle in both directions for `idleTimeoutMs` is closed.
+ *   connection only. A client that goes away destroys both sockets; a target that goes away
+ *   (even by reset) has what it sent delivered to the client first, then the client gets a
+ *   FIN (destroyed after 5 s if it does not close). Half-close is passed through
+ *   (allowHalfOpen). A socket idle for `idleTimeoutMs` (0: never) ends the connection.
  * - `close` stops listening and destroys every live connection. Idempotent.
  */
 export class TcpForwarder {
@@ -61,10 +63,12 @@ export class TcpForwarder {
     this.live.add(client);
     this.live.add(upstream);
     let done = false;
+    let connected = false;
     const end = () => {
       if (done) return;
       done = true;
       clearTimeout(connectTimer);
+      clearTimeout(graceTimer);
       client.destroy();
       upstream.destroy();
       this.live.delete(client);
@@ -72,17 +76,24 @@ export class TcpForwarder {
     };
     const connectTimer = setTimeout(end, this.opts.connectTimeoutMs ?? 10_000);
     connectTimer.unref();
-    for (const s of [client, upstream]) {
-      s.on('error', end);
-      s.on('close', end);
-      s.setTimeout(this.opts.idleTimeoutMs ?? 0, end);
-    }
-    // Both directions finished (FIN each way): close.
-    let ended = 0;
-    const oneEnded = () => (++ended === 2 ? end() : undefined);
-    client.on('end', oneEnded);
-    upstream.on('end', oneEnded);
+    let graceTimer: NodeJS.Timeout | undefined;
+    // The client going away (close or error) ends everything at once.
+    client.on('error', end);
+    client.on('close', end);
+    // The target going away (FIN, reset, error) first flushes what it already sent to the
+    // client: a server that closes with request bytes unread resets the connection right
+    // after its response, and that response must still arrive. Then the client gets a FIN,
+    // and is destroyed if it has not closed within the grace period.
+    upstream.on('error', () => undefined);
+    upstream.on('close', () => {
+      if (!connected) return end();
+      client.end();
+      graceTimer = setTimeout(end, 5000);
+      graceTimer.unref();
+    });
+    for (const s of [client, upstream]) s.setTimeout(this.opts.idleTimeoutMs ?? 0, end);
     upstream.once('connect', () => {
+      connected = true;
       clearTimeout(connectTimer);
       client.pipe(upstream);
       upstream.pipe(client);

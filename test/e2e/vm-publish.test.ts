@@ -126,7 +126,11 @@ test('one VM: published port answers HTTP on the daemon netns loopback, host fol
   for (const stage of ['mounts', 'init-script']) assert.match(r.stderr, new RegExp(`\\] ${stage}: `), `progress shows stage ${stage}`);
 
   // port: the guest's HTTP server at the daemon namespace's 127.0.0.1
-  assert.equal(await httpUntil(PORT, /BODY/, 60_000), 'BODY:hello from the guest');
+  const first = await httpUntil(PORT, /BODY/, 60_000);
+  if (first !== 'BODY:hello from the guest') {
+    const diag = await d!.cli(['vm', 'ssh', 'pub', '--', 'systemctl status banger-http --no-pager; journalctl -u banger-http --no-pager | tail -20; cat /proc/net/tcp | head'], { timeoutMs: 120_000 });
+    assert.fail(`published port: ${first}\nguest:\n${diag.stdout}\n${diag.stderr}`);
+  }
   const ps = await d!.cli(['ps']);
   assert.match(ps.stdout, new RegExp(`127\\.0\\.0\\.1:${PORT}->80/tcp`));
   const show = await d!.cli(['vm', 'show', 'pub']);
@@ -162,10 +166,10 @@ test('one VM: published port answers HTTP on the daemon netns loopback, host fol
 test('a failing --init-script fails vm create with its exit code and last lines, and leaves nothing', { skip, ...T }, async () => {
   const script = join(work, 'fail.sh');
   writeFileSync(script, '#!/bin/sh\necho "first line"\necho "about to fail" >&2\nexit 7\n');
-  const r = await d!.cli(['vm', 'create', '--image', 'debian-bookworm', '--name', 'bad', '-p', `${PORT}:80`, '--init-script', script], { timeoutMs: 600_000 });
+  const r = await d!.cli(['vm', 'create', '--image', 'debian-bookworm', '--name', 'bad', '-p', `${PORT + 2}:80`, '--init-script', script], { timeoutMs: 600_000 });
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, /--init-script failed with exit code 7/);
   assert.match(r.stderr, /first line\nabout to fail/);
   assert.deepEqual(leftovers(hostNs, d!.root, bridgeInstance(hostNs, 'banger0'), 'bad'), []);
-  assert.match(httpGet(PORT), /ERR:ECONNREFUSED/, 'its port is released');
+  assert.match(httpGet(PORT + 2), /ERR:ECONNREFUSED/, 'its port is released');
 });

@@ -72,6 +72,17 @@ test('forwarder: 32 MiB each way through it intact (backpressure, half-close), 8
   });
 });
 
+test('forwarder: a response sent just before the target resets still reaches the client', async () => {
+  // Like many small servers (and the e2e guest's perl one): read the request line, answer,
+  // close with the rest of the request unread, which makes the kernel send RST right after.
+  const rude = await listen((s) => s.once('data', () => s.write('HTTP/1.0 200 OK\r\n\r\nanswer before reset\n', () => s.resetAndDestroy())));
+  const f = await forward(rude);
+  for (let i = 0; i < 20; i++) {
+    const r = await fetch(`http://127.0.0.1:${f.port}/`, { headers: { 'x-pad': 'y'.repeat(2000) }, signal: AbortSignal.timeout(5000) }).then((x) => x.text(), (e) => `ERR:${e.cause?.code ?? e.name}`);
+    assert.equal(r, 'answer before reset\n', `request ${i}`);
+  }
+});
+
 test('forwarder: hostile targets fail their own connection only; the forwarder keeps serving', async () => {
   const echo = await listen((s) => s.pipe(s));
   const hang = await listen(() => {}); // accepts, never reads or answers
