@@ -114,8 +114,14 @@ test('one VM: published port answers HTTP on the daemon netns loopback, host fol
       'echo "init-script says hello as $(id -un)"',
       'echo "guest reads: $(cat /mnt/rw/from-host.txt)"',
       'echo "written in the guest" > /mnt/rw/from-guest.txt',
-      // perl-base is in every Debian: a tiny HTTP server on port 80, kept by systemd.
-      `systemd-run --unit=banger-http perl -MIO::Socket::INET -e '$s=IO::Socket::INET->new(LocalPort=>80,Listen=>5,ReuseAddr=>1) or die; while($c=$s->accept){<$c>; print $c "HTTP/1.0 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\nhello from the guest\\n"; close $c}'`,
+      // perl-base is in every Debian: a tiny HTTP server on port 80, kept by systemd (a file:
+      // systemd would expand the $ of an inline program).
+      "cat >/root/http.pl <<'EOF'",
+      'use IO::Socket::INET;',
+      '$s = IO::Socket::INET->new(LocalPort => 80, Listen => 5, ReuseAddr => 1) or die "listen: $!";',
+      'while ($c = $s->accept) { <$c>; print $c "HTTP/1.0 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\nhello from the guest\\n"; close $c }',
+      'EOF',
+      'systemd-run --unit=banger-http perl /root/http.pl',
       '',
     ].join('\n'),
   );
