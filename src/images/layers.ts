@@ -6,10 +6,10 @@ import { createHash } from 'node:crypto';
 import { BangerError, ErrorCode } from '../core/errors.js';
 import { isDecompressError, zstdDecompressor } from '../core/zstd.js';
 import type { Logger } from '../core/log.js';
-import type { ProgressEvent } from '../rpc/protocol.js';
+import type { ProgressEvent } from '../core/operation.js';
 import type { LayerApplier } from './apply.js';
 import type { RegistryClient } from './registry/client.js';
-import { verifyBlob } from './registry/client.js';
+import { verifyBlob } from '../core/content-store.js';
 import { layerCompression, type Compression, type Descriptor } from './registry/manifest.js';
 import type { BlobStore } from './store.js';
 import { TarReader } from './tar.js';
@@ -66,7 +66,7 @@ export async function applyTarStream(source: AsyncIterable<Buffer> | Readable, c
     applier.release();
     if (signal?.aborted) throw new BangerError(ErrorCode.Cancelled, 'operation cancelled', { cause: e });
     if (e instanceof BangerError) throw e;
-    if (isDecompressError(e) || /zstd|incorrect header|invalid/i.test((e as Error).message)) {
+    if (isDecompressError(e)) {
       throw new BangerError(ErrorCode.Invalid, `layer is not valid ${compression} data: ${(e as Error).message}`, { cause: e });
     }
     throw e;

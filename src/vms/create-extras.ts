@@ -5,14 +5,21 @@ import { verifyMountsCommand } from './mounts.js';
 import type { MountSpec } from './publish-spec.js';
 import { sshOptions } from './ssh.js';
 import type { Stage } from './readiness.js';
-import type { VmService } from './service.js';
+import type { Exec } from '../core/exec.js';
+import type { SshPaths } from './ssh.js';
+
+/** What these steps need of the VM service (passed in, so this file never imports it). */
+export interface ExtrasDeps {
+  ctx: { exec: Exec };
+  ssh: SshPaths;
+}
 import type { VmRecord } from './store.js';
 
 /** How long an --init-script may run before create gives up on it. */
 export const INIT_SCRIPT_TIMEOUT_MS = 60 * 60 * 1000;
 
 /** step init-script: run `script` once as root over SSH; its output is on the console (`vm logs`). */
-export async function initScriptStep(svc: VmService, vm: VmRecord, script: Buffer, o: { stage: Stage; signal?: AbortSignal }): Promise<void> {
+export async function initScriptStep(svc: ExtrasDeps, vm: VmRecord, script: Buffer, o: { stage: Stage; signal?: AbortSignal }): Promise<void> {
   if (!vm.ip) throw new BangerError(ErrorCode.Internal, `vm '${vm.name}' has no IP lease`);
   o.stage('init-script', `${script.length} bytes, as root`);
   await runInitScript(svc.ctx.exec, svc.ssh, vm.ip, script, { timeoutMs: INIT_SCRIPT_TIMEOUT_MS, signal: o.signal });
@@ -30,7 +37,7 @@ export function keptOnFailure(name: string, e: unknown): BangerError {
 }
 
 /** step mounts: after the first boot, every --mount must be mounted in the guest (else the kernel lacks the filesystem). */
-export async function verifyMountsStep(svc: VmService, vm: VmRecord, mounts: MountSpec[], o: { stage: Stage; signal?: AbortSignal }): Promise<void> {
+export async function verifyMountsStep(svc: ExtrasDeps, vm: VmRecord, mounts: MountSpec[], o: { stage: Stage; signal?: AbortSignal }): Promise<void> {
   o.stage('mounts', mounts.map((m) => `${m.guestDir} (${m.kind})`).join(', '));
   const r = await svc.ctx.exec(['ssh', ...sshOptions(svc.ssh), `root@${vm.ip}`, verifyMountsCommand(mounts)], { env: toolEnv(), allowFailure: true, timeoutMs: 60_000, signal: o.signal });
   if (r.exitCode !== 0) {

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { formatPort, parseMountSpec, parseMountSpecs, parsePortSpec, parsePortSpecs } from '../../src/vms/publish-spec.js';
 import { checkMounts, qemuMountArgs, seedMountsFile, verifyMountsCommand } from '../../src/vms/mounts.js';
 import { PortForwards } from '../../src/vms/ports.js';
-import { qemuArgv } from '../../src/vms/drivers/qemu.js';
+import { qemuArgv } from '../../src/vms/drivers/qemu/argv.js';
 import { seedFiles } from '../../src/vms/seed.js';
 import { vmFiles } from '../../src/vms/files.js';
 import { absoluteHostDir } from '../../src/cli/commands/vm-create-extras.js';
@@ -90,7 +90,7 @@ test('mount devices: QEMU argv (9p readonly, virtiofs shared memory), seed file,
   const vfs = { ...parseMountSpec('/h/c:/mnt/c', 1), kind: 'virtiofs' as const };
   assert.deepEqual(qemuMountArgs([ninep], files.dir, 512), ['-fsdev', 'local,id=fs_banger0,path=/h/a,,b,security_model=passthrough,readonly=on', '-device', 'virtio-9p-device,fsdev=fs_banger0,mount_tag=banger0']);
   assert.deepEqual(qemuMountArgs([vfs], files.dir, 512), ['-object', 'memory-backend-memfd,id=mem,size=512M,share=on', '-global', 'virtio-mmio.force-legacy=false', '-chardev', 'socket,id=fs_banger1,path=/v/box/virtiofs-banger1.sock', '-device', 'vhost-user-fs-device,chardev=fs_banger1,tag=banger1']);
-  const spec = { id: 'i', instance: 'x', name: 'box', files, vcpu: 1, memoryMiB: 512, kernel: '/k', cmdline: '', disks: [], net: { tap: 't', mac: 'm' }, kvm: false, acpi: true } satisfies LaunchSpec;
+  const spec = { id: 'i', instance: 'x', name: 'box', files, vcpu: 1, memoryMiB: 512, kernel: '/k', cmdline: '', disks: [], net: { tap: 't', mac: 'm' }, kvm: false, acpi: true } as unknown as Parameters<typeof qemuArgv>[1];
   const withFs = qemuArgv('qemu', { ...spec, mounts: [vfs] });
   assert.match(withFs[withFs.indexOf('-M') + 1]!, /,memory-backend=mem$/);
   const plain = qemuArgv('qemu', spec);

@@ -1,3 +1,4 @@
+import { VMM_CHOICES } from '../../core/vmm.js';
 import { spawn } from 'node:child_process';
 import { lstat, mkdir, readFile, readlink, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
@@ -6,6 +7,8 @@ import { BangerError, ErrorCode } from '../../core/errors.js';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { writeFileAtomic } from '../../core/fsutil.js';
 import type { Cli } from '../context.js';
+import type { Params } from '../../rpc/contract.js';
+import type { Vm, VmDetail } from '../../rpc/types.js';
 import { age, table } from '../table.js';
 import { formatPort, type MountSpec } from '../../vms/publish-spec.js';
 import { collect, createExtras } from './vm-create-extras.js';
@@ -29,7 +32,7 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
     .option('--nat', 'give the VM outbound network access through NAT (masquerade on the host)')
     .option('--no-start', 'only create the VM (disks, keys, lease); start it later with vm start')
     .option('--no-wait', 'return once the VMM runs, without waiting for SSH')
-    .addOption(new Option('--vmm <vmm>', 'VMM: auto picks firecracker when usable, else qemu').choices(['auto', 'qemu', 'firecracker']))
+    .addOption(new Option('--vmm <vmm>', 'VMM: auto picks firecracker when usable, else qemu').choices([...VMM_CHOICES]))
     .option('--package-mirror <url>', "archive the first boot installs systemd + sshd from instead of the image's own sources (Debian/Ubuntu: the base URL, e.g. http://10.0.0.1:8080/debian; default: config firstBoot.packageMirror)")
     .option('--package-proxy <url>', 'HTTP proxy for the first boot install (default: config firstBoot.packageProxy)')
     .option('-p, --publish <spec>', 'publish a guest TCP port on the host: [HOSTIP:]HOSTPORT:GUESTPORT[/tcp], HOSTIP default 127.0.0.1 (repeatable)', collect, [])
@@ -60,7 +63,7 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
       .action(async (names: string[]) => {
         const c = cli();
         const r = await c.call(`vm.${verb}`, { names }, { progress: true });
-        c.emit(r, (vs: any[]) => vs.map((x) => `${x.name}: ${x.running ? 'running' : x.state}`).join('\n'));
+        c.emit(r, (vs) => vs.map((x) => `${x.name}: ${x.running ? 'running' : x.state}`).join('\n'));
       });
   }
 
@@ -72,11 +75,13 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
     .action(async (names: string[], o) => {
       const c = cli();
       const sig = String(o.signal).toUpperCase().startsWith('SIG') ? String(o.signal).toUpperCase() : `SIG${String(o.signal).toUpperCase()}`;
-      const r = await c.call('vm.kill', { names, signal: sig });
-      c.emit(r, (vs: any[]) => vs.map((x) => `${x.name}: ${x.running ? 'running' : x.state}`).join('\n'));
+      // The daemon validates the signal name against the contract (E_INVALID naming the field).
+      const r = await c.call('vm.kill', { names, signal: sig as Params<'vm.kill'>['signal'] });
+      c.emit(r, (vs) => vs.map((x) => `${x.name}: ${x.running ? 'running' : x.state}`).join('\n'));
     });
 
   vm.command('rm')
+    .aliases(['delete', 'remove'])
     .description('remove VMs: stop (or with -f kill) them, then delete disks, keys, lease, tap and NAT rules')
     .argument('<names...>', 'one or more VM names')
     .option('-f, --force', 'kill a running VM instead of shutting it down gracefully')
@@ -164,7 +169,7 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
     .action(async (name: string) => {
       const c = cli();
       const r = await c.call('vm.ports', { name });
-      c.emit(r, (x) => table(['PROTO', 'ADDRESS', 'PORT'], x.ports.map((p: any) => [p.proto, p.address, p.port])));
+      c.emit(r, (x) => table(['PROTO', 'ADDRESS', 'PORT'], x.ports.map((p) => [p.proto, p.address, p.port])));
     });
 
   program
@@ -216,7 +221,10 @@ function intArg(flag: string) {
   };
 }
 
-export function renderList(vms: any[]): string {
+/** The fields the VM table shows. */
+export type VmRow = Pick<Vm, 'name' | 'running' | 'state' | 'vmm' | 'image' | 'ip' | 'createdAt'> & { spec: Pick<Vm['spec'], 'vcpu' | 'memoryMiB' | 'ports'> };
+
+export function renderList(vms: VmRow[]): string {
   if (!vms.length) return "no VMs (create one: banger vm create --image IMAGE)";
   return table(
     ['NAME', 'STATE', 'VMM', 'IMAGE', 'IP', 'VCPU', 'MEM', 'AGE', 'PORTS'],
@@ -224,7 +232,7 @@ export function renderList(vms: any[]): string {
   );
 }
 
-function renderShow(v: any): string {
+function renderShow(v: VmDetail): string {
   const rows: [string, unknown][] = [
     ['name', v.name],
     ['id', v.id],
