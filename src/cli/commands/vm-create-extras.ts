@@ -1,7 +1,14 @@
 import { readFile } from 'node:fs/promises';
 import { isAbsolute, resolve } from 'node:path';
 import { BangerError, ErrorCode, errorMessage } from '../../core/errors.js';
-import { MAX_INIT_SCRIPT_BYTES } from '../../vms/init-script.js';
+
+/** Largest --init-script accepted (the daemon's contract allows 1 MiB decoded). */
+const MAX_INIT_SCRIPT_BYTES = 1024 * 1024;
+
+/** `127.0.0.1:8080->80/tcp` (`[::1]:…` for IPv6), as docker prints a published port. */
+export function formatPort(p: { hostIp: string; hostPort: number; guestPort: number; proto: string }): string {
+  return `${p.hostIp.includes(':') ? `[${p.hostIp}]` : p.hostIp}:${p.hostPort}->${p.guestPort}/${p.proto}`;
+}
 
 /** commander collector for repeatable options. */
 export function collect(v: string, prev: string[]): string[] {

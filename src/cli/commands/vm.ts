@@ -10,8 +10,7 @@ import type { Cli } from '../context.js';
 import type { Params } from '../../rpc/contract.js';
 import type { Vm, VmDetail } from '../../rpc/types.js';
 import { age, table } from '../table.js';
-import { formatPort, type MountSpec } from '../../vms/publish-spec.js';
-import { collect, createExtras } from './vm-create-extras.js';
+import { collect, createExtras, formatPort } from './vm-create-extras.js';
 
 /** `banger vm …`, `banger ps` and `banger ssh-config`. Handlers return data; `emit` prints. */
 export function registerVmCommands(program: Command, cli: () => Cli): void {
@@ -247,7 +246,7 @@ function renderShow(v: VmDetail): string {
     ['memory', `${v.spec.memoryMiB} MiB`],
     ['nat', v.spec.nat ? 'yes' : 'no'],
     ['ports', (v.spec.ports ?? []).map(formatPort).join(', ') || undefined],
-    ['mounts', (v.spec.mounts ?? []).map((m: MountSpec) => `${m.hostDir} -> ${m.guestDir}${m.readOnly ? ' (ro)' : ''}`).join(', ') || undefined],
+    ['mounts', (v.spec.mounts ?? []).map((m: { hostDir: string; guestDir: string; readOnly: boolean }) => `${m.hostDir} -> ${m.guestDir}${m.readOnly ? ' (ro)' : ''}`).join(', ') || undefined],
     ['root disk', `${v.spec.rootDisk.path} (${v.spec.rootDisk.format})`],
     ['init', v.cmdlineFirstBoot ?? '(image default)'],
     ['packages', v.spec.firstBoot ? `first boot installs from ${v.spec.packageMirror ?? "the image's own sources"}${v.spec.packageProxy ? ` via proxy ${v.spec.packageProxy}` : ''}` : undefined],
