@@ -30,7 +30,8 @@ let work = '';
 let squatter: ChildProcess | undefined;
 const PORT = 18080;
 const TAKEN = 18081;
-const config = { vm: { sshTimeoutSeconds: 300, stopTimeoutSeconds: 60, vcpu: 2, memoryMiB: 512 } };
+// Generous: six engineers' TCG guests share two cores; a second boot here has taken over 300 s to SSH.
+const config = { vm: { sshTimeoutSeconds: 540, stopTimeoutSeconds: 60, vcpu: 2, memoryMiB: 512 } };
 
 before(async () => {
   if (skip) return;
