@@ -48,6 +48,8 @@ export const ErrorCode = {
   Usage: 'E_USAGE',
   /** Input past a configured limit (e.g. an image unpacking to more than imageLimits allow). */
   TooLarge: 'E_TOO_LARGE',
+  /** `vm create --init-script` exited non-zero (details: exitCode, tail). */
+  InitScript: 'E_INIT_SCRIPT',
 } as const;
 
 export function isBangerError(e: unknown, code?: string): e is BangerError {

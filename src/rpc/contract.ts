@@ -119,6 +119,14 @@ export const methods = {
         vmm: z.enum(VMM_CHOICES).optional(),
         packageMirror: PackageUrl.optional(),
         packageProxy: PackageUrl.optional(),
+        /** `-p [HOSTIP:]HOSTPORT:GUESTPORT[/tcp]` specs (parsed and checked by the daemon). */
+        ports: z.array(z.string().min(1).max(64)).max(64).optional(),
+        /** `--mount HOSTDIR:GUESTDIR[:ro]` specs, HOSTDIR absolute (QEMU only). */
+        mounts: z.array(z.string().min(1).max(4096)).max(16).optional(),
+        /** `--init-script`: the file's bytes, base64, at most 1 MiB decoded. */
+        initScript: z.string().max(Math.ceil((1024 * 1024) / 3) * 4).base64().optional(),
+        /** Keep the VM when the create fails (no unwind). */
+        keepOnFailure: z.boolean().optional(),
       })
       .strict(),
     { progress: true },

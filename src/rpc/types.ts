@@ -136,6 +136,10 @@ export interface Vm {
     packageMirror?: string;
     packageProxy?: string;
     rootDisk: { path: string; format: 'raw' | 'qcow2' };
+    /** Published ports (`-p`). */
+    ports?: { hostIp: string; hostPort: number; guestPort: number; proto: 'tcp' }[];
+    /** Host folders (`--mount`). */
+    mounts?: { hostDir: string; guestDir: string; readOnly: boolean; tag: string; kind?: '9p' | 'virtiofs' }[];
   };
   desiredState: 'running' | 'stopped';
   state: VmState;

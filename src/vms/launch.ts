@@ -51,5 +51,6 @@ export function launchSpec(o: {
     disks,
     net: { tap: o.net.tap, mac: o.net.mac },
     kvm: o.kvm,
+    ...(vm.spec.mounts?.length ? { mounts: vm.spec.mounts } : {}),
   };
 }

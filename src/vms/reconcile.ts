@@ -22,12 +22,15 @@ export interface ReconcileDeps {
   removeVm(name: string): Promise<void>;
   /** Record a VM as stopped and remove its runtime network. */
   markStopped(vm: VmRecord): Promise<void>;
+  /** A running VM was adopted: re-establish what lives in the daemon (published ports). Failures are logged. */
+  adopted?(vm: VmRecord): Promise<void>;
 }
 
 /**
  * Daemon-start reconcile (idempotent). It touches only what this instance made (owner.ts):
  * 1. every VM row: a live VMM whose command line is this VM's → adopted (state running, pid;
- *    a create that died after starting it is completed that way); otherwise, for a row whose
+ *    a create that died after starting it is completed that way; its published ports are
+ *    listened on again, a port now taken by something else is logged, not fatal); otherwise, for a row whose
  *    create never finished (`create_done` 0: the daemon died mid-create), the VM is removed
  *    entirely (tap, NAT, lease, row, files, pinned key), and any other row is marked stopped
  *    with its tap/NAT/sockets removed;
@@ -55,6 +58,7 @@ export async function reconcileVms(svc: ReconcileDeps): Promise<void> {
         runningIds.add(vm.id);
         if (st.pid) adopted.set(vm.name, st.pid);
         log.info('adopted running vm', { vm: vm.name, pid: st.pid });
+        await svc.adopted?.(vm).catch((e) => log.warn('cannot publish the ports of an adopted vm', { vm: vm.name, error: errorMessage(e) }));
       } else if (!vm.createDone) {
         await svc.removeVm(vm.name);
         log.info('removed vm whose create never finished', { vm: vm.name });

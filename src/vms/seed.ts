@@ -20,6 +20,8 @@ import type { VmNetwork } from '../network/service.js';
  *   package-mirror                one line, an http(s) archive base URL (vm create --package-mirror):
  *                                 the first boot's install uses it instead of the guest's sources
  *   package-proxy                 one line, an http(s) proxy URL (vm create --package-proxy)
+ *   mounts                        `TAG GUESTDIR ro|rw` lines (vm create --mount, QEMU virtio-9p): the
+ *                                 first-boot script mounts each on every boot (mounts.ts)
  * Both package files are absent when not asked for; their values are validated URLs (package-source.ts).
  */
 export const SEED_LABEL = 'BANGERSEED';
@@ -37,6 +39,8 @@ export interface SeedInput {
   packageMirror?: string;
   /** HTTP proxy for the first boot's install (validated by PackageUrl). */
   packageProxy?: string;
+  /** The seed file `mounts` (mounts.ts seedMountsFile): `TAG GUESTDIR ro|rw` lines. */
+  mounts?: string;
 }
 
 /** The files of a seed disk, relative path → [content, mode]. Pure (unit-tested). */
@@ -61,6 +65,7 @@ export function seedFiles(s: SeedInput): Record<string, [string, number]> {
   if (s.growRoot) files['grow-root'] = ['1\n', 0o644];
   if (s.packageMirror) files['package-mirror'] = [s.packageMirror + '\n', 0o644];
   if (s.packageProxy) files['package-proxy'] = [s.packageProxy + '\n', 0o644];
+  if (s.mounts) files['mounts'] = [s.mounts, 0o644];
   return files;
 }
 

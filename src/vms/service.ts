@@ -34,6 +34,10 @@ import { launchSpec } from './launch.js';
 import { waitReady, type Stage } from './readiness.js';
 import { bangerGid } from '../core/group.js';
 import { testPause } from './testpause.js';
+import { PortForwards } from './ports.js';
+import { parseMountSpecs, parsePortSpecs } from './publish-spec.js';
+import { checkMounts, seedMountsFile, startVirtiofsd, stopVirtiofsd } from './mounts.js';
+import { initScriptStep, keptOnFailure, verifyMountsStep } from './create-extras.js';
 
 export interface CreateParams {
   image: string;
@@ -51,6 +55,14 @@ export interface CreateParams {
   packageMirror?: string;
   /** HTTP proxy for the first boot's install (default: config firstBoot.packageProxy). */
   packageProxy?: string;
+  /** `-p [HOSTIP:]HOSTPORT:GUESTPORT[/tcp]` specs (publish-spec.ts). */
+  ports?: string[];
+  /** `--mount HOSTDIR:GUESTDIR[:ro]` specs (QEMU only). */
+  mounts?: string[];
+  /** `--init-script`: the file's bytes, base64; run once as root after the first boot. */
+  initScript?: string;
+  /** Keep the VM (do not unwind) when create fails after its record exists. */
+  keepOnFailure?: boolean;
 }
 
 export interface OpContext {
@@ -89,6 +101,8 @@ export class VmService {
   readonly hostKeys: HostKeyPool;
   /** rootfs (path, inode, mtime) → has banger's first-boot script: debugfs once per image build. */
   private readonly firstBootCache = new Map<string, boolean>();
+  /** Published ports (`-p`): listeners in the daemon forwarding to guests (ports.ts). */
+  readonly forwards: PortForwards;
 
   constructor(
     readonly ctx: Context,
@@ -101,6 +115,7 @@ export class VmService {
     const d = opts.drivers;
     this.drivers = d instanceof DriverRegistry ? d : d ? new DriverRegistry(Object.values(d).filter((x): x is VmmDriver => !!x)) : DriverRegistry.fromBuild({ exec: ctx.exec, binaries: ctx.config.binaries });
     this.gid = opts.bangerGid;
+    this.forwards = new PortForwards(ctx.log);
     this.hostKeys = new HostKeyPool(ctx.exec, ctx.layout.tmp, 2, (e) => ctx.log.warn('host key pool refill failed', { error: errorMessage(e) }));
   }
 
@@ -152,7 +167,12 @@ export class VmService {
       // Input and lookups first, outside the steps: a bad argument is nobody's step and makes nothing.
       const plan = await this.planCreate(name, p);
       const starting = p.start !== false;
+      const initScript = p.initScript === undefined ? undefined : Buffer.from(p.initScript, 'base64');
+      if (initScript && (!starting || p.wait === false)) throw new BangerError(ErrorCode.Invalid, '--init-script needs the VM started and ready', { hint: 'drop --no-start / --no-wait', details: { field: '--init-script' } });
       try {
+        // step ports: bound first, so a host port already taken fails before anything exists
+        undo.push('ports', () => this.forwards.close(name));
+        await this.forwards.open(name, plan.spec.ports ?? [], () => this.repo.find(name)?.ip ?? undefined);
         // step record: VM row (with its MAC) + IP lease in one transaction (UNIQUE ip: never two VMs, one IP)
         await steps.run('record', () => this.record(plan, starting ? 'running' : 'stopped', undo), { silent: true });
         await testPause(this.ctx, 'record', op.signal);
@@ -172,11 +192,22 @@ export class VmService {
         await testPause(this.ctx, 'network', op.signal);
 
         if (starting) await this.launch(plan, { steps, wait: p.wait !== false, networkReady: true });
-        else this.repo.setState(name, { state: 'stopped', desiredState: 'stopped' });
+        const mounts = plan.spec.mounts ?? [];
+        if (starting && p.wait !== false && mounts.length) await verifyMountsStep(this, this.get(name), mounts, { stage, signal: op.signal });
+        if (initScript) await initScriptStep(this, this.get(name), initScript, { stage, signal: op.signal });
+        if (!starting) {
+          this.repo.setState(name, { state: 'stopped', desiredState: 'stopped' });
+          await this.forwards.close(name); // published again by vm start
+        }
         this.repo.createDone(name);
         undo.commit();
         return this.view(this.get(name), true);
       } catch (e) {
+        if (p.keepOnFailure && this.repo.find(name)) {
+          undo.commit();
+          this.repo.createDone(name);
+          throw keptOnFailure(name, e);
+        }
         const failures = await undo.unwind();
         if (failures.length) this.ctx.log.error('create unwind incomplete', { vm: name, failures });
         throw e;
@@ -199,6 +230,9 @@ export class VmService {
     const workDiskBytes = p.workDisk === undefined ? undefined : sizeArg('--work-disk', p.workDisk);
     const firstBoot = image.fromRegistry || (await this.rootfsHasFirstBoot(image.rootfsPath));
     const pkg = resolvePackageSource({ mirror: p.packageMirror, proxy: p.packageProxy }, { mirror: this.ctx.config.firstBoot?.packageMirror, proxy: this.ctx.config.firstBoot?.packageProxy });
+    const ports = parsePortSpecs(p.ports ?? []);
+    PortForwards.checkConflicts(name, ports, this.repo.list());
+    const mounts = await checkMounts(parseMountSpecs(p.mounts ?? []), choice.kind);
     const id = newVmId();
     const handle: VmHandle = { id, name, files: this.files(name) };
     const spec: VmSpec = {
@@ -211,6 +245,8 @@ export class VmService {
       ...(pkg.mirror ? { packageMirror: pkg.mirror } : {}),
       ...(pkg.proxy ? { packageProxy: pkg.proxy } : {}),
       rootDisk: driver.rootDisk(handle),
+      ...(ports.length ? { ports } : {}),
+      ...(mounts.length ? { mounts } : {}),
     };
     return { name, id, image, kernel, driver, choice, files: handle.files, handle, spec };
   }
@@ -241,7 +277,7 @@ export class VmService {
     const gid = this.gid ?? (await bangerGid());
     const [clientPub, hostKey] = await settleAll([ensureClientKey(this.ctx.exec, this.ssh, gid), this.hostKeys.takePair(plan.files.hostKey, plan.name)]);
     plan.hostKey = hostKey;
-    await buildSeedDisk(this.ctx.exec, plan.files.seed, this.ctx.layout.tmp, { name: plan.name, net, hostKey: hostKey.priv, hostKeyPub: hostKey.pub, authorizedKey: clientPub, growRoot: plan.spec.diskSizeBytes !== undefined, packageMirror: plan.spec.packageMirror, packageProxy: plan.spec.packageProxy });
+    await buildSeedDisk(this.ctx.exec, plan.files.seed, this.ctx.layout.tmp, { name: plan.name, net, hostKey: hostKey.priv, hostKeyPub: hostKey.pub, authorizedKey: clientPub, growRoot: plan.spec.diskSizeBytes !== undefined, packageMirror: plan.spec.packageMirror, packageProxy: plan.spec.packageProxy, mounts: seedMountsFile(plan.spec.mounts ?? []) });
     undo.push('known_hosts', () => unpinHostKey(this.ssh, net.ip, plan.name));
     await pinHostKey(this.ssh, net.ip, plan.name, hostKey.pub);
     undo.push('ssh-config', async () => void (await this.refreshSshConfig(plan.name)));
@@ -317,6 +353,12 @@ export class VmService {
     if (!o.networkReady) await this.networkUp(plan, steps, false);
     throwIfAborted(steps.signal);
 
+    // step ports (a create opened them already: open is idempotent)
+    steps.undo('ports', () => this.forwards.close(plan.name));
+    await this.forwards.open(plan.name, plan.spec.ports ?? [], () => this.repo.find(plan.name)?.ip ?? undefined);
+    // step mounts: virtiofsd before QEMU (which connects to its socket); it exits with QEMU
+    steps.undo('virtiofsd', () => stopVirtiofsd(plan.files.dir, plan.spec.mounts ?? []));
+    await startVirtiofsd(this.ctx.exec, plan.files.dir, plan.spec.mounts ?? []);
     const { pid } = await steps.run(
       'vmm',
       async () => {
@@ -416,6 +458,8 @@ export class VmService {
   }
 
   private async teardownRuntime(vm: VmRecord): Promise<void> {
+    await this.forwards.close(vm.name);
+    await stopVirtiofsd(this.files(vm.name).dir, vm.spec.mounts ?? []);
     await this.net.removeTap(vm.tap ?? tapName(vm.id));
     if (vm.spec.nat) await this.net.disableNat(vm.id);
     for (const p of [this.files(vm.name).qmp, this.files(vm.name).agent, this.files(vm.name).pid]) await rm(p, { force: true });
@@ -541,6 +585,7 @@ export class VmService {
       handle: (vm) => this.handle(vm),
       removeVm: (name) => this.rm([name], true).then(() => undefined),
       markStopped: (vm) => this.markStopped(vm),
+      adopted: (vm) => this.forwards.open(vm.name, PortForwards.of(vm), () => this.repo.find(vm.name)?.ip ?? undefined),
     });
     void this.hostKeys.refill();
   }

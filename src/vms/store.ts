@@ -1,5 +1,6 @@
 import type { DB } from '../core/db.js';
 import type { VmmKind } from './drivers/types.js';
+import type { MountSpec, PortSpec } from './publish-spec.js';
 
 /** What was asked for at create time (spec); the row's state/pid are what was observed. */
 export interface VmSpec {
@@ -15,6 +16,10 @@ export interface VmSpec {
   /** HTTP proxy for the first boot's install (seed file package-proxy). */
   packageProxy?: string;
   rootDisk: { path: string; format: 'raw' | 'qcow2' };
+  /** Published ports (`-p`), forwarded by the daemon (ports.ts). */
+  ports?: PortSpec[];
+  /** Host folders (`--mount`, QEMU virtio-9p; mounts.ts). */
+  mounts?: MountSpec[];
 }
 
 export type VmState = 'created' | 'starting' | 'running' | 'stopping' | 'stopped' | 'error';

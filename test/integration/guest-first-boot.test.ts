@@ -441,3 +441,23 @@ test('a seed without a host key stops the boot with a clear error', { skip }, as
     rmSync(g.root, { recursive: true, force: true });
   }
 });
+
+test('--mount: the seed mounts list is kept in /etc/banger/mounts and each line mounted (test mode: logged); a bad line is skipped; gone when the seed has none', { skip }, async () => {
+  const g = await makeGuest('ID=debian\n', { ...defaultSeed(), mounts: 'banger0 /mnt/rw rw virtiofs\nbanger1 /mnt/ro ro 9p\nevil relative rw 9p\n' });
+  try {
+    const r = g.run();
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    assert.equal(g.read('etc/banger/mounts'), 'banger0 /mnt/rw rw virtiofs\nbanger1 /mnt/ro ro 9p\nevil relative rw 9p\n');
+    assert.match(r.stdout, /step mounts: host folders from \/etc\/banger\/mounts/);
+    assert.match(r.stdout, /test mode: would mount virtiofs banger0 on \/mnt\/rw \(rw\)/);
+    assert.match(r.stdout, /test mode: would mount 9p banger1 on \/mnt\/ro \(trans=virtio,version=9p2000\.L,msize=262144,ro\)/);
+    assert.match(r.stdout, /warning: ignoring mount line for tag 'evil'/);
+    rmSync(join(g.root, 'seed', 'mounts'));
+    const again = g.run();
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(g.has('etc/banger/mounts'), false, 'a seed without mounts removes the list');
+    assert.doesNotMatch(again.stdout, /step mounts/);
+  } finally {
+    rmSync(g.root, { recursive: true, force: true });
+  }
+});

@@ -41,8 +41,8 @@ before(() => {
 }, { timeout: 600_000 });
 after(() => cleanupAll());
 
-function setup() {
-  const t = tempContext({ exec: netnsExec(ns), config: { network: { bridge: 'bgundo0', subnet: '10.81.0.0/24' } } });
+function setup(bridge = 'bgundo0', subnet = '10.81.0.0/24') {
+  const t = tempContext({ exec: netnsExec(ns), config: { network: { bridge, subnet } } });
   const { ctx } = t;
   const kdir = join(ctx.layout.kernels, 'k1');
   mkdirSync(kdir, { recursive: true });
@@ -142,6 +142,40 @@ test('--no-start creates a stopped VM; rm removes it; firstBoot comes from the i
     assert.equal(existsSync(v.dir), false);
     assert.equal(readFileSync(join(ctx.layout.ssh, 'known_hosts'), 'utf8'), '');
   } finally {
+    t.cleanup();
+  }
+});
+
+test('-p and --mount are unwound with a failed create (port released, virtiofsd gone); --keep-on-failure keeps the VM and says so', { skip, timeout: 120_000 }, async () => {
+  const { t, ctx, services } = setup('bgundo1', '10.82.0.0/24'); // its own instance: its own bridge
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const { createServer } = await import('node:net');
+  const { tmpdir } = await import('node:os');
+  const { processesWith } = await import('../helpers/vm-leftovers.js');
+  const share = mkdtempSync(join(tmpdir(), 'banger-share-'));
+  // a free loopback port, asked of the OS
+  const probe = createServer();
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', () => r()));
+  const port = (probe.address() as { port: number }).port;
+  await new Promise((r) => probe.close(r));
+  const bindable = () => new Promise<boolean>((res) => { const s = createServer(); s.once('error', () => res(false)); s.listen(port, '127.0.0.1', () => s.close(() => res(true))); });
+  try {
+    const { vms, driver } = await services({ size: '16M', fromRegistry: true });
+    await assert.rejects(vms.create({ image: 'img', name: 'pm', ports: [`${port}:80`], mounts: [`${share}:/mnt/share:ro`] }), (e) => isBangerError(e, ErrorCode.Vmm));
+    const mounts = driver.launched!.mounts!;
+    assert.equal(mounts.length, 1);
+    if (mounts[0]!.kind === 'virtiofs') assert.deepEqual(processesWith('virtiofs-banger0.sock'), [], 'virtiofsd stopped by the undo');
+    assert.equal(await bindable(), true, 'the published port was released');
+    assert.deepEqual(ctx.db.prepare('SELECT * FROM vms').all(), []);
+
+    await assert.rejects(vms.create({ image: 'img', name: 'kept', ports: [`${port}:80`], keepOnFailure: true }), (e) => isBangerError(e, ErrorCode.Vmm) && /vm 'kept' was kept/.test(e.message) && e.details?.kept === true && /banger vm rm kept/.test(e.hint ?? ''));
+    assert.equal(vms.get('kept').createDone, true, 'kept VM is a finished record');
+    assert.ok(existsSync(join(ctx.layout.vms, 'kept')));
+    await vms.rm(['kept'], true);
+    assert.equal(await bindable(), true, 'rm releases the kept VM port');
+    assert.deepEqual(ctx.db.prepare('SELECT * FROM vms').all(), []);
+  } finally {
+    rmSync(share, { recursive: true, force: true });
     t.cleanup();
   }
 });

@@ -10,6 +10,7 @@ import type { Cli } from '../context.js';
 import type { Params } from '../../rpc/contract.js';
 import type { Vm, VmDetail } from '../../rpc/types.js';
 import { age, table } from '../table.js';
+import { collect, createExtras, formatPort } from './vm-create-extras.js';
 
 /** `banger vm …`, `banger ps` and `banger ssh-config`. Handlers return data; `emit` prints. */
 export function registerVmCommands(program: Command, cli: () => Cli): void {
@@ -33,12 +34,17 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
     .addOption(new Option('--vmm <vmm>', 'VMM: auto picks firecracker when usable, else qemu').choices([...VMM_CHOICES]))
     .option('--package-mirror <url>', "archive the first boot installs systemd + sshd from instead of the image's own sources (Debian/Ubuntu: the base URL, e.g. http://10.0.0.1:8080/debian; default: config firstBoot.packageMirror)")
     .option('--package-proxy <url>', 'HTTP proxy for the first boot install (default: config firstBoot.packageProxy)')
-    .addHelpText('after', '\nStages are shown with elapsed time: disk, seed, network, vmm, boot, first-boot, ssh, agent.\n\nFirst boot: an image without systemd or an SSH server (e.g. docker.io/library/debian) gets them\ninstalled by its own package manager on its first boot (needs --nat, or a mirror/proxy the VM\nreaches). --package-mirror points that install at another archive (an air-gapped mirror, a\nlocal subset); --package-proxy sends it through an HTTP proxy. The guest\'s own sources are\nrestored after the install; later boots install nothing. vm show says which was used.\n\nExamples:\n  banger vm create --image debian-bookworm --name testbox --nat\n  banger vm create --image debian-bookworm --vcpu 4 --memory 2048 --disk-size 8G\n  banger vm create --image debian-bookworm --no-wait --vmm qemu\n  banger vm create --image debian --nat --package-mirror http://10.0.0.1:8080/debian\n  banger vm create --image alpine --nat --package-proxy http://10.0.0.1:3128\n  banger --json vm create --image debian-bookworm')
+    .option('-p, --publish <spec>', 'publish a guest TCP port on the host: [HOSTIP:]HOSTPORT:GUESTPORT[/tcp], HOSTIP default 127.0.0.1 (repeatable)', collect, [])
+    .option('--mount <spec>', 'share a host folder (QEMU, virtio-9p): HOSTDIR:GUESTDIR[:ro], mounted on every boot (repeatable)', collect, [])
+    .option('--init-script <file>', 'run FILE once as root when the first boot is ready; output in vm logs; create fails if it fails')
+    .option('--keep-on-failure', 'when create fails, keep the VM for inspection instead of removing everything it made')
+    .addHelpText('after', '\nStages are shown with elapsed time: disk, seed, network, vmm, boot, first-boot, ssh, agent.\n\nFirst boot: an image without systemd or an SSH server (e.g. docker.io/library/debian) gets them\ninstalled by its own package manager on its first boot (needs --nat, or a mirror/proxy the VM\nreaches). --package-mirror points that install at another archive (an air-gapped mirror, a\nlocal subset); --package-proxy sends it through an HTTP proxy. The guest\'s own sources are\nrestored after the install; later boots install nothing. vm show says which was used.\n\nExamples:\n  banger vm create --image debian-bookworm --name testbox --nat\n  banger vm create --image debian-bookworm --vcpu 4 --memory 2048 --disk-size 8G\n  banger vm create --image debian-bookworm --no-wait --vmm qemu\n  banger vm create --image debian --nat --package-mirror http://10.0.0.1:8080/debian\n  banger vm create --image alpine --nat --package-proxy http://10.0.0.1:3128\n  banger vm create --image debian-bookworm -p 8080:80 --mount ./site:/srv/site:ro --init-script setup.sh\n  banger --json vm create --image debian-bookworm')
     .action(async (o) => {
       const c = cli();
+      const extras = await createExtras(o);
       const v = await c.call(
         'vm.create',
-        { image: o.image, name: o.name, kernel: o.kernel, vcpu: o.vcpu, memoryMiB: o.memory, diskSize: o.diskSize, workDisk: o.workDisk, nat: !!o.nat, start: o.start, wait: o.wait, vmm: o.vmm, packageMirror: o.packageMirror, packageProxy: o.packageProxy },
+        { image: o.image, name: o.name, kernel: o.kernel, vcpu: o.vcpu, memoryMiB: o.memory, diskSize: o.diskSize, workDisk: o.workDisk, nat: !!o.nat, start: o.start, wait: o.wait, vmm: o.vmm, packageMirror: o.packageMirror, packageProxy: o.packageProxy, ...extras },
         { progress: true },
       );
       c.emit(v, (x) => `vm ${x.name} ${x.running ? 'running' : x.state} at ${x.ip} (${x.vmm}: ${x.vmmReason})${x.running ? `\nconnect: banger vm ssh ${x.name}   or   ssh ${x.name}.vm (after 'banger ssh-config --install')` : ''}`);
@@ -101,7 +107,7 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
   };
   vm.command('list')
     .alias('ls')
-    .description('list VMs: NAME STATE VMM IMAGE IP VCPU MEM AGE (alias: banger ps)')
+    .description('list VMs: NAME STATE VMM IMAGE IP VCPU MEM AGE PORTS (alias: banger ps)')
     .addHelpText('after', '\nExamples:\n  banger vm list\n  banger ps\n  banger --json vm list')
     .action(listAction);
   program.command('ps').description('list VMs (same as banger vm list)').addHelpText('after', '\nExamples:\n  banger ps\n  banger --json ps').action(listAction);
@@ -215,13 +221,13 @@ function intArg(flag: string) {
 }
 
 /** The fields the VM table shows. */
-export type VmRow = Pick<Vm, 'name' | 'running' | 'state' | 'vmm' | 'image' | 'ip' | 'createdAt'> & { spec: Pick<Vm['spec'], 'vcpu' | 'memoryMiB'> };
+export type VmRow = Pick<Vm, 'name' | 'running' | 'state' | 'vmm' | 'image' | 'ip' | 'createdAt'> & { spec: Pick<Vm['spec'], 'vcpu' | 'memoryMiB' | 'ports'> };
 
 export function renderList(vms: VmRow[]): string {
   if (!vms.length) return "no VMs (create one: banger vm create --image IMAGE)";
   return table(
-    ['NAME', 'STATE', 'VMM', 'IMAGE', 'IP', 'VCPU', 'MEM', 'AGE'],
-    vms.map((v) => [v.name, v.running ? 'running' : v.state, v.vmm, v.image, v.ip, v.spec.vcpu, `${v.spec.memoryMiB}M`, age(v.createdAt)]),
+    ['NAME', 'STATE', 'VMM', 'IMAGE', 'IP', 'VCPU', 'MEM', 'AGE', 'PORTS'],
+    vms.map((v) => [v.name, v.running ? 'running' : v.state, v.vmm, v.image, v.ip, v.spec.vcpu, `${v.spec.memoryMiB}M`, age(v.createdAt), (v.spec.ports ?? []).map(formatPort).join(', ')]),
   );
 }
 
@@ -239,6 +245,8 @@ function renderShow(v: VmDetail): string {
     ['vcpu', v.spec.vcpu],
     ['memory', `${v.spec.memoryMiB} MiB`],
     ['nat', v.spec.nat ? 'yes' : 'no'],
+    ['ports', (v.spec.ports ?? []).map(formatPort).join(', ') || undefined],
+    ['mounts', (v.spec.mounts ?? []).map((m: { hostDir: string; guestDir: string; readOnly: boolean }) => `${m.hostDir} -> ${m.guestDir}${m.readOnly ? ' (ro)' : ''}`).join(', ') || undefined],
     ['root disk', `${v.spec.rootDisk.path} (${v.spec.rootDisk.format})`],
     ['init', v.cmdlineFirstBoot ?? '(image default)'],
     ['packages', v.spec.firstBoot ? `first boot installs from ${v.spec.packageMirror ?? "the image's own sources"}${v.spec.packageProxy ? ` via proxy ${v.spec.packageProxy}` : ''}` : undefined],

@@ -11,6 +11,10 @@
 #                     network.env), unmount it
 #   4. grow-root      only when the seed asks (vm create --disk-size) and the disk size changed
 #                     since the last grow: grow the ext4 root filesystem online with resize2fs
+#   4b. mounts        host folders (vm create --mount) from /etc/banger/mounts (copied from the
+#                     seed's `mounts`: "TAG GUESTDIR ro|rw 9p|virtiofs" lines): modprobe the
+#                     filesystem from the modules disk, mkdir GUESTDIR, mount; a failure is a
+#                     warning (the host checks the mounts after boot and reports it)
 #   5. install        only when systemd or an SSH server unit is missing: install systemd + an
 #                     SSH server with the guest's own package manager (os-release ID, then ID_LIKE);
 #                     from the seed's package-mirror (vm create --package-mirror) and through its
@@ -120,6 +124,36 @@ mount_modules() {
     _i=$((_i + 1))
   done
   mount -t ext4 -o ro "$_dev" "/lib/modules/$_rel" 2>/dev/null || log "warning: cannot mount the modules disk $_dev: modprobe will not find modules"
+}
+
+# Host folders shared by the VMM (virtiofs or virtio-9p), mounted on every boot.
+mount_shares() {
+  [ -f /etc/banger/mounts ] || return 0
+  step mounts "host folders from /etc/banger/mounts"
+  _loaded=
+  while read -r _tag _dir _mode _fs _rest || [ -n "$_tag" ]; do
+    case "$_tag" in banger[0-9]*) ;; *) log "warning: ignoring mount line for tag '$_tag'"; continue ;; esac
+    case "$_dir" in /*) ;; *) log "warning: ignoring mount $_tag on '$_dir': not an absolute path"; continue ;; esac
+    case "$_fs" in virtiofs) _type=virtiofs _opts= ;; *) _type=9p _opts=trans=virtio,version=9p2000.L,msize=262144 ;; esac
+    if [ "$_mode" = ro ]; then _opts="${_opts:+$_opts,}ro"; fi
+    if [ "$TEST" = 1 ]; then
+      log "test mode: would mount $_type $_tag on $_dir (${_opts:-rw})"
+      continue
+    fi
+    case " $_loaded " in
+      *" $_type "*) ;;
+      *)
+        if [ "$_type" = 9p ]; then modprobe -q 9pnet_virtio 2>/dev/null; modprobe -q 9p 2>/dev/null; else modprobe -q virtiofs 2>/dev/null; fi
+        _loaded="$_loaded $_type"
+        ;;
+    esac
+    [ -d "$_dir" ] || mkdir -p "$_dir" || { log "warning: cannot create $_dir for host folder $_tag"; continue; }
+    if mount -t "$_type" ${_opts:+-o "$_opts"} "$_tag" "$_dir"; then
+      log "mounted host folder $_tag on $_dir ($_type${_mode:+, $_mode})"
+    else
+      log "warning: cannot mount host folder $_tag on $_dir: does the kernel have $_type (built in or on the modules disk)?"
+    fi
+  done </etc/banger/mounts
 }
 
 # Grows the root filesystem when the seed carries `grow-root` (the host made the disk larger
@@ -247,6 +281,11 @@ apply_seed() {
   if [ -f "$SEED/resolv.conf" ]; then
     install_file "$SEED/resolv.conf" /etc/resolv.conf 0644 # mv replaces a symlink (systemd-resolved's)
     log "resolv.conf from the seed"
+  fi
+  if [ -f "$SEED/mounts" ]; then
+    install_file "$SEED/mounts" /etc/banger/mounts 0644
+  elif [ -f /etc/banger/mounts ]; then
+    rm -f /etc/banger/mounts
   fi
   [ -f "$SEED/package-mirror" ] && read -r PKG_MIRROR <"$SEED/package-mirror"
   [ -f "$SEED/package-proxy" ] && read -r PKG_PROXY <"$SEED/package-proxy"
@@ -579,6 +618,7 @@ main() {
   mount_modules
   apply_seed
   grow_root
+  mount_shares
   if find_systemd && has_ssh_unit; then
     :
   elif [ -x /sbin/openrc ] && [ -f /etc/alpine-release ] && [ -e /etc/init.d/sshd ]; then

@@ -2,6 +2,7 @@ import type { Socket } from 'node:net';
 import type { Exec } from '../../core/exec.js';
 import type { HostProbe } from '../../core/host.js';
 import type { VmFiles } from '../files.js';
+import type { MountSpec } from '../publish-spec.js';
 
 /**
  * The VMM driver interface: everything VMM-specific sits behind it (how it is probed for
@@ -109,6 +110,8 @@ export interface LaunchSpec {
   net: { tap: string; mac: string };
   /** KVM acceleration, as the driver's probe decided when the VMM was chosen. */
   kvm: boolean;
+  /** Host folders shared over virtio-9p (qemu only; mounts.ts). */
+  mounts?: MountSpec[];
 }
 
 export interface VmmStatus {

@@ -1,4 +1,5 @@
 import type { LaunchSpec } from '../types.js';
+import { qemuMountArgs } from '../../mounts.js';
 
 /** QEMU option values escape ',' as ',,'. */
 export function qopt(value: string): string {
@@ -50,7 +51,7 @@ export function qemuArgv(binary: string, s: QemuLaunch): string[] {
     binary,
     // The guest name carries the owning instance (owner.ts); the process title stays short.
     '-name', qemuName(s.instance, s.name),
-    '-M', `microvm,acpi=${s.acpi ? 'on' : 'off'},x-option-roms=off,rtc=on`,
+    '-M', `microvm,acpi=${s.acpi ? 'on' : 'off'},x-option-roms=off,rtc=on${s.mounts?.some((m) => m.kind === 'virtiofs') ? ',memory-backend=mem' : ''}`,
     '-accel', s.kvm ? 'kvm' : 'tcg',
     // TCG: QEMU's default CPU model (-cpu max hangs TSC calibration of Debian's kernel).
     ...(s.kvm ? ['-cpu', 'host'] : []),
@@ -66,6 +67,7 @@ export function qemuArgv(binary: string, s: QemuLaunch): string[] {
     argv.push('-drive', `id=${d.id},file=${qopt(d.path)},format=${d.format},if=none,${d.readOnly ? 'readonly=on' : 'discard=unmap'}`);
     argv.push('-device', `virtio-blk-device,drive=${d.id}`);
   }
+  argv.push(...qemuMountArgs(s.mounts ?? [], f.dir, s.memoryMiB));
   argv.push('-netdev', `tap,id=n0,ifname=${s.net.tap},script=no,downscript=no`);
   argv.push('-device', `virtio-net-device,netdev=n0,mac=${s.net.mac}`);
   argv.push('-object', 'rng-random,id=rng0,filename=/dev/urandom', '-device', 'virtio-rng-device,rng=rng0');

@@ -1,0 +1,182 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { isRoot, missingTools, TestDaemon } from '../helpers/daemon.js';
+import { debianMirrorUnavailable, startDebianMirror, type DebianMirror } from '../helpers/debian-mirror.js';
+import { TestRegistry } from '../helpers/registry.js';
+import { ensureDebianImageInRegistry } from '../helpers/debootstrap.js';
+import { cleanupAll, createNetns, exposeInNetns } from '../helpers/netns.js';
+import { bridgeInstance, dbRows, leftovers, processesWith } from '../helpers/vm-leftovers.js';
+
+/**
+ * `vm create -p`, `--mount`, `--init-script` end to end through bin/banger on QEMU TCG, with
+ * the daemon in its own network namespace (no --nat: the forwarder reaches the guest over the
+ * bridge). One VM carries a published port, a read-write and a read-only host folder and an
+ * init script that starts the guest's HTTP server; a second boot checks a failing init script.
+ */
+const skip = !isRoot()
+  ? 'needs root (namespaces, taps, qemu)'
+  : (missingTools('qemu-system-x86_64', 'qemu-img', 'ip', 'nft', 'ssh', 'ssh-keygen', 'mkfs.ext4', 'debugfs', 'skopeo', 'debootstrap', 'docker-registry') ?? debianMirrorUnavailable());
+
+const T = { timeout: 900_000 };
+let mirror: DebianMirror | undefined;
+let registry: TestRegistry | undefined;
+let d: TestDaemon | undefined;
+let hostNs = '';
+let work = '';
+let squatter: ChildProcess | undefined;
+const PORT = 18080;
+const TAKEN = 18081;
+// Generous: six engineers' TCG guests share two cores; a second boot here has taken over 300 s to SSH.
+const config = { vm: { sshTimeoutSeconds: 540, stopTimeoutSeconds: 60, vcpu: 2, memoryMiB: 512 } };
+
+before(async () => {
+  if (skip) return;
+  work = mkdtempSync(join(tmpdir(), 'banger-publish-'));
+  mirror = await startDebianMirror();
+  registry = await TestRegistry.start();
+  const ref = await ensureDebianImageInRegistry(registry.host);
+  hostNs = createNetns('pubhost');
+  const exposed = [await exposeInNetns(hostNs, mirror.port), await exposeInNetns(hostNs, registry.port)];
+  d = new TestDaemon({ netns: hostNs, env: { BANGER_DEBIAN_MIRROR: mirror.url }, config });
+  await d.start();
+  const k = await d.cli(['kernel', 'pull', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
+  assert.equal(k.code, 0, k.stderr);
+  const i = await d.cli(['image', 'pull', ref, '--name', 'debian-bookworm', '--kernel-ref', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
+  assert.equal(i.code, 0, i.stderr);
+  for (const stop of exposed) stop();
+}, { timeout: 900_000 });
+
+after(async () => {
+  squatter?.kill('SIGKILL');
+  await d?.cli(['vm', 'rm', '-f', 'pub', 'bad'], { timeoutMs: 120_000 }).catch(() => undefined);
+  await d?.kill();
+  cleanupAll();
+  await registry?.stop();
+  await mirror?.close();
+  if (d) rmSync(d.root, { recursive: true, force: true });
+  if (work) rmSync(work, { recursive: true, force: true });
+}, { timeout: 180_000 });
+
+/** GET http://127.0.0.1:PORT/ from inside the daemon's namespace: the body, or the error code. */
+function httpGet(port: number): string {
+  const js = `fetch('http://127.0.0.1:${port}/',{signal:AbortSignal.timeout(5000)}).then(r=>r.text()).then(t=>console.log('BODY:'+t.trim()),e=>console.log('ERR:'+(e.cause?.code??e.name)))`;
+  const r = spawnSync('ip', ['netns', 'exec', hostNs, process.execPath, '-e', js], { encoding: 'utf8', timeout: 20_000 });
+  return r.stdout.trim();
+}
+
+async function httpUntil(port: number, want: RegExp, ms: number): Promise<string> {
+  let last = '';
+  for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 1000))) {
+    last = httpGet(port);
+    if (want.test(last)) return last;
+  }
+  return last;
+}
+
+test('bad specs and a taken host port are refused before anything is created', { skip, ...T }, async () => {
+  squatter = spawn('ip', ['netns', 'exec', hostNs, process.execPath, '-e', `require('net').createServer(()=>{}).listen(${TAKEN},'127.0.0.1')`], { stdio: 'ignore' });
+  for (let i = 0; i < 50 && !/ERR|BODY/.test(httpGet(TAKEN)); i++) await new Promise((r) => setTimeout(r, 100));
+  const r = await d!.cli(['vm', 'create', '--image', 'debian-bookworm', '--name', 'taken', '-p', `${TAKEN}:80`], { timeoutMs: 60_000 });
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, new RegExp(`host port 127\\.0\\.0\\.1:${TAKEN} is already in use`));
+  assert.deepEqual(dbRows(d!.root).vms, [], 'no vm row');
+  assert.equal(existsSync(join(d!.root, 'vms', 'taken')), false, 'no vm directory');
+  assert.deepEqual(processesWith(':taken,'), [], 'no VMM');
+
+  const bad = await d!.cli(['vm', 'create', '--image', 'debian-bookworm', '--name', 'x', '-p', '8080:70000'], { timeoutMs: 60_000 });
+  assert.notEqual(bad.code, 0);
+  assert.match(bad.stderr, /-p '8080:70000': GUESTPORT 70000 is outside 1-65535/);
+  const m = await d!.cli(['vm', 'create', '--image', 'debian-bookworm', '--name', 'x', '--mount', `${join(work, 'nope')}:/mnt/x`], { timeoutMs: 60_000 });
+  assert.notEqual(m.code, 0);
+  assert.match(m.stderr, /--mount: host folder .*nope does not exist/);
+  const fc = await d!.cli(['vm', 'create', '--image', 'debian-bookworm', '--name', 'x', '--vmm', 'firecracker', '--mount', `${work}:/mnt/x`], { timeoutMs: 60_000 });
+  assert.notEqual(fc.code, 0);
+  assert.match(fc.stderr, /vm cp|firecracker/i);
+  assert.deepEqual(dbRows(d!.root).vms, []);
+});
+
+test('one VM: published port answers HTTP on the daemon netns loopback, host folders both ways (:ro refused), init script output in vm logs; port gone after vm rm', { skip, ...T }, async () => {
+  const rw = join(work, 'rw');
+  const ro = join(work, 'ro');
+  mkdirSync(rw);
+  mkdirSync(ro);
+  writeFileSync(join(rw, 'from-host.txt'), 'written on the host\n');
+  writeFileSync(join(ro, 'readme.txt'), 'read only\n');
+  const script = join(work, 'init.sh');
+  writeFileSync(
+    script,
+    [
+      '#!/bin/sh',
+      'set -e',
+      'echo "init-script says hello as $(id -un)"',
+      'echo "guest reads: $(cat /mnt/rw/from-host.txt)"',
+      'echo "written in the guest" > /mnt/rw/from-guest.txt',
+      // perl-base is in every Debian: a tiny HTTP server on port 80, kept by systemd (a file:
+      // systemd would expand the $ of an inline program).
+      "cat >/root/http.pl <<'EOF'",
+      'use IO::Socket::INET;',
+      '$s = IO::Socket::INET->new(LocalPort => 80, Listen => 5, ReuseAddr => 1) or die "listen: $!";',
+      'while ($c = $s->accept) { <$c>; print $c "HTTP/1.0 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\nhello from the guest\\n"; close $c }',
+      'EOF',
+      'systemd-run --unit=banger-http perl /root/http.pl',
+      '',
+    ].join('\n'),
+  );
+  const r = await d!.cli(['--json', 'vm', 'create', '--image', 'debian-bookworm', '--name', 'pub', '-p', `${PORT}:80`, '--mount', `${rw}:/mnt/rw`, '--mount', `${ro}:/mnt/ro:ro`, '--init-script', script], { timeoutMs: 600_000 });
+  assert.equal(r.code, 0, r.stderr);
+  const v = JSON.parse(r.stdout);
+  assert.deepEqual(v.spec.ports, [{ hostIp: '127.0.0.1', hostPort: PORT, guestPort: 80, proto: 'tcp' }]);
+  for (const stage of ['mounts', 'init-script']) assert.match(r.stderr, new RegExp(`\\] ${stage}: `), `progress shows stage ${stage}`);
+
+  // port: the guest's HTTP server at the daemon namespace's 127.0.0.1
+  const first = await httpUntil(PORT, /BODY/, 60_000);
+  if (first !== 'BODY:hello from the guest') {
+    const diag = await d!.cli(['vm', 'ssh', 'pub', '--', 'systemctl status banger-http --no-pager; journalctl -u banger-http --no-pager | tail -20; cat /proc/net/tcp | head'], { timeoutMs: 120_000 });
+    assert.fail(`published port: ${first}\nguest:\n${diag.stdout}\n${diag.stderr}`);
+  }
+  const ps = await d!.cli(['ps']);
+  assert.match(ps.stdout, new RegExp(`127\\.0\\.0\\.1:${PORT}->80/tcp`));
+  const show = await d!.cli(['vm', 'show', 'pub']);
+  assert.match(show.stdout, new RegExp(`ports: +127\\.0\\.0\\.1:${PORT}->80/tcp`));
+
+  // init script: ran as root once, its output is on the console
+  const logs = await d!.cli(['vm', 'logs', 'pub']);
+  assert.match(logs.stdout, /banger-init-script: init-script says hello as root/);
+  assert.match(logs.stdout, /banger-init-script: guest reads: written on the host/);
+  assert.match(logs.stdout, /banger-init-script: exit 0/);
+
+  // folders: guest → host, host → guest after boot, :ro refused in the guest
+  assert.equal(readFileSync(join(rw, 'from-guest.txt'), 'utf8'), 'written in the guest\n');
+  writeFileSync(join(rw, 'later.txt'), 'after boot\n');
+  const s = await d!.cli(['vm', 'ssh', 'pub', '--', 'cat /mnt/rw/later.txt /mnt/ro/readme.txt; touch /mnt/ro/nope; echo touch=$?'], { timeoutMs: 120_000 });
+  assert.equal(s.code, 0, s.stderr);
+  assert.match(s.stdout, /after boot\nread only\ntouch=1/);
+  assert.match(s.stderr, /Read-only file system/);
+  assert.equal(existsSync(join(ro, 'nope')), false);
+
+  // daemon restart: the adopted VM's port is listened on again
+  await d!.kill();
+  assert.match(httpGet(PORT), /ERR:ECONNREFUSED/, 'the forwarder died with the daemon');
+  await d!.start();
+  assert.equal(await httpUntil(PORT, /BODY/, 30_000), 'BODY:hello from the guest', 'port re-established on adoption');
+
+  const rm = await d!.cli(['vm', 'rm', 'pub'], { timeoutMs: 180_000 });
+  assert.equal(rm.code, 0, rm.stderr);
+  assert.match(httpGet(PORT), /ERR:ECONNREFUSED/, 'port gone after vm rm');
+  assert.deepEqual(processesWith(join(d!.root, 'vms', 'pub')), [], 'no virtiofsd or QEMU left');
+});
+
+test('a failing --init-script fails vm create with its exit code and last lines, and leaves nothing', { skip, ...T }, async () => {
+  const script = join(work, 'fail.sh');
+  writeFileSync(script, '#!/bin/sh\necho "first line"\necho "about to fail" >&2\nexit 7\n');
+  const r = await d!.cli(['vm', 'create', '--image', 'debian-bookworm', '--name', 'bad', '-p', `${PORT + 2}:80`, '--init-script', script], { timeoutMs: 600_000 });
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /--init-script failed with exit code 7/);
+  assert.match(r.stderr, /first line\nabout to fail/);
+  assert.deepEqual(leftovers(hostNs, d!.root, bridgeInstance(hostNs, 'banger0'), 'bad'), []);
+  assert.match(httpGet(PORT + 2), /ERR:ECONNREFUSED/, 'its port is released');
+});

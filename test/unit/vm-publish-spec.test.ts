@@ -1,0 +1,104 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { formatPort, parseMountSpec, parseMountSpecs, parsePortSpec, parsePortSpecs } from '../../src/vms/publish-spec.js';
+import { checkMounts, qemuMountArgs, seedMountsFile, verifyMountsCommand } from '../../src/vms/mounts.js';
+import { PortForwards } from '../../src/vms/ports.js';
+import { qemuArgv } from '../../src/vms/drivers/qemu/argv.js';
+import { seedFiles } from '../../src/vms/seed.js';
+import { vmFiles } from '../../src/vms/files.js';
+import { absoluteHostDir } from '../../src/cli/commands/vm-create-extras.js';
+import { isBangerError } from '../../src/core/errors.js';
+import type { LaunchSpec } from '../../src/vms/drivers/types.js';
+import type { VmRecord } from '../../src/vms/store.js';
+
+/** Throws a BangerError whose message matches `re` and whose details name `field`. */
+function refused(fn: () => unknown, field: string, re: RegExp): void {
+  assert.throws(fn, (e: unknown) => isBangerError(e, 'E_INVALID') && e.details?.field === field && re.test(e.message));
+}
+
+test('parsePortSpec: HOSTPORT:GUESTPORT, HOSTIP default 127.0.0.1, /tcp, IPv6 in brackets', () => {
+  assert.deepEqual(parsePortSpec('8080:80'), { hostIp: '127.0.0.1', hostPort: 8080, guestPort: 80, proto: 'tcp' });
+  assert.deepEqual(parsePortSpec('0.0.0.0:443:8443/tcp'), { hostIp: '0.0.0.0', hostPort: 443, guestPort: 8443, proto: 'tcp' });
+  assert.deepEqual(parsePortSpec('[::1]:8080:80'), { hostIp: '::1', hostPort: 8080, guestPort: 80, proto: 'tcp' });
+  assert.equal(formatPort(parsePortSpec('[::1]:8080:80')), '[::1]:8080->80/tcp');
+  assert.equal(formatPort(parsePortSpec('1:65535/TCP')), '127.0.0.1:1->65535/tcp');
+});
+
+test('parsePortSpec: bad input names -p and the part that is wrong', () => {
+  refused(() => parsePortSpec('8080'), '-p', /'8080': expected HOSTPORT:GUESTPORT/);
+  refused(() => parsePortSpec('8080:80/udp'), '-p', /protocol 'udp' is not supported/);
+  refused(() => parsePortSpec('0:80'), '-p', /HOSTPORT 0 is outside 1-65535/);
+  refused(() => parsePortSpec('80:65536'), '-p', /GUESTPORT 65536 is outside/);
+  refused(() => parsePortSpec('http:80'), '-p', /HOSTPORT 'http' is not a port number/);
+  refused(() => parsePortSpec('localhost:80:80'), '-p', /HOSTIP 'localhost' is not an IPv4 address/);
+  refused(() => parsePortSpec('1.2.3:80:80'), '-p', /HOSTIP '1\.2\.3'/);
+  refused(() => parsePortSpec('[nope]:80:80'), '-p', /not an IPv6 address/);
+  refused(() => parsePortSpec('1:2:3:4'), '-p', /expected HOSTPORT:GUESTPORT/);
+  refused(() => parsePortSpec('-1:80'), '-p', /not a port number/);
+  refused(() => parsePortSpecs(['8080:80', '127.0.0.1:8080:81']), '-p', /127\.0\.0\.1:8080 is published twice/);
+});
+
+test('PortForwards.checkConflicts: a port another VM publishes (even stopped, even by wildcard) is refused', () => {
+  const other = { name: 'web', spec: { ports: [parsePortSpec('0.0.0.0:8080:80')] } } as unknown as VmRecord;
+  assert.throws(() => PortForwards.checkConflicts('new', [parsePortSpec('8080:80')], [other]), (e: unknown) => isBangerError(e, 'E_IN_USE') && /already published by vm 'web'/.test(e.message));
+  PortForwards.checkConflicts('new', [parsePortSpec('8081:80')], [other]);
+  PortForwards.checkConflicts('web', [parsePortSpec('8080:80')], [other]); // itself
+});
+
+test('parseMountSpec: absolute paths, :ro/:rw, no colon/comma/quote games, no system directories', () => {
+  assert.deepEqual(parseMountSpec('/srv/data:/mnt/data', 0), { hostDir: '/srv/data', guestDir: '/mnt/data', readOnly: false, tag: 'banger0' });
+  assert.deepEqual(parseMountSpec('/srv/data/:/mnt/data/:ro', 3), { hostDir: '/srv/data/', guestDir: '/mnt/data', readOnly: true, tag: 'banger3' });
+  refused(() => parseMountSpec('data:/mnt', 0), '--mount', /HOSTDIR 'data' is not an absolute path/);
+  refused(() => parseMountSpec('/data:mnt', 0), '--mount', /GUESTDIR 'mnt' is not an absolute path/);
+  refused(() => parseMountSpec('/a:/b:rx', 0), '--mount', /mode 'rx' must be ro or rw/);
+  refused(() => parseMountSpec('/a:/b:ro:x', 0), '--mount', /may not contain ':'/);
+  refused(() => parseMountSpec('/a', 0), '--mount', /expected HOSTDIR:GUESTDIR/);
+  refused(() => parseMountSpec('/a,b:/b', 0), '--mount', /HOSTDIR/);
+  refused(() => parseMountSpec("/a:/b'c", 0), '--mount', /GUESTDIR/);
+  refused(() => parseMountSpec('/a:/b c', 0), '--mount', /GUESTDIR/);
+  refused(() => parseMountSpec('/a:/mnt/../etc', 0), '--mount', /contains '\.\.'/);
+  refused(() => parseMountSpec('/a:/', 0), '--mount', /would hide a system directory/);
+  refused(() => parseMountSpec('/a:/etc/x', 0), '--mount', /would hide a system directory/);
+  refused(() => parseMountSpec('/a:/usr', 0), '--mount', /would hide a system directory/);
+  refused(() => parseMountSpecs(['/a:/m', '/b:/m/']), '--mount', /GUESTDIR \/m is mounted twice/);
+  assert.equal(absoluteHostDir('site:/srv:ro'), `${process.cwd()}/site:/srv:ro`);
+  assert.equal(absoluteHostDir('/abs:/srv'), '/abs:/srv');
+});
+
+test('checkMounts: refused on firecracker pointing to vm cp; host folder must exist and be a directory; device picked', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'banger-mounts-'));
+  try {
+    writeFileSync(join(dir, 'file'), 'x');
+    const m = parseMountSpec(`${dir}:/mnt/x`, 0);
+    await assert.rejects(checkMounts([m], 'firecracker'), (e: unknown) => isBangerError(e, 'E_INVALID') && /vm cp/.test(e.hint ?? ''));
+    await assert.rejects(checkMounts([parseMountSpec(`${dir}/nope:/mnt/x`, 0)], 'qemu'), (e: unknown) => isBangerError(e, 'E_NOT_FOUND') && e.message.includes(`${dir}/nope`));
+    await assert.rejects(checkMounts([parseMountSpec(`${dir}/file:/mnt/x`, 0)], 'qemu'), (e: unknown) => isBangerError(e, 'E_INVALID') && /not a directory/.test(e.message));
+    assert.equal((await checkMounts([m], 'qemu', async () => '/usr/lib/qemu/virtiofsd'))[0]!.kind, 'virtiofs');
+    assert.equal((await checkMounts([m], 'qemu', async () => undefined))[0]!.kind, '9p');
+    assert.deepEqual(await checkMounts([], 'firecracker'), []);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('mount devices: QEMU argv (9p readonly, virtiofs shared memory), seed file, guest check', () => {
+  const files = vmFiles('/v/box');
+  const ninep = { ...parseMountSpec('/h/ab:/mnt/a:ro', 0), hostDir: '/h/a,b', kind: '9p' as const }; // a comma QEMU must escape
+  const vfs = { ...parseMountSpec('/h/c:/mnt/c', 1), kind: 'virtiofs' as const };
+  assert.deepEqual(qemuMountArgs([ninep], files.dir, 512), ['-fsdev', 'local,id=fs_banger0,path=/h/a,,b,security_model=passthrough,readonly=on', '-device', 'virtio-9p-device,fsdev=fs_banger0,mount_tag=banger0']);
+  assert.deepEqual(qemuMountArgs([vfs], files.dir, 512), ['-object', 'memory-backend-memfd,id=mem,size=512M,share=on', '-global', 'virtio-mmio.force-legacy=false', '-chardev', 'socket,id=fs_banger1,path=/v/box/virtiofs-banger1.sock', '-device', 'vhost-user-fs-device,chardev=fs_banger1,tag=banger1']);
+  const spec = { id: 'i', instance: 'x', name: 'box', files, vcpu: 1, memoryMiB: 512, kernel: '/k', cmdline: '', disks: [], net: { tap: 't', mac: 'm' }, kvm: false, acpi: true } as unknown as Parameters<typeof qemuArgv>[1];
+  const withFs = qemuArgv('qemu', { ...spec, mounts: [vfs] });
+  assert.match(withFs[withFs.indexOf('-M') + 1]!, /,memory-backend=mem$/);
+  const plain = qemuArgv('qemu', spec);
+  assert.doesNotMatch(plain.join(' '), /memory-backend|fsdev|vhost-user/);
+  assert.equal(seedMountsFile([ninep, vfs]), 'banger0 /mnt/a ro 9p\nbanger1 /mnt/c rw virtiofs\n');
+  assert.equal(seedMountsFile([]), undefined);
+  const base = { name: 'b', net: { ip: '1.2.3.4', prefix: 24, gateway: '1.2.3.1', dns: [] }, hostKey: 'k', hostKeyPub: 'p', authorizedKey: 'a' };
+  assert.deepEqual(seedFiles({ ...base, mounts: 'banger0 /mnt/a ro 9p\n' }).mounts, ['banger0 /mnt/a ro 9p\n', 0o644]);
+  assert.equal(seedFiles(base).mounts, undefined);
+  assert.equal(verifyMountsCommand([ninep, vfs]), `r=0; for d in '/mnt/a' '/mnt/c'; do grep -q " $d " /proc/mounts || { echo "not mounted: $d"; r=1; }; done; exit $r`);
+});
