@@ -48,6 +48,8 @@ export const ErrorCode = {
   Usage: 'E_USAGE',
   /** Input past a configured limit (e.g. an image unpacking to more than imageLimits allow). */
   TooLarge: 'E_TOO_LARGE',
+  /** The guest agent refused a request (bad path, command not found) or broke its protocol. */
+  Agent: 'E_AGENT',
 } as const;
 
 export function isBangerError(e: unknown, code?: string): e is BangerError {
