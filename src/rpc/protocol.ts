@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import { z } from 'zod';
 import { BangerError, ErrorCode } from '../core/errors.js';
 import type { ProgressEvent } from './wire.js';
@@ -7,6 +8,12 @@ export { LineSplitter, LineTooLongError, RpcCode, fromRpcError, toRpcError, type
 export interface MethodContext {
   signal: AbortSignal;
   progress(ev: ProgressEvent): void;
+  /**
+   * Streams (vm exec / vm cp): after this method's successful reply the connection stops
+   * speaking JSON-RPC and `take` owns the raw socket. Refused (socket closed) when other
+   * requests are running on the connection or bytes follow the request. See docs/agent.md.
+   */
+  upgrade?(take: (sock: Socket) => void): void;
 }
 
 export interface Method<P = unknown> {

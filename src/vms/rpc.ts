@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { method, Name, type MethodTable } from '../rpc/protocol.js';
 import type { VmService } from './service.js';
 import { PackageUrl } from './package-source.js';
+import { agentMethods } from './exec-rpc.js';
 
 const Names = z.array(Name).min(1).max(64);
 const Size = z.string().min(1).max(32);
@@ -10,6 +11,7 @@ const Signal = z.enum(['SIGKILL', 'SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIG
 /** RPC surface of the vm domain (`vm.*`). Params are validated here, at the boundary. */
 export function vmMethods(svc: VmService): MethodTable {
   return {
+    ...agentMethods(svc),
     'vm.create': method(
       z
         .object({

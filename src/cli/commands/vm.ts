@@ -7,6 +7,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { writeFileAtomic } from '../../core/fsutil.js';
 import type { Cli } from '../context.js';
 import { age, table } from '../table.js';
+import { registerAgentCommands } from './agent-commands.js';
 
 /** `banger vm …`, `banger ps` and `banger ssh-config`. Handlers return data; `emit` prints. */
 export function registerVmCommands(program: Command, cli: () => Cli): void {
@@ -149,6 +150,8 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
         child.on('exit', (code, sig) => resolve(code ?? (sig ? 128 + 1 : 255)));
       });
     });
+
+  registerAgentCommands(program, vm, cli);
 
   vm.command('ports')
     .description('list listening ports inside the VM (asks the guest agent)')
