@@ -78,7 +78,7 @@ export class AgentSession {
   }
 }
 
-type Pending = { resolve: (v: Record<string, unknown>) => void; reject: (e: BangerError) => void; handlers?: SessionHandlers };
+type Pending = { resolve: (v: Record<string, unknown>) => void; reject: (e: BangerError) => void; handlers?: SessionHandlers; session?: AgentSession };
 
 /**
  * One protocol v2 connection to a guest agent (the daemon holds one per VM: virtio-serial has
@@ -145,15 +145,18 @@ export class AgentConnection {
   /** Starts an exec / tar-out / tar-in session; rejects with E_AGENT when the agent refuses. */
   async start(req: Record<string, unknown>, handlers: SessionHandlers): Promise<AgentSession> {
     const id = this.allocId();
+    let pend!: Pending;
     const reply = await new Promise<Record<string, unknown>>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, handlers });
+      pend = { resolve, reject, handlers };
+      this.pending.set(id, pend);
       this.send(F.Request, id, JSON.stringify(req));
     });
     if (reply.ok !== true) {
       this.sessions.delete(id);
       throw new BangerError(ErrorCode.Agent, `guest: ${String(reply.error ?? 'request refused')}`, { details: { exitCode: typeof reply.code === 'number' ? reply.code : undefined } });
     }
-    return this.sessions.get(id)!;
+    // The session may have ended already (its exit frame can follow the reply at once).
+    return pend.session!;
   }
 
   close(): void {
@@ -204,7 +207,10 @@ export class AgentConnection {
       if (!p) return;
       this.pending.delete(f.stream);
       const v = this.json(f);
-      if (p.handlers && v.ok === true) this.sessions.set(f.stream, new AgentSession(this, f.stream, p.handlers));
+      if (p.handlers && v.ok === true) {
+        p.session = new AgentSession(this, f.stream, p.handlers);
+        this.sessions.set(f.stream, p.session);
+      }
       p.resolve(v);
       return;
     }
