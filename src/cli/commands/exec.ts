@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { BangerError, ErrorCode } from '../../core/errors.js';
 import type { Cli } from '../context.js';
 import { StreamCall } from '../stream-client.js';
+import { reportError } from '../main.js';
 
 export interface ExecOptions {
   interactive?: boolean;
@@ -30,12 +31,20 @@ export async function runExec(c: Cli, name: string, argv: string[], o: ExecOptio
     stdout: (d: Buffer) => process.stdout.write(d, () => call?.resume()),
     stderr: (d: Buffer) => process.stderr.write(d, () => call?.resume()),
   };
-  call = await StreamCall.open(
-    c,
-    'vm.exec',
-    { name, argv, env: o.env, workdir: o.workdir, user: o.user, tty, rows: tty ? process.stdout.rows : undefined, cols: tty ? process.stdout.columns : undefined },
-    sinks,
-  );
+  try {
+    call = await StreamCall.open(
+      c,
+      'vm.exec',
+      { name, argv, env: o.env, workdir: o.workdir, user: o.user, tty, rows: tty ? process.stdout.rows : undefined, cols: tty ? process.stdout.columns : undefined },
+      sinks,
+    );
+  } catch (e) {
+    // The guest could not start the command: 127 not found, 126 not runnable (as docker exec).
+    const code = e instanceof BangerError ? e.details?.exitCode : undefined;
+    if (typeof code !== 'number') throw e;
+    reportError(e, c.opts);
+    return code;
+  }
   const s = call;
   let interrupts = 0;
   let abandon!: (code: number) => void;
