@@ -17,7 +17,8 @@ import { isRoot } from '../helpers/daemon.js';
  * host client (AgentConnection): every request, exec semantics, flow control, tar transfer,
  * malformed and truncated frames, and a client that disappears mid-stream.
  */
-const AGENT = defaultSources().agentPath;
+/** BANGER_TEST_AGENT: run these tests against another build (break-it checks). */
+const AGENT = process.env.BANGER_TEST_AGENT ?? defaultSources().agentPath;
 const skip = existsSync(AGENT) ? undefined : `agent binary ${AGENT} not built (npm run build)`;
 let dir = '';
 let sockPath = '';
@@ -247,13 +248,26 @@ test('malformed frames get an ERROR frame and a closed connection; the agent kee
   assert.equal(agent!.exitCode, null);
 });
 
+test('credit: a host that returns none gets exactly one window of output, then exactly what it grants', { skip }, async () => {
+  const r = await raw();
+  r.sock.write(Buffer.concat([hello, encodeFrame(F.Request, 3, '{"op":"exec","argv":["head","-c","10000000","/dev/zero"]}')]));
+  const got = () => r.frames.filter((f) => f.type === F.Stdout).reduce((n, f) => n + f.payload.length, 0);
+  await new Promise((res) => setTimeout(res, 1000));
+  assert.equal(got(), 262144);
+  r.sock.write(encodeFrame(F.Credit, 3, Buffer.from([0, 0x10, 0, 0]))); // 1 MiB
+  await new Promise((res) => setTimeout(res, 1000));
+  assert.equal(got(), 262144 + (1 << 20));
+  r.sock.destroy();
+});
+
 test('a client that disappears mid-stream: its sessions are killed, others go on', { skip }, async () => {
   const c1 = await open();
   const c2 = await open();
   const pidFile = join(dir, 'yes.pid');
   let started!: () => void;
   const going = new Promise<void>((r) => (started = r));
-  void c1.start({ op: 'exec', argv: ['sh', '-c', `echo $$ > ${pidFile}; exec yes`] }, { onStdout: () => started(), onStderr() {}, onExit() {}, onError() {} });
+  // sleep writes nothing: only the agent's kill can end it (a writer would die of SIGPIPE anyway).
+  void c1.start({ op: 'exec', argv: ['sh', '-c', `echo $$ > ${pidFile}; echo started; exec sleep 1000`] }, { onStdout: () => started(), onStderr() {}, onExit() {}, onError() {} });
   await going;
   const pid = Number(readFileSync(pidFile, 'utf8'));
   const other = run(c2, { op: 'exec', argv: ['sh', '-c', 'sleep 0.5; echo still'] });
