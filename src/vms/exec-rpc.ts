@@ -27,9 +27,8 @@ const PathParams = z.object({ name: Name, path: AbsPath }).strict();
 async function connFor(svc: VmService, name: string, signal?: AbortSignal) {
   const vm = svc.get(name);
   if (!(await svc.observe(vm)).running) throw new BangerError(ErrorCode.InUse, `vm '${name}' is not running`, { hint: `start it: banger vm start ${name}` });
-  const path = svc.driver(vm.vmm).agentChannel(svc.files(name)).path;
   try {
-    return await agentConnection(path, 10_000);
+    return await agentConnection(svc.driver(vm.vmm), svc.handle(vm), 10_000);
   } catch (e) {
     if (signal?.aborted) throw new BangerError(ErrorCode.Cancelled, 'cancelled', { cause: e });
     throw new BangerError(ErrorCode.Timeout, `vm '${name}': the guest agent (protocol 2) did not answer`, {
