@@ -37,17 +37,20 @@ before(async () => {
   const ref = await ensureDebianImageInRegistry(registry.host);
   ns = createNetns('vmexec');
   const exposed = [await exposeInNetns(ns, mirror.port), await exposeInNetns(ns, registry.port)];
-  d = new TestDaemon({ netns: ns, env: { BANGER_DEBIAN_MIRROR: mirror.url }, config: { vm: { sshTimeoutSeconds: 300, vcpu: 2, memoryMiB: 512 } } });
+  d = new TestDaemon({ netns: ns, env: { BANGER_DEBIAN_MIRROR: mirror.url }, config: { vm: { sshTimeoutSeconds: 900, vcpu: 2, memoryMiB: 512 } } });
   await d.start();
   const k = await d.cli(['kernel', 'pull', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
   assert.equal(k.code, 0, k.stderr);
   const i = await d.cli(['image', 'pull', ref, '--name', 'debian-bookworm', '--kernel-ref', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
   assert.equal(i.code, 0, i.stderr);
   for (const stop of exposed) stop();
-  const v = await d.cli(['vm', 'create', '--image', 'debian-bookworm', '--name', 'ex1'], { timeoutMs: 600_000 });
-  assert.equal(v.code, 0, v.stderr);
+  const v = await d.cli(['vm', 'create', '--image', 'debian-bookworm', '--name', 'ex1'], { timeoutMs: 1_000_000 });
+  if (v.code !== 0) {
+    const logs = await d.cli(['vm', 'logs', 'ex1']);
+    assert.fail(`vm create failed:\n${v.stderr}\nconsole tail:\n${logs.stdout.slice(-3000)}`);
+  }
   assert.match(v.stderr, /agent: healthy \(2\)/);
-}, { timeout: 1_200_000 });
+}, { timeout: 1_500_000 });
 
 after(async () => {
   await d?.cleanup();
