@@ -91,12 +91,20 @@ async function copyIn(c: Cli, src: string, vm: string, dstArg: string): Promise<
   }
   const argv = ['tar', '-c', '--numeric-owner', '-f', '-', '-C', dirname(srcPath), ...(newName ? [`--transform=s,^${reEsc(srcName)}\\(/\\|$\\),${replEsc(newName)}\\1,S`] : []), srcName];
   await localTar(argv, async (child) => {
-    const call = await StreamCall.open(c, 'vm.cpIn', { name: vm, path: into }, { stdout: (b) => process.stderr.write(b), stderr: (b) => process.stderr.write(b) });
+    // Listen (paused) before the first await: Node discards the output of a child that exits
+    // while nobody listens to its stdout, and a small tree's tar exits at once.
+    let call: StreamCall | undefined;
+    let early: Buffer | undefined;
+    const ended = new Promise<void>((r) => child.stdout!.once('end', r));
     child.stdout!.on('data', (b: Buffer) => {
       child.stdout!.pause();
-      void call.write(b).then(() => child.stdout!.resume());
+      if (!call) early = early ? Buffer.concat([early, b]) : b;
+      else void call.write(b).then(() => child.stdout!.resume());
     });
-    child.stdout!.once('end', () => call.eof());
+    call = await StreamCall.open(c, 'vm.cpIn', { name: vm, path: into }, { stdout: (b) => process.stderr.write(b), stderr: (b) => process.stderr.write(b) });
+    if (early) await call.write(early);
+    child.stdout!.resume();
+    void ended.then(() => call!.eof());
     return (await call.done).code;
   });
 }
