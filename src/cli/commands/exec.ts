@@ -31,6 +31,28 @@ export async function runExec(c: Cli, name: string, argv: string[], o: ExecOptio
     stdout: (d: Buffer) => process.stdout.write(d, () => call?.resume()),
     stderr: (d: Buffer) => process.stderr.write(d, () => call?.resume()),
   };
+  // Signal handlers go in before the stream opens: output (and the user's Ctrl-C) can arrive
+  // before this function resumes, and an unhandled SIGINT would kill the CLI, not the command.
+  const early: number[] = [];
+  let interrupts = 0;
+  let abandon!: (code: number) => void;
+  const abandoned = new Promise<number>((r) => (abandon = r));
+  const forward = (sig: NodeJS.Signals) => () => {
+    // The third Ctrl-C gives up on a command that ignores it: the agent kills its process group.
+    if (sig === 'SIGINT' && ++interrupts >= 3) {
+      process.stderr.write('banger: abandoning the command (its process group is killed)\n');
+      call?.close();
+      abandon(130);
+      return;
+    }
+    if (call) call.signal(constants.signals[sig]);
+    else early.push(constants.signals[sig]);
+  };
+  const handlers: Array<[NodeJS.Signals, () => void]> = (['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'] as NodeJS.Signals[]).map((sig) => [sig, forward(sig)]);
+  for (const [sig, fn] of handlers) process.on(sig, fn);
+  const unhook = () => {
+    for (const [sig, fn] of handlers) process.off(sig, fn);
+  };
   try {
     call = await StreamCall.open(
       c,
@@ -39,6 +61,7 @@ export async function runExec(c: Cli, name: string, argv: string[], o: ExecOptio
       sinks,
     );
   } catch (e) {
+    unhook();
     // The guest could not start the command: 127 not found, 126 not runnable (as docker exec).
     const code = e instanceof BangerError ? e.details?.exitCode : undefined;
     if (typeof code !== 'number') throw e;
@@ -46,21 +69,7 @@ export async function runExec(c: Cli, name: string, argv: string[], o: ExecOptio
     return code;
   }
   const s = call;
-  let interrupts = 0;
-  let abandon!: (code: number) => void;
-  const abandoned = new Promise<number>((r) => (abandon = r));
-  const forward = (sig: NodeJS.Signals) => () => {
-    // The third Ctrl-C gives up on a command that ignores it: the agent kills its process group.
-    if (sig === 'SIGINT' && ++interrupts >= 3) {
-      process.stderr.write('banger: abandoning the command (its process group is killed)\n');
-      s.close();
-      abandon(130);
-      return;
-    }
-    s.signal(constants.signals[sig]);
-  };
-  const handlers: Array<[NodeJS.Signals, () => void]> = (['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'] as NodeJS.Signals[]).map((sig) => [sig, forward(sig)]);
-  for (const [sig, fn] of handlers) process.on(sig, fn);
+  for (const sig of early.splice(0)) s.signal(sig);
   const onWinch = () => s.resize(process.stdout.rows ?? 24, process.stdout.columns ?? 80);
   if (tty) process.on('SIGWINCH', onWinch);
   const rawSet = tty && o.interactive && stdinTty;
@@ -77,7 +86,7 @@ export async function runExec(c: Cli, name: string, argv: string[], o: ExecOptio
   try {
     return await Promise.race([s.done.then((e) => e.code), abandoned]);
   } finally {
-    for (const [sig, fn] of handlers) process.off(sig, fn);
+    unhook();
     process.off('SIGWINCH', onWinch);
     if (rawSet) process.stdin.setRawMode(false);
     process.stdin.off('data', onStdin);
