@@ -171,7 +171,7 @@ test('vm cp: a tree with a symlink, a setuid file and a 200 MiB file, both ways,
   assert.equal(readlinkSync(join(back, 'link')), 'sub/f');
   assert.equal(lstatSync(join(back, 'sub', 'f')).mtimeMs, 1_000_000_000_000);
   // docker cp rules: into an existing directory, the source lands inside it.
-  const into = await banger(['vm', 'cp', join(src, 'sub'), 'ex1:/root/tree']);
+  const into = await banger(['vm', 'cp', join(src, 'sub'), 'ex1:/root/tree/sub']);
   assert.equal(into.code, 0, into.stderr.toString());
   assert.equal((await banger(['vm', 'exec', 'ex1', '--', 'cat', '/root/tree/sub/sub/f'])).stdout.toString(), 'hello');
   const missing = await banger(['vm', 'cp', 'ex1:/nope', join(work, 'x')]);
