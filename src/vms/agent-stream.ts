@@ -25,9 +25,22 @@ export async function startBridged(conn: AgentConnection, req: Record<string, un
       earlyBytes += data.length;
       return;
     }
-    if (sock.write(frame)) session?.consumed(data.length);
-    else sock.once('drain', () => session?.consumed(data.length));
+    // Credit goes back to the agent only once the CLI socket took the bytes.
+    if (!waiting && sock.write(frame)) return session?.consumed(data.length);
+    if (waiting) sock.write(frame);
+    owed += data.length;
+    if (!waiting) {
+      waiting = true;
+      sock.once('drain', () => {
+        waiting = false;
+        const n = owed;
+        owed = 0;
+        session?.consumed(n);
+      });
+    }
   };
+  let owed = 0;
+  let waiting = false;
   let finished: Buffer | undefined;
   const end = (frame: Buffer) => {
     finished = frame;
@@ -41,7 +54,11 @@ export async function startBridged(conn: AgentConnection, req: Record<string, un
   };
   session = await conn.start(req, handlers);
   const s = session;
+  // The server may refuse the upgrade (see RpcServer): a session nobody attaches is killed.
+  const orphan = setTimeout(() => s.close(), 10_000);
+  orphan.unref();
   return (cli: Socket) => {
+    clearTimeout(orphan);
     sock = cli;
     for (const f of early) cli.write(f);
     early.length = 0;

@@ -236,7 +236,9 @@ test('malformed frames get an ERROR frame and a closed connection; the agent kee
   // 16 x 64 KiB: more than the window plus what the (unread) pipe absorbs.
   for (let i = 0; i < 16; i++) r.sock.write(encodeFrame(F.Stdin, 7, chunk));
   await within(r.closed);
-  assert.ok(r.frames.some((f) => f.type === F.Error && /credit/.test(f.payload.toString())));
+  // The ERROR frame may be lost here: Node drops a socket whose write failed (EPIPE) before
+  // reading what was left, so the agent's log is the witness.
+  assert.match(agentErr, /protocol error: stdin beyond the granted credit/);
   // Truncated frame, then the client goes away.
   const t = await raw();
   t.sock.write(Buffer.concat([hello, encodeFrame(F.Request, 1, '{"op":"health"}').subarray(0, 12)]));
