@@ -52,10 +52,18 @@ async function stream(svc: VmService, name: string, req: Record<string, unknown>
   return { streaming: true, stream: 1, agent: conn.info.version };
 }
 
+/** `vm.stat` (in the typed contract): lstat of a guest path through the agent. */
+export async function guestStat(svc: VmService, name: string, path: string, signal?: AbortSignal) {
+  const conn = await connFor(svc, name, signal);
+  const r = await conn.request({ op: 'stat', path });
+  if (r.ok !== true) throw new BangerError(ErrorCode.Agent, `vm '${name}': ${String(r.error)}`);
+  return r as { ok: true; exists: boolean; type?: 'dir' | 'file' | 'symlink' | 'other'; mode?: number; size?: number };
+}
+
 /**
  * RPC methods of `vm exec` / `vm cp` (docs/agent.md). `vm.exec`, `vm.cpOut` and `vm.cpIn`
  * reply once the guest process started and then carry protocol v2 frames on the same
- * connection (stream 1); `vm.stat` is a plain call used for docker-cp path rules.
+ * connection (stream 1); `vm.stat` (docker-cp path rules) is in the typed contract.
  */
 export function agentMethods(svc: VmService): MethodTable {
   return {
@@ -65,11 +73,5 @@ export function agentMethods(svc: VmService): MethodTable {
     }),
     'vm.cpOut': method(PathParams, (p, ctx) => stream(svc, p.name, { op: 'tar-out', path: p.path }, ctx)),
     'vm.cpIn': method(PathParams, (p, ctx) => stream(svc, p.name, { op: 'tar-in', path: p.path }, ctx)),
-    'vm.stat': method(PathParams, async (p, ctx) => {
-      const conn = await connFor(svc, p.name, ctx.signal);
-      const r = await conn.request({ op: 'stat', path: p.path });
-      if (r.ok !== true) throw new BangerError(ErrorCode.Agent, `vm '${p.name}': ${String(r.error)}`);
-      return r;
-    }),
   };
 }

@@ -8,12 +8,12 @@ import { nullLogger } from '../../src/core/log.js';
 import { defaultSources } from '../../src/guest/inject.js';
 import { RpcServer } from '../../src/rpc/server.js';
 import { agentPool, connectUnix } from '../../src/vms/agent.js';
-import { agentMethods } from '../../src/vms/exec-rpc.js';
+import { vmMethods } from '../../src/daemon/handlers/vms.js';
 import type { VmService } from '../../src/vms/service.js';
 
 /**
  * `banger vm exec` and `banger vm cp` through the built CLI, the RPC stream upgrade and the
- * daemon's bridge (agentMethods on a real RpcServer), down to the real C agent serving on a
+ * daemon's bridge (the daemon's vm.* handlers on a real RpcServer), down to the real C agent serving on a
  * Unix socket on this host: everything but the VM. VM 'box' runs; VM 'off' is stopped.
  * (test/e2e/vm-exec.test.ts runs the same commands against a real guest.)
  */
@@ -37,7 +37,7 @@ before(async () => {
     driver: () => ({ openAgentStream: () => connectUnix(agentSock) }),
     handle: (vm: { id: string; name: string }) => ({ id: vm.id, name: vm.name }),
   } as unknown as VmService;
-  server = new RpcServer({ socketPath: join(dir, 'd.sock'), log: nullLogger, methods: agentMethods(svc) });
+  server = new RpcServer({ socketPath: join(dir, 'd.sock'), log: nullLogger, methods: vmMethods(svc) });
   await server.listen();
   env = { ...process.env, BANGER_SOCKET: join(dir, 'd.sock'), BANGER_ROOT: join(dir, 'root') };
 });

@@ -1,4 +1,4 @@
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import type { Cli } from '../context.js';
 import { reportError } from '../main.js';
 import { runExec } from './exec.js';
@@ -12,7 +12,7 @@ interface RunOptions {
   env?: string[];
   workdir?: string;
   user?: string;
-  vmm?: string;
+  vmm?: 'auto' | 'qemu' | 'firecracker';
 }
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
@@ -36,7 +36,7 @@ export function registerRunCommand(program: Command, cli: () => Cli): void {
     .option('-e, --env <KEY=VALUE>', 'set an environment variable (repeatable)', collect)
     .option('-w, --workdir <dir>', 'working directory in the guest')
     .option('-u, --user <user>', 'run as USER, UID or UID:GID (default: root)')
-    .option('--vmm <vmm>', 'VMM: auto, qemu or firecracker')
+    .addOption(new Option('--vmm <vmm>', 'VMM: auto picks firecracker when usable, else qemu').choices(['auto', 'qemu', 'firecracker']))
     .addHelpText('after', '\nExamples:\n  banger run --rm debian-bookworm -- uname -a\n  banger run --rm --nat debian-bookworm -- sh -c "apt-get update && apt-get install -y curl"\n  banger run -it --rm debian-bookworm -- bash')
     .action(async (image: string, cmd: string[], o: RunOptions) => {
       const c = cli();

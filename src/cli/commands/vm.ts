@@ -7,6 +7,8 @@ import { BangerError, ErrorCode } from '../../core/errors.js';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { writeFileAtomic } from '../../core/fsutil.js';
 import type { Cli } from '../context.js';
+import type { Params } from '../../rpc/contract.js';
+import type { Vm, VmDetail } from '../../rpc/types.js';
 import { age, table } from '../table.js';
 import { registerAgentCommands } from './agent-commands.js';
 
@@ -55,7 +57,7 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
       .action(async (names: string[]) => {
         const c = cli();
         const r = await c.call(`vm.${verb}`, { names }, { progress: true });
-        c.emit(r, (vs: any[]) => vs.map((x) => `${x.name}: ${x.running ? 'running' : x.state}`).join('\n'));
+        c.emit(r, (vs) => vs.map((x) => `${x.name}: ${x.running ? 'running' : x.state}`).join('\n'));
       });
   }
 
@@ -67,11 +69,13 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
     .action(async (names: string[], o) => {
       const c = cli();
       const sig = String(o.signal).toUpperCase().startsWith('SIG') ? String(o.signal).toUpperCase() : `SIG${String(o.signal).toUpperCase()}`;
-      const r = await c.call('vm.kill', { names, signal: sig });
-      c.emit(r, (vs: any[]) => vs.map((x) => `${x.name}: ${x.running ? 'running' : x.state}`).join('\n'));
+      // The daemon validates the signal name against the contract (E_INVALID naming the field).
+      const r = await c.call('vm.kill', { names, signal: sig as Params<'vm.kill'>['signal'] });
+      c.emit(r, (vs) => vs.map((x) => `${x.name}: ${x.running ? 'running' : x.state}`).join('\n'));
     });
 
   vm.command('rm')
+    .aliases(['delete', 'remove'])
     .description('remove VMs: stop (or with -f kill) them, then delete disks, keys, lease, tap and NAT rules')
     .argument('<names...>', 'one or more VM names')
     .option('-f, --force', 'kill a running VM instead of shutting it down gracefully')
@@ -161,7 +165,7 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
     .action(async (name: string) => {
       const c = cli();
       const r = await c.call('vm.ports', { name });
-      c.emit(r, (x) => table(['PROTO', 'ADDRESS', 'PORT'], x.ports.map((p: any) => [p.proto, p.address, p.port])));
+      c.emit(r, (x) => table(['PROTO', 'ADDRESS', 'PORT'], x.ports.map((p) => [p.proto, p.address, p.port])));
     });
 
   program
@@ -213,7 +217,10 @@ function intArg(flag: string) {
   };
 }
 
-export function renderList(vms: any[]): string {
+/** The fields the VM table shows. */
+export type VmRow = Pick<Vm, 'name' | 'running' | 'state' | 'vmm' | 'image' | 'ip' | 'createdAt'> & { spec: Pick<Vm['spec'], 'vcpu' | 'memoryMiB'> };
+
+export function renderList(vms: VmRow[]): string {
   if (!vms.length) return "no VMs (create one: banger vm create --image IMAGE)";
   return table(
     ['NAME', 'STATE', 'VMM', 'IMAGE', 'IP', 'VCPU', 'MEM', 'AGE'],
@@ -221,7 +228,7 @@ export function renderList(vms: any[]): string {
   );
 }
 
-function renderShow(v: any): string {
+function renderShow(v: VmDetail): string {
   const rows: [string, unknown][] = [
     ['name', v.name],
     ['id', v.id],
