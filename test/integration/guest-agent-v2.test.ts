@@ -238,6 +238,7 @@ test('malformed frames get an ERROR frame and a closed connection; the agent kee
   await within(r.closed);
   // The ERROR frame may be lost here: Node drops a socket whose write failed (EPIPE) before
   // reading what was left, so the agent's log is the witness.
+  for (let i = 0; i < 150 && !/stdin beyond the granted credit/.test(agentErr); i++) await new Promise((res) => setTimeout(res, 20)); // stderr lags the socket
   assert.match(agentErr, /protocol error: stdin beyond the granted credit/);
   // Truncated frame, then the client goes away.
   const t = await raw();
