@@ -1,7 +1,7 @@
 import { connect, type Socket } from 'node:net';
 import { BangerError, ErrorCode } from '../core/errors.js';
 import { layoutFromEnv } from '../core/paths.js';
-import { F, FrameDecoder, WINDOW, encodeFrame, type ExitInfo, type Frame } from '../guest/agent-proto.js';
+import { F, FrameDecoder, WINDOW, encodeFrame, type ExitInfo, type Frame } from '../core/agent-proto.js';
 import { fromRpcError } from '../rpc/wire.js';
 import type { Cli } from './context.js';
 
@@ -50,7 +50,7 @@ export class StreamCall {
         }
         sock.off('data', onData);
         sock.off('close', onClose);
-        let msg: any;
+        let msg: { error?: Parameters<typeof fromRpcError>[0] };
         try {
           msg = JSON.parse(head.subarray(0, nl).toString('utf8'));
         } catch {

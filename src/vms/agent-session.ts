@@ -1,6 +1,6 @@
 import type { Duplex } from 'node:stream';
 import { BangerError, ErrorCode } from '../core/errors.js';
-import { F, FrameDecoder, FrameError, WINDOW, chunks, encodeFrame, u32, type ExitInfo, type Frame } from '../guest/agent-proto.js';
+import { F, FrameDecoder, FrameError, WINDOW, chunks, encodeFrame, u32, type ExitInfo, type Frame } from '../core/agent-proto.js';
 
 /** What a session reports. Output must be acknowledged with `AgentSession.consumed(n)`. */
 export interface SessionHandlers {

@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import { BangerError, ErrorCode } from '../core/errors.js';
-import { F, FrameDecoder, MAX_PAYLOAD, encodeFrame, type ExitInfo } from '../guest/agent-proto.js';
+import { F, FrameDecoder, MAX_PAYLOAD, encodeFrame, type ExitInfo } from '../core/agent-proto.js';
 import type { AgentConnection, AgentSession, SessionHandlers } from './agent-session.js';
 
 /** The CLI side of an upgraded `vm.exec` / `vm.cpOut` / `vm.cpIn` connection uses stream 1. */

@@ -6,7 +6,7 @@ import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync,
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { F, FrameDecoder, encodeFrame, type ExitInfo, type Frame } from '../../src/guest/agent-proto.js';
+import { F, FrameDecoder, encodeFrame, type ExitInfo, type Frame } from '../../src/core/agent-proto.js';
 import { defaultSources } from '../../src/guest/inject.js';
 import { AgentConnection, type AgentSession } from '../../src/vms/agent-session.js';
 import { connectUnix } from '../../src/vms/agent.js';

@@ -3,7 +3,7 @@ import { Command } from 'commander';
 import { BangerError, ErrorCode } from '../../core/errors.js';
 import type { Cli } from '../context.js';
 import { StreamCall } from '../stream-client.js';
-import { reportError } from '../main.js';
+import { printError } from '../print-error.js';
 
 export interface ExecOptions {
   interactive?: boolean;
@@ -65,7 +65,7 @@ export async function runExec(c: Cli, name: string, argv: string[], o: ExecOptio
     // The guest could not start the command: 127 not found, 126 not runnable (as docker exec).
     const code = e instanceof BangerError ? e.details?.exitCode : undefined;
     if (typeof code !== 'number') throw e;
-    reportError(e, c.opts);
+    printError(e);
     return code;
   }
   const s = call;

@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import type { Cli } from '../context.js';
-import { reportError } from '../main.js';
+import { printError } from '../print-error.js';
 import { runExec } from './exec.js';
 
 interface RunOptions {
@@ -47,7 +47,7 @@ export function registerRunCommand(program: Command, cli: () => Cli): void {
       try {
         code = await runExec(c, name, cmd, o);
       } catch (e) {
-        reportError(e, c.opts);
+        printError(e);
         code = 255;
       } finally {
         if (o.rm) {
@@ -55,7 +55,7 @@ export function registerRunCommand(program: Command, cli: () => Cli): void {
           try {
             await c.call('vm.rm', { names: [name], force: true });
           } catch (e) {
-            reportError(e, c.opts);
+            printError(e);
             process.stderr.write(`banger: vm '${name}' was not removed; remove it with: banger vm rm --force ${name}\n`);
           } finally {
             process.off('SIGINT', keepAlive);

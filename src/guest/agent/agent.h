@@ -12,7 +12,7 @@
 #define AGENT_VERSION "2"
 #define PROTO_VERSION 2
 
-/* ---- protocol v2 constants (mirrored in src/guest/agent-proto.ts) ---- */
+/* ---- protocol v2 constants (mirrored in src/core/agent-proto.ts) ---- */
 #define FRAME_HDR 9               /* u32 length (type+stream+payload), u8 type, u32 stream */
 #define MAX_PAYLOAD 65536         /* larger frames are a protocol error */
 #define WINDOW 262144             /* initial credit per stream and direction (bytes) */

@@ -1,27 +1,11 @@
-import { z } from 'zod';
-import { BangerError, ErrorCode } from '../core/errors.js';
-import { MAX_PAYLOAD } from '../guest/agent-proto.js';
-import { method, Name, type MethodContext, type MethodTable } from '../rpc/protocol.js';
-import { agentConnection } from './agent.js';
-import { startBridged } from './agent-stream.js';
-import type { VmService } from './service.js';
-
-const AbsPath = z.string().min(1).max(4096).regex(/^\//, 'must be an absolute path').refine((s) => !s.includes('\0'), 'must not contain NUL');
-const Arg = z.string().max(65536).refine((s) => !s.includes('\0'), 'must not contain NUL');
-
-export const ExecParams = z
-  .object({
-    name: Name,
-    argv: z.array(Arg).min(1).max(4096),
-    env: z.array(z.string().max(65536).regex(/^[A-Za-z_][A-Za-z0-9_]*=[^\0]*$/s, 'must be KEY=VALUE')).max(1024).optional(),
-    workdir: AbsPath.optional(),
-    user: z.string().max(64).regex(/^[A-Za-z0-9_.][A-Za-z0-9_.-]*(:[0-9]+)?$/, 'must be a user name or UID[:GID]').optional(),
-    tty: z.boolean().optional(),
-    rows: z.number().int().min(0).max(65535).optional(),
-    cols: z.number().int().min(0).max(65535).optional(),
-  })
-  .strict();
-const PathParams = z.object({ name: Name, path: AbsPath }).strict();
+import { BangerError, ErrorCode } from '../../core/errors.js';
+import { MAX_PAYLOAD } from '../../core/agent-proto.js';
+import type { z } from 'zod';
+import type { ExecParams, StreamStarted } from '../../rpc/contract.js';
+import type { MethodContext } from '../../rpc/protocol.js';
+import { agentConnection } from '../../vms/agent.js';
+import { startBridged } from '../../vms/agent-stream.js';
+import type { VmService } from '../../vms/service.js';
 
 /** The agent connection of a running VM; E_IN_USE when stopped, E_TIMEOUT when no agent answers. */
 async function connFor(svc: VmService, name: string, signal?: AbortSignal) {
@@ -49,7 +33,8 @@ async function stream(svc: VmService, name: string, req: Record<string, unknown>
   const conn = await connFor(svc, name, ctx.signal);
   const attach = await startBridged(conn, req);
   upgrade(attach);
-  return { streaming: true, stream: 1, agent: conn.info.version };
+  const r: StreamStarted = { streaming: true, stream: 1, agent: conn.info.version };
+  return r;
 }
 
 /** `vm.stat` (in the typed contract): lstat of a guest path through the agent. */
@@ -60,18 +45,13 @@ export async function guestStat(svc: VmService, name: string, path: string, sign
   return r as { ok: true; exists: boolean; type?: 'dir' | 'file' | 'symlink' | 'other'; mode?: number; size?: number };
 }
 
-/**
- * RPC methods of `vm exec` / `vm cp` (docs/agent.md). `vm.exec`, `vm.cpOut` and `vm.cpIn`
- * reply once the guest process started and then carry protocol v2 frames on the same
- * connection (stream 1); `vm.stat` (docker-cp path rules) is in the typed contract.
- */
-export function agentMethods(svc: VmService): MethodTable {
-  return {
-    'vm.exec': method(ExecParams, (p, ctx) => {
-      const { name, ...rest } = p;
-      return stream(svc, name, { op: 'exec', ...rest }, ctx);
-    }),
-    'vm.cpOut': method(PathParams, (p, ctx) => stream(svc, p.name, { op: 'tar-out', path: p.path }, ctx)),
-    'vm.cpIn': method(PathParams, (p, ctx) => stream(svc, p.name, { op: 'tar-in', path: p.path }, ctx)),
-  };
+/** `vm.exec`: starts the command, then the connection streams (protocol v2 frames, stream 1). */
+export function execStream(svc: VmService, p: z.infer<typeof ExecParams>, ctx: MethodContext) {
+  const { name, ...rest } = p;
+  return stream(svc, name, { op: 'exec', ...rest }, ctx);
+}
+
+/** `vm.cpOut` / `vm.cpIn`: the guest side of vm cp, as a tar stream out of / into a path. */
+export function tarStream(svc: VmService, dir: 'out' | 'in', p: { name: string; path: string }, ctx: MethodContext) {
+  return stream(svc, p.name, { op: dir === 'out' ? 'tar-out' : 'tar-in', path: p.path }, ctx);
 }
