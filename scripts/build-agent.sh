@@ -5,10 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-src=src/guest/agent/banger-vsock-agent.c
+srcdir=src/guest/agent
+srcs=("$srcdir"/*.c)
 out=dist/guest/banger-vsock-agent
 
-if [ -x "$out" ] && [ "$out" -nt "$src" ] && [ "$out" -nt "$0" ]; then
+fresh=1
+for f in "${srcs[@]}" "$srcdir"/*.h "$0"; do [ -x "$out" ] && [ "$out" -nt "$f" ] || fresh=0; done
+if [ "$fresh" = 1 ]; then
   exit 0
 fi
 if ! command -v gcc >/dev/null 2>&1; then
@@ -18,6 +21,6 @@ fi
 mkdir -p "$(dirname "$out")"
 tmp="$out.tmp.$$"
 trap 'rm -f "$tmp"' EXIT
-gcc -static -O2 -Wall -Wextra -s -o "$tmp" "$src"
+gcc -static -O2 -Wall -Wextra -s -o "$tmp" "${srcs[@]}"
 mv -f "$tmp" "$out"
 echo "build-agent: built $out ($(stat -c %s "$out") bytes)" >&2

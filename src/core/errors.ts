@@ -50,6 +50,8 @@ export const ErrorCode = {
   TooLarge: 'E_TOO_LARGE',
   /** `vm create --init-script` exited non-zero (details: exitCode, tail). */
   InitScript: 'E_INIT_SCRIPT',
+  /** The guest agent refused a request (bad path, command not found) or broke its protocol. */
+  Agent: 'E_AGENT',
 } as const;
 
 export function isBangerError(e: unknown, code?: string): e is BangerError {

@@ -1,4 +1,5 @@
-import { spawn, type SpawnOptions } from 'node:child_process';
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { constants as osConstants } from 'node:os';
 import { BangerError, ErrorCode } from './errors.js';
 import type { Logger } from './log.js';
 
@@ -126,4 +127,21 @@ export async function which(cmd: string): Promise<string | undefined> {
     }
   }
   return undefined;
+}
+
+/**
+ * A child with piped stdio for streaming (vm cp's local tar): argv only, C locale. The caller
+ * owns the streams and waits for 'close'; `exitOf` turns that into the exit code or an error.
+ */
+export function spawnPiped(argv: string[], opts: { cwd?: string } = {}): ChildProcess {
+  if (argv.length === 0) throw new BangerError(ErrorCode.Internal, 'spawnPiped: empty argv');
+  return spawn(argv[0]!, argv.slice(1), { cwd: opts.cwd, env: toolEnv(), stdio: ['pipe', 'pipe', 'pipe'] });
+}
+
+/** Resolves the child's exit code (128+N for a signal); rejects with E_EXEC when it could not start. */
+export function exitOf(child: ChildProcess, argv: string[]): Promise<number> {
+  return new Promise((resolve, reject) => {
+    child.once('error', (e: NodeJS.ErrnoException) => reject(new BangerError(ErrorCode.Exec, e.code === 'ENOENT' ? `${argv[0]} not found` : `${argv[0]}: ${e.message}`, { cause: e, details: { command: argv } })));
+    child.once('close', (code, sig) => resolve(code ?? (sig ? 128 + (osConstants.signals[sig] ?? 0) : 255)));
+  });
 }

@@ -48,6 +48,29 @@ const ClientCatalogs = z
 /** VM disk sizes stay strings on the wire for now: the vms domain parses them (see docs/architecture.md). */
 const DiskSize = z.string().min(1).max(32);
 
+/** `vm.exec` params (docs/agent.md): the request the guest agent runs. */
+const Arg = z.string().max(65536).refine((s) => !s.includes('\0'), 'must not contain NUL');
+const GuestPath = AbsPath.refine((p) => !p.includes('\0'), 'must not contain NUL');
+export const ExecParams = z
+  .object({
+    name: Name,
+    argv: z.array(Arg).min(1).max(4096),
+    env: z.array(z.string().max(65536).regex(/^[A-Za-z_][A-Za-z0-9_]*=[^\0]*$/s, 'must be KEY=VALUE')).max(1024).optional(),
+    workdir: GuestPath.optional(),
+    user: z.string().max(64).regex(/^[A-Za-z0-9_.][A-Za-z0-9_.-]*(:[0-9]+)?$/, 'must be a user name or UID[:GID]').optional(),
+    tty: z.boolean().optional(),
+    rows: z.number().int().min(0).max(65535).optional(),
+    cols: z.number().int().min(0).max(65535).optional(),
+  })
+  .strict();
+const GuestPathParams = z.object({ name: Name, path: GuestPath }).strict();
+/** The reply of a streaming method; the connection then carries protocol v2 frames on stream 1. */
+export interface StreamStarted {
+  streaming: true;
+  stream: 1;
+  agent?: unknown;
+}
+
 export const methods = {
   // daemon
   /** Who is serving: version, pid, root, socket, files, uptime. */
@@ -146,6 +169,14 @@ export const methods = {
   'vm.sshInfo': def(z.object({ name: Name }).strict()).returns<SshInfo>(),
   'vm.sshConfig': def(None).returns<SshConfigFile>(),
   'vm.ports': def(z.object({ name: Name }).strict()).returns<VmPorts>(),
+  /** Runs a command through the guest agent; after the reply the connection streams (docs/agent.md). */
+  'vm.exec': def(ExecParams).returns<StreamStarted>(),
+  /** Streams a guest path out as tar (vm cp VM → host); the connection streams after the reply. */
+  'vm.cpOut': def(GuestPathParams).returns<StreamStarted>(),
+  /** Extracts a tar stream into a guest directory (vm cp host → VM); streams after the reply. */
+  'vm.cpIn': def(GuestPathParams).returns<StreamStarted>(),
+  /** lstat of a path inside the guest, through its agent (vm cp's path rules). */
+  'vm.stat': def(GuestPathParams).returns<{ ok: true; exists: boolean; type?: 'dir' | 'file' | 'symlink' | 'other'; mode?: number; size?: number }>(),
 } satisfies Record<string, MethodSpec>;
 
 export type Methods = typeof methods;

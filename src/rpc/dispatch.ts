@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import { BangerError, ErrorCode } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { runOp } from '../core/ops.js';
@@ -10,6 +11,8 @@ export type RpcId = string | number;
 export interface Conn {
   send(msg: unknown): void;
   running: Map<RpcId, AbortController>;
+  /** Hands the raw socket to `take` (see MethodContext.upgrade); absent where unsupported. */
+  upgrade?(take: (sock: Socket) => void): void;
 }
 
 /** Longest text of a client-supplied value (method name, id) put in a reply message or a log line. */
@@ -90,14 +93,17 @@ export class Dispatcher {
     const started = Date.now();
     const log = this.log.child({ method: name, rpcId: typeof id === 'string' ? clip(id) : id });
     log.debug('rpc start');
+    let take: ((sock: Socket) => void) | undefined;
     try {
       const result = await runOp({ method: name, id }, () =>
         m.handler(parsed.data, {
           signal: ac.signal,
           progress: (event: ProgressEvent) => conn.send({ jsonrpc: '2.0', method: '$/progress', params: { id, event: { elapsedMs: Date.now() - started, ...event } } }),
+          upgrade: conn.upgrade ? (t) => void (take = t) : undefined,
         }),
       );
       conn.send({ jsonrpc: '2.0', id, result: result ?? null });
+      if (take) conn.upgrade!(take);
       log.info('rpc ok', { ms: Date.now() - started });
     } catch (e) {
       const err = ac.signal.aborted && !(e instanceof BangerError) ? new BangerError(ErrorCode.Cancelled, 'operation cancelled', { cause: e }) : e;

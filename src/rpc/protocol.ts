@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import { z } from 'zod';
 import { BangerError, ErrorCode } from '../core/errors.js';
 import type { OperationContext } from '../core/operation.js';
@@ -5,7 +6,14 @@ import type { OperationContext } from '../core/operation.js';
 export { LineSplitter, LineTooLongError, RpcCode, fromRpcError, toRpcError, type ProgressEvent, type RpcErrorData } from './wire.js';
 
 /** What a handler receives besides its params: the operation's signal and progress sink. */
-export type MethodContext = OperationContext;
+export interface MethodContext extends OperationContext {
+  /**
+   * Streams (vm exec / vm cp): after this method's successful reply the connection stops
+   * speaking JSON-RPC and `take` owns the raw socket. Refused (socket closed) when other
+   * requests are running on the connection or bytes follow the request. See docs/agent.md.
+   */
+  upgrade?(take: (sock: Socket) => void): void;
+}
 
 export interface Method<P = unknown> {
   schema: z.ZodType<P>;

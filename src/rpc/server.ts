@@ -136,8 +136,19 @@ export class RpcServer {
       stallTimer = undefined;
       sock.resume();
     });
-    const conn: Conn = { send, running };
     let refused = false;
+    const upgrade = (take: (s: Socket) => void) => {
+      // Only a connection whose one request just got its reply, with nothing after it, may switch.
+      if (running.size > 1 || splitter.pending > 0 || sock.destroyed) return drop('stream upgrade refused: other requests or bytes on the connection');
+      refused = true;
+      clearTimeout(partialTimer);
+      clearTimeout(stallTimer);
+      sock.removeAllListeners('data');
+      sock.removeAllListeners('drain');
+      sock.resume();
+      take(sock);
+    };
+    const conn: Conn = { send, running, upgrade };
     sock.on('data', (chunk: Buffer) => {
       if (refused) return;
       try {

@@ -1,43 +1,44 @@
+import { connect, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { BangerError, ErrorCode } from '../core/errors.js';
+import { AgentPool, type AgentConnection } from './agent-session.js';
 import type { VmHandle, VmmDriver } from './drivers/types.js';
 
+/** The daemon's agent connections (one per VM; see AgentPool). */
+export const agentPool = new AgentPool();
+
+/** Connects a Unix socket (tests; the drivers' `openAgentStream` is the daemon's way). */
+export function connectUnix(path: string): Promise<Duplex> {
+  return new Promise((resolve, reject) => {
+    const sock: Socket = connect(path);
+    sock.once('connect', () => {
+      sock.removeAllListeners('error');
+      resolve(sock);
+    });
+    sock.once('error', (e) => reject(new BangerError(ErrorCode.Agent, `cannot reach the guest agent at ${path}: ${e.message}`, { cause: e })));
+  });
+}
+
 /**
- * Client of the guest agent over the driver's agent stream (`openAgentStream`).
- * Protocol: newline-delimited JSON; `{"op":"health"}` → `{"ok":true,...}`,
- * `{"op":"ports"}` → `{"ok":true,"ports":[{proto,port,address}]}`.
- * Resolves undefined when nothing answers in time (an image without the agent): callers
- * skip agent checks then, never fail.
+ * The protocol v2 connection to `vm`'s agent, opened through the driver's agent stream
+ * (QEMU virtio-serial, Firecracker hybrid vsock) on first use and shared by every request and
+ * session to that VM. Rejects (E_TIMEOUT, E_AGENT) when no v2 agent answers in time.
+ */
+export function agentConnection(driver: Pick<VmmDriver, 'openAgentStream'>, vm: VmHandle, timeoutMs = 5000): Promise<AgentConnection> {
+  return agentPool.get(`${vm.name}#${vm.id}`, () => driver.openAgentStream(vm, { timeoutMs: Math.min(timeoutMs, 1000) }), timeoutMs);
+}
+
+/**
+ * One request (`health`, `ports`) to the guest agent over the VM's shared protocol v2
+ * connection. Resolves undefined when nothing answers in time (an image without the agent, or
+ * with the version 1 agent): callers skip agent checks then, never fail.
  */
 export async function agentRequest(driver: Pick<VmmDriver, 'openAgentStream'>, vm: VmHandle, op: string, timeoutMs = 3000): Promise<Record<string, unknown> | undefined> {
-  const t0 = Date.now();
-  // A QEMU channel exists once the VMM runs: a missing socket here means no agent, not "wait".
-  const sock = await driver.openAgentStream(vm, { timeoutMs: Math.min(timeoutMs, 1000) }).catch(() => undefined);
-  if (!sock) return undefined;
-  return new Promise((resolve) => {
-    let buf = '';
-    const done = (v: Record<string, unknown> | undefined) => {
-      clearTimeout(timer);
-      sock.destroy();
-      resolve(v);
-    };
-    const timer = setTimeout(() => done(undefined), Math.max(0, timeoutMs - (Date.now() - t0)));
-    sock.on('error', () => done(undefined));
-    sock.on('close', () => done(undefined));
-    sock.on('data', (d) => {
-      buf += d.toString('utf8');
-      for (;;) {
-        const i = buf.indexOf('\n');
-        if (i < 0) break;
-        const line = buf.slice(0, i).trim();
-        buf = buf.slice(i + 1);
-        if (!line) continue;
-        try {
-          const msg = JSON.parse(line) as Record<string, unknown>;
-          if (typeof msg === 'object' && msg && 'ok' in msg) return done(msg);
-        } catch {
-          /* partial garbage from a previous session: keep reading */
-        }
-      }
-    });
-    sock.write(JSON.stringify({ op }) + '\n');
-  });
+  try {
+    const c = await agentConnection(driver, vm, timeoutMs);
+    const r = await c.request({ op }, timeoutMs);
+    return r.ok === true ? r : undefined;
+  } catch {
+    return undefined;
+  }
 }

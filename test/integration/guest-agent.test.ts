@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { createConnection, createServer, type Server } from 'node:net';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,7 +14,8 @@ import { missingTools } from '../helpers/daemon.js';
  * virtio-serial port, including the reopen after the other side hangs up).
  */
 const AGENT = defaultSources().agentPath;
-const SRC = new URL('../../../src/guest/agent/banger-vsock-agent.c', import.meta.url).pathname;
+const SRC_DIR = new URL('../../../src/guest/agent/', import.meta.url).pathname;
+const SRCS = readdirSync(SRC_DIR).filter((f) => f.endsWith('.c')).map((f) => join(SRC_DIR, f));
 const noAgent = existsSync(AGENT) ? undefined : `agent binary ${AGENT} not built (npm run build)`;
 
 /** Reads newline-delimited JSON from a stream; next() resolves with the next parsed line. */
@@ -74,7 +75,7 @@ test('compiles warning-free as a static binary (gcc -static -O2 -Wall -Wextra -W
   const dir = mkdtempSync(join(tmpdir(), 'banger-agent-cc-'));
   try {
     const out = join(dir, 'agent');
-    const r = spawnSync('gcc', ['-static', '-O2', '-Wall', '-Wextra', '-Werror', '-o', out, SRC], { encoding: 'utf8' });
+    const r = spawnSync('gcc', ['-static', '-O2', '-Wall', '-Wextra', '-Werror', '-o', out, ...SRCS], { encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
     const file = spawnSync('file', ['-b', out], { encoding: 'utf8' });
     if (file.status === 0) assert.match(file.stdout, /statically linked/);
@@ -98,7 +99,8 @@ test('--stdio: health, ports (sees a listener the test opens), unknown op, bad i
     const h = await lines.next();
     assert.equal(h.ok, true);
     assert.equal(h.agent, 'banger-vsock-agent');
-    assert.equal(h.version, '1');
+    assert.equal(h.version, '2');
+    assert.equal(h.proto, 2);
     assert.equal(h.hostname, hostname());
     assert.ok(Number.isInteger(h.uptimeSeconds) && h.uptimeSeconds >= 0);
 
@@ -212,5 +214,5 @@ test('rejects unknown options with usage and exit 2', { skip: noAgent }, () => {
   const r = spawnSync(AGENT, ['--bogus'], { encoding: 'utf8' });
   assert.equal(r.status, 2);
   assert.match(r.stderr, /usage: banger-vsock-agent/);
-  assert.equal(spawnSync(AGENT, ['--version'], { encoding: 'utf8' }).stdout.trim(), 'banger-vsock-agent 1');
+  assert.equal(spawnSync(AGENT, ['--version'], { encoding: 'utf8' }).stdout.trim(), 'banger-vsock-agent 2');
 });

@@ -23,7 +23,7 @@ const VERBS_BY_NAMES = ['vm.start', 'vm.stop', 'vm.restart', 'vm.kill', 'vm.rm']
 const VERBS_BY_NAME = ['vm.show', 'vm.logs', 'vm.sshInfo', 'vm.ports'];
 
 test('vm.* methods exist with the agreed names', () => {
-  assert.deepEqual(Object.keys(methods).sort(), [...VERBS_BY_NAMES, ...VERBS_BY_NAME, 'vm.create', 'vm.list', 'vm.prune', 'vm.sshConfig'].sort());
+  assert.deepEqual(Object.keys(methods).sort(), [...VERBS_BY_NAMES, ...VERBS_BY_NAME, 'vm.create', 'vm.list', 'vm.prune', 'vm.sshConfig', 'vm.exec', 'vm.cpOut', 'vm.cpIn', 'vm.stat'].sort());
 });
 
 test('names: traversal, separators, over-long and empty names are refused in every verb, naming the field', () => {
@@ -116,5 +116,24 @@ test('vm.create sizes: unparsable, zero and absurd sizes name the flag; nothing 
     assert.deepEqual(t.ctx.db.prepare('SELECT * FROM ip_leases').all(), []);
   } finally {
     t.cleanup();
+  }
+});
+
+test('vm.exec / vm.cp* / vm.stat: argv, env, workdir, user and paths are validated, naming the field', () => {
+  const ok = { name: 'box', argv: ['true'] };
+  assert.equal(parse('vm.exec', ok).success, true);
+  assert.equal(parse('vm.exec', { ...ok, env: ['A=1', 'B_2='], workdir: '/srv', user: '1000:1000', tty: true, rows: 24, cols: 80 }).success, true);
+  assert.equal(field('vm.exec', { name: 'box', argv: [] }), 'argv');
+  assert.equal(field('vm.exec', { ...ok, argv: ['a\0b'] }), 'argv.0');
+  assert.equal(field('vm.exec', { ...ok, env: ['NOEQUALS'] }), 'env.0');
+  assert.equal(field('vm.exec', { ...ok, env: ['1A=x'] }), 'env.0');
+  assert.equal(field('vm.exec', { ...ok, workdir: 'relative' }), 'workdir');
+  assert.equal(field('vm.exec', { ...ok, user: 'a;b' }), 'user');
+  assert.equal(field('vm.exec', { ...ok, rows: 70000 }), 'rows');
+  assert.equal(field('vm.exec', { ...ok, extra: 1 }), ''); // strict: an unknown key is refused at the top level
+  for (const m of ['vm.cpOut', 'vm.cpIn', 'vm.stat']) {
+    assert.equal(parse(m, { name: 'box', path: '/etc' }).success, true);
+    assert.equal(field(m, { name: 'box', path: 'etc' }), 'path', m);
+    assert.equal(field(m, { name: '../x', path: '/etc' }), 'name', m);
   }
 });

@@ -11,6 +11,7 @@ import type { Params } from '../../rpc/contract.js';
 import type { Vm, VmDetail } from '../../rpc/types.js';
 import { age, table } from '../table.js';
 import { collect, createExtras, formatPort } from './vm-create-extras.js';
+import { registerAgentCommands } from './agent-commands.js';
 
 /** `banger vm …`, `banger ps` and `banger ssh-config`. Handlers return data; `emit` prints. */
 export function registerVmCommands(program: Command, cli: () => Cli): void {
@@ -160,6 +161,8 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
         child.on('exit', (code, sig) => resolve(code ?? (sig ? 128 + 1 : 255)));
       });
     });
+
+  registerAgentCommands(program, vm, cli);
 
   vm.command('ports')
     .description('list listening ports inside the VM (asks the guest agent)')

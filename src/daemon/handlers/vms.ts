@@ -3,6 +3,8 @@ import { bind, type HandlersFor } from '../../rpc/bind.js';
 import type { MethodTable } from '../../rpc/protocol.js';
 import type { ListeningPort } from '../../rpc/types.js';
 import type { VmService } from '../../vms/service.js';
+import type { MethodContext } from '../../rpc/protocol.js';
+import { execStream, guestStat, tarStream } from './agent.js';
 
 /** A guest agent's port entry; entries that do not have this shape are dropped, not passed on. */
 const Port = z.object({ proto: z.string(), address: z.string(), port: z.number().int() }).passthrough();
@@ -32,6 +34,11 @@ export function vmMethods(svc: VmService): MethodTable {
     'vm.logs': (p) => svc.logs(p.name, p.offset ?? 0),
     'vm.sshInfo': (p) => svc.sshInfo(p.name),
     'vm.sshConfig': () => svc.refreshSshConfig(),
+    'vm.stat': (p, op) => guestStat(svc, p.name, p.path, op.signal),
+    // The RPC server hands these an upgradable context (MethodContext.upgrade): they stream.
+    'vm.exec': (p, op) => execStream(svc, p, op as MethodContext),
+    'vm.cpOut': (p, op) => tarStream(svc, 'out', p, op as MethodContext),
+    'vm.cpIn': (p, op) => tarStream(svc, 'in', p, op as MethodContext),
     'vm.ports': async (p) => {
       const r = await svc.ports(p.name);
       return { ...r, ports: ports(r.ports) };

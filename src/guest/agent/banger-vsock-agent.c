@@ -1,30 +1,28 @@
 /*
  * banger-vsock-agent: the guest side of banger's agent channel.
  *
- * Contract (shared with the host's VM service):
- *   - Transport: newline-delimited JSON, one request per line, one response line per request.
- *   - {"op":"health"} -> {"ok":true,"agent":"banger-vsock-agent","version":"1",
- *                         "uptimeSeconds":N,"hostname":"..."}
- *   - {"op":"ports"}  -> {"ok":true,"ports":[{"proto":"tcp","port":22,"address":"0.0.0.0"},...]}
- *                        (TCP sockets in LISTEN state from /proc/net/tcp and /proc/net/tcp6;
- *                        IPv6 entries have an IPv6 address such as "::")
- *   - unknown op      -> {"ok":false,"error":"unknown op"}
- *   - not a JSON object with a string "op" -> {"ok":false,"error":"bad request"}
- *   - a line longer than MAX_LINE bytes   -> {"ok":false,"error":"request too long"}
+ * Two protocols, chosen per connection by its first byte:
+ *   - version 2 (first byte 0x00, the top byte of a frame length): binary frames multiplexing
+ *     requests and exec / tar sessions over one byte stream; see mux.c and src/guest/README.md.
+ *   - version 1 (first byte '{' or whitespace): newline-delimited JSON, one request per line,
+ *     one response line per request: {"op":"health"}, {"op":"ports"}; anything else gets
+ *     {"ok":false,"error":"unknown op"|"bad request"|"request too long"}.
  *   The agent never exits because of a request.
  *
  * Channels (all served at once from one poll loop):
- *   - AF_VSOCK, listening on port 1024 (Firecracker's hybrid vsock; any CID).
+ *   - AF_VSOCK, listening on port 1024 (Firecracker's hybrid vsock). Only the host (peer CID 2)
+ *     is accepted: a process inside the guest cannot reach the agent through vsock loopback.
  *   - The virtio-serial port named "banger.agent" (QEMU): /dev/virtio-ports/banger.agent, or,
  *     when udev is absent (minimal images), the /dev/vportNpM node whose
  *     /sys/class/virtio-ports/vportNpM/name is "banger.agent". When the host side is not
- *     connected the port reports HUP/EOF; the agent then closes it and reopens it shortly after.
+ *     connected the port reports HUP/EOF; the agent then closes it (killing that connection's
+ *     sessions) and reopens it shortly after.
  *   - For tests and debugging: --stdio (stdin/stdout, exit on EOF), --channel PATH (a character
  *     device or pty treated like the virtio port, reopened on EOF/HUP), --unix PATH (a listening
  *     Unix socket). Naming any of these replaces the default channels unless --vsock-port is
  *     also given.
  *
- * Static C, no runtime dependencies: gcc -static -O2 -Wall -Wextra.
+ * Static C, no runtime dependencies: gcc -static -O2 -Wall -Wextra (scripts/build-agent.sh).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -44,29 +42,14 @@
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
+#include "agent.h"
 
-#define AGENT_NAME "banger-vsock-agent"
-#define AGENT_VERSION "1"
 #define PORT_NAME "banger.agent"
 #define DEFAULT_VSOCK_PORT 1024
-#define MAX_LINE 4096
 #define MAX_CONNS 16
 #define REOPEN_MS 500
 #define RESCAN_MS 2000
 #define LISTEN_RETRY_MS 5000
-#define WRITE_TIMEOUT_MS 2000
-
-/* One byte stream we answer on. */
-struct conn {
-	int fd;      /* -1 when unused */
-	int out_fd;  /* where responses go (differs from fd only for --stdio) */
-	int kind;    /* K_ACCEPTED, K_PORT, K_STDIO */
-	char buf[MAX_LINE + 1];
-	size_t len;
-	int overflow; /* discarding the rest of an over-long line */
-};
-
-enum { K_ACCEPTED, K_PORT, K_STDIO };
 
 static struct conn conns[MAX_CONNS];
 static int vsock_listen_fd = -1, unix_listen_fd = -1;
@@ -77,7 +60,7 @@ static int vsock_fail_logged, port_missing_logged;
 static int opt_vsock = 1, opt_vsock_port = DEFAULT_VSOCK_PORT, opt_port = 1, opt_stdio = 0;
 static const char *opt_channel = NULL, *opt_unix = NULL;
 
-static void logmsg(const char *fmt, ...) {
+void logmsg(const char *fmt, ...) {
 	va_list ap;
 	va_start(ap, fmt);
 	fputs(AGENT_NAME ": ", stderr);
@@ -86,297 +69,83 @@ static void logmsg(const char *fmt, ...) {
 	va_end(ap);
 }
 
-static long long now_ms(void) {
+long long now_ms(void) {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void set_nonblock(int fd) {
+void set_nonblock(int fd) {
 	int fl = fcntl(fd, F_GETFL);
 	if (fl >= 0) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
-/* ---- output buffer with JSON string escaping ---------------------------------------- */
-
-struct out {
-	char *p;
-	size_t len, cap;
-};
-
-static void out_put(struct out *o, const char *s, size_t n) {
-	if (o->len + n + 1 > o->cap) {
-		size_t cap = o->cap ? o->cap : 512;
-		while (o->len + n + 1 > cap) cap *= 2;
-		char *np = realloc(o->p, cap);
-		if (!np) return; /* out of memory: drop output rather than crash */
-		o->p = np;
-		o->cap = cap;
-	}
-	memcpy(o->p + o->len, s, n);
-	o->len += n;
-	o->p[o->len] = 0;
-}
-
-static void out_str(struct out *o, const char *s) { out_put(o, s, strlen(s)); }
-
-static void out_fmt(struct out *o, const char *fmt, ...) {
-	char tmp[256];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-	va_end(ap);
-	if (n > 0) out_put(o, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
-}
-
-static void out_json_string(struct out *o, const char *s) {
-	out_str(o, "\"");
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\') {
-			char e[2] = {'\\', (char)c};
-			out_put(o, e, 2);
-		} else if (c < 0x20) {
-			out_fmt(o, "\\u%04x", c);
-		} else {
-			out_put(o, (const char *)&c, 1);
-		}
-	}
-	out_str(o, "\"");
-}
-
-/* ---- requests ------------------------------------------------------------------------ */
-
-static void skip_ws(const char **p) {
-	while (**p == ' ' || **p == '\t' || **p == '\r' || **p == '\n') (*p)++;
-}
-
-/*
- * Extracts the value of the top-level "op" string member of a JSON object into op (at most
- * cap-1 bytes). Returns 0 on success, -1 if the line is not an object with a string "op".
- * Deliberately small: it scans members, skipping values it does not need.
- */
-static int skip_value(const char **p);
-
-static int parse_string(const char **p, char *dst, size_t cap) {
-	size_t n = 0;
-	if (**p != '"') return -1;
-	(*p)++;
-	while (**p && **p != '"') {
-		char c = **p;
-		if (c == '\\') {
-			(*p)++;
-			if (!**p) return -1;
-			c = **p;
-			if (c == 'u') { /* keep escapes opaque; "op" values are plain ASCII */
-				for (int i = 0; i < 4; i++) {
-					(*p)++;
-					if (!**p) return -1;
-				}
-				c = '?';
-			}
-		}
-		if (dst && n + 1 < cap) dst[n++] = c;
-		(*p)++;
-	}
-	if (**p != '"') return -1;
-	(*p)++;
-	if (dst) dst[n < cap ? n : cap - 1] = 0;
-	return 0;
-}
-
-static int skip_value(const char **p) {
-	skip_ws(p);
-	if (**p == '"') return parse_string(p, NULL, 0);
-	if (**p == '{' || **p == '[') {
-		char close = **p == '{' ? '}' : ']';
-		(*p)++;
-		skip_ws(p);
-		if (**p == close) {
-			(*p)++;
-			return 0;
-		}
-		for (;;) {
-			skip_ws(p);
-			if (close == '}') {
-				if (parse_string(p, NULL, 0)) return -1;
-				skip_ws(p);
-				if (**p != ':') return -1;
-				(*p)++;
-			}
-			if (skip_value(p)) return -1;
-			skip_ws(p);
-			if (**p == ',') {
-				(*p)++;
-				continue;
-			}
-			if (**p != close) return -1;
-			(*p)++;
-			return 0;
-		}
-	}
-	/* number, true, false, null */
-	const char *start = *p;
-	while (**p && strchr("0123456789+-.eEtruefalsn", **p)) (*p)++;
-	return *p == start ? -1 : 0;
-}
-
-static int parse_op(const char *line, char *op, size_t cap) {
-	const char *p = line;
-	int found = 0;
-	skip_ws(&p);
-	if (*p != '{') return -1;
-	p++;
-	skip_ws(&p);
-	if (*p == '}') return -1;
-	for (;;) {
-		char key[32];
-		skip_ws(&p);
-		if (parse_string(&p, key, sizeof key)) return -1;
-		skip_ws(&p);
-		if (*p != ':') return -1;
-		p++;
-		skip_ws(&p);
-		if (strcmp(key, "op") == 0 && *p == '"') {
-			if (parse_string(&p, op, cap)) return -1;
-			found = 1;
-		} else if (skip_value(&p)) {
-			return -1;
-		}
-		skip_ws(&p);
-		if (*p == ',') {
-			p++;
-			continue;
-		}
-		if (*p != '}') return -1;
-		p++;
-		skip_ws(&p);
-		return (*p == 0 && found) ? 0 : -1;
-	}
-}
-
-static void op_health(struct out *o) {
-	char host[256] = "";
-	double up = 0;
-	FILE *f = fopen("/proc/uptime", "r");
-	if (f) {
-		if (fscanf(f, "%lf", &up) != 1) up = 0;
-		fclose(f);
-	}
-	if (gethostname(host, sizeof host - 1) != 0) host[0] = 0;
-	out_str(o, "{\"ok\":true,\"agent\":\"" AGENT_NAME "\",\"version\":\"" AGENT_VERSION "\",");
-	out_fmt(o, "\"uptimeSeconds\":%lld,\"hostname\":", (long long)up);
-	out_json_string(o, host);
-	out_str(o, "}");
-}
-
-/* Appends the LISTEN sockets of one /proc/net/tcp{,6} file; returns how many. */
-static int add_listeners(struct out *o, const char *path, int v6, int count) {
-	FILE *f = fopen(path, "r");
-	char line[512];
-	if (!f) return count;
-	if (!fgets(line, sizeof line, f)) { /* header */
-		fclose(f);
-		return count;
-	}
-	while (fgets(line, sizeof line, f)) {
-		char local[64];
-		unsigned port, state;
-		if (sscanf(line, " %*d: %63[0-9A-Fa-f]:%x %*s %x", local, &port, &state) != 3) continue;
-		if (state != 0x0A) continue; /* TCP_LISTEN */
-		char addr[INET6_ADDRSTRLEN] = "";
-		if (!v6 && strlen(local) == 8) {
-			struct in_addr a;
-			a.s_addr = (uint32_t)strtoul(local, NULL, 16); /* kernel prints it in host order */
-			inet_ntop(AF_INET, &a, addr, sizeof addr);
-		} else if (v6 && strlen(local) == 32) {
-			struct in6_addr a;
-			for (int i = 0; i < 4; i++) {
-				char word[9];
-				memcpy(word, local + i * 8, 8);
-				word[8] = 0;
-				uint32_t w = (uint32_t)strtoul(word, NULL, 16);
-				memcpy(&a.s6_addr[i * 4], &w, 4);
-			}
-			inet_ntop(AF_INET6, &a, addr, sizeof addr);
-		} else {
-			continue;
-		}
-		out_str(o, count ? "," : "");
-		out_fmt(o, "{\"proto\":\"tcp\",\"port\":%u,\"address\":\"%s\"}", port, addr);
-		count++;
-	}
-	fclose(f);
-	return count;
-}
-
-static void op_ports(struct out *o) {
-	out_str(o, "{\"ok\":true,\"ports\":[");
-	int n = add_listeners(o, "/proc/net/tcp", 0, 0);
-	add_listeners(o, "/proc/net/tcp6", 1, n);
-	out_str(o, "]}");
-}
-
-static void handle_line(const char *line, struct out *o) {
-	char op[64];
-	if (parse_op(line, op, sizeof op) != 0)
-		out_str(o, "{\"ok\":false,\"error\":\"bad request\"}");
-	else if (strcmp(op, "health") == 0)
-		op_health(o);
-	else if (strcmp(op, "ports") == 0)
-		op_ports(o);
-	else
-		out_str(o, "{\"ok\":false,\"error\":\"unknown op\"}");
-	out_str(o, "\n");
-}
-
 /* ---- channels ------------------------------------------------------------------------ */
 
-/* Writes all of buf, waiting (bounded) when the fd is non-blocking and full. */
-static int write_all(int fd, const char *buf, size_t len) {
-	long long deadline = now_ms() + WRITE_TIMEOUT_MS;
-	while (len) {
-		ssize_t n = write(fd, buf, len);
-		if (n > 0) {
-			buf += n;
-			len -= (size_t)n;
-			continue;
-		}
-		if (n < 0 && errno == EINTR) continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			long long left = deadline - now_ms();
-			if (left <= 0) return -1;
-			struct pollfd p = {.fd = fd, .events = POLLOUT};
-			poll(&p, 1, (int)left);
-			continue;
-		}
-		return -1;
-	}
-	return 0;
-}
+#define MAX_QUEUE (64 * 1024 * 1024) /* a host that never reads: the connection is dropped */
 
 static struct conn *conn_add(int fd, int out_fd, int kind) {
 	for (int i = 0; i < MAX_CONNS; i++) {
-		if (conns[i].fd < 0) {
-			conns[i].fd = fd;
-			conns[i].out_fd = out_fd;
-			conns[i].kind = kind;
-			conns[i].len = 0;
-			conns[i].overflow = 0;
-			return &conns[i];
-		}
+		struct conn *c = &conns[i];
+		if (c->fd >= 0) continue;
+		if (!c->in && !(c->in = malloc(FRAME_HDR + MAX_PAYLOAD + 1))) return NULL;
+		c->fd = fd;
+		c->out_fd = out_fd;
+		c->kind = kind;
+		c->mode = M_UNKNOWN;
+		c->hello = c->overflow = 0;
+		c->inlen = 0;
+		c->q.len = c->qoff = 0;
+		return c;
 	}
 	return NULL;
 }
 
-static void conn_close(struct conn *c) {
+void conn_close(struct conn *c) {
+	if (c->fd < 0) return;
+	mux_conn_gone(c);
 	if (c->kind == K_STDIO) {
 		logmsg("stdin closed; exiting");
 		exit(0);
 	}
 	close(c->fd);
 	c->fd = -1;
+	c->q.len = c->qoff = 0;
 	if (c->kind == K_PORT) next_port_try_ms = now_ms() + REOPEN_MS;
+}
+
+size_t conn_queued(const struct conn *c) { return c->q.len - c->qoff; }
+
+void conn_queue(struct conn *c, const void *p, size_t n) {
+	if (c->fd < 0) return;
+	if (conn_queued(c) + n > MAX_QUEUE) {
+		logmsg("host does not read; dropping the connection");
+		conn_close(c);
+		return;
+	}
+	if (c->qoff && c->qoff == c->q.len) c->q.len = c->qoff = 0;
+	if (c->qoff > (1 << 20)) {
+		memmove(c->q.p, c->q.p + c->qoff, c->q.len - c->qoff);
+		c->q.len -= c->qoff;
+		c->qoff = 0;
+	}
+	out_put(&c->q, p, n);
+}
+
+/* Writes what the fd takes now; the poll loop waits for POLLOUT for the rest. */
+int conn_flush(struct conn *c) {
+	while (c->fd >= 0 && conn_queued(c)) {
+		ssize_t n = write(c->out_fd, c->q.p + c->qoff, conn_queued(c));
+		if (n > 0) {
+			c->qoff += (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR) continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+		conn_close(c);
+		return -1;
+	}
+	return 0;
 }
 
 /* Finds the virtio-serial port device; returns 0 and fills path, or -1. */
@@ -478,50 +247,66 @@ static int listen_unix(const char *path) {
 }
 
 static void accept_on(int lfd) {
-	int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof ss;
+	int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	if (fd < 0) return;
+	if (lfd == vsock_listen_fd && (ss.ss_family != AF_VSOCK || ((struct sockaddr_vm *)&ss)->svm_cid != VMADDR_CID_HOST)) {
+		logmsg("refused a vsock connection from CID %u: only the host (CID 2) may connect", ss.ss_family == AF_VSOCK ? ((struct sockaddr_vm *)&ss)->svm_cid : 0);
+		close(fd);
+		return;
+	}
 	if (!conn_add(fd, fd, K_ACCEPTED)) close(fd); /* too many clients: refuse by closing */
 }
 
-/* Reads what is available and answers every complete line. */
+/* Reads what is available: picks the protocol on the first byte, then serves it. */
 static void conn_read(struct conn *c) {
-	char tmp[1024];
+	static char tmp[65536];
 	ssize_t n = read(c->fd, tmp, sizeof tmp);
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
 	if (n <= 0) { /* EOF, EIO (pty master gone), ENODEV ... */
 		conn_close(c);
 		return;
 	}
-	for (ssize_t i = 0; i < n; i++) {
+	if (c->mode == M_UNKNOWN) c->mode = tmp[0] == 0 ? M_V2 : M_V1;
+	if (c->mode == M_V2) {
+		mux_input(c, tmp, (size_t)n);
+		return;
+	}
+	for (ssize_t i = 0; i < n && c->fd >= 0; i++) {
 		char ch = tmp[i];
 		if (ch != '\n') {
 			if (c->overflow) continue;
-			if (c->len >= MAX_LINE) {
+			if (c->inlen >= MAX_LINE) {
 				c->overflow = 1;
 				continue;
 			}
-			c->buf[c->len++] = ch;
+			c->in[c->inlen++] = ch;
 			continue;
 		}
 		struct out o = {0};
 		if (c->overflow) {
 			out_str(&o, "{\"ok\":false,\"error\":\"request too long\"}\n");
 		} else {
-			c->buf[c->len] = 0;
+			c->in[c->inlen] = 0;
 			/* blank lines (e.g. a bare newline used to probe) get no answer */
-			const char *p = c->buf;
-			skip_ws(&p);
-			if (*p) handle_line(c->buf, &o);
+			const char *p = c->in;
+			while (*p == ' ' || *p == '\t' || *p == '\r') p++;
+			if (*p) v1_handle_line(c->in, &o);
 		}
-		c->len = 0;
+		c->inlen = 0;
 		c->overflow = 0;
-		if (o.len && write_all(c->out_fd, o.p, o.len) != 0 && c->kind == K_ACCEPTED) {
-			free(o.p);
-			conn_close(c);
-			return;
-		}
+		if (o.len) conn_queue(c, o.p, o.len);
 		free(o.p);
 	}
+}
+
+static int sigchld_pipe[2] = {-1, -1};
+static void on_sigchld(int sig) {
+	(void)sig;
+	int e = errno;
+	if (write(sigchld_pipe[1], "x", 1) < 0) { /* pipe full: a wakeup is pending anyway */ }
+	errno = e;
 }
 
 static void usage(FILE *f) {
@@ -568,10 +353,15 @@ int main(int argc, char **argv) {
 		if (!opt_channel) opt_port = 0;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	if (pipe2(sigchld_pipe, O_CLOEXEC | O_NONBLOCK) == 0) {
+		struct sigaction sa = {.sa_handler = on_sigchld, .sa_flags = SA_RESTART | SA_NOCLDSTOP};
+		sigaction(SIGCHLD, &sa, NULL);
+	}
 	for (int i = 0; i < MAX_CONNS; i++) conns[i].fd = -1;
 
 	if (opt_stdio) {
 		set_nonblock(0);
+		set_nonblock(1);
 		conn_add(0, 1, K_STDIO);
 	}
 	if (opt_unix) {
@@ -581,14 +371,15 @@ int main(int argc, char **argv) {
 			return 1;
 		}
 	}
-	logmsg("version %s starting", AGENT_VERSION);
+	logmsg("version %s (protocol %d) starting", AGENT_VERSION, PROTO_VERSION);
 
+	enum { NPFD = MAX_CONNS * 2 + 3 + MAX_SESSIONS * 3 };
 	for (;;) {
 		if (opt_vsock) listen_vsock();
 		if (opt_port) port_open();
 
-		struct pollfd pfd[MAX_CONNS + 2];
-		struct conn *owner[MAX_CONNS + 2];
+		struct pollfd pfd[NPFD];
+		struct conn *owner[NPFD];
 		int n = 0;
 		if (vsock_listen_fd >= 0) {
 			pfd[n] = (struct pollfd){.fd = vsock_listen_fd, .events = POLLIN};
@@ -598,11 +389,23 @@ int main(int argc, char **argv) {
 			pfd[n] = (struct pollfd){.fd = unix_listen_fd, .events = POLLIN};
 			owner[n++] = NULL;
 		}
-		for (int i = 0; i < MAX_CONNS; i++) {
-			if (conns[i].fd < 0) continue;
-			pfd[n] = (struct pollfd){.fd = conns[i].fd, .events = POLLIN};
-			owner[n++] = &conns[i];
+		if (sigchld_pipe[0] >= 0) {
+			pfd[n] = (struct pollfd){.fd = sigchld_pipe[0], .events = POLLIN};
+			owner[n++] = NULL;
 		}
+		for (int i = 0; i < MAX_CONNS; i++) {
+			struct conn *c = &conns[i];
+			if (c->fd < 0) continue;
+			/* A connection whose queue is long is not read until the host catches up. */
+			pfd[n] = (struct pollfd){.fd = c->fd, .events = conn_queued(c) > (4 << 20) ? 0 : POLLIN};
+			owner[n++] = c;
+			if (conn_queued(c)) {
+				pfd[n] = (struct pollfd){.fd = c->out_fd, .events = POLLOUT};
+				owner[n++] = c;
+			}
+		}
+		int nconn = n;
+		n += mux_poll_fill(pfd + n, NPFD - n);
 		/* Wake up periodically to retry channels that are missing. */
 		int timeout = ((opt_port || opt_vsock) ? REOPEN_MS : -1);
 		int r = poll(pfd, (nfds_t)n, timeout);
@@ -612,15 +415,27 @@ int main(int argc, char **argv) {
 			sleep(1);
 			continue;
 		}
-		for (int i = 0; i < n; i++) {
+		for (int i = 0; i < nconn; i++) {
 			if (!pfd[i].revents) continue;
-			if (!owner[i]) {
-				accept_on(pfd[i].fd);
+			struct conn *c = owner[i];
+			if (!c) {
+				if (pfd[i].fd == sigchld_pipe[0]) {
+					char drain[64];
+					while (read(sigchld_pipe[0], drain, sizeof drain) > 0) {}
+				} else accept_on(pfd[i].fd);
+			} else if (c->fd < 0) {
+				continue;
+			} else if (pfd[i].events & POLLOUT) {
+				if (pfd[i].revents & (POLLOUT | POLLERR | POLLHUP)) conn_flush(c);
 			} else if (pfd[i].revents & POLLIN) {
-				conn_read(owner[i]); /* drains data first; EOF closes */
+				conn_read(c); /* drains data first; EOF closes */
 			} else if (pfd[i].revents & (POLLHUP | POLLERR | POLLNVAL)) {
-				conn_close(owner[i]); /* virtio port with no host connected: reopen later */
+				conn_close(c); /* virtio port with no host connected: reopen later */
 			}
 		}
+		mux_poll_done(pfd + nconn, n - nconn);
+		mux_reap();
+		for (int i = 0; i < MAX_CONNS; i++)
+			if (conns[i].fd >= 0 && conn_queued(&conns[i])) conn_flush(&conns[i]);
 	}
 }

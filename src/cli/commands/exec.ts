@@ -1,0 +1,117 @@
+import { constants } from 'node:os';
+import { Command } from 'commander';
+import { BangerError, ErrorCode } from '../../core/errors.js';
+import type { Cli } from '../context.js';
+import { StreamCall } from '../stream-client.js';
+import { printError } from '../print-error.js';
+
+export interface ExecOptions {
+  interactive?: boolean;
+  tty?: boolean;
+  env?: string[];
+  workdir?: string;
+  user?: string;
+}
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+/**
+ * Runs argv in the VM through the guest agent and returns its exit code (128+N for a death by
+ * signal N). stdout/stderr stream separately and binary-safe; with `interactive` stdin is
+ * forwarded (else the command sees EOF); Ctrl-C / SIGTERM / SIGHUP are forwarded to the
+ * guest process group (a third Ctrl-C abandons it); with `tty` a pty is allocated, the local terminal goes raw and
+ * SIGWINCH becomes a resize.
+ */
+export async function runExec(c: Cli, name: string, argv: string[], o: ExecOptions): Promise<number> {
+  if (!argv.length) throw new BangerError(ErrorCode.Usage, 'vm exec: a command is required after --', { hint: 'banger vm exec NAME -- CMD [ARG…]' });
+  const tty = !!o.tty;
+  const stdinTty = !!process.stdin.isTTY;
+  let call: StreamCall | undefined;
+  const sinks = {
+    stdout: (d: Buffer) => process.stdout.write(d, () => call?.resume()),
+    stderr: (d: Buffer) => process.stderr.write(d, () => call?.resume()),
+  };
+  // Signal handlers go in before the stream opens: output (and the user's Ctrl-C) can arrive
+  // before this function resumes, and an unhandled SIGINT would kill the CLI, not the command.
+  const early: number[] = [];
+  let interrupts = 0;
+  let abandon!: (code: number) => void;
+  const abandoned = new Promise<number>((r) => (abandon = r));
+  const forward = (sig: NodeJS.Signals) => () => {
+    // The third Ctrl-C gives up on a command that ignores it: the agent kills its process group.
+    if (sig === 'SIGINT' && ++interrupts >= 3) {
+      process.stderr.write('banger: abandoning the command (its process group is killed)\n');
+      call?.close();
+      abandon(130);
+      return;
+    }
+    if (call) call.signal(constants.signals[sig]);
+    else early.push(constants.signals[sig]);
+  };
+  const handlers: Array<[NodeJS.Signals, () => void]> = (['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'] as NodeJS.Signals[]).map((sig) => [sig, forward(sig)]);
+  for (const [sig, fn] of handlers) process.on(sig, fn);
+  const unhook = () => {
+    for (const [sig, fn] of handlers) process.off(sig, fn);
+  };
+  try {
+    call = await StreamCall.open(
+      c,
+      'vm.exec',
+      { name, argv, env: o.env, workdir: o.workdir, user: o.user, tty, rows: tty ? process.stdout.rows : undefined, cols: tty ? process.stdout.columns : undefined },
+      sinks,
+    );
+  } catch (e) {
+    unhook();
+    // The guest could not start the command: 127 not found, 126 not runnable (as docker exec).
+    const code = e instanceof BangerError ? e.details?.exitCode : undefined;
+    if (typeof code !== 'number') throw e;
+    printError(e);
+    return code;
+  }
+  const s = call;
+  for (const sig of early.splice(0)) s.signal(sig);
+  const onWinch = () => s.resize(process.stdout.rows ?? 24, process.stdout.columns ?? 80);
+  if (tty) process.on('SIGWINCH', onWinch);
+  const rawSet = tty && o.interactive && stdinTty;
+  if (rawSet) process.stdin.setRawMode(true);
+  const onStdin = (d: Buffer) => {
+    process.stdin.pause();
+    void s.write(d).then(() => process.stdin.resume());
+  };
+  if (o.interactive) {
+    process.stdin.on('data', onStdin);
+    process.stdin.once('end', () => s.eof());
+    process.stdin.resume();
+  } else s.eof();
+  try {
+    return await Promise.race([s.done.then((e) => e.code), abandoned]);
+  } finally {
+    unhook();
+    process.off('SIGWINCH', onWinch);
+    if (rawSet) process.stdin.setRawMode(false);
+    process.stdin.off('data', onStdin);
+    process.stdin.pause();
+    if (!process.stdin.isTTY) process.stdin.destroy();
+  }
+}
+
+export function registerExecCommand(vm: Command, cli: () => Cli): void {
+  vm.command('exec')
+    .description('run a command in the VM through the guest agent (no SSH, no network needed) and exit with its exit code')
+    .argument('<name>', 'VM name')
+    .argument('<cmd...>', 'command and arguments (put them after --)')
+    .option('-i, --interactive', 'forward stdin to the command (otherwise it reads EOF)')
+    .option('-t, --tty', 'allocate a pty in the guest (raw local terminal, window size forwarded)')
+    .option('-e, --env <KEY=VALUE>', 'set an environment variable (repeatable)', collect)
+    .option('-w, --workdir <dir>', 'working directory in the guest (absolute; default: the user\'s home, / for root)')
+    .option('-u, --user <user>', 'run as USER, UID or UID:GID from the guest\'s /etc/passwd (default: root)')
+    .addHelpText(
+      'after',
+      '\nstdout and stderr stay separate and binary-safe; the exit code is passed through (128+N when\nthe command dies of signal N). Ctrl-C is forwarded to the command. Several execs may run at once.\n\nExamples:\n  banger vm exec testbox -- uname -a\n  banger vm exec -i testbox -- sh -c \'wc -c\' < big.bin\n  banger vm exec -it testbox -- bash\n  banger vm exec --env DEBUG=1 --workdir /srv --user www-data testbox -- ./serve',
+    )
+    .action(async (name: string, cmd: string[], o: ExecOptions) => {
+      const c = cli();
+      process.exitCode = await runExec(c, name, cmd, o);
+      c.close();
+    });
+}

@@ -1,0 +1,90 @@
+/**
+ * Protocol v2 of banger's guest agent: binary frames multiplexing streams over one byte stream
+ * (see src/guest/README.md, "Agent protocol v2"; the C side is src/guest/agent/mux.c).
+ *
+ *   frame = u32 BE length (of everything after it) | u8 type | u32 BE stream | payload
+ *
+ * The same frames carry a single exec/cp session between the CLI and bangerd after the
+ * `vm.stream` RPC upgrades its connection (stream id 1 there).
+ */
+export const PROTO_VERSION = 2;
+export const FRAME_HDR = 9;
+export const MAX_PAYLOAD = 65536;
+/** Bytes of data either side may send on a stream before the receiver returns credit. */
+export const WINDOW = 262144;
+
+export const F = {
+  Hello: 1,
+  Request: 2,
+  Reply: 3,
+  Stdin: 4,
+  Stdout: 5,
+  Stderr: 6,
+  Eof: 7,
+  Signal: 8,
+  Resize: 9,
+  Exit: 10,
+  Credit: 11,
+  Close: 12,
+  Error: 15,
+} as const;
+
+export interface Frame {
+  type: number;
+  stream: number;
+  payload: Buffer;
+}
+
+export function encodeFrame(type: number, stream: number, payload: Buffer | string = Buffer.alloc(0)): Buffer {
+  const body = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload;
+  if (body.length > MAX_PAYLOAD) throw new RangeError(`frame payload of ${body.length} bytes exceeds ${MAX_PAYLOAD}`);
+  const b = Buffer.allocUnsafe(FRAME_HDR + body.length);
+  b.writeUInt32BE(5 + body.length, 0);
+  b.writeUInt8(type, 4);
+  b.writeUInt32BE(stream >>> 0, 5);
+  body.copy(b, FRAME_HDR);
+  return b;
+}
+
+export const u32 = (n: number): Buffer => {
+  const b = Buffer.allocUnsafe(4);
+  b.writeUInt32BE(n >>> 0, 0);
+  return b;
+};
+
+export class FrameError extends Error {}
+
+/**
+ * Splits a byte stream into frames. `push` throws FrameError on a length out of range; the
+ * caller must then drop the connection (there is no way to resynchronise a byte stream).
+ */
+export class FrameDecoder {
+  private buf: Buffer = Buffer.alloc(0);
+  push(chunk: Buffer, onFrame: (f: Frame) => void): void {
+    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+    let off = 0;
+    while (this.buf.length - off >= 4) {
+      const len = this.buf.readUInt32BE(off);
+      if (len < 5 || len > 5 + MAX_PAYLOAD) throw new FrameError(`frame length ${len} out of range`);
+      if (this.buf.length - off < 4 + len) break;
+      const f = { type: this.buf[off + 4]!, stream: this.buf.readUInt32BE(off + 5), payload: this.buf.subarray(off + FRAME_HDR, off + 4 + len) };
+      off += 4 + len;
+      onFrame(f);
+    }
+    this.buf = off === this.buf.length ? Buffer.alloc(0) : this.buf.subarray(off);
+  }
+  get pending(): number {
+    return this.buf.length;
+  }
+}
+
+/** Splits data into frames of at most MAX_PAYLOAD bytes. */
+export function* chunks(data: Buffer, max = MAX_PAYLOAD): Generator<Buffer> {
+  for (let i = 0; i < data.length; i += max) yield data.subarray(i, i + max);
+}
+
+/** What the agent's exit frame says. `code` is 128+N for a death by signal N. */
+export interface ExitInfo {
+  code: number;
+  signal?: number;
+}
