@@ -18,6 +18,8 @@ import { join } from 'node:path';
  *     kernels/<name>/            vmlinux, vmlinuz?, initrd.img?, modules/?, manifest.json
  *     images/<name>/rootfs.ext4  base root filesystem of an image (never written after build)
  *     images/<name>/config.json  OCI image config as pulled
+ *     cache/images/<name>/       per-image caches VMM drivers keep (qemu: .overlay-*.qcow2
+ *                                templates); removed with the image, never needed for correctness
  *     vms/<name>/                per-VM runtime directory (see vmDir* helpers)
  *       root.qcow2 | root.ext4   copy-on-write root disk
  *       console.log              serial console
@@ -48,6 +50,8 @@ export interface Layout {
   kernelDir(name: string): string;
   imageDir(name: string): string;
   vmDir(name: string): string;
+  /** Per-image cache directory (VMM drivers' derived files, e.g. qcow2 overlay templates). */
+  imageCacheDir(name: string): string;
 }
 
 export const DEFAULT_ROOT = '/var/lib/banger';
@@ -84,6 +88,7 @@ export function layout(root: string, socket: string): Layout {
     kernelDir: (name) => join(root, 'kernels', name),
     imageDir: (name) => join(root, 'images', name),
     vmDir: (name) => join(root, 'vms', name),
+    imageCacheDir: (name) => join(root, 'cache', 'images', name),
   };
 }
 

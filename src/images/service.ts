@@ -387,6 +387,7 @@ export class ImageService {
     });
     this.repo.delete(name);
     await rm(trash, { recursive: true, force: true });
+    await rm(this.ctx.layout.imageCacheDir(name), { recursive: true, force: true }); // VMM drivers' per-image caches
     return { removed: name };
   }
 

@@ -4,21 +4,15 @@ import { BangerError, ErrorCode } from '../core/errors.js';
 import type { Context } from '../daemon/context.js';
 import type { ImageService } from '../images/service.js';
 import type { KernelService } from '../kernels/service.js';
+import type { KernelFiles } from './drivers/types.js';
 
 /**
  * The narrow views the VM service needs of kernels and images. They go through the owning
  * services' `get(name)` (throwing their E_NOT_FOUND with a hint); when a service does not
  * offer `get`, the records are read from their tables (same schema, migration 1).
  */
-export interface KernelView {
-  name: string;
-  dir: string;
-  vmlinux?: string;
-  vmlinuz?: string;
-  initrd?: string;
-  /** Read-only ext4 with the kernel's modules (attached as a disk; the guest mounts it). */
-  modulesImage?: string;
-}
+/** A pulled kernel as the VM domain sees it (see drivers/types.ts). */
+export type KernelView = KernelFiles;
 
 export interface ImageView {
   name: string;

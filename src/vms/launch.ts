@@ -1,25 +1,34 @@
 import type { VmNetwork } from '../network/service.js';
 import type { Subnet } from '../network/subnet.js';
 import { kernelCmdline } from './cmdline.js';
-import type { KernelView } from './deps.js';
-import type { DiskSpec, LaunchSpec } from './drivers/types.js';
+import type { DiskSpec, KernelFiles, LaunchSpec, VmmDriver } from './drivers/types.js';
 import type { VmFiles } from './files.js';
 import type { VmRecord } from './store.js';
 
 /**
- * What the driver launches, from the VM record (pure; unit-tested).
- * - kernel: the bzImage (`vmlinuz`) when present, else the PVH `vmlinux`; `-initrd` when any.
- * - disks in guest order: vda root, vdb seed, then the work disk and the kernel's read-only
- *   modules disk when present; `banger.modules=/dev/vdX` on the command line names the latter.
- * - ACPI on for a kernel with an initramfs: such a kernel is modular (Debian's) and its
- *   initramfs insmods virtio_mmio, which never sees `virtio_mmio.device=` on the command line,
- *   so the devices are announced by ACPI instead.
- * - under TCG, `tsc_early_khz` (see cmdline.ts).
+ * What the driver launches, from the VM record (pure; unit-tested). VMM-neutral: the driver
+ * picks the kernel file (`bootKernel`) and adds its own options when it launches.
+ * - disks in guest order: vda root (`rootDisk`, what `prepareRootDisk` returned, else the
+ *   record's), vdb seed, then the work disk and the kernel's read-only modules disk when
+ *   present; `banger.modules=/dev/vdX` on the command line names the latter.
+ * - under TCG (`kvm` false), `tsc_early_khz` (see cmdline.ts).
  */
-export function launchSpec(o: { instance: string; vm: VmRecord & { ip: string }; kernel: KernelView; files: VmFiles; net: VmNetwork; subnet: Subnet; kvm: boolean; tscKhz?: number }): LaunchSpec {
+export function launchSpec(o: {
+  instance: string;
+  vm: VmRecord & { ip: string };
+  kernel: KernelFiles;
+  driver: Pick<VmmDriver, 'bootKernel'>;
+  files: VmFiles;
+  net: VmNetwork;
+  subnet: Subnet;
+  kvm: boolean;
+  tscKhz?: number;
+  rootDisk?: DiskSpec;
+}): LaunchSpec {
   const { vm, files } = o;
+  const boot = o.driver.bootKernel(o.kernel);
   const disks: DiskSpec[] = [
-    { id: 'root', ...vm.spec.rootDisk },
+    o.rootDisk ?? { id: 'root', ...vm.spec.rootDisk },
     { id: 'seed', path: files.seed, format: 'raw' },
   ];
   if (vm.spec.workDiskBytes !== undefined) disks.push({ id: 'work', path: files.work, format: 'raw' });
@@ -35,12 +44,12 @@ export function launchSpec(o: { instance: string; vm: VmRecord & { ip: string };
     files,
     vcpu: vm.spec.vcpu,
     memoryMiB: vm.spec.memoryMiB,
-    kernel: o.kernel.vmlinuz ?? o.kernel.vmlinux!,
+    kernel: boot.path,
+    kernelFormat: boot.format,
     initrd: o.kernel.initrd,
     cmdline: kernelCmdline({ ip: vm.ip, gateway: o.subnet.gateway, netmask: o.subnet.netmask, hostname: vm.name, firstBoot: vm.spec.firstBoot, tscKhz: o.kvm ? undefined : o.tscKhz, modulesDevice }),
     disks,
     net: { tap: o.net.tap, mac: o.net.mac },
     kvm: o.kvm,
-    acpi: !!o.kernel.initrd,
   };
 }

@@ -2,8 +2,7 @@ import { BangerError, ErrorCode, errorMessage } from '../core/errors.js';
 import type { Exec } from '../core/exec.js';
 import { agentRequest } from './agent.js';
 import { INIT_MARKER, firstBootState, readFrom, tail, waitForConsole } from './console.js';
-import type { VmmDriver } from './drivers/types.js';
-import type { VmFiles } from './files.js';
+import type { VmHandle, VmmDriver } from './drivers/types.js';
 import { waitForSsh, type SshPaths } from './ssh.js';
 
 export type Stage = (stage: string, message?: string, done?: boolean) => void;
@@ -18,7 +17,7 @@ export async function waitReady(o: {
   exec: Exec;
   ssh: SshPaths;
   ip: string;
-  files: VmFiles;
+  vm: VmHandle;
   driver: VmmDriver;
   pid: number;
   timeoutMs: number;
@@ -27,10 +26,11 @@ export async function waitReady(o: {
   signal?: AbortSignal;
   stage: Stage;
 }): Promise<void> {
-  const alive = async () => (await o.driver.status(o.files, o.pid)).running;
+  const alive = async () => (await o.driver.status(o.vm, o.pid)).running;
+  const consoleLog = o.driver.consolePath(o.vm);
   let sshDone = false;
   o.stage('boot', 'kernel booting');
-  const boot = waitForConsole(o.files.console, INIT_MARKER, async () => sshDone || !!o.signal?.aborted || !(await alive())).then((seen) => {
+  const boot = waitForConsole(consoleLog, INIT_MARKER, async () => sshDone || !!o.signal?.aborted || !(await alive())).then((seen) => {
     if (seen) o.stage('boot', 'userspace started', true);
   });
   o.stage('ssh', `waiting for root@${o.ip}`);
@@ -39,7 +39,7 @@ export async function waitReady(o: {
     let lastLine = '';
     let lastShown = 0;
     const watch = async (): Promise<number | undefined> => {
-      const text = (await readFrom(o.files.console, 0, 4 << 20)).data;
+      const text = (await readFrom(consoleLog, 0, 4 << 20)).data;
       const fb = firstBootState(text);
       if (fb.error) throw new BangerError(ErrorCode.Vmm, `step first-boot: ${fb.error}`, { hint: "the guest could not finish its first boot: see 'banger vm logs NAME'" });
       if (!fb.installing) return undefined;
@@ -62,14 +62,14 @@ export async function waitReady(o: {
     sshDone = true;
     await boot;
     const be = e instanceof BangerError ? e : new BangerError(ErrorCode.Vmm, errorMessage(e), { cause: e });
-    throw new BangerError(be.code, be.message, { hint: be.hint, cause: e, details: { consoleTail: await tail(o.files.console) } });
+    throw new BangerError(be.code, be.message, { hint: be.hint, cause: e, details: { consoleTail: await tail(consoleLog) } });
   }
   sshDone = true;
   await boot;
   o.stage('boot', 'done', true);
   o.stage('ssh', 'ready', true);
 
-  const health = await agentRequest(o.driver.agentChannel(o.files).path, 'health', 3000);
+  const health = await agentRequest(o.driver, o.vm, 'health', 3000);
   o.stage('agent', health ? `healthy${typeof health.version === 'string' ? ` (${health.version})` : ''}` : 'no agent answered (skipped)', true);
 }
 

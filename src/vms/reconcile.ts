@@ -27,7 +27,7 @@ export async function reconcileVms(svc: VmService): Promise<void> {
   const unsure = new Set<string>(); // rows whose check failed: their processes are left alone
   for (const vm of repo.list()) {
     try {
-      const st = await svc.driver(vm.vmm).status(svc.files(vm.name), vm.pid);
+      const st = await svc.driver(vm.vmm).adopt(svc.handle(vm), vm.pid);
       if (st.running) {
         repo.setState(vm.name, { state: 'running', pid: st.pid ?? vm.pid });
         if (!vm.createDone) repo.createDone(vm.name);
@@ -60,7 +60,7 @@ export async function reconcileVms(svc: VmService): Promise<void> {
     await net.disableNat(id).catch((e) => log.warn('orphan NAT removal failed', { id, error: errorMessage(e) }));
     log.info('removed orphan NAT rules', { vmId: id });
   }
-  for (const o of await orphanVmms(net.instance, adopted)) {
+  for (const o of await orphanVmms(svc.drivers.all(), net.instance, adopted)) {
     if (unsure.has(o.vm)) continue;
     await killOrphan(o.pid);
     log.info('killed orphan VMM', { vm: o.vm, pid: o.pid });

@@ -15,9 +15,8 @@ import { agentRequest } from './agent.js';
 import { FIRST_BOOT, tscKhzFromCpuinfo } from './cmdline.js';
 import { readFrom } from './console.js';
 import { defaultKernelName, getImage, getKernel } from './deps.js';
-import { QemuDriver } from './drivers/qemu.js';
-import { selectVmm } from './drivers/select.js';
-import type { VmmDriver, VmmKind } from './drivers/types.js';
+import { DriverRegistry } from './drivers/registry.js';
+import type { DiskSpec, VmHandle, VmmDriver, VmmKind } from './drivers/types.js';
 import { vmFiles, type VmFiles } from './files.js';
 import { KeyedLock } from './lock.js';
 import { generateName, newVmId } from './names.js';
@@ -54,7 +53,7 @@ export interface OpContext {
   progress?: (ev: ProgressEvent) => void;
 }
 
-type StartOptions = OpContext & { stage: Stage; undo: UndoStack; wait: boolean; /** create already ran the network step */ networkReady?: boolean };
+type StartOptions = OpContext & { stage: Stage; undo: UndoStack; wait: boolean; /** create already ran the network step */ networkReady?: boolean; /** the root disk create just prepared */ rootDisk?: DiskSpec };
 
 /** A VM as returned over RPC: the record plus what was observed on the host. */
 export interface VmView extends VmRecord {
@@ -76,7 +75,8 @@ export class VmService {
   readonly ssh: SshPaths;
   private readonly locks = new KeyedLock();
   private readonly host: HostProbe;
-  private readonly drivers: Partial<Record<VmmKind, VmmDriver>>;
+  /** The VMM drivers of this service (the build's, or a test's). */
+  readonly drivers: DriverRegistry;
   /** gid of the `banger` group (client key copy readable by it); looked up when unset. */
   private readonly gid?: number;
   /** VMs inside a start sequence: `observe` must not mark them stopped meanwhile. */
@@ -89,12 +89,13 @@ export class VmService {
   constructor(
     readonly ctx: Context,
     readonly deps: { kernels: KernelService; images: ImageService; network: NetworkService },
-    opts: { host?: HostProbe; drivers?: Partial<Record<VmmKind, VmmDriver>>; bangerGid?: number } = {},
+    opts: { host?: HostProbe; drivers?: DriverRegistry | Partial<Record<VmmKind, VmmDriver>>; bangerGid?: number } = {},
   ) {
     this.repo = new VmRepo(ctx.db);
     this.ssh = sshPaths(ctx.layout.ssh);
     this.host = opts.host ?? realHost;
-    this.drivers = opts.drivers ?? { qemu: new QemuDriver(ctx.exec, { qemu: ctx.config.binaries.qemu }) };
+    const d = opts.drivers;
+    this.drivers = d instanceof DriverRegistry ? d : d ? new DriverRegistry(Object.values(d).filter((x): x is VmmDriver => !!x)) : DriverRegistry.fromBuild({ exec: ctx.exec, binaries: ctx.config.binaries });
     this.gid = opts.bangerGid;
     this.hostKeys = new HostKeyPool(ctx.exec, ctx.layout.tmp, 2, (e) => ctx.log.warn('host key pool refill failed', { error: errorMessage(e) }));
   }
@@ -103,14 +104,18 @@ export class VmService {
     return this.deps.network;
   }
 
-  driver(kind: VmmKind): VmmDriver {
-    const d = this.drivers[kind];
-    if (!d) throw new BangerError(ErrorCode.Vmm, `no ${kind} driver in this build`, { hint: 'use --vmm qemu' });
-    return d;
+  /** The registered driver of `kind` (E_VMM when this build has none). */
+  driver(kind: string): VmmDriver {
+    return this.drivers.get(kind);
   }
 
   files(name: string): VmFiles {
     return vmFiles(this.ctx.layout.vmDir(name));
+  }
+
+  /** A VM as its driver addresses it. */
+  handle(vm: Pick<VmRecord, 'id' | 'name'>): VmHandle {
+    return { id: vm.id, name: vm.name, files: this.files(vm.name) };
   }
 
   get(name: string): VmRecord {
@@ -130,15 +135,16 @@ export class VmService {
       const image = await getImage(this.ctx, this.deps.images, p.image);
       const kernelName = p.kernel ?? image.kernelRef ?? (await defaultKernelName(this.ctx, this.deps.kernels));
       const kernel = await getKernel(this.ctx, this.deps.kernels, kernelName);
-      if (!kernel.vmlinuz && !kernel.vmlinux) throw new BangerError(ErrorCode.NotFound, `kernel '${kernelName}' has neither vmlinuz nor vmlinux in ${kernel.dir}`, { hint: `pull it again: banger kernel pull ${kernelName}` });
-      const choice = await selectVmm(p.vmm ?? this.ctx.config.vm.vmm, this.host, this.ctx.config.binaries);
+      const choice = await this.drivers.select(p.vmm ?? this.ctx.config.vm.vmm, this.host);
       const driver = this.driver(choice.kind);
+      driver.bootKernel(kernel); // E_NOT_FOUND now when the kernel has no file this VMM boots
       const diskSizeBytes = p.diskSize === undefined ? undefined : sizeArg('--disk-size', p.diskSize);
       const workDiskBytes = p.workDisk === undefined ? undefined : sizeArg('--work-disk', p.workDisk);
       const firstBoot = image.fromRegistry || (await this.rootfsHasFirstBoot(image.rootfsPath));
       const pkg = resolvePackageSource({ mirror: p.packageMirror, proxy: p.packageProxy }, { mirror: this.ctx.config.firstBoot?.packageMirror, proxy: this.ctx.config.firstBoot?.packageProxy });
       const id = newVmId();
       const files = this.files(name);
+      const handle: VmHandle = { id, name, files };
       const spec: VmSpec = {
         vcpu: p.vcpu ?? this.ctx.config.vm.vcpu,
         memoryMiB: p.memoryMiB ?? this.ctx.config.vm.memoryMiB,
@@ -148,7 +154,7 @@ export class VmService {
         firstBoot,
         ...(pkg.mirror ? { packageMirror: pkg.mirror } : {}),
         ...(pkg.proxy ? { packageProxy: pkg.proxy } : {}),
-        rootDisk: { path: driver.kind === 'qemu' ? files.rootQcow2 : files.rootRaw, format: driver.kind === 'qemu' ? 'qcow2' : 'raw' },
+        rootDisk: driver.rootDisk(handle),
       };
       const undo = new UndoStack((m, f) => this.ctx.log.warn(m, { vm: name, ...f }));
       try {
@@ -169,10 +175,11 @@ export class VmService {
         await rm(files.dir, { recursive: true, force: true }); // a stale dir no record owns
         await mkdir(files.dir, { recursive: true, mode: 0o750 });
         undo.push('vm-dir', () => rm(files.dir, { recursive: true, force: true }));
+        let rootDisk: DiskSpec | undefined;
         const disk = async () => {
-          stage('disk', `${driver.kind === 'qemu' ? 'qcow2 overlay' : 'copy'} of ${image.name}`);
-          await settleAll([
-            driver.prepare(files, image.rootfsPath, { sizeBytes: diskSizeBytes, signal: op.signal }),
+          stage('disk', `${spec.rootDisk.format === 'qcow2' ? 'qcow2 overlay' : 'copy'} of ${image.name}`);
+          [rootDisk] = await settleAll([
+            driver.prepareRootDisk({ vm: handle, baseRootfs: image.rootfsPath, cacheDir: this.ctx.layout.imageCacheDir(image.name), sizeBytes: diskSizeBytes, signal: op.signal }),
             workDiskBytes !== undefined ? buildWorkDisk(this.ctx.exec, files.work, workDiskBytes) : undefined,
           ]);
           stage('disk', undefined, true);
@@ -195,7 +202,7 @@ export class VmService {
         throwIfAborted(op.signal);
         await testPause(this.ctx, 'network', op.signal);
 
-        if (starting) await this.startSteps(this.get(name), { ...op, stage, undo, wait: p.wait !== false, networkReady: true });
+        if (starting) await this.startSteps(this.get(name), { ...op, stage, undo, wait: p.wait !== false, networkReady: true, rootDisk });
         else this.repo.setState(name, { state: 'stopped', desiredState: 'stopped' });
         this.repo.createDone(name);
         undo.commit();
@@ -254,7 +261,8 @@ export class VmService {
     if (!vm.ip) throw new BangerError(ErrorCode.Internal, `vm '${vm.name}' has no IP lease`);
     const kernel = await getKernel(this.ctx, this.deps.kernels, vm.kernel);
     const driver = this.driver(vm.vmm);
-    const files = this.files(vm.name);
+    const handle = this.handle(vm);
+    const files = handle.files;
     const net = this.net.describe(vm.id, vm.ip);
 
     if (!o.networkReady) await this.networkUp(vm, o, false);
@@ -263,21 +271,21 @@ export class VmService {
     // step vmm
     o.stage('vmm', `${driver.kind} starting`);
     const kvm = (await kvmUsable(this.host)).usable;
-    const spec = launchSpec({ instance: this.net.instance, vm: { ...vm, ip: vm.ip }, kernel, files, net, subnet: this.net.subnet(), kvm, tscKhz: tscKhzFromCpuinfo(await this.host.readFile('/proc/cpuinfo')) });
-    await rm(files.console, { force: true });
+    const spec = launchSpec({ instance: this.net.instance, vm: { ...vm, ip: vm.ip }, kernel, driver, files, net, subnet: this.net.subnet(), kvm, tscKhz: tscKhzFromCpuinfo(await this.host.readFile('/proc/cpuinfo')), rootDisk: o.rootDisk });
+    await rm(driver.consolePath(handle), { force: true });
     this.repo.setState(vm.name, { state: 'starting', desiredState: 'running' });
     throwIfAborted(o.signal);
     // Registered before the start: a start cut short (cancel, timeout) may have left a VMM
     // behind; kill finds it by its pid file and QMP socket, and is a no-op when there is none.
-    o.undo.push('vmm', () => driver.kill(files, 'SIGKILL'));
-    const { pid } = await driver.start(spec, { signal: o.signal });
+    o.undo.push('vmm', () => driver.kill(handle, 'SIGKILL'));
+    const { pid } = await driver.launch(spec, { signal: o.signal });
     this.repo.setState(vm.name, { state: 'running', pid, startedAt: new Date().toISOString() });
     o.stage('vmm', `pid ${pid}`, true);
     await testPause(this.ctx, 'vmm', o.signal);
     if (!o.wait) return;
 
     // steps boot, ssh, agent
-    await waitReady({ exec: this.ctx.exec, ssh: this.ssh, ip: vm.ip, files, driver, pid, timeoutMs: this.ctx.config.vm.sshTimeoutSeconds * 1000, firstBootTimeoutMs: this.ctx.config.vm.firstBootTimeoutSeconds * 1000, signal: o.signal, stage: o.stage });
+    await waitReady({ exec: this.ctx.exec, ssh: this.ssh, ip: vm.ip, vm: handle, driver, pid, timeoutMs: this.ctx.config.vm.sshTimeoutSeconds * 1000, firstBootTimeoutMs: this.ctx.config.vm.firstBootTimeoutSeconds * 1000, signal: o.signal, stage: o.stage });
   }
 
   /**
@@ -322,8 +330,8 @@ export class VmService {
     return this.eachLocked(names, async (name) => {
       const vm = this.get(name);
       const driver = this.driver(vm.vmm);
-      await driver.kill(this.files(name), signal);
-      if (!(await driver.status(this.files(name), vm.pid)).running) await this.markStopped(vm);
+      await driver.kill(this.handle(vm), signal);
+      if (!(await driver.status(this.handle(vm), vm.pid)).running) await this.markStopped(vm);
       return this.view(this.get(name));
     });
   }
@@ -331,10 +339,10 @@ export class VmService {
   /** Graceful stop (or SIGKILL when `force`), then tear down tap and NAT. Idempotent. */
   private async stopVm(vm: VmRecord, force: boolean): Promise<void> {
     const driver = this.driver(vm.vmm);
-    const files = this.files(vm.name);
-    if (force) await driver.kill(files, 'SIGKILL');
+    const handle = this.handle(vm);
+    if (force) await driver.kill(handle, 'SIGKILL');
     else {
-      await driver.stop(files, {
+      await driver.stop(handle, {
         timeoutMs: this.ctx.config.vm.stopTimeoutSeconds * 1000,
         guestShutdown: vm.ip ? () => this.guestReboot(vm.ip!) : undefined,
       });
@@ -389,7 +397,7 @@ export class VmService {
 
   /** Check the host for a VM marked running; a dead one is marked stopped (and its network removed). */
   async observe(vm: VmRecord): Promise<{ running: boolean; pid?: number }> {
-    const st = await this.driver(vm.vmm).status(this.files(vm.name), vm.pid);
+    const st = await this.driver(vm.vmm).status(this.handle(vm), vm.pid);
     if (!st.running && (vm.state === 'running' || vm.state === 'starting') && !this.busy.has(vm.name)) {
       await this.markStopped(vm).catch((e) => this.ctx.log.warn('mark stopped failed', { vm: vm.name, error: errorMessage(e) }));
     }
@@ -397,7 +405,8 @@ export class VmService {
   }
 
   async view(vm: VmRecord): Promise<VmView> {
-    const st = await this.driver(vm.vmm).status(this.files(vm.name), vm.pid);
+    const driver = this.driver(vm.vmm);
+    const st = await driver.status(this.handle(vm), vm.pid);
     const fresh = this.repo.find(vm.name) ?? vm;
     const files = this.files(vm.name);
     return {
@@ -406,7 +415,7 @@ export class VmService {
       pid: st.running ? (st.pid ?? fresh.pid) : null,
       running: st.running,
       dir: files.dir,
-      console: files.console,
+      console: driver.consolePath(this.handle(vm)),
       sshCommand: fresh.ip ? `banger vm ssh ${vm.name}` : undefined,
     };
   }
@@ -428,8 +437,9 @@ export class VmService {
 
   async logs(name: string, offset = 0): Promise<{ data: string; offset: number; running: boolean }> {
     const vm = this.get(name);
-    const r = await readFrom(this.files(name).console, offset);
-    return { data: r.data, offset: r.offset, running: (await this.driver(vm.vmm).status(this.files(name), vm.pid)).running };
+    const driver = this.driver(vm.vmm);
+    const r = await readFrom(driver.consolePath(this.handle(vm)), offset);
+    return { data: r.data, offset: r.offset, running: (await driver.status(this.handle(vm), vm.pid)).running };
   }
 
   /** What the CLI needs to run OpenSSH itself (stdio inherited, remote exit code). */
@@ -451,7 +461,7 @@ export class VmService {
   async ports(name: string): Promise<{ name: string; ports: unknown[]; agent: boolean }> {
     const vm = this.get(name);
     if (!(await this.observe(vm)).running) throw new BangerError(ErrorCode.InUse, `vm '${name}' is not running`, { hint: `start it: banger vm start ${name}` });
-    const r = await agentRequest(this.driver(vm.vmm).agentChannel(this.files(name)).path, 'ports', 5000);
+    const r = await agentRequest(this.driver(vm.vmm), this.handle(vm), 'ports', 5000);
     if (!r) throw new BangerError(ErrorCode.Timeout, `vm '${name}': the guest agent did not answer`, { hint: 'images without banger-vsock-agent cannot list ports; check it with: banger vm ssh NAME -- systemctl status banger-vsock-agent' });
     return { name, ports: Array.isArray(r.ports) ? r.ports : [], agent: true };
   }

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, readdirSync, rmSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { BANGER, isRoot, missingTools, TestDaemon } from '../helpers/daemon.js';
 import { debianMirrorUnavailable, startDebianMirror, type DebianMirror } from '../helpers/debian-mirror.js';
 import { TestRegistry } from '../helpers/registry.js';
@@ -224,7 +224,9 @@ test('8 parallel vm create --no-wait: distinct IPs, taps and MACs, 8 rows, one q
   const rows = dbRows(A.root);
   assert.deepEqual(rows.vms.map((v) => v.name).filter((n) => n.startsWith('p')).sort(), [...names].sort());
   assert.equal(new Set(rows.leases.map((l) => l.ip)).size, rows.leases.length);
-  const imageDir = readdirSync(dirname(baseRootfs));
+  // Overlay templates live in the image's cache directory (layout.imageCacheDir), not beside the base.
+  const imageDir = readdirSync(join(A.root, 'cache', 'images', 'debian-bookworm'));
+  assert.deepEqual(readdirSync(dirname(baseRootfs)).filter((n) => n.includes('.overlay-')), [], 'nothing written in the image directory');
   assert.equal(imageDir.filter((n) => /^\.overlay-.*\.qcow2$/.test(n)).length, 1, `one template: ${imageDir.join(' ')}`);
   assert.deepEqual(imageDir.filter((n) => n.endsWith('.tmp')), []);
   const rm = await A.cli(['vm', 'rm', '--force', ...names], { timeoutMs: 300_000 });

@@ -3,7 +3,7 @@ import { exec, type Exec } from '../../src/core/exec.js';
 import type { VmNetwork } from '../../src/network/service.js';
 import type { Subnet } from '../../src/network/subnet.js';
 import type { KernelView } from '../../src/vms/deps.js';
-import { QemuDriver } from '../../src/vms/drivers/qemu.js';
+import { QemuDriver } from '../../src/vms/drivers/qemu/index.js';
 import { vmFiles } from '../../src/vms/files.js';
 import { launchSpec } from '../../src/vms/launch.js';
 import { pidAlive } from '../../src/vms/proc.js';
@@ -233,7 +233,7 @@ export interface GuestBoot {
 /**
  * Boot a guest through the production path only: the VM service's launchSpec() (kernel choice,
  * disk order, the contract kernel command line, ACPI for an initramfs kernel, tsc_early_khz)
- * and QemuDriver.start() (its argv, -daemonize, QMP, the agent's virtio-serial port), with the
+ * and QemuDriver.launch() (its argv, -daemonize, QMP, the agent's virtio-serial port), with the
  * driver's commands run inside the test's namespace (where the tap is). Nothing here writes a
  * QEMU argument itself. The VM's files live in `<dir>/vm` (console.log, agent.sock, qmp.sock).
  */
@@ -252,16 +252,16 @@ export async function bootGuest(o: GuestBoot): Promise<GuestVm> {
   } as VmRecord & { ip: string };
   const subnet = { gateway: o.net.hostIp, netmask: '255.255.255.0', prefix: 24 } as Subnet;
   const net = { tap: o.net.tap, mac: '06:00:ac:1e:00:02' } as VmNetwork;
-  const spec = launchSpec({ instance: '000000000000', vm, kernel, files, net, subnet, kvm: false, tscKhz: hostTscKhz() });
   const nsExec: Exec = ((argv: string[], opts?: Parameters<Exec>[1]) => exec(['ip', 'netns', 'exec', o.net.ns, ...argv], opts)) as Exec;
   const driver = new QemuDriver(nsExec, { qemu: 'qemu-system-x86_64' });
-  const { pid } = await driver.start(spec);
+  const spec = launchSpec({ instance: '000000000000', vm, kernel, driver, files, net, subnet, kvm: false, tscKhz: hostTscKhz() });
+  const { pid } = await driver.launch(spec);
   return {
     pid,
     alive: () => pidAlive(pid),
     agentSock: files.agent,
     console: () => (existsSync(files.console) ? readFileSync(files.console, 'utf8') : ''),
-    kill: () => driver.kill(files, 'SIGKILL'),
+    kill: () => driver.kill({ id: vm.id, name: vm.name, files }, 'SIGKILL'),
   };
 }
 

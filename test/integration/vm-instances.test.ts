@@ -10,7 +10,7 @@ import { ImageService } from '../../src/images/service.js';
 import { NetworkService } from '../../src/network/service.js';
 import { Nat } from '../../src/network/nat.js';
 import { VmService } from '../../src/vms/service.js';
-import { QemuDriver } from '../../src/vms/drivers/qemu.js';
+import { QemuDriver } from '../../src/vms/drivers/qemu/index.js';
 import type { LaunchSpec } from '../../src/vms/drivers/types.js';
 import type { HostProbe } from '../../src/doctor/checks.js';
 import { cleanupAll, createNetns, nsLinks, nsRun } from '../helpers/netns.js';
@@ -47,7 +47,7 @@ function alive(pid: number): boolean {
 }
 
 class StandInQemu extends QemuDriver {
-  override async start(spec: LaunchSpec): Promise<{ pid: number }> {
+  override async launch(spec: LaunchSpec): Promise<{ pid: number }> {
     const p = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 600000)', spec.files.qmp], { stdio: 'ignore', detached: true });
     p.unref();
     writeFileSync(spec.files.pid, `${p.pid}\n`);

@@ -9,7 +9,7 @@ import { KernelService } from '../../src/kernels/service.js';
 import { ImageService } from '../../src/images/service.js';
 import { NetworkService } from '../../src/network/service.js';
 import { VmService } from '../../src/vms/service.js';
-import { QemuDriver } from '../../src/vms/drivers/qemu.js';
+import { QemuDriver } from '../../src/vms/drivers/qemu/index.js';
 import type { LaunchSpec } from '../../src/vms/drivers/types.js';
 import type { HostProbe } from '../../src/doctor/checks.js';
 import { cleanupAll, createNetns, nsLinks, nsRun } from '../helpers/netns.js';
@@ -37,7 +37,7 @@ class StandInQemu extends QemuDriver {
   cancelOnStart = false;
   /** Written to the VM's console as the VMM starts (what a guest would print). */
   consoleOnStart?: string;
-  override async start(spec: LaunchSpec, o: { signal?: AbortSignal } = {}): Promise<{ pid: number }> {
+  override async launch(spec: LaunchSpec, o: { signal?: AbortSignal } = {}): Promise<{ pid: number }> {
     if (this.consoleOnStart) writeFileSync(spec.files.console, this.consoleOnStart);
     if (this.cancelOnStart) {
       if (!o.signal?.aborted) await new Promise((r) => o.signal?.addEventListener('abort', r, { once: true }));

@@ -7,7 +7,7 @@ import { KernelService } from '../../src/kernels/service.js';
 import { ImageService } from '../../src/images/service.js';
 import { NetworkService } from '../../src/network/service.js';
 import { VmService } from '../../src/vms/service.js';
-import { QemuDriver } from '../../src/vms/drivers/qemu.js';
+import { QemuDriver } from '../../src/vms/drivers/qemu/index.js';
 import type { LaunchSpec } from '../../src/vms/drivers/types.js';
 import type { HostProbe } from '../../src/doctor/checks.js';
 import { exec } from '../../src/core/exec.js';
@@ -23,7 +23,7 @@ const skip = !isRoot() ? 'needs root (namespaces, taps, nft)' : missingTools('ip
 
 class FailingQemu extends QemuDriver {
   launched?: LaunchSpec;
-  override async start(spec: LaunchSpec): Promise<{ pid: number }> {
+  override async launch(spec: LaunchSpec): Promise<{ pid: number }> {
     this.launched = spec;
     throw new BangerError(ErrorCode.Vmm, 'step vmm-start: injected failure');
   }

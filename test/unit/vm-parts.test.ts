@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import { lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { qemuArgv, qopt } from '../../src/vms/drivers/qemu.js';
-import { selectVmm } from '../../src/vms/drivers/select.js';
+import { QemuDriver, qemuArgv, qemuLaunch, qopt, type QemuLaunch } from '../../src/vms/drivers/qemu/index.js';
+import { DriverRegistry } from '../../src/vms/drivers/registry.js';
 import { kernelCmdline, tscKhzFromCpuinfo } from '../../src/vms/cmdline.js';
 import { seedFiles } from '../../src/vms/seed.js';
 import { vmFiles } from '../../src/vms/files.js';
@@ -12,10 +12,11 @@ import { pinHostKey, renderSshConfig, sshPaths, unpinHostKey } from '../../src/v
 import { installInclude, renderList } from '../../src/cli/commands/vm.js';
 import { isBangerError } from '../../src/core/errors.js';
 import type { HostProbe } from '../../src/doctor/checks.js';
-import type { LaunchSpec } from '../../src/vms/drivers/types.js';
+import type { DriverHost, ProbeResult, VmmDriver } from '../../src/vms/drivers/types.js';
+import { exec } from '../../src/core/exec.js';
 
 const files = vmFiles('/var/lib/banger/vms/box');
-const spec: LaunchSpec = {
+const spec: QemuLaunch = {
   id: '0123456789abcdef0123',
   instance: '0123456789ab',
   name: 'box',
@@ -30,6 +31,7 @@ const spec: LaunchSpec = {
     { id: 'seed', path: files.seed, format: 'raw' },
   ],
   net: { tap: 'tap-0123456789', mac: '06:00:AC:10:00:02' },
+  kernelFormat: 'bzImage',
   kvm: false,
   acpi: true,
 };
@@ -104,21 +106,37 @@ function host(o: { kvmRw: boolean; flags: string; bins: string[] }): HostProbe {
   };
 }
 const bins = { qemu: 'qemu-system-x86_64', firecracker: 'firecracker' };
+/**
+ * A probe-only stand-in for a second driver preferred by `auto` (the real Firecracker driver
+ * registers itself in its own folder): binary on PATH and usable KVM, in Firecracker's words.
+ */
+function fcStandIn(): VmmDriver {
+  return {
+    kind: 'firecracker',
+    async probe(h: DriverHost): Promise<ProbeResult> {
+      if (!(await h.probe.which(bins.firecracker))) return { usable: false, kvm: h.kvm.usable, reason: 'binary not found', error: `--vmm firecracker: binary '${bins.firecracker}' not found`, hint: 'install firecracker, or use --vmm qemu' };
+      if (!h.kvm.usable) return { usable: false, kvm: false, reason: `KVM not usable: ${h.kvm.reason}`, error: `--vmm firecracker: KVM not usable: ${h.kvm.reason}` };
+      return { usable: true, kvm: true, reason: 'kvm' };
+    },
+  } as Partial<VmmDriver> as VmmDriver;
+}
+const qemu = new QemuDriver(exec, { qemu: bins.qemu });
+const selectVmm = (requested: 'auto' | 'qemu' | 'firecracker', h: HostProbe) => new DriverRegistry([fcStandIn(), qemu]).select(requested, h);
 
 test('selectVmm auto explains its choice', async () => {
-  const noFc = await selectVmm('auto', host({ kvmRw: true, flags: 'vmx', bins: ['qemu-system-x86_64'] }), bins);
+  const noFc = await selectVmm('auto', host({ kvmRw: true, flags: 'vmx', bins: ['qemu-system-x86_64'] }));
   assert.equal(noFc.kind, 'qemu');
   assert.equal(noFc.kvm, true);
   assert.match(noFc.reason, /^auto: firecracker: binary not found → qemu; accel kvm/);
-  const noKvm = await selectVmm('auto', host({ kvmRw: true, flags: 'sse', bins: ['qemu-system-x86_64', 'firecracker'] }), bins);
+  const noKvm = await selectVmm('auto', host({ kvmRw: true, flags: 'sse', bins: ['qemu-system-x86_64', 'firecracker'] }));
   assert.equal(noKvm.kvm, false);
   assert.match(noKvm.reason, /^auto: firecracker: KVM not usable: .*no vmx\/svm.* → qemu; accel tcg/);
 });
 
 test('selectVmm: explicit firecracker without binary / KVM is a clear E_VMM', async () => {
-  await assert.rejects(selectVmm('firecracker', host({ kvmRw: false, flags: '', bins: ['qemu-system-x86_64'] }), bins), (e) => isBangerError(e, 'E_VMM') && /binary 'firecracker' not found/.test(e.message));
-  await assert.rejects(selectVmm('firecracker', host({ kvmRw: false, flags: '', bins: ['qemu-system-x86_64', 'firecracker'] }), bins), (e) => isBangerError(e, 'E_VMM') && /KVM not usable/.test(e.message));
-  await assert.rejects(selectVmm('qemu', host({ kvmRw: false, flags: '', bins: [] }), bins), (e) => isBangerError(e, 'E_VMM') && /QEMU binary/.test(e.message));
+  await assert.rejects(selectVmm('firecracker', host({ kvmRw: false, flags: '', bins: ['qemu-system-x86_64'] })), (e) => isBangerError(e, 'E_VMM') && /binary 'firecracker' not found/.test(e.message));
+  await assert.rejects(selectVmm('firecracker', host({ kvmRw: false, flags: '', bins: ['qemu-system-x86_64', 'firecracker'] })), (e) => isBangerError(e, 'E_VMM') && /KVM not usable/.test(e.message));
+  await assert.rejects(selectVmm('qemu', host({ kvmRw: false, flags: '', bins: [] })), (e) => isBangerError(e, 'E_VMM') && /QEMU binary/.test(e.message));
 });
 
 test('known_hosts pinning replaces and removes exactly one VM', async () => {
@@ -186,7 +204,8 @@ test('vm list table columns', () => {
 });
 
 test('launchSpec: bzImage preferred, initrd → ACPI on, disks in guest order, tsc only under TCG', async () => {
-  const { launchSpec } = await import('../../src/vms/launch.js');
+  const { launchSpec: common } = await import('../../src/vms/launch.js');
+  const launchSpec = (o: Omit<Parameters<typeof common>[0], 'driver'>) => qemuLaunch(common({ ...o, driver: qemu }));
   const { parseSubnet } = await import('../../src/network/subnet.js');
   const f = vmFiles('/r/vms/box');
   const vm = {

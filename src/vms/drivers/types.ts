@@ -1,18 +1,78 @@
+import type { Socket } from 'node:net';
+import type { HostProbe } from '../../doctor/checks.js';
 import type { VmFiles } from '../files.js';
 
 /**
- * The VMM driver interface. QEMU implements it now; Firecracker plugs into the same shape.
- * Contract:
- * - `prepare` creates the writable root disk from the image's base rootfs (base never written)
- *   and returns its path; it must not depend on the image size for its time where possible.
- * - `start` launches a VMM that survives the daemon (daemonized / detached) and resolves once
- *   the process is running with its control socket; it throws E_VMM naming the step on failure.
+ * The VMM driver interface: everything VMM-specific sits behind it (how it is probed for
+ * `auto`, which kernel file it boots, how the root disk is made, how the process is launched,
+ * stopped, killed, checked and adopted, where its console goes and how the guest agent's byte
+ * stream is reached). The VM service never switches on `kind`.
+ *
+ * A driver lives in its own folder `src/vms/drivers/<kind>/` and is listed once in
+ * `registry.ts`. Contracts, for every implementation:
+ * - `probe` has no side effects and never throws for "cannot run here": it says why.
+ * - `prepareRootDisk` makes the VM's writable root disk from the image's base rootfs (the
+ *   base is never written) and returns the `DiskSpec` that is then launched, as is. Caches it
+ *   keeps per image go in `cacheDir` (the layout's per-image cache directory), never in the
+ *   image's own directory. Partial output is removed on failure.
+ * - `launch` starts a VMM that outlives the daemon and resolves once it runs with its control
+ *   channel; it throws E_VMM naming the step (`details.step`) on failure, leaving no process.
  * - `stop` asks the guest to shut down, waits up to `timeoutMs`, then forces it; `kill` sends a
- *   signal. Both are idempotent (a VMM already gone = success).
- * - `status` checks the host: pid alive AND its command line belongs to this VM.
+ *   signal. Both are idempotent (a VMM already gone = success) and remove runtime sockets.
+ * - `status` checks the host: pid alive AND the process is this VM's (pids get reused).
+ * - `adopt` is `status` after a daemon restart, plus whatever the driver must re-attach.
+ * - `ownerOf` recognises this driver's VMM processes (reconcile kills orphans with it).
+ * - `openAgentStream` resolves a connected socket carrying the guest agent's byte stream (any
+ *   handshake already done), or rejects with E_TIMEOUT / E_VMM; the caller owns and destroys it.
  */
-export type VmmKind = 'qemu' | 'firecracker';
 
+/** The VMM kinds banger knows by name (config `vm.vmm`, `--vmm`, the `vms.vmm` column). */
+export const VMM_KINDS = ['qemu', 'firecracker'] as const;
+export type VmmKind = (typeof VMM_KINDS)[number];
+
+/** Kernel image formats: a compressed bzImage (`vmlinuz`) or an uncompressed ELF `vmlinux`. */
+export type KernelFormat = 'bzImage' | 'elf-vmlinux';
+
+/** A pulled kernel as the VM domain sees it (paths of the files that exist). */
+export interface KernelFiles {
+  name: string;
+  dir: string;
+  vmlinux?: string;
+  vmlinuz?: string;
+  initrd?: string;
+  /** Read-only ext4 with the kernel's modules (attached as a disk; the guest mounts it). */
+  modulesImage?: string;
+}
+
+/** Which file of a kernel record a driver boots. */
+export interface BootKernel {
+  format: KernelFormat;
+  path: string;
+}
+
+/** The host as drivers see it when probed: file/PATH probes plus the KVM verdict (probed once). */
+export interface DriverHost {
+  probe: HostProbe;
+  kvm: { usable: boolean; reason: string };
+}
+
+/** A driver's answer to "can you run here?". */
+export interface ProbeResult {
+  usable: boolean;
+  /**
+   * Short text for `vm show`'s reason: when not usable, why not ("binary not found", "KVM not
+   * usable: …"); when usable, how it will run ("accel kvm", "accel tcg (KVM not usable: …)").
+   */
+  reason: string;
+  /** Whether the VMM will run with KVM acceleration. */
+  kvm: boolean;
+  /** When not usable: the full sentence for an explicit `--vmm KIND` error (default: reason). */
+  error?: string;
+  /** When not usable: what to do about it. */
+  hint?: string;
+}
+
+/** One disk attached to the guest. */
 export interface DiskSpec {
   /** Guest device order: root (vda), seed (vdb), then work and modules when present. */
   id: 'root' | 'seed' | 'work' | 'modules';
@@ -22,26 +82,31 @@ export interface DiskSpec {
   readOnly?: boolean;
 }
 
+/** A VM as a driver addresses it: its id, name and per-VM directory. */
+export interface VmHandle {
+  id: string;
+  name: string;
+  files: VmFiles;
+}
+
+/** What a driver launches (VMM-neutral; built by `vms/launch.ts`). */
 export interface LaunchSpec {
   id: string;
-  /** The owning banger instance's id (owner.ts): part of the process's `-name`. */
+  /** The owning banger instance's id (owner.ts): drivers mark their processes with it. */
   instance: string;
   name: string;
   files: VmFiles;
   vcpu: number;
   memoryMiB: number;
-  /** bzImage or PVH vmlinux. */
+  /** The kernel file picked by the driver's `bootKernel` (its format says which). */
   kernel: string;
+  kernelFormat: KernelFormat;
   initrd?: string;
   cmdline: string;
+  /** In guest order; the root disk is the `DiskSpec` that `prepareRootDisk` returned. */
   disks: DiskSpec[];
   net: { tap: string; mac: string };
-  /**
-   * Describe devices through ACPI (microvm acpi=on) instead of `virtio_mmio.device=` on the
-   * command line. Needed by modular kernels (Debian's) whose initramfs insmods virtio_mmio.
-   */
-  acpi: boolean;
-  /** Use KVM acceleration (qemu: `-accel kvm` else `-accel tcg`). */
+  /** KVM acceleration, as the driver's probe decided when the VMM was chosen. */
   kvm: boolean;
 }
 
@@ -50,18 +115,36 @@ export interface VmmStatus {
   pid?: number;
 }
 
-export interface AgentChannel {
-  kind: 'unix-serial' | 'vsock-uds';
-  path: string;
+export interface RootDiskRequest {
+  vm: VmHandle;
+  /** The image's base rootfs (raw ext4); never written. */
+  baseRootfs: string;
+  /** The layout's per-image cache directory for this image (may not exist yet). */
+  cacheDir: string;
+  /** Virtual size of the root disk; default: the base's size. Smaller than the base: E_INVALID. */
+  sizeBytes?: number;
+  signal?: AbortSignal;
 }
 
 export interface VmmDriver {
   readonly kind: VmmKind;
-  prepare(files: VmFiles, baseRootfs: string, opts: { sizeBytes?: number; signal?: AbortSignal }): Promise<DiskSpec>;
-  start(spec: LaunchSpec, opts?: { signal?: AbortSignal }): Promise<{ pid: number }>;
-  stop(files: VmFiles, opts: { timeoutMs: number; guestShutdown?: () => Promise<void> }): Promise<void>;
-  kill(files: VmFiles, signal?: NodeJS.Signals): Promise<void>;
-  status(files: VmFiles, pidHint?: number | null): Promise<VmmStatus>;
-  consolePath(files: VmFiles): string;
-  agentChannel(files: VmFiles): AgentChannel;
+  /** Can this VMM run here, and how (no side effects; the KVM verdict is given). */
+  probe(host: DriverHost): Promise<ProbeResult>;
+  /** The kernel file this VMM boots from a kernel record; E_NOT_FOUND naming the kernel when none fits. */
+  bootKernel(kernel: KernelFiles): BootKernel;
+  /** The root disk this driver makes for a VM (pure: the path and format `prepareRootDisk` returns). */
+  rootDisk(vm: VmHandle): Omit<DiskSpec, 'id'>;
+  prepareRootDisk(req: RootDiskRequest): Promise<DiskSpec>;
+  launch(spec: LaunchSpec, opts?: { signal?: AbortSignal }): Promise<{ pid: number }>;
+  stop(vm: VmHandle, opts: { timeoutMs: number; guestShutdown?: () => Promise<void> }): Promise<void>;
+  kill(vm: VmHandle, signal?: NodeJS.Signals): Promise<void>;
+  status(vm: VmHandle, pidHint?: number | null): Promise<VmmStatus>;
+  /** After a daemon restart: is this VM's VMM still running (and re-attached)? */
+  adopt(vm: VmHandle, pidHint?: number | null): Promise<VmmStatus>;
+  /** The serial console log the VMM writes. */
+  consolePath(vm: VmHandle): string;
+  /** The banger instance and VM name a process (argv) belongs to, when it is one of this driver's VMMs. */
+  ownerOf(argv: string[]): { instance: string; vm: string } | undefined;
+  /** A connected byte stream to the guest agent (see the contract above). */
+  openAgentStream(vm: VmHandle, opts: { signal?: AbortSignal; timeoutMs: number }): Promise<Socket>;
 }

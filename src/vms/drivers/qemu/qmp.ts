@@ -1,5 +1,5 @@
 import { connect } from 'node:net';
-import { BangerError, ErrorCode } from '../../core/errors.js';
+import { BangerError, ErrorCode } from '../../../core/errors.js';
 
 /**
  * A one-shot QMP client: connect to the QMP Unix socket, read the greeting, negotiate

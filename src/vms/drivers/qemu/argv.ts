@@ -1,0 +1,78 @@
+import type { LaunchSpec } from '../types.js';
+
+/** QEMU option values escape ',' as ',,'. */
+export function qopt(value: string): string {
+  return value.replace(/,/g, ',,');
+}
+
+/** A launch as QEMU runs it: the common spec plus QEMU's own choices. */
+export interface QemuLaunch extends LaunchSpec {
+  /**
+   * Describe devices through ACPI (microvm acpi=on) instead of `virtio_mmio.device=` on the
+   * command line. Needed by modular kernels (Debian's) whose initramfs insmods virtio_mmio.
+   */
+  acpi: boolean;
+}
+
+/**
+ * QEMU's choices for a spec: ACPI on for a kernel with an initramfs. Such a kernel is modular
+ * (Debian's) and its initramfs insmods virtio_mmio, which never sees `virtio_mmio.device=` on
+ * the command line, so the devices are announced by ACPI instead.
+ */
+export function qemuLaunch(spec: LaunchSpec): QemuLaunch {
+  return { ...spec, acpi: !!spec.initrd };
+}
+
+/** The `-name` value: the owning instance and VM, which `ownerOf` parses back. */
+export function qemuName(instance: string, vm: string): string {
+  return `banger:${instance}:${vm},process=banger-${vm}`;
+}
+
+/** The instance and VM of a process whose argv carries `-name banger:<instance>:<vm>[,…]`. */
+export function qemuOwner(argv: string[]): { instance: string; vm: string } | undefined {
+  const i = argv.indexOf('-name');
+  const m = i >= 0 ? /^banger:([^:,]+):([^,]+)/.exec(argv[i + 1] ?? '') : null;
+  return m ? { instance: m[1]!, vm: m[2]! } : undefined;
+}
+
+/**
+ * The full qemu-system-x86_64 argv for a VM (pure; unit-tested).
+ * `-M microvm,acpi=off` (virtio-mmio devices announced on the kernel command line; needs
+ * CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES) or `acpi=on` for modular kernels whose virtio_mmio is
+ * loaded by an initramfs (insmod does not see `virtio_mmio.device=`; ACPI announces them), `-daemonize`
+ * so the VMM outlives bangerd (which is why `-display none` replaces `-nographic`: QEMU
+ * refuses the two together), serial to console.log, QMP and the agent's virtio-serial port on
+ * Unix sockets in the VM directory. Disks keep their order: vda root, vdb seed, vdc work.
+ */
+export function qemuArgv(binary: string, s: QemuLaunch): string[] {
+  const f = s.files;
+  const argv = [
+    binary,
+    // The guest name carries the owning instance (owner.ts); the process title stays short.
+    '-name', qemuName(s.instance, s.name),
+    '-M', `microvm,acpi=${s.acpi ? 'on' : 'off'},x-option-roms=off,rtc=on`,
+    '-accel', s.kvm ? 'kvm' : 'tcg',
+    // TCG: QEMU's default CPU model (-cpu max hangs TSC calibration of Debian's kernel).
+    ...(s.kvm ? ['-cpu', 'host'] : []),
+    '-smp', String(s.vcpu),
+    '-m', `${s.memoryMiB}M`,
+    '-no-reboot', '-nodefaults', '-no-user-config', '-display', 'none', '-daemonize',
+    '-kernel', s.kernel,
+  ];
+  if (s.initrd) argv.push('-initrd', s.initrd);
+  argv.push('-append', s.cmdline);
+  argv.push('-serial', `file:${f.console}`);
+  for (const d of s.disks) {
+    argv.push('-drive', `id=${d.id},file=${qopt(d.path)},format=${d.format},if=none,${d.readOnly ? 'readonly=on' : 'discard=unmap'}`);
+    argv.push('-device', `virtio-blk-device,drive=${d.id}`);
+  }
+  argv.push('-netdev', `tap,id=n0,ifname=${s.net.tap},script=no,downscript=no`);
+  argv.push('-device', `virtio-net-device,netdev=n0,mac=${s.net.mac}`);
+  argv.push('-object', 'rng-random,id=rng0,filename=/dev/urandom', '-device', 'virtio-rng-device,rng=rng0');
+  argv.push('-device', 'virtio-serial-device');
+  argv.push('-chardev', `socket,id=agent,path=${qopt(f.agent)},server=on,wait=off`);
+  argv.push('-device', 'virtserialport,chardev=agent,name=banger.agent');
+  argv.push('-qmp', `unix:${qopt(f.qmp)},server=on,wait=off`);
+  argv.push('-pidfile', f.pid);
+  return argv;
+}
