@@ -1,6 +1,7 @@
 import { BangerError, ErrorCode } from '../../core/errors.js';
 import type { Exec } from '../../core/exec.js';
 import { kvmUsable, type HostProbe } from '../../doctor/checks.js';
+import { firecrackerDriver } from './firecracker/index.js';
 import { qemuDriver } from './qemu/index.js';
 import type { DriverHost, VmmDriver, VmmKind } from './types.js';
 
@@ -22,6 +23,7 @@ export interface DriverRegistration {
  * one line here.
  */
 export const DRIVERS: readonly DriverRegistration[] = [
+  firecrackerDriver,
   qemuDriver,
 ];
 
@@ -87,7 +89,7 @@ export class DriverRegistry {
     let first: { error?: string; reason: string; hint?: string } | undefined;
     for (const d of this.byKind.values()) {
       const r = await d.probe(host);
-      if (r.usable) return { kind: d.kind, kvm: r.kvm, reason: `auto: ${passed.map((p) => `${p} → `).join('')}${d.kind}; ${r.reason}` };
+      if (r.usable && !r.explicitOnly) return { kind: d.kind, kvm: r.kvm, reason: `auto: ${passed.map((p) => `${p} → `).join('')}${d.kind}; ${r.reason}` };
       passed.push(`${d.kind}: ${r.reason}`);
       first ??= r;
     }

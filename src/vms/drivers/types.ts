@@ -70,6 +70,11 @@ export interface ProbeResult {
   error?: string;
   /** When not usable: what to do about it. */
   hint?: string;
+  /**
+   * Usable only when asked for by name (`--vmm KIND`); `auto` passes it over with `reason`
+   * (Firecracker with its binary but no usable KVM: it runs and reports its own error).
+   */
+  explicitOnly?: boolean;
 }
 
 /** One disk attached to the guest. */

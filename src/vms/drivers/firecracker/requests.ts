@@ -72,13 +72,3 @@ export function snapshotLoadRequest(p: SnapshotLoadParams): FcRequest {
   if (p.vsock_override) body.vsock_override = { uds_path: p.vsock_override.uds_path };
   return { step: 'snapshot-load', method: 'PUT', path: '/snapshot/load', definition: 'SnapshotLoadParams', body };
 }
-
-/**
- * The guest CID for a VM: unique among this host's live VMs (Firecracker's vsock is per
- * process, but a CID doubles as the VM's identity for the guest). 3 + a stable number derived
- * from the VM's database row id, so two VMs of one instance never share one.
- */
-export function guestCid(vmRowId: number): number {
-  if (!Number.isInteger(vmRowId) || vmRowId < 0) throw new RangeError(`guestCid: bad row id ${vmRowId}`);
-  return 3 + vmRowId;
-}
