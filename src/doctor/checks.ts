@@ -1,5 +1,6 @@
 import { access, constants, readFile } from 'node:fs/promises';
 import { which } from '../core/exec.js';
+import { firecrackerCheck } from './firecracker.js';
 
 /** A named preflight check. Users can skip one by name (`--skip kvm`). */
 export interface CheckResult {
@@ -87,7 +88,7 @@ export const checks: Check[] = [
       return k.usable ? { name: 'kvm', status: 'pass', detail: k.reason } : { name: 'kvm', status: 'warn', detail: k.reason, hint: 'VMs will run under QEMU TCG (software emulation): slower, but they work' };
     },
   },
-  tool('firecracker', 'firecracker', 'optional: install firecracker to use --vmm firecracker (needs usable KVM)', 'warn'),
+  firecrackerCheck,
   tool('qemu', 'qemu-system-x86_64', 'apt-get install qemu-system-x86 qemu-utils'),
   tool('mkfs.ext4', 'mkfs.ext4', 'apt-get install e2fsprogs'),
   tool('debugfs', 'debugfs', 'apt-get install e2fsprogs'),

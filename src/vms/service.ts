@@ -429,10 +429,11 @@ export class VmService {
     return out;
   }
 
-  async show(name: string): Promise<VmView & { files: VmFiles; cmdlineFirstBoot: string | null }> {
+  async show(name: string): Promise<VmView & { files: VmFiles; cmdlineFirstBoot: string | null; rootDiskMethod?: string }> {
     const vm = this.get(name);
     await this.observe(vm);
-    return { ...(await this.view(this.get(name))), files: this.files(name), cmdlineFirstBoot: vm.spec.firstBoot ? FIRST_BOOT : null };
+    const rootDiskMethod = await this.driver(vm.vmm).rootDiskMethod?.(this.handle(vm));
+    return { ...(await this.view(this.get(name))), files: this.files(name), cmdlineFirstBoot: vm.spec.firstBoot ? FIRST_BOOT : null, rootDiskMethod };
   }
 
   async logs(name: string, offset = 0): Promise<{ data: string; offset: number; running: boolean }> {

@@ -231,7 +231,7 @@ function renderShow(v: any): string {
     ['vcpu', v.spec.vcpu],
     ['memory', `${v.spec.memoryMiB} MiB`],
     ['nat', v.spec.nat ? 'yes' : 'no'],
-    ['root disk', `${v.spec.rootDisk.path} (${v.spec.rootDisk.format})`],
+    ['root disk', `${v.spec.rootDisk.path} (${v.spec.rootDisk.format}${v.rootDiskMethod ? `, ${v.rootDiskMethod} copy` : ''})`],
     ['init', v.cmdlineFirstBoot ?? '(image default)'],
     ['packages', v.spec.firstBoot ? `first boot installs from ${v.spec.packageMirror ?? "the image's own sources"}${v.spec.packageProxy ? ` via proxy ${v.spec.packageProxy}` : ''}` : undefined],
     ['console', v.console],

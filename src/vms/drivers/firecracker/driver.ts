@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import { basename, dirname } from 'node:path';
 import { readFile, writeFile } from 'node:fs/promises';
-import { BangerError, ErrorCode } from '../../../core/errors.js';
+import { BangerError, ErrorCode, errorMessage } from '../../../core/errors.js';
 import type { Exec } from '../../../core/exec.js';
 import type { BootKernel, DiskSpec, DriverHost, KernelFiles, LaunchSpec, ProbeResult, RootDiskRequest, VmHandle, VmmDriver, VmmStatus } from '../types.js';
 import { bootFirecracker } from './boot.js';
@@ -9,6 +9,7 @@ import { rawRootCopy, type RawCopyMethod } from './disk.js';
 import { fcFiles } from './files.js';
 import { findFirecracker, killFirecracker, stopFirecracker } from './process.js';
 import type { FcBootConfig } from './requests.js';
+import { firecrackerVersion, MIN_FIRECRACKER, versionSupported } from './version.js';
 import { connectHybridVsock } from './vsock.js';
 
 /** The guest agent's AF_VSOCK port (src/guest/agent: DEFAULT_VSOCK_PORT). */
@@ -34,11 +35,21 @@ export class FirecrackerDriver implements VmmDriver {
 
   async probe(host: DriverHost): Promise<ProbeResult> {
     const bin = this.opts.firecracker;
-    if (!(await host.probe.which(bin))) {
+    const path = await host.probe.which(bin);
+    if (!path) {
       return { usable: false, kvm: host.kvm.usable, reason: 'binary not found', error: `--vmm firecracker: binary '${bin}' not found`, hint: 'install firecracker (https://github.com/firecracker-microvm/firecracker/releases) and set binaries.firecracker, or use --vmm qemu' };
     }
+    let version: string;
+    try {
+      version = await firecrackerVersion(path, this.exec);
+    } catch (e) {
+      return { usable: false, kvm: host.kvm.usable, reason: `'${bin} --version' failed`, error: `--vmm firecracker: ${errorMessage(e)}`, hint: `check that ${bin} is a Firecracker binary` };
+    }
+    if (!versionSupported(version)) {
+      return { usable: false, kvm: host.kvm.usable, reason: `v${version} is older than ${MIN_FIRECRACKER.join('.')}`, error: `--vmm firecracker: ${bin} is v${version}; banger needs Firecracker ${MIN_FIRECRACKER.join('.')} or newer`, hint: 'install a newer Firecracker release' };
+    }
     if (!host.kvm.usable) return { usable: true, explicitOnly: true, kvm: false, reason: `KVM not usable: ${host.kvm.reason}` };
-    return { usable: true, kvm: true, reason: 'accel kvm' };
+    return { usable: true, kvm: true, reason: `v${version}, accel kvm` };
   }
 
   /** Firecracker v1.16 boots only an uncompressed ELF `vmlinux` on x86_64. */
