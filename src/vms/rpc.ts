@@ -30,7 +30,7 @@ export function vmMethods(svc: VmService): MethodTable {
         .strict(),
       (p, c) => svc.create(p, c),
     ),
-    'vm.start': method(z.object({ names: Names }).strict(), (p, c) => svc.start(p.names, c)),
+    'vm.start': method(z.object({ names: Names, wait: z.boolean().optional() }).strict(), (p, c) => svc.start(p.names, c, { wait: p.wait })),
     'vm.stop': method(z.object({ names: Names }).strict(), (p, c) => svc.stop(p.names, c)),
     'vm.restart': method(z.object({ names: Names }).strict(), (p, c) => svc.restart(p.names, c)),
     'vm.kill': method(z.object({ names: Names, signal: Signal.optional() }).strict(), (p) => svc.kill(p.names, p.signal)),

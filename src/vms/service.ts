@@ -220,7 +220,7 @@ export class VmService {
 
   // ---------------------------------------------------------------- start / stop
 
-  async start(names: string[], op: OpContext = {}): Promise<VmView[]> {
+  async start(names: string[], op: OpContext = {}, o: { wait?: boolean } = {}): Promise<VmView[]> {
     return this.eachLocked(names, async (name) => {
       const vm = this.get(name);
       if ((await this.observe(vm)).running) return this.view(this.get(name));
@@ -228,7 +228,7 @@ export class VmService {
       const stage: Stage = (s, message, done) => op.progress?.({ stage: s, key: names.length > 1 ? name : undefined, message, done, elapsedMs: Date.now() - t0 });
       const undo = new UndoStack((m, f) => this.ctx.log.warn(m, { vm: name, ...f }));
       try {
-        await this.startSteps(vm, { ...op, stage, undo, wait: true });
+        await this.startSteps(vm, { ...op, stage, undo, wait: o.wait !== false });
         undo.commit();
       } catch (e) {
         await undo.unwind();

@@ -79,7 +79,6 @@ test('boot through every step, adopt by pid file + GET /, agent over hybrid vsoc
       if (buf.includes('\n')) resolve(buf.split('\n')[0]!);
     });
     sock.on('error', reject);
-    sock.resume();
     sock.write('{"op":"health"}\n');
   });
   sock.destroy();
@@ -111,7 +110,7 @@ for (const [name, knobs, step, pattern] of [
     const v = vmDir();
     if (step === 'drive-seed') rmSync(join(v.dir, 'seed.ext4'));
     await assert.rejects(
-      bootFirecracker({ binary: standin.binary, id: 'vm-f', files: v.files, consolePath: v.console, config: v.config, socketTimeoutMs: 800, onStep: () => undefined }),
+      bootFirecracker({ binary: standin.binary, id: 'vm-f', files: v.files, consolePath: v.console, config: v.config, socketTimeoutMs: knobs === undefined || !('FC_STANDIN_NO_SOCKET' in knobs) ? 30_000 : 800, onStep: () => undefined }),
       (e) => {
         assert.ok(isBangerError(e, 'E_VMM'), String(e));
         assert.equal(e.details?.step, step);

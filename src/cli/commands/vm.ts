@@ -46,13 +46,14 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
     ['stop', 'shut VMs down gracefully (guest reboot with -no-reboot, then QMP quit, then SIGKILL after vm.stopTimeoutSeconds)'],
     ['restart', 'stop then start VMs (disk contents are kept)'],
   ] as const) {
-    vm.command(verb)
+    const cmd = vm.command(verb)
       .description(desc)
       .argument('<names...>', 'one or more VM names')
-      .addHelpText('after', `\nExamples:\n  banger vm ${verb} testbox\n  banger vm ${verb} web1 web2`)
-      .action(async (names: string[]) => {
+      .addHelpText('after', `\nExamples:\n  banger vm ${verb} testbox\n  banger vm ${verb} web1 web2`);
+    if (verb === 'start') cmd.option('--no-wait', 'return once the VMM runs, without waiting for SSH');
+    cmd.action(async (names: string[], o: { wait?: boolean }) => {
         const c = cli();
-        const r = await c.call(`vm.${verb}`, { names }, { progress: true });
+        const r = await c.call(`vm.${verb}`, verb === 'start' && o.wait === false ? { names, wait: false } : { names }, { progress: true });
         c.emit(r, (vs: any[]) => vs.map((x) => `${x.name}: ${x.running ? 'running' : x.state}`).join('\n'));
       });
   }

@@ -60,7 +60,7 @@ export async function spawnFirecracker(
   await sleep(0);
   if (spawnError || !child.pid) return fail(`could not be started: ${errorMessage(spawnError ?? 'no pid')}`, spawnError);
   await writeFile(files.pid, `${child.pid}\n`);
-  const deadline = Date.now() + (o.socketTimeoutMs ?? 5000);
+  const deadline = Date.now() + (o.socketTimeoutMs ?? 10_000);
   let last: unknown;
   for (;;) {
     if (spawnError) return fail(`could not be started: ${errorMessage(spawnError)}`, spawnError);
@@ -72,7 +72,7 @@ export async function spawnFirecracker(
     } catch (e) {
       last = e;
     }
-    if (Date.now() > deadline) return fail(`API socket ${files.api} did not answer within ${o.socketTimeoutMs ?? 5000} ms (${errorMessage(last)})`, last);
+    if (Date.now() > deadline) return fail(`API socket ${files.api} did not answer within ${o.socketTimeoutMs ?? 10_000} ms (${errorMessage(last)})`, last);
     await sleep(25);
   }
 }

@@ -41,28 +41,34 @@ function attempt(udsPath: string, port: number, timeoutMs: number): Promise<{ so
       if (done) return;
       done = true;
       clearTimeout(timer);
-      sock.off('data', onData);
+      sock.off('readable', onReadable);
+      sock.off('close', onClose);
       if (!r.sock) sock.destroy();
       resolve(r);
     };
     const timer = setTimeout(() => finish({ temporary: true, error: `no answer to CONNECT within ${timeoutMs} ms` }), timeoutMs);
-    const onData = (d: Buffer) => {
-      buf = Buffer.concat([buf, d]);
-      const nl = buf.indexOf(0x0a);
-      if (nl < 0) {
-        if (buf.length > 32) finish({ error: `protocol error: answer too long: ${JSON.stringify(buf.toString('latin1').slice(0, 40))}` });
-        return;
+    // Paused mode ('readable' + read()), never pause(): once the listener is gone the caller's
+    // own 'data' listener starts the flow, and bytes past the OK line are unshifted for it.
+    const onReadable = () => {
+      let chunk: Buffer | null;
+      while (!done && (chunk = sock.read() as Buffer | null) !== null) {
+        buf = Buffer.concat([buf, chunk]);
+        const nl = buf.indexOf(0x0a);
+        if (nl < 0) {
+          if (buf.length > 32) finish({ error: `protocol error: answer too long: ${JSON.stringify(buf.toString('latin1').slice(0, 40))}` });
+          continue;
+        }
+        const line = buf.subarray(0, nl).toString('latin1');
+        const rest = buf.subarray(nl + 1);
+        if (!/^OK \d+$/.test(line)) return finish({ error: `protocol error: expected "OK <port>", got ${JSON.stringify(line.slice(0, 40))}` });
+        if (rest.length) sock.unshift(rest);
+        finish({ sock, error: '' });
       }
-      const line = buf.subarray(0, nl).toString('latin1');
-      const rest = buf.subarray(nl + 1);
-      if (!/^OK \d+$/.test(line)) return finish({ error: `protocol error: expected "OK <port>", got ${JSON.stringify(line.slice(0, 40))}` });
-      sock.pause();
-      if (rest.length) sock.unshift(rest);
-      finish({ sock, error: '' });
     };
-    sock.on('data', onData);
+    const onClose = () => finish({ temporary: true, error: 'closed before answering (nothing listens on the port yet)' });
+    sock.on('readable', onReadable);
     sock.on('connect', () => sock.write(`CONNECT ${port}\n`));
     sock.on('error', (e: NodeJS.ErrnoException) => finish({ temporary: e.code === 'ENOENT' || e.code === 'ECONNREFUSED' || e.code === 'ECONNRESET', error: `${e.code ?? ''} ${errorMessage(e)}`.trim() }));
-    sock.on('close', () => finish({ temporary: true, error: 'closed before answering (nothing listens on the port yet)' }));
+    sock.on('close', onClose);
   });
 }
