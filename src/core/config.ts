@@ -1,3 +1,4 @@
+import { VMM_CHOICES } from './vmm.js';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
@@ -85,7 +86,7 @@ export const ConfigSchema = z
       .default({}),
     vm: z
       .object({
-        vmm: z.enum(['auto', 'qemu', 'firecracker']).default('auto'),
+        vmm: z.enum(VMM_CHOICES).default('auto'),
         vcpu: z.number().int().min(1).max(32).default(2),
         memoryMiB: z.number().int().min(128).default(1024),
         sshTimeoutSeconds: z.number().int().min(1).default(120),
@@ -144,7 +145,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (env.BANGER_DEBIAN_MIRROR) cfg.debianMirror = env.BANGER_DEBIAN_MIRROR;
   if (env.BANGER_DEBIAN_KEYRING) cfg.debianKeyring = env.BANGER_DEBIAN_KEYRING;
   if (env.BANGER_DEFAULT_KERNEL) cfg.defaultKernel = env.BANGER_DEFAULT_KERNEL;
-  if (env.BANGER_VMM) cfg.vm.vmm = z.enum(['auto', 'qemu', 'firecracker']).parse(env.BANGER_VMM);
+  if (env.BANGER_VMM) cfg.vm.vmm = z.enum(VMM_CHOICES).parse(env.BANGER_VMM);
   if (env.BANGER_QEMU) cfg.binaries.qemu = env.BANGER_QEMU;
   if (env.BANGER_FIRECRACKER) cfg.binaries.firecracker = env.BANGER_FIRECRACKER;
   if (env.BANGER_BRIDGE) {

@@ -1,4 +1,5 @@
 import { readFile, stat } from 'node:fs/promises';
+import { FIRST_BOOT_PATH, MASKED_UNITS } from './constants.js';
 import { fileURLToPath } from 'node:url';
 import { posix } from 'node:path';
 import type { Exec } from '../core/exec.js';
@@ -33,7 +34,7 @@ export interface InjectOptions {
   agentPath?: string;
 }
 
-export const FIRST_BOOT_PATH = '/usr/local/libexec/banger-first-boot';
+export { FIRST_BOOT_PATH, MASKED_UNITS } from './constants.js';
 export const AGENT_PATH = '/usr/local/bin/banger-vsock-agent';
 export const AGENT_UNIT = 'banger-vsock-agent.service';
 export const OPENRC_PATH = '/usr/local/share/banger/openrc/banger-vsock-agent';
@@ -41,21 +42,6 @@ export const SSHD_DROPIN = '/etc/ssh/sshd_config.d/banger.conf';
 const UNIT_DIR = '/etc/systemd/system';
 const WANTS_DIR = `${UNIT_DIR}/multi-user.target.wants`;
 
-/**
- * Units masked in every banger guest: each waits for something a microVM without udev never
- * delivers (device units, udev settle, network "online" waits; ip= configured the network
- * before init), or would block boot on the console (serial getty, interactive firstboot).
- */
-export const MASKED_UNITS = [
-  'dev-ttyS0.device',
-  'dev-vdb.device',
-  'serial-getty@ttyS0.service',
-  'systemd-udev-settle.service',
-  'systemd-networkd-wait-online.service',
-  'NetworkManager-wait-online.service',
-  'ifupdown-pre.service',
-  'systemd-firstboot.service',
-] as const;
 
 /** Where system unit files live in an image (merged-/usr or not). */
 const SYSTEM_UNIT_DIRS = ['/lib/systemd/system', '/usr/lib/systemd/system'];

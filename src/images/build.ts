@@ -41,7 +41,7 @@ export async function buildExt4(
     await exec(argv, { env: toolEnv(), signal: opts.signal });
   } catch (e) {
     if (e instanceof ExecError) {
-      throw new BangerError(ErrorCode.Exec, `step mkfs: mkfs.ext4 failed (exit ${e.exitCode}): ${e.stderr.trim().split('\n').slice(-3).join(' ')}`, { hint: 'is the --size large enough? see the daemon log', cause: e });
+      throw new BangerError(ErrorCode.Exec, `step mkfs: mkfs.ext4 failed (exit ${e.exitCode}): ${e.stderr.trim().split('\n').slice(-3).join(' ')}`, { hint: 'is the --size large enough? see the daemon log', cause: e, details: { step: 'mkfs' } });
     }
     throw e;
   }
@@ -50,6 +50,7 @@ export async function buildExt4(
   if (ck.exitCode !== 0) {
     throw new BangerError(ErrorCode.Exec, `step fsck: e2fsck -fn reported problems (exit ${ck.exitCode}) in the new filesystem: ${(ck.stdout + ck.stderr).trim().split('\n').slice(-3).join(' ')}`, {
       hint: 'this is a bug in banger or e2fsprogs; please report it with the daemon log',
+      details: { step: 'fsck' },
     });
   }
   return { sizeBytes, contentBytes: tree.bytes };

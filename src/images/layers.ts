@@ -66,7 +66,7 @@ export async function applyTarStream(source: AsyncIterable<Buffer> | Readable, c
     applier.release();
     if (signal?.aborted) throw new BangerError(ErrorCode.Cancelled, 'operation cancelled', { cause: e });
     if (e instanceof BangerError) throw e;
-    if (isDecompressError(e) || /zstd|incorrect header|invalid/i.test((e as Error).message)) {
+    if (isDecompressError(e)) {
       throw new BangerError(ErrorCode.Invalid, `layer is not valid ${compression} data: ${(e as Error).message}`, { cause: e });
     }
     throw e;

@@ -1,3 +1,4 @@
+import { stepOf } from '../core/steps.js';
 import { createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, open, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
@@ -364,10 +365,10 @@ export class ImageService {
       await undo.unwind();
       if (signal.aborted && !(e instanceof BangerError && e.code === ErrorCode.Cancelled)) throw new BangerError(ErrorCode.Cancelled, `image ${spec.name}: cancelled during step ${step}`, { cause: e });
       if (e instanceof BangerError) {
-        if (e.code === ErrorCode.Cancelled || e.message.startsWith('step ')) throw e;
-        throw new BangerError(e.code, `image ${spec.name}: step ${step}: ${e.message}`, { hint: e.hint, cause: e, details: e.details });
+        if (e.code === ErrorCode.Cancelled || stepOf(e) !== undefined) throw e;
+        throw new BangerError(e.code, `image ${spec.name}: step ${step}: ${e.message}`, { hint: e.hint, cause: e, details: { ...e.details, step } });
       }
-      throw new BangerError(ErrorCode.Internal, `image ${spec.name}: step ${step}: ${(e as Error).message}`, { cause: e });
+      throw new BangerError(ErrorCode.Internal, `image ${spec.name}: step ${step}: ${(e as Error).message}`, { cause: e, details: { step } });
     }
   }
 

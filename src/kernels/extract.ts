@@ -1,3 +1,4 @@
+import { KERNEL_FILES } from './files.js';
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
 import { lstat, mkdir, readlink, stat, symlink } from 'node:fs/promises';
@@ -292,7 +293,7 @@ export async function inspectKernelDir(dir: string, label: string, requireVmlinu
     if (st && !st.isFile()) throw new BangerError(ErrorCode.Bundle, `kernel ${label}: '${n}' in the bundle is not a regular file`, { hint: 'a kernel bundle has vmlinux (and optionally initrd.img) as files at its top level' });
     return st ? join(dir, n) : undefined;
   };
-  const out: BundleFiles = { vmlinux: await file('vmlinux'), vmlinuz: await file('vmlinuz'), initrd: await file('initrd.img') };
+  const out: BundleFiles = { vmlinux: await file(KERNEL_FILES.vmlinux), vmlinuz: await file(KERNEL_FILES.vmlinuz), initrd: await file(KERNEL_FILES.initrd) };
   const mod = await stat(join(dir, 'modules')).catch(() => undefined);
   if (mod?.isDirectory()) out.modulesDir = join(dir, 'modules');
   if (requireVmlinux && !out.vmlinux) {

@@ -1,3 +1,4 @@
+import { KERNEL_FILES } from './files.js';
 import { copyFile, cp, readdir, rm, stat } from 'node:fs/promises';
 import { isAbsolute, join, relative } from 'node:path';
 import { BangerError, ErrorCode } from '../core/errors.js';
@@ -44,11 +45,11 @@ export async function stageImport(name: string, opts: ImportOptions, staging: st
     });
   }
   const files: BundleFiles = {};
-  const dest = join(staging, info.kind === 'elf' ? 'vmlinux' : 'vmlinuz');
+  const dest = join(staging, info.kind === 'elf' ? KERNEL_FILES.vmlinux : KERNEL_FILES.vmlinuz);
   await copyFile(vmlinux, dest);
   if (info.kind === 'elf') files.vmlinux = dest;
   else files.vmlinuz = dest;
-  if (initrd) await copyFile(initrd, (files.initrd = join(staging, 'initrd.img')));
+  if (initrd) await copyFile(initrd, (files.initrd = join(staging, KERNEL_FILES.initrd)));
   const droppedLinks: string[] = [];
   if (modules) {
     files.modulesDir = join(staging, 'modules');

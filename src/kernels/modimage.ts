@@ -1,3 +1,4 @@
+import { KERNEL_FILES } from './files.js';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, symlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
@@ -9,7 +10,7 @@ import { dirSize } from './record.js';
 /** ext4 label of a kernel's modules disk (guest: mounted read-only on /lib/modules/RELEASE). */
 export const MODULES_LABEL = 'BANGERMODS';
 /** File name of the modules disk in a kernel's directory. */
-export const MODULES_IMAGE = 'modules.ext4';
+export const MODULES_IMAGE = KERNEL_FILES.modules;
 
 /**
  * A kernel's whole module tree as a small read-only ext4 that every VM of the kernel gets as a

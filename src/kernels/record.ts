@@ -1,3 +1,4 @@
+import { KERNEL_FILES } from './files.js';
 import { existsSync, statSync } from 'node:fs';
 import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -69,11 +70,11 @@ function fromRow(r: KernelRow): KernelRecord {
     source: r.source,
     vmlinuxSha256: r.vmlinux_sha256,
     dir: r.path,
-    vmlinux: f('vmlinux'),
-    vmlinuz: f('vmlinuz'),
-    initrd: r.has_initrd ? f('initrd.img') : undefined,
+    vmlinux: f(KERNEL_FILES.vmlinux),
+    vmlinuz: f(KERNEL_FILES.vmlinuz),
+    initrd: r.has_initrd ? f(KERNEL_FILES.initrd) : undefined,
     modulesDir: r.has_modules && existsSync(modules) && statSync(modules).isDirectory() ? modules : undefined,
-    modulesImage: f('modules.ext4'),
+    modulesImage: f(KERNEL_FILES.modules),
     sizeBytes: r.size_bytes,
     createdAt: r.created_at,
   };

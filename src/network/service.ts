@@ -55,11 +55,12 @@ export class NetworkService {
    * Lease the lowest free guest address for `vmName`. MUST run inside a `db.transaction`
    * that also inserts the VM row (the lease references it). Throws E_NETWORK when full.
    */
-  leaseInTx(vmName: string): string {
+  leaseInTx(vmName: string, /** runs with the chosen address before the lease row is written (e.g. insert the VM row it references) */ beforeInsert?: (ip: string) => void): string {
     const sn = this.subnet();
     const used = (this.ctx.db.prepare('SELECT ip FROM ip_leases').all() as { ip: string }[]).map((r) => r.ip);
     const ip = firstFreeIp(sn, used);
     if (!ip) throw new BangerError(ErrorCode.Network, `no free address left in ${sn.cidr}`, { hint: "remove unused VMs ('banger vm prune') or widen the config field 'network.subnet'" });
+    beforeInsert?.(ip);
     this.ctx.db.prepare('INSERT INTO ip_leases (ip, vm_name, leased_at) VALUES (?, ?, ?)').run(ip, vmName, new Date().toISOString());
     return ip;
   }

@@ -3,7 +3,10 @@
  * script). `ip=` is applied by banger's initramfs (Debian kernels lack CONFIG_IP_PNP);
  * `init=` only for images that carry the first-boot script.
  */
-export const FIRST_BOOT = '/usr/local/libexec/banger-first-boot';
+import { BOOT_MASKED_UNITS, FIRST_BOOT_PATH } from '../guest/constants.js';
+
+/** The first-boot script's path (guest/constants.ts). */
+export const FIRST_BOOT = FIRST_BOOT_PATH;
 
 export function kernelCmdline(o: { ip: string; gateway: string; netmask: string; hostname: string; firstBoot: boolean; tscKhz?: number; /** the kernel's modules disk, mounted by the first-boot script */ modulesDevice?: string }): string {
   const parts = [
@@ -19,7 +22,7 @@ export function kernelCmdline(o: { ip: string; gateway: string; netmask: string;
   // Under TCG the PIT-based TSC calibration fails on a loaded host and early boot then stalls;
   // giving the frequency skips that calibration.
   if (o.tscKhz) parts.push(`tsc_early_khz=${o.tscKhz}`);
-  parts.push('systemd.mask=dev-ttyS0.device', 'systemd.mask=dev-vdb.device', 'systemd.mask=serial-getty@ttyS0.service');
+  parts.push(...BOOT_MASKED_UNITS.map((u) => `systemd.mask=${u}`));
   return parts.join(' ');
 }
 

@@ -1,3 +1,4 @@
+import { KERNEL_FILES } from '../kernels/files.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { BangerError, ErrorCode } from '../core/errors.js';
@@ -14,6 +15,12 @@ import type { KernelFiles } from './drivers/types.js';
 /** A pulled kernel as the VM domain sees it (see drivers/types.ts). */
 export type KernelView = KernelFiles;
 
+/** What the VM domain asks of the network domain about leases (the `ip_leases` table is not ours). */
+export interface Leases {
+  /** Release the VM's lease (idempotent). */
+  release(vmName: string): void;
+}
+
 export interface ImageView {
   name: string;
   rootfsPath: string;
@@ -29,7 +36,7 @@ export async function getKernel(ctx: Context, svc: KernelService, name: string):
   const r = ctx.db.prepare('SELECT name, path FROM kernels WHERE name = ?').get(name) as { name: string; path: string } | undefined;
   if (!r) throw new BangerError(ErrorCode.NotFound, `kernel '${name}' is not pulled`, { hint: `banger kernel pull ${name}`, details: { kernel: name } });
   const f = (n: string) => (existsSync(join(r.path, n)) ? join(r.path, n) : undefined);
-  return { name: r.name, dir: r.path, vmlinux: f('vmlinux'), vmlinuz: f('vmlinuz'), initrd: f('initrd.img'), modulesImage: f('modules.ext4') };
+  return { name: r.name, dir: r.path, vmlinux: f(KERNEL_FILES.vmlinux), vmlinuz: f(KERNEL_FILES.vmlinuz), initrd: f(KERNEL_FILES.initrd), modulesImage: f(KERNEL_FILES.modules) };
 }
 
 export async function defaultKernelName(ctx: Context, svc: KernelService): Promise<string> {

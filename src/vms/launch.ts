@@ -15,7 +15,7 @@ import type { VmRecord } from './store.js';
  */
 export function launchSpec(o: {
   instance: string;
-  vm: VmRecord & { ip: string };
+  vm: Pick<VmRecord, 'id' | 'name' | 'spec'> & { ip: string };
   kernel: KernelFiles;
   driver: Pick<VmmDriver, 'bootKernel'>;
   files: VmFiles;

@@ -1,5 +1,6 @@
 import { BangerError, ErrorCode, errorMessage } from '../core/errors.js';
 import type { Exec } from '../core/exec.js';
+import { stepOf } from '../core/steps.js';
 import { agentRequest } from './agent.js';
 import { INIT_MARKER, firstBootState, readFrom, tail, waitForConsole } from './console.js';
 import type { VmHandle, VmmDriver } from './drivers/types.js';
@@ -41,7 +42,7 @@ export async function waitReady(o: {
     const watch = async (): Promise<number | undefined> => {
       const text = (await readFrom(consoleLog, 0, 4 << 20)).data;
       const fb = firstBootState(text);
-      if (fb.error) throw new BangerError(ErrorCode.Vmm, `step first-boot: ${fb.error}`, { hint: "the guest could not finish its first boot: see 'banger vm logs NAME'" });
+      if (fb.error) throw new BangerError(ErrorCode.Vmm, `step first-boot: ${fb.error}`, { hint: "the guest could not finish its first boot: see 'banger vm logs NAME'", details: { step: 'first-boot' } });
       if (!fb.installing) return undefined;
       if (!announced) {
         announced = Date.now();
@@ -62,7 +63,7 @@ export async function waitReady(o: {
     sshDone = true;
     await boot;
     const be = e instanceof BangerError ? e : new BangerError(ErrorCode.Vmm, errorMessage(e), { cause: e });
-    throw new BangerError(be.code, be.message, { hint: be.hint, cause: e, details: { consoleTail: await tail(consoleLog) } });
+    throw new BangerError(be.code, be.message, { hint: be.hint, cause: e, details: { step: stepOf(be) ?? 'ssh', consoleTail: await tail(consoleLog) } });
   }
   sshDone = true;
   await boot;

@@ -2,7 +2,27 @@ import { readdir, rm } from 'node:fs/promises';
 import { errorMessage } from '../core/errors.js';
 import { tapName } from '../network/links.js';
 import { killOrphan, orphanVmms } from './orphans.js';
-import type { VmService } from './service.js';
+import type { Logger } from '../core/log.js';
+import type { NetworkService } from '../network/service.js';
+import type { DriverRegistry } from './drivers/registry.js';
+import type { VmHandle } from './drivers/types.js';
+import type { VmRecord, VmRepo } from './store.js';
+
+/** What reconcile needs from the VM service (passed in, so reconcile never imports it). */
+export interface ReconcileDeps {
+  log: Logger;
+  /** layout.vms and layout.vmDir */
+  vmsDir: string;
+  vmDir(name: string): string;
+  repo: VmRepo;
+  network: Pick<NetworkService, 'orphanTaps' | 'removeTap' | 'orphanNat' | 'disableNat' | 'instance'>;
+  drivers: Pick<DriverRegistry, 'get' | 'all'>;
+  handle(vm: VmRecord): VmHandle;
+  /** Remove a VM entirely (tap, NAT, lease, row, files, pinned key). */
+  removeVm(name: string): Promise<void>;
+  /** Record a VM as stopped and remove its runtime network. */
+  markStopped(vm: VmRecord): Promise<void>;
+}
 
 /**
  * Daemon-start reconcile (idempotent). It touches only what this instance made (owner.ts):
@@ -18,16 +38,16 @@ import type { VmService } from './service.js';
  *    adopted VM accounts for are killed;
  * 5. VM directories no row owns removed (a create that died mid-way).
  */
-export async function reconcileVms(svc: VmService): Promise<void> {
-  const { ctx, repo } = svc;
-  const log = ctx.log.child({ step: 'reconcile' });
+export async function reconcileVms(svc: ReconcileDeps): Promise<void> {
+  const { repo } = svc;
+  const log = svc.log.child({ step: 'reconcile' });
   const runningTaps = new Set<string>();
   const runningIds = new Set<string>();
   const adopted = new Map<string, number>();
   const unsure = new Set<string>(); // rows whose check failed: their processes are left alone
   for (const vm of repo.list()) {
     try {
-      const st = await svc.driver(vm.vmm).adopt(svc.handle(vm), vm.pid);
+      const st = await svc.drivers.get(vm.vmm).adopt(svc.handle(vm), vm.pid);
       if (st.running) {
         repo.setState(vm.name, { state: 'running', pid: st.pid ?? vm.pid });
         if (!vm.createDone) repo.createDone(vm.name);
@@ -36,7 +56,7 @@ export async function reconcileVms(svc: VmService): Promise<void> {
         if (st.pid) adopted.set(vm.name, st.pid);
         log.info('adopted running vm', { vm: vm.name, pid: st.pid });
       } else if (!vm.createDone) {
-        await svc.rm([vm.name], true);
+        await svc.removeVm(vm.name);
         log.info('removed vm whose create never finished', { vm: vm.name });
       } else if (vm.state !== 'stopped' || vm.pid) {
         await svc.markStopped(vm);
@@ -47,7 +67,7 @@ export async function reconcileVms(svc: VmService): Promise<void> {
       log.warn('reconcile of vm failed', { vm: vm.name, error: errorMessage(e) });
     }
   }
-  const net = svc.deps.network;
+  const net = svc.network;
   try {
     for (const tap of await net.orphanTaps(runningTaps)) {
       await net.removeTap(tap);
@@ -66,9 +86,9 @@ export async function reconcileVms(svc: VmService): Promise<void> {
     log.info('killed orphan VMM', { vm: o.vm, pid: o.pid });
   }
   const known = new Set(repo.list().map((v) => v.name));
-  for (const d of await readdir(ctx.layout.vms).catch(() => [] as string[])) {
+  for (const d of await readdir(svc.vmsDir).catch(() => [] as string[])) {
     if (!known.has(d)) {
-      await rm(ctx.layout.vmDir(d), { recursive: true, force: true });
+      await rm(svc.vmDir(d), { recursive: true, force: true });
       log.info('removed orphan vm directory', { dir: d });
     }
   }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { VMM_CHOICES } from '../core/vmm.js';
 import { method, Name, type MethodTable } from '../rpc/protocol.js';
 import type { VmService } from './service.js';
 import { PackageUrl } from './package-source.js';
@@ -23,7 +24,7 @@ export function vmMethods(svc: VmService): MethodTable {
           nat: z.boolean().optional(),
           start: z.boolean().optional(),
           wait: z.boolean().optional(),
-          vmm: z.enum(['auto', 'qemu', 'firecracker']).optional(),
+          vmm: z.enum(VMM_CHOICES).optional(),
           packageMirror: PackageUrl.optional(),
           packageProxy: PackageUrl.optional(),
         })

@@ -1,4 +1,4 @@
-import { mkdir, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, rm, stat } from 'node:fs/promises';
 import { BangerError, ErrorCode, errorMessage, throwIfAborted } from '../core/errors.js';
 import { toolEnv } from '../core/exec.js';
 import { exists, parseSize } from '../core/fsutil.js';
@@ -8,15 +8,17 @@ import { kvmUsable, realHost, type HostProbe } from '../doctor/checks.js';
 import type { ImageService } from '../images/service.js';
 import type { KernelService } from '../kernels/service.js';
 import type { NetworkService } from '../network/service.js';
-import { macForIp } from '../network/subnet.js';
 import { tapName } from '../network/links.js';
 import type { ProgressEvent } from '../rpc/protocol.js';
 import { agentRequest } from './agent.js';
 import { FIRST_BOOT, tscKhzFromCpuinfo } from './cmdline.js';
 import { readFrom } from './console.js';
-import { defaultKernelName, getImage, getKernel } from './deps.js';
+import { defaultKernelName, getImage, getKernel, type Leases } from './deps.js';
 import { DriverRegistry } from './drivers/registry.js';
-import type { DiskSpec, VmHandle, VmmDriver, VmmKind } from './drivers/types.js';
+import type { VmHandle, VmmDriver, VmmKind } from './drivers/types.js';
+import { planNet, type BootPlan } from './plan.js';
+import { StepRunner } from '../core/steps.js';
+import type { VmmChoiceName } from '../core/vmm.js';
 import { vmFiles, type VmFiles } from './files.js';
 import { KeyedLock } from './lock.js';
 import { generateName, newVmId } from './names.js';
@@ -25,6 +27,9 @@ import { resolvePackageSource } from './package-source.js';
 import { ensureClientKey, HostKeyPool, pinHostKey, sshCommonOptions, sshOptions, sshPaths, unpinHostKey, writeSshConfig, type SshPaths } from './ssh.js';
 import { VmRepo, type VmRecord, type VmSpec } from './store.js';
 import { reconcileVms } from './reconcile.js';
+import { settleAll, sizeArg } from './args.js';
+
+export { MAX_DISK_BYTES } from './args.js';
 import { launchSpec } from './launch.js';
 import { waitReady, type Stage } from './readiness.js';
 import { bangerGid } from '../daemon/system.js';
@@ -41,7 +46,7 @@ export interface CreateParams {
   nat?: boolean;
   start?: boolean;
   wait?: boolean;
-  vmm?: 'auto' | 'qemu' | 'firecracker';
+  vmm?: VmmChoiceName;
   /** Archive base URL for the first boot's install (default: config firstBoot.packageMirror). */
   packageMirror?: string;
   /** HTTP proxy for the first boot's install (default: config firstBoot.packageProxy). */
@@ -53,7 +58,6 @@ export interface OpContext {
   progress?: (ev: ProgressEvent) => void;
 }
 
-type StartOptions = OpContext & { stage: Stage; undo: UndoStack; wait: boolean; /** create already ran the network step */ networkReady?: boolean; /** the root disk create just prepared */ rootDisk?: DiskSpec };
 
 /** A VM as returned over RPC: the record plus what was observed on the host. */
 export interface VmView extends VmRecord {
@@ -104,6 +108,11 @@ export class VmService {
     return this.deps.network;
   }
 
+  /** IP leases belong to the network domain; this service only asks it to release one. */
+  private get leases(): Leases {
+    return this.deps.network;
+  }
+
   /** The registered driver of `kind` (E_VMM when this build has none). */
   driver(kind: string): VmmDriver {
     return this.drivers.get(kind);
@@ -126,87 +135,47 @@ export class VmService {
 
   // ---------------------------------------------------------------- create
 
+  /**
+   * Create: plan (every fact derived once) → record (row + lease, one write) → disk, seed and
+   * network side by side → launch (vmm, boot, ssh, agent). Each step is named (StepRunner: the
+   * step goes into `details.step` of any error), registers its undo the moment it acts, and a
+   * failure unwinds newest first after every parallel step settled.
+   */
   async create(p: CreateParams, op: OpContext = {}): Promise<VmView> {
     const t0 = Date.now();
     const stage: Stage = (s, message, done) => op.progress?.({ stage: s, message, done, elapsedMs: Date.now() - t0 });
     const name = p.name ?? generateName((n) => !!this.repo.find(n));
     return this.locks.run(name, async (): Promise<VmView> => {
       if (this.repo.find(name)) throw new BangerError(ErrorCode.Exists, `vm '${name}' already exists`, { hint: `pick another --name or remove it: banger vm rm ${name}` });
-      const image = await getImage(this.ctx, this.deps.images, p.image);
-      const kernelName = p.kernel ?? image.kernelRef ?? (await defaultKernelName(this.ctx, this.deps.kernels));
-      const kernel = await getKernel(this.ctx, this.deps.kernels, kernelName);
-      const choice = await this.drivers.select(p.vmm ?? this.ctx.config.vm.vmm, this.host);
-      const driver = this.driver(choice.kind);
-      driver.bootKernel(kernel); // E_NOT_FOUND now when the kernel has no file this VMM boots
-      const diskSizeBytes = p.diskSize === undefined ? undefined : sizeArg('--disk-size', p.diskSize);
-      const workDiskBytes = p.workDisk === undefined ? undefined : sizeArg('--work-disk', p.workDisk);
-      const firstBoot = image.fromRegistry || (await this.rootfsHasFirstBoot(image.rootfsPath));
-      const pkg = resolvePackageSource({ mirror: p.packageMirror, proxy: p.packageProxy }, { mirror: this.ctx.config.firstBoot?.packageMirror, proxy: this.ctx.config.firstBoot?.packageProxy });
-      const id = newVmId();
-      const files = this.files(name);
-      const handle: VmHandle = { id, name, files };
-      const spec: VmSpec = {
-        vcpu: p.vcpu ?? this.ctx.config.vm.vcpu,
-        memoryMiB: p.memoryMiB ?? this.ctx.config.vm.memoryMiB,
-        diskSizeBytes,
-        workDiskBytes,
-        nat: !!p.nat,
-        firstBoot,
-        ...(pkg.mirror ? { packageMirror: pkg.mirror } : {}),
-        ...(pkg.proxy ? { packageProxy: pkg.proxy } : {}),
-        rootDisk: driver.rootDisk(handle),
-      };
       const undo = new UndoStack((m, f) => this.ctx.log.warn(m, { vm: name, ...f }));
+      const steps = new StepRunner({ undo, signal: op.signal, stage, log: (m, f) => this.ctx.log.debug(m, { vm: name, ...f }) });
+      // Input and lookups first, outside the steps: a bad argument is nobody's step and makes nothing.
+      const plan = await this.planCreate(name, p);
+      const starting = p.start !== false;
       try {
-        // step record: VM row + IP lease in one transaction (UNIQUE ip: never two VMs, one IP)
-        const ip = this.ctx.db.transaction(() => {
-          this.repo.insert({ name, id, image: image.name, kernel: kernel.name, spec, desiredState: p.start === false ? 'stopped' : 'running', state: 'created', vmm: choice.kind, vmmReason: choice.reason, tap: tapName(id), mac: null, createdAt: new Date().toISOString() });
-          const leased = this.net.leaseInTx(name);
-          this.ctx.db.prepare('UPDATE vms SET mac = ? WHERE name = ?').run(macForIp(leased), name);
-          return leased;
-        })();
-        undo.push('record', () => this.repo.delete(name));
-        throwIfAborted(op.signal);
+        // step record: VM row (with its MAC) + IP lease in one transaction (UNIQUE ip: never two VMs, one IP)
+        await steps.run('record', () => this.record(plan, starting ? 'running' : 'stopped', undo), { silent: true });
         await testPause(this.ctx, 'record', op.signal);
 
         // Steps disk, seed and network touch different things, so they run side by side; each
         // registers its undo the moment it acts, and settleAll waits for all of them before a
         // failure unwinds. Only then does the VMM start.
-        await rm(files.dir, { recursive: true, force: true }); // a stale dir no record owns
-        await mkdir(files.dir, { recursive: true, mode: 0o750 });
-        undo.push('vm-dir', () => rm(files.dir, { recursive: true, force: true }));
-        let rootDisk: DiskSpec | undefined;
-        const disk = async () => {
-          stage('disk', `${spec.rootDisk.format === 'qcow2' ? 'qcow2 overlay' : 'copy'} of ${image.name}`);
-          [rootDisk] = await settleAll([
-            driver.prepareRootDisk({ vm: handle, baseRootfs: image.rootfsPath, cacheDir: this.ctx.layout.imageCacheDir(image.name), sizeBytes: diskSizeBytes, signal: op.signal }),
-            workDiskBytes !== undefined ? buildWorkDisk(this.ctx.exec, files.work, workDiskBytes) : undefined,
-          ]);
-          stage('disk', undefined, true);
-        };
-        // step seed: host key made before first boot, pinned; seed disk for the first-boot script
-        const seed = async () => {
-          stage('seed', 'host key + seed disk');
-          const gid = this.gid ?? (await bangerGid());
-          const [clientPub, hostPub] = await settleAll([ensureClientKey(this.ctx.exec, this.ssh, gid), this.hostKeys.take(files.hostKey, name)]);
-          const net = this.net.describe(id, ip);
-          await buildSeedDisk(this.ctx.exec, files.seed, this.ctx.layout.tmp, { name, net, hostKey: await readFile(files.hostKey, 'utf8'), hostKeyPub: hostPub, authorizedKey: clientPub, growRoot: diskSizeBytes !== undefined, packageMirror: pkg.mirror, packageProxy: pkg.proxy });
-          undo.push('known_hosts', () => unpinHostKey(this.ssh, ip, name));
-          await pinHostKey(this.ssh, ip, name, hostPub);
-          undo.push('ssh-config', async () => void (await this.refreshSshConfig(name)));
-          await this.refreshSshConfig();
-          stage('seed', undefined, true);
-        };
-        const starting = p.start !== false;
-        await settleAll([disk(), seed(), starting ? this.networkUp(this.get(name), { stage, undo, signal: op.signal }, true) : undefined]);
+        await rm(plan.files.dir, { recursive: true, force: true }); // a stale dir no record owns
+        await mkdir(plan.files.dir, { recursive: true, mode: 0o750 });
+        undo.push('vm-dir', () => rm(plan.files.dir, { recursive: true, force: true }));
+        await settleAll([
+          steps.run('disk', () => this.disks(plan, op.signal), { message: `${plan.spec.rootDisk.format === 'qcow2' ? 'qcow2 overlay' : 'copy'} of ${plan.image!.name}` }),
+          steps.run('seed', () => this.seed(plan, undo), { message: 'host key + seed disk' }),
+          starting ? this.networkUp(plan, steps, true) : undefined,
+        ]);
         throwIfAborted(op.signal);
         await testPause(this.ctx, 'network', op.signal);
 
-        if (starting) await this.startSteps(this.get(name), { ...op, stage, undo, wait: p.wait !== false, networkReady: true, rootDisk });
+        if (starting) await this.launch(plan, { steps, wait: p.wait !== false, networkReady: true });
         else this.repo.setState(name, { state: 'stopped', desiredState: 'stopped' });
         this.repo.createDone(name);
         undo.commit();
-        return this.view(this.get(name));
+        return this.view(this.get(name), true);
       } catch (e) {
         const failures = await undo.unwind();
         if (failures.length) this.ctx.log.error('create unwind incomplete', { vm: name, failures });
@@ -218,6 +187,75 @@ export class VmService {
     });
   }
 
+  /** The plan of a create: image, kernel, VMM (KVM probed once) and spec; nothing is made yet. */
+  private async planCreate(name: string, p: CreateParams): Promise<BootPlan> {
+    const image = await getImage(this.ctx, this.deps.images, p.image);
+    const kernelName = p.kernel ?? image.kernelRef ?? (await defaultKernelName(this.ctx, this.deps.kernels));
+    const kernel = await getKernel(this.ctx, this.deps.kernels, kernelName);
+    const choice = await this.drivers.select(p.vmm ?? this.ctx.config.vm.vmm, this.host);
+    const driver = this.driver(choice.kind);
+    driver.bootKernel(kernel); // E_NOT_FOUND now when the kernel has no file this VMM boots
+    const diskSizeBytes = p.diskSize === undefined ? undefined : sizeArg('--disk-size', p.diskSize);
+    const workDiskBytes = p.workDisk === undefined ? undefined : sizeArg('--work-disk', p.workDisk);
+    const firstBoot = image.fromRegistry || (await this.rootfsHasFirstBoot(image.rootfsPath));
+    const pkg = resolvePackageSource({ mirror: p.packageMirror, proxy: p.packageProxy }, { mirror: this.ctx.config.firstBoot?.packageMirror, proxy: this.ctx.config.firstBoot?.packageProxy });
+    const id = newVmId();
+    const handle: VmHandle = { id, name, files: this.files(name) };
+    const spec: VmSpec = {
+      vcpu: p.vcpu ?? this.ctx.config.vm.vcpu,
+      memoryMiB: p.memoryMiB ?? this.ctx.config.vm.memoryMiB,
+      diskSizeBytes,
+      workDiskBytes,
+      nat: !!p.nat,
+      firstBoot,
+      ...(pkg.mirror ? { packageMirror: pkg.mirror } : {}),
+      ...(pkg.proxy ? { packageProxy: pkg.proxy } : {}),
+      rootDisk: driver.rootDisk(handle),
+    };
+    return { name, id, image, kernel, driver, choice, files: handle.files, handle, spec };
+  }
+
+  /** step record: the row, written once with its MAC, and the lease, in one transaction. */
+  private record(plan: BootPlan, desiredState: 'running' | 'stopped', undo: UndoStack): void {
+    this.ctx.db.transaction(() => {
+      this.net.leaseInTx(plan.name, (ip) => {
+        plan.net = this.net.describe(plan.id, ip);
+        this.repo.insert({ name: plan.name, id: plan.id, image: plan.image!.name, kernel: plan.kernel.name, spec: plan.spec, desiredState, state: 'created', vmm: plan.choice.kind, vmmReason: plan.choice.reason, tap: plan.net.tap, mac: plan.net.mac, createdAt: new Date().toISOString() });
+      });
+    })();
+    undo.push('record', () => this.deleteRow(plan.name));
+  }
+
+  /** step disk: the driver's root disk (its DiskSpec is what gets launched) and the work disk. */
+  private async disks(plan: BootPlan, signal?: AbortSignal): Promise<void> {
+    const [root] = await settleAll([
+      plan.driver.prepareRootDisk({ vm: plan.handle, baseRootfs: plan.image!.rootfsPath, cacheDir: this.ctx.layout.imageCacheDir(plan.image!.name), sizeBytes: plan.spec.diskSizeBytes, signal }),
+      plan.spec.workDiskBytes !== undefined ? buildWorkDisk(this.ctx.exec, plan.files.work, plan.spec.workDiskBytes) : undefined,
+    ]);
+    plan.rootDisk = root;
+  }
+
+  /** step seed: host key made before first boot, pinned; seed disk for the first-boot script. */
+  private async seed(plan: BootPlan, undo: UndoStack): Promise<void> {
+    const net = planNet(plan);
+    const gid = this.gid ?? (await bangerGid());
+    const [clientPub, hostKey] = await settleAll([ensureClientKey(this.ctx.exec, this.ssh, gid), this.hostKeys.takePair(plan.files.hostKey, plan.name)]);
+    plan.hostKey = hostKey;
+    await buildSeedDisk(this.ctx.exec, plan.files.seed, this.ctx.layout.tmp, { name: plan.name, net, hostKey: hostKey.priv, hostKeyPub: hostKey.pub, authorizedKey: clientPub, growRoot: plan.spec.diskSizeBytes !== undefined, packageMirror: plan.spec.packageMirror, packageProxy: plan.spec.packageProxy });
+    undo.push('known_hosts', () => unpinHostKey(this.ssh, net.ip, plan.name));
+    await pinHostKey(this.ssh, net.ip, plan.name, hostKey.pub);
+    undo.push('ssh-config', async () => void (await this.refreshSshConfig(plan.name)));
+    await this.refreshSshConfig();
+  }
+
+  /** Delete a VM's row; its lease is released through the network domain first. */
+  private deleteRow(name: string): void {
+    this.ctx.db.transaction(() => {
+      this.leases.release(name);
+      this.repo.delete(name);
+    })();
+  }
+
   // ---------------------------------------------------------------- start / stop
 
   async start(names: string[], op: OpContext = {}, o: { wait?: boolean } = {}): Promise<VmView[]> {
@@ -227,8 +265,10 @@ export class VmService {
       const t0 = Date.now();
       const stage: Stage = (s, message, done) => op.progress?.({ stage: s, key: names.length > 1 ? name : undefined, message, done, elapsedMs: Date.now() - t0 });
       const undo = new UndoStack((m, f) => this.ctx.log.warn(m, { vm: name, ...f }));
+      const steps = new StepRunner({ undo, signal: op.signal, stage, log: (m, f) => this.ctx.log.debug(m, { vm: name, ...f }) });
       try {
-        await this.startSteps(vm, { ...op, stage, undo, wait: o.wait !== false });
+        const plan = await this.planStart(vm);
+        await this.launch(plan, { steps, wait: o.wait !== false });
         undo.commit();
       } catch (e) {
         await undo.unwind();
@@ -239,6 +279,16 @@ export class VmService {
     });
   }
 
+  /** The plan of a start: the row's kernel and VMM, KVM probed once, the network described once. */
+  private async planStart(vm: VmRecord): Promise<BootPlan> {
+    if (!vm.ip) throw new BangerError(ErrorCode.Internal, `vm '${vm.name}' has no IP lease`);
+    const kernel = await getKernel(this.ctx, this.deps.kernels, vm.kernel);
+    const driver = this.driver(vm.vmm);
+    const probe = await driver.probe({ probe: this.host, kvm: await kvmUsable(this.host) });
+    const handle = this.handle(vm);
+    return { name: vm.name, id: vm.id, kernel, driver, choice: { kind: driver.kind, kvm: probe.kvm, reason: vm.vmmReason }, files: handle.files, handle, spec: vm.spec, net: this.net.describe(vm.id, vm.ip) };
+  }
+
   /** Run `fn` for each name in order, under that VM's lock; every name must exist before any runs. */
   private async eachLocked<T>(names: string[], fn: (name: string) => Promise<T>): Promise<T[]> {
     names.forEach((n) => this.get(n));
@@ -247,45 +297,47 @@ export class VmService {
     return out;
   }
 
-  /** network → vmm → boot → ssh → agent. Each side effect registers its undo on `undo`. */
-  private async startSteps(vm: VmRecord, o: StartOptions): Promise<void> {
-    this.busy.add(vm.name);
+  /**
+   * Boot a planned VM (create and start): network (unless create already made it) → vmm →
+   * boot → ssh → agent. Each side effect registers its undo on the runner's stack.
+   */
+  private async launch(plan: BootPlan, o: { steps: StepRunner; wait: boolean; networkReady?: boolean }): Promise<void> {
+    this.busy.add(plan.name);
     try {
-      await this.startStepsInner(vm, o);
+      await this.launchInner(plan, o);
     } finally {
-      this.busy.delete(vm.name);
+      this.busy.delete(plan.name);
     }
   }
 
-  private async startStepsInner(vm: VmRecord, o: StartOptions): Promise<void> {
-    if (!vm.ip) throw new BangerError(ErrorCode.Internal, `vm '${vm.name}' has no IP lease`);
-    const kernel = await getKernel(this.ctx, this.deps.kernels, vm.kernel);
-    const driver = this.driver(vm.vmm);
-    const handle = this.handle(vm);
-    const files = handle.files;
-    const net = this.net.describe(vm.id, vm.ip);
+  private async launchInner(plan: BootPlan, o: { steps: StepRunner; wait: boolean; networkReady?: boolean }): Promise<void> {
+    const { steps } = o;
+    const { driver, handle } = plan;
+    const net = planNet(plan);
+    if (!o.networkReady) await this.networkUp(plan, steps, false);
+    throwIfAborted(steps.signal);
 
-    if (!o.networkReady) await this.networkUp(vm, o, false);
-    throwIfAborted(o.signal);
-
-    // step vmm
-    o.stage('vmm', `${driver.kind} starting`);
-    const kvm = (await kvmUsable(this.host)).usable;
-    const spec = launchSpec({ instance: this.net.instance, vm: { ...vm, ip: vm.ip }, kernel, driver, files, net, subnet: this.net.subnet(), kvm, tscKhz: tscKhzFromCpuinfo(await this.host.readFile('/proc/cpuinfo')), rootDisk: o.rootDisk });
-    await rm(driver.consolePath(handle), { force: true });
-    this.repo.setState(vm.name, { state: 'starting', desiredState: 'running' });
-    throwIfAborted(o.signal);
-    // Registered before the start: a start cut short (cancel, timeout) may have left a VMM
-    // behind; kill finds it by its pid file and QMP socket, and is a no-op when there is none.
-    o.undo.push('vmm', () => driver.kill(handle, 'SIGKILL'));
-    const { pid } = await driver.launch(spec, { signal: o.signal });
-    this.repo.setState(vm.name, { state: 'running', pid, startedAt: new Date().toISOString() });
-    o.stage('vmm', `pid ${pid}`, true);
-    await testPause(this.ctx, 'vmm', o.signal);
+    const { pid } = await steps.run(
+      'vmm',
+      async () => {
+        const spec = launchSpec({ instance: this.net.instance, vm: { id: plan.id, name: plan.name, spec: plan.spec, ip: net.ip }, kernel: plan.kernel, driver, files: plan.files, net, subnet: this.net.subnet(), kvm: plan.choice.kvm, tscKhz: plan.choice.kvm ? undefined : tscKhzFromCpuinfo(await this.host.readFile('/proc/cpuinfo')), rootDisk: plan.rootDisk });
+        await rm(driver.consolePath(handle), { force: true });
+        this.repo.setState(plan.name, { state: 'starting', desiredState: 'running' });
+        throwIfAborted(steps.signal);
+        // Registered before the start: a start cut short (cancel, timeout) may have left a VMM
+        // behind; kill finds it by its pid file and control socket, and is a no-op when there is none.
+        steps.undo('vmm', () => driver.kill(handle, 'SIGKILL'));
+        const r = await driver.launch(spec, { signal: steps.signal });
+        this.repo.setState(plan.name, { state: 'running', pid: r.pid, startedAt: new Date().toISOString() });
+        return r;
+      },
+      { message: `${driver.kind} starting`, done: (r) => `pid ${r.pid}` },
+    );
+    await testPause(this.ctx, 'vmm', steps.signal);
     if (!o.wait) return;
 
-    // steps boot, ssh, agent
-    await waitReady({ exec: this.ctx.exec, ssh: this.ssh, ip: vm.ip, vm: handle, driver, pid, timeoutMs: this.ctx.config.vm.sshTimeoutSeconds * 1000, firstBootTimeoutMs: this.ctx.config.vm.firstBootTimeoutSeconds * 1000, signal: o.signal, stage: o.stage });
+    // steps boot, ssh, agent (waitReady reports each; its errors carry their own step)
+    await steps.run('ready', () => waitReady({ exec: this.ctx.exec, ssh: this.ssh, ip: net.ip, vm: handle, driver, pid, timeoutMs: this.ctx.config.vm.sshTimeoutSeconds * 1000, firstBootTimeoutMs: this.ctx.config.vm.firstBootTimeoutSeconds * 1000, signal: steps.signal, stage: steps.stage }), { silent: true });
   }
 
   /**
@@ -293,22 +345,24 @@ export class VmService {
    * tap name comes from a new id) skips removing a stale tap. Undo is registered before each
    * action (teardown is idempotent), so a half-made tap is removed too.
    */
-  private async networkUp(vm: VmRecord, o: { stage: Stage; undo: UndoStack; signal?: AbortSignal }, fresh: boolean): Promise<void> {
-    if (!vm.ip) throw new BangerError(ErrorCode.Internal, `vm '${vm.name}' has no IP lease`);
-    const ip = vm.ip;
-    const net = this.net.describe(vm.id, ip);
-    o.stage('network', `${net.ip}/${net.prefix} on ${net.bridge} via ${net.tap}${vm.spec.nat ? ', NAT' : ''}`);
-    const tap = async () => {
-      await settleAll([this.net.ensureBridge(), fresh ? undefined : this.net.removeTap(net.tap)]); // a stale tap from a crash
-      o.undo.push('tap', () => this.net.removeTap(net.tap));
-      await this.net.createTap(net, vm.name);
-    };
-    const nat = async () => {
-      o.undo.push('nat', () => this.net.disableNat(vm.id));
-      await this.net.enableNat(vm.id, ip);
-    };
-    await settleAll([tap(), vm.spec.nat ? nat() : undefined]);
-    o.stage('network', undefined, true);
+  private networkUp(plan: BootPlan, steps: StepRunner, fresh: boolean): Promise<void> {
+    const net = planNet(plan);
+    return steps.run(
+      'network',
+      async () => {
+        const tap = async () => {
+          await settleAll([this.net.ensureBridge(), fresh ? undefined : this.net.removeTap(net.tap)]); // a stale tap from a crash
+          steps.undo('tap', () => this.net.removeTap(net.tap));
+          await this.net.createTap(net, plan.name);
+        };
+        const nat = async () => {
+          steps.undo('nat', () => this.net.disableNat(plan.id));
+          await this.net.enableNat(plan.id, net.ip);
+        };
+        await settleAll([tap(), plan.spec.nat ? nat() : undefined]);
+      },
+      { message: `${net.ip}/${net.prefix} on ${net.bridge} via ${net.tap}${plan.spec.nat ? ', NAT' : ''}` },
+    );
   }
 
   async stop(names: string[], op: OpContext = {}): Promise<VmView[]> {
@@ -377,7 +431,7 @@ export class VmService {
       op.progress?.({ stage: 'rm', key: name, message: force ? 'killing' : 'stopping' });
       await this.stopVm(vm, force || !(await this.observe(vm)).running);
       await unpinHostKey(this.ssh, vm.ip ?? undefined, name);
-      this.repo.delete(name);
+      this.deleteRow(name);
       await rm(this.files(name).dir, { recursive: true, force: true });
       op.progress?.({ stage: 'rm', key: name, done: true });
     });
@@ -404,10 +458,11 @@ export class VmService {
     return st;
   }
 
-  async view(vm: VmRecord): Promise<VmView> {
+  /** The record plus what the host shows; `current`: `vm` was just read (no second read). */
+  async view(vm: VmRecord, current = false): Promise<VmView> {
     const driver = this.driver(vm.vmm);
     const st = await driver.status(this.handle(vm), vm.pid);
-    const fresh = this.repo.find(vm.name) ?? vm;
+    const fresh = current ? vm : (this.repo.find(vm.name) ?? vm);
     const files = this.files(vm.name);
     return {
       ...fresh,
@@ -477,7 +532,17 @@ export class VmService {
 
   /** Called once at daemon start: re-adopt running VMs, mark dead ones stopped, remove orphans. */
   async reconcile(): Promise<void> {
-    await reconcileVms(this);
+    await reconcileVms({
+      log: this.ctx.log,
+      vmsDir: this.ctx.layout.vms,
+      vmDir: (name) => this.ctx.layout.vmDir(name),
+      repo: this.repo,
+      network: this.net,
+      drivers: this.drivers,
+      handle: (vm) => this.handle(vm),
+      removeVm: (name) => this.rm([name], true).then(() => undefined),
+      markStopped: (vm) => this.markStopped(vm),
+    });
     void this.hostKeys.refill();
   }
 
@@ -491,27 +556,5 @@ export class VmService {
     const has = r.exitCode === 0 && !/not found|File not found/i.test(r.stderr) && /Inode:/.test(r.stdout);
     this.firstBootCache.set(key, has);
     return has;
-  }
-}
-
-/** Like Promise.all, but waits for every step to finish before throwing the first failure (so the undo never races a step still writing). */
-async function settleAll<T extends readonly unknown[]>(ps: T): Promise<{ -readonly [K in keyof T]: Awaited<T[K]> }> {
-  const rs = await Promise.allSettled(ps);
-  const bad = rs.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (bad) throw bad.reason;
-  return rs.map((r) => (r as PromiseFulfilledResult<unknown>).value) as { -readonly [K in keyof T]: Awaited<T[K]> };
-}
-
-/** Largest --disk-size / --work-disk accepted (a sparse file or qcow2 can claim any size; 16 TiB is plenty). */
-export const MAX_DISK_BYTES = 16 * 1024 ** 4;
-
-function sizeArg(flag: string, v: string): number {
-  try {
-    const n = parseSize(v);
-    if (n <= 0) throw new Error('must be positive');
-    if (n > MAX_DISK_BYTES) throw new Error('must be at most 16T');
-    return n;
-  } catch (e) {
-    throw new BangerError(ErrorCode.Invalid, `${flag} '${v}': ${errorMessage(e)}`, { hint: 'examples: 512M, 8G, 2GiB', details: { field: flag } });
   }
 }

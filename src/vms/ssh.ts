@@ -68,7 +68,7 @@ async function makeClientKey(exec: Exec, p: SshPaths, gid?: number): Promise<str
   return (await readFile(p.pub, 'utf8')).trim();
 }
 
-interface KeyPair {
+export interface KeyPair {
   priv: string;
   /** "ssh-ed25519 AAAA…" without a comment. */
   pub: string;
@@ -98,12 +98,17 @@ export class HostKeyPool {
 
   /** Write a key pair to keyPath / keyPath.pub; returns the public key line. */
   async take(keyPath: string, vmName: string): Promise<string> {
+    return (await this.takePair(keyPath, vmName)).pub;
+  }
+
+  /** Like `take`, returning both halves (the caller needs not read the private key back). */
+  async takePair(keyPath: string, vmName: string): Promise<KeyPair> {
     const k = this.keys.shift() ?? (await mkdir(this.tmpDir, { recursive: true }), await this.generate());
     const pub = `${k.pub} root@${vmName}`;
     await rm(keyPath, { force: true });
     await writeFile(keyPath, k.priv, { mode: 0o600, flag: 'wx' });
     await writeFile(keyPath + '.pub', pub + '\n', { mode: 0o644 });
-    return pub;
+    return { priv: k.priv, pub };
   }
 
   /**

@@ -106,19 +106,15 @@ export class VmRepo {
     this.db.prepare('UPDATE vms SET create_done = 1 WHERE name = ?').run(name);
   }
 
+  /** Update the observed state; fields left undefined keep their value (one UPDATE, no read). */
   setState(name: string, fields: { state: VmState; desiredState?: 'running' | 'stopped'; pid?: number | null; startedAt?: string | null }): void {
-    const cur = this.find(name);
-    if (!cur) return;
     this.db
-      .prepare('UPDATE vms SET state = ?, desired_state = ?, pid = ?, started_at = ? WHERE name = ?')
-      .run(fields.state, fields.desiredState ?? cur.desiredState, fields.pid === undefined ? cur.pid : fields.pid, fields.startedAt === undefined ? cur.startedAt : fields.startedAt, name);
+      .prepare('UPDATE vms SET state = ?, desired_state = COALESCE(?, desired_state), pid = CASE WHEN ? THEN ? ELSE pid END, started_at = CASE WHEN ? THEN ? ELSE started_at END WHERE name = ?')
+      .run(fields.state, fields.desiredState ?? null, fields.pid === undefined ? 0 : 1, fields.pid ?? null, fields.startedAt === undefined ? 0 : 1, fields.startedAt ?? null, name);
   }
 
-  /** Delete the VM row; its lease goes with it (ON DELETE CASCADE). */
+  /** Delete the VM row (its lease is the network domain's: release it first, see `Leases`). */
   delete(name: string): void {
-    this.db.transaction(() => {
-      this.db.prepare('DELETE FROM ip_leases WHERE vm_name = ?').run(name);
-      this.db.prepare('DELETE FROM vms WHERE name = ?').run(name);
-    })();
+    this.db.prepare('DELETE FROM vms WHERE name = ?').run(name);
   }
 }

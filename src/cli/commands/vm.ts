@@ -1,3 +1,4 @@
+import { VMM_CHOICES } from '../../core/vmm.js';
 import { spawn } from 'node:child_process';
 import { lstat, mkdir, readFile, readlink, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
@@ -27,7 +28,7 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
     .option('--nat', 'give the VM outbound network access through NAT (masquerade on the host)')
     .option('--no-start', 'only create the VM (disks, keys, lease); start it later with vm start')
     .option('--no-wait', 'return once the VMM runs, without waiting for SSH')
-    .addOption(new Option('--vmm <vmm>', 'VMM: auto picks firecracker when usable, else qemu').choices(['auto', 'qemu', 'firecracker']))
+    .addOption(new Option('--vmm <vmm>', 'VMM: auto picks firecracker when usable, else qemu').choices([...VMM_CHOICES]))
     .option('--package-mirror <url>', "archive the first boot installs systemd + sshd from instead of the image's own sources (Debian/Ubuntu: the base URL, e.g. http://10.0.0.1:8080/debian; default: config firstBoot.packageMirror)")
     .option('--package-proxy <url>', 'HTTP proxy for the first boot install (default: config firstBoot.packageProxy)')
     .addHelpText('after', '\nStages are shown with elapsed time: disk, seed, network, vmm, boot, first-boot, ssh, agent.\n\nFirst boot: an image without systemd or an SSH server (e.g. docker.io/library/debian) gets them\ninstalled by its own package manager on its first boot (needs --nat, or a mirror/proxy the VM\nreaches). --package-mirror points that install at another archive (an air-gapped mirror, a\nlocal subset); --package-proxy sends it through an HTTP proxy. The guest\'s own sources are\nrestored after the install; later boots install nothing. vm show says which was used.\n\nExamples:\n  banger vm create --image debian-bookworm --name testbox --nat\n  banger vm create --image debian-bookworm --vcpu 4 --memory 2048 --disk-size 8G\n  banger vm create --image debian-bookworm --no-wait --vmm qemu\n  banger vm create --image debian --nat --package-mirror http://10.0.0.1:8080/debian\n  banger vm create --image alpine --nat --package-proxy http://10.0.0.1:3128\n  banger --json vm create --image debian-bookworm')

@@ -1,3 +1,4 @@
+import { KERNEL_FILES } from '../files.js';
 import { copyFile, mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Exec } from '../../core/exec.js';
@@ -143,12 +144,12 @@ export async function fetchDebianKernel(opts: FetchDebianKernelOptions): Promise
     await unpackDeb(busyboxFile, broot, exec, signal);
     const img = await findKernelImage(kroot, kernelDeb.package);
     const modDir = await findModulesDir(kroot, img.release, kernelDeb.package);
-    await copyFile(img.vmlinuz, join(opts.outDir, 'vmlinuz'));
+    await copyFile(img.vmlinuz, join(opts.outDir, KERNEL_FILES.vmlinuz));
 
     advance('vmlinux');
     throwIfAborted(signal);
     progress({ stage: 'vmlinux' });
-    const format = await extractVmlinux(img.vmlinuz, join(opts.outDir, 'vmlinux'), exec, signal);
+    const format = await extractVmlinux(img.vmlinuz, join(opts.outDir, KERNEL_FILES.vmlinux), exec, signal);
 
     advance('initramfs');
     throwIfAborted(signal);
@@ -157,7 +158,7 @@ export async function fetchDebianKernel(opts: FetchDebianKernelOptions): Promise
     const busybox = await readFile(join(broot, 'bin', 'busybox')).catch((e) => {
       throw new BangerError(ErrorCode.Bundle, `package ${BUSYBOX_PACKAGE} ${busyboxDeb.version} has no bin/busybox`, { cause: e });
     });
-    const initrdBytes = await buildInitramfs({ busybox, kernelVersion: img.release, modules }, join(opts.outDir, 'initrd.img'));
+    const initrdBytes = await buildInitramfs({ busybox, kernelVersion: img.release, modules }, join(opts.outDir, KERNEL_FILES.initrd));
     progress({ stage: 'initramfs', done: true, message: `${modules.length} modules, ${initrdBytes} bytes` });
 
     advance('modules');

@@ -1,5 +1,6 @@
 import { BangerError, ErrorCode } from '../../core/errors.js';
 import type { Exec } from '../../core/exec.js';
+import type { VmmChoiceName } from '../../core/vmm.js';
 import { kvmUsable, type HostProbe } from '../../doctor/checks.js';
 import { firecrackerDriver } from './firecracker/index.js';
 import { qemuDriver } from './qemu/index.js';
@@ -77,7 +78,7 @@ export class DriverRegistry {
   }
 
   /** Probe KVM once and pick the VMM (see the class comment). */
-  async select(requested: 'auto' | VmmKind, probe: HostProbe): Promise<VmmChoice> {
+  async select(requested: VmmChoiceName, probe: HostProbe): Promise<VmmChoice> {
     const host: DriverHost = { probe, kvm: await kvmUsable(probe) };
     if (requested !== 'auto') {
       const d = this.get(requested);

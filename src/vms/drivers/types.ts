@@ -26,9 +26,9 @@ import type { VmFiles } from '../files.js';
  *   handshake already done), or rejects with E_TIMEOUT / E_VMM; the caller owns and destroys it.
  */
 
-/** The VMM kinds banger knows by name (config `vm.vmm`, `--vmm`, the `vms.vmm` column). */
-export const VMM_KINDS = ['qemu', 'firecracker'] as const;
-export type VmmKind = (typeof VMM_KINDS)[number];
+/** The VMM kinds banger knows by name (defined once in core/vmm.ts). */
+export { VMM_KINDS, type VmmKind } from '../../core/vmm.js';
+import type { VmmKind } from '../../core/vmm.js';
 
 /** Kernel image formats: a compressed bzImage (`vmlinuz`) or an uncompressed ELF `vmlinux`. */
 export type KernelFormat = 'bzImage' | 'elf-vmlinux';
