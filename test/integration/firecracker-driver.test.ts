@@ -131,6 +131,24 @@ for (const [name, knobs, step, pattern] of [
   });
 }
 
+test('snapshot load on a fresh process: only after logger/metrics, resumes; refused after boot resources', async () => {
+  standin.setKnobs({});
+  const v = vmDir();
+  writeFileSync(join(v.dir, 'snap.state'), 'state');
+  writeFileSync(join(v.dir, 'snap.mem'), 'mem');
+  const { api } = await spawnFirecracker(standin.binary, 'vm-l', v.files, v.console);
+  await api.call({ step: 'logger', method: 'PUT', path: '/logger', body: { log_path: v.files.log } });
+  await api.loadSnapshot({ snapshot_path: join(v.dir, 'snap.state'), mem_backend: { backend_type: 'File', backend_path: join(v.dir, 'snap.mem') }, resume_vm: true, vsock_override: { uds_path: v.files.vsock } });
+  assert.equal((await api.instanceInfo()).state, 'Running');
+  await stopFirecracker(v.files, 3000);
+  const w = vmDir();
+  const second = await spawnFirecracker(standin.binary, 'vm-m', w.files, w.console);
+  await second.api.call({ step: 'machine-config', method: 'PUT', path: '/machine-config', body: { vcpu_count: 1, mem_size_mib: 128 } });
+  await assert.rejects(second.api.loadSnapshot({ snapshot_path: join(v.dir, 'snap.state'), mem_backend: { backend_type: 'File', backend_path: join(v.dir, 'snap.mem') } }), (e) => isBangerError(e, 'E_VMM') && e.details?.step === 'snapshot-load' && /not allowed after configuring boot-specific resources/.test(e.message));
+  await stopFirecracker(w.files, 500);
+  assert.deepEqual([...leftovers(v), ...leftovers(w)], []);
+});
+
 test('a stale API socket is unlinked before the spawn; the process outlives a lost parent handle', async () => {
   standin.setKnobs({});
   const v = vmDir();
