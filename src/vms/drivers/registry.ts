@@ -1,22 +1,11 @@
 import { BangerError, ErrorCode } from '../../core/errors.js';
-import type { Exec } from '../../core/exec.js';
 import type { VmmChoiceName } from '../../core/vmm.js';
 import { kvmUsable, type HostProbe } from '../../doctor/checks.js';
 import { firecrackerDriver } from './firecracker/index.js';
 import { qemuDriver } from './qemu/index.js';
-import type { DriverHost, VmmDriver, VmmKind } from './types.js';
+import type { DriverDeps, DriverHost, DriverRegistration, VmmDriver, VmmKind } from './types.js';
 
-/** What a driver factory gets: the daemon's exec and the configured binaries. */
-export interface DriverDeps {
-  exec: Exec;
-  binaries: { qemu: string; firecracker: string; qemuImg?: string };
-}
-
-/** How a driver module registers itself: its kind and a factory. */
-export interface DriverRegistration {
-  kind: VmmKind;
-  create(deps: DriverDeps): VmmDriver;
-}
+export type { DriverDeps, DriverRegistration } from './types.js';
 
 /**
  * Every VMM driver in this build, in `auto`'s order of preference (first usable wins).

@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import type { Exec } from '../../core/exec.js';
 import type { HostProbe } from '../../doctor/checks.js';
 import type { VmFiles } from '../files.js';
 
@@ -154,4 +155,20 @@ export interface VmmDriver {
   rootDiskMethod?(vm: VmHandle): Promise<string | undefined>;
   /** A connected byte stream to the guest agent (see the contract above). */
   openAgentStream(vm: VmHandle, opts: { signal?: AbortSignal; timeoutMs: number }): Promise<Socket>;
+}
+
+/** What a driver factory gets: the daemon's exec and the configured binaries. */
+export interface DriverDeps {
+  exec: Exec;
+  binaries: { qemu: string; firecracker: string; qemuImg?: string };
+}
+
+/**
+ * How a driver module registers itself (its folder's index.ts exports one; registry.ts lists
+ * it in DRIVERS): its kind and a factory. Import this type from here, not from registry.ts
+ * (which imports the drivers), so there is no import cycle.
+ */
+export interface DriverRegistration {
+  kind: VmmKind;
+  create(deps: DriverDeps): VmmDriver;
 }

@@ -1,4 +1,4 @@
-import type { DriverRegistration } from '../registry.js';
+import type { DriverRegistration } from '../types.js';
 import { QemuDriver } from './driver.js';
 
 export { QemuDriver } from './driver.js';
