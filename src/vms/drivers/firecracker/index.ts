@@ -1,4 +1,4 @@
-import type { DriverRegistration } from '../registry.js';
+import type { DriverRegistration } from '../types.js';
 import { FirecrackerDriver } from './driver.js';
 
 export { FirecrackerDriver } from './driver.js';
