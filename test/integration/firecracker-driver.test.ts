@@ -193,6 +193,19 @@ test('a misbehaving API socket fails the call, not the process', async () => {
     await assert.rejects(new FirecrackerApi(join(dir, 'reset.sock')).instanceInfo(), (e) => isBangerError(e, 'E_VMM'));
     await assert.rejects(new FirecrackerApi(join(dir, 'absent.sock')).instanceInfo(), (e) => isBangerError(e, 'E_VMM') && e.details?.errno === 'ENOENT');
     // A vsock UDS answering garbage is a protocol error: no retry, E_VMM at once.
+    // Bytes that arrive with the OK line belong to the caller, who sees them on its own 'data' listener.
+    const eager = createServer((s) => s.once('data', (d) => s.write(/^CONNECT 1024\n$/.test(d.toString()) ? 'OK 1073741824\nHELLO' : 'NO\n'))).listen(join(dir, 'vsock-eager.sock'));
+    const es = await connectHybridVsock(join(dir, 'vsock-eager.sock'), 1024, { timeoutMs: 5000 });
+    try {
+      const first = await new Promise<string>((resolve) => {
+        es.once('data', (d) => resolve(d.toString()));
+        setTimeout(() => resolve('(nothing within 3 s)'), 3000).unref();
+      });
+      assert.equal(first, 'HELLO');
+    } finally {
+      es.destroy();
+      eager.close();
+    }
     const bad = createServer((s) => s.end('HELLO\n')).listen(join(dir, 'vsock-bad.sock'));
     await assert.rejects(connectHybridVsock(join(dir, 'vsock-bad.sock'), 1024, { timeoutMs: 5000 }), (e) => isBangerError(e, 'E_VMM') && /protocol error/.test(e.message));
     bad.close();
