@@ -59,7 +59,7 @@ install -m 0644 "$node_dir/package.json" "$node_dir/LICENSE" "$lib/$node_dir/"
 ln -s ../lib/banger/bin/banger "$root/usr/bin/banger"
 ln -s ../lib/banger/bin/bangerd "$root/usr/bin/bangerd"
 "$NODE" --input-type=module -e "
-  const { unitText } = await import('./dist/src/daemon/install.js');
+  const { unitText } = await import('./dist/src/cli/install.js');
   process.stdout.write(unitText('$LIB/$node_dir/bin/node', '$LIB/bin/bangerd'));
 " >"$root/lib/systemd/system/bangerd.service"
 chmod 0644 "$root/lib/systemd/system/bangerd.service"

@@ -6,8 +6,9 @@ import { BangerError, ErrorCode } from '../core/errors.js';
 import { installRoot } from '../core/installroot.js';
 import { layoutFromEnv } from '../core/paths.js';
 import { RpcClient } from '../rpc/client.js';
+import type { MethodName, Params, Result } from '../rpc/contract.js';
 import { inspectSocketPath } from '../rpc/socketpath.js';
-import type { ProgressEvent } from '../rpc/protocol.js';
+import type { ProgressEvent } from '../core/operation.js';
 import { ProgressRenderer } from './progress.js';
 
 /**
@@ -47,7 +48,7 @@ export class Cli {
   }
 
   /** One RPC call with progress on stderr and Ctrl-C cancelling the daemon's work. */
-  async call<T = any>(method: string, params: unknown = {}, opts: { progress?: boolean } = {}): Promise<T> {
+  async call<M extends MethodName>(method: M, params: Params<M>, opts: { progress?: boolean } = {}): Promise<Result<M>> {
     const client = await this.connect();
     const ac = new AbortController();
     const renderer = opts.progress ? new ProgressRenderer(process.stderr) : undefined;
@@ -60,7 +61,7 @@ export class Cli {
     };
     process.on('SIGINT', onSigint);
     try {
-      return await client.call<T>(method, params, { signal: ac.signal, onProgress: (ev: ProgressEvent) => renderer?.update(ev) });
+      return await client.request(method, params, { signal: ac.signal, onProgress: (ev: ProgressEvent) => renderer?.update(ev) });
     } finally {
       process.off('SIGINT', onSigint);
       renderer?.stop();
@@ -68,7 +69,7 @@ export class Cli {
   }
 
   /** Print a result: one JSON document with --json, else the human rendering. */
-  emit(data: unknown, human: (data: any) => string): void {
+  emit<T>(data: T, human: (data: T) => string): void {
     if (this.json) process.stdout.write(JSON.stringify(data, null, 2) + '\n');
     else {
       const text = human(data);

@@ -1,5 +1,5 @@
 import { humanSize } from '../core/fsutil.js';
-import type { ProgressEvent } from '../rpc/protocol.js';
+import type { ProgressEvent } from '../core/operation.js';
 
 /**
  * Renders progress events on stderr. On a TTY: one live line per key (layer, download) with

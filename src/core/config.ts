@@ -5,10 +5,11 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { BangerError, ErrorCode } from './errors.js';
 import { resolveRoot, resolveSocket } from './paths.js';
-import { PackageUrl } from '../vms/package-source.js';
+import { PackageUrl } from './package-url.js';
+import { applyEnvOverrides } from './config-env.js';
 
 /**
- * Configuration: a JSON file plus env overrides. File: `BANGER_CONFIG`, else
+ * Configuration: a JSON file plus env overrides (`core/config-env.ts`; both pass one schema). File: `BANGER_CONFIG`, else
  * `$BANGER_ROOT/config.json` when BANGER_ROOT is set, else /etc/banger/config.json.
  * A missing file means defaults; a malformed one is an error naming the file and field.
  */
@@ -79,7 +80,7 @@ export const ConfigSchema = z
       .default({}),
     network: z
       .object({
-        bridge: z.string().regex(/^[a-zA-Z0-9_-]{1,15}$/).default('banger0'),
+        bridge: z.string().regex(/^[a-zA-Z0-9_-]{1,15}$/, "an interface name is 1-15 letters, digits, '_' or '-'").default('banger0'),
         subnet: Subnet.default('172.16.0.0/24'),
         dns: z.array(DnsServer).default(['1.1.1.1', '8.8.8.8']),
       })
@@ -133,29 +134,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       throw new BangerError(ErrorCode.Invalid, `cannot read config file ${file}: ${err.message}`, { hint: 'fix the JSON or point BANGER_CONFIG elsewhere', cause: e });
     }
   }
-  const parsed = ConfigSchema.safeParse(raw);
+  const withEnv = applyEnvOverrides(raw, env);
+  const parsed = ConfigSchema.safeParse(withEnv.raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    throw new BangerError(ErrorCode.Invalid, `config file ${file}: field '${issue.path.join('.') || '(root)'}': ${issue.message}`, {
+    const field = issue.path.join('.') || '(root)';
+    // The variable that set this field (or a parent of it), if any: name it, not the file.
+    const variable = [...withEnv.fromEnv].find(([f]) => field === f || field.startsWith(f + '.'))?.[1];
+    if (variable) {
+      throw new BangerError(ErrorCode.Invalid, `${variable}: ${issue.message}`, { hint: `${variable} overrides config field '${field}'`, details: { field, env: variable } });
+    }
+    throw new BangerError(ErrorCode.Invalid, `config file ${file}: field '${field}': ${issue.message}`, {
       hint: 'see README.md, section Configuration',
     });
   }
   const cfg = parsed.data;
-  if (env.BANGER_KERNEL_CATALOGS) cfg.kernelCatalogs = env.BANGER_KERNEL_CATALOGS.split(',').map((s) => s.trim()).filter(Boolean);
-  if (env.BANGER_DEBIAN_MIRROR) cfg.debianMirror = env.BANGER_DEBIAN_MIRROR;
-  if (env.BANGER_DEBIAN_KEYRING) cfg.debianKeyring = env.BANGER_DEBIAN_KEYRING;
-  if (env.BANGER_DEFAULT_KERNEL) cfg.defaultKernel = env.BANGER_DEFAULT_KERNEL;
-  if (env.BANGER_VMM) cfg.vm.vmm = z.enum(VMM_CHOICES).parse(env.BANGER_VMM);
-  if (env.BANGER_QEMU) cfg.binaries.qemu = env.BANGER_QEMU;
-  if (env.BANGER_FIRECRACKER) cfg.binaries.firecracker = env.BANGER_FIRECRACKER;
-  if (env.BANGER_BRIDGE) {
-    if (!/^[a-zA-Z0-9_-]{1,15}$/.test(env.BANGER_BRIDGE)) throw new BangerError(ErrorCode.Invalid, `BANGER_BRIDGE '${env.BANGER_BRIDGE}': an interface name is 1-15 letters, digits, '_' or '-'`);
-    cfg.network.bridge = env.BANGER_BRIDGE;
-  }
-  if (env.BANGER_SUBNET) {
-    const problem = subnetProblem(env.BANGER_SUBNET);
-    if (problem) throw new BangerError(ErrorCode.Invalid, `BANGER_SUBNET: ${problem}`, { hint: 'example: BANGER_SUBNET=172.16.0.0/24' });
-    cfg.network.subnet = env.BANGER_SUBNET;
-  }
   return { ...cfg, root: resolveRoot(env), socket: resolveSocket(env), configFile: file };
 }

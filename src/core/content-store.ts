@@ -4,6 +4,7 @@ import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DB } from './db.js';
 import { BangerError, ErrorCode } from './errors.js';
+import { KeyedLock } from './lock.js';
 import type { Layout } from './paths.js';
 
 /**
@@ -18,11 +19,8 @@ import type { Layout } from './paths.js';
 
 export type RefKind = 'image' | 'kernel' | 'cache';
 
-interface LockState {
-  tails: Map<string, Promise<void>>;
-}
 /** Locks per store directory, so every service of one root shares them. */
-const locksByDir = new Map<string, LockState>();
+const locksByDir = new Map<string, KeyedLock>();
 
 export function hexOf(digest: string): string {
   if (!/^sha256:[a-f0-9]{64}$/.test(digest)) throw new BangerError(ErrorCode.Invalid, `not a sha256 digest: '${digest}'`);
@@ -30,7 +28,7 @@ export function hexOf(digest: string): string {
 }
 
 export class ContentStore {
-  private readonly locks: LockState;
+  private readonly locks: KeyedLock;
 
   /** A store whose blobs live in `dir` (benchmarks, tests); a root's store is `new ContentStore(layout, db)`. */
   static at(dir: string, db?: DB): ContentStore {
@@ -39,7 +37,7 @@ export class ContentStore {
 
   constructor(private readonly layout: Pick<Layout, 'blobs' | 'blob'>, private readonly db?: DB) {
     let l = locksByDir.get(layout.blobs);
-    if (!l) locksByDir.set(layout.blobs, (l = { tails: new Map() }));
+    if (!l) locksByDir.set(layout.blobs, (l = new KeyedLock()));
     this.locks = l;
   }
 
@@ -56,24 +54,13 @@ export class ContentStore {
   }
 
   /** Run `fn` holding the per-digest lock (FIFO); waiting respects `signal`. */
-  async withLock<T>(digest: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
-    const prev = this.locks.tails.get(digest) ?? Promise.resolve();
-    let release!: () => void;
-    const mine = new Promise<void>((r) => (release = r));
-    const tail = prev.then(() => mine);
-    this.locks.tails.set(digest, tail);
-    try {
-      await waitFor(prev, signal);
-      return await fn();
-    } finally {
-      release();
-      if (this.locks.tails.get(digest) === tail) this.locks.tails.delete(digest);
-    }
+  withLock<T>(digest: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    return this.locks.run(digest, fn, signal);
   }
 
   /** True while someone holds or waits for the lock of `digest` (a write may be in flight). */
   busy(digest: string): boolean {
-    return this.locks.tails.has(digest);
+    return this.locks.busy(digest);
   }
 
   /** A writer for `digest` (expected `size` when known); call under `withLock`. */
@@ -207,16 +194,12 @@ export class BlobWriter {
   }
 }
 
-function waitFor(p: Promise<void>, signal?: AbortSignal): Promise<void> {
-  if (!signal) return p;
-  if (signal.aborted) return Promise.reject(signal.reason ?? new BangerError(ErrorCode.Cancelled, 'operation cancelled'));
-  return new Promise((resolve, reject) => {
-    const onAbort = () => reject(signal.reason ?? new BangerError(ErrorCode.Cancelled, 'operation cancelled'));
-    signal.addEventListener('abort', onAbort, { once: true });
-    const done = () => {
-      signal.removeEventListener('abort', onAbort);
-      resolve();
-    };
-    p.then(done, done);
-  });
+/**
+ * Throws E_DIGEST when a blob's size or digest differs from what its reference promised
+ * (`expect`: an OCI descriptor, a catalog entry). `digest` is what the bytes hashed to.
+ */
+export function verifyBlob(expect: { digest: string; size: number }, size: number, digest: string): void {
+  if (size < expect.size) throw new BangerError(ErrorCode.Digest, `blob ${expect.digest} is cut off: got ${size} of ${expect.size} bytes`, { hint: 'the download was truncated; retry the pull' });
+  if (size > expect.size) throw new BangerError(ErrorCode.Digest, `blob ${expect.digest} is larger than the ${expect.size} bytes its descriptor says`);
+  if (digest !== expect.digest) throw new BangerError(ErrorCode.Digest, `blob ${expect.digest}: digest mismatch (content hashes to ${digest})`, { hint: 'the registry served corrupt content; nothing was kept' });
 }

@@ -1,6 +1,5 @@
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { z } from 'zod';
 import { loadConfig, type Config } from '../core/config.js';
 import { openDb } from '../core/db.js';
 import { BangerError, errorMessage } from '../core/errors.js';
@@ -9,11 +8,11 @@ import { createLogger } from '../core/log.js';
 import { installCrashGuards } from '../core/ops.js';
 import { ContentStore } from '../core/content-store.js';
 import { layout, type Layout } from '../core/paths.js';
-import { method } from '../rpc/protocol.js';
+import { bind, type HandlersFor } from '../rpc/bind.js';
 import { RpcServer } from '../rpc/server.js';
-import type { Context } from './context.js';
+import type { Context } from '../core/context.js';
 import { createServices, serviceMethods } from './services.js';
-import { bangerGid } from './system.js';
+import { bangerGid } from '../core/group.js';
 import { acquireRootLock, type RootLock } from './lock.js';
 import { securePermissions } from './perms.js';
 import { claimSocketPath } from '../rpc/socketpath.js';
@@ -49,9 +48,8 @@ async function serve(config: Config, lay: Layout, gid: number | undefined, lock:
   const sealed = services.images.creds.sealLegacy();
   if (sealed) log.info('sealed stored registry passwords', { count: sealed });
   const startedAt = new Date();
-  const methods = {
-    ...serviceMethods(services),
-    'daemon.status': method(z.object({}).strict(), async () => ({
+  const daemonHandlers: HandlersFor<'daemon.'> = {
+    'daemon.status': async () => ({
       version: VERSION,
       pid: process.pid,
       root: lay.root,
@@ -60,19 +58,20 @@ async function serve(config: Config, lay: Layout, gid: number | undefined, lock:
       logFile: lay.logFile,
       startedAt: startedAt.toISOString(),
       uptimeSeconds: Math.round((Date.now() - startedAt.getTime()) / 1000),
-      schemaVersion: db.pragma('user_version', { simple: true }),
+      schemaVersion: db.pragma('user_version', { simple: true }) as number,
       node: { path: process.execPath, version: process.version },
-    })),
-    'daemon.shutdown': method(z.object({}).strict(), async () => {
-      setTimeout(() => void stop(), 20);
-      return { stopping: true };
     }),
+    'daemon.shutdown': async () => {
+      setTimeout(() => void stop(), 20);
+      return { stopping: true as const };
+    },
   };
+  const methods = { ...serviceMethods(services), ...bind(daemonHandlers) };
   // Reconcile on start: each domain brings the host back in line with the database.
   for (const [domain, step] of [
     ['kernels', () => services.kernels.reconcile()],
     ['vms', () => services.vms.reconcile()],
-    ['store', () => reconcileStore(ctx)],
+    ['store', () => reconcileStore(ctx, services.images.list().map((i) => i.name))],
   ] as const) {
     try {
       const result = await step();
@@ -117,11 +116,11 @@ async function cleanTmp(dir: string, log: ReturnType<typeof createLogger>): Prom
  * directories without a row (a crash between landing the ext4 and committing its row). Verified
  * blobs stay: they are complete, and prune frees them once nothing references them.
  */
-async function reconcileStore(ctx: Context): Promise<{ removedTemps: number; removedImageDirs: string[] }> {
+async function reconcileStore(ctx: Context, imageNames: string[]): Promise<{ removedTemps: number; removedImageDirs: string[] }> {
   const store = new ContentStore(ctx.layout, ctx.db);
   const temps = await store.staleTemps();
   for (const t of temps) await rm(t.file, { force: true });
-  const rows = new Set((ctx.db.prepare('SELECT name FROM images').all() as { name: string }[]).map((r) => r.name));
+  const rows = new Set(imageNames);
   const removedImageDirs: string[] = [];
   for (const name of await readdir(ctx.layout.images).catch(() => [] as string[])) {
     if (rows.has(name)) continue;

@@ -1,12 +1,13 @@
-import type { Context } from './context.js';
+import type { Context } from '../core/context.js';
 import type { MethodTable } from '../rpc/protocol.js';
 import { KernelService } from '../kernels/service.js';
-import { kernelMethods } from '../kernels/rpc.js';
+import { kernelMethods } from './handlers/kernels.js';
 import { ImageService } from '../images/service.js';
-import { imageMethods } from '../images/rpc.js';
+import { imageMethods } from './handlers/images.js';
 import { NetworkService } from '../network/service.js';
 import { VmService } from '../vms/service.js';
-import { vmMethods } from '../vms/rpc.js';
+import { vmMethods } from './handlers/vms.js';
+import { VmTableUsage } from '../vms/usage.js';
 
 /** One service per domain, each a plain class with injected boundaries. */
 export interface Services {
@@ -17,8 +18,10 @@ export interface Services {
 }
 
 export function createServices(ctx: Context): Services {
-  const kernels = new KernelService(ctx);
-  const images = new ImageService(ctx, { kernels });
+  // Kernels and images ask vms which VMs use them through VmUsage (vms owns the vms table).
+  const vmUsage = new VmTableUsage(ctx.db);
+  const kernels = new KernelService(ctx, { vmUsage });
+  const images = new ImageService(ctx, { kernels, vmUsage });
   const network = new NetworkService(ctx);
   const vms = new VmService(ctx, { kernels, images, network });
   return { kernels, images, network, vms };

@@ -1,6 +1,8 @@
-import { access, constants, readFile } from 'node:fs/promises';
-import { which } from '../core/exec.js';
+import { kvmUsable, realHost, type HostProbe, type NodeRuntime } from '../core/host.js';
 import { firecrackerCheck } from './firecracker.js';
+
+/** The probe and KVM test live in core (vms uses them too); re-exported for the doctor's callers. */
+export { kvmUsable, realHost, type HostProbe, type NodeRuntime };
 
 /** A named preflight check. Users can skip one by name (`--skip kvm`). */
 export interface CheckResult {
@@ -16,22 +18,6 @@ export interface Check {
   run(host: HostProbe): Promise<CheckResult>;
 }
 
-/** The host boundary the checks read; tests substitute one. */
-export interface HostProbe {
-  which(cmd: string): Promise<string | undefined>;
-  readFile(path: string): Promise<string | undefined>;
-  canReadWrite(path: string): Promise<boolean>;
-  /** The Node.js running banger (default: this process's). */
-  runtime?(): NodeRuntime;
-}
-
-export interface NodeRuntime {
-  path: string;
-  /** `process.version`, e.g. "v24.22.3". */
-  version: string;
-  /** `process.release.lts`: the LTS line's name, undefined for a non-LTS release. */
-  lts?: string;
-}
 
 /** The oldest Node.js banger runs on (node:sqlite, zlib zstd streams, undici 8). */
 export const MIN_NODE = [22, 19] as const;
@@ -45,19 +31,6 @@ export function runtimeSupported(version: string): boolean {
   return major > MIN_NODE[0] || (major === MIN_NODE[0] && minor >= MIN_NODE[1]);
 }
 
-export const realHost: HostProbe = {
-  which,
-  readFile: (p) => readFile(p, 'utf8').catch(() => undefined),
-  canReadWrite: (p) => access(p, constants.R_OK | constants.W_OK).then(() => true, () => false),
-};
-
-/** KVM is usable when /dev/kvm is read-write and the CPU advertises vmx or svm. */
-export async function kvmUsable(host: HostProbe): Promise<{ usable: boolean; reason: string }> {
-  if (!(await host.canReadWrite('/dev/kvm'))) return { usable: false, reason: '/dev/kvm is missing or not read-write' };
-  const cpu = (await host.readFile('/proc/cpuinfo')) ?? '';
-  if (!/^flags\s*:.*\b(vmx|svm)\b/m.test(cpu)) return { usable: false, reason: '/dev/kvm exists but the CPU flags show no vmx/svm (nested or paravirtual KVM)' };
-  return { usable: true, reason: '/dev/kvm read-write and vmx/svm present' };
-}
 
 const tool = (name: string, cmd: string, hint: string, level: 'warn' | 'fail' = 'fail'): Check => ({
   name,

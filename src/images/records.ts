@@ -93,8 +93,4 @@ export class ImageRepo {
     return new Set((this.db.prepare('SELECT DISTINCT digest FROM image_blobs').all() as { digest: string }[]).map((r) => r.digest));
   }
 
-  /** Names of VMs whose image is `name`. */
-  usedBy(name: string): string[] {
-    return (this.db.prepare('SELECT name FROM vms WHERE image_name = ? ORDER BY name').all(name) as { name: string }[]).map((r) => r.name);
-  }
 }

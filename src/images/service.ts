@@ -7,10 +7,12 @@ import { toolEnv } from '../core/exec.js';
 import { httpFor } from '../core/http.js';
 import { sha256File } from '../core/fsutil.js';
 import { UndoStack } from '../core/undo.js';
-import type { Context } from '../daemon/context.js';
+import type { Context } from '../core/context.js';
 import { injectGuestFiles } from '../guest/inject.js';
-import type { KernelService } from '../kernels/service.js';
-import type { ProgressEvent } from '../rpc/protocol.js';
+import type { KernelLookup } from '../kernels/lookup.js';
+import { noVms, type VmUsage } from '../core/usage.js';
+import type { ImageLookup } from './lookup.js';
+import type { ProgressEvent } from '../core/operation.js';
 import { LayerApplier } from './apply.js';
 import { buildExt4 } from './build.js';
 import { applyTarStream, pullAndApplyLayers } from './layers.js';
@@ -75,7 +77,7 @@ interface BuildSpec {
  * with an undo stack: on any failure or cancellation nothing is left (no staging dir, no
  * partial rootfs, no row); verified blobs stay in the content store.
  */
-export class ImageService {
+export class ImageService implements ImageLookup {
   readonly repo: ImageRepo;
   readonly store: BlobStore;
   readonly creds: CredentialStore;
@@ -84,7 +86,14 @@ export class ImageService {
   /** The tmpfs used for RAM staging (tests point it at a small tmpfs of their own). */
   ramDir = RAM_DIR;
 
-  constructor(readonly ctx: Context, readonly deps: { kernels: KernelService }) {
+  private readonly vmUsage: VmUsage;
+
+  /**
+   * `deps.kernels` checks `--kernel-ref`; `deps.vmUsage` answers which VMs use an image (the
+   * daemon passes the vms table's; default `noVms`, for use without VMs).
+   */
+  constructor(readonly ctx: Context, readonly deps: { kernels: KernelLookup; vmUsage?: VmUsage }) {
+    this.vmUsage = deps.vmUsage ?? noVms;
     this.repo = new ImageRepo(ctx.db);
     this.store = new BlobStore(ctx.layout, ctx.db);
     this.creds = new CredentialStore(ctx.db, ctx.exec, process.env, new SecretBox(ctx.layout.secretKey));
@@ -128,21 +137,18 @@ export class ImageService {
 
   show(name: string): ImageRecord & { blobs: string[]; usedBy: string[] } {
     const r = this.repo.get(name);
-    return { ...r, blobs: this.repo.blobs(name), usedBy: this.repo.usedBy(name) };
+    return { ...r, blobs: this.repo.blobs(name), usedBy: this.vmUsage.vmsUsingImage(name) };
   }
 
   private async checkKernel(kernelRef: string | undefined): Promise<string | null> {
     if (!kernelRef) return null;
-    const k = this.deps.kernels as unknown as { get?: (n: string) => unknown };
-    if (typeof k.get === 'function') {
-      try {
-        await k.get(kernelRef);
-      } catch (e) {
-        if (e instanceof BangerError && e.code === ErrorCode.NotFound) {
-          throw new BangerError(ErrorCode.NotFound, `--kernel-ref: kernel '${kernelRef}' not found`, { hint: "see 'banger kernel list', or pull it with 'banger kernel pull NAME'", cause: e });
-        }
-        throw e;
+    try {
+      this.deps.kernels.get(kernelRef);
+    } catch (e) {
+      if (e instanceof BangerError && e.code === ErrorCode.NotFound) {
+        throw new BangerError(ErrorCode.NotFound, `--kernel-ref: kernel '${kernelRef}' not found`, { hint: "see 'banger kernel list', or pull it with 'banger kernel pull NAME'", cause: e });
       }
+      throw e;
     }
     return kernelRef;
   }
@@ -373,10 +379,10 @@ export class ImageService {
   }
 
   /** `banger image rm`: refused while a VM uses the image unless `force`. */
-  async remove(name: string, force = false): Promise<{ removed: string }> {
+  async rm(name: string, force = false): Promise<{ removed: string[] }> {
     this.repo.get(name);
     if (this.building.has(name)) throw new BangerError(ErrorCode.InUse, `image '${name}' is being built`);
-    const users = this.repo.usedBy(name);
+    const users = this.vmUsage.vmsUsingImage(name);
     if (users.length && !force) {
       throw new BangerError(ErrorCode.InUse, `image '${name}' is used by VM(s): ${users.join(', ')}`, { hint: `remove the VMs first ('banger vm rm ${users[0]}') or pass --force`, details: { vms: users } });
     }
@@ -389,7 +395,7 @@ export class ImageService {
     this.repo.delete(name);
     await rm(trash, { recursive: true, force: true });
     await rm(this.ctx.layout.imageCacheDir(name), { recursive: true, force: true }); // VMM drivers' per-image caches
-    return { removed: name };
+    return { removed: [name] };
   }
 
   /**

@@ -5,7 +5,7 @@ import { ContentStore } from '../core/content-store.js';
 import { BangerError, ErrorCode } from '../core/errors.js';
 import { defaultHttp, redact, type HttpClient } from '../core/http.js';
 import type { Layout } from '../core/paths.js';
-import type { ProgressEvent } from '../rpc/protocol.js';
+import type { ProgressEvent } from '../core/operation.js';
 
 /**
  * Content-store downloads: a URL whose sha256 is known lands at `layout.blob(sha)` through the

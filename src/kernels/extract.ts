@@ -8,7 +8,7 @@ import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import * as tar from 'tar-stream';
 import { BangerError, ErrorCode, errorMessage } from '../core/errors.js';
 import { zstdDecompressor } from '../core/zstd.js';
-import type { ProgressEvent } from '../rpc/protocol.js';
+import type { ProgressEvent } from '../core/operation.js';
 
 /**
  * Streaming, defensive extraction of a kernel bundle (`tar.zst`) into an empty directory.

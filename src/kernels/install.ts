@@ -4,7 +4,8 @@ import { chmod, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BangerError, ErrorCode, throwIfAborted } from '../core/errors.js';
 import { sha256File, writeJsonAtomic } from '../core/fsutil.js';
-import type { Context } from '../daemon/context.js';
+import type { Context } from '../core/context.js';
+import { ContentStore } from '../core/content-store.js';
 import type { BundleFiles } from './extract.js';
 import { buildModulesImage, MODULES_IMAGE } from './modimage.js';
 import { dirSize, getRow, upsertRow, type KernelManifest, type KernelRecord } from './record.js';
@@ -45,6 +46,7 @@ export async function installKernel(
   const target = ctx.layout.kernelDir(meta.name);
   await mkdir(ctx.layout.kernels, { recursive: true });
   const trash = join(ctx.layout.tmp, `kernel-${meta.name}-old-${randomBytes(4).toString('hex')}`);
+  const store = new ContentStore(ctx.layout, ctx.db);
   ctx.db.transaction(() => {
     const moved = existsSync(target);
     if (moved) renameSync(target, trash);
@@ -52,9 +54,8 @@ export async function installKernel(
       renameSync(staging, target);
       try {
         upsertRow(ctx.db, manifest, target, size);
-        ctx.db.prepare("DELETE FROM blob_refs WHERE owner_kind = 'kernel' AND owner = ?").run(meta.name);
-        const ref = ctx.db.prepare("INSERT OR IGNORE INTO blob_refs (digest, owner_kind, owner) VALUES (?, 'kernel', ?)");
-        for (const b of blobs) ref.run(b, meta.name);
+        store.dropRefs('kernel', meta.name);
+        store.addRefs('kernel', meta.name, blobs);
       } catch (e) {
         renameSync(target, staging);
         throw e;

@@ -116,11 +116,6 @@ export function deleteRow(db: DB, name: string): void {
   db.prepare('DELETE FROM kernels WHERE name = ?').run(name);
 }
 
-/** Names of VMs whose row references kernel `name`. */
-export function vmsUsing(db: DB, name: string): string[] {
-  return (db.prepare('SELECT name FROM vms WHERE kernel_name = ? ORDER BY name').all(name) as { name: string }[]).map((r) => r.name);
-}
-
 /** Total bytes of regular files under `dir` (symlinks not followed). */
 export async function dirSize(dir: string): Promise<number> {
   let total = 0;

@@ -2,11 +2,11 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, renameSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Context } from '../daemon/context.js';
+import type { Context } from '../core/context.js';
 import { BangerError, ErrorCode, isBangerError, throwIfAborted } from '../core/errors.js';
 import { sha256File } from '../core/fsutil.js';
 import { UndoStack } from '../core/undo.js';
-import type { ProgressEvent } from '../rpc/protocol.js';
+import type { ProgressEvent } from '../core/operation.js';
 import { entrySize, loadCatalogReport, type BundleEntry, type CatalogEntry, type CatalogFailure } from './catalog.js';
 import { fetchDebianKernel, type DebianKernelEntry } from './debian/fetch.js';
 import { fetchBlob } from './download.js';
@@ -15,9 +15,11 @@ import { httpFor } from '../core/http.js';
 import { extractBundle, inspectKernelDir, type BundleFiles } from './extract.js';
 import { stageImport, type ImportOptions } from './import.js';
 import { installKernel } from './install.js';
-import { KeyedLock } from './lock.js';
+import { KeyedLock } from '../core/lock.js';
+import { noVms, type VmUsage } from '../core/usage.js';
+import type { KernelLookup } from './lookup.js';
 import { resolveDebianMirror } from './mirror.js';
-import { deleteRow, getRow, listRows, vmsUsing, type KernelManifest, type KernelRecord } from './record.js';
+import { deleteRow, getRow, listRows, type KernelManifest, type KernelRecord } from './record.js';
 
 export type { KernelRecord, KernelManifest } from './record.js';
 
@@ -66,17 +68,23 @@ export type { ImportOptions } from './import.js';
  * old kernel intact. Every failure removes the staging directory and temp blobs. Operations on
  * one name are serialised (in-process lock).
  */
-export class KernelService {
+export class KernelService implements KernelLookup {
   private readonly names = new KeyedLock();
   /** Pulls running or waiting, per name (a waiter reuses the result of the one before it). */
   private readonly pulling = new Map<string, number>();
   private readonly fetchDebian: typeof fetchDebianKernel;
   private readonly etcApt: string;
-  /** `deps` replaces boundaries in tests: the Debian archive fetcher and the apt config dir. */
+  private readonly vmUsage: VmUsage;
+  /**
+   * `deps.vmUsage` answers which VMs use a kernel (the daemon passes the vms table's; default
+   * `noVms`, for use without VMs). The others replace boundaries in tests: the Debian archive
+   * fetcher and the apt config dir.
+   */
   constructor(
     readonly ctx: Context,
-    deps: { fetchDebian?: typeof fetchDebianKernel; etcApt?: string } = {},
+    deps: { fetchDebian?: typeof fetchDebianKernel; etcApt?: string; vmUsage?: VmUsage } = {},
   ) {
+    this.vmUsage = deps.vmUsage ?? noVms;
     this.fetchDebian = deps.fetchDebian ?? fetchDebianKernel;
     this.etcApt = deps.etcApt ?? '/etc/apt';
   }
@@ -330,12 +338,15 @@ export class KernelService {
     );
   }
 
-  /** Remove kernel `name` (row and directory). E_IN_USE when a VM references it, unless `force`. */
-  async delete(name: string, opts: { force?: boolean } = {}): Promise<{ name: string; deleted: true; usedBy: string[] }> {
+  /**
+   * Remove kernel `name` (row and directory). E_IN_USE when a VM references it, unless `force`;
+   * `usedBy` then names the VMs that still refer to it.
+   */
+  async rm(name: string, opts: { force?: boolean } = {}): Promise<{ removed: string[]; usedBy: string[] }> {
     return this.names.run(name, async () => {
       const rec = getRow(this.ctx.db, name);
       if (!rec) throw notPulled(name);
-      const users = vmsUsing(this.ctx.db, name);
+      const users = this.vmUsage.vmsUsingKernel(name);
       if (users.length && !opts.force) {
         throw new BangerError(ErrorCode.InUse, `kernel '${name}' is used by VM(s): ${users.join(', ')}`, {
           hint: `remove those VMs first (banger vm rm ${users[0]}), or pass --force to delete the kernel anyway`,
@@ -350,7 +361,7 @@ export class KernelService {
       })();
       await rm(trash, { recursive: true, force: true });
       this.ctx.log.info('kernel deleted', { kernel: name, force: !!opts.force, usedBy: users });
-      return { name, deleted: true, usedBy: users };
+      return { removed: [name], usedBy: users };
     });
   }
 }

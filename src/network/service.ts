@@ -1,4 +1,4 @@
-import type { Context } from '../daemon/context.js';
+import type { Context } from '../core/context.js';
 import { BangerError, ErrorCode } from '../core/errors.js';
 import { Links, TAP_PATTERN, tapName } from './links.js';
 import { Nat } from './nat.js';

@@ -1,5 +1,6 @@
 import { connect, type Socket } from 'node:net';
 import { BangerError, ErrorCode } from '../core/errors.js';
+import type { MethodName, Params, Result } from './contract.js';
 import { LineSplitter, fromRpcError, type ProgressEvent } from './wire.js';
 
 export interface CallOptions {
@@ -60,7 +61,8 @@ export class RpcClient {
     });
   }
 
-  call<T = any>(method: string, params: unknown = {}, opts: CallOptions = {}): Promise<T> {
+  /** An untyped call (any method name, e.g. to probe the server); prefer `request`. */
+  call<T = unknown>(method: string, params: unknown = {}, opts: CallOptions = {}): Promise<T> {
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
       const onAbort = () => {
@@ -80,6 +82,15 @@ export class RpcClient {
       });
       this.sock.write(JSON.stringify({ jsonrpc: '2.0', id, method, params }) + '\n');
     });
+  }
+
+  /**
+   * A call checked against the contract (`rpc/contract.ts`): `params` must match the method's
+   * params and the promise resolves to its result type. Rejects with the daemon's BangerError
+   * (code, hint, details), or E_DAEMON when the connection closes first.
+   */
+  request<M extends MethodName>(method: M, params: Params<M>, opts: CallOptions = {}): Promise<Result<M>> {
+    return this.call<Result<M>>(method, params, opts);
   }
 
   close(): void {

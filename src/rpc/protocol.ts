@@ -1,13 +1,11 @@
 import { z } from 'zod';
 import { BangerError, ErrorCode } from '../core/errors.js';
-import type { ProgressEvent } from './wire.js';
+import type { OperationContext } from '../core/operation.js';
 
 export { LineSplitter, LineTooLongError, RpcCode, fromRpcError, toRpcError, type ProgressEvent, type RpcErrorData } from './wire.js';
 
-export interface MethodContext {
-  signal: AbortSignal;
-  progress(ev: ProgressEvent): void;
-}
+/** What a handler receives besides its params: the operation's signal and progress sink. */
+export type MethodContext = OperationContext;
 
 export interface Method<P = unknown> {
   schema: z.ZodType<P>;
@@ -28,9 +26,5 @@ export function invalidParams(methodName: string, error: z.ZodError): BangerErro
   return new BangerError(ErrorCode.Invalid, `${methodName}: invalid field '${field}': ${issue.message}`, { details: { field } });
 }
 
-/** Common zod pieces for RPC inputs. */
-export const Name = z
-  .string()
-  .min(1)
-  .max(63)
-  .regex(/^[a-zA-Z0-9][a-zA-Z0-9._-]*$/, 'must start with a letter or digit and contain only letters, digits, ".", "_" and "-"');
+/** Common zod pieces for RPC inputs (defined with the contract). */
+export { Name } from './schemas.js';

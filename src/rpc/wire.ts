@@ -11,18 +11,8 @@ import { BangerError, ErrorCode } from '../core/errors.js';
  * This module is the wire format only (no zod), so the CLI's client path stays light;
  * method definitions and input schemas live in protocol.ts.
  */
-export interface ProgressEvent {
-  /** Stage name, e.g. "download", "extract", "layer", "mkfs", "boot". */
-  stage: string;
-  message?: string;
-  /** Sub-task key, e.g. a layer digest. */
-  key?: string;
-  current?: number;
-  total?: number;
-  done?: boolean;
-  /** Milliseconds since the operation started. */
-  elapsedMs?: number;
-}
+/** Progress notifications carry the core type unchanged (`core/operation.ts`). */
+export type { ProgressEvent } from '../core/operation.js';
 
 /** JSON-RPC numeric codes; banger's stable string code travels in error.data.code. */
 export const RpcCode = { ParseError: -32700, InvalidRequest: -32600, MethodNotFound: -32601, InvalidParams: -32602, Internal: -32603, App: -32000 };

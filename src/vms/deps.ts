@@ -2,7 +2,7 @@ import { KERNEL_FILES } from '../kernels/files.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { BangerError, ErrorCode } from '../core/errors.js';
-import type { Context } from '../daemon/context.js';
+import type { Context } from '../core/context.js';
 import type { ImageService } from '../images/service.js';
 import type { KernelService } from '../kernels/service.js';
 import type { KernelFiles } from './drivers/types.js';

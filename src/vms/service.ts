@@ -3,13 +3,13 @@ import { BangerError, ErrorCode, errorMessage, throwIfAborted } from '../core/er
 import { toolEnv } from '../core/exec.js';
 import { exists, parseSize } from '../core/fsutil.js';
 import { UndoStack } from '../core/undo.js';
-import type { Context } from '../daemon/context.js';
-import { kvmUsable, realHost, type HostProbe } from '../doctor/checks.js';
+import type { Context } from '../core/context.js';
+import { kvmUsable, realHost, type HostProbe } from '../core/host.js';
 import type { ImageService } from '../images/service.js';
 import type { KernelService } from '../kernels/service.js';
 import type { NetworkService } from '../network/service.js';
 import { tapName } from '../network/links.js';
-import type { ProgressEvent } from '../rpc/protocol.js';
+import type { ProgressEvent } from '../core/operation.js';
 import { agentRequest } from './agent.js';
 import { FIRST_BOOT, tscKhzFromCpuinfo } from './cmdline.js';
 import { readFrom } from './console.js';
@@ -20,7 +20,7 @@ import { planNet, type BootPlan } from './plan.js';
 import { StepRunner } from '../core/steps.js';
 import type { VmmChoiceName } from '../core/vmm.js';
 import { vmFiles, type VmFiles } from './files.js';
-import { KeyedLock } from './lock.js';
+import { KeyedLock } from '../core/lock.js';
 import { generateName, newVmId } from './names.js';
 import { buildSeedDisk, buildWorkDisk } from './seed.js';
 import { resolvePackageSource } from './package-source.js';
@@ -32,7 +32,7 @@ import { settleAll, sizeArg } from './args.js';
 export { MAX_DISK_BYTES } from './args.js';
 import { launchSpec } from './launch.js';
 import { waitReady, type Stage } from './readiness.js';
-import { bangerGid } from '../daemon/system.js';
+import { bangerGid } from '../core/group.js';
 import { testPause } from './testpause.js';
 
 export interface CreateParams {

@@ -1,5 +1,5 @@
 import { throwIfAborted } from '../core/errors.js';
-import type { Context } from '../daemon/context.js';
+import type { Context } from '../core/context.js';
 
 /**
  * TEST-ONLY hook. When the daemon's environment has `BANGER_TEST_PAUSE_AT=<step>` and a

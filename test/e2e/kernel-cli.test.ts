@@ -121,8 +121,8 @@ test('kernel pull, show, list, STATE pulled, refusal without --force, --force us
   assert.equal(forced.replaced, true);
   assert.equal(srv.count('/good.tar.zst'), 1);
   const rm = await d.json(['kernel', 'rm', 'tk']);
-  assert.deepEqual(rm, { name: 'tk', deleted: true, usedBy: [] });
-  assert.deepEqual((await d.json(['kernel', 'list'])).kernels, []);
+  assert.deepEqual(rm, { removed: ['tk'], usedBy: [] });
+  assert.deepEqual((await d.json(['kernel', 'list'])), []);
   assert.deepEqual(scratch(), []);
 });
 
@@ -170,7 +170,7 @@ test('Ctrl-C during a pull cancels the daemon work and leaves nothing behind', {
   const logTail = () => readFileSync(join(d.root, 'logs', 'bangerd.log'), 'utf8').split('\n').slice(-15).join('\n');
   assert.deepEqual(scratch(), [], `cli stderr:\n${stderr}\ndaemon log:\n${logTail()}`);
   assert.deepEqual(readdirSync(join(d.root, 'blobs', 'sha256')).filter((n) => n === sha256(big!.bundle)), []);
-  assert.equal((await d.json(['kernel', 'list'])).kernels.length, 0);
+  assert.equal((await d.json(['kernel', 'list'])).length, 0);
 });
 
 test('kernel import from a relative path through the CLI, then a daemon restart (graceful and SIGKILL) keeps it', { skip }, async () => {
@@ -191,14 +191,14 @@ test('kernel import from a relative path through the CLI, then a daemon restart 
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /--vmlinux \/nonexistent\/vmlinux: no such file/);
     await d.json(['kernel', 'pull', 'tk']);
-    const before = (await d.json(['kernel', 'list'])).kernels;
+    const before = (await d.json(['kernel', 'list']));
     assert.deepEqual(before.map((x: any) => x.name), ['imp', 'tk']);
     await d.stop();
     await d.start();
-    assert.deepEqual((await d.json(['kernel', 'list'])).kernels, before);
+    assert.deepEqual((await d.json(['kernel', 'list'])), before);
     await d.kill();
     await d.start();
-    assert.deepEqual((await d.json(['kernel', 'list'])).kernels, before);
+    assert.deepEqual((await d.json(['kernel', 'list'])), before);
     assert.match((await d.cli(['kernel', 'list', '--available'])).stdout, /^tk\s.*\spulled\s/m);
   } finally {
     rmSync(src, { recursive: true, force: true });

@@ -6,9 +6,10 @@ import { openDb } from '../../src/core/db.js';
 import { exec } from '../../src/core/exec.js';
 import { nullLogger } from '../../src/core/log.js';
 import { layout } from '../../src/core/paths.js';
-import type { Context } from '../../src/daemon/context.js';
+import type { Context } from '../../src/core/context.js';
 import { ImageService } from '../../src/images/service.js';
 import { KernelService } from '../../src/kernels/service.js';
+import { VmTableUsage } from '../../src/vms/usage.js';
 import { ramPrefix } from '../../src/images/staging.js';
 
 /** An in-process ImageService over a temp BANGER_ROOT (real db, real exec). */
@@ -18,7 +19,8 @@ export function imageService(cfg: Record<string, unknown> = {}): { svc: ImageSer
   const config: Config = { ...ConfigSchema.parse(cfg), root, socket: lay.socket, configFile: join(root, 'config.json') };
   const db = openDb(lay.db);
   const ctx: Context = { config, layout: lay, db, log: nullLogger, exec };
-  const svc = new ImageService(ctx, { kernels: new KernelService(ctx) });
+  const vmUsage = new VmTableUsage(db);
+  const svc = new ImageService(ctx, { kernels: new KernelService(ctx, { vmUsage }), vmUsage });
   return {
     svc,
     ctx,

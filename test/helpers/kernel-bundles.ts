@@ -10,7 +10,7 @@ import { openDb } from '../../src/core/db.js';
 import { exec } from '../../src/core/exec.js';
 import { nullLogger } from '../../src/core/log.js';
 import { layout } from '../../src/core/paths.js';
-import type { Context } from '../../src/daemon/context.js';
+import type { Context } from '../../src/core/context.js';
 import { BangerError } from '../../src/core/errors.js';
 import assert from 'node:assert/strict';
 

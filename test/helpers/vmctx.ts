@@ -6,7 +6,7 @@ import { openDb } from '../../src/core/db.js';
 import { exec, type Exec } from '../../src/core/exec.js';
 import { nullLogger } from '../../src/core/log.js';
 import { layout } from '../../src/core/paths.js';
-import type { Context } from '../../src/daemon/context.js';
+import type { Context } from '../../src/core/context.js';
 
 /** `exec` that runs every command inside network namespace `ns`. */
 export function netnsExec(ns: string): Exec {

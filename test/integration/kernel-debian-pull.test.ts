@@ -113,7 +113,7 @@ test('a kernel whose files vanished is reported by get() with a re-pull hint; rm
     await svc.import('gone', { vmlinux: join(src, 'vmlinux') });
     rmSync(ctx.layout.kernelDir('gone'), { recursive: true });
     assert.throws(() => svc.get('gone'), (e: any) => e.code === 'E_NOT_FOUND' && /--force/.test(e.hint));
-    await svc.delete('gone');
+    await svc.rm('gone');
     assert.deepEqual(svc.list(), []);
   } finally {
     ctx.cleanup();

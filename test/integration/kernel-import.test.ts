@@ -4,6 +4,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
+import { VmTableUsage } from '../../src/vms/usage.js';
 import { KernelService } from '../../src/kernels/service.js';
 import { failure, readJson, sha256, storeSnapshot, testContext } from '../helpers/kernel-bundles.js';
 
@@ -29,7 +30,7 @@ function bzImage(): Buffer {
 function fixture() {
   const src = mkdtempSync(join(tmpdir(), 'banger-ki-'));
   const ctx = testContext();
-  return { src, ctx, svc: new KernelService(ctx), done: () => (ctx.cleanup(), rmSync(src, { recursive: true, force: true })) };
+  return { src, ctx, svc: new KernelService(ctx, { vmUsage: new VmTableUsage(ctx.db) }), done: () => (ctx.cleanup(), rmSync(src, { recursive: true, force: true })) };
 }
 
 test('import an ELF vmlinux with initrd and modules: files copied, version and arch detected, manifest written', async () => {
@@ -121,18 +122,18 @@ test('delete: removes row and directory; refused with E_IN_USE while a VM refere
     ctx.db
       .prepare("INSERT INTO vms (name, id, image_name, kernel_name, spec_json, vmm, created_at) VALUES ('box', 'id1', 'img', 'k1', '{}', 'qemu', ?)")
       .run(new Date().toISOString());
-    const e = await failure(svc.delete('k1'));
+    const e = await failure(svc.rm('k1'));
     assert.equal(e.code, 'E_IN_USE');
     assert.match(e.message, /box/);
     assert.match(e.hint ?? '', /--force/);
     assert.ok(existsSync(ctx.layout.kernelDir('k1')));
-    const r = await svc.delete('k1', { force: true });
+    const r = await svc.rm('k1', { force: true });
     assert.deepEqual(r.usedBy, ['box']);
     assert.equal(existsSync(ctx.layout.kernelDir('k1')), false);
-    await svc.delete('k2');
+    await svc.rm('k2');
     assert.deepEqual(svc.list(), []);
     assert.deepEqual(storeSnapshot(ctx), []);
-    const nf = await failure(svc.delete('k2'));
+    const nf = await failure(svc.rm('k2'));
     assert.equal(nf.code, 'E_NOT_FOUND');
     assert.match(nf.hint ?? '', /banger kernel pull k2/);
     assert.throws(() => svc.get('k2'), (x: any) => x.code === 'E_NOT_FOUND' && /kernel pull k2/.test(x.hint));

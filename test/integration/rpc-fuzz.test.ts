@@ -17,7 +17,7 @@ async function answerMs(d: TestDaemon): Promise<number> {
   const t0 = Date.now();
   const c = await d.client();
   try {
-    const st = await c.call('daemon.status');
+    const st = await c.request('daemon.status', {});
     assert.equal(st.pid, d.proc!.pid);
   } finally {
     c.close();

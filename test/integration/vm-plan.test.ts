@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { BangerError, ErrorCode, isBangerError } from '../../src/core/errors.js';
 import { exec } from '../../src/core/exec.js';
 import { stepOf } from '../../src/core/steps.js';
-import type { HostProbe } from '../../src/doctor/checks.js';
+import type { HostProbe } from '../../src/core/host.js';
 import { ImageService } from '../../src/images/service.js';
 import { KernelService } from '../../src/kernels/service.js';
 import { NetworkService } from '../../src/network/service.js';
@@ -87,7 +87,7 @@ test('create: the prepared DiskSpec is launched, the row is written once with it
     const cache = ctx.layout.imageCacheDir('img');
     assert.equal(readdirSync(cache).filter((n) => n.startsWith('.overlay-') && n.endsWith('.qcow2')).length, 1);
     assert.deepEqual(readdirSync(idir), ['rootfs.ext4']);
-    await images.remove('img', true);
+    await images.rm('img', true);
     assert.equal(existsSync(cache), false, 'image rm removes its cache');
   } finally {
     t.cleanup();

@@ -11,7 +11,7 @@ import { NetworkService } from '../../src/network/service.js';
 import { VmService } from '../../src/vms/service.js';
 import { QemuDriver } from '../../src/vms/drivers/qemu/index.js';
 import type { LaunchSpec } from '../../src/vms/drivers/types.js';
-import type { HostProbe } from '../../src/doctor/checks.js';
+import type { HostProbe } from '../../src/core/host.js';
 import { cleanupAll, createNetns, nsLinks, nsRun } from '../helpers/netns.js';
 import { isRoot, missingTools } from '../helpers/daemon.js';
 import { netnsExec, tempContext } from '../helpers/vmctx.js';

@@ -4,8 +4,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync, statSync }
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kvmUsable, runChecks, type HostProbe } from '../../src/doctor/checks.js';
-import { systemInstall, unitText } from '../../src/daemon/install.js';
-import { bangerGid } from '../../src/daemon/system.js';
+import { systemInstall, unitText } from '../../src/cli/install.js';
+import { bangerGid } from '../../src/core/group.js';
 
 function fakeHost(over: Partial<{ tools: string[]; files: Record<string, string>; rw: string[] }>): HostProbe {
   const tools = over.tools ?? [];

@@ -37,10 +37,10 @@ test('kernel list --available: aligned columns, human SIZE (~ for Debian estimat
 
 test('kernel list: table with size and age; empty list says what to do', () => {
   assert.equal(
-    renderKernelList({ kernels: [kernel] }, now),
+    renderKernelList([kernel], now),
     ['NAME  DISTRO  ARCH    VERSION     SIZE      CREATED  SOURCE', 'tk    test    x86_64  6.1.0-test  18.5 MiB  3h       pull:http://127.0.0.1:8080/tk.tar.zst'].join('\n'),
   );
-  assert.match(renderKernelList({ kernels: [] }), /kernel list --available.*kernel pull NAME/);
+  assert.match(renderKernelList([]), /kernel list --available.*kernel pull NAME/);
 });
 
 test('kernel show and pull summaries', () => {

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkSymlinkTarget, normaliseEntryPath, staysInside } from '../../src/kernels/extract.js';
 import { identifyHeader } from '../../src/kernels/identify.js';
-import { KeyedLock } from '../../src/kernels/lock.js';
+import { KeyedLock } from '../../src/core/lock.js';
 
 const code = (fn: () => unknown) => {
   try {

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { envCatalogs } from '../../src/cli/commands/kernel.js';
-import { kernelMethods } from '../../src/kernels/rpc.js';
+import { kernelMethods } from '../../src/daemon/handlers/kernels.js';
 import type { KernelService } from '../../src/kernels/service.js';
 
 /** The RPC boundary: every kernel.* input is validated before the service sees it. */
@@ -14,7 +14,7 @@ const field = (m: string, p: unknown) => {
 };
 
 test('kernel.* methods exist with the agreed names', () => {
-  assert.deepEqual(Object.keys(methods).sort(), ['kernel.catalog', 'kernel.delete', 'kernel.import', 'kernel.list', 'kernel.pull', 'kernel.show']);
+  assert.deepEqual(Object.keys(methods).sort(), ['kernel.catalog', 'kernel.delete', 'kernel.import', 'kernel.list', 'kernel.pull', 'kernel.rm', 'kernel.show']);
 });
 
 test('names, flags and unknown fields are validated', () => {

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PackageUrl, resolvePackageSource } from '../../src/vms/package-source.js';
-import { vmMethods } from '../../src/vms/rpc.js';
+import { vmMethods } from '../../src/daemon/handlers/vms.js';
 import { invalidParams } from '../../src/rpc/protocol.js';
 import { loadConfig } from '../../src/core/config.js';
 import { isBangerError, ErrorCode } from '../../src/core/errors.js';

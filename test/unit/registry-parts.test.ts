@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { normaliseRegistryKey, parseChallenge } from '../../src/images/registry/auth.js';
-import { useHttp, verifyBlob } from '../../src/images/registry/client.js';
+import { useHttp } from '../../src/images/registry/client.js';
+import { verifyBlob } from '../../src/core/content-store.js';
 import { layerCompression, parseManifest, parsePlatform, selectPlatform, MediaType } from '../../src/images/registry/manifest.js';
 import { defaultSize, GiB } from '../../src/images/build.js';
 import { isBangerError } from '../../src/core/errors.js';

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exec, type Exec } from '../../src/core/exec.js';
 import { isBangerError } from '../../src/core/errors.js';
-import type { HostProbe } from '../../src/doctor/checks.js';
+import type { HostProbe } from '../../src/core/host.js';
 import { agentRequest } from '../../src/vms/agent.js';
 import { FirecrackerDriver } from '../../src/vms/drivers/firecracker/index.js';
 import { QemuDriver } from '../../src/vms/drivers/qemu/index.js';

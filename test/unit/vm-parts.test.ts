@@ -11,7 +11,7 @@ import { vmFiles } from '../../src/vms/files.js';
 import { pinHostKey, renderSshConfig, sshPaths, unpinHostKey } from '../../src/vms/ssh.js';
 import { installInclude, renderList } from '../../src/cli/commands/vm.js';
 import { isBangerError } from '../../src/core/errors.js';
-import type { HostProbe } from '../../src/doctor/checks.js';
+import type { HostProbe } from '../../src/core/host.js';
 import type { DriverHost, ProbeResult, VmmDriver } from '../../src/vms/drivers/types.js';
 import { exec } from '../../src/core/exec.js';
 

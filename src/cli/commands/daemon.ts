@@ -17,14 +17,14 @@ export function registerDaemonCommands(program: Command, cli: () => Cli): void {
       const lay = layoutFromEnv(c.env);
       const running = await RpcClient.connect(lay.socket, 1000).catch(rethrowPermission);
       if (running) {
-        const st = await running.call('daemon.status');
+        const st = await running.request('daemon.status', {});
         running.close();
         return c.emit({ started: false, alreadyRunning: true, ...st }, (s) => `bangerd already running (pid ${s.pid}, socket ${s.socket})`);
       }
       if (process.getuid?.() !== 0) throw new BangerError(ErrorCode.Permission, 'bangerd must run as root', { hint: 'run: sudo banger daemon start' });
       const started = await startDaemonProcess(c.env);
       const client = await waitForDaemon(lay.socket, 15000, started);
-      const st = await client.call('daemon.status');
+      const st = await client.request('daemon.status', {});
       client.close();
       c.emit({ started: true, ...st }, (s) => `bangerd started (pid ${s.pid}, socket ${s.socket}, log ${s.logFile})`);
     });
@@ -37,8 +37,8 @@ export function registerDaemonCommands(program: Command, cli: () => Cli): void {
       const lay = layoutFromEnv(c.env);
       const client = await RpcClient.connect(lay.socket, 1000).catch(rethrowPermission);
       if (!client) return c.emit({ stopped: false, running: false }, () => 'bangerd is not running');
-      const st = await client.call('daemon.status');
-      await client.call('daemon.shutdown');
+      const st = await client.request('daemon.status', {});
+      await client.request('daemon.shutdown', {});
       client.close();
       const deadline = Date.now() + 10000;
       while (Date.now() < deadline && isAlive(st.pid)) await new Promise((r) => setTimeout(r, 50));
@@ -61,7 +61,7 @@ export function registerDaemonCommands(program: Command, cli: () => Cli): void {
         process.exitCode = 3;
         return;
       }
-      const st = await client.call('daemon.status');
+      const st = await client.request('daemon.status', {});
       client.close();
       c.emit({ running: true, ...st }, (s) =>
         [`bangerd ${s.version} running`, `  pid:     ${s.pid}`, `  uptime:  ${s.uptimeSeconds}s`, `  socket:  ${s.socket}`, `  root:    ${s.root}`, `  config:  ${s.configFile}`, `  log:     ${s.logFile}`, `  schema:  v${s.schemaVersion}`, ...(s.node ? [`  node:    ${s.node.path} ${s.node.version}`] : [])].join('\n'),

@@ -18,7 +18,7 @@ export function registerDoctorCommand(program: Command, cli: () => Cli): void {
       const failed = results.filter((r) => r.status === 'fail').length;
       c.emit({ ok: failed === 0, checks: results }, (d) =>
         d.checks
-          .map((r: any) => `${r.status === 'pass' ? 'PASS' : r.status === 'warn' ? 'WARN' : 'FAIL'}  ${r.name.padEnd(15)} ${r.detail}${r.hint ? `\n      hint: ${r.hint}` : ''}`)
+          .map((r) => `${r.status === 'pass' ? 'PASS' : r.status === 'warn' ? 'WARN' : 'FAIL'}  ${r.name.padEnd(15)} ${r.detail}${r.hint ? `\n      hint: ${r.hint}` : ''}`)
           .join('\n') + `\n\n${failed ? `${failed} check(s) failed` : 'all required checks passed'}`,
       );
       if (failed) process.exitCode = 1;

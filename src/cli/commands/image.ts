@@ -2,20 +2,9 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { BangerError, ErrorCode } from '../../core/errors.js';
-import { humanSize, parseSize } from '../../core/fsutil.js';
+import { humanSize } from '../../core/fsutil.js';
 import type { Cli } from '../context.js';
 import { age, table } from '../table.js';
-
-function sizeOpt(v: string | undefined): number | undefined {
-  if (v === undefined) return undefined;
-  let n: number;
-  try {
-    n = parseSize(v);
-  } catch (e) {
-    throw new BangerError(ErrorCode.Invalid, `--size: ${(e as Error).message}`);
-  }
-  return Math.ceil(n / 4096) * 4096;
-}
 
 function shortDigest(d: string): string {
   return d ? d.replace(/^sha256:/, '').slice(0, 12) : '';
@@ -52,7 +41,7 @@ Examples:
     )
     .action(async (ref: string, o: { name?: string; kernelRef?: string; platform?: string; size?: string }) => {
       const c = cli();
-      const rec = await c.call('image.pull', { ref, name: o.name, kernelRef: o.kernelRef, platform: o.platform, sizeBytes: sizeOpt(o.size) }, { progress: true });
+      const rec = await c.call('image.pull', { ref, name: o.name, kernelRef: o.kernelRef, platform: o.platform, sizeBytes: o.size }, { progress: true });
       c.emit(rec, (r) => `pulled ${r.sourceRef} (${shortDigest(r.digest)}) as image '${r.name}': ${humanSize(r.sizeBytes)} ext4 at ${r.rootfsPath}`);
     });
 
@@ -73,7 +62,7 @@ Examples:
       if (!!o.rootfsTar === !!o.rootfsDir) throw new BangerError(ErrorCode.Invalid, 'give exactly one of --rootfs-tar or --rootfs-dir', { hint: 'banger image import --help' });
       const rec = await c.call(
         'image.import',
-        { name, rootfsTar: o.rootfsTar && resolve(o.rootfsTar), rootfsDir: o.rootfsDir && resolve(o.rootfsDir), kernelRef: o.kernelRef, sizeBytes: sizeOpt(o.size) },
+        { name, rootfsTar: o.rootfsTar && resolve(o.rootfsTar), rootfsDir: o.rootfsDir && resolve(o.rootfsDir), kernelRef: o.kernelRef, sizeBytes: o.size },
         { progress: true },
       );
       c.emit(rec, (r) => `imported '${r.name}': ${humanSize(r.sizeBytes)} ext4 at ${r.rootfsPath}`);
@@ -87,7 +76,7 @@ Examples:
     .action(async () => {
       const c = cli();
       const rows = await c.call('image.list', {});
-      c.emit(rows, (rs: any[]) =>
+      c.emit(rows, (rs) =>
         rs.length ? table(['NAME', 'SOURCE', 'DIGEST', 'SIZE', 'KERNEL', 'CREATED'], rs.map((r) => [r.name, r.sourceRef, shortDigest(r.digest), humanSize(r.sizeBytes), r.kernelRef, age(r.createdAt)])) : 'no images (pull one: banger image pull debian:bookworm)',
       );
     });
@@ -121,13 +110,14 @@ Examples:
 
   image
     .command('rm')
+    .aliases(['delete', 'remove'])
     .description('remove an image (refused while a VM uses it, unless --force)')
     .argument('<name>', 'image name')
     .option('-f, --force', 'remove even if VMs use it (they will no longer start)')
     .addHelpText('after', '\nExamples:\n  banger image rm debian-bookworm\n  banger image rm old --force\n\nCached layers stay until banger image prune-cache.')
     .action(async (name: string, o: { force?: boolean }) => {
       const c = cli();
-      c.emit(await c.call('image.rm', { name, force: !!o.force }), (r) => `removed image '${r.removed}'`);
+      c.emit(await c.call('image.rm', { name, force: !!o.force }), (r) => `removed image '${r.removed.join("', '")}'`);
     });
 
   image
@@ -136,7 +126,7 @@ Examples:
     .addHelpText('after', '\nExample:\n  banger image prune-cache')
     .action(async () => {
       const c = cli();
-      c.emit(await c.call('image.pruneCache', {}), (r) => `removed ${r.removed} blob(s), freed ${humanSize(r.freedBytes)}`);
+      c.emit(await c.call('system.prune', {}), (r) => `removed ${r.removed} blob(s), freed ${humanSize(r.freedBytes)}`);
     });
 
   const registry = program.command('registry').description('registry credentials used by banger image pull');

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { resolve } from 'node:path';
 import { humanSize } from '../../core/fsutil.js';
 import type { Cli } from '../context.js';
+import type { CatalogEntry, Kernel, KernelPullResult } from '../../rpc/types.js';
 import { age, table } from '../table.js';
 
 /** `banger kernel list|show|pull|rm|import`: thin wiring, one RPC call each; handlers return data, `emit` prints. */
@@ -40,7 +41,7 @@ Examples:
         for (const w of res.warnings ?? []) process.stderr.write(`warning: skipped ${w.message}${w.hint ? `\nhint: ${w.hint}` : ''}\n`);
         return;
       }
-      const res = await c.call('kernel.list');
+      const res = await c.call('kernel.list', {});
       c.emit(res, (d) => renderKernelList(d));
     });
 
@@ -82,15 +83,15 @@ Examples:
 
   kernel
     .command('rm')
-    .alias('delete')
+    .aliases(['delete', 'remove'])
     .description('remove a kernel (refused while a VM uses it, unless --force)')
     .argument('<name>', 'kernel name')
     .option('--force', 'remove it even if VMs reference it (they will not start again until it is pulled back)')
     .addHelpText('after', '\nExamples:\n  banger kernel rm mykernel\n  banger kernel rm debian-cloud-amd64 --force')
     .action(async (name: string, o: { force?: boolean }) => {
       const c = cli();
-      const res = await c.call('kernel.delete', { name, force: !!o.force });
-      c.emit(res, (d) => `removed kernel ${d.name}${d.usedBy.length ? ` (still referenced by VM(s): ${d.usedBy.join(', ')})` : ''}`);
+      const res = await c.call('kernel.rm', { name, force: !!o.force });
+      c.emit(res, (d) => `removed kernel ${d.removed.join(', ')}${d.usedBy.length ? ` (still referenced by VM(s): ${d.usedBy.join(', ')})` : ''}`);
     });
 
   kernel
@@ -142,22 +143,25 @@ export function envCatalogs(env: NodeJS.ProcessEnv): string[] | undefined {
 }
 
 /** Human renderings (pure; unit-tested). Programs use --json instead. */
-export function renderCatalog(d: { entries: any[] }): string {
+/** The catalog fields the table shows. */
+export type CatalogRow = Pick<CatalogEntry, 'name' | 'kind' | 'distro' | 'arch' | 'kernelVersion' | 'sizeBytes' | 'state' | 'description'>;
+
+export function renderCatalog(d: { entries: CatalogRow[] }): string {
   return table(
     ['NAME', 'DISTRO', 'ARCH', 'VERSION', 'SIZE', 'STATE', 'DESCRIPTION'],
     d.entries.map((e) => [e.name, e.distro, e.arch, e.kernelVersion, e.sizeBytes === undefined ? undefined : `${e.kind === 'debian' ? '~' : ''}${humanSize(e.sizeBytes)}`, e.state, e.description]),
   );
 }
 
-export function renderKernelList(d: { kernels: any[] }, now = Date.now()): string {
-  if (d.kernels.length === 0) return "no kernels yet: see 'banger kernel list --available', then 'banger kernel pull NAME'";
+export function renderKernelList(kernels: Kernel[], now = Date.now()): string {
+  if (kernels.length === 0) return "no kernels yet: see 'banger kernel list --available', then 'banger kernel pull NAME'";
   return table(
     ['NAME', 'DISTRO', 'ARCH', 'VERSION', 'SIZE', 'CREATED', 'SOURCE'],
-    d.kernels.map((k) => [k.name, k.distro, k.arch, k.kernelVersion, humanSize(k.sizeBytes), age(k.createdAt, now), k.source]),
+    kernels.map((k) => [k.name, k.distro, k.arch, k.kernelVersion, humanSize(k.sizeBytes), age(k.createdAt, now), k.source]),
   );
 }
 
-export function renderKernel(d: any): string {
+export function renderKernel(d: Kernel): string {
   return [
     `name:      ${d.name}`,
     `distro:    ${d.distro}`,
@@ -175,7 +179,7 @@ export function renderKernel(d: any): string {
   ].join('\n');
 }
 
-export function renderPull(d: any): string {
+export function renderPull(d: KernelPullResult): string {
   const how = d.joined ? 'already pulled by a concurrent request' : d.download === 'cached' ? 'used cache' : d.download === 'debian' ? "from Debian's archive" : 'downloaded';
   return `${d.replaced ? 'replaced' : 'pulled'} kernel ${d.kernel.name} ${d.kernel.kernelVersion} (${how}, ${humanSize(d.kernel.sizeBytes)}) in ${d.kernel.dir}`;
 }

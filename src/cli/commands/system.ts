@@ -4,7 +4,7 @@ import { BangerError, ErrorCode } from '../../core/errors.js';
 import { installRoot } from '../../core/installroot.js';
 import { exec } from '../../core/exec.js';
 import { humanSize } from '../../core/fsutil.js';
-import { systemInstall } from '../../daemon/install.js';
+import { systemInstall } from '../install.js';
 import type { Cli } from '../context.js';
 
 /** `banger system install`. */

@@ -7,6 +7,8 @@ import { BangerError, ErrorCode } from '../../core/errors.js';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { writeFileAtomic } from '../../core/fsutil.js';
 import type { Cli } from '../context.js';
+import type { Params } from '../../rpc/contract.js';
+import type { Vm, VmDetail } from '../../rpc/types.js';
 import { age, table } from '../table.js';
 
 /** `banger vm …`, `banger ps` and `banger ssh-config`. Handlers return data; `emit` prints. */
@@ -54,8 +56,8 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
     if (verb === 'start') cmd.option('--no-wait', 'return once the VMM runs, without waiting for SSH');
     cmd.action(async (names: string[], o: { wait?: boolean }) => {
         const c = cli();
-        const r = await c.call(`vm.${verb}`, verb === 'start' && o.wait === false ? { names, wait: false } : { names }, { progress: true });
-        c.emit(r, (vs: any[]) => vs.map((x) => `${x.name}: ${x.running ? 'running' : x.state}`).join('\n'));
+        const r = verb === 'start' && o.wait === false ? await c.call('vm.start', { names, wait: false }, { progress: true }) : await c.call(`vm.${verb}`, { names }, { progress: true });
+        c.emit(r, (vs) => vs.map((x) => `${x.name}: ${x.running ? 'running' : x.state}`).join('\n'));
       });
   }
 
@@ -67,11 +69,13 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
     .action(async (names: string[], o) => {
       const c = cli();
       const sig = String(o.signal).toUpperCase().startsWith('SIG') ? String(o.signal).toUpperCase() : `SIG${String(o.signal).toUpperCase()}`;
-      const r = await c.call('vm.kill', { names, signal: sig });
-      c.emit(r, (vs: any[]) => vs.map((x) => `${x.name}: ${x.running ? 'running' : x.state}`).join('\n'));
+      // The daemon validates the signal name against the contract (E_INVALID naming the field).
+      const r = await c.call('vm.kill', { names, signal: sig as Params<'vm.kill'>['signal'] });
+      c.emit(r, (vs) => vs.map((x) => `${x.name}: ${x.running ? 'running' : x.state}`).join('\n'));
     });
 
   vm.command('rm')
+    .aliases(['delete', 'remove'])
     .description('remove VMs: stop (or with -f kill) them, then delete disks, keys, lease, tap and NAT rules')
     .argument('<names...>', 'one or more VM names')
     .option('-f, --force', 'kill a running VM instead of shutting it down gracefully')
@@ -159,7 +163,7 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
     .action(async (name: string) => {
       const c = cli();
       const r = await c.call('vm.ports', { name });
-      c.emit(r, (x) => table(['PROTO', 'ADDRESS', 'PORT'], x.ports.map((p: any) => [p.proto, p.address, p.port])));
+      c.emit(r, (x) => table(['PROTO', 'ADDRESS', 'PORT'], x.ports.map((p) => [p.proto, p.address, p.port])));
     });
 
   program
@@ -211,7 +215,10 @@ function intArg(flag: string) {
   };
 }
 
-export function renderList(vms: any[]): string {
+/** The fields the VM table shows. */
+export type VmRow = Pick<Vm, 'name' | 'running' | 'state' | 'vmm' | 'image' | 'ip' | 'createdAt'> & { spec: Pick<Vm['spec'], 'vcpu' | 'memoryMiB'> };
+
+export function renderList(vms: VmRow[]): string {
   if (!vms.length) return "no VMs (create one: banger vm create --image IMAGE)";
   return table(
     ['NAME', 'STATE', 'VMM', 'IMAGE', 'IP', 'VCPU', 'MEM', 'AGE'],
@@ -219,7 +226,7 @@ export function renderList(vms: any[]): string {
   );
 }
 
-function renderShow(v: any): string {
+function renderShow(v: VmDetail): string {
   const rows: [string, unknown][] = [
     ['name', v.name],
     ['id', v.id],

@@ -4,6 +4,7 @@ import type { Logger } from '../../core/log.js';
 import { apiHost, type ImageReference } from '../reference.js';
 import { parseChallenge, type Challenge, type CredentialStore, type Credentials } from './auth.js';
 import { defaultHttp, redact, sleep, type HttpClient, type HttpResponse, type OpenOptions } from '../../core/http.js';
+import { verifyBlob } from '../../core/content-store.js';
 import { MANIFEST_ACCEPT, type Descriptor } from './manifest.js';
 
 /** Manifests larger than this are refused (the distribution spec suggests 4 MiB). */
@@ -273,11 +274,4 @@ export class RegistryClient {
     res.close();
     if (res.status !== 200) throw new BangerError(ErrorCode.Auth, `${this.what(ep)}: login refused (HTTP ${res.status})`, { hint: 'check the user name and password' });
   }
-}
-
-/** Throws E_DIGEST when a blob's size or digest differs from its descriptor. */
-export function verifyBlob(desc: Descriptor, size: number, digest: string): void {
-  if (size < desc.size) throw new BangerError(ErrorCode.Digest, `blob ${desc.digest} is cut off: got ${size} of ${desc.size} bytes`, { hint: 'the download was truncated; retry the pull' });
-  if (size > desc.size) throw new BangerError(ErrorCode.Digest, `blob ${desc.digest} is larger than the ${desc.size} bytes its descriptor says`);
-  if (digest !== desc.digest) throw new BangerError(ErrorCode.Digest, `blob ${desc.digest}: digest mismatch (content hashes to ${digest})`, { hint: 'the registry served corrupt content; nothing was kept' });
 }

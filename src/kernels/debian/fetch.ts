@@ -3,7 +3,7 @@ import { copyFile, mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Exec } from '../../core/exec.js';
 import type { Logger } from '../../core/log.js';
-import type { ProgressEvent } from '../../rpc/protocol.js';
+import type { ProgressEvent } from '../../core/operation.js';
 import { BangerError, ErrorCode, errorMessage, throwIfAborted } from '../../core/errors.js';
 import { UndoStack } from '../../core/undo.js';
 import { DebianArchive, debianArch, type DebRef } from './archive.js';

@@ -1,6 +1,6 @@
 import { BangerError, ErrorCode } from '../../core/errors.js';
 import type { VmmChoiceName } from '../../core/vmm.js';
-import { kvmUsable, type HostProbe } from '../../doctor/checks.js';
+import { kvmUsable, type HostProbe } from '../../core/host.js';
 import { firecrackerDriver } from './firecracker/index.js';
 import { qemuDriver } from './qemu/index.js';
 import type { DriverDeps, DriverHost, DriverRegistration, VmmDriver, VmmKind } from './types.js';

@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import type { Exec } from '../../core/exec.js';
-import type { HostProbe } from '../../doctor/checks.js';
+import type { HostProbe } from '../../core/host.js';
 import type { VmFiles } from '../files.js';
 
 /**

@@ -1,5 +1,10 @@
 import { readFile } from 'node:fs/promises';
 
+/*
+ * The `banger` group (members may use the daemon socket and VM files). Read by the daemon
+ * (socket permissions) and by vms (VM file ownership), so it lives in core.
+ */
+
 /** gid of the `banger` group from /etc/group, or undefined when it does not exist. */
 export async function bangerGid(groupFile = '/etc/group'): Promise<number | undefined> {
   try {

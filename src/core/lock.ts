@@ -1,6 +1,9 @@
+import { BangerError, ErrorCode } from './errors.js';
+
 /**
  * In-process keyed mutex: `run(key, fn)` runs `fn` after every earlier holder of `key`
- * finished (success or failure). Used per kernel name and per blob digest, so two
+ * finished (success or failure). The one keyed lock of banger: per VM name (vms), per kernel
+ * name (kernels) and per blob digest (the content store, shared by every service of a root), so two
  * concurrent pulls of one kernel download it once. Waiting respects `signal`.
  */
 export class KeyedLock {
@@ -29,19 +32,14 @@ export class KeyedLock {
 
 function waitFor(p: Promise<void>, signal?: AbortSignal): Promise<void> {
   if (!signal) return p;
-  signal.throwIfAborted();
+  if (signal.aborted) return Promise.reject(signal.reason ?? new BangerError(ErrorCode.Cancelled, 'operation cancelled'));
   return new Promise((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
+    const onAbort = () => reject(signal.reason ?? new BangerError(ErrorCode.Cancelled, 'operation cancelled'));
     signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      () => {
-        signal.removeEventListener('abort', onAbort);
-        resolve();
-      },
-      () => {
-        signal.removeEventListener('abort', onAbort);
-        resolve();
-      },
-    );
+    const done = () => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    };
+    p.then(done, done);
   });
 }

@@ -1,0 +1,41 @@
+import { z } from 'zod';
+import { bind, type HandlersFor } from '../../rpc/bind.js';
+import type { MethodTable } from '../../rpc/protocol.js';
+import type { ListeningPort } from '../../rpc/types.js';
+import type { VmService } from '../../vms/service.js';
+
+/** A guest agent's port entry; entries that do not have this shape are dropped, not passed on. */
+const Port = z.object({ proto: z.string(), address: z.string(), port: z.number().int() }).passthrough();
+
+function ports(raw: unknown[]): ListeningPort[] {
+  return raw.flatMap((p) => {
+    const r = Port.safeParse(p);
+    return r.success ? [r.data] : [];
+  });
+}
+
+/** `vm.*`: the contract's VM methods bound to the VM service. */
+export function vmMethods(svc: VmService): MethodTable {
+  const h: HandlersFor<'vm.'> = {
+    'vm.create': (p, op) => svc.create(p, op),
+    'vm.start': (p, op) => svc.start(p.names, op, { wait: p.wait }),
+    'vm.stop': (p, op) => svc.stop(p.names, op),
+    'vm.restart': (p, op) => svc.restart(p.names, op),
+    'vm.kill': (p) => svc.kill(p.names, p.signal),
+    'vm.rm': (p, op) => svc.rm(p.names, !!p.force, op),
+    'vm.prune': (_p, op) => svc.prune(op),
+    'vm.list': () => svc.list(),
+    'vm.show': async (p) => {
+      const r = await svc.show(p.name);
+      return { ...r, files: { ...r.files } };
+    },
+    'vm.logs': (p) => svc.logs(p.name, p.offset ?? 0),
+    'vm.sshInfo': (p) => svc.sshInfo(p.name),
+    'vm.sshConfig': () => svc.refreshSshConfig(),
+    'vm.ports': async (p) => {
+      const r = await svc.ports(p.name);
+      return { ...r, ports: ports(r.ports) };
+    },
+  };
+  return bind(h);
+}

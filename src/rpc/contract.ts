@@ -1,0 +1,158 @@
+import { z } from 'zod';
+import { PackageUrl } from '../core/package-url.js';
+import { VMM_CHOICES } from '../core/vmm.js';
+import { Name, Size } from './schemas.js';
+import type { Image, ImageDetail, Kernel, KernelCatalog, KernelDetail, KernelPullResult, KernelRemoved, PruneResult, Removed, DaemonStatus, Vm, VmDetail, VmLogs, VmPorts, SshConfigFile, SshInfo, LoginResult, LogoutResult } from './types.js';
+
+/**
+ * The banger RPC contract: every JSON-RPC method the daemon serves, with the schema its params
+ * are validated against (by the server, before any handler runs) and the type of its result.
+ * The daemon's handlers are typed against it (`Handlers`), and so is every client
+ * (`rpc/typed-client.ts`; the CLI), so neither side can drift without a compile error. This
+ * module and `rpc/types.ts`, `rpc/schemas.ts` are what a TypeScript SDK exports: they import
+ * nothing from the daemon or a domain.
+ *
+ * Conventions: one verb per action (`rm` removes, old names are `legacyAliases`); lists return
+ * arrays; removals return `{ removed: string[] }` (the names removed); sizes are accepted as a
+ * number of bytes or a string such as "8G" and parsed once, here (`Size`).
+ */
+
+/** A method: its params schema, and its result type (a phantom: only its type is used). */
+export interface MethodSpec<P extends z.ZodTypeAny = z.ZodTypeAny, R = unknown> {
+  params: P;
+  /** Documentation only; never read at run time. */
+  readonly result?: R;
+  /** True when the method reports progress (`$/progress` notifications) while it runs. */
+  progress?: boolean;
+}
+
+function def<P extends z.ZodTypeAny>(params: P, opts: { progress?: boolean } = {}) {
+  return { returns: <R>(): MethodSpec<P, R> => ({ params, ...opts }) };
+}
+
+const None = z.object({}).strict();
+const Names = z.array(Name).min(1).max(64);
+const AbsPath = z.string().min(1).max(4096).refine((p) => p.startsWith('/'), 'must be an absolute path');
+const Registry = z.string().min(1).max(255).regex(/^(?:https?:\/\/)?[a-zA-Z0-9.[\]:-]+(?:\/.*)?$/, 'must be a registry host[:port]');
+/** An image's ext4 size: a `Size`, rounded up to the 4 KiB block size. */
+const ImageSize = Size.transform((n) => Math.ceil(n / 4096) * 4096).optional();
+const Signal = z.enum(['SIGKILL', 'SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGSTOP', 'SIGCONT']);
+/**
+ * Catalog URLs a client may add (the CLI forwards BANGER_KERNEL_CATALOGS): http(s) only, so a
+ * client cannot make the root daemon read local files (file:// catalogs belong in the config).
+ */
+const ClientCatalogs = z
+  .array(z.string().max(2048).url().refine((u) => /^https?:\/\//i.test(u), 'must be an http:// or https:// URL (file:// catalogs go in the daemon config)'))
+  .max(16)
+  .optional();
+/** VM disk sizes stay strings on the wire for now: the vms domain parses them (see docs/architecture.md). */
+const DiskSize = z.string().min(1).max(32);
+
+export const methods = {
+  // daemon
+  /** Who is serving: version, pid, root, socket, files, uptime. */
+  'daemon.status': def(None).returns<DaemonStatus>(),
+  /** Stop the daemon shortly after replying (VMs keep running). */
+  'daemon.shutdown': def(None).returns<{ stopping: true }>(),
+
+  // kernels
+  /** Pulled and imported kernels. */
+  'kernel.list': def(None).returns<Kernel[]>(),
+  /** Every catalog entry (embedded and remote) with its state; unreadable remote catalogs become warnings. */
+  'kernel.catalog': def(z.object({ catalogs: ClientCatalogs }).strict()).returns<KernelCatalog>(),
+  /** One kernel with its manifest. E_NOT_FOUND when it is not pulled. */
+  'kernel.show': def(z.object({ name: Name }).strict()).returns<KernelDetail>(),
+  /** Download (or build from Debian's archive), verify and install a catalog kernel. */
+  'kernel.pull': def(z.object({ name: Name, force: z.boolean().default(false), catalogs: ClientCatalogs }).strict(), { progress: true }).returns<KernelPullResult>(),
+  /** Remove a kernel; E_IN_USE while a VM uses it unless `force` (then `usedBy` names those VMs). */
+  'kernel.rm': def(z.object({ name: Name, force: z.boolean().default(false) }).strict()).returns<KernelRemoved>(),
+  /** Install a kernel from local files (absolute paths on the daemon's host). */
+  'kernel.import': def(
+    z
+      .object({
+        name: Name,
+        vmlinux: AbsPath,
+        initrd: AbsPath.optional(),
+        modules: AbsPath.optional(),
+        kernelVersion: z.string().min(1).max(128).regex(/^[A-Za-z0-9._+~-]+$/, 'letters, digits and . _ + ~ - only').optional(),
+        distro: z.string().min(1).max(64).regex(/^[A-Za-z0-9._-]+$/, 'letters, digits and . _ - only').optional(),
+        arch: z.string().min(1).max(32).regex(/^[A-Za-z0-9_]+$/, 'letters, digits and _ only').optional(),
+        force: z.boolean().default(false),
+      })
+      .strict(),
+    { progress: true },
+  ).returns<Kernel>(),
+
+  // images
+  /** Pull an OCI image and build its ext4 root filesystem. */
+  'image.pull': def(
+    z.object({ ref: z.string().min(1).max(512), name: Name.optional(), kernelRef: Name.optional(), platform: z.string().max(64).optional(), sizeBytes: ImageSize }).strict(),
+    { progress: true },
+  ).returns<Image>(),
+  /** Build an image from a local rootfs tar or directory. */
+  'image.import': def(z.object({ name: Name, rootfsTar: AbsPath.optional(), rootfsDir: AbsPath.optional(), kernelRef: Name.optional(), sizeBytes: ImageSize }).strict(), { progress: true }).returns<Image>(),
+  'image.list': def(None).returns<Image[]>(),
+  /** One image with its blobs and the VMs that use it. */
+  'image.show': def(z.object({ name: Name }).strict()).returns<ImageDetail>(),
+  /** Remove an image; E_IN_USE while a VM uses it unless `force`. */
+  'image.rm': def(z.object({ name: Name, force: z.boolean().default(false) }).strict()).returns<Removed>(),
+  /** Free content-store blobs nothing references (`removed` is a count here: blobs are digests, not names). */
+  'system.prune': def(None).returns<PruneResult>(),
+  'registry.login': def(z.object({ registry: Registry, username: z.string().min(1).max(256), password: z.string().min(1).max(8192) }).strict()).returns<LoginResult>(),
+  'registry.logout': def(z.object({ registry: Registry }).strict()).returns<LogoutResult>(),
+
+  // vms
+  /** Create (and by default start) a VM. */
+  'vm.create': def(
+    z
+      .object({
+        image: Name,
+        name: Name.optional(),
+        kernel: Name.optional(),
+        vcpu: z.number().int().min(1).max(32).optional(),
+        memoryMiB: z.number().int().min(128).max(1024 * 1024).optional(),
+        diskSize: DiskSize.optional(),
+        workDisk: DiskSize.optional(),
+        nat: z.boolean().optional(),
+        start: z.boolean().optional(),
+        wait: z.boolean().optional(),
+        vmm: z.enum(VMM_CHOICES).optional(),
+        packageMirror: PackageUrl.optional(),
+        packageProxy: PackageUrl.optional(),
+      })
+      .strict(),
+    { progress: true },
+  ).returns<Vm>(),
+  'vm.start': def(z.object({ names: Names, wait: z.boolean().optional() }).strict(), { progress: true }).returns<Vm[]>(),
+  'vm.stop': def(z.object({ names: Names }).strict(), { progress: true }).returns<Vm[]>(),
+  'vm.restart': def(z.object({ names: Names }).strict(), { progress: true }).returns<Vm[]>(),
+  'vm.kill': def(z.object({ names: Names, signal: Signal.optional() }).strict()).returns<Vm[]>(),
+  /** Remove VMs (stopping them first with `force`). */
+  'vm.rm': def(z.object({ names: Names, force: z.boolean().optional() }).strict(), { progress: true }).returns<Removed>(),
+  /** Remove every stopped VM. */
+  'vm.prune': def(None, { progress: true }).returns<Removed>(),
+  'vm.list': def(None).returns<Vm[]>(),
+  'vm.show': def(z.object({ name: Name }).strict()).returns<VmDetail>(),
+  /** Console output from byte `offset` on. */
+  'vm.logs': def(z.object({ name: Name, offset: z.number().int().min(0).optional() }).strict()).returns<VmLogs>(),
+  'vm.sshInfo': def(z.object({ name: Name }).strict()).returns<SshInfo>(),
+  'vm.sshConfig': def(None).returns<SshConfigFile>(),
+  'vm.ports': def(z.object({ name: Name }).strict()).returns<VmPorts>(),
+} satisfies Record<string, MethodSpec>;
+
+export type Methods = typeof methods;
+export type MethodName = keyof Methods;
+/** What a client sends (fields with defaults may be left out). */
+export type Params<M extends MethodName> = z.input<Methods[M]['params']>;
+/** What a handler receives (validated, defaults filled in). */
+export type ParsedParams<M extends MethodName> = z.output<Methods[M]['params']>;
+export type Result<M extends MethodName> = NonNullable<Methods[M]['result']>;
+
+/**
+ * Old method names the server still answers, so an older CLI keeps working. Each runs the new
+ * method and turns its result into the old shape.
+ */
+export const legacyAliases = {
+  'kernel.delete': { method: 'kernel.rm', result: (r: KernelRemoved) => ({ name: r.removed[0], deleted: true as const, usedBy: r.usedBy }) },
+  'image.pruneCache': { method: 'system.prune', result: (r: PruneResult) => r },
+} satisfies Record<string, { method: MethodName; result: (r: never) => unknown }>;
