@@ -9,7 +9,7 @@ import { rawRootCopy, type RawCopyMethod } from './disk.js';
 import { fcFiles } from './files.js';
 import { findFirecracker, killFirecracker, stopFirecracker } from './process.js';
 import type { FcBootConfig } from './requests.js';
-import { firecrackerVersion, MIN_FIRECRACKER, versionSupported } from './version.js';
+import { firecrackerVersion, MIN_FIRECRACKER, versionSupported } from '../../../core/firecracker-version.js';
 import { connectHybridVsock } from './vsock.js';
 
 /** The guest agent's AF_VSOCK port (src/guest/agent: DEFAULT_VSOCK_PORT). */

@@ -1,5 +1,5 @@
-import { BangerError, ErrorCode, errorMessage } from '../../../core/errors.js';
-import { exec as realExec, toolEnv, type Exec } from '../../../core/exec.js';
+import { BangerError, ErrorCode, errorMessage } from './errors.js';
+import { exec as realExec, toolEnv, type Exec } from './exec.js';
 
 /** The oldest Firecracker banger drives (API fields and vsock behaviour it relies on). */
 export const MIN_FIRECRACKER: readonly [number, number] = [1, 5];
