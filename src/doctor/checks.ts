@@ -1,4 +1,7 @@
 import { kvmUsable, realHost, type HostProbe, type NodeRuntime } from '../core/host.js';
+import { loadConfig } from '../core/config.js';
+import { errorMessage } from '../core/errors.js';
+import { firecrackerVersion, MIN_FIRECRACKER, versionSupported } from '../core/firecracker-version.js';
 
 /** The probe and KVM test live in core (vms uses them too); re-exported for the doctor's callers. */
 export { kvmUsable, realHost, type HostProbe, type NodeRuntime };
@@ -40,6 +43,33 @@ const tool = (name: string, cmd: string, hint: string, level: 'warn' | 'fail' = 
   },
 });
 
+/**
+ * `banger doctor` check `firecracker`: the configured binary (`binaries.firecracker`, env
+ * BANGER_FIRECRACKER, then PATH) and its version (`firecracker --version`). Absent: warn
+ * (optional; QEMU runs VMs). Present but older than 1.5, or not answering: fail.
+ */
+const firecrackerCheck: Check = {
+  name: 'firecracker',
+  description: `firecracker ${MIN_FIRECRACKER.join('.')} or newer is installed (optional)`,
+  async run(h) {
+    let bin = 'firecracker';
+    try {
+      bin = loadConfig().binaries.firecracker;
+    } catch {
+      /* a bad config file is reported by the daemon; probe the default name */
+    }
+    const path = await h.which(bin);
+    if (!path) return { name: 'firecracker', status: 'warn', detail: `${bin} not found`, hint: 'optional: install firecracker to use --vmm firecracker (needs usable KVM); see docs/firecracker.md' };
+    try {
+      const v = await firecrackerVersion(path);
+      if (!versionSupported(v)) return { name: 'firecracker', status: 'fail', detail: `${path} is v${v}, older than ${MIN_FIRECRACKER.join('.')}`, hint: `install Firecracker ${MIN_FIRECRACKER.join('.')} or newer (tested against the v1.16.1 API)` };
+      return { name: 'firecracker', status: 'pass', detail: `${path} v${v}` };
+    } catch (e) {
+      return { name: 'firecracker', status: 'fail', detail: errorMessage(e), hint: `check that ${path} is a Firecracker binary` };
+    }
+  },
+};
+
 export const checks: Check[] = [
   {
     name: 'node',
@@ -60,7 +90,7 @@ export const checks: Check[] = [
       return k.usable ? { name: 'kvm', status: 'pass', detail: k.reason } : { name: 'kvm', status: 'warn', detail: k.reason, hint: 'VMs will run under QEMU TCG (software emulation): slower, but they work' };
     },
   },
-  tool('firecracker', 'firecracker', 'optional: install firecracker to use --vmm firecracker (needs usable KVM)', 'warn'),
+  firecrackerCheck,
   tool('qemu', 'qemu-system-x86_64', 'apt-get install qemu-system-x86 qemu-utils'),
   tool('mkfs.ext4', 'mkfs.ext4', 'apt-get install e2fsprogs'),
   tool('debugfs', 'debugfs', 'apt-get install e2fsprogs'),

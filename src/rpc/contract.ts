@@ -154,7 +154,7 @@ export const methods = {
       .strict(),
     { progress: true },
   ).returns<Vm>(),
-  'vm.start': def(z.object({ names: Names }).strict(), { progress: true }).returns<Vm[]>(),
+  'vm.start': def(z.object({ names: Names, wait: z.boolean().optional() }).strict(), { progress: true }).returns<Vm[]>(),
   'vm.stop': def(z.object({ names: Names }).strict(), { progress: true }).returns<Vm[]>(),
   'vm.restart': def(z.object({ names: Names }).strict(), { progress: true }).returns<Vm[]>(),
   'vm.kill': def(z.object({ names: Names, signal: Signal.optional() }).strict()).returns<Vm[]>(),

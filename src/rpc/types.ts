@@ -164,6 +164,8 @@ export interface VmDetail extends Vm {
   files: Record<string, string>;
   /** The first-boot init path on the kernel command line, or null. */
   cmdlineFirstBoot: string | null;
+  /** How the driver made the root disk, when it says (Firecracker: 'reflink' | 'sparse'). */
+  rootDiskMethod?: string;
 }
 
 export interface VmLogs {

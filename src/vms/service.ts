@@ -294,7 +294,7 @@ export class VmService {
 
   // ---------------------------------------------------------------- start / stop
 
-  async start(names: string[], op: OpContext = {}): Promise<VmView[]> {
+  async start(names: string[], op: OpContext = {}, o: { wait?: boolean } = {}): Promise<VmView[]> {
     return this.eachLocked(names, async (name) => {
       const vm = this.get(name);
       if ((await this.observe(vm)).running) return this.view(this.get(name));
@@ -304,7 +304,7 @@ export class VmService {
       const steps = new StepRunner({ undo, signal: op.signal, stage, log: (m, f) => this.ctx.log.debug(m, { vm: name, ...f }) });
       try {
         const plan = await this.planStart(vm);
-        await this.launch(plan, { steps, wait: true });
+        await this.launch(plan, { steps, wait: o.wait !== false });
         undo.commit();
       } catch (e) {
         await undo.unwind();
@@ -528,10 +528,11 @@ export class VmService {
     return out;
   }
 
-  async show(name: string): Promise<VmView & { files: VmFiles; cmdlineFirstBoot: string | null }> {
+  async show(name: string): Promise<VmView & { files: VmFiles; cmdlineFirstBoot: string | null; rootDiskMethod?: string }> {
     const vm = this.get(name);
     await this.observe(vm);
-    return { ...(await this.view(this.get(name))), files: this.files(name), cmdlineFirstBoot: vm.spec.firstBoot ? FIRST_BOOT : null };
+    const rootDiskMethod = await this.driver(vm.vmm).rootDiskMethod?.(this.handle(vm));
+    return { ...(await this.view(this.get(name))), files: this.files(name), cmdlineFirstBoot: vm.spec.firstBoot ? FIRST_BOOT : null, rootDiskMethod };
   }
 
   async logs(name: string, offset = 0): Promise<{ data: string; offset: number; running: boolean }> {

@@ -4,10 +4,11 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { exec } from '../../src/core/exec.js';
+import { exec, type Exec } from '../../src/core/exec.js';
 import { isBangerError } from '../../src/core/errors.js';
 import type { HostProbe } from '../../src/core/host.js';
 import { agentRequest } from '../../src/vms/agent.js';
+import { FirecrackerDriver } from '../../src/vms/drivers/firecracker/index.js';
 import { QemuDriver } from '../../src/vms/drivers/qemu/index.js';
 import { DRIVERS, DriverRegistry } from '../../src/vms/drivers/registry.js';
 import type { DriverHost, ProbeResult, VmmDriver } from '../../src/vms/drivers/types.js';
@@ -29,14 +30,40 @@ function probeOnly(kind: 'qemu' | 'firecracker', r: (h: DriverHost) => ProbeResu
   return { kind, probe: async (h: DriverHost) => r(h) } as Partial<VmmDriver> as VmmDriver;
 }
 
-test('registry: the build registers qemu; an unregistered kind is E_VMM naming what is registered', async () => {
-  assert.deepEqual(DRIVERS.map((d) => d.kind), ['qemu']);
+test('registry: the build registers firecracker then qemu; an unregistered kind is E_VMM naming what is registered', async () => {
+  assert.deepEqual(DRIVERS.map((d) => d.kind), ['firecracker', 'qemu']);
   const reg = DriverRegistry.fromBuild({ exec, binaries: { qemu: 'qemu-system-x86_64', firecracker: 'firecracker' } });
-  assert.deepEqual(reg.kinds(), ['qemu']);
+  assert.deepEqual(reg.kinds(), ['firecracker', 'qemu']);
   assert.ok(reg.get('qemu') instanceof QemuDriver);
-  await assert.rejects(reg.select('firecracker', host({ kvm: true, bins: ['qemu-system-x86_64', 'firecracker'] })), (e) => isBangerError(e, 'E_VMM') && /no 'firecracker' driver is registered in this build \(registered: qemu\)/.test(e.message) && e.hint === 'use --vmm qemu');
+  assert.ok(reg.get('firecracker') instanceof FirecrackerDriver);
+  const onlyQemu = new DriverRegistry([qemu()]);
+  await assert.rejects(onlyQemu.select('firecracker', host({ kvm: true, bins: ['qemu-system-x86_64', 'firecracker'] })), (e) => isBangerError(e, 'E_VMM') && /no 'firecracker' driver is registered in this build \(registered: qemu\)/.test(e.message) && e.hint === 'use --vmm qemu');
   assert.throws(() => reg.get('bhyve'), (e) => isBangerError(e, 'E_VMM') && /'bhyve'/.test(e.message));
   assert.throws(() => new DriverRegistry([qemu(), qemu()]), (e) => isBangerError(e, 'E_INTERNAL'));
+});
+
+test('registry + firecracker probe: auto takes it only with KVM and the binary; --vmm firecracker runs the binary without KVM; < 1.5 refused', async () => {
+  let version = 'Firecracker v1.16.1\n';
+  const fakeExec: Exec = async (argv) => {
+    assert.deepEqual(argv, ['/usr/bin/firecracker', '--version']);
+    return { command: argv, exitCode: 0, stdout: version, stdoutBuffer: Buffer.from(version), stderr: '' };
+  };
+  const reg = DriverRegistry.fromBuild({ exec: fakeExec, binaries: { qemu: 'qemu-system-x86_64', firecracker: 'firecracker' } });
+  const noBin = await reg.select('auto', host({ kvm: true, bins: ['qemu-system-x86_64'] }));
+  assert.deepEqual([noBin.kind, noBin.reason], ['qemu', 'auto: firecracker: binary not found → qemu; accel kvm']);
+  const noKvm = await reg.select('auto', host({ kvm: false, bins: ['qemu-system-x86_64', 'firecracker'] }));
+  assert.equal(noKvm.kind, 'qemu');
+  assert.match(noKvm.reason, /^auto: firecracker: KVM not usable: .* → qemu; accel tcg/);
+  const both = await reg.select('auto', host({ kvm: true, bins: ['qemu-system-x86_64', 'firecracker'] }));
+  assert.deepEqual([both.kind, both.kvm, both.reason], ['firecracker', true, 'auto: firecracker; v1.16.1, accel kvm']);
+  const explicit = await reg.select('firecracker', host({ kvm: false, bins: ['firecracker'] }));
+  assert.equal(explicit.kind, 'firecracker');
+  assert.match(explicit.reason, /^requested firecracker; KVM not usable/);
+  await assert.rejects(reg.select('firecracker', host({ kvm: true, bins: ['qemu-system-x86_64'] })), (e) => isBangerError(e, 'E_VMM') && e.message === "--vmm firecracker: binary 'firecracker' not found");
+  version = 'Firecracker v1.4.1\n';
+  await assert.rejects(reg.select('firecracker', host({ kvm: true, bins: ['firecracker'] })), (e) => isBangerError(e, 'E_VMM') && /v1\.4\.1; banger needs Firecracker 1\.5 or newer/.test(e.message));
+  const old = await reg.select('auto', host({ kvm: true, bins: ['qemu-system-x86_64', 'firecracker'] }));
+  assert.deepEqual([old.kind, old.reason], ['qemu', 'auto: firecracker: v1.4.1 is older than 1.5 → qemu; accel kvm']);
 });
 
 test('registry auto: only qemu registered → its reason alone; KVM verdict passed to the probe', async () => {

@@ -56,13 +56,14 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
     ['stop', 'shut VMs down gracefully (guest reboot with -no-reboot, then QMP quit, then SIGKILL after vm.stopTimeoutSeconds)'],
     ['restart', 'stop then start VMs (disk contents are kept)'],
   ] as const) {
-    vm.command(verb)
+    const cmd = vm.command(verb)
       .description(desc)
       .argument('<names...>', 'one or more VM names')
-      .addHelpText('after', `\nExamples:\n  banger vm ${verb} testbox\n  banger vm ${verb} web1 web2`)
-      .action(async (names: string[]) => {
+      .addHelpText('after', `\nExamples:\n  banger vm ${verb} testbox\n  banger vm ${verb} web1 web2`);
+    if (verb === 'start') cmd.option('--no-wait', 'return once the VMM runs, without waiting for SSH');
+    cmd.action(async (names: string[], o: { wait?: boolean }) => {
         const c = cli();
-        const r = await c.call(`vm.${verb}`, { names }, { progress: true });
+        const r = verb === 'start' && o.wait === false ? await c.call('vm.start', { names, wait: false }, { progress: true }) : await c.call(`vm.${verb}`, { names }, { progress: true });
         c.emit(r, (vs) => vs.map((x) => `${x.name}: ${x.running ? 'running' : x.state}`).join('\n'));
       });
   }
@@ -250,7 +251,7 @@ function renderShow(v: VmDetail): string {
     ['nat', v.spec.nat ? 'yes' : 'no'],
     ['ports', (v.spec.ports ?? []).map(formatPort).join(', ') || undefined],
     ['mounts', (v.spec.mounts ?? []).map((m: { hostDir: string; guestDir: string; readOnly: boolean }) => `${m.hostDir} -> ${m.guestDir}${m.readOnly ? ' (ro)' : ''}`).join(', ') || undefined],
-    ['root disk', `${v.spec.rootDisk.path} (${v.spec.rootDisk.format})`],
+    ['root disk', `${v.spec.rootDisk.path} (${v.spec.rootDisk.format}${v.rootDiskMethod ? `, ${v.rootDiskMethod} copy` : ''})`],
     ['init', v.cmdlineFirstBoot ?? '(image default)'],
     ['packages', v.spec.firstBoot ? `first boot installs from ${v.spec.packageMirror ?? "the image's own sources"}${v.spec.packageProxy ? ` via proxy ${v.spec.packageProxy}` : ''}` : undefined],
     ['console', v.console],

@@ -20,7 +20,7 @@ function ports(raw: unknown[]): ListeningPort[] {
 export function vmMethods(svc: VmService): MethodTable {
   const h: HandlersFor<'vm.'> = {
     'vm.create': (p, op) => svc.create(p, op),
-    'vm.start': (p, op) => svc.start(p.names, op),
+    'vm.start': (p, op) => svc.start(p.names, op, { wait: p.wait }),
     'vm.stop': (p, op) => svc.stop(p.names, op),
     'vm.restart': (p, op) => svc.restart(p.names, op),
     'vm.kill': (p) => svc.kill(p.names, p.signal),

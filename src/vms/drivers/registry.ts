@@ -1,6 +1,7 @@
 import { BangerError, ErrorCode } from '../../core/errors.js';
 import type { VmmChoiceName } from '../../core/vmm.js';
 import { kvmUsable, type HostProbe } from '../../core/host.js';
+import { firecrackerDriver } from './firecracker/index.js';
 import { qemuDriver } from './qemu/index.js';
 import type { DriverDeps, DriverHost, DriverRegistration, VmmDriver, VmmKind } from './types.js';
 
@@ -12,6 +13,7 @@ export type { DriverDeps, DriverRegistration } from './types.js';
  * one line here.
  */
 export const DRIVERS: readonly DriverRegistration[] = [
+  firecrackerDriver,
   qemuDriver,
 ];
 
@@ -77,7 +79,7 @@ export class DriverRegistry {
     let first: { error?: string; reason: string; hint?: string } | undefined;
     for (const d of this.byKind.values()) {
       const r = await d.probe(host);
-      if (r.usable) return { kind: d.kind, kvm: r.kvm, reason: `auto: ${passed.map((p) => `${p} → `).join('')}${d.kind}; ${r.reason}` };
+      if (r.usable && !r.explicitOnly) return { kind: d.kind, kvm: r.kvm, reason: `auto: ${passed.map((p) => `${p} → `).join('')}${d.kind}; ${r.reason}` };
       passed.push(`${d.kind}: ${r.reason}`);
       first ??= r;
     }

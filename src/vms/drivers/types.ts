@@ -72,6 +72,11 @@ export interface ProbeResult {
   error?: string;
   /** When not usable: what to do about it. */
   hint?: string;
+  /**
+   * Usable only when asked for by name (`--vmm KIND`); `auto` passes it over with `reason`
+   * (Firecracker with its binary but no usable KVM: it runs and reports its own error).
+   */
+  explicitOnly?: boolean;
 }
 
 /** One disk attached to the guest. */
@@ -149,6 +154,8 @@ export interface VmmDriver {
   consolePath(vm: VmHandle): string;
   /** The banger instance and VM name a process (argv) belongs to, when it is one of this driver's VMMs. */
   ownerOf(argv: string[]): { instance: string; vm: string } | undefined;
+  /** Optional: how the root disk was made, in words for `vm show` (e.g. 'reflink', 'sparse'). */
+  rootDiskMethod?(vm: VmHandle): Promise<string | undefined>;
   /** A connected byte stream to the guest agent (see the contract above). */
   openAgentStream(vm: VmHandle, opts: { signal?: AbortSignal; timeoutMs: number }): Promise<Socket>;
 }

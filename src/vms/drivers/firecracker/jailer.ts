@@ -1,0 +1,116 @@
+import { chown, copyFile, link, mkdir, rm, rmdir, stat } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { BangerError, ErrorCode } from '../../../core/errors.js';
+
+/**
+ * Jailer mode (PARTIAL: layout, argv, chroot preparation and removal; not yet wired into the
+ * driver's launch, see docs/firecracker.md). Firecracker's jailer creates
+ * `<chrootBase>/<exec name>/<id>/root`, copies the binary in, enters the cgroup, mount
+ * namespace and chroot, drops to uid/gid and execs Firecracker. Consequences handled here:
+ * - every path given to the API is chroot-relative (`/vmlinux`, `/root.ext4`, …);
+ * - kernel and disks are hard-linked into the chroot (copied when on another filesystem); the
+ *   VM's own writable disks are chowned to the VM's uid/gid, shared read-only files (the
+ *   kernel's modules disk) keep their owner and are only read;
+ * - the API socket is `<chroot>/run/firecracker.socket`, the pid `<chroot>/firecracker.pid`;
+ * - the chroot and the cgroup are banger's to remove (`removeJail`, on `vm rm`).
+ */
+export interface JailerConfig {
+  /** The jailer binary. */
+  binary: string;
+  /** `--chroot-base-dir` (default /srv/jailer). */
+  chrootBase: string;
+  /** First uid/gid of the per-VM range; a VM gets base + (a 16-bit number from its id). */
+  uidBase: number;
+  cgroupVersion: 1 | 2;
+  /** `--parent-cgroup` (default "banger"). */
+  parentCgroup: string;
+}
+
+export interface JailPlan {
+  id: string;
+  uid: number;
+  gid: number;
+  /** `<chrootBase>/firecracker/<id>/root` on the host. */
+  root: string;
+  /** The jail's directory (`root`'s parent), removed by removeJail. */
+  jailDir: string;
+  apiSocketHost: string;
+  pidFileHost: string;
+  /** The jailer argv; Firecracker's own arguments follow `--`. */
+  argv: string[];
+  /** The cgroup directory the jailer creates (v2), removed by removeJail. */
+  cgroupDir: string;
+}
+
+/** Firecracker ids: 1-64 characters, alphanumerics and '-'. */
+const ID = /^[a-zA-Z0-9-]{1,64}$/;
+
+export function jailPlan(cfg: JailerConfig, o: { firecracker: string; id: string; vmId: string }): JailPlan {
+  if (!ID.test(o.id)) throw new BangerError(ErrorCode.Invalid, `jailer id '${o.id}' must be 1-64 letters, digits or '-'`);
+  const n = Number.parseInt(o.vmId.slice(-4), 16);
+  if (!Number.isInteger(n)) throw new BangerError(ErrorCode.Invalid, `vm id '${o.vmId}' is not hex`);
+  const uid = cfg.uidBase + n;
+  const jailDir = join(cfg.chrootBase, basename(o.firecracker), o.id);
+  const root = join(jailDir, 'root');
+  return {
+    id: o.id,
+    uid,
+    gid: uid,
+    root,
+    jailDir,
+    apiSocketHost: join(root, 'run', 'firecracker.socket'),
+    pidFileHost: join(root, 'firecracker.pid'),
+    cgroupDir: cfg.cgroupVersion === 2 ? join('/sys/fs/cgroup', cfg.parentCgroup, o.id) : join('/sys/fs/cgroup/cpu', cfg.parentCgroup, o.id),
+    argv: [
+      cfg.binary,
+      '--id', o.id,
+      '--exec-file', o.firecracker,
+      '--uid', String(uid),
+      '--gid', String(uid),
+      '--chroot-base-dir', cfg.chrootBase,
+      '--cgroup-version', String(cfg.cgroupVersion),
+      '--parent-cgroup', cfg.parentCgroup,
+      '--',
+      '--api-sock', '/run/firecracker.socket',
+    ],
+  };
+}
+
+/**
+ * Links `files` into the chroot under their chroot-relative names and returns those names
+ * (what the API calls carry). `owned` files are chowned to the jail's uid/gid; the others keep
+ * their owner (shared, read-only). Idempotent: an existing target is replaced.
+ */
+export async function prepareJail(plan: JailPlan, files: { name: string; hostPath: string; owned: boolean }[]): Promise<Record<string, string>> {
+  await mkdir(join(plan.root, 'run'), { recursive: true });
+  await chown(join(plan.root, 'run'), plan.uid, plan.gid);
+  const out: Record<string, string> = {};
+  for (const f of files) {
+    if (!/^[a-zA-Z0-9._-]+$/.test(f.name)) throw new BangerError(ErrorCode.Invalid, `jail file name '${f.name}'`);
+    const target = join(plan.root, f.name);
+    await rm(target, { force: true });
+    try {
+      await link(f.hostPath, target);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EXDEV') throw e;
+      await copyFile(f.hostPath, target);
+    }
+    if (f.owned) await chown(target, plan.uid, plan.gid);
+    out[f.name] = `/${f.name}`;
+  }
+  return out;
+}
+
+/** Removes the jail directory and its cgroup; already gone = success. */
+export async function removeJail(plan: JailPlan): Promise<void> {
+  await rm(plan.jailDir, { recursive: true, force: true });
+  await rmdir(plan.cgroupDir).catch((e: NodeJS.ErrnoException) => {
+    if (e.code !== 'ENOENT') throw e;
+  });
+  await stat(plan.jailDir).then(
+    () => {
+      throw new BangerError(ErrorCode.Internal, `jail ${plan.jailDir} still exists after removal`);
+    },
+    () => undefined,
+  );
+}

@@ -1,0 +1,145 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { isRoot, missingTools, TestDaemon } from '../helpers/daemon.js';
+import { makeStandin } from '../helpers/firecracker-standin/index.js';
+import { cleanupAll, createNetns } from '../helpers/netns.js';
+import { makeTar } from '../helpers/oci.js';
+import { bridgeInstance, leftovers, processesWith } from '../helpers/vm-leftovers.js';
+
+/**
+ * `--vmm firecracker` through the built CLI against an isolated daemon (own network namespace,
+ * so its bridge, taps and NAT rules are its own) whose `binaries.firecracker` is the test
+ * STAND-IN for Firecracker (no binary or usable KVM here). The stand-in serves the v1.16.1 API
+ * contract (bodies validated against the spec, the tap opened at PUT time in the daemon's
+ * namespace) and answers vsock port 1024 with the real guest agent, so `vm ports` goes through
+ * the hybrid vsock handshake to the agent's own protocol. Every failure path unwinds.
+ */
+const skip = !isRoot() ? 'needs root (namespaces, taps, nft)' : missingTools('ip', 'nft', 'mkfs.ext4', 'debugfs', 'ssh-keygen');
+const standin = makeStandin();
+let ns = '';
+let d: TestDaemon;
+let work = '';
+let instance = '';
+
+before(async () => {
+  if (skip) return;
+  work = mkdtempSync(join(tmpdir(), 'banger-fccli-'));
+  ns = createNetns('fccli');
+  d = new TestDaemon({ netns: ns, config: { binaries: { firecracker: standin.binary }, vm: { stopTimeoutSeconds: 3 }, network: { bridge: 'bgfc0', subnet: '10.87.0.0/24' } } });
+  await d.start();
+  const h = Buffer.alloc(128);
+  h.write('\x7fELF', 0, 'latin1');
+  h[5] = 1;
+  h.writeUInt16LE(2, 16);
+  h.writeUInt16LE(62, 18);
+  writeFileSync(join(work, 'vmlinux'), Buffer.concat([h, Buffer.from('Linux version 6.1.0-fc (x@y) #1\n')]));
+  const k = await d.cli(['kernel', 'import', 'fck', '--vmlinux', join(work, 'vmlinux'), '--distro', 'generic']);
+  assert.equal(k.code, 0, k.stderr);
+  writeFileSync(join(work, 'rootfs.tar'), makeTar([{ path: 'etc/', type: 'dir' }, { path: 'etc/hostname', data: 'fc\n' }]));
+  const i = await d.cli(['image', 'import', 'fcimg', '--rootfs-tar', join(work, 'rootfs.tar'), '--kernel-ref', 'fck', '--size', '64M'], { timeoutMs: 180_000 });
+  assert.equal(i.code, 0, i.stderr);
+}, { timeout: 600_000 });
+
+after(async () => {
+  await d?.cleanup();
+  cleanupAll();
+  standin.remove();
+  if (work) rmSync(work, { recursive: true, force: true });
+}, { timeout: 120_000 });
+
+function nothingLeft(name: string): void {
+  instance ||= bridgeInstance(ns, 'bgfc0'); // the bridge exists once the first VM's network step ran
+  const found = leftovers(ns, d.root, instance, name);
+  for (const pid of processesWith(`bg-${instance}-`)) {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    if (argv.includes(`/vms/${name}/`)) found.push(`firecracker process ${pid}`);
+  }
+  assert.deepEqual(found, [], `left behind by ${name}`);
+}
+
+test('vm create --vmm firecracker --no-wait, list, show, ports over hybrid vsock, stop, start, kill, SIGKILL daemon + adopt, rm', { skip, timeout: 300_000 }, async () => {
+  standin.setKnobs({});
+  const created = await d.cli(['--json', 'vm', 'create', '--image', 'fcimg', '--name', 'fc1', '--vmm', 'firecracker', '--no-wait'], { timeoutMs: 120_000 });
+  assert.equal(created.code, 0, created.stderr);
+  const show = await d.json(['vm', 'show', 'fc1']);
+  assert.equal(show.vmm, 'firecracker');
+  assert.match(show.vmmReason, /^requested firecracker; KVM not usable/);
+  assert.equal(show.running, true);
+  assert.equal(show.spec.rootDisk.format, 'raw');
+  assert.ok(show.rootDiskMethod === 'reflink' || show.rootDiskMethod === 'sparse', show.rootDiskMethod);
+  const human = await d.cli(['vm', 'show', 'fc1']);
+  assert.match(human.stdout, /root disk: .*root\.ext4 \(raw, (reflink|sparse) copy\)/);
+  const dir = join(d.root, 'vms', 'fc1');
+  assert.ok(existsSync(join(dir, 'firecracker.sock')) && existsSync(join(dir, 'vsock.sock')));
+  assert.match(readFileSync(join(dir, 'console.log'), 'utf8'), /stand-in: instance bg-[0-9a-f]{12}-[0-9a-f]{20} running/);
+  const log = readFileSync(join(dir, 'firecracker.log'), 'utf8');
+  assert.match(log, /InstanceStart/);
+  assert.doesNotMatch(log, /fault/);
+
+  const list = await d.json(['vm', 'list']);
+  assert.deepEqual(list.map((v: any) => [v.name, v.vmm, v.running]), [['fc1', 'firecracker', true]]);
+
+  // The real agent, reached through CONNECT 1024 on the vsock UDS, lists the listening ports of
+  // the namespace the stand-in runs in (the daemon's): the agent's own protocol, not a fake.
+  const ports = await d.json(['vm', 'ports', 'fc1']);
+  assert.equal(ports.agent, true);
+  assert.ok(Array.isArray(ports.ports));
+
+  const stop = await d.cli(['vm', 'stop', 'fc1'], { timeoutMs: 60_000 });
+  assert.equal(stop.code, 0, stop.stderr);
+  assert.equal((await d.json(['vm', 'show', 'fc1'])).running, false);
+  assert.match(readFileSync(join(dir, 'firecracker.log'), 'utf8'), /SendCtrlAltDel/, 'stopped by Ctrl-Alt-Del, not a signal');
+  assert.ok(!existsSync(join(dir, 'firecracker.sock')), 'API socket removed after stop');
+
+  const start = await d.cli(['vm', 'start', 'fc1', '--no-wait'], { timeoutMs: 60_000 });
+  assert.equal(start.code, 0, start.stderr);
+  const pid1 = (await d.json(['vm', 'show', 'fc1'])).pid;
+  assert.ok(pid1 > 0);
+
+  // Daemon SIGKILL + restart: the Firecracker process outlives it and is adopted (pid file + GET /).
+  await d.kill();
+  await d.start();
+  const adopted = await d.json(['vm', 'show', 'fc1']);
+  assert.deepEqual([adopted.running, adopted.pid], [true, pid1]);
+  assert.equal((await d.json(['vm', 'ports', 'fc1'])).agent, true);
+
+  const kill = await d.cli(['vm', 'kill', 'fc1'], { timeoutMs: 60_000 });
+  assert.equal(kill.code, 0, kill.stderr);
+  assert.equal((await d.json(['vm', 'show', 'fc1'])).running, false);
+
+  const rm = await d.cli(['vm', 'rm', 'fc1'], { timeoutMs: 60_000 });
+  assert.equal(rm.code, 0, rm.stderr);
+  nothingLeft('fc1');
+});
+
+for (const [name, knobs, step, pattern] of [
+  ['a step answering 400', { FC_STANDIN_FAIL_PATH: '/network-interfaces/eth0' }, 'network-interface', /firecracker step network-interface failed: stand-in: \/network-interfaces\/eth0 refused/],
+  ['the process dying early', { FC_STANDIN_DIE_EARLY: '153' }, 'vmm-start', /exited with code 153: bad command-line arguments/],
+  ['a socket that never appears', { FC_STANDIN_NO_SOCKET: '1' }, 'vmm-start', /API socket .* did not answer within/],
+] as const) {
+  test(`vm create --vmm firecracker fails and unwinds: ${name}`, { skip, timeout: 120_000 }, async () => {
+    standin.setKnobs(knobs);
+    try {
+      const r = await d.cli(['--json', 'vm', 'create', '--image', 'fcimg', '--name', 'fcbad', '--vmm', 'firecracker', '--no-wait'], { timeoutMs: 90_000 });
+      assert.equal(r.code, 1, r.stdout);
+      assert.match(r.stderr, pattern);
+      void step;
+      nothingLeft('fcbad');
+    } finally {
+      standin.setKnobs({});
+    }
+  });
+}
+
+test('auto does not pick firecracker without usable KVM, and says why', { skip, timeout: 120_000 }, async () => {
+  const r = await d.cli(['--json', 'vm', 'create', '--image', 'fcimg', '--name', 'fcauto', '--no-start'], { timeoutMs: 60_000 });
+  if (r.code === 0) {
+    const show = await d.json(['vm', 'show', 'fcauto']);
+    assert.match(show.vmmReason, /^auto: firecracker: KVM not usable: .* → qemu/);
+    assert.equal((await d.cli(['vm', 'rm', 'fcauto'])).code, 0);
+  } else assert.match(r.stderr, /firecracker: KVM not usable/, r.stderr);
+  nothingLeft('fcauto');
+});
