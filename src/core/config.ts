@@ -106,6 +106,24 @@ export const ConfigSchema = z
       })
       .strict()
       .default({}),
+    /** Firecracker options; `jailer`: launch Firecracker through its jailer (docs/firecracker.md, Jailer). */
+    firecracker: z
+      .object({
+        jailer: z
+          .object({
+            enabled: z.boolean().default(false),
+            binary: z.string().default('jailer'),
+            chrootBaseDir: z.string().startsWith('/').default('/srv/jailer'),
+            /** A VM's uid = gid = uidBase + the last 16 bits of its id. */
+            uidBase: z.number().int().min(1).max(0xffff_0000).default(900_000),
+            cgroupVersion: z.union([z.literal(1), z.literal(2)]).default(2),
+            parentCgroup: z.string().regex(/^[a-zA-Z0-9._-]+$/).default('banger'),
+          })
+          .strict()
+          .default({}),
+      })
+      .strict()
+      .default({}),
     binaries: z
       .object({
         qemu: z.string().default('qemu-system-x86_64'),

@@ -164,6 +164,8 @@ export interface VmmDriver {
 export interface DriverDeps {
   exec: Exec;
   binaries: { qemu: string; firecracker: string; qemuImg?: string };
+  /** Config `firecracker` (its `jailer` settings); absent = no jailer. */
+  firecracker?: { jailer?: { enabled: boolean; binary: string; chrootBaseDir: string; uidBase: number; cgroupVersion: 1 | 2; parentCgroup: string } };
 }
 
 /**

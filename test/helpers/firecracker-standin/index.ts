@@ -26,3 +26,20 @@ export function makeStandin(): { dir: string; binary: string; setKnobs(k: Record
     remove: () => rmSync(dir, { recursive: true, force: true }),
   };
 }
+
+/** The compiled stand-in jailer (jailer.ts). */
+export const STANDIN_JAILER_JS = resolve(new URL('.', import.meta.url).pathname, 'jailer.js');
+
+/**
+ * An executable `jailer` for tests that is the STAND-IN jailer (jailer.ts): bash runs it with
+ * this test's Node.js, then execs the command it prints (so the pid stays, as with the real
+ * jailer's exec). Point `firecracker.jailer.binary` at `binary`.
+ */
+export function makeStandinJailer(): { dir: string; binary: string; remove(): void } {
+  const dir = mkdtempSync(join(tmpdir(), 'banger-jailer-standin-'));
+  const binary = join(dir, 'jailer');
+  writeFileSync(binary, `#!/bin/bash\n# banger test stand-in for Firecracker's jailer (not the jailer)\nout=$('${process.execPath}' '${STANDIN_JAILER_JS}' "$@") || exit $?\nmapfile -t cmd <<<"$out"\nexec "\${cmd[@]}"\n`);
+  chmodSync(binary, 0o755);
+  chmodSync(dir, 0o755);
+  return { dir, binary, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}

@@ -23,7 +23,7 @@ import { spawn } from 'node:child_process';
 import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, type Socket } from 'node:net';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { loadSpec } from '../firecracker-spec.js';
 
 const REPO = resolve(new URL('.', import.meta.url).pathname, '..', '..', '..', '..');
@@ -45,7 +45,14 @@ if (knobs.FC_STANDIN_DIE_EARLY) {
   process.stderr.write('firecracker stand-in: dying early (FC_STANDIN_DIE_EARLY)\n');
   process.exit(Number(knobs.FC_STANDIN_DIE_EARLY) || 1);
 }
-const apiSock = arg('--api-sock') ?? '/run/firecracker.socket';
+/**
+ * Under the STAND-IN jailer (jailer.ts) FC_STANDIN_CHROOT is the chroot directory: no chroot
+ * happens (emulated), every path this process is given (--api-sock, every API body path) is
+ * resolved under that directory, as the jailed real Firecracker would see it.
+ */
+const CHROOT = process.env.FC_STANDIN_CHROOT;
+const inJail = (p: string): string => (CHROOT ? join(CHROOT, p) : p);
+const apiSock = inJail(arg('--api-sock') ?? '/run/firecracker.socket');
 const id = arg('--id') ?? 'anonymous-instance';
 if (knobs.FC_STANDIN_NO_SOCKET) setInterval(() => {}, 1 << 30);
 else if (existsSync(apiSock)) {
@@ -112,28 +119,28 @@ function serve(): void {
     switch (`${method} ${route.template}`) {
       case 'PUT /logger':
         if (configured.has('/logger')) return fault(res, 'Logger can be configured only once');
-        logPath = body!.log_path as string | undefined;
+        logPath = body!.log_path === undefined ? undefined : inJail(body!.log_path as string);
         if (logPath) writeFileSync(logPath, '', { flag: 'a' });
         break;
       case 'PUT /machine-config':
         break;
       case 'PUT /metrics':
-        writeFileSync(body!.metrics_path as string, '', { flag: 'a' });
+        writeFileSync(inJail(body!.metrics_path as string), '', { flag: 'a' });
         break;
       case 'PUT /boot-source':
         for (const k of ['kernel_image_path', 'initrd_path']) {
           const p = body![k] as string | undefined;
-          if (p !== undefined && !existsSync(p)) return fault(res, `Cannot open ${k === 'kernel_image_path' ? 'kernel' : 'initrd'} file: No such file or directory (os error 2)`);
+          if (p !== undefined && !existsSync(inJail(p))) return fault(res, `Cannot open ${k === 'kernel_image_path' ? 'kernel' : 'initrd'} file: No such file or directory (os error 2)`);
         }
         break;
       case 'PUT /drives/{drive_id}':
-        if (!existsSync(body!.path_on_host as string)) return fault(res, `Unable to create the block device: BackingFile(Os { code: 2, kind: NotFound }, "${String(body!.path_on_host)}")`);
+        if (!existsSync(inJail(body!.path_on_host as string))) return fault(res, `Unable to create the block device: BackingFile(Os { code: 2, kind: NotFound }, "${String(body!.path_on_host)}")`);
         break;
       case 'PUT /network-interfaces/{iface_id}':
         if (!existsSync(`/sys/class/net/${String(body!.host_dev_name)}`)) return fault(res, `Could not create the network device: Open tap device failed: ${String(body!.host_dev_name)}`);
         break;
       case 'PUT /vsock':
-        if (!serveVsock(String(body!.uds_path))) return fault(res, `Cannot create backend for vsock device: UnixBind(Os { code: 98, kind: AddrInUse })`);
+        if (!serveVsock(inJail(String(body!.uds_path)))) return fault(res, `Cannot create backend for vsock device: UnixBind(Os { code: 98, kind: AddrInUse })`);
         break;
       case 'PUT /actions': {
         const action = body!.action_type;
@@ -158,12 +165,12 @@ function serve(): void {
         break;
       case 'PUT /snapshot/create':
         if (state !== 'Paused') return fault(res, 'Cannot create a snapshot: the microVM is not paused.');
-        writeFileSync(body!.snapshot_path as string, JSON.stringify({ standin: true, id }));
-        writeFileSync(body!.mem_file_path as string, Buffer.alloc(4096));
+        writeFileSync(inJail(body!.snapshot_path as string), JSON.stringify({ standin: true, id }));
+        writeFileSync(inJail(body!.mem_file_path as string), Buffer.alloc(4096));
         break;
       case 'PUT /snapshot/load':
         if ([...configured].some((p) => p !== '/logger' && p !== '/metrics')) return fault(res, 'Loading a microVM snapshot not allowed after configuring boot-specific resources.');
-        if (!existsSync(body!.snapshot_path as string)) return fault(res, 'Cannot open the snapshot file: No such file or directory (os error 2)');
+        if (!existsSync(inJail(body!.snapshot_path as string))) return fault(res, 'Cannot open the snapshot file: No such file or directory (os error 2)');
         state = body!.resume_vm ? 'Running' : 'Paused';
         break;
       default:

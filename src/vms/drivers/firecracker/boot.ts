@@ -13,6 +13,8 @@ export interface FcBootOptions {
   config: FcBootConfig;
   signal?: AbortSignal;
   socketTimeoutMs?: number;
+  /** Replaces the process's arguments (jailer mode: `binary` is the jailer, these its argv). */
+  argv?: string[];
   /** Per-step progress hook: called as each step starts with its name. */
   onStep?: (step: string) => void;
 }
@@ -32,7 +34,7 @@ export async function bootFirecracker(o: FcBootOptions): Promise<{ pid: number }
     const { pid, api } = await steps.run('vmm-start', async () => {
       // Registered before the spawn: spawnFirecracker cleans up after itself, this covers later steps.
       undo.push('kill firecracker', () => killFirecracker(o.files, 'SIGKILL'));
-      return spawnFirecracker(o.binary, o.id, o.files, o.consolePath, { socketTimeoutMs: o.socketTimeoutMs, signal: o.signal });
+      return spawnFirecracker(o.binary, o.id, o.files, o.consolePath, { socketTimeoutMs: o.socketTimeoutMs, signal: o.signal, argv: o.argv });
     });
     for (const req of bootRequests(o.config)) {
       await steps.run(req.step, async () => {

@@ -11,6 +11,10 @@ import { findFirecracker, killFirecracker, stopFirecracker } from './process.js'
 import type { FcBootConfig } from './requests.js';
 import { firecrackerVersion, MIN_FIRECRACKER, versionSupported } from '../../../core/firecracker-version.js';
 import { connectHybridVsock } from './vsock.js';
+import { jailedFiles, launchJailed, releaseJail } from './jailed.js';
+import type { DriverDeps } from '../types.js';
+
+type JailerSettings = NonNullable<NonNullable<DriverDeps['firecracker']>['jailer']>;
 
 /** The guest agent's AF_VSOCK port (src/guest/agent: DEFAULT_VSOCK_PORT). */
 export const AGENT_VSOCK_PORT = 1024;
@@ -20,7 +24,7 @@ export const AGENT_VSOCK_PORT = 1024;
  * reflink/sparse copy of the image's base rootfs; configured over its API socket as named
  * steps (boot.ts); serial console → console.log; the guest agent over hybrid vsock (port 1024).
  * Its processes carry `--id bg-<instance>-<vm id>` and `--api-sock <vm dir>/firecracker.sock`
- * (ownerOf reads both; Firecracker ids allow only alphanumerics and '-', ≤ 64 chars).
+ * (jailed: `--api-sock /run/<vm name>/firecracker.sock` in the chroot, see jailed.ts; ownerOf reads both; Firecracker ids allow only alphanumerics and '-', ≤ 64 chars).
  *
  * Selection (`probe`): usable for `auto` only when the binary is found AND KVM is usable; with
  * the binary but no usable KVM it is `explicitOnly`: `--vmm firecracker` still runs it and
@@ -30,7 +34,7 @@ export class FirecrackerDriver implements VmmDriver {
   readonly kind = 'firecracker' as const;
   constructor(
     private readonly exec: Exec,
-    private readonly opts: { firecracker: string; socketTimeoutMs?: number },
+    private readonly opts: { firecracker: string; socketTimeoutMs?: number; jailer?: JailerSettings },
   ) {}
 
   async probe(host: DriverHost): Promise<ProbeResult> {
@@ -96,28 +100,37 @@ export class FirecrackerDriver implements VmmDriver {
       logPath: files.log,
       metricsPath: files.metrics,
     };
+    const j = this.opts.jailer;
+    if (j) {
+      const jailer = { binary: j.binary, chrootBase: j.chrootBaseDir, uidBase: j.uidBase, cgroupVersion: j.cgroupVersion, parentCgroup: j.parentCgroup };
+      return launchJailed({ jailer, firecracker: this.opts.firecracker, id: fcInstanceId(spec.instance, spec.id), spec, config, signal: o.signal, socketTimeoutMs: this.opts.socketTimeoutMs });
+    }
     return bootFirecracker({ binary: this.opts.firecracker, id: fcInstanceId(spec.instance, spec.id), files, consolePath: spec.files.console, config, signal: o.signal, socketTimeoutMs: this.opts.socketTimeoutMs });
   }
 
   async status(vm: VmHandle, pidHint?: number | null): Promise<VmmStatus> {
-    const f = await findFirecracker(fcFiles(vm.files.dir), { pidHint });
+    const f = await findFirecracker(await jailedFiles(vm.files.dir), { pidHint });
     return f ? { running: true, pid: f.pid } : { running: false };
   }
 
   /** After a daemon restart: the pid file's process is this VM's Firecracker and `GET /` answers. */
   async adopt(vm: VmHandle, pidHint?: number | null): Promise<VmmStatus> {
-    const f = await findFirecracker(fcFiles(vm.files.dir), { pidHint, probe: true });
+    const f = await findFirecracker(await jailedFiles(vm.files.dir), { pidHint, probe: true });
     // A live process of ours whose API does not answer is still running (hung): stop/kill handle it.
     return f ? { running: true, pid: f.pid } : { running: false };
   }
 
   async stop(vm: VmHandle, o: { timeoutMs: number; guestShutdown?: () => Promise<void> }): Promise<void> {
     if (o.guestShutdown) void o.guestShutdown().catch(() => undefined);
-    await stopFirecracker(fcFiles(vm.files.dir), o.timeoutMs);
+    await stopFirecracker(await jailedFiles(vm.files.dir), o.timeoutMs);
+    await releaseJail(vm.files.dir);
   }
 
-  kill(vm: VmHandle, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
-    return killFirecracker(fcFiles(vm.files.dir), signal);
+  /** A jailed VM's jail goes with its process (stop, kill, `vm rm`); its disks stay in the VM directory. */
+  async kill(vm: VmHandle, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const files = await jailedFiles(vm.files.dir);
+    await killFirecracker(files, signal);
+    if (!(await findFirecracker(files))) await releaseJail(vm.files.dir);
   }
 
   consolePath(vm: VmHandle): string {
@@ -133,7 +146,7 @@ export class FirecrackerDriver implements VmmDriver {
   }
 
   openAgentStream(vm: VmHandle, o: { signal?: AbortSignal; timeoutMs: number }): Promise<Socket> {
-    return connectHybridVsock(fcFiles(vm.files.dir).vsock, AGENT_VSOCK_PORT, o);
+    return jailedFiles(vm.files.dir).then((f) => connectHybridVsock(f.vsock, AGENT_VSOCK_PORT, o));
   }
 }
 

@@ -19,6 +19,8 @@ export interface FcFiles {
   stderr: string;
   vsock: string;
   rootMethod: string;
+  /** What the process's argv must contain to be this VM's (default: `api`; jailed: its `--id`). */
+  mark?: string;
 }
 
 export function fcFiles(vmDir: string): FcFiles {

@@ -1,5 +1,5 @@
 import { chown, copyFile, link, mkdir, rm, rmdir, stat } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { BangerError, ErrorCode } from '../../../core/errors.js';
 
 /**
@@ -35,6 +35,8 @@ export interface JailPlan {
   /** The jail's directory (`root`'s parent), removed by removeJail. */
   jailDir: string;
   apiSocketHost: string;
+  /** The API socket as the jailed Firecracker sees it. */
+  apiSocket: string;
   pidFileHost: string;
   /** The jailer argv; Firecracker's own arguments follow `--`. */
   argv: string[];
@@ -45,20 +47,28 @@ export interface JailPlan {
 /** Firecracker ids: 1-64 characters, alphanumerics and '-'. */
 const ID = /^[a-zA-Z0-9-]{1,64}$/;
 
-export function jailPlan(cfg: JailerConfig, o: { firecracker: string; id: string; vmId: string }): JailPlan {
+/**
+ * With `vmName`, the API socket is `/run/<vmName>/firecracker.sock` in the chroot, so the
+ * process's argv names its VM the way an unjailed one does (`ownerOf` reads the socket's
+ * directory); without, `/run/firecracker.socket`.
+ */
+export function jailPlan(cfg: JailerConfig, o: { firecracker: string; id: string; vmId: string; vmName?: string }): JailPlan {
   if (!ID.test(o.id)) throw new BangerError(ErrorCode.Invalid, `jailer id '${o.id}' must be 1-64 letters, digits or '-'`);
   const n = Number.parseInt(o.vmId.slice(-4), 16);
   if (!Number.isInteger(n)) throw new BangerError(ErrorCode.Invalid, `vm id '${o.vmId}' is not hex`);
   const uid = cfg.uidBase + n;
   const jailDir = join(cfg.chrootBase, basename(o.firecracker), o.id);
   const root = join(jailDir, 'root');
+  if (o.vmName !== undefined && !/^[a-zA-Z0-9._-]+$/.test(o.vmName)) throw new BangerError(ErrorCode.Invalid, `vm name '${o.vmName}' cannot name a jail socket directory`);
+  const sock = o.vmName ? `/run/${o.vmName}/firecracker.sock` : '/run/firecracker.socket';
   return {
     id: o.id,
     uid,
     gid: uid,
     root,
     jailDir,
-    apiSocketHost: join(root, 'run', 'firecracker.socket'),
+    apiSocketHost: join(root, sock),
+    apiSocket: sock,
     pidFileHost: join(root, 'firecracker.pid'),
     cgroupDir: cfg.cgroupVersion === 2 ? join('/sys/fs/cgroup', cfg.parentCgroup, o.id) : join('/sys/fs/cgroup/cpu', cfg.parentCgroup, o.id),
     argv: [
@@ -71,7 +81,7 @@ export function jailPlan(cfg: JailerConfig, o: { firecracker: string; id: string
       '--cgroup-version', String(cfg.cgroupVersion),
       '--parent-cgroup', cfg.parentCgroup,
       '--',
-      '--api-sock', '/run/firecracker.socket',
+      '--api-sock', sock,
     ],
   };
 }
@@ -82,8 +92,8 @@ export function jailPlan(cfg: JailerConfig, o: { firecracker: string; id: string
  * their owner (shared, read-only). Idempotent: an existing target is replaced.
  */
 export async function prepareJail(plan: JailPlan, files: { name: string; hostPath: string; owned: boolean }[]): Promise<Record<string, string>> {
-  await mkdir(join(plan.root, 'run'), { recursive: true });
-  await chown(join(plan.root, 'run'), plan.uid, plan.gid);
+  await mkdir(dirname(plan.apiSocketHost), { recursive: true });
+  for (let d = dirname(plan.apiSocketHost); d.startsWith(plan.root + '/'); d = dirname(d)) await chown(d, plan.uid, plan.gid);
   const out: Record<string, string> = {};
   for (const f of files) {
     if (!/^[a-zA-Z0-9._-]+$/.test(f.name)) throw new BangerError(ErrorCode.Invalid, `jail file name '${f.name}'`);

@@ -17,19 +17,21 @@ import type { FcFiles } from './files.js';
  * writes the pid file, and resolves once `GET /` answers on the socket. If the process exits
  * first, or the socket does not answer within `socketTimeoutMs`, the process is killed, the pid
  * file and socket removed, and E_VMM says why in Firecracker's words (its exit code and the
- * tail of its stderr). Never throws with the process still running.
+ * tail of its stderr). Never throws with the process still running. `argv` replaces the
+ * arguments (the jailer's: `binary` is then the jailer, which execs Firecracker in place, so
+ * the pid stays the same).
  */
 export async function spawnFirecracker(
   binary: string,
   id: string,
   files: FcFiles,
   consolePath: string,
-  o: { socketTimeoutMs?: number; signal?: AbortSignal; extraArgs?: string[] } = {},
+  o: { socketTimeoutMs?: number; signal?: AbortSignal; extraArgs?: string[]; argv?: string[] } = {},
 ): Promise<{ pid: number; api: FirecrackerApi }> {
   await rm(files.api, { force: true });
   const out = openSync(consolePath, 'a');
   const err = openSync(files.stderr, 'w');
-  const argv = ['--api-sock', files.api, '--id', id, ...(o.extraArgs ?? [])];
+  const argv = o.argv ?? ['--api-sock', files.api, '--id', id, ...(o.extraArgs ?? [])];
   let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   let spawnError: Error | undefined;
   const child = spawn(binary, argv, { detached: true, stdio: ['ignore', out, err], env: toolEnv() });
@@ -85,7 +87,7 @@ export async function findFirecracker(files: FcFiles, o: { probe?: boolean; pidH
   const pid = (await readPidFile(files.pid)) ?? o.pidHint ?? undefined;
   if (!pid || !pidAlive(pid)) return undefined;
   const argv = await cmdline(pid);
-  if (!argv || !argv.includes(files.api)) return undefined;
+  if (!argv || !argv.includes(files.mark ?? files.api)) return undefined;
   if (!o.probe) return { pid };
   try {
     const info = await new FirecrackerApi(files.api).instanceInfo({ timeoutMs: 2000 });

@@ -1,0 +1,68 @@
+#!/usr/bin/env node
+/**
+ * A STAND-IN for Firecracker's jailer, for tests only (no jailer binary here). Run by the
+ * `jailer` wrapper of makeStandinJailer (index.ts), which execs what this prints.
+ *
+ * Parses the jailer's argv as the real one does (docs/jailer.md of Firecracker; NOT checked
+ * against its source here): required --id, --exec-file, --uid, --gid; optional
+ * --chroot-base-dir (default /srv/jailer), --cgroup-version (1|2, default 1), --parent-cgroup,
+ * --cgroup (repeatable), --netns, --resource-limit (repeatable), --daemonize, --new-pid-ns;
+ * Firecracker's own arguments after `--`. An unknown or missing flag → exit 1 with a message.
+ * Creates what the real jailer creates: `<base>/<exec name>/<id>/root` (refused when it exists),
+ * the exec file copied in, the cgroup `<parent>/<id>` (v1: under the cpu controller) with the
+ * process moved in. Then it prints, one per line, the command the wrapper execs (same pid, as
+ * the real jailer's exec): drop to uid/gid (setpriv), FC_STANDIN_CHROOT=<root>, the copied
+ * exec file with `--id <id> --start-time-us … --start-time-cpu-us … --parent-cpu-time-us …`
+ * and the arguments after `--`. EMULATED: no chroot(2), no mount namespace, no /dev nodes.
+ */
+import { copyFileSync, existsSync, mkdirSync, statSync, writeFileSync, chmodSync } from 'node:fs';
+import { basename, join } from 'node:path';
+
+const die = (msg: string): never => {
+  process.stderr.write(`jailer stand-in: ${msg}\n`);
+  process.exit(1);
+};
+const argv = process.argv.slice(2);
+const sep = argv.indexOf('--');
+const own = sep >= 0 ? argv.slice(0, sep) : argv;
+const extra = sep >= 0 ? argv.slice(sep + 1) : [];
+const VALUED = new Set(['--id', '--exec-file', '--uid', '--gid', '--chroot-base-dir', '--cgroup-version', '--parent-cgroup', '--cgroup', '--netns', '--resource-limit']);
+const FLAGS = new Set(['--daemonize', '--new-pid-ns']);
+const REPEAT = new Set(['--cgroup', '--resource-limit']);
+const v: Record<string, string[]> = {};
+for (let i = 0; i < own.length; i++) {
+  const a = own[i]!;
+  if (FLAGS.has(a)) v[a] = ['true'];
+  else if (VALUED.has(a)) {
+    const val = own[++i];
+    if (val === undefined) die(`Argument Parsing: ${a} needs a value`);
+    if (v[a] && !REPEAT.has(a)) die(`Argument Parsing: ${a} given twice`);
+    (v[a] ??= []).push(val!);
+  } else die(`Argument Parsing: Found argument '${a}' which wasn't expected`);
+}
+for (const r of ['--id', '--exec-file', '--uid', '--gid']) if (!v[r]) die(`Argument Parsing: Missing required argument '${r}'`);
+const one = (k: string) => v[k]?.[0];
+const id = one('--id')!;
+if (!/^[a-zA-Z0-9-]{1,64}$/.test(id)) die(`Invalid instance ID: ${id}`);
+const uid = Number(one('--uid'));
+const gid = Number(one('--gid'));
+if (!Number.isInteger(uid) || !Number.isInteger(gid)) die('Invalid uid or gid');
+const exec = one('--exec-file')!;
+if (!existsSync(exec) || !statSync(exec).isFile()) die(`Failed to canonicalize path ${exec}`);
+if (!basename(exec).includes('firecracker')) die(`Invalid filename. The filename of \`--exec-file\` option must contain "firecracker": ${basename(exec)}`);
+const cgv = one('--cgroup-version') ?? '1';
+if (cgv !== '1' && cgv !== '2') die(`Invalid cgroup version: ${cgv}`);
+if (v['--netns'] || v['--daemonize'] || v['--new-pid-ns']) die('stand-in: --netns, --daemonize and --new-pid-ns are not emulated');
+
+const root = join(one('--chroot-base-dir') ?? '/srv/jailer', basename(exec), id, 'root');
+if (existsSync(join(root, basename(exec)))) die(`chroot ${root} already holds ${basename(exec)}`);
+mkdirSync(root, { recursive: true });
+copyFileSync(exec, join(root, basename(exec)));
+chmodSync(join(root, basename(exec)), 0o755);
+const parent = one('--parent-cgroup') ?? basename(exec);
+const cg = cgv === '2' ? join('/sys/fs/cgroup', parent, id) : join('/sys/fs/cgroup/cpu', parent, id);
+mkdirSync(cg, { recursive: true });
+writeFileSync(join(cg, 'cgroup.procs'), `${process.ppid}\n`); // the wrapper, which execs Firecracker
+const us = String(Date.now() * 1000);
+const cmd = ['setpriv', `--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', 'env', `FC_STANDIN_CHROOT=${root}`, join(root, basename(exec)), '--id', id, '--start-time-us', us, '--start-time-cpu-us', '0', '--parent-cpu-time-us', '0', ...extra];
+process.stdout.write(cmd.join('\n') + '\n');
