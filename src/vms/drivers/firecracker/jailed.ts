@@ -1,5 +1,5 @@
 import { chown, readFile, rm, writeFile } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { basename, join, posix } from 'node:path';
 import { UndoStack } from '../../../core/undo.js';
 import type { LaunchSpec } from '../types.js';
 import { bootFirecracker } from './boot.js';
@@ -37,7 +37,12 @@ export async function jailedFiles(vmDir: string): Promise<FcFiles> {
 }
 
 function filesInJail(vmDir: string, plan: JailPlan): FcFiles {
-  return { ...fcFiles(vmDir), api: plan.apiSocketHost, pid: plan.pidFileHost, vsock: join(plan.root, 'vsock.sock'), mark: plan.id };
+  return { ...fcFiles(vmDir), api: plan.apiSocketHost, pid: plan.pidFileHost, vsock: join(plan.root, jailVsock(plan)), mark: plan.id };
+}
+
+/** The vsock UDS in the chroot: next to the API socket, in the one directory the VM's uid owns. */
+function jailVsock(plan: JailPlan): string {
+  return posix.join(posix.dirname(plan.apiSocket), 'vsock.sock');
 }
 
 /** Removes the VM's jail (chroot directory, cgroup) and its record; no record = nothing to do. */
@@ -85,7 +90,7 @@ export async function launchJailed(o: JailedLaunch): Promise<{ pid: number }> {
       kernel: inJail.vmlinux!,
       initrd: c.initrd ? inJail.initrd : undefined,
       disks: c.disks.map((d) => ({ ...d, path: inJail[`${d.id}.disk`]! })),
-      vsock: c.vsock ? { ...c.vsock, udsPath: '/vsock.sock' } : undefined,
+      vsock: c.vsock ? { ...c.vsock, udsPath: jailVsock(plan) } : undefined,
       logPath: '/firecracker.log',
       metricsPath: '/firecracker.metrics',
     };

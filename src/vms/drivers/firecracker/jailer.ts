@@ -61,6 +61,13 @@ export function jailPlan(cfg: JailerConfig, o: { firecracker: string; id: string
   const root = join(jailDir, 'root');
   if (o.vmName !== undefined && !/^[a-zA-Z0-9._-]+$/.test(o.vmName)) throw new BangerError(ErrorCode.Invalid, `vm name '${o.vmName}' cannot name a jail socket directory`);
   const sock = o.vmName ? `/run/${o.vmName}/firecracker.sock` : '/run/firecracker.socket';
+  // bangerd connects to the socket by its host path; a Unix socket path is at most 107 bytes.
+  if (Buffer.byteLength(join(root, sock)) > 107) {
+    throw new BangerError(ErrorCode.Invalid, `jail API socket path ${join(root, sock)} is longer than a Unix socket path may be (107 bytes)`, {
+      hint: 'use a shorter firecracker.jailer.chrootBaseDir (or a shorter VM name)',
+      details: { field: 'firecracker.jailer.chrootBaseDir' },
+    });
+  }
   return {
     id: o.id,
     uid,
