@@ -58,3 +58,30 @@ test('jail plan, preparation with owners, chroot-relative bodies, removal', { sk
     rmSync(base, { recursive: true, force: true });
   }
 });
+
+test('the stand-in jailer refuses unknown, missing and repeated flags and creates nothing then', { skip }, async () => {
+  const { makeStandinJailer } = await import('../helpers/firecracker-standin/index.js');
+  const { spawnSync } = await import('node:child_process');
+  const j = makeStandinJailer();
+  const base = mkdtempSync(join(tmpdir(), 'banger-jailargv-'));
+  try {
+    writeFileSync(join(base, 'firecracker'), '#!/bin/sh\n');
+    const ok = ['--id', 'x1', '--exec-file', join(base, 'firecracker'), '--uid', '1', '--gid', '1', '--chroot-base-dir', join(base, 'srv')];
+    const run = (args: string[]) => spawnSync(j.binary, args, { encoding: 'utf8' });
+    for (const [args, msg] of [
+      [[...ok, '--bogus', '1'], /Found argument '--bogus'/],
+      [ok.filter((_, i) => i !== 6 && i !== 7), /Missing required argument '--gid'/],
+      [[...ok, '--id', 'x2'], /--id given twice/],
+      [[...ok.slice(0, 3), join(base, 'vmm'), ...ok.slice(4)], /Failed to canonicalize/],
+      [[...ok, '--cgroup-version', '3'], /Invalid cgroup version/],
+    ] as const) {
+      const r = run([...args]);
+      assert.equal(r.status, 1, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, msg);
+    }
+    assert.ok(!existsSync(join(base, 'srv')), 'nothing created on refusal');
+  } finally {
+    j.remove();
+    rmSync(base, { recursive: true, force: true });
+  }
+});

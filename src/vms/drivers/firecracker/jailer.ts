@@ -3,16 +3,17 @@ import { basename, dirname, join } from 'node:path';
 import { BangerError, ErrorCode } from '../../../core/errors.js';
 
 /**
- * Jailer mode (PARTIAL: layout, argv, chroot preparation and removal; not yet wired into the
- * driver's launch, see docs/firecracker.md). Firecracker's jailer creates
+ * Jailer mode: layout, argv, chroot preparation and removal (wired into the driver by
+ * jailed.ts; docs/firecracker.md, Jailer). Firecracker's jailer creates
  * `<chrootBase>/<exec name>/<id>/root`, copies the binary in, enters the cgroup, mount
  * namespace and chroot, drops to uid/gid and execs Firecracker. Consequences handled here:
  * - every path given to the API is chroot-relative (`/vmlinux`, `/root.ext4`, …);
  * - kernel and disks are hard-linked into the chroot (copied when on another filesystem); the
  *   VM's own writable disks are chowned to the VM's uid/gid, shared read-only files (the
  *   kernel's modules disk) keep their owner and are only read;
- * - the API socket is `<chroot>/run/firecracker.socket`, the pid `<chroot>/firecracker.pid`;
- * - the chroot and the cgroup are banger's to remove (`removeJail`, on `vm rm`).
+ * - the API socket is `<chroot>/run/<vm name>/firecracker.sock` (or `/run/firecracker.socket`
+ *   without a name), the pid `<chroot>/firecracker.pid`;
+ * - the chroot and the cgroup are banger's to remove (`removeJail`: stop, kill, `vm rm`).
  */
 export interface JailerConfig {
   /** The jailer binary. */
