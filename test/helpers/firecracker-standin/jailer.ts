@@ -3,19 +3,19 @@
  * A STAND-IN for Firecracker's jailer, for tests only (no jailer binary here). Run by the
  * `jailer` wrapper of makeStandinJailer (index.ts), which execs what this prints.
  *
- * Parses the jailer's argv as the real one does (docs/jailer.md of Firecracker; NOT checked
- * against its source here): required --id, --exec-file, --uid, --gid; optional
+ * Parses the jailer's argv as the real one does (checked against src/jailer/src/main.rs and
+ * env.rs of Firecracker, snapshot of 2026-08; --version is not emulated): required --id, --exec-file, --uid, --gid; optional
  * --chroot-base-dir (default /srv/jailer), --cgroup-version (1|2, default 1), --parent-cgroup,
  * --cgroup (repeatable), --netns, --resource-limit (repeatable), --daemonize, --new-pid-ns;
  * Firecracker's own arguments after `--`. An unknown or missing flag → exit 1 with a message.
  * Creates what the real jailer creates: `<base>/<exec name>/<id>/root` (refused when it exists),
- * the exec file copied in, the cgroup `<parent>/<id>` (v1: under the cpu controller) with the
+ * the exec file copied in (owned by uid/gid), `<root>/<exec name>.pid` (create_new), the cgroup `<parent>/<id>` (v1: under the cpu controller) with the
  * process moved in (skipped, with a note on stderr, where no hierarchy is mounted). Then it prints, one per line, the command the wrapper execs (same pid, as
  * the real jailer's exec): drop to uid/gid (setpriv), FC_STANDIN_CHROOT=<root>, the copied
  * exec file with `--id <id> --start-time-us … --start-time-cpu-us … --parent-cpu-time-us …`
  * and the arguments after `--`. EMULATED: no chroot(2), no mount namespace, no /dev nodes.
  */
-import { copyFileSync, existsSync, mkdirSync, statSync, writeFileSync, chmodSync } from 'node:fs';
+import { chownSync, copyFileSync, existsSync, mkdirSync, statSync, writeFileSync, chmodSync } from 'node:fs';
 import { basename, join } from 'node:path';
 
 const die = (msg: string): never => {
@@ -59,6 +59,7 @@ if (existsSync(join(root, basename(exec)))) die(`chroot ${root} already holds ${
 mkdirSync(root, { recursive: true });
 copyFileSync(exec, join(root, basename(exec)));
 chmodSync(join(root, basename(exec)), 0o755);
+chownSync(join(root, basename(exec)), uid, gid);
 const parent = one('--parent-cgroup') ?? basename(exec);
 const cg = cgv === '2' ? join('/sys/fs/cgroup', parent, id) : join('/sys/fs/cgroup/cpu', parent, id);
 const hierarchy = cgv === '2' ? '/sys/fs/cgroup' : '/sys/fs/cgroup/cpu';
@@ -70,6 +71,8 @@ if (existsSync(join(hierarchy, 'cgroup.procs'))) {
   // hierarchy is visible; the real jailer would fail here, the stand-in goes on without one.
   process.stderr.write(`jailer stand-in: no cgroup v${cgv} hierarchy at ${hierarchy} in this mount namespace; cgroup ${cg} not created\n`);
 }
+// Like the real one (without --new-pid-ns): `<chroot>/<exec name>.pid`, create_new, the pid that execs.
+writeFileSync(join(root, `${basename(exec)}.pid`), String(process.ppid), { flag: 'wx' });
 const us = String(Date.now() * 1000);
 const cmd = ['setpriv', `--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', 'env', `FC_STANDIN_CHROOT=${root}`, join(root, basename(exec)), '--id', id, '--start-time-us', us, '--start-time-cpu-us', '0', '--parent-cpu-time-us', '0', ...extra];
 process.stdout.write(cmd.join('\n') + '\n');

@@ -13,7 +13,7 @@ export interface FcBootOptions {
   config: FcBootConfig;
   signal?: AbortSignal;
   socketTimeoutMs?: number;
-  /** Replaces the process's arguments (jailer mode: `binary` is the jailer, these its argv). */
+  /** Replaces the process's arguments (jailer mode: `binary` is the jailer, these its argv; the jailer writes the pid file). */
   argv?: string[];
   /** Per-step progress hook: called as each step starts with its name. */
   onStep?: (step: string) => void;
@@ -34,7 +34,7 @@ export async function bootFirecracker(o: FcBootOptions): Promise<{ pid: number }
     const { pid, api } = await steps.run('vmm-start', async () => {
       // Registered before the spawn: spawnFirecracker cleans up after itself, this covers later steps.
       undo.push('kill firecracker', () => killFirecracker(o.files, 'SIGKILL'));
-      return spawnFirecracker(o.binary, o.id, o.files, o.consolePath, { socketTimeoutMs: o.socketTimeoutMs, signal: o.signal, argv: o.argv });
+      return spawnFirecracker(o.binary, o.id, o.files, o.consolePath, { socketTimeoutMs: o.socketTimeoutMs, signal: o.signal, argv: o.argv, jailerWritesPid: o.argv !== undefined });
     });
     for (const req of bootRequests(o.config)) {
       await steps.run(req.step, async () => {

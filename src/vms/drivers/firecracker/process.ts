@@ -19,14 +19,14 @@ import type { FcFiles } from './files.js';
  * file and socket removed, and E_VMM says why in Firecracker's words (its exit code and the
  * tail of its stderr). Never throws with the process still running. `argv` replaces the
  * arguments (the jailer's: `binary` is then the jailer, which execs Firecracker in place, so
- * the pid stays the same).
+ * the pid stays the same; with `jailerWritesPid` banger does not write the pid file).
  */
 export async function spawnFirecracker(
   binary: string,
   id: string,
   files: FcFiles,
   consolePath: string,
-  o: { socketTimeoutMs?: number; signal?: AbortSignal; extraArgs?: string[]; argv?: string[] } = {},
+  o: { socketTimeoutMs?: number; signal?: AbortSignal; extraArgs?: string[]; argv?: string[]; jailerWritesPid?: boolean } = {},
 ): Promise<{ pid: number; api: FirecrackerApi }> {
   await rm(files.api, { force: true });
   const out = openSync(consolePath, 'a');
@@ -61,7 +61,8 @@ export async function spawnFirecracker(
   };
   await sleep(0);
   if (spawnError || !child.pid) return fail(`could not be started: ${errorMessage(spawnError ?? 'no pid')}`, spawnError);
-  await writeFile(files.pid, `${child.pid}\n`);
+  // The real jailer writes <chroot>/firecracker.pid itself (create_new: one written first would make it fail).
+  if (!o.jailerWritesPid) await writeFile(files.pid, `${child.pid}\n`);
   const deadline = Date.now() + (o.socketTimeoutMs ?? 10_000);
   let last: unknown;
   for (;;) {
