@@ -95,5 +95,12 @@ echo "(vm create took $(( $(date +%s) - t0 )) s, first-boot install included)"
 say "banger vm logs testbox | grep banger-first-boot"
 banger vm logs testbox | tr '\r' '\n' | grep -E '^banger-first-boot: (step|package)' || true
 run banger vm ssh testbox -- "id; uname -r; systemctl is-active banger-vsock-agent"
+# the same guest without SSH: through its guest agent (vm exec, vm cp)
+run banger vm exec testbox -- uname -n -r
+note=$(mktemp)
+printf 'a file from the host\n' > "$note"
+run banger vm cp "$note" testbox:/root/note.txt
+rm -f "$note"
+run banger vm exec testbox -- cat /root/note.txt
 run banger ps
 if [ "$CLEANUP" = 1 ]; then echo; echo "removing testbox (--cleanup)"; else echo; echo "testbox is running: 'banger vm ssh testbox', and 'banger vm rm -f testbox' when done."; fi

@@ -1,5 +1,4 @@
 import { kvmUsable, realHost, type HostProbe, type NodeRuntime } from '../core/host.js';
-import { loadConfig } from '../core/config.js';
 import { errorMessage } from '../core/errors.js';
 import { firecrackerVersion, MIN_FIRECRACKER, versionSupported } from '../core/firecracker-version.js';
 
@@ -54,6 +53,8 @@ const firecrackerCheck: Check = {
   async run(h) {
     let bin = 'firecracker';
     try {
+      // loaded lazily: zod and the config schema stay out of every other CLI command's start
+      const { loadConfig } = await import('../core/config.js');
       bin = loadConfig().binaries.firecracker;
     } catch {
       /* a bad config file is reported by the daemon; probe the default name */

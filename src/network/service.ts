@@ -69,6 +69,12 @@ export class NetworkService {
     return (this.ctx.db.prepare('SELECT ip FROM ip_leases WHERE vm_name = ?').get(vmName) as { ip: string } | undefined)?.ip;
   }
 
+  /** Every lease: VM name → address. */
+  allLeases(): Map<string, string> {
+    const rows = this.ctx.db.prepare('SELECT vm_name, ip FROM ip_leases').all() as { vm_name: string; ip: string }[];
+    return new Map(rows.map((r) => [r.vm_name, r.ip]));
+  }
+
   /** Release a lease (idempotent). Deleting the VM row releases it too (ON DELETE CASCADE). */
   release(vmName: string): void {
     this.ctx.db.prepare('DELETE FROM ip_leases WHERE vm_name = ?').run(vmName);

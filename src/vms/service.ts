@@ -109,7 +109,7 @@ export class VmService {
     readonly deps: { kernels: KernelService; images: ImageService; network: NetworkService },
     opts: { host?: HostProbe; drivers?: DriverRegistry | Partial<Record<VmmKind, VmmDriver>>; bangerGid?: number } = {},
   ) {
-    this.repo = new VmRepo(ctx.db);
+    this.repo = new VmRepo(ctx.db, deps.network);
     this.ssh = sshPaths(ctx.layout.ssh);
     this.host = opts.host ?? realHost;
     const d = opts.drivers;

@@ -59,13 +59,19 @@ interface Row {
   mac: string | null;
   created_at: string;
   started_at: string | null;
-  ip: string | null;
   create_done: number;
 }
 
-const SELECT = 'SELECT v.*, l.ip AS ip FROM vms v LEFT JOIN ip_leases l ON l.vm_name = v.name';
+const SELECT = 'SELECT v.* FROM vms v';
 
-function toRecord(r: Row): VmRecord {
+/** What the repository asks the network domain for: the address leased to a VM (its table). */
+export interface LeaseReader {
+  leaseOf(vmName: string): string | undefined;
+  /** Every lease, by VM name (one query for a list). */
+  allLeases(): Map<string, string>;
+}
+
+function toRecord(r: Row, ip: string | null): VmRecord {
   return {
     name: r.name,
     id: r.id,
@@ -79,24 +85,28 @@ function toRecord(r: Row): VmRecord {
     pid: r.pid,
     tap: r.tap,
     mac: r.mac,
-    ip: r.ip,
+    ip,
     createdAt: r.created_at,
     startedAt: r.started_at,
     createDone: r.create_done !== 0,
   };
 }
 
-/** The `vms` table (leases live in `ip_leases`, joined in). */
+/** The `vms` table. A VM's address comes from the network domain's leases (`LeaseReader`). */
 export class VmRepo {
-  constructor(private readonly db: DB) {}
+  constructor(
+    private readonly db: DB,
+    private readonly leases: LeaseReader,
+  ) {}
 
   find(name: string): VmRecord | undefined {
     const r = this.db.prepare(`${SELECT} WHERE v.name = ?`).get(name) as Row | undefined;
-    return r ? toRecord(r) : undefined;
+    return r ? toRecord(r, this.leases.leaseOf(r.name) ?? null) : undefined;
   }
 
   list(): VmRecord[] {
-    return (this.db.prepare(`${SELECT} ORDER BY v.created_at, v.name`).all() as Row[]).map(toRecord);
+    const ips = this.leases.allLeases();
+    return (this.db.prepare(`${SELECT} ORDER BY v.created_at, v.name`).all() as Row[]).map((r) => toRecord(r, ips.get(r.name) ?? null));
   }
 
   /** Insert a row for a create in progress (`create_done` 0 until `createDone(name)`). */

@@ -38,18 +38,11 @@ test('the layer map rejects a line without an arrow and an unknown layer name', 
   assert.throws(() => parseLayerMap('no map here'), /no <!-- layer-map --> block/);
 });
 
-/*
- * TEMPORARY exception, src/vms only (for the coordinator to remove): vms/store.ts joins
- * ip_leases (network's table) to show a VM's IP. (vms/deps.ts no longer reads kernels/images.)
- */
-const TEMPORARY_VMS_TABLE_USES = ['src/vms/store.ts ip_leases'];
 
 test('each table is read and written only by its owner (docs/architecture.md, table owners)', () => {
   const owners = parseTableOwners(readFileSync(join(root, 'docs/architecture.md'), 'utf8'));
   const uses = foreignTableUses(root, owners);
-  for (const u of uses) if (TEMPORARY_VMS_TABLE_USES.includes(`${u.file} ${u.table}`)) assert.ok(u.file.startsWith('src/vms/'));
-  const bad = uses.filter((u) => !TEMPORARY_VMS_TABLE_USES.includes(`${u.file} ${u.table}`));
-  assert.deepEqual(bad.map((u) => `${u.file}:${u.line} uses table ${u.table} (owners: ${owners.get(u.table)!.join(', ')})`), []);
+  assert.deepEqual(uses.map((u) => `${u.file}:${u.line} uses table ${u.table} (owners: ${owners.get(u.table)!.join(', ')})`), []);
   // The check sees real SQL: with an owner list that leaves kernels/record.ts out, its queries are reported.
   const moved = new Map(owners).set('kernels', ['src/nowhere.ts']);
   assert.ok(foreignTableUses(root, moved).some((u) => u.file === 'src/kernels/record.ts' && u.table === 'kernels'));
