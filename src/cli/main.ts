@@ -32,7 +32,20 @@ export function buildProgram(): { program: Command; cli: () => Cli } {
   return { program, cli };
 }
 
+/**
+ * A reader that goes away (`banger vm create --help | head`) is not an error: stop quietly, as
+ * coreutils do, instead of dying on an unhandled EPIPE.
+ */
+function quietOnClosedPipe(stream: NodeJS.WriteStream): void {
+  stream.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw e;
+  });
+}
+
 export async function main(argv: string[]): Promise<void> {
+  quietOnClosedPipe(process.stdout);
+  quietOnClosedPipe(process.stderr);
   const { program, cli } = buildProgram();
   try {
     await program.parseAsync(argv);

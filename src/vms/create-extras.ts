@@ -1,6 +1,9 @@
 import { BangerError, ErrorCode, errorMessage, isBangerError } from '../core/errors.js';
 import { toolEnv } from '../core/exec.js';
 import { runInitScript } from './init-script.js';
+import { runInitScriptOverAgent } from './init-script-agent.js';
+import { agentConnection } from './agent.js';
+import type { VmHandle, VmmDriver } from './drivers/types.js';
 import { verifyMountsCommand } from './mounts.js';
 import type { MountSpec } from './publish-spec.js';
 import { sshOptions } from './ssh.js';
@@ -12,17 +15,34 @@ import type { SshPaths } from './ssh.js';
 export interface ExtrasDeps {
   ctx: { exec: Exec };
   ssh: SshPaths;
+  /** The VM's driver and handle, for the agent channel (the VM service has both). */
+  driver?(kind: string): Pick<VmmDriver, 'openAgentStream'>;
+  handle?(vm: Pick<VmRecord, 'id' | 'name'>): VmHandle;
 }
 import type { VmRecord } from './store.js';
 
 /** How long an --init-script may run before create gives up on it. */
 export const INIT_SCRIPT_TIMEOUT_MS = 60 * 60 * 1000;
 
-/** step init-script: run `script` once as root over SSH; its output is on the console (`vm logs`). */
+/** How long the agent gets to answer before --init-script falls back to SSH. */
+export const INIT_AGENT_WAIT_MS = 5000;
+
+/**
+ * step init-script: run `script` once as root, through the guest agent's exec when it answers
+ * (protocol 2), else over SSH (an image without the agent, or with the version 1 agent); the
+ * output is on the console (`vm logs`) either way, and a failure is E_INIT_SCRIPT with the exit
+ * code and last lines. The stage message says which transport ran it.
+ */
 export async function initScriptStep(svc: ExtrasDeps, vm: VmRecord, script: Buffer, o: { stage: Stage; signal?: AbortSignal }): Promise<void> {
-  if (!vm.ip) throw new BangerError(ErrorCode.Internal, `vm '${vm.name}' has no IP lease`);
-  o.stage('init-script', `${script.length} bytes, as root`);
-  await runInitScript(svc.ctx.exec, svc.ssh, vm.ip, script, { timeoutMs: INIT_SCRIPT_TIMEOUT_MS, signal: o.signal });
+  const conn = svc.driver && svc.handle ? await agentConnection(svc.driver(vm.vmm), svc.handle(vm), INIT_AGENT_WAIT_MS).catch(() => undefined) : undefined;
+  if (conn) {
+    o.stage('init-script', `${script.length} bytes, as root, through the agent`);
+    await runInitScriptOverAgent(conn, script, { timeoutMs: INIT_SCRIPT_TIMEOUT_MS, signal: o.signal });
+  } else {
+    if (!vm.ip) throw new BangerError(ErrorCode.Internal, `vm '${vm.name}' has no IP lease`);
+    o.stage('init-script', `${script.length} bytes, as root, over ssh`);
+    await runInitScript(svc.ctx.exec, svc.ssh, vm.ip, script, { timeoutMs: INIT_SCRIPT_TIMEOUT_MS, signal: o.signal });
+  }
   o.stage('init-script', undefined, true);
 }
 

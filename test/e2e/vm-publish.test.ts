@@ -131,6 +131,7 @@ test('one VM: published port answers HTTP on the daemon netns loopback, host fol
   const v = JSON.parse(r.stdout);
   assert.deepEqual(v.spec.ports, [{ hostIp: '127.0.0.1', hostPort: PORT, guestPort: 80, proto: 'tcp' }]);
   for (const stage of ['mounts', 'init-script']) assert.match(r.stderr, new RegExp(`\\] ${stage}: `), `progress shows stage ${stage}`);
+  assert.match(r.stderr, /\] init-script: \d+ bytes, as root, through the agent/, 'the init script ran through the guest agent, not SSH');
 
   // port: the guest's HTTP server at the daemon namespace's 127.0.0.1
   const first = await httpUntil(PORT, /BODY/, 60_000);
@@ -177,6 +178,7 @@ test('a failing --init-script fails vm create with its exit code and last lines,
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, /--init-script failed with exit code 7/);
   assert.match(r.stderr, /first line\nabout to fail/);
+  assert.match(r.stderr, /init-script: \d+ bytes, as root, through the agent/);
   assert.deepEqual(leftovers(hostNs, d!.root, bridgeInstance(hostNs, 'banger0'), 'bad'), []);
   assert.match(httpGet(PORT + 2), /ERR:ECONNREFUSED/, 'its port is released');
 });

@@ -34,3 +34,18 @@ test('subcommand usage errors exit 2; under --json they print one JSON error doc
     await d.cleanup();
   }
 });
+
+test('a reader that closes early (banger vm create --help | head -1) ends the CLI quietly with exit 0', async () => {
+  const { spawn } = await import('node:child_process');
+  const { BANGER } = await import('../helpers/daemon.js');
+  for (let i = 0; i < 3; i++) {
+    const child = spawn(BANGER, ['vm', 'create', '--help'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    // close our end before the CLI writes its help: every write after that is EPIPE
+    child.stdout.destroy();
+    const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+    assert.equal(code, 0, stderr);
+    assert.doesNotMatch(stderr, /EPIPE|Unhandled/);
+  }
+});

@@ -1,6 +1,8 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isRoot, missingTools, TestDaemon } from '../helpers/daemon.js';
@@ -113,6 +115,73 @@ test('vm create --vmm firecracker --no-wait, list, show, ports over hybrid vsock
   const rm = await d.cli(['vm', 'rm', 'fc1'], { timeoutMs: 60_000 });
   assert.equal(rm.code, 0, rm.stderr);
   nothingLeft('fc1');
+});
+
+/** The built CLI in the daemon's namespace with binary stdin/stdout (d.cli is text only). */
+function bangerBin(args: string[], input: Buffer = Buffer.alloc(0)): Promise<{ code: number; stdout: Buffer; stderr: string }> {
+  const argv = d.cliArgv(args);
+  const child = spawn(argv[0]!, argv.slice(1), { env: d.env });
+  const out: Buffer[] = [];
+  let stderr = '';
+  child.stdout.on('data', (b: Buffer) => out.push(b));
+  child.stderr.on('data', (b) => (stderr += b));
+  child.stdin.end(input);
+  const t = setTimeout(() => child.kill('SIGKILL'), 60_000);
+  return new Promise((resolve) => child.on('close', (code) => (clearTimeout(t), resolve({ code: code ?? -1, stdout: Buffer.concat(out), stderr }))));
+}
+
+// Issue 13 on Firecracker: `vm exec` and `vm cp` go through the driver's hybrid vsock channel
+// (CONNECT 1024 on the VM's vsock UDS) to the real agent the stand-in runs with `--stdio`.
+// That agent runs on this host (in the daemon's namespace), so "guest" paths are in a temp
+// dir this test owns.
+test('vm exec and vm cp over the hybrid vsock channel on the stand-in', { skip, timeout: 300_000 }, async () => {
+  standin.setKnobs({});
+  const created = await d.cli(['vm', 'create', '--image', 'fcimg', '--name', 'fcx', '--vmm', 'firecracker', '--no-wait'], { timeoutMs: 120_000 });
+  assert.equal(created.code, 0, created.stderr);
+  try {
+    assert.equal((await bangerBin(['vm', 'exec', 'fcx', '--', 'true'])).code, 0);
+    const seven = await bangerBin(['vm', 'exec', 'fcx', '--', 'sh', '-c', 'echo out; echo err >&2; exit 7']);
+    assert.deepEqual([seven.code, seven.stdout.toString(), seven.stderr], [7, 'out\n', 'err\n']);
+    // stdin piped through (-i), every byte value both ways
+    const all = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
+    const piped = await bangerBin(['vm', 'exec', '-i', 'fcx', '--', 'cat'], Buffer.concat([all, all]));
+    assert.equal(piped.code, 0, piped.stderr);
+    assert.ok(piped.stdout.equals(Buffer.concat([all, all])), `stdin round trip: ${piped.stdout.length} bytes back`);
+    // binary stdout produced on the guest side, larger than any pipe buffer
+    const g = join(work, 'guest');
+    mkdirSync(g, { recursive: true });
+    const blob = randomBytes(3 << 20);
+    writeFileSync(join(g, 'blob'), blob);
+    const big = await bangerBin(['vm', 'exec', 'fcx', '--', 'cat', join(g, 'blob')]);
+    assert.equal(big.code, 0, big.stderr);
+    assert.ok(big.stdout.equals(blob), `binary stdout: ${big.stdout.length} of ${blob.length} bytes, equal=false`);
+
+    // vm cp a small tree in (to a path that does not exist) and back out
+    const src = join(work, 'tree');
+    mkdirSync(join(src, 'sub'), { recursive: true });
+    writeFileSync(join(src, 'sub', 'f'), 'hello fc');
+    writeFileSync(join(src, 'bin'), all, { mode: 0o750 });
+    symlinkSync('sub/f', join(src, 'link'));
+    const cpIn = await bangerBin(['vm', 'cp', src, `fcx:${g}/in`]);
+    assert.equal(cpIn.code, 0, cpIn.stderr);
+    assert.equal(readFileSync(join(g, 'in', 'sub', 'f'), 'utf8'), 'hello fc');
+    assert.ok(readFileSync(join(g, 'in', 'bin')).equals(all));
+    assert.equal(statSync(join(g, 'in', 'bin')).mode & 0o777, 0o750);
+    assert.equal(readlinkSync(join(g, 'in', 'link')), 'sub/f');
+    const out = join(work, 'out');
+    const cpOut = await bangerBin(['vm', 'cp', `fcx:${g}/in`, out]);
+    assert.equal(cpOut.code, 0, cpOut.stderr);
+    assert.equal(readFileSync(join(out, 'sub', 'f'), 'utf8'), 'hello fc');
+    assert.ok(readFileSync(join(out, 'bin')).equals(all));
+    assert.ok(lstatSync(join(out, 'link')).isSymbolicLink());
+    const miss = await bangerBin(['vm', 'cp', `fcx:${g}/nope`, out]);
+    assert.notEqual(miss.code, 0);
+    assert.match(miss.stderr, /fcx:.*\/nope: no such file or directory/);
+  } finally {
+    const rm = await d.cli(['vm', 'rm', '-f', 'fcx'], { timeoutMs: 60_000 });
+    assert.equal(rm.code, 0, rm.stderr);
+  }
+  nothingLeft('fcx');
 });
 
 for (const [name, knobs, step, pattern] of [

@@ -1,16 +1,16 @@
-import { VMM_CHOICES } from '../../core/vmm.js';
 import { spawn } from 'node:child_process';
 import { lstat, mkdir, readFile, readlink, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { BangerError, ErrorCode } from '../../core/errors.js';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import type { Command } from 'commander';
 import { writeFileAtomic } from '../../core/fsutil.js';
 import type { Cli } from '../context.js';
 import type { Params } from '../../rpc/contract.js';
 import type { Vm, VmDetail } from '../../rpc/types.js';
 import { age, table } from '../table.js';
-import { collect, createExtras, formatPort } from './vm-create-extras.js';
+import { formatPort } from './vm-create-extras.js';
+import { addCreateOptions, createParams } from './create-options.js';
 import { registerAgentCommands } from './agent-commands.js';
 
 /** `banger vm …`, `banger ps` and `banger ssh-config`. Handlers return data; `emit` prints. */
@@ -20,34 +20,13 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
     .description('create, run, inspect and remove microVMs')
     .addHelpText('after', '\nExamples:\n  banger vm create --image debian-bookworm --name testbox --nat\n  banger vm ssh testbox -- uname -a\n  banger ps\n  banger vm rm testbox');
 
-  vm.command('create')
+  addCreateOptions(vm.command('create')
     .description('create a VM from an image and boot it (waits until SSH answers unless --no-wait)')
-    .requiredOption('--image <image>', "image to boot (see 'banger image list')")
-    .option('--name <name>', 'VM name (default: a generated one such as brave-otter-42)')
-    .option('--kernel <kernel>', "kernel to boot (default: the image's kernel ref, else the configured default kernel)")
-    .option('--vcpu <n>', 'virtual CPUs (default: config vm.vcpu, 2)', intArg('--vcpu'))
-    .option('--memory <MiB>', 'memory in MiB (default: config vm.memoryMiB, 1024)', intArg('--memory'))
-    .option('--disk-size <size>', 'root disk size (e.g. 8G, at least the image size); the first boot grows the ext4 root to fill it')
-    .option('--work-disk <size>', 'attach an empty ext4 work disk of SIZE as /dev/vdc (label banger-work)')
-    .option('--nat', 'give the VM outbound network access through NAT (masquerade on the host)')
-    .option('--no-start', 'only create the VM (disks, keys, lease); start it later with vm start')
-    .option('--no-wait', 'return once the VMM runs, without waiting for SSH')
-    .addOption(new Option('--vmm <vmm>', 'VMM: auto picks firecracker when usable, else qemu').choices([...VMM_CHOICES]))
-    .option('--package-mirror <url>', "archive the first boot installs systemd + sshd from instead of the image's own sources (Debian/Ubuntu: the base URL, e.g. http://10.0.0.1:8080/debian; default: config firstBoot.packageMirror)")
-    .option('--package-proxy <url>', 'HTTP proxy for the first boot install (default: config firstBoot.packageProxy)')
-    .option('-p, --publish <spec>', 'publish a guest TCP port on the host: [HOSTIP:]HOSTPORT:GUESTPORT[/tcp], HOSTIP default 127.0.0.1 (repeatable)', collect, [])
-    .option('--mount <spec>', 'share a host folder (QEMU, virtio-9p): HOSTDIR:GUESTDIR[:ro], mounted on every boot (repeatable)', collect, [])
-    .option('--init-script <file>', 'run FILE once as root when the first boot is ready; output in vm logs; create fails if it fails')
-    .option('--keep-on-failure', 'when create fails, keep the VM for inspection instead of removing everything it made')
+    .requiredOption('--image <image>', "image to boot (see 'banger image list')"))
     .addHelpText('after', '\nStages are shown with elapsed time: disk, seed, network, vmm, boot, first-boot, ssh, agent.\n\nFirst boot: an image without systemd or an SSH server (e.g. docker.io/library/debian) gets them\ninstalled by its own package manager on its first boot (needs --nat, or a mirror/proxy the VM\nreaches). --package-mirror points that install at another archive (an air-gapped mirror, a\nlocal subset); --package-proxy sends it through an HTTP proxy. The guest\'s own sources are\nrestored after the install; later boots install nothing. vm show says which was used.\n\nExamples:\n  banger vm create --image debian-bookworm --name testbox --nat\n  banger vm create --image debian-bookworm --vcpu 4 --memory 2048 --disk-size 8G\n  banger vm create --image debian-bookworm --no-wait --vmm qemu\n  banger vm create --image debian --nat --package-mirror http://10.0.0.1:8080/debian\n  banger vm create --image alpine --nat --package-proxy http://10.0.0.1:3128\n  banger vm create --image debian-bookworm -p 8080:80 --mount ./site:/srv/site:ro --init-script setup.sh\n  banger --json vm create --image debian-bookworm')
     .action(async (o) => {
       const c = cli();
-      const extras = await createExtras(o);
-      const v = await c.call(
-        'vm.create',
-        { image: o.image, name: o.name, kernel: o.kernel, vcpu: o.vcpu, memoryMiB: o.memory, diskSize: o.diskSize, workDisk: o.workDisk, nat: !!o.nat, start: o.start, wait: o.wait, vmm: o.vmm, packageMirror: o.packageMirror, packageProxy: o.packageProxy, ...extras },
-        { progress: true },
-      );
+      const v = await c.call('vm.create', { image: o.image, ...(await createParams(o)) }, { progress: true });
       c.emit(v, (x) => `vm ${x.name} ${x.running ? 'running' : x.state} at ${x.ip} (${x.vmm}: ${x.vmmReason})${x.running ? `\nconnect: banger vm ssh ${x.name}   or   ssh ${x.name}.vm (after 'banger ssh-config --install')` : ''}`);
     });
 
@@ -215,13 +194,6 @@ async function symlinkTarget(p: string): Promise<string> {
     p = resolve(dirname(p), await readlink(p));
   }
   throw new BangerError(ErrorCode.Invalid, `too many levels of symlinks at ${p}`);
-}
-
-function intArg(flag: string) {
-  return (v: string) => {
-    if (!/^\d+$/.test(v)) throw new InvalidArgumentError(`${flag} must be a whole number, got '${v}'`);
-    return Number(v);
-  };
 }
 
 /** The fields the VM table shows. */

@@ -1,0 +1,91 @@
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { VMM_CHOICES, type VmmChoiceName } from '../../core/vmm.js';
+import type { Params } from '../../rpc/contract.js';
+import { collect, createExtras } from './vm-create-extras.js';
+
+/**
+ * The `vm create` options, defined once and shared by `banger vm create` and `banger run`
+ * (which creates a VM the same way before running its command). `--image` is not here: it is
+ * an option of `vm create` and the IMAGE argument of `run`.
+ */
+
+/** What commander yields for the shared options (`--no-start` / `--no-wait` give start/wait false). */
+export interface CreateFlags {
+  name?: string;
+  kernel?: string;
+  vcpu?: number;
+  memory?: number;
+  diskSize?: string;
+  workDisk?: string;
+  nat?: boolean;
+  start?: boolean;
+  wait?: boolean;
+  vmm?: VmmChoiceName;
+  packageMirror?: string;
+  packageProxy?: string;
+  publish?: string[];
+  mount?: string[];
+  initScript?: string;
+  keepOnFailure?: boolean;
+}
+
+/** Options a command may leave out: `run` always starts the VM and waits for it. */
+export type OmittableCreateOption = 'start' | 'wait';
+
+function intArg(flag: string) {
+  return (v: string) => {
+    if (!/^\d+$/.test(v)) throw new InvalidArgumentError(`${flag} must be a whole number, got '${v}'`);
+    return Number(v);
+  };
+}
+
+/** Every shared option, in the order `--help` lists them; `key` is its CreateFlags field. */
+const CREATE_OPTIONS: Array<{ key: keyof CreateFlags; make: () => Option }> = [
+  { key: 'name', make: () => new Option('--name <name>', 'VM name (default: a generated one such as brave-otter-42)') },
+  { key: 'kernel', make: () => new Option('--kernel <kernel>', "kernel to boot (default: the image's kernel ref, else the configured default kernel)") },
+  { key: 'vcpu', make: () => new Option('--vcpu <n>', 'virtual CPUs (default: config vm.vcpu, 2)').argParser(intArg('--vcpu')) },
+  { key: 'memory', make: () => new Option('--memory <MiB>', 'memory in MiB (default: config vm.memoryMiB, 1024)').argParser(intArg('--memory')) },
+  { key: 'diskSize', make: () => new Option('--disk-size <size>', 'root disk size (e.g. 8G, at least the image size); the first boot grows the ext4 root to fill it') },
+  { key: 'workDisk', make: () => new Option('--work-disk <size>', 'attach an empty ext4 work disk of SIZE as /dev/vdc (label banger-work)') },
+  { key: 'nat', make: () => new Option('--nat', 'give the VM outbound network access through NAT (masquerade on the host)') },
+  { key: 'start', make: () => new Option('--no-start', 'only create the VM (disks, keys, lease); start it later with vm start') },
+  { key: 'wait', make: () => new Option('--no-wait', 'return once the VMM runs, without waiting for SSH') },
+  { key: 'vmm', make: () => new Option('--vmm <vmm>', 'VMM: auto picks firecracker when usable, else qemu').choices([...VMM_CHOICES]) },
+  { key: 'packageMirror', make: () => new Option('--package-mirror <url>', "archive the first boot installs systemd + sshd from instead of the image's own sources (Debian/Ubuntu: the base URL, e.g. http://10.0.0.1:8080/debian; default: config firstBoot.packageMirror)") },
+  { key: 'packageProxy', make: () => new Option('--package-proxy <url>', 'HTTP proxy for the first boot install (default: config firstBoot.packageProxy)') },
+  { key: 'publish', make: () => new Option('-p, --publish <spec>', 'publish a guest TCP port on the host: [HOSTIP:]HOSTPORT:GUESTPORT[/tcp], HOSTIP default 127.0.0.1 (repeatable)').argParser(collect).default([]) },
+  { key: 'mount', make: () => new Option('--mount <spec>', 'share a host folder (QEMU, virtio-9p): HOSTDIR:GUESTDIR[:ro], mounted on every boot (repeatable)').argParser(collect).default([]) },
+  { key: 'initScript', make: () => new Option('--init-script <file>', 'run FILE once as root when the first boot is ready; output in vm logs; create fails if it fails') },
+  { key: 'keepOnFailure', make: () => new Option('--keep-on-failure', 'when create fails, keep the VM for inspection instead of removing everything it made') },
+];
+
+/** Adds the shared create options to `cmd` (all of them but `omit`); returns `cmd`. */
+export function addCreateOptions(cmd: Command, omit: OmittableCreateOption[] = []): Command {
+  for (const o of CREATE_OPTIONS) if (!(omit as string[]).includes(o.key)) cmd.addOption(o.make());
+  return cmd;
+}
+
+/**
+ * The `vm.create` params (all but `image`) for parsed flags: sizes and names as given (the
+ * daemon validates them and names the field), -p/--mount/--init-script through createExtras
+ * (relative HOSTDIR made absolute, the script read here and sent base64).
+ */
+export async function createParams(o: CreateFlags): Promise<Omit<Params<'vm.create'>, 'image'>> {
+  const p: Omit<Params<'vm.create'>, 'image'> = {
+    name: o.name,
+    kernel: o.kernel,
+    vcpu: o.vcpu,
+    memoryMiB: o.memory,
+    diskSize: o.diskSize,
+    workDisk: o.workDisk,
+    nat: !!o.nat,
+    start: o.start,
+    wait: o.wait,
+    vmm: o.vmm,
+    packageMirror: o.packageMirror,
+    packageProxy: o.packageProxy,
+    ...(await createExtras(o)),
+  };
+  for (const k of Object.keys(p) as Array<keyof typeof p>) if (p[k] === undefined) delete p[k];
+  return p;
+}
