@@ -461,3 +461,71 @@ test('--mount: the seed mounts list is kept in /etc/banger/mounts and each line 
     rmSync(g.root, { recursive: true, force: true });
   }
 });
+
+test('prepare mode (seed `prepare`): installs, records the packages the install added, scrubs per-VM identity and caches, restores the image\'s resolv.conf/hostname/hosts, never execs an init', { skip }, async () => {
+  const g = await makeGuest('NAME="Debian GNU/Linux"\nID=debian\nVERSION_CODENAME=bookworm\n', { ...defaultSeed(), prepare: '1\n' });
+  try {
+    // A package database that the stub install extends (dpkg-query lists it), and what an install leaves behind.
+    const dpkgQuery = `#!/bin/sh\nprintf 'installed base-files 12.4\\nconfig-files old-thing 1.0\\n'\n[ -x /lib/systemd/systemd ] && printf 'installed systemd 252.39-1~deb12u1\\ninstalled openssh-server 1:9.2p1-2+deb12u7\\n'\nexit 0\n`;
+    writeFileSync(join(g.root, 'usr/bin/dpkg-query'), dpkgQuery);
+    chmodSync(join(g.root, 'usr/bin/dpkg-query'), 0o755);
+    mkdirSync(join(g.root, 'etc/ssh'), { recursive: true });
+    for (const d of ['var/lib/apt/lists/partial', 'var/cache/apt/archives', 'var/log/apt', 'var/lib/systemd', 'var/tmp']) mkdirSync(join(g.root, d), { recursive: true });
+    writeFileSync(join(g.root, 'etc/ssh/ssh_host_rsa_key'), 'made by the install');
+    writeFileSync(join(g.root, 'var/lib/apt/lists/deb.debian.org_dists_bookworm_InRelease'), 'index');
+    writeFileSync(join(g.root, 'var/cache/apt/pkgcache.bin'), 'cache');
+    writeFileSync(join(g.root, 'var/cache/apt/archives/systemd_252.deb'), 'deb');
+    writeFileSync(join(g.root, 'var/log/apt/history.log'), 'Install: systemd');
+    writeFileSync(join(g.root, 'var/lib/systemd/random-seed'), 'seed');
+    writeFileSync(join(g.root, 'etc/machine-id'), '0123456789abcdef0123456789abcdef\n');
+    writeFileSync(join(g.root, 'etc/resolv.conf'), 'nameserver 192.0.2.53 # the image\'s\n');
+    writeFileSync(join(g.root, 'var/tmp/leftover'), 'x');
+    const r = g.run();
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /prepare mode: install once/);
+    for (const s of ['prepare', 'install', 'configure', 'packages', 'scrub', 'prepare-done']) assert.match(r.stdout, new RegExp(`^banger-first-boot: step ${s}\\b`, 'm'));
+    assert.match(r.stdout, /^banger-first-boot: prepare done/m);
+    assert.doesNotMatch(r.stdout, /would exec/, 'prepare mode never execs an init');
+    assert.equal(pmLog(g).length, 2, 'apt-get update + install ran');
+    assert.equal(g.read('var/lib/banger/prepared-packages'), 'openssh-server 1:9.2p1-2+deb12u7\nsystemd 252.39-1~deb12u1\n');
+    assert.equal(g.read('etc/machine-id'), '', 'machine-id emptied, file kept');
+    assert.equal(g.has('etc/ssh/ssh_host_rsa_key') || g.has('etc/ssh/ssh_host_ed25519_key') || g.has('etc/ssh/ssh_host_ed25519_key.pub'), false, 'host keys removed');
+    assert.equal(g.has('root/.ssh/authorized_keys'), false);
+    assert.equal(g.has('var/lib/apt/lists/deb.debian.org_dists_bookworm_InRelease'), false);
+    assert.equal(g.has('var/lib/apt/lists/partial'), true, 'apt directories stay');
+    assert.equal(g.has('var/cache/apt/pkgcache.bin') || g.has('var/cache/apt/archives/systemd_252.deb'), false);
+    assert.equal(g.read('var/log/apt/history.log'), '', 'logs truncated');
+    assert.equal(g.has('var/lib/systemd/random-seed'), false);
+    assert.equal(g.has('var/tmp/leftover'), false);
+    assert.equal(g.read('etc/resolv.conf'), 'nameserver 192.0.2.53 # the image\'s\n', "the image's resolv.conf is back");
+    assert.equal(g.has('etc/hostname'), false, 'the image had no /etc/hostname');
+    assert.equal(g.read('etc/hosts'), '# image hosts\n10.9.9.9 keepme\n', "the image's hosts is back (no banger line)");
+    assert.equal(g.has('etc/banger/network.env') || g.has('var/lib/banger/first-boot.done'), false);
+    // The configuration the install needs on every boot stays: units enabled.
+    assert.equal(readlinkSync(join(g.root, 'etc/systemd/system/multi-user.target.wants/ssh.service')), '/lib/systemd/system/ssh.service');
+    assert.equal(readlinkSync(join(g.root, 'etc/systemd/system/multi-user.target.wants/banger-vsock-agent.service')), '/etc/systemd/system/banger-vsock-agent.service');
+
+    // The prepared disk's next boot (an ordinary VM, no `prepare` in its seed): nothing to install, straight to systemd.
+    rmSync(join(g.root, 'seed/prepare'));
+    writeFileSync(join(g.root, 'pm.log'), '');
+    const again = g.run();
+    assert.equal(again.code, 0, again.stdout + again.stderr);
+    assert.doesNotMatch(again.stdout, /step install/);
+    assert.match(again.stdout, /would exec \/lib\/systemd\/systemd/);
+    assert.equal(g.read('etc/ssh/ssh_host_ed25519_key'), HOST_KEY, 'the VM gets its own pinned host key');
+  } finally {
+    rmSync(g.root, { recursive: true, force: true });
+  }
+});
+
+test('prepare mode: a failing install stops with the error line and hint, no "prepare done"', { skip }, async () => {
+  const g = await makeGuest('ID=debian\nVERSION_CODENAME=bookworm\n', { ...defaultSeed(), prepare: '1\n' });
+  try {
+    const r = g.run({ STUB_FAIL: '1' });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /banger-first-boot: error: step 'install' failed: apt-get could not install/);
+    assert.doesNotMatch(r.stdout, /prepare done/);
+  } finally {
+    rmSync(g.root, { recursive: true, force: true });
+  }
+});

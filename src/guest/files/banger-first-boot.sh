@@ -21,6 +21,16 @@
 #                     package-proxy when given, for this install only (see pkg_source_setup)
 #   6. configure      sshd drop-in Include, machine-id, enable ssh + banger-vsock-agent
 #   7. exec-init      write the marker and exec systemd (Alpine: busybox init + OpenRC)
+# Prepare mode (the seed carries `prepare`: banger's builder VM of `banger image prepare`, or the
+# first `vm create` of an image that needs the install): steps 1-6 run once, then
+#   packages          the packages the install added (name version) go to
+#                     /var/lib/banger/prepared-packages, for `banger image show`
+#   scrub             remove what must differ per VM: machine-id emptied (the file is kept),
+#                     SSH host keys, root's authorized_keys, random seed, package lists and
+#                     caches, logs, /tmp; resolv.conf, hostname and hosts as the image had them
+#   prepare-done      "banger-first-boot: prepare done" on the console, remount / read-only,
+#                     sync, reboot (reboot=t and QEMU's -no-reboot end the VM): banger keeps the
+#                     disk as the image's prepared disk; every VM after it boots straight into systemd
 # On failure it prints "banger-first-boot: error: ..." and a hint, then drops to a shell on
 # the console (or sleeps) instead of exiting: PID 1 exiting would panic the kernel.
 #
@@ -47,6 +57,9 @@ PKG_DIR=/var/lib/banger/first-boot-pkg
 PKG_MIRROR=
 PKG_PROXY=
 PM_OPTS=
+PREPARE=0
+PREPARED_PACKAGES=/var/lib/banger/prepared-packages
+ORIG_DIR=/run/banger-orig
 STEP=start
 
 log() { echo "banger-first-boot: $*"; }
@@ -250,6 +263,15 @@ apply_seed() {
   [ -d /etc/banger ] || mkdir -p -m 0755 /etc/banger
   GROW_ROOT=0
   [ -f "$SEED/grow-root" ] && GROW_ROOT=1
+  if [ -f "$SEED/prepare" ]; then
+    PREPARE=1
+    # What this boot changes that the image had: put back before the disk is kept (scrub).
+    mkdir -p "$ORIG_DIR"
+    for _f in resolv.conf hostname hosts; do
+      if [ -e "/etc/$_f" ] || [ -L "/etc/$_f" ]; then cp -P "/etc/$_f" "$ORIG_DIR/$_f"; fi
+    done
+    log "prepare mode: install once, scrub, power off (the disk becomes the image's prepared disk)"
+  fi
   [ -f "$SEED/network.env" ] && install_file "$SEED/network.env" /etc/banger/network.env 0644
   install_file "$SEED/version" /etc/banger/seed-version 0644
 
@@ -573,7 +595,8 @@ enable_unit() { # NAME: symlink into multi-user.target.wants when the unit file 
 configure_systemd() {
   step configure "ssh, machine-id and the guest agent"
   configure_sshd
-  if [ ! -s /etc/machine-id ] && command -v systemd-machine-id-setup >/dev/null 2>&1; then
+  # Prepare mode leaves it empty: each VM of the prepared disk makes its own.
+  if [ "$PREPARE" != 1 ] && [ ! -s /etc/machine-id ] && command -v systemd-machine-id-setup >/dev/null 2>&1; then
     systemd-machine-id-setup >/dev/null 2>&1 && log "generated /etc/machine-id"
   fi
   enable_unit ssh.service || enable_unit sshd.service || fail "no ssh.service or sshd.service unit after installing openssh" "install openssh-server in the image"
@@ -612,6 +635,87 @@ exec_init() {
   fail "exec $1 failed"
 }
 
+# pkg_list FILE: the installed packages, one "NAME VERSION" line each, sorted (dpkg, apk, rpm,
+# pacman); an empty file when no package database is known.
+pkg_list() {
+  if command -v dpkg-query >/dev/null 2>&1; then
+    dpkg-query -W -f='${db:Status-Status} ${Package} ${Version}\n' 2>/dev/null | while read -r _st _n _v; do
+      [ "$_st" = installed ] && echo "$_n $_v"
+    done
+  elif command -v apk >/dev/null 2>&1; then
+    apk info -v 2>/dev/null
+  elif command -v rpm >/dev/null 2>&1; then
+    rpm -qa --qf '%{NAME} %{VERSION}-%{RELEASE}\n' 2>/dev/null
+  elif command -v pacman >/dev/null 2>&1; then
+    pacman -Q 2>/dev/null
+  fi | LC_ALL=C sort >"$1" 2>/dev/null || : >"$1"
+}
+
+# scrub: what must differ per VM, and what only the install needed, out of the prepared disk.
+scrub() {
+  step scrub "machine-id, SSH host keys, package lists and caches, logs, random seed"
+  : >/etc/machine-id
+  rm -f /var/lib/dbus/machine-id /etc/ssh/ssh_host_* /root/.ssh/authorized_keys \
+    /var/lib/systemd/random-seed /var/lib/systemd/credential.secret /var/lib/random-seed \
+    /etc/banger/network.env /etc/banger/seed-version /etc/banger/mounts "$MARKER" "$ROOT_SIZE_FILE"
+  if [ -d /var/lib/apt/lists ]; then find /var/lib/apt/lists -type f ! -name lock -exec rm -f {} + 2>/dev/null; fi
+  rm -f /var/cache/apt/*.bin /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/* 2>/dev/null
+  rm -rf /var/cache/apk/* /var/cache/dnf/* /var/cache/yum/* /var/cache/pacman/pkg/* /var/cache/zypp/* /var/log/journal/* 2>/dev/null
+  if [ -d /var/log ]; then find /var/log -type f -exec sh -c 'for f; do : >"$f"; done' sh {} + 2>/dev/null; fi
+  find /tmp /var/tmp -mindepth 1 -maxdepth 1 -exec rm -rf {} + 2>/dev/null
+  for _f in resolv.conf hostname hosts; do
+    if [ -e "$ORIG_DIR/$_f" ] || [ -L "$ORIG_DIR/$_f" ]; then mv -f "$ORIG_DIR/$_f" "/etc/$_f"; else rm -f "/etc/$_f"; fi
+  done
+  true
+}
+
+# prepare_image: PREPARE=1. Install (when needed), configure, record the packages added, scrub,
+# then end the VM cleanly; PID 1 never execs an init in this mode.
+prepare_image() {
+  step prepare "installing into the image's prepared disk"
+  pkg_list /run/banger-pkgs.before
+  if find_systemd && has_ssh_unit; then
+    :
+  elif [ -x /sbin/openrc ] && [ -f /etc/alpine-release ] && [ -e /etc/init.d/sshd ]; then
+    FAMILY=alpine
+  else
+    install_packages
+  fi
+  if [ "${FAMILY:-}" = alpine ]; then
+    configure_openrc
+  else
+    find_systemd || fail "systemd is still missing after installing packages" "install systemd in the image"
+    has_ssh_unit || fail "no ssh.service or sshd.service unit after installing openssh" "install openssh-server in the image"
+    configure_systemd
+  fi
+  step packages "recording what the install added"
+  pkg_list /run/banger-pkgs.after
+  [ -d "${PREPARED_PACKAGES%/*}" ] || mkdir -p "${PREPARED_PACKAGES%/*}"
+  grep -vxF -f /run/banger-pkgs.before /run/banger-pkgs.after >"$PREPARED_PACKAGES" 2>/dev/null || :
+  _n=0
+  while read -r _l; do _n=$((_n + 1)); done <"$PREPARED_PACKAGES"
+  log "the install added $_n packages (listed in $PREPARED_PACKAGES)"
+  scrub
+  step prepare-done "powering off"
+  _up=
+  read -r _up _rest </proc/uptime 2>/dev/null || true
+  log "prepare done (at ${_up} s)"
+  if [ "$TEST" = 1 ]; then
+    log "test mode: would remount / read-only and reboot"
+    exit 0
+  fi
+  cmdline_value banger.modules
+  _rel=
+  read -r _rel </proc/sys/kernel/osrelease 2>/dev/null || true
+  [ -n "$_val" ] && [ -n "$_rel" ] && umount "/lib/modules/$_rel" 2>/dev/null
+  sync
+  mount -o remount,ro / 2>/dev/null || log "warning: cannot remount / read-only; banger checks the disk with e2fsck"
+  sync
+  echo b >/proc/sysrq-trigger
+  reboot -f 2>/dev/null
+  while :; do sleep 3600; done
+}
+
 main() {
   log "starting (pid $$)"
   mount_basics
@@ -619,6 +723,9 @@ main() {
   apply_seed
   grow_root
   mount_shares
+  if [ "$PREPARE" = 1 ]; then
+    prepare_image
+  fi
   if find_systemd && has_ssh_unit; then
     :
   elif [ -x /sbin/openrc ] && [ -f /etc/alpine-release ] && [ -e /etc/init.d/sshd ]; then
