@@ -105,4 +105,24 @@ export const migrations: { name: string; sql: string }[] = [
       ALTER TABLE vms ADD COLUMN create_done INTEGER NOT NULL DEFAULT 1;
     `,
   },
+  {
+    // Prepared images (`image prepare`, images/prepared.ts): the current prepared root disk of
+    // an image, the key of the inputs that made it (image content, kernel, first-boot script),
+    // when and how long, and the packages the install added. Goes with its image.
+    name: 'image-prepared',
+    sql: `
+      CREATE TABLE image_prepared (
+        image_name TEXT PRIMARY KEY REFERENCES images(name) ON DELETE CASCADE,
+        prepare_key TEXT NOT NULL,
+        disk_path TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL DEFAULT 0,
+        kernel_name TEXT NOT NULL,
+        package_mirror TEXT,
+        package_proxy TEXT,
+        packages_json TEXT NOT NULL DEFAULT '[]',
+        duration_ms INTEGER NOT NULL,
+        prepared_at TEXT NOT NULL
+      );
+    `,
+  },
 ];

@@ -20,6 +20,10 @@ import { join } from 'node:path';
  *     images/<name>/config.json  OCI image config as pulled
  *     cache/images/<name>/       per-image caches VMM drivers keep (qemu: .overlay-*.qcow2
  *                                templates); removed with the image, never needed for correctness
+ *     prepared/<image>/<id>.ext4 an image's prepared root disk (raw ext4: the base with the first-boot
+ *                                install done and per-VM identity scrubbed; `image prepare`). VMs'
+ *                                root disks stand on it as on a base, so it is never written once
+ *                                kept; a superseded one stays while a VM stands on it
  *     vms/<name>/                per-VM runtime directory (see vmDir* helpers)
  *       root.qcow2 | root.ext4   copy-on-write root disk
  *       console.log              serial console
@@ -52,6 +56,12 @@ export interface Layout {
   vmDir(name: string): string;
   /** Per-image cache directory (VMM drivers' derived files, e.g. qcow2 overlay templates). */
   imageCacheDir(name: string): string;
+  /** Every image's prepared disks (`prepared/`). */
+  prepared: string;
+  /** One image's prepared disks. */
+  preparedDir(image: string): string;
+  /** A prepared disk of `image` (`id`: one prepare's id). */
+  preparedDisk(image: string, id: string): string;
 }
 
 export const DEFAULT_ROOT = '/var/lib/banger';
@@ -89,6 +99,9 @@ export function layout(root: string, socket: string): Layout {
     imageDir: (name) => join(root, 'images', name),
     vmDir: (name) => join(root, 'vms', name),
     imageCacheDir: (name) => join(root, 'cache', 'images', name),
+    prepared: join(root, 'prepared'),
+    preparedDir: (image) => join(root, 'prepared', image),
+    preparedDisk: (image, id) => join(root, 'prepared', image, `${id}.ext4`),
   };
 }
 

@@ -10,10 +10,13 @@ export interface VmUsage {
   vmsUsingKernel(name: string): string[];
   /** VMs whose record names image `name`. */
   vmsUsingImage(name: string): string[];
+  /** Base disks (an image's prepared disk) some VM's root disk stands on: never removed while listed. */
+  baseDisksInUse(): string[];
 }
 
 /** For a service used without VMs (benchmarks, unit tests of one domain): no VM uses anything. */
 export const noVms: VmUsage = {
   vmsUsingKernel: () => [],
   vmsUsingImage: () => [],
+  baseDisksInUse: () => [],
 };

@@ -28,5 +28,5 @@ export function createServices(ctx: Context): Services {
 }
 
 export function serviceMethods(s: Services): MethodTable {
-  return { ...kernelMethods(s.kernels), ...imageMethods(s.images), ...vmMethods(s.vms) };
+  return { ...kernelMethods(s.kernels), ...imageMethods(s.images, s.vms.preparer), ...vmMethods(s.vms) };
 }

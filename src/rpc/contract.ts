@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { PackageUrl } from '../core/package-url.js';
 import { VMM_CHOICES } from '../core/vmm.js';
 import { Name, Size } from './schemas.js';
-import type { Image, ImageDetail, Kernel, KernelCatalog, KernelDetail, KernelPullResult, KernelRemoved, PruneResult, Removed, DaemonStatus, Vm, VmDetail, VmLogs, VmPorts, SshConfigFile, SshInfo, LoginResult, LogoutResult } from './types.js';
+import type { Image, ImageDetail, ImagePrepareResult, Kernel, KernelCatalog, KernelDetail, KernelPullResult, KernelRemoved, PruneResult, Removed, DaemonStatus, Vm, VmDetail, VmLogs, VmPorts, SshConfigFile, SshInfo, LoginResult, LogoutResult } from './types.js';
 
 /**
  * The banger RPC contract: every JSON-RPC method the daemon serves, with the schema its params
@@ -109,9 +109,40 @@ export const methods = {
   // images
   /** Pull an OCI image and build its ext4 root filesystem. */
   'image.pull': def(
-    z.object({ ref: z.string().min(1).max(512), name: Name.optional(), kernelRef: Name.optional(), platform: z.string().max(64).optional(), sizeBytes: ImageSize }).strict(),
+    z
+      .object({
+        ref: z.string().min(1).max(512),
+        name: Name.optional(),
+        kernelRef: Name.optional(),
+        platform: z.string().max(64).optional(),
+        sizeBytes: ImageSize,
+        /** Prepare the image right after the pull (as `image.prepare`), when it needs it. */
+        prepare: z.boolean().optional(),
+        /** For `prepare`: the install's package mirror and proxy (default: config firstBoot.*). */
+        packageMirror: PackageUrl.optional(),
+        packageProxy: PackageUrl.optional(),
+      })
+      .strict(),
     { progress: true },
   ).returns<Image>(),
+  /**
+   * Prepare an image once (a builder VM runs the first-boot install, scrubs per-VM identity and
+   * powers off; VMs then stand on the result). Nothing to do for an image that has systemd and
+   * sshd, or that is prepared for the same inputs already (unless `force`).
+   */
+  'image.prepare': def(
+    z
+      .object({
+        name: Name,
+        kernel: Name.optional(),
+        packageMirror: PackageUrl.optional(),
+        packageProxy: PackageUrl.optional(),
+        force: z.boolean().default(false),
+        vmm: z.enum(VMM_CHOICES).optional(),
+      })
+      .strict(),
+    { progress: true },
+  ).returns<ImagePrepareResult>(),
   /** Build an image from a local rootfs tar or directory. */
   'image.import': def(z.object({ name: Name, rootfsTar: AbsPath.optional(), rootfsDir: AbsPath.optional(), kernelRef: Name.optional(), sizeBytes: ImageSize }).strict(), { progress: true }).returns<Image>(),
   'image.list': def(None).returns<Image[]>(),

@@ -93,6 +93,35 @@ export interface Image {
   rootfsPath: string;
   fromRegistry: boolean;
   createdAt: string;
+  /** The image's prepared disk (`image prepare`), or null when it has none. */
+  prepared?: ImagePrepared | null;
+}
+
+/** An image's prepared root disk: the first-boot install done once, per-VM identity scrubbed. */
+export interface ImagePrepared {
+  /** sha256 of what decided it: the image's content, the kernel, the first-boot script. */
+  key: string;
+  diskPath: string;
+  /** Bytes it takes on the host (it is sparse). */
+  sizeBytes: number;
+  kernel: string;
+  packageMirror?: string;
+  packageProxy?: string;
+  /** What the install added (name and version, from the guest's package database). */
+  packages: { name: string; version: string }[];
+  durationMs: number;
+  preparedAt: string;
+}
+
+export interface ImagePrepareResult {
+  image: string;
+  /** The image needs the first-boot install (false: it has systemd and sshd; nothing done). */
+  needed: boolean;
+  /** This call prepared it (false: the prepared disk of the same inputs is used). */
+  prepared: boolean;
+  /** This call waited for another request's prepare of the same image. */
+  waited: boolean;
+  record?: ImagePrepared;
 }
 
 export interface ImageDetail extends Image {
@@ -136,6 +165,10 @@ export interface Vm {
     packageMirror?: string;
     packageProxy?: string;
     rootDisk: { path: string; format: 'raw' | 'qcow2' };
+    /** The image's prepared disk the root disk stands on (an image that needed the first-boot install). */
+    baseDisk?: string;
+    /** A builder VM of `image prepare` (it powers off when done and is removed). */
+    prepare?: boolean;
     /** Published ports (`-p`). */
     ports?: { hostIp: string; hostPort: number; guestPort: number; proto: 'tcp' }[];
     /** Host folders (`--mount`). */

@@ -22,6 +22,9 @@ import type { VmNetwork } from '../network/service.js';
  *   package-proxy                 one line, an http(s) proxy URL (vm create --package-proxy)
  *   mounts                        `TAG GUESTDIR ro|rw` lines (vm create --mount, QEMU virtio-9p): the
  *                                 first-boot script mounts each on every boot (mounts.ts)
+ *   prepare                       present in a builder VM's seed only (vms/prepare.ts): the first-boot
+ *                                 script installs, scrubs per-VM identity and powers off, and banger
+ *                                 keeps the disk as the image's prepared disk
  * Both package files are absent when not asked for; their values are validated URLs (package-source.ts).
  */
 export const SEED_LABEL = 'BANGERSEED';
@@ -41,6 +44,8 @@ export interface SeedInput {
   packageProxy?: string;
   /** The seed file `mounts` (mounts.ts seedMountsFile): `TAG GUESTDIR ro|rw` lines. */
   mounts?: string;
+  /** A builder VM (vms/prepare.ts): the first boot runs in prepare mode. */
+  prepare?: boolean;
 }
 
 /** The files of a seed disk, relative path → [content, mode]. Pure (unit-tested). */
@@ -66,6 +71,7 @@ export function seedFiles(s: SeedInput): Record<string, [string, number]> {
   if (s.packageMirror) files['package-mirror'] = [s.packageMirror + '\n', 0o644];
   if (s.packageProxy) files['package-proxy'] = [s.packageProxy + '\n', 0o644];
   if (s.mounts) files['mounts'] = [s.mounts, 0o644];
+  if (s.prepare) files['prepare'] = ['1\n', 0o644];
   return files;
 }
 

@@ -16,6 +16,10 @@ export interface VmSpec {
   /** HTTP proxy for the first boot's install (seed file package-proxy). */
   packageProxy?: string;
   rootDisk: { path: string; format: 'raw' | 'qcow2' };
+  /** The image's prepared disk the root disk stands on, instead of the image's base (vms/prepare.ts). */
+  baseDisk?: string;
+  /** A builder VM (vms/prepare.ts): its first boot prepares the image and powers off. */
+  prepare?: boolean;
   /** Published ports (`-p`), forwarded by the daemon (ports.ts). */
   ports?: PortSpec[];
   /** Host folders (`--mount`, QEMU virtio-9p; mounts.ts). */

@@ -15,4 +15,13 @@ export class VmTableUsage implements VmUsage {
   vmsUsingImage(name: string): string[] {
     return (this.db.prepare('SELECT name FROM vms WHERE image_name = ? ORDER BY name').all(name) as { name: string }[]).map((r) => r.name);
   }
+
+  baseDisksInUse(): string[] {
+    const out = new Set<string>();
+    for (const r of this.db.prepare('SELECT spec_json FROM vms').all() as { spec_json: string }[]) {
+      const base = (JSON.parse(r.spec_json) as { baseDisk?: unknown }).baseDisk;
+      if (typeof base === 'string') out.add(base);
+    }
+    return [...out].sort();
+  }
 }

@@ -8,6 +8,7 @@ import { imageMethods } from '../../src/daemon/handlers/images.js';
 import { kernelMethods } from '../../src/daemon/handlers/kernels.js';
 import { vmMethods } from '../../src/daemon/handlers/vms.js';
 import type { ImageService } from '../../src/images/service.js';
+import type { ImagePreparer } from '../../src/vms/prepare.js';
 import type { KernelService } from '../../src/kernels/service.js';
 import { bind } from '../../src/rpc/bind.js';
 import { RpcClient } from '../../src/rpc/client.js';
@@ -20,7 +21,7 @@ const root = join(import.meta.dirname, '..', '..', '..');
 test('the daemon serves exactly the contract: every method and legacy alias, nothing else', () => {
   const served = new Set([
     ...Object.keys(kernelMethods({} as KernelService)),
-    ...Object.keys(imageMethods({} as ImageService)),
+    ...Object.keys(imageMethods({} as ImageService, {} as ImagePreparer)),
     ...Object.keys(vmMethods({} as VmService)),
     'daemon.status', // bound in daemon/main.ts against HandlersFor<'daemon.'>
     'daemon.shutdown',

@@ -1,10 +1,17 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
+import { VMM_CHOICES, type VmmChoiceName } from '../../core/vmm.js';
 import { BangerError, ErrorCode } from '../../core/errors.js';
 import { humanSize } from '../../core/fsutil.js';
 import type { Cli } from '../context.js';
+import type { ImagePrepared } from '../../rpc/types.js';
 import { age, table } from '../table.js';
+
+/** "2026-05-01T10:00:00Z, 152 s, 87 packages added, 310 MiB". */
+function preparedLine(p: ImagePrepared): string {
+  return `${p.preparedAt}, took ${Math.round(p.durationMs / 1000)} s, ${p.packages.length} packages added, ${humanSize(p.sizeBytes)} on disk`;
+}
 
 function shortDigest(d: string): string {
   return d ? d.replace(/^sha256:/, '').slice(0, 12) : '';
@@ -22,6 +29,9 @@ export function registerImageCommands(program: Command, cli: () => Cli): void {
     .option('--kernel-ref <kernel>', 'default kernel for VMs made from this image (see banger kernel list)')
     .option('--platform <os/arch[/variant]>', 'platform to select from a multi-platform image', 'linux/amd64')
     .option('--size <size>', 'size of the ext4 file, e.g. 2G (default: content x 1.5, at least 1 GiB)')
+    .option('--prepare', 'prepare it right after the pull when it needs the first-boot install (see banger image prepare)')
+    .option('--package-mirror <url>', 'with --prepare: archive the install uses (default: config firstBoot.packageMirror)')
+    .option('--package-proxy <url>', 'with --prepare: HTTP proxy for the install (default: config firstBoot.packageProxy)')
     .addHelpText(
       'after',
       `
@@ -39,10 +49,53 @@ Examples:
   banger image pull localhost:5000/team/app@sha256:<digest> --platform linux/amd64
   banger --json image pull ubuntu:24.04`,
     )
-    .action(async (ref: string, o: { name?: string; kernelRef?: string; platform?: string; size?: string }) => {
+    .action(async (ref: string, o: { name?: string; kernelRef?: string; platform?: string; size?: string; prepare?: boolean; packageMirror?: string; packageProxy?: string }) => {
       const c = cli();
-      const rec = await c.call('image.pull', { ref, name: o.name, kernelRef: o.kernelRef, platform: o.platform, sizeBytes: o.size }, { progress: true });
-      c.emit(rec, (r) => `pulled ${r.sourceRef} (${shortDigest(r.digest)}) as image '${r.name}': ${humanSize(r.sizeBytes)} ext4 at ${r.rootfsPath}`);
+      if ((o.packageMirror || o.packageProxy) && !o.prepare) throw new BangerError(ErrorCode.Invalid, '--package-mirror and --package-proxy go with --prepare', { hint: 'add --prepare, or give them to banger image prepare / vm create' });
+      const rec = await c.call(
+        'image.pull',
+        { ref, name: o.name, kernelRef: o.kernelRef, platform: o.platform, sizeBytes: o.size, ...(o.prepare ? { prepare: true, packageMirror: o.packageMirror, packageProxy: o.packageProxy } : {}) },
+        { progress: true },
+      );
+      c.emit(rec, (r) => `pulled ${r.sourceRef} (${shortDigest(r.digest)}) as image '${r.name}': ${humanSize(r.sizeBytes)} ext4 at ${r.rootfsPath}${r.prepared ? `; prepared (${preparedLine(r.prepared)})` : ''}`);
+    });
+
+  image
+    .command('prepare')
+    .description('prepare an image once: its first-boot install runs in a builder VM, and VMs start from the result')
+    .argument('<name>', 'image name')
+    .option('--kernel <kernel>', "kernel of the builder VM (default: the image's --kernel-ref, else the default kernel)")
+    .option('--package-mirror <url>', 'archive the install uses instead of the guest\'s sources (default: config firstBoot.packageMirror)')
+    .option('--package-proxy <url>', 'HTTP proxy for the install (default: config firstBoot.packageProxy)')
+    .addOption(new Option('--vmm <vmm>', 'VMM of the builder VM').choices([...VMM_CHOICES]))
+    .option('--force', 'prepare again even when the prepared disk matches the image, kernel and first-boot script')
+    .addHelpText(
+      'after',
+      `
+An image without systemd or an SSH server (docker.io's debian:bookworm) needs them installed
+before it can boot as a VM. banger does that once per image: a builder VM boots the image with
+the package mirror or proxy, the first-boot script installs, removes what must differ per VM
+(machine-id, SSH host keys, package lists and caches, logs, random seed) and powers off, and
+the result is kept as the image's prepared disk (the image itself is never written). Every VM
+of the image then boots straight into systemd, without the install or the mirror.
+
+The first 'vm create' of an unprepared image does this by itself (stage 'prepare'); a changed
+image, kernel or first-boot script prepares again. Images that ship systemd and sshd need
+nothing (this command says so).
+
+Examples:
+  banger image prepare debian-bookworm
+  banger image prepare debian-bookworm --package-mirror http://10.0.0.1:8080/debian
+  banger image pull debian:bookworm --prepare --package-proxy http://10.0.0.1:3128`,
+    )
+    .action(async (name: string, o: { kernel?: string; packageMirror?: string; packageProxy?: string; vmm?: VmmChoiceName; force?: boolean }) => {
+      const c = cli();
+      const r = await c.call('image.prepare', { name, kernel: o.kernel, packageMirror: o.packageMirror, packageProxy: o.packageProxy, force: !!o.force, vmm: o.vmm }, { progress: true });
+      c.emit(r, (x) =>
+        !x.needed
+          ? `image '${x.image}' has systemd and an SSH server: nothing to prepare`
+          : `image '${x.image}' ${x.prepared ? 'prepared' : 'is prepared already'}: ${x.record ? preparedLine(x.record) : ''}`,
+      );
     });
 
   image
@@ -104,6 +157,14 @@ Examples:
           `env:         ${d.config.env.join(' ') || '-'}`,
           `layers:      ${d.blobs.length ? d.blobs.length - 1 : 0}`,
           `used by:     ${d.usedBy.join(', ') || '-'}`,
+          `prepared:    ${d.prepared ? preparedLine(d.prepared) : 'no'}`,
+          ...(d.prepared
+            ? [
+                `  disk:      ${d.prepared.diskPath}`,
+                `  kernel:    ${d.prepared.kernel}${d.prepared.packageMirror ? `  mirror: ${d.prepared.packageMirror}` : ''}${d.prepared.packageProxy ? `  proxy: ${d.prepared.packageProxy}` : ''}`,
+                `  packages:  ${d.prepared.packages.map((p) => `${p.name} ${p.version}`.trim()).join(', ') || '-'}`,
+              ]
+            : []),
         ].join('\n'),
       );
     });

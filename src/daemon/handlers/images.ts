@@ -1,11 +1,22 @@
 import { bind, type HandlersFor } from '../../rpc/bind.js';
 import type { MethodTable } from '../../rpc/protocol.js';
 import type { ImageService } from '../../images/service.js';
+import type { ImagePreparer } from '../../vms/prepare.js';
 
-/** `image.*`, `registry.*` and `system.prune`: the contract's image methods bound to the image service. */
-export function imageMethods(svc: ImageService): MethodTable {
+/**
+ * `image.*`, `registry.*` and `system.prune`: the contract's image methods bound to the image
+ * service; `image.prepare` (and `image.pull --prepare`) run a builder VM, so they go to the VM
+ * domain's preparer.
+ */
+export function imageMethods(svc: ImageService, preparer: ImagePreparer): MethodTable {
   const h: HandlersFor<'image.'> & HandlersFor<'registry.'> & HandlersFor<'system.'> = {
-    'image.pull': async (p, { signal, progress }) => svc.pull(p, { signal, progress }),
+    'image.pull': async ({ prepare, packageMirror, packageProxy, ...p }, { signal, progress }) => {
+      const rec = await svc.pull(p, { signal, progress });
+      if (!prepare) return rec;
+      const r = await preparer.prepare({ image: rec.name, packageMirror, packageProxy }, { signal, progress });
+      return { ...rec, prepared: r.record ?? null };
+    },
+    'image.prepare': async (p, { signal, progress }) => preparer.prepare({ image: p.name, kernel: p.kernel, packageMirror: p.packageMirror, packageProxy: p.packageProxy, force: p.force, vmm: p.vmm }, { signal, progress }),
     'image.import': async (p, { signal, progress }) => svc.importImage(p, { signal, progress }),
     'image.list': async () => svc.list(),
     'image.show': async (p) => svc.show(p.name),
