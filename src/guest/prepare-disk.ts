@@ -53,7 +53,7 @@ export async function rootfsNeedsInstall(exec: Exec, rootfs: string): Promise<bo
 /**
  * Write `script` as the first-boot script (0755 root:root) into the ext4 image `disk` (the
  * builder's own copy; never a base image), then read it back: a disk without
- * /usr/local/libexec, or a write that did not land, is E_IMAGE.
+ * /usr/local/libexec, or a write that did not land, is E_INVALID.
  */
 export async function writeFirstBoot(exec: Exec, disk: string, script: { path: string; data: Buffer }, tmpDir: string): Promise<void> {
   const dir = FIRST_BOOT_PATH.slice(0, FIRST_BOOT_PATH.lastIndexOf('/'));
@@ -65,7 +65,7 @@ export async function writeFirstBoot(exec: Exec, disk: string, script: { path: s
     await exec(['debugfs', '-w', '-f', cmds, disk], { env: toolEnv() });
     const back = await exec(['debugfs', '-R', `cat ${FIRST_BOOT_PATH}`, disk], { env: toolEnv(), binary: true, allowFailure: true });
     if (!back.stdoutBuffer.equals(script.data)) {
-      throw new BangerError(ErrorCode.Image, `cannot write ${FIRST_BOOT_PATH} into the builder's disk`, { hint: 'the image has no /usr/local/libexec? pull or import it again', details: { disk } });
+      throw new BangerError(ErrorCode.Invalid, `cannot write ${FIRST_BOOT_PATH} into the builder's disk`, { hint: 'the image has no /usr/local/libexec? pull or import it again', details: { disk } });
     }
   } finally {
     await rm(work, { recursive: true, force: true });

@@ -4,6 +4,7 @@ import type { ProgressEvent } from '../core/operation.js';
 import { SecretBox } from '../core/secrets.js';
 import { noVms, type VmUsage } from '../core/usage.js';
 import type { KernelLookup } from '../kernels/lookup.js';
+import { PreparedImages } from './prepared.js';
 import { ImageRepo } from './records.js';
 import { CredentialStore } from './registry/auth.js';
 import { cleanStaleRamStaging, RAM_DIR, ramPrefix } from './staging.js';
@@ -29,6 +30,8 @@ export class ImageBase {
   readonly repo: ImageRepo;
   readonly store: BlobStore;
   readonly creds: CredentialStore;
+  /** Prepared root disks of images (`image prepare`; prepared.ts). */
+  readonly prepared: PreparedImages;
   /** Names with a build in flight (a second build of one name is E_EXISTS). */
   readonly building = new Set<string>();
   private readonly pending = new Set<Promise<void>>();
@@ -48,6 +51,7 @@ export class ImageBase {
     this.vmUsage = deps.vmUsage ?? noVms;
     this.repo = new ImageRepo(ctx.db);
     this.store = new BlobStore(ctx.layout, ctx.db);
+    this.prepared = new PreparedImages(ctx.db, ctx.layout);
     this.creds = new CredentialStore(ctx.db, ctx.exec, process.env, new SecretBox(ctx.layout.secretKey));
     this.background(
       cleanStaleRamStaging(ctx.layout.root).then((r) => r.length && ctx.log.info('removed stale RAM staging dirs', { dirs: r })),

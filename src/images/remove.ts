@@ -20,6 +20,7 @@ export async function rmImage(ib: ImageBase, name: string, force = false): Promi
   });
   ib.repo.delete(name);
   await rm(trash, { recursive: true, force: true });
+  await ib.prepared.remove(name); // its prepared disk goes with it (the row went with the image's)
   await rm(ib.ctx.layout.imageCacheDir(name), { recursive: true, force: true }); // VMM drivers' per-image caches
   return { removed: [name] };
 }
@@ -27,8 +28,11 @@ export async function rmImage(ib: ImageBase, name: string, force = false): Promi
 /**
  * `banger image prune-cache` (= `banger system prune`): free blobs that no image, kernel or
  * cache entry references, and temp files of dead downloads; blobs being written are kept.
+ * Also prepared disks no image names any more (superseded by a newer prepare, or left by a
+ * crash) and no VM stands on.
  */
-export async function pruneCache(ib: ImageBase): Promise<{ removed: number; freedBytes: number }> {
+export async function pruneCache(ib: ImageBase): Promise<{ removed: number; freedBytes: number; preparedRemoved: number }> {
   const r = await ib.store.prune(PullStore.pinned(ib.ctx.layout.blobs));
-  return { removed: r.removed, freedBytes: r.freedBytes };
+  const p = await ib.prepared.pruneStale(ib.vmUsage.baseDisksInUse());
+  return { removed: r.removed, freedBytes: r.freedBytes + p.freedBytes, preparedRemoved: p.removed };
 }

@@ -3,6 +3,7 @@ import { importImage, type ImportParams } from './import.js';
 import { login, logout } from './login.js';
 import type { ImageLookup } from './lookup.js';
 import { pullImage, type PullParams } from './pull.js';
+import type { PreparedRecord } from './prepared.js';
 import type { ImageRecord } from './records.js';
 import { pruneCache, rmImage } from './remove.js';
 
@@ -21,7 +22,8 @@ export type { ImportParams } from './import.js';
  * | pull | pull.ts (resolve, then the build pipeline) |
  * | import | import.ts (a rootfs tar or directory, then the build pipeline) |
  * | the build both share | pipeline.ts |
- * | rm / prune-cache | remove.ts |
+ * | rm / prune-cache | remove.ts (with the image's prepared disks) |
+ * | prepared disks (record, files) | prepared.ts (the builder VM is the vms domain's: vms/prepare.ts) |
  * | registry login / logout | login.ts |
  *
  * Every build runs as named steps (reserve, stage, layers, inject, mkfs, land, record)
@@ -34,13 +36,14 @@ export class ImageService extends ImageBase implements ImageLookup {
     return this.repo.get(name);
   }
 
-  list(): ImageRecord[] {
-    return this.repo.list();
+  /** Every image, with its prepared disk (or null). */
+  list(): (ImageRecord & { prepared: PreparedRecord | null })[] {
+    return this.repo.list().map((r) => ({ ...r, prepared: this.prepared.find(r.name) ?? null }));
   }
 
-  show(name: string): ImageRecord & { blobs: string[]; usedBy: string[] } {
+  show(name: string): ImageRecord & { blobs: string[]; usedBy: string[]; prepared: PreparedRecord | null } {
     const r = this.repo.get(name);
-    return { ...r, blobs: this.repo.blobs(name), usedBy: this.vmUsage.vmsUsingImage(name) };
+    return { ...r, blobs: this.repo.blobs(name), usedBy: this.vmUsage.vmsUsingImage(name), prepared: this.prepared.find(name) ?? null };
   }
 
   /** `banger image pull`: resolve, verify and apply the image, then build its ext4. */
@@ -59,7 +62,7 @@ export class ImageService extends ImageBase implements ImageLookup {
   }
 
   /** `banger image prune-cache` (= `banger system prune`). */
-  pruneCache(): Promise<{ removed: number; freedBytes: number }> {
+  pruneCache(): Promise<{ removed: number; freedBytes: number; preparedRemoved: number }> {
     return pruneCache(this);
   }
 

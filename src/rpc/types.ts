@@ -134,7 +134,10 @@ export interface ImageDetail extends Image {
 export interface PruneResult {
   /** Number of blobs freed. */
   removed: number;
+  /** Bytes freed: blobs and prepared disks. */
   freedBytes: number;
+  /** Prepared disks removed: superseded by a newer prepare or left by a crash, and no VM stands on them. */
+  preparedRemoved?: number;
 }
 
 export interface LoginResult {

@@ -48,6 +48,11 @@ export interface CreateParams {
   initScript?: string;
   /** Keep the VM (do not unwind) when create fails after its record exists. */
   keepOnFailure?: boolean;
+  /**
+   * A builder VM of prepare.ts (internal: not in the RPC contract): its root disk is a raw copy
+   * of the image's base with this build's first-boot script, its seed says `prepare`.
+   */
+  builder?: boolean;
 }
 
 /**
@@ -65,7 +70,7 @@ export async function createVm(vb: VmBase, p: CreateParams, op: OpContext = {}):
     const undo = new UndoStack((m, f) => vb.ctx.log.warn(m, { vm: name, ...f }));
     const steps = new StepRunner({ undo, signal: op.signal, stage, log: (m, f) => vb.ctx.log.debug(m, { vm: name, ...f }) });
     // Input and lookups first, outside the steps: a bad argument is nobody's step and makes nothing.
-    const plan = await planCreate(vb, name, p);
+    const plan = await planCreate(vb, name, p, op);
     const starting = p.start !== false;
     const initScript = p.initScript === undefined ? undefined : Buffer.from(p.initScript, 'base64');
     if (initScript && (!starting || p.wait === false)) throw new BangerError(ErrorCode.Invalid, '--init-script needs the VM started and ready', { hint: 'drop --no-start / --no-wait', details: { field: '--init-script' } });
@@ -118,9 +123,14 @@ export async function createVm(vb: VmBase, p: CreateParams, op: OpContext = {}):
   });
 }
 
-/** The plan of a create: image, kernel, VMM (KVM probed once) and spec; nothing is made yet. */
-async function planCreate(vb: VmBase, name: string, p: CreateParams): Promise<BootPlan> {
-  const image: ImageView = vb.deps.images.get(p.image);
+/**
+ * The plan of a create: image, kernel, VMM (KVM probed once) and spec; nothing is made yet,
+ * except, once every argument checked out, the image's prepared disk when the image needs the
+ * first-boot install and has none for the current inputs (stage `prepare`, prepare.ts): the VM
+ * then stands on that disk instead of the image's base.
+ */
+async function planCreate(vb: VmBase, name: string, p: CreateParams, op: OpContext): Promise<BootPlan> {
+  let image: ImageView = vb.deps.images.get(p.image);
   const kernelName = p.kernel ?? image.kernelRef ?? vb.deps.kernels.defaultName();
   const kernel: KernelView = vb.deps.kernels.get(kernelName);
   const choice = await vb.drivers.select(p.vmm ?? vb.ctx.config.vm.vmm, vb.host);
@@ -128,11 +138,16 @@ async function planCreate(vb: VmBase, name: string, p: CreateParams): Promise<Bo
   driver.bootKernel(kernel); // E_NOT_FOUND now when the kernel has no file this VMM boots
   const diskSizeBytes = p.diskSize === undefined ? undefined : sizeArg('--disk-size', p.diskSize);
   const workDiskBytes = p.workDisk === undefined ? undefined : sizeArg('--work-disk', p.workDisk);
-  const firstBoot = image.fromRegistry || (await vb.firstBoot.has(image.rootfsPath));
-  const pkg = resolvePackageSource({ mirror: p.packageMirror, proxy: p.packageProxy }, { mirror: vb.ctx.config.firstBoot?.packageMirror, proxy: vb.ctx.config.firstBoot?.packageProxy });
   const ports = parsePortSpecs(p.ports ?? []);
   PortForwards.checkConflicts(name, ports, vb.repo.list());
   const mounts = await checkMounts(parseMountSpecs(p.mounts ?? []), choice.kind);
+  const builder = p.builder === true;
+  if (builder && (ports.length || mounts.length)) throw new BangerError(ErrorCode.Internal, 'a builder VM has no ports or mounts');
+  const baseDisk = builder ? undefined : await vb.preparer.baseFor({ image: image.name, kernel: kernelName, packageMirror: p.packageMirror, packageProxy: p.packageProxy, vmm: p.vmm }, op);
+  if (baseDisk) image = { ...image, rootfsPath: baseDisk };
+  const firstBoot = builder || image.fromRegistry || (await vb.firstBoot.has(image.rootfsPath));
+  // A VM of a prepared disk installs nothing: the mirror was the prepare's (recorded with it).
+  const pkg: { mirror?: string; proxy?: string } = baseDisk ? {} : resolvePackageSource({ mirror: p.packageMirror, proxy: p.packageProxy }, { mirror: vb.ctx.config.firstBoot?.packageMirror, proxy: vb.ctx.config.firstBoot?.packageProxy });
   const id = newVmId();
   const handle: VmHandle = { id, name, files: vb.files(name) };
   const spec: VmSpec = {
@@ -144,7 +159,9 @@ async function planCreate(vb: VmBase, name: string, p: CreateParams): Promise<Bo
     firstBoot,
     ...(pkg.mirror ? { packageMirror: pkg.mirror } : {}),
     ...(pkg.proxy ? { packageProxy: pkg.proxy } : {}),
-    rootDisk: driver.rootDisk(handle),
+    rootDisk: builder ? { path: handle.files.rootRaw, format: 'raw' } : driver.rootDisk(handle),
+    ...(baseDisk ? { baseDisk } : {}),
+    ...(builder ? { prepare: true, nat: true } : {}),
     ...(ports.length ? { ports } : {}),
     ...(mounts.length ? { mounts } : {}),
   };
@@ -164,6 +181,12 @@ function record(vb: VmBase, plan: BootPlan, desiredState: 'running' | 'stopped',
 
 /** step disk: the driver's root disk (its DiskSpec is what gets launched) and the work disk. */
 async function disks(vb: VmBase, plan: BootPlan, signal?: AbortSignal): Promise<void> {
+  if (plan.spec.prepare) {
+    // A builder's disk: written by the builder and kept as the prepared disk (prepare.ts).
+    await vb.preparer.builderDisk(plan.image!.rootfsPath, plan.files.rootRaw, signal);
+    plan.rootDisk = { id: 'root', path: plan.files.rootRaw, format: 'raw' };
+    return;
+  }
   const [root] = await settleAll([
     plan.driver.prepareRootDisk({ vm: plan.handle, baseRootfs: plan.image!.rootfsPath, cacheDir: vb.ctx.layout.imageCacheDir(plan.image!.name), sizeBytes: plan.spec.diskSizeBytes, signal }),
     plan.spec.workDiskBytes !== undefined ? buildWorkDisk(vb.ctx.exec, plan.files.work, plan.spec.workDiskBytes) : undefined,
@@ -177,7 +200,7 @@ async function seed(vb: VmBase, plan: BootPlan, undo: UndoStack): Promise<void> 
   const gid = vb.gid ?? (await bangerGid());
   const [clientPub, hostKey] = await settleAll([ensureClientKey(vb.ctx.exec, vb.ssh, gid), vb.hostKeys.takePair(plan.files.hostKey, plan.name)]);
   plan.hostKey = hostKey;
-  await buildSeedDisk(vb.ctx.exec, plan.files.seed, vb.ctx.layout.tmp, { name: plan.name, net, hostKey: hostKey.priv, hostKeyPub: hostKey.pub, authorizedKey: clientPub, growRoot: plan.spec.diskSizeBytes !== undefined, packageMirror: plan.spec.packageMirror, packageProxy: plan.spec.packageProxy, mounts: seedMountsFile(plan.spec.mounts ?? []) });
+  await buildSeedDisk(vb.ctx.exec, plan.files.seed, vb.ctx.layout.tmp, { name: plan.name, net, hostKey: hostKey.priv, hostKeyPub: hostKey.pub, authorizedKey: clientPub, growRoot: plan.spec.diskSizeBytes !== undefined, packageMirror: plan.spec.packageMirror, packageProxy: plan.spec.packageProxy, mounts: seedMountsFile(plan.spec.mounts ?? []), prepare: plan.spec.prepare });
   undo.push('known_hosts', () => unpinHostKey(vb.ssh, net.ip, plan.name));
   await pinHostKey(vb.ssh, net.ip, plan.name, hostKey.pub);
   undo.push('ssh-config', async () => void (await refreshSshConfig(vb, plan.name)));

@@ -40,6 +40,7 @@ export interface ReconcileDeps {
  * 4. VMM processes marked with this instance's id (`-name banger:<id>:<vm>`) that no
  *    adopted VM accounts for are killed;
  * 5. VM directories no row owns removed (a create that died mid-way).
+ * Builder VMs of a prepare (`spec.prepare`, prepare.ts) are removed in step 1, running or not.
  */
 export async function reconcileVms(svc: ReconcileDeps): Promise<void> {
   const { repo } = svc;
@@ -50,6 +51,13 @@ export async function reconcileVms(svc: ReconcileDeps): Promise<void> {
   const unsure = new Set<string>(); // rows whose check failed: their processes are left alone
   for (const vm of repo.list()) {
     try {
+      if (vm.spec.prepare) {
+        // A builder VM of a prepare the daemon did not see through (prepare.ts): its disk is
+        // of no use without the prepare that would have checked and kept it.
+        await svc.removeVm(vm.name);
+        log.info('removed the builder vm of an unfinished prepare', { vm: vm.name });
+        continue;
+      }
       const st = await svc.drivers.get(vm.vmm).adopt(svc.handle(vm), vm.pid);
       if (st.running) {
         repo.setState(vm.name, { state: 'running', pid: st.pid ?? vm.pid });

@@ -7,6 +7,7 @@ import { PortForwards } from './ports.js';
 import { refreshSshConfig } from './ssh-config.js';
 import { startVms } from './start.js';
 import { killVms, stopVms } from './stop.js';
+import type { BuilderParams } from './prepare.js';
 import type { VmRecord } from './store.js';
 import { markStopped } from './teardown.js';
 import { VmBase, type OpContext, type VmView } from './vm-base.js';
@@ -22,6 +23,7 @@ export type { OpContext, VmView } from './vm-base.js';
  * | verb | file |
  * | --- | --- |
  * | create | create.ts (plan, record, disk, seed; boot.ts launches) |
+ * | prepare (an image, once: a builder VM) | prepare.ts |
  * | start / restart | start.ts (+ boot.ts: network, vmm, ready) |
  * | stop / kill | stop.ts (teardown.ts: what only a running VM has) |
  * | rm / prune | delete.ts |
@@ -36,6 +38,14 @@ export type { OpContext, VmView } from './vm-base.js';
 export class VmService extends VmBase {
   create(p: CreateParams, op: OpContext = {}): Promise<VmView> {
     return createVm(this, p, op);
+  }
+
+  override createBuilder(p: BuilderParams, op: OpContext): Promise<VmRecord> {
+    return createVm(this, p, op);
+  }
+
+  override async removeBuilder(name: string): Promise<void> {
+    await rmVms(this, [name], true);
   }
 
   start(names: string[], op: OpContext = {}, o: { wait?: boolean } = {}): Promise<VmView[]> {

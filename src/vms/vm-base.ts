@@ -12,6 +12,7 @@ import type { VmHandle, VmmDriver, VmmKind } from './drivers/types.js';
 import { vmFiles, type VmFiles } from './files.js';
 import { FirstBootProbe } from './first-boot.js';
 import { PortForwards } from './ports.js';
+import { ImagePreparer, type BuilderParams } from './prepare.js';
 import { HostKeyPool, sshPaths, type SshPaths } from './ssh.js';
 import { VmRepo, type VmRecord } from './store.js';
 
@@ -64,6 +65,8 @@ export class VmBase {
   readonly firstBoot: FirstBootProbe;
   /** Published ports (`-p`): listeners in the daemon forwarding to guests (ports.ts). */
   readonly forwards: PortForwards;
+  /** Images prepared once (prepare.ts): `image prepare` and the first create of an unprepared image. */
+  readonly preparer: ImagePreparer;
 
   constructor(
     readonly ctx: Context,
@@ -79,6 +82,27 @@ export class VmBase {
     this.forwards = new PortForwards(ctx.log);
     this.firstBoot = new FirstBootProbe(ctx.exec);
     this.hostKeys = new HostKeyPool(ctx.exec, ctx.layout.tmp, 2, (e) => ctx.log.warn('host key pool refill failed', { error: errorMessage(e) }));
+    this.preparer = new ImagePreparer({
+      ctx,
+      images: deps.images,
+      kernels: deps.kernels,
+      createBuilder: (p, op) => this.createBuilder(p, op),
+      removeVm: (name) => this.removeBuilder(name),
+      driver: (kind) => this.driver(kind),
+      handle: (vm) => this.handle(vm),
+      files: (name) => this.files(name),
+      baseDisksInUse: () => this.repo.list().flatMap((v) => (v.spec.baseDisk ? [v.spec.baseDisk] : [])),
+    });
+  }
+
+  /** A builder VM of prepare.ts, created and started (service.ts: `vm create`). */
+  createBuilder(_p: BuilderParams, _op: OpContext): Promise<VmRecord> {
+    return Promise.reject(new BangerError(ErrorCode.Internal, 'this VM service cannot create builder VMs'));
+  }
+
+  /** Remove a builder VM, killing its VMM (service.ts: `vm rm --force`). */
+  removeBuilder(_name: string): Promise<void> {
+    return Promise.reject(new BangerError(ErrorCode.Internal, 'this VM service cannot remove builder VMs'));
   }
 
   get net(): NetworkService {

@@ -187,7 +187,7 @@ Examples:
     .addHelpText('after', '\nExample:\n  banger image prune-cache')
     .action(async () => {
       const c = cli();
-      c.emit(await c.call('system.prune', {}), (r) => `removed ${r.removed} blob(s), freed ${humanSize(r.freedBytes)}`);
+      c.emit(await c.call('system.prune', {}), (r) => `removed ${r.removed} blob(s)${r.preparedRemoved ? ` and ${r.preparedRemoved} stale prepared disk(s)` : ''}, freed ${humanSize(r.freedBytes)}`);
     });
 
   const registry = program.command('registry').description('registry credentials used by banger image pull');

@@ -16,7 +16,7 @@ export function registerSystemCommands(program: Command, cli: () => Cli): void {
     .addHelpText('after', '\nExample:\n  banger system prune')
     .action(async () => {
       const c = cli();
-      c.emit(await c.call('system.prune', {}), (r: { removed: number; freedBytes: number }) => `removed ${r.removed} blob(s), freed ${humanSize(r.freedBytes)}`);
+      c.emit(await c.call('system.prune', {}), (r) => `removed ${r.removed} blob(s)${r.preparedRemoved ? ` and ${r.preparedRemoved} stale prepared disk(s)` : ''}, freed ${humanSize(r.freedBytes)}`);
     });
   system
     .command('install')
