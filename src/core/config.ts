@@ -94,6 +94,11 @@ export const ConfigSchema = z
         /** SSH wait while a first boot installs systemd + sshd in the guest (registry images without them). */
         firstBootTimeoutSeconds: z.number().int().min(1).default(1800),
         stopTimeoutSeconds: z.number().int().min(1).default(20),
+        /**
+         * Mask units that cost boot time and do nothing in a banger VM (guest/constants.ts
+         * LEAN_MASKED_UNITS, on the kernel command line, so images that ship systemd get it too).
+         */
+        leanBoot: z.boolean().default(true),
       })
       .default({}),
     /** Defaults for a first boot's package install (vm create --package-mirror / --package-proxy override). */
@@ -103,6 +108,12 @@ export const ConfigSchema = z
         packageMirror: PackageUrl.optional(),
         /** HTTP proxy for the install (http_proxy, apt Acquire::http::Proxy). */
         packageProxy: PackageUrl.optional(),
+        /**
+         * Prepare an image that needs the install once, on its first `vm create` (vms/prepare.ts),
+         * so VMs start from the result. false: every VM installs in its own first boot (slow;
+         * kept for comparison and for hosts where a builder VM cannot run).
+         */
+        prepare: z.boolean().default(true),
       })
       .strict()
       .default({}),

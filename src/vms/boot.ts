@@ -46,7 +46,7 @@ async function launchInner(vb: VmBase, plan: BootPlan, o: LaunchOptions): Promis
   const { pid } = await steps.run(
     'vmm',
     async () => {
-      const spec = launchSpec({ instance: vb.net.instance, vm: { id: plan.id, name: plan.name, spec: plan.spec, ip: net.ip }, kernel: plan.kernel, driver, files: plan.files, net, subnet: vb.net.subnet(), kvm: plan.choice.kvm, tscKhz: plan.choice.kvm ? undefined : tscKhzFromCpuinfo(await vb.host.readFile('/proc/cpuinfo')), rootDisk: plan.rootDisk });
+      const spec = launchSpec({ instance: vb.net.instance, vm: { id: plan.id, name: plan.name, spec: plan.spec, ip: net.ip }, kernel: plan.kernel, driver, files: plan.files, net, subnet: vb.net.subnet(), kvm: plan.choice.kvm, tscKhz: plan.choice.kvm ? undefined : tscKhzFromCpuinfo(await vb.host.readFile('/proc/cpuinfo')), rootDisk: plan.rootDisk, lean: vb.ctx.config.vm.leanBoot });
       await rm(driver.consolePath(handle), { force: true });
       vb.repo.setState(plan.name, { state: 'starting', desiredState: 'running' });
       throwIfAborted(steps.signal);

@@ -3,12 +3,23 @@
  * script). `ip=` is applied by banger's initramfs (Debian kernels lack CONFIG_IP_PNP);
  * `init=` only for images that carry the first-boot script.
  */
-import { BOOT_MASKED_UNITS, FIRST_BOOT_PATH } from '../guest/constants.js';
+import { BOOT_MASKED_UNITS, FIRST_BOOT_PATH, LEAN_MASKED_UNITS } from '../guest/constants.js';
 
 /** The first-boot script's path (guest/constants.ts). */
 export const FIRST_BOOT = FIRST_BOOT_PATH;
 
-export function kernelCmdline(o: { ip: string; gateway: string; netmask: string; hostname: string; firstBoot: boolean; tscKhz?: number; /** the kernel's modules disk, mounted by the first-boot script */ modulesDevice?: string }): string {
+export function kernelCmdline(o: {
+  ip: string;
+  gateway: string;
+  netmask: string;
+  hostname: string;
+  firstBoot: boolean;
+  tscKhz?: number;
+  /** the kernel's modules disk, mounted by the first-boot script */
+  modulesDevice?: string;
+  /** mask LEAN_MASKED_UNITS too (config vm.leanBoot) */
+  lean?: boolean;
+}): string {
   const parts = [
     'console=ttyS0',
     'reboot=t',
@@ -23,6 +34,7 @@ export function kernelCmdline(o: { ip: string; gateway: string; netmask: string;
   // giving the frequency skips that calibration.
   if (o.tscKhz) parts.push(`tsc_early_khz=${o.tscKhz}`);
   parts.push(...BOOT_MASKED_UNITS.map((u) => `systemd.mask=${u}`));
+  if (o.lean) parts.push(...LEAN_MASKED_UNITS.map((u) => `systemd.mask=${u}`));
   return parts.join(' ');
 }
 

@@ -24,6 +24,8 @@ export function launchSpec(o: {
   kvm: boolean;
   tscKhz?: number;
   rootDisk?: DiskSpec;
+  /** Mask the lean-boot units on the command line (config vm.leanBoot). */
+  lean?: boolean;
 }): LaunchSpec {
   const { vm, files } = o;
   const boot = o.driver.bootKernel(o.kernel);
@@ -47,7 +49,7 @@ export function launchSpec(o: {
     kernel: boot.path,
     kernelFormat: boot.format,
     initrd: o.kernel.initrd,
-    cmdline: kernelCmdline({ ip: vm.ip, gateway: o.subnet.gateway, netmask: o.subnet.netmask, hostname: vm.name, firstBoot: vm.spec.firstBoot, tscKhz: o.kvm ? undefined : o.tscKhz, modulesDevice }),
+    cmdline: kernelCmdline({ ip: vm.ip, gateway: o.subnet.gateway, netmask: o.subnet.netmask, hostname: vm.name, firstBoot: vm.spec.firstBoot, tscKhz: o.kvm ? undefined : o.tscKhz, modulesDevice, lean: o.lean }),
     disks,
     net: { tap: o.net.tap, mac: o.net.mac },
     kvm: o.kvm,

@@ -17,6 +17,7 @@ import { rawCowCopy } from './disks.js';
 import type { VmHandle, VmmDriver } from './drivers/types.js';
 import type { VmFiles } from './files.js';
 import { sleep } from './proc.js';
+import { resolvePackageSource } from './package-source.js';
 import { installProgress } from './readiness.js';
 import type { VmRecord } from './store.js';
 
@@ -125,6 +126,7 @@ export class ImagePreparer {
    */
   async baseFor(p: PrepareParams & { kernel: string }, op: { signal?: AbortSignal; progress?: (ev: ProgressEvent) => void }): Promise<string | undefined> {
     const image = this.host.images.get(p.image);
+    if (this.host.ctx.config.firstBoot?.prepare === false) return undefined; // each VM installs in its own first boot
     if (!(await this.needsInstall(image.rootfsPath))) return undefined;
     const r = await this.prepare(p, op);
     return r.record?.diskPath;
@@ -177,8 +179,7 @@ export class ImagePreparer {
     const undo = new UndoStack((m, f) => ctx.log.warn(m, { image: image.name, ...f }));
     const end = this.host.images.prepared.begin(image.name);
     const name = `prepare-${randomBytes(4).toString('hex')}`;
-    const mirror = p.packageMirror ?? ctx.config.firstBoot?.packageMirror;
-    const proxy = p.packageProxy ?? ctx.config.firstBoot?.packageProxy;
+    const { mirror, proxy } = resolvePackageSource({ mirror: p.packageMirror, proxy: p.packageProxy }, { mirror: ctx.config.firstBoot?.packageMirror, proxy: ctx.config.firstBoot?.packageProxy });
     stage(`builder VM ${name}: installing systemd and an SSH server into image '${image.name}' once${mirror ? ` from ${mirror}` : ''} (minutes under TCG)`);
     try {
       undo.push('builder', () => this.host.removeVm(name));

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { QemuDriver, qemuArgv, qemuLaunch, qopt, type QemuLaunch } from '../../src/vms/drivers/qemu/index.js';
 import { DriverRegistry } from '../../src/vms/drivers/registry.js';
+import { LEAN_MASKED_UNITS } from '../../src/guest/constants.js';
 import { kernelCmdline, tscKhzFromCpuinfo } from '../../src/vms/cmdline.js';
 import { seedFiles } from '../../src/vms/seed.js';
 import { vmFiles } from '../../src/vms/files.js';
@@ -84,6 +85,23 @@ test('kernelCmdline: contract string; init= only with first boot; tsc_early_khz 
   assert.match(kernelCmdline({ ...base, firstBoot: false, tscKhz: 2100000 }), / tsc_early_khz=2100000 /);
   assert.equal(tscKhzFromCpuinfo('processor : 0\ncpu MHz\t\t: 2096.014\n'), 2096014);
   assert.equal(tscKhzFromCpuinfo(undefined), 2000000);
+});
+
+test('kernelCmdline lean: the lean-boot units are masked, the rest of the line is unchanged, and the line fits the x86 kernel limit (2048 bytes) with room for Firecracker\'s device entries', () => {
+  const base = { ip: '172.16.255.254', gateway: '172.16.0.1', netmask: '255.255.0.0', hostname: 'a-rather-long-vm-name-of-sixty-three-characters-xxxxxxxxxxxxxxx', firstBoot: true, tscKhz: 2100000, modulesDevice: '/dev/vdd' };
+  const lean = kernelCmdline({ ...base, lean: true });
+  const plain = kernelCmdline(base);
+  for (const u of LEAN_MASKED_UNITS) assert.ok(lean.includes(` systemd.mask=${u}`), u);
+  assert.ok(!plain.includes('systemd.mask=e2scrub_reap.service'));
+  assert.ok(lean.startsWith(plain), 'lean only appends masks');
+  for (const keep of ['systemd-journald.service', 'ssh.service', 'banger-vsock-agent.service', 'systemd-tmpfiles-setup.service']) assert.ok(!lean.includes(keep), `${keep} is kept`);
+  assert.ok(lean.length + 4 * 60 < 2048, `${lean.length} bytes`);
+});
+
+test('seedFiles: a builder VM\'s seed carries `prepare`; other seeds do not', () => {
+  const s = { name: 'prepare-0a1b2c3d', net: { ip: '172.16.0.2', prefix: 24, gateway: '172.16.0.1', dns: ['1.1.1.1'] }, hostKey: 'K\n', hostKeyPub: 'ssh-ed25519 AAAA', authorizedKey: 'ssh-ed25519 BBBB' };
+  assert.deepEqual(seedFiles({ ...s, prepare: true })['prepare'], ['1\n', 0o644]);
+  assert.equal(seedFiles(s)['prepare'], undefined);
 });
 
 test('seedFiles: the seed contract (paths, modes, network.env)', () => {
