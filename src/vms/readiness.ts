@@ -4,6 +4,7 @@ import { stepOf } from '../core/steps.js';
 import { agentRequest } from './agent.js';
 import { INIT_MARKER, firstBootState, readFrom, tail, waitForConsole } from './console.js';
 import type { VmHandle, VmmDriver } from './drivers/types.js';
+import { sleep } from './proc.js';
 import { waitForSsh, type SshPaths } from './ssh.js';
 
 export type Stage = (stage: string, message?: string, done?: boolean) => void;
@@ -11,8 +12,8 @@ export type Stage = (stage: string, message?: string, done?: boolean) => void;
 /**
  * Readiness after the VMM started: `boot` (the kernel hands over to userspace, seen on the
  * serial console), `ssh` (a real `ssh root@IP true` with the pinned host key succeeds) and
- * `agent` (health over the agent channel; an image without the agent is skipped, never
- * failed). Fails fast when the VMM dies; an SSH failure carries the console tail in details.
+ * `agent` (health over the agent channel, asked beside the SSH wait and reported as soon as it
+ * answers; an image without the agent is skipped, never failed). Fails fast when the VMM dies; an SSH failure carries the console tail in details.
  */
 export async function waitReady(o: {
   exec: Exec;
@@ -35,6 +36,9 @@ export async function waitReady(o: {
     if (seen) o.stage('boot', 'userspace started', true);
   });
   o.stage('ssh', `waiting for root@${o.ip}`);
+  // The agent is asked from the start, beside the SSH wait: it is reported ready the moment it
+  // answers (it starts early in the guest, before sshd).
+  const agent = watchAgent(o, () => sshDone);
   try {
     let announced = 0;
     let lastLine = '';
@@ -76,8 +80,26 @@ export async function waitReady(o: {
   o.stage('boot', 'done', true);
   o.stage('ssh', 'ready', true);
 
-  const health = await agentRequest(o.driver, o.vm, 'health', 3000);
-  o.stage('agent', health ? `healthy${typeof health.version === 'string' ? ` (${health.version})` : ''}` : 'no agent answered (skipped)', true);
+  const health = await agent;
+  if (!health) o.stage('agent', 'no agent answered (skipped)', true);
+}
+
+/**
+ * Ask the guest agent for `health` until it answers (reported as stage `agent` at once), or,
+ * once SSH is ready (`sshDone`), one last time: an image without the agent is skipped, never
+ * failed. agentRequest never throws.
+ */
+async function watchAgent(o: { driver: VmmDriver; vm: VmHandle; signal?: AbortSignal; stage: Stage }, sshDone: () => boolean): Promise<Record<string, unknown> | undefined> {
+  for (;;) {
+    const last = sshDone();
+    const h = await agentRequest(o.driver, o.vm, 'health', 3000);
+    if (h) {
+      o.stage('agent', `healthy${typeof h.version === 'string' ? ` (${h.version})` : ''}`, true);
+      return h;
+    }
+    if (last || o.signal?.aborted) return undefined;
+    await sleep(250);
+  }
 }
 
 /**

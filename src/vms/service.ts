@@ -45,6 +45,7 @@ export class VmService extends VmBase {
   }
 
   override async removeBuilder(name: string): Promise<void> {
+    if (!this.repo.find(name)) return; // its own create unwound it already
     await rmVms(this, [name], true);
   }
 
