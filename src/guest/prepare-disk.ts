@@ -36,11 +36,14 @@ async function debugfsExists(exec: Exec, disk: string, path: string): Promise<bo
 
 /**
  * True when a VM of this root filesystem would have its first boot install systemd and an SSH
- * server: no systemd binary or no ssh/sshd unit, and not an Alpine with OpenRC and sshd.
+ * server: banger's first-boot script and an os-release are there (without them the first boot
+ * installs nothing: no script, or "unsupported distribution"), but no systemd binary or no
+ * ssh/sshd unit, and it is not an Alpine with OpenRC and sshd.
  */
 export async function rootfsNeedsInstall(exec: Exec, rootfs: string): Promise<boolean> {
   const has = (p: string) => debugfsExists(exec, rootfs, p);
   const any = async (ps: string[]) => (await Promise.all(ps.map(has))).some(Boolean);
+  if (!(await has(FIRST_BOOT_PATH)) || !(await any(['/etc/os-release', '/usr/lib/os-release']))) return false;
   const unitDirs = ['/etc/systemd/system', '/lib/systemd/system', '/usr/lib/systemd/system'];
   const [systemd, ssh, openrc] = await Promise.all([
     any(['/lib/systemd/systemd', '/usr/lib/systemd/systemd']),
