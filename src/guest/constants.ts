@@ -29,15 +29,16 @@ export const MASKED_UNITS = [
 
 /**
  * Units masked on the kernel command line for a lean boot (config `vm.leanBoot`, default on):
- * measured with `systemd-analyze blame` / `critical-chain` in a prepared Debian bookworm guest
- * under QEMU TCG (docs: src/guest/README.md, "A lean boot"), each costs boot time and does
- * nothing in a banger VM: API filesystems nobody mounts here (hugepages, mqueue, debugfs,
- * tracefs, configfs, fuse control), module loading the first-boot script and the modules disk
- * already cover, a getty on a VT the microVM does not have, e2scrub of LVM snapshots, the
- * "/usr changed" updates that the prepare already ran, and timers for daily apt/fstrim/e2scrub
- * work a disposable VM never wants at boot. Kept: journald, sshd, the agent, the network as
- * banger configures it (ip= before init), tmpfiles, the mounts of `--mount` (the first-boot
- * script mounts them).
+ * each costs boot time under TCG (a process each, tens of milliseconds or more) and does nothing
+ * a banger VM needs: API filesystems nobody mounts here (hugepages, mqueue, debugfs, tracefs,
+ * configfs, the fuse control fs), module loads at boot (`modprobe@`; `kmod-static-nodes` is kept,
+ * so /dev/fuse, /dev/net/tun and /dev/loop-control exist and load their module when opened),
+ * sysctl.d (apply your own with the agent or --init-script), a remount of a root that is
+ * already rw, a getty on a VT the microVM does not have, e2scrub of LVM snapshots, and the
+ * "/usr changed" jobs a prepared or debootstrapped image already ran when its packages were
+ * installed (ldconfig, sysusers, hwdb, journal catalog). Kept: journald, sshd, the agent, the
+ * network as banger configures it (ip= before init), tmpfiles, the mounts of `--mount` (the
+ * first-boot script mounts them). Measured with bench/prepare.ts (systemd-analyze blame).
  */
 export const LEAN_MASKED_UNITS = [
   'dev-hugepages.mount',
@@ -46,27 +47,20 @@ export const LEAN_MASKED_UNITS = [
   'sys-kernel-tracing.mount',
   'sys-kernel-config.mount',
   'sys-fs-fuse-connections.mount',
-  'kmod-static-nodes.service',
   'modprobe@configfs.service',
   'modprobe@dm_mod.service',
   'modprobe@drm.service',
   'modprobe@efi_pstore.service',
   'modprobe@fuse.service',
   'modprobe@loop.service',
-  'systemd-modules-load.service',
   'systemd-sysctl.service',
   'systemd-remount-fs.service',
   'getty-static.service',
   'getty@tty1.service',
   'e2scrub_reap.service',
-  'systemd-pstore.service',
   'ldconfig.service',
+  'systemd-sysusers.service',
   'systemd-hwdb-update.service',
   'systemd-journal-catalog-update.service',
   'systemd-update-done.service',
-  'apt-daily.timer',
-  'apt-daily-upgrade.timer',
-  'dpkg-db-backup.timer',
-  'e2scrub_all.timer',
-  'fstrim.timer',
 ] as const;
