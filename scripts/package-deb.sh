@@ -6,7 +6,7 @@
 # What goes where (the checkout's own layout under /usr/lib/banger, so bin/banger and
 # bin/bangerd work unchanged and find the private runtime exactly as in a checkout):
 #   /usr/lib/banger/bin/{banger,bangerd,node.sh}      the launchers
-#   /usr/lib/banger/dist/{cli,bangerd}.mjs            the CLI and the daemon, bundled (esbuild)
+#   /usr/lib/banger/dist/{cli,cli-*,bangerd}.mjs      the CLI (split per command group) and the daemon, bundled (esbuild)
 #   /usr/lib/banger/dist/src/…                        assets next to the compiled modules
 #                                                     (kernel catalog, guest files, initramfs init)
 #   /usr/lib/banger/dist/guest/banger-vsock-agent     the static guest agent
@@ -47,7 +47,7 @@ lib="$root$LIB"
 mkdir -p "$lib/bin" "$lib/dist/guest" "$lib/$node_dir/bin" "$root/usr/bin" "$root/lib/systemd/system" "$root/usr/share/doc/banger" "$root/DEBIAN"
 install -m 0755 bin/banger bin/bangerd "$lib/bin/"
 install -m 0644 bin/node.sh "$lib/bin/"
-install -m 0644 dist/cli.mjs dist/bangerd.mjs "$lib/dist/"
+install -m 0644 dist/cli.mjs dist/cli-*.mjs dist/bangerd.mjs "$lib/dist/"
 install -m 0755 dist/guest/banger-vsock-agent "$lib/dist/guest/"
 # Assets and the compiled modules beside them (the guest-injection fingerprint reads those);
 # no source maps, no tests.
