@@ -10,6 +10,7 @@ import { makeStandin } from '../helpers/firecracker-standin/index.js';
 import { cleanupAll, createNetns } from '../helpers/netns.js';
 import { makeTar } from '../helpers/oci.js';
 import { bridgeInstance, leftovers, processesWith } from '../helpers/vm-leftovers.js';
+import { fakeElfVmlinux } from '../helpers/fake-vmlinux.js';
 
 /**
  * `--vmm firecracker` through the built CLI against an isolated daemon (own network namespace,
@@ -32,12 +33,7 @@ before(async () => {
   ns = createNetns('fccli');
   d = new TestDaemon({ netns: ns, config: { binaries: { firecracker: standin.binary }, vm: { stopTimeoutSeconds: 3 }, network: { bridge: 'bgfc0', subnet: '10.87.0.0/24' } } });
   await d.start();
-  const h = Buffer.alloc(128);
-  h.write('\x7fELF', 0, 'latin1');
-  h[5] = 1;
-  h.writeUInt16LE(2, 16);
-  h.writeUInt16LE(62, 18);
-  writeFileSync(join(work, 'vmlinux'), Buffer.concat([h, Buffer.from('Linux version 6.1.0-fc (x@y) #1\n')]));
+  writeFileSync(join(work, 'vmlinux'), fakeElfVmlinux({ release: '6.1.0-fc' }));
   const k = await d.cli(['kernel', 'import', 'fck', '--vmlinux', join(work, 'vmlinux'), '--distro', 'generic']);
   assert.equal(k.code, 0, k.stderr);
   writeFileSync(join(work, 'rootfs.tar'), makeTar([{ path: 'etc/', type: 'dir' }, { path: 'etc/hostname', data: 'fc\n' }]));

@@ -8,6 +8,7 @@ import { makeStandin, makeStandinJailer } from '../helpers/firecracker-standin/i
 import { cleanupAll, createNetns } from '../helpers/netns.js';
 import { makeTar } from '../helpers/oci.js';
 import { bridgeInstance, leftovers, processesWith } from '../helpers/vm-leftovers.js';
+import { fakeElfVmlinux } from '../helpers/fake-vmlinux.js';
 
 /**
  * Jailer mode (`firecracker.jailer.enabled`) through the built CLI against an isolated daemon
@@ -37,12 +38,7 @@ before(async () => {
   const jcfg = { enabled: true, binary: jailer.binary, chrootBaseDir: chrootBase, uidBase: 900_000, cgroupVersion: 1, parentCgroup };
   d = new TestDaemon({ netns: ns, config: { binaries: { firecracker: standin.binary }, firecracker: { jailer: jcfg }, vm: { stopTimeoutSeconds: 3 }, network: { bridge: 'bgfj0', subnet: '10.88.0.0/24' } } });
   await d.start();
-  const h = Buffer.alloc(128);
-  h.write('\x7fELF', 0, 'latin1');
-  h[5] = 1;
-  h.writeUInt16LE(2, 16);
-  h.writeUInt16LE(62, 18);
-  writeFileSync(join(work, 'vmlinux'), Buffer.concat([h, Buffer.from('Linux version 6.1.0-fc (x@y) #1\n')]));
+  writeFileSync(join(work, 'vmlinux'), fakeElfVmlinux({ release: '6.1.0-fc' }));
   const k = await d.cli(['kernel', 'import', 'fck', '--vmlinux', join(work, 'vmlinux'), '--distro', 'generic']);
   assert.equal(k.code, 0, k.stderr);
   writeFileSync(join(work, 'rootfs.tar'), makeTar([{ path: 'etc/', type: 'dir' }, { path: 'etc/hostname', data: 'fc\n' }]));
