@@ -202,3 +202,33 @@ test('rows of a create that never finished (daemon died mid-create): VMM alive â
     t.cleanup();
   }
 });
+
+test('a builder VM of a prepare the daemon did not see through (spec.prepare) is removed at start, running or not', { skip, timeout: 60_000 }, async () => {
+  const { t, ctx, rootfs, driver, make } = services({ bridge: 'bgrec4', subnet: '10.92.0.0/24' });
+  try {
+    await exec(['mkfs.ext4', '-q', '-F', rootfs, '16M']);
+    const builder = await make().create({ image: 'img', name: 'prepare-0a1b2c3d', nat: true, wait: false });
+    const user = await make().create({ image: 'img', name: 'keeper', nat: true, wait: false });
+    pids.push(...driver.pids);
+    // What a daemon killed during a prepare leaves: the builder's row (its spec says prepare) and its VMM running.
+    const row = ctx.db.prepare("SELECT spec_json FROM vms WHERE name = 'prepare-0a1b2c3d'").get() as { spec_json: string };
+    ctx.db.prepare("UPDATE vms SET spec_json = ? WHERE name = 'prepare-0a1b2c3d'").run(JSON.stringify({ ...JSON.parse(row.spec_json), prepare: true }));
+
+    await make().reconcile();
+    assert.deepEqual(ctx.db.prepare('SELECT name FROM vms').all(), [{ name: 'keeper' }], 'the builder row is gone, the user VM adopted');
+    assert.deepEqual(ctx.db.prepare('SELECT vm_name FROM ip_leases').all(), [{ vm_name: 'keeper' }]);
+    assert.deepEqual(nsLinks(ns).map((l) => l.ifname).filter((n) => n.startsWith('tap-')), [user.tap], 'its tap is gone');
+    assert.deepEqual(await make().deps.network.nat.vmIdsWithRules(), [user.id], 'its NAT rules are gone');
+    assert.equal(existsSync(join(ctx.layout.vms, 'prepare-0a1b2c3d')), false);
+    let alive = true;
+    try {
+      process.kill(builder.pid!, 0);
+    } catch {
+      alive = false;
+    }
+    assert.equal(alive, false, 'its VMM is killed');
+    await make().rm(['keeper'], true);
+  } finally {
+    t.cleanup();
+  }
+});
