@@ -33,7 +33,8 @@ export const MASKED_UNITS = [
  * a banger VM needs: API filesystems nobody mounts here (hugepages, mqueue, debugfs, tracefs,
  * configfs, the fuse control fs), module loads at boot (`modprobe@`; `kmod-static-nodes` is kept,
  * so /dev/fuse, /dev/net/tun and /dev/loop-control exist and load their module when opened),
- * sysctl.d (apply your own with the agent or --init-script), a remount of a root that is
+ * sysctl.d and modules-load.d (Debian's /etc/modules; apply your own with the agent or
+ * --init-script), the runlevel record in utmp, a remount of a root that is
  * already rw, a getty on a VT the microVM does not have, e2scrub of LVM snapshots, and the
  * "/usr changed" jobs a prepared or debootstrapped image already ran when its packages were
  * installed (ldconfig, sysusers, hwdb, journal catalog). Kept: journald, sshd, the agent, the
@@ -54,7 +55,9 @@ export const LEAN_MASKED_UNITS = [
   'modprobe@fuse.service',
   'modprobe@loop.service',
   'systemd-sysctl.service',
+  'systemd-modules-load.service',
   'systemd-remount-fs.service',
+  'systemd-update-utmp-runlevel.service',
   'getty-static.service',
   'getty@tty1.service',
   'e2scrub_reap.service',
