@@ -13,11 +13,12 @@ import { defaultSources } from './inject.js';
  *   sshd)? The same test the first-boot script makes (`find_systemd && has_ssh_unit`, Alpine's
  *   OpenRC), on the image's files.
  * - `firstBootScript` / `writeFirstBoot`: the builder VM runs this build's first-boot script
- *   (its prepare mode), written into the builder's copy of the image; its sha256 is part of
- *   the prepare key, so a new script prepares again.
+ *   (its prepare mode), written into the builder's copy of the image before it boots (a disk
+ *   banger made, never one a guest wrote); its sha256 is part of the prepare key, so a new
+ *   script prepares again.
  */
 
-/** Where the prepare leaves the list of packages the install added (first-boot script). */
+/** Where the prepare leaves the list of packages the install added (first-boot script; the host reads the console instead). */
 export const PREPARED_PACKAGES_PATH = '/var/lib/banger/prepared-packages';
 
 /** This build's first-boot script and its sha256 (hex). */
@@ -73,10 +74,4 @@ export async function writeFirstBoot(exec: Exec, disk: string, script: { path: s
   } finally {
     await rm(work, { recursive: true, force: true });
   }
-}
-
-/** The packages list the prepare left on `disk` (empty when there is none); at most 1 MiB read. */
-export async function readPreparedPackages(exec: Exec, disk: string): Promise<string> {
-  const r = await exec(['debugfs', '-R', `cat ${PREPARED_PACKAGES_PATH}`, disk], { env: toolEnv(), allowFailure: true, binary: true });
-  return r.exitCode === 0 ? r.stdoutBuffer.subarray(0, 1 << 20).toString('utf8') : '';
 }

@@ -71,9 +71,9 @@ const PKG_NAME = /^[A-Za-z0-9][A-Za-z0-9.+_:@-]{0,127}$/;
 const PKG_VERSION = /^[A-Za-z0-9.+~:_-]{0,128}$/;
 
 /**
- * The guest's `/var/lib/banger/prepared-packages` ("NAME VERSION" lines; Alpine's `apk info -v`
- * gives "NAME-VERSION-rN"). Untrusted input: lines that do not look like a package are dropped,
- * at most MAX_PACKAGES are kept.
+ * The packages a prepare added, as the builder's first-boot script lists them ("NAME VERSION"
+ * lines; Alpine's `apk info -v` gives "NAME-VERSION-rN"). Untrusted input: lines that do not look
+ * like a package are dropped, at most MAX_PACKAGES are kept.
  */
 export function parsePreparedPackages(text: string): PreparedPackage[] {
   const out: PreparedPackage[] = [];

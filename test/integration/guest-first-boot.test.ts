@@ -485,6 +485,8 @@ test('prepare mode (seed `prepare`): installs, records the packages the install 
     assert.match(r.stdout, /prepare mode: install once/);
     for (const s of ['prepare', 'install', 'configure', 'packages', 'scrub', 'prepare-done']) assert.match(r.stdout, new RegExp(`^banger-first-boot: step ${s}\\b`, 'm'));
     assert.match(r.stdout, /^banger-first-boot: prepare done/m);
+    // What the host reads (vms/prepare.ts addedPackages): one console line per package added.
+    assert.match(r.stdout, /^banger-first-boot: added openssh-server 1:9\.2p1-2\+deb12u7\nbanger-first-boot: added systemd 252\.39-1~deb12u1\n/m);
     assert.doesNotMatch(r.stdout, /would exec/, 'prepare mode never execs an init');
     assert.equal(pmLog(g).length, 2, 'apt-get update + install ran');
     assert.equal(g.read('var/lib/banger/prepared-packages'), 'openssh-server 1:9.2p1-2+deb12u7\nsystemd 252.39-1~deb12u1\n');

@@ -7,6 +7,7 @@ import { openDb } from '../../src/core/db.js';
 import { layout } from '../../src/core/paths.js';
 import { MAX_PACKAGES, parsePreparedPackages, PreparedImages, type PreparedRecord } from '../../src/images/prepared.js';
 import { ImageRepo } from '../../src/images/records.js';
+import { addedPackages } from '../../src/vms/prepare.js';
 
 test('parsePreparedPackages: "NAME VERSION" lines and apk\'s NAME-VER-rN; junk from the guest is dropped; bounded', () => {
   const text = [
@@ -29,6 +30,19 @@ test('parsePreparedPackages: "NAME VERSION" lines and apk\'s NAME-VER-rN; junk f
   ]);
   const many = Array.from({ length: MAX_PACKAGES + 50 }, (_, i) => `p${i} 1`).join('\n');
   assert.equal(parsePreparedPackages(many).length, MAX_PACKAGES);
+});
+
+test('addedPackages: only the first-boot script\'s "added" lines of a builder console, CRs dropped; a line that only contains the marker is not one', () => {
+  const console = [
+    '[    3.1] random kernel line',
+    'banger-first-boot: added systemd 252.39-1~deb12u1\r',
+    'Setting up systemd ...',
+    'banger-first-boot: added openssh-server 1:9.2p1-2+deb12u7',
+    'junk banger-first-boot: added evil 1',
+    'banger-first-boot: the install added 2 packages',
+  ].join('\n');
+  assert.equal(addedPackages(console), 'systemd 252.39-1~deb12u1\nopenssh-server 1:9.2p1-2+deb12u7');
+  assert.deepEqual(parsePreparedPackages(addedPackages(console)).map((p) => p.name), ['systemd', 'openssh-server']);
 });
 
 function withStore(fn: (p: PreparedImages, root: string, images: ImageRepo) => Promise<void>): Promise<void> {

@@ -23,8 +23,9 @@
 #   7. exec-init      write the marker and exec systemd (Alpine: busybox init + OpenRC)
 # Prepare mode (the seed carries `prepare`: banger's builder VM of `banger image prepare`, or the
 # first `vm create` of an image that needs the install): steps 1-6 run once, then
-#   packages          the packages the install added (name version) go to
-#                     /var/lib/banger/prepared-packages, for `banger image show`
+#   packages          the packages the install added go to /var/lib/banger/prepared-packages
+#                     and to the console ("banger-first-boot: added NAME VERSION"), where banger
+#                     reads them for `banger image show`
 #   scrub             remove what must differ per VM: machine-id emptied (the file is kept),
 #                     SSH host keys, root's authorized_keys, random seed, package lists and
 #                     caches, logs, /tmp; resolv.conf, hostname and hosts as the image had them
@@ -693,7 +694,10 @@ prepare_image() {
   [ -d "${PREPARED_PACKAGES%/*}" ] || mkdir -p "${PREPARED_PACKAGES%/*}"
   grep -vxF -f /run/banger-pkgs.before /run/banger-pkgs.after >"$PREPARED_PACKAGES" 2>/dev/null || :
   _n=0
-  while read -r _l; do _n=$((_n + 1)); done <"$PREPARED_PACKAGES"
+  while read -r _l; do
+    _n=$((_n + 1))
+    log "added $_l"
+  done <"$PREPARED_PACKAGES"
   log "the install added $_n packages (listed in $PREPARED_PACKAGES)"
   scrub
   step prepare-done "powering off"
@@ -709,7 +713,7 @@ prepare_image() {
   read -r _rel </proc/sys/kernel/osrelease 2>/dev/null || true
   [ -n "$_val" ] && [ -n "$_rel" ] && umount "/lib/modules/$_rel" 2>/dev/null
   sync
-  mount -o remount,ro / 2>/dev/null || log "warning: cannot remount / read-only; banger checks the disk with e2fsck"
+  mount -o remount,ro / 2>/dev/null || log "warning: cannot remount / read-only (the ext4 journal covers it)"
   sync
   echo b >/proc/sysrq-trigger
   reboot -f 2>/dev/null
