@@ -177,11 +177,18 @@ for (const who of ['root', 'nobody'] as const) {
         makeWorld(who);
         const before = snapshot(world);
         agent!.script = { stat: () => ({ exists: true, type: 'file', mode: 0o644, size: 5 }), tarOut: () => ({ tar: makeTar(c.entries) }) };
-        const r = await banger(who, ['vm', 'cp', 'evil:/etc/hostname', d.dst()]);
+        const r = await banger(who, ['--json', 'vm', 'cp', 'evil:/etc/hostname', d.dst()]);
         const what = `${c.name}, ${d.name}, as ${who}`;
         const bad = (m: string) => problems.push(`${what}: ${m}`);
+        const err = (() => {
+          try {
+            return (JSON.parse(r.stdout) as { error?: { code: string; message: string } }).error;
+          } catch {
+            return undefined;
+          }
+        })();
         if (r.code === 0) bad('the copy succeeded');
-        else if (!/E_UNSAFE_ENTRY/.test(r.stderr) || !c.says.test(r.stderr) || !/evil:\/etc\/hostname/.test(r.stderr)) bad(`the error does not say ${c.says}: ${r.stderr.trim()}`);
+        else if (err?.code !== 'E_UNSAFE_ENTRY' || !c.says.test(err.message) || !/^vm cp: evil:\/etc\/hostname: refused entry/.test(err.message)) bad(`the error is not E_UNSAFE_ENTRY saying ${c.says}: ${r.stdout.trim()} ${r.stderr.trim()}`);
         for (const l of diff(before, snapshot(world))) bad(`changed ${l}`);
         if (existsSync(ABS)) bad(`${ABS} was written`);
         if (existsSync(join(dir, 'x')) || existsSync(join(world, 'x'))) bad('../x was written');
