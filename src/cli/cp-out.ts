@@ -66,7 +66,8 @@ export async function copyOut(c: Cli, vm: string, src: string, dstArg: string, o
         .finally(() => --queued === 0 && !stopped && call?.resume());
       return false;
     },
-    stderr: (b: Buffer) => process.stderr.write(b),
+    // tar's messages from the guest: shown, without terminal control sequences
+    stderr: (b: Buffer) => void process.stderr.write(b.toString('utf8').replace(/[\x00-\x08\x0b-\x1f\x7f\x9b]/g, '?')),
   };
   const onSignal = () => stop(new BangerError(ErrorCode.Cancelled, 'vm cp: cancelled; nothing was copied'));
   process.on('SIGINT', onSignal);

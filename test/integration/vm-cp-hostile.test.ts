@@ -310,11 +310,11 @@ test('vm cp out: a well-behaved tree (read-only directory, hard link, symlink, 3
 
     // tar in the guest fails after sending a good stream: nothing is copied
     const before = snapshot(world);
-    agent!.script = { stat: () => ({ exists: true, type: 'dir' }), tarOut: () => ({ tar, exit: 2, stderr: 'tar: something vanished\n' }) };
+    agent!.script = { stat: () => ({ exists: true, type: 'dir' }), tarOut: () => ({ tar, exit: 2, stderr: 'tar: something vanished\x1b]0;owned\x07\x1b[2J\n' }) };
     const f = await banger(who, ['vm', 'cp', 'evil:/srv/tree', join(world, 'home', 'failed')]);
     assert.notEqual(f.code, 0);
     assert.match(f.stderr, /tar in the guest failed \(exit 2\)/);
-    assert.match(f.stderr, /something vanished/);
+    assert.match(f.stderr, /something vanished\?\]0;owned\?\?\[2J/, 'the guest\'s stderr is shown without terminal control sequences');
     // a stream cut in the middle of the big file, and one that is not tar at all
     for (const [bad, says] of [
       [tar.subarray(0, 1 << 20), /truncated/],
