@@ -17,6 +17,8 @@ export interface TarOutAnswer {
   tar: Buffer;
   exit?: number;
   stderr?: string;
+  /** Send the tar, then nothing: no EXIT (a guest whose tar never ends). */
+  hang?: boolean;
 }
 export interface HostileScript {
   stat?(path: string): Record<string, unknown>;
@@ -33,6 +35,8 @@ interface Out {
 export class HostileAgent {
   /** Every request received, in order (the JSON objects). */
   readonly requests: Array<Record<string, unknown>> = [];
+  /** Streams the host abandoned with CLOSE (the real agent kills their process group). */
+  readonly closed: number[] = [];
   private readonly sockets = new Set<Socket>();
   private constructor(
     private readonly server: Server,
@@ -78,6 +82,7 @@ export class HostileAgent {
         out.credit += f.payload.readUInt32BE(0);
         out.pump();
       } else if (f.type === F.Close) {
+        this.closed.push(f.stream);
         out.closed = true;
         streams.delete(f.stream);
       }
@@ -105,7 +110,7 @@ export class HostileAgent {
           off += n;
           out.credit -= n;
         }
-        if (!out.closed && off >= out.data.length) {
+        if (!out.closed && off >= out.data.length && !answer.hang) {
           out.closed = true;
           streams.delete(id);
           if (answer.stderr) send(F.Stderr, id, answer.stderr);

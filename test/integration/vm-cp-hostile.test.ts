@@ -328,3 +328,24 @@ test('vm cp out: a well-behaved tree (read-only directory, hard link, symlink, 3
     assert.deepEqual(diff(before, snapshot(world)), []);
   }
 });
+
+test('vm cp out: Ctrl-C while the guest stalls mid-stream ends the copy, tells the agent to stop, and leaves no temp directory', { skip }, async () => {
+  makeWorld('root');
+  const before = snapshot(world);
+  const tar = makeTar([D('tree'), F('tree/a', Buffer.alloc(100_000, 1))]);
+  agent!.script = { stat: () => ({ exists: true, type: 'dir' }), tarOut: () => ({ tar: tar.subarray(0, 50_000), hang: true }) };
+  const closedBefore = agent!.closed.length;
+  const child = spawn(process.execPath, [BANGER, 'vm', 'cp', 'evil:/srv/tree', join(world, 'home', 'stalled')], { env });
+  let err = '';
+  child.stderr.on('data', (b) => (err += b));
+  const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+  // the private directory appears once the stream has started
+  const home = join(world, 'home');
+  while (!readdirSync(home).some((n) => n.startsWith('.banger-cp-'))) await new Promise((r) => setTimeout(r, 20));
+  child.kill('SIGINT');
+  const code = await exited;
+  assert.notEqual(code, 0);
+  assert.match(err, /cancelled; nothing was copied/);
+  assert.deepEqual(diff(before, snapshot(world)), []);
+  while (agent!.closed.length === closedBefore) await new Promise((r) => setTimeout(r, 20));
+});
