@@ -34,7 +34,7 @@ export async function copyOut(c: Cli, vm: string, src: string, dstArg: string, o
   if (d && !d.isDirectory() && s.type === 'dir') throw new BangerError(ErrorCode.Invalid, `vm cp: cannot copy directory ${vm}:${src} onto the file ${dstArg}`);
   if (!d && dstArg.endsWith('/')) throw new BangerError(ErrorCode.NotFound, `vm cp: destination directory ${dstArg} does not exist`);
   const final = d?.isDirectory() ? join(dst, top) : dst;
-  const owners = !!o.archive && process.getuid?.() === 0;
+  const owners = !!o.archive && process.geteuid?.() === 0;
   if (o.archive && !owners) process.stderr.write('vm cp: -a: not running as root, so the copy belongs to you (owners are not restored)\n');
 
   const tmp = await mkdtemp(join(dirname(final), '.banger-cp-')).catch((e: NodeJS.ErrnoException) => {
