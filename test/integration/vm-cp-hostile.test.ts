@@ -53,6 +53,10 @@ before(async () => {
   server = new RpcServer({ socketPath: join(dir, 'run', 'd.sock'), log: nullLogger, methods: vmMethods(svc), gid: NOBODY });
   await server.listen();
   world = join(dir, 'world');
+  for (const [who, uid] of [['root', 0], ['nobody', NOBODY]] as const) {
+    mkdirSync(join(dir, `home-${who}`), { mode: 0o700 });
+    lchownSync(join(dir, `home-${who}`), uid, uid);
+  }
   env = { ...process.env, BANGER_SOCKET: join(dir, 'run', 'd.sock'), BANGER_ROOT: join(dir, 'root') };
 });
 after(async () => {
@@ -67,7 +71,8 @@ type Who = 'root' | 'nobody';
 
 function banger(who: Who, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const argv = who === 'root' ? [process.execPath, BANGER, ...args] : ['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', process.execPath, BANGER, ...args];
-  const child = spawn(argv[0]!, argv.slice(1), { env: { ...env, HOME: join(world, 'home') } });
+  // the CLI's own HOME (its compile cache goes there) is outside the world the test watches
+  const child = spawn(argv[0]!, argv.slice(1), { env: { ...env, HOME: join(dir, `home-${who}`) } });
   let out = '';
   let err = '';
   child.stdout.on('data', (b) => (out += b));
