@@ -78,6 +78,35 @@ export class FrameDecoder {
   }
 }
 
+/**
+ * `text` as UTF-8 of at most `maxBytes` bytes, cut at a character boundary. Truncating a
+ * string by characters is not enough: one U+FFFD (what each invalid byte a guest sends decodes
+ * to) is 3 bytes, so 65,536 characters can be 196 KiB.
+ */
+export function utf8Prefix(text: string, maxBytes: number): Buffer {
+  const b = Buffer.from(text, 'utf8');
+  if (b.length <= maxBytes) return b;
+  let end = maxBytes;
+  while (end > 0 && (b[end]! & 0xc0) === 0x80) end--; // do not split a multi-byte character
+  return b.subarray(0, end);
+}
+
+/** An ERROR frame carrying `text`, cut to fit one frame: never throws, whatever the text. */
+export function errorFrame(stream: number, text: string): Buffer {
+  return encodeFrame(F.Error, stream, utf8Prefix(text, MAX_PAYLOAD));
+}
+
+/**
+ * Text a guest sent (an ERROR frame, a refusal), made safe to log and print: at most
+ * `maxBytes` bytes of it are decoded, and control characters (terminal escapes included)
+ * become `\xNN`.
+ */
+export function guestText(data: Buffer | string, maxBytes = 1024): string {
+  const b = typeof data === 'string' ? utf8Prefix(data, maxBytes) : data.subarray(0, maxBytes);
+  const more = (typeof data === 'string' ? Buffer.byteLength(data) : data.length) > maxBytes ? '…' : '';
+  return b.toString('utf8').replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`) + more;
+}
+
 /** Splits data into frames of at most MAX_PAYLOAD bytes. */
 export function* chunks(data: Buffer, max = MAX_PAYLOAD): Generator<Buffer> {
   for (let i = 0; i < data.length; i += max) yield data.subarray(i, i + max);
