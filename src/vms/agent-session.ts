@@ -243,8 +243,8 @@ export class AgentConnection {
     if (f.type === F.Reply) {
       const p = this.pending.get(f.stream);
       if (!p) return;
+      const v = this.json(f); // invalid JSON fails the connection, and with it this request
       this.pending.delete(f.stream);
-      const v = this.json(f);
       if (p.handlers && v.ok === true) {
         p.session = new AgentSession(this, f.stream, p.handlers);
         this.sessions.set(f.stream, p.session);
