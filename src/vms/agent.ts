@@ -3,6 +3,7 @@ import type { Duplex } from 'node:stream';
 import { BangerError, ErrorCode } from '../core/errors.js';
 import { nullLogger, type Logger } from '../core/log.js';
 import { AgentConnection } from './agent-session.js';
+import { syncGuestClock } from './agent-clock.js';
 import type { VmHandle, VmmDriver } from './drivers/types.js';
 
 /**
@@ -66,10 +67,13 @@ export function connectUnix(path: string): Promise<Duplex> {
 /**
  * The protocol v2 connection to `vm`'s agent, opened through the driver's agent stream
  * (QEMU virtio-serial, Firecracker hybrid vsock) on first use and shared by every request and
- * session to that VM. Rejects (E_TIMEOUT, E_AGENT) when no v2 agent answers in time.
+ * session to that VM. Rejects (E_TIMEOUT, E_AGENT) when no v2 agent answers in time. Each
+ * contact also keeps the guest's wall clock on the host's (agent-clock.ts; never fails).
  */
-export function agentConnection(driver: Pick<VmmDriver, 'openAgentStream'>, vm: VmHandle, timeoutMs = 5000): Promise<AgentConnection> {
-  return agentPool.get(`${vm.name}#${vm.id}`, () => driver.openAgentStream(vm, { timeoutMs: Math.min(timeoutMs, 1000) }), timeoutMs);
+export async function agentConnection(driver: Pick<VmmDriver, 'openAgentStream'>, vm: VmHandle, timeoutMs = 5000): Promise<AgentConnection> {
+  const c = await agentPool.get(`${vm.name}#${vm.id}`, () => driver.openAgentStream(vm, { timeoutMs: Math.min(timeoutMs, 1000) }), timeoutMs);
+  syncGuestClock(c, agentPool.log);
+  return c;
 }
 
 /**

@@ -49,7 +49,7 @@ before(async () => {
     const logs = await d.cli(['vm', 'logs', 'ex1']);
     assert.fail(`vm create failed:\n${v.stderr}\nconsole tail:\n${logs.stdout.slice(-3000)}`);
   }
-  assert.match(v.stderr, /agent: healthy \(2\)/);
+  assert.match(v.stderr, /agent: healthy \(3\)/);
 }, { timeout: 1_500_000 });
 
 after(async () => {

@@ -2,7 +2,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter, once } from 'node:events';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from '../../src/core/log.js';
@@ -17,7 +17,7 @@ import { HostileAgentPeer } from '../helpers/hostile-agent-peer.js';
  * A hostile guest agent (test/helpers/hostile-agent-peer.ts, protocol v2 on a Unix socket)
  * against the daemon's real vm.* handlers on an RpcServer in this process (so this process is
  * "bangerd": its RSS is the daemon's) and the built CLI. VM 'bad' is served by the hostile
- * peer, VM 'other' by the real C agent. The peer serves good sessions on every new connection,
+ * peer, VM 'other' by the real C agent (its set-clock writes a file, --fake-clock). The peer serves good sessions on every new connection,
  * so "the next exec works" proves the pool dropped the broken connection and reconnected.
  */
 const AGENT = defaultSources().agentPath;
@@ -30,6 +30,7 @@ let agent: ChildProcess | undefined;
 let peer: HostileAgentPeer | undefined;
 let server: RpcServer | undefined;
 let env: NodeJS.ProcessEnv = {};
+let clockFile = '';
 
 interface LogRecord {
   level: string;
@@ -67,7 +68,9 @@ before(async () => {
   if (skip) return;
   dir = mkdtempSync(join(tmpdir(), 'banger-agent-hostile-'));
   const goodSock = join(dir, 'agent.sock');
-  agent = spawn(AGENT, ['--unix', goodSock], { stdio: 'ignore' });
+  clockFile = join(dir, 'other-clock');
+  // --fake-clock: set-clock writes the time to this file (the agent runs on this host).
+  agent = spawn(AGENT, ['--unix', goodSock, '--fake-clock', clockFile], { stdio: 'ignore' });
   for (let i = 0; i < 100 && !existsSync(goodSock); i++) await new Promise((r) => setTimeout(r, 20));
   peer = await HostileAgentPeer.start(join(dir, 'hostile.sock'));
   const sockets: Record<string, string> = { bad: peer.path, other: goodSock };
@@ -204,3 +207,36 @@ for (const sig of ['SIGTERM', 'SIGINT'] as const) {
     await closedStream; // bangerd told the agent to kill the process group
   });
 }
+
+test('the daemon sets the guest clock when it opens a VM\'s agent connection, before the first command; an agent that predates set-clock is simply not set', { skip, timeout: 120_000 }, async () => {
+  agentPool.closeAll(); // fresh connections for both VMs
+  rmSync(clockFile, { force: true });
+  const t0 = Date.now();
+  await execOk('other', 'clocked');
+  const t1 = Date.now();
+  const set = Number(readFileSync(clockFile, 'utf8'));
+  assert.ok(set >= t0 && set <= t1, `the real agent was given ${set}, outside [${t0}, ${t1}]`);
+  rmSync(clockFile);
+  await execOk('other', 'again');
+  assert.ok(!existsSync(clockFile), 'a second contact within a minute does not set it again');
+
+  // An agent that predates set-clock ('unknown op', as an image built before it answers):
+  // exec works, the clock is not set (debug log), and it is not asked again on that connection.
+  peer!.answerSetClock = 'unknown';
+  const notSet = waitLog((r) => r.msg === 'guest clock not set' && /predates set-clock/.test(String(r.fields.error)));
+  let from = peer!.requests.length;
+  await execOk('bad', 'old-agent');
+  await execOk('bad', 'old-agent-again');
+  assert.deepEqual(peer!.requests.slice(from).map((r) => r.op), ['set-clock', 'exec', 'exec']);
+  assert.equal((await notSet).level, 'debug');
+
+  // An agent that knows it: set-clock, with the host's time, goes out before the exec.
+  agentPool.closeAll();
+  peer!.answerSetClock = 'ok';
+  from = peer!.requests.length;
+  const t2 = Date.now();
+  await execOk('bad', 'new-agent');
+  const reqs = peer!.requests.slice(from);
+  assert.deepEqual(reqs.map((r) => r.op), ['set-clock', 'exec']);
+  assert.ok(Number(reqs[0]!.unixMs) >= t2 && Number(reqs[0]!.unixMs) <= Date.now());
+});
