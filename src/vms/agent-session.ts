@@ -6,7 +6,7 @@ import { nullLogger, type Logger } from '../core/log.js';
 /** Bytes the daemon may have queued for an agent beyond its sessions' stdin windows. */
 export const MAX_QUEUED_TO_AGENT = 1 << 20;
 /** How long a session start (`exec`, `tar-*`) may wait for the agent's REPLY. */
-export const START_TIMEOUT_MS = 60_000;
+export const START_TIMEOUT_MS = 120_000;
 
 /** What a session reports. Output must be acknowledged with `AgentSession.consumed(n)`. */
 export interface SessionHandlers {
