@@ -68,6 +68,7 @@ export async function startBridged(conn: AgentConnection, req: Record<string, un
   };
   session = await conn.start(req, handlers);
   const s = session;
+  if (finished) s.close(); // over a cap before the session was ours (no-op once it ended)
   // The server may refuse the upgrade (see RpcServer): a session nobody attaches is killed.
   const orphan = setTimeout(() => s.close(), 10_000);
   orphan.unref();
@@ -83,6 +84,7 @@ export async function startBridged(conn: AgentConnection, req: Record<string, un
       awaitDrain(cli);
     }
     if (finished) {
+      s.close(); // no-op once the session ended
       cli.end(finished);
       return;
     }
