@@ -57,24 +57,40 @@ export class FrameError extends Error {}
 /**
  * Splits a byte stream into frames. `push` throws FrameError on a length out of range; the
  * caller must then drop the connection (there is no way to resynchronise a byte stream).
+ * Chunks are kept as they come and joined once per frame, so a peer that sends a frame a
+ * byte at a time costs linear work, not quadratic; at most one frame plus one chunk is held.
  */
 export class FrameDecoder {
-  private buf: Buffer = Buffer.alloc(0);
+  private parts: Buffer[] = [];
+  private have = 0;
   push(chunk: Buffer, onFrame: (f: Frame) => void): void {
-    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
-    let off = 0;
-    while (this.buf.length - off >= 4) {
-      const len = this.buf.readUInt32BE(off);
+    if (chunk.length) {
+      this.parts.push(chunk);
+      this.have += chunk.length;
+    }
+    while (this.have >= 4) {
+      const len = this.front(4).readUInt32BE(0);
       if (len < 5 || len > 5 + MAX_PAYLOAD) throw new FrameError(`frame length ${len} out of range`);
-      if (this.buf.length - off < 4 + len) break;
-      const f = { type: this.buf[off + 4]!, stream: this.buf.readUInt32BE(off + 5), payload: this.buf.subarray(off + FRAME_HDR, off + 4 + len) };
-      off += 4 + len;
+      if (this.have < 4 + len) return;
+      const b = this.front(4 + len);
+      const f = { type: b[4]!, stream: b.readUInt32BE(5), payload: b.subarray(FRAME_HDR, 4 + len) };
+      this.drop(4 + len);
       onFrame(f);
     }
-    this.buf = off === this.buf.length ? Buffer.alloc(0) : this.buf.subarray(off);
+  }
+  /** The first part, joined with the following ones when it is shorter than `n` (have >= n). */
+  private front(n: number): Buffer {
+    if (this.parts[0]!.length < n) this.parts = [Buffer.concat(this.parts, this.have)];
+    return this.parts[0]!;
+  }
+  private drop(n: number): void {
+    const first = this.parts[0]!;
+    if (first.length === n) this.parts.shift();
+    else this.parts[0] = first.subarray(n);
+    this.have -= n;
   }
   get pending(): number {
-    return this.buf.length;
+    return this.have;
   }
 }
 
