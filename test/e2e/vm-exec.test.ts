@@ -49,7 +49,7 @@ before(async () => {
     const logs = await d.cli(['vm', 'logs', 'ex1']);
     assert.fail(`vm create failed:\n${v.stderr}\nconsole tail:\n${logs.stdout.slice(-3000)}`);
   }
-  assert.match(v.stderr, /agent: healthy \(2\)/);
+  assert.match(v.stderr, /agent: healthy \(3\)/);
 }, { timeout: 1_500_000 });
 
 after(async () => {
@@ -86,6 +86,36 @@ function banger(args: string[], opts: { input?: Buffer; onStdout?: (all: string,
   return new Promise((resolve) => child.on('close', (code) => (clearTimeout(t), resolve({ code, stdout: Buffer.concat(out), stderr: Buffer.concat(err) }))));
 }
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+/**
+ * Guest wall clock minus the host's, in seconds: the guest reads its clock somewhere inside the
+ * exec, so the true difference lies in [lo, hi] (the exec's own duration is the uncertainty).
+ */
+async function clockSkew(): Promise<{ lo: number; hi: number; source: string }> {
+  const t0 = Date.now() / 1000;
+  const r = await banger(['vm', 'exec', 'ex1', '--', 'date', '+%s.%N']);
+  const t1 = Date.now() / 1000;
+  assert.equal(r.code, 0, r.stderr.toString());
+  const g = Number(r.stdout.toString().trim());
+  const cs = await banger(['vm', 'exec', 'ex1', '--', 'cat', '/sys/devices/system/clocksource/clocksource0/current_clocksource']);
+  return { lo: g - t1, hi: g - t0, source: cs.stdout.toString().trim() };
+}
+/** Fails when the guest's clock is certainly more than 1 s away from the host's. */
+function assertClockClose(s: { lo: number; hi: number; source: string }, when: string): void {
+  console.log(`# guest clock ${when}: guest - host in [${s.lo.toFixed(3)}, ${s.hi.toFixed(3)}] s, clocksource ${s.source}`);
+  assert.ok(s.lo <= 1 && s.hi >= -1, `guest clock ${when}: guest - host in [${s.lo.toFixed(3)}, ${s.hi.toFixed(3)}] s, not within 1 s`);
+}
+
+test('the guest clock is within 1 s of the host right after create; vm cp in prints no time-stamp warning', { skip, ...T }, async () => {
+  assertClockClose(await clockSkew(), 'right after create');
+  const fresh = join(work, 'fresh');
+  mkdirSync(fresh);
+  writeFileSync(join(fresh, 'now'), 'just written on the host\n');
+  const up = await banger(['vm', 'cp', fresh, 'ex1:/root/fresh']);
+  assert.equal(up.code, 0, up.stderr.toString());
+  assert.doesNotMatch(up.stderr.toString(), /in the future/, 'tar in the guest saw a host mtime in its future');
+  assertClockClose(await clockSkew(), 'after vm exec and vm cp');
+});
 
 test('vm exec: exit codes 0, 7 and 128+9 pass through; a missing command is 127', { skip, ...T }, async () => {
   assert.equal((await banger(['vm', 'exec', 'ex1', '--', 'true'])).code, 0);
@@ -178,6 +208,12 @@ test('vm cp: a tree with a symlink, a setuid file and a 200 MiB file, both ways,
   const missing = await banger(['vm', 'cp', 'ex1:/nope', join(work, 'x')]);
   assert.notEqual(missing.code, 0);
   assert.match(missing.stderr.toString(), /ex1:\/nope: no such file/);
+});
+
+test('the guest clock is still within 1 s of the host after minutes of work', { skip, ...T }, async () => {
+  const dmesg = await banger(['vm', 'exec', 'ex1', '--', 'sh', '-c', 'dmesg | grep -i -e clocksource -e tsc || true']);
+  console.log(dmesg.stdout.toString().replace(/^/gm, '# '));
+  assertClockClose(await clockSkew(), 'after the exec and cp tests');
 });
 
 test('banger run --rm: the exit code passes through and nothing is left', { skip, ...T }, async () => {

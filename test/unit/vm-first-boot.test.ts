@@ -85,6 +85,18 @@ test('sshBanner: true only for a listener that greets with SSH- (loopback only)'
     http.close();
   }
   assert.equal(await sshBanner('127.0.0.1', ssh.port, 1000), false, 'a closed port');
+  // A slow sshd (a loaded TCG guest) greets after the connect timeout: one connection waits for
+  // it rather than hanging up and piling up pre-auth sshd children.
+  let conns = 0;
+  const slow = await new Promise<{ port: number; close: () => void }>((resolve) => {
+    const srv = createServer((s) => (conns++, setTimeout(() => s.end('SSH-2.0-slow\r\n'), 1500))).listen(0, '127.0.0.1', () => resolve({ port: (srv.address() as { port: number }).port, close: () => srv.close() }));
+  });
+  try {
+    assert.equal(await sshBanner('127.0.0.1', slow.port, 1000), true);
+    assert.equal(conns, 1);
+  } finally {
+    slow.close();
+  }
 });
 
 test('installProgress: the latest install line from the console (apt, the script), escapes stripped, trimmed', async () => {
