@@ -138,6 +138,8 @@ export interface Vm {
     rootDisk: { path: string; format: 'raw' | 'qcow2' };
     /** Published ports (`-p`). */
     ports?: { hostIp: string; hostPort: number; guestPort: number; proto: 'tcp' }[];
+    /** Limits of each published port: clients at once, idle seconds before a connection is closed (0: never). */
+    portLimits?: { maxConnections: number; idleTimeoutSeconds: number };
     /** Host folders (`--mount`). */
     mounts?: { hostDir: string; guestDir: string; readOnly: boolean; tag: string; kind?: '9p' | 'virtiofs' }[];
   };

@@ -57,6 +57,9 @@ export interface CreateParams {
   packageProxy?: string;
   /** `-p [HOSTIP:]HOSTPORT:GUESTPORT[/tcp]` specs (publish-spec.ts). */
   ports?: string[];
+  /** `--port-max-conns` / `--port-idle-timeout` (default: config ports; stored in spec.portLimits). */
+  portMaxConnections?: number;
+  portIdleTimeoutSeconds?: number;
   /** `--mount HOSTDIR:GUESTDIR[:ro]` specs (QEMU only). */
   mounts?: string[];
   /** `--init-script`: the file's bytes, base64; run once as root after the first boot. */
@@ -115,7 +118,7 @@ export class VmService {
     const d = opts.drivers;
     this.drivers = d instanceof DriverRegistry ? d : d ? new DriverRegistry(Object.values(d).filter((x): x is VmmDriver => !!x)) : DriverRegistry.fromBuild({ exec: ctx.exec, binaries: ctx.config.binaries, firecracker: ctx.config.firecracker });
     this.gid = opts.bangerGid;
-    this.forwards = new PortForwards(ctx.log);
+    this.forwards = new PortForwards(ctx.log, ctx.config.ports);
     this.hostKeys = new HostKeyPool(ctx.exec, ctx.layout.tmp, 2, (e) => ctx.log.warn('host key pool refill failed', { error: errorMessage(e) }));
   }
 
@@ -172,7 +175,7 @@ export class VmService {
       try {
         // step ports: bound first, so a host port already taken fails before anything exists
         undo.push('ports', () => this.forwards.close(name));
-        await this.forwards.open(name, plan.spec.ports ?? [], () => this.repo.find(name)?.ip ?? undefined);
+        await this.forwards.open(name, plan.spec.ports ?? [], () => this.repo.find(name)?.ip ?? undefined, plan.spec.portLimits);
         // step record: VM row (with its MAC) + IP lease in one transaction (UNIQUE ip: never two VMs, one IP)
         await steps.run('record', () => this.record(plan, starting ? 'running' : 'stopped', undo), { silent: true });
         await testPause(this.ctx, 'record', op.signal);
@@ -232,6 +235,7 @@ export class VmService {
     const pkg = resolvePackageSource({ mirror: p.packageMirror, proxy: p.packageProxy }, { mirror: this.ctx.config.firstBoot?.packageMirror, proxy: this.ctx.config.firstBoot?.packageProxy });
     const ports = parsePortSpecs(p.ports ?? []);
     PortForwards.checkConflicts(name, ports, this.repo.list());
+    const portLimits = PortForwards.limitsFor(p, ports, this.ctx.config.ports);
     const mounts = await checkMounts(parseMountSpecs(p.mounts ?? []), choice.kind);
     const id = newVmId();
     const handle: VmHandle = { id, name, files: this.files(name) };
@@ -245,7 +249,7 @@ export class VmService {
       ...(pkg.mirror ? { packageMirror: pkg.mirror } : {}),
       ...(pkg.proxy ? { packageProxy: pkg.proxy } : {}),
       rootDisk: driver.rootDisk(handle),
-      ...(ports.length ? { ports } : {}),
+      ...(ports.length ? { ports, portLimits } : {}),
       ...(mounts.length ? { mounts } : {}),
     };
     return { name, id, image, kernel, driver, choice, files: handle.files, handle, spec };
@@ -355,7 +359,7 @@ export class VmService {
 
     // step ports (a create opened them already: open is idempotent)
     steps.undo('ports', () => this.forwards.close(plan.name));
-    await this.forwards.open(plan.name, plan.spec.ports ?? [], () => this.repo.find(plan.name)?.ip ?? undefined);
+    await this.forwards.open(plan.name, plan.spec.ports ?? [], () => this.repo.find(plan.name)?.ip ?? undefined, plan.spec.portLimits);
     // step mounts: virtiofsd before QEMU (which connects to its socket); it exits with QEMU
     steps.undo('virtiofsd', () => stopVirtiofsd(plan.files.dir, plan.spec.mounts ?? []));
     await startVirtiofsd(this.ctx.exec, plan.files.dir, plan.spec.mounts ?? []);
@@ -586,7 +590,7 @@ export class VmService {
       handle: (vm) => this.handle(vm),
       removeVm: (name) => this.rm([name], true).then(() => undefined),
       markStopped: (vm) => this.markStopped(vm),
-      adopted: (vm) => this.forwards.open(vm.name, PortForwards.of(vm), () => this.repo.find(vm.name)?.ip ?? undefined),
+      adopted: (vm) => this.forwards.open(vm.name, PortForwards.of(vm), () => this.repo.find(vm.name)?.ip ?? undefined, vm.spec.portLimits),
     });
     void this.hostKeys.refill();
   }

@@ -221,7 +221,7 @@ function renderShow(v: VmDetail): string {
     ['vcpu', v.spec.vcpu],
     ['memory', `${v.spec.memoryMiB} MiB`],
     ['nat', v.spec.nat ? 'yes' : 'no'],
-    ['ports', (v.spec.ports ?? []).map(formatPort).join(', ') || undefined],
+    ['ports', v.spec.ports?.length ? v.spec.ports.map(formatPort).join(', ') + portLimits(v.spec.portLimits) : undefined],
     ['mounts', (v.spec.mounts ?? []).map((m: { hostDir: string; guestDir: string; readOnly: boolean }) => `${m.hostDir} -> ${m.guestDir}${m.readOnly ? ' (ro)' : ''}`).join(', ') || undefined],
     ['root disk', `${v.spec.rootDisk.path} (${v.spec.rootDisk.format}${v.rootDiskMethod ? `, ${v.rootDiskMethod} copy` : ''})`],
     ['init', v.cmdlineFirstBoot ?? '(image default)'],
@@ -231,4 +231,10 @@ function renderShow(v: VmDetail): string {
     ['ssh', v.sshCommand],
   ];
   return rows.map(([k, val]) => `${(k + ':').padEnd(11)} ${val ?? '-'}`).join('\n');
+}
+
+/** ` (at most 256 clients at once each, idle ones closed after 600 s)`, or '' for a VM made before port limits. */
+function portLimits(l: Vm['spec']['portLimits']): string {
+  if (!l) return '';
+  return ` (at most ${l.maxConnections} clients at once each, idle ones closed ${l.idleTimeoutSeconds ? `after ${l.idleTimeoutSeconds} s` : 'never'})`;
 }
