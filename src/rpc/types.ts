@@ -172,8 +172,14 @@ export interface VmDetail extends Vm {
 
 export interface VmLogs {
   data: string;
-  /** Offset to ask for next. */
+  /**
+   * Offset to ask for next. Offsets count from the boot's first byte and survive the console's
+   * rotation; an offset older than what is kept resumes at the oldest byte kept, one past `end`
+   * (the VM was restarted) starts over.
+   */
   offset: number;
+  /** One past the newest byte when this was read. */
+  end: number;
   running: boolean;
 }
 

@@ -13,6 +13,7 @@ import type { ProgressEvent } from '../core/operation.js';
 import { agentRequest } from './agent.js';
 import { FIRST_BOOT, tscKhzFromCpuinfo } from './cmdline.js';
 import { readFrom } from './console.js';
+import { removeConsole } from './console-log.js';
 import type { ImageView, KernelView, Leases } from './deps.js';
 import { DriverRegistry } from './drivers/registry.js';
 import type { VmHandle, VmmDriver, VmmKind } from './drivers/types.js';
@@ -367,7 +368,7 @@ export class VmService {
       'vmm',
       async () => {
         const spec = launchSpec({ instance: this.net.instance, vm: { id: plan.id, name: plan.name, spec: plan.spec, ip: net.ip }, kernel: plan.kernel, driver, files: plan.files, net, subnet: this.net.subnet(), kvm: plan.choice.kvm, tscKhz: plan.choice.kvm ? undefined : tscKhzFromCpuinfo(await this.host.readFile('/proc/cpuinfo')), rootDisk: plan.rootDisk });
-        await rm(driver.consolePath(handle), { force: true });
+        await removeConsole(driver.consolePath(handle));
         this.repo.setState(plan.name, { state: 'starting', desiredState: 'running' });
         throwIfAborted(steps.signal);
         // Registered before the start: a start cut short (cancel, timeout) may have left a VMM
@@ -539,11 +540,11 @@ export class VmService {
     return { ...(await this.view(this.get(name))), files: this.files(name), cmdlineFirstBoot: vm.spec.firstBoot ? FIRST_BOOT : null, rootDiskMethod };
   }
 
-  async logs(name: string, offset = 0): Promise<{ data: string; offset: number; running: boolean }> {
+  async logs(name: string, offset = 0): Promise<{ data: string; offset: number; end: number; running: boolean }> {
     const vm = this.get(name);
     const driver = this.driver(vm.vmm);
     const r = await readFrom(driver.consolePath(this.handle(vm)), offset);
-    return { data: r.data, offset: r.offset, running: (await driver.status(this.handle(vm), vm.pid)).running };
+    return { data: r.data, offset: r.offset, end: r.end, running: (await driver.status(this.handle(vm), vm.pid)).running };
   }
 
   /** What the CLI needs to run OpenSSH itself (stdio inherited, remote exit code). */

@@ -112,12 +112,15 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
       const c = cli();
       let offset = 0;
       let all = '';
+      let until: number | undefined; // without -f: what the console held at the first answer
       for (;;) {
         const r = await c.call('vm.logs', { name, offset });
         offset = r.offset;
+        until ??= r.end;
         if (c.json) all += r.data;
         else process.stdout.write(r.data);
-        if (!o.follow || (!r.running && !r.data)) break;
+        if (!o.follow && (offset >= until || !r.data)) break;
+        if (o.follow && !r.running && !r.data) break;
         if (!r.data) await new Promise((res) => setTimeout(res, 500));
       }
       if (c.json) c.emit({ name, console: all }, () => '');
