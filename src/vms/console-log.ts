@@ -11,8 +11,10 @@ import { consoleFiles, type ConsoleFiles } from './files.js';
  * (VMMs outlive bangerd) and nothing the guest prints is lost then. When the file passes the
  * cap, `rotateIfOver` (run by the daemon's ConsoleRotator) copies its newest `cap` bytes to
  * `console.log.1` and truncates `console.log` to 0 in place ("copytruncate"; safe because the
- * writer appends: its next write lands at the new end, 0). What the guest writes between the
- * last copy and the truncate (a few microseconds) is lost.
+ * writer appends: its next write lands at the new end, 0). What arrives while the copy runs is
+ * copied too, up to another `cap` bytes; only what the guest writes between the last copy and
+ * the truncate (microseconds), or beyond that bound by a guest writing faster than the disk
+ * copies, is lost.
  *
  * Offsets: every byte of a boot's console has one offset that never changes, counted from the
  * boot's start. `console.log.start` holds the offset of `console.log`'s first byte (0 until the
@@ -131,12 +133,10 @@ export async function removeConsole(live: string): Promise<void> {
   });
 }
 
-/** Catch-up copying after the first copy is bounded: a writer faster than the copy loses the rest. */
-const MAX_CATCH_UP = 1 << 20;
 
 /**
  * Rotate `live` when it holds more than `cap` bytes: its newest `cap` bytes (plus what arrives
- * while copying, up to 1 MiB) become console.log.1, console.log is truncated to 0, and
+ * while copying, up to another `cap`) become console.log.1, console.log is truncated to 0, and
  * console.log.start moves past everything it held. Returns the bytes the live file held (0: no
  * rotation). A missing console is no error.
  */
@@ -156,7 +156,7 @@ export async function rotateIfOver(live: string, cap: number): Promise<number> {
       const out = await open(tmp, 'w', 0o640);
       try {
         let pos = size - cap;
-        const buf = Buffer.alloc(Math.min(cap, 1 << 20));
+        const buf = Buffer.alloc(Math.min(cap, 4 << 20));
         const copyTo = async (to: number) => {
           while (pos < to) {
             const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, to - pos), pos);
@@ -167,10 +167,10 @@ export async function rotateIfOver(live: string, cap: number): Promise<number> {
         };
         await copyTo(size);
         // What the guest wrote meanwhile, then truncate at once.
-        for (let extra = 0; extra < MAX_CATCH_UP; ) {
+        for (let extra = 0; extra < cap; ) {
           const now = (await fh.stat()).size;
           if (now <= size) break;
-          const to = Math.min(now, size + (MAX_CATCH_UP - extra));
+          const to = Math.min(now, size + (cap - extra));
           extra += to - size;
           await copyTo(to);
           size = to;

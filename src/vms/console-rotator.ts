@@ -20,7 +20,7 @@ const CHECK_GAP_MS = 20;
  * Bound: console.log holds at most `maxBytes` plus what the guest writes during one check
  * (20 ms between checks while writes keep coming, plus a stat, or a rotation's copy of
  * `maxBytes`) or, where inotify says nothing, during one sweep interval; console.log.1 at
- * most `maxBytes` + 1 MiB.
+ * most 2 x `maxBytes` (the newest `maxBytes` and what arrived while they were copied).
  */
 export class ConsoleRotator {
   private timer?: NodeJS.Timeout;

@@ -33,6 +33,11 @@ export class BootWatch {
   progress?: string;
   private errorLine = false;
 
+  /** The error line was the last complete line: its hint, if any, may still be on its way. */
+  get awaitingHint(): boolean {
+    return this.errorLine;
+  }
+
   line(raw: string): void {
     const l = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
     if (this.errorLine) {

@@ -41,11 +41,14 @@ export async function waitReady(o: {
   o.stage('ssh', `waiting for root@${o.ip}`);
   try {
     let announced = 0;
+    let hintWait = 0;
     let lastLine = '';
     let lastShown = 0;
     const watch = async (): Promise<number | undefined> => {
       const w = await scanner.poll();
       const fb = w.firstBoot();
+      // The hint comes on the line after the error: give it one more round to arrive.
+      if (fb.error && w.awaitingHint && !hintWait++) return undefined;
       if (fb.error) {
         // The console's own line and hint, so the user sees what the guest said.
         throw new BangerError(ErrorCode.Vmm, `step first-boot: the guest's first boot failed: banger-first-boot: error: ${fb.error}`, {

@@ -2,14 +2,14 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { connect, createServer, type Server, type Socket } from 'node:net';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TcpForwarder } from '../../src/network/forward.js';
 import { isRoot, missingTools, TestDaemon } from '../helpers/daemon.js';
 import { makeStandin } from '../helpers/firecracker-standin/index.js';
 import { cleanupAll, createNetns, nsRun } from '../helpers/netns.js';
-import { makeTar } from '../helpers/oci.js';
+import { importStandinImage } from '../helpers/standin-vm.js';
 
 /**
  * Published ports under a flood (issue 19, item 4): a per-port cap on clients at once (the next
@@ -185,17 +185,7 @@ before(async () => {
   gns = createNetns('plimg');
   d = new TestDaemon({ netns: ns, config: { binaries: { firecracker: standin.binary }, vm: { stopTimeoutSeconds: 3 }, network: { bridge: 'bgpl0', subnet: '10.89.0.0/24' } } });
   await d.start();
-  const h = Buffer.alloc(128);
-  h.write('\x7fELF', 0, 'latin1');
-  h[5] = 1;
-  h.writeUInt16LE(2, 16);
-  h.writeUInt16LE(62, 18);
-  writeFileSync(join(work, 'vmlinux'), Buffer.concat([h, Buffer.from('Linux version 6.1.0-fc (x@y) #1\n')]));
-  const k = await d.cli(['kernel', 'import', 'fck', '--vmlinux', join(work, 'vmlinux'), '--distro', 'generic']);
-  assert.equal(k.code, 0, k.stderr);
-  writeFileSync(join(work, 'rootfs.tar'), makeTar([{ path: 'etc/', type: 'dir' }, { path: 'etc/hostname', data: 'pl\n' }]));
-  const i = await d.cli(['image', 'import', 'plimg', '--rootfs-tar', join(work, 'rootfs.tar'), '--kernel-ref', 'fck', '--size', '64M'], { timeoutMs: 180_000 });
-  assert.equal(i.code, 0, i.stderr);
+  await importStandinImage(d, work, 'fck', 'plimg');
 }, { timeout: 600_000 });
 
 after(async () => {
