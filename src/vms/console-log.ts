@@ -1,3 +1,4 @@
+import { fstatSync, ftruncateSync, readSync, writeSync } from 'node:fs';
 import { open, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { tempSibling, writeFileAtomic } from '../core/fsutil.js';
 import { KeyedLock } from '../core/lock.js';
@@ -134,6 +135,9 @@ export async function removeConsole(live: string): Promise<void> {
 }
 
 
+/** What is copied synchronously right before the truncate, at most. */
+const SYNC_TAIL = 256 * 1024;
+
 /**
  * Rotate `live` when it holds more than `cap` bytes: its newest `cap` bytes (plus what arrives
  * while copying, up to another `cap`) become console.log.1, console.log is truncated to 0, and
@@ -166,16 +170,25 @@ export async function rotateIfOver(live: string, cap: number): Promise<number> {
           }
         };
         await copyTo(size);
-        // What the guest wrote meanwhile, then truncate at once.
-        for (let extra = 0; extra < cap; ) {
-          const now = (await fh.stat()).size;
-          if (now <= size) break;
-          const to = Math.min(now, size + (cap - extra));
-          extra += to - size;
-          await copyTo(to);
-          size = to;
+        // What the guest wrote meanwhile (up to another cap): asynchronously while there is a
+        // lot, then the last bit and the truncate synchronously, so nothing runs between the
+        // last look at the size and the truncate (the only window where output is lost).
+        const limit = size + cap;
+        for (;;) {
+          const now = Math.min((await fh.stat()).size, limit);
+          if (now - size <= SYNC_TAIL) break;
+          await copyTo(now);
+          size = now;
         }
-        await fh.truncate(0);
+        for (let i = 0; i < 4; i++) {
+          const now = Math.min(fstatSync(fh.fd).size, limit, size + Math.min(SYNC_TAIL, buf.length));
+          if (now <= size) break;
+          const n = readSync(fh.fd, buf, 0, now - size, size);
+          if (!n) break;
+          writeSync(out.fd, buf, 0, n);
+          size += n;
+        }
+        ftruncateSync(fh.fd, 0);
       } finally {
         await out.close();
       }

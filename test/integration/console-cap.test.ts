@@ -172,12 +172,13 @@ test('a guest writing 1 GiB to its console: the log stays within its cap, vm log
   console.log(`# phase 1: follower saw ${followed.lines}/${w1.lines} lines, ${followed.gaps} gaps (${followed.missing} lines lost to rotation)`);
 
   // Phase 2: 1 GiB at 32 MiB/s. The daemon checks on every inotify event (at most one check per
-  // 20 ms) and sweeps every second, so console.log may pass the cap by at most what arrives in
-  // one sweep interval: 32 MiB. console.log.1 holds at most 2 x the cap.
+  // 20 ms) and sweeps every second; a rotation copies up to 2 caps. The slack stated: console.log
+  // passes the cap by at most what arrives in 2 s (a sweep interval plus one rotation on a loaded
+  // host): 64 MiB. console.log.1 holds at most 2 x the cap.
   const rate = 32 * MiB;
   const w2 = await writeConsole(files.console, 1024 * MiB, rate, w1.lastSeq + 1, ['PHASE-2-END']);
   console.log(`# phase 2: console.log peaked at ${(w2.maxSize / MiB).toFixed(1)} MiB (cap ${CAP / MiB} MiB) while 1 GiB was written`);
-  assert.ok(w2.maxSize <= CAP + rate * 1, `console.log peaked at ${w2.maxSize} bytes: more than the cap plus one sweep interval's writes`);
+  assert.ok(w2.maxSize <= CAP + rate * 2, `console.log peaked at ${w2.maxSize} bytes: more than the cap plus 2 s of writes`);
   // Once the daemon has looked again, both files are within their bounds.
   for (let i = 0; i < 100 && sizeOf(files.console) > CAP; i++) await new Promise((r) => setTimeout(r, 100));
   assert.ok(sizeOf(files.console) <= CAP, `console.log: ${sizeOf(files.console)}`);
