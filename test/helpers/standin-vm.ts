@@ -2,20 +2,18 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TestDaemon } from './daemon.js';
+import { fakeElfVmlinux } from './fake-vmlinux.js';
 import { makeTar } from './oci.js';
 
 /**
+ * (test/helpers/firecracker-cli-fixture.ts does the same for a daemon it starts itself; this one
+ * is for a daemon a test configures on its own.)
  * A kernel and an image for VMs run by the Firecracker stand-in (nothing boots: a stub ELF
  * `vmlinux` and a one-file rootfs), imported into `d` as `kernel` and `image`. `work` is a
  * scratch directory of the test.
  */
 export async function importStandinImage(d: TestDaemon, work: string, kernel: string, image: string): Promise<void> {
-  const h = Buffer.alloc(128);
-  h.write('\x7fELF', 0, 'latin1');
-  h[5] = 1;
-  h.writeUInt16LE(2, 16);
-  h.writeUInt16LE(62, 18);
-  writeFileSync(join(work, 'vmlinux'), Buffer.concat([h, Buffer.from('Linux version 6.1.0-fc (x@y) #1\n')]));
+  writeFileSync(join(work, 'vmlinux'), fakeElfVmlinux({ release: '6.1.0-fc' }));
   const k = await d.cli(['kernel', 'import', kernel, '--vmlinux', join(work, 'vmlinux'), '--distro', 'generic']);
   assert.equal(k.code, 0, k.stderr);
   writeFileSync(join(work, 'rootfs.tar'), makeTar([{ path: 'etc/', type: 'dir' }, { path: 'etc/hostname', data: 'standin\n' }]));
