@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { PackageUrl } from '../core/package-url.js';
+import { PortIdleTimeoutSeconds, PortMaxConnections } from '../core/limits.js';
 import { VMM_CHOICES } from '../core/vmm.js';
 import { Name, Size } from './schemas.js';
 import type { Image, ImageDetail, Kernel, KernelCatalog, KernelDetail, KernelPullResult, KernelRemoved, PruneResult, Removed, DaemonStatus, TeardownResult, Vm, VmDetail, VmLogs, VmPorts, SshConfigFile, SshInfo, LoginResult, LogoutResult } from './types.js';
@@ -149,6 +150,10 @@ export const methods = {
         packageProxy: PackageUrl.optional(),
         /** `-p [HOSTIP:]HOSTPORT:GUESTPORT[/tcp]` specs (parsed and checked by the daemon). */
         ports: z.array(z.string().min(1).max(64)).max(64).optional(),
+        /** Clients each published port accepts at once (default: config ports.maxConnections). */
+        portMaxConnections: PortMaxConnections.optional(),
+        /** Seconds a published port's connection may stay idle before both sides are closed; 0: never (default: config ports.idleTimeoutSeconds). */
+        portIdleTimeoutSeconds: PortIdleTimeoutSeconds.optional(),
         /** `--mount HOSTDIR:GUESTDIR[:ro]` specs, HOSTDIR absolute (QEMU only). */
         mounts: z.array(z.string().min(1).max(4096)).max(16).optional(),
         /** `--init-script`: the file's bytes, base64, at most 1 MiB decoded. */

@@ -138,6 +138,8 @@ export interface Vm {
     rootDisk: { path: string; format: 'raw' | 'qcow2' };
     /** Published ports (`-p`). */
     ports?: { hostIp: string; hostPort: number; guestPort: number; proto: 'tcp' }[];
+    /** Limits of each published port: clients at once, idle seconds before a connection is closed (0: never). */
+    portLimits?: { maxConnections: number; idleTimeoutSeconds: number };
     /** Host folders (`--mount`). */
     mounts?: { hostDir: string; guestDir: string; readOnly: boolean; tag: string; kind?: '9p' | 'virtiofs' }[];
   };
@@ -170,8 +172,14 @@ export interface VmDetail extends Vm {
 
 export interface VmLogs {
   data: string;
-  /** Offset to ask for next. */
+  /**
+   * Offset to ask for next. Offsets count from the boot's first byte and survive the console's
+   * rotation; an offset older than what is kept resumes at the oldest byte kept, one past `end`
+   * (the VM was restarted) starts over.
+   */
   offset: number;
+  /** One past the newest byte when this was read. */
+  end: number;
   running: boolean;
 }
 

@@ -51,11 +51,11 @@ export async function show(vb: VmBase, name: string): Promise<VmView & { files: 
   return { ...(await view(vb, vb.get(name))), files: vb.files(name), cmdlineFirstBoot: vm.spec.firstBoot ? FIRST_BOOT : null, rootDiskMethod };
 }
 
-export async function logs(vb: VmBase, name: string, offset = 0): Promise<{ data: string; offset: number; running: boolean }> {
+export async function logs(vb: VmBase, name: string, offset = 0): Promise<{ data: string; offset: number; end: number; running: boolean }> {
   const vm = vb.get(name);
   const driver = vb.driver(vm.vmm);
   const r = await readFrom(driver.consolePath(vb.handle(vm)), offset);
-  return { data: r.data, offset: r.offset, running: (await driver.status(vb.handle(vm), vm.pid)).running };
+  return { data: r.data, offset: r.offset, end: r.end, running: (await driver.status(vb.handle(vm), vm.pid)).running };
 }
 
 /** The VM, which must be running (E_IN_USE naming `vm start` otherwise). */

@@ -89,7 +89,7 @@ export class VmService extends VmBase {
     return show(this, name);
   }
 
-  logs(name: string, offset = 0): Promise<{ data: string; offset: number; running: boolean }> {
+  logs(name: string, offset = 0): Promise<{ data: string; offset: number; end: number; running: boolean }> {
     return logs(this, name, offset);
   }
 
@@ -119,7 +119,7 @@ export class VmService extends VmBase {
       handle: (vm) => this.handle(vm),
       removeVm: (name) => this.rm([name], true).then(() => undefined),
       markStopped: (vm) => this.markStopped(vm),
-      adopted: (vm) => this.forwards.open(vm.name, PortForwards.of(vm), () => this.repo.find(vm.name)?.ip ?? undefined),
+      adopted: (vm) => this.forwards.open(vm.name, PortForwards.of(vm), () => this.repo.find(vm.name)?.ip ?? undefined, vm.spec.portLimits),
     });
     void this.hostKeys.refill();
   }

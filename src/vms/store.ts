@@ -18,8 +18,16 @@ export interface VmSpec {
   rootDisk: { path: string; format: 'raw' | 'qcow2' };
   /** Published ports (`-p`), forwarded by the daemon (ports.ts). */
   ports?: PortSpec[];
+  /** Limits of every published port (ports.ts); absent when there are no ports. */
+  portLimits?: PortLimits;
   /** Host folders (`--mount`, QEMU virtio-9p; mounts.ts). */
   mounts?: MountSpec[];
+}
+
+/** Per published port: clients at once, and the idle time after which a connection is closed (0: never). */
+export interface PortLimits {
+  maxConnections: number;
+  idleTimeoutSeconds: number;
 }
 
 export type VmState = 'created' | 'starting' | 'running' | 'stopping' | 'stopped' | 'error';

@@ -76,7 +76,7 @@ export class VmBase {
     const d = opts.drivers;
     this.drivers = d instanceof DriverRegistry ? d : d ? new DriverRegistry(Object.values(d).filter((x): x is VmmDriver => !!x)) : DriverRegistry.fromBuild({ exec: ctx.exec, binaries: ctx.config.binaries, firecracker: ctx.config.firecracker });
     this.gid = opts.bangerGid;
-    this.forwards = new PortForwards(ctx.log);
+    this.forwards = new PortForwards(ctx.log, ctx.config.ports);
     this.firstBoot = new FirstBootProbe(ctx.exec);
     this.hostKeys = new HostKeyPool(ctx.exec, ctx.layout.tmp, 2, (e) => ctx.log.warn('host key pool refill failed', { error: errorMessage(e) }));
   }

@@ -106,3 +106,26 @@ test('installProgress: the latest install line from the console (apt, the script
   assert.equal(installProgress(text), 'Setting up systemd (252.38-1~deb12u1) ...');
   assert.equal(installProgress(`Unpacking ${'x'.repeat(200)}\n`)!.length, 100);
 });
+
+test('LineSplitter: a line longer than MAX_LINE is cut there, the rest of it dropped; lines across chunks and UTF-8 split between chunks', async () => {
+  const { LineSplitter, MAX_LINE } = await import('../../src/vms/console.js');
+  const lines: string[] = [];
+  const s = new LineSplitter((l) => lines.push(l));
+  s.push('a'.repeat(3 * MAX_LINE));
+  s.push(Buffer.from('b'.repeat(MAX_LINE) + '\nbanger-first-boot: error: x\nhalf'));
+  const euro = Buffer.from('€\n');
+  s.push(euro.subarray(0, 1));
+  s.push(euro.subarray(1));
+  s.push('tail');
+  s.end();
+  assert.deepEqual(lines, ['a'.repeat(MAX_LINE), 'banger-first-boot: error: x', 'half€', 'tail']);
+});
+
+test('BootWatch: init marker, first error and its hint, install state, progress; CRLF lines', async () => {
+  const { BootWatch } = await import('../../src/vms/console.js');
+  const w = new BootWatch();
+  for (const l of ['[ 1.0] Run /init as init process\r', 'banger-first-boot: step install\r', 'Setting up systemd (252) ...\r', 'banger-first-boot: error: first\r', 'banger-first-boot: hint: h1\r', 'banger-first-boot: error: second']) w.line(l);
+  assert.equal(w.init, true);
+  assert.deepEqual(w.firstBoot(), { installing: true, error: 'first', hint: 'h1' });
+  assert.equal(w.progress, 'Setting up systemd (252) ...');
+});

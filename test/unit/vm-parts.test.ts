@@ -49,7 +49,8 @@ test('qemuArgv: microvm TCG, daemonized, serial/QMP/agent sockets in the VM dir,
   assert.ok(!argv.includes('-cpu'), 'TCG uses the default CPU model');
   for (const f of ['-no-reboot', '-nodefaults', '-no-user-config', '-daemonize']) assert.ok(argv.includes(f), f);
   assert.deepEqual(after(argv, '-initrd'), ['/k/initrd.img']);
-  assert.deepEqual(after(argv, '-serial'), [`file:${files.console}`]);
+  assert.deepEqual(after(argv, '-serial'), ['chardev:con']);
+  assert.ok(after(argv, '-chardev').includes(`file,id=con,path=${files.console},append=on`), 'the console is appended to (copytruncate rotation)');
   assert.deepEqual(after(argv, '-qmp'), [`unix:${files.qmp},server=on,wait=off`]);
   assert.deepEqual(after(argv, '-pidfile'), [files.pid]);
   assert.deepEqual(after(argv, '-drive').map((d) => d.split(',')[0]), ['id=root', 'id=seed']);

@@ -24,6 +24,8 @@ export interface CreateFlags {
   packageMirror?: string;
   packageProxy?: string;
   publish?: string[];
+  portMaxConns?: number;
+  portIdleTimeout?: number;
   mount?: string[];
   initScript?: string;
   keepOnFailure?: boolean;
@@ -54,6 +56,8 @@ const CREATE_OPTIONS: Array<{ key: keyof CreateFlags; make: () => Option }> = [
   { key: 'packageMirror', make: () => new Option('--package-mirror <url>', "archive the first boot installs systemd + sshd from instead of the image's own sources (Debian/Ubuntu: the base URL, e.g. http://10.0.0.1:8080/debian; default: config firstBoot.packageMirror)") },
   { key: 'packageProxy', make: () => new Option('--package-proxy <url>', 'HTTP proxy for the first boot install (default: config firstBoot.packageProxy)') },
   { key: 'publish', make: () => new Option('-p, --publish <spec>', 'publish a guest TCP port on the host: [HOSTIP:]HOSTPORT:GUESTPORT[/tcp], HOSTIP default 127.0.0.1 (repeatable)').argParser(collect).default([]) },
+  { key: 'portMaxConns', make: () => new Option('--port-max-conns <n>', 'clients each published port accepts at once; past it a new connection is closed at once (default: config ports.maxConnections, 256)').argParser(intArg('--port-max-conns')) },
+  { key: 'portIdleTimeout', make: () => new Option('--port-idle-timeout <seconds>', 'close a connection to a published port (both sides) after SECONDS without traffic, 0 never (default: config ports.idleTimeoutSeconds, 600)').argParser(intArg('--port-idle-timeout')) },
   { key: 'mount', make: () => new Option('--mount <spec>', 'share a host folder (QEMU, virtio-9p): HOSTDIR:GUESTDIR[:ro], mounted on every boot (repeatable)').argParser(collect).default([]) },
   { key: 'initScript', make: () => new Option('--init-script <file>', 'run FILE once as root when the first boot is ready; output in vm logs; create fails if it fails') },
   { key: 'keepOnFailure', make: () => new Option('--keep-on-failure', 'when create fails, keep the VM for inspection instead of removing everything it made') },
@@ -84,6 +88,8 @@ export async function createParams(o: CreateFlags): Promise<Omit<Params<'vm.crea
     vmm: o.vmm,
     packageMirror: o.packageMirror,
     packageProxy: o.packageProxy,
+    portMaxConnections: o.portMaxConns,
+    portIdleTimeoutSeconds: o.portIdleTimeout,
     ...(await createExtras(o)),
   };
   for (const k of Object.keys(p) as Array<keyof typeof p>) if (p[k] === undefined) delete p[k];

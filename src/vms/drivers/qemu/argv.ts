@@ -62,7 +62,9 @@ export function qemuArgv(binary: string, s: QemuLaunch): string[] {
   ];
   if (s.initrd) argv.push('-initrd', s.initrd);
   argv.push('-append', s.cmdline);
-  argv.push('-serial', `file:${f.console}`);
+  // The console file is opened O_APPEND (append=on): the daemon truncates it in place when it
+  // passes its cap (console-log.ts), and `-serial file:` would also truncate it on a restore.
+  argv.push('-chardev', `file,id=con,path=${qopt(f.console)},append=on`, '-serial', 'chardev:con');
   for (const d of s.disks) {
     argv.push('-drive', `id=${d.id},file=${qopt(d.path)},format=${d.format},if=none,${d.readOnly ? 'readonly=on' : 'discard=unmap'}`);
     argv.push('-device', `virtio-blk-device,drive=${d.id}`);
