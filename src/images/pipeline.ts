@@ -7,7 +7,7 @@ import { injectGuestFiles } from '../guest/inject.js';
 import { LayerApplier } from './apply.js';
 import { buildExt4 } from './build.js';
 import type { ImageBase, OpContext } from './image-base.js';
-import type { ImageRecord } from './records.js';
+import type { ImageRecord } from './record.js';
 import type { ImageConfig } from './registry/manifest.js';
 import { BUILD_KEY_FILE, linkBuiltRootfs } from './reuse.js';
 import { chooseStagingParent, isNoSpace, ramPrefix } from './staging.js';
