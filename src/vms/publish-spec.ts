@@ -76,7 +76,7 @@ const BAD_PATH = /[:,\s\\\0'"`$]/;
 
 /**
  * Parse `HOSTDIR:GUESTDIR[:ro|:rw]` (both absolute; no ':' ',' whitespace or backslash in
- * either; no '..' segment). Pure: whether HOSTDIR exists is checked by mounts.ts.
+ * either; no '..' segment). Pure: whether HOSTDIR exists is checked by host-folders.ts.
  */
 export function parseMountSpec(spec: string, index: number, field = '--mount'): MountSpec {
   const parts = spec.split(':');

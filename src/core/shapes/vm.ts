@@ -40,7 +40,7 @@ export interface VmSpec {
   rootDisk: { path: string; format: 'raw' | 'qcow2' };
   /** Published ports (`-p`), forwarded by the daemon (vms/ports.ts). */
   ports?: PortSpec[];
-  /** Host folders (`--mount`; vms/mounts.ts). */
+  /** Host folders (`--mount`; vms/host-folders.ts). */
   mounts?: MountSpec[];
 }
 
