@@ -13,7 +13,7 @@ import { download, fetchCached } from './download.js';
 import type { ContentStore } from '../../core/content-store.js';
 import type { HttpClient } from '../../core/http.js';
 import { buildInitramfs } from './initramfs.js';
-import { GUEST_MODULES, resolveModules } from './modules.js';
+import { GUEST_MODULES, MOUNT_MODULES, resolveModules } from './modules.js';
 import { buildModulesImage, MODULES_IMAGE } from '../modimage.js';
 import { extractVmlinux } from './vmlinux.js';
 
@@ -199,7 +199,7 @@ async function buildBootFiles(opts: FetchDebianKernelOptions, steps: StepRunner,
   });
   const { modules, builtin, initrdBytes } = await steps.run('initramfs', async () => {
     progress({ stage: 'initramfs' });
-    const { modules, builtin } = await resolveModules(u.modDir, GUEST_MODULES, exec);
+    const { modules, builtin } = await resolveModules(u.modDir, GUEST_MODULES, exec, MOUNT_MODULES);
     const busybox = await readFile(join(u.broot, 'bin', 'busybox')).catch((e) => {
       throw new BangerError(ErrorCode.Bundle, `package ${BUSYBOX_PACKAGE} ${busyboxDeb.version} has no bin/busybox`, { cause: e });
     });
