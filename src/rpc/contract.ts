@@ -8,10 +8,11 @@ import type { Image, ImageDetail, Kernel, KernelCatalog, KernelDetail, KernelPul
 /**
  * The banger RPC contract: every JSON-RPC method the daemon serves, with the schema its params
  * are validated against (by the server, before any handler runs) and the type of its result.
- * The daemon's handlers are typed against it (`Handlers`), and so is every client
- * (`rpc/typed-client.ts`; the CLI), so neither side can drift without a compile error. This
- * module and `rpc/types.ts`, `rpc/schemas.ts` are what a TypeScript SDK exports: they import
- * nothing from the daemon or a domain.
+ * The daemon's handlers are typed against it (`HandlersFor`, `rpc/bind.ts`), and so is every
+ * client (`RpcClient.request`, `rpc/client.ts`; the CLI), so neither side can drift without a
+ * compile error. This module and `rpc/types.ts`, `rpc/schemas.ts` are what a TypeScript SDK
+ * exports: they import nothing from the daemon or a domain (the shapes they send are in
+ * `core/shapes/`, below both).
  *
  * Conventions: one verb per action (`rm` removes, old names are `legacyAliases`); lists return
  * arrays; removals return `{ removed: string[] }` (the names removed); sizes are accepted as a

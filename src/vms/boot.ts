@@ -4,7 +4,6 @@ import { settleAll } from './args.js';
 import { tscKhzFromCpuinfo } from './cmdline.js';
 import { removeConsole } from './console-log.js';
 import { launchSpec } from './launch.js';
-import { startVirtiofsd, stopVirtiofsd } from './mounts.js';
 import { planNet, type BootPlan } from './plan.js';
 import { waitReady } from './readiness.js';
 import { testPause } from './testpause.js';
@@ -40,9 +39,14 @@ async function launchInner(vb: VmBase, plan: BootPlan, o: LaunchOptions): Promis
   // step ports (a create opened them already: open is idempotent)
   steps.undo('ports', () => vb.forwards.close(plan.name));
   await vb.forwards.open(plan.name, plan.spec.ports ?? [], () => vb.repo.find(plan.name)?.ip ?? undefined, plan.spec.portLimits);
-  // step mounts: virtiofsd before QEMU (which connects to its socket); it exits with QEMU
-  steps.undo('virtiofsd', () => stopVirtiofsd(plan.files.dir, plan.spec.mounts ?? []));
-  await startVirtiofsd(vb.ctx.exec, plan.files.dir, plan.spec.mounts ?? []);
+  // step mounts: what the driver's shared folders need on the host, before the VMM (QEMU:
+  // virtiofsd, whose socket it connects to; it exits with QEMU)
+  const mounts = plan.spec.mounts ?? [];
+  if (mounts.length && driver.folders) {
+    const folders = driver.folders;
+    steps.undo('mounts', () => folders.stop(handle, mounts));
+    await folders.start(handle, mounts);
+  }
   const { pid } = await steps.run(
     'vmm',
     async () => {

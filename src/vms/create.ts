@@ -9,7 +9,7 @@ import { launch, networkUp } from './boot.js';
 import { initScriptStep, keptOnFailure, verifyMountsStep } from './create-extras.js';
 import type { ImageView, KernelView } from './deps.js';
 import type { VmHandle } from './drivers/types.js';
-import { checkMounts, seedMountsFile } from './mounts.js';
+import { checkMounts, seedMountsFile } from './host-folders.js';
 import { generateName, newVmId } from './names.js';
 import { resolvePackageSource } from './package-source.js';
 import { planNet, type BootPlan } from './plan.js';
@@ -136,7 +136,7 @@ async function planCreate(vb: VmBase, name: string, p: CreateParams): Promise<Bo
   const ports = parsePortSpecs(p.ports ?? []);
   PortForwards.checkConflicts(name, ports, vb.repo.list());
   const portLimits = PortForwards.limitsFor(p, ports, vb.ctx.config.ports);
-  const mounts = await checkMounts(parseMountSpecs(p.mounts ?? []), choice.kind);
+  const mounts = await checkMounts(parseMountSpecs(p.mounts ?? []), driver);
   const id = newVmId();
   const handle: VmHandle = { id, name, files: vb.files(name) };
   const spec: VmSpec = {

@@ -1,5 +1,5 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { VMM_CHOICES, type VmmChoiceName } from '../../core/vmm.js';
+import { VMM_CHOICES } from '../../core/vmm.js';
 import type { Params } from '../../rpc/contract.js';
 import { collect, createExtras } from './vm-create-extras.js';
 
@@ -9,27 +9,24 @@ import { collect, createExtras } from './vm-create-extras.js';
  * an option of `vm create` and the IMAGE argument of `run`.
  */
 
-/** What commander yields for the shared options (`--no-start` / `--no-wait` give start/wait false). */
-export interface CreateFlags {
-  name?: string;
-  kernel?: string;
-  vcpu?: number;
-  memory?: number;
-  diskSize?: string;
-  workDisk?: string;
-  nat?: boolean;
-  start?: boolean;
-  wait?: boolean;
-  vmm?: VmmChoiceName;
-  packageMirror?: string;
-  packageProxy?: string;
-  publish?: string[];
-  portMaxConns?: number;
-  portIdleTimeout?: number;
-  mount?: string[];
+/** The `vm.create` params the shared options fill (`--image` / IMAGE is the command's own). */
+type CreateParamsWire = Omit<Params<'vm.create'>, 'image'>;
+
+/**
+ * What commander yields for the shared options (`--no-start` / `--no-wait` give start/wait
+ * false), derived from the contract's `vm.create` params: a flag named as its param carries the
+ * param's type; those whose flag differs are renamed here (and `--init-script` is a path,
+ * read and sent base64 by createExtras).
+ */
+export type CreateFlags = Omit<CreateParamsWire, 'memoryMiB' | 'ports' | 'mounts' | 'initScript' | 'portMaxConnections' | 'portIdleTimeoutSeconds'> & {
+  memory?: CreateParamsWire['memoryMiB'];
+  portMaxConns?: CreateParamsWire['portMaxConnections'];
+  portIdleTimeout?: CreateParamsWire['portIdleTimeoutSeconds'];
+  publish?: CreateParamsWire['ports'];
+  mount?: CreateParamsWire['mounts'];
+  /** The script's path (the param is its bytes, base64). */
   initScript?: string;
-  keepOnFailure?: boolean;
-}
+};
 
 /** Options a command may leave out: `run` always starts the VM and waits for it. */
 export type OmittableCreateOption = 'start' | 'wait';
@@ -74,8 +71,8 @@ export function addCreateOptions(cmd: Command, omit: OmittableCreateOption[] = [
  * daemon validates them and names the field), -p/--mount/--init-script through createExtras
  * (relative HOSTDIR made absolute, the script read here and sent base64).
  */
-export async function createParams(o: CreateFlags): Promise<Omit<Params<'vm.create'>, 'image'>> {
-  const p: Omit<Params<'vm.create'>, 'image'> = {
+export async function createParams(o: CreateFlags): Promise<CreateParamsWire> {
+  const p: CreateParamsWire = {
     name: o.name,
     kernel: o.kernel,
     vcpu: o.vcpu,

@@ -1,10 +1,8 @@
 import type { LaunchSpec } from '../types.js';
-import { qemuMountArgs } from '../../mounts.js';
+import { qemuMountArgs } from './mounts.js';
+import { qopt } from './qopt.js';
 
-/** QEMU option values escape ',' as ',,'. */
-export function qopt(value: string): string {
-  return value.replace(/,/g, ',,');
-}
+export { qopt } from './qopt.js';
 
 /** A launch as QEMU runs it: the common spec plus QEMU's own choices. */
 export interface QemuLaunch extends LaunchSpec {
