@@ -1,5 +1,5 @@
 // Bundles the CLI and the daemon, each into one module: dist/cli.mjs (bin/banger) and
-// dist/bangerd.mjs (bin/bangerd), with their npm dependencies inside. Node then resolves, reads
+// dist/bangerd.mjs (bin/bangerd) (and `banger mcp` into dist/mcp.mjs, below), with their npm dependencies inside. Node then resolves, reads
 // and links one module instead of dozens (about 55 ms less per CLI call on our CI machines, see
 // bench/vm-create.ts), and the .deb (scripts/package-deb.sh) needs no node_modules.
 //
@@ -45,9 +45,20 @@ const banner = [
   'const __bangerResolve = (rel, spec) => new URL(spec, __bangerUrl(rel)).href;',
 ].join('\n');
 
-for (const [entry, outfile] of [
-  ['dist/src/cli/main.js', 'dist/cli.mjs'],
-  ['dist/src/daemon/main.js', 'dist/bangerd.mjs'],
+// `banger mcp` (src/mcp/, with the MCP SDK: about 700 KB) is its own bundle, dist/mcp.mjs, which
+// the CLI bundle imports only when that command runs, so every other command starts as fast as
+// before. In the CLI bundle the import of mcp/server.js becomes an external './mcp.mjs'.
+const mcpApart = {
+  name: 'mcp-apart',
+  setup(b) {
+    b.onResolve({ filter: /[\\/]mcp[\\/]server\.js$/ }, () => ({ path: './mcp.mjs', external: true }));
+  },
+};
+
+for (const [entry, outfile, extra] of [
+  ['dist/src/cli/main.js', 'dist/cli.mjs', [mcpApart]],
+  ['dist/src/daemon/main.js', 'dist/bangerd.mjs', []],
+  ['dist/src/mcp/server.js', 'dist/mcp.mjs', []],
 ]) {
   await build({
     entryPoints: [entry],
@@ -57,7 +68,7 @@ for (const [entry, outfile] of [
     format: 'esm',
     target: 'node22',
     banner: { js: banner },
-    plugins: [moduleRelativeImportMeta],
+    plugins: [...extra, moduleRelativeImportMeta],
     logLevel: 'warning',
   });
 }

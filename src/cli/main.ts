@@ -7,6 +7,7 @@ import { registerSystemCommands } from './commands/system.js';
 import { registerKernelCommands } from './commands/kernel.js';
 import { registerImageCommands } from './commands/image.js';
 import { registerVmCommands } from './commands/vm.js';
+import { registerMcpCommand } from './commands/mcp.js';
 
 export function buildProgram(): { program: Command; cli: () => Cli } {
   const program = new Command('banger');
@@ -29,6 +30,7 @@ export function buildProgram(): { program: Command; cli: () => Cli } {
   registerDaemonCommands(program, cli);
   registerSystemCommands(program, cli);
   registerDoctorCommand(program, cli);
+  registerMcpCommand(program);
   return { program, cli };
 }
 
