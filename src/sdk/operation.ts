@@ -32,6 +32,8 @@ export class Operation<T> implements PromiseLike<T>, AsyncIterable<ProgressEvent
   private readonly queue: ProgressEvent[] = [];
   private wake?: () => void;
   private settled = false;
+  /** Operations can be passed wherever a Promise is expected. */
+  readonly [Symbol.toStringTag] = 'Operation';
 
   /** `run` gets the progress sink to pass to the RPC call. */
   constructor(run: (onProgress: (ev: ProgressEvent) => void) => Promise<T>, onProgress?: (ev: ProgressEvent) => void) {
