@@ -16,7 +16,8 @@ import type { VmService } from '../../src/vms/service.js';
  * A daemon without VMs: the daemon's real vm.* handlers on a real RpcServer, in front of the
  * real C guest agent serving on a Unix socket on this host (as test/integration/vm-agent-cli
  * does). VM 'box' runs (its "guest" is this host, as root, in a temp dir); VM 'off' is stopped;
- * any other name is E_NOT_FOUND. `extra` adds methods (e.g. a slow one with progress).
+ * any other name is E_NOT_FOUND. vm.create adds a running VM (no boot) and vm.rm forgets one.
+ * `extra` adds methods (e.g. a slow one with progress).
  */
 export const AGENT = defaultSources().agentPath;
 export const agentMissing = existsSync(AGENT) ? undefined : 'agent not built (npm run build)';
@@ -73,6 +74,17 @@ export async function startAgentDaemon(extra: MethodTable = {}): Promise<AgentDa
       get(name);
       const all = 'boot line 1\nboot line 2\n';
       return { data: all.slice(offset), offset: all.length, running: name !== 'off' };
+    },
+    create: async (p: { name?: string; image: string; ports?: string[] }) => {
+      const name = p.name ?? `vm-${known.size + 1}`;
+      if (known.has(name)) throw new BangerError(ErrorCode.Exists, `vm '${name}' already exists`);
+      known.add(name);
+      return vmRecord(name);
+    },
+    rm: async (names: string[]) => {
+      for (const n of names) get(n);
+      for (const n of names) known.delete(n);
+      return { removed: names };
     },
     ports: async (name: string) => (get(name), { name, ports: [{ proto: 'tcp', address: '0.0.0.0', port: 22 }], agent: true }),
   } as unknown as VmService;
