@@ -1,9 +1,10 @@
 import { z } from 'zod';
 import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
-import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import type { RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/protocol.js';
+import type { CallToolResult, ServerNotification, ServerRequest } from '@modelcontextprotocol/sdk/types.js';
 import { BangerError, ErrorCode } from '../core/errors.js';
 import { Name } from '../rpc/schemas.js';
-import type { Banger } from '../sdk/index.js';
+import type { Banger, ProgressEvent } from '../sdk/index.js';
 import { CappedOutput } from './output.js';
 import type { McpOptions } from './options.js';
 import type { Sandboxes } from './sandboxes.js';
@@ -31,6 +32,18 @@ function guard<A>(fn: (args: A) => Promise<CallToolResult>): (args: A) => Promis
   };
 }
 
+type ToolExtra = RequestHandlerExtra<ServerRequest, ServerNotification>;
+
+function guardExtra<A>(fn: (args: A, extra: ToolExtra) => Promise<CallToolResult>): (args: A, extra: ToolExtra) => Promise<CallToolResult> {
+  return async (args, extra) => {
+    try {
+      return await fn(args, extra);
+    } catch (e) {
+      return toolError(e);
+    }
+  };
+}
+
 /** Registers the sandbox_* tools on `server`. */
 export function registerTools(server: McpServer, b: Banger, boxes: Sandboxes, o: McpOptions): void {
   server.registerTool(
@@ -49,9 +62,14 @@ export function registerTools(server: McpServer, b: Banger, boxes: Sandboxes, o:
         ttl: z.number().int().min(0).max(7 * 24 * 3600).optional().describe(`seconds until the sandbox is removed automatically (default ${o.ttlSeconds}; 0 keeps it until this server exits)`),
       },
     },
-    guard(async (a: { image?: string; name?: string; nat?: boolean; ports?: string[]; ttl?: number }) => {
+    guardExtra(async (a: { image?: string; name?: string; nat?: boolean; ports?: string[]; ttl?: number }, extra: ToolExtra) => {
       const ttl = a.ttl ?? o.ttlSeconds;
-      const vm = await boxes.create(ttl, async () => b.vms.create({ image: a.image ?? o.defaultImage, name: a.name, nat: a.nat, ports: a.ports }));
+      // Boot stages become MCP progress notifications when the client asked for them.
+      const token = extra._meta?.progressToken;
+      let n = 0;
+      const onProgress = token === undefined ? undefined : (ev: ProgressEvent) =>
+        void extra.sendNotification({ method: 'notifications/progress', params: { progressToken: token, progress: ++n, message: [ev.stage, ev.message].filter(Boolean).join(': ') } }).catch(() => {});
+      const vm = await boxes.create(ttl, async () => b.vms.create({ image: a.image ?? o.defaultImage, name: a.name, nat: a.nat, ports: a.ports, onProgress, signal: extra.signal }));
       const ports = (vm.info.spec.ports ?? []).map((p) => `${p.hostIp}:${p.hostPort}->${p.guestPort}/tcp`);
       return text(`sandbox '${vm.name}' is running (image ${vm.info.image}${vm.info.ip ? `, ip ${vm.info.ip}` : ''}${ports.length ? `, ports ${ports.join(' ')}` : ''}${ttl > 0 ? `, removed after ${ttl} s` : ''})`, { name: vm.name, image: vm.info.image, ip: vm.info.ip, ports, ttlSeconds: ttl });
     }),
