@@ -1,5 +1,6 @@
 import { constants } from 'node:os';
 import { Readable, Writable } from 'node:stream';
+import { finished } from 'node:stream/promises';
 import { BangerError, ErrorCode } from '../core/errors.js';
 import type { ExitInfo } from '../core/agent-proto.js';
 import { StreamCall } from '../rpc/stream.js';
@@ -125,9 +126,15 @@ export class VmProcess {
     return new VmProcess(call, outputs, o.signal);
   }
 
-  /** Resolves with the exit code when the process ends. */
-  wait(): Promise<ProcessExit> {
-    return this.exit;
+  /**
+   * Resolves with the exit code when the process has ended and the output streams being read
+   * (flowing: a 'data' listener or a pipe) have delivered all of it, as child_process's
+   * 'close'. A stream nobody reads is not waited for.
+   */
+  async wait(): Promise<ProcessExit> {
+    const exit = await this.exit;
+    await Promise.all([this.stdout, this.stderr].map((s) => (s.readableFlowing && !s.readableEnded ? finished(s).catch(() => {}) : undefined)));
+    return exit;
   }
 
   /** Sends a signal to the process group in the guest (default SIGTERM). */
