@@ -36,6 +36,8 @@ let work = '';
 let client: Client | undefined;
 let b: Banger | undefined;
 let mcpStderr = '';
+let created: CallToolResult | undefined;
+const stages: string[] = [];
 
 before(async () => {
   if (skip) return;
@@ -59,7 +61,12 @@ before(async () => {
   client = new Client({ name: 'banger-e2e', version: '1.0.0' });
   await client.connect(transport);
   b = await Banger.connect({ socket: d.socket, autostart: false });
-}, { timeout: 900_000 });
+  // The one boot: the MCP client creates the sandbox every check below uses. A loaded runner can
+  // take many minutes under TCG; boot progress keeps the MCP request alive.
+  assert.equal((await client.listTools()).tools.length, 8);
+  created = await call('sandbox_create', { name: VM, ports: [`${PORT}:8000`] }, { timeout: 600_000, maxTotalTimeout: 1_400_000, onprogress: (p) => p.message && stages.push(p.message) });
+  if (created.isError) assert.fail(`sandbox_create: ${textOf(created)}\n${mcpStderr}\nconsole:\n${(await d.cli(['vm', 'logs', VM])).stdout.slice(-3000)}`);
+}, { timeout: 1_500_000 });
 
 after(async () => {
   b?.close();
@@ -72,16 +79,17 @@ after(async () => {
   if (work) rmSync(work, { recursive: true, force: true });
 }, { timeout: 180_000 });
 
-const call = async (name: string, args: Record<string, unknown>, opts: { timeout?: number; onprogress?: (p: { message?: string }) => void } = {}) =>
-  (await client!.callTool({ name, arguments: args }, undefined, { timeout: opts.timeout ?? 120_000, onprogress: opts.onprogress })) as CallToolResult;
+const call = async (name: string, args: Record<string, unknown>, opts: { timeout?: number; maxTotalTimeout?: number; onprogress?: (p: { message?: string }) => void } = {}) =>
+  (await client!.callTool({ name, arguments: args }, undefined, {
+    timeout: opts.timeout ?? 120_000,
+    onprogress: opts.onprogress,
+    resetTimeoutOnProgress: !!opts.onprogress,
+    maxTotalTimeout: opts.maxTotalTimeout,
+  })) as CallToolResult;
 const textOf = (r: CallToolResult) => r.content.map((x) => (x.type === 'text' ? x.text : '')).join('');
 
 test('MCP: list tools, create (with boot progress), exec, write then read, a bad argument is a tool error and the server keeps answering', { skip, ...T }, async () => {
-  const tools = await client!.listTools();
-  assert.equal(tools.tools.length, 8);
-  const stages: string[] = [];
-  const c = await call('sandbox_create', { name: VM, ports: [`${PORT}:8000`] }, { timeout: 900_000, onprogress: (p) => p.message && stages.push(p.message) });
-  if (c.isError) assert.fail(`sandbox_create: ${textOf(c)}\n${mcpStderr}\nconsole:\n${(await d!.cli(['vm', 'logs', VM])).stdout.slice(-3000)}`);
+  const c = created!;
   assert.match(textOf(c), new RegExp(`sandbox '${VM}' is running .*ports 127\\.0\\.0\\.1:${PORT}->8000/tcp`));
   assert.ok(stages.length > 0, 'boot progress reached the client');
 
