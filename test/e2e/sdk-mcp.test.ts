@@ -64,7 +64,12 @@ before(async () => {
   // The one boot: the MCP client creates the sandbox every check below uses. A loaded runner can
   // take many minutes under TCG; boot progress keeps the MCP request alive.
   assert.equal((await client.listTools()).tools.length, 8);
-  created = await call('sandbox_create', { name: VM, ports: [`${PORT}:8000`] }, { timeout: 600_000, maxTotalTimeout: 1_400_000, onprogress: (p) => p.message && stages.push(p.message) });
+  try {
+    created = await call('sandbox_create', { name: VM, ports: [`${PORT}:8000`] }, { timeout: 600_000, maxTotalTimeout: 1_400_000, onprogress: (p) => p.message && stages.push(p.message) });
+  } catch (e) {
+    const con = await d.cli(['vm', 'logs', VM]);
+    throw new Error(`sandbox_create: ${(e as Error).message}\nprogress: ${stages.slice(-10).join(' | ')}\nmcp stderr: ${mcpStderr.slice(-2000)}\ndaemon stderr: ${d.stderr.slice(-3000)}\nconsole: ${con.stdout.slice(-3000)}`);
+  }
   if (created.isError) assert.fail(`sandbox_create: ${textOf(created)}\n${mcpStderr}\nconsole:\n${(await d.cli(['vm', 'logs', VM])).stdout.slice(-3000)}`);
 }, { timeout: 1_500_000 });
 

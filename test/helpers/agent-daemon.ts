@@ -75,7 +75,8 @@ export async function startAgentDaemon(extra: MethodTable = {}): Promise<AgentDa
       const all = 'boot line 1\nboot line 2\n';
       return { data: all.slice(offset), offset: all.length, running: name !== 'off' };
     },
-    create: async (p: { name?: string; image: string; ports?: string[] }) => {
+    create: async (p: { name?: string; image: string; ports?: string[] }, op: { progress(ev: { stage: string; message?: string }): void }) => {
+      op.progress({ stage: 'boot', message: 'pretend boot' });
       const name = p.name ?? `vm-${known.size + 1}`;
       if (known.has(name)) throw new BangerError(ErrorCode.Exists, `vm '${name}' already exists`);
       known.add(name);

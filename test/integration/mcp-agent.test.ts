@@ -105,7 +105,9 @@ test('without --all the server sees only what it created; the VM limit holds; it
   assert.equal(hidden.isError, true);
   assert.match(textOf(hidden), /E_NOT_FOUND: no sandbox named 'box'[\s\S]*--all/);
   assert.equal(textOf(await call(c, 'sandbox_list', {})), '(no sandboxes)');
-  const a = await call(c, 'sandbox_create', { name: 'mine-a', image: 'test-image' });
+  const stages: string[] = [];
+  const a = (await c.callTool({ name: 'sandbox_create', arguments: { name: 'mine-a', image: 'test-image' } }, undefined, { onprogress: (p) => void stages.push(String(p.message)) })) as CallToolResult;
+  assert.deepEqual(stages, ['boot: pretend boot'], 'create progress reaches the client as MCP progress');
   assert.equal(a.isError, undefined, textOf(a));
   assert.match(textOf(a), /sandbox 'mine-a' is running/);
   assert.equal((await call(c, 'sandbox_create', { name: 'mine-b' })).isError, undefined);
