@@ -1,5 +1,5 @@
 // Bundles the CLI and the daemon, each into one module: dist/cli.mjs (bin/banger) and
-// dist/bangerd.mjs (bin/bangerd) (and `banger mcp` into dist/mcp.mjs, below), with their npm dependencies inside. Node then resolves, reads
+// dist/bangerd.mjs (bin/bangerd), with their npm dependencies inside. Node then resolves, reads
 // and links one module instead of dozens (about 55 ms less per CLI call on our CI machines, see
 // bench/vm-create.ts), and the .deb (scripts/package-deb.sh) needs no node_modules.
 //
@@ -10,7 +10,7 @@
 // resolve() to the URL its compiled file has under dist/, computed from the bundle's location at
 // run time. A bundle therefore works wherever dist/ is copied as a whole (the .deb does).
 import { build } from 'esbuild';
-import { readFile } from 'node:fs/promises';
+import { readFile, readdir, rm } from 'node:fs/promises';
 import { dirname, relative, resolve } from 'node:path';
 
 const dist = resolve('dist');
@@ -45,30 +45,29 @@ const banner = [
   'const __bangerResolve = (rel, spec) => new URL(spec, __bangerUrl(rel)).href;',
 ].join('\n');
 
-// `banger mcp` (src/mcp/, with the MCP SDK: about 700 KB) is its own bundle, dist/mcp.mjs, which
-// the CLI bundle imports only when that command runs, so every other command starts as fast as
-// before. In the CLI bundle the import of mcp/server.js becomes an external './mcp.mjs'.
-const mcpApart = {
-  name: 'mcp-apart',
-  setup(b) {
-    b.onResolve({ filter: /[\\/]mcp[\\/]server\.js$/ }, () => ({ path: './mcp.mjs', external: true }));
-  },
-};
+// Chunks of an earlier build go first (their names carry content hashes).
+for (const f of await readdir(dist).catch(() => [])) if (/^cli-.*\.mjs$/.test(f)) await rm(resolve(dist, f));
 
-for (const [entry, outfile, extra] of [
-  ['dist/src/cli/main.js', 'dist/cli.mjs', [mcpApart]],
-  ['dist/src/daemon/main.js', 'dist/bangerd.mjs', []],
-  ['dist/src/mcp/server.js', 'dist/mcp.mjs', []],
+// The CLI is split (esbuild's code splitting): dist/cli.mjs holds main and commander, and each
+// command group main.ts imports when used is a chunk beside it (dist/cli-*.mjs), so a command
+// parses and evaluates only what it needs (bench/cli-start.ts). Chunks sit in dist/ itself, as
+// the import.meta mapping above needs. The daemon stays one module.
+for (const [entry, name, splitting] of [
+  ['dist/src/cli/main.js', 'cli', true],
+  ['dist/src/daemon/main.js', 'bangerd', false],
 ]) {
   await build({
-    entryPoints: [entry],
-    outfile,
+    entryPoints: { [name]: entry },
+    outdir: dist,
+    outExtension: { '.js': '.mjs' },
+    splitting,
+    chunkNames: 'cli-[name]-[hash]',
     bundle: true,
     platform: 'node',
     format: 'esm',
     target: 'node22',
     banner: { js: banner },
-    plugins: [...extra, moduleRelativeImportMeta],
+    plugins: [moduleRelativeImportMeta],
     logLevel: 'warning',
   });
 }

@@ -18,6 +18,7 @@ import { acquireRootLock, type RootLock } from './lock.js';
 import { securePermissions } from './perms.js';
 import { claimSocketPath } from '../rpc/socketpath.js';
 import { instanceId } from '../network/owner.js';
+import { teardown } from './teardown.js';
 
 const VERSION = '0.1.0';
 
@@ -65,6 +66,7 @@ async function serve(config: Config, lay: Layout, gid: number | undefined, lock:
       instanceId: instanceId(db),
       node: { path: process.execPath, version: process.version },
     }),
+    'daemon.teardown': async (_p, op) => teardown(services, log, op),
     'daemon.shutdown': async () => {
       setTimeout(() => void stop(), 20);
       return { stopping: true as const };

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { PackageUrl } from '../core/package-url.js';
 import { VMM_CHOICES } from '../core/vmm.js';
 import { Name, Size } from './schemas.js';
-import type { Image, ImageDetail, Kernel, KernelCatalog, KernelDetail, KernelPullResult, KernelRemoved, PruneResult, Removed, DaemonStatus, Vm, VmDetail, VmLogs, VmPorts, SshConfigFile, SshInfo, LoginResult, LogoutResult } from './types.js';
+import type { Image, ImageDetail, Kernel, KernelCatalog, KernelDetail, KernelPullResult, KernelRemoved, PruneResult, Removed, DaemonStatus, TeardownResult, Vm, VmDetail, VmLogs, VmPorts, SshConfigFile, SshInfo, LoginResult, LogoutResult } from './types.js';
 
 /**
  * The banger RPC contract: every JSON-RPC method the daemon serves, with the schema its params
@@ -77,6 +77,11 @@ export const methods = {
   'daemon.status': def(None).returns<DaemonStatus>(),
   /** Stop the daemon shortly after replying (VMs keep running). */
   'daemon.shutdown': def(None).returns<{ stopping: true }>(),
+  /**
+   * Stop every running VM and remove this instance's taps, NAT rules, nft table (when unused)
+   * and bridge; records and disks stay. The .deb's prerm runs it (`banger system teardown`).
+   */
+  'daemon.teardown': def(None, { progress: true }).returns<TeardownResult>(),
 
   // kernels
   /** Pulled and imported kernels. */

@@ -203,6 +203,22 @@ export interface SshConfigFile {
   content: string;
 }
 
+/** What `daemon.teardown` did. */
+export interface TeardownResult {
+  /** VMs that were running and are now stopped (a stop that failed was followed by a kill). */
+  stopped: string[];
+  /** VMs that could be neither stopped nor killed. */
+  failed: string[];
+  /** Taps removed after the stops (left by VMs that died, or unknown to the database). */
+  taps: string[];
+  /** VM ids whose NAT rules were removed after the stops. */
+  natVms: string[];
+  /** The shared nft table `ip banger` was deleted (no instance had a rule left in it). */
+  natTable: boolean;
+  /** This instance's bridge was deleted. */
+  bridge: boolean;
+}
+
 export interface DaemonStatus {
   version: string;
   pid: number;

@@ -10,7 +10,7 @@ import { BANGER } from '../helpers/daemon.js';
 import { agentMissing, startAgentDaemon, type AgentDaemon } from '../helpers/agent-daemon.js';
 
 /**
- * `banger mcp` (bin/banger, the bundled CLI loading dist/mcp.mjs) driven by the MCP SDK's own
+ * `banger mcp` (bin/banger: the bundled CLI and its lazily loaded mcp chunk) driven by the MCP SDK's own
  * client over stdio, against the daemon's vm handlers and the real C agent on a Unix socket (no
  * guest; test/e2e/sdk-mcp.test.ts does the same against a real guest). VM 'box' exists before
  * the server; vm.create of the stand-in daemon adds a VM without booting one.

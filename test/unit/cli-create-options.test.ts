@@ -17,8 +17,8 @@ function sub(program: Command, path: string[]): Command {
 }
 const flags = (c: Command) => c.options.map((o) => `${o.flags} | ${o.description}`);
 
-test('vm create and run list the same create options (one definition), run without --no-start/--no-wait', () => {
-  const { program } = buildProgram();
+test('vm create and run list the same create options (one definition), run without --no-start/--no-wait', async () => {
+  const { program } = await buildProgram();
   const create = flags(sub(program, ['vm', 'create'])).filter((f) => !f.startsWith('--image '));
   const run = flags(sub(program, ['run']));
   const expected = create.filter((f) => !/^--no-(start|wait) /.test(f));

@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync, statSync }
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kvmUsable, runChecks, type HostProbe } from '../../src/doctor/checks.js';
-import { systemInstall, unitText } from '../../src/cli/install.js';
+import { systemInstall, UNIT_PLAIN_KEYS, UNIT_RESTRICTIONS, unitText } from '../../src/cli/install.js';
 import { bangerGid } from '../../src/core/group.js';
 
 function fakeHost(over: Partial<{ tools: string[]; files: Record<string, string>; rw: string[] }>): HostProbe {
@@ -77,4 +77,13 @@ test('system install writes the unit and creates the banger group under a tempor
   assert.equal(readFileSync(join(root, 'etc/group'), 'utf8').match(/^banger:/gm)!.length, 1);
   assert.equal(unitText('/n', '/b').includes('WantedBy=multi-user.target'), true);
   rmSync(root, { recursive: true, force: true });
+});
+
+test('the unit: hardened, and its [Service] keys are exactly the restrictions e2e/package applies plus plain settings', () => {
+  const body = unitText('/n', '/b').split('[Service]')[1]!.split('[Install]')[0]!;
+  const keys = body.split('\n').filter((l) => /^[A-Za-z]+=/.test(l)).map((l) => l.split('=')[0]!);
+  assert.deepEqual([...new Set(keys)].sort(), [...UNIT_RESTRICTIONS, ...UNIT_PLAIN_KEYS].sort());
+  for (const line of ['ProtectSystem=strict', 'ProtectHome=read-only', 'NoNewPrivileges=yes', 'LimitNOFILE=65536', 'TasksMax=16384', 'RuntimeDirectory=banger virtiofsd']) assert.ok(body.includes(`\n${line}\n`), line);
+  assert.match(body, /^ReadWritePaths=\/var\/lib\/banger /m);
+  for (const off of ['PrivateTmp=', 'PrivateDevices=', 'ProtectKernelTunables=', 'ProtectControlGroups=']) assert.ok(!new RegExp(`^${off}`, 'm').test(body), `${off} stays off`);
 });

@@ -24,6 +24,7 @@ test('the daemon serves exactly the contract: every method and legacy alias, not
     ...Object.keys(vmMethods({} as VmService)),
     'daemon.status', // bound in daemon/main.ts against HandlersFor<'daemon.'>
     'daemon.shutdown',
+    'daemon.teardown',
   ]);
   assert.deepEqual([...served].sort(), [...Object.keys(methods), ...Object.keys(legacyAliases)].sort());
   // One verb per action: no method of the contract itself is named delete/remove.

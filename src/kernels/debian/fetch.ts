@@ -12,7 +12,7 @@ import { download, fetchCached } from './download.js';
 import type { ContentStore } from '../../core/content-store.js';
 import type { HttpClient } from '../../core/http.js';
 import { buildInitramfs } from './initramfs.js';
-import { GUEST_MODULES, resolveModules } from './modules.js';
+import { GUEST_MODULES, MOUNT_MODULES, resolveModules } from './modules.js';
 import { buildModulesImage, MODULES_IMAGE } from '../modimage.js';
 import { extractVmlinux } from './vmlinux.js';
 
@@ -154,7 +154,7 @@ export async function fetchDebianKernel(opts: FetchDebianKernelOptions): Promise
     advance('initramfs');
     throwIfAborted(signal);
     progress({ stage: 'initramfs' });
-    const { modules, builtin } = await resolveModules(modDir, GUEST_MODULES, exec);
+    const { modules, builtin } = await resolveModules(modDir, GUEST_MODULES, exec, MOUNT_MODULES);
     const busybox = await readFile(join(broot, 'bin', 'busybox')).catch((e) => {
       throw new BangerError(ErrorCode.Bundle, `package ${BUSYBOX_PACKAGE} ${busyboxDeb.version} has no bin/busybox`, { cause: e });
     });
