@@ -14,7 +14,11 @@ const project = join(work, 'hello');
 mkdirSync(join(project, 'src'), { recursive: true });
 writeFileSync(join(project, 'src', 'greeting.txt'), 'Hello from a microVM build\n');
 writeFileSync(join(project, 'src', 'VERSION'), '1.2.3\n');
-writeFileSync(join(project, 'build.sh'), 'set -e\nmkdir -p dist\nv=$(cat src/VERSION)\ntar -czf "dist/hello-$v.tar.gz" -C src .\nsha256sum "dist/hello-$v.tar.gz" > dist/SHA256SUMS\necho "built hello-$v on $(uname -sr)"\n', { mode: 0o755 });
+writeFileSync(
+  join(project, 'build.sh'),
+  'set -e\nmkdir -p dist\nv=$(cat src/VERSION)\ntar -czf "dist/hello-$v.tar.gz" -C src .\nsha256sum "dist/hello-$v.tar.gz" > dist/SHA256SUMS\necho "built hello-$v on $(uname -sr)"\n',
+  { mode: 0o755 },
+);
 
 await using b = await Banger.connect();
 await using fresh = process.env.BANGER_VM ? undefined : await b.vms.create({ image: process.env.BANGER_IMAGE ?? 'debian-bookworm' });

@@ -17,7 +17,16 @@ await vm.files.write('/srv/suite/tests/add_test.sh', '. ../add.sh\n[ "$(add 2 3)
 await vm.files.write('/srv/suite/tests/neg_test.sh', '. ../add.sh\n[ "$(add -2 -3)" = -5 ]\n');
 await vm.files.write(
   '/srv/suite/run.sh',
-  ['cd tests', 'pass=0; fail=0', 'for t in *_test.sh; do', '  if sh "$t"; then pass=$((pass+1)); echo "ok   $t"; else fail=$((fail+1)); echo "FAIL $t"; fi', 'done', 'echo "$pass passed, $fail failed"', '[ "$fail" -eq 0 ]', ''].join('\n'),
+  [
+    'cd tests',
+    'pass=0; fail=0',
+    'for t in *_test.sh; do',
+    '  if sh "$t"; then pass=$((pass+1)); echo "ok   $t"; else fail=$((fail+1)); echo "FAIL $t"; fi',
+    'done',
+    'echo "$pass passed, $fail failed"',
+    '[ "$fail" -eq 0 ]',
+    '',
+  ].join('\n'),
   { mode: 0o755 },
 );
 

@@ -8,7 +8,9 @@ import { Banger } from 'banger';
 
 const hostPort = Number(process.env.BANGER_PORT ?? 18000);
 await using b = await Banger.connect();
-await using fresh = process.env.BANGER_VM ? undefined : await b.vms.create({ image: process.env.BANGER_IMAGE ?? 'debian-bookworm', ports: [`${hostPort}:8000`] });
+await using fresh = process.env.BANGER_VM
+  ? undefined
+  : await b.vms.create({ image: process.env.BANGER_IMAGE ?? 'debian-bookworm', ports: [`${hostPort}:8000`] });
 const vm = fresh ?? (await b.vms.get(process.env.BANGER_VM!));
 const port = vm.info.spec.ports?.find((p) => p.guestPort === 8000);
 if (!port) throw new Error(`vm ${vm.name} publishes no port to guest port 8000`);
@@ -33,7 +35,10 @@ await new Promise<void>((resolve, reject) => {
 // The daemon forwards 127.0.0.1:PORT on its host to the guest's port 8000.
 let body = '';
 for (let i = 0; i < 50 && !body; i++) {
-  body = await fetch(`http://${port.hostIp}:${port.hostPort}/`).then((r) => r.text(), () => '');
+  body = await fetch(`http://${port.hostIp}:${port.hostPort}/`).then(
+    (r) => r.text(),
+    () => '',
+  );
   if (!body) await new Promise((r) => setTimeout(r, 200));
 }
 console.log(`GET http://${port.hostIp}:${port.hostPort}/ -> ${body.trim()}`);

@@ -15,7 +15,10 @@ export interface GlobalOptions {
 
 export class Cli {
   private client?: RpcClient;
-  constructor(readonly opts: GlobalOptions, readonly env: NodeJS.ProcessEnv = process.env) {}
+  constructor(
+    readonly opts: GlobalOptions,
+    readonly env: NodeJS.ProcessEnv = process.env,
+  ) {}
 
   get json(): boolean {
     return !!this.opts.json;

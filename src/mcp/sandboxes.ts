@@ -12,12 +12,18 @@ export class Sandboxes {
   private readonly owned = new Map<string, { expires?: NodeJS.Timeout }>();
   private creating = 0;
 
-  constructor(private readonly b: Banger, private readonly opts: McpOptions, private readonly log: (line: string) => void) {}
+  constructor(
+    private readonly b: Banger,
+    private readonly opts: McpOptions,
+    private readonly log: (line: string) => void,
+  ) {}
 
   /** The handle of a VM this server may act on; E_NOT_FOUND for any other. */
   async get(name: string): Promise<Vm> {
     if (!this.opts.all && !this.owned.has(name)) {
-      throw new BangerError(ErrorCode.NotFound, `no sandbox named '${name}'`, { hint: 'sandbox_list shows the sandboxes this server created (it sees only those unless started with --all); sandbox_create makes one' });
+      throw new BangerError(ErrorCode.NotFound, `no sandbox named '${name}'`, {
+        hint: 'sandbox_list shows the sandboxes this server created (it sees only those unless started with --all); sandbox_create makes one',
+      });
     }
     return this.b.vms.get(name);
   }
@@ -35,7 +41,11 @@ export class Sandboxes {
   /** Runs `create` within the VM-count limit and takes ownership of the result. */
   async create(ttlSeconds: number, create: () => Promise<Vm>): Promise<Vm> {
     if (this.owned.size + this.creating >= this.opts.maxVms) {
-      throw new BangerError(ErrorCode.TooLarge, `this server already has ${this.owned.size + this.creating} sandbox(es), its limit (--max-vms ${this.opts.maxVms})`, { hint: 'remove one with sandbox_remove first' });
+      throw new BangerError(
+        ErrorCode.TooLarge,
+        `this server already has ${this.owned.size + this.creating} sandbox(es), its limit (--max-vms ${this.opts.maxVms})`,
+        { hint: 'remove one with sandbox_remove first' },
+      );
     }
     this.creating++;
     try {
@@ -76,7 +86,17 @@ export class Sandboxes {
     for (const n of names) clearTimeout(this.owned.get(n)?.expires);
     if (!names.length) return;
     this.log(`removing this server's sandboxes: ${names.join(', ')}`);
-    await Promise.all(names.map((n) => this.b.vms.get(n).then((vm) => vm.rm({ force: true })).then(() => this.owned.delete(n), (e: unknown) => this.log(`sandbox ${n}: removal failed: ${(e as Error).message}`))));
+    await Promise.all(
+      names.map((n) =>
+        this.b.vms
+          .get(n)
+          .then((vm) => vm.rm({ force: true }))
+          .then(
+            () => this.owned.delete(n),
+            (e: unknown) => this.log(`sandbox ${n}: removal failed: ${(e as Error).message}`),
+          ),
+      ),
+    );
   }
 
   /** Names to leave behind (with --keep): only forgets the timers. */

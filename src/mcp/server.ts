@@ -9,7 +9,11 @@ import { registerTools } from './tools.js';
 const LOG_TAIL = 256 * 1024;
 
 /** A `banger mcp` server over an SDK client: tools (tools.ts) and each visible VM's log as a resource. */
-export function createMcpServer(b: Banger, opts: Partial<McpOptions> = {}, log: (line: string) => void = () => {}): { server: McpServer; sandboxes: Sandboxes; options: McpOptions } {
+export function createMcpServer(
+  b: Banger,
+  opts: Partial<McpOptions> = {},
+  log: (line: string) => void = () => {},
+): { server: McpServer; sandboxes: Sandboxes; options: McpOptions } {
   const o: McpOptions = { ...MCP_DEFAULTS, ...opts };
   const server = new McpServer(
     { name: 'banger', version: '0.1.0' },
@@ -24,10 +28,19 @@ export function createMcpServer(b: Banger, opts: Partial<McpOptions> = {}, log: 
     'vm-log',
     new ResourceTemplate('banger://vm/{name}/log', {
       list: async () => ({
-        resources: (await boxes.list()).map((v) => ({ uri: `banger://vm/${v.name}/log`, name: `${v.name} console log`, mimeType: 'text/plain', description: `the serial console of sandbox ${v.name} (last ${LOG_TAIL / 1024} KiB)` })),
+        resources: (await boxes.list()).map((v) => ({
+          uri: `banger://vm/${v.name}/log`,
+          name: `${v.name} console log`,
+          mimeType: 'text/plain',
+          description: `the serial console of sandbox ${v.name} (last ${LOG_TAIL / 1024} KiB)`,
+        })),
       }),
     }),
-    { title: 'Sandbox console log', description: "A sandbox's serial console output (boot messages, init-script output), its last 256 KiB.", mimeType: 'text/plain' },
+    {
+      title: 'Sandbox console log',
+      description: "A sandbox's serial console output (boot messages, init-script output), its last 256 KiB.",
+      mimeType: 'text/plain',
+    },
     async (uri, vars) => {
       const name = String(vars.name ?? '');
       const vm = await boxes.get(name);

@@ -9,17 +9,28 @@ import { CappedOutput } from './output.js';
 import type { McpOptions } from './options.js';
 import type { Sandboxes } from './sandboxes.js';
 
-const GuestPath = z.string().min(1).max(4096).refine((p) => p.startsWith('/') && !p.includes('\0'), 'must be an absolute path');
+const GuestPath = z
+  .string()
+  .min(1)
+  .max(4096)
+  .refine((p) => p.startsWith('/') && !p.includes('\0'), 'must be an absolute path');
 const SandboxName = Name.describe('the sandbox name (as sandbox_create returned it)');
 
-const text = (t: string, structured?: Record<string, unknown>): CallToolResult => ({ content: [{ type: 'text', text: t }], ...(structured ? { structuredContent: structured } : {}) });
+const text = (t: string, structured?: Record<string, unknown>): CallToolResult => ({
+  content: [{ type: 'text', text: t }],
+  ...(structured ? { structuredContent: structured } : {}),
+});
 
 /** Any failure as an MCP tool error: the code, the message and the hint, never a crash. */
 export function toolError(e: unknown): CallToolResult {
   const be = e instanceof BangerError ? e : new BangerError(ErrorCode.Internal, e instanceof Error ? e.message : String(e));
   const lines = [`error ${be.code}: ${be.message}`];
   if (be.hint) lines.push(`hint: ${be.hint}`);
-  return { isError: true, content: [{ type: 'text', text: lines.join('\n') }], structuredContent: { error: { code: be.code, message: be.message, ...(be.hint ? { hint: be.hint } : {}) } } };
+  return {
+    isError: true,
+    content: [{ type: 'text', text: lines.join('\n') }],
+    structuredContent: { error: { code: be.code, message: be.message, ...(be.hint ? { hint: be.hint } : {}) } },
+  };
 }
 
 function guard<A>(fn: (args: A) => Promise<CallToolResult>): (args: A) => Promise<CallToolResult> {
@@ -58,8 +69,18 @@ export function registerTools(server: McpServer, b: Banger, boxes: Sandboxes, o:
         image: Name.optional().describe(`image to boot (default ${o.defaultImage}); the daemon's images are listed by 'banger image list'`),
         name: Name.optional().describe('a name for the sandbox (default: generated)'),
         nat: z.boolean().optional().describe('give the sandbox outbound internet access through NAT (default false: no network beyond the host)'),
-        ports: z.array(z.string().regex(/^(?:\d{1,5}:)?\d{1,5}(?:\/tcp)?$/, 'must be HOSTPORT:GUESTPORT')).max(16).optional().describe('ports to publish on the host loopback, each "HOSTPORT:GUESTPORT", e.g. "8080:80"'),
-        ttl: z.number().int().min(0).max(7 * 24 * 3600).optional().describe(`seconds until the sandbox is removed automatically (default ${o.ttlSeconds}; 0 keeps it until this server exits)`),
+        ports: z
+          .array(z.string().regex(/^(?:\d{1,5}:)?\d{1,5}(?:\/tcp)?$/, 'must be HOSTPORT:GUESTPORT'))
+          .max(16)
+          .optional()
+          .describe('ports to publish on the host loopback, each "HOSTPORT:GUESTPORT", e.g. "8080:80"'),
+        ttl: z
+          .number()
+          .int()
+          .min(0)
+          .max(7 * 24 * 3600)
+          .optional()
+          .describe(`seconds until the sandbox is removed automatically (default ${o.ttlSeconds}; 0 keeps it until this server exits)`),
       },
     },
     guardExtra(async (a: { image?: string; name?: string; nat?: boolean; ports?: string[]; ttl?: number }, extra: ToolExtra) => {
@@ -67,11 +88,24 @@ export function registerTools(server: McpServer, b: Banger, boxes: Sandboxes, o:
       // Boot stages become MCP progress notifications when the client asked for them.
       const token = extra._meta?.progressToken;
       let n = 0;
-      const onProgress = token === undefined ? undefined : (ev: ProgressEvent) =>
-        void extra.sendNotification({ method: 'notifications/progress', params: { progressToken: token, progress: ++n, message: [ev.stage, ev.message].filter(Boolean).join(': ') } }).catch(() => {});
-      const vm = await boxes.create(ttl, async () => b.vms.create({ image: a.image ?? o.defaultImage, name: a.name, nat: a.nat, ports: a.ports, onProgress, signal: extra.signal }));
+      const onProgress =
+        token === undefined
+          ? undefined
+          : (ev: ProgressEvent) =>
+              void extra
+                .sendNotification({
+                  method: 'notifications/progress',
+                  params: { progressToken: token, progress: ++n, message: [ev.stage, ev.message].filter(Boolean).join(': ') },
+                })
+                .catch(() => {});
+      const vm = await boxes.create(ttl, async () =>
+        b.vms.create({ image: a.image ?? o.defaultImage, name: a.name, nat: a.nat, ports: a.ports, onProgress, signal: extra.signal }),
+      );
       const ports = (vm.info.spec.ports ?? []).map((p) => `${p.hostIp}:${p.hostPort}->${p.guestPort}/tcp`);
-      return text(`sandbox '${vm.name}' is running (image ${vm.info.image}${vm.info.ip ? `, ip ${vm.info.ip}` : ''}${ports.length ? `, ports ${ports.join(' ')}` : ''}${ttl > 0 ? `, removed after ${ttl} s` : ''})`, { name: vm.name, image: vm.info.image, ip: vm.info.ip, ports, ttlSeconds: ttl });
+      return text(
+        `sandbox '${vm.name}' is running (image ${vm.info.image}${vm.info.ip ? `, ip ${vm.info.ip}` : ''}${ports.length ? `, ports ${ports.join(' ')}` : ''}${ttl > 0 ? `, removed after ${ttl} s` : ''})`,
+        { name: vm.name, image: vm.info.image, ip: vm.info.ip, ports, ttlSeconds: ttl },
+      );
     }),
   );
 
@@ -87,7 +121,10 @@ export function registerTools(server: McpServer, b: Banger, boxes: Sandboxes, o:
         name: SandboxName,
         command: z.string().min(1).max(60000).describe("the shell command line, e.g. 'cd /srv && make test 2>&1 | tail -50'"),
         cwd: GuestPath.optional().describe('working directory (absolute; default /root)'),
-        env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string().max(65536)).optional().describe('extra environment variables'),
+        env: z
+          .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string().max(65536))
+          .optional()
+          .describe('extra environment variables'),
         timeout: z.number().int().min(1).max(o.maxExecSeconds).optional().describe(`seconds before the command is killed (default ${o.defaultExecSeconds})`),
       },
     },
@@ -117,9 +154,15 @@ export function registerTools(server: McpServer, b: Banger, boxes: Sandboxes, o:
       }
       const body = [`exit code: ${timedOut ? 'none (killed)' : exitCode}`];
       if (timedOut) body.push(`timed out after ${seconds} s: the command was killed; output so far follows`);
-      body.push(`--- stdout${out.cut ? ` (${out.cut} bytes cut)` : ''} ---`, out.text(), `--- stderr${err.cut ? ` (${err.cut} bytes cut)` : ''} ---`, err.text());
+      body.push(
+        `--- stdout${out.cut ? ` (${out.cut} bytes cut)` : ''} ---`,
+        out.text(),
+        `--- stderr${err.cut ? ` (${err.cut} bytes cut)` : ''} ---`,
+        err.text(),
+      );
       const structured = { exitCode, timedOut, stdout: out.text(), stderr: err.text(), stdoutCutBytes: out.cut, stderrCutBytes: err.cut };
-      if (timedOut) return { isError: true, content: [{ type: 'text', text: `error ${ErrorCode.Timeout}: ${body.join('\n')}` }], structuredContent: structured };
+      if (timedOut)
+        return { isError: true, content: [{ type: 'text', text: `error ${ErrorCode.Timeout}: ${body.join('\n')}` }], structuredContent: structured };
       return text(body.join('\n'), structured);
     }),
   );
@@ -128,13 +171,21 @@ export function registerTools(server: McpServer, b: Banger, boxes: Sandboxes, o:
     'sandbox_write_file',
     {
       title: 'Write a file in a sandbox',
-      description: 'Create or replace a file in a sandbox with the given content (UTF-8 text, or base64 with encoding "base64"). Parent directories are created. Replaces the file atomically.',
+      description:
+        'Create or replace a file in a sandbox with the given content (UTF-8 text, or base64 with encoding "base64"). Parent directories are created. Replaces the file atomically.',
       inputSchema: {
         name: SandboxName,
         path: GuestPath.describe('absolute path of the file in the sandbox'),
-        content: z.string().max(16 << 20).describe('the file content'),
+        content: z
+          .string()
+          .max(16 << 20)
+          .describe('the file content'),
         encoding: z.enum(['utf8', 'base64']).optional().describe('how content is encoded (default utf8)'),
-        mode: z.string().regex(/^0?[0-7]{3,4}$/).optional().describe('permission bits in octal, e.g. "755" (default "644")'),
+        mode: z
+          .string()
+          .regex(/^0?[0-7]{3,4}$/)
+          .optional()
+          .describe('permission bits in octal, e.g. "755" (default "644")'),
       },
     },
     guard(async (a: { name: string; path: string; content: string; encoding?: 'utf8' | 'base64'; mode?: string }) => {
@@ -171,7 +222,12 @@ export function registerTools(server: McpServer, b: Banger, boxes: Sandboxes, o:
       const asText = data.toString('utf8');
       const isText = Buffer.from(asText, 'utf8').equals(data);
       const note = cut ? `\n[… file is ${st.size} bytes; only the first ${data.length} are shown …]` : '';
-      return text(isText ? asText + note : `(binary file, base64)\n${data.toString('base64')}${note}`, { path: a.path, size: st.size, encoding: isText ? 'utf8' : 'base64', cutBytes: cut });
+      return text(isText ? asText + note : `(binary file, base64)\n${data.toString('base64')}${note}`, {
+        path: a.path,
+        size: st.size,
+        encoding: isText ? 'utf8' : 'base64',
+        cutBytes: cut,
+      });
     }),
   );
 
@@ -187,9 +243,14 @@ export function registerTools(server: McpServer, b: Banger, boxes: Sandboxes, o:
       const path = a.path ?? '/root';
       const entries = await vm.files.list(path);
       const max = 1000;
-      const lines = entries.slice(0, max).map((e) => `${e.type.padEnd(7)} ${String(e.size).padStart(10)} ${e.mode.toString(8).padStart(4, '0')} ${e.name}${e.type === 'dir' ? '/' : ''}`);
+      const lines = entries
+        .slice(0, max)
+        .map((e) => `${e.type.padEnd(7)} ${String(e.size).padStart(10)} ${e.mode.toString(8).padStart(4, '0')} ${e.name}${e.type === 'dir' ? '/' : ''}`);
       if (entries.length > max) lines.push(`[… ${entries.length - max} more entries not shown …]`);
-      return text(lines.length ? lines.join('\n') : '(empty directory)', { path, entries: entries.slice(0, max).map((e) => ({ name: e.name, type: e.type, size: e.size, mode: e.mode })) });
+      return text(lines.length ? lines.join('\n') : '(empty directory)', {
+        path,
+        entries: entries.slice(0, max).map((e) => ({ name: e.name, type: e.type, size: e.size, mode: e.mode })),
+      });
     }),
   );
 
@@ -205,7 +266,10 @@ export function registerTools(server: McpServer, b: Banger, boxes: Sandboxes, o:
       const p = await vm.ports();
       const published = (vm.info.spec.ports ?? []).map((x) => `${x.hostIp}:${x.hostPort}->${x.guestPort}/tcp`);
       const listening = p.ports.map((x) => `${x.proto} ${x.address}:${x.port}`);
-      return text(`listening in the sandbox:\n${listening.join('\n') || '(none)'}\npublished on the host:\n${published.join('\n') || '(none)'}`, { listening: p.ports, published });
+      return text(`listening in the sandbox:\n${listening.join('\n') || '(none)'}\npublished on the host:\n${published.join('\n') || '(none)'}`, {
+        listening: p.ports,
+        published,
+      });
     }),
   );
 
@@ -218,7 +282,10 @@ export function registerTools(server: McpServer, b: Banger, boxes: Sandboxes, o:
     },
     guard(async () => {
       const vms = await boxes.list();
-      const lines = vms.map((v) => `${v.name}  ${v.state}  image=${v.image}${v.ip ? ` ip=${v.ip}` : ''}${v.spec.ports?.length ? ` ports=${v.spec.ports.map((p) => `${p.hostPort}->${p.guestPort}`).join(',')}` : ''}`);
+      const lines = vms.map(
+        (v) =>
+          `${v.name}  ${v.state}  image=${v.image}${v.ip ? ` ip=${v.ip}` : ''}${v.spec.ports?.length ? ` ports=${v.spec.ports.map((p) => `${p.hostPort}->${p.guestPort}`).join(',')}` : ''}`,
+      );
       return text(lines.join('\n') || '(no sandboxes)', { sandboxes: vms.map((v) => ({ name: v.name, state: v.state, image: v.image, ip: v.ip })) });
     }),
   );

@@ -46,7 +46,9 @@ export async function startDaemonProcess(env: NodeJS.ProcessEnv): Promise<Starte
   const lay = layoutFromEnv(env);
   const at = await inspectSocketPath(lay.socket);
   if (at.kind === 'other') {
-    throw new BangerError(ErrorCode.Exists, `socket path ${lay.socket} is ${at.what}, not a socket: not starting bangerd over it`, { hint: 'move it away or point BANGER_SOCKET elsewhere' });
+    throw new BangerError(ErrorCode.Exists, `socket path ${lay.socket} is ${at.what}, not a socket: not starting bangerd over it`, {
+      hint: 'move it away or point BANGER_SOCKET elsewhere',
+    });
   }
   await mkdir(lay.logDir, { recursive: true, mode: 0o700 });
   const stderrLog = join(lay.logDir, 'bangerd.stderr.log');
@@ -71,10 +73,15 @@ export async function waitForDaemon(socket: string, timeoutMs: number, started?:
       const code = started?.exitCode();
       if (code !== null && code !== undefined) {
         const tail = (await readFile(started!.stderrLog, 'utf8').catch(() => '')).trim().split('\n').slice(-3).join('\n');
-        throw new BangerError(ErrorCode.Daemon, `bangerd exited (code ${code}) before it answered on ${socket}${tail ? `:\n${tail}` : ''}`, { hint: `see ${started!.stderrLog}` });
+        throw new BangerError(ErrorCode.Daemon, `bangerd exited (code ${code}) before it answered on ${socket}${tail ? `:\n${tail}` : ''}`, {
+          hint: `see ${started!.stderrLog}`,
+        });
       }
       await new Promise((r) => setTimeout(r, 100));
     }
   }
-  throw new BangerError(ErrorCode.NoDaemon, `bangerd did not come up on ${socket} within ${timeoutMs / 1000}s`, { hint: 'see the daemon log under $BANGER_ROOT/logs/', cause: last });
+  throw new BangerError(ErrorCode.NoDaemon, `bangerd did not come up on ${socket} within ${timeoutMs / 1000}s`, {
+    hint: 'see the daemon log under $BANGER_ROOT/logs/',
+    cause: last,
+  });
 }

@@ -14,7 +14,10 @@ export class RpcClient {
   /** Set once the connection is gone: later calls fail at once with it. */
   private closed?: BangerError;
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void; onProgress?: (ev: ProgressEvent) => void }>();
-  private constructor(private readonly sock: Socket, readonly socketPath: string) {
+  private constructor(
+    private readonly sock: Socket,
+    readonly socketPath: string,
+  ) {
     const splitter = new LineSplitter();
     sock.on('data', (chunk: Buffer) =>
       splitter.push(chunk, (line) => {
@@ -40,7 +43,9 @@ export class RpcClient {
       for (const p of this.pending.values()) p.reject(e);
       this.pending.clear();
     };
-    sock.on('close', () => failAll(new BangerError(ErrorCode.Disconnected, 'connection to bangerd closed', { hint: "see the daemon log ('banger daemon status' shows where)" })));
+    sock.on('close', () =>
+      failAll(new BangerError(ErrorCode.Disconnected, 'connection to bangerd closed', { hint: "see the daemon log ('banger daemon status' shows where)" })),
+    );
     sock.on('error', () => {});
   }
 
@@ -58,7 +63,12 @@ export class RpcClient {
       sock.once('error', (e: NodeJS.ErrnoException) => {
         clearTimeout(timer);
         if (e.code === 'EACCES' || e.code === 'EPERM') {
-          reject(new BangerError(ErrorCode.Permission, `permission denied on ${socketPath}`, { hint: "add yourself to the 'banger' group (sudo usermod -aG banger $USER) and log in again", cause: e }));
+          reject(
+            new BangerError(ErrorCode.Permission, `permission denied on ${socketPath}`, {
+              hint: "add yourself to the 'banger' group (sudo usermod -aG banger $USER) and log in again",
+              cause: e,
+            }),
+          );
         } else reject(new BangerError(ErrorCode.NoDaemon, `bangerd is not running (${socketPath}: ${e.code ?? e.message})`, { cause: e }));
       });
     });

@@ -30,10 +30,19 @@ export class StreamCall {
   private decoder = new FrameDecoder();
   readonly done: Promise<ExitInfo>;
   private settle!: { resolve: (e: ExitInfo) => void; reject: (e: unknown) => void };
-  private constructor(private readonly sock: Socket, private readonly sinks: StreamSinks) {
+  private constructor(
+    private readonly sock: Socket,
+    private readonly sinks: StreamSinks,
+  ) {
     this.done = new Promise((resolve, reject) => (this.settle = { resolve, reject }));
     this.done.catch(() => {});
-    sock.on('close', () => this.settle.reject(new BangerError(ErrorCode.Disconnected, 'bangerd closed the stream before the command exited', { hint: "see the daemon log ('banger daemon status' shows where)" })));
+    sock.on('close', () =>
+      this.settle.reject(
+        new BangerError(ErrorCode.Disconnected, 'bangerd closed the stream before the command exited', {
+          hint: "see the daemon log ('banger daemon status' shows where)",
+        }),
+      ),
+    );
   }
 
   /** Opens the stream on `socketPath` (the daemon must be up: connect first for autostart). */
@@ -42,7 +51,13 @@ export class StreamCall {
     const sock = await new Promise<Socket>((resolve, reject) => {
       const s = connect(path);
       s.once('connect', () => resolve(s));
-      s.once('error', (e: NodeJS.ErrnoException) => reject(new BangerError(e.code === 'EACCES' ? ErrorCode.Permission : ErrorCode.NoDaemon, `cannot connect to bangerd at ${path}: ${e.code ?? e.message}`, { cause: e })));
+      s.once('error', (e: NodeJS.ErrnoException) =>
+        reject(
+          new BangerError(e.code === 'EACCES' ? ErrorCode.Permission : ErrorCode.NoDaemon, `cannot connect to bangerd at ${path}: ${e.code ?? e.message}`, {
+            cause: e,
+          }),
+        ),
+      );
     });
     sock.on('error', () => {});
     const call = new StreamCall(sock, sinks);
@@ -120,15 +135,17 @@ export class StreamCall {
   write(data: Buffer): Promise<void> {
     let ok = true;
     for (let i = 0; i < data.length; i += WINDOW / 4) ok = this.sock.write(encodeFrame(F.Stdin, S, data.subarray(i, i + WINDOW / 4))) && ok;
-    return ok || this.sock.destroyed ? Promise.resolve() : new Promise((r) => {
-      const done = () => {
-        this.sock.off('drain', done);
-        this.sock.off('close', done);
-        r();
-      };
-      this.sock.once('drain', done);
-      this.sock.once('close', done);
-    });
+    return ok || this.sock.destroyed
+      ? Promise.resolve()
+      : new Promise((r) => {
+          const done = () => {
+            this.sock.off('drain', done);
+            this.sock.off('close', done);
+            r();
+          };
+          this.sock.once('drain', done);
+          this.sock.once('close', done);
+        });
   }
   eof(): void {
     if (!this.sock.destroyed) this.sock.write(encodeFrame(F.Eof, S));

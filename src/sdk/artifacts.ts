@@ -4,7 +4,10 @@ import type { Image, ImageDetail, Kernel, KernelCatalog, KernelDetail, KernelPul
 import { Operation, checkSignal, type OperationOptions } from './operation.js';
 
 /** Long calls (`progress: true` in the contract) as an Operation: awaitable, iterable, cancellable. */
-export function operation<T>(opts: OperationOptions, call: (o: { onProgress: (ev: Parameters<NonNullable<OperationOptions['onProgress']>>[0]) => void; signal?: AbortSignal }) => Promise<T>): Operation<T> {
+export function operation<T>(
+  opts: OperationOptions,
+  call: (o: { onProgress: (ev: Parameters<NonNullable<OperationOptions['onProgress']>>[0]) => void; signal?: AbortSignal }) => Promise<T>,
+): Operation<T> {
   return new Operation<T>(async (onProgress) => {
     checkSignal(opts.signal);
     return call({ onProgress, signal: opts.signal });

@@ -1,5 +1,5 @@
 import { BangerError, ErrorCode } from '../core/errors.js';
-import { RpcClient } from '../rpc/client.js';
+import type { RpcClient } from '../rpc/client.js';
 import { connectDaemon } from '../rpc/autostart.js';
 import type { DaemonStatus } from '../rpc/types.js';
 import { Images, Kernels } from './artifacts.js';

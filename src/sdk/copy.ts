@@ -24,7 +24,11 @@ function checkName(n: string, what: string): void {
 }
 
 /** Runs local tar while `feed` moves the stream; both must succeed. */
-async function withTar(argv: string[], signal: AbortSignal | undefined, feed: (child: ChildProcess, setCall: (c: StreamCall) => void) => Promise<number>): Promise<void> {
+async function withTar(
+  argv: string[],
+  signal: AbortSignal | undefined,
+  feed: (child: ChildProcess, setCall: (c: StreamCall) => void) => Promise<number>,
+): Promise<void> {
   checkSignal(signal);
   const child = spawnPiped(argv);
   const err: Buffer[] = [];
@@ -48,10 +52,12 @@ async function withTar(argv: string[], signal: AbortSignal | undefined, feed: (c
       throw e;
     });
     if (signal?.aborted) throw new BangerError(ErrorCode.Cancelled, 'copy cancelled', { cause: signal.reason });
-    if (code !== 0) throw new BangerError(ErrorCode.Exec, `local tar failed (exit ${code}): ${Buffer.concat(err).toString().trim().split('\n').slice(-3).join('; ')}`);
+    if (code !== 0)
+      throw new BangerError(ErrorCode.Exec, `local tar failed (exit ${code}): ${Buffer.concat(err).toString().trim().split('\n').slice(-3).join('; ')}`);
     if (guest !== 0) throw new BangerError(ErrorCode.Exec, `tar in the guest failed (exit ${guest})`);
   } catch (e) {
-    if (signal?.aborted && !(e instanceof BangerError && e.code === ErrorCode.Cancelled)) throw new BangerError(ErrorCode.Cancelled, 'copy cancelled', { cause: e });
+    if (signal?.aborted && !(e instanceof BangerError && e.code === ErrorCode.Cancelled))
+      throw new BangerError(ErrorCode.Cancelled, 'copy cancelled', { cause: e });
     throw e;
   } finally {
     signal?.removeEventListener('abort', onAbort);
@@ -94,21 +100,29 @@ export async function copyOut(rpc: RpcClient, vm: string, guestPath: string, hos
   const s = await rpc.request('vm.stat', { name: vm, path: src }, { signal });
   if (!s.exists) throw new BangerError(ErrorCode.NotFound, `${vm}:${src}: no such file or directory`);
   const dst = resolve(hostPath);
-  if (await lstat(dst).catch(() => undefined)) throw new BangerError(ErrorCode.Exists, `${hostPath} already exists`, { hint: 'copyOut writes a new path: remove it or pick another name' });
+  if (await lstat(dst).catch(() => undefined))
+    throw new BangerError(ErrorCode.Exists, `${hostPath} already exists`, { hint: 'copyOut writes a new path: remove it or pick another name' });
   const srcName = basename(src);
   checkName(srcName, 'source');
   const into = await mkdtemp(join(dirname(dst), '.banger-copy-')).catch((e: NodeJS.ErrnoException) => {
-    throw new BangerError(e.code === 'ENOENT' ? ErrorCode.NotFound : ErrorCode.Exec, `cannot create a directory beside ${hostPath}: ${e.code ?? e.message}`, { cause: e });
+    throw new BangerError(e.code === 'ENOENT' ? ErrorCode.NotFound : ErrorCode.Exec, `cannot create a directory beside ${hostPath}: ${e.code ?? e.message}`, {
+      cause: e,
+    });
   });
   try {
     // Guest data is untrusted: no owners or setuid bits from it; tar refuses `..` and absolute members.
     const argv = ['tar', '-x', '--no-same-owner', '--no-same-permissions', '--numeric-owner', '-f', '-', '-C', into];
     await withTar(argv, signal, async (child, setCall) => {
       let call: StreamCall | undefined;
-      const call2 = await StreamCall.open(rpc.socketPath, 'vm.cpOut', { name: vm, path: src }, {
-        stdout: (b: Buffer) => child.stdin!.write(b) || (child.stdin!.once('drain', () => call?.resume()), false),
-        stderr: () => {},
-      });
+      const call2 = await StreamCall.open(
+        rpc.socketPath,
+        'vm.cpOut',
+        { name: vm, path: src },
+        {
+          stdout: (b: Buffer) => child.stdin!.write(b) || (child.stdin!.once('drain', () => call?.resume()), false),
+          stderr: () => {},
+        },
+      );
       call = call2;
       setCall(call2);
       const exit = await call2.done;

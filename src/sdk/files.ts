@@ -36,7 +36,10 @@ const MAX_ENTRIES = 100_000;
  */
 export class VmFiles {
   /** @internal */
-  constructor(private readonly rpc: RpcClient, private readonly vm: string) {}
+  constructor(
+    private readonly rpc: RpcClient,
+    private readonly vm: string,
+  ) {}
 
   private async sh(script: string, args: string[], path: string, o: ExecOptions = {}): Promise<ExecResult> {
     absolute(path);
@@ -51,7 +54,10 @@ export class VmFiles {
 
   /** A file's bytes. E_NOT_FOUND, E_INVALID for a directory, E_TOO_LARGE past `maxBytes` (default 64 MiB). */
   async read(path: string, opts: { maxBytes?: number; signal?: AbortSignal } = {}): Promise<Buffer> {
-    const r = await this.sh(`[ -e "$1" ] || exit ${NOT_FOUND}; [ -d "$1" ] && exit ${IS_DIR}; exec cat -- "$1"`, [path], path, { maxBuffer: opts.maxBytes, signal: opts.signal });
+    const r = await this.sh(`[ -e "$1" ] || exit ${NOT_FOUND}; [ -d "$1" ] && exit ${IS_DIR}; exec cat -- "$1"`, [path], path, {
+      maxBuffer: opts.maxBytes,
+      signal: opts.signal,
+    });
     return r.stdout;
   }
 
@@ -84,7 +90,7 @@ export class VmFiles {
       'for f in * .*; do',
       '  case "$f" in .|..) continue;; esac',
       '  [ -e "$f" ] || [ -L "$f" ] || continue',
-      "  stat -c '%f %s %Y %n' -- \"$f\" || exit 1",
+      '  stat -c \'%f %s %Y %n\' -- "$f" || exit 1',
       "  printf '\\000'",
       'done',
     ].join('\n');
@@ -127,7 +133,11 @@ export class VmFiles {
   async rm(path: string, opts: { recursive?: boolean; force?: boolean } = {}): Promise<void> {
     if (path.replace(/\/+$/, '') === '') throw new BangerError(ErrorCode.Invalid, 'refusing to remove /');
     const flags = `-f${opts.recursive ? 'r' : ''}`;
-    await this.sh(`[ -e "$1" ] || [ -L "$1" ] || { [ "$2" = force ] && exit 0; exit ${NOT_FOUND}; }; exec rm ${flags} -- "$1"`, [path, opts.force ? 'force' : ''], path);
+    await this.sh(
+      `[ -e "$1" ] || [ -L "$1" ] || { [ "$2" = force ] && exit 0; exit ${NOT_FOUND}; }; exec rm ${flags} -- "$1"`,
+      [path, opts.force ? 'force' : ''],
+      path,
+    );
   }
 
   /**

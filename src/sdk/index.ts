@@ -12,4 +12,21 @@ export { VmFiles, type FileEntry, type FileStat } from './files.js';
 export { Operation, type OperationOptions } from './operation.js';
 export { BangerError, ErrorCode, isBangerError } from '../core/errors.js';
 export type { ProgressEvent } from '../core/operation.js';
-export type { Vm as VmInfo, VmDetail, VmPorts, VmLogs, VmState, Kernel, KernelDetail, KernelCatalog, KernelPullResult, KernelRemoved, Image, ImageDetail, Removed, PruneResult, DaemonStatus, ListeningPort } from '../rpc/types.js';
+export type {
+  Vm as VmInfo,
+  VmDetail,
+  VmPorts,
+  VmLogs,
+  VmState,
+  Kernel,
+  KernelDetail,
+  KernelCatalog,
+  KernelPullResult,
+  KernelRemoved,
+  Image,
+  ImageDetail,
+  Removed,
+  PruneResult,
+  DaemonStatus,
+  ListeningPort,
+} from '../rpc/types.js';

@@ -56,7 +56,10 @@ export class Operation<T> implements PromiseLike<T>, AsyncIterable<ProgressEvent
     this.result.catch(() => {});
   }
 
-  then<A = T, B = never>(onFulfilled?: ((value: T) => A | PromiseLike<A>) | null, onRejected?: ((reason: unknown) => B | PromiseLike<B>) | null): Promise<A | B> {
+  then<A = T, B = never>(
+    onFulfilled?: ((value: T) => A | PromiseLike<A>) | null,
+    onRejected?: ((reason: unknown) => B | PromiseLike<B>) | null,
+  ): Promise<A | B> {
     return this.result.then(onFulfilled, onRejected);
   }
 

@@ -81,7 +81,11 @@ export class VmProcess {
   private readonly exit: Promise<ProcessExit>;
 
   /** @internal use `vm.spawn()`. */
-  constructor(private readonly call: StreamCall, outputs: { stdout: Readable; stderr: Readable }, signal?: AbortSignal) {
+  constructor(
+    private readonly call: StreamCall,
+    outputs: { stdout: Readable; stderr: Readable },
+    signal?: AbortSignal,
+  ) {
     this.stdout = outputs.stdout;
     this.stderr = outputs.stderr;
     this.stdin = new Writable({
@@ -172,7 +176,10 @@ export async function execCollect(socket: string, vmName: string, cmd: string, o
   };
   const sink = (which: 'out' | 'err', list: Buffer[]) => (d: Buffer) => {
     size[which] += d.length;
-    if (size[which] > max) return void fail(new BangerError(ErrorCode.TooLarge, `${cmd}: std${which} passed ${max} bytes (maxBuffer); the command was killed`, { details: { maxBuffer: max } }));
+    if (size[which] > max)
+      return void fail(
+        new BangerError(ErrorCode.TooLarge, `${cmd}: std${which} passed ${max} bytes (maxBuffer); the command was killed`, { details: { maxBuffer: max } }),
+      );
     list.push(d);
   };
   try {
@@ -186,7 +193,13 @@ export async function execCollect(socket: string, vmName: string, cmd: string, o
   const onAbort = () => fail(new BangerError(ErrorCode.Cancelled, `${cmd}: cancelled (its process group was killed)`, { cause: o.signal?.reason }));
   o.signal?.addEventListener('abort', onAbort, { once: true });
   if (o.signal?.aborted) onAbort();
-  const timer = o.timeoutMs !== undefined ? setTimeout(() => fail(new BangerError(ErrorCode.Timeout, `${cmd}: still running after ${o.timeoutMs} ms; killed`, { details: { timeoutMs: o.timeoutMs } })), o.timeoutMs) : undefined;
+  const timer =
+    o.timeoutMs !== undefined
+      ? setTimeout(
+          () => fail(new BangerError(ErrorCode.Timeout, `${cmd}: still running after ${o.timeoutMs} ms; killed`, { details: { timeoutMs: o.timeoutMs } })),
+          o.timeoutMs,
+        )
+      : undefined;
   try {
     const feeding = feed(c, o.stdin).catch(() => {});
     const exit = await c.done.catch((e: unknown) => {

@@ -24,7 +24,8 @@ export class Vms {
    */
   create(opts: CreateOptions): Operation<Vm> {
     const { onProgress: _p, signal: _s, initScript, ...params } = opts;
-    const script = initScript === undefined ? undefined : Buffer.from(typeof initScript === 'string' ? Buffer.from(initScript, 'utf8') : initScript).toString('base64');
+    const script =
+      initScript === undefined ? undefined : Buffer.from(typeof initScript === 'string' ? Buffer.from(initScript, 'utf8') : initScript).toString('base64');
     return operation(opts, async (o) => new Vm(this.rpc, await this.rpc.request('vm.create', { ...params, initScript: script }, o)));
   }
 
@@ -62,7 +63,10 @@ export class Vm implements AsyncDisposable {
   readonly files: VmFiles;
 
   /** @internal use `b.vms.create()` / `b.vms.get()`. */
-  constructor(private readonly rpc: RpcClient, public info: VmInfo) {
+  constructor(
+    private readonly rpc: RpcClient,
+    public info: VmInfo,
+  ) {
     this.name = info.name;
     this.files = new VmFiles(rpc, info.name);
   }
@@ -144,7 +148,10 @@ export class Vm implements AsyncDisposable {
     }
   }
 
-  private async lifecycle(opts: OperationOptions, call: (o: { onProgress: NonNullable<OperationOptions['onProgress']>; signal?: AbortSignal }) => Promise<VmInfo[]>): Promise<void> {
+  private async lifecycle(
+    opts: OperationOptions,
+    call: (o: { onProgress: NonNullable<OperationOptions['onProgress']>; signal?: AbortSignal }) => Promise<VmInfo[]>,
+  ): Promise<void> {
     const [v] = await operation(opts, call);
     if (v) this.info = v;
   }

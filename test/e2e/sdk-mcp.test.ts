@@ -23,7 +23,20 @@ import { cleanupAll, createNetns, exposeInNetns } from '../helpers/netns.js';
  */
 const skip = !isRoot()
   ? 'needs root (namespaces, taps, qemu)'
-  : (missingTools('qemu-system-x86_64', 'qemu-img', 'ip', 'nft', 'ssh', 'ssh-keygen', 'mkfs.ext4', 'debugfs', 'skopeo', 'debootstrap', 'docker-registry', 'tar') ?? debianMirrorUnavailable());
+  : (missingTools(
+      'qemu-system-x86_64',
+      'qemu-img',
+      'ip',
+      'nft',
+      'ssh',
+      'ssh-keygen',
+      'mkfs.ext4',
+      'debugfs',
+      'skopeo',
+      'debootstrap',
+      'docker-registry',
+      'tar',
+    ) ?? debianMirrorUnavailable());
 
 const T = { timeout: 900_000 };
 const VM = 'sdkbox';
@@ -39,52 +52,73 @@ let mcpStderr = '';
 let created: CallToolResult | undefined;
 const stages: string[] = [];
 
-before(async () => {
-  if (skip) return;
-  work = mkdtempSync(join(tmpdir(), 'banger-sdk-e2e-'));
-  mirror = await startDebianMirror();
-  registry = await TestRegistry.start();
-  const ref = await ensureDebianImageInRegistry(registry.host);
-  ns = createNetns('sdkmcp');
-  const exposed = [await exposeInNetns(ns, mirror.port), await exposeInNetns(ns, registry.port)];
-  d = new TestDaemon({ netns: ns, env: { BANGER_DEBIAN_MIRROR: mirror.url }, config: { vm: { sshTimeoutSeconds: 900, vcpu: 2, memoryMiB: 512 } } });
-  await d.start();
-  const k = await d.cli(['kernel', 'pull', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
-  assert.equal(k.code, 0, k.stderr);
-  const i = await d.cli(['image', 'pull', ref, '--name', 'debian-bookworm', '--kernel-ref', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
-  assert.equal(i.code, 0, i.stderr);
-  for (const stop of exposed) stop();
-  // `banger mcp` in the daemon's namespace, as an MCP client would start it.
-  const env = { ...(d.env as Record<string, string>), BANGER_SOCKET: d.socket };
-  const transport = new StdioClientTransport({ command: 'ip', args: ['netns', 'exec', ns, process.execPath, BANGER, 'mcp', '--ttl', '0'], env, stderr: 'pipe' });
-  transport.stderr?.on('data', (c: Buffer) => (mcpStderr += c.toString()));
-  client = new Client({ name: 'banger-e2e', version: '1.0.0' });
-  await client.connect(transport);
-  b = await Banger.connect({ socket: d.socket, autostart: false });
-  // The one boot: the MCP client creates the sandbox every check below uses. A loaded runner can
-  // take many minutes under TCG; boot progress keeps the MCP request alive.
-  assert.equal((await client.listTools()).tools.length, 8);
-  try {
-    created = await call('sandbox_create', { name: VM, ports: [`${PORT}:8000`] }, { timeout: 600_000, maxTotalTimeout: 1_400_000, onprogress: (p) => p.message && stages.push(p.message) });
-  } catch (e) {
-    const con = await d.cli(['vm', 'logs', VM]);
-    throw new Error(`sandbox_create: ${(e as Error).message}\nprogress: ${stages.slice(-10).join(' | ')}\nmcp stderr: ${mcpStderr.slice(-2000)}\ndaemon stderr: ${d.stderr.slice(-3000)}\nconsole: ${con.stdout.slice(-3000)}`);
-  }
-  if (created.isError) assert.fail(`sandbox_create: ${textOf(created)}\n${mcpStderr}\nconsole:\n${(await d.cli(['vm', 'logs', VM])).stdout.slice(-3000)}`);
-}, { timeout: 1_500_000 });
+before(
+  async () => {
+    if (skip) return;
+    work = mkdtempSync(join(tmpdir(), 'banger-sdk-e2e-'));
+    mirror = await startDebianMirror();
+    registry = await TestRegistry.start();
+    const ref = await ensureDebianImageInRegistry(registry.host);
+    ns = createNetns('sdkmcp');
+    const exposed = [await exposeInNetns(ns, mirror.port), await exposeInNetns(ns, registry.port)];
+    d = new TestDaemon({ netns: ns, env: { BANGER_DEBIAN_MIRROR: mirror.url }, config: { vm: { sshTimeoutSeconds: 900, vcpu: 2, memoryMiB: 512 } } });
+    await d.start();
+    const k = await d.cli(['kernel', 'pull', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
+    assert.equal(k.code, 0, k.stderr);
+    const i = await d.cli(['image', 'pull', ref, '--name', 'debian-bookworm', '--kernel-ref', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
+    assert.equal(i.code, 0, i.stderr);
+    for (const stop of exposed) stop();
+    // `banger mcp` in the daemon's namespace, as an MCP client would start it.
+    const env = { ...(d.env as Record<string, string>), BANGER_SOCKET: d.socket };
+    const transport = new StdioClientTransport({
+      command: 'ip',
+      args: ['netns', 'exec', ns, process.execPath, BANGER, 'mcp', '--ttl', '0'],
+      env,
+      stderr: 'pipe',
+    });
+    transport.stderr?.on('data', (c: Buffer) => (mcpStderr += c.toString()));
+    client = new Client({ name: 'banger-e2e', version: '1.0.0' });
+    await client.connect(transport);
+    b = await Banger.connect({ socket: d.socket, autostart: false });
+    // The one boot: the MCP client creates the sandbox every check below uses. A loaded runner can
+    // take many minutes under TCG; boot progress keeps the MCP request alive.
+    assert.equal((await client.listTools()).tools.length, 8);
+    try {
+      created = await call(
+        'sandbox_create',
+        { name: VM, ports: [`${PORT}:8000`] },
+        { timeout: 600_000, maxTotalTimeout: 1_400_000, onprogress: (p) => p.message && stages.push(p.message) },
+      );
+    } catch (e) {
+      const con = await d.cli(['vm', 'logs', VM]);
+      throw new Error(
+        `sandbox_create: ${(e as Error).message}\nprogress: ${stages.slice(-10).join(' | ')}\nmcp stderr: ${mcpStderr.slice(-2000)}\ndaemon stderr: ${d.stderr.slice(-3000)}\nconsole: ${con.stdout.slice(-3000)}`,
+      );
+    }
+    if (created.isError) assert.fail(`sandbox_create: ${textOf(created)}\n${mcpStderr}\nconsole:\n${(await d.cli(['vm', 'logs', VM])).stdout.slice(-3000)}`);
+  },
+  { timeout: 1_500_000 },
+);
 
-after(async () => {
-  b?.close();
-  await client?.close().catch(() => {});
-  await d?.cli(['vm', 'rm', '-f', VM], { timeoutMs: 120_000 }).catch(() => undefined);
-  await d?.cleanup();
-  cleanupAll();
-  await registry?.stop();
-  await mirror?.close();
-  if (work) rmSync(work, { recursive: true, force: true });
-}, { timeout: 180_000 });
+after(
+  async () => {
+    b?.close();
+    await client?.close().catch(() => {});
+    await d?.cli(['vm', 'rm', '-f', VM], { timeoutMs: 120_000 }).catch(() => undefined);
+    await d?.cleanup();
+    cleanupAll();
+    await registry?.stop();
+    await mirror?.close();
+    if (work) rmSync(work, { recursive: true, force: true });
+  },
+  { timeout: 180_000 },
+);
 
-const call = async (name: string, args: Record<string, unknown>, opts: { timeout?: number; maxTotalTimeout?: number; onprogress?: (p: { message?: string }) => void } = {}) =>
+const call = async (
+  name: string,
+  args: Record<string, unknown>,
+  opts: { timeout?: number; maxTotalTimeout?: number; onprogress?: (p: { message?: string }) => void } = {},
+) =>
   (await client!.callTool({ name, arguments: args }, undefined, {
     timeout: opts.timeout ?? 120_000,
     onprogress: opts.onprogress,
@@ -93,7 +127,10 @@ const call = async (name: string, args: Record<string, unknown>, opts: { timeout
   })) as CallToolResult;
 const textOf = (r: CallToolResult) => r.content.map((x) => (x.type === 'text' ? x.text : '')).join('');
 
-test('MCP: list tools, create (with boot progress), exec, write then read, a bad argument is a tool error and the server keeps answering', { skip, ...T }, async () => {
+test('MCP: list tools, create (with boot progress), exec, write then read, a bad argument is a tool error and the server keeps answering', {
+  skip,
+  ...T,
+}, async () => {
   const c = created!;
   assert.match(textOf(c), new RegExp(`sandbox '${VM}' is running .*ports 127\\.0\\.0\\.1:${PORT}->8000/tcp`));
   assert.ok(stages.length > 0, 'boot progress reached the client');
@@ -135,7 +172,10 @@ test('SDK on the same guest: exec, spawn, files, copies, ports, logs, errors', {
   await vm.files.write('/srv/data/deep/bin', bytes, { mode: 0o600 });
   assert.ok((await vm.files.read('/srv/data/deep/bin')).equals(bytes));
   assert.deepEqual(await vm.files.stat('/srv/data/deep/bin'), { type: 'file', mode: 0o600, size: 256 });
-  assert.deepEqual((await vm.files.list('/srv/data')).map((e) => [e.name, e.type]), [['deep', 'dir']]);
+  assert.deepEqual(
+    (await vm.files.list('/srv/data')).map((e) => [e.name, e.type]),
+    [['deep', 'dir']],
+  );
   await assert.rejects(vm.files.read('/srv/nope'), (e: unknown) => e instanceof BangerError && e.code === 'E_NOT_FOUND');
 
   const tree = join(work, 'tree');
@@ -161,7 +201,10 @@ test('SDK on the same guest: exec, spawn, files, copies, ports, logs, errors', {
 
 /** Runs an example (node strips its types) in the daemon's namespace, against VM. */
 function example(file: string, args: string[] = []): Promise<{ code: number | null; out: string }> {
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, join(REPO, 'examples', file), ...args], { env: { ...d!.env, BANGER_SOCKET: d!.socket, BANGER_VM: VM }, cwd: REPO });
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, join(REPO, 'examples', file), ...args], {
+    env: { ...d!.env, BANGER_SOCKET: d!.socket, BANGER_VM: VM },
+    cwd: REPO,
+  });
   let out = '';
   child.stdout.on('data', (c: Buffer) => (out += c));
   child.stderr.on('data', (c: Buffer) => (out += c));
@@ -187,6 +230,9 @@ test('examples: a test suite exit code, a build with its artefact copied out, a 
 test('MCP: sandbox_remove removes the VM', { skip, ...T }, async () => {
   const r = await call('sandbox_remove', { name: VM }, { timeout: 300_000 });
   assert.equal(r.isError, undefined, textOf(r));
-  assert.deepEqual((await b!.vms.list()).map((v) => v.name), []);
+  assert.deepEqual(
+    (await b!.vms.list()).map((v) => v.name),
+    [],
+  );
   assert.equal(textOf(await call('sandbox_list', {})), '(no sandboxes)');
 });

@@ -43,7 +43,16 @@ const textOf = (r: CallToolResult) => r.content.map((x) => (x.type === 'text' ? 
 test('tools are listed with schemas; exec returns exit code and output, cut past the limit; timeouts are tool errors', { skip }, async () => {
   const c = await mcp(['--all', '--max-output-bytes', '1000', '--max-read-bytes', '1000']);
   const tools = await c.listTools();
-  assert.deepEqual(tools.tools.map((t) => t.name).sort(), ['sandbox_create', 'sandbox_exec', 'sandbox_list', 'sandbox_list_files', 'sandbox_ports', 'sandbox_read_file', 'sandbox_remove', 'sandbox_write_file']);
+  assert.deepEqual(tools.tools.map((t) => t.name).sort(), [
+    'sandbox_create',
+    'sandbox_exec',
+    'sandbox_list',
+    'sandbox_list_files',
+    'sandbox_ports',
+    'sandbox_read_file',
+    'sandbox_remove',
+    'sandbox_write_file',
+  ]);
   for (const t of tools.tools) {
     assert.ok(t.description && t.description.length > 40, `${t.name} has a description`);
     assert.equal(t.inputSchema.type, 'object');
@@ -66,7 +75,9 @@ test('tools are listed with schemas; exec returns exit code and output, cut past
   assert.match(textOf(slow), /E_TIMEOUT[\s\S]*timed out after 1 s[\s\S]*before/);
 });
 
-test('files round-trip, reads are capped, listing; bad arguments and unknown names are tool errors and the server keeps answering; log resources', { skip }, async () => {
+test('files round-trip, reads are capped, listing; bad arguments and unknown names are tool errors and the server keeps answering; log resources', {
+  skip,
+}, async () => {
   const c = await mcp(['--all', '--max-read-bytes', '1000']);
   const p = join(d!.dir, 'mcp', 'sub', 'hello.txt');
   const w = await call(c, 'sandbox_write_file', { name: 'box', path: p, content: 'hello from a model\n', mode: '600' });
@@ -91,7 +102,7 @@ test('files round-trip, reads are capped, listing; bad arguments and unknown nam
   assert.match(textOf(missing), /^error E_NOT_FOUND: /);
   const ports = await call(c, 'sandbox_ports', { name: 'box' });
   assert.match(textOf(ports), /tcp 0\.0\.0\.0:22/);
-  assert.match(textOf(await call(c, 'sandbox_list', {})), /^box  running/m, 'still answering after the errors');
+  assert.match(textOf(await call(c, 'sandbox_list', {})), /^box {2}running/m, 'still answering after the errors');
 
   const res = await c.listResources();
   assert.ok(res.resources.some((r) => r.uri === 'banger://vm/box/log'));
@@ -106,7 +117,9 @@ test('without --all the server sees only what it created; the VM limit holds; it
   assert.match(textOf(hidden), /E_NOT_FOUND: no sandbox named 'box'[\s\S]*--all/);
   assert.equal(textOf(await call(c, 'sandbox_list', {})), '(no sandboxes)');
   const stages: string[] = [];
-  const a = (await c.callTool({ name: 'sandbox_create', arguments: { name: 'mine-a', image: 'test-image' } }, undefined, { onprogress: (p) => void stages.push(String(p.message)) })) as CallToolResult;
+  const a = (await c.callTool({ name: 'sandbox_create', arguments: { name: 'mine-a', image: 'test-image' } }, undefined, {
+    onprogress: (p) => void stages.push(String(p.message)),
+  })) as CallToolResult;
   assert.deepEqual(stages, ['boot: pretend boot'], 'create progress reaches the client as MCP progress');
   assert.equal(a.isError, undefined, textOf(a));
   assert.match(textOf(a), /sandbox 'mine-a' is running/);

@@ -85,7 +85,10 @@ test('exec: timeoutMs, AbortSignal and maxBuffer kill the command and reject wit
   ac2.abort();
   await assert.rejects(vm.exec('true', { signal: ac2.signal }), (e: unknown) => e instanceof BangerError && e.code === ErrorCode.Cancelled);
 
-  await assert.rejects(vm.exec('head', { args: ['-c', '200000', '/dev/zero'], maxBuffer: 100_000 }), (e: unknown) => e instanceof BangerError && e.code === ErrorCode.TooLarge);
+  await assert.rejects(
+    vm.exec('head', { args: ['-c', '200000', '/dev/zero'], maxBuffer: 100_000 }),
+    (e: unknown) => e instanceof BangerError && e.code === ErrorCode.TooLarge,
+  );
 });
 
 test('spawn: streams both ways, kill(signal), a pty with resize', { skip }, async () => {
@@ -126,7 +129,16 @@ test('files: write/read (text, bytes, stream, mode), list, stat, exists, mkdir, 
   writeFileSync(`${g}/a/odd name\nwith newline`, 'x');
 
   const ls = await vm.files.list(`${g}/a`);
-  assert.deepEqual(ls.map((e) => [e.name, e.type]), [['b', 'dir'], ['bin', 'file'], ['link', 'symlink'], ['odd name\nwith newline', 'file'], ['s', 'file']]);
+  assert.deepEqual(
+    ls.map((e) => [e.name, e.type]),
+    [
+      ['b', 'dir'],
+      ['bin', 'file'],
+      ['link', 'symlink'],
+      ['odd name\nwith newline', 'file'],
+      ['s', 'file'],
+    ],
+  );
   const binEntry = ls.find((e) => e.name === 'bin')!;
   assert.deepEqual([binEntry.size, binEntry.mode, binEntry.path], [256, 0o750, `${g}/a/bin`]);
   assert.ok(binEntry.mtime instanceof Date && binEntry.mtime.getTime() > 0);

@@ -1,4 +1,4 @@
-import { Command } from 'commander';
+import type { Command } from 'commander';
 import { MCP_DEFAULTS, positiveInt } from '../../mcp/options.js';
 
 interface McpFlags {
@@ -26,7 +26,12 @@ export function registerMcpCommand(program: Command): void {
     .option('--max-vms <n>', 'most sandboxes this server keeps at once', positiveInt('--max-vms', 1), d.maxVms)
     .option('--max-exec-seconds <n>', 'longest a sandbox_exec may run (its timeout is capped at this)', positiveInt('--max-exec-seconds', 1), d.maxExecSeconds)
     .option('--exec-timeout <n>', 'sandbox_exec timeout in seconds when the call gives none', positiveInt('--exec-timeout', 1), d.defaultExecSeconds)
-    .option('--max-output-bytes <n>', 'bytes of stdout and of stderr a sandbox_exec returns (the middle is cut)', positiveInt('--max-output-bytes', 256), d.maxOutputBytes)
+    .option(
+      '--max-output-bytes <n>',
+      'bytes of stdout and of stderr a sandbox_exec returns (the middle is cut)',
+      positiveInt('--max-output-bytes', 256),
+      d.maxOutputBytes,
+    )
     .option('--max-read-bytes <n>', 'bytes sandbox_read_file returns at most', positiveInt('--max-read-bytes', 256), d.maxReadBytes)
     .option('--image <name>', 'image sandbox_create uses when the call names none', d.defaultImage)
     .option('--ttl <seconds>', 'default lifetime of a sandbox (0: until this server exits)', positiveInt('--ttl'), d.ttlSeconds)
