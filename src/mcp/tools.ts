@@ -88,19 +88,25 @@ export function registerTools(server: McpServer, b: Banger, boxes: Sandboxes, o:
       // Boot stages become MCP progress notifications when the client asked for them.
       const token = extra._meta?.progressToken;
       let n = 0;
+      // Sent notifications are awaited before the result: a progress report the transport had
+      // not written yet when the result went out would reach a client that has stopped listening.
+      const sent: Promise<void>[] = [];
       const onProgress =
         token === undefined
           ? undefined
           : (ev: ProgressEvent) =>
-              void extra
-                .sendNotification({
-                  method: 'notifications/progress',
-                  params: { progressToken: token, progress: ++n, message: [ev.stage, ev.message].filter(Boolean).join(': ') },
-                })
-                .catch(() => {});
+              void sent.push(
+                extra
+                  .sendNotification({
+                    method: 'notifications/progress',
+                    params: { progressToken: token, progress: ++n, message: [ev.stage, ev.message].filter(Boolean).join(': ') },
+                  })
+                  .catch(() => {}),
+              );
       const vm = await boxes.create(ttl, async () =>
         b.vms.create({ image: a.image ?? o.defaultImage, name: a.name, nat: a.nat, ports: a.ports, onProgress, signal: extra.signal }),
       );
+      await Promise.all(sent);
       const ports = (vm.info.spec.ports ?? []).map((p) => `${p.hostIp}:${p.hostPort}->${p.guestPort}/tcp`);
       return text(
         `sandbox '${vm.name}' is running (image ${vm.info.image}${vm.info.ip ? `, ip ${vm.info.ip}` : ''}${ports.length ? `, ports ${ports.join(' ')}` : ''}${ttl > 0 ? `, removed after ${ttl} s` : ''})`,
