@@ -86,6 +86,8 @@ async function serve(config: Config, lay: Layout, gid: number | undefined, lock:
       log.error('reconcile failed', { domain, error: errorMessage(e) });
     }
   }
+  // Lifetimes: after reconcile, so a deadline that passed while no daemon ran is handled now.
+  services.vms.startReaper();
   const server = new RpcServer({ socketPath: lay.socket, methods, log, gid });
   await server.listen();
   await writeFile(lay.pidFile, `${process.pid}\n`);
@@ -95,6 +97,7 @@ async function serve(config: Config, lay: Layout, gid: number | undefined, lock:
   async function stop(): Promise<void> {
     stopping ??= (async () => {
       log.info('bangerd stopping');
+      await services.vms.stopReaper();
       await server.close();
       await rm(lay.pidFile, { force: true });
       db.close();

@@ -153,6 +153,9 @@ export interface Vm {
   createdAt: string;
   startedAt: string | null;
   createDone: boolean;
+  /** When the VM's lifetime ends (ISO), or null without a ttl; what happens then. */
+  expiresAt: string | null;
+  onExpire: 'stop' | 'rm' | null;
   running: boolean;
   dir: string;
   console: string;

@@ -1,4 +1,5 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { durationProblem } from '../../core/duration.js';
 import { VMM_CHOICES, type VmmChoiceName } from '../../core/vmm.js';
 import type { Params } from '../../rpc/contract.js';
 import { collect, createExtras } from './vm-create-extras.js';
@@ -27,6 +28,8 @@ export interface CreateFlags {
   mount?: string[];
   initScript?: string;
   keepOnFailure?: boolean;
+  ttl?: string;
+  onExpire?: 'stop' | 'rm';
 }
 
 /** Options a command may leave out: `run` always starts the VM and waits for it. */
@@ -36,6 +39,15 @@ function intArg(flag: string) {
   return (v: string) => {
     if (!/^\d+$/.test(v)) throw new InvalidArgumentError(`${flag} must be a whole number, got '${v}'`);
     return Number(v);
+  };
+}
+
+/** A duration flag (`--ttl 2h`): checked here, so a typo fails before anything is sent. */
+export function durationArg(flag: string) {
+  return (v: string) => {
+    const problem = durationProblem(v);
+    if (problem) throw new InvalidArgumentError(`${flag}: ${problem}`);
+    return v;
   };
 }
 
@@ -56,6 +68,8 @@ const CREATE_OPTIONS: Array<{ key: keyof CreateFlags; make: () => Option }> = [
   { key: 'publish', make: () => new Option('-p, --publish <spec>', 'publish a guest TCP port on the host: [HOSTIP:]HOSTPORT:GUESTPORT[/tcp], HOSTIP default 127.0.0.1 (repeatable)').argParser(collect).default([]) },
   { key: 'mount', make: () => new Option('--mount <spec>', 'share a host folder (QEMU, virtio-9p): HOSTDIR:GUESTDIR[:ro], mounted on every boot (repeatable)').argParser(collect).default([]) },
   { key: 'initScript', make: () => new Option('--init-script <file>', 'run FILE once as root when the first boot is ready; output in vm logs; create fails if it fails') },
+  { key: 'ttl', make: () => new Option('--ttl <duration>', 'lifetime: the VM is stopped or removed (--on-expire) this long after create, e.g. 30m, 2h, 1d (default: config vm.ttl, none); survives daemon restarts, see vm extend').argParser(durationArg('--ttl')) },
+  { key: 'onExpire', make: () => new Option('--on-expire <action>', 'what the end of --ttl does: stop (disk kept) or rm (default: config vm.onExpire, stop)').choices(['stop', 'rm']) },
   { key: 'keepOnFailure', make: () => new Option('--keep-on-failure', 'when create fails, keep the VM for inspection instead of removing everything it made') },
 ];
 
@@ -84,6 +98,8 @@ export async function createParams(o: CreateFlags): Promise<Omit<Params<'vm.crea
     vmm: o.vmm,
     packageMirror: o.packageMirror,
     packageProxy: o.packageProxy,
+    ttl: o.ttl,
+    onExpire: o.onExpire,
     ...(await createExtras(o)),
   };
   for (const k of Object.keys(p) as Array<keyof typeof p>) if (p[k] === undefined) delete p[k];
