@@ -111,9 +111,11 @@ test('vm extend pushes the deadline out: a VM with a later deadline expires firs
 });
 
 test('deadlines survive a daemon SIGKILL: one passed while no daemon ran goes at start, one ahead is kept', { skip, timeout: 300_000 }, async () => {
-  const past = await create('ttl-past', '--ttl', '4s', '--on-expire', 'rm');
-  const ahead = await create('ttl-ahead', '--ttl', '40s', '--on-expire', 'rm');
+  const ahead = await create('ttl-ahead', '--ttl', '60s', '--on-expire', 'rm');
+  const past = await create('ttl-past', '--ttl', '15s', '--on-expire', 'rm');
   await d.kill();
+  // the daemon died before ttl-past's deadline (else this test would prove nothing about restarts)
+  assert.ok(Date.now() < Date.parse(past.expiresAt!), 'ttl-past still ahead when the daemon was killed');
   // wait (with no daemon) until ttl-past's deadline is behind us: the restart must find it expired
   await new Promise((r) => setTimeout(r, Math.max(0, Date.parse(past.expiresAt!) - Date.now() + 1000)));
   assert.ok(Date.now() < Date.parse(ahead.expiresAt!), 'ttl-ahead is still ahead at restart');
