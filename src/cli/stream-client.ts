@@ -29,8 +29,16 @@ export class StreamCall {
     sock.on('close', () => this.settle.reject(new BangerError(ErrorCode.Daemon, 'bangerd closed the stream before the command exited', { hint: "see the daemon log ('banger daemon status' shows where)" })));
   }
 
-  static async open(cli: Cli, method: string, params: Record<string, unknown>, sinks: StreamSinks): Promise<StreamCall> {
+  /**
+   * Opens the call. `signal` (the user gave up: a second SIGINT/SIGTERM) abandons it at any
+   * point: before the reply the connection is dropped and this rejects with E_CANCELLED; after
+   * it, `abandon()` runs.
+   */
+  static async open(cli: Cli, method: string, params: Record<string, unknown>, sinks: StreamSinks, signal?: AbortSignal): Promise<StreamCall> {
+    const cancelled = () => new BangerError(ErrorCode.Cancelled, 'cancelled');
+    if (signal?.aborted) throw cancelled();
     await cli.connect(); // starts the daemon when needed, says how when it cannot
+    if (signal?.aborted) throw cancelled();
     const path = layoutFromEnv(cli.env).socket;
     const sock = await new Promise<Socket>((resolve, reject) => {
       const s = connect(path);
@@ -39,7 +47,12 @@ export class StreamCall {
     });
     sock.on('error', () => {});
     const call = new StreamCall(sock, sinks);
+    const onAbort = () => call.abandon();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal?.aborted) onAbort();
     await new Promise<void>((resolve, reject) => {
+      if (signal?.aborted) return reject(cancelled());
+      signal?.addEventListener('abort', () => reject(cancelled()), { once: true });
       let head = Buffer.alloc(0);
       const onData = (d: Buffer) => {
         head = Buffer.concat([head, d]);
@@ -120,5 +133,17 @@ export class StreamCall {
   }
   close(): void {
     if (!this.sock.destroyed) this.sock.end(encodeFrame(F.Close, S));
+  }
+  /**
+   * Gives up on the call without waiting for bangerd: CLOSE is sent if the socket takes it,
+   * and the connection no longer keeps the process alive (bangerd kills the command's process
+   * group on CLOSE or when the connection goes).
+   */
+  abandon(): void {
+    this.settle.reject(new BangerError(ErrorCode.Cancelled, 'abandoned'));
+    if (this.sock.destroyed) return;
+    this.sock.end(encodeFrame(F.Close, S));
+    this.sock.unref();
+    setTimeout(() => this.sock.destroy(), 1000).unref();
   }
 }

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { PackageUrl } from '../core/package-url.js';
+import { PortIdleTimeoutSeconds, PortMaxConnections } from '../core/limits.js';
 import { VMM_CHOICES } from '../core/vmm.js';
 import { Duration, Name, OnExpire, Size } from './schemas.js';
 import type { Image, ImageDetail, Kernel, KernelCatalog, KernelDetail, KernelPullResult, KernelRemoved, PruneResult, Removed, DaemonStatus, TeardownResult, Vm, VmDetail, VmLogs, VmPorts, SshConfigFile, SshInfo, LoginResult, LogoutResult } from './types.js';
@@ -7,10 +8,11 @@ import type { Image, ImageDetail, Kernel, KernelCatalog, KernelDetail, KernelPul
 /**
  * The banger RPC contract: every JSON-RPC method the daemon serves, with the schema its params
  * are validated against (by the server, before any handler runs) and the type of its result.
- * The daemon's handlers are typed against it (`Handlers`), and so is every client
- * (`rpc/typed-client.ts`; the CLI), so neither side can drift without a compile error. This
- * module and `rpc/types.ts`, `rpc/schemas.ts` are what a TypeScript SDK exports: they import
- * nothing from the daemon or a domain.
+ * The daemon's handlers are typed against it (`HandlersFor`, `rpc/bind.ts`), and so is every
+ * client (`RpcClient.request`, `rpc/client.ts`; the CLI), so neither side can drift without a
+ * compile error. This module and `rpc/types.ts`, `rpc/schemas.ts` are what a TypeScript SDK
+ * exports: they import nothing from the daemon or a domain (the shapes they send are in
+ * `core/shapes/`, below both).
  *
  * Conventions: one verb per action (`rm` removes, old names are `legacyAliases`); lists return
  * arrays; removals return `{ removed: string[] }` (the names removed); sizes are accepted as a
@@ -149,6 +151,10 @@ export const methods = {
         packageProxy: PackageUrl.optional(),
         /** `-p [HOSTIP:]HOSTPORT:GUESTPORT[/tcp]` specs (parsed and checked by the daemon). */
         ports: z.array(z.string().min(1).max(64)).max(64).optional(),
+        /** Clients each published port accepts at once (default: config ports.maxConnections). */
+        portMaxConnections: PortMaxConnections.optional(),
+        /** Seconds a published port's connection may stay idle before both sides are closed; 0: never (default: config ports.idleTimeoutSeconds). */
+        portIdleTimeoutSeconds: PortIdleTimeoutSeconds.optional(),
         /** `--mount HOSTDIR:GUESTDIR[:ro]` specs, HOSTDIR absolute (QEMU only). */
         mounts: z.array(z.string().min(1).max(4096)).max(16).optional(),
         /** `--init-script`: the file's bytes, base64, at most 1 MiB decoded. */

@@ -9,7 +9,7 @@ import { launch, networkUp } from './boot.js';
 import { initScriptStep, keptOnFailure, verifyMountsStep } from './create-extras.js';
 import type { ImageView, KernelView } from './deps.js';
 import type { VmHandle } from './drivers/types.js';
-import { checkMounts, seedMountsFile } from './mounts.js';
+import { checkMounts, seedMountsFile } from './host-folders.js';
 import { generateName, newVmId } from './names.js';
 import { resolvePackageSource } from './package-source.js';
 import { planNet, type BootPlan } from './plan.js';
@@ -43,6 +43,9 @@ export interface CreateParams {
   packageProxy?: string;
   /** `-p [HOSTIP:]HOSTPORT:GUESTPORT[/tcp]` specs (publish-spec.ts). */
   ports?: string[];
+  /** `--port-max-conns` / `--port-idle-timeout` (default: config ports; stored in spec.portLimits). */
+  portMaxConnections?: number;
+  portIdleTimeoutSeconds?: number;
   /** `--mount HOSTDIR:GUESTDIR[:ro]` specs (QEMU only). */
   mounts?: string[];
   /** `--init-script`: the file's bytes, base64; run once as root after the first boot. */
@@ -78,7 +81,7 @@ export async function createVm(vb: VmBase, p: CreateParams, op: OpContext = {}):
     try {
       // step ports: bound first, so a host port already taken fails before anything exists
       undo.push('ports', () => vb.forwards.close(name));
-      await vb.forwards.open(name, plan.spec.ports ?? [], () => vb.repo.find(name)?.ip ?? undefined);
+      await vb.forwards.open(name, plan.spec.ports ?? [], () => vb.repo.find(name)?.ip ?? undefined, plan.spec.portLimits);
       // step record: VM row (with its MAC) + IP lease in one transaction (UNIQUE ip: never two VMs, one IP)
       await steps.run('record', () => record(vb, plan, starting ? 'running' : 'stopped', undo, lifetime), { silent: true });
       await testPause(vb.ctx, 'record', op.signal);
@@ -140,7 +143,8 @@ async function planCreate(vb: VmBase, name: string, p: CreateParams): Promise<Bo
   const pkg = resolvePackageSource({ mirror: p.packageMirror, proxy: p.packageProxy }, { mirror: vb.ctx.config.firstBoot?.packageMirror, proxy: vb.ctx.config.firstBoot?.packageProxy });
   const ports = parsePortSpecs(p.ports ?? []);
   PortForwards.checkConflicts(name, ports, vb.repo.list());
-  const mounts = await checkMounts(parseMountSpecs(p.mounts ?? []), choice.kind);
+  const portLimits = PortForwards.limitsFor(p, ports, vb.ctx.config.ports);
+  const mounts = await checkMounts(parseMountSpecs(p.mounts ?? []), driver);
   const id = newVmId();
   const handle: VmHandle = { id, name, files: vb.files(name) };
   const spec: VmSpec = {
@@ -153,7 +157,7 @@ async function planCreate(vb: VmBase, name: string, p: CreateParams): Promise<Bo
     ...(pkg.mirror ? { packageMirror: pkg.mirror } : {}),
     ...(pkg.proxy ? { packageProxy: pkg.proxy } : {}),
     rootDisk: driver.rootDisk(handle),
-    ...(ports.length ? { ports } : {}),
+    ...(ports.length ? { ports, portLimits } : {}),
     ...(mounts.length ? { mounts } : {}),
   };
   return { name, id, image, kernel, driver, choice, files: handle.files, handle, spec };

@@ -1,5 +1,6 @@
 import { createVm, type CreateParams } from './create.js';
 import { pruneVms, rmVms } from './delete.js';
+import type { SshInfo, VmLogs } from '../core/shapes/vm.js';
 import type { VmFiles } from './files.js';
 import { list, logs, observe, ports, show, sshInfo, view } from './queries.js';
 import { reconcileVms } from './reconcile.js';
@@ -92,12 +93,12 @@ export class VmService extends VmBase {
     return show(this, name);
   }
 
-  logs(name: string, offset = 0): Promise<{ data: string; offset: number; running: boolean }> {
+  logs(name: string, offset = 0): Promise<VmLogs> {
     return logs(this, name, offset);
   }
 
   /** What the CLI needs to run OpenSSH itself (stdio inherited, remote exit code). */
-  sshInfo(name: string): ReturnType<typeof sshInfo> {
+  sshInfo(name: string): Promise<SshInfo> {
     return sshInfo(this, name);
   }
 
@@ -142,7 +143,7 @@ export class VmService extends VmBase {
       handle: (vm) => this.handle(vm),
       removeVm: (name) => this.rm([name], true).then(() => undefined),
       markStopped: (vm) => this.markStopped(vm),
-      adopted: (vm) => this.forwards.open(vm.name, PortForwards.of(vm), () => this.repo.find(vm.name)?.ip ?? undefined),
+      adopted: (vm) => this.forwards.open(vm.name, PortForwards.of(vm), () => this.repo.find(vm.name)?.ip ?? undefined, vm.spec.portLimits),
     });
     void this.hostKeys.refill();
   }

@@ -1,53 +1,8 @@
 import type { DB } from '../core/db.js';
-import type { VmmKind } from './drivers/types.js';
-import type { MountSpec, PortSpec } from './publish-spec.js';
+import type { OnExpire, VmRecord, VmSpec, VmState } from '../core/shapes/vm.js';
+import type { VmmKind } from '../core/vmm.js';
 
-/** What was asked for at create time (spec); the row's state/pid are what was observed. */
-export interface VmSpec {
-  vcpu: number;
-  memoryMiB: number;
-  diskSizeBytes?: number;
-  workDiskBytes?: number;
-  nat: boolean;
-  /** Boot with init=/usr/local/libexec/banger-first-boot. */
-  firstBoot: boolean;
-  /** Archive URL the first boot installs from instead of the guest's own sources (seed file package-mirror). */
-  packageMirror?: string;
-  /** HTTP proxy for the first boot's install (seed file package-proxy). */
-  packageProxy?: string;
-  rootDisk: { path: string; format: 'raw' | 'qcow2' };
-  /** Published ports (`-p`), forwarded by the daemon (ports.ts). */
-  ports?: PortSpec[];
-  /** Host folders (`--mount`, QEMU virtio-9p; mounts.ts). */
-  mounts?: MountSpec[];
-}
-
-export type VmState = 'created' | 'starting' | 'running' | 'stopping' | 'stopped' | 'error';
-
-export interface VmRecord {
-  name: string;
-  id: string;
-  image: string;
-  kernel: string;
-  spec: VmSpec;
-  desiredState: 'running' | 'stopped';
-  state: VmState;
-  vmm: VmmKind;
-  vmmReason: string;
-  pid: number | null;
-  tap: string | null;
-  mac: string | null;
-  ip: string | null;
-  createdAt: string;
-  startedAt: string | null;
-  /** False while the create that made this row is still running (or died mid-way). */
-  createDone: boolean;
-  /** End of the VM's lifetime (ISO, UTC; `--ttl`), or null; `onExpire` is what it does (ttl.ts). */
-  expiresAt: string | null;
-  onExpire: OnExpire | null;
-}
-
-export type OnExpire = 'stop' | 'rm';
+export type { OnExpire, PortLimits, VmRecord, VmSpec, VmState } from '../core/shapes/vm.js';
 
 interface Row {
   name: string;

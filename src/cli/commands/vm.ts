@@ -125,12 +125,15 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
       const c = cli();
       let offset = 0;
       let all = '';
+      let until: number | undefined; // without -f: what the console held at the first answer
       for (;;) {
         const r = await c.call('vm.logs', { name, offset });
         offset = r.offset;
+        until ??= r.end;
         if (c.json) all += r.data;
         else process.stdout.write(r.data);
-        if (!o.follow || (!r.running && !r.data)) break;
+        if (!o.follow && (offset >= until || !r.data)) break;
+        if (o.follow && !r.running && !r.data) break;
         if (!r.data) await new Promise((res) => setTimeout(res, 500));
       }
       if (c.json) c.emit({ name, console: all }, () => '');
@@ -239,7 +242,7 @@ function renderShow(v: VmDetail): string {
     ['vcpu', v.spec.vcpu],
     ['memory', `${v.spec.memoryMiB} MiB`],
     ['nat', v.spec.nat ? 'yes' : 'no'],
-    ['ports', (v.spec.ports ?? []).map(formatPort).join(', ') || undefined],
+    ['ports', v.spec.ports?.length ? v.spec.ports.map(formatPort).join(', ') + portLimits(v.spec.portLimits) : undefined],
     ['mounts', (v.spec.mounts ?? []).map((m: { hostDir: string; guestDir: string; readOnly: boolean }) => `${m.hostDir} -> ${m.guestDir}${m.readOnly ? ' (ro)' : ''}`).join(', ') || undefined],
     ['root disk', `${v.spec.rootDisk.path} (${v.spec.rootDisk.format}${v.rootDiskMethod ? `, ${v.rootDiskMethod} copy` : ''})`],
     ['init', v.cmdlineFirstBoot ?? '(image default)'],
@@ -250,4 +253,10 @@ function renderShow(v: VmDetail): string {
     ['ssh', v.sshCommand],
   ];
   return rows.map(([k, val]) => `${(k + ':').padEnd(11)} ${val ?? '-'}`).join('\n');
+}
+
+/** ` (at most 256 clients at once each, idle ones closed after 600 s)`, or '' for a VM made before port limits. */
+function portLimits(l: Vm['spec']['portLimits']): string {
+  if (!l) return '';
+  return ` (at most ${l.maxConnections} clients at once each, idle ones closed ${l.idleTimeoutSeconds ? `after ${l.idleTimeoutSeconds} s` : 'never'})`;
 }
