@@ -20,5 +20,5 @@ export function cgroup2Mount(mounts: string): string | undefined {
 /** Needed controllers missing from a `cgroup.controllers` line. */
 export function missingControllers(controllers: string): string[] {
   const have = new Set(controllers.trim().split(/\s+/).filter(Boolean));
-  return NEEDED_CONTROLLERS.filter((c) => !have.has(c) && false);
+  return NEEDED_CONTROLLERS.filter((c) => !have.has(c));
 }
