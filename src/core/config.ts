@@ -7,6 +7,7 @@ import { BangerError, ErrorCode } from './errors.js';
 import { resolveRoot, resolveSocket } from './paths.js';
 import { PackageUrl } from './package-url.js';
 import { applyEnvOverrides } from './config-env.js';
+import { durationProblem } from './duration.js';
 import { ConsoleLogMaxBytes, PortIdleTimeoutSeconds, PortMaxConnections } from './limits.js';
 
 /**
@@ -95,6 +96,13 @@ export const ConfigSchema = z
         /** SSH wait while a first boot installs systemd + sshd in the guest (registry images without them). */
         firstBootTimeoutSeconds: z.number().int().min(1).default(1800),
         stopTimeoutSeconds: z.number().int().min(1).default(20),
+        /** Default lifetime of a new VM (`30m`, `2h`, `1d`); none unless set. `vm create --ttl` overrides. */
+        ttl: z.string().superRefine((v, ctx) => {
+          const problem = durationProblem(v);
+          if (problem) ctx.addIssue({ code: z.ZodIssueCode.custom, message: problem });
+        }).optional(),
+        /** What a VM's deadline does: `stop` (disk kept) or `rm`. `vm create --on-expire` overrides. */
+        onExpire: z.enum(['stop', 'rm']).default('stop'),
         /**
          * Cap of a VM's serial console log: past it the daemon moves the newest `consoleLogMaxBytes`
          * to console.log.1 and empties console.log (vms/console-log.ts).

@@ -87,6 +87,8 @@ async function serve(config: Config, lay: Layout, gid: number | undefined, lock:
       log.error('reconcile failed', { domain, error: errorMessage(e) });
     }
   }
+  // Lifetimes: after reconcile, so a deadline that passed while no daemon ran is handled now.
+  services.vms.startReaper();
   // Console logs stay under their cap while the daemon runs; the first sweep catches up on
   // what adopted VMs wrote while it was away.
   const consoles = new ConsoleRotator({ vmsDir: lay.vms, maxBytes: config.vm.consoleLogMaxBytes, log });
@@ -100,6 +102,7 @@ async function serve(config: Config, lay: Layout, gid: number | undefined, lock:
   async function stop(): Promise<void> {
     stopping ??= (async () => {
       log.info('bangerd stopping');
+      await services.vms.stopReaper();
       consoles.stop();
       await server.close();
       await rm(lay.pidFile, { force: true });

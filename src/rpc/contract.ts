@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { PackageUrl } from '../core/package-url.js';
 import { PortIdleTimeoutSeconds, PortMaxConnections } from '../core/limits.js';
 import { VMM_CHOICES } from '../core/vmm.js';
-import { Name, Size } from './schemas.js';
+import { Duration, Name, OnExpire, Size } from './schemas.js';
 import type { Image, ImageDetail, Kernel, KernelCatalog, KernelDetail, KernelPullResult, KernelRemoved, PruneResult, Removed, DaemonStatus, TeardownResult, Vm, VmDetail, VmLogs, VmPorts, SshConfigFile, SshInfo, LoginResult, LogoutResult } from './types.js';
 
 /**
@@ -161,6 +161,10 @@ export const methods = {
         initScript: z.string().max(Math.ceil((1024 * 1024) / 3) * 4).base64().optional(),
         /** Keep the VM when the create fails (no unwind). */
         keepOnFailure: z.boolean().optional(),
+        /** Lifetime (`--ttl`): seconds or "10m"; the deadline is stored and survives daemon restarts. */
+        ttl: Duration.optional(),
+        /** What the deadline does (`--on-expire`; default: config vm.onExpire, stop). Needs a ttl. */
+        onExpire: OnExpire.optional(),
       })
       .strict(),
     { progress: true },
@@ -174,6 +178,8 @@ export const methods = {
   /** Remove every stopped VM. */
   'vm.prune': def(None, { progress: true }).returns<Removed>(),
   'vm.list': def(None).returns<Vm[]>(),
+  /** Push a VM's deadline out by `by` (from the current deadline, or now when it has none or it passed). */
+  'vm.extend': def(z.object({ name: Name, by: Duration, onExpire: OnExpire.optional() }).strict()).returns<Vm>(),
   'vm.show': def(z.object({ name: Name }).strict()).returns<VmDetail>(),
   /** Console output from byte `offset` on. */
   'vm.logs': def(z.object({ name: Name, offset: z.number().int().min(0).optional() }).strict()).returns<VmLogs>(),

@@ -20,7 +20,8 @@ import type { Stage } from './readiness.js';
 import { buildSeedDisk, buildWorkDisk } from './seed.js';
 import { refreshSshConfig } from './ssh-config.js';
 import { ensureClientKey, pinHostKey, unpinHostKey } from './ssh.js';
-import type { VmSpec } from './store.js';
+import type { OnExpire, VmSpec } from './store.js';
+import { lifetimeOf, type Lifetime } from './ttl.js';
 import { testPause } from './testpause.js';
 import type { OpContext, VmBase, VmView } from './vm-base.js';
 
@@ -51,6 +52,10 @@ export interface CreateParams {
   initScript?: string;
   /** Keep the VM (do not unwind) when create fails after its record exists. */
   keepOnFailure?: boolean;
+  /** Lifetime in seconds (`--ttl`; default: config vm.ttl, none unless set). */
+  ttl?: number;
+  /** What the deadline does (default: config vm.onExpire). */
+  onExpire?: OnExpire;
 }
 
 /**
@@ -69,6 +74,7 @@ export async function createVm(vb: VmBase, p: CreateParams, op: OpContext = {}):
     const steps = new StepRunner({ undo, signal: op.signal, stage, log: (m, f) => vb.ctx.log.debug(m, { vm: name, ...f }) });
     // Input and lookups first, outside the steps: a bad argument is nobody's step and makes nothing.
     const plan = await planCreate(vb, name, p);
+    const lifetime = lifetimeOf(vb.ctx.config.vm, p);
     const starting = p.start !== false;
     const initScript = p.initScript === undefined ? undefined : Buffer.from(p.initScript, 'base64');
     if (initScript && (!starting || p.wait === false)) throw new BangerError(ErrorCode.Invalid, '--init-script needs the VM started and ready', { hint: 'drop --no-start / --no-wait', details: { field: '--init-script' } });
@@ -77,7 +83,7 @@ export async function createVm(vb: VmBase, p: CreateParams, op: OpContext = {}):
       undo.push('ports', () => vb.forwards.close(name));
       await vb.forwards.open(name, plan.spec.ports ?? [], () => vb.repo.find(name)?.ip ?? undefined, plan.spec.portLimits);
       // step record: VM row (with its MAC) + IP lease in one transaction (UNIQUE ip: never two VMs, one IP)
-      await steps.run('record', () => record(vb, plan, starting ? 'running' : 'stopped', undo), { silent: true });
+      await steps.run('record', () => record(vb, plan, starting ? 'running' : 'stopped', undo, lifetime), { silent: true });
       await testPause(vb.ctx, 'record', op.signal);
 
       // Steps disk, seed and network touch different things, so they run side by side; each
@@ -104,11 +110,13 @@ export async function createVm(vb: VmBase, p: CreateParams, op: OpContext = {}):
       }
       vb.repo.createDone(name);
       undo.commit();
+      vb.deadlinesChanged();
       return view(vb, vb.get(name), true);
     } catch (e) {
       if (p.keepOnFailure && vb.repo.find(name)) {
         undo.commit();
         vb.repo.createDone(name);
+        vb.deadlinesChanged();
         throw keptOnFailure(name, e);
       }
       const failures = await undo.unwind();
@@ -156,11 +164,13 @@ async function planCreate(vb: VmBase, name: string, p: CreateParams): Promise<Bo
 }
 
 /** step record: the row, written once with its MAC, and the lease, in one transaction. */
-function record(vb: VmBase, plan: BootPlan, desiredState: 'running' | 'stopped', undo: UndoStack): void {
+function record(vb: VmBase, plan: BootPlan, desiredState: 'running' | 'stopped', undo: UndoStack, lifetime?: Lifetime): void {
+  // The deadline counts from the record: a slow boot is part of the VM's lifetime.
+  const expiry = lifetime ? { expiresAt: new Date(Date.now() + lifetime.seconds * 1000).toISOString(), onExpire: lifetime.onExpire } : {};
   vb.ctx.db.transaction(() => {
     vb.net.leaseInTx(plan.name, (ip) => {
       plan.net = vb.net.describe(plan.id, ip);
-      vb.repo.insert({ name: plan.name, id: plan.id, image: plan.image!.name, kernel: plan.kernel.name, spec: plan.spec, desiredState, state: 'created', vmm: plan.choice.kind, vmmReason: plan.choice.reason, tap: plan.net.tap, mac: plan.net.mac, createdAt: new Date().toISOString() });
+      vb.repo.insert({ name: plan.name, id: plan.id, image: plan.image!.name, kernel: plan.kernel.name, spec: plan.spec, desiredState, state: 'created', vmm: plan.choice.kind, vmmReason: plan.choice.reason, tap: plan.net.tap, mac: plan.net.mac, createdAt: new Date().toISOString(), ...expiry });
     });
   })();
   undo.push('record', () => vb.deleteRow(plan.name));

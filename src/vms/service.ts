@@ -10,6 +10,8 @@ import { startVms } from './start.js';
 import { killVms, stopVms } from './stop.js';
 import type { VmRecord } from './store.js';
 import { markStopped } from './teardown.js';
+import { ExpiryReaper, expireVm, extendVm } from './ttl.js';
+import type { OnExpire } from './store.js';
 import { VmBase, type OpContext, type VmView } from './vm-base.js';
 
 export { MAX_DISK_BYTES } from './args.js';
@@ -29,6 +31,7 @@ export type { OpContext, VmView } from './vm-base.js';
  * | list / show / logs / sshInfo / ports / observe | queries.ts |
  * | ssh-config | ssh-config.ts |
  * | reconcile | reconcile.ts |
+ * | extend / lifetimes (reaper) | ttl.ts |
  *
  * Create is a named, ordered list of steps (record+lease, disk, seed, network, vmm, boot,
  * ssh); each registers its undo the moment it happens and a failure unwinds newest first,
@@ -101,6 +104,26 @@ export class VmService extends VmBase {
 
   ports(name: string): Promise<{ name: string; ports: unknown[]; agent: boolean }> {
     return ports(this, name);
+  }
+
+  /** `vm extend`: push the VM's deadline out by `seconds`. */
+  extend(name: string, seconds: number, onExpire?: OnExpire): Promise<VmView> {
+    return extendVm(this, name, seconds, onExpire);
+  }
+
+  private reaper: ExpiryReaper | undefined;
+
+  /** Start expiring VMs whose lifetime ended (daemon start, after reconcile: past deadlines go at once). */
+  startReaper(): void {
+    this.reaper ??= new ExpiryReaper({ list: () => this.repo.list(), expire: (name) => expireVm(this, name), log: this.ctx.log.child({ step: 'ttl' }) });
+    this.deadlinesChanged = () => this.reaper?.poke();
+    this.reaper.start();
+  }
+
+  /** Stop the reaper (daemon stop); waits for an expiry in progress. */
+  async stopReaper(): Promise<void> {
+    this.deadlinesChanged = () => {};
+    await this.reaper?.stop();
   }
 
   /** Rewrite layout.ssh/config (`Host NAME.vm`) from the VM table. */

@@ -1,8 +1,8 @@
 import type { DB } from '../core/db.js';
-import type { VmRecord, VmSpec, VmState } from '../core/shapes/vm.js';
+import type { OnExpire, VmRecord, VmSpec, VmState } from '../core/shapes/vm.js';
 import type { VmmKind } from '../core/vmm.js';
 
-export type { PortLimits, VmRecord, VmSpec, VmState } from '../core/shapes/vm.js';
+export type { OnExpire, PortLimits, VmRecord, VmSpec, VmState } from '../core/shapes/vm.js';
 
 interface Row {
   name: string;
@@ -20,6 +20,8 @@ interface Row {
   created_at: string;
   started_at: string | null;
   create_done: number;
+  expires_at: string | null;
+  on_expire: string | null;
 }
 
 const SELECT = 'SELECT v.* FROM vms v';
@@ -49,6 +51,8 @@ function toRecord(r: Row, ip: string | null): VmRecord {
     createdAt: r.created_at,
     startedAt: r.started_at,
     createDone: r.create_done !== 0,
+    expiresAt: r.expires_at,
+    onExpire: r.on_expire === 'rm' || r.on_expire === 'stop' ? r.on_expire : null,
   };
 }
 
@@ -70,10 +74,15 @@ export class VmRepo {
   }
 
   /** Insert a row for a create in progress (`create_done` 0 until `createDone(name)`). */
-  insert(v: Omit<VmRecord, 'ip' | 'pid' | 'startedAt' | 'createDone'>): void {
+  insert(v: Omit<VmRecord, 'ip' | 'pid' | 'startedAt' | 'createDone' | 'expiresAt' | 'onExpire'> & Partial<Pick<VmRecord, 'expiresAt' | 'onExpire'>>): void {
     this.db
-      .prepare('INSERT INTO vms (name, id, image_name, kernel_name, spec_json, desired_state, state, vmm, vmm_reason, tap, mac, created_at, create_done) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)')
-      .run(v.name, v.id, v.image, v.kernel, JSON.stringify(v.spec), v.desiredState, v.state, v.vmm, v.vmmReason, v.tap, v.mac, v.createdAt);
+      .prepare('INSERT INTO vms (name, id, image_name, kernel_name, spec_json, desired_state, state, vmm, vmm_reason, tap, mac, created_at, create_done, expires_at, on_expire) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)')
+      .run(v.name, v.id, v.image, v.kernel, JSON.stringify(v.spec), v.desiredState, v.state, v.vmm, v.vmmReason, v.tap, v.mac, v.createdAt, v.expiresAt ?? null, v.onExpire ?? null);
+  }
+
+  /** Set (or with null clear) a VM's deadline and what it does. */
+  setExpiry(name: string, expiresAt: string | null, onExpire: OnExpire | null): void {
+    this.db.prepare('UPDATE vms SET expires_at = ?, on_expire = ? WHERE name = ?').run(expiresAt, expiresAt ? onExpire : null, name);
   }
 
   /** The create that made this row finished (or the row was adopted after a crash). */

@@ -117,6 +117,9 @@ export class VmBase {
     return out;
   }
 
+  /** Called when a deadline was set, moved or cleared; the reaper (ttl.ts) replaces it while it runs. */
+  deadlinesChanged: () => void = () => {};
+
   /** Delete a VM's row; its lease is released through the network domain first. */
   deleteRow(name: string): void {
     this.ctx.db.transaction(() => {

@@ -201,11 +201,13 @@ test('ssh-config --install keeps a symlinked ~/.ssh/config a symlink and writes 
 test('vm list table columns', () => {
   const out = renderList([
     { name: 'box', running: true, state: 'running', vmm: 'qemu', image: 'deb', ip: '172.16.0.2', spec: { vcpu: 2, memoryMiB: 1024 }, createdAt: new Date().toISOString() },
-    { name: 'web', running: true, state: 'running', vmm: 'qemu', image: 'deb', ip: '172.16.0.3', spec: { vcpu: 2, memoryMiB: 1024, ports: [{ hostIp: '127.0.0.1', hostPort: 8080, guestPort: 80, proto: 'tcp' }, { hostIp: '::1', hostPort: 8443, guestPort: 443, proto: 'tcp' }] }, createdAt: new Date().toISOString() },
-  ]);
+    { name: 'web', running: true, state: 'running', vmm: 'qemu', image: 'deb', ip: '172.16.0.3', spec: { vcpu: 2, memoryMiB: 1024, ports: [{ hostIp: '127.0.0.1', hostPort: 8080, guestPort: 80, proto: 'tcp' }, { hostIp: '::1', hostPort: 8443, guestPort: 443, proto: 'tcp' }] }, createdAt: new Date().toISOString(), expiresAt: new Date(Date.parse('2030-01-01T00:00:00Z') + 552_000).toISOString(), onExpire: 'rm' },
+  ], Date.parse('2030-01-01T00:00:00Z'));
   const [head, row, row2] = out.split('\n');
-  assert.deepEqual(head!.split(/\s+/), ['NAME', 'STATE', 'VMM', 'IMAGE', 'IP', 'VCPU', 'MEM', 'AGE', 'PORTS']);
+  assert.deepEqual(head!.split(/\s+/), ['NAME', 'STATE', 'VMM', 'IMAGE', 'IP', 'VCPU', 'MEM', 'AGE', 'TTL', 'PORTS']);
   assert.deepEqual(row!.split(/\s+/).slice(0, 7), ['box', 'running', 'qemu', 'deb', '172.16.0.2', '2', '1024M']);
+  assert.match(row!, /\s-\s+-$/, 'no lifetime, no ports: - -');
+  assert.match(row2!, /\s9m12s rm\s+127/, 'time left and what happens then');
   assert.match(row!, /\s-$/, 'no ports: -');
   assert.match(row2!, /127\.0\.0\.1:8080->80\/tcp, \[::1\]:8443->443\/tcp$/);
 });

@@ -1,4 +1,5 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { durationProblem } from '../../core/duration.js';
 import { VMM_CHOICES } from '../../core/vmm.js';
 import type { Params } from '../../rpc/contract.js';
 import { collect, createExtras } from './vm-create-extras.js';
@@ -38,6 +39,15 @@ function intArg(flag: string) {
   };
 }
 
+/** A duration flag (`--ttl 2h`): checked here, so a typo fails before anything is sent. */
+export function durationArg(flag: string) {
+  return (v: string) => {
+    const problem = durationProblem(v);
+    if (problem) throw new InvalidArgumentError(`${flag}: ${problem}`);
+    return v;
+  };
+}
+
 /** Every shared option, in the order `--help` lists them; `key` is its CreateFlags field. */
 const CREATE_OPTIONS: Array<{ key: keyof CreateFlags; make: () => Option }> = [
   { key: 'name', make: () => new Option('--name <name>', 'VM name (default: a generated one such as brave-otter-42)') },
@@ -57,6 +67,8 @@ const CREATE_OPTIONS: Array<{ key: keyof CreateFlags; make: () => Option }> = [
   { key: 'portIdleTimeout', make: () => new Option('--port-idle-timeout <seconds>', 'close a connection to a published port (both sides) after SECONDS without traffic, 0 never (default: config ports.idleTimeoutSeconds, 600)').argParser(intArg('--port-idle-timeout')) },
   { key: 'mount', make: () => new Option('--mount <spec>', 'share a host folder (QEMU, virtio-9p): HOSTDIR:GUESTDIR[:ro], mounted on every boot (repeatable)').argParser(collect).default([]) },
   { key: 'initScript', make: () => new Option('--init-script <file>', 'run FILE once as root when the first boot is ready; output in vm logs; create fails if it fails') },
+  { key: 'ttl', make: () => new Option('--ttl <duration>', 'lifetime: the VM is stopped or removed (--on-expire) this long after create, e.g. 30m, 2h, 1d (default: config vm.ttl, none); survives daemon restarts, see vm extend').argParser(durationArg('--ttl')) },
+  { key: 'onExpire', make: () => new Option('--on-expire <action>', 'what the end of --ttl does: stop (disk kept) or rm (default: config vm.onExpire, stop)').choices(['stop', 'rm']) },
   { key: 'keepOnFailure', make: () => new Option('--keep-on-failure', 'when create fails, keep the VM for inspection instead of removing everything it made') },
 ];
 
@@ -85,6 +97,8 @@ export async function createParams(o: CreateFlags): Promise<CreateParamsWire> {
     vmm: o.vmm,
     packageMirror: o.packageMirror,
     packageProxy: o.packageProxy,
+    ttl: o.ttl,
+    onExpire: o.onExpire,
     portMaxConnections: o.portMaxConns,
     portIdleTimeoutSeconds: o.portIdleTimeout,
     ...(await createExtras(o)),

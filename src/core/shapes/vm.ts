@@ -74,7 +74,13 @@ export interface VmRecord {
   startedAt: string | null;
   /** False while the create that made this row is still running (or died mid-way). */
   createDone: boolean;
+  /** End of the VM's lifetime (ISO, UTC; `--ttl`), or null; `onExpire` is what it does then (vms/ttl.ts). */
+  expiresAt: string | null;
+  onExpire: OnExpire | null;
 }
+
+/** What happens to a VM when its lifetime (`--ttl`) ends: stopped (disk kept) or removed. */
+export type OnExpire = 'stop' | 'rm';
 
 /** A VM as returned over RPC: the record plus what was observed on the host. */
 export interface VmView extends VmRecord {
