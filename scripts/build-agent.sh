@@ -2,7 +2,7 @@
 # Builds banger's two C programs, static x86_64 binaries with no runtime dependencies:
 #   dist/guest/banger-vsock-agent  the guest agent (runs in any distro's root filesystem)
 #   dist/host/banger-fsjail        runs virtiofsd for a read-write --mount as the folder's owner
-#                                  in a user namespace, under a seccomp filter (src/vms/mounts.ts)
+#                                  in a user namespace, under a seccomp filter (src/vms/drivers/qemu/mounts.ts)
 # Each is rebuilt only when a source is newer than the binary. Needs gcc and libc6-dev
 # (scripts/install-deps.sh).
 set -euo pipefail

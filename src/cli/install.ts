@@ -38,7 +38,7 @@ RestartSec=2
 # VMs are separate processes: do not kill them when the daemon restarts.
 KillMode=process
 # /run/banger: the socket. /run/virtiofsd: the mount point virtiofsd's socket directory is
-# bound on (src/vms/mounts.ts), which ProtectSystem would not let bangerd create.
+# bound on (src/vms/drivers/qemu/mounts.ts), which ProtectSystem would not let bangerd create.
 RuntimeDirectory=banger virtiofsd
 RuntimeDirectoryMode=0750
 RuntimeDirectoryPreserve=yes

@@ -18,6 +18,7 @@ const groups: { commands: string[]; load: () => Promise<Register> }[] = [
   { commands: ['daemon'], load: async () => (await import('./commands/daemon.js')).registerDaemonCommands },
   { commands: ['system'], load: async () => (await import('./commands/system.js')).registerSystemCommands },
   { commands: ['doctor'], load: async () => (await import('./commands/doctor.js')).registerDoctorCommand },
+  { commands: ['mcp'], load: async () => (await import('./commands/mcp.js')).registerMcpCommand },
 ];
 
 /** The groups argv needs: the one owning its command, none for a bare --version, else all. */

@@ -106,6 +106,15 @@ export const migrations: { name: string; sql: string }[] = [
     `,
   },
   {
+    // Lifetimes (vm create --ttl): the deadline (ISO, UTC) and what it does (stop | rm), kept in
+    // the row so they hold across daemon restarts. NULL: the VM lives until removed.
+    name: 'vm-expiry',
+    sql: `
+      ALTER TABLE vms ADD COLUMN expires_at TEXT;
+      ALTER TABLE vms ADD COLUMN on_expire TEXT CHECK (on_expire IN ('stop', 'rm'));
+    `,
+  },
+  {
     // Prepared images (`image prepare`, images/prepared.ts): the current prepared root disk of
     // an image, the key of the inputs that made it (image content, kernel, first-boot script),
     // when and how long, and the packages the install added. Goes with its image.

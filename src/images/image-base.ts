@@ -5,7 +5,7 @@ import { SecretBox } from '../core/secrets.js';
 import { noVms, type VmUsage } from '../core/usage.js';
 import type { KernelLookup } from '../kernels/lookup.js';
 import { PreparedImages } from './prepared.js';
-import { ImageRepo } from './records.js';
+import { ImageRepo } from './record.js';
 import { CredentialStore } from './registry/auth.js';
 import { cleanStaleRamStaging, RAM_DIR, ramPrefix } from './staging.js';
 import { BlobStore } from './store.js';

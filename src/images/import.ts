@@ -7,7 +7,7 @@ import { sha256File } from '../core/fsutil.js';
 import type { ImageBase, OpContext } from './image-base.js';
 import { applyTarStream } from './layers.js';
 import { buildImage } from './pipeline.js';
-import type { ImageRecord } from './records.js';
+import type { ImageRecord } from './record.js';
 import type { Compression } from './registry/manifest.js';
 
 export interface ImportParams {

@@ -1,4 +1,5 @@
-import type { ImageRecord } from './records.js';
+import type { PreparedImages } from './prepared.js';
+import type { ImageRecord } from './record.js';
 
 /**
  * How vms reads images: through the images service, never the `images` table.
@@ -7,6 +8,8 @@ import type { ImageRecord } from './records.js';
 export interface ImageLookup {
   /** The image `name`. Throws E_NOT_FOUND (hint: see the image list) when there is none. */
   get(name: string): ImageRecord;
+  /** Images' prepared disks (prepared.ts): vms/prepare.ts reads and records them. */
+  readonly prepared: PreparedImages;
 }
 
 export type { ImageRecord };

@@ -1,13 +1,15 @@
 import { mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BangerError, ErrorCode, throwIfAborted } from '../core/errors.js';
-import { stepOf } from '../core/steps.js';
+import type { Logger } from '../core/log.js';
+import type { ProgressEvent } from '../core/operation.js';
+import { StepRunner, stepOf } from '../core/steps.js';
 import { UndoStack } from '../core/undo.js';
 import { injectGuestFiles } from '../guest/inject.js';
 import { LayerApplier } from './apply.js';
 import { buildExt4 } from './build.js';
 import type { ImageBase, OpContext } from './image-base.js';
-import type { ImageRecord } from './records.js';
+import type { ImageRecord } from './record.js';
 import type { ImageConfig } from './registry/manifest.js';
 import { BUILD_KEY_FILE, linkBuiltRootfs } from './reuse.js';
 import { chooseStagingParent, isNoSpace, ramPrefix } from './staging.js';
@@ -45,107 +47,142 @@ export async function buildImage(ib: ImageBase, spec: BuildSpec, op: OpContext):
   }
 }
 
-/** The shared build: stage → fill → finish → inject → mkfs → land → record. */
+/** Where a build writes: the staging tree it fills and the directory the ext4 goes to. */
+interface BuildDirs {
+  staging: string;
+  rootDir: string;
+  /** Parent of `out`, on disk beside the images (rename must not cross filesystems). */
+  outParent: string;
+  out: string;
+}
+
+/**
+ * The shared build: reserve → stage → layers → inject → mkfs → land → record, each a named
+ * step of one StepRunner (core/steps.ts). A failure is worded `image NAME: step STEP: …` with
+ * `details.step` (an error already tagged by an inner step is kept as it is), a cancelled
+ * signal is E_CANCELLED naming the step, and the undo stack leaves nothing behind.
+ */
 async function buildIn(ib: ImageBase, spec: BuildSpec, op: OpContext, stagingParent: string, ram: boolean): Promise<ImageRecord> {
   const signal = op.signal ?? new AbortController().signal;
   const progress = op.progress ?? (() => {});
   const log = ib.ctx.log.child({ op: 'image.build', image: spec.name });
   const undo = new UndoStack((m, f) => log.warn(m, f));
-  let step = 'reserve';
-  let t0 = Date.now();
-  const stepDone = (name: string) => {
-    log.info('step done', { step: name, ms: Date.now() - t0 });
-    t0 = Date.now();
-  };
+  const steps = new StepRunner({ undo, signal, log: (m, f) => log.info(m, f), tag: (e, step) => buildFailure(spec.name, step, e, signal) });
   try {
-    ib.reserveCheck(spec.name);
-    ib.building.add(spec.name);
-    undo.push('release name', () => void ib.building.delete(spec.name));
-
-    step = 'stage';
-    await mkdir(ib.ctx.layout.tmp, { recursive: true });
-    const staging = await mkdtemp(join(stagingParent, ram ? `${ramPrefix(ib.ctx.layout.root)}image-${spec.name}-` : `image-${spec.name}-`));
-    log.debug('staging', { dir: staging, ram });
-    undo.push('remove staging dir', () => rm(staging, { recursive: true, force: true }));
-    const rootDir = join(staging, 'rootfs');
-    await mkdir(rootDir, { mode: 0o755 });
-
-    // the ext4 is written on disk beside its final place (rename must not cross filesystems)
-    const outParent = await mkdtemp(join(ib.ctx.layout.tmp, `image-${spec.name}-out-`));
-    undo.push('remove build output dir', () => rm(outParent, { recursive: true, force: true }));
-    const out = join(outParent, 'image');
-    await mkdir(out);
-    let reusedBytes: number | undefined;
-    if (spec.buildKey) {
-      const others = ib.repo.list().map((r) => ib.ctx.layout.imageDir(r.name));
-      reusedBytes = await linkBuiltRootfs(others, spec.buildKey, out);
-      if (reusedBytes !== undefined) {
-        log.info('re-using the ext4 of an identical build', { buildKey: spec.buildKey });
-        progress({ stage: 'mkfs', done: true, total: reusedBytes, message: 'identical build found: ext4 re-used' });
-      }
-    }
-    let built: { sizeBytes: number };
-    if (reusedBytes !== undefined) built = { sizeBytes: reusedBytes };
-    else {
-      step = 'layers';
-      const applier = new LayerApplier(rootDir, { exec: ib.ctx.exec, signal, limits: ib.ctx.config.imageLimits });
-      await spec.fill(rootDir, applier);
-      throwIfAborted(signal);
-      stepDone('layers');
-      progress({ stage: 'extract', message: 'finishing (xattrs, directory times)' });
-      await applier.finish();
-      stepDone('finish');
-      progress({ stage: 'extract', done: true, message: `${applier.entries} entries applied` });
-
-      step = 'inject';
-      throwIfAborted(signal);
-      const inj = await injectGuestFiles(rootDir, { exec: ib.ctx.exec, log });
-      log.info('guest files injected', { files: inj.injected.length });
-      stepDone('inject');
-
-      step = 'mkfs';
-      progress({ stage: 'mkfs', message: 'building ext4 (mkfs.ext4 -d)' });
-      built = await buildExt4(ib.ctx.exec, { dir: rootDir, out: join(out, 'rootfs.ext4'), sizeBytes: spec.sizeBytes, signal, onStage: (s) => progress({ stage: 'mkfs', message: s === 'fsck' ? 'checking (e2fsck -fn)' : 'building ext4 (mkfs.ext4 -d)' }) });
-      progress({ stage: 'mkfs', done: true, total: built.sizeBytes, message: 'ext4 built and checked' });
-      stepDone('mkfs');
-    }
-    if (spec.buildKey) await writeFile(join(out, BUILD_KEY_FILE), spec.buildKey + '\n');
-    if (spec.rawConfig) await writeFile(join(out, 'config.json'), spec.rawConfig);
-    throwIfAborted(signal);
-
-    step = 'land';
-    const final = ib.ctx.layout.imageDir(spec.name);
-    await mkdir(ib.ctx.layout.images, { recursive: true });
-    await rm(final, { recursive: true, force: true }); // an orphan from a crash (no row exists)
-    await rename(out, final);
-    undo.push('remove image dir', () => rm(final, { recursive: true, force: true }));
-
-    step = 'record';
-    const rec: ImageRecord = {
-      name: spec.name,
-      sourceRef: spec.sourceRef,
-      digest: spec.digest,
-      platform: spec.platform,
-      config: spec.config,
-      sizeBytes: built.sizeBytes,
-      kernelRef: spec.kernelRef,
-      rootfsPath: join(final, 'rootfs.ext4'),
-      fromRegistry: spec.fromRegistry,
-      createdAt: new Date().toISOString(),
-    };
-    ib.repo.insert(rec, spec.blobs());
+    await steps.run('reserve', () => {
+      ib.reserveCheck(spec.name);
+      ib.building.add(spec.name);
+      steps.undo('release name', () => void ib.building.delete(spec.name));
+    });
+    const { dirs, reusedBytes } = await steps.run('stage', async () => {
+      const dirs = await stageDirs(ib, spec, steps, stagingParent, ram, log);
+      return { dirs, reusedBytes: spec.buildKey ? await reuseIdentical(ib, spec.buildKey, dirs.out, progress, log) : undefined };
+    });
+    const built = reusedBytes !== undefined ? { sizeBytes: reusedBytes } : await buildRootfs(ib, spec, dirs, steps, progress, log);
+    const final = await steps.run('land', () => land(ib, spec, dirs.out, steps));
+    const rec = await steps.run('record', () => {
+      const r = record(spec, built.sizeBytes, final);
+      ib.repo.insert(r, spec.blobs());
+      return r;
+    });
     undo.commit();
     ib.building.delete(spec.name);
-    ib.background(Promise.all([rm(staging, { recursive: true, force: true }), rm(outParent, { recursive: true, force: true })]), 'remove staging dir');
+    ib.background(Promise.all([rm(dirs.staging, { recursive: true, force: true }), rm(dirs.outParent, { recursive: true, force: true })]), 'remove staging dir');
     log.info('image ready', { digest: rec.digest, sizeBytes: rec.sizeBytes });
     return rec;
   } catch (e) {
     await undo.unwind();
-    if (signal.aborted && !(e instanceof BangerError && e.code === ErrorCode.Cancelled)) throw new BangerError(ErrorCode.Cancelled, `image ${spec.name}: cancelled during step ${step}`, { cause: e });
-    if (e instanceof BangerError) {
-      if (e.code === ErrorCode.Cancelled || stepOf(e) !== undefined) throw e;
-      throw new BangerError(e.code, `image ${spec.name}: step ${step}: ${e.message}`, { hint: e.hint, cause: e, details: { ...e.details, step } });
-    }
-    throw new BangerError(ErrorCode.Internal, `image ${spec.name}: step ${step}: ${(e as Error).message}`, { cause: e, details: { step } });
+    throw e;
   }
+}
+
+/** How a failure of build step `step` is reported (the runner's `tag`). */
+function buildFailure(name: string, step: string, e: unknown, signal: AbortSignal): unknown {
+  const cancelled = e instanceof BangerError && e.code === ErrorCode.Cancelled;
+  if (signal.aborted && !cancelled) return new BangerError(ErrorCode.Cancelled, `image ${name}: cancelled during step ${step}`, { cause: e, details: { step } });
+  if (e instanceof BangerError) {
+    if (cancelled || stepOf(e) !== undefined) return e;
+    return new BangerError(e.code, `image ${name}: step ${step}: ${e.message}`, { hint: e.hint, cause: e, details: { ...e.details, step } });
+  }
+  return new BangerError(ErrorCode.Internal, `image ${name}: step ${step}: ${(e as Error).message}`, { cause: e, details: { step } });
+}
+
+/** step stage: the staging tree (RAM or disk) and the output directory on disk, both undone. */
+async function stageDirs(ib: ImageBase, spec: BuildSpec, steps: StepRunner, stagingParent: string, ram: boolean, log: Logger): Promise<BuildDirs> {
+  await mkdir(ib.ctx.layout.tmp, { recursive: true });
+  const staging = await mkdtemp(join(stagingParent, ram ? `${ramPrefix(ib.ctx.layout.root)}image-${spec.name}-` : `image-${spec.name}-`));
+  log.debug('staging', { dir: staging, ram });
+  steps.undo('remove staging dir', () => rm(staging, { recursive: true, force: true }));
+  const rootDir = join(staging, 'rootfs');
+  await mkdir(rootDir, { mode: 0o755 });
+
+  // the ext4 is written on disk beside its final place (rename must not cross filesystems)
+  const outParent = await mkdtemp(join(ib.ctx.layout.tmp, `image-${spec.name}-out-`));
+  steps.undo('remove build output dir', () => rm(outParent, { recursive: true, force: true }));
+  const out = join(outParent, 'image');
+  await mkdir(out);
+  return { staging, rootDir, outParent, out };
+}
+
+/** The ext4 of an identical earlier build, hard-linked into `out`; its size, or undefined. */
+async function reuseIdentical(ib: ImageBase, key: string, out: string, progress: (ev: ProgressEvent) => void, log: Logger): Promise<number | undefined> {
+  const others = ib.repo.list().map((r) => ib.ctx.layout.imageDir(r.name));
+  const reusedBytes = await linkBuiltRootfs(others, key, out);
+  if (reusedBytes !== undefined) {
+    log.info('re-using the ext4 of an identical build', { buildKey: key });
+    progress({ stage: 'mkfs', done: true, total: reusedBytes, message: 'identical build found: ext4 re-used' });
+  }
+  return reusedBytes;
+}
+
+/** steps layers (fill + finish), inject and mkfs: the tree, banger's guest files, the checked ext4. */
+async function buildRootfs(ib: ImageBase, spec: BuildSpec, dirs: BuildDirs, steps: StepRunner, progress: (ev: ProgressEvent) => void, log: Logger): Promise<{ sizeBytes: number }> {
+  const { rootDir, out } = dirs;
+  const signal = steps.signal;
+  await steps.run('layers', async () => {
+    const applier = new LayerApplier(rootDir, { exec: ib.ctx.exec, signal, limits: ib.ctx.config.imageLimits });
+    await spec.fill(rootDir, applier);
+    throwIfAborted(signal);
+    progress({ stage: 'extract', message: 'finishing (xattrs, directory times)' });
+    await applier.finish();
+    progress({ stage: 'extract', done: true, message: `${applier.entries} entries applied` });
+  });
+  await steps.run('inject', async () => {
+    const inj = await injectGuestFiles(rootDir, { exec: ib.ctx.exec, log });
+    log.info('guest files injected', { files: inj.injected.length });
+  });
+  return steps.run('mkfs', async () => {
+    progress({ stage: 'mkfs', message: 'building ext4 (mkfs.ext4 -d)' });
+    const built = await buildExt4(ib.ctx.exec, { dir: rootDir, out: join(out, 'rootfs.ext4'), sizeBytes: spec.sizeBytes, signal, onStage: (s) => progress({ stage: 'mkfs', message: s === 'fsck' ? 'checking (e2fsck -fn)' : 'building ext4 (mkfs.ext4 -d)' }) });
+    progress({ stage: 'mkfs', done: true, total: built.sizeBytes, message: 'ext4 built and checked' });
+    return built;
+  });
+}
+
+/** step land: the build key and config beside the ext4, then `out` renamed into the image's directory. */
+async function land(ib: ImageBase, spec: BuildSpec, out: string, steps: StepRunner): Promise<string> {
+  if (spec.buildKey) await writeFile(join(out, BUILD_KEY_FILE), spec.buildKey + '\n');
+  if (spec.rawConfig) await writeFile(join(out, 'config.json'), spec.rawConfig);
+  throwIfAborted(steps.signal);
+  const final = ib.ctx.layout.imageDir(spec.name);
+  await mkdir(ib.ctx.layout.images, { recursive: true });
+  await rm(final, { recursive: true, force: true }); // an orphan from a crash (no row exists)
+  await rename(out, final);
+  steps.undo('remove image dir', () => rm(final, { recursive: true, force: true }));
+  return final;
+}
+
+function record(spec: BuildSpec, sizeBytes: number, final: string): ImageRecord {
+  return {
+    name: spec.name,
+    sourceRef: spec.sourceRef,
+    digest: spec.digest,
+    platform: spec.platform,
+    config: spec.config,
+    sizeBytes,
+    kernelRef: spec.kernelRef,
+    rootfsPath: join(final, 'rootfs.ext4'),
+    fromRegistry: spec.fromRegistry,
+    createdAt: new Date().toISOString(),
+  };
 }

@@ -6,7 +6,7 @@ import { PullStore } from '../core/pull-store.js';
 import type { ImageBase, OpContext } from './image-base.js';
 import { pullAndApplyLayers } from './layers.js';
 import { buildImage } from './pipeline.js';
-import type { ImageRecord } from './records.js';
+import type { ImageRecord } from './record.js';
 import { defaultImageName, parseReference, type ImageReference } from './reference.js';
 import { RegistryClient } from './registry/client.js';
 import { formatPlatform, layerCompression, parsePlatform, type Platform } from './registry/manifest.js';

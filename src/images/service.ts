@@ -3,11 +3,10 @@ import { importImage, type ImportParams } from './import.js';
 import { login, logout } from './login.js';
 import type { ImageLookup } from './lookup.js';
 import { pullImage, type PullParams } from './pull.js';
-import type { PreparedRecord } from './prepared.js';
-import type { ImageRecord } from './records.js';
+import type { ImageDetail, ImageRecord } from '../core/shapes/image.js';
 import { pruneCache, rmImage } from './remove.js';
 
-export type { ImageRecord } from './records.js';
+export type { ImageRecord } from './record.js';
 export type { OpContext } from './image-base.js';
 export type { PullParams } from './pull.js';
 export type { ImportParams } from './import.js';
@@ -37,11 +36,11 @@ export class ImageService extends ImageBase implements ImageLookup {
   }
 
   /** Every image, with its prepared disk (or null). */
-  list(): (ImageRecord & { prepared: PreparedRecord | null })[] {
+  list(): ImageRecord[] {
     return this.repo.list().map((r) => ({ ...r, prepared: this.prepared.find(r.name) ?? null }));
   }
 
-  show(name: string): ImageRecord & { blobs: string[]; usedBy: string[]; prepared: PreparedRecord | null } {
+  show(name: string): ImageDetail {
     const r = this.repo.get(name);
     return { ...r, blobs: this.repo.blobs(name), usedBy: this.vmUsage.vmsUsingImage(name), prepared: this.prepared.find(name) ?? null };
   }

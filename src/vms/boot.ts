@@ -1,10 +1,9 @@
-import { rm } from 'node:fs/promises';
 import { throwIfAborted } from '../core/errors.js';
 import type { StepRunner } from '../core/steps.js';
 import { settleAll } from './args.js';
 import { tscKhzFromCpuinfo } from './cmdline.js';
+import { removeConsole } from './console-log.js';
 import { launchSpec } from './launch.js';
-import { startVirtiofsd, stopVirtiofsd } from './mounts.js';
 import { planNet, type BootPlan } from './plan.js';
 import { waitReady } from './readiness.js';
 import { testPause } from './testpause.js';
@@ -39,15 +38,20 @@ async function launchInner(vb: VmBase, plan: BootPlan, o: LaunchOptions): Promis
 
   // step ports (a create opened them already: open is idempotent)
   steps.undo('ports', () => vb.forwards.close(plan.name));
-  await vb.forwards.open(plan.name, plan.spec.ports ?? [], () => vb.repo.find(plan.name)?.ip ?? undefined);
-  // step mounts: virtiofsd before QEMU (which connects to its socket); it exits with QEMU
-  steps.undo('virtiofsd', () => stopVirtiofsd(plan.files.dir, plan.spec.mounts ?? []));
-  await startVirtiofsd(vb.ctx.exec, plan.files.dir, plan.spec.mounts ?? []);
+  await vb.forwards.open(plan.name, plan.spec.ports ?? [], () => vb.repo.find(plan.name)?.ip ?? undefined, plan.spec.portLimits);
+  // step mounts: what the driver's shared folders need on the host, before the VMM (QEMU:
+  // virtiofsd, whose socket it connects to; it exits with QEMU)
+  const mounts = plan.spec.mounts ?? [];
+  if (mounts.length && driver.folders) {
+    const folders = driver.folders;
+    steps.undo('mounts', () => folders.stop(handle, mounts));
+    await folders.start(handle, mounts);
+  }
   const { pid } = await steps.run(
     'vmm',
     async () => {
       const spec = launchSpec({ instance: vb.net.instance, vm: { id: plan.id, name: plan.name, spec: plan.spec, ip: net.ip }, kernel: plan.kernel, driver, files: plan.files, net, subnet: vb.net.subnet(), kvm: plan.choice.kvm, tscKhz: plan.choice.kvm ? undefined : tscKhzFromCpuinfo(await vb.host.readFile('/proc/cpuinfo')), rootDisk: plan.rootDisk, lean: vb.ctx.config.vm.leanBoot });
-      await rm(driver.consolePath(handle), { force: true });
+      await removeConsole(driver.consolePath(handle)); // with its rotation: offsets start at 0
       vb.repo.setState(plan.name, { state: 'starting', desiredState: 'running' });
       throwIfAborted(steps.signal);
       // Registered before the start: a start cut short (cancel, timeout) may have left a VMM

@@ -9,7 +9,7 @@ import { launch, networkUp } from './boot.js';
 import { initScriptStep, keptOnFailure, verifyMountsStep } from './create-extras.js';
 import type { ImageView, KernelView } from './deps.js';
 import type { VmHandle } from './drivers/types.js';
-import { checkMounts, seedMountsFile } from './mounts.js';
+import { checkMounts, seedMountsFile } from './host-folders.js';
 import { generateName, newVmId } from './names.js';
 import { resolvePackageSource } from './package-source.js';
 import { planNet, type BootPlan } from './plan.js';
@@ -20,7 +20,8 @@ import type { Stage } from './readiness.js';
 import { buildSeedDisk, buildWorkDisk } from './seed.js';
 import { refreshSshConfig } from './ssh-config.js';
 import { ensureClientKey, pinHostKey, unpinHostKey } from './ssh.js';
-import type { VmSpec } from './store.js';
+import type { OnExpire, VmSpec } from './store.js';
+import { lifetimeOf, type Lifetime } from './ttl.js';
 import { testPause } from './testpause.js';
 import type { OpContext, VmBase, VmView } from './vm-base.js';
 
@@ -42,6 +43,9 @@ export interface CreateParams {
   packageProxy?: string;
   /** `-p [HOSTIP:]HOSTPORT:GUESTPORT[/tcp]` specs (publish-spec.ts). */
   ports?: string[];
+  /** `--port-max-conns` / `--port-idle-timeout` (default: config ports; stored in spec.portLimits). */
+  portMaxConnections?: number;
+  portIdleTimeoutSeconds?: number;
   /** `--mount HOSTDIR:GUESTDIR[:ro]` specs (QEMU only). */
   mounts?: string[];
   /** `--init-script`: the file's bytes, base64; run once as root after the first boot. */
@@ -53,6 +57,10 @@ export interface CreateParams {
    * of the image's base with this build's first-boot script, its seed says `prepare`.
    */
   builder?: boolean;
+  /** Lifetime in seconds (`--ttl`; default: config vm.ttl, none unless set). */
+  ttl?: number;
+  /** What the deadline does (default: config vm.onExpire). */
+  onExpire?: OnExpire;
 }
 
 /**
@@ -71,15 +79,16 @@ export async function createVm(vb: VmBase, p: CreateParams, op: OpContext = {}):
     const steps = new StepRunner({ undo, signal: op.signal, stage, log: (m, f) => vb.ctx.log.debug(m, { vm: name, ...f }) });
     // Input and lookups first, outside the steps: a bad argument is nobody's step and makes nothing.
     const plan = await planCreate(vb, name, p, op);
+    const lifetime = lifetimeOf(vb.ctx.config.vm, p);
     const starting = p.start !== false;
     const initScript = p.initScript === undefined ? undefined : Buffer.from(p.initScript, 'base64');
     if (initScript && (!starting || p.wait === false)) throw new BangerError(ErrorCode.Invalid, '--init-script needs the VM started and ready', { hint: 'drop --no-start / --no-wait', details: { field: '--init-script' } });
     try {
       // step ports: bound first, so a host port already taken fails before anything exists
       undo.push('ports', () => vb.forwards.close(name));
-      await vb.forwards.open(name, plan.spec.ports ?? [], () => vb.repo.find(name)?.ip ?? undefined);
+      await vb.forwards.open(name, plan.spec.ports ?? [], () => vb.repo.find(name)?.ip ?? undefined, plan.spec.portLimits);
       // step record: VM row (with its MAC) + IP lease in one transaction (UNIQUE ip: never two VMs, one IP)
-      await steps.run('record', () => record(vb, plan, starting ? 'running' : 'stopped', undo), { silent: true });
+      await steps.run('record', () => record(vb, plan, starting ? 'running' : 'stopped', undo, lifetime), { silent: true });
       await testPause(vb.ctx, 'record', op.signal);
 
       // Steps disk, seed and network touch different things, so they run side by side; each
@@ -106,11 +115,13 @@ export async function createVm(vb: VmBase, p: CreateParams, op: OpContext = {}):
       }
       vb.repo.createDone(name);
       undo.commit();
+      vb.deadlinesChanged();
       return view(vb, vb.get(name), true);
     } catch (e) {
       if (p.keepOnFailure && vb.repo.find(name)) {
         undo.commit();
         vb.repo.createDone(name);
+        vb.deadlinesChanged();
         throw keptOnFailure(name, e);
       }
       const failures = await undo.unwind();
@@ -140,7 +151,8 @@ async function planCreate(vb: VmBase, name: string, p: CreateParams, op: OpConte
   const workDiskBytes = p.workDisk === undefined ? undefined : sizeArg('--work-disk', p.workDisk);
   const ports = parsePortSpecs(p.ports ?? []);
   PortForwards.checkConflicts(name, ports, vb.repo.list());
-  const mounts = await checkMounts(parseMountSpecs(p.mounts ?? []), choice.kind);
+  const portLimits = PortForwards.limitsFor(p, ports, vb.ctx.config.ports);
+  const mounts = await checkMounts(parseMountSpecs(p.mounts ?? []), driver);
   const builder = p.builder === true;
   if (builder && (ports.length || mounts.length)) throw new BangerError(ErrorCode.Internal, 'a builder VM has no ports or mounts');
   const baseDisk = builder ? undefined : await vb.preparer.baseFor({ image: image.name, kernel: kernelName, packageMirror: p.packageMirror, packageProxy: p.packageProxy, vmm: p.vmm }, op);
@@ -162,18 +174,20 @@ async function planCreate(vb: VmBase, name: string, p: CreateParams, op: OpConte
     rootDisk: builder ? { path: handle.files.rootRaw, format: 'raw' } : driver.rootDisk(handle),
     ...(baseDisk ? { baseDisk } : {}),
     ...(builder ? { prepare: true, nat: true } : {}),
-    ...(ports.length ? { ports } : {}),
+    ...(ports.length ? { ports, portLimits } : {}),
     ...(mounts.length ? { mounts } : {}),
   };
   return { name, id, image, kernel, driver, choice, files: handle.files, handle, spec };
 }
 
 /** step record: the row, written once with its MAC, and the lease, in one transaction. */
-function record(vb: VmBase, plan: BootPlan, desiredState: 'running' | 'stopped', undo: UndoStack): void {
+function record(vb: VmBase, plan: BootPlan, desiredState: 'running' | 'stopped', undo: UndoStack, lifetime?: Lifetime): void {
+  // The deadline counts from the record: a slow boot is part of the VM's lifetime.
+  const expiry = lifetime ? { expiresAt: new Date(Date.now() + lifetime.seconds * 1000).toISOString(), onExpire: lifetime.onExpire } : {};
   vb.ctx.db.transaction(() => {
     vb.net.leaseInTx(plan.name, (ip) => {
       plan.net = vb.net.describe(plan.id, ip);
-      vb.repo.insert({ name: plan.name, id: plan.id, image: plan.image!.name, kernel: plan.kernel.name, spec: plan.spec, desiredState, state: 'created', vmm: plan.choice.kind, vmmReason: plan.choice.reason, tap: plan.net.tap, mac: plan.net.mac, createdAt: new Date().toISOString() });
+      vb.repo.insert({ name: plan.name, id: plan.id, image: plan.image!.name, kernel: plan.kernel.name, spec: plan.spec, desiredState, state: 'created', vmm: plan.choice.kind, vmmReason: plan.choice.reason, tap: plan.net.tap, mac: plan.net.mac, createdAt: new Date().toISOString(), ...expiry });
     });
   })();
   undo.push('record', () => vb.deleteRow(plan.name));

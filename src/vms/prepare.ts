@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import { BangerError, ErrorCode, errorMessage, throwIfAborted } from '../core/errors.js';
+import { toolEnv } from '../core/exec.js';
 import { exists } from '../core/fsutil.js';
 import { KeyedLock } from '../core/lock.js';
 import type { Context } from '../core/context.js';
@@ -9,10 +10,9 @@ import type { VmmChoiceName } from '../core/vmm.js';
 import { UndoStack } from '../core/undo.js';
 import { firstBootScript, rootfsNeedsInstall, writeFirstBoot } from '../guest/prepare-disk.js';
 import { parsePreparedPackages, type PreparedImages, type PreparedRecord } from '../images/prepared.js';
-import type { ImageRecord } from '../images/records.js';
+import type { ImageRecord } from '../core/shapes/image.js';
 import type { KernelRecord } from '../kernels/record.js';
 import { firstBootState, readFrom, tail } from './console.js';
-import { rawCowCopy } from './disks.js';
 import type { VmHandle, VmmDriver } from './drivers/types.js';
 import type { VmFiles } from './files.js';
 import { sleep } from './proc.js';
@@ -290,7 +290,8 @@ export class ImagePreparer {
   /** The builder's root disk: a raw copy of the base (never written) with this build's first-boot script. */
   async builderDisk(baseRootfs: string, target: string, signal?: AbortSignal): Promise<void> {
     const { ctx } = this.host;
-    await rawCowCopy(ctx.exec, baseRootfs, target, { signal });
+    // reflink where the filesystem can, else a sparse copy; the base is only read
+    await ctx.exec(['cp', '--reflink=auto', '--sparse=always', baseRootfs, target], { env: toolEnv(), signal });
     await mkdir(ctx.layout.tmp, { recursive: true });
     await writeFirstBoot(ctx.exec, target, await firstBootScript(), ctx.layout.tmp);
   }

@@ -3,6 +3,7 @@ import { exists } from '../core/fsutil.js';
 import { agentRequest } from './agent.js';
 import { FIRST_BOOT } from './cmdline.js';
 import { readFrom } from './console.js';
+import type { SshInfo, VmLogs } from '../core/shapes/vm.js';
 import type { VmFiles } from './files.js';
 import { sshCommonOptions } from './ssh.js';
 import type { VmRecord } from './store.js';
@@ -51,11 +52,11 @@ export async function show(vb: VmBase, name: string): Promise<VmView & { files: 
   return { ...(await view(vb, vb.get(name))), files: vb.files(name), cmdlineFirstBoot: vm.spec.firstBoot ? FIRST_BOOT : null, rootDiskMethod };
 }
 
-export async function logs(vb: VmBase, name: string, offset = 0): Promise<{ data: string; offset: number; running: boolean }> {
+export async function logs(vb: VmBase, name: string, offset = 0): Promise<VmLogs> {
   const vm = vb.get(name);
   const driver = vb.driver(vm.vmm);
   const r = await readFrom(driver.consolePath(vb.handle(vm)), offset);
-  return { data: r.data, offset: r.offset, running: (await driver.status(vb.handle(vm), vm.pid)).running };
+  return { data: r.data, offset: r.offset, end: r.end, running: (await driver.status(vb.handle(vm), vm.pid)).running };
 }
 
 /** The VM, which must be running (E_IN_USE naming `vm start` otherwise). */
@@ -66,7 +67,7 @@ async function running(vb: VmBase, name: string): Promise<VmRecord> {
 }
 
 /** What the CLI needs to run OpenSSH itself (stdio inherited, remote exit code). */
-export async function sshInfo(vb: VmBase, name: string): Promise<{ name: string; ip: string; user: string; identityFile: string; groupIdentityFile?: string; knownHostsFile: string; options: string[] }> {
+export async function sshInfo(vb: VmBase, name: string): Promise<SshInfo> {
   const vm = await running(vb, name);
   if (!vm.ip) throw new BangerError(ErrorCode.Internal, `vm '${name}' has no IP lease`);
   return {

@@ -1,5 +1,6 @@
 import { createVm, type CreateParams } from './create.js';
 import { pruneVms, rmVms } from './delete.js';
+import type { SshInfo, VmLogs } from '../core/shapes/vm.js';
 import type { VmFiles } from './files.js';
 import { list, logs, observe, ports, show, sshInfo, view } from './queries.js';
 import { reconcileVms } from './reconcile.js';
@@ -10,6 +11,8 @@ import { killVms, stopVms } from './stop.js';
 import type { BuilderParams } from './prepare.js';
 import type { VmRecord } from './store.js';
 import { markStopped } from './teardown.js';
+import { ExpiryReaper, expireVm, extendVm } from './ttl.js';
+import type { OnExpire } from './store.js';
 import { VmBase, type OpContext, type VmView } from './vm-base.js';
 
 export { MAX_DISK_BYTES } from './args.js';
@@ -30,6 +33,7 @@ export type { OpContext, VmView } from './vm-base.js';
  * | list / show / logs / sshInfo / ports / observe | queries.ts |
  * | ssh-config | ssh-config.ts |
  * | reconcile | reconcile.ts |
+ * | extend / lifetimes (reaper) | ttl.ts |
  *
  * Create is a named, ordered list of steps (record+lease, disk, seed, network, vmm, boot,
  * ssh); each registers its undo the moment it happens and a failure unwinds newest first,
@@ -100,17 +104,37 @@ export class VmService extends VmBase {
     return show(this, name);
   }
 
-  logs(name: string, offset = 0): Promise<{ data: string; offset: number; running: boolean }> {
+  logs(name: string, offset = 0): Promise<VmLogs> {
     return logs(this, name, offset);
   }
 
   /** What the CLI needs to run OpenSSH itself (stdio inherited, remote exit code). */
-  sshInfo(name: string): ReturnType<typeof sshInfo> {
+  sshInfo(name: string): Promise<SshInfo> {
     return sshInfo(this, name);
   }
 
   ports(name: string): Promise<{ name: string; ports: unknown[]; agent: boolean }> {
     return ports(this, name);
+  }
+
+  /** `vm extend`: push the VM's deadline out by `seconds`. */
+  extend(name: string, seconds: number, onExpire?: OnExpire): Promise<VmView> {
+    return extendVm(this, name, seconds, onExpire);
+  }
+
+  private reaper: ExpiryReaper | undefined;
+
+  /** Start expiring VMs whose lifetime ended (daemon start, after reconcile: past deadlines go at once). */
+  startReaper(): void {
+    this.reaper ??= new ExpiryReaper({ list: () => this.repo.list(), expire: (name) => expireVm(this, name), log: this.ctx.log.child({ step: 'ttl' }) });
+    this.deadlinesChanged = () => this.reaper?.poke();
+    this.reaper.start();
+  }
+
+  /** Stop the reaper (daemon stop); waits for an expiry in progress. */
+  async stopReaper(): Promise<void> {
+    this.deadlinesChanged = () => {};
+    await this.reaper?.stop();
   }
 
   /** Rewrite layout.ssh/config (`Host NAME.vm`) from the VM table. */
@@ -130,7 +154,7 @@ export class VmService extends VmBase {
       handle: (vm) => this.handle(vm),
       removeVm: (name) => this.rm([name], true).then(() => undefined),
       markStopped: (vm) => this.markStopped(vm),
-      adopted: (vm) => this.forwards.open(vm.name, PortForwards.of(vm), () => this.repo.find(vm.name)?.ip ?? undefined),
+      adopted: (vm) => this.forwards.open(vm.name, PortForwards.of(vm), () => this.repo.find(vm.name)?.ip ?? undefined, vm.spec.portLimits),
     });
     void this.hostKeys.refill();
   }

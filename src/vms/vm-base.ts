@@ -3,8 +3,8 @@ import type { Context } from '../core/context.js';
 import { realHost, type HostProbe } from '../core/host.js';
 import { KeyedLock } from '../core/lock.js';
 import type { ProgressEvent } from '../core/operation.js';
-import type { ImageService } from '../images/service.js';
-import type { KernelService } from '../kernels/service.js';
+import type { ImageLookup } from '../images/lookup.js';
+import type { KernelLookup } from '../kernels/lookup.js';
 import type { NetworkService } from '../network/service.js';
 import type { Leases } from './deps.js';
 import { DriverRegistry } from './drivers/registry.js';
@@ -15,23 +15,22 @@ import { PortForwards } from './ports.js';
 import { ImagePreparer, type BuilderParams } from './prepare.js';
 import { HostKeyPool, sshPaths, type SshPaths } from './ssh.js';
 import { VmRepo, type VmRecord } from './store.js';
+import type { VmView } from '../core/shapes/vm.js';
 
 export interface OpContext {
   signal?: AbortSignal;
   progress?: (ev: ProgressEvent) => void;
 }
 
-/** A VM as returned over RPC: the record plus what was observed on the host. */
-export interface VmView extends VmRecord {
-  running: boolean;
-  dir: string;
-  console: string;
-  sshCommand?: string;
-}
+export type { VmView } from '../core/shapes/vm.js';
 
+/**
+ * What the VM service asks of the other domains: kernels and images only through their lookups
+ * (never their tables or services), the network domain for leases, taps and NAT.
+ */
 export interface VmServiceDeps {
-  kernels: KernelService;
-  images: ImageService;
+  kernels: KernelLookup;
+  images: ImageLookup;
   network: NetworkService;
 }
 
@@ -79,7 +78,7 @@ export class VmBase {
     const d = opts.drivers;
     this.drivers = d instanceof DriverRegistry ? d : d ? new DriverRegistry(Object.values(d).filter((x): x is VmmDriver => !!x)) : DriverRegistry.fromBuild({ exec: ctx.exec, binaries: ctx.config.binaries, firecracker: ctx.config.firecracker });
     this.gid = opts.bangerGid;
-    this.forwards = new PortForwards(ctx.log);
+    this.forwards = new PortForwards(ctx.log, ctx.config.ports);
     this.firstBoot = new FirstBootProbe(ctx.exec);
     this.hostKeys = new HostKeyPool(ctx.exec, ctx.layout.tmp, 2, (e) => ctx.log.warn('host key pool refill failed', { error: errorMessage(e) }));
     this.preparer = new ImagePreparer({
@@ -141,6 +140,9 @@ export class VmBase {
     for (const name of names) out.push(await this.locks.run(name, () => fn(name)));
     return out;
   }
+
+  /** Called when a deadline was set, moved or cleared; the reaper (ttl.ts) replaces it while it runs. */
+  deadlinesChanged: () => void = () => {};
 
   /** Delete a VM's row; its lease is released through the network domain first. */
   deleteRow(name: string): void {

@@ -114,6 +114,7 @@ test('one VM: published port answers HTTP on the daemon netns loopback, host fol
   mkdirSync(ro);
   chownSync(rw, OWNER, GROUP);
   writeFileSync(join(rw, 'from-host.txt'), 'written on the host\n');
+  chownSync(join(rw, 'from-host.txt'), OWNER, GROUP); // the folder's owner wrote it (a file of another host user shows as nobody in the guest)
   writeFileSync(join(ro, 'readme.txt'), 'read only\n');
   const script = join(work, 'init.sh');
   writeFileSync(

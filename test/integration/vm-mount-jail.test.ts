@@ -5,7 +5,7 @@ import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, re
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exec } from '../../src/core/exec.js';
-import { defaultFsJail, findVirtiofsd, startVirtiofsd, stopVirtiofsd, virtiofsSocket } from '../../src/vms/mounts.js';
+import { defaultFsJail, findVirtiofsd, startVirtiofsd, stopVirtiofsd, virtiofsSocket } from '../../src/vms/drivers/qemu/mounts.js';
 import { parseMountSpec } from '../../src/vms/publish-spec.js';
 import { isRoot } from '../helpers/daemon.js';
 

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { openDb } from '../../src/core/db.js';
 import { layout } from '../../src/core/paths.js';
 import { MAX_PACKAGES, parsePreparedPackages, PreparedImages, type PreparedRecord } from '../../src/images/prepared.js';
-import { ImageRepo } from '../../src/images/records.js';
+import { ImageRepo } from '../../src/images/record.js';
 import { addedPackages } from '../../src/vms/prepare.js';
 
 test('parsePreparedPackages: "NAME VERSION" lines and apk\'s NAME-VER-rN; junk from the guest is dropped; bounded', () => {

@@ -4,7 +4,11 @@ import { chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatPort, parseMountSpec, parseMountSpecs, parsePortSpec, parsePortSpecs } from '../../src/vms/publish-spec.js';
-import { checkMounts, qemuMountArgs, seedMountsFile, verifyMountsCommand, virtiofsdArgv } from '../../src/vms/mounts.js';
+import { checkMounts, seedMountsFile, verifyMountsCommand } from '../../src/vms/host-folders.js';
+import { qemuMountArgs, qemuMountDevices, virtiofsdArgv } from '../../src/vms/drivers/qemu/mounts.js';
+import { QemuDriver } from '../../src/vms/drivers/qemu/index.js';
+import { FirecrackerDriver } from '../../src/vms/drivers/firecracker/index.js';
+import { exec } from '../../src/core/exec.js';
 import { PortForwards } from '../../src/vms/ports.js';
 import { qemuArgv } from '../../src/vms/drivers/qemu/argv.js';
 import { seedFiles } from '../../src/vms/seed.js';
@@ -68,26 +72,36 @@ test('parseMountSpec: absolute paths, :ro/:rw, no colon/comma/quote games, no sy
   assert.equal(absoluteHostDir('/abs:/srv'), '/abs:/srv');
 });
 
-test('checkMounts: refused on firecracker pointing to vm cp; host folder must exist and be a directory; device picked', async () => {
+test('checkMounts: refused on a driver without features.mounts (firecracker) pointing to vm cp; host folder must exist and be a directory; the driver picks the device', async () => {
+  const qemu = new QemuDriver(exec, { qemu: 'qemu-system-x86_64' });
+  const firecracker = new FirecrackerDriver(exec, { firecracker: 'firecracker' });
+  // a driver that says it has no shared folders is refused, whatever its name
+  const noFolders = { kind: 'qemu' as const, features: { ...qemu.features, mounts: false }, folders: undefined };
+  /** The QEMU driver with virtiofsd found (or not) as `virtiofsd` says. */
+  const qemuWith = (virtiofsd: () => Promise<string | undefined>) => ({ ...qemu, folders: { ...qemu.folders, devices: (ms: Parameters<typeof qemuMountDevices>[0]) => qemuMountDevices(ms, virtiofsd) } });
   const dir = mkdtempSync(join(tmpdir(), 'banger-mounts-'));
   try {
     writeFileSync(join(dir, 'file'), 'x');
     chownSync(dir, 4242, 4243);
     const m = parseMountSpec(`${dir}:/mnt/x`, 0);
-    await assert.rejects(checkMounts([m], 'firecracker'), (e: unknown) => isBangerError(e, 'E_INVALID') && /vm cp/.test(e.hint ?? ''));
-    await assert.rejects(checkMounts([parseMountSpec(`${dir}/nope:/mnt/x`, 0)], 'qemu'), (e: unknown) => isBangerError(e, 'E_NOT_FOUND') && e.message.includes(`${dir}/nope`));
-    await assert.rejects(checkMounts([parseMountSpec(`${dir}/file:/mnt/x`, 0)], 'qemu'), (e: unknown) => isBangerError(e, 'E_INVALID') && /not a directory/.test(e.message));
-    assert.equal((await checkMounts([m], 'qemu', async () => '/usr/lib/qemu/virtiofsd'))[0]!.kind, 'virtiofs');
-    assert.equal((await checkMounts([m], 'qemu', async () => undefined))[0]!.kind, '9p');
-    assert.deepEqual(await checkMounts([], 'firecracker'), []);
+    await assert.rejects(checkMounts([m], firecracker), (e: unknown) => isBangerError(e, 'E_INVALID') && /not supported on firecracker/.test(e.message) && /vm cp/.test(e.hint ?? ''));
+    await assert.rejects(checkMounts([m], noFolders), (e: unknown) => isBangerError(e, 'E_INVALID') && /not supported on qemu/.test(e.message));
+    await assert.rejects(checkMounts([parseMountSpec(`${dir}/nope:/mnt/x`, 0)], qemu), (e: unknown) => isBangerError(e, 'E_NOT_FOUND') && e.message.includes(`${dir}/nope`));
+    await assert.rejects(checkMounts([parseMountSpec(`${dir}/file:/mnt/x`, 0)], qemu), (e: unknown) => isBangerError(e, 'E_INVALID') && /not a directory/.test(e.message));
+    assert.equal((await qemuMountDevices([m], async () => '/usr/lib/qemu/virtiofsd'))[0]!.kind, 'virtiofs');
+    assert.equal((await qemuMountDevices([m], async () => undefined))[0]!.kind, '9p');
+    assert.equal((await checkMounts([m], qemuWith(async () => undefined)))[0]!.kind, '9p', 'checkMounts returns the devices the driver picked');
+    assert.equal((await checkMounts([m], qemuWith(async () => '/usr/lib/qemu/virtiofsd')))[0]!.kind, 'virtiofs');
+    assert.deepEqual(await checkMounts([], firecracker), []);
     // read-write virtiofs writes as HOSTDIR's owner: a folder owned by root (user or group) is refused, :ro is not
     mkdirSync(join(dir, 'rootowned'));
     chownSync(join(dir, 'rootowned'), 0, 0);
     const rootRw = parseMountSpec(`${dir}/rootowned:/mnt/x`, 0);
-    await assert.rejects(checkMounts([rootRw], 'qemu', async () => '/usr/lib/qemu/virtiofsd'), (e: unknown) => isBangerError(e, 'E_INVALID') && /owned by root \(0:0\)/.test(e.message) && /:ro/.test(e.hint ?? ''));
+    const vfsd = qemuWith(async () => '/usr/lib/qemu/virtiofsd');
+    await assert.rejects(checkMounts([rootRw], vfsd), (e: unknown) => isBangerError(e, 'E_INVALID') && /owned by root \(0:0\)/.test(e.message) && /:ro/.test(e.hint ?? ''));
     chownSync(join(dir, 'rootowned'), 4242, 0);
-    await assert.rejects(checkMounts([rootRw], 'qemu', async () => '/usr/lib/qemu/virtiofsd'), (e: unknown) => isBangerError(e, 'E_INVALID') && /owned by root \(4242:0\)/.test(e.message));
-    assert.equal((await checkMounts([parseMountSpec(`${dir}/rootowned:/mnt/x:ro`, 0)], 'qemu', async () => '/usr/lib/qemu/virtiofsd'))[0]!.kind, 'virtiofs');
+    await assert.rejects(checkMounts([rootRw], vfsd), (e: unknown) => isBangerError(e, 'E_INVALID') && /owned by root \(4242:0\)/.test(e.message));
+    assert.equal((await checkMounts([parseMountSpec(`${dir}/rootowned:/mnt/x:ro`, 0)], vfsd))[0]!.kind, 'virtiofs');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -20,7 +20,7 @@
  *
  * Needs root (it writes the new namespace's uid_map from a helper child in the initial
  * namespace). The mounts (read-only binds, the socket directory) are set up by the caller
- * before it execs us (src/vms/mounts.ts). x86_64 only, like banger.
+ * before it execs us (src/vms/drivers/qemu/mounts.ts). x86_64 only, like banger.
  */
 #define _GNU_SOURCE
 #include <errno.h>

@@ -1,15 +1,16 @@
 import { chown, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BangerError, ErrorCode, errorMessage } from '../core/errors.js';
-import { toolEnv, which, type Exec } from '../core/exec.js';
-import { exists } from '../core/fsutil.js';
-import type { VmmKind } from './drivers/types.js';
-import { cmdline, pidAlive, waitExit } from './proc.js';
-import type { MountSpec } from './publish-spec.js';
+import { BangerError, ErrorCode, errorMessage } from '../../../core/errors.js';
+import { toolEnv, which, type Exec } from '../../../core/exec.js';
+import { exists } from '../../../core/fsutil.js';
+import type { MountSpec } from '../../../core/shapes/vm.js';
+import { cmdline, pidAlive, waitExit } from '../../proc.js';
+import { qopt } from './qopt.js';
 
 /**
- * Host folders (`vm create --mount HOSTDIR:GUESTDIR[:ro]`), QEMU only, two devices:
+ * The QEMU driver's shared folders (`vm create --mount HOSTDIR:GUESTDIR[:ro]`; the VM service
+ * reaches them through `driver.folders`, vms/host-folders.ts has the VMM-neutral part), two devices:
  * - virtiofs (preferred; chosen at create when a virtiofsd is installed, e.g. Debian's
  *   /usr/lib/qemu/virtiofsd): one virtiofsd per mount on `virtiofs-TAG/fs.sock` in the VM
  *   directory, a `vhost-user-fs-device` in QEMU, and guest memory shared with it
@@ -28,7 +29,7 @@ import type { MountSpec } from './publish-spec.js';
  *   root's, 0600/0700.
  * The guest's first-boot script mounts them on every boot from the seed file `mounts`
  * (`TAG GUESTDIR ro|rw 9p|virtiofs` lines) after modprobe from the kernel's modules disk;
- * after the first boot the VM service checks they are mounted (`verifyMountsCommand`).
+ * after the first boot the VM service checks they are mounted (`verifyMountsCommand`, vms/host-folders.ts).
  */
 
 const VIRTIOFSD_PATHS = ['/usr/libexec/virtiofsd', '/usr/lib/qemu/virtiofsd'];
@@ -39,28 +40,14 @@ export async function findVirtiofsd(): Promise<string | undefined> {
   return which('virtiofsd');
 }
 
-/** Refuse mounts on Firecracker and host folders that are not existing directories; pick the device. */
-export async function checkMounts(mounts: MountSpec[], vmm: VmmKind, virtiofsd: () => Promise<string | undefined> = findVirtiofsd): Promise<MountSpec[]> {
+/** The device for host folders on this host, picked at create: virtiofs when a virtiofsd is installed, else 9p. */
+export async function qemuMountDevices(mounts: MountSpec[], virtiofsd: () => Promise<string | undefined> = findVirtiofsd): Promise<MountSpec[]> {
   if (!mounts.length) return mounts;
-  if (vmm !== 'qemu') {
-    throw new BangerError(ErrorCode.Invalid, `--mount is not supported on ${vmm} (it has no shared-folder device)`, {
-      hint: "use --vmm qemu, or copy files in and out with 'banger vm cp' (NAME:/path)",
-      details: { field: '--mount' },
-    });
-  }
-  for (const m of mounts) {
-    const st = await stat(m.hostDir).catch(() => undefined);
-    if (!st) throw new BangerError(ErrorCode.NotFound, `--mount: host folder ${m.hostDir} does not exist`, { hint: 'create it first, or fix the path', details: { field: '--mount', path: m.hostDir } });
-    if (!st.isDirectory()) throw new BangerError(ErrorCode.Invalid, `--mount: ${m.hostDir} is not a directory`, { hint: 'share a folder; copy single files with banger vm cp', details: { field: '--mount', path: m.hostDir } });
-  }
   const kind: MountSpec['kind'] = (await virtiofsd()) ? 'virtiofs' : '9p';
   const out: MountSpec[] = mounts.map((m) => ({ ...m, kind }));
   for (const m of out) if (m.kind === 'virtiofs' && !m.readOnly) await writerOf(m);
   return out;
 }
-
-/** QEMU option values escape ',' as ',,' (as drivers/qemu.ts does). */
-const qopt = (v: string): string => v.replace(/,/g, ',,');
 
 /** The directory holding one mount's virtiofsd socket (and its lock file): `virtiofs-TAG/` in the VM directory. */
 export function virtiofsDir(vmDir: string, m: MountSpec): string {
@@ -72,7 +59,7 @@ export function virtiofsSocket(vmDir: string, m: MountSpec): string {
   return join(virtiofsDir(vmDir, m), 'fs.sock');
 }
 
-/** QEMU argv for the mounts (pure; unit-tested). virtiofs also needs `memory-backend=mem` on -M (qemu.ts). */
+/** QEMU argv for the mounts (pure; unit-tested). virtiofs also needs `memory-backend=mem` on -M (argv.ts). */
 export function qemuMountArgs(mounts: MountSpec[], vmDir: string, memoryMiB: number): string[] {
   const argv: string[] = [];
   // virtiofsd (libvhost-user) refuses legacy virtio, microvm's default for virtio-mmio.
@@ -92,14 +79,9 @@ export function qemuMountArgs(mounts: MountSpec[], vmDir: string, memoryMiB: num
   return argv;
 }
 
-/** The seed file `mounts` (absent when there are none). Paths were validated (no whitespace). */
-export function seedMountsFile(mounts: MountSpec[]): string | undefined {
-  return mounts.length ? mounts.map((m) => `${m.tag} ${m.guestDir} ${m.readOnly ? 'ro' : 'rw'} ${m.kind ?? '9p'}`).join('\n') + '\n' : undefined;
-}
-
-/** banger-fsjail (scripts/build-agent.sh builds it next to the guest agent), relative to this compiled module. */
+/** banger-fsjail (scripts/build-agent.sh builds it into dist/host/), relative to this compiled module (dist/src/vms/drivers/qemu/). */
 export function defaultFsJail(): string {
-  return fileURLToPath(new URL('../../host/banger-fsjail', import.meta.url));
+  return fileURLToPath(new URL('../../../../host/banger-fsjail', import.meta.url));
 }
 
 /**
@@ -234,9 +216,4 @@ export async function stopVirtiofsd(vmDir: string, mounts: MountSpec[]): Promise
     await rm(virtiofsDir(vmDir, m), { recursive: true, force: true });
     await rm(join(vmDir, `virtiofs-${m.tag}.sock`), { force: true });
   }
-}
-
-/** Guest command (sh) that exits 0 when every mount is mounted, else prints the missing ones and exits 1. */
-export function verifyMountsCommand(mounts: MountSpec[]): string {
-  return `r=0; for d in ${mounts.map((m) => `'${m.guestDir}'`).join(' ')}; do grep -q " $d " /proc/mounts || { echo "not mounted: $d"; r=1; }; done; exit $r`;
 }
