@@ -58,12 +58,17 @@ test('real bangerd: killer messages, thousands of fuzzed ones, a 50 MB line and 
     const chunk = Buffer.alloc(1024 * 1024, 0x61);
     big.send('{"jsonrpc":"2.0","id":1,"method":"daemon.status","params":{"x":"');
     let sent = 0;
+    let midLine = () => {};
+    const midLineP = new Promise<void>((r) => (midLine = r));
     const writer = (async () => {
       for (let i = 0; i < 50 && !big.closed; i++) {
         if (!big.sock.write(chunk)) await new Promise((r) => { big.sock.once('drain', r); big.sock.once('close', r); });
         sent += chunk.length;
+        if (sent >= 2 * chunk.length) midLine(); // the daemon holds megabytes of an unfinished line
       }
+      midLine();
     })();
+    await midLineP;
     report.answerDuringBigLineMs = await answerMs(d);
     await big.until(() => big.closed, 30000, 'big line refused');
     await writer;
