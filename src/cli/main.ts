@@ -1,14 +1,37 @@
 import { Command, CommanderError } from 'commander';
 import { BangerError, ErrorCode } from '../core/errors.js';
 import { Cli } from './context.js';
-import { registerDaemonCommands } from './commands/daemon.js';
-import { registerDoctorCommand } from './commands/doctor.js';
-import { registerSystemCommands } from './commands/system.js';
-import { registerKernelCommands } from './commands/kernel.js';
-import { registerImageCommands } from './commands/image.js';
-import { registerVmCommands } from './commands/vm.js';
 
-export function buildProgram(): { program: Command; cli: () => Cli } {
+type Register = (program: Command, cli: () => Cli) => void;
+
+/**
+ * The command groups, in help order, each loaded only when used: the bundle is split per
+ * group (scripts/bundle.mjs), so `banger kernel list` never parses or evaluates the VM
+ * commands, and `banger --version` loads none. `commands` names the top-level commands a group
+ * registers; a name found in no group (a typo, `help`) loads them all, so commander still
+ * answers it with its usual error or help. test/unit/cli-lazy-groups.test.ts checks the table.
+ */
+const groups: { commands: string[]; load: () => Promise<Register> }[] = [
+  { commands: ['kernel'], load: async () => (await import('./commands/kernel.js')).registerKernelCommands },
+  { commands: ['image', 'registry'], load: async () => (await import('./commands/image.js')).registerImageCommands },
+  { commands: ['vm', 'ps', 'run', 'ssh-config'], load: async () => (await import('./commands/vm.js')).registerVmCommands },
+  { commands: ['daemon'], load: async () => (await import('./commands/daemon.js')).registerDaemonCommands },
+  { commands: ['system'], load: async () => (await import('./commands/system.js')).registerSystemCommands },
+  { commands: ['doctor'], load: async () => (await import('./commands/doctor.js')).registerDoctorCommand },
+  { commands: ['mcp'], load: async () => (await import('./commands/mcp.js')).registerMcpCommand },
+];
+
+/** The groups argv needs: the one owning its command, none for a bare --version, else all. */
+export function groupsFor(argv: string[]): typeof groups {
+  const args = argv.slice(2);
+  const first = args.find((a) => !a.startsWith('-'));
+  if (first === undefined) return args.some((a) => a === '-V' || a === '--version') && !args.some((a) => a === '-h' || a === '--help') ? [] : groups;
+  const owner = groups.find((g) => g.commands.includes(first));
+  return owner ? [owner] : groups;
+}
+
+/** The program with the command groups `argv` needs (every group when argv is left out). */
+export async function buildProgram(argv?: string[]): Promise<{ program: Command; cli: () => Cli }> {
   const program = new Command('banger');
   let instance: Cli | undefined;
   const cli = () => (instance ??= new Cli(program.opts()));
@@ -23,12 +46,8 @@ export function buildProgram(): { program: Command; cli: () => Cli } {
   // Before any subcommand exists: commander copies this setting into each subcommand as it is
   // created, so usage errors anywhere throw CommanderError (exit 2) instead of exiting with 1.
   program.exitOverride();
-  registerKernelCommands(program, cli);
-  registerImageCommands(program, cli);
-  registerVmCommands(program, cli);
-  registerDaemonCommands(program, cli);
-  registerSystemCommands(program, cli);
-  registerDoctorCommand(program, cli);
+  const wanted = argv ? groupsFor(argv) : groups;
+  for (const register of await Promise.all(wanted.map((g) => g.load()))) register(program, cli);
   return { program, cli };
 }
 
@@ -46,7 +65,7 @@ function quietOnClosedPipe(stream: NodeJS.WriteStream): void {
 export async function main(argv: string[]): Promise<void> {
   quietOnClosedPipe(process.stdout);
   quietOnClosedPipe(process.stderr);
-  const { program, cli } = buildProgram();
+  const { program, cli } = await buildProgram(argv);
   try {
     await program.parseAsync(argv);
     cli().close();

@@ -1,124 +1,21 @@
-import { connect, type Socket } from 'node:net';
 import { BangerError, ErrorCode } from '../core/errors.js';
 import { layoutFromEnv } from '../core/paths.js';
-import { F, FrameDecoder, WINDOW, encodeFrame, type ExitInfo, type Frame } from '../core/agent-proto.js';
-import { fromRpcError } from '../rpc/wire.js';
+import type { Params } from '../rpc/contract.js';
+import { StreamCall as RpcStreamCall, type StreamMethod, type StreamSinks } from '../rpc/stream.js';
 import type { Cli } from './context.js';
 
-/** Stream id of the one session on an upgraded connection (see src/vms/agent-stream.ts). */
-const S = 1;
-
-export interface StreamSinks {
-  stdout(data: Buffer): boolean | void;
-  stderr(data: Buffer): boolean | void;
-}
-
 /**
- * A `vm.exec` / `vm.cpOut` / `vm.cpIn` call: one JSON-RPC request on a fresh connection to
- * bangerd, whose reply switches the connection to protocol v2 frames on stream 1
- * (docs/agent.md). Output goes to `sinks`; when a sink returns false, reading pauses until
- * `resume()` (back-pressure reaches the guest process through the agent's credit).
+ * The CLI's way to open a `vm.exec` / `vm.cpOut` / `vm.cpIn` stream: connect first (starting
+ * the daemon when needed, saying how when it cannot), then the stream itself (rpc/stream.ts,
+ * shared with the SDK).
  */
-export class StreamCall {
-  private decoder = new FrameDecoder();
-  readonly done: Promise<ExitInfo>;
-  private settle!: { resolve: (e: ExitInfo) => void; reject: (e: unknown) => void };
-  private constructor(private readonly sock: Socket, private readonly sinks: StreamSinks) {
-    this.done = new Promise((resolve, reject) => (this.settle = { resolve, reject }));
-    this.done.catch(() => {});
-    sock.on('close', () => this.settle.reject(new BangerError(ErrorCode.Daemon, 'bangerd closed the stream before the command exited', { hint: "see the daemon log ('banger daemon status' shows where)" })));
-  }
-
-  static async open(cli: Cli, method: string, params: Record<string, unknown>, sinks: StreamSinks): Promise<StreamCall> {
+export type StreamCall = RpcStreamCall;
+export type { StreamSinks };
+export const StreamCall = {
+  /** `signal`: the user gave up (a second SIGINT/SIGTERM), see rpc/stream.ts. */
+  async open<M extends StreamMethod>(cli: Cli, method: M, params: Params<M>, sinks: StreamSinks, signal?: AbortSignal): Promise<RpcStreamCall> {
+    if (signal?.aborted) throw new BangerError(ErrorCode.Cancelled, 'cancelled');
     await cli.connect(); // starts the daemon when needed, says how when it cannot
-    const path = layoutFromEnv(cli.env).socket;
-    const sock = await new Promise<Socket>((resolve, reject) => {
-      const s = connect(path);
-      s.once('connect', () => resolve(s));
-      s.once('error', (e: NodeJS.ErrnoException) => reject(new BangerError(e.code === 'EACCES' ? ErrorCode.Permission : ErrorCode.NoDaemon, `cannot connect to bangerd at ${path}: ${e.code ?? e.message}`, { cause: e })));
-    });
-    sock.on('error', () => {});
-    const call = new StreamCall(sock, sinks);
-    await new Promise<void>((resolve, reject) => {
-      let head = Buffer.alloc(0);
-      const onData = (d: Buffer) => {
-        head = Buffer.concat([head, d]);
-        const nl = head.indexOf(0x0a);
-        if (nl < 0) {
-          if (head.length > 1 << 20) reject(new BangerError(ErrorCode.Daemon, 'bangerd sent an over-long reply'));
-          return;
-        }
-        sock.off('data', onData);
-        sock.off('close', onClose);
-        let msg: { error?: Parameters<typeof fromRpcError>[0] };
-        try {
-          msg = JSON.parse(head.subarray(0, nl).toString('utf8'));
-        } catch {
-          return reject(new BangerError(ErrorCode.Daemon, 'bangerd sent an unreadable reply'));
-        }
-        if (msg.error) {
-          sock.destroy();
-          return reject(fromRpcError(msg.error));
-        }
-        sock.on('data', (c: Buffer) => call.onData(c));
-        call.onData(head.subarray(nl + 1));
-        resolve();
-      };
-      const onClose = () => reject(new BangerError(ErrorCode.Daemon, 'connection to bangerd closed'));
-      sock.on('data', onData);
-      sock.on('close', onClose);
-      sock.write(JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }) + '\n');
-    });
-    return call;
-  }
-
-  private onData(d: Buffer): void {
-    if (!d.length) return;
-    try {
-      this.decoder.push(d, (f) => this.onFrame(f));
-    } catch (e) {
-      this.settle.reject(new BangerError(ErrorCode.Daemon, `bad frame from bangerd: ${(e as Error).message}`));
-      this.sock.destroy();
-    }
-  }
-
-  private onFrame(f: Frame): void {
-    if (f.type === F.Stdout || f.type === F.Stderr) {
-      const ok = f.type === F.Stdout ? this.sinks.stdout(f.payload) : this.sinks.stderr(f.payload);
-      if (ok === false) this.sock.pause();
-    } else if (f.type === F.Exit) {
-      const v = JSON.parse(f.payload.toString('utf8'));
-      this.settle.resolve({ code: Number(v.code), signal: typeof v.signal === 'number' ? v.signal : undefined });
-      this.sock.end();
-    } else if (f.type === F.Error) {
-      this.settle.reject(new BangerError(ErrorCode.Agent, f.payload.toString('utf8')));
-      this.sock.destroy();
-    }
-  }
-
-  /** Reading resumes after a sink said it was full. */
-  resume(): void {
-    this.sock.resume();
-  }
-  /** Sends stdin; resolves when the socket took it (bangerd pauses us while the guest is behind). */
-  write(data: Buffer): Promise<void> {
-    let ok = true;
-    for (let i = 0; i < data.length; i += WINDOW / 4) ok = this.sock.write(encodeFrame(F.Stdin, S, data.subarray(i, i + WINDOW / 4))) && ok;
-    return ok ? Promise.resolve() : new Promise((r) => this.sock.once('drain', () => r()));
-  }
-  eof(): void {
-    this.sock.write(encodeFrame(F.Eof, S));
-  }
-  signal(signo: number): void {
-    this.sock.write(encodeFrame(F.Signal, S, Buffer.from([signo])));
-  }
-  resize(rows: number, cols: number): void {
-    const b = Buffer.alloc(4);
-    b.writeUInt16BE(rows, 0);
-    b.writeUInt16BE(cols, 2);
-    this.sock.write(encodeFrame(F.Resize, S, b));
-  }
-  close(): void {
-    if (!this.sock.destroyed) this.sock.end(encodeFrame(F.Close, S));
-  }
-}
+    return RpcStreamCall.open(layoutFromEnv(cli.env).socket, method, params, sinks, signal);
+  },
+};

@@ -57,25 +57,70 @@ export class FrameError extends Error {}
 /**
  * Splits a byte stream into frames. `push` throws FrameError on a length out of range; the
  * caller must then drop the connection (there is no way to resynchronise a byte stream).
+ * Chunks are kept as they come and joined once per frame, so a peer that sends a frame a
+ * byte at a time costs linear work, not quadratic; at most one frame plus one chunk is held.
  */
 export class FrameDecoder {
-  private buf: Buffer = Buffer.alloc(0);
+  private parts: Buffer[] = [];
+  private have = 0;
   push(chunk: Buffer, onFrame: (f: Frame) => void): void {
-    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
-    let off = 0;
-    while (this.buf.length - off >= 4) {
-      const len = this.buf.readUInt32BE(off);
+    if (chunk.length) {
+      this.parts.push(chunk);
+      this.have += chunk.length;
+    }
+    while (this.have >= 4) {
+      const len = this.front(4).readUInt32BE(0);
       if (len < 5 || len > 5 + MAX_PAYLOAD) throw new FrameError(`frame length ${len} out of range`);
-      if (this.buf.length - off < 4 + len) break;
-      const f = { type: this.buf[off + 4]!, stream: this.buf.readUInt32BE(off + 5), payload: this.buf.subarray(off + FRAME_HDR, off + 4 + len) };
-      off += 4 + len;
+      if (this.have < 4 + len) return;
+      const b = this.front(4 + len);
+      const f = { type: b[4]!, stream: b.readUInt32BE(5), payload: b.subarray(FRAME_HDR, 4 + len) };
+      this.drop(4 + len);
       onFrame(f);
     }
-    this.buf = off === this.buf.length ? Buffer.alloc(0) : this.buf.subarray(off);
+  }
+  /** The first part, joined with the following ones when it is shorter than `n` (have >= n). */
+  private front(n: number): Buffer {
+    if (this.parts[0]!.length < n) this.parts = [Buffer.concat(this.parts, this.have)];
+    return this.parts[0]!;
+  }
+  private drop(n: number): void {
+    const first = this.parts[0]!;
+    if (first.length === n) this.parts.shift();
+    else this.parts[0] = first.subarray(n);
+    this.have -= n;
   }
   get pending(): number {
-    return this.buf.length;
+    return this.have;
   }
+}
+
+/**
+ * `text` as UTF-8 of at most `maxBytes` bytes, cut at a character boundary. Truncating a
+ * string by characters is not enough: one U+FFFD (what each invalid byte a guest sends decodes
+ * to) is 3 bytes, so 65,536 characters can be 196 KiB.
+ */
+export function utf8Prefix(text: string, maxBytes: number): Buffer {
+  const b = Buffer.from(text, 'utf8');
+  if (b.length <= maxBytes) return b;
+  let end = maxBytes;
+  while (end > 0 && (b[end]! & 0xc0) === 0x80) end--; // do not split a multi-byte character
+  return b.subarray(0, end);
+}
+
+/** An ERROR frame carrying `text`, cut to fit one frame: never throws, whatever the text. */
+export function errorFrame(stream: number, text: string): Buffer {
+  return encodeFrame(F.Error, stream, utf8Prefix(text, MAX_PAYLOAD));
+}
+
+/**
+ * Text a guest sent (an ERROR frame, a refusal), made safe to log and print: at most
+ * `maxBytes` bytes of it are decoded, and control characters (terminal escapes included)
+ * become `\xNN`.
+ */
+export function guestText(data: Buffer | string, maxBytes = 1024): string {
+  const b = typeof data === 'string' ? utf8Prefix(data, maxBytes) : data.subarray(0, maxBytes);
+  const more = (typeof data === 'string' ? Buffer.byteLength(data) : data.length) > maxBytes ? '…' : '';
+  return b.toString('utf8').replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`) + more;
 }
 
 /** Splits data into frames of at most MAX_PAYLOAD bytes. */

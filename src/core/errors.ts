@@ -35,6 +35,8 @@ export const ErrorCode = {
   Bundle: 'E_BUNDLE',
   Daemon: 'E_DAEMON',
   NoDaemon: 'E_NO_DAEMON',
+  /** The connection to bangerd was lost while a call or a stream was under way. */
+  Disconnected: 'E_DISCONNECTED',
   Permission: 'E_PERMISSION',
   Registry: 'E_REGISTRY',
   Auth: 'E_AUTH',

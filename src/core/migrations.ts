@@ -105,4 +105,13 @@ export const migrations: { name: string; sql: string }[] = [
       ALTER TABLE vms ADD COLUMN create_done INTEGER NOT NULL DEFAULT 1;
     `,
   },
+  {
+    // Lifetimes (vm create --ttl): the deadline (ISO, UTC) and what it does (stop | rm), kept in
+    // the row so they hold across daemon restarts. NULL: the VM lives until removed.
+    name: 'vm-expiry',
+    sql: `
+      ALTER TABLE vms ADD COLUMN expires_at TEXT;
+      ALTER TABLE vms ADD COLUMN on_expire TEXT CHECK (on_expire IN ('stop', 'rm'));
+    `,
+  },
 ];

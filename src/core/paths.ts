@@ -22,7 +22,7 @@ import { join } from 'node:path';
  *                                templates); removed with the image, never needed for correctness
  *     vms/<name>/                per-VM runtime directory (see vmDir* helpers)
  *       root.qcow2 | root.ext4   copy-on-write root disk
- *       console.log              serial console
+ *       console.log              serial console (capped: console.log.1, console.log.start; vms/files.ts)
  *       qmp.sock / api.sock      VMM control socket
  *       agent.sock               guest agent channel (virtio-serial or vsock UDS)
  *       vmm.pid                  VMM process id

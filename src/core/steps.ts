@@ -36,7 +36,8 @@ export function stepOf(e: unknown): string | undefined {
 /**
  * Named steps of one operation, in one place: each `run(name, fn)` checks cancellation first,
  * reports progress (`stage(name, message)` then `stage(name, doneMessage, true)`), times the
- * step (`timings`, and the `log` callback), and tags any failure with `details.step`. Undo
+ * step (`timings`, and the `log` callback), and tags any failure with `details.step` (worded
+ * by the `tag` option first, when given). Undo
  * actions registered with `undo(label, fn)` go on the operation's one `UndoStack`, so a failure anywhere unwinds everything newest first; unwinding is the
  * caller's (`UndoStack.unwind`), after all parallel steps settled.
  * Steps may run in parallel (`Promise.all` of several `run`s); each keeps its own timing.
@@ -50,8 +51,21 @@ export class StepRunner {
       signal?: AbortSignal;
       stage?: StageReporter;
       log?: (msg: string, fields: Record<string, unknown>) => void;
+      /**
+       * How a failure of step `step` is worded for this operation (e.g. prefixed with what is
+       * being built, or given more details); `tagStep` then makes sure it carries the step.
+       * Default: the failure as it is.
+       */
+      tag?: (e: unknown, step: string) => unknown;
     },
   ) {}
+
+  private started: string | undefined;
+
+  /** The step started last (running, or the one that failed), for messages that name it. */
+  get current(): string | undefined {
+    return this.started;
+  }
 
   get signal(): AbortSignal | undefined {
     return this.o.signal;
@@ -64,6 +78,7 @@ export class StepRunner {
   async run<T>(name: string, fn: () => Promise<T> | T, opts: { message?: string; done?: (r: T) => string | undefined; silent?: boolean } = {}): Promise<T> {
     const t0 = Date.now();
     let ok = false;
+    this.started = name;
     try {
       throwIfAborted(this.o.signal);
       if (!opts.silent) this.o.stage?.(name, opts.message);
@@ -72,7 +87,7 @@ export class StepRunner {
       if (!opts.silent) this.o.stage?.(name, opts.done?.(r), true);
       return r;
     } catch (e) {
-      throw tagStep(e, name);
+      throw tagStep(this.o.tag ? this.o.tag(e, name) : e, name);
     } finally {
       const ms = Date.now() - t0;
       this.timings.push({ name, ms, ok });

@@ -18,6 +18,8 @@ import { acquireRootLock, type RootLock } from './lock.js';
 import { securePermissions } from './perms.js';
 import { claimSocketPath } from '../rpc/socketpath.js';
 import { instanceId } from '../network/owner.js';
+import { ConsoleRotator } from '../vms/console-rotator.js';
+import { teardown } from './teardown.js';
 
 const VERSION = '0.1.0';
 
@@ -65,6 +67,7 @@ async function serve(config: Config, lay: Layout, gid: number | undefined, lock:
       instanceId: instanceId(db),
       node: { path: process.execPath, version: process.version },
     }),
+    'daemon.teardown': async (_p, op) => teardown(services, log, op),
     'daemon.shutdown': async () => {
       setTimeout(() => void stop(), 20);
       return { stopping: true as const };
@@ -84,6 +87,12 @@ async function serve(config: Config, lay: Layout, gid: number | undefined, lock:
       log.error('reconcile failed', { domain, error: errorMessage(e) });
     }
   }
+  // Lifetimes: after reconcile, so a deadline that passed while no daemon ran is handled now.
+  services.vms.startReaper();
+  // Console logs stay under their cap while the daemon runs; the first sweep catches up on
+  // what adopted VMs wrote while it was away.
+  const consoles = new ConsoleRotator({ vmsDir: lay.vms, maxBytes: config.vm.consoleLogMaxBytes, log });
+  consoles.start();
   const server = new RpcServer({ socketPath: lay.socket, methods, log, gid });
   await server.listen();
   await writeFile(lay.pidFile, `${process.pid}\n`);
@@ -93,6 +102,8 @@ async function serve(config: Config, lay: Layout, gid: number | undefined, lock:
   async function stop(): Promise<void> {
     stopping ??= (async () => {
       log.info('bangerd stopping');
+      await services.vms.stopReaper();
+      consoles.stop();
       await server.close();
       await rm(lay.pidFile, { force: true });
       db.close();

@@ -8,6 +8,7 @@ import { NetworkService } from '../network/service.js';
 import { VmService } from '../vms/service.js';
 import { vmMethods } from './handlers/vms.js';
 import { VmTableUsage } from '../vms/usage.js';
+import { setAgentLog } from '../vms/agent.js';
 
 /** One service per domain, each a plain class with injected boundaries. */
 export interface Services {
@@ -24,6 +25,7 @@ export function createServices(ctx: Context): Services {
   const images = new ImageService(ctx, { kernels, vmUsage });
   const network = new NetworkService(ctx);
   const vms = new VmService(ctx, { kernels, images, network });
+  setAgentLog(ctx.log.child({ component: 'agent' }));
   return { kernels, images, network, vms };
 }
 

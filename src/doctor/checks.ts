@@ -2,6 +2,7 @@ import { kvmUsable, realHost, type HostProbe, type NodeRuntime } from '../core/h
 import { errorMessage } from '../core/errors.js';
 import { firecrackerVersion, MIN_FIRECRACKER, versionSupported } from '../core/firecracker-version.js';
 
+import { cgroup2Mount, missingControllers, NEEDED_CONTROLLERS } from '../core/cgroup.js';
 /** The probe and KVM test live in core (vms uses them too); re-exported for the doctor's callers. */
 export { kvmUsable, realHost, type HostProbe, type NodeRuntime };
 
@@ -139,6 +140,19 @@ export const checks: Check[] = [
       return v === '1'
         ? { name: 'ip_forward', status: 'pass', detail: 'net.ipv4.ip_forward=1' }
         : { name: 'ip_forward', status: 'warn', detail: `net.ipv4.ip_forward=${v ?? 'unknown'}`, hint: 'bangerd turns it on when a VM is created with --nat' };
+    },
+  },
+  {
+    name: 'cgroup-v2',
+    description: 'cgroup v2 controllers for per-VM resource limits (memory, pids, cpu)',
+    async run(h) {
+      const mount = cgroup2Mount((await h.readFile('/proc/self/mounts')) ?? '');
+      const hint = 'per-VM resource limits need the unified cgroup v2 hierarchy with the memory, pids and cpu controllers (systemd.unified_cgroup_hierarchy=1 on the kernel command line); VMs run without limits';
+      if (!mount) return { name: 'cgroup-v2', status: 'warn', detail: 'no cgroup2 file system mounted', hint };
+      const missing = missingControllers((await h.readFile(`${mount}/cgroup.controllers`)) ?? '');
+      return missing.length
+        ? { name: 'cgroup-v2', status: 'warn', detail: `${mount}: controller${missing.length > 1 ? 's' : ''} ${missing.join(', ')} not available (bound to a cgroup v1 hierarchy?)`, hint }
+        : { name: 'cgroup-v2', status: 'pass', detail: `${mount}: ${NEEDED_CONTROLLERS.join(', ')}` };
     },
   },
 ];

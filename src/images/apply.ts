@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { BangerError, ErrorCode } from '../core/errors.js';
 import type { Exec } from '../core/exec.js';
 import { toolEnv } from '../core/exec.js';
-import type { EntrySink, TarEntry } from './tar.js';
+import type { EntrySink, TarEntry } from '../core/tar-reader.js';
 import { restoreXattrs } from './xattrs.js';
 
 /**

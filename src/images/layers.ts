@@ -12,7 +12,7 @@ import type { RegistryClient } from './registry/client.js';
 import { verifyBlob } from '../core/content-store.js';
 import { layerCompression, type Compression, type Descriptor } from './registry/manifest.js';
 import type { BlobStore } from './store.js';
-import { TarReader } from './tar.js';
+import { TarReader } from '../core/tar-reader.js';
 
 const BUFFER = 8 * 1024 * 1024;
 

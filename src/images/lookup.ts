@@ -1,4 +1,4 @@
-import type { ImageRecord } from './records.js';
+import type { ImageRecord } from './record.js';
 
 /**
  * How vms reads images: through the images service, never the `images` table.

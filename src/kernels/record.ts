@@ -3,46 +3,9 @@ import { existsSync, statSync } from 'node:fs';
 import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DB } from '../core/db.js';
+import type { KernelManifest, KernelRecord } from '../core/shapes/kernel.js';
 
-/**
- * A pulled or imported kernel as the rest of banger sees it. Paths are absolute.
- * At least one of `vmlinux` (ELF, what Firecracker and QEMU microvm boot directly) and
- * `vmlinuz` (bzImage) exists; `vmlinuxSha256` is the sha256 of `vmlinux`, or of `vmlinuz`
- * when the kernel has no ELF image (an imported bzImage).
- */
-export interface KernelRecord {
-  name: string;
-  distro: string;
-  arch: string;
-  kernelVersion: string;
-  /** "pull:<url>", "debian:<package>@<mirror>" or "import:<path>". */
-  source: string;
-  vmlinuxSha256: string;
-  /** The kernel directory: <root>/kernels/<name>. */
-  dir: string;
-  vmlinux?: string;
-  vmlinuz?: string;
-  initrd?: string;
-  modulesDir?: string;
-  /** Every module as a read-only ext4 the guest mounts on /lib/modules/RELEASE (Debian kernels). */
-  modulesImage?: string;
-  /** Bytes on disk (all files in `dir`). */
-  sizeBytes: number;
-  createdAt: string;
-}
-
-/** `manifest.json` in every kernel directory. */
-export interface KernelManifest {
-  name: string;
-  distro: string;
-  arch: string;
-  kernelVersion: string;
-  vmlinuxSha256: string;
-  source: string;
-  importedAt: string;
-  /** Which of the well-known files exist. */
-  files: { vmlinux: boolean; vmlinuz: boolean; initrd: boolean; modules: boolean };
-}
+export type { KernelManifest, KernelRecord } from '../core/shapes/kernel.js';
 
 interface KernelRow {
   name: string;

@@ -19,25 +19,10 @@ import { KeyedLock } from '../core/lock.js';
 import { noVms, type VmUsage } from '../core/usage.js';
 import type { KernelLookup } from './lookup.js';
 import { resolveDebianMirror } from './mirror.js';
-import { deleteRow, getRow, listRows, type KernelManifest, type KernelRecord } from './record.js';
+import { deleteRow, getRow, listRows, type KernelRecord } from './record.js';
+import type { CatalogView, KernelDetail, KernelManifest, KernelPullResult } from '../core/shapes/kernel.js';
 
 export type { KernelRecord, KernelManifest } from './record.js';
-
-/** One row of `kernel list --available`. */
-export interface CatalogView {
-  name: string;
-  kind: 'bundle' | 'debian';
-  distro: string;
-  arch: string;
-  kernelVersion?: string;
-  sizeBytes?: number;
-  state: 'pulled' | 'available';
-  description: string;
-  /** "embedded" or the catalog URL the entry came from. */
-  catalog: string;
-  /** Bundles: the tarball URL. Debian: the meta package. */
-  source: string;
-}
 
 export interface PullOptions {
   force?: boolean;
@@ -47,15 +32,9 @@ export interface PullOptions {
   progress?: (ev: ProgressEvent) => void;
 }
 
-export interface PullResult {
-  kernel: KernelRecord;
-  /** How the bundle was obtained: fetched now, taken from the content store, or built from Debian's archive. */
-  download: 'downloaded' | 'cached' | 'debian';
-  /** True when an earlier kernel of this name was replaced (--force). */
-  replaced: boolean;
-  /** True when this call waited for a concurrent pull of the same kernel and reuses its result. */
-  joined: boolean;
-}
+/** What `kernel pull` returns (core/shapes/kernel.ts). */
+export type PullResult = KernelPullResult;
+export type { CatalogView } from '../core/shapes/kernel.js';
 
 export type { ImportOptions } from './import.js';
 
@@ -133,7 +112,7 @@ export class KernelService implements KernelLookup {
   }
 
   /** One kernel with its manifest. */
-  async show(name: string): Promise<KernelRecord & { manifest?: KernelManifest }> {
+  async show(name: string): Promise<KernelDetail> {
     const r = this.get(name);
     const manifest = await readFile(join(r.dir, 'manifest.json'), 'utf8')
       .then((t) => JSON.parse(t) as KernelManifest)

@@ -13,19 +13,39 @@ import { BangerError, ErrorCode } from '../core/errors.js';
  *   connection only. A client that goes away destroys both sockets; a target that goes away
  *   (even by reset) has what it sent delivered to the client first, then the client gets a
  *   FIN (destroyed after 5 s if it does not close). Half-close is passed through
- *   (allowHalfOpen). A socket idle for `idleTimeoutMs` (0: never) ends the connection.
+ *   (allowHalfOpen). A socket idle for `idleTimeoutMs` (0: never) ends the connection: both
+ *   sockets are destroyed (the client and the target each see the connection closed).
+ * - At most `maxConnections` clients at once (undefined: no cap): the kernel completes the
+ *   handshake, then a client past the cap is closed at once, before any target connection is
+ *   made (Node's `server.maxConnections`), so one port holds at most 2 x cap descriptors.
+ *   Refusals are reported per burst, not per connection: `onCap('start')` at the first
+ *   refusal, `onCap('end', n)` once no refusal came for `capQuietMs` (default 10 s).
  * - `close` stops listening and destroys every live connection. Idempotent.
  */
 export class TcpForwarder {
   private server?: Server;
-  private readonly live = new Set<Socket>();
+  private readonly sockets = new Set<Socket>();
+  private readonly clients = new Set<Socket>();
   /** Connections accepted so far (tests and `vm show` diagnostics). */
   accepted = 0;
+  /** Connections refused at the cap so far. */
+  refused = 0;
+  /** Refusals in the current burst (0: no burst). */
+  private burst = 0;
+  private burstTimer?: NodeJS.Timeout;
 
   constructor(
     /** Where a new connection goes, asked per connection; undefined closes the client. */
     readonly target: () => { host: string; port: number } | undefined,
-    readonly opts: { connectTimeoutMs?: number; idleTimeoutMs?: number; onError?: (e: Error) => void } = {},
+    readonly opts: {
+      connectTimeoutMs?: number;
+      idleTimeoutMs?: number;
+      maxConnections?: number;
+      /** A burst of refusals at the cap began ('start'), or ended with `refused` refusals ('end'). */
+      onCap?: (event: 'start' | 'end', refused: number) => void;
+      capQuietMs?: number;
+      onError?: (e: Error) => void;
+    } = {},
   ) {}
 
   async listen(host: string, port: number): Promise<void> {
@@ -43,6 +63,10 @@ export class TcpForwarder {
       throw new BangerError(ErrorCode.Network, `cannot listen on ${addr}: ${e.code ?? e.message}`, { hint: e.code === 'EADDRNOTAVAIL' ? 'HOSTIP must be an address of this host (default 127.0.0.1)' : undefined, details: { field: '-p', address: addr }, cause: e });
     });
     server.on('error', (e) => this.opts.onError?.(e));
+    if (this.opts.maxConnections !== undefined) {
+      server.maxConnections = this.opts.maxConnections;
+      server.on('drop', () => this.dropped());
+    }
     this.server = server;
   }
 
@@ -50,6 +74,27 @@ export class TcpForwarder {
   get port(): number {
     const a = this.server?.address();
     return a && typeof a === 'object' ? a.port : 0;
+  }
+
+  /** Clients connected right now (those past the cap were never counted). */
+  get live(): number {
+    return this.clients.size;
+  }
+
+  /** A client refused at the cap (Node closed it at once): count it, report the burst once. */
+  private dropped(): void {
+    this.refused++;
+    if (this.burst++ === 0) this.opts.onCap?.('start', 0);
+    clearTimeout(this.burstTimer);
+    this.burstTimer = setTimeout(() => this.endBurst(), this.opts.capQuietMs ?? 10_000);
+    this.burstTimer.unref();
+  }
+
+  private endBurst(): void {
+    clearTimeout(this.burstTimer);
+    const n = this.burst;
+    this.burst = 0;
+    if (n) this.opts.onCap?.('end', n);
   }
 
   private accept(client: Socket): void {
@@ -60,8 +105,9 @@ export class TcpForwarder {
       return;
     }
     const upstream = connect({ host: to.host, port: to.port, allowHalfOpen: true });
-    this.live.add(client);
-    this.live.add(upstream);
+    this.sockets.add(client);
+    this.sockets.add(upstream);
+    this.clients.add(client);
     let done = false;
     let connected = false;
     const end = () => {
@@ -71,8 +117,9 @@ export class TcpForwarder {
       clearTimeout(graceTimer);
       client.destroy();
       upstream.destroy();
-      this.live.delete(client);
-      this.live.delete(upstream);
+      this.sockets.delete(client);
+      this.sockets.delete(upstream);
+      this.clients.delete(client);
     };
     const connectTimer = setTimeout(end, this.opts.connectTimeoutMs ?? 10_000);
     connectTimer.unref();
@@ -105,8 +152,10 @@ export class TcpForwarder {
   async close(): Promise<void> {
     const s = this.server;
     this.server = undefined;
-    for (const c of this.live) c.destroy();
-    this.live.clear();
+    for (const c of this.sockets) c.destroy();
+    this.sockets.clear();
+    this.clients.clear();
+    this.endBurst();
     if (s) await new Promise<void>((r) => s.close(() => r()));
   }
 }

@@ -157,6 +157,19 @@ export class Nat {
     return [...new Set(ids)];
   }
 
+  /**
+   * Delete the shared `ip banger` table once it holds no rule of any instance (teardown, package
+   * removal). Returns true when it was deleted; absent or still used by another instance: false.
+   */
+  async removeTableIfUnused(): Promise<boolean> {
+    if (!(await which('nft'))) return false;
+    const r = await this.nft(['-j', 'list', 'table', 'ip', NFT_TABLE], true);
+    if (r.exitCode !== 0) return false;
+    if ((await this.nftRules()).length) return false;
+    await this.nft(['delete', 'table', 'ip', NFT_TABLE], true);
+    return true;
+  }
+
   private nft(args: string[], allowFailure = false) {
     return this.exec(['nft', ...args], { env: toolEnv(), allowFailure });
   }

@@ -161,6 +161,25 @@ export class NetworkService {
     return links.filter((l) => l.kind === 'tun' && ours(l) && !ownedTaps.has(l.ifname)).map((l) => l.ifname);
   }
 
+  /**
+   * Remove everything of this instance's network that no VM may use any more: its taps, its NAT
+   * rules, the shared nft table when no instance has a rule left, and its bridge (only when the
+   * bridge carries this instance's mark). For `daemon.teardown`, after every VM has stopped.
+   * Idempotent: what is already gone is skipped.
+   */
+  async teardown(): Promise<{ taps: string[]; natVms: string[]; natTable: boolean; bridge: boolean }> {
+    const taps = await this.orphanTaps(new Set());
+    for (const t of taps) await this.removeTap(t);
+    const natVms = await this.orphanNat(new Set());
+    for (const id of natVms) await this.disableNat(id);
+    const natTable = await this.nat.removeTableIfUnused().catch(() => false);
+    const br = await this.links.get(this.bridge);
+    const bridge = !!br && aliasOwner(br.alias)?.instance === this.instance;
+    if (bridge) await this.links.remove(this.bridge);
+    this.bridgeChecked = false;
+    return { taps, natVms, natTable, bridge };
+  }
+
   /** VM ids whose NAT rules carry this instance's mark but are not in `knownIds`. */
   async orphanNat(knownIds: Set<string>): Promise<string[]> {
     try {

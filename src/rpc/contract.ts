@@ -1,16 +1,18 @@
 import { z } from 'zod';
 import { PackageUrl } from '../core/package-url.js';
+import { PortIdleTimeoutSeconds, PortMaxConnections } from '../core/limits.js';
 import { VMM_CHOICES } from '../core/vmm.js';
-import { Name, Size } from './schemas.js';
-import type { Image, ImageDetail, Kernel, KernelCatalog, KernelDetail, KernelPullResult, KernelRemoved, PruneResult, Removed, DaemonStatus, Vm, VmDetail, VmLogs, VmPorts, SshConfigFile, SshInfo, LoginResult, LogoutResult } from './types.js';
+import { Duration, Name, OnExpire, Size } from './schemas.js';
+import type { Image, ImageDetail, Kernel, KernelCatalog, KernelDetail, KernelPullResult, KernelRemoved, PruneResult, Removed, DaemonStatus, TeardownResult, Vm, VmDetail, VmLogs, VmPorts, SshConfigFile, SshInfo, LoginResult, LogoutResult } from './types.js';
 
 /**
  * The banger RPC contract: every JSON-RPC method the daemon serves, with the schema its params
  * are validated against (by the server, before any handler runs) and the type of its result.
- * The daemon's handlers are typed against it (`Handlers`), and so is every client
- * (`rpc/typed-client.ts`; the CLI), so neither side can drift without a compile error. This
- * module and `rpc/types.ts`, `rpc/schemas.ts` are what a TypeScript SDK exports: they import
- * nothing from the daemon or a domain.
+ * The daemon's handlers are typed against it (`HandlersFor`, `rpc/bind.ts`), and so is every
+ * client (`RpcClient.request`, `rpc/client.ts`; the CLI), so neither side can drift without a
+ * compile error. This module and `rpc/types.ts`, `rpc/schemas.ts` are what a TypeScript SDK
+ * exports: they import nothing from the daemon or a domain (the shapes they send are in
+ * `core/shapes/`, below both).
  *
  * Conventions: one verb per action (`rm` removes, old names are `legacyAliases`); lists return
  * arrays; removals return `{ removed: string[] }` (the names removed); sizes are accepted as a
@@ -77,6 +79,11 @@ export const methods = {
   'daemon.status': def(None).returns<DaemonStatus>(),
   /** Stop the daemon shortly after replying (VMs keep running). */
   'daemon.shutdown': def(None).returns<{ stopping: true }>(),
+  /**
+   * Stop every running VM and remove this instance's taps, NAT rules, nft table (when unused)
+   * and bridge; records and disks stay. The .deb's prerm runs it (`banger system teardown`).
+   */
+  'daemon.teardown': def(None, { progress: true }).returns<TeardownResult>(),
 
   // kernels
   /** Pulled and imported kernels. */
@@ -144,12 +151,20 @@ export const methods = {
         packageProxy: PackageUrl.optional(),
         /** `-p [HOSTIP:]HOSTPORT:GUESTPORT[/tcp]` specs (parsed and checked by the daemon). */
         ports: z.array(z.string().min(1).max(64)).max(64).optional(),
+        /** Clients each published port accepts at once (default: config ports.maxConnections). */
+        portMaxConnections: PortMaxConnections.optional(),
+        /** Seconds a published port's connection may stay idle before both sides are closed; 0: never (default: config ports.idleTimeoutSeconds). */
+        portIdleTimeoutSeconds: PortIdleTimeoutSeconds.optional(),
         /** `--mount HOSTDIR:GUESTDIR[:ro]` specs, HOSTDIR absolute (QEMU only). */
         mounts: z.array(z.string().min(1).max(4096)).max(16).optional(),
         /** `--init-script`: the file's bytes, base64, at most 1 MiB decoded. */
         initScript: z.string().max(Math.ceil((1024 * 1024) / 3) * 4).base64().optional(),
         /** Keep the VM when the create fails (no unwind). */
         keepOnFailure: z.boolean().optional(),
+        /** Lifetime (`--ttl`): seconds or "10m"; the deadline is stored and survives daemon restarts. */
+        ttl: Duration.optional(),
+        /** What the deadline does (`--on-expire`; default: config vm.onExpire, stop). Needs a ttl. */
+        onExpire: OnExpire.optional(),
       })
       .strict(),
     { progress: true },
@@ -163,6 +178,8 @@ export const methods = {
   /** Remove every stopped VM. */
   'vm.prune': def(None, { progress: true }).returns<Removed>(),
   'vm.list': def(None).returns<Vm[]>(),
+  /** Push a VM's deadline out by `by` (from the current deadline, or now when it has none or it passed). */
+  'vm.extend': def(z.object({ name: Name, by: Duration, onExpire: OnExpire.optional() }).strict()).returns<Vm>(),
   'vm.show': def(z.object({ name: Name }).strict()).returns<VmDetail>(),
   /** Console output from byte `offset` on. */
   'vm.logs': def(z.object({ name: Name, offset: z.number().int().min(0).optional() }).strict()).returns<VmLogs>(),

@@ -1,6 +1,12 @@
 import type { Duplex } from 'node:stream';
-import { BangerError, ErrorCode } from '../core/errors.js';
-import { F, FrameDecoder, FrameError, WINDOW, chunks, encodeFrame, u32, type ExitInfo, type Frame } from '../core/agent-proto.js';
+import { BangerError, ErrorCode, errorMessage } from '../core/errors.js';
+import { F, FrameDecoder, FrameError, WINDOW, chunks, encodeFrame, guestText, u32, type ExitInfo, type Frame } from '../core/agent-proto.js';
+import { nullLogger, type Logger } from '../core/log.js';
+
+/** Bytes the daemon may have queued for an agent beyond its sessions' stdin windows. */
+export const MAX_QUEUED_TO_AGENT = 1 << 20;
+/** How long a session start (`exec`, `tar-*`) may wait for the agent's REPLY. */
+export const START_TIMEOUT_MS = 120_000;
 
 /** What a session reports. Output must be acknowledged with `AgentSession.consumed(n)`. */
 export interface SessionHandlers {
@@ -19,6 +25,8 @@ export interface SessionHandlers {
  */
 export class AgentSession {
   private credit = WINDOW;
+  /** Output bytes the agent may still send: WINDOW plus what the owner acknowledged. */
+  private outAllowed = WINDOW;
   private waiters: Array<() => void> = [];
   ended = false;
   constructor(private readonly conn: AgentConnection, readonly id: number, readonly handlers: SessionHandlers) {}
@@ -55,7 +63,17 @@ export class AgentSession {
   }
   /** The owner has taken `n` bytes of output: the agent may send that much more. */
   consumed(n: number): void {
-    if (!this.ended && n > 0) this.conn.send(F.Credit, this.id, u32(n));
+    if (this.ended || n <= 0) return;
+    this.outAllowed += n;
+    this.conn.send(F.Credit, this.id, u32(n));
+  }
+  /**
+   * @internal Counts `n` bytes of output against the window; false when the agent sent more
+   * than it was granted (the connection is then dropped: a guest must not grow the daemon).
+   */
+  charge(n: number): boolean {
+    this.outAllowed -= n;
+    return this.outAllowed >= 0;
   }
   /** Abandon the session: the agent kills the process group. Idempotent. */
   close(): void {
@@ -83,6 +101,12 @@ type Pending = { resolve: (v: Record<string, unknown>) => void; reject: (e: Bang
 /**
  * One protocol v2 connection to a guest agent (the daemon holds one per VM: virtio-serial has
  * a single host client). Requests and sessions are multiplexed over it by stream id.
+ *
+ * The agent is the guest's: everything it sends is bounded. A frame out of range or malformed,
+ * output past a session's credit, an ERROR frame, or an agent that stops reading what the
+ * daemon sends closes this connection (logged with the reason), fails its requests and
+ * sessions, and nothing else: the VM keeps running and the pool opens a new connection on the
+ * next request.
  */
 export class AgentConnection {
   private readonly decoder = new FrameDecoder();
@@ -92,24 +116,27 @@ export class AgentConnection {
   private helloWaiter?: Pending;
   info: Record<string, unknown> = {};
   closed = false;
+  /** Why the connection closed (set once, by the first failure). */
+  closeReason?: string;
   private readonly closeListeners: Array<() => void> = [];
 
-  private constructor(private readonly sock: Duplex, readonly label: string) {
+  private constructor(private readonly sock: Duplex, readonly label: string, private readonly log: Logger) {
     sock.on('data', (d: Buffer) => {
+      if (this.closed) return;
       try {
         this.decoder.push(d, (f) => this.onFrame(f));
       } catch (e) {
-        this.fail(new BangerError(ErrorCode.Agent, `${label}: ${e instanceof FrameError ? e.message : String(e)}`));
+        this.violation(e instanceof FrameError || e instanceof BangerError ? e.message : `frame handling failed: ${errorMessage(e)}`);
       }
     });
-    sock.on('error', (e) => this.fail(new BangerError(ErrorCode.Agent, `${label}: agent channel failed: ${e.message}`)));
-    sock.on('close', () => this.fail(new BangerError(ErrorCode.Agent, `${label}: agent channel closed`)));
+    sock.on('error', (e) => this.fail(new BangerError(ErrorCode.Agent, `${label}: agent channel failed: ${e.message}`), 'info'));
+    sock.on('close', () => this.fail(new BangerError(ErrorCode.Agent, `${label}: agent channel closed`), 'info'));
   }
 
   /** Says hello on `sock`; rejects (and destroys the socket) when no v2 agent answers in time. */
-  static async open(sock: Duplex, label: string, timeoutMs: number): Promise<AgentConnection> {
-    const c = new AgentConnection(sock, label);
-    const timer = setTimeout(() => c.fail(new BangerError(ErrorCode.Timeout, `${label}: the guest agent did not answer within ${timeoutMs} ms`)), timeoutMs);
+  static async open(sock: Duplex, label: string, timeoutMs: number, log: Logger = nullLogger): Promise<AgentConnection> {
+    const c = new AgentConnection(sock, label, log);
+    const timer = setTimeout(() => c.fail(new BangerError(ErrorCode.Timeout, `${label}: the guest agent did not answer within ${timeoutMs} ms`), 'debug'), timeoutMs);
     try {
       c.info = await new Promise<Record<string, unknown>>((resolve, reject) => {
         c.helloWaiter = { resolve, reject };
@@ -121,6 +148,7 @@ export class AgentConnection {
     return c;
   }
 
+  /** `fn` runs once when the connection closes (at once if it is closed already). */
   onClose(fn: () => void): void {
     if (this.closed) fn();
     else this.closeListeners.push(fn);
@@ -142,31 +170,44 @@ export class AgentConnection {
     });
   }
 
-  /** Starts an exec / tar-out / tar-in session; rejects with E_AGENT when the agent refuses. */
-  async start(req: Record<string, unknown>, handlers: SessionHandlers): Promise<AgentSession> {
+  /**
+   * Starts an exec / tar-out / tar-in session; rejects with E_AGENT when the agent refuses,
+   * E_TIMEOUT when it does not answer within START_TIMEOUT_MS (the stream is then closed).
+   */
+  async start(req: Record<string, unknown>, handlers: SessionHandlers, timeoutMs = START_TIMEOUT_MS): Promise<AgentSession> {
     const id = this.allocId();
     let pend!: Pending;
+    let timer: NodeJS.Timeout | undefined;
     const reply = await new Promise<Record<string, unknown>>((resolve, reject) => {
       pend = { resolve, reject, handlers };
       this.pending.set(id, pend);
+      timer = setTimeout(() => {
+        // A late REPLY that started the process gets CLOSE (its process group is killed).
+        this.pending.set(id, { resolve: (v) => v.ok === true && this.send(F.Close, id), reject: () => {} });
+        reject(new BangerError(ErrorCode.Timeout, `${this.label}: the agent did not start '${String(req.op)}' within ${timeoutMs} ms`));
+      }, timeoutMs);
       this.send(F.Request, id, JSON.stringify(req));
-    });
+    }).finally(() => clearTimeout(timer));
     if (reply.ok !== true) {
       this.sessions.delete(id);
-      throw new BangerError(ErrorCode.Agent, `guest: ${String(reply.error ?? 'request refused')}`, { details: { exitCode: typeof reply.code === 'number' ? reply.code : undefined } });
+      throw new BangerError(ErrorCode.Agent, `guest: ${guestText(String(reply.error ?? 'request refused'))}`, { details: { exitCode: typeof reply.code === 'number' ? reply.code : undefined } });
     }
     // The session may have ended already (its exit frame can follow the reply at once).
     return pend.session!;
   }
 
   close(): void {
-    this.sock.destroy();
-    this.fail(new BangerError(ErrorCode.Agent, `${this.label}: agent connection closed`));
+    this.fail(new BangerError(ErrorCode.Agent, `${this.label}: agent connection closed`), 'debug');
   }
 
   /** @internal */
   send(type: number, stream: number, payload?: Buffer | string): void {
-    if (!this.closed) this.sock.write(encodeFrame(type, stream, payload));
+    if (this.closed) return;
+    this.sock.write(encodeFrame(type, stream, payload));
+    // What the agent has not read yet: its sessions' stdin windows (it grants credit only for
+    // what it took) plus requests and credit frames. More means it stopped reading.
+    const queued = (this.sock as Duplex & { writableLength?: number }).writableLength ?? 0;
+    if (queued > MAX_QUEUED_TO_AGENT + this.sessions.size * WINDOW) this.violation(`the agent has not read ${queued} bytes the daemon sent it`);
   }
   /** @internal */
   forget(id: number): void {
@@ -174,7 +215,7 @@ export class AgentConnection {
   }
 
   private allocId(): number {
-    if (this.closed) throw new BangerError(ErrorCode.Agent, `${this.label}: agent connection closed`);
+    if (this.closed) throw new BangerError(ErrorCode.Agent, `${this.label}: agent connection closed${this.closeReason ? ` (${this.closeReason})` : ''}`);
     const id = this.nextId;
     this.nextId = this.nextId >= 0x7fffffff ? 1 : this.nextId + 1;
     return id;
@@ -191,22 +232,19 @@ export class AgentConnection {
   }
 
   private onFrame(f: Frame): void {
+    if (this.closed) return;
     if (f.type === F.Hello) {
       const w = this.helloWaiter;
       this.helloWaiter = undefined;
       w?.resolve(this.json(f));
       return;
     }
-    if (f.type === F.Error) {
-      this.fail(new BangerError(ErrorCode.Agent, `${this.label}: the agent reported a protocol error: ${f.payload.toString('utf8')}`));
-      this.sock.destroy();
-      return;
-    }
+    if (f.type === F.Error) return this.violation(`the agent reported a protocol error: ${guestText(f.payload, 512)}`);
     if (f.type === F.Reply) {
       const p = this.pending.get(f.stream);
       if (!p) return;
+      const v = this.json(f); // invalid JSON fails the connection, and with it this request
       this.pending.delete(f.stream);
-      const v = this.json(f);
       if (p.handlers && v.ok === true) {
         p.session = new AgentSession(this, f.stream, p.handlers);
         this.sessions.set(f.stream, p.session);
@@ -216,9 +254,11 @@ export class AgentConnection {
     }
     const s = this.sessions.get(f.stream);
     if (!s) return; // a late frame of a session we closed
-    if (f.type === F.Stdout) s.handlers.onStdout(f.payload);
-    else if (f.type === F.Stderr) s.handlers.onStderr(f.payload);
-    else if (f.type === F.Credit && f.payload.length === 4) s.granted(f.payload.readUInt32BE(0));
+    if (f.type === F.Stdout || f.type === F.Stderr) {
+      if (!s.charge(f.payload.length)) return this.violation(`stream ${f.stream}: the agent sent output past the ${WINDOW}-byte credit window it was granted`);
+      if (f.type === F.Stdout) s.handlers.onStdout(f.payload);
+      else s.handlers.onStderr(f.payload);
+    } else if (f.type === F.Credit && f.payload.length === 4) s.granted(f.payload.readUInt32BE(0));
     else if (f.type === F.Exit) {
       const v = this.json(f);
       s.finish();
@@ -226,48 +266,44 @@ export class AgentConnection {
     } else throw new FrameError(`unexpected frame type ${f.type} from the agent`);
   }
 
-  private fail(err: BangerError): void {
+  /** The agent broke the protocol: drop the connection and log why (warn: a guest's doing). */
+  private violation(reason: string): void {
+    this.fail(new BangerError(ErrorCode.Agent, `${this.label}: ${reason}; the connection to the agent was closed`), 'warn', reason);
+  }
+
+  /**
+   * Closes the connection once: every pending request and every session is told, then every
+   * close listener runs, whatever any of them throws. Never throws.
+   */
+  private fail(err: BangerError, level: 'debug' | 'info' | 'warn', reason = err.message): void {
     if (this.closed) return;
     this.closed = true;
-    this.sock.destroy();
-    this.helloWaiter?.reject(err);
-    for (const p of this.pending.values()) p.reject(err);
+    this.closeReason = reason;
+    const guard = (what: string, fn: () => void) => {
+      try {
+        fn();
+      } catch (e) {
+        try {
+          this.log.error('agent connection: a close step failed', { agent: this.label, step: what, error: errorMessage(e) });
+        } catch {
+          /* logging must not stop the others */
+        }
+      }
+    };
+    guard('log', () => this.log[level]('agent connection closed', { agent: this.label, reason, sessions: this.sessions.size, pending: this.pending.size }));
+    guard('destroy', () => this.sock.destroy());
+    const hello = this.helloWaiter;
+    this.helloWaiter = undefined;
+    if (hello) guard('hello', () => hello.reject(err));
+    const pending = [...this.pending.values()];
     this.pending.clear();
-    for (const s of this.sessions.values()) {
-      s.finish();
-      s.handlers.onError(err);
-    }
+    for (const p of pending) guard('request', () => p.reject(err));
+    const sessions = [...this.sessions.values()];
     this.sessions.clear();
-    for (const fn of this.closeListeners.splice(0)) fn();
-  }
-}
-
-/**
- * The daemon's agent connections, one per channel key (the VM's agent socket path), opened on
- * first use and dropped when they close, so every request and session to one VM shares the
- * single host client of its channel.
- */
-export class AgentPool {
-  private readonly conns = new Map<string, Promise<AgentConnection>>();
-
-  get(key: string, connect: () => Promise<Duplex>, timeoutMs: number): Promise<AgentConnection> {
-    const have = this.conns.get(key);
-    if (have) return have;
-    const p = (async () => {
-      const sock = await connect();
-      return AgentConnection.open(sock, `agent ${key}`, timeoutMs);
-    })();
-    this.conns.set(key, p);
-    p.then(
-      (c) => c.onClose(() => this.conns.get(key) === p && this.conns.delete(key)),
-      () => this.conns.get(key) === p && this.conns.delete(key),
-    );
-    return p;
-  }
-
-  /** Closes every connection (daemon shutdown). */
-  closeAll(): void {
-    for (const p of this.conns.values()) p.then((c) => c.close(), () => {});
-    this.conns.clear();
+    for (const s of sessions) {
+      guard('session', () => s.finish());
+      guard('session', () => s.handlers.onError(err));
+    }
+    for (const fn of this.closeListeners.splice(0)) guard('listener', fn);
   }
 }

@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import { BangerError, ErrorCode } from '../core/errors.js';
-import { F, FrameDecoder, MAX_PAYLOAD, encodeFrame, type ExitInfo } from '../core/agent-proto.js';
+import { F, FrameDecoder, WINDOW, encodeFrame, errorFrame, type ExitInfo } from '../core/agent-proto.js';
 import type { AgentConnection, AgentSession, SessionHandlers } from './agent-session.js';
 
 /** The CLI side of an upgraded `vm.exec` / `vm.cpOut` / `vm.cpIn` connection uses stream 1. */
@@ -18,52 +18,73 @@ export async function startBridged(conn: AgentConnection, req: Record<string, un
   const early: Buffer[] = [];
   let session: AgentSession | undefined;
   let earlyBytes = 0;
+  let owed = 0;
+  let waiting = false;
+  let finished: Buffer | undefined;
+  const end = (frame: Buffer) => {
+    if (finished) return;
+    finished = frame;
+    if (sock) sock.end(frame);
+  };
+  // Every buffer here is capped by the agent's credit (the session drops a connection whose
+  // agent sends past it): before the CLI attaches nothing is acknowledged, so `early` holds at
+  // most WINDOW bytes; after, credit is returned only once the CLI socket drained, so its
+  // queue holds at most WINDOW bytes beyond its high-water mark. The checks below hold the
+  // caps even if that accounting were wrong: the session is closed instead of growing.
+  const overflow = (what: string) => {
+    session?.close();
+    end(errorFrame(CLI_STREAM, `bangerd: ${what}; the command was abandoned`));
+  };
   const out = (type: number, data: Buffer) => {
+    if (finished) return;
     const frame = encodeFrame(type, CLI_STREAM, data);
     if (!sock) {
+      if (earlyBytes + data.length > WINDOW) return overflow(`more than ${WINDOW} bytes of output arrived before the client attached`);
       early.push(frame);
       earlyBytes += data.length;
       return;
     }
     // Credit goes back to the agent only once the CLI socket took the bytes.
     if (!waiting && sock.write(frame)) return session?.consumed(data.length);
+    if (owed + data.length > WINDOW) return overflow(`more than ${WINDOW} bytes of output are waiting for a client that does not read`);
     if (waiting) sock.write(frame);
     owed += data.length;
-    if (!waiting) {
-      waiting = true;
-      sock.once('drain', () => {
-        waiting = false;
-        const n = owed;
-        owed = 0;
-        session?.consumed(n);
-      });
-    }
+    if (!waiting) awaitDrain(sock);
   };
-  let owed = 0;
-  let waiting = false;
-  let finished: Buffer | undefined;
-  const end = (frame: Buffer) => {
-    finished = frame;
-    if (sock) sock.end(frame);
+  const awaitDrain = (cli: Socket) => {
+    waiting = true;
+    cli.once('drain', () => {
+      waiting = false;
+      const n = owed;
+      owed = 0;
+      session?.consumed(n);
+    });
   };
   const handlers: SessionHandlers = {
     onStdout: (d) => out(F.Stdout, d),
     onStderr: (d) => out(F.Stderr, d),
     onExit: (e: ExitInfo) => end(encodeFrame(F.Exit, CLI_STREAM, JSON.stringify(e))),
-    onError: (e: BangerError) => end(encodeFrame(F.Error, CLI_STREAM, e.message.slice(0, MAX_PAYLOAD))),
+    onError: (e: BangerError) => end(errorFrame(CLI_STREAM, e.message)),
   };
   session = await conn.start(req, handlers);
   const s = session;
+  if (finished) s.close(); // over a cap before the session was ours (no-op once it ended)
   // The server may refuse the upgrade (see RpcServer): a session nobody attaches is killed.
   const orphan = setTimeout(() => s.close(), 10_000);
   orphan.unref();
   return (cli: Socket) => {
     clearTimeout(orphan);
     sock = cli;
-    for (const f of early) cli.write(f);
+    let took = true;
+    for (const f of early) took = cli.write(f) && took;
     early.length = 0;
-    s.consumed(earlyBytes);
+    if (took) s.consumed(earlyBytes);
+    else {
+      owed = earlyBytes;
+      awaitDrain(cli);
+    }
     if (finished) {
+      s.close(); // no-op once the session ended
       cli.end(finished);
       return;
     }
@@ -84,8 +105,7 @@ export async function startBridged(conn: AgentConnection, req: Record<string, un
         });
       } catch (e) {
         s.close();
-        cli.end(encodeFrame(F.Error, CLI_STREAM, `bangerd: ${(e as Error).message}`));
-        cli.destroySoon?.();
+        end(errorFrame(CLI_STREAM, `bangerd: ${(e as Error).message}`));
       }
     });
     cli.on('close', () => s.close()); // no-op once the session ended

@@ -4,7 +4,7 @@ import { runInitScript } from './init-script.js';
 import { runInitScriptOverAgent } from './init-script-agent.js';
 import { agentConnection } from './agent.js';
 import type { VmHandle, VmmDriver } from './drivers/types.js';
-import { verifyMountsCommand } from './mounts.js';
+import { verifyMountsCommand } from './host-folders.js';
 import type { MountSpec } from './publish-spec.js';
 import { sshOptions } from './ssh.js';
 import type { Stage } from './readiness.js';

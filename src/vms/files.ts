@@ -7,7 +7,9 @@ import { join } from 'node:path';
  *   root.ext4         firecracker: reflink or sparse copy of the base rootfs
  *   seed.ext4         per-VM seed disk (label BANGERSEED, guest /dev/vdb): keys, hostname, network
  *   work.ext4         optional work disk (guest /dev/vdc)
- *   console.log       serial console (ttyS0)
+ *   console.log       serial console (ttyS0), written by the VMM (O_APPEND); capped (console-log.ts)
+ *   console.log.1     the newest bytes console.log held when it was last rotated
+ *   console.log.start offset of console.log's first byte in the boot's console (absent: 0)
  *   qmp.sock          QEMU QMP control socket (Firecracker's files: drivers/firecracker/files.ts)
  *   agent.sock        guest agent channel (virtio-serial for qemu)
  *   vmm.pid           VMM process id
@@ -20,6 +22,9 @@ export interface VmFiles {
   seed: string;
   work: string;
   console: string;
+  /** console.log.1 and console.log.start (consoleFiles). */
+  consoleRotated: string;
+  consoleStart: string;
   qmp: string;
   api: string;
   agent: string;
@@ -28,14 +33,28 @@ export interface VmFiles {
   hostKeyPub: string;
 }
 
+/** A console log and the files of its rotation, named from the live file's path. */
+export interface ConsoleFiles {
+  live: string;
+  rotated: string;
+  start: string;
+}
+
+export function consoleFiles(live: string): ConsoleFiles {
+  return { live, rotated: `${live}.1`, start: `${live}.start` };
+}
+
 export function vmFiles(dir: string): VmFiles {
+  const con = consoleFiles(join(dir, 'console.log'));
   return {
     dir,
     rootQcow2: join(dir, 'root.qcow2'),
     rootRaw: join(dir, 'root.ext4'),
     seed: join(dir, 'seed.ext4'),
     work: join(dir, 'work.ext4'),
-    console: join(dir, 'console.log'),
+    console: con.live,
+    consoleRotated: con.rotated,
+    consoleStart: con.start,
     qmp: join(dir, 'qmp.sock'),
     api: join(dir, 'api.sock'),
     agent: join(dir, 'agent.sock'),

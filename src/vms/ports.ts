@@ -2,7 +2,10 @@ import { BangerError, ErrorCode, errorMessage } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { TcpForwarder } from '../network/forward.js';
 import { formatPort, portKey, type PortSpec } from './publish-spec.js';
-import type { VmRecord } from './store.js';
+import type { PortLimits, VmRecord } from './store.js';
+
+/** Used for a VM whose record has no limits (made before they existed) and when config has none. */
+export const DEFAULT_PORT_LIMITS: PortLimits = { maxConnections: 256, idleTimeoutSeconds: 600 };
 
 /**
  * Published ports (`vm create -p`): one TcpForwarder per port, run by the daemon in its own
@@ -15,11 +18,33 @@ import type { VmRecord } from './store.js';
  * rm and a dead VMM; `open` again when the daemon restarts and adopts a running VM (the
  * listeners die with the daemon). All-or-nothing: a port that cannot be bound closes the
  * ones this call opened and throws E_IN_USE naming it.
+ *
+ * Limits (`PortLimits`, stored in the VM's spec so start and adopt reopen with the same ones):
+ * each port accepts at most `maxConnections` clients at once (the next is closed at once; one
+ * warning per burst of refusals, one line with the count when it ends) and a connection idle
+ * for `idleTimeoutSeconds` (0: never) is closed on both sides. A VM made before limits existed
+ * gets `defaults` (config `ports`).
  */
 export class PortForwards {
   private readonly byVm = new Map<string, TcpForwarder[]>();
 
-  constructor(private readonly log: Logger) {}
+  constructor(
+    private readonly log: Logger,
+    private readonly defaults: PortLimits = DEFAULT_PORT_LIMITS,
+  ) {}
+
+  /**
+   * The limits a new VM stores: the create flags, else config `ports`. E_INVALID when a limit
+   * is given without any `-p` (it would limit nothing).
+   */
+  static limitsFor(p: { portMaxConnections?: number; portIdleTimeoutSeconds?: number }, ports: PortSpec[], config: PortLimits): PortLimits | undefined {
+    if (!ports.length) {
+      const flag = p.portMaxConnections !== undefined ? '--port-max-conns' : p.portIdleTimeoutSeconds !== undefined ? '--port-idle-timeout' : undefined;
+      if (flag) throw new BangerError(ErrorCode.Invalid, `${flag} limits published ports, and this VM publishes none`, { hint: 'add -p HOSTPORT:GUESTPORT, or drop the flag', details: { field: flag } });
+      return undefined;
+    }
+    return { maxConnections: p.portMaxConnections ?? config.maxConnections, idleTimeoutSeconds: p.portIdleTimeoutSeconds ?? config.idleTimeoutSeconds };
+  }
 
   /** Ports published by `vm`, or none. */
   static of(vm: Pick<VmRecord, 'spec'>): PortSpec[] {
@@ -44,12 +69,21 @@ export class PortForwards {
    * Listen on every port of `name`, forwarding to the guest address `guestIp()` gives when a
    * client connects (undefined: the client is closed). Idempotent for a VM already forwarded.
    */
-  async open(name: string, ports: PortSpec[], guestIp: () => string | undefined): Promise<void> {
+  async open(name: string, ports: PortSpec[], guestIp: () => string | undefined, limits: PortLimits = this.defaults): Promise<void> {
     if (!ports.length || this.byVm.has(name)) return;
     const opened: TcpForwarder[] = [];
     try {
       for (const p of ports) {
-        const f = new TcpForwarder(() => { const host = guestIp(); return host ? { host, port: p.guestPort } : undefined; }, { onError: (e) => this.log.warn('port forwarder error', { vm: name, port: formatPort(p), error: errorMessage(e) }) });
+        const port = formatPort(p);
+        const f = new TcpForwarder(() => { const host = guestIp(); return host ? { host, port: p.guestPort } : undefined; }, {
+          maxConnections: limits.maxConnections,
+          idleTimeoutMs: limits.idleTimeoutSeconds * 1000,
+          onCap: (ev, refused) => {
+            if (ev === 'start') this.log.warn('published port at its connection cap: refusing new connections', { vm: name, port, maxConnections: limits.maxConnections });
+            else this.log.warn('published port: connections refused at the cap', { vm: name, port, refused, maxConnections: limits.maxConnections });
+          },
+          onError: (e) => this.log.warn('port forwarder error', { vm: name, port, error: errorMessage(e) }),
+        });
         await f.listen(p.hostIp, p.hostPort);
         opened.push(f);
       }
@@ -58,7 +92,7 @@ export class PortForwards {
       throw e;
     }
     this.byVm.set(name, opened);
-    this.log.info('published ports', { vm: name, ports: ports.map(formatPort) });
+    this.log.info('published ports', { vm: name, ports: ports.map(formatPort), ...limits });
   }
 
   /** Stop forwarding `name`'s ports (live connections are closed). Idempotent. */
@@ -66,6 +100,11 @@ export class PortForwards {
     const fs = this.byVm.get(name);
     this.byVm.delete(name);
     if (fs) await Promise.all(fs.map((f) => f.close()));
+  }
+
+  /** The forwarders of `name` (tests, diagnostics). */
+  forwarders(name: string): readonly TcpForwarder[] {
+    return this.byVm.get(name) ?? [];
   }
 
   /** Is `name` forwarded right now (for `vm show`). */

@@ -1,25 +1,10 @@
 import { isIP } from 'node:net';
 import { isAbsolute, normalize } from 'node:path';
 import { BangerError, ErrorCode } from '../core/errors.js';
+import type { MountSpec, PortSpec } from '../core/shapes/vm.js';
 
-/** A published port (`vm create -p`): the guest's GUESTPORT reachable at HOSTIP:HOSTPORT. */
-export interface PortSpec {
-  hostIp: string;
-  hostPort: number;
-  guestPort: number;
-  proto: 'tcp';
-}
-
-/** A host folder shared with the guest (`vm create --mount`, QEMU virtio-9p). */
-export interface MountSpec {
-  hostDir: string;
-  guestDir: string;
-  readOnly: boolean;
-  /** Mount tag (`banger0`, `banger1`, … in --mount order). */
-  tag: string;
-  /** Device: virtiofs when a virtiofsd is installed (chosen at create), else virtio-9p. */
-  kind?: '9p' | 'virtiofs';
-}
+/** A published port (`vm create -p`: the guest's GUESTPORT reachable at HOSTIP:HOSTPORT) and a shared host folder (`--mount`). */
+export type { MountSpec, PortSpec } from '../core/shapes/vm.js';
 
 function invalid(field: string, spec: string, why: string, hint: string): BangerError {
   return new BangerError(ErrorCode.Invalid, `${field} '${spec}': ${why}`, { hint, details: { field, value: spec } });
@@ -91,7 +76,7 @@ const BAD_PATH = /[:,\s\\\0'"`$]/;
 
 /**
  * Parse `HOSTDIR:GUESTDIR[:ro|:rw]` (both absolute; no ':' ',' whitespace or backslash in
- * either; no '..' segment). Pure: whether HOSTDIR exists is checked by mounts.ts.
+ * either; no '..' segment). Pure: whether HOSTDIR exists is checked by host-folders.ts.
  */
 export function parseMountSpec(spec: string, index: number, field = '--mount'): MountSpec {
   const parts = spec.split(':');

@@ -2,7 +2,7 @@ import { BangerError, ErrorCode, errorMessage } from '../core/errors.js';
 import type { Exec } from '../core/exec.js';
 import { stepOf } from '../core/steps.js';
 import { agentRequest } from './agent.js';
-import { INIT_MARKER, firstBootState, readFrom, tail, waitForConsole } from './console.js';
+import { ConsoleScanner, tail, waitForConsole } from './console.js';
 import type { VmHandle, VmmDriver } from './drivers/types.js';
 import { waitForSsh, type SshPaths } from './ssh.js';
 
@@ -13,6 +13,9 @@ export type Stage = (stage: string, message?: string, done?: boolean) => void;
  * serial console), `ssh` (a real `ssh root@IP true` with the pinned host key succeeds) and
  * `agent` (health over the agent channel; an image without the agent is skipped, never
  * failed). Fails fast when the VMM dies; an SSH failure carries the console tail in details.
+ * The console is scanned incrementally from where the last look stopped (ConsoleScanner:
+ * across rotations, lines cut at MAX_LINE), so a first-boot error is found however much the
+ * guest printed before it.
  */
 export async function waitReady(o: {
   exec: Exec;
@@ -29,19 +32,23 @@ export async function waitReady(o: {
 }): Promise<void> {
   const alive = async () => (await o.driver.status(o.vm, o.pid)).running;
   const consoleLog = o.driver.consolePath(o.vm);
+  const scanner = new ConsoleScanner(consoleLog);
   let sshDone = false;
   o.stage('boot', 'kernel booting');
-  const boot = waitForConsole(consoleLog, INIT_MARKER, async () => sshDone || !!o.signal?.aborted || !(await alive())).then((seen) => {
+  const boot = waitForConsole(scanner, (w) => w.init, async () => sshDone || !!o.signal?.aborted || !(await alive())).then((seen) => {
     if (seen) o.stage('boot', 'userspace started', true);
   });
   o.stage('ssh', `waiting for root@${o.ip}`);
   try {
     let announced = 0;
+    let hintWait = 0;
     let lastLine = '';
     let lastShown = 0;
     const watch = async (): Promise<number | undefined> => {
-      const text = (await readFrom(consoleLog, 0, 4 << 20)).data;
-      const fb = firstBootState(text);
+      const w = await scanner.poll();
+      const fb = w.firstBoot();
+      // The hint comes on the line after the error: give it one more round to arrive.
+      if (fb.error && w.awaitingHint && !hintWait++) return undefined;
       if (fb.error) {
         // The console's own line and hint, so the user sees what the guest said.
         throw new BangerError(ErrorCode.Vmm, `step first-boot: the guest's first boot failed: banger-first-boot: error: ${fb.error}`, {
@@ -55,7 +62,7 @@ export async function waitReady(o: {
         o.stage('first-boot', `installing systemd and an SSH server with the guest's package manager (first boot only; can take minutes, up to ${Math.round(o.firstBootTimeoutMs / 60000)} min)`);
       }
       // What the install is doing, from the console: at most one line every 3 s.
-      const line = installProgress(text);
+      const line = w.progress;
       if (line && line !== lastLine && Date.now() - lastShown >= 3000) {
         lastLine = line;
         lastShown = Date.now();
@@ -80,17 +87,5 @@ export async function waitReady(o: {
   o.stage('agent', health ? `healthy${typeof health.version === 'string' ? ` (${health.version})` : ''}` : 'no agent answered (skipped)', true);
 }
 
-/**
- * The latest progress line of a first-boot install on the console: the first-boot script's own
- * lines and the package manager's per-package ones (apt "Get:"/"Unpacking"/"Setting up", apk,
- * dnf and pacman "Installing"), trimmed to 100 characters; undefined when there is none.
- */
-export function installProgress(consoleText: string): string | undefined {
-  const tailText = consoleText.slice(-65536).replace(/\r/g, '\n');
-  const lines = tailText.split('\n');
-  for (let i = lines.length - 1; i >= 0; i--) {
-    const l = lines[i]!.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '').trim();
-    if (/^(banger-first-boot: (step |running: |package )|Get:\d+ |Unpacking |Setting up |\(\d+\/\d+\) Installing |Installing |Fetched )/.test(l)) return l.length > 100 ? l.slice(0, 97) + '...' : l;
-  }
-  return undefined;
-}
+/** The latest install progress line of a console text (console.ts BootWatch). */
+export { installProgress } from './console.js';

@@ -21,7 +21,7 @@ import type { VmNetwork } from '../network/service.js';
  *                                 the first boot's install uses it instead of the guest's sources
  *   package-proxy                 one line, an http(s) proxy URL (vm create --package-proxy)
  *   mounts                        `TAG GUESTDIR ro|rw` lines (vm create --mount, QEMU virtio-9p): the
- *                                 first-boot script mounts each on every boot (mounts.ts)
+ *                                 first-boot script mounts each on every boot (host-folders.ts)
  * Both package files are absent when not asked for; their values are validated URLs (package-source.ts).
  */
 export const SEED_LABEL = 'BANGERSEED';
@@ -39,7 +39,7 @@ export interface SeedInput {
   packageMirror?: string;
   /** HTTP proxy for the first boot's install (validated by PackageUrl). */
   packageProxy?: string;
-  /** The seed file `mounts` (mounts.ts seedMountsFile): `TAG GUESTDIR ro|rw` lines. */
+  /** The seed file `mounts` (host-folders.ts seedMountsFile): `TAG GUESTDIR ro|rw` lines. */
   mounts?: string;
 }
 

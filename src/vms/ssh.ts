@@ -219,8 +219,13 @@ export async function waitForSsh(
   throw new BangerError(ErrorCode.Timeout, `step ssh: no SSH answer from ${ip} within ${Math.round(timeoutMs / 1000)} s${last ? ` (last error: ${last})` : ''}`, { hint: "see the console with 'banger vm logs NAME'; raise config 'vm.sshTimeoutSeconds' on slow hosts" });
 }
 
-/** True when ip:port accepts a TCP connection and sends an SSH banner within `timeoutMs`. */
-export function sshBanner(ip: string, port: number, timeoutMs: number): Promise<boolean> {
+/**
+ * True when ip:port accepts a TCP connection within `timeoutMs` and then sends an SSH banner
+ * within `bannerMs`. The banner wait is long on purpose: a loaded TCG guest's sshd can take
+ * seconds to greet (fork, re-exec, key loading), and a probe that hangs up and reconnects every
+ * second piles up pre-auth sshd children until MaxStartups makes sshd drop every connection.
+ */
+export function sshBanner(ip: string, port: number, timeoutMs: number, bannerMs = 20_000): Promise<boolean> {
   return new Promise((resolve) => {
     const sock = connect({ host: ip, port });
     let buf = '';
@@ -229,7 +234,11 @@ export function sshBanner(ip: string, port: number, timeoutMs: number): Promise<
       sock.destroy();
       resolve(ok);
     };
-    const timer = setTimeout(() => done(false), timeoutMs);
+    let timer = setTimeout(() => done(false), timeoutMs);
+    sock.once('connect', () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => done(false), bannerMs);
+    });
     sock.setEncoding('latin1');
     sock.on('data', (d: string) => {
       buf += d;

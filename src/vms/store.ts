@@ -1,48 +1,8 @@
 import type { DB } from '../core/db.js';
-import type { VmmKind } from './drivers/types.js';
-import type { MountSpec, PortSpec } from './publish-spec.js';
+import type { OnExpire, VmRecord, VmSpec, VmState } from '../core/shapes/vm.js';
+import type { VmmKind } from '../core/vmm.js';
 
-/** What was asked for at create time (spec); the row's state/pid are what was observed. */
-export interface VmSpec {
-  vcpu: number;
-  memoryMiB: number;
-  diskSizeBytes?: number;
-  workDiskBytes?: number;
-  nat: boolean;
-  /** Boot with init=/usr/local/libexec/banger-first-boot. */
-  firstBoot: boolean;
-  /** Archive URL the first boot installs from instead of the guest's own sources (seed file package-mirror). */
-  packageMirror?: string;
-  /** HTTP proxy for the first boot's install (seed file package-proxy). */
-  packageProxy?: string;
-  rootDisk: { path: string; format: 'raw' | 'qcow2' };
-  /** Published ports (`-p`), forwarded by the daemon (ports.ts). */
-  ports?: PortSpec[];
-  /** Host folders (`--mount`, QEMU virtio-9p; mounts.ts). */
-  mounts?: MountSpec[];
-}
-
-export type VmState = 'created' | 'starting' | 'running' | 'stopping' | 'stopped' | 'error';
-
-export interface VmRecord {
-  name: string;
-  id: string;
-  image: string;
-  kernel: string;
-  spec: VmSpec;
-  desiredState: 'running' | 'stopped';
-  state: VmState;
-  vmm: VmmKind;
-  vmmReason: string;
-  pid: number | null;
-  tap: string | null;
-  mac: string | null;
-  ip: string | null;
-  createdAt: string;
-  startedAt: string | null;
-  /** False while the create that made this row is still running (or died mid-way). */
-  createDone: boolean;
-}
+export type { OnExpire, PortLimits, VmRecord, VmSpec, VmState } from '../core/shapes/vm.js';
 
 interface Row {
   name: string;
@@ -60,6 +20,8 @@ interface Row {
   created_at: string;
   started_at: string | null;
   create_done: number;
+  expires_at: string | null;
+  on_expire: string | null;
 }
 
 const SELECT = 'SELECT v.* FROM vms v';
@@ -89,6 +51,8 @@ function toRecord(r: Row, ip: string | null): VmRecord {
     createdAt: r.created_at,
     startedAt: r.started_at,
     createDone: r.create_done !== 0,
+    expiresAt: r.expires_at,
+    onExpire: r.on_expire === 'rm' || r.on_expire === 'stop' ? r.on_expire : null,
   };
 }
 
@@ -110,10 +74,15 @@ export class VmRepo {
   }
 
   /** Insert a row for a create in progress (`create_done` 0 until `createDone(name)`). */
-  insert(v: Omit<VmRecord, 'ip' | 'pid' | 'startedAt' | 'createDone'>): void {
+  insert(v: Omit<VmRecord, 'ip' | 'pid' | 'startedAt' | 'createDone' | 'expiresAt' | 'onExpire'> & Partial<Pick<VmRecord, 'expiresAt' | 'onExpire'>>): void {
     this.db
-      .prepare('INSERT INTO vms (name, id, image_name, kernel_name, spec_json, desired_state, state, vmm, vmm_reason, tap, mac, created_at, create_done) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)')
-      .run(v.name, v.id, v.image, v.kernel, JSON.stringify(v.spec), v.desiredState, v.state, v.vmm, v.vmmReason, v.tap, v.mac, v.createdAt);
+      .prepare('INSERT INTO vms (name, id, image_name, kernel_name, spec_json, desired_state, state, vmm, vmm_reason, tap, mac, created_at, create_done, expires_at, on_expire) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)')
+      .run(v.name, v.id, v.image, v.kernel, JSON.stringify(v.spec), v.desiredState, v.state, v.vmm, v.vmmReason, v.tap, v.mac, v.createdAt, v.expiresAt ?? null, v.onExpire ?? null);
+  }
+
+  /** Set (or with null clear) a VM's deadline and what it does. */
+  setExpiry(name: string, expiresAt: string | null, onExpire: OnExpire | null): void {
+    this.db.prepare('UPDATE vms SET expires_at = ?, on_expire = ? WHERE name = ?').run(expiresAt, expiresAt ? onExpire : null, name);
   }
 
   /** The create that made this row finished (or the row was adopted after a crash). */

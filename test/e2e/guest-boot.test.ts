@@ -108,7 +108,7 @@ test('a Debian guest boots through banger-first-boot: pinned SSH, systemd runnin
     const health = await until('agent health over virtio-serial', vm, 60_000, () => agentRequest(vm!.agentSock, '{"op":"health"}'));
     assert.equal(health.ok, true);
     assert.equal(health.agent, 'banger-vsock-agent');
-    assert.equal(health.version, '2'); // agent protocol v2 (v1 requests are still answered)
+    assert.equal(health.version, '3'); // agent 3 (set-clock) speaking protocol v2 (v1 requests are still answered)
     assert.equal(health.hostname, NAME);
     const ports = await agentRequest(vm.agentSock, '{"op":"ports"}');
     assert.ok(ports?.ports?.some((p: any) => p.proto === 'tcp' && p.port === 22), `sshd listening in ${JSON.stringify(ports)}`);

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { isRoot, TestDaemon } from '../helpers/daemon.js';
 import { cleanupAll, createNetns, exposeInNetns } from '../helpers/netns.js';
 import { BundleServer, catalogDoc, goodBundle, maliciousBundles, missingToolsReason, sha256 } from '../helpers/kernel-bundles.js';
+import { fakeElfVmlinux } from '../helpers/fake-vmlinux.js';
 
 /**
  * The built CLI (`bin/banger`) against an isolated daemon in its own network namespace, whose
@@ -173,12 +174,7 @@ test('Ctrl-C during a pull cancels the daemon work and leaves nothing behind', {
 test('kernel import from a relative path through the CLI, then a daemon restart (graceful and SIGKILL) keeps it', { skip }, async () => {
   const src = mkdtempSync(join(tmpdir(), 'banger-kcli-'));
   try {
-    const h = Buffer.alloc(128);
-    h.write('\x7fELF', 0, 'latin1');
-    h[5] = 1;
-    h.writeUInt16LE(2, 16); // ET_EXEC
-    h.writeUInt16LE(62, 18);
-    writeFileSync(join(src, 'vmlinux'), Buffer.concat([h, Buffer.from('Linux version 6.6.6-imp (x@y) #1\n')]));
+    writeFileSync(join(src, 'vmlinux'), fakeElfVmlinux({ release: '6.6.6-imp' }));
     const r = await cliIn(src, ['--json', 'kernel', 'import', 'imp', '--vmlinux', 'vmlinux', '--distro', 'mine']);
     assert.equal(r.code, 0, r.stderr);
     const k = JSON.parse(r.stdout);

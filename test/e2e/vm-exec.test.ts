@@ -49,7 +49,7 @@ before(async () => {
     const logs = await d.cli(['vm', 'logs', 'ex1']);
     assert.fail(`vm create failed:\n${v.stderr}\nconsole tail:\n${logs.stdout.slice(-3000)}`);
   }
-  assert.match(v.stderr, /agent: healthy \(2\)/);
+  assert.match(v.stderr, /agent: healthy \(3\)/);
 }, { timeout: 1_500_000 });
 
 after(async () => {
@@ -86,6 +86,36 @@ function banger(args: string[], opts: { input?: Buffer; onStdout?: (all: string,
   return new Promise((resolve) => child.on('close', (code) => (clearTimeout(t), resolve({ code, stdout: Buffer.concat(out), stderr: Buffer.concat(err) }))));
 }
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+/**
+ * Guest wall clock minus the host's, in seconds: the guest reads its clock somewhere inside the
+ * exec, so the true difference lies in [lo, hi] (the exec's own duration is the uncertainty).
+ */
+async function clockSkew(): Promise<{ lo: number; hi: number; source: string }> {
+  const t0 = Date.now() / 1000;
+  const r = await banger(['vm', 'exec', 'ex1', '--', 'date', '+%s.%N']);
+  const t1 = Date.now() / 1000;
+  assert.equal(r.code, 0, r.stderr.toString());
+  const g = Number(r.stdout.toString().trim());
+  const cs = await banger(['vm', 'exec', 'ex1', '--', 'cat', '/sys/devices/system/clocksource/clocksource0/current_clocksource']);
+  return { lo: g - t1, hi: g - t0, source: cs.stdout.toString().trim() };
+}
+/** Fails when the guest's clock is certainly more than 1 s away from the host's. */
+function assertClockClose(s: { lo: number; hi: number; source: string }, when: string): void {
+  console.log(`# guest clock ${when}: guest - host in [${s.lo.toFixed(3)}, ${s.hi.toFixed(3)}] s, clocksource ${s.source}`);
+  assert.ok(s.lo <= 1 && s.hi >= -1, `guest clock ${when}: guest - host in [${s.lo.toFixed(3)}, ${s.hi.toFixed(3)}] s, not within 1 s`);
+}
+
+test('the guest clock is within 1 s of the host right after create; vm cp in prints no time-stamp warning', { skip, ...T }, async () => {
+  assertClockClose(await clockSkew(), 'right after create');
+  const fresh = join(work, 'fresh');
+  mkdirSync(fresh);
+  writeFileSync(join(fresh, 'now'), 'just written on the host\n');
+  const up = await banger(['vm', 'cp', fresh, 'ex1:/root/fresh']);
+  assert.equal(up.code, 0, up.stderr.toString());
+  assert.doesNotMatch(up.stderr.toString(), /in the future/, 'tar in the guest saw a host mtime in its future');
+  assertClockClose(await clockSkew(), 'after vm exec and vm cp');
+});
 
 test('vm exec: exit codes 0, 7 and 128+9 pass through; a missing command is 127', { skip, ...T }, async () => {
   assert.equal((await banger(['vm', 'exec', 'ex1', '--', 'true'])).code, 0);
@@ -143,7 +173,7 @@ test('vm exec: two at once run concurrently; Ctrl-C reaches the guest process; -
   assert.match(t.stdout.toString(), /^\/dev\/pts\/\d+\r\n24 80\r\n$/);
 });
 
-test('vm cp: a tree with a symlink, a setuid file and a 200 MiB file, both ways, equal', { skip, ...T }, async () => {
+test('vm cp: a tree with a symlink, a setuid file and a 200 MiB file, both ways, equal (out of the guest: owners with -a, setuid dropped)', { skip, ...T }, async () => {
   const src = join(work, 'tree');
   mkdirSync(join(src, 'sub'), { recursive: true });
   const big = Buffer.alloc(200 << 20);
@@ -162,12 +192,13 @@ test('vm cp: a tree with a symlink, a setuid file and a 200 MiB file, both ways,
   const g = await banger(['vm', 'exec', 'ex1', '--', 'sh', '-c', 'cd /root/tree && sha256sum big && stat -c "%a %u %g" suid && readlink link && stat -c %Y sub/f']);
   assert.equal(g.stdout.toString(), `${sha(big)}  big\n4755 1234 2345\nsub/f\n1000000000\n`, g.stderr.toString());
   const back = join(work, 'back');
-  const down = await banger(['vm', 'cp', 'ex1:/root/tree', back], { timeoutMs: 600_000 });
+  // out of the guest: -a (as root) restores owners; setuid bits are dropped all the same
+  const down = await banger(['vm', 'cp', '-a', 'ex1:/root/tree', back], { timeoutMs: 600_000 });
   assert.equal(down.code, 0, down.stderr.toString());
   console.log(`# vm cp 200 MiB tree: up ${((t1 - t0) / 1000).toFixed(1)} s, down ${((Date.now() - t1) / 1000).toFixed(1)} s`);
   assert.equal(sha(readFileSync(join(back, 'big'))), sha(big));
   const s = lstatSync(join(back, 'suid'));
-  assert.deepEqual([s.mode & 0o7777, s.uid, s.gid], [0o4755, 1234, 2345]);
+  assert.deepEqual([s.mode & 0o7777, s.uid, s.gid], [0o755, 1234, 2345]);
   assert.equal(readlinkSync(join(back, 'link')), 'sub/f');
   assert.equal(lstatSync(join(back, 'sub', 'f')).mtimeMs, 1_000_000_000_000);
   // docker cp rules: into an existing directory, the source lands inside it.
@@ -177,6 +208,12 @@ test('vm cp: a tree with a symlink, a setuid file and a 200 MiB file, both ways,
   const missing = await banger(['vm', 'cp', 'ex1:/nope', join(work, 'x')]);
   assert.notEqual(missing.code, 0);
   assert.match(missing.stderr.toString(), /ex1:\/nope: no such file/);
+});
+
+test('the guest clock is still within 1 s of the host after minutes of work', { skip, ...T }, async () => {
+  const dmesg = await banger(['vm', 'exec', 'ex1', '--', 'sh', '-c', 'dmesg | grep -i -e clocksource -e tsc || true']);
+  console.log(dmesg.stdout.toString().replace(/^/gm, '# '));
+  assertClockClose(await clockSkew(), 'after the exec and cp tests');
 });
 
 test('banger run --rm: the exit code passes through and nothing is left', { skip, ...T }, async () => {

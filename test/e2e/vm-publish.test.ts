@@ -1,7 +1,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isRoot, missingTools, TestDaemon } from '../helpers/daemon.js';
@@ -29,6 +29,9 @@ let hostNs = '';
 let work = '';
 let squatter: ChildProcess | undefined;
 const PORT = 18080;
+/** The owner of the read-write folder: an unprivileged host uid/gid (no passwd entry needed). */
+const OWNER = 4242;
+const GROUP = 4243;
 const TAKEN = 18081;
 // Generous: six engineers' TCG guests share two cores; a second boot here has taken over 300 s to SSH.
 const config = { vm: { sshTimeoutSeconds: 540, stopTimeoutSeconds: 60, vcpu: 2, memoryMiB: 512 } };
@@ -36,6 +39,7 @@ const config = { vm: { sshTimeoutSeconds: 540, stopTimeoutSeconds: 60, vcpu: 2, 
 before(async () => {
   if (skip) return;
   work = mkdtempSync(join(tmpdir(), 'banger-publish-'));
+  chmodSync(work, 0o755); // a rw folder's owner (OWNER below) must be able to reach it
   mirror = await startDebianMirror();
   registry = await TestRegistry.start();
   const ref = await ensureDebianImageInRegistry(registry.host);
@@ -93,6 +97,10 @@ test('bad specs and a taken host port are refused before anything is created', {
   const m = await d!.cli(['vm', 'create', '--image', 'debian-bookworm', '--name', 'x', '--mount', `${join(work, 'nope')}:/mnt/x`], { timeoutMs: 60_000 });
   assert.notEqual(m.code, 0);
   assert.match(m.stderr, /--mount: host folder .*nope does not exist/);
+  // a read-write folder owned by root: guest root would write as host root, refused (work is root's)
+  const rootRw = await d!.cli(['vm', 'create', '--image', 'debian-bookworm', '--name', 'x', '--mount', `${work}:/mnt/x`], { timeoutMs: 60_000 });
+  assert.notEqual(rootRw.code, 0);
+  assert.match(rootRw.stderr, /--mount: .* is owned by root \(0:0\); a read-write mount writes as the folder's owner/);
   const fc = await d!.cli(['vm', 'create', '--image', 'debian-bookworm', '--name', 'x', '--vmm', 'firecracker', '--mount', `${work}:/mnt/x`], { timeoutMs: 60_000 });
   assert.notEqual(fc.code, 0);
   assert.match(fc.stderr, /vm cp|firecracker/i);
@@ -104,7 +112,9 @@ test('one VM: published port answers HTTP on the daemon netns loopback, host fol
   const ro = join(work, 'ro');
   mkdirSync(rw);
   mkdirSync(ro);
+  chownSync(rw, OWNER, GROUP);
   writeFileSync(join(rw, 'from-host.txt'), 'written on the host\n');
+  chownSync(join(rw, 'from-host.txt'), OWNER, GROUP); // the folder's owner wrote it (a file of another host user shows as nobody in the guest)
   writeFileSync(join(ro, 'readme.txt'), 'read only\n');
   const script = join(work, 'init.sh');
   writeFileSync(
@@ -159,6 +169,38 @@ test('one VM: published port answers HTTP on the daemon netns loopback, host fol
   assert.match(s.stderr, /Read-only file system/);
   assert.equal(existsSync(join(ro, 'nope')), false);
 
+  // a hostile guest root on the rw folder: its files land as OWNER:GROUP (guest root maps to the
+  // folder's owner), a setuid/setgid chmod and device nodes are refused (EPERM in the guest), so
+  // neither a setuid file nor a device appears in HOSTDIR; plain rw keeps working.
+  const fromGuest = lstatSync(join(rw, 'from-guest.txt'));
+  assert.equal(`${fromGuest.uid}:${fromGuest.gid}`, `${OWNER}:${GROUP}`, 'the init script (guest root) wrote as the folder owner');
+  const hostile = await d!.cli(['vm', 'ssh', 'pub', '--', [
+    'cd /mnt/rw',
+    'cp /bin/sh suid; echo cp=$?',
+    'chmod 4755 suid; echo suid=$?',
+    'chmod 2755 suid; echo sgid=$?',
+    'chmod 0755 suid; echo plain=$?',
+    'mknod x c 1 1; echo chr=$?',
+    'mknod y b 7 0; echo blk=$?',
+    'mkdir sub && echo nested > sub/n.txt; echo mkdir=$?',
+    'chown 1000:1000 sub/n.txt; echo chown=$?',
+    'stat -c "%n %u:%g %a" suid sub/n.txt from-host.txt',
+  ].join('; ')], { timeoutMs: 120_000 });
+  assert.equal(hostile.code, 0, hostile.stderr);
+  for (const want of ['cp=0', 'suid=1', 'sgid=1', 'plain=0', 'chr=1', 'blk=1', 'mkdir=0']) assert.match(hostile.stdout, new RegExp(`^${want}$`, 'm'), `${hostile.stdout}\n${hostile.stderr}`);
+  assert.match(hostile.stdout, /^from-host\.txt 0:0 /m, 'the owner\'s files are guest root\'s');
+  assert.match(hostile.stderr, /Operation not permitted/);
+  const suid = lstatSync(join(rw, 'suid'));
+  assert.equal(`${suid.uid}:${suid.gid} ${(suid.mode & 0o7777).toString(8)}`, `${OWNER}:${GROUP} 755`, 'no setuid/setgid bit on the host');
+  for (const n of ['x', 'y']) {
+    const st = lstatSync(join(rw, n), { throwIfNoEntry: false });
+    assert.ok(!st || !(st.isCharacterDevice() || st.isBlockDevice()), `${n} is no device node on the host`);
+  }
+  assert.equal(existsSync(join(rw, 'x')) || existsSync(join(rw, 'y')), false, 'mknod failed in the guest: nothing was made');
+  const nested = lstatSync(join(rw, 'sub', 'n.txt'));
+  assert.equal(`${nested.uid}:${nested.gid}`, `${OWNER}:${GROUP}`, 'chown to another guest uid cannot give the file to another host user');
+  assert.equal(readFileSync(join(rw, 'sub', 'n.txt'), 'utf8'), 'nested\n');
+
   // daemon restart: the adopted VM's port is listened on again
   await d!.kill();
   assert.match(httpGet(PORT), /ERR:ECONNREFUSED/, 'the forwarder died with the daemon');
@@ -168,7 +210,8 @@ test('one VM: published port answers HTTP on the daemon netns loopback, host fol
   const rm = await d!.cli(['vm', 'rm', 'pub'], { timeoutMs: 180_000 });
   assert.equal(rm.code, 0, rm.stderr);
   assert.match(httpGet(PORT), /ERR:ECONNREFUSED/, 'port gone after vm rm');
-  assert.deepEqual(processesWith(join(d!.root, 'vms', 'pub')), [], 'no virtiofsd or QEMU left');
+  assert.deepEqual(processesWith(join(d!.root, 'vms', 'pub')), [], 'no QEMU left');
+  assert.deepEqual([...processesWith(`source=${rw}`), ...processesWith(`source=${ro}`)], [], 'no virtiofsd left');
 });
 
 test('a failing --init-script fails vm create with its exit code and last lines, and leaves nothing', { skip, ...T }, async () => {

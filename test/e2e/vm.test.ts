@@ -7,7 +7,7 @@ import { openDatabase } from '../../src/core/db.js';
 import { isRoot, missingTools, TestDaemon } from '../helpers/daemon.js';
 import { debianMirrorUnavailable, startDebianMirror, type DebianMirror } from '../helpers/debian-mirror.js';
 import { TestRegistry } from '../helpers/registry.js';
-import { ensureDebianImageInRegistry } from '../helpers/debootstrap.js';
+import { DEBIAN_KMOD_INCLUDE, ensureDebianImageInRegistry } from '../helpers/debootstrap.js';
 import { cleanupAll, createNetns, exposeInNetns, nsLinks, nsRun, vethPair } from '../helpers/netns.js';
 
 /**
@@ -37,7 +37,9 @@ before(async () => {
   if (skip) return;
   mirror = await startDebianMirror();
   registry = await TestRegistry.start();
-  const ref = await ensureDebianImageInRegistry(registry.host);
+  // This file checks `modprobe` on the kernel's modules disk, so its image ships kmod (the
+  // other e2e files use the fixture without it, like users' images).
+  const ref = await ensureDebianImageInRegistry(registry.host, { include: DEBIAN_KMOD_INCLUDE, repo: 'banger-test/debian-kmod' });
   hostNs = createNetns('vmhost');
   inetNs = createNetns('vminet');
   // The daemon lives in hostNs from the start; the mirror and registry (host loopback) are
@@ -114,7 +116,7 @@ test('vm create --nat boots Debian under QEMU TCG; ssh runs commands as root on 
   assert.equal(nsRun(hostNs, ['ssh', '-F', sc.path, '-o', 'BatchMode=yes', 'box1.vm', 'hostname']).trim(), 'box1');
   const ex = await ssh('box1', 'exit 3');
   assert.equal(ex.code, 3, 'vm ssh exits with the remote exit code');
-  // The kernel's modules disk is mounted read-only on /lib/modules/RELEASE: modprobe works.
+  // The kernel's modules disk is mounted read-only on /lib/modules/RELEASE: modprobe works (this image has kmod).
   const mod = await ssh('box1', 'grep "/lib/modules/$(uname -r) " /proc/mounts; modprobe overlay && grep -w overlay /proc/filesystems');
   assert.equal(mod.code, 0, `${mod.stdout}\n${mod.stderr}`);
   assert.match(mod.stdout, /^\/dev\/vdc (\/usr)?\/lib\/modules\/\S+ ext4 ro[, ]/m); // merged /usr: the mount point is /usr/lib/modules

@@ -16,7 +16,14 @@ import { OciLayout } from './oci.js';
  * http://deb.debian.org/debian); tests themselves only talk to 127.0.0.1.
  * apt lists and caches are removed from the tree (as Debian's own container images do).
  */
-export const DEBIAN_INCLUDE = ['systemd-sysv', 'openssh-server', 'iproute2', 'ca-certificates', 'kmod'];
+/**
+ * The Debian fixture most tests boot: minbase plus what banger's first-boot install adds to
+ * docker.io's debian:bookworm (systemd-sysv, openssh-server, iproute2, ca-certificates), and
+ * nothing kinder: no kmod, so a test cannot lean on the guest's modprobe that users' images lack.
+ */
+export const DEBIAN_INCLUDE = ['systemd-sysv', 'openssh-server', 'iproute2', 'ca-certificates'];
+/** The same with kmod, for the test of the modules disk's `modprobe` (images that ship kmod). */
+export const DEBIAN_KMOD_INCLUDE = [...DEBIAN_INCLUDE, 'kmod'];
 export const CACHE_DIR = process.env.BANGER_TEST_CACHE || '/var/cache/banger-test';
 export const DEBIAN_REPO = 'banger-test/debian';
 export const DEBIAN_TAG = 'bookworm';

@@ -63,11 +63,13 @@ function cpioNames(gz: Buffer): string[] {
   return r.stdout.toString().split('\n').filter(Boolean);
 }
 
-async function rejects(o: FetchDebianKernelOptions, code: string, re: RegExp): Promise<void> {
+/** `step`: the named step the failure must carry (`details.step`, with the catalog entry). */
+async function rejects(o: FetchDebianKernelOptions, code: string, re: RegExp, step?: string): Promise<void> {
   await assert.rejects(fetchDebianKernel(o), (e: unknown) => {
     assert.ok(e instanceof BangerError, `expected BangerError, got ${e}`);
     assert.equal(e.code, code, e.message);
     assert.match(e.message, re);
+    if (step) assert.deepEqual([e.details?.step, e.details?.entry], [step, o.entry.name], e.message);
     return true;
   });
   assert.deepEqual(readdirSync(o.outDir), [], 'outDir must be left empty');
@@ -137,7 +139,7 @@ test('content store: the second pull uses the cached .debs', { skip }, async () 
 test('a flipped byte in InRelease is rejected (E_SIGNATURE), nothing left behind', { skip }, async () => {
   try {
     mirror.tamper('dists/bookworm/InRelease', 200); // inside the signed text
-    await rejects(opts('badsig'), 'E_SIGNATURE', /InRelease signature check failed/);
+    await rejects(opts('badsig'), 'E_SIGNATURE', /InRelease signature check failed/, 'verify-inrelease');
   } finally {
     mirror.restore();
   }
@@ -153,7 +155,7 @@ test('an InRelease signed for another suite is rejected (E_SIGNATURE)', { skip }
 test('a Packages index that does not match InRelease is rejected (E_DIGEST), nothing left behind', { skip }, async () => {
   try {
     mirror.tamper('dists/bookworm/main/binary-amd64/Packages.xz', 1000);
-    await rejects(opts('badpkgs'), 'E_DIGEST', /Packages.*sha256 mismatch/);
+    await rejects(opts('badpkgs'), 'E_DIGEST', /Packages.*sha256 mismatch/, 'fetch-packages');
   } finally {
     mirror.restore();
   }
@@ -163,7 +165,7 @@ test('a .deb that does not match Packages is rejected (E_DIGEST), nothing left b
   const blobs = join(scratch, 'blobs-bad');
   try {
     mirror.tamper(mirror.packages.kernel.filename, -5000);
-    await rejects(opts('baddeb', { store: storeAt(blobs) }), 'E_DIGEST', new RegExp(`${mirror.packages.kernel.package}.*sha256 mismatch`));
+    await rejects(opts('baddeb', { store: storeAt(blobs) }), 'E_DIGEST', new RegExp(`${mirror.packages.kernel.package}.*sha256 mismatch`), 'download');
     assert.deepEqual(existsSync(blobs) ? readdirSync(blobs).filter((n) => n !== mirror.packages.busybox.sha256) : [], [], 'no bad blob in the store');
   } finally {
     mirror.restore();
@@ -171,7 +173,7 @@ test('a .deb that does not match Packages is rejected (E_DIGEST), nothing left b
 });
 
 test('an unknown package is E_NOT_FOUND naming it, nothing left behind', { skip }, async () => {
-  await rejects(opts('nopkg', { entry: { ...entry, package: 'linux-image-does-not-exist' } }), 'E_NOT_FOUND', /linux-image-does-not-exist/);
+  await rejects(opts('nopkg', { entry: { ...entry, package: 'linux-image-does-not-exist' } }), 'E_NOT_FOUND', /linux-image-does-not-exist/, 'resolve');
 });
 
 test('a mirror without the suite is E_NOT_FOUND naming the URL', { skip }, async () => {

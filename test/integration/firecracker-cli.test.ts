@@ -2,13 +2,10 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { isRoot, missingTools, TestDaemon } from '../helpers/daemon.js';
-import { makeStandin } from '../helpers/firecracker-standin/index.js';
-import { cleanupAll, createNetns } from '../helpers/netns.js';
-import { makeTar } from '../helpers/oci.js';
+import { isRoot, missingTools, type TestDaemon } from '../helpers/daemon.js';
+import { startFirecrackerCli, type FirecrackerCliFixture } from '../helpers/firecracker-cli-fixture.js';
 import { bridgeInstance, leftovers, processesWith } from '../helpers/vm-leftovers.js';
 
 /**
@@ -20,36 +17,21 @@ import { bridgeInstance, leftovers, processesWith } from '../helpers/vm-leftover
  * the hybrid vsock handshake to the agent's own protocol. Every failure path unwinds.
  */
 const skip = !isRoot() ? 'needs root (namespaces, taps, nft)' : missingTools('ip', 'nft', 'mkfs.ext4', 'debugfs', 'ssh-keygen');
-const standin = makeStandin();
+let fx: FirecrackerCliFixture | undefined;
 let ns = '';
 let d: TestDaemon;
 let work = '';
+let standin: FirecrackerCliFixture['standin'];
 let instance = '';
 
 before(async () => {
   if (skip) return;
-  work = mkdtempSync(join(tmpdir(), 'banger-fccli-'));
-  ns = createNetns('fccli');
-  d = new TestDaemon({ netns: ns, config: { binaries: { firecracker: standin.binary }, vm: { stopTimeoutSeconds: 3 }, network: { bridge: 'bgfc0', subnet: '10.87.0.0/24' } } });
-  await d.start();
-  const h = Buffer.alloc(128);
-  h.write('\x7fELF', 0, 'latin1');
-  h[5] = 1;
-  h.writeUInt16LE(2, 16);
-  h.writeUInt16LE(62, 18);
-  writeFileSync(join(work, 'vmlinux'), Buffer.concat([h, Buffer.from('Linux version 6.1.0-fc (x@y) #1\n')]));
-  const k = await d.cli(['kernel', 'import', 'fck', '--vmlinux', join(work, 'vmlinux'), '--distro', 'generic']);
-  assert.equal(k.code, 0, k.stderr);
-  writeFileSync(join(work, 'rootfs.tar'), makeTar([{ path: 'etc/', type: 'dir' }, { path: 'etc/hostname', data: 'fc\n' }]));
-  const i = await d.cli(['image', 'import', 'fcimg', '--rootfs-tar', join(work, 'rootfs.tar'), '--kernel-ref', 'fck', '--size', '64M'], { timeoutMs: 180_000 });
-  assert.equal(i.code, 0, i.stderr);
+  fx = await startFirecrackerCli({ tag: 'fccli', bridge: 'bgfc0', subnet: '10.87.0.0/24' });
+  ({ d, ns, work, standin } = fx);
 }, { timeout: 600_000 });
 
 after(async () => {
-  await d?.cleanup();
-  cleanupAll();
-  standin.remove();
-  if (work) rmSync(work, { recursive: true, force: true });
+  await fx?.stop();
 }, { timeout: 120_000 });
 
 function nothingLeft(name: string): void {

@@ -1,12 +1,10 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, rmdirSync, statSync, } from 'node:fs';
 import { join } from 'node:path';
-import { isRoot, missingTools, TestDaemon } from '../helpers/daemon.js';
-import { makeStandin, makeStandinJailer } from '../helpers/firecracker-standin/index.js';
-import { cleanupAll, createNetns } from '../helpers/netns.js';
-import { makeTar } from '../helpers/oci.js';
+import { isRoot, missingTools, type TestDaemon } from '../helpers/daemon.js';
+import { startFirecrackerCli, type FirecrackerCliFixture } from '../helpers/firecracker-cli-fixture.js';
+import { makeStandinJailer } from '../helpers/firecracker-standin/index.js';
 import { bridgeInstance, leftovers, processesWith } from '../helpers/vm-leftovers.js';
 
 /**
@@ -19,48 +17,32 @@ import { bridgeInstance, leftovers, processesWith } from '../helpers/vm-leftover
  * jailed process, rm → chroot and cgroup gone; a failing step unwinds the jail.
  */
 const skip = !isRoot() ? 'needs root (namespaces, taps, nft, chown, cgroups)' : missingTools('ip', 'nft', 'mkfs.ext4', 'debugfs', 'ssh-keygen', 'setpriv') ?? (existsSync('/sys/fs/cgroup/cpu') ? undefined : 'needs the cgroup v1 cpu controller at /sys/fs/cgroup/cpu');
-const standin = makeStandin();
 const jailer = makeStandinJailer();
 const parentCgroup = `banger-test-${process.pid}`;
+let fx: FirecrackerCliFixture | undefined;
 let ns = '';
 let d: TestDaemon;
-let work = '';
+let standin: FirecrackerCliFixture['standin'];
 let chrootBase = '';
 let instance = '';
 
 before(async () => {
   if (skip) return;
-  work = mkdtempSync(join(tmpdir(), 'banger-fcjail-'));
   chrootBase = mkdtempSync('/tmp/bj-'); // short: the host path of the jail's API socket must fit a Unix socket path
   chmodSync(chrootBase, 0o755); // no chroot(2) in the stand-in: the VM's uid walks the host path
-  ns = createNetns('fcjail');
   const jcfg = { enabled: true, binary: jailer.binary, chrootBaseDir: chrootBase, uidBase: 900_000, cgroupVersion: 1, parentCgroup };
-  d = new TestDaemon({ netns: ns, config: { binaries: { firecracker: standin.binary }, firecracker: { jailer: jcfg }, vm: { stopTimeoutSeconds: 3 }, network: { bridge: 'bgfj0', subnet: '10.88.0.0/24' } } });
-  await d.start();
-  const h = Buffer.alloc(128);
-  h.write('\x7fELF', 0, 'latin1');
-  h[5] = 1;
-  h.writeUInt16LE(2, 16);
-  h.writeUInt16LE(62, 18);
-  writeFileSync(join(work, 'vmlinux'), Buffer.concat([h, Buffer.from('Linux version 6.1.0-fc (x@y) #1\n')]));
-  const k = await d.cli(['kernel', 'import', 'fck', '--vmlinux', join(work, 'vmlinux'), '--distro', 'generic']);
-  assert.equal(k.code, 0, k.stderr);
-  writeFileSync(join(work, 'rootfs.tar'), makeTar([{ path: 'etc/', type: 'dir' }, { path: 'etc/hostname', data: 'fc\n' }]));
-  const i = await d.cli(['image', 'import', 'fcimg', '--rootfs-tar', join(work, 'rootfs.tar'), '--kernel-ref', 'fck', '--size', '64M'], { timeoutMs: 180_000 });
-  assert.equal(i.code, 0, i.stderr);
+  fx = await startFirecrackerCli({ tag: 'fcjail', bridge: 'bgfj0', subnet: '10.88.0.0/24', config: { firecracker: { jailer: jcfg } } });
+  ({ d, ns, standin } = fx);
 }, { timeout: 600_000 });
 
 after(async () => {
-  await d?.cleanup();
-  cleanupAll();
-  standin.remove();
+  await fx?.stop();
   jailer.remove();
   try {
     rmdirSync(join('/sys/fs/cgroup/cpu', parentCgroup));
   } catch {
     /* never made, or a jail cgroup left (then the test failed already) */
   }
-  if (work) rmSync(work, { recursive: true, force: true });
   if (chrootBase) rmSync(chrootBase, { recursive: true, force: true });
 }, { timeout: 120_000 });
 

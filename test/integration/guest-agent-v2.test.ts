@@ -111,6 +111,39 @@ test('hello, health, ports, stat, unknown op; version 1 still served on another 
   c.close();
 });
 
+test('set-clock (agent 3): refused on a test channel, never touching the host clock; with --fake-clock it writes the time; bad times are refused', { skip }, async () => {
+  const c = await open();
+  assert.equal(c.info.version, '3');
+  // This agent serves --unix: it is on a host, so it must not set the clock.
+  const refused = await c.request({ op: 'set-clock', unixMs: Date.now() });
+  assert.equal(refused.ok, false);
+  assert.match(String(refused.error), /refused on a test channel/);
+  c.close();
+  const clock = join(dir, 'fake-clock');
+  const sock2 = join(dir, 'agent-clock.sock');
+  const a2 = spawn(AGENT, ['--unix', sock2, '--fake-clock', clock], { stdio: 'ignore' });
+  try {
+    for (let i = 0; i < 100 && !existsSync(sock2); i++) await new Promise((r) => setTimeout(r, 20));
+    const c2 = await AgentConnection.open(await connectUnix(sock2), 'clock', 5000);
+    const want = Date.now() + 3_600_000; // an hour ahead of this host
+    const r = await c2.request({ op: 'set-clock', unixMs: want });
+    assert.equal(r.ok, true, JSON.stringify(r));
+    assert.equal(readFileSync(clock, 'utf8'), `${want}\n`);
+    // stepMs: how far the clock moved (the agent's clock was this host's, an hour behind)
+    assert.ok(Math.abs(Number(r.stepMs) - 3_600_000) < 60_000, `stepMs ${r.stepMs}`);
+    for (const bad of [undefined, 'soon', 12.5, 42, -1, 1e20]) {
+      const b = await c2.request({ op: 'set-clock', unixMs: bad });
+      assert.equal(b.ok, false, `unixMs ${bad}: ${JSON.stringify(b)}`);
+      assert.equal(readFileSync(clock, 'utf8'), `${want}\n`, `unixMs ${bad} changed the clock`);
+    }
+    // Older requests are answered as before on the same connection.
+    assert.equal((await c2.request({ op: 'health' })).ok, true);
+    c2.close();
+  } finally {
+    a2.kill('SIGKILL');
+  }
+});
+
 test('exec: exit codes 0, 7 and 128+9; env, workdir, user; a missing command is refused with 127', { skip }, async () => {
   const c = await open();
   assert.equal((await run(c, { op: 'exec', argv: ['true'] })).exit.code, 0);

@@ -124,7 +124,7 @@ test('--stdio: health, ports (sees a listener the test opens), unknown op, bad i
     const h = await lines.next();
     assert.equal(h.ok, true);
     assert.equal(h.agent, 'banger-vsock-agent');
-    assert.equal(h.version, '2');
+    assert.equal(h.version, '3');
     assert.equal(h.proto, 2);
     assert.equal(h.hostname, hostname());
     assert.ok(Number.isInteger(h.uptimeSeconds) && h.uptimeSeconds >= 0);
@@ -237,5 +237,5 @@ test('rejects unknown options with usage and exit 2', { skip: noAgent }, () => {
   const r = spawnSync(AGENT, ['--bogus'], { encoding: 'utf8' });
   assert.equal(r.status, 2);
   assert.match(r.stderr, /usage: banger-vsock-agent/);
-  assert.equal(spawnSync(AGENT, ['--version'], { encoding: 'utf8' }).stdout.trim(), 'banger-vsock-agent 2');
+  assert.equal(spawnSync(AGENT, ['--version'], { encoding: 'utf8' }).stdout.trim(), 'banger-vsock-agent 3');
 });

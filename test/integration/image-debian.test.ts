@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TarReader, type TarEntry } from '../../src/images/tar.js';
+import { TarReader, type TarEntry } from '../../src/core/tar-reader.js';
 import { isRoot, missingTools } from '../helpers/daemon.js';
 import { ensureDebianImageInRegistry, ensureDebianRootfsTar } from '../helpers/debootstrap.js';
 import { ext4Rdump, ext4StatMany, fsck } from '../helpers/image-ext4.js';

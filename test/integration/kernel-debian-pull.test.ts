@@ -7,6 +7,7 @@ import { BangerError, ErrorCode } from '../../src/core/errors.js';
 import type { FetchDebianKernelOptions } from '../../src/kernels/debian/fetch.js';
 import { KernelService } from '../../src/kernels/service.js';
 import { readJson, sha256, storeSnapshot, testContext } from '../helpers/kernel-bundles.js';
+import { fakeElfVmlinux } from '../helpers/fake-vmlinux.js';
 
 /**
  * The "debian" catalog kind: KernelService resolves the mirror, hands a staging dir to the
@@ -105,11 +106,7 @@ test('a kernel whose files vanished is reported by get() with a re-pull hint; rm
   const src = mkdtempSync(join(tmpdir(), 'banger-kv-'));
   try {
     const svc = new KernelService(ctx);
-    const h = Buffer.alloc(64);
-    h.write('\x7fELF', 0, 'latin1');
-    h[5] = 1;
-    h.writeUInt16LE(2, 16); // ET_EXEC, with a banner: a vmlinux
-    writeFileSync(join(src, 'vmlinux'), Buffer.concat([h, Buffer.from('Linux version 6.1.0-test (x@y) #1\n')]));
+    writeFileSync(join(src, 'vmlinux'), fakeElfVmlinux());
     await svc.import('gone', { vmlinux: join(src, 'vmlinux') });
     rmSync(ctx.layout.kernelDir('gone'), { recursive: true });
     assert.throws(() => svc.get('gone'), (e: any) => e.code === 'E_NOT_FOUND' && /--force/.test(e.hint));
@@ -126,11 +123,7 @@ test('reconcile removes kernel directories without a row and reports rows whose 
   const src = mkdtempSync(join(tmpdir(), 'banger-kr-'));
   try {
     const svc = new KernelService(ctx);
-    const h = Buffer.alloc(64);
-    h.write('\x7fELF', 0, 'latin1');
-    h[5] = 1;
-    h.writeUInt16LE(2, 16); // ET_EXEC, with a banner: a vmlinux
-    writeFileSync(join(src, 'vmlinux'), Buffer.concat([h, Buffer.from('Linux version 6.1.0-test (x@y) #1\n')]));
+    writeFileSync(join(src, 'vmlinux'), fakeElfVmlinux());
     await svc.import('kept', { vmlinux: join(src, 'vmlinux') });
     await svc.import('hollow', { vmlinux: join(src, 'vmlinux') });
     rmSync(join(ctx.layout.kernelDir('hollow'), 'vmlinux'));

@@ -7,16 +7,9 @@ import { spawnSync } from 'node:child_process';
 import { VmTableUsage } from '../../src/vms/usage.js';
 import { KernelService } from '../../src/kernels/service.js';
 import { failure, readJson, sha256, storeSnapshot, testContext } from '../helpers/kernel-bundles.js';
+import { fakeElfVmlinux } from '../helpers/fake-vmlinux.js';
 
-function elf(payload: string): Buffer {
-  const h = Buffer.alloc(256);
-  h.write('\x7fELF', 0, 'latin1');
-  h[4] = 2;
-  h[5] = 1;
-  h.writeUInt16LE(2, 16); // ET_EXEC
-  h.writeUInt16LE(62, 18);
-  return Buffer.concat([h, Buffer.from(`junk Linux version 6.1.99-test (builder@host) #1 SMP ${payload}\n`)]);
-}
+const elf = (payload: string): Buffer => fakeElfVmlinux({ release: '6.1.99-test', payload });
 
 function bzImage(): Buffer {
   const b = Buffer.alloc(0x2000);
@@ -87,7 +80,7 @@ test('import errors name the missing file or bad field, and leave nothing behind
   try {
     writeFileSync(join(src, 'vmlinux'), elf('x'));
     writeFileSync(join(src, 'notakernel'), '#!/bin/sh\n');
-    writeFileSync(join(src, 'static-elf'), elf('x').subarray(0, 256));
+    writeFileSync(join(src, 'static-elf'), fakeElfVmlinux({ noBanner: true }));
     const cases: [Parameters<KernelService['import']>[1], string, RegExp][] = [
       [{ vmlinux: join(src, 'nope') }, 'E_NOT_FOUND', /--vmlinux .*nope: no such file/],
       [{ vmlinux: join(src, 'vmlinux'), initrd: join(src, 'missing-initrd') }, 'E_NOT_FOUND', /--initrd .*missing-initrd/],

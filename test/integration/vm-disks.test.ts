@@ -4,30 +4,9 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exec } from '../../src/core/exec.js';
-import { isBangerError } from '../../src/core/errors.js';
-import { rawCowCopy } from '../../src/vms/disks.js';
 import { QemuDriver } from '../../src/vms/drivers/qemu/index.js';
 import { vmFiles } from '../../src/vms/files.js';
 import { missingTools } from '../helpers/daemon.js';
-
-test('rawCowCopy: reflink or sparse copy, identical bytes, grown on request, base untouched', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'banger-disk-'));
-  try {
-    const base = join(dir, 'base.ext4');
-    writeFileSync(base, Buffer.concat([Buffer.from('head'), Buffer.alloc(1 << 20), Buffer.from('tail')]));
-    const before = readFileSync(base);
-    const method = await rawCowCopy(exec, base, join(dir, 'root.ext4'), { sizeBytes: 8 << 20 });
-    assert.ok(method === 'reflink' || method === 'sparse');
-    const copy = readFileSync(join(dir, 'root.ext4'));
-    assert.equal(copy.length, 8 << 20);
-    assert.deepEqual(copy.subarray(0, before.length), before);
-    assert.ok(statSync(join(dir, 'root.ext4')).blocks * 512 < 8 << 20, 'the grown tail is sparse');
-    await assert.rejects(rawCowCopy(exec, base, join(dir, 'small.ext4'), { sizeBytes: 10 }), (e) => isBangerError(e, 'E_INVALID') && /--disk-size/.test(e.message));
-    assert.deepEqual(readFileSync(base), before);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
 
 test('qemu prepare: qcow2 overlay backed by the raw base, size independent of the image', { skip: missingTools('qemu-img') }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'banger-disk-'));

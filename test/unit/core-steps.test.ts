@@ -39,3 +39,14 @@ test('StepRunner: the innermost step wins; a plain Error becomes E_INTERNAL with
   assert.equal(stepOf(tagged), 'mkfs');
   assert.equal(stepOf(new Error('step ssh: looks like a step but is not tagged')), undefined);
 });
+
+test('StepRunner tag: the operation words a failure (prefix, details) and the step is still tagged; current names the step started last', async () => {
+  const steps = new StepRunner({ undo: new UndoStack(), tag: (e, step) => (isBangerError(e) && stepOf(e) !== undefined ? e : new BangerError(ErrorCode.Exec, `image x: step ${step}: ${(e as Error).message}`, { details: { entry: 'x' } })) });
+  assert.equal(steps.current, undefined);
+  await steps.run('stage', () => undefined);
+  assert.equal(steps.current, 'stage');
+  await assert.rejects(steps.run('mkfs', () => Promise.reject(new Error('disk full'))), (e) => isBangerError(e, 'E_EXEC') && e.message === 'image x: step mkfs: disk full' && stepOf(e) === 'mkfs' && e.details?.entry === 'x');
+  assert.equal(steps.current, 'mkfs');
+  // an error an inner step tagged already is the tag function's to keep
+  await assert.rejects(steps.run('outer', () => steps.run('inner', () => Promise.reject(new Error('boom')))), (e) => stepOf(e) === 'inner' && e instanceof BangerError && e.message === 'image x: step inner: boom');
+});

@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync, statSync }
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kvmUsable, runChecks, type HostProbe } from '../../src/doctor/checks.js';
-import { systemInstall, unitText } from '../../src/cli/install.js';
+import { systemInstall, UNIT_PLAIN_KEYS, UNIT_RESTRICTIONS, unitText } from '../../src/cli/install.js';
 import { bangerGid } from '../../src/core/group.js';
 
 function fakeHost(over: Partial<{ tools: string[]; files: Record<string, string>; rw: string[] }>): HostProbe {
@@ -30,7 +30,7 @@ test('KVM is usable only with a read-write /dev/kvm AND vmx/svm flags', async ()
 test('doctor: every check named, pass/warn/fail with hints, skip by name', async () => {
   const all = ['qemu-system-x86_64', 'mkfs.ext4', 'debugfs', 'ip', 'nft', 'ssh', 'gpgv', 'dpkg-deb', 'lz4', 'depmod'];
   const ok = await runChecks(fakeHost({ tools: all, rw: ['/dev/net/tun'], files: { '/proc/sys/net/ipv4/ip_forward': '1\n', '/usr/share/keyrings/debian-archive-keyring.gpg': 'k' } }));
-  assert.deepEqual(ok.map((r) => r.name), ['node', 'kvm', 'firecracker', 'qemu', 'mkfs.ext4', 'debugfs', 'ip', 'nat', 'ssh', 'gpgv', 'dpkg-deb', 'lz4', 'depmod', 'debian-keyring', 'tun', 'ip_forward']);
+  assert.deepEqual(ok.map((r) => r.name), ['node', 'kvm', 'firecracker', 'qemu', 'mkfs.ext4', 'debugfs', 'ip', 'nat', 'ssh', 'gpgv', 'dpkg-deb', 'lz4', 'depmod', 'debian-keyring', 'tun', 'ip_forward', 'cgroup-v2']);
   assert.equal(ok.filter((r) => r.status === 'fail').length, 0);
   assert.equal(ok.find((r) => r.name === 'kvm')!.status, 'warn');
   const bad = await runChecks(fakeHost({ tools: ['iptables'] }), ['kvm']);
@@ -42,6 +42,20 @@ test('doctor: every check named, pass/warn/fail with hints, skip by name', async
   assert.equal(bad.find((r) => r.name === 'tun')!.status, 'fail');
   assert.equal(bad.find((r) => r.name === 'debian-keyring')!.status, 'warn');
   assert.equal(bad.find((r) => r.name === 'gpgv')!.status, 'fail');
+});
+
+test('doctor cgroup-v2: pass with memory, pids and cpu on the unified mount; a hybrid host (v1 controllers) or none warns', async () => {
+  const v2 = 'cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid 0 0\n';
+  const hybrid = 'cgroup /sys/fs/cgroup/memory cgroup rw,memory 0 0\ncgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n';
+  const run = async (files: Record<string, string>) => (await runChecks(fakeHost({ files }))).find((r) => r.name === 'cgroup-v2')!;
+  const ok = await run({ '/proc/self/mounts': v2, '/sys/fs/cgroup/cgroup.controllers': 'cpuset cpu io memory hugetlb pids rdma misc\n' });
+  assert.deepEqual([ok.status, ok.detail], ['pass', '/sys/fs/cgroup: memory, pids, cpu']);
+  const h = await run({ '/proc/self/mounts': hybrid, '/sys/fs/cgroup/unified/cgroup.controllers': 'hugetlb\n' });
+  assert.equal(h.status, 'warn');
+  assert.equal(h.detail, '/sys/fs/cgroup/unified: controllers memory, pids, cpu not available (bound to a cgroup v1 hierarchy?)');
+  assert.match(h.hint!, /unified_cgroup_hierarchy/);
+  const none = await run({ '/proc/self/mounts': 'proc /proc proc rw 0 0\n' });
+  assert.deepEqual([none.status, none.detail], ['warn', 'no cgroup2 file system mounted']);
 });
 
 test('doctor reports the Node.js runtime: path, version, LTS line; older than 22.19 fails with a hint', async () => {
@@ -77,4 +91,13 @@ test('system install writes the unit and creates the banger group under a tempor
   assert.equal(readFileSync(join(root, 'etc/group'), 'utf8').match(/^banger:/gm)!.length, 1);
   assert.equal(unitText('/n', '/b').includes('WantedBy=multi-user.target'), true);
   rmSync(root, { recursive: true, force: true });
+});
+
+test('the unit: hardened, and its [Service] keys are exactly the restrictions e2e/package applies plus plain settings', () => {
+  const body = unitText('/n', '/b').split('[Service]')[1]!.split('[Install]')[0]!;
+  const keys = body.split('\n').filter((l) => /^[A-Za-z]+=/.test(l)).map((l) => l.split('=')[0]!);
+  assert.deepEqual([...new Set(keys)].sort(), [...UNIT_RESTRICTIONS, ...UNIT_PLAIN_KEYS].sort());
+  for (const line of ['ProtectSystem=strict', 'ProtectHome=read-only', 'NoNewPrivileges=yes', 'LimitNOFILE=65536', 'TasksMax=16384', 'RuntimeDirectory=banger virtiofsd']) assert.ok(body.includes(`\n${line}\n`), line);
+  assert.match(body, /^ReadWritePaths=\/var\/lib\/banger /m);
+  for (const off of ['PrivateTmp=', 'PrivateDevices=', 'ProtectKernelTunables=', 'ProtectControlGroups=']) assert.ok(!new RegExp(`^${off}`, 'm').test(body), `${off} stays off`);
 });

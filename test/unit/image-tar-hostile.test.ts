@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isBangerError } from '../../src/core/errors.js';
-import { TarReader } from '../../src/images/tar.js';
+import { TarReader } from '../../src/core/tar-reader.js';
 
 /** PAX owners and sizes a kernel would not accept are E_INVALID naming the field (archives from GNU tar --pax-option). */
 const hasTar = spawnSync('tar', ['--version']).status === 0;

@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync, symlinkSync, linkSync, writeFileSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TarReader, parsePax, parseNumeric, type TarEntry } from '../../src/images/tar.js';
+import { TarReader, parsePax, parseNumeric, type TarEntry } from '../../src/core/tar-reader.js';
 import { isBangerError } from '../../src/core/errors.js';
 import { makeTar } from '../helpers/oci.js';
 

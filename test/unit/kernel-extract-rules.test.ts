@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { checkSymlinkTarget, normaliseEntryPath, staysInside } from '../../src/kernels/extract.js';
 import { identifyHeader } from '../../src/kernels/identify.js';
 import { KeyedLock } from '../../src/core/lock.js';
+import { fakeElfVmlinux } from '../helpers/fake-vmlinux.js';
 
 const code = (fn: () => unknown) => {
   try {
@@ -50,16 +51,9 @@ test('staysInside follows symlinks physically: a ".." after a link to "." escape
 });
 
 test('identifyHeader: ELF (with machine), bzImage (with version string), or nothing', () => {
-  const elf = Buffer.alloc(64);
-  elf.write('\x7fELF', 0, 'latin1');
-  elf[5] = 1;
-  elf.writeUInt16LE(3, 16); // ET_DYN: a program or library (PIE), never a vmlinux
-  elf.writeUInt16LE(62, 18);
-  assert.equal(identifyHeader(elf), undefined);
-  elf.writeUInt16LE(2, 16); // ET_EXEC
-  assert.deepEqual(identifyHeader(elf), { kind: 'elf', arch: 'x86_64' });
-  elf.writeUInt16LE(183, 18);
-  assert.equal(identifyHeader(elf)?.arch, 'aarch64');
+  assert.equal(identifyHeader(fakeElfVmlinux({ type: 3 })), undefined, 'ET_DYN: a program or library (PIE), never a vmlinux');
+  assert.deepEqual(identifyHeader(fakeElfVmlinux()), { kind: 'elf', arch: 'x86_64' });
+  assert.equal(identifyHeader(fakeElfVmlinux({ machine: 183 }))?.arch, 'aarch64');
   const bz = Buffer.alloc(0x1000);
   bz.write('HdrS', 0x202, 'latin1');
   bz.writeUInt16LE(0x400, 0x20e);

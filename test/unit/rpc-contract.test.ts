@@ -24,6 +24,7 @@ test('the daemon serves exactly the contract: every method and legacy alias, not
     ...Object.keys(vmMethods({} as VmService)),
     'daemon.status', // bound in daemon/main.ts against HandlersFor<'daemon.'>
     'daemon.shutdown',
+    'daemon.teardown',
   ]);
   assert.deepEqual([...served].sort(), [...Object.keys(methods), ...Object.keys(legacyAliases)].sort());
   // One verb per action: no method of the contract itself is named delete/remove.
@@ -84,9 +85,9 @@ test('over a real socket: typed request, the rm result shape, and the legacy ali
   }
 });
 
-test('the CLI has no `any`: every RPC result it renders is typed by the contract', () => {
+test('the CLI, the SDK and the MCP server have no `any`: every RPC result they use is typed by the contract', () => {
   const files = (d: string): string[] => readdirSync(d).flatMap((n) => (statSync(join(d, n)).isDirectory() ? files(join(d, n)) : n.endsWith('.ts') ? [join(d, n)] : []));
-  const hits = files(join(root, 'src/cli')).flatMap((f) =>
+  const hits = ['src/cli', 'src/sdk', 'src/mcp'].flatMap((d) => files(join(root, d))).flatMap((f) =>
     readFileSync(f, 'utf8')
       .split('\n')
       .map((line, i) => ({ f, i, line }))

@@ -164,3 +164,30 @@ test('connectUnixStream: E_TIMEOUT when nothing listens, E_CANCELLED on abort, E
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('driver features: every registered driver declares them, folders exactly with features.mounts; nothing outside drivers/ asks a VMM its name', async () => {
+  const { readdirSync, readFileSync } = await import('node:fs');
+  const drivers = DriverRegistry.fromBuild({ exec, binaries: { qemu: 'qemu-system-x86_64', firecracker: 'firecracker' } }).all();
+  assert.deepEqual(drivers.map((d) => d.kind).sort(), DRIVERS.map((r) => r.kind).sort());
+  for (const d of drivers) {
+    assert.deepEqual(Object.keys(d.features).sort(), ['mounts', 'snapshots', 'vsock'], d.kind);
+    assert.equal(d.features.mounts, !!d.folders, `${d.kind}: features.mounts says whether it has folders`);
+  }
+  assert.deepEqual(Object.fromEntries(drivers.map((d) => [d.kind, d.features.mounts])), { qemu: true, firecracker: false });
+  // A comparison with a VMM's name ('qemu' === …, … !== 'firecracker') belongs in its driver.
+  const kinds = DRIVERS.map((r) => r.kind).join('|');
+  const named = new RegExp(`[!=]==\\s*['"](${kinds})['"]|['"](${kinds})['"]\\s*[!=]==`);
+  const offenders: string[] = [];
+  const walk = (dir: string) => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      const p = join(dir, e.name);
+      if (e.isDirectory()) {
+        if (p !== join('src', 'vms', 'drivers')) walk(p);
+      } else if (p.endsWith('.ts')) {
+        readFileSync(p, 'utf8').split('\n').forEach((line, i) => named.test(line) && offenders.push(`${p}:${i + 1}: ${line.trim()}`));
+      }
+    }
+  };
+  walk('src');
+  assert.deepEqual(offenders, []);
+});

@@ -85,6 +85,18 @@ test('sshBanner: true only for a listener that greets with SSH- (loopback only)'
     http.close();
   }
   assert.equal(await sshBanner('127.0.0.1', ssh.port, 1000), false, 'a closed port');
+  // A slow sshd (a loaded TCG guest) greets after the connect timeout: one connection waits for
+  // it rather than hanging up and piling up pre-auth sshd children.
+  let conns = 0;
+  const slow = await new Promise<{ port: number; close: () => void }>((resolve) => {
+    const srv = createServer((s) => (conns++, setTimeout(() => s.end('SSH-2.0-slow\r\n'), 1500))).listen(0, '127.0.0.1', () => resolve({ port: (srv.address() as { port: number }).port, close: () => srv.close() }));
+  });
+  try {
+    assert.equal(await sshBanner('127.0.0.1', slow.port, 1000), true);
+    assert.equal(conns, 1);
+  } finally {
+    slow.close();
+  }
 });
 
 test('installProgress: the latest install line from the console (apt, the script), escapes stripped, trimmed', async () => {
@@ -93,4 +105,27 @@ test('installProgress: the latest install line from the console (apt, the script
   const text = 'banger-first-boot: step install: systemd is missing (at 3.1 s)\nGet:1 http://10.0.0.1/debian bookworm/main amd64 libc6 2.36\nUnpacking libc6 (2.36-9) ...\r\nSetting up \x1b[1msystemd\x1b[0m (252.38-1~deb12u1) ...\nother output\n';
   assert.equal(installProgress(text), 'Setting up systemd (252.38-1~deb12u1) ...');
   assert.equal(installProgress(`Unpacking ${'x'.repeat(200)}\n`)!.length, 100);
+});
+
+test('LineSplitter: a line longer than MAX_LINE is cut there, the rest of it dropped; lines across chunks and UTF-8 split between chunks', async () => {
+  const { LineSplitter, MAX_LINE } = await import('../../src/vms/console.js');
+  const lines: string[] = [];
+  const s = new LineSplitter((l) => lines.push(l));
+  s.push('a'.repeat(3 * MAX_LINE));
+  s.push(Buffer.from('b'.repeat(MAX_LINE) + '\nbanger-first-boot: error: x\nhalf'));
+  const euro = Buffer.from('€\n');
+  s.push(euro.subarray(0, 1));
+  s.push(euro.subarray(1));
+  s.push('tail');
+  s.end();
+  assert.deepEqual(lines, ['a'.repeat(MAX_LINE), 'banger-first-boot: error: x', 'half€', 'tail']);
+});
+
+test('BootWatch: init marker, first error and its hint, install state, progress; CRLF lines', async () => {
+  const { BootWatch } = await import('../../src/vms/console.js');
+  const w = new BootWatch();
+  for (const l of ['[ 1.0] Run /init as init process\r', 'banger-first-boot: step install\r', 'Setting up systemd (252) ...\r', 'banger-first-boot: error: first\r', 'banger-first-boot: hint: h1\r', 'banger-first-boot: error: second']) w.line(l);
+  assert.equal(w.init, true);
+  assert.deepEqual(w.firstBoot(), { installing: true, error: 'first', hint: 'h1' });
+  assert.equal(w.progress, 'Setting up systemd (252) ...');
 });

@@ -49,7 +49,8 @@ test('qemuArgv: microvm TCG, daemonized, serial/QMP/agent sockets in the VM dir,
   assert.ok(!argv.includes('-cpu'), 'TCG uses the default CPU model');
   for (const f of ['-no-reboot', '-nodefaults', '-no-user-config', '-daemonize']) assert.ok(argv.includes(f), f);
   assert.deepEqual(after(argv, '-initrd'), ['/k/initrd.img']);
-  assert.deepEqual(after(argv, '-serial'), [`file:${files.console}`]);
+  assert.deepEqual(after(argv, '-serial'), ['chardev:con']);
+  assert.ok(after(argv, '-chardev').includes(`file,id=con,path=${files.console},append=on`), 'the console is appended to (copytruncate rotation)');
   assert.deepEqual(after(argv, '-qmp'), [`unix:${files.qmp},server=on,wait=off`]);
   assert.deepEqual(after(argv, '-pidfile'), [files.pid]);
   assert.deepEqual(after(argv, '-drive').map((d) => d.split(',')[0]), ['id=root', 'id=seed']);
@@ -74,14 +75,15 @@ test('qopt escapes commas in paths', () => {
   assert.ok(after(argv, '-drive')[0]!.includes('file=/x,,y/root.qcow2'));
 });
 
-test('kernelCmdline: contract string; init= only with first boot; tsc_early_khz under TCG', () => {
+test('kernelCmdline: contract string; init= only with first boot; tsc_early_khz and tsc=reliable under TCG', () => {
   const base = { ip: '172.16.0.2', gateway: '172.16.0.1', netmask: '255.255.255.0', hostname: 'box' };
   assert.equal(
     kernelCmdline({ ...base, firstBoot: true }),
     'console=ttyS0 reboot=t panic=-1 root=/dev/vda rw ip=172.16.0.2::172.16.0.1:255.255.255.0:box:eth0:off init=/usr/local/libexec/banger-first-boot systemd.mask=dev-ttyS0.device systemd.mask=dev-vdb.device systemd.mask=serial-getty@ttyS0.service',
   );
   assert.ok(!kernelCmdline({ ...base, firstBoot: false }).includes('init='));
-  assert.match(kernelCmdline({ ...base, firstBoot: false, tscKhz: 2100000 }), / tsc_early_khz=2100000 /);
+  assert.match(kernelCmdline({ ...base, firstBoot: false, tscKhz: 2100000 }), / tsc_early_khz=2100000 tsc=reliable /);
+  assert.doesNotMatch(kernelCmdline({ ...base, firstBoot: false }), /tsc=/, 'KVM guests keep kvm-clock and the kernel\'s own TSC checks');
   assert.equal(tscKhzFromCpuinfo('processor : 0\ncpu MHz\t\t: 2096.014\n'), 2096014);
   assert.equal(tscKhzFromCpuinfo(undefined), 2000000);
 });
@@ -199,11 +201,13 @@ test('ssh-config --install keeps a symlinked ~/.ssh/config a symlink and writes 
 test('vm list table columns', () => {
   const out = renderList([
     { name: 'box', running: true, state: 'running', vmm: 'qemu', image: 'deb', ip: '172.16.0.2', spec: { vcpu: 2, memoryMiB: 1024 }, createdAt: new Date().toISOString() },
-    { name: 'web', running: true, state: 'running', vmm: 'qemu', image: 'deb', ip: '172.16.0.3', spec: { vcpu: 2, memoryMiB: 1024, ports: [{ hostIp: '127.0.0.1', hostPort: 8080, guestPort: 80, proto: 'tcp' }, { hostIp: '::1', hostPort: 8443, guestPort: 443, proto: 'tcp' }] }, createdAt: new Date().toISOString() },
-  ]);
+    { name: 'web', running: true, state: 'running', vmm: 'qemu', image: 'deb', ip: '172.16.0.3', spec: { vcpu: 2, memoryMiB: 1024, ports: [{ hostIp: '127.0.0.1', hostPort: 8080, guestPort: 80, proto: 'tcp' }, { hostIp: '::1', hostPort: 8443, guestPort: 443, proto: 'tcp' }] }, createdAt: new Date().toISOString(), expiresAt: new Date(Date.parse('2030-01-01T00:00:00Z') + 552_000).toISOString(), onExpire: 'rm' },
+  ], Date.parse('2030-01-01T00:00:00Z'));
   const [head, row, row2] = out.split('\n');
-  assert.deepEqual(head!.split(/\s+/), ['NAME', 'STATE', 'VMM', 'IMAGE', 'IP', 'VCPU', 'MEM', 'AGE', 'PORTS']);
+  assert.deepEqual(head!.split(/\s+/), ['NAME', 'STATE', 'VMM', 'IMAGE', 'IP', 'VCPU', 'MEM', 'AGE', 'TTL', 'PORTS']);
   assert.deepEqual(row!.split(/\s+/).slice(0, 7), ['box', 'running', 'qemu', 'deb', '172.16.0.2', '2', '1024M']);
+  assert.match(row!, /\s-\s+-$/, 'no lifetime, no ports: - -');
+  assert.match(row2!, /\s9m12s rm\s+127/, 'time left and what happens then');
   assert.match(row!, /\s-$/, 'no ports: -');
   assert.match(row2!, /127\.0\.0\.1:8080->80\/tcp, \[::1\]:8443->443\/tcp$/);
 });
@@ -228,7 +232,7 @@ test('launchSpec: bzImage preferred, initrd → ACPI on, disks in guest order, t
   assert.equal(k.acpi, false);
   assert.equal(k.initrd, undefined);
   assert.equal(k.disks.length, 2);
-  assert.doesNotMatch(k.cmdline, /tsc_early_khz/);
+  assert.doesNotMatch(k.cmdline, /tsc_early_khz|tsc=reliable/);
   assert.doesNotMatch(k.cmdline, /banger\.modules/);
   // A kernel with a modules disk: attached read-only after the work disk and named on the command line.
   const m = launchSpec({ instance: '0123456789ab', vm, kernel: { name: 'k', dir: '/k', vmlinuz: '/k/vmlinuz', initrd: '/k/initrd.img', modulesImage: '/k/modules.ext4' }, files: f, net, subnet: parseSubnet('172.16.0.0/24'), kvm: false, tscKhz: 2000000 });

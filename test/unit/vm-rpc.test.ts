@@ -23,7 +23,7 @@ const VERBS_BY_NAMES = ['vm.start', 'vm.stop', 'vm.restart', 'vm.kill', 'vm.rm']
 const VERBS_BY_NAME = ['vm.show', 'vm.logs', 'vm.sshInfo', 'vm.ports'];
 
 test('vm.* methods exist with the agreed names', () => {
-  assert.deepEqual(Object.keys(methods).sort(), [...VERBS_BY_NAMES, ...VERBS_BY_NAME, 'vm.create', 'vm.list', 'vm.prune', 'vm.sshConfig', 'vm.exec', 'vm.cpOut', 'vm.cpIn', 'vm.stat'].sort());
+  assert.deepEqual(Object.keys(methods).sort(), [...VERBS_BY_NAMES, ...VERBS_BY_NAME, 'vm.create', 'vm.list', 'vm.prune', 'vm.sshConfig', 'vm.exec', 'vm.cpOut', 'vm.cpIn', 'vm.stat', 'vm.extend'].sort());
 });
 
 test('names: traversal, separators, over-long and empty names are refused in every verb, naming the field', () => {

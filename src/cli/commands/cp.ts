@@ -1,10 +1,11 @@
-import { lstat, mkdtemp, rename, rm, stat } from 'node:fs/promises';
+import { lstat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { Command } from 'commander';
 import { BangerError, ErrorCode } from '../../core/errors.js';
 import { exitOf, spawnPiped } from '../../core/exec.js';
 import type { Cli } from '../context.js';
 import { StreamCall } from '../stream-client.js';
+import { checkCpName, copyOut } from '../cp-out.js';
 
 /** `NAME:/path` → {vm, path}; a plain path → {path}. `./x:y` and `/x:y` are local paths. */
 export function parseCpArg(arg: string): { vm?: string; path: string } {
@@ -18,10 +19,6 @@ export function parseCpArg(arg: string): { vm?: string; path: string } {
 const reEsc = (s: string) => s.replace(/[\\.[\]*^$,]/g, (c) => `\\${c}`);
 const replEsc = (s: string) => s.replace(/[\\&,]/g, (c) => `\\${c}`);
 const trimSlash = (p: string) => (p.length > 1 ? p.replace(/\/+$/, '') : p);
-
-function checkName(n: string, what: string): void {
-  if (n.includes('\n') || n === '' || n === '.' || n === '..') throw new BangerError(ErrorCode.Invalid, `vm cp: ${what} '${n}' cannot be copied by name`);
-}
 
 async function localTar(argv: string[], feed: (child: ReturnType<typeof spawnPiped>) => Promise<number>): Promise<void> {
   const child = spawnPiped(argv);
@@ -38,37 +35,6 @@ async function localTar(argv: string[], feed: (child: ReturnType<typeof spawnPip
   if (guest !== 0) throw new BangerError(ErrorCode.Exec, `vm cp: tar in the guest failed (exit ${guest})`);
 }
 
-/** VM → host, with docker cp's rules for DST (existing dir: inside it; else: named DST). */
-async function copyOut(c: Cli, vm: string, src: string, dstArg: string): Promise<void> {
-  const s = await c.call('vm.stat', { name: vm, path: src });
-  if (!s.exists) throw new BangerError(ErrorCode.NotFound, `vm cp: ${vm}:${src}: no such file or directory`);
-  const dst = resolve(dstArg);
-  const d = await stat(dst).catch(() => undefined);
-  const srcName = basename(trimSlash(src));
-  checkName(srcName, 'source');
-  if (d && !d.isDirectory() && s.type === 'dir') throw new BangerError(ErrorCode.Invalid, `vm cp: cannot copy directory ${vm}:${src} onto the file ${dstArg}`);
-  if (!d && dstArg.endsWith('/')) throw new BangerError(ErrorCode.NotFound, `vm cp: destination directory ${dstArg} does not exist`);
-  const into = d?.isDirectory() ? dst : await mkdtemp(join(dirname(dst), '.banger-cp-'));
-  try {
-    const argv = ['tar', '-x', '-p', '--numeric-owner', '-f', '-', '-C', into];
-    await localTar(argv, async (child) => {
-      let call: StreamCall | undefined;
-      const sinks = {
-        stdout: (b: Buffer) => child.stdin!.write(b) || (child.stdin!.once('drain', () => call?.resume()), false),
-        stderr: (b: Buffer) => process.stderr.write(b),
-      };
-      child.stdin!.on('error', () => {});
-      call = await StreamCall.open(c, 'vm.cpOut', { name: vm, path: src }, sinks);
-      const exit = await call.done;
-      child.stdin!.end();
-      return exit.code;
-    });
-    if (!d?.isDirectory()) await rename(join(into, srcName), dst);
-  } finally {
-    if (!d?.isDirectory()) await rm(into, { recursive: true, force: true });
-  }
-}
-
 /** host → VM, with the same rules applied to the guest's DST. */
 async function copyIn(c: Cli, src: string, vm: string, dstArg: string): Promise<void> {
   const st = await lstat(src).catch(() => undefined);
@@ -77,7 +43,7 @@ async function copyIn(c: Cli, src: string, vm: string, dstArg: string): Promise<
   const d = await c.call('vm.stat', { name: vm, path: dst });
   const srcPath = resolve(src);
   const srcName = basename(srcPath);
-  checkName(srcName, 'source');
+  checkCpName(srcName, 'source');
   let into = dst;
   let newName: string | undefined;
   if (!d.exists || d.type !== 'dir') {
@@ -87,7 +53,7 @@ async function copyIn(c: Cli, src: string, vm: string, dstArg: string): Promise<
     const parent = await c.call('vm.stat', { name: vm, path: into });
     if (!parent.exists || parent.type !== 'dir') throw new BangerError(ErrorCode.NotFound, `vm cp: ${vm}:${into} is not a directory`);
     newName = basename(dst);
-    checkName(newName, 'destination');
+    checkCpName(newName, 'destination');
   }
   const argv = ['tar', '-c', '--numeric-owner', '-f', '-', '-C', dirname(srcPath), ...(newName ? [`--transform=s,^${reEsc(srcName)}\\(/\\|$\\),${replEsc(newName)}\\1,S`] : []), srcName];
   await localTar(argv, async (child) => {
@@ -114,16 +80,17 @@ export function registerCpCommand(vm: Command, cli: () => Cli): void {
     .description('copy files and directories between the host and a VM (through the guest agent, streamed as tar)')
     .argument('<src>', 'source: a host path or NAME:/path')
     .argument('<dst>', 'destination: a host path or NAME:/path')
+    .option('-a, --archive', 'out of a VM: restore owners (numeric) and exact modes; needs root (setuid bits are dropped all the same)')
     .addHelpText(
       'after',
-      "\nRules (as docker cp): a directory copied to a path that does not exist creates it with the\nsource's contents; to an existing directory, it lands inside it. Modes, owners (numeric),\nmtimes, setuid bits and symlinks (as symlinks) are kept; entries escaping the destination are\nrefused by tar. Needs tar in the guest.\n\nExamples:\n  banger vm cp ./site testbox:/srv/site\n  banger vm cp testbox:/var/log/syslog ./syslog\n  banger vm cp testbox:/etc ./guest-etc",
+      "\nRules (as docker cp): a directory copied to a path that does not exist creates it with the\nsource's contents; to an existing directory, it lands inside it (a directory of the same\nname there is merged into); a file replaces a file. Needs tar in the guest.\n\nInto a VM: tar in the guest (as root) keeps modes, owners (numeric), mtimes, setuid bits and\nsymlinks, and refuses members with '..' or that would be written through a symlink.\n\nOut of a VM (the guest is untrusted): banger reads the guest's tar stream itself and refuses\nthe whole copy, writing nothing, when an entry\n  - is not SRC's own name (its basename) or under it, e.g. '.bashrc' when SRC is /etc/hostname;\n  - is absolute, or has a '.', '..' or empty component (so no '.' entry for DST itself);\n  - comes before its parent directory, or repeats a name;\n  - is a device node, a FIFO, a socket or another special file;\n  - is a hard link to anything but a file or symlink earlier in the same copy;\n  - or when the stream is malformed, holds more than 1,000,000 entries, a name over 4096\n    bytes, or over 1 MiB of PAX / long-name records before one entry.\nNothing is written through a symlink: the copy is built in a new private directory beside\nDST and renamed into place; a file or symlink already at the target name is replaced, never\nfollowed. Setuid, setgid and sticky bits and xattrs are always dropped; modes are masked by\nyour umask; mtimes and symlinks (as symlinks) are kept; files belong to you. With -a as root\nowners (numeric) are restored and modes are exact (still without setuid/setgid/sticky).\n\nExamples:\n  banger vm cp ./site testbox:/srv/site\n  banger vm cp testbox:/var/log/syslog ./syslog\n  sudo banger vm cp -a testbox:/etc ./guest-etc",
     )
-    .action(async (srcArg: string, dstArg: string) => {
+    .action(async (srcArg: string, dstArg: string, opts: { archive?: boolean }) => {
       const c = cli();
       const src = parseCpArg(srcArg);
       const dst = parseCpArg(dstArg);
       if (!!src.vm === !!dst.vm) throw new BangerError(ErrorCode.Usage, 'vm cp: exactly one of SRC and DST must be NAME:/path', { hint: 'banger vm cp ./file testbox:/tmp/   or   banger vm cp testbox:/etc/hostname .' });
-      if (src.vm) await copyOut(c, src.vm, src.path, dst.path);
+      if (src.vm) await copyOut(c, src.vm, src.path, dst.path, { archive: !!opts.archive });
       else await copyIn(c, src.path, dst.vm!, dst.path);
       c.close();
     });

@@ -1,5 +1,6 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { VMM_CHOICES, type VmmChoiceName } from '../../core/vmm.js';
+import { durationProblem } from '../../core/duration.js';
+import { VMM_CHOICES } from '../../core/vmm.js';
 import type { Params } from '../../rpc/contract.js';
 import { collect, createExtras } from './vm-create-extras.js';
 
@@ -9,25 +10,24 @@ import { collect, createExtras } from './vm-create-extras.js';
  * an option of `vm create` and the IMAGE argument of `run`.
  */
 
-/** What commander yields for the shared options (`--no-start` / `--no-wait` give start/wait false). */
-export interface CreateFlags {
-  name?: string;
-  kernel?: string;
-  vcpu?: number;
-  memory?: number;
-  diskSize?: string;
-  workDisk?: string;
-  nat?: boolean;
-  start?: boolean;
-  wait?: boolean;
-  vmm?: VmmChoiceName;
-  packageMirror?: string;
-  packageProxy?: string;
-  publish?: string[];
-  mount?: string[];
+/** The `vm.create` params the shared options fill (`--image` / IMAGE is the command's own). */
+type CreateParamsWire = Omit<Params<'vm.create'>, 'image'>;
+
+/**
+ * What commander yields for the shared options (`--no-start` / `--no-wait` give start/wait
+ * false), derived from the contract's `vm.create` params: a flag named as its param carries the
+ * param's type; those whose flag differs are renamed here (and `--init-script` is a path,
+ * read and sent base64 by createExtras).
+ */
+export type CreateFlags = Omit<CreateParamsWire, 'memoryMiB' | 'ports' | 'mounts' | 'initScript' | 'portMaxConnections' | 'portIdleTimeoutSeconds'> & {
+  memory?: CreateParamsWire['memoryMiB'];
+  portMaxConns?: CreateParamsWire['portMaxConnections'];
+  portIdleTimeout?: CreateParamsWire['portIdleTimeoutSeconds'];
+  publish?: CreateParamsWire['ports'];
+  mount?: CreateParamsWire['mounts'];
+  /** The script's path (the param is its bytes, base64). */
   initScript?: string;
-  keepOnFailure?: boolean;
-}
+};
 
 /** Options a command may leave out: `run` always starts the VM and waits for it. */
 export type OmittableCreateOption = 'start' | 'wait';
@@ -36,6 +36,15 @@ function intArg(flag: string) {
   return (v: string) => {
     if (!/^\d+$/.test(v)) throw new InvalidArgumentError(`${flag} must be a whole number, got '${v}'`);
     return Number(v);
+  };
+}
+
+/** A duration flag (`--ttl 2h`): checked here, so a typo fails before anything is sent. */
+export function durationArg(flag: string) {
+  return (v: string) => {
+    const problem = durationProblem(v);
+    if (problem) throw new InvalidArgumentError(`${flag}: ${problem}`);
+    return v;
   };
 }
 
@@ -54,8 +63,12 @@ const CREATE_OPTIONS: Array<{ key: keyof CreateFlags; make: () => Option }> = [
   { key: 'packageMirror', make: () => new Option('--package-mirror <url>', "archive the first boot installs systemd + sshd from instead of the image's own sources (Debian/Ubuntu: the base URL, e.g. http://10.0.0.1:8080/debian; default: config firstBoot.packageMirror)") },
   { key: 'packageProxy', make: () => new Option('--package-proxy <url>', 'HTTP proxy for the first boot install (default: config firstBoot.packageProxy)') },
   { key: 'publish', make: () => new Option('-p, --publish <spec>', 'publish a guest TCP port on the host: [HOSTIP:]HOSTPORT:GUESTPORT[/tcp], HOSTIP default 127.0.0.1 (repeatable)').argParser(collect).default([]) },
+  { key: 'portMaxConns', make: () => new Option('--port-max-conns <n>', 'clients each published port accepts at once; past it a new connection is closed at once (default: config ports.maxConnections, 256)').argParser(intArg('--port-max-conns')) },
+  { key: 'portIdleTimeout', make: () => new Option('--port-idle-timeout <seconds>', 'close a connection to a published port (both sides) after SECONDS without traffic, 0 never (default: config ports.idleTimeoutSeconds, 600)').argParser(intArg('--port-idle-timeout')) },
   { key: 'mount', make: () => new Option('--mount <spec>', 'share a host folder (QEMU, virtio-9p): HOSTDIR:GUESTDIR[:ro], mounted on every boot (repeatable)').argParser(collect).default([]) },
   { key: 'initScript', make: () => new Option('--init-script <file>', 'run FILE once as root when the first boot is ready; output in vm logs; create fails if it fails') },
+  { key: 'ttl', make: () => new Option('--ttl <duration>', 'lifetime: the VM is stopped or removed (--on-expire) this long after create, e.g. 30m, 2h, 1d (default: config vm.ttl, none); survives daemon restarts, see vm extend').argParser(durationArg('--ttl')) },
+  { key: 'onExpire', make: () => new Option('--on-expire <action>', 'what the end of --ttl does: stop (disk kept) or rm (default: config vm.onExpire, stop)').choices(['stop', 'rm']) },
   { key: 'keepOnFailure', make: () => new Option('--keep-on-failure', 'when create fails, keep the VM for inspection instead of removing everything it made') },
 ];
 
@@ -70,8 +83,8 @@ export function addCreateOptions(cmd: Command, omit: OmittableCreateOption[] = [
  * daemon validates them and names the field), -p/--mount/--init-script through createExtras
  * (relative HOSTDIR made absolute, the script read here and sent base64).
  */
-export async function createParams(o: CreateFlags): Promise<Omit<Params<'vm.create'>, 'image'>> {
-  const p: Omit<Params<'vm.create'>, 'image'> = {
+export async function createParams(o: CreateFlags): Promise<CreateParamsWire> {
+  const p: CreateParamsWire = {
     name: o.name,
     kernel: o.kernel,
     vcpu: o.vcpu,
@@ -84,6 +97,10 @@ export async function createParams(o: CreateFlags): Promise<Omit<Params<'vm.crea
     vmm: o.vmm,
     packageMirror: o.packageMirror,
     packageProxy: o.packageProxy,
+    ttl: o.ttl,
+    onExpire: o.onExpire,
+    portMaxConnections: o.portMaxConns,
+    portIdleTimeoutSeconds: o.portIdleTimeout,
     ...(await createExtras(o)),
   };
   for (const k of Object.keys(p) as Array<keyof typeof p>) if (p[k] === undefined) delete p[k];

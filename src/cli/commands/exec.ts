@@ -19,8 +19,9 @@ const collect = (v: string, prev: string[] = []) => [...prev, v];
  * Runs argv in the VM through the guest agent and returns its exit code (128+N for a death by
  * signal N). stdout/stderr stream separately and binary-safe; with `interactive` stdin is
  * forwarded (else the command sees EOF); Ctrl-C / SIGTERM / SIGHUP are forwarded to the
- * guest process group (a third Ctrl-C abandons it); with `tty` a pty is allocated, the local terminal goes raw and
- * SIGWINCH becomes a resize.
+ * guest process group; a second SIGINT or SIGTERM abandons it (the CLI ends with 128+N, the
+ * agent kills the process group). With `tty` a pty is allocated, the local terminal goes raw and
+ * SIGWINCH becomes a resize. The CLI ends with an error when its stream dies.
  */
 export async function runExec(c: Cli, name: string, argv: string[], o: ExecOptions): Promise<number> {
   if (!argv.length) throw new BangerError(ErrorCode.Usage, 'vm exec: a command is required after --', { hint: 'banger vm exec NAME -- CMD [ARG…]' });
@@ -34,19 +35,25 @@ export async function runExec(c: Cli, name: string, argv: string[], o: ExecOptio
   // Signal handlers go in before the stream opens: output (and the user's Ctrl-C) can arrive
   // before this function resumes, and an unhandled SIGINT would kill the CLI, not the command.
   const early: number[] = [];
-  let interrupts = 0;
+  let stops = 0;
+  let abandonCode = 0;
   let abandon!: (code: number) => void;
   const abandoned = new Promise<number>((r) => (abandon = r));
+  const stop = new AbortController();
   const forward = (sig: NodeJS.Signals) => () => {
-    // The third Ctrl-C gives up on a command that ignores it: the agent kills its process group.
-    if (sig === 'SIGINT' && ++interrupts >= 3) {
-      process.stderr.write('banger: abandoning the command (its process group is killed)\n');
-      call?.close();
-      abandon(130);
+    const signo = constants.signals[sig];
+    // The first SIGINT/SIGTERM goes to the command; a second one gives up on a command that
+    // ignores it (or a guest that no longer answers): the CLI ends and the agent kills the
+    // command's process group.
+    if ((sig === 'SIGINT' || sig === 'SIGTERM') && ++stops >= 2) {
+      process.stderr.write(`banger: second ${sig}: abandoning the command (its process group is killed)\n`);
+      abandonCode = 128 + signo;
+      stop.abort();
+      abandon(abandonCode);
       return;
     }
-    if (call) call.signal(constants.signals[sig]);
-    else early.push(constants.signals[sig]);
+    if (call) call.signal(signo);
+    else early.push(signo);
   };
   const handlers: Array<[NodeJS.Signals, () => void]> = (['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'] as NodeJS.Signals[]).map((sig) => [sig, forward(sig)]);
   for (const [sig, fn] of handlers) process.on(sig, fn);
@@ -59,9 +66,11 @@ export async function runExec(c: Cli, name: string, argv: string[], o: ExecOptio
       'vm.exec',
       { name, argv, env: o.env, workdir: o.workdir, user: o.user, tty, rows: tty ? process.stdout.rows : undefined, cols: tty ? process.stdout.columns : undefined },
       sinks,
+      stop.signal,
     );
   } catch (e) {
     unhook();
+    if (stop.signal.aborted) return abandonCode;
     // The guest could not start the command: 127 not found, 126 not runnable (as docker exec).
     const code = e instanceof BangerError ? e.details?.exitCode : undefined;
     if (typeof code !== 'number') throw e;
@@ -107,7 +116,7 @@ export function registerExecCommand(vm: Command, cli: () => Cli): void {
     .option('-u, --user <user>', 'run as USER, UID or UID:GID from the guest\'s /etc/passwd (default: root)')
     .addHelpText(
       'after',
-      '\nstdout and stderr stay separate and binary-safe; the exit code is passed through (128+N when\nthe command dies of signal N). Ctrl-C is forwarded to the command. Several execs may run at once.\n\nExamples:\n  banger vm exec testbox -- uname -a\n  banger vm exec -i testbox -- sh -c \'wc -c\' < big.bin\n  banger vm exec -it testbox -- bash\n  banger vm exec --env DEBUG=1 --workdir /srv --user www-data testbox -- ./serve',
+      '\nstdout and stderr stay separate and binary-safe; the exit code is passed through (128+N when\nthe command dies of signal N). Ctrl-C and SIGTERM are forwarded to the command; a second one\nabandons it (its process group is killed). Several execs may run at once.\n\nExamples:\n  banger vm exec testbox -- uname -a\n  banger vm exec -i testbox -- sh -c \'wc -c\' < big.bin\n  banger vm exec -it testbox -- bash\n  banger vm exec --env DEBUG=1 --workdir /srv --user www-data testbox -- ./serve',
     )
     .action(async (name: string, cmd: string[], o: ExecOptions) => {
       const c = cli();

@@ -6,6 +6,7 @@ import { exec } from '../../core/exec.js';
 import { humanSize } from '../../core/fsutil.js';
 import { systemInstall } from '../install.js';
 import type { Cli } from '../context.js';
+import type { TeardownResult } from '../../rpc/types.js';
 
 /** `banger system install`. */
 export function registerSystemCommands(program: Command, cli: () => Cli): void {
@@ -17,6 +18,22 @@ export function registerSystemCommands(program: Command, cli: () => Cli): void {
     .action(async () => {
       const c = cli();
       c.emit(await c.call('system.prune', {}), (r: { removed: number; freedBytes: number }) => `removed ${r.removed} blob(s), freed ${humanSize(r.freedBytes)}`);
+    });
+  system
+    .command('teardown')
+    .description("stop every running VM and remove banger's taps, NAT rules and bridge (VM records and disks stay); the package's prerm runs it on remove and purge")
+    .addHelpText('after', '\nExample:\n  sudo banger system teardown && sudo banger daemon stop')
+    .action(async () => {
+      const c = cli();
+      const result = await c.call('daemon.teardown', {});
+      if (result.failed.length) process.exitCode = 1;
+      c.emit(result, (r: TeardownResult) =>
+        [
+          `stopped ${r.stopped.length} VM(s)${r.stopped.length ? `: ${r.stopped.join(', ')}` : ''}`,
+          ...(r.failed.length ? [`could not stop: ${r.failed.join(', ')}`] : []),
+          `removed ${r.taps.length} tap(s), NAT rules of ${r.natVms.length} VM(s)${r.natTable ? ', the nft table' : ''}${r.bridge ? ', the bridge' : ''}`,
+        ].join('\n'),
+      );
     });
   system
     .command('install')

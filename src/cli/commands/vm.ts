@@ -3,14 +3,15 @@ import { lstat, mkdir, readFile, readlink, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { BangerError, ErrorCode } from '../../core/errors.js';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { writeFileAtomic } from '../../core/fsutil.js';
 import type { Cli } from '../context.js';
 import type { Params } from '../../rpc/contract.js';
 import type { Vm, VmDetail } from '../../rpc/types.js';
 import { age, table } from '../table.js';
 import { formatPort } from './vm-create-extras.js';
-import { addCreateOptions, createParams } from './create-options.js';
+import { formatRemaining } from '../../core/duration.js';
+import { addCreateOptions, createParams, durationArg } from './create-options.js';
 import { registerAgentCommands } from './agent-commands.js';
 
 /** `banger vm …`, `banger ps` and `banger ssh-config`. Handlers return data; `emit` prints. */
@@ -81,6 +82,18 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
       c.emit(r, (x) => (x.removed.length ? x.removed.map((n: string) => `removed ${n}`).join('\n') : 'nothing to prune'));
     });
 
+  vm.command('extend')
+    .description("push a VM's lifetime out by DURATION (from its deadline, or from now when it has none or it passed)")
+    .argument('<name>', 'VM name')
+    .argument('<duration>', 'e.g. 30m, 2h, 1d', durationArg('DURATION'))
+    .addOption(new Option('--on-expire <action>', 'also change what the deadline does: stop or rm').choices(['stop', 'rm']))
+    .addHelpText('after', '\nExamples:\n  banger vm extend testbox 1h\n  banger vm extend testbox 30m --on-expire rm')
+    .action(async (name: string, by: string, o: { onExpire?: 'stop' | 'rm' }) => {
+      const c = cli();
+      const v = await c.call('vm.extend', { name, by, ...(o.onExpire ? { onExpire: o.onExpire } : {}) });
+      c.emit(v, (x) => `vm ${x.name} expires at ${x.expiresAt} (in ${formatRemaining(Date.parse(x.expiresAt ?? '') - Date.now())}, then ${x.onExpire})`);
+    });
+
   const listAction = async () => {
     const c = cli();
     const vms = await c.call('vm.list', {});
@@ -88,7 +101,7 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
   };
   vm.command('list')
     .alias('ls')
-    .description('list VMs: NAME STATE VMM IMAGE IP VCPU MEM AGE PORTS (alias: banger ps)')
+    .description('list VMs: NAME STATE VMM IMAGE IP VCPU MEM AGE TTL PORTS (alias: banger ps)')
     .addHelpText('after', '\nExamples:\n  banger vm list\n  banger ps\n  banger --json vm list')
     .action(listAction);
   program.command('ps').description('list VMs (same as banger vm list)').addHelpText('after', '\nExamples:\n  banger ps\n  banger --json ps').action(listAction);
@@ -112,12 +125,15 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
       const c = cli();
       let offset = 0;
       let all = '';
+      let until: number | undefined; // without -f: what the console held at the first answer
       for (;;) {
         const r = await c.call('vm.logs', { name, offset });
         offset = r.offset;
+        until ??= r.end;
         if (c.json) all += r.data;
         else process.stdout.write(r.data);
-        if (!o.follow || (!r.running && !r.data)) break;
+        if (!o.follow && (offset >= until || !r.data)) break;
+        if (o.follow && !r.running && !r.data) break;
         if (!r.data) await new Promise((res) => setTimeout(res, 500));
       }
       if (c.json) c.emit({ name, console: all }, () => '');
@@ -197,13 +213,18 @@ async function symlinkTarget(p: string): Promise<string> {
 }
 
 /** The fields the VM table shows. */
-export type VmRow = Pick<Vm, 'name' | 'running' | 'state' | 'vmm' | 'image' | 'ip' | 'createdAt'> & { spec: Pick<Vm['spec'], 'vcpu' | 'memoryMiB' | 'ports'> };
+export type VmRow = Pick<Vm, 'name' | 'running' | 'state' | 'vmm' | 'image' | 'ip' | 'createdAt'> & Partial<Pick<Vm, 'expiresAt' | 'onExpire'>> & { spec: Pick<Vm['spec'], 'vcpu' | 'memoryMiB' | 'ports'> };
 
-export function renderList(vms: VmRow[]): string {
+/** The TTL column: time left and what happens then (`9m12s rm`), `-` without a lifetime. */
+export function ttlCell(v: Partial<Pick<Vm, 'expiresAt' | 'onExpire'>>, now = Date.now()): string {
+  return v.expiresAt ? `${formatRemaining(Date.parse(v.expiresAt) - now)} ${v.onExpire ?? 'stop'}` : '-';
+}
+
+export function renderList(vms: VmRow[], now = Date.now()): string {
   if (!vms.length) return "no VMs (create one: banger vm create --image IMAGE)";
   return table(
-    ['NAME', 'STATE', 'VMM', 'IMAGE', 'IP', 'VCPU', 'MEM', 'AGE', 'PORTS'],
-    vms.map((v) => [v.name, v.running ? 'running' : v.state, v.vmm, v.image, v.ip, v.spec.vcpu, `${v.spec.memoryMiB}M`, age(v.createdAt), (v.spec.ports ?? []).map(formatPort).join(', ')]),
+    ['NAME', 'STATE', 'VMM', 'IMAGE', 'IP', 'VCPU', 'MEM', 'AGE', 'TTL', 'PORTS'],
+    vms.map((v) => [v.name, v.running ? 'running' : v.state, v.vmm, v.image, v.ip, v.spec.vcpu, `${v.spec.memoryMiB}M`, age(v.createdAt), ttlCell(v, now), (v.spec.ports ?? []).map(formatPort).join(', ')]),
   );
 }
 
@@ -221,14 +242,21 @@ function renderShow(v: VmDetail): string {
     ['vcpu', v.spec.vcpu],
     ['memory', `${v.spec.memoryMiB} MiB`],
     ['nat', v.spec.nat ? 'yes' : 'no'],
-    ['ports', (v.spec.ports ?? []).map(formatPort).join(', ') || undefined],
+    ['ports', v.spec.ports?.length ? v.spec.ports.map(formatPort).join(', ') + portLimits(v.spec.portLimits) : undefined],
     ['mounts', (v.spec.mounts ?? []).map((m: { hostDir: string; guestDir: string; readOnly: boolean }) => `${m.hostDir} -> ${m.guestDir}${m.readOnly ? ' (ro)' : ''}`).join(', ') || undefined],
     ['root disk', `${v.spec.rootDisk.path} (${v.spec.rootDisk.format}${v.rootDiskMethod ? `, ${v.rootDiskMethod} copy` : ''})`],
     ['init', v.cmdlineFirstBoot ?? '(image default)'],
     ['packages', v.spec.firstBoot ? `first boot installs from ${v.spec.packageMirror ?? "the image's own sources"}${v.spec.packageProxy ? ` via proxy ${v.spec.packageProxy}` : ''}` : undefined],
     ['console', v.console],
     ['created', `${v.createdAt} (${age(v.createdAt)} ago)`],
+    ['expires', v.expiresAt ? `${v.expiresAt} (${ttlCell(v)})` : undefined],
     ['ssh', v.sshCommand],
   ];
   return rows.map(([k, val]) => `${(k + ':').padEnd(11)} ${val ?? '-'}`).join('\n');
+}
+
+/** ` (at most 256 clients at once each, idle ones closed after 600 s)`, or '' for a VM made before port limits. */
+function portLimits(l: Vm['spec']['portLimits']): string {
+  if (!l) return '';
+  return ` (at most ${l.maxConnections} clients at once each, idle ones closed ${l.idleTimeoutSeconds ? `after ${l.idleTimeoutSeconds} s` : 'never'})`;
 }

@@ -27,6 +27,7 @@ export function vmMethods(svc: VmService): MethodTable {
     'vm.rm': (p, op) => svc.rm(p.names, !!p.force, op),
     'vm.prune': (_p, op) => svc.prune(op),
     'vm.list': () => svc.list(),
+    'vm.extend': (p) => svc.extend(p.name, p.by, p.onExpire),
     'vm.show': async (p) => {
       const r = await svc.show(p.name);
       return { ...r, files: { ...r.files } };

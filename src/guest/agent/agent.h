@@ -9,7 +9,7 @@
 #include <sys/types.h>
 
 #define AGENT_NAME "banger-vsock-agent"
-#define AGENT_VERSION "2"
+#define AGENT_VERSION "3" /* 3: set-clock; every request of version 2 is answered as before */
 #define PROTO_VERSION 2
 
 /* ---- protocol v2 constants (mirrored in src/core/agent-proto.ts) ---- */
@@ -56,9 +56,18 @@ struct request {
 	char **env;  /* NULL-terminated */
 	char *workdir, *user, *path;
 	int tty, rows, cols;
+	long long unix_ms; /* set-clock: the host's wall clock, ms since the epoch; 0 when absent */
 };
 int req_parse(const char *json, size_t len, struct request *r, const char **err);
 void req_free(struct request *r);
+
+/* ---- the guest's wall clock (clock.c) ---- */
+/* How set-clock applies: to the system clock (the agent serves the guest's own channels),
+ * to a file (--fake-clock FILE, tests), or not at all (test channels without --fake-clock). */
+enum { CLOCK_SYSTEM, CLOCK_FILE, CLOCK_REFUSE };
+extern int clock_mode;
+extern const char *clock_file;
+void op_set_clock(struct out *o, long long unix_ms);
 
 /* ---- spawning (spawn.c) ---- */
 struct spawned {

@@ -20,7 +20,8 @@
  *   - For tests and debugging: --stdio (stdin/stdout, exit on EOF), --channel PATH (a character
  *     device or pty treated like the virtio port, reopened on EOF/HUP), --unix PATH (a listening
  *     Unix socket). Naming any of these replaces the default channels unless --vsock-port is
- *     also given.
+ *     also given, and makes set-clock refuse (the agent is on a host) unless --fake-clock FILE
+ *     names a file to write the time to instead (clock.c).
  *
  * Static C, no runtime dependencies: gcc -static -O2 -Wall -Wextra (scripts/build-agent.sh).
  */
@@ -311,7 +312,7 @@ static void on_sigchld(int sig) {
 
 static void usage(FILE *f) {
 	fputs("usage: " AGENT_NAME " [--vsock-port N] [--no-vsock] [--no-port] [--channel PATH]\n"
-	      "                          [--unix PATH] [--stdio] [--version]\n"
+	      "                          [--unix PATH] [--stdio] [--fake-clock FILE] [--version]\n"
 	      "Serves banger's guest agent protocol (newline-delimited JSON: health, ports).\n"
 	      "Default: AF_VSOCK port 1024 and the virtio-serial port '" PORT_NAME "'.\n",
 	      f);
@@ -334,6 +335,8 @@ int main(int argc, char **argv) {
 		} else if (!strcmp(a, "--unix") && i + 1 < argc) {
 			opt_unix = argv[++i];
 			explicit_channel = 1;
+		} else if (!strcmp(a, "--fake-clock") && i + 1 < argc) {
+			clock_file = argv[++i];
 		} else if (!strcmp(a, "--stdio")) {
 			opt_stdio = 1;
 			explicit_channel = 1;
@@ -352,6 +355,9 @@ int main(int argc, char **argv) {
 		if (!explicit_vsock) opt_vsock = 0;
 		if (!opt_channel) opt_port = 0;
 	}
+	/* set-clock sets the system clock only when the agent serves a guest's own channels: on
+	 * test channels it runs on a host (clock.c). */
+	clock_mode = clock_file ? CLOCK_FILE : explicit_channel ? CLOCK_REFUSE : CLOCK_SYSTEM;
 	signal(SIGPIPE, SIG_IGN);
 	if (pipe2(sigchld_pipe, O_CLOEXEC | O_NONBLOCK) == 0) {
 		struct sigaction sa = {.sa_handler = on_sigchld, .sa_flags = SA_RESTART | SA_NOCLDSTOP};

@@ -4,6 +4,7 @@
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -346,7 +347,7 @@ void req_free(struct request *r) {
 
 /*
  * Parses a request object: {"op":S, "argv":[S...], "env":["K=V"...], "workdir":S, "user":S,
- * "path":S, "tty":B, "rows":N, "cols":N}. Unknown members are skipped. Returns 0, or -1 with
+ * "path":S, "tty":B, "rows":N, "cols":N, "unixMs":N}. Unknown members are skipped. Returns 0, or -1 with
  * *err naming the problem (the request is then freed).
  */
 int req_parse(const char *json, size_t len, struct request *r, const char **err) {
@@ -382,6 +383,14 @@ int req_parse(const char *json, size_t len, struct request *r, const char **err)
 			if (!strncmp(p, "true", 4)) { r->tty = 1; p += 4; }
 			else if (!strncmp(p, "false", 5)) { r->tty = 0; p += 5; }
 			else { *err = "bad request: \"tty\" must be a boolean"; goto bad; }
+		} else if (!strcmp(key, "unixMs")) {
+			char *end;
+			errno = 0;
+			long long v = strtoll(p, &end, 10);
+			/* 2001-09-09 .. 2286-11-20: a wall clock, not a duration or garbage */
+			if (end == p || errno || v < 1000000000000LL || v > 9999999999999LL || *end == '.' || *end == 'e' || *end == 'E') { *err = "bad request: \"unixMs\" must be milliseconds since the epoch (an integer)"; goto bad; }
+			r->unix_ms = v;
+			p = end;
 		} else if (!strcmp(key, "rows") || !strcmp(key, "cols")) {
 			char *end;
 			long v = strtol(p, &end, 10);

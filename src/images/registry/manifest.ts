@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { BangerError, ErrorCode } from '../../core/errors.js';
+import type { ImageConfig } from '../../core/shapes/image.js';
 
 /** Manifest and layer media types banger understands (OCI image spec v1.1, Docker schema 2). */
 export const MediaType = {
@@ -124,13 +125,7 @@ export function selectPlatform(index: ImageIndex, want: Platform, what: string):
 }
 
 /** The OCI image config fields banger keeps. */
-export interface ImageConfig {
-  env: string[];
-  entrypoint: string[];
-  cmd: string[];
-  user: string;
-  workdir: string;
-}
+export type { ImageConfig } from '../../core/shapes/image.js';
 
 export function extractConfig(raw: unknown): { config: ImageConfig; os?: string; architecture?: string; variant?: string } {
   const j = (raw ?? {}) as { config?: Record<string, unknown>; os?: string; architecture?: string; variant?: string };

@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import type { Exec } from '../../core/exec.js';
 import type { Logger } from '../../core/log.js';
 import type { ProgressEvent } from '../../core/operation.js';
-import { BangerError, ErrorCode, errorMessage, throwIfAborted } from '../../core/errors.js';
+import { BangerError, ErrorCode, errorMessage } from '../../core/errors.js';
+import { StepRunner } from '../../core/steps.js';
 import { UndoStack } from '../../core/undo.js';
 import { DebianArchive, debianArch, type DebRef } from './archive.js';
 import { findKernelImage, findModulesDir, unpackDeb } from './deb.js';
@@ -12,7 +13,7 @@ import { download, fetchCached } from './download.js';
 import type { ContentStore } from '../../core/content-store.js';
 import type { HttpClient } from '../../core/http.js';
 import { buildInitramfs } from './initramfs.js';
-import { GUEST_MODULES, resolveModules } from './modules.js';
+import { GUEST_MODULES, MOUNT_MODULES, resolveModules } from './modules.js';
 import { buildModulesImage, MODULES_IMAGE } from '../modimage.js';
 import { extractVmlinux } from './vmlinux.js';
 
@@ -87,107 +88,132 @@ export const BUSYBOX_PACKAGE = 'busybox-static';
  * everything this function put in tmpDir is removed.
  */
 export async function fetchDebianKernel(opts: FetchDebianKernelOptions): Promise<FetchDebianKernelResult> {
-  const { entry, exec, log, signal } = opts;
+  const { entry, log } = opts;
   const progress = opts.progress ?? (() => {});
   const undo = new UndoStack((m, f) => log.warn(m, f));
-  let step = 'verify-inrelease';
-  const timings: Record<string, number> = {};
-  let mark = performance.now();
-  /** Record how long the current step took and move on to `next`. */
-  const advance = (next: string) => {
-    const now = performance.now();
-    timings[step] = Math.round(now - mark);
-    mark = now;
-    step = next;
-  };
+  const steps = new StepRunner({ undo, signal: opts.signal, tag: (e, step) => fetchFailure(entry.name, step, e) });
   const work = join(opts.tmpDir, `debian-${process.pid}-${Date.now().toString(36)}`);
   try {
-    await mkdir(work, { recursive: true });
-    undo.push('remove scratch', () => rm(work, { recursive: true, force: true }));
-    const outBefore = new Set(await readdir(opts.outDir).catch(() => [] as string[]));
-    undo.push('empty outDir', async () => {
-      for (const n of await readdir(opts.outDir).catch(() => [] as string[])) if (!outBefore.has(n)) await rm(join(opts.outDir, n), { recursive: true, force: true });
+    const archive = await steps.run('verify-inrelease', async () => {
+      const archive = await prepare(opts, work, steps, (message) => progress({ stage: steps.current ?? 'verify-inrelease', message }));
+      progress({ stage: 'verify-inrelease', message: archive.inReleaseUrl });
+      await archive.loadRelease();
+      return archive;
     });
-    const archive = new DebianArchive({
-      mirror: opts.mirror,
-      suite: entry.suite,
-      component: entry.component ?? 'main',
-      arch: debianArch(entry.arch),
-      keyring: opts.keyring,
-      tmpDir: work,
-      exec,
-      log,
-      signal,
-      http: opts.http,
-      onWait: (message) => progress({ stage: step, message }),
+    await steps.run('fetch-packages', async () => {
+      progress({ stage: 'fetch-packages' });
+      await archive.loadPackages();
     });
-    progress({ stage: 'verify-inrelease', message: archive.inReleaseUrl });
-    await archive.loadRelease();
-    advance('fetch-packages');
-    progress({ stage: 'fetch-packages' });
-    await archive.loadPackages();
-    advance('resolve');
-    const kernelDeb = await archive.resolveKernel(entry.package);
-    const busyboxDeb = await archive.resolve(BUSYBOX_PACKAGE);
-    log.info('resolved Debian kernel', { entry: entry.name, meta: entry.package, package: kernelDeb.package, version: kernelDeb.version, sha256: kernelDeb.sha256 });
-    progress({ stage: 'resolve', message: `${entry.package} → ${kernelDeb.package} ${kernelDeb.version}` });
-
-    advance('download');
-    const kernelFile = await fetchDeb(kernelDeb, work, opts);
-    const busyboxFile = await fetchDeb(busyboxDeb, work, opts);
-
-    advance('unpack');
-    progress({ stage: 'unpack', key: kernelDeb.package });
-    const kroot = join(work, 'kernel');
-    const broot = join(work, 'busybox');
-    await unpackDeb(kernelFile, kroot, exec, signal);
-    await unpackDeb(busyboxFile, broot, exec, signal);
-    const img = await findKernelImage(kroot, kernelDeb.package);
-    const modDir = await findModulesDir(kroot, img.release, kernelDeb.package);
-    await copyFile(img.vmlinuz, join(opts.outDir, KERNEL_FILES.vmlinuz));
-
-    advance('vmlinux');
-    throwIfAborted(signal);
-    progress({ stage: 'vmlinux' });
-    const format = await extractVmlinux(img.vmlinuz, join(opts.outDir, KERNEL_FILES.vmlinux), exec, signal);
-
-    advance('initramfs');
-    throwIfAborted(signal);
-    progress({ stage: 'initramfs' });
-    const { modules, builtin } = await resolveModules(modDir, GUEST_MODULES, exec);
-    const busybox = await readFile(join(broot, 'bin', 'busybox')).catch((e) => {
-      throw new BangerError(ErrorCode.Bundle, `package ${BUSYBOX_PACKAGE} ${busyboxDeb.version} has no bin/busybox`, { cause: e });
+    const [kernelDeb, busyboxDeb] = await steps.run('resolve', async () => {
+      const debs = [await archive.resolveKernel(entry.package), await archive.resolve(BUSYBOX_PACKAGE)] as const;
+      log.info('resolved Debian kernel', { entry: entry.name, meta: entry.package, package: debs[0].package, version: debs[0].version, sha256: debs[0].sha256 });
+      progress({ stage: 'resolve', message: `${entry.package} → ${debs[0].package} ${debs[0].version}` });
+      return debs;
     });
-    const initrdBytes = await buildInitramfs({ busybox, kernelVersion: img.release, modules }, join(opts.outDir, KERNEL_FILES.initrd));
-    progress({ stage: 'initramfs', done: true, message: `${modules.length} modules, ${initrdBytes} bytes` });
-
-    advance('modules');
-    throwIfAborted(signal);
-    progress({ stage: 'modules', message: 'all modules as a read-only disk for the guest (depmod + mkfs.ext4)' });
-    const modulesBytes = await buildModulesImage(exec, modDir, join(opts.outDir, MODULES_IMAGE), { signal });
-    progress({ stage: 'modules', done: true, message: `${MODULES_IMAGE}, ${Math.round(modulesBytes / 1048576)} MiB` });
-    advance('done');
-    log.info('built Debian kernel', { release: img.release, compression: format, modules: modules.map((m) => m.name), builtin, initrdBytes, modulesBytes, stepMs: timings });
+    const files = await steps.run('download', async () => [await fetchDeb(kernelDeb, work, opts), await fetchDeb(busyboxDeb, work, opts)] as const);
+    const unpacked = await steps.run('unpack', () => unpackKernel(opts, work, kernelDeb, files, progress));
+    const built = await buildBootFiles(opts, steps, unpacked, busyboxDeb, progress);
+    log.info('built Debian kernel', { release: unpacked.img.release, ...built, stepMs: Object.fromEntries(steps.timings.map((t) => [t.name, t.ms])) });
 
     await rm(work, { recursive: true, force: true });
     undo.commit();
     return {
-      kernelVersion: img.release,
+      kernelVersion: unpacked.img.release,
       source: `debian:${kernelDeb.package}=${kernelDeb.version}@${opts.mirror}`,
       debSha256: kernelDeb.sha256,
       package: kernelDeb.package,
       packageVersion: kernelDeb.version,
-      initrdBytes,
+      initrdBytes: built.initrdBytes,
       blobs: opts.store ? [`sha256:${kernelDeb.sha256}`, `sha256:${busyboxDeb.sha256}`] : undefined,
     };
   } catch (e) {
     await undo.unwind();
-    if (e instanceof BangerError) {
-      if (!e.details?.['step']) (e as { details?: Record<string, unknown> }).details = { ...e.details, step, entry: entry.name };
-      throw e;
-    }
-    throw new BangerError(ErrorCode.Internal, `kernel ${entry.name}: step ${step} failed: ${errorMessage(e)}`, { cause: e, details: { step, entry: entry.name } });
+    throw e;
   }
+}
+
+/**
+ * How a failure of step `step` is reported (the runner's `tag`): a BangerError keeps its
+ * message and gains `details.step` and `entry`; anything else is E_INTERNAL naming both.
+ */
+function fetchFailure(entryName: string, step: string, e: unknown): unknown {
+  if (e instanceof BangerError) {
+    if (e.details?.['step']) return e;
+    const tagged = new BangerError(e.code, e.message, { hint: e.hint, cause: e.cause ?? e, details: { ...e.details, step, entry: entryName } });
+    tagged.stack = e.stack;
+    return tagged;
+  }
+  return new BangerError(ErrorCode.Internal, `kernel ${entryName}: step ${step} failed: ${errorMessage(e)}`, { cause: e, details: { step, entry: entryName } });
+}
+
+/** The scratch directory and the archive client; undo empties `outDir` of what this run added. */
+async function prepare(opts: FetchDebianKernelOptions, work: string, steps: StepRunner, onWait: (message: string) => void): Promise<DebianArchive> {
+  await mkdir(work, { recursive: true });
+  steps.undo('remove scratch', () => rm(work, { recursive: true, force: true }));
+  const outBefore = new Set(await readdir(opts.outDir).catch(() => [] as string[]));
+  steps.undo('empty outDir', async () => {
+    for (const n of await readdir(opts.outDir).catch(() => [] as string[])) if (!outBefore.has(n)) await rm(join(opts.outDir, n), { recursive: true, force: true });
+  });
+  const { entry } = opts;
+  return new DebianArchive({
+    mirror: opts.mirror,
+    suite: entry.suite,
+    component: entry.component ?? 'main',
+    arch: debianArch(entry.arch),
+    keyring: opts.keyring,
+    tmpDir: work,
+    exec: opts.exec,
+    log: opts.log,
+    signal: opts.signal,
+    http: opts.http,
+    onWait,
+  });
+}
+
+interface Unpacked {
+  img: Awaited<ReturnType<typeof findKernelImage>>;
+  modDir: string;
+  /** Where busybox-static was unpacked. */
+  broot: string;
+}
+
+/** step unpack: both .debs unpacked; the kernel image and its modules found; vmlinuz copied out. */
+async function unpackKernel(opts: FetchDebianKernelOptions, work: string, kernelDeb: DebRef, files: readonly [string, string], progress: (ev: ProgressEvent) => void): Promise<Unpacked> {
+  progress({ stage: 'unpack', key: kernelDeb.package });
+  const kroot = join(work, 'kernel');
+  const broot = join(work, 'busybox');
+  await unpackDeb(files[0], kroot, opts.exec, opts.signal);
+  await unpackDeb(files[1], broot, opts.exec, opts.signal);
+  const img = await findKernelImage(kroot, kernelDeb.package);
+  const modDir = await findModulesDir(kroot, img.release, kernelDeb.package);
+  await copyFile(img.vmlinuz, join(opts.outDir, KERNEL_FILES.vmlinuz));
+  return { img, modDir, broot };
+}
+
+/** steps vmlinux, initramfs and modules: the ELF kernel, banger's initramfs and the modules disk. */
+async function buildBootFiles(opts: FetchDebianKernelOptions, steps: StepRunner, u: Unpacked, busyboxDeb: DebRef, progress: (ev: ProgressEvent) => void) {
+  const { exec, signal } = opts;
+  const compression = await steps.run('vmlinux', async () => {
+    progress({ stage: 'vmlinux' });
+    return extractVmlinux(u.img.vmlinuz, join(opts.outDir, KERNEL_FILES.vmlinux), exec, signal);
+  });
+  const { modules, builtin, initrdBytes } = await steps.run('initramfs', async () => {
+    progress({ stage: 'initramfs' });
+    const { modules, builtin } = await resolveModules(u.modDir, GUEST_MODULES, exec, MOUNT_MODULES);
+    const busybox = await readFile(join(u.broot, 'bin', 'busybox')).catch((e) => {
+      throw new BangerError(ErrorCode.Bundle, `package ${BUSYBOX_PACKAGE} ${busyboxDeb.version} has no bin/busybox`, { cause: e });
+    });
+    const initrdBytes = await buildInitramfs({ busybox, kernelVersion: u.img.release, modules }, join(opts.outDir, KERNEL_FILES.initrd));
+    progress({ stage: 'initramfs', done: true, message: `${modules.length} modules, ${initrdBytes} bytes` });
+    return { modules, builtin, initrdBytes };
+  });
+  const modulesBytes = await steps.run('modules', async () => {
+    progress({ stage: 'modules', message: 'all modules as a read-only disk for the guest (depmod + mkfs.ext4)' });
+    const bytes = await buildModulesImage(exec, u.modDir, join(opts.outDir, MODULES_IMAGE), { signal });
+    progress({ stage: 'modules', done: true, message: `${MODULES_IMAGE}, ${Math.round(bytes / 1048576)} MiB` });
+    return bytes;
+  });
+  return { compression, modules: modules.map((m) => m.name), builtin, initrdBytes, modulesBytes };
 }
 
 /** Download one verified .deb (through the content store when configured); returns its path. */

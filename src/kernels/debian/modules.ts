@@ -27,6 +27,14 @@ export const GUEST_MODULES = [
   'ext4',
 ] as const;
 
+/**
+ * Modules for host folders (`vm create --mount`): virtiofs and 9p. Loaded by the initramfs when
+ * the kernel has them (a kernel without 9p, like Debian's cloud kernel, simply lacks it), so a
+ * mount needs nothing from the guest's own tools: docker.io's debian:bookworm has no kmod, so
+ * its `modprobe` does not exist (issue 20).
+ */
+export const MOUNT_MODULES = ['fuse', 'virtiofs', '9pnet', '9pnet_virtio', '9p'] as const;
+
 /** Module name as the kernel sees it: basename without .ko(.xz|.zst|.gz), dashes as underscores. */
 export function moduleName(file: string): string {
   return file.replace(/^.*\//, '').replace(/\.ko(\.(xz|zst|gz))?$/, '').replace(/-/g, '_');
@@ -93,9 +101,10 @@ export interface ResolvedModule {
 /**
  * Resolve `wanted` (module names) in `modDir` (= lib/modules/<version>) to modules with all their
  * dependencies, dependencies first, each once. Names listed in modules.builtin are skipped.
- * A wanted module that is neither a file nor built in is E_BUNDLE.
+ * A wanted module that is neither a file nor built in is E_BUNDLE; an `optional` one is then
+ * left out.
  */
-export async function resolveModules(modDir: string, wanted: readonly string[], exec: Exec): Promise<{ modules: ResolvedModule[]; builtin: string[] }> {
+export async function resolveModules(modDir: string, wanted: readonly string[], exec: Exec, optional: readonly string[] = []): Promise<{ modules: ResolvedModule[]; builtin: string[] }> {
   const files = await walk(join(modDir, 'kernel')).catch(() => [] as string[]);
   const byName = new Map(files.map((f) => [moduleName(f), f]));
   let builtinText = '';
@@ -131,5 +140,7 @@ export async function resolveModules(modDir: string, wanted: readonly string[], 
     order.push(m);
   };
   for (const w of wanted) await visit(w, []);
+  // Optional modules (and their dependencies) only when the kernel ships them as files.
+  for (const o of optional) if (byName.has(o.replace(/-/g, '_'))) await visit(o, []);
   return { modules: order, builtin: skipped };
 }

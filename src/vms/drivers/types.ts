@@ -2,13 +2,15 @@ import type { Socket } from 'node:net';
 import type { Exec } from '../../core/exec.js';
 import type { HostProbe } from '../../core/host.js';
 import type { VmFiles } from '../files.js';
-import type { MountSpec } from '../publish-spec.js';
+import type { MountSpec } from '../../core/shapes/vm.js';
 
 /**
  * The VMM driver interface: everything VMM-specific sits behind it (how it is probed for
  * `auto`, which kernel file it boots, how the root disk is made, how the process is launched,
  * stopped, killed, checked and adopted, where its console goes and how the guest agent's byte
- * stream is reached). The VM service never switches on `kind`.
+ * stream is reached), and what it supports (`features`, as lima's driver features). The VM
+ * service never switches on `kind`: it asks `features`, and reaches what only some VMMs have
+ * through optional parts (`folders`).
  *
  * A driver lives in its own folder `src/vms/drivers/<kind>/` and is listed once in
  * `registry.ts`. Contracts, for every implementation:
@@ -26,6 +28,7 @@ import type { MountSpec } from '../publish-spec.js';
  * - `ownerOf` recognises this driver's VMM processes (reconcile kills orphans with it).
  * - `openAgentStream` resolves a connected socket carrying the guest agent's byte stream (any
  *   handshake already done), or rejects with E_TIMEOUT / E_VMM; the caller owns and destroys it.
+ * - `features.mounts` is true exactly when `folders` is there.
  */
 
 /** The VMM kinds banger knows by name (defined once in core/vmm.ts). */
@@ -115,7 +118,7 @@ export interface LaunchSpec {
   net: { tap: string; mac: string };
   /** KVM acceleration, as the driver's probe decided when the VMM was chosen. */
   kvm: boolean;
-  /** Host folders shared over virtio-9p (qemu only; mounts.ts). */
+  /** Host folders (`--mount`; only for a driver with `features.mounts`), devices picked by its `folders`. */
   mounts?: MountSpec[];
 }
 
@@ -135,8 +138,35 @@ export interface RootDiskRequest {
   signal?: AbortSignal;
 }
 
+/**
+ * What a VMM supports, declared by its driver (lima's `Info().Features`). Callers ask these,
+ * never the VMM's name.
+ */
+export interface DriverFeatures {
+  /** Host folders shared with the guest (`vm create --mount`); the driver has `folders`. */
+  mounts: boolean;
+  /** Save and restore a running VM (no driver offers it through banger yet). */
+  snapshots: boolean;
+  /** The guest agent over vsock (else over another byte stream, e.g. a virtio-serial port). */
+  vsock: boolean;
+}
+
+/** The host side of shared folders, for a driver with `features.mounts`. */
+export interface SharedFolders {
+  /** The device each mount uses on this host, picked at create (recorded in the VM's spec). */
+  devices(mounts: MountSpec[]): Promise<MountSpec[]>;
+  /** Before the VMM launches: start what the devices need on the host. Undo: `stop`. */
+  start(vm: VmHandle, mounts: MountSpec[]): Promise<void>;
+  /** Stop it; idempotent (nothing running is success). */
+  stop(vm: VmHandle, mounts: MountSpec[]): Promise<void>;
+}
+
 export interface VmmDriver {
   readonly kind: VmmKind;
+  /** What this VMM supports (callers ask this, never `kind`). */
+  readonly features: DriverFeatures;
+  /** Host folders (present exactly when `features.mounts`). */
+  readonly folders?: SharedFolders;
   /** Can this VMM run here, and how (no side effects; the KVM verdict is given). */
   probe(host: DriverHost): Promise<ProbeResult>;
   /** The kernel file this VMM boots from a kernel record; E_NOT_FOUND naming the kernel when none fits. */

@@ -3,7 +3,7 @@ import { basename, dirname } from 'node:path';
 import { readFile, writeFile } from 'node:fs/promises';
 import { BangerError, ErrorCode, errorMessage } from '../../../core/errors.js';
 import type { Exec } from '../../../core/exec.js';
-import type { BootKernel, DiskSpec, DriverHost, KernelFiles, LaunchSpec, ProbeResult, RootDiskRequest, VmHandle, VmmDriver, VmmStatus } from '../types.js';
+import type { BootKernel, DiskSpec, DriverFeatures, DriverHost, KernelFiles, LaunchSpec, ProbeResult, RootDiskRequest, VmHandle, VmmDriver, VmmStatus } from '../types.js';
 import { bootFirecracker } from './boot.js';
 import { rawRootCopy, type RawCopyMethod } from './disk.js';
 import { fcFiles } from './files.js';
@@ -32,6 +32,8 @@ export const AGENT_VSOCK_PORT = 1024;
  */
 export class FirecrackerDriver implements VmmDriver {
   readonly kind = 'firecracker' as const;
+  /** No shared-folder device (`vm cp` copies files); the agent over hybrid vsock. */
+  readonly features: DriverFeatures = { mounts: false, snapshots: false, vsock: true };
   constructor(
     private readonly exec: Exec,
     private readonly opts: { firecracker: string; socketTimeoutMs?: number; jailer?: JailerSettings },

@@ -29,6 +29,10 @@ export async function spawnFirecracker(
   o: { socketTimeoutMs?: number; signal?: AbortSignal; extraArgs?: string[]; argv?: string[]; jailerWritesPid?: boolean } = {},
 ): Promise<{ pid: number; api: FirecrackerApi }> {
   await rm(files.api, { force: true });
+  // 'a' is O_APPEND: the daemon rotates the console by copy and truncate in place
+  // (console-log.ts), and an appending writer goes on at the new end. The jailer path runs this
+  // too (the jailer is spawned with this stdout and execs Firecracker in place; banger never
+  // passes --daemonize, which would point stdout at /dev/null).
   const out = openSync(consolePath, 'a');
   const err = openSync(files.stderr, 'w');
   const argv = o.argv ?? ['--api-sock', files.api, '--id', id, ...(o.extraArgs ?? [])];

@@ -1,10 +1,8 @@
 import type { LaunchSpec } from '../types.js';
-import { qemuMountArgs } from '../../mounts.js';
+import { qemuMountArgs } from './mounts.js';
+import { qopt } from './qopt.js';
 
-/** QEMU option values escape ',' as ',,'. */
-export function qopt(value: string): string {
-  return value.replace(/,/g, ',,');
-}
+export { qopt } from './qopt.js';
 
 /** A launch as QEMU runs it: the common spec plus QEMU's own choices. */
 export interface QemuLaunch extends LaunchSpec {
@@ -62,7 +60,9 @@ export function qemuArgv(binary: string, s: QemuLaunch): string[] {
   ];
   if (s.initrd) argv.push('-initrd', s.initrd);
   argv.push('-append', s.cmdline);
-  argv.push('-serial', `file:${f.console}`);
+  // The console file is opened O_APPEND (append=on): the daemon truncates it in place when it
+  // passes its cap (console-log.ts), and `-serial file:` would also truncate it on a restore.
+  argv.push('-chardev', `file,id=con,path=${qopt(f.console)},append=on`, '-serial', 'chardev:con');
   for (const d of s.disks) {
     argv.push('-drive', `id=${d.id},file=${qopt(d.path)},format=${d.format},if=none,${d.readOnly ? 'readonly=on' : 'discard=unmap'}`);
     argv.push('-device', `virtio-blk-device,drive=${d.id}`);

@@ -5,9 +5,10 @@ import type { Exec } from '../../../core/exec.js';
 import { toolEnv } from '../../../core/exec.js';
 import { cmdline, pidAlive, readPidFile, waitExit } from '../../proc.js';
 import { connectUnixStream } from '../unix-stream.js';
-import type { BootKernel, DiskSpec, DriverHost, KernelFiles, LaunchSpec, ProbeResult, RootDiskRequest, VmHandle, VmmDriver, VmmStatus } from '../types.js';
+import type { BootKernel, DiskSpec, DriverFeatures, DriverHost, KernelFiles, LaunchSpec, ProbeResult, RootDiskRequest, SharedFolders, VmHandle, VmmDriver, VmmStatus } from '../types.js';
 import { qemuArgv, qemuLaunch, qemuOwner, qopt } from './argv.js';
 import { qcow2Overlay } from './disk.js';
+import { qemuMountDevices, startVirtiofsd, stopVirtiofsd } from './mounts.js';
 import { qmpCommand } from './qmp.js';
 
 /**
@@ -18,6 +19,14 @@ import { qmpCommand } from './qmp.js';
  */
 export class QemuDriver implements VmmDriver {
   readonly kind = 'qemu' as const;
+  readonly features: DriverFeatures = { mounts: true, snapshots: false, vsock: false };
+  /** virtiofs (one virtiofsd per mount, started before QEMU) or virtio-9p: mounts.ts. */
+  readonly folders: SharedFolders = {
+    devices: (mounts) => qemuMountDevices(mounts),
+    start: (vm, mounts) => startVirtiofsd(this.exec, vm.files.dir, mounts),
+    stop: (vm, mounts) => stopVirtiofsd(vm.files.dir, mounts),
+  };
+
   constructor(
     private readonly exec: Exec,
     private readonly opts: { qemu: string; qemuImg?: string },

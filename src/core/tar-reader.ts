@@ -1,4 +1,4 @@
-import { BangerError, ErrorCode } from '../core/errors.js';
+import { BangerError, ErrorCode } from './errors.js';
 
 /**
  * A streaming tar reader that keeps everything a root filesystem needs: ustar, GNU
@@ -8,6 +8,12 @@ import { BangerError, ErrorCode } from '../core/errors.js';
  * Push-based: `push(chunk)` parses as far as it can and calls `onEntry` for every header;
  * the entry's data goes to the returned sink (or is skipped). `end()` checks the archive did
  * not stop in the middle of an entry. Errors are E_INVALID naming the entry.
+ *
+ * Memory is bounded whatever the input: besides the current header block, the reader holds only
+ * metadata records (PAX 'x'/'g', GNU 'L'/'K'), at most `maxMetaBytes` of them pending before
+ * one entry and as much again of global PAX records; entry data is streamed to the sink.
+ * Image layers use it (src/images/layers.ts), and so does `vm cp` out of a guest
+ * (src/cli/cp-extract.ts), with a smaller bound.
  */
 export type EntryType = 'file' | 'link' | 'symlink' | 'char' | 'block' | 'dir' | 'fifo';
 
@@ -37,6 +43,11 @@ export interface EntrySink {
 export type EntryHandler = (e: TarEntry) => EntrySink | undefined | Promise<EntrySink | undefined>;
 
 const BLOCK = 512;
+
+export interface TarReaderOptions {
+  /** Most bytes of metadata records (PAX, GNU long names) held at once before an entry; default 16 MiB. */
+  maxMetaBytes?: number;
+}
 
 /** Parse a numeric header field: octal text, or base-256 when the high bit is set. */
 export function parseNumeric(buf: Buffer, field: string): number {
@@ -100,10 +111,19 @@ export class TarReader {
   private longLink?: string;
   private current = '';
   private zeroBlocks = 0;
+  /** Bytes of metadata records read since the last entry, and of global PAX records in all. */
+  private metaBytes = 0;
+  private globalBytes = 0;
+  private readonly maxMeta: number;
   /** Number of entries seen (for messages). */
   entries = 0;
 
-  constructor(private readonly onEntry: EntryHandler) {}
+  constructor(
+    private readonly onEntry: EntryHandler,
+    opts: TarReaderOptions = {},
+  ) {
+    this.maxMeta = opts.maxMetaBytes ?? 16 * 1024 * 1024;
+  }
 
   private take(n: number): Buffer {
     // caller guarantees buffered >= n
@@ -230,7 +250,14 @@ export class TarReader {
     }
     this.lastSize = size;
     if (typeflag === 'x' || typeflag === 'g' || typeflag === 'L' || typeflag === 'K') {
-      if (size > 16 * 1024 * 1024) this.fail(`extended header of ${size} bytes is too large`);
+      if (size > this.maxMeta) this.fail(`extended header of ${size} bytes is too large (limit ${this.maxMeta})`);
+      if (typeflag === 'g') {
+        this.globalBytes += size;
+        if (this.globalBytes > this.maxMeta) this.fail(`global PAX headers take more than ${this.maxMeta} bytes`);
+      } else {
+        this.metaBytes += size;
+        if (this.metaBytes > this.maxMeta) this.fail(`extended headers before one entry take more than ${this.maxMeta} bytes`);
+      }
       this.metaType = typeflag;
       this.remaining = size;
       this.state = size ? 'meta' : 'header';
@@ -248,6 +275,7 @@ export class TarReader {
     this.current = path;
     const linkpath = paxStr('linkpath') ?? this.longLink ?? cstr(h.subarray(157, 257));
     this.longName = this.longLink = undefined;
+    this.metaBytes = 0;
     if (!type) this.fail(`unsupported entry type '${typeflag === '\0' ? '\\0' : typeflag}'${typeflag === 'S' ? ' (GNU sparse file)' : ''}`);
     const num = (field: string, off: number, len: number, paxKey?: string): number => {
       const pv = paxKey ? paxStr(paxKey) : undefined;

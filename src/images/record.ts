@@ -1,21 +1,8 @@
 import { BangerError, ErrorCode } from '../core/errors.js';
 import type { DB } from '../core/db.js';
-import type { ImageConfig } from './registry/manifest.js';
+import type { ImageConfig, ImageRecord } from '../core/shapes/image.js';
 
-/** An image as the rest of banger sees it (VMs boot `rootfsPath` with `kernelRef`). */
-export interface ImageRecord {
-  name: string;
-  sourceRef: string;
-  digest: string;
-  platform: string;
-  config: ImageConfig;
-  sizeBytes: number;
-  kernelRef: string | null;
-  /** Absolute path of the base ext4 (never written after the build). */
-  rootfsPath: string;
-  fromRegistry: boolean;
-  createdAt: string;
-}
+export type { ImageRecord } from '../core/shapes/image.js';
 
 interface Row {
   name: string;

@@ -1,0 +1,14 @@
+import { z } from 'zod';
+
+/**
+ * Bounds shared by config and the RPC contract (both parse with these schemas).
+ *
+ * Published ports: `PortMaxConnections` clients at once per port (there is no "unlimited":
+ * every client costs the daemon two file descriptors), `PortIdleTimeoutSeconds` before an idle
+ * connection is closed on both sides (0: never, up to a week).
+ */
+export const PortMaxConnections = z.number().int().min(1).max(65536);
+export const PortIdleTimeoutSeconds = z.number().int().min(0).max(7 * 86400);
+
+/** The serial console log's cap, in bytes (vms/console-log.ts): 64 KiB to 1 GiB. */
+export const ConsoleLogMaxBytes = z.number().int().min(64 * 1024).max(1024 ** 3);

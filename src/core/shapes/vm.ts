@@ -1,0 +1,116 @@
+import type { VmmKind } from '../vmm.js';
+
+/**
+ * VM shapes, defined once: the vms domain stores and returns them and the RPC contract
+ * (`rpc/types.ts`) sends them as they are. Plain JSON, no behaviour.
+ */
+
+/** A guest TCP port published on the host (`vm create -p`). */
+export interface PortSpec {
+  hostIp: string;
+  hostPort: number;
+  guestPort: number;
+  proto: 'tcp';
+}
+
+/** Per published port: clients at once, and the idle time after which a connection is closed (0: never). */
+export interface PortLimits {
+  maxConnections: number;
+  idleTimeoutSeconds: number;
+}
+
+/** A host folder shared with the guest (`vm create --mount`). */
+export interface MountSpec {
+  hostDir: string;
+  guestDir: string;
+  readOnly: boolean;
+  /** Mount tag (`banger0`, `banger1`, … in --mount order). */
+  tag: string;
+  /** Device: virtiofs when a virtiofsd is installed (chosen at create), else virtio-9p. */
+  kind?: '9p' | 'virtiofs';
+}
+
+/** What was asked for at create time (spec); the row's state/pid are what was observed. */
+export interface VmSpec {
+  vcpu: number;
+  memoryMiB: number;
+  diskSizeBytes?: number;
+  workDiskBytes?: number;
+  nat: boolean;
+  /** Boot with init=/usr/local/libexec/banger-first-boot. */
+  firstBoot: boolean;
+  /** Archive URL the first boot installs from instead of the guest's own sources (seed file package-mirror). */
+  packageMirror?: string;
+  /** HTTP proxy for the first boot's install (seed file package-proxy). */
+  packageProxy?: string;
+  rootDisk: { path: string; format: 'raw' | 'qcow2' };
+  /** Published ports (`-p`), forwarded by the daemon (vms/ports.ts). */
+  ports?: PortSpec[];
+  /** Limits of every published port (vms/ports.ts); absent when there are no ports. */
+  portLimits?: PortLimits;
+  /** Host folders (`--mount`; vms/host-folders.ts). */
+  mounts?: MountSpec[];
+}
+
+export type VmState = 'created' | 'starting' | 'running' | 'stopping' | 'stopped' | 'error';
+
+/** A VM's row: what was asked for (`spec`) and what was last recorded (`state`, `pid`). */
+export interface VmRecord {
+  name: string;
+  id: string;
+  image: string;
+  kernel: string;
+  spec: VmSpec;
+  desiredState: 'running' | 'stopped';
+  state: VmState;
+  /** The VMM that runs it, and why it was chosen. */
+  vmm: VmmKind;
+  vmmReason: string;
+  pid: number | null;
+  tap: string | null;
+  mac: string | null;
+  ip: string | null;
+  createdAt: string;
+  startedAt: string | null;
+  /** False while the create that made this row is still running (or died mid-way). */
+  createDone: boolean;
+  /** End of the VM's lifetime (ISO, UTC; `--ttl`), or null; `onExpire` is what it does then (vms/ttl.ts). */
+  expiresAt: string | null;
+  onExpire: OnExpire | null;
+}
+
+/** What happens to a VM when its lifetime (`--ttl`) ends: stopped (disk kept) or removed. */
+export type OnExpire = 'stop' | 'rm';
+
+/** A VM as returned over RPC: the record plus what was observed on the host. */
+export interface VmView extends VmRecord {
+  running: boolean;
+  dir: string;
+  console: string;
+  sshCommand?: string;
+}
+
+/** `vm logs`: console output from an offset. */
+export interface VmLogs {
+  data: string;
+  /**
+   * Offset to ask for next. Offsets count from the boot's first byte and survive the console's
+   * rotation; an offset older than what is kept resumes at the oldest byte kept, one past `end`
+   * (the VM was restarted) starts over.
+   */
+  offset: number;
+  /** One past the newest byte when this was read. */
+  end: number;
+  running: boolean;
+}
+
+/** What the CLI needs to run OpenSSH itself (`vm ssh`). */
+export interface SshInfo {
+  name: string;
+  ip: string;
+  user: string;
+  identityFile: string;
+  groupIdentityFile?: string;
+  knownHostsFile: string;
+  options: string[];
+}
