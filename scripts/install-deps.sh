@@ -18,6 +18,7 @@ PKGS=(
   debootstrap                       # the Debian rootfs used by the end-to-end tests
   attr                              # setfattr: restores xattrs (security.capability) when applying image layers
   socat curl ca-certificates
+  file                              # tests: the guest agent is checked to be statically linked
   gcc libc6-dev                     # the static guest agent (C)
   dpkg-dev                          # dpkg-scanpackages: local apt repo for the first-boot install test
   python3 make                      # python3: a pty for the CLI in kernel e2e tests; make: the slow tier's kernel build

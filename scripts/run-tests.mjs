@@ -6,9 +6,15 @@
 // Strict mode (--strict, or CI=true; what .ci/run uses) cannot pass by skipping:
 //   - every skipped test fails the run unless its reason starts with an ALLOWED_SKIPS prefix
 //     (each skip, allowed or not, is printed with its reason);
-//   - a tier that executed zero tests fails (unless BANGER_TEST_FILTER narrowed it to no file);
+//   - a todo test fails the run (node counts a todo as neither passed nor failed, even one that
+//     throws);
+//   - a tier that executed zero tests, or has no test files, fails;
+//   - BANGER_TEST_FILTER is refused (exit 2): CI runs every file, and a filter inherited from a
+//     developer's shell would quietly run a few;
 //   - a test file that fails to load (a helper that does not import) already fails: node --test
 //     reports the file as a failed test.
+// Counts come from node's own final summary, through scripts/test-events-reporter.mjs (an event
+// reporter, not a text stream a test could write "# pass 5" into).
 // Timeouts: every test and hook gets node's --test-timeout (BANGER_TEST_TIMEOUT_MS, default
 // 15 min; tests that need less set their own), and each tier a wall clock
 // (BANGER_TIER_TIMEOUT_MIN, per tier below); a tier past its wall clock is killed and reported
@@ -17,6 +23,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
+import { pathToFileURL } from 'node:url';
 
 /**
  * The only skips strict mode accepts: hardware this CI does not have. A test skips with a reason
@@ -39,6 +46,13 @@ const strict = args.includes('--strict') || process.env.CI === 'true' || process
 let tiers = args.filter((a) => !a.startsWith('-'));
 if (tiers.length === 0) tiers = [...all, ...(process.env.BANGER_SLOW === '1' ? ['slow'] : [])];
 const filter = process.env.BANGER_TEST_FILTER;
+if (strict && filter !== undefined) {
+  // CI runs every test: a filter inherited from a developer's shell would quietly run a few files
+  // and turn the empty-tier check off.
+  console.error(`run-tests: strict mode (--strict or CI=true) runs every test file; BANGER_TEST_FILTER is set (${JSON.stringify(filter)}): unset it`);
+  process.exit(2);
+}
+const reporter = pathToFileURL(join(import.meta.dirname, 'test-events-reporter.mjs')).href;
 const testTimeout = Number(process.env.BANGER_TEST_TIMEOUT_MS || 15 * 60_000);
 
 function find(dir) {
@@ -51,23 +65,22 @@ function find(dir) {
     .sort();
 }
 
-/** Skipped tests in a TAP stream: { name, reason } (subtests included). */
-export function skippedTests(tap) {
-  const out = [];
-  for (const line of tap.split('\n')) {
-    const m = /^\s*ok \d+ - (.*?) # (?:SKIP|TODO)\b ?(.*)$/.exec(line);
-    if (m) out.push({ name: m[1], reason: m[2] || '(no reason given)' });
+/**
+ * What the events reporter (scripts/test-events-reporter.mjs) wrote for one tier: the runner's
+ * final summary (counts come from it only), skipped and todo tests, and files that registered no
+ * test. A missing summary (a runner killed or crashed) is null.
+ */
+export function readEvents(text) {
+  const out = { summary: null, skips: [], todos: [], empty: [] };
+  for (const line of text.split('\n')) {
+    if (!line) continue;
+    const e = JSON.parse(line);
+    if (e.kind === 'summary') out.summary = e.counts;
+    else if (e.kind === 'skip') out.skips.push(e);
+    else if (e.kind === 'todo') out.todos.push(e);
+    else if (e.kind === 'empty') out.empty.push(e.file);
   }
   return out;
-}
-
-/**
- * Test files that registered no test at all: node reports such a file as one passing test
- * named by its path, absolute on Node 20, as given (relative) on Node 22 and 24 (a file whose
- * tests exist reports them instead).
- */
-export function emptyFiles(tap) {
-  return [...tap.matchAll(/^ok \d+ - (\S+\.test\.js)$/gm)].map((m) => m[1]);
 }
 
 function runTier(argv, env, minutes) {
@@ -114,7 +127,7 @@ for (const tier of tiers) {
   if (filter) files = files.filter((f) => f.includes(filter));
   if (files.length === 0) {
     console.log(`\n== tier ${tier}: no test files`);
-    if (strict && !filter) {
+    if (strict) {
       problems.push(`tier ${tier} has no test files`);
       totals.fail += 1;
       failedTiers.push(tier);
@@ -122,24 +135,23 @@ for (const tier of tiers) {
     continue;
   }
   console.log(`\n== tier ${tier}: ${files.length} file(s)`);
-  const tap = join(tmpdir(), `banger-tests-${process.pid}-${tier}.tap`);
+  const events = join(tmpdir(), `banger-tests-${process.pid}-${tier}.jsonl`);
   const concurrency = tier === 'unit' ? 2 : 1;
   const minutes = Number(process.env.BANGER_TIER_TIMEOUT_MIN || TIER_MINUTES[tier] || 30);
   const r = await runTier(
-    [process.execPath, '--test', `--test-concurrency=${concurrency}`, `--test-timeout=${testTimeout}`, '--test-reporter=spec', '--test-reporter-destination=stdout', '--test-reporter=tap', `--test-reporter-destination=${tap}`, ...files],
+    [process.execPath, '--test', `--test-concurrency=${concurrency}`, `--test-timeout=${testTimeout}`, '--test-reporter=spec', '--test-reporter-destination=stdout', `--test-reporter=${reporter}`, `--test-reporter-destination=${events}`, ...files],
     { ...process.env, BANGER_TEST_TIER: tier },
     minutes,
   );
-  const text = existsSync(tap) ? readFileSync(tap, 'utf8') : '';
-  rmSync(tap, { force: true });
-  const count = (k) => Number((new RegExp(`^# ${k} (\\d+)`, 'm').exec(text) ?? [])[1] ?? 0);
-  const c = { pass: count('pass'), fail: count('fail') + count('cancelled'), skipped: count('skipped') + count('todo') };
+  const ev = readEvents(existsSync(events) ? readFileSync(events, 'utf8') : '');
+  rmSync(events, { force: true });
+  const n = ev.summary ?? { passed: 0, failed: 0, cancelled: 0, skipped: 0, todo: 0 };
+  const c = { pass: n.passed, fail: n.failed + n.cancelled, skipped: n.skipped + n.todo };
   if (r.stalled) {
     problems.push(`tier ${tier} stalled: killed after its ${minutes} min wall clock (files: ${files.map((f) => f.split('/').pop()).join(', ')}; last test to finish: ${r.last ?? 'none'}; the stall came after it)`);
     c.fail += 1;
-  } else if (r.status !== 0 && c.fail === 0) c.fail = 1; // a crash of the runner itself is a failure
-  const skips = skippedTests(text);
-  for (const s of skips) {
+  } else if ((r.status !== 0 || !ev.summary) && c.fail === 0) c.fail = 1; // a crash of the runner itself is a failure
+  for (const s of ev.skips) {
     const allowed = ALLOWED_SKIPS.some((p) => s.reason.startsWith(p));
     console.log(`   skipped${allowed ? ' (allowed)' : ''}: ${s.name}: ${s.reason}`);
     if (strict && !allowed) {
@@ -147,15 +159,23 @@ for (const tier of tiers) {
       c.fail += 1;
     }
   }
-  const empty = emptyFiles(text);
-  for (const f of empty) {
+  for (const t of ev.todos) {
+    // node counts a todo as neither passed nor failed, even when it throws; strict mode does not
+    // take an unfinished test for a finished one, and never a failing one.
+    console.log(`   todo${t.failed ? ' (failing)' : ''}: ${t.name}: ${t.reason}`);
+    if (strict) {
+      problems.push(`tier ${tier}: ${t.failed ? 'failing ' : ''}todo test: ${t.name}: ${t.reason}`);
+      c.fail += 1;
+    }
+  }
+  for (const f of ev.empty) {
     console.log(`   registered no test: ${f}`);
     if (strict) {
       problems.push(`tier ${tier}: ${f} registered no test (a file must register its tests, skipped if need be, so they are counted)`);
       c.fail += 1;
     }
   }
-  c.pass -= empty.length; // the file's own entry is not a test
+  c.pass -= ev.empty.length; // the file's own entry is not a test
   if (strict && !r.stalled && c.pass + c.fail === 0) {
     problems.push(`tier ${tier} executed zero tests`);
     c.fail += 1;

@@ -64,7 +64,7 @@ const firecrackerCheck: Check = {
     if (!path) return { name: 'firecracker', status: 'warn', detail: `${bin} not found`, hint: 'optional: install firecracker to use --vmm firecracker (needs usable KVM); see docs/firecracker.md' };
     try {
       const v = await firecrackerVersion(path);
-      if (!versionSupported(v)) return { name: 'firecracker', status: 'fail', detail: `${path} is v${v}, older than ${MIN_FIRECRACKER.join('.')}`, hint: `install Firecracker ${MIN_FIRECRACKER.join('.')} or newer (tested against the v1.16.1 API)` };
+      if (!versionSupported(v)) return { name: 'firecracker', status: 'fail', detail: `${path} is v${v}, older than ${MIN_FIRECRACKER.join('.')}`, hint: `install Firecracker ${MIN_FIRECRACKER.join('.')} or newer (request bodies are checked against the v1.5.0 and v1.16.1 APIs)` };
       return { name: 'firecracker', status: 'pass', detail: `${path} v${v}` };
     } catch (e) {
       return { name: 'firecracker', status: 'fail', detail: errorMessage(e), hint: `check that ${path} is a Firecracker binary` };

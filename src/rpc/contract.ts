@@ -201,7 +201,8 @@ export const methods = {
     { progress: true },
   ).returns<Vm>(),
   'vm.start': def(z.object({ names: Names, wait: z.boolean().optional() }).strict(), { progress: true }).returns<Vm[]>(),
-  'vm.stop': def(z.object({ names: Names }).strict(), { progress: true }).returns<Vm[]>(),
+  /** `forced`: the VMM had to be killed, the guest did not shut down within vm.stopTimeoutSeconds. */
+  'vm.stop': def(z.object({ names: Names }).strict(), { progress: true }).returns<Array<Vm & { forced: boolean }>>(),
   'vm.restart': def(z.object({ names: Names }).strict(), { progress: true }).returns<Vm[]>(),
   'vm.kill': def(z.object({ names: Names, signal: Signal.optional() }).strict()).returns<Vm[]>(),
   /** Remove VMs (stopping them first with `force`). */

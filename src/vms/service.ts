@@ -57,7 +57,7 @@ export class VmService extends VmBase {
     return startVms(this, names, op, o);
   }
 
-  stop(names: string[], op: OpContext = {}): Promise<VmView[]> {
+  stop(names: string[], op: OpContext = {}): Promise<Array<VmView & { forced: boolean }>> {
     return stopVms(this, names, op);
   }
 

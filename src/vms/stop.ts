@@ -5,13 +5,16 @@ import type { VmRecord } from './store.js';
 import { markStopped } from './teardown.js';
 import type { OpContext, VmBase, VmView } from './vm-base.js';
 
-/** `vm stop`: ask each guest to shut down (the driver forces it after the stop timeout). */
-export async function stopVms(vb: VmBase, names: string[], op: OpContext = {}): Promise<VmView[]> {
-  return vb.eachLocked(names, async (name) => {
+/**
+ * `vm stop`: ask each guest to shut down (the driver forces it after the stop timeout). Each
+ * view carries `forced`: whether the VMM had to be killed because the guest did not go in time.
+ */
+export async function stopVms(vb: VmBase, names: string[], op: OpContext = {}): Promise<Array<VmView & { forced: boolean }>> {
+  return vb.eachLocked(names, async (name): Promise<VmView & { forced: boolean }> => {
     op.progress?.({ stage: 'stop', key: name, message: 'asking the guest to shut down' });
-    await stopVm(vb, vb.get(name), false);
-    op.progress?.({ stage: 'stop', key: name, done: true });
-    return view(vb, vb.get(name));
+    const { forced } = await stopVm(vb, vb.get(name), false);
+    op.progress?.({ stage: 'stop', key: name, done: true, ...(forced ? { message: 'forced: the guest did not shut down in time' } : {}) });
+    return { ...(await view(vb, vb.get(name))), forced };
   });
 }
 
@@ -26,18 +29,23 @@ export async function killVms(vb: VmBase, names: string[], signal: NodeJS.Signal
   });
 }
 
-/** Graceful stop (or SIGKILL when `force`), then tear down tap and NAT. Idempotent. */
-export async function stopVm(vb: VmBase, vm: VmRecord, force: boolean): Promise<void> {
+/**
+ * Graceful stop (or SIGKILL when `force`), then tear down tap and NAT. Idempotent. `forced`: the
+ * VMM was killed (asked to by `force`, or the guest did not shut down within the stop timeout).
+ */
+export async function stopVm(vb: VmBase, vm: VmRecord, force: boolean): Promise<{ forced: boolean }> {
   const driver = vb.driver(vm.vmm);
   const handle = vb.handle(vm);
+  let forced = force;
   if (force) await driver.kill(handle, 'SIGKILL');
   else {
-    await driver.stop(handle, {
+    ({ forced } = await driver.stop(handle, {
       timeoutMs: vb.ctx.config.vm.stopTimeoutSeconds * 1000,
       guestShutdown: vm.ip ? () => guestReboot(vb, vm.ip!) : undefined,
-    });
+    }));
   }
   await markStopped(vb, vm);
+  return { forced };
 }
 
 /** microvm runs with acpi=off: a guest reboot (reboot=t, -no-reboot) is the clean exit. */

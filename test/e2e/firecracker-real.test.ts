@@ -61,7 +61,9 @@ test('real Firecracker: auto picks it, SSH answers, the agent lists sshd over vs
   assert.match(ssh.stdout, /active/);
   const ports = await d!.json(['vm', 'ports', 'fcreal']);
   assert.ok(ports.ports.some((p: { port: number }) => p.port === 22), JSON.stringify(ports));
-  const stop = await d!.cli(['vm', 'stop', 'fcreal'], { timeoutMs: 120_000 });
+  const stop = await d!.cli(['--json', 'vm', 'stop', 'fcreal'], { timeoutMs: 120_000 });
   assert.equal(stop.code, 0, stop.stderr);
+  // Ctrl-Alt-Del (reboot=k) ended the guest: the daemon never had to SIGKILL Firecracker.
+  assert.deepEqual(JSON.parse(stop.stdout).map((v: { name: string; forced: boolean }) => [v.name, v.forced]), [['fcreal', false]], 'stopped by Ctrl-Alt-Del, not a kill');
   assert.equal((await d!.cli(['vm', 'rm', 'fcreal'])).code, 0);
 });

@@ -160,14 +160,11 @@ test('Ctrl-C during a pull cancels the daemon work and leaves nothing behind', {
       }
     });
   });
-  await new Promise((r) => setTimeout(r, 200));
-  child.kill('SIGINT');
+  child.kill('SIGINT'); // mid-download: its progress line is out
   const code = await exited;
   assert.notEqual(code, 0, stderr);
   assert.match(stderr, /cancel/i);
-  // The daemon finishes its cleanup asynchronously; wait for the store to settle.
-  const deadline = Date.now() + 10000;
-  while (scratch().length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  // The README promises the cleanup is done when the CLI exits: checked at once, no polling.
   const logTail = () => readFileSync(join(d.root, 'logs', 'bangerd.log'), 'utf8').split('\n').slice(-15).join('\n');
   assert.deepEqual(scratch(), [], `cli stderr:\n${stderr}\ndaemon log:\n${logTail()}`);
   assert.deepEqual(readdirSync(join(d.root, 'blobs', 'sha256')).filter((n) => n === sha256(big!.bundle)), []);

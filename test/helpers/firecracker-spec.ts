@@ -5,13 +5,20 @@ import { parse } from 'yaml';
 
 /**
  * Firecracker's published OpenAPI (Swagger 2.0) specs, as shipped in test/fixtures/firecracker
- * (copied from firecracker-microvm/firecracker: the v1.16.1 release and main 1.17.0-dev), turned
+ * (copied from firecracker-microvm/firecracker: src/firecracker/swagger/firecracker.yaml at the
+ * v1.5.0 tag, the oldest release banger accepts (core/firecracker-version.ts), and v1.16.1; main
+ * 1.17.0-dev), turned
  * into JSON Schema validators with ajv. Every object definition is compiled with
  * `additionalProperties: false` (Firecracker's serde `deny_unknown_fields`), so an added or
  * renamed field fails validation just as the real API refuses it.
  */
 export const SPEC_DIR = resolve(new URL('.', import.meta.url).pathname, '..', '..', '..', 'test', 'fixtures', 'firecracker');
-export const SPEC_FILES = { 'v1.16.1': 'firecracker-api-v1.16.1.yaml', 'main-1.17.0-dev': 'firecracker-api-main-1.17.0-dev.yaml' } as const;
+export const SPEC_FILES = {
+  // the oldest release doctor and the driver accept (core/firecracker-version.ts MIN_FIRECRACKER)
+  'v1.5.0': 'firecracker-api-v1.5.0.yaml',
+  'v1.16.1': 'firecracker-api-v1.16.1.yaml',
+  'main-1.17.0-dev': 'firecracker-api-main-1.17.0-dev.yaml',
+} as const;
 export type SpecVersion = keyof typeof SPEC_FILES;
 
 type Schema = Record<string, unknown>;

@@ -68,12 +68,28 @@ test('vm create --vmm firecracker --no-wait, list, show, ports over hybrid vsock
 
   // The real agent, reached through CONNECT 1024 on the vsock UDS, lists the listening ports of
   // the namespace the stand-in runs in (the daemon's): the agent's own protocol, not a fake.
-  const ports = await d.json(['vm', 'ports', 'fc1']);
-  assert.equal(ports.agent, true);
-  assert.ok(Array.isArray(ports.ports));
+  // A listener the test opens in that namespace must be in the list the agent reports.
+  const code = "const s = require('node:net').createServer().listen(0, '127.0.0.1', () => console.log(s.address().port));";
+  const listener = spawn('ip', ['netns', 'exec', d.netns!, process.execPath, '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    const port = await new Promise<number>((resolve, reject) => {
+      listener.stdout.once('data', (b: Buffer) => resolve(Number(b.toString().trim())));
+      listener.once('exit', (c) => reject(new Error(`listener exited ${c}`)));
+    });
+    const ports = await d.json(['vm', 'ports', 'fc1']);
+    assert.equal(ports.agent, true);
+    assert.ok(
+      ports.ports.some((p: { proto: string; port: number; address: string }) => p.proto === 'tcp' && p.port === port && p.address === '127.0.0.1'),
+      `127.0.0.1:${port} in ${JSON.stringify(ports.ports)}`,
+    );
+  } finally {
+    listener.kill('SIGKILL');
+  }
 
-  const stop = await d.cli(['vm', 'stop', 'fc1'], { timeoutMs: 60_000 });
+  // The stand-in exits on SendCtrlAltDel, as a guest rebooting with reboot=k: no SIGKILL needed.
+  const stop = await d.cli(['--json', 'vm', 'stop', 'fc1'], { timeoutMs: 60_000 });
   assert.equal(stop.code, 0, stop.stderr);
+  assert.deepEqual(JSON.parse(stop.stdout).map((v: { name: string; forced: boolean }) => [v.name, v.forced]), [['fc1', false]], 'stopped without a kill');
   assert.equal((await d.json(['vm', 'show', 'fc1'])).running, false);
   assert.match(readFileSync(join(dir, 'firecracker.log'), 'utf8'), /SendCtrlAltDel/, 'stopped by Ctrl-Alt-Del, not a signal');
   assert.ok(!existsSync(join(dir, 'firecracker.sock')), 'API socket removed after stop');

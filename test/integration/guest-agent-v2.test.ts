@@ -46,8 +46,15 @@ interface Run {
   err: Buffer;
   exit: ExitInfo;
 }
-/** Runs a session to its end, acknowledging output (optionally slowly). */
-async function run(c: AgentConnection, req: Record<string, unknown>, opts: { stdin?: Buffer; slowAckMs?: number; onStart?: (s: AgentSession) => void } = {}): Promise<Run> {
+/**
+ * Runs a session to its end, acknowledging output (optionally slowly). `drive`, when given,
+ * replaces the default stdin-then-EOF: it gets the session and a wait for stdout to match.
+ */
+async function run(
+  c: AgentConnection,
+  req: Record<string, unknown>,
+  opts: { stdin?: Buffer; slowAckMs?: number; drive?: (s: AgentSession, outMatches: (re: RegExp) => Promise<void>) => Promise<void> } = {},
+): Promise<Run> {
   const out: Buffer[] = [];
   const err: Buffer[] = [];
   let s: AgentSession | undefined;
@@ -66,10 +73,17 @@ async function run(c: AgentConnection, req: Record<string, unknown>, opts: { std
     }).then(async (sess) => {
       s = sess;
       for (const n of owed.splice(0)) ack(n);
-      opts.onStart?.(sess);
+      if (opts.drive) {
+        const outMatches = async (re: RegExp) => {
+          for (const deadline = Date.now() + 20_000; !re.test(Buffer.concat(out).toString()); await new Promise((r) => setTimeout(r, 10))) {
+            if (Date.now() > deadline) throw new Error(`stdout never matched ${re}: ${JSON.stringify(Buffer.concat(out).toString())}`);
+          }
+        };
+        return opts.drive(sess, outMatches);
+      }
       if (opts.stdin) await sess.write(opts.stdin);
       sess.eof();
-    }, reject);
+    }).catch(reject);
   });
   return { out: Buffer.concat(out), err: Buffer.concat(err), exit };
 }
@@ -172,13 +186,28 @@ test('flow control: 100 MiB with a slow reader arrives whole while the agent sta
 
 test('two sessions at once on one connection; a tty session sees a pty, resize and signals', { skip }, async () => {
   const c = await open();
-  const t0 = Date.now();
-  const [a, b] = await Promise.all([run(c, { op: 'exec', argv: ['sh', '-c', 'sleep 1; echo a'] }), run(c, { op: 'exec', argv: ['sh', '-c', 'sleep 1; echo b'] })]);
+  // Each session waits for the other to have started: run one after the other, the first would
+  // wait for the second until its timeout (exit 124) instead of printing.
+  const both = (me: string, other: string) => ['timeout', '30', 'sh', '-c', `touch ${dir}/${me}; while [ ! -e ${dir}/${other} ]; do sleep 0.02; done; echo ${me}`];
+  const [a, b] = await Promise.all([run(c, { op: 'exec', argv: both('a', 'b') }), run(c, { op: 'exec', argv: both('b', 'a') })]);
+  assert.deepEqual([a.exit.code, b.exit.code], [0, 0], 'sessions ran one after the other');
   assert.equal(a.out.toString() + b.out.toString(), 'a\nb\n');
-  assert.ok(Date.now() - t0 < 1900, 'sessions ran one after the other');
-  const t = await run(c, { op: 'exec', argv: ['sh', '-c', 'tty; sleep 0.3; stty size'], tty: true, rows: 30, cols: 100 }, { onStart: (s) => setTimeout(() => s.resize(40, 132), 100) });
+  // Resize once the pty exists, then let the script read its size (frames stay in order).
+  const t = await run(c, { op: 'exec', argv: ['sh', '-c', 'stty -echo; tty; read go; stty size'], tty: true, rows: 30, cols: 100 }, {
+    drive: async (s, outMatches) => {
+      await outMatches(/\/dev\/pts\/\d+\r\n/);
+      s.resize(40, 132);
+      await s.write(Buffer.from('go\n'));
+    },
+  });
   assert.match(t.out.toString(), /^\/dev\/pts\/\d+\r\n40 132\r\n$/);
-  const sig = await run(c, { op: 'exec', argv: ['sh', '-c', 'trap "exit 42" INT; echo ready; while :; do sleep 0.05; done'] }, { onStart: (s) => setTimeout(() => s.signal(2), 300) });
+  // The signal once the trap is set (it prints ready after), never before it.
+  const sig = await run(c, { op: 'exec', argv: ['sh', '-c', 'trap "exit 42" INT; echo ready; while :; do sleep 0.05; done'] }, {
+    drive: async (s, outMatches) => {
+      await outMatches(/ready/);
+      s.signal(2);
+    },
+  });
   assert.equal(sig.exit.code, 42);
   c.close();
 });

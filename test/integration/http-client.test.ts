@@ -38,13 +38,13 @@ after(async () => {
 });
 
 async function get(mode: Mode): Promise<{ buf?: Buffer; err?: BangerError; ms: number }> {
-  const t0 = Date.now();
+  const t0 = performance.now();
   try {
     const res = await http.open(`http://127.0.0.1:${port}/${mode}`, { what: `test ${mode}` });
-    return { buf: await res.readAll(), ms: Date.now() - t0 };
+    return { buf: await res.readAll(), ms: performance.now() - t0 };
   } catch (e) {
     if (!isBangerError(e)) throw e;
-    return { err: e, ms: Date.now() - t0 };
+    return { err: e, ms: performance.now() - t0 };
   }
 }
 
@@ -65,8 +65,9 @@ test('FIN, RST or a short body mid-response: E_HTTP "truncated", marked as a cut
 test('no response headers: E_TIMEOUT after the headers timeout; huge headers: E_HTTP naming the limit', { timeout: 15_000 }, async () => {
   const nh = await get('no-headers');
   assert.equal(nh.err?.code, 'E_TIMEOUT', nh.err?.message);
+  // The message names the limit that fired (not the 2 s document deadline). No time bound: undici
+  // runs this timer on its own coarse clock (it fired after 603 ms once here).
   assert.match(nh.err!.message, /no response headers within 0\.7 s/);
-  assert.ok(nh.ms < 1900, `${nh.ms} ms`);
   const hh = await get('huge-headers');
   assert.equal(hh.err?.code, 'E_HTTP', hh.err?.message);
   assert.match(hh.err!.message, /headers larger than 65536 bytes/);
@@ -76,15 +77,14 @@ test('a trickle below the idle timeout fails by the overall deadline, saying wha
   const { err, ms } = await get('trickle');
   assert.equal(err?.code, 'E_TIMEOUT', err?.message);
   assert.match(err!.message, /2 s deadline \(was receiving the body\)/);
-  assert.ok(ms >= 1900 && ms < 4000, `failed after ${ms} ms`);
+  assert.ok(ms >= 1950, `failed after ${ms} ms, before the 2 s deadline`); // libuv's cached loop time can make a timer look a few ms early
 });
 
 test('a black-hole port (accepts, never answers) fails within connect + headers time, not minutes', { timeout: 15_000 }, async () => {
   const hole = createServer(() => {});
   await new Promise<void>((r) => hole.listen(0, '127.0.0.1', r));
-  const t0 = Date.now();
-  await assert.rejects(http.open(`http://127.0.0.1:${(hole.address() as { port: number }).port}/`, { what: 'hole' }), (e: unknown) => isBangerError(e, 'E_TIMEOUT'));
-  assert.ok(Date.now() - t0 < 2500);
+  // The headers timeout is what ends it (the message names it), not a TCP or OS timeout minutes later.
+  await assert.rejects(http.open(`http://127.0.0.1:${(hole.address() as { port: number }).port}/`, { what: 'hole' }), (e: unknown) => isBangerError(e, 'E_TIMEOUT') && /no response headers within 0\.7 s/.test(e.message));
   hole.close();
 });
 
@@ -100,10 +100,11 @@ test('cancel: the caller aborting mid-body ends the read with E_CANCELLED', { ti
 });
 
 /**
- * nodejs/undici#5360: headers + a body a little over the reader's highWaterMark with
- * `Connection: close`, then FIN, while the consumer has not read yet. Plain undici 7 (64 KiB
- * body) dies with `assert(!this.paused)`; the HttpClient (1 MiB + 16 KiB, body read 500 ms
- * later) survives and gets every byte. Each runs in a child process.
+ * nodejs/undici#5360: headers + a body over the reader's highWaterMark with `Connection: close`,
+ * then FIN, while the consumer has not read yet (plain undici 7 died there with
+ * `assert(!this.paused)`; banger pins undici 8). The HttpClient (1 MiB + 16 KiB, past the 1 MiB
+ * highWaterMark it gives undici; body read 500 ms later) survives and gets every byte. It runs in
+ * a child process, so a crash is an exit code, not this runner's.
  */
 const child = (code: string) => {
   const file = join(dir, `c${Math.random().toString(36).slice(2)}.mjs`);
@@ -122,16 +123,7 @@ await new Promise((r) => server.listen(0, '127.0.0.1', r));
 const url = 'http://127.0.0.1:' + server.address().port + '/';
 `;
 
-test('nodejs/undici#5360: an unread body when the peer closes kills plain undici 7, not the HttpClient', { timeout: 60_000 }, () => {
-  const undiciMajor = Number(JSON.parse(readFileSync(join(REPO, 'node_modules', 'undici', 'package.json'), 'utf8')).version.split('.')[0]);
-  const plain = child(`${serverJs(64 * 1024)}
-import { request } from '${join(REPO, 'node_modules', 'undici', 'index.js')}';
-const res = await request(url);
-await new Promise((r) => setTimeout(r, 500));
-let n = 0; for await (const c of res.body) n += c.length;
-console.log('read', n); process.exit(0);`);
-  if (undiciMajor === 7) assert.match(plain.stderr, /paused/, `plain undici 7 is expected to crash here (exit ${plain.status})`);
-  // Past the 1 MiB highWaterMark the client gives undici, so only reading at once can save it.
+test('nodejs/undici#5360: an unread body when the peer closes does not take the HttpClient down', { timeout: 60_000 }, () => {
   const ours = child(`${serverJs(1024 * 1024 + 16 * 1024)}
 import { HttpClient } from '${join(REPO, 'dist', 'src', 'core', 'http.js')}';
 const res = await new HttpClient().open(url, { what: 'test' });

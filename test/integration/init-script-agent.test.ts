@@ -1,7 +1,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { constants, existsSync, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { constants, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -37,6 +37,28 @@ const deps = (agentSock: string): ExtrasDeps => ({
   driver: () => ({ openAgentStream: () => connectUnix(agentSock) as never }),
   handle: (v) => ({ id: v.id, name: v.name }) as never,
 });
+/** Wait until the guest console (the FIFO) shows `re`: the event itself, not a fixed sleep. */
+async function consoleShows(re: RegExp, ms = 20_000): Promise<string> {
+  for (const deadline = Date.now() + ms; !re.test(consoleText); await new Promise((r) => setTimeout(r, 20))) {
+    if (Date.now() > deadline) assert.fail(`console never showed ${re}: ${JSON.stringify(consoleText)}`);
+  }
+  return consoleText;
+}
+/** Wait until `check` holds (polled), failing with `what` after `ms`. */
+async function until(check: () => boolean, what: string, ms = 20_000): Promise<void> {
+  for (const deadline = Date.now() + ms; !check(); await new Promise((r) => setTimeout(r, 20))) {
+    if (Date.now() > deadline) assert.fail(what);
+  }
+}
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
 function stages(): { log: string[]; stage: (name: string, msg?: string, done?: boolean) => void } {
   const log: string[] = [];
   return { log, stage: (name, msg, done) => log.push(`${name}${done ? ' done' : ''}${msg ? `: ${msg}` : ''}`) };
@@ -70,8 +92,7 @@ test('init script through the agent: runs as root, stdin is the script, lines on
   await initScriptStep(deps(sock), vm, script, { stage: s.stage });
   assert.deepEqual(sshCalls, [], 'no ssh when the agent answers');
   assert.deepEqual(s.log, [`init-script: ${script.length} bytes, as root, through the agent`, 'init-script done']);
-  await new Promise((r) => setTimeout(r, 100));
-  const cons = consoleText;
+  const cons = await consoleShows(/^banger-init-script: exit 0$/m);
   for (const l of ['start', 'hello as root', 'to stderr', 'stdin is empty', 'exit 0']) assert.match(cons, new RegExp(`^banger-init-script: ${l}$`, 'm'), cons);
 });
 
@@ -85,20 +106,25 @@ test('a failing init script through the agent: E_INIT_SCRIPT with its exit code 
     assert.ok(!e.details.tail.includes('first'), 'only the last 20 lines');
     return true;
   });
-  await new Promise((r) => setTimeout(r, 100));
-  assert.match(consoleText, /^banger-init-script: exit 7$/m);
+  await consoleShows(/^banger-init-script: exit 7$/m);
   await assert.rejects(initScriptStep(deps(sock), vm, Buffer.from('kill -9 $$\n'), { stage: s.stage }), (e: any) => e.code === 'E_INIT_SCRIPT' && e.details.exitCode === 137);
 });
 
 test('cancelling kills the script through the agent (its process group)', { skip }, async () => {
+  // The script would run 60 s: the call can only reject before that if the cancel worked, and
+  // both its shell and its child must be gone afterwards (the whole group, not just the shell).
   const marker = join(dir, 'marker');
+  const pids = join(dir, 'pids');
   const ac = new AbortController();
-  const t0 = Date.now();
-  setTimeout(() => ac.abort(), 500);
-  await assert.rejects(initScriptStep(deps(sock), vm, Buffer.from(`sleep 3; touch '${marker}'\n`), { stage: () => {}, signal: ac.signal }), (e: any) => e.code === 'E_CANCELLED');
-  assert.ok(Date.now() - t0 < 2500, 'cancel returns at once');
-  await new Promise((r) => setTimeout(r, 3500));
-  assert.ok(!existsSync(marker), 'the script was killed, not left running');
+  const run = initScriptStep(deps(sock), vm, Buffer.from(`sleep 60 & echo "$$ $!" > '${pids}'; wait $!; touch '${marker}'\n`), { stage: () => {}, signal: ac.signal });
+  const rejected = assert.rejects(run, (e: any) => e.code === 'E_CANCELLED');
+  await until(() => existsSync(pids) && readFileSync(pids, 'utf8').endsWith('\n'), 'the script never started');
+  const [shell, child] = readFileSync(pids, 'utf8').trim().split(' ').map(Number) as [number, number];
+  assert.ok(alive(shell) && alive(child), 'the script runs');
+  ac.abort();
+  await rejected;
+  await until(() => !alive(shell) && !alive(child), `the script's shell (${shell}) or its sleep (${child}) was left running`);
+  assert.ok(!existsSync(marker));
 });
 
 test('no agent answering: the script runs over ssh (fallback), with the script on stdin', { skip }, async () => {

@@ -117,16 +117,18 @@ test('forwarder: no target (the VM has no address) closes the client at once', a
 
 test('forwarder: a client that resets mid-stream ends that connection; the target sees it closed', async () => {
   let targetClosed!: () => void;
+  let targetGotData!: () => void;
   const closedP = new Promise<void>((r) => (targetClosed = r));
+  const flowingP = new Promise<void>((r) => (targetGotData = r));
   const sink = await listen((s) => {
-    s.on('data', () => {});
+    s.on('data', () => targetGotData());
     for (const ev of ['end', 'close', 'error']) s.on(ev, () => targetClosed());
   });
   const f = await forward(sink);
   const c = connect({ host: '127.0.0.1', port: f.port });
   await new Promise<void>((r) => c.once('connect', () => r()));
   c.write(randomBytes(1024 * 1024));
-  await new Promise((r) => setTimeout(r, 100));
+  await flowingP; // mid-stream: bytes reach the target
   c.resetAndDestroy();
   await Promise.race([closedP, new Promise((_, rej) => setTimeout(() => rej(new Error('target connection not closed after the client reset')), 5000))]);
   const echo = await listen((s) => s.pipe(s));
@@ -139,7 +141,7 @@ test('forwarder: close() stops listening and ends live connections; idempotent',
   const f = await forward(hang);
   const port = f.port;
   const live = roundTrip(port, Buffer.from('x'), 5000);
-  await new Promise((r) => setTimeout(r, 200));
+  while (f.accepted < 1) await new Promise((r) => setTimeout(r, 10)); // the forwarder holds it
   await f.close();
   await f.close();
   assert.notEqual((await live).error, 'timeout', 'a live connection is ended by close');
@@ -149,8 +151,7 @@ test('forwarder: close() stops listening and ends live connections; idempotent',
 test('PortForwards.open: a taken host port is E_IN_USE naming it, and the ports opened before it are closed again', async () => {
   const taken = await listen(() => {});
   const free = await listen(() => {});
-  servers.at(-1)!.close();
-  await new Promise((r) => setTimeout(r, 50));
+  await new Promise((r) => servers.at(-1)!.close(r));
   const pf = new PortForwards(nullLogger);
   const ports = [parsePortSpec(`${free}:80`), parsePortSpec(`${taken}:80`)];
   await assert.rejects(pf.open('vm1', ports, () => '127.0.0.1'), (e: unknown) => isBangerError(e, 'E_IN_USE') && e.message.includes(`127.0.0.1:${taken} is already in use`) && e.details?.field === '-p');

@@ -175,7 +175,11 @@ export interface VmmDriver {
   rootDisk(vm: VmHandle): Omit<DiskSpec, 'id'>;
   prepareRootDisk(req: RootDiskRequest): Promise<DiskSpec>;
   launch(spec: LaunchSpec, opts?: { signal?: AbortSignal }): Promise<{ pid: number }>;
-  stop(vm: VmHandle, opts: { timeoutMs: number; guestShutdown?: () => Promise<void> }): Promise<void>;
+  /**
+   * Graceful stop; the VMM is forced (QMP quit, SIGKILL) when the guest has not gone within
+   * `timeoutMs`. `forced` says whether it had to be. A VMM already gone is success, not forced.
+   */
+  stop(vm: VmHandle, opts: { timeoutMs: number; guestShutdown?: () => Promise<void> }): Promise<{ forced: boolean }>;
   kill(vm: VmHandle, signal?: NodeJS.Signals): Promise<void>;
   status(vm: VmHandle, pidHint?: number | null): Promise<VmmStatus>;
   /** After a daemon restart: is this VM's VMM still running (and re-attached)? */

@@ -122,10 +122,11 @@ export class FirecrackerDriver implements VmmDriver {
     return f ? { running: true, pid: f.pid } : { running: false };
   }
 
-  async stop(vm: VmHandle, o: { timeoutMs: number; guestShutdown?: () => Promise<void> }): Promise<void> {
+  async stop(vm: VmHandle, o: { timeoutMs: number; guestShutdown?: () => Promise<void> }): Promise<{ forced: boolean }> {
     if (o.guestShutdown) void o.guestShutdown().catch(() => undefined);
-    await stopFirecracker(await jailedFiles(vm.files.dir), o.timeoutMs);
+    const r = await stopFirecracker(await jailedFiles(vm.files.dir), o.timeoutMs);
     await releaseJail(vm.files.dir);
+    return r;
   }
 
   /** A jailed VM's jail goes with its process (stop, kill, `vm rm`); its disks stay in the VM directory. */

@@ -64,6 +64,13 @@ export function snapshotCreateRequest(p: SnapshotCreateParams): FcRequest {
   return { step: 'snapshot-create', method: 'PUT', path: '/snapshot/create', definition: 'SnapshotCreateParams', body };
 }
 
+/**
+ * `PUT /snapshot/load`. The optional fields are newer than the oldest Firecracker banger accepts
+ * (MIN_FIRECRACKER 1.5; test/unit/firecracker-schema.test.ts checks this against each spec):
+ * `network_overrides` arrived in v1.12, `track_dirty_pages` in v1.13, `vsock_override` in v1.16;
+ * a v1.5 Firecracker refuses a body carrying them. Nothing in banger loads a snapshot yet: a caller
+ * that sends them must check the binary's version first (core/firecracker-version.ts).
+ */
 export function snapshotLoadRequest(p: SnapshotLoadParams): FcRequest {
   const body: SnapshotLoadParams = { snapshot_path: p.snapshot_path, mem_backend: { backend_type: p.mem_backend.backend_type, backend_path: p.mem_backend.backend_path } };
   if (p.track_dirty_pages !== undefined) body.track_dirty_pages = p.track_dirty_pages;

@@ -84,18 +84,23 @@ export class QemuDriver implements VmmDriver {
     return this.status(vm, pidHint);
   }
 
-  async stop(vm: VmHandle, o: { timeoutMs: number; guestShutdown?: () => Promise<void> }): Promise<void> {
+  async stop(vm: VmHandle, o: { timeoutMs: number; guestShutdown?: () => Promise<void> }): Promise<{ forced: boolean }> {
     const st = await this.status(vm);
-    if (!st.running || !st.pid) return this.cleanupSockets(vm);
+    if (!st.running || !st.pid) {
+      await this.cleanupSockets(vm);
+      return { forced: false };
+    }
     // acpi=off: there is no ACPI power button, so system_powerdown is best effort; the guest is
     // asked to reboot (reboot=t + -no-reboot turns that into a clean QEMU exit).
     await qmpCommand(vm.files.qmp, 'system_powerdown').catch(() => undefined);
     if (o.guestShutdown) void o.guestShutdown().catch(() => undefined);
-    if (!(await waitExit(st.pid, o.timeoutMs))) {
+    const forced = !(await waitExit(st.pid, o.timeoutMs));
+    if (forced) {
       await qmpCommand(vm.files.qmp, 'quit').catch(() => undefined);
       if (!(await waitExit(st.pid, 3000))) await this.kill(vm, 'SIGKILL');
     }
     await this.cleanupSockets(vm);
+    return { forced };
   }
 
   async kill(vm: VmHandle, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
