@@ -602,6 +602,14 @@ configure_systemd() {
   fi
   enable_unit ssh.service || enable_unit sshd.service || fail "no ssh.service or sshd.service unit after installing openssh" "install openssh-server in the image"
   enable_unit "$AGENT_UNIT" || fail "$AGENT_UNIT is missing" "the image was not prepared by banger's injection step; pull or import it again"
+  # kmod-static-nodes runs `kmod static-nodes` whenever the modules disk gives it a
+  # modules.devname; an image without kmod (docker.io's debian:bookworm) would fail the unit
+  # and leave systemd "degraded". Masked for this boot only (/run), so installing kmod later
+  # brings it back.
+  if [ ! -x /bin/kmod ] && [ ! -x /usr/bin/kmod ] && [ "$TEST" != 1 ]; then
+    mkdir -p /run/systemd/system 2>/dev/null && ln -sf /dev/null /run/systemd/system/kmod-static-nodes.service 2>/dev/null &&
+      log "no kmod in the image: kmod-static-nodes.service masked for this boot"
+  fi
 }
 
 configure_openrc() {
