@@ -1,7 +1,8 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openDatabase } from '../../src/core/db.js';
 import { isRoot, missingTools, TestDaemon } from '../helpers/daemon.js';
@@ -153,6 +154,10 @@ test('stop/start (restart) keeps the disk contents', { skip, ...T }, async () =>
   const st = await d!.json(['vm', 'stop', 'box2'], { timeoutMs: 200_000 });
   assert.equal(st[0].running, false);
   assert.ok(!nsLinks(hostNs).some((l) => l.ifname === st[0].tap), 'stopped VM has no tap');
+  // vm start after vm stop (QEMU), then restart (stop + start) on the running VM.
+  const started = await d!.json(['vm', 'start', 'box2'], { timeoutMs: 400_000 });
+  assert.deepEqual(started.map((v: { name: string; running: boolean }) => [v.name, v.running]), [['box2', true]]);
+  assert.equal((await ssh('box2', 'cat /root/marker')).stdout.trim(), 'kept-across-restart');
   const r = await d!.cli(['vm', 'restart', 'box2'], { timeoutMs: 400_000 });
   assert.equal(r.code, 0, r.stderr);
   const s = await ssh('box2', 'cat /root/marker');
@@ -184,9 +189,71 @@ test('daemon SIGKILL while VMs run: restart adopts them, removes orphans; vm ssh
   assert.equal(s.stdout.trim(), 'box1');
 });
 
+test('vm logs -f follows the console and Ctrl-C ends it with 130; ssh-config --install in a fresh HOME lets plain ssh in', { skip, ...T }, async () => {
+  const follow = spawn(d!.cliArgv(['vm', 'logs', '-f', 'box1'])[0]!, d!.cliArgv(['vm', 'logs', '-f', 'box1']).slice(1), { env: d!.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  follow.stdout.on('data', (b) => (out += b));
+  const ended = new Promise<[number | null, string | null]>((r) => follow.on('close', (code, sig) => r([code, sig])));
+  const seen = async (what: string) => {
+    for (const deadline = Date.now() + 120_000; !out.includes(what); await new Promise((r) => setTimeout(r, 100))) {
+      if (Date.now() > deadline) assert.fail(`vm logs -f never printed ${what}: ${out.slice(-500)}`);
+    }
+  };
+  await seen('Linux version'); // what the console already held (the kernel's first line)
+  const marker = `logs-follow-${Date.now()}`;
+  assert.equal((await d!.cli(['vm', 'exec', 'box1', '--', 'sh', '-c', `echo ${marker} > /dev/ttyS0`], { timeoutMs: 120_000 })).code, 0);
+  await seen(marker); // a line written after it started
+  follow.kill('SIGINT');
+  assert.deepEqual(await ended, [130, null], 'Ctrl-C ends vm logs -f with 130');
+
+  const home = mkdtempSync(join(tmpdir(), 'banger-home-'));
+  try {
+    const inst = await d!.cli(['--json', 'ssh-config', '--install'], { env: { HOME: home } });
+    assert.equal(inst.code, 0, inst.stderr);
+    const cfg = join(home, '.ssh', 'config');
+    assert.equal(JSON.parse(inst.stdout).installed, cfg);
+    assert.match(readFileSync(cfg, 'utf8'), /^Include \//);
+    // ssh reads the passwd home, not $HOME: point it at the installed file.
+    const plain = spawnSync('ip', ['netns', 'exec', hostNs, 'ssh', '-F', cfg, '-o', 'BatchMode=yes', 'box1.vm', 'echo', 'plain-ssh-ok'], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(plain.status, 0, plain.stderr);
+    assert.equal(plain.stdout.trim(), 'plain-ssh-ok');
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
+});
+
+test('a guest whose SSH host key changes is refused by vm ssh and by plain ssh through ssh-config', { skip, ...T }, async () => {
+  const home = mkdtempSync(join(tmpdir(), 'banger-home-'));
+  try {
+    assert.equal((await d!.cli(['ssh-config', '--install'], { env: { HOME: home } })).code, 0);
+    const cfg = join(home, '.ssh', 'config');
+    const plainSsh = () => spawnSync('ip', ['netns', 'exec', hostNs, 'ssh', '-F', cfg, '-o', 'BatchMode=yes', 'box1.vm', 'true'], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(plainSsh().status, 0, 'plain ssh works before the key changes');
+    // New host keys, as root over the agent channel (not ssh), and sshd restarted with them.
+    const swap = await d!.cli(['vm', 'exec', 'box1', '--', 'sh', '-c', 'rm -f /etc/ssh/ssh_host_*key* && ssh-keygen -A && systemctl restart ssh'], { timeoutMs: 120_000 });
+    assert.equal(swap.code, 0, swap.stderr);
+    const viaCli = await d!.cli(['vm', 'ssh', 'box1', '--', 'true'], { timeoutMs: 120_000 });
+    assert.notEqual(viaCli.code, 0, 'banger vm ssh accepted a changed host key');
+    assert.match(viaCli.stderr, /host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED/i);
+    const plain = plainSsh();
+    assert.notEqual(plain.status, 0, 'plain ssh accepted a changed host key');
+    assert.match(plain.stderr, /host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED/i);
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
+});
+
+test('vm kill --signal SIGTERM stops QEMU; vm prune removes the stopped VM and only it', { skip, ...T }, async () => {
+  const k = await d!.json(['vm', 'kill', '--signal', 'SIGTERM', 'box1'], { timeoutMs: 60_000 });
+  assert.deepEqual(k.map((v: { name: string; running: boolean }) => [v.name, v.running]), [['box1', false]]);
+  const p = await d!.json(['vm', 'prune'], { timeoutMs: 120_000 });
+  assert.deepEqual(p.removed, ['box1']);
+  assert.deepEqual((await d!.json(['vm', 'list'])).map((v: { name: string }) => v.name), ['box2']);
+});
+
 test('vm rm leaves no tap, rule, lease, process, file or pinned key', { skip, ...T }, async () => {
   const pids = (await d!.json(['vm', 'list'])).map((v: { pid: number }) => v.pid);
-  const r = await d!.cli(['vm', 'rm', 'box1', 'box2'], { timeoutMs: 300_000 });
+  const r = await d!.cli(['vm', 'rm', 'box2'], { timeoutMs: 300_000 });
   assert.equal(r.code, 0, r.stderr);
   assert.deepEqual(nsLinks(hostNs).filter((l) => l.ifname.startsWith('tap-')), []);
   assert.doesNotMatch(nsRun(hostNs, ['nft', 'list', 'table', 'ip', 'banger']), /banger:[0-9a-f]{12}:vm:/);

@@ -126,6 +126,9 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
       let offset = 0;
       let all = '';
       let until: number | undefined; // without -f: what the console held at the first answer
+      // -f ends on Ctrl-C as a shell expects of a follower: exit 130, whether a request or the
+      // pause between two was running (the call's own handler would only cancel the request).
+      if (o.follow) process.once('SIGINT', () => process.exit(130));
       for (;;) {
         const r = await c.call('vm.logs', { name, offset });
         offset = r.offset;
