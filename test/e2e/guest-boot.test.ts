@@ -116,7 +116,7 @@ test('a Debian guest boots through banger-first-boot: pinned SSH, systemd runnin
     // and again after the bad request: the agent keeps serving (the virtio-serial port is
     // reopened by the agent after each host-side disconnect, which a loaded TCG guest can take
     // seconds to notice: wait for the answer rather than give one try)
-    const again = await until('agent health after a bad request', vm, 60_000, () => agentRequest(vm.agentSock, '{"op":"health"}'));
+    const again = await until('agent health after a bad request', vm, 60_000, () => agentRequest(vm!.agentSock, '{"op":"health"}'));
     assert.equal(again.ok, true);
 
     const text = vm.console();
