@@ -28,7 +28,15 @@ const RUNS = (() => {
   return i > 0 ? Number(process.argv[i + 1]) : 3;
 })();
 const KEYRING = '/usr/share/keyrings/debian-archive-keyring.gpg';
-const entry: DebianKernelEntry = { name: 'debian-cloud-amd64', kind: 'debian', distro: 'debian', arch: 'x86_64', package: 'linux-image-cloud-amd64', suite: 'bookworm', description: '' };
+const entry: DebianKernelEntry = {
+  name: 'debian-cloud-amd64',
+  kind: 'debian',
+  distro: 'debian',
+  arch: 'x86_64',
+  package: 'linux-image-cloud-amd64',
+  suite: 'bookworm',
+  description: '',
+};
 
 /** Run argv asynchronously (the mirror is served from this process's event loop). */
 async function run(argv: string[], opts: { input?: Buffer; cwd?: string } = {}): Promise<Buffer> {
@@ -47,7 +55,16 @@ async function ours(m: DebianMirror, work: string, blobs?: string): Promise<numb
   mkdirSync(out, { recursive: true });
   mkdirSync(tmp, { recursive: true });
   const t0 = performance.now();
-  await fetchDebianKernel({ entry, mirror: m.url, keyring: KEYRING, outDir: out, tmpDir: tmp, exec, log: nullLogger, store: blobs ? ContentStore.at(blobs) : undefined });
+  await fetchDebianKernel({
+    entry,
+    mirror: m.url,
+    keyring: KEYRING,
+    outDir: out,
+    tmpDir: tmp,
+    exec,
+    log: nullLogger,
+    store: blobs ? ContentStore.at(blobs) : undefined,
+  });
   return (performance.now() - t0) / 1000;
 }
 

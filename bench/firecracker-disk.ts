@@ -45,7 +45,9 @@ try {
         times.push(performance.now() - t0);
         rmSync(t);
       }
-      console.log(`${label.padEnd(22)} ${forceSparse ? 'forced sparse' : 'default      '} → ${method.padEnd(7)} median ${median(times).toFixed(1)} ms (${RUNS} runs)`);
+      console.log(
+        `${label.padEnd(22)} ${forceSparse ? 'forced sparse' : 'default      '} → ${method.padEnd(7)} median ${median(times).toFixed(1)} ms (${RUNS} runs)`,
+      );
     }
   }
 } finally {

@@ -52,9 +52,24 @@ async function baseline(ref: string, work: string): Promise<void> {
   const index = JSON.parse(readFileSync(join(oci, 'index.json'), 'utf8'));
   const manifest = JSON.parse(readFileSync(join(oci, 'blobs', 'sha256', index.manifests[0].digest.slice(7)), 'utf8'));
   for (const l of manifest.layers) {
-    await run(['tar', '-x', '--xattrs', "--xattrs-include=*", '--numeric-owner', '-p', '-f', join(oci, 'blobs', 'sha256', l.digest.slice(7)), '-C', root]);
+    await run(['tar', '-x', '--xattrs', '--xattrs-include=*', '--numeric-owner', '-p', '-f', join(oci, 'blobs', 'sha256', l.digest.slice(7)), '-C', root]);
   }
-  await run(['mkfs.ext4', '-q', '-b', '4096', '-O', '^orphan_file', '-L', 'rootfs', '-E', 'root_owner=0:0', '-d', root, join(work, 'rootfs.ext4'), `${1024 * 1024}k`]);
+  await run([
+    'mkfs.ext4',
+    '-q',
+    '-b',
+    '4096',
+    '-O',
+    '^orphan_file',
+    '-L',
+    'rootfs',
+    '-E',
+    'root_owner=0:0',
+    '-d',
+    root,
+    join(work, 'rootfs.ext4'),
+    `${1024 * 1024}k`,
+  ]);
 }
 
 async function main(): Promise<void> {
@@ -83,12 +98,15 @@ async function main(): Promise<void> {
       } finally {
         cleanup();
       }
-      process.stderr.write(`run ${i + 1}/${RUNS}: baseline ${base[i]!.toFixed(2)}s, cold ${cold[i]!.toFixed(2)}s, warm ${warm[i]!.toFixed(2)}s (rebuilt from cached layers ${warmRebuild[i]!.toFixed(2)}s)\n`);
+      process.stderr.write(
+        `run ${i + 1}/${RUNS}: baseline ${base[i]!.toFixed(2)}s, cold ${cold[i]!.toFixed(2)}s, warm ${warm[i]!.toFixed(2)}s (rebuilt from cached layers ${warmRebuild[i]!.toFixed(2)}s)\n`,
+      );
     }
     const b = median(base);
     const c = median(cold);
     const w = median(warm);
-    const line = (name: string, s: number, target?: number) => `${name.padEnd(44)} ${s.toFixed(2).padStart(7)} s${target === undefined ? '' : `   ${(s / b).toFixed(2)}x baseline (target ≤ ${target}x) ${s / b <= target ? 'MET' : 'NOT MET'}`}`;
+    const line = (name: string, s: number, target?: number) =>
+      `${name.padEnd(44)} ${s.toFixed(2).padStart(7)} s${target === undefined ? '' : `   ${(s / b).toFixed(2)}x baseline (target ≤ ${target}x) ${s / b <= target ? 'MET' : 'NOT MET'}`}`;
     console.log(`image pull benchmark: ${ref} (median of ${RUNS})`);
     console.log(line('baseline: skopeo copy + tar -x + mkfs.ext4 -d', b));
     console.log(line('banger image pull, cold (empty store)', c, 0.8));

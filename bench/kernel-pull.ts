@@ -104,7 +104,10 @@ async function main(): Promise<void> {
     }
   }
   await srv.stop();
-  const row = (label: string, xs: number[]) => console.log(`${label.padEnd(44)} ${median(xs).toFixed(2)} s   ${(mib / median(xs)).toFixed(0).padStart(5)} MiB/s   (runs: ${xs.map((x) => x.toFixed(2)).join(', ')})`);
+  const row = (label: string, xs: number[]) =>
+    console.log(
+      `${label.padEnd(44)} ${median(xs).toFixed(2)} s   ${(mib / median(xs)).toFixed(0).padStart(5)} MiB/s   (runs: ${xs.map((x) => x.toFixed(2)).join(', ')})`,
+    );
   row('banger kernel pull (download+verify+extract)', ours);
   row('banger kernel pull --force (used cache)', cached);
   row('baseline curl + sha256sum + zstd|tar', base);

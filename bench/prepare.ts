@@ -46,7 +46,10 @@ async function main(): Promise<void> {
   const hostNs = createNetns('bprep');
   const mirrorNs = createNetns('bprepm');
   const exposed = [await exposeInNetns(hostNs, mirror.port), await exposeInNetns(hostNs, registry.port)];
-  const config = (o: { prepare: boolean; lean: boolean }) => ({ vm: { sshTimeoutSeconds: 900, firstBootTimeoutSeconds: 1800, stopTimeoutSeconds: 30, vcpu: 2, memoryMiB: 1024, leanBoot: o.lean }, firstBoot: { prepare: o.prepare } });
+  const config = (o: { prepare: boolean; lean: boolean }) => ({
+    vm: { sshTimeoutSeconds: 900, firstBootTimeoutSeconds: 1800, stopTimeoutSeconds: 30, vcpu: 2, memoryMiB: 1024, leanBoot: o.lean },
+    firstBoot: { prepare: o.prepare },
+  });
   const d = new TestDaemon({ netns: hostNs, env: { BANGER_DEBIAN_MIRROR: mirror.url }, config: config({ prepare: true, lean: true }) });
   let server: ChildProcess | undefined;
   let webRoot = '';
@@ -59,16 +62,25 @@ async function main(): Promise<void> {
     await d.start();
     must(await d.cli(['kernel', 'pull', 'debian-cloud-amd64'], { timeoutMs: 600_000 }), 'kernel pull');
     must(await d.cli(['image', 'pull', bareRef, '--name', 'bare', '--kernel-ref', 'debian-cloud-amd64'], { timeoutMs: 600_000 }), 'image pull (bare)');
-    must(await d.cli(['image', 'pull', fullRef, '--name', 'full', '--kernel-ref', 'debian-cloud-amd64'], { timeoutMs: 600_000 }), 'image pull (systemd + sshd)');
+    must(
+      await d.cli(['image', 'pull', fullRef, '--name', 'full', '--kernel-ref', 'debian-cloud-amd64'], { timeoutMs: 600_000 }),
+      'image pull (systemd + sshd)',
+    );
     for (const stop of exposed) stop();
     vethPair(hostNs, 'bmirror0', '10.202.0.1/24', mirrorNs, 'eth0', `${MIRROR_ADDR}/24`);
     webRoot = mkdtempSync(join(tmpdir(), 'banger-bprep-'));
     symlinkSync(mirror.root, join(webRoot, 'debian'));
     let served = '';
-    server = spawn('ip', ['netns', 'exec', mirrorNs, process.execPath, join(REPO, 'dist/test/helpers/static-server.js'), webRoot, MIRROR_ADDR, '8080'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    server = spawn('ip', ['netns', 'exec', mirrorNs, process.execPath, join(REPO, 'dist/test/helpers/static-server.js'), webRoot, MIRROR_ADDR, '8080'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     server.stdout!.on('data', (c) => (served += c));
     while (!served.includes('listening')) await new Promise((r) => setTimeout(r, 50));
-    console.log(`host: ${process.env.BANGER_TEST_KVM ? 'KVM' : 'TCG'}, load average ${loadavg().map((x) => x.toFixed(1)).join(' ')} at the start; medians of ${RUNS}`);
+    console.log(
+      `host: ${process.env.BANGER_TEST_KVM ? 'KVM' : 'TCG'}, load average ${loadavg()
+        .map((x) => x.toFixed(1))
+        .join(' ')} at the start; medians of ${RUNS}`,
+    );
 
     // 1. the install in a VM (before) against image prepare (after)
     if (!process.argv.includes('--skip-install')) {
@@ -84,7 +96,9 @@ async function main(): Promise<void> {
       const t1 = Date.now();
       must(await d.cli(['image', 'prepare', 'bare', '--package-mirror', MIRROR_URL], { timeoutMs: 3_600_000 }), 'image prepare');
       const prepareMs = Date.now() - t1;
-      console.log(`\n1. first-boot install: in a VM (every VM of the image, before) vm create ${s(createMs)} (install ${(at('configure') - at('install')).toFixed(1)} s of guest time); image prepare (once) ${s(prepareMs)}`);
+      console.log(
+        `\n1. first-boot install: in a VM (every VM of the image, before) vm create ${s(createMs)} (install ${(at('configure') - at('install')).toFixed(1)} s of guest time); image prepare (once) ${s(prepareMs)}`,
+      );
     } else {
       await restart({ prepare: true, lean: true });
       must(await d.cli(['image', 'prepare', 'bare', '--package-mirror', MIRROR_URL], { timeoutMs: 3_600_000 }), 'image prepare');
@@ -103,7 +117,10 @@ async function main(): Promise<void> {
       }
     }
     const [b, f] = [median(creates.bare!) ?? NaN, median(creates.full!) ?? NaN];
-    if (creates.bare!.length) console.log(`\n2. vm create → SSH and agent ready (lean boot): bare image, prepared ${s(b)}; image shipped with systemd+sshd ${s(f)}; ratio ${(b / f).toFixed(2)}x (goal ≤ 1.10x)`);
+    if (creates.bare!.length)
+      console.log(
+        `\n2. vm create → SSH and agent ready (lean boot): bare image, prepared ${s(b)}; image shipped with systemd+sshd ${s(f)}; ratio ${(b / f).toFixed(2)}x (goal ≤ 1.10x)`,
+      );
     if (creates.bare!.length) console.log(`   runs: bare ${creates.bare!.map(s).join(', ')}; full ${creates.full!.map(s).join(', ')}`);
 
     // 3. agent and SSH ready, with and without the lean boot
@@ -120,14 +137,29 @@ async function main(): Promise<void> {
         agent.push(a);
         ssh.push(sh);
         if (i === RUNS - 1) {
-          const blame = await d.cli(['vm', 'ssh', name, '--', 'systemctl is-system-running --wait >/dev/null; systemd-analyze; systemd-analyze blame --no-pager | head -25; systemd-analyze critical-chain --no-pager'], { timeoutMs: 300_000 });
+          const blame = await d.cli(
+            [
+              'vm',
+              'ssh',
+              name,
+              '--',
+              'systemctl is-system-running --wait >/dev/null; systemd-analyze; systemd-analyze blame --no-pager | head -25; systemd-analyze critical-chain --no-pager',
+            ],
+            { timeoutMs: 300_000 },
+          );
           console.log(`   ${lean ? 'lean' : 'not lean'}: systemd-analyze of ${name}:\n${blame.stdout.replace(/^/gm, '     ')}`);
         }
         must(await d.cli(['vm', 'rm', '-f', name], { timeoutMs: 120_000 }), 'vm rm');
       }
-      console.log(`   ${lean ? 'lean boot (vm.leanBoot true, the default)' : 'before (vm.leanBoot false)'}: agent ready ${s(median(agent))}, SSH ready ${s(median(ssh))}   (agent ${agent.map(s).join(', ')}; ssh ${ssh.map(s).join(', ')})`);
+      console.log(
+        `   ${lean ? 'lean boot (vm.leanBoot true, the default)' : 'before (vm.leanBoot false)'}: agent ready ${s(median(agent))}, SSH ready ${s(median(ssh))}   (agent ${agent.map(s).join(', ')}; ssh ${ssh.map(s).join(', ')})`,
+      );
     }
-    console.log(`\nload average at the end: ${loadavg().map((x) => x.toFixed(1)).join(' ')}`);
+    console.log(
+      `\nload average at the end: ${loadavg()
+        .map((x) => x.toFixed(1))
+        .join(' ')}`,
+    );
   } finally {
     server?.kill('SIGKILL');
     await d.cleanup();

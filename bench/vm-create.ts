@@ -45,12 +45,21 @@ async function main(): Promise<void> {
     mkdirSync(join(tiny, 'etc'), { recursive: true });
     writeFileSync(join(tiny, 'etc', 'hostname'), 'tiny\n');
     await exec(['tar', '-cf', join(work, 'tiny.tar'), '-C', tiny, '.']);
-    for (const size of ['1G', '8G']) must(await pull.cli(['image', 'import', `img${size}`, '--rootfs-tar', join(work, 'tiny.tar'), '--size', size, '--kernel-ref', 'debian-cloud-amd64'], { timeoutMs: 600_000 }));
+    for (const size of ['1G', '8G'])
+      must(
+        await pull.cli(['image', 'import', `img${size}`, '--rootfs-tar', join(work, 'tiny.tar'), '--size', size, '--kernel-ref', 'debian-cloud-amd64'], {
+          timeoutMs: 600_000,
+        }),
+      );
     let bootImage: string | undefined;
     try {
       const mod = '../test/helpers/debootstrap.js';
       const { ensureDebianRootfsTar } = (await import(mod)) as { ensureDebianRootfsTar: () => Promise<string> };
-      must(await pull.cli(['image', 'import', 'debian', '--rootfs-tar', await ensureDebianRootfsTar(), '--kernel-ref', 'debian-cloud-amd64'], { timeoutMs: 600_000 }));
+      must(
+        await pull.cli(['image', 'import', 'debian', '--rootfs-tar', await ensureDebianRootfsTar(), '--kernel-ref', 'debian-cloud-amd64'], {
+          timeoutMs: 600_000,
+        }),
+      );
       bootImage = 'debian';
     } catch (e) {
       console.log(`(boot breakdown skipped: ${(e as Error).message.split('\n')[0]})`);
@@ -109,7 +118,39 @@ async function main(): Promise<void> {
         nsRun(ns, ['ip', 'tuntap', 'add', 'dev', 'tap-bench', 'mode', 'tap']);
         nsRun(ns, ['ip', 'link', 'set', 'tap-bench', 'up']);
         const tq = process.hrtime.bigint();
-        await exec(['ip', 'netns', 'exec', ns, 'qemu-system-x86_64', '-M', 'microvm,acpi=on,rtc=on', '-accel', 'tcg', '-m', '512M', '-nodefaults', '-no-user-config', '-display', 'none', '-daemonize', '-kernel', kernel.vmlinuz ?? kernel.vmlinux!, ...(kernel.initrd ? ['-initrd', kernel.initrd] : []), '-append', 'console=ttyS0', '-drive', `id=root,file=${join(dir, 'root.qcow2')},format=qcow2,if=none`, '-device', 'virtio-blk-device,drive=root', '-netdev', 'tap,id=n0,ifname=tap-bench,script=no,downscript=no', '-device', 'virtio-net-device,netdev=n0', '-pidfile', join(dir, 'pid')]);
+        await exec([
+          'ip',
+          'netns',
+          'exec',
+          ns,
+          'qemu-system-x86_64',
+          '-M',
+          'microvm,acpi=on,rtc=on',
+          '-accel',
+          'tcg',
+          '-m',
+          '512M',
+          '-nodefaults',
+          '-no-user-config',
+          '-display',
+          'none',
+          '-daemonize',
+          '-kernel',
+          kernel.vmlinuz ?? kernel.vmlinux!,
+          ...(kernel.initrd ? ['-initrd', kernel.initrd] : []),
+          '-append',
+          'console=ttyS0',
+          '-drive',
+          `id=root,file=${join(dir, 'root.qcow2')},format=qcow2,if=none`,
+          '-device',
+          'virtio-blk-device,drive=root',
+          '-netdev',
+          'tap,id=n0,ifname=tap-bench,script=no,downscript=no',
+          '-device',
+          'virtio-net-device,netdev=n0',
+          '-pidfile',
+          join(dir, 'pid'),
+        ]);
         floor.push(ms(t1));
         handQemu.push(ms(tq));
         process.kill(Number(readFileSync(join(dir, 'pid'), 'utf8').trim()), 'SIGKILL');
@@ -121,7 +162,9 @@ async function main(): Promise<void> {
         rmSync(dir, { recursive: true, force: true });
       }
       if (trace) console.log(trace);
-      console.log(`${size.padEnd(7)} ${median(ours).toFixed(0).padStart(6)}   ${median(floor).toFixed(0).padStart(14)}   ${median(naive).toFixed(0).padStart(18)}   | ${median(rpc).toFixed(0)}, ${median(ourQemu).toFixed(0)}; ${median(handQemu).toFixed(0)}   (stages: ${stages})`);
+      console.log(
+        `${size.padEnd(7)} ${median(ours).toFixed(0).padStart(6)}   ${median(floor).toFixed(0).padStart(14)}   ${median(naive).toFixed(0).padStart(18)}   | ${median(rpc).toFixed(0)}, ${median(ourQemu).toFixed(0)}; ${median(handQemu).toFixed(0)}   (stages: ${stages})`,
+      );
       if (size === '1G') {
         const [cli, node, daemon, qemu] = [median(ours) - median(rpc), median(nodeStart), median(rpc) - median(ourQemu), median(ourQemu)];
         summary = `where the time goes (1G, medians): CLI ${cli.toFixed(0)} ms (of which Node.js start ${node.toFixed(0)}), daemon before and after QEMU ${daemon.toFixed(0)} ms, QEMU -daemonize ${qemu.toFixed(0)} ms.\nThe issue's target is 150 ms. Node.js start plus QEMU's own start by hand (${(node + median(handQemu)).toFixed(0)} ms) is ${node + median(handQemu) < 150 ? 'below' : 'already above'} it on this machine.`;
@@ -159,7 +202,10 @@ async function main(): Promise<void> {
 
 /** The daemon's own time for the last vm.create (its log) and the part its qemu -daemonize took. */
 function createSplit(root: string): { rpcMs: number; qemuMs: number } {
-  const lines = readFileSync(join(root, 'logs', 'bangerd.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { msg: string; method?: string; argv?: string; ms?: number });
+  const lines = readFileSync(join(root, 'logs', 'bangerd.log'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { msg: string; method?: string; argv?: string; ms?: number });
   const start = lines.map((l) => l.msg === 'rpc start' && l.method === 'vm.create').lastIndexOf(true);
   const rest = lines.slice(start);
   const ok = rest.find((l) => l.method === 'vm.create' && l.msg === 'rpc ok');
@@ -169,7 +215,10 @@ function createSplit(root: string): { rpcMs: number; qemuMs: number } {
 
 /** The daemon log (debug level) of the last vm.create request: each exec with its duration. */
 function daemonTrace(root: string): string {
-  const lines = readFileSync(join(root, 'logs', 'bangerd.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { time: string; msg: string; method?: string; argv?: string; ms?: number });
+  const lines = readFileSync(join(root, 'logs', 'bangerd.log'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { time: string; msg: string; method?: string; argv?: string; ms?: number });
   const start = lines.map((l) => l.msg === 'rpc start' && l.method === 'vm.create').lastIndexOf(true);
   const t0 = Date.parse(lines[start]!.time);
   const end = lines.findIndex((l, i) => i > start && l.method === 'vm.create' && l.msg.startsWith('rpc '));

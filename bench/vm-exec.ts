@@ -62,10 +62,28 @@ async function main(): Promise<void> {
     const info = await d.json(['vm', 'show', 'bx']);
     const key = join(d.root, 'ssh', 'id_ed25519');
     const scp = await timed(async () => {
-      nsRun(ns, ['scp', '-q', '-i', key, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${join(d.root, 'ssh', 'known_hosts')}`, file, `root@${info.ip}:/root/big-scp`]);
+      nsRun(ns, [
+        'scp',
+        '-q',
+        '-i',
+        key,
+        '-o',
+        'IdentitiesOnly=yes',
+        '-o',
+        'BatchMode=yes',
+        '-o',
+        'StrictHostKeyChecking=yes',
+        '-o',
+        `UserKnownHostsFile=${join(d.root, 'ssh', 'known_hosts')}`,
+        file,
+        `root@${info.ip}:/root/big-scp`,
+      ]);
     });
     const sums = await d.cli(['vm', 'exec', 'bx', '--', 'sha256sum', '/root/big-cp', '/root/big-scp']);
-    const [a, b] = sums.stdout.trim().split('\n').map((l) => l.split(/\s+/)[0]);
+    const [a, b] = sums.stdout
+      .trim()
+      .split('\n')
+      .map((l) => l.split(/\s+/)[0]);
     if (!a || a !== b) throw new Error(`copies differ: ${sums.stdout}`);
     const mx = median(exec);
     const ms = median(ssh);

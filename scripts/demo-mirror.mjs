@@ -40,8 +40,10 @@ process.on('SIGTERM', stop);
 process.on('SIGINT', stop);
 process.stdout.write(`http://${gateway}:${port}/debian ${debs.length}\n`);
 const listen = () =>
-  server.once('error', (e) => {
-    if (e.code !== 'EADDRNOTAVAIL') throw e;
-    setTimeout(listen, 300); // the bridge is not there yet
-  }).listen(port, gateway);
+  server
+    .once('error', (e) => {
+      if (e.code !== 'EADDRNOTAVAIL') throw e;
+      setTimeout(listen, 300); // the bridge is not there yet
+    })
+    .listen(port, gateway);
 listen();

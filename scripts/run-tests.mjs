@@ -139,7 +139,17 @@ for (const tier of tiers) {
   const concurrency = tier === 'unit' ? 2 : 1;
   const minutes = Number(process.env.BANGER_TIER_TIMEOUT_MIN || TIER_MINUTES[tier] || 30);
   const r = await runTier(
-    [process.execPath, '--test', `--test-concurrency=${concurrency}`, `--test-timeout=${testTimeout}`, '--test-reporter=spec', '--test-reporter-destination=stdout', `--test-reporter=${reporter}`, `--test-reporter-destination=${events}`, ...files],
+    [
+      process.execPath,
+      '--test',
+      `--test-concurrency=${concurrency}`,
+      `--test-timeout=${testTimeout}`,
+      '--test-reporter=spec',
+      '--test-reporter-destination=stdout',
+      `--test-reporter=${reporter}`,
+      `--test-reporter-destination=${events}`,
+      ...files,
+    ],
     { ...process.env, BANGER_TEST_TIER: tier },
     minutes,
   );
@@ -148,7 +158,9 @@ for (const tier of tiers) {
   const n = ev.summary ?? { passed: 0, failed: 0, cancelled: 0, skipped: 0, todo: 0 };
   const c = { pass: n.passed, fail: n.failed + n.cancelled, skipped: n.skipped + n.todo };
   if (r.stalled) {
-    problems.push(`tier ${tier} stalled: killed after its ${minutes} min wall clock (files: ${files.map((f) => f.split('/').pop()).join(', ')}; last test to finish: ${r.last ?? 'none'}; the stall came after it)`);
+    problems.push(
+      `tier ${tier} stalled: killed after its ${minutes} min wall clock (files: ${files.map((f) => f.split('/').pop()).join(', ')}; last test to finish: ${r.last ?? 'none'}; the stall came after it)`,
+    );
     c.fail += 1;
   } else if ((r.status !== 0 || !ev.summary) && c.fail === 0) c.fail = 1; // a crash of the runner itself is a failure
   for (const s of ev.skips) {
@@ -188,5 +200,7 @@ for (const tier of tiers) {
 }
 if (problems.length) console.log(`\n${strict ? 'strict mode: ' : ''}${problems.map((p) => `\n  ${p}`).join('')}`);
 if (strict) console.log('\nstrict mode: skips allowed only for: ' + ALLOWED_SKIPS.join('; '));
-console.log(`\n${totals.pass} passed, ${totals.fail} failed, ${totals.skipped} skipped${failedTiers.length ? ` (failing tiers: ${failedTiers.join(', ')})` : ''}`);
+console.log(
+  `\n${totals.pass} passed, ${totals.fail} failed, ${totals.skipped} skipped${failedTiers.length ? ` (failing tiers: ${failedTiers.join(', ')})` : ''}`,
+);
 process.exit(totals.fail ? 1 : 0);

@@ -1,4 +1,20 @@
-import { closeSync, constants as C, fchmodSync, fchownSync, futimesSync, lchownSync, linkSync, lutimesSync, mkdirSync, openSync, readFileSync, symlinkSync, writeSync, chmodSync, utimesSync } from 'node:fs';
+import {
+  closeSync,
+  constants as C,
+  fchmodSync,
+  fchownSync,
+  futimesSync,
+  lchownSync,
+  linkSync,
+  lutimesSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  symlinkSync,
+  writeSync,
+  chmodSync,
+  utimesSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { BangerError, ErrorCode } from '../core/errors.js';
 import { TarReader, type EntrySink, type TarEntry } from '../core/tar-reader.js';
@@ -150,13 +166,20 @@ export class GuestTarExtractor {
     if (slash >= 0) {
       const parent = rel.slice(0, slash);
       const kind = this.seen.get(parent);
-      if (kind !== 'dir') this.refuse(e.path, kind ? `its parent '${parent}' is a ${kind}, not a directory` : `its parent directory '${parent}' did not come before it in the stream`);
+      if (kind !== 'dir')
+        this.refuse(
+          e.path,
+          kind ? `its parent '${parent}' is a ${kind}, not a directory` : `its parent directory '${parent}' did not come before it in the stream`,
+        );
     }
-    if (e.type === 'char' || e.type === 'block' || e.type === 'fifo') this.refuse(e.path, `it is a ${e.type === 'fifo' ? 'FIFO' : `${e.type} device ${e.devmajor}:${e.devminor}`}; vm cp copies no device nodes or FIFOs`);
-    if (!Number.isSafeInteger(e.uid) || e.uid < 0 || e.uid > 0xfffffffe || !Number.isSafeInteger(e.gid) || e.gid < 0 || e.gid > 0xfffffffe) this.refuse(e.path, `its owner ${e.uid}:${e.gid} is out of range`);
+    if (e.type === 'char' || e.type === 'block' || e.type === 'fifo')
+      this.refuse(e.path, `it is a ${e.type === 'fifo' ? 'FIFO' : `${e.type} device ${e.devmajor}:${e.devminor}`}; vm cp copies no device nodes or FIFOs`);
+    if (!Number.isSafeInteger(e.uid) || e.uid < 0 || e.uid > 0xfffffffe || !Number.isSafeInteger(e.gid) || e.gid < 0 || e.gid > 0xfffffffe)
+      this.refuse(e.path, `its owner ${e.uid}:${e.gid} is out of range`);
     if (!Number.isFinite(e.mtime) || Math.abs(e.mtime) > MAX_TIME) this.refuse(e.path, `its mtime ${e.mtime} is out of range`);
     this.nameBytes += Buffer.byteLength(rel);
-    if (this.nameBytes > this.limits.maxTotalPathBytes) this.refuse(e.path, `the names in the stream take more than ${this.limits.maxTotalPathBytes} bytes`, ErrorCode.TooLarge);
+    if (this.nameBytes > this.limits.maxTotalPathBytes)
+      this.refuse(e.path, `the names in the stream take more than ${this.limits.maxTotalPathBytes} bytes`, ErrorCode.TooLarge);
     // setuid, setgid and sticky bits are dropped whatever the guest says
     const mode = e.mode & 0o777 & (this.opts.owners ? 0o777 : ~this.umask);
     const abs = this.abs(rel);
@@ -172,7 +195,8 @@ export class GuestTarExtractor {
       case 'symlink':
         if (!e.linkpath) this.refuse(e.path, 'it is a symlink with an empty target');
         if (e.linkpath.includes('\0')) this.refuse(e.path, 'its symlink target holds a NUL byte');
-        if (Buffer.byteLength(e.linkpath) > this.limits.maxPathBytes) this.refuse(e.path, `its symlink target is longer than ${this.limits.maxPathBytes} bytes`, ErrorCode.TooLarge);
+        if (Buffer.byteLength(e.linkpath) > this.limits.maxPathBytes)
+          this.refuse(e.path, `its symlink target is longer than ${this.limits.maxPathBytes} bytes`, ErrorCode.TooLarge);
         symlinkSync(e.linkpath, abs);
         this.seen.set(rel, 'symlink');
         if (this.opts.owners) lchownSync(abs, e.uid, e.gid);
@@ -181,7 +205,11 @@ export class GuestTarExtractor {
       case 'link': {
         const target = this.name(e.linkpath, e.path, `its hard link target '${e.linkpath}'`);
         const kind = this.seen.get(target);
-        if (kind !== 'file' && kind !== 'symlink') this.refuse(e.path, kind ? `its hard link target '${target}' is a directory` : `its hard link target '${target}' is not a file this stream created before it`);
+        if (kind !== 'file' && kind !== 'symlink')
+          this.refuse(
+            e.path,
+            kind ? `its hard link target '${target}' is a directory` : `its hard link target '${target}' is not a file this stream created before it`,
+          );
         // link(2) never follows a symlink; both names are inside the private directory
         linkSync(this.abs(target), abs);
         this.seen.set(rel, kind);

@@ -38,11 +38,16 @@ export async function copyOut(c: Cli, vm: string, src: string, dstArg: string, o
   if (o.archive && !owners) process.stderr.write('vm cp: -a: not running as root, so the copy belongs to you (owners are not restored)\n');
 
   const tmp = await mkdtemp(join(dirname(final), '.banger-cp-')).catch((e: NodeJS.ErrnoException) => {
-    throw new BangerError(e.code === 'EACCES' ? ErrorCode.Permission : ErrorCode.Invalid, `vm cp: cannot write in ${dirname(final)}: ${e.code ?? e.message}`, { cause: e });
+    throw new BangerError(e.code === 'EACCES' ? ErrorCode.Permission : ErrorCode.Invalid, `vm cp: cannot write in ${dirname(final)}: ${e.code ?? e.message}`, {
+      cause: e,
+    });
   });
   const ex = new GuestTarExtractor({ dir: tmp, top, owners });
   /** Errors of the extraction name the copy; what the guest sent is E_UNSAFE_ENTRY, E_TOO_LARGE or E_INVALID. */
-  const ours = (e: unknown) => (e instanceof BangerError && e.code !== ErrorCode.Cancelled ? new BangerError(e.code, `vm cp: ${vm}:${src}: ${e.message}`, { cause: e, hint: e.hint, details: e.details }) : e);
+  const ours = (e: unknown) =>
+    e instanceof BangerError && e.code !== ErrorCode.Cancelled
+      ? new BangerError(e.code, `vm cp: ${vm}:${src}: ${e.message}`, { cause: e, hint: e.hint, details: e.details })
+      : e;
   let call: StreamCall | undefined;
   let fail!: (e: unknown) => void;
   const failed = new Promise<never>((_, reject) => (fail = reject));
@@ -108,7 +113,8 @@ export async function placeCopy(from: string, to: string): Promise<void> {
   const plan = async (f: string, t: string): Promise<void> => {
     const fs = await lstat(f);
     const ts = await lstat(t).catch(() => undefined);
-    if (ts?.isDirectory() && !fs.isDirectory()) throw new BangerError(ErrorCode.Invalid, `vm cp: cannot overwrite the directory ${t} with a non-directory; nothing was copied`);
+    if (ts?.isDirectory() && !fs.isDirectory())
+      throw new BangerError(ErrorCode.Invalid, `vm cp: cannot overwrite the directory ${t} with a non-directory; nothing was copied`);
     if (!ts?.isDirectory() || !fs.isDirectory()) {
       moves.push({ from: f, to: t, replace: !!ts && fs.isDirectory() });
       receiving.add(dirname(t));

@@ -74,9 +74,20 @@ WantedBy=multi-user.target
  * fails on a key in neither list, so an option added to the unit is an option tested.
  */
 export const UNIT_RESTRICTIONS = ['RuntimeDirectory', 'ProtectSystem', 'ReadWritePaths', 'ProtectHome', 'NoNewPrivileges', 'LimitNOFILE', 'TasksMax'] as const;
-export const UNIT_PLAIN_KEYS = ['Type', 'ExecStart', 'Restart', 'RestartSec', 'KillMode', 'RuntimeDirectoryMode', 'RuntimeDirectoryPreserve', 'Environment'] as const;
+export const UNIT_PLAIN_KEYS = [
+  'Type',
+  'ExecStart',
+  'Restart',
+  'RestartSec',
+  'KillMode',
+  'RuntimeDirectoryMode',
+  'RuntimeDirectoryPreserve',
+  'Environment',
+] as const;
 
-export async function systemInstall(opts: InstallOptions): Promise<{ unitPath: string; group: { name: string; gid: number; created: boolean }; activated: boolean }> {
+export async function systemInstall(
+  opts: InstallOptions,
+): Promise<{ unitPath: string; group: { name: string; gid: number; created: boolean }; activated: boolean }> {
   const unitPath = join(opts.destRoot, 'etc/systemd/system/bangerd.service');
   await mkdir(dirname(unitPath), { recursive: true });
   await writeFile(unitPath, unitText(opts.nodePath, opts.bangerdPath));
@@ -105,7 +116,12 @@ async function ensureGroup(groupFile: string, exec?: Exec): Promise<{ name: stri
     const after = await find();
     return { name: 'banger', gid: after.gid ?? -1, created: true };
   }
-  const used = new Set(before.text.split('\n').map((l) => Number(l.split(':')[2])).filter((n) => !Number.isNaN(n)));
+  const used = new Set(
+    before.text
+      .split('\n')
+      .map((l) => Number(l.split(':')[2]))
+      .filter((n) => !Number.isNaN(n)),
+  );
   let gid = 999;
   while (used.has(gid)) gid--;
   await mkdir(dirname(groupFile), { recursive: true });

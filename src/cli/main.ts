@@ -36,13 +36,18 @@ export async function buildProgram(argv?: string[]): Promise<{ program: Command;
   let instance: Cli | undefined;
   const cli = () => (instance ??= new Cli(program.opts()));
   program
-    .description('A disposable Linux microVM in one command.\n\nQuick start:\n  banger kernel list --available\n  banger kernel pull debian-cloud-amd64\n  banger image pull docker.io/library/debian:bookworm\n  banger vm create --image debian-bookworm --name testbox --nat\n  banger vm ssh testbox -- uname -a')
+    .description(
+      'A disposable Linux microVM in one command.\n\nQuick start:\n  banger kernel list --available\n  banger kernel pull debian-cloud-amd64\n  banger image pull docker.io/library/debian:bookworm\n  banger vm create --image debian-bookworm --name testbox --nat\n  banger vm ssh testbox -- uname -a',
+    )
     .version('0.1.0')
     .option('--json', 'print exactly one JSON document on stdout (logs and progress go to stderr)')
     .option('--debug', 'print stack traces for unexpected errors')
     .showSuggestionAfterError(true)
     .configureHelp({ sortSubcommands: false, showGlobalOptions: true })
-    .addHelpText('after', '\nEnvironment: BANGER_ROOT (state dir), BANGER_SOCKET (daemon socket), BANGER_CONFIG (config file).\nRun \'banger <command> --help\' for details on a command.');
+    .addHelpText(
+      'after',
+      "\nEnvironment: BANGER_ROOT (state dir), BANGER_SOCKET (daemon socket), BANGER_CONFIG (config file).\nRun 'banger <command> --help' for details on a command.",
+    );
   // Before any subcommand exists: commander copies this setting into each subcommand as it is
   // created, so usage errors anywhere throw CommanderError (exit 2) instead of exiting with 1.
   program.exitOverride();

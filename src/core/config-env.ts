@@ -11,7 +11,11 @@ export interface EnvOverride {
   value?: (text: string) => unknown;
 }
 
-const list = (s: string) => s.split(',').map((x) => x.trim()).filter(Boolean);
+const list = (s: string) =>
+  s
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
 
 export const ENV_OVERRIDES: readonly EnvOverride[] = [
   { env: 'BANGER_KERNEL_CATALOGS', path: ['kernelCatalogs'], value: list },
@@ -21,7 +25,11 @@ export const ENV_OVERRIDES: readonly EnvOverride[] = [
   { env: 'BANGER_VMM', path: ['vm', 'vmm'] },
   { env: 'BANGER_QEMU', path: ['binaries', 'qemu'] },
   { env: 'BANGER_FIRECRACKER', path: ['binaries', 'firecracker'] },
-  { env: 'BANGER_FIRECRACKER_JAILER', path: ['firecracker', 'jailer', 'enabled'], value: (t) => (t === '1' || t === 'true' ? true : t === '0' || t === 'false' ? false : t) },
+  {
+    env: 'BANGER_FIRECRACKER_JAILER',
+    path: ['firecracker', 'jailer', 'enabled'],
+    value: (t) => (t === '1' || t === 'true' ? true : t === '0' || t === 'false' ? false : t),
+  },
   { env: 'BANGER_BRIDGE', path: ['network', 'bridge'] },
   { env: 'BANGER_SUBNET', path: ['network', 'subnet'] },
 ];

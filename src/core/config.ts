@@ -31,7 +31,10 @@ const Subnet = z.string().superRefine((v, ctx) => {
 });
 
 /** A DNS server handed to guests (resolv.conf, the first-boot environment): an IP address, nothing else. */
-const DnsServer = z.string().refine((v) => isIP(v) !== 0, (v) => ({ message: `'${v}' is not an IPv4 or IPv6 address` }));
+const DnsServer = z.string().refine(
+  (v) => isIP(v) !== 0,
+  (v) => ({ message: `'${v}' is not an IPv4 or IPv6 address` }),
+);
 
 export const ConfigSchema = z
   .object({
@@ -61,7 +64,11 @@ export const ConfigSchema = z
     imageLimits: z
       .object({
         maxEntries: z.number().int().min(1).default(2_000_000),
-        maxBytes: z.number().int().min(1).default(64 * 1024 ** 3),
+        maxBytes: z
+          .number()
+          .int()
+          .min(1)
+          .default(64 * 1024 ** 3),
       })
       .strict()
       .default({}),
@@ -82,7 +89,10 @@ export const ConfigSchema = z
       .default({}),
     network: z
       .object({
-        bridge: z.string().regex(/^[a-zA-Z0-9_-]{1,15}$/, "an interface name is 1-15 letters, digits, '_' or '-'").default('banger0'),
+        bridge: z
+          .string()
+          .regex(/^[a-zA-Z0-9_-]{1,15}$/, "an interface name is 1-15 letters, digits, '_' or '-'")
+          .default('banger0'),
         subnet: Subnet.default('172.16.0.0/24'),
         dns: z.array(DnsServer).default(['1.1.1.1', '8.8.8.8']),
       })
@@ -102,10 +112,13 @@ export const ConfigSchema = z
          */
         leanBoot: z.boolean().default(true),
         /** Default lifetime of a new VM (`30m`, `2h`, `1d`); none unless set. `vm create --ttl` overrides. */
-        ttl: z.string().superRefine((v, ctx) => {
-          const problem = durationProblem(v);
-          if (problem) ctx.addIssue({ code: z.ZodIssueCode.custom, message: problem });
-        }).optional(),
+        ttl: z
+          .string()
+          .superRefine((v, ctx) => {
+            const problem = durationProblem(v);
+            if (problem) ctx.addIssue({ code: z.ZodIssueCode.custom, message: problem });
+          })
+          .optional(),
         /** What a VM's deadline does: `stop` (disk kept) or `rm`. `vm create --on-expire` overrides. */
         onExpire: z.enum(['stop', 'rm']).default('stop'),
         /**
@@ -155,7 +168,10 @@ export const ConfigSchema = z
             /** A VM's uid = gid = uidBase + the last 16 bits of its id. */
             uidBase: z.number().int().min(1).max(0xffff_0000).default(900_000),
             cgroupVersion: z.union([z.literal(1), z.literal(2)]).default(2),
-            parentCgroup: z.string().regex(/^[a-zA-Z0-9._-]+$/).default('banger'),
+            parentCgroup: z
+              .string()
+              .regex(/^[a-zA-Z0-9._-]+$/)
+              .default('banger'),
           })
           .strict()
           .default({}),
@@ -187,7 +203,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     if (err.code !== 'ENOENT') {
-      throw new BangerError(ErrorCode.Invalid, `cannot read config file ${file}: ${err.message}`, { hint: 'fix the JSON or point BANGER_CONFIG elsewhere', cause: e });
+      throw new BangerError(ErrorCode.Invalid, `cannot read config file ${file}: ${err.message}`, {
+        hint: 'fix the JSON or point BANGER_CONFIG elsewhere',
+        cause: e,
+      });
     }
   }
   const withEnv = applyEnvOverrides(raw, env);
@@ -198,7 +217,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     // The variable that set this field (or a parent of it), if any: name it, not the file.
     const variable = [...withEnv.fromEnv].find(([f]) => field === f || field.startsWith(f + '.'))?.[1];
     if (variable) {
-      throw new BangerError(ErrorCode.Invalid, `${variable}: ${issue.message}`, { hint: `${variable} overrides config field '${field}'`, details: { field, env: variable } });
+      throw new BangerError(ErrorCode.Invalid, `${variable}: ${issue.message}`, {
+        hint: `${variable} overrides config field '${field}'`,
+        details: { field, env: variable },
+      });
     }
     throw new BangerError(ErrorCode.Invalid, `config file ${file}: field '${field}': ${issue.message}`, {
       hint: 'see README.md, section Configuration',

@@ -35,7 +35,10 @@ export class ContentStore {
     return new ContentStore({ blobs: dir, blob: (hex) => join(dir, hex) }, db);
   }
 
-  constructor(private readonly layout: Pick<Layout, 'blobs' | 'blob'>, private readonly db?: DB) {
+  constructor(
+    private readonly layout: Pick<Layout, 'blobs' | 'blob'>,
+    private readonly db?: DB,
+  ) {
     let l = locksByDir.get(layout.blobs);
     if (!l) locksByDir.set(layout.blobs, (l = new KeyedLock()));
     this.locks = l;
@@ -110,7 +113,11 @@ export class ContentStore {
   references(): Map<string, string[]> {
     const out = new Map<string, string[]>();
     if (!this.db) return out;
-    for (const r of this.db.prepare('SELECT digest, owner_kind, owner FROM blob_refs ORDER BY digest').all() as { digest: string; owner_kind: string; owner: string }[]) {
+    for (const r of this.db.prepare('SELECT digest, owner_kind, owner FROM blob_refs ORDER BY digest').all() as {
+      digest: string;
+      owner_kind: string;
+      owner: string;
+    }[]) {
       out.set(r.digest, [...(out.get(r.digest) ?? []), `${r.owner_kind}:${r.owner}`]);
     }
     return out;
@@ -155,7 +162,11 @@ export class BlobWriter {
   size = 0;
   private closed = false;
 
-  constructor(readonly expect: { digest: string; size?: number }, readonly tmp: string, readonly target: string) {
+  constructor(
+    readonly expect: { digest: string; size?: number },
+    readonly tmp: string,
+    readonly target: string,
+  ) {
     this.fd = openSync(tmp, 'wx', 0o644);
   }
 
@@ -178,9 +189,17 @@ export class BlobWriter {
       this.close();
       const got = 'sha256:' + this.hash.digest('hex');
       const { digest, size } = this.expect;
-      if (size !== undefined && this.size < size) throw new BangerError(ErrorCode.Digest, `blob ${digest} is cut off: got ${this.size} of ${size} bytes`, { hint: 'the download was truncated; try again' });
-      if (size !== undefined && this.size > size) throw new BangerError(ErrorCode.Digest, `blob ${digest} is larger than the ${size} bytes its descriptor says`);
-      if (got !== digest) throw new BangerError(ErrorCode.Digest, `blob ${digest}: digest mismatch (content hashes to ${got})`, { hint: 'the server sent other content; nothing was kept', details: { expected: digest, actual: got } });
+      if (size !== undefined && this.size < size)
+        throw new BangerError(ErrorCode.Digest, `blob ${digest} is cut off: got ${this.size} of ${size} bytes`, {
+          hint: 'the download was truncated; try again',
+        });
+      if (size !== undefined && this.size > size)
+        throw new BangerError(ErrorCode.Digest, `blob ${digest} is larger than the ${size} bytes its descriptor says`);
+      if (got !== digest)
+        throw new BangerError(ErrorCode.Digest, `blob ${digest}: digest mismatch (content hashes to ${got})`, {
+          hint: 'the server sent other content; nothing was kept',
+          details: { expected: digest, actual: got },
+        });
       await rename(this.tmp, this.target);
     } catch (e) {
       await this.abort();
@@ -199,7 +218,13 @@ export class BlobWriter {
  * (`expect`: an OCI descriptor, a catalog entry). `digest` is what the bytes hashed to.
  */
 export function verifyBlob(expect: { digest: string; size: number }, size: number, digest: string): void {
-  if (size < expect.size) throw new BangerError(ErrorCode.Digest, `blob ${expect.digest} is cut off: got ${size} of ${expect.size} bytes`, { hint: 'the download was truncated; retry the pull' });
+  if (size < expect.size)
+    throw new BangerError(ErrorCode.Digest, `blob ${expect.digest} is cut off: got ${size} of ${expect.size} bytes`, {
+      hint: 'the download was truncated; retry the pull',
+    });
   if (size > expect.size) throw new BangerError(ErrorCode.Digest, `blob ${expect.digest} is larger than the ${expect.size} bytes its descriptor says`);
-  if (digest !== expect.digest) throw new BangerError(ErrorCode.Digest, `blob ${expect.digest}: digest mismatch (content hashes to ${digest})`, { hint: 'the registry served corrupt content; nothing was kept' });
+  if (digest !== expect.digest)
+    throw new BangerError(ErrorCode.Digest, `blob ${expect.digest}: digest mismatch (content hashes to ${digest})`, {
+      hint: 'the registry served corrupt content; nothing was kept',
+    });
 }

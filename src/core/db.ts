@@ -70,7 +70,8 @@ export class DB {
       this.raw.exec(level === 0 ? 'BEGIN' : `SAVEPOINT ${sp}`);
       try {
         const r = fn(...args);
-        if (r && typeof (r as { then?: unknown }).then === 'function') throw new TypeError('db.transaction(fn): fn returned a promise; transaction functions must be synchronous');
+        if (r && typeof (r as { then?: unknown }).then === 'function')
+          throw new TypeError('db.transaction(fn): fn returned a promise; transaction functions must be synchronous');
         this.raw.exec(level === 0 ? 'COMMIT' : `RELEASE ${sp}`);
         return r;
       } catch (e) {

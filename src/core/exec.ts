@@ -71,7 +71,9 @@ export const exec: Exec = (argv, opts = {}) =>
     child.on('error', (e: NodeJS.ErrnoException) => {
       cleanup();
       if (e.code === 'ENOENT') {
-        reject(new BangerError(ErrorCode.Exec, `${argv[0]} not found`, { hint: `install ${argv[0]} (see 'banger doctor')`, cause: e, details: { command: argv } }));
+        reject(
+          new BangerError(ErrorCode.Exec, `${argv[0]} not found`, { hint: `install ${argv[0]} (see 'banger doctor')`, cause: e, details: { command: argv } }),
+        );
       } else reject(new ExecError(argv, null, '', e));
     });
     child.on('close', (code) => {
@@ -141,7 +143,11 @@ export function spawnPiped(argv: string[], opts: { cwd?: string } = {}): ChildPr
 /** Resolves the child's exit code (128+N for a signal); rejects with E_EXEC when it could not start. */
 export function exitOf(child: ChildProcess, argv: string[]): Promise<number> {
   return new Promise((resolve, reject) => {
-    child.once('error', (e: NodeJS.ErrnoException) => reject(new BangerError(ErrorCode.Exec, e.code === 'ENOENT' ? `${argv[0]} not found` : `${argv[0]}: ${e.message}`, { cause: e, details: { command: argv } })));
+    child.once('error', (e: NodeJS.ErrnoException) =>
+      reject(
+        new BangerError(ErrorCode.Exec, e.code === 'ENOENT' ? `${argv[0]} not found` : `${argv[0]}: ${e.message}`, { cause: e, details: { command: argv } }),
+      ),
+    );
     child.once('close', (code, sig) => resolve(code ?? (sig ? 128 + (osConstants.signals[sig] ?? 0) : 255)));
   });
 }

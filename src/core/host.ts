@@ -26,13 +26,18 @@ export interface NodeRuntime {
 export const realHost: HostProbe = {
   which,
   readFile: (p) => readFile(p, 'utf8').catch(() => undefined),
-  canReadWrite: (p) => access(p, constants.R_OK | constants.W_OK).then(() => true, () => false),
+  canReadWrite: (p) =>
+    access(p, constants.R_OK | constants.W_OK).then(
+      () => true,
+      () => false,
+    ),
 };
 
 /** KVM is usable when /dev/kvm is read-write and the CPU advertises vmx or svm. Never throws. */
 export async function kvmUsable(host: HostProbe): Promise<{ usable: boolean; reason: string }> {
   if (!(await host.canReadWrite('/dev/kvm'))) return { usable: false, reason: '/dev/kvm is missing or not read-write' };
   const cpu = (await host.readFile('/proc/cpuinfo')) ?? '';
-  if (!/^flags\s*:.*\b(vmx|svm)\b/m.test(cpu)) return { usable: false, reason: '/dev/kvm exists but the CPU flags show no vmx/svm (nested or paravirtual KVM)' };
+  if (!/^flags\s*:.*\b(vmx|svm)\b/m.test(cpu))
+    return { usable: false, reason: '/dev/kvm exists but the CPU flags show no vmx/svm (nested or paravirtual KVM)' };
   return { usable: true, reason: '/dev/kvm read-write and vmx/svm present' };
 }

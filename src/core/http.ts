@@ -52,7 +52,11 @@ export const DEFAULT_LIMITS: HttpLimits = {
 };
 
 /** Config keys (`http.*`, seconds) → limits. */
-export function limitsFromConfig(http?: Partial<Record<'connectTimeoutSeconds' | 'headersTimeoutSeconds' | 'idleTimeoutSeconds' | 'documentDeadlineSeconds' | 'downloadDeadlineSeconds', number>>): Partial<HttpLimits> {
+export function limitsFromConfig(
+  http?: Partial<
+    Record<'connectTimeoutSeconds' | 'headersTimeoutSeconds' | 'idleTimeoutSeconds' | 'documentDeadlineSeconds' | 'downloadDeadlineSeconds', number>
+  >,
+): Partial<HttpLimits> {
   const ms = (s?: number) => (s === undefined ? undefined : Math.round(s * 1000));
   const out: Partial<HttpLimits> = {
     connectTimeoutMs: ms(http?.connectTimeoutSeconds),
@@ -153,10 +157,16 @@ export class HttpClient {
     opts.signal?.addEventListener('abort', onCallerAbort, { once: true });
     const timer = setTimeout(() => {
       state.timedOut = true;
-      ac.abort(new BangerError(ErrorCode.Timeout, `${opts.what}: GET ${redact(url)}: no complete answer within the ${fmtSec(deadlineMs)} deadline (was ${state.waiting})`, {
-        hint: 'the server is too slow or not answering; try again later, or raise http.documentDeadlineSeconds / http.downloadDeadlineSeconds in the config',
-        details: { url: redact(url), deadlineMs, waiting: state.waiting },
-      }));
+      ac.abort(
+        new BangerError(
+          ErrorCode.Timeout,
+          `${opts.what}: GET ${redact(url)}: no complete answer within the ${fmtSec(deadlineMs)} deadline (was ${state.waiting})`,
+          {
+            hint: 'the server is too slow or not answering; try again later, or raise http.documentDeadlineSeconds / http.downloadDeadlineSeconds in the config',
+            details: { url: redact(url), deadlineMs, waiting: state.waiting },
+          },
+        ),
+      );
     }, deadlineMs);
     let slow: NodeJS.Timeout | undefined;
     const release = () => {
@@ -222,7 +232,11 @@ export class HttpClient {
         destroyBody(res.body);
         ac.abort();
         release();
-        throw new BangerError(opts.tooLargeCode ?? ErrorCode.Http, `${opts.what}: ${redact(res.url)} is ${contentLength} bytes, more than the ${opts.maxBytes}-byte limit`, { details: { url: redact(res.url), size: contentLength, limit: opts.maxBytes } });
+        throw new BangerError(
+          opts.tooLargeCode ?? ErrorCode.Http,
+          `${opts.what}: ${redact(res.url)} is ${contentLength} bytes, more than the ${opts.maxBytes}-byte limit`,
+          { details: { url: redact(res.url), size: contentLength, limit: opts.maxBytes } },
+        );
       }
       wait('receiving the body');
       return new HttpResponse(res.status, res.headers, res.body, res.url, contentLength, opts, ac, release, (e) => fail(e, state.waiting));
@@ -241,8 +255,10 @@ export class HttpClient {
         destroyBody(res.body);
         if (!loc) throw new BangerError(ErrorCode.Http, `${opts.what}: ${redact(current.href)}: redirect ${res.statusCode} without Location`);
         const next = new URL(loc, current);
-        if (next.protocol !== 'https:' && next.protocol !== 'http:') throw new BangerError(ErrorCode.Http, `${opts.what}: ${redact(current.href)}: redirect to unsupported scheme ${next.protocol}`);
-        if (current.protocol === 'https:' && next.protocol === 'http:') throw new BangerError(ErrorCode.Http, `${opts.what}: ${redact(current.href)}: refusing redirect from https to plain http (${redact(next.href)})`);
+        if (next.protocol !== 'https:' && next.protocol !== 'http:')
+          throw new BangerError(ErrorCode.Http, `${opts.what}: ${redact(current.href)}: redirect to unsupported scheme ${next.protocol}`);
+        if (current.protocol === 'https:' && next.protocol === 'http:')
+          throw new BangerError(ErrorCode.Http, `${opts.what}: ${redact(current.href)}: refusing redirect from https to plain http (${redact(next.href)})`);
         if (next.origin !== origin) {
           const { authorization: _a, Authorization: _b, ...rest } = headers;
           headers = rest;
@@ -258,7 +274,8 @@ export class HttpClient {
   /** Turn whatever undici (or a consumer) threw into a BangerError naming the request. */
   mapError(e: unknown, opts: OpenOptions, url: string, where: string, signal: AbortSignal, timedOut: boolean): BangerError {
     if (timedOut && signal.reason instanceof BangerError) return signal.reason;
-    if (opts.signal?.aborted) return e instanceof BangerError && e.code === ErrorCode.Cancelled ? e : new BangerError(ErrorCode.Cancelled, `${opts.what}: cancelled`, { cause: e });
+    if (opts.signal?.aborted)
+      return e instanceof BangerError && e.code === ErrorCode.Cancelled ? e : new BangerError(ErrorCode.Cancelled, `${opts.what}: cancelled`, { cause: e });
     if (e instanceof BangerError) return e;
     const L = this.limits;
     const code = errCode(e);
@@ -267,18 +284,42 @@ export class HttpClient {
     const hint = 'check that the server is reachable and healthy, then try again';
     switch (code) {
       case 'UND_ERR_CONNECT_TIMEOUT':
-        return new BangerError(ErrorCode.Timeout, `${opts.what}: GET ${u}: could not connect within ${fmtSec(L.connectTimeoutMs)}`, { hint, cause: e, details });
+        return new BangerError(ErrorCode.Timeout, `${opts.what}: GET ${u}: could not connect within ${fmtSec(L.connectTimeoutMs)}`, {
+          hint,
+          cause: e,
+          details,
+        });
       case 'UND_ERR_HEADERS_TIMEOUT':
-        return new BangerError(ErrorCode.Timeout, `${opts.what}: GET ${u}: no response headers within ${fmtSec(L.headersTimeoutMs)}`, { hint, cause: e, details });
+        return new BangerError(ErrorCode.Timeout, `${opts.what}: GET ${u}: no response headers within ${fmtSec(L.headersTimeoutMs)}`, {
+          hint,
+          cause: e,
+          details,
+        });
       case 'UND_ERR_BODY_TIMEOUT':
-        return new BangerError(ErrorCode.Timeout, `${opts.what}: GET ${u}: no data received for ${fmtSec(L.idleTimeoutMs)} (${where})`, { hint, cause: e, details });
+        return new BangerError(ErrorCode.Timeout, `${opts.what}: GET ${u}: no data received for ${fmtSec(L.idleTimeoutMs)} (${where})`, {
+          hint,
+          cause: e,
+          details,
+        });
       case 'UND_ERR_HEADERS_OVERFLOW':
-        return new BangerError(ErrorCode.Http, `${opts.what}: GET ${u}: response headers larger than ${L.maxHeaderBytes} bytes`, { hint: 'the server is misbehaving', cause: e, details });
+        return new BangerError(ErrorCode.Http, `${opts.what}: GET ${u}: response headers larger than ${L.maxHeaderBytes} bytes`, {
+          hint: 'the server is misbehaving',
+          cause: e,
+          details,
+        });
       case 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH':
-        return new BangerError(ErrorCode.Http, `${opts.what}: GET ${u}: body truncated (it does not match its Content-Length)`, { hint: 'the connection was cut or the server is misbehaving; try again', cause: e, details: { ...details, cut: true } });
+        return new BangerError(ErrorCode.Http, `${opts.what}: GET ${u}: body truncated (it does not match its Content-Length)`, {
+          hint: 'the connection was cut or the server is misbehaving; try again',
+          cause: e,
+          details: { ...details, cut: true },
+        });
     }
     const cut = code === 'UND_ERR_SOCKET' || code === 'ECONNRESET' || code === 'EPIPE' || code.startsWith('HPE_') || !code;
-    return new BangerError(ErrorCode.Http, `${opts.what}: GET ${u}: ${cut ? (where === 'receiving the body' ? 'connection cut, body truncated' : 'connection failed') : 'failed'} (${where}): ${errorMessage(e)}${code ? ` (${code})` : ''}`, { hint, cause: e, details: { ...details, cut } });
+    return new BangerError(
+      ErrorCode.Http,
+      `${opts.what}: GET ${u}: ${cut ? (where === 'receiving the body' ? 'connection cut, body truncated' : 'connection failed') : 'failed'} (${where}): ${errorMessage(e)}${code ? ` (${code})` : ''}`,
+      { hint, cause: e, details: { ...details, cut } },
+    );
   }
 }
 
@@ -360,7 +401,11 @@ export class HttpResponse {
           if (this.body.isPaused() && this.queued < QUEUE_HIGH / 2) this.body.resume();
           this.received += c.length;
           if (this.opts.maxBytes !== undefined && this.received > this.opts.maxBytes) {
-            throw new BangerError(this.opts.tooLargeCode ?? ErrorCode.Http, `${this.opts.what}: ${redact(this.url)} is more than the ${this.opts.maxBytes}-byte limit`, { details: { url: redact(this.url), limit: this.opts.maxBytes } });
+            throw new BangerError(
+              this.opts.tooLargeCode ?? ErrorCode.Http,
+              `${this.opts.what}: ${redact(this.url)} is more than the ${this.opts.maxBytes}-byte limit`,
+              { details: { url: redact(this.url), limit: this.opts.maxBytes } },
+            );
           }
           yield c;
           continue;
@@ -368,7 +413,14 @@ export class HttpResponse {
         if (this.error !== undefined) throw this.fail(this.error);
         if (this.ended) {
           if (this.contentLength !== undefined && this.received !== this.contentLength) {
-            throw new BangerError(ErrorCode.Http, `${this.opts.what}: ${redact(this.url)}: body truncated: received ${this.received} of ${this.contentLength} bytes`, { hint: 'the connection was cut; try again', details: { url: redact(this.url), received: this.received, expected: this.contentLength, cut: true } });
+            throw new BangerError(
+              ErrorCode.Http,
+              `${this.opts.what}: ${redact(this.url)}: body truncated: received ${this.received} of ${this.contentLength} bytes`,
+              {
+                hint: 'the connection was cut; try again',
+                details: { url: redact(this.url), received: this.received, expected: this.contentLength, cut: true },
+              },
+            );
           }
           this.done = true;
           this.release();

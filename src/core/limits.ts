@@ -8,7 +8,15 @@ import { z } from 'zod';
  * connection is closed on both sides (0: never, up to a week).
  */
 export const PortMaxConnections = z.number().int().min(1).max(65536);
-export const PortIdleTimeoutSeconds = z.number().int().min(0).max(7 * 86400);
+export const PortIdleTimeoutSeconds = z
+  .number()
+  .int()
+  .min(0)
+  .max(7 * 86400);
 
 /** The serial console log's cap, in bytes (vms/console-log.ts): 64 KiB to 1 GiB. */
-export const ConsoleLogMaxBytes = z.number().int().min(64 * 1024).max(1024 ** 3);
+export const ConsoleLogMaxBytes = z
+  .number()
+  .int()
+  .min(64 * 1024)
+  .max(1024 ** 3);

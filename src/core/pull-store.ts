@@ -32,7 +32,10 @@ export class PullStore extends ContentStore {
   readonly owner = `${PULL_OWNER_PREFIX}${randomBytes(6).toString('hex')}`;
   private readonly dir: string;
 
-  constructor(layout: Pick<Layout, 'blobs' | 'blob'>, private readonly database: DB) {
+  constructor(
+    layout: Pick<Layout, 'blobs' | 'blob'>,
+    private readonly database: DB,
+  ) {
     super(layout, database);
     this.dir = layout.blobs;
     let set = PullStore.active.get(this.dir);
@@ -102,7 +105,10 @@ export class PullStore extends ContentStore {
  * Returns the digests removed.
  */
 export async function reconcilePullJournal(store: ContentStore, db: DB): Promise<string[]> {
-  const rows = db.prepare("SELECT digest, owner FROM blob_refs WHERE owner_kind = 'cache' AND owner LIKE 'pull:%'").all() as { digest: string; owner: string }[];
+  const rows = db.prepare("SELECT digest, owner FROM blob_refs WHERE owner_kind = 'cache' AND owner LIKE 'pull:%'").all() as {
+    digest: string;
+    owner: string;
+  }[];
   const removed: string[] = [];
   const others = db.prepare("SELECT 1 FROM blob_refs WHERE digest = ? AND NOT (owner_kind = 'cache' AND owner LIKE 'pull:%') LIMIT 1");
   for (const digest of new Set(rows.map((r) => r.digest))) {

@@ -35,7 +35,10 @@ export class SecretBox {
       d.setAuthTag(raw.subarray(12, 28));
       return Buffer.concat([d.update(raw.subarray(28)), d.final()]).toString('utf8');
     } catch (e) {
-      throw new BangerError(ErrorCode.Auth, `a stored secret cannot be opened with ${this.keyFile}`, { hint: "the key changed since it was stored: run 'banger registry login' again", cause: e });
+      throw new BangerError(ErrorCode.Auth, `a stored secret cannot be opened with ${this.keyFile}`, {
+        hint: "the key changed since it was stored: run 'banger registry login' again",
+        cause: e,
+      });
     }
   }
 
@@ -69,6 +72,7 @@ export class SecretBox {
 
 function readKey(file: string): Buffer {
   const k = readFileSync(file);
-  if (k.length !== 32) throw new BangerError(ErrorCode.Invalid, `${file} is not a 32-byte key`, { hint: 'remove it (stored registry logins must then be made again)' });
+  if (k.length !== 32)
+    throw new BangerError(ErrorCode.Invalid, `${file} is not a 32-byte key`, { hint: 'remove it (stored registry logins must then be made again)' });
   return k;
 }

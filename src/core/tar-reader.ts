@@ -94,7 +94,17 @@ export function parsePax(data: Buffer): Map<string, Buffer> {
   return out;
 }
 
-const TYPES: Record<string, EntryType> = { '0': 'file', '\0': 'file', '7': 'file', '1': 'link', '2': 'symlink', '3': 'char', '4': 'block', '5': 'dir', '6': 'fifo' };
+const TYPES: Record<string, EntryType> = {
+  '0': 'file',
+  '\0': 'file',
+  '7': 'file',
+  '1': 'link',
+  '2': 'symlink',
+  '3': 'char',
+  '4': 'block',
+  '5': 'dir',
+  '6': 'fifo',
+};
 
 export class TarReader {
   private buf: Buffer[] = [];
@@ -297,7 +307,8 @@ export class TarReader {
     const xattrs = new Map<string, Buffer>();
     for (const [k, v] of pax) {
       if (k.startsWith('SCHILY.xattr.')) xattrs.set(k.slice('SCHILY.xattr.'.length), v);
-      else if (k.startsWith('LIBARCHIVE.xattr.')) xattrs.set(decodeURIComponent(k.slice('LIBARCHIVE.xattr.'.length)), Buffer.from(v.toString('ascii'), 'base64'));
+      else if (k.startsWith('LIBARCHIVE.xattr.'))
+        xattrs.set(decodeURIComponent(k.slice('LIBARCHIVE.xattr.'.length)), Buffer.from(v.toString('ascii'), 'base64'));
     }
     const entry: TarEntry = {
       path,

@@ -61,7 +61,8 @@ export async function acquireRootLock(root: string, path: string): Promise<RootL
       await link(tmp, path);
       return { path, release: () => releaseIfMine(path, mine) };
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new BangerError(ErrorCode.Daemon, `cannot create lock ${path}: ${(e as Error).message}`, { cause: e });
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST')
+        throw new BangerError(ErrorCode.Daemon, `cannot create lock ${path}: ${(e as Error).message}`, { cause: e });
     } finally {
       await unlink(tmp).catch(() => undefined);
     }
@@ -69,7 +70,10 @@ export async function acquireRootLock(root: string, path: string): Promise<RootL
     if (text === undefined) continue; // released meanwhile: try again
     const rec = parse(text);
     if (rec && alive(rec)) {
-      throw new BangerError(ErrorCode.InUse, `already serving ${root} (pid ${rec.pid})`, { hint: "stop that daemon first ('banger daemon stop'), or use another BANGER_ROOT", details: { pid: rec.pid, lock: path } });
+      throw new BangerError(ErrorCode.InUse, `already serving ${root} (pid ${rec.pid})`, {
+        hint: "stop that daemon first ('banger daemon stop'), or use another BANGER_ROOT",
+        details: { pid: rec.pid, lock: path },
+      });
     }
     // Stale (dead owner, or a record we cannot parse): take it over. Only the holder of the
     // takeover name may unlink the lock, and it does so only after checking through its own

@@ -78,7 +78,14 @@ async function serve(config: Config, lay: Layout, gid: number | undefined, lock:
   for (const [domain, step] of [
     ['kernels', () => services.kernels.reconcile()],
     ['vms', () => services.vms.reconcile()],
-    ['store', () => reconcileStore(ctx, services.images.list().map((i) => i.name))],
+    [
+      'store',
+      () =>
+        reconcileStore(
+          ctx,
+          services.images.list().map((i) => i.name),
+        ),
+    ],
   ] as const) {
     try {
       const result = await step();

@@ -4,7 +4,6 @@ import type { OperationContext } from '../core/operation.js';
 import type { TeardownResult } from '../rpc/types.js';
 import type { Services } from './services.js';
 
-
 /**
  * Bring the host back to what it was before this instance ran anything: stop every running VM
  * (its VMM, virtiofsd, published ports, tap and NAT rules go with it; a VM whose stop fails is

@@ -20,7 +20,6 @@ export interface Check {
   run(host: HostProbe): Promise<CheckResult>;
 }
 
-
 /** The oldest Node.js banger runs on (node:sqlite, zlib zstd streams, undici 8). */
 export const MIN_NODE = [22, 19] as const;
 
@@ -32,7 +31,6 @@ export function runtimeSupported(version: string): boolean {
   const [major = 0, minor = 0] = version.replace(/^v/, '').split('.').map(Number);
   return major > MIN_NODE[0] || (major === MIN_NODE[0] && minor >= MIN_NODE[1]);
 }
-
 
 const tool = (name: string, cmd: string, hint: string, level: 'warn' | 'fail' = 'fail'): Check => ({
   name,
@@ -61,10 +59,22 @@ const firecrackerCheck: Check = {
       /* a bad config file is reported by the daemon; probe the default name */
     }
     const path = await h.which(bin);
-    if (!path) return { name: 'firecracker', status: 'warn', detail: `${bin} not found`, hint: 'optional: install firecracker to use --vmm firecracker (needs usable KVM); see docs/firecracker.md' };
+    if (!path)
+      return {
+        name: 'firecracker',
+        status: 'warn',
+        detail: `${bin} not found`,
+        hint: 'optional: install firecracker to use --vmm firecracker (needs usable KVM); see docs/firecracker.md',
+      };
     try {
       const v = await firecrackerVersion(path);
-      if (!versionSupported(v)) return { name: 'firecracker', status: 'fail', detail: `${path} is v${v}, older than ${MIN_FIRECRACKER.join('.')}`, hint: `install Firecracker ${MIN_FIRECRACKER.join('.')} or newer (request bodies are checked against the v1.5.0 and v1.16.1 APIs)` };
+      if (!versionSupported(v))
+        return {
+          name: 'firecracker',
+          status: 'fail',
+          detail: `${path} is v${v}, older than ${MIN_FIRECRACKER.join('.')}`,
+          hint: `install Firecracker ${MIN_FIRECRACKER.join('.')} or newer (request bodies are checked against the v1.5.0 and v1.16.1 APIs)`,
+        };
       return { name: 'firecracker', status: 'pass', detail: `${path} v${v}` };
     } catch (e) {
       return { name: 'firecracker', status: 'fail', detail: errorMessage(e), hint: `check that ${path} is a Firecracker binary` };
@@ -81,7 +91,12 @@ export const checks: Check[] = [
       const detail = `${rt.path} ${rt.version}${rt.lts ? ` (LTS ${rt.lts})` : ' (not an LTS release)'}`;
       return runtimeSupported(rt.version)
         ? { name: 'node', status: 'pass', detail }
-        : { name: 'node', status: 'fail', detail, hint: `banger needs Node.js >= ${MIN_NODE.join('.')}: run scripts/install-deps.sh (installs the project's pinned Node.js 24) or install the .deb, which brings its own` };
+        : {
+            name: 'node',
+            status: 'fail',
+            detail,
+            hint: `banger needs Node.js >= ${MIN_NODE.join('.')}: run scripts/install-deps.sh (installs the project's pinned Node.js 24) or install the .deb, which brings its own`,
+          };
     },
   },
   {
@@ -89,7 +104,9 @@ export const checks: Check[] = [
     description: 'hardware virtualisation is usable',
     async run(h) {
       const k = await kvmUsable(h);
-      return k.usable ? { name: 'kvm', status: 'pass', detail: k.reason } : { name: 'kvm', status: 'warn', detail: k.reason, hint: 'VMs will run under QEMU TCG (software emulation): slower, but they work' };
+      return k.usable
+        ? { name: 'kvm', status: 'pass', detail: k.reason }
+        : { name: 'kvm', status: 'warn', detail: k.reason, hint: 'VMs will run under QEMU TCG (software emulation): slower, but they work' };
     },
   },
   firecrackerCheck,
@@ -112,7 +129,7 @@ export const checks: Check[] = [
   tool('gpgv', 'gpgv', 'apt-get install gpgv (verifies Debian archive kernels)'),
   tool('dpkg-deb', 'dpkg-deb', 'apt-get install dpkg (unpacks Debian kernel packages)'),
   tool('lz4', 'lz4', 'apt-get install lz4 (Debian 12 kernels are LZ4-compressed)'),
-  tool('depmod', 'depmod', 'apt-get install kmod (indexes a Debian kernel\'s modules for the guest)'),
+  tool('depmod', 'depmod', "apt-get install kmod (indexes a Debian kernel's modules for the guest)"),
   {
     name: 'debian-keyring',
     description: "Debian's archive keyring, to verify InRelease",
@@ -147,11 +164,17 @@ export const checks: Check[] = [
     description: 'cgroup v2 controllers for per-VM resource limits (memory, pids, cpu)',
     async run(h) {
       const mount = cgroup2Mount((await h.readFile('/proc/self/mounts')) ?? '');
-      const hint = 'per-VM resource limits need the unified cgroup v2 hierarchy with the memory, pids and cpu controllers (systemd.unified_cgroup_hierarchy=1 on the kernel command line); VMs run without limits';
+      const hint =
+        'per-VM resource limits need the unified cgroup v2 hierarchy with the memory, pids and cpu controllers (systemd.unified_cgroup_hierarchy=1 on the kernel command line); VMs run without limits';
       if (!mount) return { name: 'cgroup-v2', status: 'warn', detail: 'no cgroup2 file system mounted', hint };
       const missing = missingControllers((await h.readFile(`${mount}/cgroup.controllers`)) ?? '');
       return missing.length
-        ? { name: 'cgroup-v2', status: 'warn', detail: `${mount}: controller${missing.length > 1 ? 's' : ''} ${missing.join(', ')} not available (bound to a cgroup v1 hierarchy?)`, hint }
+        ? {
+            name: 'cgroup-v2',
+            status: 'warn',
+            detail: `${mount}: controller${missing.length > 1 ? 's' : ''} ${missing.join(', ')} not available (bound to a cgroup v1 hierarchy?)`,
+            hint,
+          }
         : { name: 'cgroup-v2', status: 'pass', detail: `${mount}: ${NEEDED_CONTROLLERS.join(', ')}` };
     },
   },

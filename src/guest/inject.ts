@@ -42,7 +42,6 @@ export const SSHD_DROPIN = '/etc/ssh/sshd_config.d/banger.conf';
 const UNIT_DIR = '/etc/systemd/system';
 const WANTS_DIR = `${UNIT_DIR}/multi-user.target.wants`;
 
-
 /** Where system unit files live in an image (merged-/usr or not). */
 const SYSTEM_UNIT_DIRS = ['/lib/systemd/system', '/usr/lib/systemd/system'];
 

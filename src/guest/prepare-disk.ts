@@ -25,7 +25,10 @@ export const PREPARED_PACKAGES_PATH = '/var/lib/banger/prepared-packages';
 export async function firstBootScript(filesDir = defaultSources().filesDir): Promise<{ path: string; data: Buffer; sha256: string }> {
   const path = join(filesDir, 'banger-first-boot.sh');
   const data = await readFile(path).catch((e: unknown) => {
-    throw new BangerError(ErrorCode.NotFound, `guest file banger-first-boot.sh not found at ${path}`, { hint: 'run `npm run build` in the banger checkout', cause: e });
+    throw new BangerError(ErrorCode.NotFound, `guest file banger-first-boot.sh not found at ${path}`, {
+      hint: 'run `npm run build` in the banger checkout',
+      cause: e,
+    });
   });
   return { path, data, sha256: createHash('sha256').update(data).digest('hex') };
 }
@@ -65,11 +68,17 @@ export async function writeFirstBoot(exec: Exec, disk: string, script: { path: s
   const work = await mkdtemp(join(tmpDir, 'first-boot-'));
   try {
     const cmds = join(work, 'cmds');
-    await writeFile(cmds, [`cd ${dir}`, `rm ${base}`, `write ${script.path} ${base}`, `sif ${base} mode 0100755`, `sif ${base} uid 0`, `sif ${base} gid 0`, ''].join('\n'));
+    await writeFile(
+      cmds,
+      [`cd ${dir}`, `rm ${base}`, `write ${script.path} ${base}`, `sif ${base} mode 0100755`, `sif ${base} uid 0`, `sif ${base} gid 0`, ''].join('\n'),
+    );
     await exec(['debugfs', '-w', '-f', cmds, disk], { env: toolEnv() });
     const back = await exec(['debugfs', '-R', `cat ${FIRST_BOOT_PATH}`, disk], { env: toolEnv(), binary: true, allowFailure: true });
     if (!back.stdoutBuffer.equals(script.data)) {
-      throw new BangerError(ErrorCode.Invalid, `cannot write ${FIRST_BOOT_PATH} into the builder's disk`, { hint: 'the image has no /usr/local/libexec? pull or import it again', details: { disk } });
+      throw new BangerError(ErrorCode.Invalid, `cannot write ${FIRST_BOOT_PATH} into the builder's disk`, {
+        hint: 'the image has no /usr/local/libexec? pull or import it again',
+        details: { disk },
+      });
     }
   } finally {
     await rm(work, { recursive: true, force: true });

@@ -22,7 +22,7 @@ function parts(p: string): string[] {
 
 function unsafe(guestPath: string, why: string): BangerError {
   return new BangerError(ErrorCode.Unsafe, `cannot write ${guestPath} in the image: ${why}`, {
-    hint: 'the image contains a symlink or file that would redirect banger\'s guest files outside its root filesystem; fix the image',
+    hint: "the image contains a symlink or file that would redirect banger's guest files outside its root filesystem; fix the image",
     details: { path: guestPath },
   });
 }

@@ -90,7 +90,10 @@ export class LayerApplier {
   private readonly uid = process.geteuid?.() ?? 0;
   private readonly gid = process.getegid?.() ?? 0;
 
-  constructor(readonly root: string, private readonly opts: ApplyOptions) {
+  constructor(
+    readonly root: string,
+    private readonly opts: ApplyOptions,
+  ) {
     this.limits = opts.limits ?? DEFAULT_LIMITS;
     // the process umask, probed (process.umask() without arguments is deprecated)
     const probe = join(root, `.umask-probe-${process.pid}`);
@@ -162,7 +165,10 @@ export class LayerApplier {
         if (!create) return false;
         mkdirSync(this.abs(dir), { mode: 0o755 });
       } else if (st.isSymbolicLink()) {
-        this.unsafe(entry, target ? `has a hard link target '${rel}' that passes through the symlink '${dir}'` : `would be written through the symlink '${dir}'`);
+        this.unsafe(
+          entry,
+          target ? `has a hard link target '${rel}' that passes through the symlink '${dir}'` : `would be written through the symlink '${dir}'`,
+        );
       } else if (!st.isDirectory()) {
         this.unsafe(entry, `has a parent '${dir}' that is not a directory`);
       }

@@ -29,7 +29,9 @@ export async function buildExt4(
   const sizeBytes = opts.sizeBytes ?? defaultSize(tree.bytes);
   if (sizeBytes % 4096) throw new BangerError(ErrorCode.Invalid, `--size ${sizeBytes} is not a multiple of 4096 bytes`);
   if (opts.sizeBytes !== undefined && opts.sizeBytes < tree.bytes * 1.05) {
-    throw new BangerError(ErrorCode.Invalid, `--size ${humanSize(opts.sizeBytes)} is too small for ${humanSize(tree.bytes)} of content`, { hint: `use at least --size ${Math.ceil((tree.bytes * 1.2) / MiB)}M, or omit --size` });
+    throw new BangerError(ErrorCode.Invalid, `--size ${humanSize(opts.sizeBytes)} is too small for ${humanSize(tree.bytes)} of content`, {
+      hint: `use at least --size ${Math.ceil((tree.bytes * 1.2) / MiB)}M, or omit --size`,
+    });
   }
   const defaultInodes = Math.floor(sizeBytes / 16384);
   const wantInodes = Math.ceil(tree.inodes * 1.3) + 1024;
@@ -41,17 +43,25 @@ export async function buildExt4(
     await exec(argv, { env: toolEnv(), signal: opts.signal });
   } catch (e) {
     if (e instanceof ExecError) {
-      throw new BangerError(ErrorCode.Exec, `step mkfs: mkfs.ext4 failed (exit ${e.exitCode}): ${e.stderr.trim().split('\n').slice(-3).join(' ')}`, { hint: 'is the --size large enough? see the daemon log', cause: e, details: { step: 'mkfs' } });
+      throw new BangerError(ErrorCode.Exec, `step mkfs: mkfs.ext4 failed (exit ${e.exitCode}): ${e.stderr.trim().split('\n').slice(-3).join(' ')}`, {
+        hint: 'is the --size large enough? see the daemon log',
+        cause: e,
+        details: { step: 'mkfs' },
+      });
     }
     throw e;
   }
   opts.onStage?.('fsck');
   const ck = await exec(['e2fsck', '-f', '-n', opts.out], { env: toolEnv(), signal: opts.signal, allowFailure: true });
   if (ck.exitCode !== 0) {
-    throw new BangerError(ErrorCode.Exec, `step fsck: e2fsck -fn reported problems (exit ${ck.exitCode}) in the new filesystem: ${(ck.stdout + ck.stderr).trim().split('\n').slice(-3).join(' ')}`, {
-      hint: 'this is a bug in banger or e2fsprogs; please report it with the daemon log',
-      details: { step: 'fsck' },
-    });
+    throw new BangerError(
+      ErrorCode.Exec,
+      `step fsck: e2fsck -fn reported problems (exit ${ck.exitCode}) in the new filesystem: ${(ck.stdout + ck.stderr).trim().split('\n').slice(-3).join(' ')}`,
+      {
+        hint: 'this is a bug in banger or e2fsprogs; please report it with the daemon log',
+        details: { step: 'fsck' },
+      },
+    );
   }
   return { sizeBytes, contentBytes: tree.bytes };
 }

@@ -84,8 +84,10 @@ export class ImageBase {
 
   /** E_EXISTS when `name` is an image already or being built by another request. */
   reserveCheck(name: string): void {
-    if (this.repo.find(name)) throw new BangerError(ErrorCode.Exists, `image '${name}' already exists`, { hint: `remove it with 'banger image rm ${name}' or choose another --name` });
-    if (this.building.has(name)) throw new BangerError(ErrorCode.Exists, `image '${name}' is being built by another request`, { hint: 'wait for it, or choose another --name' });
+    if (this.repo.find(name))
+      throw new BangerError(ErrorCode.Exists, `image '${name}' already exists`, { hint: `remove it with 'banger image rm ${name}' or choose another --name` });
+    if (this.building.has(name))
+      throw new BangerError(ErrorCode.Exists, `image '${name}' is being built by another request`, { hint: 'wait for it, or choose another --name' });
   }
 
   /** `--kernel-ref`: the kernel must exist (E_NOT_FOUND naming the flag); null when not given. */
@@ -95,7 +97,10 @@ export class ImageBase {
       this.deps.kernels.get(kernelRef);
     } catch (e) {
       if (e instanceof BangerError && e.code === ErrorCode.NotFound) {
-        throw new BangerError(ErrorCode.NotFound, `--kernel-ref: kernel '${kernelRef}' not found`, { hint: "see 'banger kernel list', or pull it with 'banger kernel pull NAME'", cause: e });
+        throw new BangerError(ErrorCode.NotFound, `--kernel-ref: kernel '${kernelRef}' not found`, {
+          hint: "see 'banger kernel list', or pull it with 'banger kernel pull NAME'",
+          cause: e,
+        });
       }
       throw e;
     }

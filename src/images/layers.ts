@@ -37,7 +37,12 @@ async function intactInStore(store: BlobStore, desc: Descriptor): Promise<boolea
 }
 
 /** Decompress and apply one tar stream to the applier. */
-export async function applyTarStream(source: AsyncIterable<Buffer> | Readable, compression: Compression, applier: LayerApplier, signal?: AbortSignal): Promise<void> {
+export async function applyTarStream(
+  source: AsyncIterable<Buffer> | Readable,
+  compression: Compression,
+  applier: LayerApplier,
+  signal?: AbortSignal,
+): Promise<void> {
   const reader = new TarReader((e) => applier.entry(e));
   let sinkError: unknown;
   const sink = async (src: AsyncIterable<Buffer>) => {
@@ -107,6 +112,7 @@ function byteReporter(progress: (ev: ProgressEvent) => void, key: string, total:
  * - Layers after the first are prefetched into the store in the background (2 at a time).
  * On failure every in-flight download is aborted and awaited, so no temp file outlives us.
  */
+// biome-ignore lint/complexity/noExcessiveLinesPerFunction: the download/apply pipeline shares its abort controller, in-flight set and ordering state across its closures; split pieces would pass all of it around
 export async function pullAndApplyLayers(plan: LayerPlan): Promise<{ downloaded: number; cached: number }> {
   const { layers, store, client, applier, progress } = plan;
   for (const l of layers) layerCompression(l.mediaType, l.digest); // fail before any download
@@ -184,39 +190,42 @@ export async function pullAndApplyLayers(plan: LayerPlan): Promise<{ downloaded:
         });
       }
     };
-    for (let i = 0; i < 2; i++) prefetches.push(worker().catch((e) => plan.log.debug('prefetch failed (retried when the layer is applied)', { error: (e as Error).message })));
+    for (let i = 0; i < 2; i++)
+      prefetches.push(worker().catch((e) => plan.log.debug('prefetch failed (retried when the layer is applied)', { error: (e as Error).message })));
 
     for (const desc of layers) {
       const key = shortDigest(desc.digest);
       const compression = layerCompression(desc.mediaType, desc.digest);
       applier.beginLayer(desc.digest);
-      await store.withLock(desc.digest, async () => {
-        if ((await store.has(desc.digest)) && !(await intactInStore(store, desc))) {
-          // damaged in the store (disk error, tampering): never applied; fetched again below
-          plan.log.warn('cached layer does not match its digest; downloading it again', { digest: desc.digest });
-          progress({ stage: 'layer', key, current: 0, total: desc.size, message: 'cached copy damaged: downloading again' });
-          await store.remove(desc.digest);
-        }
-        if (await store.has(desc.digest)) {
-          cached++;
-          progress({ stage: 'layer', key, current: 0, total: desc.size, message: 'extracting (cached)' });
-          const report = byteReporter(progress, key, desc.size, 'extracting (cached)');
-          async function* chunks(): AsyncGenerator<Buffer> {
-            for await (const c of createReadStream(store.path(desc.digest), { highWaterMark: 1024 * 1024 })) {
-              report((c as Buffer).length);
-              yield c as Buffer;
-            }
+      await store
+        .withLock(desc.digest, async () => {
+          if ((await store.has(desc.digest)) && !(await intactInStore(store, desc))) {
+            // damaged in the store (disk error, tampering): never applied; fetched again below
+            plan.log.warn('cached layer does not match its digest; downloading it again', { digest: desc.digest });
+            progress({ stage: 'layer', key, current: 0, total: desc.size, message: 'cached copy damaged: downloading again' });
+            await store.remove(desc.digest);
           }
-          await applyTarStream(chunks(), compression, applier, inner.signal);
-        } else {
-          await download(desc, (src) => applyTarStream(src, compression, applier, inner.signal));
-        }
-      }).catch((e) => {
-        if (e instanceof BangerError && e.code !== ErrorCode.Cancelled && !e.message.includes(shortDigest(desc.digest))) {
-          throw new BangerError(e.code, `layer ${desc.digest}: ${e.message}`, { hint: e.hint, cause: e, details: e.details });
-        }
-        throw e;
-      });
+          if (await store.has(desc.digest)) {
+            cached++;
+            progress({ stage: 'layer', key, current: 0, total: desc.size, message: 'extracting (cached)' });
+            const report = byteReporter(progress, key, desc.size, 'extracting (cached)');
+            async function* chunks(): AsyncGenerator<Buffer> {
+              for await (const c of createReadStream(store.path(desc.digest), { highWaterMark: 1024 * 1024 })) {
+                report((c as Buffer).length);
+                yield c as Buffer;
+              }
+            }
+            await applyTarStream(chunks(), compression, applier, inner.signal);
+          } else {
+            await download(desc, (src) => applyTarStream(src, compression, applier, inner.signal));
+          }
+        })
+        .catch((e) => {
+          if (e instanceof BangerError && e.code !== ErrorCode.Cancelled && !e.message.includes(shortDigest(desc.digest))) {
+            throw new BangerError(e.code, `layer ${desc.digest}: ${e.message}`, { hint: e.hint, cause: e, details: e.details });
+          }
+          throw e;
+        });
       progress({ stage: 'layer', key, current: desc.size, total: desc.size, done: true, message: 'applied' });
     }
     await Promise.all(prefetches);

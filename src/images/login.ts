@@ -6,7 +6,11 @@ import { normaliseRegistryKey } from './registry/auth.js';
 import { RegistryClient } from './registry/client.js';
 
 /** `banger registry login`: verify the credentials against the registry, then store them. */
-export async function login(ib: ImageBase, p: { registry: string; username: string; password: string }, op: OpContext = {}): Promise<{ registry: string; username: string }> {
+export async function login(
+  ib: ImageBase,
+  p: { registry: string; username: string; password: string },
+  op: OpContext = {},
+): Promise<{ registry: string; username: string }> {
   const registry = normaliseRegistryKey(p.registry);
   const ref = parseReference(`${registry}/banger/login-check`);
   const client = new RegistryClient(ref, {
@@ -26,6 +30,9 @@ export async function login(ib: ImageBase, p: { registry: string; username: stri
 export function logout(ib: ImageBase, registry: string): { registry: string; removed: boolean } {
   const key = normaliseRegistryKey(registry);
   const removed = ib.creds.remove(key);
-  if (!removed) throw new BangerError(ErrorCode.NotFound, `no stored login for registry '${key}'`, { hint: "logins made with 'banger registry login' can be removed; docker config entries are not touched" });
+  if (!removed)
+    throw new BangerError(ErrorCode.NotFound, `no stored login for registry '${key}'`, {
+      hint: "logins made with 'banger registry login' can be removed; docker config entries are not touched",
+    });
   return { registry: key, removed };
 }

@@ -36,7 +36,12 @@ export interface BuildSpec {
 
 /** Build, staged in RAM when it fits; a RAM stage that runs full is retried on disk. */
 export async function buildImage(ib: ImageBase, spec: BuildSpec, op: OpContext): Promise<ImageRecord> {
-  const where = await chooseStagingParent({ mode: ib.ctx.config.imageStaging, diskTmp: ib.ctx.layout.tmp, estimateBytes: spec.estimateBytes, ramDir: ib.ramDir });
+  const where = await chooseStagingParent({
+    mode: ib.ctx.config.imageStaging,
+    diskTmp: ib.ctx.layout.tmp,
+    estimateBytes: spec.estimateBytes,
+    ramDir: ib.ramDir,
+  });
   try {
     return await buildIn(ib, spec, op, where.dir, where.ram);
   } catch (e) {
@@ -87,7 +92,10 @@ async function buildIn(ib: ImageBase, spec: BuildSpec, op: OpContext, stagingPar
     });
     undo.commit();
     ib.building.delete(spec.name);
-    ib.background(Promise.all([rm(dirs.staging, { recursive: true, force: true }), rm(dirs.outParent, { recursive: true, force: true })]), 'remove staging dir');
+    ib.background(
+      Promise.all([rm(dirs.staging, { recursive: true, force: true }), rm(dirs.outParent, { recursive: true, force: true })]),
+      'remove staging dir',
+    );
     log.info('image ready', { digest: rec.digest, sizeBytes: rec.sizeBytes });
     return rec;
   } catch (e) {
@@ -99,7 +107,8 @@ async function buildIn(ib: ImageBase, spec: BuildSpec, op: OpContext, stagingPar
 /** How a failure of build step `step` is reported (the runner's `tag`). */
 function buildFailure(name: string, step: string, e: unknown, signal: AbortSignal): unknown {
   const cancelled = e instanceof BangerError && e.code === ErrorCode.Cancelled;
-  if (signal.aborted && !cancelled) return new BangerError(ErrorCode.Cancelled, `image ${name}: cancelled during step ${step}`, { cause: e, details: { step } });
+  if (signal.aborted && !cancelled)
+    return new BangerError(ErrorCode.Cancelled, `image ${name}: cancelled during step ${step}`, { cause: e, details: { step } });
   if (e instanceof BangerError) {
     if (cancelled || stepOf(e) !== undefined) return e;
     return new BangerError(e.code, `image ${name}: step ${step}: ${e.message}`, { hint: e.hint, cause: e, details: { ...e.details, step } });
@@ -136,7 +145,14 @@ async function reuseIdentical(ib: ImageBase, key: string, out: string, progress:
 }
 
 /** steps layers (fill + finish), inject and mkfs: the tree, banger's guest files, the checked ext4. */
-async function buildRootfs(ib: ImageBase, spec: BuildSpec, dirs: BuildDirs, steps: StepRunner, progress: (ev: ProgressEvent) => void, log: Logger): Promise<{ sizeBytes: number }> {
+async function buildRootfs(
+  ib: ImageBase,
+  spec: BuildSpec,
+  dirs: BuildDirs,
+  steps: StepRunner,
+  progress: (ev: ProgressEvent) => void,
+  log: Logger,
+): Promise<{ sizeBytes: number }> {
   const { rootDir, out } = dirs;
   const signal = steps.signal;
   await steps.run('layers', async () => {
@@ -153,7 +169,13 @@ async function buildRootfs(ib: ImageBase, spec: BuildSpec, dirs: BuildDirs, step
   });
   return steps.run('mkfs', async () => {
     progress({ stage: 'mkfs', message: 'building ext4 (mkfs.ext4 -d)' });
-    const built = await buildExt4(ib.ctx.exec, { dir: rootDir, out: join(out, 'rootfs.ext4'), sizeBytes: spec.sizeBytes, signal, onStage: (s) => progress({ stage: 'mkfs', message: s === 'fsck' ? 'checking (e2fsck -fn)' : 'building ext4 (mkfs.ext4 -d)' }) });
+    const built = await buildExt4(ib.ctx.exec, {
+      dir: rootDir,
+      out: join(out, 'rootfs.ext4'),
+      sizeBytes: spec.sizeBytes,
+      signal,
+      onStage: (s) => progress({ stage: 'mkfs', message: s === 'fsck' ? 'checking (e2fsck -fn)' : 'building ext4 (mkfs.ext4 -d)' }),
+    });
     progress({ stage: 'mkfs', done: true, total: built.sizeBytes, message: 'ext4 built and checked' });
     return built;
   });

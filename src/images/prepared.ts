@@ -125,7 +125,18 @@ export class PreparedImages {
            kernel_name = excluded.kernel_name, package_mirror = excluded.package_mirror, package_proxy = excluded.package_proxy,
            packages_json = excluded.packages_json, duration_ms = excluded.duration_ms, prepared_at = excluded.prepared_at`,
       )
-      .run(rec.image, rec.key, rec.diskPath, rec.sizeBytes, rec.kernel, rec.packageMirror ?? null, rec.packageProxy ?? null, JSON.stringify(rec.packages), rec.durationMs, rec.preparedAt);
+      .run(
+        rec.image,
+        rec.key,
+        rec.diskPath,
+        rec.sizeBytes,
+        rec.kernel,
+        rec.packageMirror ?? null,
+        rec.packageProxy ?? null,
+        JSON.stringify(rec.packages),
+        rec.durationMs,
+        rec.preparedAt,
+      );
     return old && old.diskPath !== rec.diskPath ? old : undefined;
   }
 

@@ -65,7 +65,16 @@ function registryClient(ib: ImageBase, ref: ImageReference, signal?: AbortSignal
 async function pullWith(
   ib: ImageBase,
   p: PullParams,
-  x: { ref: ImageReference; name: string; want: Platform; kernelRef: string | null; existing: ImageRecord | undefined; log: Logger; client: RegistryClient; store: PullStore },
+  x: {
+    ref: ImageReference;
+    name: string;
+    want: Platform;
+    kernelRef: string | null;
+    existing: ImageRecord | undefined;
+    log: Logger;
+    client: RegistryClient;
+    store: PullStore;
+  },
   signal: AbortSignal,
   progress: (ev: ProgressEvent) => void,
 ): Promise<ImageRecord> {
@@ -75,13 +84,22 @@ async function pullWith(
   const { manifest, manifestDigest, manifestBlobs, rawConfig, config } = await resolveImage(client, store, ref, want);
   log.info('resolved', { digest: manifestDigest, layers: manifest.layers.length });
   if (existing) {
-    const same = existing.digest === manifestDigest && existing.platform === formatPlatform(want) && (p.sizeBytes === undefined || p.sizeBytes === existing.sizeBytes) && (kernelRef === null || kernelRef === existing.kernelRef);
+    const same =
+      existing.digest === manifestDigest &&
+      existing.platform === formatPlatform(want) &&
+      (p.sizeBytes === undefined || p.sizeBytes === existing.sizeBytes) &&
+      (kernelRef === null || kernelRef === existing.kernelRef);
     if (same) {
       progress({ stage: 'resolve', message: `image '${name}' is up to date (${manifestDigest.slice(0, 19)})`, done: true });
       return existing;
     }
-    const what = existing.digest !== manifestDigest ? `the registry now has ${manifestDigest.slice(0, 19)}, the local image is ${existing.digest.slice(0, 19)}` : 'with other settings (--platform, --size or --kernel-ref)';
-    throw new BangerError(ErrorCode.Exists, `image '${name}' already exists from ${ref.canonical}; ${what}`, { hint: `remove it first ('banger image rm ${name}'; VMs made from it need it) or pull under another --name` });
+    const what =
+      existing.digest !== manifestDigest
+        ? `the registry now has ${manifestDigest.slice(0, 19)}, the local image is ${existing.digest.slice(0, 19)}`
+        : 'with other settings (--platform, --size or --kernel-ref)';
+    throw new BangerError(ErrorCode.Exists, `image '${name}' already exists from ${ref.canonical}; ${what}`, {
+      hint: `remove it first ('banger image rm ${name}'; VMs made from it need it) or pull under another --name`,
+    });
   }
   return buildImage(
     ib,

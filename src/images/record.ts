@@ -59,7 +59,18 @@ export class ImageRepo {
         .prepare(
           'INSERT INTO images (name, source_ref, digest, platform, config_json, size_bytes, kernel_ref, rootfs_path, from_registry, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
         )
-        .run(rec.name, rec.sourceRef, rec.digest, rec.platform, JSON.stringify(rec.config), rec.sizeBytes, rec.kernelRef, rec.rootfsPath, rec.fromRegistry ? 1 : 0, rec.createdAt);
+        .run(
+          rec.name,
+          rec.sourceRef,
+          rec.digest,
+          rec.platform,
+          JSON.stringify(rec.config),
+          rec.sizeBytes,
+          rec.kernelRef,
+          rec.rootfsPath,
+          rec.fromRegistry ? 1 : 0,
+          rec.createdAt,
+        );
       const ins = this.db.prepare('INSERT OR IGNORE INTO image_blobs (image_name, digest) VALUES (?, ?)');
       for (const b of blobs) ins.run(rec.name, b);
     })();
@@ -79,5 +90,4 @@ export class ImageRepo {
   referencedBlobs(): Set<string> {
     return new Set((this.db.prepare('SELECT DISTINCT digest FROM image_blobs').all() as { digest: string }[]).map((r) => r.digest));
   }
-
 }

@@ -69,7 +69,12 @@ export function parseReference(input: string): ImageReference {
   if (!repository) throw bad(ref, 'missing repository name');
   for (const c of repository.split('/')) {
     if (!COMPONENT.test(c)) {
-      throw bad(ref, c.toLowerCase() !== c ? `repository '${repository}' must be lowercase` : `repository component '${c}' is invalid (lowercase letters, digits, '.', '_', '-')`);
+      throw bad(
+        ref,
+        c.toLowerCase() !== c
+          ? `repository '${repository}' must be lowercase`
+          : `repository component '${c}' is invalid (lowercase letters, digits, '.', '_', '-')`,
+      );
     }
   }
   if (repository.length > 255) throw bad(ref, 'repository longer than 255 characters');

@@ -10,7 +10,10 @@ export async function rmImage(ib: ImageBase, name: string, force = false): Promi
   if (ib.building.has(name)) throw new BangerError(ErrorCode.InUse, `image '${name}' is being built`);
   const users = ib.vmUsage.vmsUsingImage(name);
   if (users.length && !force) {
-    throw new BangerError(ErrorCode.InUse, `image '${name}' is used by VM(s): ${users.join(', ')}`, { hint: `remove the VMs first ('banger vm rm ${users[0]}') or pass --force`, details: { vms: users } });
+    throw new BangerError(ErrorCode.InUse, `image '${name}' is used by VM(s): ${users.join(', ')}`, {
+      hint: `remove the VMs first ('banger vm rm ${users[0]}') or pass --force`,
+      details: { vms: users },
+    });
   }
   const dir = ib.ctx.layout.imageDir(name);
   await mkdir(ib.ctx.layout.tmp, { recursive: true });

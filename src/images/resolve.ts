@@ -2,7 +2,16 @@ import { readFile } from 'node:fs/promises';
 import { BangerError, ErrorCode } from '../core/errors.js';
 import { manifestRef, type ImageReference } from './reference.js';
 import { sha256, type RegistryClient } from './registry/client.js';
-import { extractConfig, formatPlatform, parseManifest, parsePlatform, selectPlatform, type ImageConfig, type ImageManifest, type Platform } from './registry/manifest.js';
+import {
+  extractConfig,
+  formatPlatform,
+  parseManifest,
+  parsePlatform,
+  selectPlatform,
+  type ImageConfig,
+  type ImageManifest,
+  type Platform,
+} from './registry/manifest.js';
 import type { BlobStore } from './store.js';
 
 export interface ResolvedImage {
@@ -38,7 +47,8 @@ export async function resolveImage(client: RegistryClient, store: BlobStore, ref
     manifestBlobs.push(m.digest);
     parsed = parseManifest(m.body, m.contentType, `${ref.canonical} (${formatPlatform(want)})`);
     manifestDigest = m.digest;
-    if (parsed.kind !== 'manifest') throw new BangerError(ErrorCode.Registry, `${ref.canonical}: the index entry for ${formatPlatform(want)} is itself an index`);
+    if (parsed.kind !== 'manifest')
+      throw new BangerError(ErrorCode.Registry, `${ref.canonical}: the index entry for ${formatPlatform(want)} is itself an index`);
   }
   const manifest = parsed.manifest;
   const rawConfig = await configBlob(client, store, manifest);
@@ -54,16 +64,24 @@ export async function resolveImage(client: RegistryClient, store: BlobStore, ref
     const os = cfg.os ?? 'linux';
     const arch = parsePlatform(`${os}/${cfg.architecture}`).architecture;
     if (arch !== want.architecture || os !== want.os) {
-      throw new BangerError(ErrorCode.Platform, `${ref.canonical} is for ${os}/${cfg.architecture}${cfg.variant ? '/' + cfg.variant : ''}, not ${formatPlatform(want)}; available: ${os}/${cfg.architecture}`, {
-        hint: `pass --platform ${os}/${cfg.architecture}`,
-      });
+      throw new BangerError(
+        ErrorCode.Platform,
+        `${ref.canonical} is for ${os}/${cfg.architecture}${cfg.variant ? '/' + cfg.variant : ''}, not ${formatPlatform(want)}; available: ${os}/${cfg.architecture}`,
+        {
+          hint: `pass --platform ${os}/${cfg.architecture}`,
+        },
+      );
     }
   }
   return { manifest, manifestDigest, manifestBlobs, rawConfig, config: cfg.config };
 }
 
 /** A manifest asked for by digest, from the store when a copy there verifies (else undefined). */
-async function storedManifest(store: BlobStore, reference: string, contentType?: string): Promise<{ body: Buffer; digest: string; contentType?: string } | undefined> {
+async function storedManifest(
+  store: BlobStore,
+  reference: string,
+  contentType?: string,
+): Promise<{ body: Buffer; digest: string; contentType?: string } | undefined> {
   if (!/^sha256:[a-f0-9]{64}$/.test(reference)) return undefined; // a tag: always asked of the registry
   return store.withLock(reference, async () => {
     if (!(await store.has(reference))) return undefined;

@@ -18,7 +18,12 @@ export function ramPrefix(root: string): string {
   return `banger-${createHash('sha256').update(root).digest('hex').slice(0, 10)}-`;
 }
 
-export async function chooseStagingParent(opts: { mode: 'auto' | 'ram' | 'disk'; diskTmp: string; estimateBytes?: number; ramDir?: string }): Promise<{ dir: string; ram: boolean }> {
+export async function chooseStagingParent(opts: {
+  mode: 'auto' | 'ram' | 'disk';
+  diskTmp: string;
+  estimateBytes?: number;
+  ramDir?: string;
+}): Promise<{ dir: string; ram: boolean }> {
   const ramDir = opts.ramDir ?? RAM_DIR;
   if (opts.mode === 'disk' || opts.estimateBytes === undefined) return { dir: opts.diskTmp, ram: false };
   try {

@@ -123,7 +123,11 @@ export async function fetchCatalog(url: string, opts: { signal?: AbortSignal; ht
     try {
       body = await readFile(new URL(url), 'utf8');
     } catch (e) {
-      throw new BangerError(ErrorCode.NotFound, `kernel catalog ${url}: ${errorMessage(e)}`, { hint: 'check the path in kernelCatalogs / BANGER_KERNEL_CATALOGS', cause: e, details: { catalog: url } });
+      throw new BangerError(ErrorCode.NotFound, `kernel catalog ${url}: ${errorMessage(e)}`, {
+        hint: 'check the path in kernelCatalogs / BANGER_KERNEL_CATALOGS',
+        cause: e,
+        details: { catalog: url },
+      });
     }
     return parseCatalog(parseJson(body, url), url);
   }
@@ -133,15 +137,26 @@ export async function fetchCatalog(url: string, opts: { signal?: AbortSignal; ht
     const res = await http.open(url, { what, signal: opts.signal, headers: { accept: 'application/json' }, maxBytes: max, deadline: 'document' });
     if (res.status < 200 || res.status >= 300) {
       res.close();
-      throw new BangerError(ErrorCode.Http, `kernel catalog ${url}: HTTP ${res.status}`, { hint: 'check the URL in kernelCatalogs / BANGER_KERNEL_CATALOGS', details: { catalog: url, status: res.status } });
+      throw new BangerError(ErrorCode.Http, `kernel catalog ${url}: HTTP ${res.status}`, {
+        hint: 'check the URL in kernelCatalogs / BANGER_KERNEL_CATALOGS',
+        details: { catalog: url, status: res.status },
+      });
     }
     body = (await res.readAll()).toString('utf8');
   } catch (e) {
     if (e instanceof BangerError) {
       if (e.code === ErrorCode.Cancelled || e.details?.['catalog']) throw e;
-      throw new BangerError(e.code, e.message, { hint: 'check the URL and your network, or remove it from kernelCatalogs / BANGER_KERNEL_CATALOGS', cause: e, details: { ...e.details, catalog: url } });
+      throw new BangerError(e.code, e.message, {
+        hint: 'check the URL and your network, or remove it from kernelCatalogs / BANGER_KERNEL_CATALOGS',
+        cause: e,
+        details: { ...e.details, catalog: url },
+      });
     }
-    throw new BangerError(ErrorCode.Http, `${what}: ${errorMessage(e)}`, { hint: 'check the URL and your network, or remove it from kernelCatalogs / BANGER_KERNEL_CATALOGS', cause: e, details: { catalog: url } });
+    throw new BangerError(ErrorCode.Http, `${what}: ${errorMessage(e)}`, {
+      hint: 'check the URL and your network, or remove it from kernelCatalogs / BANGER_KERNEL_CATALOGS',
+      cause: e,
+      details: { catalog: url },
+    });
   }
   return parseCatalog(parseJson(body, url), url);
 }
@@ -150,7 +165,10 @@ function parseJson(body: string, url: string): unknown {
   try {
     return JSON.parse(body);
   } catch (e) {
-    throw new BangerError(ErrorCode.Invalid, `kernel catalog ${url}: not valid JSON: ${errorMessage(e)}`, { hint: 'fix the catalog or remove it from kernelCatalogs / BANGER_KERNEL_CATALOGS', details: { catalog: url } });
+    throw new BangerError(ErrorCode.Invalid, `kernel catalog ${url}: not valid JSON: ${errorMessage(e)}`, {
+      hint: 'fix the catalog or remove it from kernelCatalogs / BANGER_KERNEL_CATALOGS',
+      details: { catalog: url },
+    });
   }
 }
 
@@ -178,13 +196,17 @@ export interface CatalogFailure {
  * is reported instead of failing the whole list: the embedded entries and every readable
  * catalog still come back. Cancellation still throws.
  */
-export async function loadCatalogReport(urls: string[], opts: { signal?: AbortSignal; http?: HttpClient } = {}): Promise<{ entries: CatalogEntry[]; failures: CatalogFailure[] }> {
+export async function loadCatalogReport(
+  urls: string[],
+  opts: { signal?: AbortSignal; http?: HttpClient } = {},
+): Promise<{ entries: CatalogEntry[]; failures: CatalogFailure[] }> {
   const settled = await Promise.allSettled(urls.map((u) => fetchCatalog(u, opts)));
   const lists: CatalogEntry[][] = [];
   const failures: CatalogFailure[] = [];
   settled.forEach((r, i) => {
     if (r.status === 'fulfilled') return void lists.push(r.value);
-    const error = r.reason instanceof BangerError ? r.reason : new BangerError(ErrorCode.Http, `kernel catalog ${urls[i]}: ${errorMessage(r.reason)}`, { cause: r.reason });
+    const error =
+      r.reason instanceof BangerError ? r.reason : new BangerError(ErrorCode.Http, `kernel catalog ${urls[i]}: ${errorMessage(r.reason)}`, { cause: r.reason });
     if (error.code === ErrorCode.Cancelled) throw error;
     failures.push({ catalog: urls[i]!, error });
   });

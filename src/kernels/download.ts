@@ -77,7 +77,8 @@ async function downloadVerified(opts: FetchBlobOptions, store: ContentStore, dig
   if (res.status < 200 || res.status >= 300) {
     res.close();
     throw new BangerError(ErrorCode.Http, `kernel ${label}: GET ${redact(url)} returned HTTP ${res.status}`, {
-      hint: res.status === 404 ? 'the catalog points to a file that does not exist; check the catalog or try again later' : 'the server failed; try again later',
+      hint:
+        res.status === 404 ? 'the catalog points to a file that does not exist; check the catalog or try again later' : 'the server failed; try again later',
       details: { url: redact(url), status: res.status },
     });
   }
@@ -131,11 +132,15 @@ async function downloadVerified(opts: FetchBlobOptions, store: ContentStore, dig
       await w.commit();
     } catch (e) {
       if (e instanceof BangerError && e.code === ErrorCode.Digest) {
-        throw new BangerError(ErrorCode.Digest, `kernel ${label}: sha256 mismatch for ${redact(url)}: expected ${opts.sha256}, got ${String(e.details?.['actual'] ?? '?').replace('sha256:', '')}`, {
-          hint: 'the file on the server is not the one the catalog names; nothing was installed',
-          cause: e,
-          details: { url: redact(url), expected: opts.sha256, actual: e.details?.['actual'] },
-        });
+        throw new BangerError(
+          ErrorCode.Digest,
+          `kernel ${label}: sha256 mismatch for ${redact(url)}: expected ${opts.sha256}, got ${String(e.details?.['actual'] ?? '?').replace('sha256:', '')}`,
+          {
+            hint: 'the file on the server is not the one the catalog names; nothing was installed',
+            cause: e,
+            details: { url: redact(url), expected: opts.sha256, actual: e.details?.['actual'] },
+          },
+        );
       }
       throw e;
     }

@@ -108,6 +108,7 @@ export async function staysInside(root: string, rel: string): Promise<boolean> {
   return true;
 }
 
+// biome-ignore lint/complexity/noExcessiveLinesPerFunction: one streaming pass (hash, decompress, untar, verify) whose stages share the stream state and the undo; the entry rules are already split out (extract rules)
 export async function extractBundle(opts: ExtractOptions): Promise<ExtractResult> {
   const { label, dest, signal } = opts;
   const max = opts.maxBytes ?? DEFAULT_MAX_EXTRACT_BYTES;
@@ -126,12 +127,20 @@ export async function extractBundle(opts: ExtractOptions): Promise<ExtractResult
   };
   src.on('error', (e) => fail(new BangerError(ErrorCode.Bundle, `kernel ${label}: cannot read bundle ${srcName}: ${errorMessage(e)}`, { cause: e })));
   zstd.on('error', (e) =>
-    fail(new BangerError(ErrorCode.Bundle, `kernel ${label}: bundle is not valid zstd data: ${errorMessage(e)}`, { hint: 'the bundle must be a tar archive compressed with zstd (tar.zst)', cause: e })),
+    fail(
+      new BangerError(ErrorCode.Bundle, `kernel ${label}: bundle is not valid zstd data: ${errorMessage(e)}`, {
+        hint: 'the bundle must be a tar archive compressed with zstd (tar.zst)',
+        cause: e,
+      }),
+    ),
   );
   const onAbort = () => fail(new BangerError(ErrorCode.Cancelled, `kernel ${label}: extraction cancelled`));
   signal?.addEventListener('abort', onAbort, { once: true });
   if (signal?.aborted) onAbort();
-  src.pipe(hasher).pipe(zstd).pipe(extract as unknown as NodeJS.WritableStream);
+  src
+    .pipe(hasher)
+    .pipe(zstd)
+    .pipe(extract as unknown as NodeJS.WritableStream);
 
   const knownDirs = new Set<string>(['']);
   const symlinks: string[] = [];
@@ -151,7 +160,10 @@ export async function extractBundle(opts: ExtractOptions): Promise<ExtractResult
         continue;
       }
       const rel = normaliseEntryPath(h.name, label);
-      if (++entries > maxEntries) throw new BangerError(ErrorCode.Bundle, `kernel ${label}: bundle has more than ${maxEntries} entries`, { hint: 'this is not a kernel bundle, or a broken one' });
+      if (++entries > maxEntries)
+        throw new BangerError(ErrorCode.Bundle, `kernel ${label}: bundle has more than ${maxEntries} entries`, {
+          hint: 'this is not a kernel bundle, or a broken one',
+        });
       if (type === 'directory') {
         if (rel) await ensureDir(dest, rel, knownDirs, label, h.name);
         entry.resume();
@@ -164,7 +176,10 @@ export async function extractBundle(opts: ExtractOptions): Promise<ExtractResult
       if (type === 'file' || type === 'contiguous-file') {
         await ensureDir(dest, parent, knownDirs, label, h.name);
         const size = h.size ?? 0;
-        if (bytes + size > max) throw new BangerError(ErrorCode.Bundle, `kernel ${label}: bundle expands beyond ${max} bytes (at entry '${h.name}')`, { hint: 'this is not a kernel bundle, or a broken one' });
+        if (bytes + size > max)
+          throw new BangerError(ErrorCode.Bundle, `kernel ${label}: bundle expands beyond ${max} bytes (at entry '${h.name}')`, {
+            hint: 'this is not a kernel bundle, or a broken one',
+          });
         const mode = ((h.mode ?? 0o644) & 0o755) | 0o600;
         const out = (current = createWriteStream(join(dest, rel), { flags: 'wx', mode }));
         for await (const chunk of entry) {
@@ -260,9 +275,14 @@ function unsafe(label: string, entry: string, why: string): BangerError {
 function toBundleError(e: unknown, label: string): BangerError {
   if (e instanceof BangerError) return e;
   const code = (e as NodeJS.ErrnoException)?.code;
-  if (code === 'EEXIST') return new BangerError(ErrorCode.Unsafe, `kernel ${label}: unsafe bundle: an entry appears twice (${errorMessage(e)})`, { hint: BUNDLE_RULE, cause: e });
-  if (code && /^E[A-Z]+$/.test(code)) return new BangerError(ErrorCode.Bundle, `kernel ${label}: extracting the bundle failed: ${errorMessage(e)}`, { cause: e });
-  return new BangerError(ErrorCode.Bundle, `kernel ${label}: bundle is not a valid tar archive: ${errorMessage(e)}`, { hint: 'the bundle must be a tar archive compressed with zstd (tar.zst)', cause: e });
+  if (code === 'EEXIST')
+    return new BangerError(ErrorCode.Unsafe, `kernel ${label}: unsafe bundle: an entry appears twice (${errorMessage(e)})`, { hint: BUNDLE_RULE, cause: e });
+  if (code && /^E[A-Z]+$/.test(code))
+    return new BangerError(ErrorCode.Bundle, `kernel ${label}: extracting the bundle failed: ${errorMessage(e)}`, { cause: e });
+  return new BangerError(ErrorCode.Bundle, `kernel ${label}: bundle is not a valid tar archive: ${errorMessage(e)}`, {
+    hint: 'the bundle must be a tar archive compressed with zstd (tar.zst)',
+    cause: e,
+  });
 }
 
 /** Pass-through stream that hashes and counts the bytes flowing through it. */
@@ -290,7 +310,10 @@ export interface BundleFiles {
 export async function inspectKernelDir(dir: string, label: string, requireVmlinux: boolean): Promise<BundleFiles> {
   const file = async (n: string) => {
     const st = await stat(join(dir, n)).catch(() => undefined);
-    if (st && !st.isFile()) throw new BangerError(ErrorCode.Bundle, `kernel ${label}: '${n}' in the bundle is not a regular file`, { hint: 'a kernel bundle has vmlinux (and optionally initrd.img) as files at its top level' });
+    if (st && !st.isFile())
+      throw new BangerError(ErrorCode.Bundle, `kernel ${label}: '${n}' in the bundle is not a regular file`, {
+        hint: 'a kernel bundle has vmlinux (and optionally initrd.img) as files at its top level',
+      });
     return st ? join(dir, n) : undefined;
   };
   const out: BundleFiles = { vmlinux: await file(KERNEL_FILES.vmlinux), vmlinuz: await file(KERNEL_FILES.vmlinuz), initrd: await file(KERNEL_FILES.initrd) };

@@ -39,10 +39,14 @@ export async function stageImport(name: string, opts: ImportOptions, staging: st
   const modules = opts.modules === undefined ? undefined : await checkPath('--modules', opts.modules, 'dir');
   const info = await identifyKernelImage(vmlinux);
   if (!info) {
-    throw new BangerError(ErrorCode.Invalid, `kernel import ${name}: --vmlinux ${vmlinux} is not a Linux kernel image: neither a bzImage (no 'HdrS' boot header) nor a vmlinux (an executable ELF with a 'Linux version' banner)`, {
-      hint: 'pass the uncompressed vmlinux (ELF) or a bzImage (vmlinuz) of a Linux kernel',
-      details: { field: 'vmlinux', path: vmlinux },
-    });
+    throw new BangerError(
+      ErrorCode.Invalid,
+      `kernel import ${name}: --vmlinux ${vmlinux} is not a Linux kernel image: neither a bzImage (no 'HdrS' boot header) nor a vmlinux (an executable ELF with a 'Linux version' banner)`,
+      {
+        hint: 'pass the uncompressed vmlinux (ELF) or a bzImage (vmlinuz) of a Linux kernel',
+        details: { field: 'vmlinux', path: vmlinux },
+      },
+    );
   }
   const files: BundleFiles = {};
   const dest = join(staging, info.kind === 'elf' ? KERNEL_FILES.vmlinux : KERNEL_FILES.vmlinuz);
@@ -67,7 +71,13 @@ export async function stageImport(name: string, opts: ImportOptions, staging: st
     kind: info.kind,
     files,
     droppedLinks,
-    meta: { name, distro: opts.distro ?? 'custom', arch: opts.arch ?? info.arch ?? 'x86_64', kernelVersion: opts.kernelVersion ?? info.version ?? 'unknown', source: `import:${vmlinux}` },
+    meta: {
+      name,
+      distro: opts.distro ?? 'custom',
+      arch: opts.arch ?? info.arch ?? 'x86_64',
+      kernelVersion: opts.kernelVersion ?? info.version ?? 'unknown',
+      source: `import:${vmlinux}`,
+    },
   };
 }
 
@@ -85,7 +95,11 @@ async function checkPath(flag: string, path: string, kind: 'file' | 'dir'): Prom
   const field = flag.slice(2);
   if (!isAbsolute(path)) throw new BangerError(ErrorCode.Invalid, `${flag} ${path}: must be an absolute path`, { details: { field } });
   const st = await stat(path).catch(() => undefined);
-  if (!st) throw new BangerError(ErrorCode.NotFound, `${flag} ${path}: no such ${kind === 'file' ? 'file' : 'directory'}`, { hint: 'check the path', details: { field, path } });
+  if (!st)
+    throw new BangerError(ErrorCode.NotFound, `${flag} ${path}: no such ${kind === 'file' ? 'file' : 'directory'}`, {
+      hint: 'check the path',
+      details: { field, path },
+    });
   if (kind === 'file' && !st.isFile()) throw new BangerError(ErrorCode.Invalid, `${flag} ${path}: not a regular file`, { details: { field, path } });
   if (kind === 'dir' && !st.isDirectory()) throw new BangerError(ErrorCode.Invalid, `${flag} ${path}: not a directory`, { details: { field, path } });
   return path;

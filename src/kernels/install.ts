@@ -37,7 +37,12 @@ export async function installKernel(
     ...meta,
     vmlinuxSha256: await sha256File(image),
     importedAt: new Date().toISOString(),
-    files: { vmlinux: !!files.vmlinux, vmlinuz: !!files.vmlinuz, initrd: !!files.initrd, modules: !!files.modulesDir || existsSync(join(staging, MODULES_IMAGE)) },
+    files: {
+      vmlinux: !!files.vmlinux,
+      vmlinuz: !!files.vmlinuz,
+      initrd: !!files.initrd,
+      modules: !!files.modulesDir || existsSync(join(staging, MODULES_IMAGE)),
+    },
   };
   await writeJsonAtomic(join(staging, 'manifest.json'), manifest);
   await chmod(staging, 0o755); // mkdtemp made it 0700; kernels are readable like /boot

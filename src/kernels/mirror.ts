@@ -10,7 +10,20 @@ import { BangerError, ErrorCode } from '../core/errors.js';
  */
 
 /** Debian codenames and aliases whose archive carries the kernel meta packages. */
-const DEBIAN_SUITES = new Set(['buster', 'bullseye', 'bookworm', 'trixie', 'forky', 'duke', 'sid', 'stable', 'testing', 'unstable', 'oldstable', 'oldoldstable']);
+const DEBIAN_SUITES = new Set([
+  'buster',
+  'bullseye',
+  'bookworm',
+  'trixie',
+  'forky',
+  'duke',
+  'sid',
+  'stable',
+  'testing',
+  'unstable',
+  'oldstable',
+  'oldoldstable',
+]);
 
 /** True for "bookworm", "bookworm-updates", "stable-backports"; false for "*-security" and others. */
 export function isDebianSuite(suite: string): boolean {
@@ -30,7 +43,10 @@ export function mirrorFromList(text: string): string | undefined {
   for (const raw of text.split('\n')) {
     const line = raw.replace(/#.*/, '').trim();
     if (!line.startsWith('deb ') && !line.startsWith('deb\t')) continue;
-    const rest = line.slice(3).trim().replace(/^\[[^\]]*\]\s*/, '');
+    const rest = line
+      .slice(3)
+      .trim()
+      .replace(/^\[[^\]]*\]\s*/, '');
     const [uri, suite] = rest.split(/\s+/);
     if (!uri || !suite || !isDebianSuite(suite)) continue;
     const u = cleanUri(uri);

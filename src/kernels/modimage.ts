@@ -28,7 +28,10 @@ export async function buildModulesImage(exec: Exec, modDir: string, out: string,
   // Room for ext4 metadata and 4 KiB-block rounding of ~1,000 small files.
   const size = Math.ceil((bytes * 1.25 + 32 * 1024 * 1024) / (1024 * 1024)) * 1024 * 1024;
   await rm(out, { force: true });
-  await exec(['mkfs.ext4', '-q', '-F', '-L', MODULES_LABEL, '-b', '4096', '-O', '^has_journal', '-E', 'root_owner=0:0', '-d', modDir, out, `${size / 1024}k`], { env: toolEnv(), signal: opts.signal });
+  await exec(['mkfs.ext4', '-q', '-F', '-L', MODULES_LABEL, '-b', '4096', '-O', '^has_journal', '-E', 'root_owner=0:0', '-d', modDir, out, `${size / 1024}k`], {
+    env: toolEnv(),
+    signal: opts.signal,
+  });
   return size;
 }
 
@@ -46,7 +49,10 @@ async function depmod(exec: Exec, modDir: string, release: string, scratchParent
   try {
     await exec(['depmod', '-b', base, release], { env: toolEnv(), signal });
   } catch (e) {
-    throw new BangerError(ErrorCode.Bundle, `step modules: depmod for ${release} failed: ${errorMessage(e)}`, { hint: 'install kmod (apt-get install kmod)', cause: e });
+    throw new BangerError(ErrorCode.Bundle, `step modules: depmod for ${release} failed: ${errorMessage(e)}`, {
+      hint: 'install kmod (apt-get install kmod)',
+      cause: e,
+    });
   } finally {
     if (scratch) await rm(scratch, { recursive: true, force: true });
   }

@@ -186,14 +186,20 @@ export class KernelService implements KernelLookup {
           return { kernel: existing, download: 'cached', replaced: false, joined: true };
         }
         if (existing && !opts.force) {
-          throw new BangerError(ErrorCode.Exists, `kernel '${name}' is already pulled`, { hint: `banger kernel pull ${name} --force   (replaces it)`, details: { kernel: name } });
+          throw new BangerError(ErrorCode.Exists, `kernel '${name}' is already pulled`, {
+            hint: `banger kernel pull ${name} --force   (replaces it)`,
+            details: { kernel: name },
+          });
         }
         const report = await loadCatalogReport(this.catalogUrls(opts.catalogs), { signal: opts.signal, http: httpFor(this.ctx.config) });
         const entry = report.entries.find((e) => e.name === name);
         if (!entry) {
           // It may be in a catalog we could not read: say so rather than "not in the catalog".
           if (report.failures[0]) throw report.failures[0].error;
-          throw new BangerError(ErrorCode.NotFound, `kernel '${name}' is not in the catalog`, { hint: "see 'banger kernel list --available', or add a catalog with BANGER_KERNEL_CATALOGS", details: { kernel: name } });
+          throw new BangerError(ErrorCode.NotFound, `kernel '${name}' is not in the catalog`, {
+            hint: "see 'banger kernel list --available', or add a catalog with BANGER_KERNEL_CATALOGS",
+            details: { kernel: name },
+          });
         }
         return this.pullEntry(entry, !!existing, opts);
       },
@@ -225,7 +231,19 @@ export class KernelService implements KernelLookup {
         const debs = new PullStore(this.ctx.layout, this.ctx.db);
         undo.push('forget the .debs in use', () => debs.end());
         undo.push('remove the .debs this pull stored', () => debs.discard(log).then(() => undefined));
-        const res = await this.fetchDebian({ entry: entry as DebianKernelEntry, mirror, keyring: this.ctx.config.debianKeyring, outDir: staging, tmpDir, exec: this.ctx.exec, log, signal, progress, store: debs, http: httpFor(this.ctx.config) });
+        const res = await this.fetchDebian({
+          entry: entry as DebianKernelEntry,
+          mirror,
+          keyring: this.ctx.config.debianKeyring,
+          outDir: staging,
+          tmpDir,
+          exec: this.ctx.exec,
+          log,
+          signal,
+          progress,
+          store: debs,
+          http: httpFor(this.ctx.config),
+        });
         onSuccess.push(() => debs.end());
         blobs = res.blobs ?? [];
         throwIfAborted(signal);
@@ -282,7 +300,14 @@ export class KernelService implements KernelLookup {
   }
 
   /** Extract a bundle already in the content store (re-hashed while read; a damaged one is removed). */
-  private async extractCached(name: string, b: BundleEntry, path: string, staging: string, signal?: AbortSignal, progress?: (ev: ProgressEvent) => void): Promise<void> {
+  private async extractCached(
+    name: string,
+    b: BundleEntry,
+    path: string,
+    staging: string,
+    signal?: AbortSignal,
+    progress?: (ev: ProgressEvent) => void,
+  ): Promise<void> {
     try {
       await extractBundle({ src: path, dest: staging, label: name, expectSha256: b.tarballSha256, signal, progress });
     } catch (e) {
@@ -307,7 +332,10 @@ export class KernelService implements KernelLookup {
       async () => {
         const existing = getRow(this.ctx.db, name);
         if (existing && !opts.force) {
-          throw new BangerError(ErrorCode.Exists, `kernel '${name}' already exists`, { hint: `pass --force to replace it, or choose another name`, details: { kernel: name } });
+          throw new BangerError(ErrorCode.Exists, `kernel '${name}' already exists`, {
+            hint: `pass --force to replace it, or choose another name`,
+            details: { kernel: name },
+          });
         }
         const undo = new UndoStack((m, f) => this.ctx.log.warn(m, f));
         await mkdir(this.ctx.layout.tmp, { recursive: true });

@@ -59,8 +59,17 @@ export class TcpForwarder {
     }).catch((e: NodeJS.ErrnoException) => {
       server.close();
       const addr = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
-      if (e.code === 'EADDRINUSE') throw new BangerError(ErrorCode.InUse, `host port ${addr} is already in use`, { hint: 'pick another HOSTPORT for -p, or stop what listens there', details: { field: '-p', address: addr }, cause: e });
-      throw new BangerError(ErrorCode.Network, `cannot listen on ${addr}: ${e.code ?? e.message}`, { hint: e.code === 'EADDRNOTAVAIL' ? 'HOSTIP must be an address of this host (default 127.0.0.1)' : undefined, details: { field: '-p', address: addr }, cause: e });
+      if (e.code === 'EADDRINUSE')
+        throw new BangerError(ErrorCode.InUse, `host port ${addr} is already in use`, {
+          hint: 'pick another HOSTPORT for -p, or stop what listens there',
+          details: { field: '-p', address: addr },
+          cause: e,
+        });
+      throw new BangerError(ErrorCode.Network, `cannot listen on ${addr}: ${e.code ?? e.message}`, {
+        hint: e.code === 'EADDRNOTAVAIL' ? 'HOSTIP must be an address of this host (default 127.0.0.1)' : undefined,
+        details: { field: '-p', address: addr },
+        cause: e,
+      });
     });
     server.on('error', (e) => this.opts.onError?.(e));
     if (this.opts.maxConnections !== undefined) {

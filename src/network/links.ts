@@ -24,7 +24,15 @@ export interface LinkAddrs {
   addrs: { local: string; prefixlen: number }[];
 }
 
-type RawLink = { ifname: string; master?: string; operstate?: string; ifalias?: string; flags?: string[]; linkinfo?: { info_kind?: string }; addr_info?: { family?: string; local: string; prefixlen: number }[] };
+type RawLink = {
+  ifname: string;
+  master?: string;
+  operstate?: string;
+  ifalias?: string;
+  flags?: string[];
+  linkinfo?: { info_kind?: string };
+  addr_info?: { family?: string; local: string; prefixlen: number }[];
+};
 
 function toInfo(l: RawLink): LinkInfo {
   return { ifname: l.ifname, master: l.master, operstate: l.operstate, kind: l.linkinfo?.info_kind, alias: l.ifalias };
@@ -97,7 +105,9 @@ export class Links {
       const [l] = JSON.parse(r.stdout || '[]') as RawLink[];
       const kind = l?.linkinfo?.info_kind;
       if (kind && kind !== 'bridge') {
-        throw new BangerError(ErrorCode.Network, `network.bridge '${name}' exists but is a ${kind}, not a bridge`, { hint: "choose another name in the config field 'network.bridge'" });
+        throw new BangerError(ErrorCode.Network, `network.bridge '${name}' exists but is a ${kind}, not a bridge`, {
+          hint: "choose another name in the config field 'network.bridge'",
+        });
       }
       mayUse(l?.ifalias);
       if (l?.ifalias !== alias) await this.setAlias(name, alias);
@@ -121,7 +131,10 @@ export class Links {
   async createTap(name: string, bridge: string, alias: string): Promise<void> {
     for (const n of [name, bridge]) if (!IFNAME.test(n)) throw new BangerError(ErrorCode.Invalid, `invalid interface name '${n}'`);
     if (!/^[A-Za-z0-9:._-]{1,255}$/.test(alias)) throw new BangerError(ErrorCode.Invalid, `invalid interface alias '${alias}'`);
-    await this.exec(['ip', '-batch', '-'], { env: toolEnv(), input: `tuntap add dev ${name} mode tap\nlink set dev ${name} alias ${alias} master ${bridge} up\n` });
+    await this.exec(['ip', '-batch', '-'], {
+      env: toolEnv(),
+      input: `tuntap add dev ${name} mode tap\nlink set dev ${name} alias ${alias} master ${bridge} up\n`,
+    });
   }
 
   /** Delete a link; already gone = success. */

@@ -81,7 +81,8 @@ export class Nat {
       ];
       await this.exec(['nft', '-f', '-'], { env: toolEnv(), input: script.join('\n') + '\n' });
       if (await this.forwardPolicyDrops()) {
-        for (const spec of iptablesSpecs(comment, ip, bridge).filter((x) => x.table === 'filter')) await this.exec(['iptables', '-w', '-t', 'filter', '-I', spec.args[0]!, '1', ...spec.args.slice(1)], { env: toolEnv() });
+        for (const spec of iptablesSpecs(comment, ip, bridge).filter((x) => x.table === 'filter'))
+          await this.exec(['iptables', '-w', '-t', 'filter', '-I', spec.args[0]!, '1', ...spec.args.slice(1)], { env: toolEnv() });
       }
       return;
     }
@@ -153,7 +154,10 @@ export class Nat {
 
   /** VM ids that have rules marked by THIS instance (for reconcile: remove the ones no VM owns). */
   async vmIdsWithRules(): Promise<string[]> {
-    const ids = (await this.rules()).map((r) => parseNatComment(r.comment)).filter((o) => o?.instance === this.instance).map((o) => o!.vmId);
+    const ids = (await this.rules())
+      .map((r) => parseNatComment(r.comment))
+      .filter((o) => o?.instance === this.instance)
+      .map((o) => o!.vmId);
     return [...new Set(ids)];
   }
 

@@ -37,7 +37,10 @@ export class NetworkService {
   /** The bridge was checked (ownership, subnet) and set up by this process. */
   private bridgeChecked = false;
 
-  constructor(readonly ctx: Context, opts: { natBackend?: 'nft' | 'iptables'; enableForwarding?: () => Promise<void> } = {}) {
+  constructor(
+    readonly ctx: Context,
+    opts: { natBackend?: 'nft' | 'iptables'; enableForwarding?: () => Promise<void> } = {},
+  ) {
     this.instance = instanceId(ctx.db);
     this.links = new Links(ctx.exec);
     this.nat = new Nat(ctx.exec, this.instance, { forceBackend: opts.natBackend, enableForwarding: opts.enableForwarding });
@@ -55,11 +58,17 @@ export class NetworkService {
    * Lease the lowest free guest address for `vmName`. MUST run inside a `db.transaction`
    * that also inserts the VM row (the lease references it). Throws E_NETWORK when full.
    */
-  leaseInTx(vmName: string, /** runs with the chosen address before the lease row is written (e.g. insert the VM row it references) */ beforeInsert?: (ip: string) => void): string {
+  leaseInTx(
+    vmName: string,
+    /** runs with the chosen address before the lease row is written (e.g. insert the VM row it references) */ beforeInsert?: (ip: string) => void,
+  ): string {
     const sn = this.subnet();
     const used = (this.ctx.db.prepare('SELECT ip FROM ip_leases').all() as { ip: string }[]).map((r) => r.ip);
     const ip = firstFreeIp(sn, used);
-    if (!ip) throw new BangerError(ErrorCode.Network, `no free address left in ${sn.cidr}`, { hint: "remove unused VMs ('banger vm prune') or widen the config field 'network.subnet'" });
+    if (!ip)
+      throw new BangerError(ErrorCode.Network, `no free address left in ${sn.cidr}`, {
+        hint: "remove unused VMs ('banger vm prune') or widen the config field 'network.subnet'",
+      });
     beforeInsert?.(ip);
     this.ctx.db.prepare('INSERT INTO ip_leases (ip, vm_name, leased_at) VALUES (?, ?, ?)').run(ip, vmName, new Date().toISOString());
     return ip;
@@ -83,7 +92,16 @@ export class NetworkService {
   /** The full network description of a VM given its id and leased address. */
   describe(vmId: string, ip: string): VmNetwork {
     const sn = this.subnet();
-    return { ip, prefix: sn.prefix, netmask: sn.netmask, gateway: sn.gateway, bridge: this.bridge, tap: tapName(vmId), mac: macForIp(ip), dns: this.ctx.config.network.dns };
+    return {
+      ip,
+      prefix: sn.prefix,
+      netmask: sn.netmask,
+      gateway: sn.gateway,
+      bridge: this.bridge,
+      tap: tapName(vmId),
+      mac: macForIp(ip),
+      dns: this.ctx.config.network.dns,
+    };
   }
 
   /**
@@ -102,10 +120,14 @@ export class NetworkService {
   private async ensureBridgeOnce(): Promise<boolean> {
     const sn = this.subnet();
     const refuse = (what: string, owner: { instance: string; root?: string } | undefined) =>
-      new BangerError(ErrorCode.InUse, `${what}${owner ? ` belongs to another banger instance (${owner.instance}${owner.root ? `, state root ${owner.root}` : ''})` : ''}: two instances cannot share a bridge or subnet`, {
-        hint: `give this instance its own config fields 'network.bridge' and 'network.subnet' (now '${this.bridge}' and '${sn.cidr}') in ${this.ctx.config.configFile}, or set BANGER_BRIDGE and BANGER_SUBNET`,
-        details: { bridge: this.bridge, subnet: sn.cidr, otherInstance: owner?.instance },
-      });
+      new BangerError(
+        ErrorCode.InUse,
+        `${what}${owner ? ` belongs to another banger instance (${owner.instance}${owner.root ? `, state root ${owner.root}` : ''})` : ''}: two instances cannot share a bridge or subnet`,
+        {
+          hint: `give this instance its own config fields 'network.bridge' and 'network.subnet' (now '${this.bridge}' and '${sn.cidr}') in ${this.ctx.config.configFile}, or set BANGER_BRIDGE and BANGER_SUBNET`,
+          details: { bridge: this.bridge, subnet: sn.cidr, otherInstance: owner?.instance },
+        },
+      );
     const mayUse = (alias: string | undefined) => {
       const owner = aliasOwner(alias);
       if (owner && owner.instance !== this.instance) throw refuse(`network.bridge '${this.bridge}'`, owner);
@@ -115,7 +137,11 @@ export class NetworkService {
       for (const l of await this.links.listAddrs()) {
         if (l.ifname === this.bridge) continue;
         const clash = l.addrs.find((a) => overlaps(sn, a.local, a.prefixlen));
-        if (clash) throw refuse(`network.subnet '${sn.cidr}' overlaps ${clash.local}/${clash.prefixlen} on link '${l.ifname}'${aliasOwner(l.alias) ? '' : ' (not banger\'s)'}`, aliasOwner(l.alias));
+        if (clash)
+          throw refuse(
+            `network.subnet '${sn.cidr}' overlaps ${clash.local}/${clash.prefixlen} on link '${l.ifname}'${aliasOwner(l.alias) ? '' : " (not banger's)"}`,
+            aliasOwner(l.alias),
+          );
       }
     }
     const { created } = await this.links.ensureBridge(this.bridge, `${sn.gateway}/${sn.prefix}`, bridgeAlias(this.instance, this.ctx.config.root), mayUse);

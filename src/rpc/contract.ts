@@ -3,7 +3,28 @@ import { PackageUrl } from '../core/package-url.js';
 import { PortIdleTimeoutSeconds, PortMaxConnections } from '../core/limits.js';
 import { VMM_CHOICES } from '../core/vmm.js';
 import { Duration, Name, OnExpire, Size } from './schemas.js';
-import type { Image, ImageDetail, ImagePrepareResult, Kernel, KernelCatalog, KernelDetail, KernelPullResult, KernelRemoved, PruneResult, Removed, DaemonStatus, TeardownResult, Vm, VmDetail, VmLogs, VmPorts, SshConfigFile, SshInfo, LoginResult, LogoutResult } from './types.js';
+import type {
+  Image,
+  ImageDetail,
+  ImagePrepareResult,
+  Kernel,
+  KernelCatalog,
+  KernelDetail,
+  KernelPullResult,
+  KernelRemoved,
+  PruneResult,
+  Removed,
+  DaemonStatus,
+  TeardownResult,
+  Vm,
+  VmDetail,
+  VmLogs,
+  VmPorts,
+  SshConfigFile,
+  SshInfo,
+  LoginResult,
+  LogoutResult,
+} from './types.js';
 
 /**
  * The banger RPC contract: every JSON-RPC method the daemon serves, with the schema its params
@@ -34,8 +55,16 @@ function def<P extends z.ZodTypeAny>(params: P, opts: { progress?: boolean } = {
 
 const None = z.object({}).strict();
 const Names = z.array(Name).min(1).max(64);
-const AbsPath = z.string().min(1).max(4096).refine((p) => p.startsWith('/'), 'must be an absolute path');
-const Registry = z.string().min(1).max(255).regex(/^(?:https?:\/\/)?[a-zA-Z0-9.[\]:-]+(?:\/.*)?$/, 'must be a registry host[:port]');
+const AbsPath = z
+  .string()
+  .min(1)
+  .max(4096)
+  .refine((p) => p.startsWith('/'), 'must be an absolute path');
+const Registry = z
+  .string()
+  .min(1)
+  .max(255)
+  .regex(/^(?:https?:\/\/)?[a-zA-Z0-9.[\]:-]+(?:\/.*)?$/, 'must be a registry host[:port]');
 /** An image's ext4 size: a `Size`, rounded up to the 4 KiB block size. */
 const ImageSize = Size.transform((n) => Math.ceil(n / 4096) * 4096).optional();
 const Signal = z.enum(['SIGKILL', 'SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGSTOP', 'SIGCONT']);
@@ -44,22 +73,43 @@ const Signal = z.enum(['SIGKILL', 'SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIG
  * client cannot make the root daemon read local files (file:// catalogs belong in the config).
  */
 const ClientCatalogs = z
-  .array(z.string().max(2048).url().refine((u) => /^https?:\/\//i.test(u), 'must be an http:// or https:// URL (file:// catalogs go in the daemon config)'))
+  .array(
+    z
+      .string()
+      .max(2048)
+      .url()
+      .refine((u) => /^https?:\/\//i.test(u), 'must be an http:// or https:// URL (file:// catalogs go in the daemon config)'),
+  )
   .max(16)
   .optional();
 /** VM disk sizes stay strings on the wire for now: the vms domain parses them (see docs/architecture.md). */
 const DiskSize = z.string().min(1).max(32);
 
 /** `vm.exec` params (docs/agent.md): the request the guest agent runs. */
-const Arg = z.string().max(65536).refine((s) => !s.includes('\0'), 'must not contain NUL');
+const Arg = z
+  .string()
+  .max(65536)
+  .refine((s) => !s.includes('\0'), 'must not contain NUL');
 const GuestPath = AbsPath.refine((p) => !p.includes('\0'), 'must not contain NUL');
 export const ExecParams = z
   .object({
     name: Name,
     argv: z.array(Arg).min(1).max(4096),
-    env: z.array(z.string().max(65536).regex(/^[A-Za-z_][A-Za-z0-9_]*=[^\0]*$/s, 'must be KEY=VALUE')).max(1024).optional(),
+    env: z
+      .array(
+        z
+          .string()
+          .max(65536)
+          .regex(/^[A-Za-z_][A-Za-z0-9_]*=[^\0]*$/s, 'must be KEY=VALUE'),
+      )
+      .max(1024)
+      .optional(),
     workdir: GuestPath.optional(),
-    user: z.string().max(64).regex(/^[A-Za-z0-9_.][A-Za-z0-9_.-]*(:[0-9]+)?$/, 'must be a user name or UID[:GID]').optional(),
+    user: z
+      .string()
+      .max(64)
+      .regex(/^[A-Za-z0-9_.][A-Za-z0-9_.-]*(:[0-9]+)?$/, 'must be a user name or UID[:GID]')
+      .optional(),
     tty: z.boolean().optional(),
     rows: z.number().int().min(0).max(65535).optional(),
     cols: z.number().int().min(0).max(65535).optional(),
@@ -93,7 +143,9 @@ export const methods = {
   /** One kernel with its manifest. E_NOT_FOUND when it is not pulled. */
   'kernel.show': def(z.object({ name: Name }).strict()).returns<KernelDetail>(),
   /** Download (or build from Debian's archive), verify and install a catalog kernel. */
-  'kernel.pull': def(z.object({ name: Name, force: z.boolean().default(false), catalogs: ClientCatalogs }).strict(), { progress: true }).returns<KernelPullResult>(),
+  'kernel.pull': def(z.object({ name: Name, force: z.boolean().default(false), catalogs: ClientCatalogs }).strict(), {
+    progress: true,
+  }).returns<KernelPullResult>(),
   /** Remove a kernel; E_IN_USE while a VM uses it unless `force` (then `usedBy` names those VMs). */
   'kernel.rm': def(z.object({ name: Name, force: z.boolean().default(false) }).strict()).returns<KernelRemoved>(),
   /** Install a kernel from local files (absolute paths on the daemon's host). */
@@ -104,9 +156,24 @@ export const methods = {
         vmlinux: AbsPath,
         initrd: AbsPath.optional(),
         modules: AbsPath.optional(),
-        kernelVersion: z.string().min(1).max(128).regex(/^[A-Za-z0-9._+~-]+$/, 'letters, digits and . _ + ~ - only').optional(),
-        distro: z.string().min(1).max(64).regex(/^[A-Za-z0-9._-]+$/, 'letters, digits and . _ - only').optional(),
-        arch: z.string().min(1).max(32).regex(/^[A-Za-z0-9_]+$/, 'letters, digits and _ only').optional(),
+        kernelVersion: z
+          .string()
+          .min(1)
+          .max(128)
+          .regex(/^[A-Za-z0-9._+~-]+$/, 'letters, digits and . _ + ~ - only')
+          .optional(),
+        distro: z
+          .string()
+          .min(1)
+          .max(64)
+          .regex(/^[A-Za-z0-9._-]+$/, 'letters, digits and . _ - only')
+          .optional(),
+        arch: z
+          .string()
+          .min(1)
+          .max(32)
+          .regex(/^[A-Za-z0-9_]+$/, 'letters, digits and _ only')
+          .optional(),
         force: z.boolean().default(false),
       })
       .strict(),
@@ -151,7 +218,10 @@ export const methods = {
     { progress: true },
   ).returns<ImagePrepareResult>(),
   /** Build an image from a local rootfs tar or directory. */
-  'image.import': def(z.object({ name: Name, rootfsTar: AbsPath.optional(), rootfsDir: AbsPath.optional(), kernelRef: Name.optional(), sizeBytes: ImageSize }).strict(), { progress: true }).returns<Image>(),
+  'image.import': def(
+    z.object({ name: Name, rootfsTar: AbsPath.optional(), rootfsDir: AbsPath.optional(), kernelRef: Name.optional(), sizeBytes: ImageSize }).strict(),
+    { progress: true },
+  ).returns<Image>(),
   'image.list': def(None).returns<Image[]>(),
   /** One image with its blobs and the VMs that use it. */
   'image.show': def(z.object({ name: Name }).strict()).returns<ImageDetail>(),
@@ -159,7 +229,9 @@ export const methods = {
   'image.rm': def(z.object({ name: Name, force: z.boolean().default(false) }).strict()).returns<Removed>(),
   /** Free content-store blobs nothing references (`removed` is a count here: blobs are digests, not names). */
   'system.prune': def(None).returns<PruneResult>(),
-  'registry.login': def(z.object({ registry: Registry, username: z.string().min(1).max(256), password: z.string().min(1).max(8192) }).strict()).returns<LoginResult>(),
+  'registry.login': def(
+    z.object({ registry: Registry, username: z.string().min(1).max(256), password: z.string().min(1).max(8192) }).strict(),
+  ).returns<LoginResult>(),
   'registry.logout': def(z.object({ registry: Registry }).strict()).returns<LogoutResult>(),
 
   // vms
@@ -171,7 +243,12 @@ export const methods = {
         name: Name.optional(),
         kernel: Name.optional(),
         vcpu: z.number().int().min(1).max(32).optional(),
-        memoryMiB: z.number().int().min(128).max(1024 * 1024).optional(),
+        memoryMiB: z
+          .number()
+          .int()
+          .min(128)
+          .max(1024 * 1024)
+          .optional(),
         diskSize: DiskSize.optional(),
         workDisk: DiskSize.optional(),
         nat: z.boolean().optional(),
@@ -189,7 +266,11 @@ export const methods = {
         /** `--mount HOSTDIR:GUESTDIR[:ro]` specs, HOSTDIR absolute (QEMU only). */
         mounts: z.array(z.string().min(1).max(4096)).max(16).optional(),
         /** `--init-script`: the file's bytes, base64, at most 1 MiB decoded. */
-        initScript: z.string().max(Math.ceil((1024 * 1024) / 3) * 4).base64().optional(),
+        initScript: z
+          .string()
+          .max(Math.ceil((1024 * 1024) / 3) * 4)
+          .base64()
+          .optional(),
         /** Keep the VM when the create fails (no unwind). */
         keepOnFailure: z.boolean().optional(),
         /** Lifetime (`--ttl`): seconds or "10m"; the deadline is stored and survives daemon restarts. */

@@ -44,7 +44,11 @@ function validId(v: unknown): RpcId | undefined {
  */
 export class Dispatcher {
   private readonly methods: Map<string, Method<any>>;
-  constructor(table: MethodTable, private readonly log: Logger, private readonly maxInflight: number) {
+  constructor(
+    table: MethodTable,
+    private readonly log: Logger,
+    private readonly maxInflight: number,
+  ) {
     this.methods = new Map(Object.entries(table));
   }
 
@@ -56,7 +60,8 @@ export class Dispatcher {
   }
 
   private async dispatch(line: string, conn: Conn): Promise<void> {
-    const fail = (id: RpcId | null, code: number, message: string, data: unknown = { code: ErrorCode.Invalid }) => conn.send({ jsonrpc: '2.0', id, error: { code, message, data } });
+    const fail = (id: RpcId | null, code: number, message: string, data: unknown = { code: ErrorCode.Invalid }) =>
+      conn.send({ jsonrpc: '2.0', id, error: { code, message, data } });
     let msg: unknown;
     try {
       msg = JSON.parse(line);
@@ -81,7 +86,10 @@ export class Dispatcher {
     if (!m) return fail(id, RpcCode.MethodNotFound, `unknown method '${clip(name)}'`);
     if (conn.running.has(id)) return fail(id, RpcCode.InvalidRequest, `request id ${clip(String(id))} is already running on this connection`);
     if (conn.running.size >= this.maxInflight) {
-      return fail(id, RpcCode.App, `too many requests running on this connection (limit ${this.maxInflight})`, { code: ErrorCode.InUse, hint: 'wait for replies before sending more' });
+      return fail(id, RpcCode.App, `too many requests running on this connection (limit ${this.maxInflight})`, {
+        code: ErrorCode.InUse,
+        hint: 'wait for replies before sending more',
+      });
     }
     const parsed = m.schema.safeParse(params ?? {});
     if (!parsed.success) {
@@ -98,7 +106,8 @@ export class Dispatcher {
       const result = await runOp({ method: name, id }, () =>
         m.handler(parsed.data, {
           signal: ac.signal,
-          progress: (event: ProgressEvent) => conn.send({ jsonrpc: '2.0', method: '$/progress', params: { id, event: { elapsedMs: Date.now() - started, ...event } } }),
+          progress: (event: ProgressEvent) =>
+            conn.send({ jsonrpc: '2.0', method: '$/progress', params: { id, event: { elapsedMs: Date.now() - started, ...event } } }),
           upgrade: conn.upgrade ? (t) => void (take = t) : undefined,
         }),
       );
@@ -107,7 +116,12 @@ export class Dispatcher {
       log.info('rpc ok', { ms: Date.now() - started });
     } catch (e) {
       const err = ac.signal.aborted && !(e instanceof BangerError) ? new BangerError(ErrorCode.Cancelled, 'operation cancelled', { cause: e }) : e;
-      log.warn('rpc failed', { ms: Date.now() - started, error: describe(err), code: err instanceof BangerError ? err.code : undefined, stack: err instanceof BangerError ? undefined : (err as Error)?.stack });
+      log.warn('rpc failed', {
+        ms: Date.now() - started,
+        error: describe(err),
+        code: err instanceof BangerError ? err.code : undefined,
+        stack: err instanceof BangerError ? undefined : (err as Error)?.stack,
+      });
       conn.send({ jsonrpc: '2.0', id, error: safeRpcError(err) });
     } finally {
       conn.running.delete(id);

@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { z } from 'zod';
+import type { z } from 'zod';
 import { BangerError, ErrorCode } from '../core/errors.js';
 import type { OperationContext } from '../core/operation.js';
 

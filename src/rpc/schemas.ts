@@ -34,15 +34,24 @@ export const Size = z.union([z.number(), z.string().max(32)]).transform((v, ctx)
  * A duration: whole seconds, or a string such as "30s", "10m", "2h", "1d", "1h30m"
  * (`core/duration.ts`). Parsed here and only here; handlers receive seconds.
  */
-export const Duration = z.union([z.number().int().positive().max(366 * 86400), z.string().max(32)]).transform((v, ctx) => {
-  if (typeof v === 'number') return v;
-  try {
-    return durationSeconds('duration', v);
-  } catch (e) {
-    ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message.replace(/^duration: /, '') });
-    return z.NEVER;
-  }
-});
+export const Duration = z
+  .union([
+    z
+      .number()
+      .int()
+      .positive()
+      .max(366 * 86400),
+    z.string().max(32),
+  ])
+  .transform((v, ctx) => {
+    if (typeof v === 'number') return v;
+    try {
+      return durationSeconds('duration', v);
+    } catch (e) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message.replace(/^duration: /, '') });
+      return z.NEVER;
+    }
+  });
 
 /** What happens to a VM when its lifetime (`ttl`) ends: stopped (disk kept) or removed. */
 export const OnExpire = z.enum(['stop', 'rm']);

@@ -101,7 +101,13 @@ export class RpcServer {
     sock.on('error', () => {});
     if (this.sockets.size >= L.maxConnections) {
       this.opts.log.warn('rpc connection refused: too many connections', { limit: L.maxConnections });
-      sock.end(JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: RpcCode.App, message: `bangerd serves at most ${L.maxConnections} connections at once`, data: { code: ErrorCode.InUse } } }) + '\n');
+      sock.end(
+        JSON.stringify({
+          jsonrpc: '2.0',
+          id: null,
+          error: { code: RpcCode.App, message: `bangerd serves at most ${L.maxConnections} connections at once`, data: { code: ErrorCode.InUse } },
+        }) + '\n',
+      );
       setTimeout(() => sock.destroy(), 1000).unref();
       return;
     }
@@ -122,7 +128,12 @@ export class RpcServer {
         line = JSON.stringify(msg) + '\n';
       } catch (e) {
         const id = (msg as { id?: unknown }).id;
-        line = JSON.stringify({ jsonrpc: '2.0', id: typeof id === 'string' || typeof id === 'number' ? id : null, error: { code: RpcCode.Internal, message: `reply could not be serialised: ${(e as Error).message}`, data: { code: ErrorCode.Internal } } }) + '\n';
+        line =
+          JSON.stringify({
+            jsonrpc: '2.0',
+            id: typeof id === 'string' || typeof id === 'number' ? id : null,
+            error: { code: RpcCode.Internal, message: `reply could not be serialised: ${(e as Error).message}`, data: { code: ErrorCode.Internal } },
+          }) + '\n';
       }
       if (sock.writableLength + line.length > L.maxQueuedReplyBytes) return drop('client does not read its replies', { queuedBytes: sock.writableLength });
       if (!sock.write(line) && !stallTimer) {
@@ -162,7 +173,15 @@ export class RpcServer {
         refused = true;
         clearTimeout(partialTimer);
         this.opts.log.warn('rpc connection closed by the server', { reason: 'message too large', limit: L.maxMessageBytes });
-        send({ jsonrpc: '2.0', id: null, error: { code: RpcCode.InvalidRequest, message: `request too large: a message may be at most ${L.maxMessageBytes} bytes`, data: { code: ErrorCode.Invalid } } });
+        send({
+          jsonrpc: '2.0',
+          id: null,
+          error: {
+            code: RpcCode.InvalidRequest,
+            message: `request too large: a message may be at most ${L.maxMessageBytes} bytes`,
+            data: { code: ErrorCode.Invalid },
+          },
+        });
         sock.end();
         setTimeout(() => sock.destroy(), 1000).unref();
         return;

@@ -19,7 +19,8 @@ export async function inspectSocketPath(path: string): Promise<SocketPathState> 
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'free' };
     throw new BangerError(ErrorCode.Daemon, `cannot inspect socket path ${path}: ${(e as Error).message}`, { cause: e });
   }
-  if (!st.isSocket()) return { kind: 'other', what: st.isDirectory() ? 'a directory' : st.isSymbolicLink() ? 'a symlink' : st.isFile() ? 'a regular file' : 'not a socket' };
+  if (!st.isSocket())
+    return { kind: 'other', what: st.isDirectory() ? 'a directory' : st.isSymbolicLink() ? 'a symlink' : st.isFile() ? 'a regular file' : 'not a socket' };
   const code = await probe(path);
   if (code === undefined) return { kind: 'live' };
   if (code === 'ECONNREFUSED') return { kind: 'stale' };
@@ -34,10 +35,14 @@ export async function claimSocketPath(path: string): Promise<void> {
   const s = await inspectSocketPath(path);
   if (s.kind === 'free') return;
   if (s.kind === 'live') {
-    throw new BangerError(ErrorCode.Daemon, `another bangerd is already serving ${path}`, { hint: "stop it first ('banger daemon stop') or use another BANGER_ROOT/BANGER_SOCKET" });
+    throw new BangerError(ErrorCode.Daemon, `another bangerd is already serving ${path}`, {
+      hint: "stop it first ('banger daemon stop') or use another BANGER_ROOT/BANGER_SOCKET",
+    });
   }
   if (s.kind === 'other') {
-    throw new BangerError(ErrorCode.Exists, `socket path ${path} is ${s.what}, not a socket; bangerd will not remove it`, { hint: 'move it away or point BANGER_SOCKET elsewhere' });
+    throw new BangerError(ErrorCode.Exists, `socket path ${path} is ${s.what}, not a socket; bangerd will not remove it`, {
+      hint: 'move it away or point BANGER_SOCKET elsewhere',
+    });
   }
   await unlink(path).catch((e: NodeJS.ErrnoException) => {
     if (e.code !== 'ENOENT') throw e;

@@ -42,7 +42,6 @@ export interface PruneResult {
   preparedRemoved?: number;
 }
 
-
 export interface ImagePrepareResult {
   image: string;
   /** The image needs the first-boot install (false: it has systemd and sshd; nothing done). */

@@ -56,6 +56,7 @@ export class Operation<T> implements PromiseLike<T>, AsyncIterable<ProgressEvent
     this.result.catch(() => {});
   }
 
+  // biome-ignore lint/suspicious/noThenProperty: an Operation is awaitable on purpose (docs/sdk.md: await it, or iterate its progress first)
   then<A = T, B = never>(
     onFulfilled?: ((value: T) => A | PromiseLike<A>) | null,
     onRejected?: ((reason: unknown) => B | PromiseLike<B>) | null,

@@ -29,7 +29,11 @@ export class AgentSession {
   private outAllowed = WINDOW;
   private waiters: Array<() => void> = [];
   ended = false;
-  constructor(private readonly conn: AgentConnection, readonly id: number, readonly handlers: SessionHandlers) {}
+  constructor(
+    private readonly conn: AgentConnection,
+    readonly id: number,
+    readonly handlers: SessionHandlers,
+  ) {}
 
   async write(data: Buffer): Promise<void> {
     for (const part of chunks(data)) {
@@ -120,7 +124,11 @@ export class AgentConnection {
   closeReason?: string;
   private readonly closeListeners: Array<() => void> = [];
 
-  private constructor(private readonly sock: Duplex, readonly label: string, private readonly log: Logger) {
+  private constructor(
+    private readonly sock: Duplex,
+    readonly label: string,
+    private readonly log: Logger,
+  ) {
     sock.on('data', (d: Buffer) => {
       if (this.closed) return;
       try {
@@ -136,7 +144,10 @@ export class AgentConnection {
   /** Says hello on `sock`; rejects (and destroys the socket) when no v2 agent answers in time. */
   static async open(sock: Duplex, label: string, timeoutMs: number, log: Logger = nullLogger): Promise<AgentConnection> {
     const c = new AgentConnection(sock, label, log);
-    const timer = setTimeout(() => c.fail(new BangerError(ErrorCode.Timeout, `${label}: the guest agent did not answer within ${timeoutMs} ms`), 'debug'), timeoutMs);
+    const timer = setTimeout(
+      () => c.fail(new BangerError(ErrorCode.Timeout, `${label}: the guest agent did not answer within ${timeoutMs} ms`), 'debug'),
+      timeoutMs,
+    );
     try {
       c.info = await new Promise<Record<string, unknown>>((resolve, reject) => {
         c.helloWaiter = { resolve, reject };
@@ -190,7 +201,9 @@ export class AgentConnection {
     }).finally(() => clearTimeout(timer));
     if (reply.ok !== true) {
       this.sessions.delete(id);
-      throw new BangerError(ErrorCode.Agent, `guest: ${guestText(String(reply.error ?? 'request refused'))}`, { details: { exitCode: typeof reply.code === 'number' ? reply.code : undefined } });
+      throw new BangerError(ErrorCode.Agent, `guest: ${guestText(String(reply.error ?? 'request refused'))}`, {
+        details: { exitCode: typeof reply.code === 'number' ? reply.code : undefined },
+      });
     }
     // The session may have ended already (its exit frame can follow the reply at once).
     return pend.session!;
@@ -239,7 +252,10 @@ export class AgentConnection {
       w?.resolve(this.json(f));
       return;
     }
-    if (f.type === F.Error) return this.violation(`the agent reported a protocol error: ${guestText(f.payload, 512)}`);
+    if (f.type === F.Error) {
+      this.violation(`the agent reported a protocol error: ${guestText(f.payload, 512)}`);
+      return;
+    }
     if (f.type === F.Reply) {
       const p = this.pending.get(f.stream);
       if (!p) return;
@@ -255,7 +271,10 @@ export class AgentConnection {
     const s = this.sessions.get(f.stream);
     if (!s) return; // a late frame of a session we closed
     if (f.type === F.Stdout || f.type === F.Stderr) {
-      if (!s.charge(f.payload.length)) return this.violation(`stream ${f.stream}: the agent sent output past the ${WINDOW}-byte credit window it was granted`);
+      if (!s.charge(f.payload.length)) {
+        this.violation(`stream ${f.stream}: the agent sent output past the ${WINDOW}-byte credit window it was granted`);
+        return;
+      }
       if (f.type === F.Stdout) s.handlers.onStdout(f.payload);
       else s.handlers.onStderr(f.payload);
     } else if (f.type === F.Credit && f.payload.length === 4) s.granted(f.payload.readUInt32BE(0));

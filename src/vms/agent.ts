@@ -27,19 +27,20 @@ export class AgentPool {
     const entry: { p: Promise<AgentConnection>; conn?: AgentConnection } = { p };
     this.conns.set(key, entry);
     const drop = () => this.conns.get(key) === entry && this.conns.delete(key);
-    p.then(
-      (c) => {
-        entry.conn = c;
-        c.onClose(drop);
-      },
-      drop,
-    );
+    p.then((c) => {
+      entry.conn = c;
+      c.onClose(drop);
+    }, drop);
     return p;
   }
 
   /** Closes every connection (daemon shutdown). */
   closeAll(): void {
-    for (const { p } of this.conns.values()) p.then((c) => c.close(), () => {});
+    for (const { p } of this.conns.values())
+      p.then(
+        (c) => c.close(),
+        () => {},
+      );
     this.conns.clear();
   }
 }
@@ -81,7 +82,12 @@ export async function agentConnection(driver: Pick<VmmDriver, 'openAgentStream'>
  * connection. Resolves undefined when nothing answers in time (an image without the agent, or
  * with the version 1 agent): callers skip agent checks then, never fail.
  */
-export async function agentRequest(driver: Pick<VmmDriver, 'openAgentStream'>, vm: VmHandle, op: string, timeoutMs = 3000): Promise<Record<string, unknown> | undefined> {
+export async function agentRequest(
+  driver: Pick<VmmDriver, 'openAgentStream'>,
+  vm: VmHandle,
+  op: string,
+  timeoutMs = 3000,
+): Promise<Record<string, unknown> | undefined> {
   try {
     const c = await agentConnection(driver, vm, timeoutMs);
     const r = await c.request({ op }, timeoutMs);

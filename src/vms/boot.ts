@@ -50,7 +50,19 @@ async function launchInner(vb: VmBase, plan: BootPlan, o: LaunchOptions): Promis
   const { pid } = await steps.run(
     'vmm',
     async () => {
-      const spec = launchSpec({ instance: vb.net.instance, vm: { id: plan.id, name: plan.name, spec: plan.spec, ip: net.ip }, kernel: plan.kernel, driver, files: plan.files, net, subnet: vb.net.subnet(), kvm: plan.choice.kvm, tscKhz: plan.choice.kvm ? undefined : tscKhzFromCpuinfo(await vb.host.readFile('/proc/cpuinfo')), rootDisk: plan.rootDisk, lean: vb.ctx.config.vm.leanBoot });
+      const spec = launchSpec({
+        instance: vb.net.instance,
+        vm: { id: plan.id, name: plan.name, spec: plan.spec, ip: net.ip },
+        kernel: plan.kernel,
+        driver,
+        files: plan.files,
+        net,
+        subnet: vb.net.subnet(),
+        kvm: plan.choice.kvm,
+        tscKhz: plan.choice.kvm ? undefined : tscKhzFromCpuinfo(await vb.host.readFile('/proc/cpuinfo')),
+        rootDisk: plan.rootDisk,
+        lean: vb.ctx.config.vm.leanBoot,
+      });
       await removeConsole(driver.consolePath(handle)); // with its rotation: offsets start at 0
       vb.repo.setState(plan.name, { state: 'starting', desiredState: 'running' });
       throwIfAborted(steps.signal);
@@ -67,7 +79,23 @@ async function launchInner(vb: VmBase, plan: BootPlan, o: LaunchOptions): Promis
   if (!o.wait) return;
 
   // steps boot, ssh, agent (waitReady reports each; its errors carry their own step)
-  await steps.run('ready', () => waitReady({ exec: vb.ctx.exec, ssh: vb.ssh, ip: net.ip, vm: handle, driver, pid, timeoutMs: vb.ctx.config.vm.sshTimeoutSeconds * 1000, firstBootTimeoutMs: vb.ctx.config.vm.firstBootTimeoutSeconds * 1000, signal: steps.signal, stage: steps.stage }), { silent: true });
+  await steps.run(
+    'ready',
+    () =>
+      waitReady({
+        exec: vb.ctx.exec,
+        ssh: vb.ssh,
+        ip: net.ip,
+        vm: handle,
+        driver,
+        pid,
+        timeoutMs: vb.ctx.config.vm.sshTimeoutSeconds * 1000,
+        firstBootTimeoutMs: vb.ctx.config.vm.firstBootTimeoutSeconds * 1000,
+        signal: steps.signal,
+        stage: steps.stage,
+      }),
+    { silent: true },
+  );
 }
 
 /**

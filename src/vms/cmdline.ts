@@ -20,14 +20,7 @@ export function kernelCmdline(o: {
   /** mask LEAN_MASKED_UNITS too (config vm.leanBoot) */
   lean?: boolean;
 }): string {
-  const parts = [
-    'console=ttyS0',
-    'reboot=t',
-    'panic=-1',
-    'root=/dev/vda',
-    'rw',
-    `ip=${o.ip}::${o.gateway}:${o.netmask}:${o.hostname}:eth0:off`,
-  ];
+  const parts = ['console=ttyS0', 'reboot=t', 'panic=-1', 'root=/dev/vda', 'rw', `ip=${o.ip}::${o.gateway}:${o.netmask}:${o.hostname}:eth0:off`];
   if (o.firstBoot) parts.push(`init=${FIRST_BOOT}`);
   if (o.modulesDevice) parts.push(`banger.modules=${o.modulesDevice}`);
   // Under TCG the PIT-based TSC calibration fails on a loaded host and early boot then stalls;

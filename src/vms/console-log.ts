@@ -134,7 +134,6 @@ export async function removeConsole(live: string): Promise<void> {
   });
 }
 
-
 /** What is copied synchronously right before the truncate, at most. */
 const SYNC_TAIL = 256 * 1024;
 

@@ -70,7 +70,8 @@ export class BootWatch {
 /** The install progress a console line shows (trimmed to 100 characters), if any. */
 function installLine(line: string): string | undefined {
   const l = line.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '').trim();
-  if (!/^(banger-first-boot: (step |running: |package )|Get:\d+ |Unpacking |Setting up |\(\d+\/\d+\) Installing |Installing |Fetched )/.test(l)) return undefined;
+  if (!/^(banger-first-boot: (step |running: |package )|Get:\d+ |Unpacking |Setting up |\(\d+\/\d+\) Installing |Installing |Fetched )/.test(l))
+    return undefined;
   return l.length > 100 ? l.slice(0, 97) + '...' : l;
 }
 

@@ -59,12 +59,21 @@ export function keptOnFailure(name: string, e: unknown): BangerError {
 /** step mounts: after the first boot, every --mount must be mounted in the guest (else the kernel lacks the filesystem). */
 export async function verifyMountsStep(svc: ExtrasDeps, vm: VmRecord, mounts: MountSpec[], o: { stage: Stage; signal?: AbortSignal }): Promise<void> {
   o.stage('mounts', mounts.map((m) => `${m.guestDir} (${m.kind})`).join(', '));
-  const r = await svc.ctx.exec(['ssh', ...sshOptions(svc.ssh), `root@${vm.ip}`, verifyMountsCommand(mounts)], { env: toolEnv(), allowFailure: true, timeoutMs: 60_000, signal: o.signal });
+  const r = await svc.ctx.exec(['ssh', ...sshOptions(svc.ssh), `root@${vm.ip}`, verifyMountsCommand(mounts)], {
+    env: toolEnv(),
+    allowFailure: true,
+    timeoutMs: 60_000,
+    signal: o.signal,
+  });
   if (r.exitCode !== 0) {
-    throw new BangerError(ErrorCode.Vmm, `step mounts: host folders are not mounted in the guest: ${(r.stdout + r.stderr).trim() || `ssh exit ${r.exitCode}`}`, {
-      hint: `the guest kernel needs ${mounts[0]!.kind === 'virtiofs' ? 'virtiofs' : '9p, 9pnet and 9pnet_virtio'} (built in or on its modules disk); the first boot's messages are in: banger vm logs ${vm.name}`,
-      details: { field: '--mount' },
-    });
+    throw new BangerError(
+      ErrorCode.Vmm,
+      `step mounts: host folders are not mounted in the guest: ${(r.stdout + r.stderr).trim() || `ssh exit ${r.exitCode}`}`,
+      {
+        hint: `the guest kernel needs ${mounts[0]!.kind === 'virtiofs' ? 'virtiofs' : '9p, 9pnet and 9pnet_virtio'} (built in or on its modules disk); the first boot's messages are in: banger vm logs ${vm.name}`,
+        details: { field: '--mount' },
+      },
+    );
   }
   o.stage('mounts', undefined, true);
 }

@@ -73,65 +73,74 @@ export async function createVm(vb: VmBase, p: CreateParams, op: OpContext = {}):
   const t0 = Date.now();
   const stage: Stage = (s, message, done) => op.progress?.({ stage: s, message, done, elapsedMs: Date.now() - t0 });
   const name = p.name ?? generateName((n) => !!vb.repo.find(n));
-  return vb.locks.run(name, async (): Promise<VmView> => {
-    if (vb.repo.find(name)) throw new BangerError(ErrorCode.Exists, `vm '${name}' already exists`, { hint: `pick another --name or remove it: banger vm rm ${name}` });
-    const undo = new UndoStack((m, f) => vb.ctx.log.warn(m, { vm: name, ...f }));
-    const steps = new StepRunner({ undo, signal: op.signal, stage, log: (m, f) => vb.ctx.log.debug(m, { vm: name, ...f }) });
-    // Input and lookups first, outside the steps: a bad argument is nobody's step and makes nothing.
-    const plan = await planCreate(vb, name, p, op);
-    const lifetime = lifetimeOf(vb.ctx.config.vm, p);
-    const starting = p.start !== false;
-    const initScript = p.initScript === undefined ? undefined : Buffer.from(p.initScript, 'base64');
-    if (initScript && (!starting || p.wait === false)) throw new BangerError(ErrorCode.Invalid, '--init-script needs the VM started and ready', { hint: 'drop --no-start / --no-wait', details: { field: '--init-script' } });
-    try {
-      // step ports: bound first, so a host port already taken fails before anything exists
-      undo.push('ports', () => vb.forwards.close(name));
-      await vb.forwards.open(name, plan.spec.ports ?? [], () => vb.repo.find(name)?.ip ?? undefined, plan.spec.portLimits);
-      // step record: VM row (with its MAC) + IP lease in one transaction (UNIQUE ip: never two VMs, one IP)
-      await steps.run('record', () => record(vb, plan, starting ? 'running' : 'stopped', undo, lifetime), { silent: true });
-      await testPause(vb.ctx, 'record', op.signal);
+  return vb.locks
+    .run(name, async (): Promise<VmView> => {
+      if (vb.repo.find(name))
+        throw new BangerError(ErrorCode.Exists, `vm '${name}' already exists`, { hint: `pick another --name or remove it: banger vm rm ${name}` });
+      const undo = new UndoStack((m, f) => vb.ctx.log.warn(m, { vm: name, ...f }));
+      const steps = new StepRunner({ undo, signal: op.signal, stage, log: (m, f) => vb.ctx.log.debug(m, { vm: name, ...f }) });
+      // Input and lookups first, outside the steps: a bad argument is nobody's step and makes nothing.
+      const plan = await planCreate(vb, name, p, op);
+      const lifetime = lifetimeOf(vb.ctx.config.vm, p);
+      const starting = p.start !== false;
+      const initScript = p.initScript === undefined ? undefined : Buffer.from(p.initScript, 'base64');
+      if (initScript && (!starting || p.wait === false))
+        throw new BangerError(ErrorCode.Invalid, '--init-script needs the VM started and ready', {
+          hint: 'drop --no-start / --no-wait',
+          details: { field: '--init-script' },
+        });
+      try {
+        // step ports: bound first, so a host port already taken fails before anything exists
+        undo.push('ports', () => vb.forwards.close(name));
+        await vb.forwards.open(name, plan.spec.ports ?? [], () => vb.repo.find(name)?.ip ?? undefined, plan.spec.portLimits);
+        // step record: VM row (with its MAC) + IP lease in one transaction (UNIQUE ip: never two VMs, one IP)
+        await steps.run('record', () => record(vb, plan, starting ? 'running' : 'stopped', undo, lifetime), { silent: true });
+        await testPause(vb.ctx, 'record', op.signal);
 
-      // Steps disk, seed and network touch different things, so they run side by side; each
-      // registers its undo the moment it acts, and settleAll waits for all of them before a
-      // failure unwinds. Only then does the VMM start.
-      await rm(plan.files.dir, { recursive: true, force: true }); // a stale dir no record owns
-      await mkdir(plan.files.dir, { recursive: true, mode: 0o750 });
-      undo.push('vm-dir', () => rm(plan.files.dir, { recursive: true, force: true }));
-      await settleAll([
-        steps.run('disk', () => disks(vb, plan, op.signal), { message: `${plan.spec.rootDisk.format === 'qcow2' ? 'qcow2 overlay' : 'copy'} of ${plan.image!.name}` }),
-        steps.run('seed', () => seed(vb, plan, undo), { message: 'host key + seed disk' }),
-        starting ? networkUp(vb, plan, steps, true) : undefined,
-      ]);
-      throwIfAborted(op.signal);
-      await testPause(vb.ctx, 'network', op.signal);
+        // Steps disk, seed and network touch different things, so they run side by side; each
+        // registers its undo the moment it acts, and settleAll waits for all of them before a
+        // failure unwinds. Only then does the VMM start.
+        await rm(plan.files.dir, { recursive: true, force: true }); // a stale dir no record owns
+        await mkdir(plan.files.dir, { recursive: true, mode: 0o750 });
+        undo.push('vm-dir', () => rm(plan.files.dir, { recursive: true, force: true }));
+        await settleAll([
+          steps.run('disk', () => disks(vb, plan, op.signal), {
+            message: `${plan.spec.rootDisk.format === 'qcow2' ? 'qcow2 overlay' : 'copy'} of ${plan.image!.name}`,
+          }),
+          steps.run('seed', () => seed(vb, plan, undo), { message: 'host key + seed disk' }),
+          starting ? networkUp(vb, plan, steps, true) : undefined,
+        ]);
+        throwIfAborted(op.signal);
+        await testPause(vb.ctx, 'network', op.signal);
 
-      if (starting) await launch(vb, plan, { steps, wait: p.wait !== false, networkReady: true });
-      const mounts = plan.spec.mounts ?? [];
-      if (starting && p.wait !== false && mounts.length) await verifyMountsStep(vb, vb.get(name), mounts, { stage, signal: op.signal });
-      if (initScript) await initScriptStep(vb, vb.get(name), initScript, { stage, signal: op.signal });
-      if (!starting) {
-        vb.repo.setState(name, { state: 'stopped', desiredState: 'stopped' });
-        await vb.forwards.close(name); // published again by vm start
-      }
-      vb.repo.createDone(name);
-      undo.commit();
-      vb.deadlinesChanged();
-      return view(vb, vb.get(name), true);
-    } catch (e) {
-      if (p.keepOnFailure && vb.repo.find(name)) {
-        undo.commit();
+        if (starting) await launch(vb, plan, { steps, wait: p.wait !== false, networkReady: true });
+        const mounts = plan.spec.mounts ?? [];
+        if (starting && p.wait !== false && mounts.length) await verifyMountsStep(vb, vb.get(name), mounts, { stage, signal: op.signal });
+        if (initScript) await initScriptStep(vb, vb.get(name), initScript, { stage, signal: op.signal });
+        if (!starting) {
+          vb.repo.setState(name, { state: 'stopped', desiredState: 'stopped' });
+          await vb.forwards.close(name); // published again by vm start
+        }
         vb.repo.createDone(name);
+        undo.commit();
         vb.deadlinesChanged();
-        throw keptOnFailure(name, e);
+        return view(vb, vb.get(name), true);
+      } catch (e) {
+        if (p.keepOnFailure && vb.repo.find(name)) {
+          undo.commit();
+          vb.repo.createDone(name);
+          vb.deadlinesChanged();
+          throw keptOnFailure(name, e);
+        }
+        const failures = await undo.unwind();
+        if (failures.length) vb.ctx.log.error('create unwind incomplete', { vm: name, failures });
+        throw e;
       }
-      const failures = await undo.unwind();
-      if (failures.length) vb.ctx.log.error('create unwind incomplete', { vm: name, failures });
-      throw e;
-    }
-  }).finally(() => {
-    // Top the host key pool up once the answer is on its way, not while this create runs.
-    setTimeout(() => void vb.hostKeys.refill(), 100).unref();
-  });
+    })
+    .finally(() => {
+      // Top the host key pool up once the answer is on its way, not while this create runs.
+      setTimeout(() => void vb.hostKeys.refill(), 100).unref();
+    });
 }
 
 /**
@@ -155,11 +164,18 @@ async function planCreate(vb: VmBase, name: string, p: CreateParams, op: OpConte
   const mounts = await checkMounts(parseMountSpecs(p.mounts ?? []), driver);
   const builder = p.builder === true;
   if (builder && (ports.length || mounts.length)) throw new BangerError(ErrorCode.Internal, 'a builder VM has no ports or mounts');
-  const baseDisk = builder ? undefined : await vb.preparer.baseFor({ image: image.name, kernel: kernelName, packageMirror: p.packageMirror, packageProxy: p.packageProxy, vmm: p.vmm }, op);
+  const baseDisk = builder
+    ? undefined
+    : await vb.preparer.baseFor({ image: image.name, kernel: kernelName, packageMirror: p.packageMirror, packageProxy: p.packageProxy, vmm: p.vmm }, op);
   if (baseDisk) image = { ...image, rootfsPath: baseDisk };
   const firstBoot = builder || image.fromRegistry || (await vb.firstBoot.has(image.rootfsPath));
   // A VM of a prepared disk installs nothing: the mirror was the prepare's (recorded with it).
-  const pkg: { mirror?: string; proxy?: string } = baseDisk ? {} : resolvePackageSource({ mirror: p.packageMirror, proxy: p.packageProxy }, { mirror: vb.ctx.config.firstBoot?.packageMirror, proxy: vb.ctx.config.firstBoot?.packageProxy });
+  const pkg: { mirror?: string; proxy?: string } = baseDisk
+    ? {}
+    : resolvePackageSource(
+        { mirror: p.packageMirror, proxy: p.packageProxy },
+        { mirror: vb.ctx.config.firstBoot?.packageMirror, proxy: vb.ctx.config.firstBoot?.packageProxy },
+      );
   const id = newVmId();
   const handle: VmHandle = { id, name, files: vb.files(name) };
   const spec: VmSpec = {
@@ -187,7 +203,21 @@ function record(vb: VmBase, plan: BootPlan, desiredState: 'running' | 'stopped',
   vb.ctx.db.transaction(() => {
     vb.net.leaseInTx(plan.name, (ip) => {
       plan.net = vb.net.describe(plan.id, ip);
-      vb.repo.insert({ name: plan.name, id: plan.id, image: plan.image!.name, kernel: plan.kernel.name, spec: plan.spec, desiredState, state: 'created', vmm: plan.choice.kind, vmmReason: plan.choice.reason, tap: plan.net.tap, mac: plan.net.mac, createdAt: new Date().toISOString(), ...expiry });
+      vb.repo.insert({
+        name: plan.name,
+        id: plan.id,
+        image: plan.image!.name,
+        kernel: plan.kernel.name,
+        spec: plan.spec,
+        desiredState,
+        state: 'created',
+        vmm: plan.choice.kind,
+        vmmReason: plan.choice.reason,
+        tap: plan.net.tap,
+        mac: plan.net.mac,
+        createdAt: new Date().toISOString(),
+        ...expiry,
+      });
     });
   })();
   undo.push('record', () => vb.deleteRow(plan.name));
@@ -202,7 +232,13 @@ async function disks(vb: VmBase, plan: BootPlan, signal?: AbortSignal): Promise<
     return;
   }
   const [root] = await settleAll([
-    plan.driver.prepareRootDisk({ vm: plan.handle, baseRootfs: plan.image!.rootfsPath, cacheDir: vb.ctx.layout.imageCacheDir(plan.image!.name), sizeBytes: plan.spec.diskSizeBytes, signal }),
+    plan.driver.prepareRootDisk({
+      vm: plan.handle,
+      baseRootfs: plan.image!.rootfsPath,
+      cacheDir: vb.ctx.layout.imageCacheDir(plan.image!.name),
+      sizeBytes: plan.spec.diskSizeBytes,
+      signal,
+    }),
     plan.spec.workDiskBytes !== undefined ? buildWorkDisk(vb.ctx.exec, plan.files.work, plan.spec.workDiskBytes) : undefined,
   ]);
   plan.rootDisk = root;
@@ -214,7 +250,18 @@ async function seed(vb: VmBase, plan: BootPlan, undo: UndoStack): Promise<void> 
   const gid = vb.gid ?? (await bangerGid());
   const [clientPub, hostKey] = await settleAll([ensureClientKey(vb.ctx.exec, vb.ssh, gid), vb.hostKeys.takePair(plan.files.hostKey, plan.name)]);
   plan.hostKey = hostKey;
-  await buildSeedDisk(vb.ctx.exec, plan.files.seed, vb.ctx.layout.tmp, { name: plan.name, net, hostKey: hostKey.priv, hostKeyPub: hostKey.pub, authorizedKey: clientPub, growRoot: plan.spec.diskSizeBytes !== undefined, packageMirror: plan.spec.packageMirror, packageProxy: plan.spec.packageProxy, mounts: seedMountsFile(plan.spec.mounts ?? []), prepare: plan.spec.prepare });
+  await buildSeedDisk(vb.ctx.exec, plan.files.seed, vb.ctx.layout.tmp, {
+    name: plan.name,
+    net,
+    hostKey: hostKey.priv,
+    hostKeyPub: hostKey.pub,
+    authorizedKey: clientPub,
+    growRoot: plan.spec.diskSizeBytes !== undefined,
+    packageMirror: plan.spec.packageMirror,
+    packageProxy: plan.spec.packageProxy,
+    mounts: seedMountsFile(plan.spec.mounts ?? []),
+    prepare: plan.spec.prepare,
+  });
   undo.push('known_hosts', () => unpinHostKey(vb.ssh, net.ip, plan.name));
   await pinHostKey(vb.ssh, net.ip, plan.name, hostKey.pub);
   undo.push('ssh-config', async () => void (await refreshSshConfig(vb, plan.name)));

@@ -24,8 +24,16 @@ export async function checkMounts(mounts: MountSpec[], driver: Pick<VmmDriver, '
   }
   for (const m of mounts) {
     const st = await stat(m.hostDir).catch(() => undefined);
-    if (!st) throw new BangerError(ErrorCode.NotFound, `--mount: host folder ${m.hostDir} does not exist`, { hint: 'create it first, or fix the path', details: { field: '--mount', path: m.hostDir } });
-    if (!st.isDirectory()) throw new BangerError(ErrorCode.Invalid, `--mount: ${m.hostDir} is not a directory`, { hint: 'share a folder; copy single files with banger vm cp', details: { field: '--mount', path: m.hostDir } });
+    if (!st)
+      throw new BangerError(ErrorCode.NotFound, `--mount: host folder ${m.hostDir} does not exist`, {
+        hint: 'create it first, or fix the path',
+        details: { field: '--mount', path: m.hostDir },
+      });
+    if (!st.isDirectory())
+      throw new BangerError(ErrorCode.Invalid, `--mount: ${m.hostDir} is not a directory`, {
+        hint: 'share a folder; copy single files with banger vm cp',
+        details: { field: '--mount', path: m.hostDir },
+      });
   }
   return driver.folders.devices(mounts);
 }

@@ -29,17 +29,23 @@ export async function runInitScriptOverAgent(conn: AgentConnection, script: Buff
   };
   try {
     const exit = await new Promise<ExitInfo>((resolve, reject) => {
-      timer = setTimeout(() => (session?.close(), reject(initScriptFailure(124, out.toString('utf8'), `did not finish within ${Math.round(o.timeoutMs / 1000)} s (stopped)`))), o.timeoutMs);
+      timer = setTimeout(
+        () => (session?.close(), reject(initScriptFailure(124, out.toString('utf8'), `did not finish within ${Math.round(o.timeoutMs / 1000)} s (stopped)`))),
+        o.timeoutMs,
+      );
       onAbort = () => (session?.close(), reject(new BangerError(ErrorCode.Cancelled, 'cancelled during step init-script')));
       if (o.signal?.aborted) return onAbort();
       o.signal?.addEventListener('abort', onAbort, { once: true });
       conn
-        .start({ op: 'exec', argv: ['/bin/sh', '-c', INIT_REMOTE] }, {
-          onStdout: keep,
-          onStderr: keep,
-          onExit: resolve,
-          onError: (e) => reject(initScriptFailure(125, out.toString('utf8'), `could not finish: the agent connection broke (${e.message})`)),
-        })
+        .start(
+          { op: 'exec', argv: ['/bin/sh', '-c', INIT_REMOTE] },
+          {
+            onStdout: keep,
+            onStderr: keep,
+            onExit: resolve,
+            onError: (e) => reject(initScriptFailure(125, out.toString('utf8'), `could not finish: the agent connection broke (${e.message})`)),
+          },
+        )
         .then(async (s) => {
           session = s;
           s.consumed(unacked);

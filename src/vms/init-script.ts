@@ -31,7 +31,13 @@ export const INIT_REMOTE = [
  */
 export async function runInitScript(exec: Exec, ssh: SshPaths, ip: string, script: Buffer, o: { timeoutMs: number; signal?: AbortSignal }): Promise<string> {
   // Keepalives: a guest that dies or hangs mid-script fails the step in ~30 s, not never.
-  const r = await exec(['ssh', ...sshOptions(ssh), '-o', 'ServerAliveInterval=5', '-o', 'ServerAliveCountMax=6', `root@${ip}`, INIT_REMOTE], { env: toolEnv(), input: script, allowFailure: true, timeoutMs: o.timeoutMs, signal: o.signal });
+  const r = await exec(['ssh', ...sshOptions(ssh), '-o', 'ServerAliveInterval=5', '-o', 'ServerAliveCountMax=6', `root@${ip}`, INIT_REMOTE], {
+    env: toolEnv(),
+    input: script,
+    allowFailure: true,
+    timeoutMs: o.timeoutMs,
+    signal: o.signal,
+  });
   if (r.exitCode === 0) return r.stdout;
   throw initScriptFailure(r.exitCode, `${r.stdout}${r.stderr}`, r.exitCode === 255 ? 'could not be run (ssh failed)' : undefined);
 }
@@ -41,9 +47,16 @@ export async function runInitScript(exec: Exec, ssh: SshPaths, ip: string, scrip
  * `output`; `how` replaces "failed with exit code N" when the script could not be run at all.
  */
 export function initScriptFailure(exitCode: number, output: string, how?: string): BangerError {
-  const tail = output.split('\n').filter((l) => l.length).slice(-INIT_TAIL_LINES);
-  return new BangerError(ErrorCode.InitScript, `step init-script: --init-script ${how ?? `failed with exit code ${exitCode}`}${tail.length ? `; last lines:\n${tail.join('\n')}` : ''}`, {
-    hint: 'its whole output is in: banger vm logs NAME; keep the VM to inspect it with --keep-on-failure',
-    details: { field: '--init-script', exitCode, tail },
-  });
+  const tail = output
+    .split('\n')
+    .filter((l) => l.length)
+    .slice(-INIT_TAIL_LINES);
+  return new BangerError(
+    ErrorCode.InitScript,
+    `step init-script: --init-script ${how ?? `failed with exit code ${exitCode}`}${tail.length ? `; last lines:\n${tail.join('\n')}` : ''}`,
+    {
+      hint: 'its whole output is in: banger vm logs NAME; keep the VM to inspect it with --keep-on-failure',
+      details: { field: '--init-script', exitCode, tail },
+    },
+  );
 }

@@ -29,10 +29,7 @@ export function launchSpec(o: {
 }): LaunchSpec {
   const { vm, files } = o;
   const boot = o.driver.bootKernel(o.kernel);
-  const disks: DiskSpec[] = [
-    o.rootDisk ?? { id: 'root', ...vm.spec.rootDisk },
-    { id: 'seed', path: files.seed, format: 'raw' },
-  ];
+  const disks: DiskSpec[] = [o.rootDisk ?? { id: 'root', ...vm.spec.rootDisk }, { id: 'seed', path: files.seed, format: 'raw' }];
   if (vm.spec.workDiskBytes !== undefined) disks.push({ id: 'work', path: files.work, format: 'raw' });
   let modulesDevice: string | undefined;
   if (o.kernel.modulesImage) {
@@ -49,7 +46,16 @@ export function launchSpec(o: {
     kernel: boot.path,
     kernelFormat: boot.format,
     initrd: o.kernel.initrd,
-    cmdline: kernelCmdline({ ip: vm.ip, gateway: o.subnet.gateway, netmask: o.subnet.netmask, hostname: vm.name, firstBoot: vm.spec.firstBoot, tscKhz: o.kvm ? undefined : o.tscKhz, modulesDevice, lean: o.lean }),
+    cmdline: kernelCmdline({
+      ip: vm.ip,
+      gateway: o.subnet.gateway,
+      netmask: o.subnet.netmask,
+      hostname: vm.name,
+      firstBoot: vm.spec.firstBoot,
+      tscKhz: o.kvm ? undefined : o.tscKhz,
+      modulesDevice,
+      lean: o.lean,
+    }),
     disks,
     net: { tap: o.net.tap, mac: o.net.mac },
     kvm: o.kvm,

@@ -9,7 +9,11 @@ import { cmdline, runningNotZombie, waitExit } from './proc.js';
  * with this instance's id; it is an orphan when `adopted` has no entry for that VM name with
  * that pid. Other instances' processes, and anything unmarked, are never returned.
  */
-export async function orphanVmms(drivers: Pick<VmmDriver, 'ownerOf'>[], instance: string, adopted: Map<string, number>): Promise<{ pid: number; vm: string }[]> {
+export async function orphanVmms(
+  drivers: Pick<VmmDriver, 'ownerOf'>[],
+  instance: string,
+  adopted: Map<string, number>,
+): Promise<{ pid: number; vm: string }[]> {
   const out: { pid: number; vm: string }[] = [];
   for (const entry of await readdir('/proc').catch(() => [] as string[])) {
     if (!/^\d+$/.test(entry)) continue;

@@ -40,7 +40,11 @@ export class PortForwards {
   static limitsFor(p: { portMaxConnections?: number; portIdleTimeoutSeconds?: number }, ports: PortSpec[], config: PortLimits): PortLimits | undefined {
     if (!ports.length) {
       const flag = p.portMaxConnections !== undefined ? '--port-max-conns' : p.portIdleTimeoutSeconds !== undefined ? '--port-idle-timeout' : undefined;
-      if (flag) throw new BangerError(ErrorCode.Invalid, `${flag} limits published ports, and this VM publishes none`, { hint: 'add -p HOSTPORT:GUESTPORT, or drop the flag', details: { field: flag } });
+      if (flag)
+        throw new BangerError(ErrorCode.Invalid, `${flag} limits published ports, and this VM publishes none`, {
+          hint: 'add -p HOSTPORT:GUESTPORT, or drop the flag',
+          details: { field: flag },
+        });
       return undefined;
     }
     return { maxConnections: p.portMaxConnections ?? config.maxConnections, idleTimeoutSeconds: p.portIdleTimeoutSeconds ?? config.idleTimeoutSeconds };
@@ -60,7 +64,11 @@ export class PortForwards {
       if (o.name === name) continue;
       for (const q of PortForwards.of(o)) {
         const p = ports.find((x) => x.hostPort === q.hostPort && (x.hostIp === q.hostIp || isWildcard(x.hostIp) || isWildcard(q.hostIp)));
-        if (p) throw new BangerError(ErrorCode.InUse, `host port ${portKey(p)} is already published by vm '${o.name}' (${formatPort(q)})`, { hint: 'pick another HOSTPORT for -p', details: { field: '-p', address: portKey(p), vm: o.name } });
+        if (p)
+          throw new BangerError(ErrorCode.InUse, `host port ${portKey(p)} is already published by vm '${o.name}' (${formatPort(q)})`, {
+            hint: 'pick another HOSTPORT for -p',
+            details: { field: '-p', address: portKey(p), vm: o.name },
+          });
       }
     }
   }
@@ -75,15 +83,22 @@ export class PortForwards {
     try {
       for (const p of ports) {
         const port = formatPort(p);
-        const f = new TcpForwarder(() => { const host = guestIp(); return host ? { host, port: p.guestPort } : undefined; }, {
-          maxConnections: limits.maxConnections,
-          idleTimeoutMs: limits.idleTimeoutSeconds * 1000,
-          onCap: (ev, refused) => {
-            if (ev === 'start') this.log.warn('published port at its connection cap: refusing new connections', { vm: name, port, maxConnections: limits.maxConnections });
-            else this.log.warn('published port: connections refused at the cap', { vm: name, port, refused, maxConnections: limits.maxConnections });
+        const f = new TcpForwarder(
+          () => {
+            const host = guestIp();
+            return host ? { host, port: p.guestPort } : undefined;
           },
-          onError: (e) => this.log.warn('port forwarder error', { vm: name, port, error: errorMessage(e) }),
-        });
+          {
+            maxConnections: limits.maxConnections,
+            idleTimeoutMs: limits.idleTimeoutSeconds * 1000,
+            onCap: (ev, refused) => {
+              if (ev === 'start')
+                this.log.warn('published port at its connection cap: refusing new connections', { vm: name, port, maxConnections: limits.maxConnections });
+              else this.log.warn('published port: connections refused at the cap', { vm: name, port, refused, maxConnections: limits.maxConnections });
+            },
+            onError: (e) => this.log.warn('port forwarder error', { vm: name, port, error: errorMessage(e) }),
+          },
+        );
         await f.listen(p.hostIp, p.hostPort);
         opened.push(f);
       }

@@ -114,7 +114,13 @@ export class ImagePreparer {
   /** The key of a prepare: image content, kernel, first-boot script. */
   async key(image: ImageRecord, kernel: KernelRecord): Promise<string> {
     const script = await firstBootScript();
-    const what = { v: 1, image: image.digest || `${image.rootfsPath}@${image.createdAt}`, kernel: kernel.name, vmlinux: kernel.vmlinuxSha256, script: script.sha256 };
+    const what = {
+      v: 1,
+      image: image.digest || `${image.rootfsPath}@${image.createdAt}`,
+      kernel: kernel.name,
+      vmlinux: kernel.vmlinuxSha256,
+      script: script.sha256,
+    };
     return createHash('sha256').update(JSON.stringify(what)).digest('hex');
   }
 
@@ -178,7 +184,10 @@ export class ImagePreparer {
     const undo = new UndoStack((m, f) => ctx.log.warn(m, { image: image.name, ...f }));
     const end = this.host.images.prepared.begin(image.name);
     const name = `prepare-${randomBytes(4).toString('hex')}`;
-    const { mirror, proxy } = resolvePackageSource({ mirror: p.packageMirror, proxy: p.packageProxy }, { mirror: ctx.config.firstBoot?.packageMirror, proxy: ctx.config.firstBoot?.packageProxy });
+    const { mirror, proxy } = resolvePackageSource(
+      { mirror: p.packageMirror, proxy: p.packageProxy },
+      { mirror: ctx.config.firstBoot?.packageMirror, proxy: ctx.config.firstBoot?.packageProxy },
+    );
     stage(`builder VM ${name}: installing systemd and an SSH server into image '${image.name}' once${mirror ? ` from ${mirror}` : ''} (minutes under TCG)`);
     try {
       undo.push('builder', () => this.host.removeVm(name));

@@ -88,7 +88,10 @@ export function parseMountSpec(spec: string, index: number, field = '--mount'): 
   }
   if (parts.length !== 2) throw invalid(field, spec, `expected HOSTDIR:GUESTDIR[:ro] (paths may not contain ':')`, MOUNT_HINT);
   const [hostDir, guestDir] = parts as [string, string];
-  for (const [what, p] of [['HOSTDIR', hostDir], ['GUESTDIR', guestDir]] as const) {
+  for (const [what, p] of [
+    ['HOSTDIR', hostDir],
+    ['GUESTDIR', guestDir],
+  ] as const) {
     if (!p) throw invalid(field, spec, `${what} is empty`, MOUNT_HINT);
     if (!isAbsolute(p)) throw invalid(field, spec, `${what} '${p}' is not an absolute path`, MOUNT_HINT);
     if (BAD_PATH.test(p)) throw invalid(field, spec, `${what} '${p}' contains one of : , whitespace \\ ' " \` $`, MOUNT_HINT);

@@ -84,6 +84,9 @@ export async function sshInfo(vb: VmBase, name: string): Promise<SshInfo> {
 export async function ports(vb: VmBase, name: string): Promise<{ name: string; ports: unknown[]; agent: boolean }> {
   const vm = await running(vb, name);
   const r = await agentRequest(vb.driver(vm.vmm), vb.handle(vm), 'ports', 5000);
-  if (!r) throw new BangerError(ErrorCode.Timeout, `vm '${name}': the guest agent did not answer`, { hint: 'images without banger-vsock-agent cannot list ports; check it with: banger vm ssh NAME -- systemctl status banger-vsock-agent' });
+  if (!r)
+    throw new BangerError(ErrorCode.Timeout, `vm '${name}': the guest agent did not answer`, {
+      hint: 'images without banger-vsock-agent cannot list ports; check it with: banger vm ssh NAME -- systemctl status banger-vsock-agent',
+    });
   return { name, ports: Array.isArray(r.ports) ? r.ports : [], agent: true };
 }

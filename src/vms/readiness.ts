@@ -37,7 +37,11 @@ export async function waitReady(o: {
   const scanner = new ConsoleScanner(consoleLog);
   let sshDone = false;
   o.stage('boot', 'kernel booting');
-  const boot = waitForConsole(scanner, (w) => w.init, async () => sshDone || !!o.signal?.aborted || !(await alive())).then((seen) => {
+  const boot = waitForConsole(
+    scanner,
+    (w) => w.init,
+    async () => sshDone || !!o.signal?.aborted || !(await alive()),
+  ).then((seen) => {
     if (seen) o.stage('boot', 'userspace started', true);
   });
   o.stage('ssh', `waiting for root@${o.ip}`);
@@ -64,7 +68,10 @@ export async function waitReady(o: {
       if (!fb.installing) return undefined;
       if (!announced) {
         announced = Date.now();
-        o.stage('first-boot', `installing systemd and an SSH server with the guest's package manager (first boot only; can take minutes, up to ${Math.round(o.firstBootTimeoutMs / 60000)} min)`);
+        o.stage(
+          'first-boot',
+          `installing systemd and an SSH server with the guest's package manager (first boot only; can take minutes, up to ${Math.round(o.firstBootTimeoutMs / 60000)} min)`,
+        );
       }
       // What the install is doing, from the console: at most one line every 3 s.
       const line = w.progress;
@@ -81,7 +88,11 @@ export async function waitReady(o: {
     sshDone = true;
     await boot;
     const be = e instanceof BangerError ? e : new BangerError(ErrorCode.Vmm, errorMessage(e), { cause: e });
-    throw new BangerError(be.code, be.message, { hint: be.hint, cause: e, details: { ...be.details, step: stepOf(be) ?? 'ssh', consoleTail: await tail(consoleLog) } });
+    throw new BangerError(be.code, be.message, {
+      hint: be.hint,
+      cause: e,
+      details: { ...be.details, step: stepOf(be) ?? 'ssh', consoleTail: await tail(consoleLog) },
+    });
   }
   sshDone = true;
   await boot;
@@ -97,7 +108,10 @@ export async function waitReady(o: {
  * once SSH is ready (`sshDone`), one last time: an image without the agent is skipped, never
  * failed. agentRequest never throws.
  */
-async function watchAgent(o: { driver: VmmDriver; vm: VmHandle; signal?: AbortSignal; stage: Stage }, sshDone: () => boolean): Promise<Record<string, unknown> | undefined> {
+async function watchAgent(
+  o: { driver: VmmDriver; vm: VmHandle; signal?: AbortSignal; stage: Stage },
+  sshDone: () => boolean,
+): Promise<Record<string, unknown> | undefined> {
   for (;;) {
     const last = sshDone();
     const h = await agentRequest(o.driver, o.vm, 'health', 3000);

@@ -87,7 +87,9 @@ export async function buildSeedDisk(exec: Exec, target: string, tmpDir: string, 
       await chmod(join(stage, rel), mode);
     }
     await rm(target, { force: true });
-    await exec(['mkfs.ext4', '-q', '-F', '-L', SEED_LABEL, '-b', '4096', '-O', '^has_journal', '-E', 'root_owner=0:0', '-d', stage, target, '8M'], { env: toolEnv() });
+    await exec(['mkfs.ext4', '-q', '-F', '-L', SEED_LABEL, '-b', '4096', '-O', '^has_journal', '-E', 'root_owner=0:0', '-d', stage, target, '8M'], {
+      env: toolEnv(),
+    });
   } finally {
     await rm(stage, { recursive: true, force: true });
   }

@@ -28,7 +28,14 @@ export interface SshPaths {
 }
 
 export function sshPaths(dir: string): SshPaths {
-  return { dir, key: join(dir, 'id_ed25519'), groupKey: join(dir, 'id_ed25519-group'), pub: join(dir, 'id_ed25519.pub'), knownHosts: join(dir, 'known_hosts'), config: join(dir, 'config') };
+  return {
+    dir,
+    key: join(dir, 'id_ed25519'),
+    groupKey: join(dir, 'id_ed25519-group'),
+    pub: join(dir, 'id_ed25519.pub'),
+    knownHosts: join(dir, 'known_hosts'),
+    config: join(dir, 'config'),
+  };
 }
 
 /** Serialises edits of known_hosts/config inside one daemon. */
@@ -177,7 +184,20 @@ export function sshOptions(p: SshPaths): string[] {
 
 /** The options without the identity (the CLI picks the key readable by its user). */
 export function sshCommonOptions(p: SshPaths): string[] {
-  return ['-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${p.knownHosts}`, '-o', 'GlobalKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR'];
+  return [
+    '-o',
+    'IdentitiesOnly=yes',
+    '-o',
+    'BatchMode=yes',
+    '-o',
+    'StrictHostKeyChecking=yes',
+    '-o',
+    `UserKnownHostsFile=${p.knownHosts}`,
+    '-o',
+    'GlobalKnownHostsFile=/dev/null',
+    '-o',
+    'LogLevel=ERROR',
+  ];
 }
 
 /**
@@ -188,7 +208,13 @@ export async function waitForSsh(
   exec: Exec,
   p: SshPaths,
   ip: string,
-  o: { timeoutMs: number; signal?: AbortSignal; alive?: () => Promise<boolean>; /** Polled each round: may extend the timeout (ms from the start) or throw to stop waiting. */ watch?: () => Promise<number | undefined>; /** The banner probe (tests replace it: they never touch the guest's address). */ probe?: (ip: string, port: number, timeoutMs: number) => Promise<boolean> },
+  o: {
+    timeoutMs: number;
+    signal?: AbortSignal;
+    alive?: () => Promise<boolean> /** Polled each round: may extend the timeout (ms from the start) or throw to stop waiting. */;
+    watch?: () => Promise<number | undefined> /** The banner probe (tests replace it: they never touch the guest's address). */;
+    probe?: (ip: string, port: number, timeoutMs: number) => Promise<boolean>;
+  },
 ): Promise<number> {
   const start = Date.now();
   let attempts = 0;
@@ -196,7 +222,8 @@ export async function waitForSsh(
   let timeoutMs = o.timeoutMs;
   while (Date.now() - start < timeoutMs) {
     if (o.signal?.aborted) throw new BangerError(ErrorCode.Cancelled, 'cancelled while waiting for SSH');
-    if (o.alive && !(await o.alive())) throw new BangerError(ErrorCode.Vmm, `step ssh: the VMM exited before SSH answered${last ? ` (last ssh error: ${last})` : ''}`);
+    if (o.alive && !(await o.alive()))
+      throw new BangerError(ErrorCode.Vmm, `step ssh: the VMM exited before SSH answered${last ? ` (last ssh error: ${last})` : ''}`);
     const extended = await o.watch?.();
     if (extended !== undefined && extended > timeoutMs) timeoutMs = extended;
     // A cheap probe first: until the guest's sshd sends its banner, do not spawn ssh (each run
@@ -208,15 +235,26 @@ export async function waitForSsh(
       continue;
     }
     attempts++;
-    const r = await exec(['ssh', ...sshOptions(p), '-o', 'ConnectTimeout=3', `root@${ip}`, 'true'], { env: toolEnv(), allowFailure: true, timeoutMs: 15000, signal: o.signal }).catch((e: unknown) => ({ exitCode: -1, stderr: String(e) }));
+    const r = await exec(['ssh', ...sshOptions(p), '-o', 'ConnectTimeout=3', `root@${ip}`, 'true'], {
+      env: toolEnv(),
+      allowFailure: true,
+      timeoutMs: 15000,
+      signal: o.signal,
+    }).catch((e: unknown) => ({ exitCode: -1, stderr: String(e) }));
     if (r.exitCode === 0) return attempts;
     last = r.stderr.trim().split('\n').pop() ?? '';
     if (/Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED/.test(r.stderr)) {
-      throw new BangerError(ErrorCode.Vmm, `step ssh: host key of ${ip} does not match the key banger pinned`, { hint: 'refusing to connect; the guest did not install the seed host key' });
+      throw new BangerError(ErrorCode.Vmm, `step ssh: host key of ${ip} does not match the key banger pinned`, {
+        hint: 'refusing to connect; the guest did not install the seed host key',
+      });
     }
     await sleep(500);
   }
-  throw new BangerError(ErrorCode.Timeout, `step ssh: no SSH answer from ${ip} within ${Math.round(timeoutMs / 1000)} s${last ? ` (last error: ${last})` : ''}`, { hint: "see the console with 'banger vm logs NAME'; raise config 'vm.sshTimeoutSeconds' on slow hosts" });
+  throw new BangerError(
+    ErrorCode.Timeout,
+    `step ssh: no SSH answer from ${ip} within ${Math.round(timeoutMs / 1000)} s${last ? ` (last error: ${last})` : ''}`,
+    { hint: "see the console with 'banger vm logs NAME'; raise config 'vm.sshTimeoutSeconds' on slow hosts" },
+  );
 }
 
 /**
@@ -256,7 +294,10 @@ export function renderSshConfig(p: SshPaths, vms: { name: string; ip: string }[]
   return (
     head +
     vms
-      .map((v) => `\nHost ${v.name}.vm\n  HostName ${v.ip}\n  User root\n  IdentityFile ${p.key}\n  IdentityFile ${p.groupKey}\n  IdentitiesOnly yes\n  UserKnownHostsFile ${p.knownHosts}\n  StrictHostKeyChecking yes\n`)
+      .map(
+        (v) =>
+          `\nHost ${v.name}.vm\n  HostName ${v.ip}\n  User root\n  IdentityFile ${p.key}\n  IdentityFile ${p.groupKey}\n  IdentitiesOnly yes\n  UserKnownHostsFile ${p.knownHosts}\n  StrictHostKeyChecking yes\n`,
+      )
       .join('')
   );
 }

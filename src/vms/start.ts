@@ -39,5 +39,15 @@ async function planStart(vb: VmBase, vm: VmRecord): Promise<BootPlan> {
   const driver = vb.driver(vm.vmm);
   const probe = await driver.probe({ probe: vb.host, kvm: await kvmUsable(vb.host) });
   const handle = vb.handle(vm);
-  return { name: vm.name, id: vm.id, kernel, driver, choice: { kind: driver.kind, kvm: probe.kvm, reason: vm.vmmReason }, files: handle.files, handle, spec: vm.spec, net: vb.net.describe(vm.id, vm.ip) };
+  return {
+    name: vm.name,
+    id: vm.id,
+    kernel,
+    driver,
+    choice: { kind: driver.kind, kvm: probe.kvm, reason: vm.vmmReason },
+    files: handle.files,
+    handle,
+    spec: vm.spec,
+    net: vb.net.describe(vm.id, vm.ip),
+  };
 }

@@ -50,5 +50,9 @@ export async function stopVm(vb: VmBase, vm: VmRecord, force: boolean): Promise<
 
 /** microvm runs with acpi=off: a guest reboot (reboot=t, -no-reboot) is the clean exit. */
 async function guestReboot(vb: VmBase, ip: string): Promise<void> {
-  await vb.ctx.exec(['ssh', ...sshOptions(vb.ssh), '-o', 'ConnectTimeout=3', `root@${ip}`, 'sync; systemctl reboot || reboot'], { env: toolEnv(), allowFailure: true, timeoutMs: 15000 });
+  await vb.ctx.exec(['ssh', ...sshOptions(vb.ssh), '-o', 'ConnectTimeout=3', `root@${ip}`, 'sync; systemctl reboot || reboot'], {
+    env: toolEnv(),
+    allowFailure: true,
+    timeoutMs: 15000,
+  });
 }

@@ -76,8 +76,25 @@ export class VmRepo {
   /** Insert a row for a create in progress (`create_done` 0 until `createDone(name)`). */
   insert(v: Omit<VmRecord, 'ip' | 'pid' | 'startedAt' | 'createDone' | 'expiresAt' | 'onExpire'> & Partial<Pick<VmRecord, 'expiresAt' | 'onExpire'>>): void {
     this.db
-      .prepare('INSERT INTO vms (name, id, image_name, kernel_name, spec_json, desired_state, state, vmm, vmm_reason, tap, mac, created_at, create_done, expires_at, on_expire) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)')
-      .run(v.name, v.id, v.image, v.kernel, JSON.stringify(v.spec), v.desiredState, v.state, v.vmm, v.vmmReason, v.tap, v.mac, v.createdAt, v.expiresAt ?? null, v.onExpire ?? null);
+      .prepare(
+        'INSERT INTO vms (name, id, image_name, kernel_name, spec_json, desired_state, state, vmm, vmm_reason, tap, mac, created_at, create_done, expires_at, on_expire) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)',
+      )
+      .run(
+        v.name,
+        v.id,
+        v.image,
+        v.kernel,
+        JSON.stringify(v.spec),
+        v.desiredState,
+        v.state,
+        v.vmm,
+        v.vmmReason,
+        v.tap,
+        v.mac,
+        v.createdAt,
+        v.expiresAt ?? null,
+        v.onExpire ?? null,
+      );
   }
 
   /** Set (or with null clear) a VM's deadline and what it does. */
@@ -93,8 +110,18 @@ export class VmRepo {
   /** Update the observed state; fields left undefined keep their value (one UPDATE, no read). */
   setState(name: string, fields: { state: VmState; desiredState?: 'running' | 'stopped'; pid?: number | null; startedAt?: string | null }): void {
     this.db
-      .prepare('UPDATE vms SET state = ?, desired_state = COALESCE(?, desired_state), pid = CASE WHEN ? THEN ? ELSE pid END, started_at = CASE WHEN ? THEN ? ELSE started_at END WHERE name = ?')
-      .run(fields.state, fields.desiredState ?? null, fields.pid === undefined ? 0 : 1, fields.pid ?? null, fields.startedAt === undefined ? 0 : 1, fields.startedAt ?? null, name);
+      .prepare(
+        'UPDATE vms SET state = ?, desired_state = COALESCE(?, desired_state), pid = CASE WHEN ? THEN ? ELSE pid END, started_at = CASE WHEN ? THEN ? ELSE started_at END WHERE name = ?',
+      )
+      .run(
+        fields.state,
+        fields.desiredState ?? null,
+        fields.pid === undefined ? 0 : 1,
+        fields.pid ?? null,
+        fields.startedAt === undefined ? 0 : 1,
+        fields.startedAt ?? null,
+        name,
+      );
   }
 
   /** Delete the VM row (its lease is the network domain's: release it first, see `Leases`). */

@@ -25,7 +25,11 @@ export interface Lifetime {
 export function lifetimeOf(cfg: { ttl?: string; onExpire: OnExpire }, p: { ttl?: number; onExpire?: OnExpire }): Lifetime | undefined {
   const seconds = p.ttl ?? (cfg.ttl === undefined ? undefined : durationSeconds('config vm.ttl', cfg.ttl));
   if (seconds === undefined) {
-    if (p.onExpire) throw new BangerError(ErrorCode.Invalid, '--on-expire needs a lifetime', { hint: 'add --ttl DURATION (e.g. --ttl 2h), or set vm.ttl in the config', details: { field: '--on-expire' } });
+    if (p.onExpire)
+      throw new BangerError(ErrorCode.Invalid, '--on-expire needs a lifetime', {
+        hint: 'add --ttl DURATION (e.g. --ttl 2h), or set vm.ttl in the config',
+        details: { field: '--on-expire' },
+      });
     return undefined;
   }
   return { seconds, onExpire: p.onExpire ?? cfg.onExpire };
@@ -40,7 +44,11 @@ export const RETRY_MS = 30_000;
  * Which VMs are due at `now` (deadline reached, create finished, not waiting for a retry), and
  * when the next sweep should run (ms from `now`; undefined when nothing has a deadline).
  */
-export function schedule(vms: Pick<VmRecord, 'name' | 'expiresAt' | 'createDone'>[], now: number, retryAt: ReadonlyMap<string, number> = new Map()): { due: string[]; nextInMs?: number } {
+export function schedule(
+  vms: Pick<VmRecord, 'name' | 'expiresAt' | 'createDone'>[],
+  now: number,
+  retryAt: ReadonlyMap<string, number> = new Map(),
+): { due: string[]; nextInMs?: number } {
   const due: string[] = [];
   let next: number | undefined;
   for (const v of vms) {

@@ -76,7 +76,12 @@ export class VmBase {
     this.ssh = sshPaths(ctx.layout.ssh);
     this.host = opts.host ?? realHost;
     const d = opts.drivers;
-    this.drivers = d instanceof DriverRegistry ? d : d ? new DriverRegistry(Object.values(d).filter((x): x is VmmDriver => !!x)) : DriverRegistry.fromBuild({ exec: ctx.exec, binaries: ctx.config.binaries, firecracker: ctx.config.firecracker });
+    this.drivers =
+      d instanceof DriverRegistry
+        ? d
+        : d
+          ? new DriverRegistry(Object.values(d).filter((x): x is VmmDriver => !!x))
+          : DriverRegistry.fromBuild({ exec: ctx.exec, binaries: ctx.config.binaries, firecracker: ctx.config.firecracker });
     this.gid = opts.bangerGid;
     this.forwards = new PortForwards(ctx.log, ctx.config.ports);
     this.firstBoot = new FirstBootProbe(ctx.exec);

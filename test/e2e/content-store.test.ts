@@ -24,7 +24,12 @@ let ns = '';
 let d: TestDaemon;
 
 const bundle = skip ? Buffer.alloc(0) : goodBundle({ withInitrd: true }).bundle;
-const layer = gzipSync(makeTar([{ path: 'etc/', type: 'dir' }, { path: 'etc/hostname', data: 'cstore\n' }]));
+const layer = gzipSync(
+  makeTar([
+    { path: 'etc/', type: 'dir' },
+    { path: 'etc/hostname', data: 'cstore\n' },
+  ]),
+);
 const cfgBlob = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', config: {}, rootfs: { type: 'layers', diff_ids: [digestOf(layer)] } }));
 const manifest = Buffer.from(
   JSON.stringify({
@@ -38,8 +43,18 @@ const LAYER = `/v2/t/img/blobs/${digestOf(layer)}`;
 
 // An image whose last layer is refused (absolute hard link) after its other blobs are stored:
 // `preLayer` is in the store before the pull (and unreferenced), `freshLayer` is downloaded by it.
-const preLayer = gzipSync(makeTar([{ path: 'pre/', type: 'dir' }, { path: 'pre/a', data: 'pre\n' }]));
-const freshLayer = gzipSync(makeTar([{ path: 'fresh/', type: 'dir' }, { path: 'fresh/b', data: 'fresh\n' }]));
+const preLayer = gzipSync(
+  makeTar([
+    { path: 'pre/', type: 'dir' },
+    { path: 'pre/a', data: 'pre\n' },
+  ]),
+);
+const freshLayer = gzipSync(
+  makeTar([
+    { path: 'fresh/', type: 'dir' },
+    { path: 'fresh/b', data: 'fresh\n' },
+  ]),
+);
 const evilLayer = gzipSync(makeTar([{ path: 'h', type: 'link', linkpath: '/etc/passwd' }]));
 const badLayers = [preLayer, freshLayer, evilLayer];
 const badCfg = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', config: {}, rootfs: { type: 'layers', diff_ids: badLayers.map(digestOf) } }));
@@ -62,13 +77,40 @@ function routes(bundleMode: Mode = 'ok', layerMode: Mode = 'ok') {
   return {
     trickleMs: 50,
     routes: {
-      '/catalog.json': { file: f('catalog.json', JSON.stringify({ version: 1, entries: [{ name: 'sk', distro: 'test', arch: 'x86_64', kernelVersion: '6.1.0-test', tarballUrl: '/bundle.tar.zst', tarballSha256: sha256(bundle), sizeBytes: bundle.length }] })), mode: 'ok' as Mode },
+      '/catalog.json': {
+        file: f(
+          'catalog.json',
+          JSON.stringify({
+            version: 1,
+            entries: [
+              {
+                name: 'sk',
+                distro: 'test',
+                arch: 'x86_64',
+                kernelVersion: '6.1.0-test',
+                tarballUrl: '/bundle.tar.zst',
+                tarballSha256: sha256(bundle),
+                sizeBytes: bundle.length,
+              },
+            ],
+          }),
+        ),
+        mode: 'ok' as Mode,
+      },
       '/bundle.tar.zst': { file: f('bundle.tar.zst', bundle), mode: bundleMode },
       '/v2/': { file: f('v2.json', '{}'), mode: 'ok' as Mode },
-      '/v2/t/img/manifests/v1': { file: f('manifest.json', manifest), mode: 'ok' as Mode, headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' } },
+      '/v2/t/img/manifests/v1': {
+        file: f('manifest.json', manifest),
+        mode: 'ok' as Mode,
+        headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' },
+      },
       [CONFIG]: { file: f('config.json', cfgBlob), mode: 'ok' as Mode },
       [LAYER]: { file: f('layer.tar.gz', layer), mode: layerMode },
-      '/v2/t/bad/manifests/v1': { file: f('bad-manifest.json', badManifest), mode: 'ok' as Mode, headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' } },
+      '/v2/t/bad/manifests/v1': {
+        file: f('bad-manifest.json', badManifest),
+        mode: 'ok' as Mode,
+        headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' },
+      },
       [`/v2/t/bad/blobs/${digestOf(badCfg)}`]: { file: f('bad-config.json', badCfg), mode: 'ok' as Mode },
       ...Object.fromEntries(badLayers.map((l, i) => [`/v2/t/bad/blobs/${digestOf(l)}`, { file: f(`bad-layer-${i}.tar.gz`, l), mode: 'ok' as Mode }])),
     },
@@ -80,7 +122,11 @@ before(async () => {
   ns = createNetns('cstore');
   srv.set(routes());
   await srv.start(ns);
-  d = new TestDaemon({ netns: ns, env: { BANGER_KERNEL_CATALOGS: srv.url('/catalog.json') }, config: { imageStaging: 'disk', http: { idleTimeoutSeconds: 30, downloadDeadlineSeconds: 120 } } });
+  d = new TestDaemon({
+    netns: ns,
+    env: { BANGER_KERNEL_CATALOGS: srv.url('/catalog.json') },
+    config: { imageStaging: 'disk', http: { idleTimeoutSeconds: 30, downloadDeadlineSeconds: 120 } },
+  });
   await d.start();
 });
 
@@ -105,8 +151,16 @@ async function until(what: string, cond: () => boolean, ms = 20_000): Promise<vo
 /** Nothing of a dead or cancelled operation: tmp/ empty, no blob temp file, no row, no directory. */
 async function assertNothingLeft(what: string): Promise<void> {
   // hostkey-* is the new daemon's SSH host-key pool filling at start (vms), not debris of the pull.
-  assert.deepEqual(readdirSync(join(d.root, 'tmp')).filter((n) => !n.startsWith('hostkey-')), [], `${what}: tmp/`);
-  assert.deepEqual(blobs().filter((n) => n.endsWith('.tmp')), [], `${what}: blob temp files`);
+  assert.deepEqual(
+    readdirSync(join(d.root, 'tmp')).filter((n) => !n.startsWith('hostkey-')),
+    [],
+    `${what}: tmp/`,
+  );
+  assert.deepEqual(
+    blobs().filter((n) => n.endsWith('.tmp')),
+    [],
+    `${what}: blob temp files`,
+  );
   assert.deepEqual(readdirSync(join(d.root, 'kernels')), [], `${what}: kernels/`);
   assert.deepEqual(readdirSync(join(d.root, 'images')), [], `${what}: images/`);
   const k = await d.json(['kernel', 'list']);
@@ -121,7 +175,10 @@ test('prune keeps what kernels and images reference: both pull again from the ca
   await d.json(['image', 'pull', ref(), '--name', 'one']);
   const bundleHex = sha256(bundle);
   assert.ok(blobs().includes(bundleHex), 'bundle in the store');
-  for (const cmd of [['system', 'prune'], ['image', 'prune-cache']]) {
+  for (const cmd of [
+    ['system', 'prune'],
+    ['image', 'prune-cache'],
+  ]) {
     const r = await d.json(cmd);
     assert.equal(r.removed, 0, `${cmd.join(' ')} removes nothing referenced`);
   }
@@ -166,17 +223,28 @@ test('a failed image pull removes the blobs it added, and only those (checked at
     assert.match(err.message, /absolute hard link target/);
     // Right after the error, without waiting: the pull downloaded its manifest, config, fresh and
     // evil layers (all verified) and none is left; what was there before is untouched.
-    assert.ok(srv.count(`/v2/t/bad/blobs/${digestOf(freshLayer)}`) > 0 && srv.count(`/v2/t/bad/blobs/${digestOf(evilLayer)}`) > 0, 'precondition: both layers were downloaded');
+    assert.ok(
+      srv.count(`/v2/t/bad/blobs/${digestOf(freshLayer)}`) > 0 && srv.count(`/v2/t/bad/blobs/${digestOf(evilLayer)}`) > 0,
+      'precondition: both layers were downloaded',
+    );
     assert.deepEqual(blobs().sort(), before, 'the store holds exactly what it held before the pull');
-    assert.deepEqual(readdirSync(join(d.root, 'tmp')).filter((n) => !n.startsWith('hostkey-')), [], 'tmp/');
+    assert.deepEqual(
+      readdirSync(join(d.root, 'tmp')).filter((n) => !n.startsWith('hostkey-')),
+      [],
+      'tmp/',
+    );
     assert.deepEqual(readdirSync(join(d.root, 'images')), ['keep']);
     const il = await d.json(['image', 'list']);
-    assert.deepEqual((il.images ?? il).map((i: { name: string }) => i.name), ['keep'], 'image rows');
+    assert.deepEqual(
+      (il.images ?? il).map((i: { name: string }) => i.name),
+      ['keep'],
+      'image rows',
+    );
   } finally {
     await d.cli(['image', 'rm', 'keep']);
   }
   const p = await d.json(['system', 'prune']);
-  assert.equal(p.removed, 4, 'prune frees the unreferenced blobs: keep\'s 3 and the one placed before');
+  assert.equal(p.removed, 4, "prune frees the unreferenced blobs: keep's 3 and the one placed before");
   assert.deepEqual(blobs(), []);
 });
 
@@ -186,22 +254,33 @@ for (const kind of ['kernel', 'image'] as const) {
     const args = kind === 'kernel' ? ['kernel', 'pull', 'sk'] : ['image', 'pull', ref(), '--name', 'killed'];
     const cli = d.cli(args);
     await until('a blob temp file', () => blobs().some((n) => n.endsWith('.tmp')) && readdirSync(join(d.root, 'tmp')).length > 0);
-    if (kind === 'image') assert.ok(blobs().includes(digestOf(manifest).slice(7)) && blobs().includes(digestOf(cfgBlob).slice(7)), 'precondition: manifest and config stored before the kill');
+    if (kind === 'image')
+      assert.ok(
+        blobs().includes(digestOf(manifest).slice(7)) && blobs().includes(digestOf(cfgBlob).slice(7)),
+        'precondition: manifest and config stored before the kill',
+      );
     await d.kill();
     assert.notEqual((await cli).code, 0);
-    assert.ok(blobs().some((n) => n.endsWith('.tmp')), 'the crash left a temp file (precondition)');
+    assert.ok(
+      blobs().some((n) => n.endsWith('.tmp')),
+      'the crash left a temp file (precondition)',
+    );
     await d.start();
     await assertNothingLeft(`after SIGKILL during ${kind} pull`);
     // The image pull had stored its manifest and config before it was killed: the journal of
     // the dead pull (cache refs `pull:<id>`) lets the reconcile remove them.
     assert.deepEqual(blobs(), [], 'nothing of the dead pull in the store');
-    if (kind === 'image') assert.ok(/"removedPullBlobs":[1-9]/.test(readFileSync(join(d.root, 'logs', 'bangerd.log'), 'utf8')), 'the reconcile removed the dead pull\'s blobs');
+    if (kind === 'image')
+      assert.ok(/"removedPullBlobs":[1-9]/.test(readFileSync(join(d.root, 'logs', 'bangerd.log'), 'utf8')), "the reconcile removed the dead pull's blobs");
   });
 }
 
 test('Ctrl-C (SIGINT) of the CLI during image pull: cancelled, nothing left when it exits', { skip, timeout: 60_000 }, async () => {
   srv.set(routes('ok', 'trickle'));
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, BANGER, '--json', 'image', 'pull', ref(), '--name', 'cancelled'], { env: d.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, BANGER, '--json', 'image', 'pull', ref(), '--name', 'cancelled'], {
+    env: d.env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   child.stdout.on('data', (x) => (out += x));
   const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));

@@ -16,20 +16,26 @@ const skip = (isRoot() ? undefined : 'needs root (a network namespace for the da
 let mirror: DebianMirror;
 let d: TestDaemon;
 
-before(async () => {
-  if (skip) return;
-  mirror = await startDebianMirror();
-  const ns = createNetns('dkp');
-  await exposeInNetns(ns, mirror.port);
-  d = new TestDaemon({ netns: ns, env: { BANGER_DEBIAN_MIRROR: mirror.url } });
-  await d.start();
-}, { timeout: 900_000 });
+before(
+  async () => {
+    if (skip) return;
+    mirror = await startDebianMirror();
+    const ns = createNetns('dkp');
+    await exposeInNetns(ns, mirror.port);
+    d = new TestDaemon({ netns: ns, env: { BANGER_DEBIAN_MIRROR: mirror.url } });
+    await d.start();
+  },
+  { timeout: 900_000 },
+);
 
-after(async () => {
-  await d?.cleanup();
-  cleanupAll();
-  await mirror?.close();
-}, { timeout: 120_000 });
+after(
+  async () => {
+    await d?.cleanup();
+    cleanupAll();
+    await mirror?.close();
+  },
+  { timeout: 120_000 },
+);
 
 test('kernel pull debian-cloud-amd64 stores vmlinuz, vmlinux and the banger initramfs', { skip, timeout: 300_000 }, async () => {
   const avail = await d.json(['kernel', 'list', '--available']);
@@ -61,15 +67,24 @@ test('a tampered mirror fails the pull with E_SIGNATURE and stores nothing', { s
   }
 });
 
-test("the .debs a Debian kernel came from are its references: prune keeps them, a --force pull uses them, kernel rm frees them", { skip, timeout: 300_000 }, async () => {
+test('the .debs a Debian kernel came from are its references: prune keeps them, a --force pull uses them, kernel rm frees them', {
+  skip,
+  timeout: 300_000,
+}, async () => {
   const store = join(d.root, 'blobs', 'sha256');
   const debs = [mirror.packages.kernel.sha256, mirror.packages.busybox.sha256];
   for (const h of debs) assert.ok(existsSync(join(store, h)), `${h} (.deb) is in the content store`);
   const db = openDatabase(join(d.root, 'banger.db'), { readOnly: true });
-  const refs = (db.prepare("SELECT digest FROM blob_refs WHERE owner_kind = 'kernel' AND owner = 'debian-cloud-amd64' ORDER BY digest").all() as { digest: string }[]).map((r) => r.digest);
+  const refs = (
+    db.prepare("SELECT digest FROM blob_refs WHERE owner_kind = 'kernel' AND owner = 'debian-cloud-amd64' ORDER BY digest").all() as { digest: string }[]
+  ).map((r) => r.digest);
   db.close();
   assert.deepEqual(refs, debs.map((h) => `sha256:${h}`).sort(), 'blob_refs: the kernel references both .debs');
-  for (const cmd of [['system', 'prune'], ['image', 'prune-cache']]) assert.equal((await d.json(cmd)).removed, 0, `${cmd.join(' ')} frees nothing referenced`);
+  for (const cmd of [
+    ['system', 'prune'],
+    ['image', 'prune-cache'],
+  ])
+    assert.equal((await d.json(cmd)).removed, 0, `${cmd.join(' ')} frees nothing referenced`);
   const before = mirror.requests.filter((r) => r.endsWith('.deb')).length;
   const r = await d.cli(['kernel', 'pull', 'debian-cloud-amd64', '--force'], { timeoutMs: 240_000 });
   assert.equal(r.code, 0, r.stderr);
@@ -87,7 +102,10 @@ test("the .debs a Debian kernel came from are its references: prune keeps them, 
     const f = await d.cli(['--json', 'kernel', 'pull', 'debian-cloud-amd64'], { timeoutMs: 240_000 });
     assert.notEqual(f.code, 0);
     assert.equal(JSON.parse(f.stdout).error.code, 'E_DIGEST', f.stdout);
-    assert.ok(mirror.requests.some((x) => x.endsWith(mirror.packages.kernel.filename.split('/').pop()!)), 'precondition: the kernel .deb was downloaded');
+    assert.ok(
+      mirror.requests.some((x) => x.endsWith(mirror.packages.kernel.filename.split('/').pop()!)),
+      'precondition: the kernel .deb was downloaded',
+    );
     assert.deepEqual(readdirSync(store), [], 'nothing of the failed pull in the content store');
     assert.deepEqual(readdirSync(join(d.root, 'tmp')), [], 'nothing in tmp/');
   } finally {

@@ -35,7 +35,13 @@ const file = (name: string, data: Buffer | string) => {
 };
 
 // A one-layer OCI image served as a registry (repository t/img, tag v1).
-const layer = gzipSync(makeTar([{ path: 'etc/', type: 'dir' }, { path: 'etc/hostname', data: 'hostile\n' }, { path: 'big', data: Buffer.alloc(300 * 1024, 7) }]));
+const layer = gzipSync(
+  makeTar([
+    { path: 'etc/', type: 'dir' },
+    { path: 'etc/hostname', data: 'hostile\n' },
+    { path: 'big', data: Buffer.alloc(300 * 1024, 7) },
+  ]),
+);
 const cfgBlob = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', config: {}, rootfs: { type: 'layers', diff_ids: [digestOf(layer)] } }));
 const manifest = Buffer.from(
   JSON.stringify({
@@ -51,8 +57,46 @@ const CONFIG = `/v2/t/img/blobs/${digestOf(cfgBlob)}`;
 
 function baseRoutes(): Record<string, { file: string; mode: Mode; headers?: Record<string, string> }> {
   return {
-    '/catalog.json': { file: file('catalog.json', JSON.stringify({ version: 1, entries: [{ name: 'hk', distro: 'test', arch: 'x86_64', kernelVersion: '6.1.0-test', tarballUrl: '/bundle.tar.zst', tarballSha256: sha256(bundle), sizeBytes: bundle.length }] })), mode: 'ok' },
-    '/cat2.json': { file: file('cat2.json', JSON.stringify({ version: 1, entries: [{ name: 'ck', distro: 'test', arch: 'x86_64', kernelVersion: '6.1.0-test', tarballUrl: '/bundle.tar.zst', tarballSha256: sha256(bundle), sizeBytes: bundle.length }] })), mode: 'ok' },
+    '/catalog.json': {
+      file: file(
+        'catalog.json',
+        JSON.stringify({
+          version: 1,
+          entries: [
+            {
+              name: 'hk',
+              distro: 'test',
+              arch: 'x86_64',
+              kernelVersion: '6.1.0-test',
+              tarballUrl: '/bundle.tar.zst',
+              tarballSha256: sha256(bundle),
+              sizeBytes: bundle.length,
+            },
+          ],
+        }),
+      ),
+      mode: 'ok',
+    },
+    '/cat2.json': {
+      file: file(
+        'cat2.json',
+        JSON.stringify({
+          version: 1,
+          entries: [
+            {
+              name: 'ck',
+              distro: 'test',
+              arch: 'x86_64',
+              kernelVersion: '6.1.0-test',
+              tarballUrl: '/bundle.tar.zst',
+              tarballSha256: sha256(bundle),
+              sizeBytes: bundle.length,
+            },
+          ],
+        }),
+      ),
+      mode: 'ok',
+    },
     '/bundle.tar.zst': { file: file('bundle.tar.zst', bundle), mode: 'ok' },
     '/v2/': { file: file('v2.json', '{}'), mode: 'ok' },
     [MANIFEST]: { file: file('manifest.json', manifest), mode: 'ok', headers: { 'Content-Type': 'application/vnd.oci.image.manifest.v1+json' } },
@@ -92,7 +136,11 @@ async function assertClean(what: string): Promise<void> {
   const tmp = readdirSync(join(d.root, 'tmp'));
   const stored = existsSync(join(d.root, 'blobs', 'sha256')) ? readdirSync(join(d.root, 'blobs', 'sha256')) : [];
   assert.deepEqual(tmp, [], `${what}: tmp/ is empty right after the error`);
-  assert.deepEqual(stored.filter((n) => n.endsWith('.tmp')), [], `${what}: no blob temp files`);
+  assert.deepEqual(
+    stored.filter((n) => n.endsWith('.tmp')),
+    [],
+    `${what}: no blob temp files`,
+  );
   // Every case starts with an empty store: a failed pull removes the blobs it added (manifest,
   // config, layers that verified, .debs), so the store is empty again right after the error.
   assert.deepEqual(stored, [], `${what}: nothing of the failed pull in the content store`);

@@ -30,27 +30,36 @@ const skip = !kvm.usable
 let d: TestDaemon | undefined;
 let registry: TestRegistry | undefined;
 
-before(async () => {
-  if (skip) return;
-  const { ensureDebianImageInRegistry } = await import('../helpers/debootstrap.js');
-  registry = await TestRegistry.start();
-  const ref = await ensureDebianImageInRegistry(registry.host);
-  const ns = createNetns('fcreal');
-  const stop = await exposeInNetns(ns, registry.port);
-  d = new TestDaemon({ netns: ns, config: { binaries: { firecracker: fcBin }, vm: { sshTimeoutSeconds: 120, stopTimeoutSeconds: 30, vcpu: 2, memoryMiB: 512 } } });
-  await d.start();
-  const k = await d.cli(['kernel', 'import', 'fc-generic', '--vmlinux', vmlinux!, '--distro', 'generic'], { timeoutMs: 120_000 });
-  assert.equal(k.code, 0, k.stderr);
-  const i = await d.cli(['image', 'pull', ref, '--name', 'debian-bookworm', '--kernel-ref', 'fc-generic'], { timeoutMs: 300_000 });
-  assert.equal(i.code, 0, i.stderr);
-  stop();
-}, { timeout: 900_000 });
+before(
+  async () => {
+    if (skip) return;
+    const { ensureDebianImageInRegistry } = await import('../helpers/debootstrap.js');
+    registry = await TestRegistry.start();
+    const ref = await ensureDebianImageInRegistry(registry.host);
+    const ns = createNetns('fcreal');
+    const stop = await exposeInNetns(ns, registry.port);
+    d = new TestDaemon({
+      netns: ns,
+      config: { binaries: { firecracker: fcBin }, vm: { sshTimeoutSeconds: 120, stopTimeoutSeconds: 30, vcpu: 2, memoryMiB: 512 } },
+    });
+    await d.start();
+    const k = await d.cli(['kernel', 'import', 'fc-generic', '--vmlinux', vmlinux!, '--distro', 'generic'], { timeoutMs: 120_000 });
+    assert.equal(k.code, 0, k.stderr);
+    const i = await d.cli(['image', 'pull', ref, '--name', 'debian-bookworm', '--kernel-ref', 'fc-generic'], { timeoutMs: 300_000 });
+    assert.equal(i.code, 0, i.stderr);
+    stop();
+  },
+  { timeout: 900_000 },
+);
 
-after(async () => {
-  await d?.cleanup();
-  cleanupAll();
-  await registry?.stop();
-}, { timeout: 120_000 });
+after(
+  async () => {
+    await d?.cleanup();
+    cleanupAll();
+    await registry?.stop();
+  },
+  { timeout: 120_000 },
+);
 
 test('real Firecracker: auto picks it, SSH answers, the agent lists sshd over vsock, stop by Ctrl-Alt-Del, rm', { skip, timeout: 600_000 }, async () => {
   const created = await d!.json(['vm', 'create', '--image', 'debian-bookworm', '--name', 'fcreal'], { timeoutMs: 300_000 });
@@ -60,10 +69,17 @@ test('real Firecracker: auto picks it, SSH answers, the agent lists sshd over vs
   assert.equal(ssh.code, 0, ssh.stderr);
   assert.match(ssh.stdout, /active/);
   const ports = await d!.json(['vm', 'ports', 'fcreal']);
-  assert.ok(ports.ports.some((p: { port: number }) => p.port === 22), JSON.stringify(ports));
+  assert.ok(
+    ports.ports.some((p: { port: number }) => p.port === 22),
+    JSON.stringify(ports),
+  );
   const stop = await d!.cli(['--json', 'vm', 'stop', 'fcreal'], { timeoutMs: 120_000 });
   assert.equal(stop.code, 0, stop.stderr);
   // Ctrl-Alt-Del (reboot=k) ended the guest: the daemon never had to SIGKILL Firecracker.
-  assert.deepEqual(JSON.parse(stop.stdout).map((v: { name: string; forced: boolean }) => [v.name, v.forced]), [['fcreal', false]], 'stopped by Ctrl-Alt-Del, not a kill');
+  assert.deepEqual(
+    JSON.parse(stop.stdout).map((v: { name: string; forced: boolean }) => [v.name, v.forced]),
+    [['fcreal', false]],
+    'stopped by Ctrl-Alt-Del, not a kill',
+  );
   assert.equal((await d!.cli(['vm', 'rm', 'fcreal'])).code, 0);
 });

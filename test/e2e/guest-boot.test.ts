@@ -8,7 +8,18 @@ import { nullLogger } from '../../src/core/log.js';
 import { injectGuestFiles } from '../../src/guest/inject.js';
 import { debianMirrorUnavailable, startDebianMirror, fetchTestKernel } from '../helpers/debian-mirror.js';
 import { createTestNet, type TestNet } from '../helpers/debian-boot.js';
-import { agentRequest, bootGuest, buildSeed, copyTree, debianSystemdTree, debootstrapUnavailable, mkfsFromDir, guestSsh as ssh, until, type GuestVm } from '../helpers/guest-fixtures.js';
+import {
+  agentRequest,
+  bootGuest,
+  buildSeed,
+  copyTree,
+  debianSystemdTree,
+  debootstrapUnavailable,
+  mkfsFromDir,
+  guestSsh as ssh,
+  until,
+  type GuestVm,
+} from '../helpers/guest-fixtures.js';
 import { isRoot, missingTools } from '../helpers/daemon.js';
 
 /**
@@ -31,26 +42,32 @@ let dir: string;
 let kernelDir: string;
 let rootImg: string;
 
-before(async () => {
-  if (skip) return;
-  dir = mkdtempSync(join(tmpdir(), 'banger-guestboot-'));
-  const mirror = await startDebianMirror();
-  try {
-    kernelDir = await fetchTestKernel(dir, mirror);
-  } finally {
-    await mirror.close();
-  }
-  const tree = join(dir, 'rootfs');
-  copyTree(await debianSystemdTree(), tree);
-  await injectGuestFiles(tree, { exec, log: nullLogger });
-  rootImg = join(dir, 'root.ext4');
-  mkfsFromDir(tree, rootImg, '2G');
-  rmSync(tree, { recursive: true, force: true });
-}, { timeout: 900_000 });
+before(
+  async () => {
+    if (skip) return;
+    dir = mkdtempSync(join(tmpdir(), 'banger-guestboot-'));
+    const mirror = await startDebianMirror();
+    try {
+      kernelDir = await fetchTestKernel(dir, mirror);
+    } finally {
+      await mirror.close();
+    }
+    const tree = join(dir, 'rootfs');
+    copyTree(await debianSystemdTree(), tree);
+    await injectGuestFiles(tree, { exec, log: nullLogger });
+    rootImg = join(dir, 'root.ext4');
+    mkfsFromDir(tree, rootImg, '2G');
+    rmSync(tree, { recursive: true, force: true });
+  },
+  { timeout: 900_000 },
+);
 
-after(() => {
-  if (dir) rmSync(dir, { recursive: true, force: true });
-}, { timeout: 120_000 });
+after(
+  () => {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  },
+  { timeout: 120_000 },
+);
 
 test('a Debian guest boots through banger-first-boot: pinned SSH, systemd running, agent active and answering', { skip, timeout: 900_000 }, async () => {
   let net: TestNet | undefined;
@@ -111,7 +128,10 @@ test('a Debian guest boots through banger-first-boot: pinned SSH, systemd runnin
     assert.equal(health.version, '3'); // agent 3 (set-clock) speaking protocol v2 (v1 requests are still answered)
     assert.equal(health.hostname, NAME);
     const ports = await agentRequest(vm.agentSock, '{"op":"ports"}');
-    assert.ok(ports?.ports?.some((p: any) => p.proto === 'tcp' && p.port === 22), `sshd listening in ${JSON.stringify(ports)}`);
+    assert.ok(
+      ports?.ports?.some((p: any) => p.proto === 'tcp' && p.port === 22),
+      `sshd listening in ${JSON.stringify(ports)}`,
+    );
     assert.deepEqual(await agentRequest(vm.agentSock, '{"op":"shutdown"}'), { ok: false, error: 'unknown op' });
     // and again after the bad request: the agent keeps serving (the virtio-serial port is
     // reopened by the agent after each host-side disconnect, which a loaded TCG guest can take

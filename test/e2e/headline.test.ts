@@ -31,7 +31,20 @@ import { cleanupAll, createNetns, exposeInNetns, vethPair } from '../helpers/net
  */
 const skip = !isRoot()
   ? 'needs root (namespaces, taps, nft, qemu)'
-  : (missingTools('qemu-system-x86_64', 'qemu-img', 'ip', 'nft', 'ssh', 'ssh-keygen', 'mkfs.ext4', 'debugfs', 'skopeo', 'debootstrap', 'docker-registry', 'socat') ?? debianMirrorUnavailable());
+  : (missingTools(
+      'qemu-system-x86_64',
+      'qemu-img',
+      'ip',
+      'nft',
+      'ssh',
+      'ssh-keygen',
+      'mkfs.ext4',
+      'debugfs',
+      'skopeo',
+      'debootstrap',
+      'docker-registry',
+      'socat',
+    ) ?? debianMirrorUnavailable());
 
 const MIRROR_ADDR = '10.201.0.2';
 const MIRROR_URL = `http://${MIRROR_ADDR}:8080/debian`;
@@ -47,45 +60,53 @@ let served = '';
 let webRoot = '';
 let kernelRelease = '';
 
-before(async () => {
-  if (skip) return;
-  mirror = await startDebianMirror({ install: true });
-  registry = await TestRegistry.start();
-  const ref = await ensureDebianImageInRegistry(registry.host, { include: DEBIAN_BARE_INCLUDE, repo: DEBIAN_BARE_REPO });
-  const hostNs = createNetns('hlhost');
-  const mirrorNs = createNetns('hlmirror');
-  const exposed = [await exposeInNetns(hostNs, mirror.port), await exposeInNetns(hostNs, registry.port)];
-  d = new TestDaemon({ netns: hostNs, env: { BANGER_DEBIAN_MIRROR: mirror.url }, config });
-  await d.start();
-  const k = await d.cli(['kernel', 'pull', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
-  assert.equal(k.code, 0, k.stderr);
-  kernelRelease = (await d.json(['kernel', 'show', 'debian-cloud-amd64'])).kernelVersion;
-  const i = await d.cli(['image', 'pull', ref, '--name', 'debian-bare', '--kernel-ref', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
-  assert.equal(i.code, 0, i.stderr);
-  for (const stop of exposed) stop();
+before(
+  async () => {
+    if (skip) return;
+    mirror = await startDebianMirror({ install: true });
+    registry = await TestRegistry.start();
+    const ref = await ensureDebianImageInRegistry(registry.host, { include: DEBIAN_BARE_INCLUDE, repo: DEBIAN_BARE_REPO });
+    const hostNs = createNetns('hlhost');
+    const mirrorNs = createNetns('hlmirror');
+    const exposed = [await exposeInNetns(hostNs, mirror.port), await exposeInNetns(hostNs, registry.port)];
+    d = new TestDaemon({ netns: hostNs, env: { BANGER_DEBIAN_MIRROR: mirror.url }, config });
+    await d.start();
+    const k = await d.cli(['kernel', 'pull', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
+    assert.equal(k.code, 0, k.stderr);
+    kernelRelease = (await d.json(['kernel', 'show', 'debian-cloud-amd64'])).kernelVersion;
+    const i = await d.cli(['image', 'pull', ref, '--name', 'debian-bare', '--kernel-ref', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
+    assert.equal(i.code, 0, i.stderr);
+    for (const stop of exposed) stop();
 
-  // The mirror subset, served at http://10.201.0.2:8080/debian from a namespace of its own.
-  vethPair(hostNs, 'mirror0', '10.201.0.1/24', mirrorNs, 'eth0', `${MIRROR_ADDR}/24`);
-  webRoot = mkdtempSync(join(tmpdir(), 'banger-hlweb-'));
-  symlinkSync(mirror.root, join(webRoot, 'debian'));
-  server = spawn('ip', ['netns', 'exec', mirrorNs, process.execPath, join(REPO, 'dist/test/helpers/static-server.js'), webRoot, MIRROR_ADDR, '8080'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  server.stdout!.on('data', (c) => (served += c));
-  const deadline = Date.now() + 15_000;
-  while (!served.includes('listening')) {
-    if (Date.now() > deadline || server.exitCode !== null) throw new Error(`test setup stalled: the mirror server in ${mirrorNs} did not start`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}, { timeout: 1_200_000 });
+    // The mirror subset, served at http://10.201.0.2:8080/debian from a namespace of its own.
+    vethPair(hostNs, 'mirror0', '10.201.0.1/24', mirrorNs, 'eth0', `${MIRROR_ADDR}/24`);
+    webRoot = mkdtempSync(join(tmpdir(), 'banger-hlweb-'));
+    symlinkSync(mirror.root, join(webRoot, 'debian'));
+    server = spawn('ip', ['netns', 'exec', mirrorNs, process.execPath, join(REPO, 'dist/test/helpers/static-server.js'), webRoot, MIRROR_ADDR, '8080'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    server.stdout!.on('data', (c) => (served += c));
+    const deadline = Date.now() + 15_000;
+    while (!served.includes('listening')) {
+      if (Date.now() > deadline || server.exitCode !== null) throw new Error(`test setup stalled: the mirror server in ${mirrorNs} did not start`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  },
+  { timeout: 1_200_000 },
+);
 
-after(async () => {
-  await d?.cli(['vm', 'rm', '-f', 'bare1', 'bare2', 'bare3'], { timeoutMs: 120_000 }).catch(() => undefined);
-  server?.kill('SIGKILL');
-  await d?.cleanup();
-  cleanupAll();
-  await registry?.stop();
-  await mirror?.close();
-  if (webRoot) rmSync(webRoot, { recursive: true, force: true });
-}, { timeout: 180_000 });
+after(
+  async () => {
+    await d?.cli(['vm', 'rm', '-f', 'bare1', 'bare2', 'bare3'], { timeoutMs: 120_000 }).catch(() => undefined);
+    server?.kill('SIGKILL');
+    await d?.cleanup();
+    cleanupAll();
+    await registry?.stop();
+    await mirror?.close();
+    if (webRoot) rmSync(webRoot, { recursive: true, force: true });
+  },
+  { timeout: 180_000 },
+);
 
 /** A create in the background, its stderr collected. */
 function createAsync(name: string, extra: string[] = []): Promise<{ code: number; stderr: string; stdout: string }> {
@@ -102,14 +123,21 @@ function createAsync(name: string, extra: string[] = []): Promise<{ code: number
 const count = (text: string, needle: string) => text.split(needle).length - 1;
 let prepareSeconds = 0;
 
-test('two creates of an unprepared bare image at once: the image is prepared once (stage prepare, the other waits), both boot straight into systemd', { skip, timeout: 2_400_000 }, async () => {
+test('two creates of an unprepared bare image at once: the image is prepared once (stage prepare, the other waits), both boot straight into systemd', {
+  skip,
+  timeout: 2_400_000,
+}, async () => {
   const t0 = Date.now();
   const [a, b] = await Promise.all([createAsync('bare1', ['--package-mirror', MIRROR_URL]), createAsync('bare2', ['--package-mirror', MIRROR_URL])]);
   prepareSeconds = (Date.now() - t0) / 1000;
   assert.equal(a.code, 0, `vm create bare1: ${a.stderr}\n${(await d!.cli(['vm', 'logs', 'bare1'])).stdout.slice(-3000)}`);
   assert.equal(b.code, 0, `vm create bare2: ${b.stderr}`);
   const [builder, waiter] = /prepare: builder VM/.test(a.stderr) ? [a, b] : [b, a];
-  assert.match(builder.stderr, /prepare: builder VM prepare-[0-9a-f]+: installing systemd and an SSH server into image 'debian-bare' once from http:\/\/10\.201\.0\.2:8080\/debian/, builder.stderr);
+  assert.match(
+    builder.stderr,
+    /prepare: builder VM prepare-[0-9a-f]+: installing systemd and an SSH server into image 'debian-bare' once from http:\/\/10\.201\.0\.2:8080\/debian/,
+    builder.stderr,
+  );
   assert.match(builder.stderr, /prepare: (Get:\d+|Unpacking|Setting up|banger-first-boot:) /, `the install's lines are shown:\n${builder.stderr}`);
   assert.match(builder.stderr, /prepare: image 'debian-bare' prepared in \d+ s: \d+ packages added/);
   assert.doesNotMatch(waiter.stderr, /prepare: builder VM/, 'only one builder');
@@ -118,7 +146,8 @@ test('two creates of an unprepared bare image at once: the image is prepared onc
   for (const r of [a, b]) assert.match(r.stderr, /agent.*healthy/i, `create reports the agent healthy:\n${r.stderr}`);
   // One install: the mirror's signed index was fetched once.
   assert.equal(count(served, 'GET debian/dists/bookworm/InRelease'), 1, served);
-  for (const p of ['GET debian/pool/main/s/systemd/systemd_', 'GET debian/pool/main/o/openssh/openssh-server_']) assert.ok(served.includes(p), `mirror served ${p}`);
+  for (const p of ['GET debian/pool/main/s/systemd/systemd_', 'GET debian/pool/main/o/openssh/openssh-server_'])
+    assert.ok(served.includes(p), `mirror served ${p}`);
   assert.deepEqual((await d!.json(['vm', 'list'])).map((v: any) => v.name).sort(), ['bare1', 'bare2'], 'the builder VM is gone');
 
   const s = await d!.cli(['vm', 'ssh', 'bare1', '--', 'id; uname -r; systemctl is-active banger-vsock-agent'], { timeoutMs: 120_000 });
@@ -129,27 +158,44 @@ test('two creates of an unprepared bare image at once: the image is prepared onc
   assert.equal(active, 'active');
   const p = await d!.json(['vm', 'ports', 'bare1'], { timeoutMs: 60_000 });
   assert.equal(p.agent, true);
-  assert.ok(p.ports.some((x: any) => x.proto === 'tcp' && x.port === 22), JSON.stringify(p.ports));
+  assert.ok(
+    p.ports.some((x: any) => x.proto === 'tcp' && x.port === 22),
+    JSON.stringify(p.ports),
+  );
 
   // Each VM: its own machine-id and its own host key, the one banger pinned (vm ssh checks it
   // with StrictHostKeyChecking=yes); the install's host keys were scrubbed from the disk.
   const ident: Record<string, { machineId: string; hostKey: string; keys: string; log: string }> = {};
   for (const vm of ['bare1', 'bare2']) {
-    const r = await d!.cli(['vm', 'ssh', vm, '--', 'cat /etc/machine-id; cat /etc/ssh/ssh_host_ed25519_key.pub; ls /etc/ssh | grep ssh_host_ | tr "\\n" " "'], { timeoutMs: 120_000 });
+    const r = await d!.cli(['vm', 'ssh', vm, '--', 'cat /etc/machine-id; cat /etc/ssh/ssh_host_ed25519_key.pub; ls /etc/ssh | grep ssh_host_ | tr "\\n" " "'], {
+      timeoutMs: 120_000,
+    });
     assert.equal(r.code, 0, r.stderr);
     const [machineId, hostKey, keys] = r.stdout.trim().split('\n');
     ident[vm] = { machineId: machineId!, hostKey: hostKey!, keys: keys!.trim(), log: (await d!.cli(['vm', 'logs', vm])).stdout };
     assert.match(machineId!, /^[0-9a-f]{32}$/);
-    assert.equal(hostKey!.split(' ').slice(0, 2).join(' '), readFileSync(join(d!.root, 'vms', vm, 'ssh_host_ed25519_key.pub'), 'utf8').trim().split(' ').slice(0, 2).join(' '), 'the pinned key');
-    assert.equal(keys!.trim(), 'ssh_host_ed25519_key ssh_host_ed25519_key.pub', 'only the pinned key: the install\'s keys were scrubbed');
+    assert.equal(
+      hostKey!.split(' ').slice(0, 2).join(' '),
+      readFileSync(join(d!.root, 'vms', vm, 'ssh_host_ed25519_key.pub'), 'utf8')
+        .trim()
+        .split(' ')
+        .slice(0, 2)
+        .join(' '),
+      'the pinned key',
+    );
+    assert.equal(keys!.trim(), 'ssh_host_ed25519_key ssh_host_ed25519_key.pub', "only the pinned key: the install's keys were scrubbed");
     assert.match(ident[vm]!.log, /step exec-init: \/lib\/systemd\/systemd/);
     assert.doesNotMatch(ident[vm]!.log, /step install/, `${vm} installs nothing`);
   }
   assert.notEqual(ident.bare1!.machineId, ident.bare2!.machineId, 'different machine-ids');
   assert.notEqual(ident.bare1!.hostKey, ident.bare2!.hostKey, 'different host keys');
-  const sources = await d!.cli(['vm', 'ssh', 'bare1', '--', 'cat /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null; ls /var/lib/apt/lists'], { timeoutMs: 60_000 });
+  const sources = await d!.cli(['vm', 'ssh', 'bare1', '--', 'cat /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null; ls /var/lib/apt/lists'], {
+    timeoutMs: 60_000,
+  });
   assert.doesNotMatch(sources.stdout, /10\.201\.0\.2/, 'the guest keeps its own apt sources');
-  console.log(`# two creates of an unprepared bare image (prepare + two boots) under ${process.env.BANGER_TEST_KVM ? 'KVM' : 'TCG'}: ${prepareSeconds.toFixed(1)} s`);
+  console.log(
+    `# two creates of an unprepared bare image (prepare + two boots) under ${process.env.BANGER_TEST_KVM ? 'KVM' : 'TCG'}: ${prepareSeconds.toFixed(1)} s`,
+  );
 });
 
 test('a third create of the prepared image installs nothing and sends no request to the mirror', { skip, timeout: 600_000 }, async () => {
@@ -177,7 +223,8 @@ test('image show reports the prepared disk: when, how long, the packages the ins
   assert.equal(prep.packageMirror, MIRROR_URL);
   assert.match(prep.key, /^[0-9a-f]{64}$/);
   const names = new Map<string, string>(prep.packages.map((p: any) => [p.name, p.version]));
-  for (const n of ['systemd', 'systemd-sysv', 'openssh-server', 'iproute2']) assert.match(names.get(n) ?? '', /^\S+$/, `${n} is listed with its version: ${JSON.stringify(prep.packages)}`);
+  for (const n of ['systemd', 'systemd-sysv', 'openssh-server', 'iproute2'])
+    assert.match(names.get(n) ?? '', /^\S+$/, `${n} is listed with its version: ${JSON.stringify(prep.packages)}`);
   assert.equal(names.has('base-files'), false, 'only what the install added');
   const text = await d!.cli(['image', 'show', 'debian-bare']);
   assert.match(text.stdout, /^prepared: +\S+, took \d+ s, \d+ packages added/m, text.stdout);

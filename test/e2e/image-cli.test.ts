@@ -16,27 +16,47 @@ let reg: TestRegistry;
 let daemon: TestDaemon;
 let work: string;
 
-before(async () => {
-  if (skip) return;
-  work = mkdtempSync(join(tmpdir(), 'banger-e2e-img-'));
-  const layout = new OciLayout(join(work, 'oci'));
-  const l = layout.layer(makeTar([{ path: 'etc/', type: 'dir' }, { path: 'etc/motd', data: 'hello from the registry\n' }, { path: 'bin/', type: 'dir' }, { path: 'bin/sh', data: '#!fake\n', mode: 0o755 }]), 'gzip');
-  layout.tag(layout.image([l], { config: { Cmd: ['/bin/sh'], WorkingDir: '/root' } }), 'v1');
-  reg = await TestRegistry.start({ auth: 'htpasswd', users: { bob: 'b0b-pass' } });
-  await reg.push(join(work, 'oci'), 'v1', 'demo/app:v1');
-  writeFileSync(join(work, 'rootfs.tar'), makeTar([{ path: 'etc/', type: 'dir' }, { path: 'etc/hostname', data: 'imported\n' }]));
-  const ns = createNetns('icli');
-  await exposeInNetns(ns, reg.port);
-  daemon = new TestDaemon({ netns: ns });
-  await daemon.start();
-}, { timeout: 900_000 });
+before(
+  async () => {
+    if (skip) return;
+    work = mkdtempSync(join(tmpdir(), 'banger-e2e-img-'));
+    const layout = new OciLayout(join(work, 'oci'));
+    const l = layout.layer(
+      makeTar([
+        { path: 'etc/', type: 'dir' },
+        { path: 'etc/motd', data: 'hello from the registry\n' },
+        { path: 'bin/', type: 'dir' },
+        { path: 'bin/sh', data: '#!fake\n', mode: 0o755 },
+      ]),
+      'gzip',
+    );
+    layout.tag(layout.image([l], { config: { Cmd: ['/bin/sh'], WorkingDir: '/root' } }), 'v1');
+    reg = await TestRegistry.start({ auth: 'htpasswd', users: { bob: 'b0b-pass' } });
+    await reg.push(join(work, 'oci'), 'v1', 'demo/app:v1');
+    writeFileSync(
+      join(work, 'rootfs.tar'),
+      makeTar([
+        { path: 'etc/', type: 'dir' },
+        { path: 'etc/hostname', data: 'imported\n' },
+      ]),
+    );
+    const ns = createNetns('icli');
+    await exposeInNetns(ns, reg.port);
+    daemon = new TestDaemon({ netns: ns });
+    await daemon.start();
+  },
+  { timeout: 900_000 },
+);
 
-after(async () => {
-  await daemon?.cleanup();
-  cleanupAll();
-  await reg?.stop();
-  if (work) rmSync(work, { recursive: true, force: true });
-}, { timeout: 120_000 });
+after(
+  async () => {
+    await daemon?.cleanup();
+    cleanupAll();
+    await reg?.stop();
+    if (work) rmSync(work, { recursive: true, force: true });
+  },
+  { timeout: 120_000 },
+);
 
 test('registry login (wrong then right password), image pull, list, show --json, rm', { skip }, async () => {
   const ref = `${reg.host}/demo/app:v1`;
@@ -121,6 +141,6 @@ test('image import --rootfs-tar and --help teaches with examples', { skip }, asy
   assert.equal(missing.code, 1);
   assert.match(missing.stderr, /--rootfs-dir '.*nope' does not exist/);
   const help = await daemon.cli(['image', 'pull', '--help']);
-  assert.match(help.stdout, /Examples:\n  banger image pull debian:bookworm/);
+  assert.match(help.stdout, /Examples:\n {2}banger image pull debian:bookworm/);
   assert.match(help.stdout, /--platform <os\/arch\[\/variant\]>/);
 });

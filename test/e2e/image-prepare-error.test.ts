@@ -24,7 +24,8 @@ import { leftovers, natVmIds, processesWith, tapOf } from '../helpers/vm-leftove
  */
 const skip = !isRoot()
   ? 'needs root (namespaces, taps, nft, qemu)'
-  : (missingTools('qemu-system-x86_64', 'qemu-img', 'ip', 'nft', 'ssh', 'ssh-keygen', 'mkfs.ext4', 'debugfs', 'skopeo', 'debootstrap', 'docker-registry') ?? debianMirrorUnavailable());
+  : (missingTools('qemu-system-x86_64', 'qemu-img', 'ip', 'nft', 'ssh', 'ssh-keygen', 'mkfs.ext4', 'debugfs', 'skopeo', 'debootstrap', 'docker-registry') ??
+    debianMirrorUnavailable());
 
 // Guest traffic stays in the namespace: the only DNS server it knows is the bridge (gateway).
 const network = { bridge: 'bangerfb0', subnet: '172.16.0.0/24', dns: ['172.16.0.1'] };
@@ -39,45 +40,58 @@ let server: ChildProcess | undefined;
 let served = '';
 let emptyRoot = '';
 
-before(async () => {
-  if (skip) return;
-  mirror = await startDebianMirror();
-  registry = await TestRegistry.start();
-  const ref = await ensureDebianImageInRegistry(registry.host, { include: DEBIAN_BARE_INCLUDE, repo: DEBIAN_BARE_REPO });
-  ns = createNetns('fberr');
-  const exposed = [await exposeInNetns(ns, mirror.port), await exposeInNetns(ns, registry.port)];
-  d = new TestDaemon({ netns: ns, env: { BANGER_DEBIAN_MIRROR: mirror.url }, config: { network, vm } });
-  await d.start();
-  const k = await d.cli(['kernel', 'pull', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
-  assert.equal(k.code, 0, k.stderr);
-  const i = await d.cli(['image', 'pull', ref, '--name', 'debian-bare', '--kernel-ref', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
-  assert.equal(i.code, 0, i.stderr);
-  for (const stop of exposed) stop();
-  // The 404 mirror: an empty directory served on every address of the daemon's namespace.
-  emptyRoot = mkdtempSync(join(tmpdir(), 'banger-404-'));
-  server = spawn('ip', ['netns', 'exec', ns, process.execPath, join(REPO, 'dist/test/helpers/static-server.js'), emptyRoot, '0.0.0.0', '8089'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  server.stdout!.on('data', (c) => (served += c));
-  const deadline = Date.now() + 15_000;
-  while (!served.includes('listening')) {
-    if (Date.now() > deadline || server.exitCode !== null) throw new Error(`test setup stalled: the 404 server in ${ns} did not start`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}, { timeout: 900_000 });
+before(
+  async () => {
+    if (skip) return;
+    mirror = await startDebianMirror();
+    registry = await TestRegistry.start();
+    const ref = await ensureDebianImageInRegistry(registry.host, { include: DEBIAN_BARE_INCLUDE, repo: DEBIAN_BARE_REPO });
+    ns = createNetns('fberr');
+    const exposed = [await exposeInNetns(ns, mirror.port), await exposeInNetns(ns, registry.port)];
+    d = new TestDaemon({ netns: ns, env: { BANGER_DEBIAN_MIRROR: mirror.url }, config: { network, vm } });
+    await d.start();
+    const k = await d.cli(['kernel', 'pull', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
+    assert.equal(k.code, 0, k.stderr);
+    const i = await d.cli(['image', 'pull', ref, '--name', 'debian-bare', '--kernel-ref', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
+    assert.equal(i.code, 0, i.stderr);
+    for (const stop of exposed) stop();
+    // The 404 mirror: an empty directory served on every address of the daemon's namespace.
+    emptyRoot = mkdtempSync(join(tmpdir(), 'banger-404-'));
+    server = spawn('ip', ['netns', 'exec', ns, process.execPath, join(REPO, 'dist/test/helpers/static-server.js'), emptyRoot, '0.0.0.0', '8089'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    server.stdout!.on('data', (c) => (served += c));
+    const deadline = Date.now() + 15_000;
+    while (!served.includes('listening')) {
+      if (Date.now() > deadline || server.exitCode !== null) throw new Error(`test setup stalled: the 404 server in ${ns} did not start`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  },
+  { timeout: 900_000 },
+);
 
-after(async () => {
-  server?.kill('SIGKILL');
-  await d?.cleanup();
-  cleanupAll(); // kills any QEMU left inside the namespace, then deletes it
-  await registry?.stop();
-  await mirror?.close();
-  if (d) rmSync(d.root, { recursive: true, force: true });
-  if (emptyRoot) rmSync(emptyRoot, { recursive: true, force: true });
-}, { timeout: 180_000 });
+after(
+  async () => {
+    server?.kill('SIGKILL');
+    await d?.cleanup();
+    cleanupAll(); // kills any QEMU left inside the namespace, then deletes it
+    await registry?.stop();
+    await mirror?.close();
+    if (d) rmSync(d.root, { recursive: true, force: true });
+    if (emptyRoot) rmSync(emptyRoot, { recursive: true, force: true });
+  },
+  { timeout: 180_000 },
+);
 
-test("a prepare whose install fails (a mirror that 404s) fails vm create at once with the guest's line and hint, and leaves no builder VM, prepared disk or VM", { skip, timeout: 900_000 }, async () => {
+test("a prepare whose install fails (a mirror that 404s) fails vm create at once with the guest's line and hint, and leaves no builder VM, prepared disk or VM", {
+  skip,
+  timeout: 900_000,
+}, async () => {
   const instance = (await d!.json(['daemon', 'status'])).instanceId as string;
   assert.match(instance, /^[0-9a-f]+$/);
-  const child = spawn(process.execPath, [BANGER, '--json', 'vm', 'create', '--image', 'debian-bare', '--name', 'fb', '--package-mirror', MIRROR_404], { env: d!.env });
+  const child = spawn(process.execPath, [BANGER, '--json', 'vm', 'create', '--image', 'debian-bare', '--name', 'fb', '--package-mirror', MIRROR_404], {
+    env: d!.env,
+  });
   let stdout = '';
   let stderr = '';
   let installAt = 0;
@@ -111,7 +125,11 @@ test("a prepare whose install fails (a mirror that 404s) fails vm create at once
   assert.match(builder, /^prepare-[0-9a-f]+$/, `the create started a builder VM:\n${stderr}`);
   const err = JSON.parse(stdout).error;
   assert.equal(err.code, 'E_VMM', stdout);
-  assert.match(err.message, /step prepare: the builder VM's first boot failed: banger-first-boot: error: step 'install' failed: apt-get could not install systemd and openssh-server/, err.message);
+  assert.match(
+    err.message,
+    /step prepare: the builder VM's first boot failed: banger-first-boot: error: step 'install' failed: apt-get could not install systemd and openssh-server/,
+    err.message,
+  );
   assert.match(err.hint ?? '', /the guest must reach the package mirror http:\/\/172\.16\.0\.1:8089\/debian/, JSON.stringify(err));
   assert.ok(sawQemu && sawTap && sawRules, `the builder VM existed before it failed (qemu ${sawQemu}, tap ${sawTap}, rules ${sawRules})`);
   assert.match(served, /GET debian\/dists\/bookworm\/InRelease/, 'the guest asked the 404 mirror');
@@ -121,5 +139,7 @@ test("a prepare whose install fails (a mirror that 404s) fails vm create at once
   assert.equal((await d!.json(['image', 'show', 'debian-bare'])).prepared, null, 'no prepared disk recorded');
   const prepDir = join(d!.root, 'prepared', 'debian-bare');
   assert.deepEqual(existsSync(prepDir) ? readdirSync(prepDir) : [], [], 'no prepared disk file');
-  console.log(`# failed prepare: vm create failed ${((endAt - t0) / 1000).toFixed(1)} s after it started${installAt ? `, ${((endAt - installAt) / 1000).toFixed(1)} s after the install began` : ''} (TCG)`);
+  console.log(
+    `# failed prepare: vm create failed ${((endAt - t0) / 1000).toFixed(1)} s after it started${installAt ? `, ${((endAt - installAt) / 1000).toFixed(1)} s after the install began` : ''} (TCG)`,
+  );
 });

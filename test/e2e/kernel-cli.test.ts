@@ -25,41 +25,47 @@ const conc = skip ? undefined : goodBundle({ vmlinux: randomBytes(1024) });
 const ttyb = skip ? undefined : goodBundle({ vmlinux: randomBytes(400 * 1024) });
 const noPty = skip ?? missingToolsReason('python3');
 
-before(async () => {
-  if (skip) return;
-  await srv.start();
-  const mal = maliciousBundles().find((m) => m.label === 'symlink to an absolute path')!;
-  srv.set('/good.tar.zst', good!.bundle);
-  srv.set('/slow.tar.zst', { body: big!.bundle, slowChunk: 1024 });
-  srv.set('/conc.tar.zst', { body: conc!.bundle, delayMs: 300 });
-  srv.set('/mal.tar.zst', mal.bundle);
-  srv.set('/tty.tar.zst', { body: ttyb!.bundle, slowChunk: 8 * 1024 });
-  srv.set(
-    '/catalog.json',
-    JSON.stringify(
-      catalogDoc(
-        [
-          { name: 'tk', path: '/good.tar.zst', bundle: good!.bundle, description: 'test kernel' },
-          { name: 'slowk', path: '/slow.tar.zst', bundle: big!.bundle },
-          { name: 'conck', path: '/conc.tar.zst', bundle: conc!.bundle },
-          { name: 'malk', path: '/mal.tar.zst', bundle: mal.bundle },
-          { name: 'ttyk', path: '/tty.tar.zst', bundle: ttyb!.bundle },
-        ],
-        srv,
+before(
+  async () => {
+    if (skip) return;
+    await srv.start();
+    const mal = maliciousBundles().find((m) => m.label === 'symlink to an absolute path')!;
+    srv.set('/good.tar.zst', good!.bundle);
+    srv.set('/slow.tar.zst', { body: big!.bundle, slowChunk: 1024 });
+    srv.set('/conc.tar.zst', { body: conc!.bundle, delayMs: 300 });
+    srv.set('/mal.tar.zst', mal.bundle);
+    srv.set('/tty.tar.zst', { body: ttyb!.bundle, slowChunk: 8 * 1024 });
+    srv.set(
+      '/catalog.json',
+      JSON.stringify(
+        catalogDoc(
+          [
+            { name: 'tk', path: '/good.tar.zst', bundle: good!.bundle, description: 'test kernel' },
+            { name: 'slowk', path: '/slow.tar.zst', bundle: big!.bundle },
+            { name: 'conck', path: '/conc.tar.zst', bundle: conc!.bundle },
+            { name: 'malk', path: '/mal.tar.zst', bundle: mal.bundle },
+            { name: 'ttyk', path: '/tty.tar.zst', bundle: ttyb!.bundle },
+          ],
+          srv,
+        ),
       ),
-    ),
-  );
-  ns = createNetns('kcli');
-  await exposeInNetns(ns, srv.port);
-  d = new TestDaemon({ netns: ns, env: { BANGER_KERNEL_CATALOGS: srv.url('/catalog.json') } });
-  await d.start();
-}, { timeout: 900_000 });
+    );
+    ns = createNetns('kcli');
+    await exposeInNetns(ns, srv.port);
+    d = new TestDaemon({ netns: ns, env: { BANGER_KERNEL_CATALOGS: srv.url('/catalog.json') } });
+    await d.start();
+  },
+  { timeout: 900_000 },
+);
 
-after(async () => {
-  await d?.cleanup();
-  cleanupAll();
-  await srv.stop();
-}, { timeout: 120_000 });
+after(
+  async () => {
+    await d?.cleanup();
+    cleanupAll();
+    await srv.stop();
+  },
+  { timeout: 120_000 },
+);
 
 /** Run the CLI from another working directory (relative paths). */
 function cliIn(cwd: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -87,9 +93,15 @@ test('kernel list --available: the catalog with STATE and human SIZE; --json is 
   assert.match(lines[0]!, /^NAME\s+DISTRO\s+ARCH\s+VERSION\s+SIZE\s+STATE\s+DESCRIPTION$/);
   const tk = lines.find((l) => l.startsWith('tk '))!;
   assert.match(tk, /^tk\s+test\s+x86_64\s+6\.1\.0-test\s+\d+(\.\d)? (B|KiB)\s+available\s+test kernel$/);
-  assert.ok(lines.some((l) => /^debian-cloud-amd64\s+debian\s+x86_64\s+-\s+~66\.8 MiB\s+available\s/.test(l)), r.stdout);
+  assert.ok(
+    lines.some((l) => /^debian-cloud-amd64\s+debian\s+x86_64\s+-\s+~66\.8 MiB\s+available\s/.test(l)),
+    r.stdout,
+  );
   const j = await d.json(['kernel', 'list', '--available']);
-  assert.deepEqual(j.entries.map((e: any) => e.name), ['conck', 'debian-cloud-amd64', 'malk', 'slowk', 'tk', 'ttyk']);
+  assert.deepEqual(
+    j.entries.map((e: any) => e.name),
+    ['conck', 'debian-cloud-amd64', 'malk', 'slowk', 'tk', 'ttyk'],
+  );
   assert.equal(j.entries.find((e: any) => e.name === 'tk').sizeBytes, good!.bundle.length);
 });
 
@@ -123,7 +135,7 @@ test('kernel pull, show, list, STATE pulled, refusal without --force, --force us
   assert.equal(srv.count('/good.tar.zst'), 1);
   const rm = await d.json(['kernel', 'rm', 'tk']);
   assert.deepEqual(rm, { removed: ['tk'], usedBy: [] });
-  assert.deepEqual((await d.json(['kernel', 'list'])), []);
+  assert.deepEqual(await d.json(['kernel', 'list']), []);
   assert.deepEqual(scratch(), []);
 });
 
@@ -165,9 +177,16 @@ test('Ctrl-C during a pull cancels the daemon work and leaves nothing behind', {
   assert.notEqual(code, 0, stderr);
   assert.match(stderr, /cancel/i);
   // The README promises the cleanup is done when the CLI exits: checked at once, no polling.
-  const logTail = () => readFileSync(join(d.root, 'logs', 'bangerd.log'), 'utf8').split('\n').slice(-15).join('\n');
+  const logTail = () =>
+    readFileSync(join(d.root, 'logs', 'bangerd.log'), 'utf8')
+      .split('\n')
+      .slice(-15)
+      .join('\n');
   assert.deepEqual(scratch(), [], `cli stderr:\n${stderr}\ndaemon log:\n${logTail()}`);
-  assert.deepEqual(readdirSync(join(d.root, 'blobs', 'sha256')).filter((n) => n === sha256(big!.bundle)), []);
+  assert.deepEqual(
+    readdirSync(join(d.root, 'blobs', 'sha256')).filter((n) => n === sha256(big!.bundle)),
+    [],
+  );
   assert.equal((await d.json(['kernel', 'list'])).length, 0);
 });
 
@@ -184,14 +203,17 @@ test('kernel import from a relative path through the CLI, then a daemon restart 
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /--vmlinux \/nonexistent\/vmlinux: no such file/);
     await d.json(['kernel', 'pull', 'tk']);
-    const before = (await d.json(['kernel', 'list']));
-    assert.deepEqual(before.map((x: any) => x.name), ['imp', 'tk']);
+    const before = await d.json(['kernel', 'list']);
+    assert.deepEqual(
+      before.map((x: any) => x.name),
+      ['imp', 'tk'],
+    );
     await d.stop();
     await d.start();
-    assert.deepEqual((await d.json(['kernel', 'list'])), before);
+    assert.deepEqual(await d.json(['kernel', 'list']), before);
     await d.kill();
     await d.start();
-    assert.deepEqual((await d.json(['kernel', 'list'])), before);
+    assert.deepEqual(await d.json(['kernel', 'list']), before);
     assert.match((await d.cli(['kernel', 'list', '--available'])).stdout, /^tk\s.*\spulled\s/m);
   } finally {
     rmSync(src, { recursive: true, force: true });
@@ -221,7 +243,10 @@ test('a daemon without catalogs uses the ones the CLI forwards from its own BANG
   await plain.start();
   try {
     const without = await plain.json(['kernel', 'list', '--available']);
-    assert.deepEqual(without.entries.map((e: any) => e.name), ['debian-cloud-amd64']);
+    assert.deepEqual(
+      without.entries.map((e: any) => e.name),
+      ['debian-cloud-amd64'],
+    );
     const env = { BANGER_KERNEL_CATALOGS: srv.url('/catalog.json') };
     const avail = await plain.cli(['--json', 'kernel', 'list', '--available'], { env });
     assert.equal(avail.code, 0, avail.stderr);
@@ -240,7 +265,10 @@ test('a daemon without catalogs uses the ones the CLI forwards from its own BANG
     assert.match(partial.stdout, /^tk\s/m);
     assert.ok(partial.stderr.includes(`warning: skipped kernel catalog ${deadUrl}`), partial.stderr);
     const partialJson = JSON.parse((await plain.cli(['--json', 'kernel', 'list', '--available'], { env: both })).stdout);
-    assert.deepEqual(partialJson.warnings.map((w: any) => [w.catalog, w.code]), [[deadUrl, 'E_HTTP']]);
+    assert.deepEqual(
+      partialJson.warnings.map((w: any) => [w.catalog, w.code]),
+      [[deadUrl, 'E_HTTP']],
+    );
     // A name found in no readable catalog: the error names the catalog that could not be read.
     const missing = await plain.cli(['kernel', 'pull', 'nosuch'], { env: both });
     assert.equal(missing.code, 1);

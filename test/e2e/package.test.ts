@@ -1,7 +1,20 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmdirSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { REPO, TestDaemon, isRoot, missingTools } from '../helpers/daemon.js';
@@ -33,7 +46,8 @@ const VERSION = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')).ver
 
 function installedAlready(): string | undefined {
   const q = spawnSync('dpkg-query', ['-W', '-f=${Status}', 'banger'], { encoding: 'utf8' });
-  if (q.status === 0 && /installed/.test(q.stdout) && !/not-installed/.test(q.stdout)) return 'banger is already installed here (dpkg); the test would purge it';
+  if (q.status === 0 && /installed/.test(q.stdout) && !/not-installed/.test(q.stdout))
+    return 'banger is already installed here (dpkg); the test would purge it';
   if (existsSync('/var/lib/banger')) return '/var/lib/banger exists; purging the package would remove it';
   return undefined;
 }
@@ -70,7 +84,10 @@ let cgroup: string | undefined;
 let nofileApplied = 0;
 
 function apt(args: string[]) {
-  return spawnSync('apt-get', ['-y', '-q', '-o', 'DPkg::Lock::Timeout=300', ...args], { encoding: 'utf8', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+  return spawnSync('apt-get', ['-y', '-q', '-o', 'DPkg::Lock::Timeout=300', ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+  });
 }
 
 before(() => {
@@ -112,11 +129,31 @@ test('the .deb: contents, control fields and maintainer scripts', { skip }, () =
   assert.match(info, /^Package: banger$/m);
   assert.match(info, new RegExp(`^Version: ${VERSION.replace(/\./g, '\\.')}$`, 'm'));
   assert.match(info, /^Architecture: amd64$/m);
-  for (const dep of ['qemu-system-x86', 'qemu-utils', 'e2fsprogs', 'iproute2', 'nftables | iptables', 'openssh-client', 'gpgv', 'debian-archive-keyring', 'kmod', 'attr', 'lz4', 'zstd']) {
+  for (const dep of [
+    'qemu-system-x86',
+    'qemu-utils',
+    'e2fsprogs',
+    'iproute2',
+    'nftables | iptables',
+    'openssh-client',
+    'gpgv',
+    'debian-archive-keyring',
+    'kmod',
+    'attr',
+    'lz4',
+    'zstd',
+  ]) {
     assert.match(info, new RegExp(`^Depends:.*(^|[ ,])${dep.replace(/[|]/g, '\\|')}(,|$)`, 'm'), `Depends names ${dep}`);
   }
   const list = spawnSync('dpkg-deb', ['--contents', deb], { encoding: 'utf8' }).stdout;
-  for (const p of ['./usr/lib/banger/dist/cli.mjs', './usr/lib/banger/dist/bangerd.mjs', './usr/lib/banger/dist/guest/banger-vsock-agent', './usr/lib/banger/dist/src/kernels/catalog.json', '.' + RUNTIME, './lib/systemd/system/bangerd.service']) {
+  for (const p of [
+    './usr/lib/banger/dist/cli.mjs',
+    './usr/lib/banger/dist/bangerd.mjs',
+    './usr/lib/banger/dist/guest/banger-vsock-agent',
+    './usr/lib/banger/dist/src/kernels/catalog.json',
+    '.' + RUNTIME,
+    './lib/systemd/system/bangerd.service',
+  ]) {
     assert.ok(list.includes(p), `${p} is in the package`);
   }
   assert.match(list, /\.\/usr\/bin\/banger -> \.\.\/lib\/banger\/bin\/banger/);
@@ -136,7 +173,8 @@ test('apt-get install ./banger_*.deb: group, state dir, unit; banger --version a
   assert.match(unit, new RegExp(`^ExecStart=${RUNTIME} ${LIB}/bin/bangerd$`, 'm'));
   assert.match(unit, /^Restart=on-failure$/m);
 
-  for (const tool of NODE_TOOLS) assert.notEqual(spawnSync('sh', ['-c', `command -v ${tool}`], { env }).status, 0, `no ${tool} on the PATH the installed binaries get`);
+  for (const tool of NODE_TOOLS)
+    assert.notEqual(spawnSync('sh', ['-c', `command -v ${tool}`], { env }).status, 0, `no ${tool} on the PATH the installed binaries get`);
   assert.equal(spawnSync('sh', ['-c', 'command -v mkfs.ext4 && command -v readlink'], { env }).status, 0, 'everything else is still there');
   const v = spawnSync('/usr/bin/banger', ['--version'], { env, encoding: 'utf8' });
   assert.equal(v.status, 0, v.stderr);
@@ -159,7 +197,13 @@ test('the installed daemon (own netns, own BANGER_ROOT): kernel list --available
   assert.deepEqual([status.node.path, status.root], [RUNTIME, daemon.root]);
   const kernels = await daemon.json(['kernel', 'list', '--available'], { timeoutMs: 60_000 });
   assert.ok(JSON.stringify(kernels).includes('debian-cloud-amd64'), 'the embedded catalog is inside the bundle');
-  writeFileSync(join(work, 'rootfs.tar'), makeTar([{ path: 'etc/', type: 'dir' }, { path: 'etc/hostname', data: 'from-the-deb\n' }]));
+  writeFileSync(
+    join(work, 'rootfs.tar'),
+    makeTar([
+      { path: 'etc/', type: 'dir' },
+      { path: 'etc/hostname', data: 'from-the-deb\n' },
+    ]),
+  );
   const imp = await daemon.cli(['image', 'import', 'debimg', '--rootfs-tar', join(work, 'rootfs.tar')], { timeoutMs: 180_000 });
   assert.equal(imp.code, 0, imp.stderr);
   const show = await daemon.json(['image', 'show', 'debimg']);
@@ -207,7 +251,10 @@ function restricted(keys: Map<string, string>, ns: string, argv: string[]): stri
   nofileApplied = nofile;
   const tasks = Number(keys.get('TasksMax'));
   assert.ok(nofile > 0 && tasks > 0, 'LimitNOFILE and TasksMax are numbers');
-  const runtime = keys.get('RuntimeDirectory')!.split(/\s+/).map((d) => `/run/${d}`);
+  const runtime = keys
+    .get('RuntimeDirectory')!
+    .split(/\s+/)
+    .map((d) => `/run/${d}`);
   const rw = keys.get('ReadWritePaths')!.split(/\s+/);
   // the pids controller: cgroup v1 (this machine) or v2
   const v1 = '/sys/fs/cgroup/pids';
@@ -221,7 +268,7 @@ function restricted(keys: Map<string, string>, ns: string, argv: string[]): stri
     'for d in $runtime; do mkdir -p -m 0750 "$d"; done',
     'keep=""',
     'for p in $runtime $rw; do case $p in -*) p=${p#-}; [ -e "$p" ] || continue;; esac; mount --bind "$p" "$p"; keep="$keep $p"; done',
-    'for mp in $(awk \'{print $5}\' /proc/self/mountinfo | sort -u); do',
+    "for mp in $(awk '{print $5}' /proc/self/mountinfo | sort -u); do",
     '  case $mp in /dev|/dev/*|/proc|/proc/*|/sys|/sys/*) continue;; esac',
     '  skip=; for k in $keep; do [ "$mp" = "$k" ] && skip=1; done; [ -n "$skip" ] && continue',
     '  if ! mount -o remount,bind,ro "$mp" 2>/dev/null; then mount --bind "$mp" "$mp"; mount -o remount,bind,ro "$mp"; fi',
@@ -229,7 +276,29 @@ function restricted(keys: Map<string, string>, ns: string, argv: string[]): stri
     'exec prlimit --nofile=$nofile:$nofile -- setpriv --no-new-privs -- "$@"',
   ].join('\n');
   const outer = 'echo $$ > "$1/cgroup.procs"; shift; exec "$@"';
-  return ['sh', '-c', outer, 'sh', cgroup, 'ip', 'netns', 'exec', ns, 'unshare', '--mount', '--propagation', 'private', 'sh', '-c', inner, 'sh', String(nofile), runtime.join(' '), rw.join(' '), ...argv];
+  return [
+    'sh',
+    '-c',
+    outer,
+    'sh',
+    cgroup,
+    'ip',
+    'netns',
+    'exec',
+    ns,
+    'unshare',
+    '--mount',
+    '--propagation',
+    'private',
+    'sh',
+    '-c',
+    inner,
+    'sh',
+    String(nofile),
+    runtime.join(' '),
+    rw.join(' '),
+    ...argv,
+  ];
 }
 
 /** A PVH ELF "kernel" (kernel import accepts it: ET_EXEC with a Linux banner) that halts at once: QEMU stays up, idle. */
@@ -282,13 +351,17 @@ test('the unit verifies, and every [Service] key is either a restriction this te
   assert.equal(v.stderr.trim(), '', 'systemd-analyze verify has no complaint');
   const keys = serviceKeys(readFileSync('/lib/systemd/system/bangerd.service', 'utf8'));
   const known = new Set<string>([...UNIT_RESTRICTIONS, ...UNIT_PLAIN_KEYS]);
-  for (const k of keys.keys()) assert.ok(known.has(k), `unit key ${k}: the purge test has no emulation for it (add it to UNIT_RESTRICTIONS and to restricted())`);
+  for (const k of keys.keys())
+    assert.ok(known.has(k), `unit key ${k}: the purge test has no emulation for it (add it to UNIT_RESTRICTIONS and to restricted())`);
   for (const k of UNIT_RESTRICTIONS) assert.ok(keys.has(k), `the unit sets ${k}`);
   assert.equal(keys.get('LimitNOFILE'), '65536');
   assert.match(keys.get('ReadWritePaths')!, /(^| )\/var\/lib\/banger( |$)/);
 });
 
-test('purge while a VM runs on the unit-restricted daemon: prerm stops it through the daemon; no VMM, virtiofsd, tap, bridge, nft table or state is left', { skip, timeout: 600_000 }, async (t) => {
+test('purge while a VM runs on the unit-restricted daemon: prerm stops it through the daemon; no VMM, virtiofsd, tap, bridge, nft table or state is left', {
+  skip,
+  timeout: 600_000,
+}, async (t) => {
   assert.ok(installed, 'installed by the earlier test');
   const keys = serviceKeys(readFileSync('/lib/systemd/system/bangerd.service', 'utf8'));
   const ns = createNetns('debunit');
@@ -312,9 +385,12 @@ test('purge while a VM runs on the unit-restricted daemon: prerm stops it throug
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   assert.match(status, /^NoNewPrivs:\s+1$/m);
   assert.match(readFileSync(`/proc/${pid}/limits`, 'utf8'), new RegExp(`^Max open files\\s+${nofileApplied}\\s+${nofileApplied}`, 'm'));
-  if (nofileApplied !== Number(keys.get('LimitNOFILE'))) t.diagnostic(`LimitNOFILE=${keys.get('LimitNOFILE')} capped at ${nofileApplied}: no CAP_SYS_RESOURCE here to raise the hard limit`);
+  if (nofileApplied !== Number(keys.get('LimitNOFILE')))
+    t.diagnostic(`LimitNOFILE=${keys.get('LimitNOFILE')} capped at ${nofileApplied}: no CAP_SYS_RESOURCE here to raise the hard limit`);
   assert.ok(readFileSync(join(cgroup!, 'cgroup.procs'), 'utf8').split('\n').includes(String(pid)), 'in the TasksMax cgroup');
-  const mounts = readFileSync(`/proc/${pid}/mountinfo`, 'utf8').split('\n').map((l) => l.split(' '));
+  const mounts = readFileSync(`/proc/${pid}/mountinfo`, 'utf8')
+    .split('\n')
+    .map((l) => l.split(' '));
   const opts = (mp: string) => mounts.filter((f) => f[4] === mp).pop()?.[5] ?? '';
   assert.match(opts('/'), /(^|,)ro(,|$)/, 'ProtectSystem=strict: / is read-only');
   assert.match(opts('/var/lib/banger'), /(^|,)rw(,|$)/, 'ReadWritePaths: the state root is writable');
@@ -338,8 +414,16 @@ test('purge while a VM runs on the unit-restricted daemon: prerm stops it throug
   assert.ok(vmm.length > 0, 'the VMM runs');
   assert.ok(processesWith(`source=${shared}`).length > 0, 'its virtiofsd runs (under the restricted mount namespace)');
   const links = () => JSON.parse(nsRun(ns, ['ip', '-j', 'link', 'show'])) as { ifname: string; linkinfo?: { info_kind?: string } }[];
-  assert.ok(links().some((l) => l.ifname === 'banger0'), 'the bridge exists');
-  assert.ok(links().some((l) => /^tap-[0-9a-f]{10}$/.test(l.ifname)), `a tap exists: ${links().map((l) => l.ifname).join(' ')}`);
+  assert.ok(
+    links().some((l) => l.ifname === 'banger0'),
+    'the bridge exists',
+  );
+  assert.ok(
+    links().some((l) => /^tap-[0-9a-f]{10}$/.test(l.ifname)),
+    `a tap exists: ${links()
+      .map((l) => l.ifname)
+      .join(' ')}`,
+  );
   assert.equal(spawnSync('ip', ['netns', 'exec', ns, 'nft', 'list', 'table', 'ip', 'banger']).status, 0, 'the NAT table exists');
 
   const p = apt(['purge', 'banger']);
@@ -352,7 +436,13 @@ test('purge while a VM runs on the unit-restricted daemon: prerm stops it throug
   assert.notEqual(unitDaemon.exitCode, null, 'prerm stopped the daemon');
   assert.deepEqual(processesWith('/var/lib/banger/vms/'), [], 'no VMM left');
   assert.deepEqual(processesWith(`source=${shared}`), [], 'no virtiofsd left');
-  assert.deepEqual(links().map((l) => l.ifname).filter((n) => n !== 'lo'), [], 'no bridge or tap left in the namespace');
+  assert.deepEqual(
+    links()
+      .map((l) => l.ifname)
+      .filter((n) => n !== 'lo'),
+    [],
+    'no bridge or tap left in the namespace',
+  );
   assert.notEqual(spawnSync('ip', ['netns', 'exec', ns, 'nft', 'list', 'table', 'ip', 'banger']).status, 0, 'no nft table left');
   assert.equal(existsSync('/var/lib/banger'), false);
   assert.equal(existsSync('/run/banger'), false);

@@ -20,7 +20,20 @@ import { bridgeInstance, leftovers } from '../helpers/vm-leftovers.js';
  */
 const skip = !isRoot()
   ? 'needs root (namespaces, taps, nft, qemu)'
-  : (missingTools('qemu-system-x86_64', 'qemu-img', 'ip', 'nft', 'ssh', 'ssh-keygen', 'mkfs.ext4', 'debugfs', 'skopeo', 'debootstrap', 'docker-registry', 'tar') ?? debianMirrorUnavailable());
+  : (missingTools(
+      'qemu-system-x86_64',
+      'qemu-img',
+      'ip',
+      'nft',
+      'ssh',
+      'ssh-keygen',
+      'mkfs.ext4',
+      'debugfs',
+      'skopeo',
+      'debootstrap',
+      'docker-registry',
+      'tar',
+    ) ?? debianMirrorUnavailable());
 
 const T = { timeout: 900_000 };
 let mirror: DebianMirror | undefined;
@@ -29,37 +42,43 @@ let d: TestDaemon | undefined;
 let ns = '';
 let work = '';
 
-before(async () => {
-  if (skip) return;
-  work = mkdtempSync(join(tmpdir(), 'banger-exec-e2e-'));
-  mirror = await startDebianMirror();
-  registry = await TestRegistry.start();
-  const ref = await ensureDebianImageInRegistry(registry.host);
-  ns = createNetns('vmexec');
-  const exposed = [await exposeInNetns(ns, mirror.port), await exposeInNetns(ns, registry.port)];
-  d = new TestDaemon({ netns: ns, env: { BANGER_DEBIAN_MIRROR: mirror.url }, config: { vm: { sshTimeoutSeconds: 900, vcpu: 2, memoryMiB: 512 } } });
-  await d.start();
-  const k = await d.cli(['kernel', 'pull', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
-  assert.equal(k.code, 0, k.stderr);
-  const i = await d.cli(['image', 'pull', ref, '--name', 'debian-bookworm', '--kernel-ref', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
-  assert.equal(i.code, 0, i.stderr);
-  for (const stop of exposed) stop();
-  const v = await d.cli(['vm', 'create', '--image', 'debian-bookworm', '--name', 'ex1'], { timeoutMs: 1_000_000 });
-  if (v.code !== 0) {
-    const logs = await d.cli(['vm', 'logs', 'ex1']);
-    assert.fail(`vm create failed:\n${v.stderr}\nconsole tail:\n${logs.stdout.slice(-3000)}`);
-  }
-  assert.match(v.stderr, /agent: healthy \(3\)/);
-}, { timeout: 1_500_000 });
+before(
+  async () => {
+    if (skip) return;
+    work = mkdtempSync(join(tmpdir(), 'banger-exec-e2e-'));
+    mirror = await startDebianMirror();
+    registry = await TestRegistry.start();
+    const ref = await ensureDebianImageInRegistry(registry.host);
+    ns = createNetns('vmexec');
+    const exposed = [await exposeInNetns(ns, mirror.port), await exposeInNetns(ns, registry.port)];
+    d = new TestDaemon({ netns: ns, env: { BANGER_DEBIAN_MIRROR: mirror.url }, config: { vm: { sshTimeoutSeconds: 900, vcpu: 2, memoryMiB: 512 } } });
+    await d.start();
+    const k = await d.cli(['kernel', 'pull', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
+    assert.equal(k.code, 0, k.stderr);
+    const i = await d.cli(['image', 'pull', ref, '--name', 'debian-bookworm', '--kernel-ref', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
+    assert.equal(i.code, 0, i.stderr);
+    for (const stop of exposed) stop();
+    const v = await d.cli(['vm', 'create', '--image', 'debian-bookworm', '--name', 'ex1'], { timeoutMs: 1_000_000 });
+    if (v.code !== 0) {
+      const logs = await d.cli(['vm', 'logs', 'ex1']);
+      assert.fail(`vm create failed:\n${v.stderr}\nconsole tail:\n${logs.stdout.slice(-3000)}`);
+    }
+    assert.match(v.stderr, /agent: healthy \(3\)/);
+  },
+  { timeout: 1_500_000 },
+);
 
-after(async () => {
-  await d?.cleanup();
-  cleanupAll();
-  await registry?.stop();
-  await mirror?.close();
-  if (d) rmSync(d.root, { recursive: true, force: true });
-  if (work) rmSync(work, { recursive: true, force: true });
-}, { timeout: 120_000 });
+after(
+  async () => {
+    await d?.cleanup();
+    cleanupAll();
+    await registry?.stop();
+    await mirror?.close();
+    if (d) rmSync(d.root, { recursive: true, force: true });
+    if (work) rmSync(work, { recursive: true, force: true });
+  },
+  { timeout: 120_000 },
+);
 
 interface Out {
   code: number | null;
@@ -67,7 +86,10 @@ interface Out {
   stderr: Buffer;
 }
 /** Runs the CLI with binary stdin/stdout/stderr; `onStdout` sees output as it arrives. */
-function banger(args: string[], opts: { input?: Buffer; onStdout?: (all: string, child: ReturnType<typeof spawn>) => void; timeoutMs?: number } = {}): Promise<Out> {
+function banger(
+  args: string[],
+  opts: { input?: Buffer; onStdout?: (all: string, child: ReturnType<typeof spawn>) => void; timeoutMs?: number } = {},
+): Promise<Out> {
   const argv = d!.cliArgv(args);
   const child = spawn(argv[0]!, argv.slice(1), { env: d!.env });
   const out: Buffer[] = [];
@@ -153,7 +175,17 @@ test('vm exec: 100 MiB of output arrives without loss', { skip, ...T }, async ()
 
 test('vm exec: two at once run concurrently; Ctrl-C reaches the guest process; -t gives a pty', { skip, ...T }, async () => {
   // Each waits for the other to have started: run one after the other, the first would time out.
-  const both = (me: string, other: string) => ['vm', 'exec', 'ex1', '--', 'timeout', '120', 'sh', '-c', `touch /tmp/c-${me}; while [ ! -e /tmp/c-${other} ]; do sleep 0.05; done; echo ${me}`];
+  const both = (me: string, other: string) => [
+    'vm',
+    'exec',
+    'ex1',
+    '--',
+    'timeout',
+    '120',
+    'sh',
+    '-c',
+    `touch /tmp/c-${me}; while [ ! -e /tmp/c-${other} ]; do sleep 0.05; done; echo ${me}`,
+  ];
   const [a, b] = await Promise.all([banger(both('a', 'b')), banger(both('b', 'a'))]);
   assert.equal(a.stdout.toString() + b.stdout.toString(), 'a\nb\n', 'the two execs ran one after the other');
   let sent = false;
@@ -173,7 +205,10 @@ test('vm exec: two at once run concurrently; Ctrl-C reaches the guest process; -
   assert.match(t.stdout.toString(), /^\/dev\/pts\/\d+\r\n24 80\r\n$/);
 });
 
-test('vm cp: a tree with a symlink, a setuid file and a 200 MiB file, both ways, equal (out of the guest: owners with -a, setuid dropped)', { skip, ...T }, async () => {
+test('vm cp: a tree with a symlink, a setuid file and a 200 MiB file, both ways, equal (out of the guest: owners with -a, setuid dropped)', {
+  skip,
+  ...T,
+}, async () => {
   const src = join(work, 'tree');
   mkdirSync(join(src, 'sub'), { recursive: true });
   const big = Buffer.alloc(200 << 20);
@@ -189,7 +224,15 @@ test('vm cp: a tree with a symlink, a setuid file and a 200 MiB file, both ways,
   const up = await banger(['vm', 'cp', src, 'ex1:/root/tree'], { timeoutMs: 600_000 });
   assert.equal(up.code, 0, up.stderr.toString());
   const t1 = Date.now();
-  const g = await banger(['vm', 'exec', 'ex1', '--', 'sh', '-c', 'cd /root/tree && sha256sum big && stat -c "%a %u %g" suid && readlink link && stat -c %Y sub/f']);
+  const g = await banger([
+    'vm',
+    'exec',
+    'ex1',
+    '--',
+    'sh',
+    '-c',
+    'cd /root/tree && sha256sum big && stat -c "%a %u %g" suid && readlink link && stat -c %Y sub/f',
+  ]);
   assert.equal(g.stdout.toString(), `${sha(big)}  big\n4755 1234 2345\nsub/f\n1000000000\n`, g.stderr.toString());
   const back = join(work, 'back');
   // out of the guest: -a (as root) restores owners; setuid bits are dropped all the same
@@ -222,7 +265,10 @@ test('banger run --rm: the exit code passes through and nothing is left', { skip
   assert.equal(r.stdout.toString(), 'hi\n');
   assert.deepEqual(leftovers(ns, d!.root, bridgeInstance(ns, 'banger0'), 'once'), []);
   const list = await d!.json(['vm', 'list']);
-  assert.deepEqual(list.map((v: { name: string }) => v.name), ['ex1']);
+  assert.deepEqual(
+    list.map((v: { name: string }) => v.name),
+    ['ex1'],
+  );
 });
 
 test('vm exec on a stopped or unknown VM fails clearly', { skip, ...T }, async () => {

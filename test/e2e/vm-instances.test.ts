@@ -25,7 +25,20 @@ try {
 }
 const skip = !isRoot()
   ? 'needs root (namespaces, taps, nft, qemu)'
-  : (missingTools('qemu-system-x86_64', 'qemu-img', 'ip', 'nft', 'iptables', 'ssh', 'ssh-keygen', 'mkfs.ext4', 'debugfs', 'skopeo', 'debootstrap', 'docker-registry') ??
+  : (missingTools(
+      'qemu-system-x86_64',
+      'qemu-img',
+      'ip',
+      'nft',
+      'iptables',
+      'ssh',
+      'ssh-keygen',
+      'mkfs.ext4',
+      'debugfs',
+      'skopeo',
+      'debootstrap',
+      'docker-registry',
+    ) ??
     debianMirrorUnavailable() ??
     (ensureDebianImageInRegistry ? undefined : 'test/helpers/debootstrap.ts (images) is not available'));
 
@@ -182,7 +195,10 @@ test('a second instance in the same namespace: sharing the bridge or the subnet 
   assert.equal((await ssh(A, 'a1', 'hostname')).stdout.trim(), 'a1');
 });
 
-test("restarting, reconciling and using one instance never interrupts the other's VM; SIGTERM leaves VMs running and the next daemon adopts them", { skip, ...T }, async () => {
+test("restarting, reconciling and using one instance never interrupts the other's VM; SIGTERM leaves VMs running and the next daemon adopts them", {
+  skip,
+  ...T,
+}, async () => {
   // A crashes and restarts (reconcile), twice.
   for (let i = 0; i < 2; i++) {
     await A.kill();
@@ -212,7 +228,9 @@ test("restarting, reconciling and using one instance never interrupts the other'
 
 test('8 parallel vm create --no-wait: distinct IPs, taps and MACs, 8 rows, one qcow2 template; a duplicate name is E_EXISTS', { skip, ...T }, async () => {
   const names = Array.from({ length: 8 }, (_, i) => `p${i + 1}`);
-  const runs = await Promise.all([...names, 'p1'].map((n) => A.cli(['--json', 'vm', 'create', '--image', 'debian-bookworm', '--name', n, '--no-wait'], { timeoutMs: 300_000 })));
+  const runs = await Promise.all(
+    [...names, 'p1'].map((n) => A.cli(['--json', 'vm', 'create', '--image', 'debian-bookworm', '--name', n, '--no-wait'], { timeoutMs: 300_000 })),
+  );
   const ok = runs.filter((r) => r.code === 0).map((r) => JSON.parse(r.stdout));
   const failed = runs.filter((r) => r.code !== 0);
   assert.equal(ok.length, 8, runs.map((r) => r.stderr).join('\n'));
@@ -222,13 +240,26 @@ test('8 parallel vm create --no-wait: distinct IPs, taps and MACs, 8 rows, one q
   for (const k of ['ip', 'tap', 'mac', 'id']) assert.equal(new Set(ok.map((v) => v[k])).size, 8, `distinct ${k}`);
   for (const v of ok) assert.equal(tapOf(ns, instA, v.name), v.tap, `${v.name}'s tap exists and carries A's mark`);
   const rows = dbRows(A.root);
-  assert.deepEqual(rows.vms.map((v) => v.name).filter((n) => n.startsWith('p')).sort(), [...names].sort());
+  assert.deepEqual(
+    rows.vms
+      .map((v) => v.name)
+      .filter((n) => n.startsWith('p'))
+      .sort(),
+    [...names].sort(),
+  );
   assert.equal(new Set(rows.leases.map((l) => l.ip)).size, rows.leases.length);
   // Overlay templates live in the image's cache directory (layout.imageCacheDir), not beside the base.
   const imageDir = readdirSync(join(A.root, 'cache', 'images', 'debian-bookworm'));
-  assert.deepEqual(readdirSync(dirname(baseRootfs)).filter((n) => n.includes('.overlay-')), [], 'nothing written in the image directory');
+  assert.deepEqual(
+    readdirSync(dirname(baseRootfs)).filter((n) => n.includes('.overlay-')),
+    [],
+    'nothing written in the image directory',
+  );
   assert.equal(imageDir.filter((n) => /^\.overlay-.*\.qcow2$/.test(n)).length, 1, `one template: ${imageDir.join(' ')}`);
-  assert.deepEqual(imageDir.filter((n) => n.endsWith('.tmp')), []);
+  assert.deepEqual(
+    imageDir.filter((n) => n.endsWith('.tmp')),
+    [],
+  );
   const rm = await A.cli(['vm', 'rm', '--force', ...names], { timeoutMs: 300_000 });
   assert.equal(rm.code, 0, rm.stderr);
   for (const n of names) assert.deepEqual(leftovers(ns, A.root, instA, n), [], n);
@@ -236,7 +267,10 @@ test('8 parallel vm create --no-wait: distinct IPs, taps and MACs, 8 rows, one q
 });
 
 test('bangerd SIGKILLed during vm create: before QEMU the VM is gone entirely; after QEMU it is adopted and usable', { skip, ...T }, async () => {
-  for (const [step, name] of [['network', 'k1'], ['vmm', 'k2']] as const) {
+  for (const [step, name] of [
+    ['network', 'k1'],
+    ['vmm', 'k2'],
+  ] as const) {
     await A.stop();
     A = daemon(A.root, cfgA, { BANGER_TEST_PAUSE_AT: step });
     await A.start();
@@ -298,7 +332,10 @@ test('a failure after QEMU started unwinds before the error is reported: SSH tim
 });
 
 test("the base image's sha256 is unchanged after guests wrote to their disks", { skip, ...T }, async () => {
-  for (const [d, n] of [[A, 'a1'], [B, 'b1']] as const) {
+  for (const [d, n] of [
+    [A, 'a1'],
+    [B, 'b1'],
+  ] as const) {
     const w = await ssh(d, n, 'dd if=/dev/urandom of=/root/junk bs=1M count=32 status=none && rm -f /etc/motd && sync');
     assert.equal(w.code, 0, w.stderr);
   }

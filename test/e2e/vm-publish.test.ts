@@ -19,7 +19,8 @@ import { bridgeInstance, dbRows, leftovers, processesWith } from '../helpers/vm-
  */
 const skip = !isRoot()
   ? 'needs root (namespaces, taps, qemu)'
-  : (missingTools('qemu-system-x86_64', 'qemu-img', 'ip', 'nft', 'ssh', 'ssh-keygen', 'mkfs.ext4', 'debugfs', 'skopeo', 'debootstrap', 'docker-registry') ?? debianMirrorUnavailable());
+  : (missingTools('qemu-system-x86_64', 'qemu-img', 'ip', 'nft', 'ssh', 'ssh-keygen', 'mkfs.ext4', 'debugfs', 'skopeo', 'debootstrap', 'docker-registry') ??
+    debianMirrorUnavailable());
 
 const T = { timeout: 900_000 };
 let mirror: DebianMirror | undefined;
@@ -36,34 +37,40 @@ const TAKEN = 18081;
 // Generous: six engineers' TCG guests share two cores; a second boot here has taken over 300 s to SSH.
 const config = { vm: { sshTimeoutSeconds: 540, stopTimeoutSeconds: 60, vcpu: 2, memoryMiB: 512 } };
 
-before(async () => {
-  if (skip) return;
-  work = mkdtempSync(join(tmpdir(), 'banger-publish-'));
-  chmodSync(work, 0o755); // a rw folder's owner (OWNER below) must be able to reach it
-  mirror = await startDebianMirror();
-  registry = await TestRegistry.start();
-  const ref = await ensureDebianImageInRegistry(registry.host);
-  hostNs = createNetns('pubhost');
-  const exposed = [await exposeInNetns(hostNs, mirror.port), await exposeInNetns(hostNs, registry.port)];
-  d = new TestDaemon({ netns: hostNs, env: { BANGER_DEBIAN_MIRROR: mirror.url }, config });
-  await d.start();
-  const k = await d.cli(['kernel', 'pull', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
-  assert.equal(k.code, 0, k.stderr);
-  const i = await d.cli(['image', 'pull', ref, '--name', 'debian-bookworm', '--kernel-ref', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
-  assert.equal(i.code, 0, i.stderr);
-  for (const stop of exposed) stop();
-}, { timeout: 900_000 });
+before(
+  async () => {
+    if (skip) return;
+    work = mkdtempSync(join(tmpdir(), 'banger-publish-'));
+    chmodSync(work, 0o755); // a rw folder's owner (OWNER below) must be able to reach it
+    mirror = await startDebianMirror();
+    registry = await TestRegistry.start();
+    const ref = await ensureDebianImageInRegistry(registry.host);
+    hostNs = createNetns('pubhost');
+    const exposed = [await exposeInNetns(hostNs, mirror.port), await exposeInNetns(hostNs, registry.port)];
+    d = new TestDaemon({ netns: hostNs, env: { BANGER_DEBIAN_MIRROR: mirror.url }, config });
+    await d.start();
+    const k = await d.cli(['kernel', 'pull', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
+    assert.equal(k.code, 0, k.stderr);
+    const i = await d.cli(['image', 'pull', ref, '--name', 'debian-bookworm', '--kernel-ref', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
+    assert.equal(i.code, 0, i.stderr);
+    for (const stop of exposed) stop();
+  },
+  { timeout: 900_000 },
+);
 
-after(async () => {
-  squatter?.kill('SIGKILL');
-  await d?.cli(['vm', 'rm', '-f', 'pub', 'bad'], { timeoutMs: 120_000 }).catch(() => undefined);
-  await d?.kill();
-  cleanupAll();
-  await registry?.stop();
-  await mirror?.close();
-  if (d) rmSync(d.root, { recursive: true, force: true });
-  if (work) rmSync(work, { recursive: true, force: true });
-}, { timeout: 180_000 });
+after(
+  async () => {
+    squatter?.kill('SIGKILL');
+    await d?.cli(['vm', 'rm', '-f', 'pub', 'bad'], { timeoutMs: 120_000 }).catch(() => undefined);
+    await d?.kill();
+    cleanupAll();
+    await registry?.stop();
+    await mirror?.close();
+    if (d) rmSync(d.root, { recursive: true, force: true });
+    if (work) rmSync(work, { recursive: true, force: true });
+  },
+  { timeout: 180_000 },
+);
 
 /** GET http://127.0.0.1:PORT/ from inside the daemon's namespace: the body, or the error code. */
 function httpGet(port: number): string {
@@ -82,7 +89,9 @@ async function httpUntil(port: number, want: RegExp, ms: number): Promise<string
 }
 
 test('bad specs and a taken host port are refused before anything is created', { skip, ...T }, async () => {
-  squatter = spawn('ip', ['netns', 'exec', hostNs, process.execPath, '-e', `require('net').createServer(()=>{}).listen(${TAKEN},'127.0.0.1')`], { stdio: 'ignore' });
+  squatter = spawn('ip', ['netns', 'exec', hostNs, process.execPath, '-e', `require('net').createServer(()=>{}).listen(${TAKEN},'127.0.0.1')`], {
+    stdio: 'ignore',
+  });
   for (let i = 0; i < 50 && !/ERR|BODY/.test(httpGet(TAKEN)); i++) await new Promise((r) => setTimeout(r, 100));
   const r = await d!.cli(['vm', 'create', '--image', 'debian-bookworm', '--name', 'taken', '-p', `${TAKEN}:80`], { timeoutMs: 60_000 });
   assert.notEqual(r.code, 0);
@@ -101,13 +110,18 @@ test('bad specs and a taken host port are refused before anything is created', {
   const rootRw = await d!.cli(['vm', 'create', '--image', 'debian-bookworm', '--name', 'x', '--mount', `${work}:/mnt/x`], { timeoutMs: 60_000 });
   assert.notEqual(rootRw.code, 0);
   assert.match(rootRw.stderr, /--mount: .* is owned by root \(0:0\); a read-write mount writes as the folder's owner/);
-  const fc = await d!.cli(['vm', 'create', '--image', 'debian-bookworm', '--name', 'x', '--vmm', 'firecracker', '--mount', `${work}:/mnt/x`], { timeoutMs: 60_000 });
+  const fc = await d!.cli(['vm', 'create', '--image', 'debian-bookworm', '--name', 'x', '--vmm', 'firecracker', '--mount', `${work}:/mnt/x`], {
+    timeoutMs: 60_000,
+  });
   assert.notEqual(fc.code, 0);
   assert.match(fc.stderr, /vm cp|firecracker/i);
   assert.deepEqual(dbRows(d!.root).vms, []);
 });
 
-test('one VM: published port answers HTTP on the daemon netns loopback, host folders both ways (:ro refused), init script output in vm logs; port gone after vm rm', { skip, ...T }, async () => {
+test('one VM: published port answers HTTP on the daemon netns loopback, host folders both ways (:ro refused), init script output in vm logs; port gone after vm rm', {
+  skip,
+  ...T,
+}, async () => {
   const rw = join(work, 'rw');
   const ro = join(work, 'ro');
   mkdirSync(rw);
@@ -136,7 +150,26 @@ test('one VM: published port answers HTTP on the daemon netns loopback, host fol
       '',
     ].join('\n'),
   );
-  const r = await d!.cli(['--json', 'vm', 'create', '--image', 'debian-bookworm', '--name', 'pub', '-p', `${PORT}:80`, '--mount', `${rw}:/mnt/rw`, '--mount', `${ro}:/mnt/ro:ro`, '--init-script', script], { timeoutMs: 600_000 });
+  const r = await d!.cli(
+    [
+      '--json',
+      'vm',
+      'create',
+      '--image',
+      'debian-bookworm',
+      '--name',
+      'pub',
+      '-p',
+      `${PORT}:80`,
+      '--mount',
+      `${rw}:/mnt/rw`,
+      '--mount',
+      `${ro}:/mnt/ro:ro`,
+      '--init-script',
+      script,
+    ],
+    { timeoutMs: 600_000 },
+  );
   assert.equal(r.code, 0, r.stderr);
   const v = JSON.parse(r.stdout);
   assert.deepEqual(v.spec.ports, [{ hostIp: '127.0.0.1', hostPort: PORT, guestPort: 80, proto: 'tcp' }]);
@@ -146,7 +179,10 @@ test('one VM: published port answers HTTP on the daemon netns loopback, host fol
   // port: the guest's HTTP server at the daemon namespace's 127.0.0.1
   const first = await httpUntil(PORT, /BODY/, 60_000);
   if (first !== 'BODY:hello from the guest') {
-    const diag = await d!.cli(['vm', 'ssh', 'pub', '--', 'systemctl status banger-http --no-pager; journalctl -u banger-http --no-pager | tail -20; cat /proc/net/tcp | head'], { timeoutMs: 120_000 });
+    const diag = await d!.cli(
+      ['vm', 'ssh', 'pub', '--', 'systemctl status banger-http --no-pager; journalctl -u banger-http --no-pager | tail -20; cat /proc/net/tcp | head'],
+      { timeoutMs: 120_000 },
+    );
     assert.fail(`published port: ${first}\nguest:\n${diag.stdout}\n${diag.stderr}`);
   }
   const ps = await d!.cli(['ps']);
@@ -174,21 +210,31 @@ test('one VM: published port answers HTTP on the daemon netns loopback, host fol
   // neither a setuid file nor a device appears in HOSTDIR; plain rw keeps working.
   const fromGuest = lstatSync(join(rw, 'from-guest.txt'));
   assert.equal(`${fromGuest.uid}:${fromGuest.gid}`, `${OWNER}:${GROUP}`, 'the init script (guest root) wrote as the folder owner');
-  const hostile = await d!.cli(['vm', 'ssh', 'pub', '--', [
-    'cd /mnt/rw',
-    'cp /bin/sh suid; echo cp=$?',
-    'chmod 4755 suid; echo suid=$?',
-    'chmod 2755 suid; echo sgid=$?',
-    'chmod 0755 suid; echo plain=$?',
-    'mknod x c 1 1; echo chr=$?',
-    'mknod y b 7 0; echo blk=$?',
-    'mkdir sub && echo nested > sub/n.txt; echo mkdir=$?',
-    'chown 1000:1000 sub/n.txt; echo chown=$?',
-    'stat -c "%n %u:%g %a" suid sub/n.txt from-host.txt',
-  ].join('; ')], { timeoutMs: 120_000 });
+  const hostile = await d!.cli(
+    [
+      'vm',
+      'ssh',
+      'pub',
+      '--',
+      [
+        'cd /mnt/rw',
+        'cp /bin/sh suid; echo cp=$?',
+        'chmod 4755 suid; echo suid=$?',
+        'chmod 2755 suid; echo sgid=$?',
+        'chmod 0755 suid; echo plain=$?',
+        'mknod x c 1 1; echo chr=$?',
+        'mknod y b 7 0; echo blk=$?',
+        'mkdir sub && echo nested > sub/n.txt; echo mkdir=$?',
+        'chown 1000:1000 sub/n.txt; echo chown=$?',
+        'stat -c "%n %u:%g %a" suid sub/n.txt from-host.txt',
+      ].join('; '),
+    ],
+    { timeoutMs: 120_000 },
+  );
   assert.equal(hostile.code, 0, hostile.stderr);
-  for (const want of ['cp=0', 'suid=1', 'sgid=1', 'plain=0', 'chr=1', 'blk=1', 'mkdir=0']) assert.match(hostile.stdout, new RegExp(`^${want}$`, 'm'), `${hostile.stdout}\n${hostile.stderr}`);
-  assert.match(hostile.stdout, /^from-host\.txt 0:0 /m, 'the owner\'s files are guest root\'s');
+  for (const want of ['cp=0', 'suid=1', 'sgid=1', 'plain=0', 'chr=1', 'blk=1', 'mkdir=0'])
+    assert.match(hostile.stdout, new RegExp(`^${want}$`, 'm'), `${hostile.stdout}\n${hostile.stderr}`);
+  assert.match(hostile.stdout, /^from-host\.txt 0:0 /m, "the owner's files are guest root's");
   assert.match(hostile.stderr, /Operation not permitted/);
   const suid = lstatSync(join(rw, 'suid'));
   assert.equal(`${suid.uid}:${suid.gid} ${(suid.mode & 0o7777).toString(8)}`, `${OWNER}:${GROUP} 755`, 'no setuid/setgid bit on the host');
@@ -217,7 +263,9 @@ test('one VM: published port answers HTTP on the daemon netns loopback, host fol
 test('a failing --init-script fails vm create with its exit code and last lines, and leaves nothing', { skip, ...T }, async () => {
   const script = join(work, 'fail.sh');
   writeFileSync(script, '#!/bin/sh\necho "first line"\necho "about to fail" >&2\nexit 7\n');
-  const r = await d!.cli(['vm', 'create', '--image', 'debian-bookworm', '--name', 'bad', '-p', `${PORT + 2}:80`, '--init-script', script], { timeoutMs: 600_000 });
+  const r = await d!.cli(['vm', 'create', '--image', 'debian-bookworm', '--name', 'bad', '-p', `${PORT + 2}:80`, '--init-script', script], {
+    timeoutMs: 600_000,
+  });
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, /--init-script failed with exit code 7/);
   assert.match(r.stderr, /first line\nabout to fail/);

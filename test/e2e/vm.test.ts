@@ -34,43 +34,53 @@ const vmRoots: string[] = [];
 
 const config = { vm: { sshTimeoutSeconds: 300, stopTimeoutSeconds: 60, vcpu: 2, memoryMiB: 512 } };
 
-before(async () => {
-  if (skip) return;
-  mirror = await startDebianMirror();
-  registry = await TestRegistry.start();
-  // This file checks `modprobe` on the kernel's modules disk, so its image ships kmod (the
-  // other e2e files use the fixture without it, like users' images).
-  const ref = await ensureDebianImageInRegistry(registry.host, { include: DEBIAN_KMOD_INCLUDE, repo: 'banger-test/debian-kmod' });
-  hostNs = createNetns('vmhost');
-  inetNs = createNetns('vminet');
-  // The daemon lives in hostNs from the start; the mirror and registry (host loopback) are
-  // exposed there at the same 127.0.0.1 URLs for the pulls.
-  const exposed = [await exposeInNetns(hostNs, mirror.port), await exposeInNetns(hostNs, registry.port)];
-  d = new TestDaemon({ netns: hostNs, env: { BANGER_DEBIAN_MIRROR: mirror.url }, config });
-  vmRoots.push(d.root);
-  await d.start();
-  const k = await d.cli(['kernel', 'pull', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
-  assert.equal(k.code, 0, k.stderr);
-  const i = await d.cli(['image', 'pull', ref, '--name', 'debian-bookworm', '--kernel-ref', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
-  assert.equal(i.code, 0, i.stderr);
-  for (const stop of exposed) stop();
+before(
+  async () => {
+    if (skip) return;
+    mirror = await startDebianMirror();
+    registry = await TestRegistry.start();
+    // This file checks `modprobe` on the kernel's modules disk, so its image ships kmod (the
+    // other e2e files use the fixture without it, like users' images).
+    const ref = await ensureDebianImageInRegistry(registry.host, { include: DEBIAN_KMOD_INCLUDE, repo: 'banger-test/debian-kmod' });
+    hostNs = createNetns('vmhost');
+    inetNs = createNetns('vminet');
+    // The daemon lives in hostNs from the start; the mirror and registry (host loopback) are
+    // exposed there at the same 127.0.0.1 URLs for the pulls.
+    const exposed = [await exposeInNetns(hostNs, mirror.port), await exposeInNetns(hostNs, registry.port)];
+    d = new TestDaemon({ netns: hostNs, env: { BANGER_DEBIAN_MIRROR: mirror.url }, config });
+    vmRoots.push(d.root);
+    await d.start();
+    const k = await d.cli(['kernel', 'pull', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
+    assert.equal(k.code, 0, k.stderr);
+    const i = await d.cli(['image', 'pull', ref, '--name', 'debian-bookworm', '--kernel-ref', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
+    assert.equal(i.code, 0, i.stderr);
+    for (const stop of exposed) stop();
 
-  vethPair(hostNs, 'uplink0', '10.200.0.1/24', inetNs, 'eth0', '10.200.0.2/24');
-  // "The internet": answers every request with the client address it sees.
-  server = spawn('ip', ['netns', 'exec', inetNs, process.execPath, '-e', "require('http').createServer((q,s)=>s.end('seen='+q.socket.remoteAddress)).listen(8080,'10.200.0.2')"], { stdio: 'ignore' });
-}, { timeout: 900_000 });
+    vethPair(hostNs, 'uplink0', '10.200.0.1/24', inetNs, 'eth0', '10.200.0.2/24');
+    // "The internet": answers every request with the client address it sees.
+    server = spawn(
+      'ip',
+      ['netns', 'exec', inetNs, process.execPath, '-e', "require('http').createServer((q,s)=>s.end('seen='+q.socket.remoteAddress)).listen(8080,'10.200.0.2')"],
+      { stdio: 'ignore' },
+    );
+  },
+  { timeout: 900_000 },
+);
 
-after(async () => {
-  server?.kill('SIGKILL');
-  await d?.kill();
-  cleanupAll(); // kills QEMU processes inside the namespaces, then deletes them
-  await registry?.stop();
-  await mirror?.close();
-  for (const r of vmRoots) {
-    const { rmSync } = await import('node:fs');
-    rmSync(r, { recursive: true, force: true });
-  }
-}, { timeout: 120_000 });
+after(
+  async () => {
+    server?.kill('SIGKILL');
+    await d?.kill();
+    cleanupAll(); // kills QEMU processes inside the namespaces, then deletes them
+    await registry?.stop();
+    await mirror?.close();
+    for (const r of vmRoots) {
+      const { rmSync } = await import('node:fs');
+      rmSync(r, { recursive: true, force: true });
+    }
+  },
+  { timeout: 120_000 },
+);
 
 /** Alive and not a zombie (an orphaned VMM may wait for a subreaper to collect it). */
 function running(pid: number): boolean {
@@ -109,7 +119,10 @@ test('vm create --nat boots Debian under QEMU TCG; ssh runs commands as root on 
   // The guest agent (injected into every pulled image) answers over virtio-serial.
   assert.match(r.stderr, /agent: healthy/);
   const ports = await d!.json(['vm', 'ports', 'box1']);
-  assert.ok(ports.ports.some((p: { proto: string; port: number }) => p.proto === 'tcp' && p.port === 22), JSON.stringify(ports));
+  assert.ok(
+    ports.ports.some((p: { proto: string; port: number }) => p.proto === 'tcp' && p.port === 22),
+    JSON.stringify(ports),
+  );
   const logs = await d!.cli(['vm', 'logs', 'box1']);
   assert.match(logs.stdout, /Linux version/, 'vm logs prints the serial console');
   // ssh-config: plain OpenSSH with banger's fragment reaches NAME.vm with the pinned key.
@@ -134,7 +147,7 @@ test('NAT: the guest reaches the "internet" namespace, which sees the host addre
 test('a second VM gets another IP and the two reach each other; --disk-size grows its root filesystem', { skip, ...T }, async () => {
   const v2 = await d!.json(['vm', 'create', '--image', 'debian-bookworm', '--name', 'box2', '--disk-size', '3G'], { timeoutMs: 400_000 });
   assert.equal(v2.ip, '172.16.0.3');
-  const a = await ssh('box1', "exec 3<>/dev/tcp/172.16.0.3/22; head -c 7 <&3");
+  const a = await ssh('box1', 'exec 3<>/dev/tcp/172.16.0.3/22; head -c 7 <&3');
   assert.equal(a.stdout, 'SSH-2.0', a.stderr);
   const b = await ssh('box2', `exec 3<>/dev/tcp/${ip1}/22; head -c 7 <&3`);
   assert.equal(b.stdout, 'SSH-2.0', b.stderr);
@@ -156,7 +169,10 @@ test('stop/start (restart) keeps the disk contents', { skip, ...T }, async () =>
   assert.ok(!nsLinks(hostNs).some((l) => l.ifname === st[0].tap), 'stopped VM has no tap');
   // vm start after vm stop (QEMU), then restart (stop + start) on the running VM.
   const started = await d!.json(['vm', 'start', 'box2'], { timeoutMs: 400_000 });
-  assert.deepEqual(started.map((v: { name: string; running: boolean }) => [v.name, v.running]), [['box2', true]]);
+  assert.deepEqual(
+    started.map((v: { name: string; running: boolean }) => [v.name, v.running]),
+    [['box2', true]],
+  );
   assert.equal((await ssh('box2', 'cat /root/marker')).stdout.trim(), 'kept-across-restart');
   const r = await d!.cli(['vm', 'restart', 'box2'], { timeoutMs: 400_000 });
   assert.equal(r.code, 0, r.stderr);
@@ -181,16 +197,25 @@ test('daemon SIGKILL while VMs run: restart adopts them, removes orphans; vm ssh
   assert.equal(after.running, true);
   assert.equal(after.pid, before.pid, 'same VMM process adopted');
   assert.ok(!nsLinks(hostNs).some((l) => l.ifname === 'tap-deadbeef00'), 'orphan tap removed by reconcile');
-  assert.ok(nsLinks(hostNs).some((l) => l.ifname === 'tap-0123401234'), 'an unmarked tap off our bridge is not ours: kept');
+  assert.ok(
+    nsLinks(hostNs).some((l) => l.ifname === 'tap-0123401234'),
+    'an unmarked tap off our bridge is not ours: kept',
+  );
   nsRun(hostNs, ['ip', 'link', 'del', 'tap-0123401234']);
-  assert.ok(nsLinks(hostNs).some((l) => l.ifname === after.tap), "the adopted VM's tap is kept");
+  assert.ok(
+    nsLinks(hostNs).some((l) => l.ifname === after.tap),
+    "the adopted VM's tap is kept",
+  );
   const s = await ssh('box1', 'hostname');
   assert.equal(s.code, 0, s.stderr);
   assert.equal(s.stdout.trim(), 'box1');
 });
 
 test('vm logs -f follows the console and Ctrl-C ends it with 130; ssh-config --install in a fresh HOME lets plain ssh in', { skip, ...T }, async () => {
-  const follow = spawn(d!.cliArgv(['vm', 'logs', '-f', 'box1'])[0]!, d!.cliArgv(['vm', 'logs', '-f', 'box1']).slice(1), { env: d!.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const follow = spawn(d!.cliArgv(['vm', 'logs', '-f', 'box1'])[0]!, d!.cliArgv(['vm', 'logs', '-f', 'box1']).slice(1), {
+    env: d!.env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   follow.stdout.on('data', (b) => (out += b));
   const ended = new Promise<[number | null, string | null]>((r) => follow.on('close', (code, sig) => r([code, sig])));
@@ -214,7 +239,10 @@ test('vm logs -f follows the console and Ctrl-C ends it with 130; ssh-config --i
     assert.equal(JSON.parse(inst.stdout).installed, cfg);
     assert.match(readFileSync(cfg, 'utf8'), /^Include \//);
     // ssh reads the passwd home, not $HOME: point it at the installed file.
-    const plain = spawnSync('ip', ['netns', 'exec', hostNs, 'ssh', '-F', cfg, '-o', 'BatchMode=yes', 'box1.vm', 'echo', 'plain-ssh-ok'], { encoding: 'utf8', timeout: 60_000 });
+    const plain = spawnSync('ip', ['netns', 'exec', hostNs, 'ssh', '-F', cfg, '-o', 'BatchMode=yes', 'box1.vm', 'echo', 'plain-ssh-ok'], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
     assert.equal(plain.status, 0, plain.stderr);
     assert.equal(plain.stdout.trim(), 'plain-ssh-ok');
   } finally {
@@ -227,10 +255,13 @@ test('a guest whose SSH host key changes is refused by vm ssh and by plain ssh t
   try {
     assert.equal((await d!.cli(['ssh-config', '--install'], { env: { HOME: home } })).code, 0);
     const cfg = join(home, '.ssh', 'config');
-    const plainSsh = () => spawnSync('ip', ['netns', 'exec', hostNs, 'ssh', '-F', cfg, '-o', 'BatchMode=yes', 'box1.vm', 'true'], { encoding: 'utf8', timeout: 60_000 });
+    const plainSsh = () =>
+      spawnSync('ip', ['netns', 'exec', hostNs, 'ssh', '-F', cfg, '-o', 'BatchMode=yes', 'box1.vm', 'true'], { encoding: 'utf8', timeout: 60_000 });
     assert.equal(plainSsh().status, 0, 'plain ssh works before the key changes');
     // New host keys, as root over the agent channel (not ssh), and sshd restarted with them.
-    const swap = await d!.cli(['vm', 'exec', 'box1', '--', 'sh', '-c', 'rm -f /etc/ssh/ssh_host_*key* && ssh-keygen -A && systemctl restart ssh'], { timeoutMs: 120_000 });
+    const swap = await d!.cli(['vm', 'exec', 'box1', '--', 'sh', '-c', 'rm -f /etc/ssh/ssh_host_*key* && ssh-keygen -A && systemctl restart ssh'], {
+      timeoutMs: 120_000,
+    });
     assert.equal(swap.code, 0, swap.stderr);
     const viaCli = await d!.cli(['vm', 'ssh', 'box1', '--', 'true'], { timeoutMs: 120_000 });
     assert.notEqual(viaCli.code, 0, 'banger vm ssh accepted a changed host key');
@@ -245,17 +276,26 @@ test('a guest whose SSH host key changes is refused by vm ssh and by plain ssh t
 
 test('vm kill --signal SIGTERM stops QEMU; vm prune removes the stopped VM and only it', { skip, ...T }, async () => {
   const k = await d!.json(['vm', 'kill', '--signal', 'SIGTERM', 'box1'], { timeoutMs: 60_000 });
-  assert.deepEqual(k.map((v: { name: string; running: boolean }) => [v.name, v.running]), [['box1', false]]);
+  assert.deepEqual(
+    k.map((v: { name: string; running: boolean }) => [v.name, v.running]),
+    [['box1', false]],
+  );
   const p = await d!.json(['vm', 'prune'], { timeoutMs: 120_000 });
   assert.deepEqual(p.removed, ['box1']);
-  assert.deepEqual((await d!.json(['vm', 'list'])).map((v: { name: string }) => v.name), ['box2']);
+  assert.deepEqual(
+    (await d!.json(['vm', 'list'])).map((v: { name: string }) => v.name),
+    ['box2'],
+  );
 });
 
 test('vm rm leaves no tap, rule, lease, process, file or pinned key', { skip, ...T }, async () => {
   const pids = (await d!.json(['vm', 'list'])).map((v: { pid: number }) => v.pid);
   const r = await d!.cli(['vm', 'rm', 'box2'], { timeoutMs: 300_000 });
   assert.equal(r.code, 0, r.stderr);
-  assert.deepEqual(nsLinks(hostNs).filter((l) => l.ifname.startsWith('tap-')), []);
+  assert.deepEqual(
+    nsLinks(hostNs).filter((l) => l.ifname.startsWith('tap-')),
+    [],
+  );
   assert.doesNotMatch(nsRun(hostNs, ['nft', 'list', 'table', 'ip', 'banger']), /banger:[0-9a-f]{12}:vm:/);
   const db = openDatabase(join(d!.root, 'banger.db'), { readOnly: true });
   try {
@@ -280,7 +320,10 @@ test('a failed create (bad --disk-size, unknown kernel) names the field and leav
   assert.equal(JSON.parse(nok.stdout).error.code, 'E_NOT_FOUND');
   assert.deepEqual(await d!.json(['vm', 'list']), []);
   assert.deepEqual(readdirSync(join(d!.root, 'vms')), []);
-  assert.deepEqual(nsLinks(hostNs).filter((l) => l.ifname.startsWith('tap-')), []);
+  assert.deepEqual(
+    nsLinks(hostNs).filter((l) => l.ifname.startsWith('tap-')),
+    [],
+  );
   const db = openDatabase(join(d!.root, 'banger.db'), { readOnly: true });
   try {
     assert.deepEqual(db.prepare('SELECT * FROM ip_leases').all(), []);

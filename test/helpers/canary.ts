@@ -40,7 +40,9 @@ export class Canary {
     const walk = (rel: string) => {
       const abs = rel ? join(this.dir, rel) : this.dir;
       const st = lstatSync(abs, { bigint: true });
-      out.push(`${rel || '.'} mode=${st.mode.toString(8)} uid=${st.uid} gid=${st.gid} rdev=${st.rdev} mtime=${st.mtimeNs} ctime=${st.ctimeNs} nlink=${st.nlink}`);
+      out.push(
+        `${rel || '.'} mode=${st.mode.toString(8)} uid=${st.uid} gid=${st.gid} rdev=${st.rdev} mtime=${st.mtimeNs} ctime=${st.ctimeNs} nlink=${st.nlink}`,
+      );
       if (st.isDirectory()) for (const n of readdirSync(abs).sort()) walk(rel ? `${rel}/${n}` : n);
     };
     walk('');

@@ -47,7 +47,9 @@ export class TestDaemon {
 
   constructor(opts: TestDaemonOptions) {
     if (!opts.netns && !opts.cliOnly) {
-      throw new Error('TestDaemon needs { netns } (every daemon under test runs in its own network namespace: createNetns() from test/helpers/netns.ts), or { cliOnly: true } for a test that starts no daemon');
+      throw new Error(
+        'TestDaemon needs { netns } (every daemon under test runs in its own network namespace: createNetns() from test/helpers/netns.ts), or { cliOnly: true } for a test that starts no daemon',
+      );
     }
     this.cliOnly = !!opts.cliOnly && !opts.netns;
     this.root = opts.root ?? mkdtempSync(join(tmpdir(), 'banger-test-'));

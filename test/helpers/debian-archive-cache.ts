@@ -127,7 +127,9 @@ async function loadSnapshot(): Promise<ArchiveSnapshot> {
       renameSync(tmp, currentFile);
     } catch (e) {
       if (!current) throw e;
-      process.stderr.write(`warning: could not refresh the Debian archive snapshot from ${mirror} (${(e as Error).message}); using the one from ${new Date(current.fetchedAt).toISOString()}\n`);
+      process.stderr.write(
+        `warning: could not refresh the Debian archive snapshot from ${mirror} (${(e as Error).message}); using the one from ${new Date(current.fetchedAt).toISOString()}\n`,
+      );
     }
   }
   const dir = join(ROOT, current.dir);
@@ -205,7 +207,12 @@ export function dependencyClosure(packages: Buffer, roots: string[]): MirrorPack
     for (const group of [...parseDepends(stanza['Pre-Depends']), ...parseDepends(stanza['Depends'])]) {
       // every real alternative: the guest's apt may prefer one it already has
       const real = group.filter((d) => picked.has(d.name) || pkgOf(packages, d.name, d.op, d.version)).map((d) => d.name);
-      const choice = real.length ? real : group.map((d) => providers(packages, d.name)[0]).filter((n): n is string => !!n).slice(0, 1);
+      const choice = real.length
+        ? real
+        : group
+            .map((d) => providers(packages, d.name)[0])
+            .filter((n): n is string => !!n)
+            .slice(0, 1);
       if (!choice.length) throw new Error(`nothing in ${SUITE} satisfies '${group.map((d) => d.name).join(' | ')}' (needed by ${name})`);
       queue.push(...choice);
     }

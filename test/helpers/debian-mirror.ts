@@ -4,7 +4,17 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parseDepends } from '../../src/kernels/debian/deb822.js';
 import { findPackageStanzas } from '../../src/kernels/debian/deb822.js';
-import { archiveSnapshot, archiveToolsMissing, dependencyClosure, ensurePooled, pkgOf, pooledDeb, SUITE, type ArchiveSnapshot, type MirrorPackage } from './debian-archive-cache.js';
+import {
+  archiveSnapshot,
+  archiveToolsMissing,
+  dependencyClosure,
+  ensurePooled,
+  pkgOf,
+  pooledDeb,
+  SUITE,
+  type ArchiveSnapshot,
+  type MirrorPackage,
+} from './debian-archive-cache.js';
 import { createStaticServer } from './static-server.js';
 
 /**
@@ -62,7 +72,9 @@ function kernelPackages(packages: Buffer): KernelPackages {
   };
   const meta = need(pkgOf(packages, KERNEL_META), KERNEL_META);
   const metaStanza = findPackageStanzas(packages, KERNEL_META)[0]!;
-  const dep = parseDepends(metaStanza['Depends']).flat().find((d) => /^linux-image-\d/.test(d.name));
+  const dep = parseDepends(metaStanza['Depends'])
+    .flat()
+    .find((d) => /^linux-image-\d/.test(d.name));
   if (!dep) throw new Error(`${KERNEL_META} depends on no linux-image package`);
   return { meta, kernel: need(pkgOf(packages, dep.name, dep.op, dep.version), dep.name), busybox: need(pkgOf(packages, BUSYBOX), BUSYBOX) };
 }
@@ -93,7 +105,9 @@ function place(src: string, dst: string): void {
  * Build the mirror tree in a new temp directory: the kernel packages, plus (install: true) the
  * dependency closure of FIRST_BOOT_PACKAGES so a bare bookworm guest can install from it.
  */
-export async function buildMirrorTree(opts: { install?: boolean } = {}): Promise<{ root: string; packages: KernelPackages; debs: MirrorPackage[]; snapshot: ArchiveSnapshot }> {
+export async function buildMirrorTree(
+  opts: { install?: boolean } = {},
+): Promise<{ root: string; packages: KernelPackages; debs: MirrorPackage[]; snapshot: ArchiveSnapshot }> {
   const snap = await archiveSnapshot();
   const packages = kernelPackages(snap.packages);
   const debs = [...Object.values(packages), ...(opts.install ? dependencyClosure(snap.packages, FIRST_BOOT_PACKAGES) : [])];

@@ -35,7 +35,10 @@ export const DEBIAN_BARE_INCLUDE: string[] = [];
 export const DEBIAN_BARE_REPO = 'banger-test/debian-bare';
 
 function key(include: string[]): string {
-  return createHash('sha256').update(`bookworm minbase ${include.join(',')}`).digest('hex').slice(0, 12);
+  return createHash('sha256')
+    .update(`bookworm minbase ${include.join(',')}`)
+    .digest('hex')
+    .slice(0, 12);
 }
 
 /**
@@ -44,7 +47,11 @@ function key(include: string[]): string {
  */
 export function run(argv: string[], opts: { cwd?: string; stdout?: string; timeoutMs?: number } = {}): Promise<void> {
   return new Promise((resolve, reject) => {
-    const p = spawn(argv[0]!, argv.slice(1), { cwd: opts.cwd, stdio: ['ignore', opts.stdout ? 'pipe' : 'ignore', 'pipe'], env: { ...process.env, LC_ALL: 'C' } });
+    const p = spawn(argv[0]!, argv.slice(1), {
+      cwd: opts.cwd,
+      stdio: ['ignore', opts.stdout ? 'pipe' : 'ignore', 'pipe'],
+      env: { ...process.env, LC_ALL: 'C' },
+    });
     const limit = opts.timeoutMs ?? 600_000;
     let stalled = false;
     const timer = setTimeout(() => {
@@ -59,8 +66,11 @@ export function run(argv: string[], opts: { cwd?: string; stdout?: string; timeo
     p.on('close', (code) => {
       clearTimeout(timer);
       const finish = () =>
-        stalled ? reject(new Error(`test setup stalled: ${argv.join(' ')} ran longer than ${limit / 1000} s and was killed; stderr: ${err}`))
-        : code === 0 ? resolve() : reject(new Error(`${argv.join(' ')} failed (${code}): ${err}`));
+        stalled
+          ? reject(new Error(`test setup stalled: ${argv.join(' ')} ran longer than ${limit / 1000} s and was killed; stderr: ${err}`))
+          : code === 0
+            ? resolve()
+            : reject(new Error(`${argv.join(' ')} failed (${code}): ${err}`));
       if (out) out.end(finish);
       else finish();
     });
@@ -82,7 +92,9 @@ export async function ensureDebianRootfsTar(include = DEBIAN_INCLUDE): Promise<s
     }
     rmSync(join(work, 'rootfs', 'var', 'cache', 'apt', 'archives'), { recursive: true, force: true });
     const tmp = `${tarPath}.${process.pid}.tmp`;
-    await run(['tar', '--create', '--format=posix', '--xattrs', '--xattrs-include=*', '--numeric-owner', '--sort=name', '-C', join(work, 'rootfs'), '.'], { stdout: tmp });
+    await run(['tar', '--create', '--format=posix', '--xattrs', '--xattrs-include=*', '--numeric-owner', '--sort=name', '-C', join(work, 'rootfs'), '.'], {
+      stdout: tmp,
+    });
     renameSync(tmp, tarPath);
     return tarPath;
   } finally {
@@ -104,7 +116,10 @@ export async function ensureDebianOciLayout(include = DEBIAN_INCLUDE): Promise<{
   rmSync(gz);
   const layer = layout.blob(data, 'application/vnd.oci.image.layer.v1.tar+gzip');
   const diffId = 'sha256:' + createHash('sha256').update(readFileSync(tarPath)).digest('hex');
-  const img = layout.image([layer], { diffIds: [diffId], config: { Env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'], Cmd: ['bash'] } });
+  const img = layout.image([layer], {
+    diffIds: [diffId],
+    config: { Env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'], Cmd: ['bash'] },
+  });
   layout.tag(img, DEBIAN_TAG);
   rmSync(dir, { recursive: true, force: true });
   renameSync(tmpDir, dir);

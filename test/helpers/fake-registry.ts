@@ -30,7 +30,9 @@ export class FakeRegistry {
   }
 
   private tags(): Map<string, { digest: string; mediaType: string }> {
-    const idx = JSON.parse(readFileSync(join(this.layoutDir, 'index.json'), 'utf8')) as { manifests: { digest: string; mediaType: string; annotations?: Record<string, string> }[] };
+    const idx = JSON.parse(readFileSync(join(this.layoutDir, 'index.json'), 'utf8')) as {
+      manifests: { digest: string; mediaType: string; annotations?: Record<string, string> }[];
+    };
     const m = new Map<string, { digest: string; mediaType: string }>();
     for (const d of idx.manifests) {
       const t = d.annotations?.['org.opencontainers.image.ref.name'];

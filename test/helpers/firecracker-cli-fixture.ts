@@ -22,7 +22,13 @@ export interface FirecrackerCliFixture {
   stop(): Promise<void>;
 }
 
-export async function startFirecrackerCli(o: { tag: string; bridge: string; subnet: string; config?: Record<string, unknown>; standin?: ReturnType<typeof makeStandin> }): Promise<FirecrackerCliFixture> {
+export async function startFirecrackerCli(o: {
+  tag: string;
+  bridge: string;
+  subnet: string;
+  config?: Record<string, unknown>;
+  standin?: ReturnType<typeof makeStandin>;
+}): Promise<FirecrackerCliFixture> {
   const standin = o.standin ?? makeStandin();
   const work = mkdtempSync(join(tmpdir(), `banger-${o.tag}-`));
   const ns = createNetns(o.tag);
@@ -41,8 +47,16 @@ export async function startFirecrackerCli(o: { tag: string; bridge: string; subn
     writeFileSync(join(work, 'vmlinux'), fakeElfVmlinux({ release: '6.1.0-fc' }));
     const k = await d.cli(['kernel', 'import', 'fck', '--vmlinux', join(work, 'vmlinux'), '--distro', 'generic']);
     assert.equal(k.code, 0, k.stderr);
-    writeFileSync(join(work, 'rootfs.tar'), makeTar([{ path: 'etc/', type: 'dir' }, { path: 'etc/hostname', data: 'fc\n' }]));
-    const i = await d.cli(['image', 'import', 'fcimg', '--rootfs-tar', join(work, 'rootfs.tar'), '--kernel-ref', 'fck', '--size', '64M'], { timeoutMs: 180_000 });
+    writeFileSync(
+      join(work, 'rootfs.tar'),
+      makeTar([
+        { path: 'etc/', type: 'dir' },
+        { path: 'etc/hostname', data: 'fc\n' },
+      ]),
+    );
+    const i = await d.cli(['image', 'import', 'fcimg', '--rootfs-tar', join(work, 'rootfs.tar'), '--kernel-ref', 'fck', '--size', '64M'], {
+      timeoutMs: 180_000,
+    });
     assert.equal(i.code, 0, i.stderr);
   } catch (e) {
     await stop();

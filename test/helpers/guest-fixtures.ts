@@ -27,7 +27,8 @@ export const ROOTFS_CACHE = process.env.BANGER_TEST_ROOTFS_CACHE || '/var/cache/
 
 function run(argv: string[], opts: { cwd?: string; timeoutMs?: number } = {}): string {
   const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', cwd: opts.cwd, timeout: opts.timeoutMs, env: { ...process.env, LC_ALL: 'C' } });
-  if ((r.error as NodeJS.ErrnoException | undefined)?.code === 'ETIMEDOUT') throw new Error(`test setup stalled: ${argv.join(' ')} ran longer than ${opts.timeoutMs! / 1000} s and was killed`);
+  if ((r.error as NodeJS.ErrnoException | undefined)?.code === 'ETIMEDOUT')
+    throw new Error(`test setup stalled: ${argv.join(' ')} ran longer than ${opts.timeoutMs! / 1000} s and was killed`);
   if (r.status !== 0) throw new Error(`${argv.join(' ')} failed (${r.status ?? r.signal}): ${(r.stderr || r.stdout).slice(-2000)}`);
   return r.stdout;
 }
@@ -139,7 +140,14 @@ export function buildSeed(dir: string, o: { name: string; ip: string; prefix: nu
   writeFileSync(join(stage, 'resolv.conf'), `nameserver ${o.dns}\n`);
   writeFileSync(
     join(stage, 'network.env'),
-    [`BANGER_IP=${o.ip}`, `BANGER_PREFIX=${o.prefix}`, `BANGER_GATEWAY=${o.gateway}`, 'BANGER_IFACE=eth0', `BANGER_DNS="${o.dns}"`, `BANGER_VM_NAME=${o.name}`].join('\n') + '\n',
+    [
+      `BANGER_IP=${o.ip}`,
+      `BANGER_PREFIX=${o.prefix}`,
+      `BANGER_GATEWAY=${o.gateway}`,
+      'BANGER_IFACE=eth0',
+      `BANGER_DNS="${o.dns}"`,
+      `BANGER_VM_NAME=${o.name}`,
+    ].join('\n') + '\n',
   );
   writeFileSync(join(stage, 'version'), '1\n');
   chmodSync(join(stage, 'ssh'), 0o700);
@@ -243,7 +251,14 @@ export async function bootGuest(o: GuestBoot): Promise<GuestVm> {
   mkdirSync(files.dir, { recursive: true });
   copyFileSync(o.seedImg, files.seed);
   const k = (n: string) => (existsSync(join(o.kernelDir, n)) ? join(o.kernelDir, n) : undefined);
-  const kernel: KernelView = { name: 'test-kernel', dir: o.kernelDir, vmlinuz: k('vmlinuz'), vmlinux: k('vmlinux'), initrd: k('initrd.img'), modulesImage: k('modules.ext4') };
+  const kernel: KernelView = {
+    name: 'test-kernel',
+    dir: o.kernelDir,
+    vmlinuz: k('vmlinuz'),
+    vmlinux: k('vmlinux'),
+    initrd: k('initrd.img'),
+    modulesImage: k('modules.ext4'),
+  };
   const vm = {
     id: `guest${Date.now().toString(36)}`,
     name: o.name,
@@ -269,8 +284,30 @@ export async function bootGuest(o: GuestBoot): Promise<GuestVm> {
 export function guestSsh(net: TestNet, keys: SeedKeys, knownHosts: string, cmd: string): { code: number; stdout: string; stderr: string } {
   const r = spawnSync(
     'ip',
-    ['netns', 'exec', net.ns, 'ssh', '-F', '/dev/null', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${knownHosts}`,
-      '-o', 'GlobalKnownHostsFile=/dev/null', '-o', 'IdentitiesOnly=yes', '-o', 'ConnectTimeout=5', '-i', keys.clientKey, `root@${net.guestIp}`, cmd],
+    [
+      'netns',
+      'exec',
+      net.ns,
+      'ssh',
+      '-F',
+      '/dev/null',
+      '-o',
+      'BatchMode=yes',
+      '-o',
+      'StrictHostKeyChecking=yes',
+      '-o',
+      `UserKnownHostsFile=${knownHosts}`,
+      '-o',
+      'GlobalKnownHostsFile=/dev/null',
+      '-o',
+      'IdentitiesOnly=yes',
+      '-o',
+      'ConnectTimeout=5',
+      '-i',
+      keys.clientKey,
+      `root@${net.guestIp}`,
+      cmd,
+    ],
     { encoding: 'utf8', timeout: 60_000 },
   );
   return { code: r.status ?? -1, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };

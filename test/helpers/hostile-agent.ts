@@ -90,12 +90,18 @@ export class HostileAgent {
     sock.on('data', (d: Buffer) => decoder.push(d, onFrame));
   }
 
-  private request(id: number, req: Record<string, unknown>, send: (type: number, stream: number, payload?: Buffer | string) => void, streams: Map<number, Out>): void {
+  private request(
+    id: number,
+    req: Record<string, unknown>,
+    send: (type: number, stream: number, payload?: Buffer | string) => void,
+    streams: Map<number, Out>,
+  ): void {
     this.requests.push(req);
     const path = String(req.path ?? '');
     if (req.op === 'health') return send(F.Reply, id, JSON.stringify({ ok: true }));
     if (req.op === 'stat' && this.script.stat) return send(F.Reply, id, JSON.stringify({ ok: true, ...this.script.stat(path) }));
-    if (req.op !== 'tar-out' || !this.script.tarOut) return send(F.Reply, id, JSON.stringify({ ok: false, error: `hostile agent: no answer for '${String(req.op)}'` }));
+    if (req.op !== 'tar-out' || !this.script.tarOut)
+      return send(F.Reply, id, JSON.stringify({ ok: false, error: `hostile agent: no answer for '${String(req.op)}'` }));
     const answer = this.script.tarOut(path);
     send(F.Reply, id, JSON.stringify({ ok: true, pid: 4242 }));
     let off = 0;

@@ -49,7 +49,9 @@ function respond(sock: Socket, path: string, cfg: Routes): void {
     return;
   }
   const body = readFileSync(route.file);
-  const extra = Object.entries(route.headers ?? {}).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+  const extra = Object.entries(route.headers ?? {})
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join('');
   const head = (more = '') => `HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: ${body.length}\r\n${extra}${more}\r\n`;
   const half = body.subarray(0, Math.max(1, Math.floor(body.length / 2)));
   switch (route.mode) {
@@ -79,7 +81,11 @@ function respond(sock: Socket, path: string, cfg: Routes): void {
       return;
     }
     case 'huge-headers':
-      sock.write(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n${'X-Junk: ' + 'a'.repeat(1000) + '\r\n'}`.repeat(1) + Array.from({ length: 256 }, (_, n) => `X-Junk-${n}: ${'a'.repeat(1000)}\r\n`).join('') + '\r\n');
+      sock.write(
+        `HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n${'X-Junk: ' + 'a'.repeat(1000) + '\r\n'}`.repeat(1) +
+          Array.from({ length: 256 }, (_, n) => `X-Junk-${n}: ${'a'.repeat(1000)}\r\n`).join('') +
+          '\r\n',
+      );
       sock.write(body);
       return;
     case 'long-body':
@@ -129,7 +135,10 @@ export async function serveHostile(routesFile: string, logFile: string): Promise
 export class HostileServer {
   port = 0;
   private proc?: ChildProcess;
-  constructor(private readonly dir: string, private cfg: Routes = { routes: {} }) {}
+  constructor(
+    private readonly dir: string,
+    private cfg: Routes = { routes: {} },
+  ) {}
 
   get routesFile(): string {
     return join(this.dir, 'routes.json');

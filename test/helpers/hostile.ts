@@ -90,9 +90,19 @@ export function scenario(seed: number, canary: string, rootDir?: string): Scenar
   const dirs: TEntry[] = ancestors.map((a) => ({ path: `${a}/`, type: 'dir' }));
   const fill = fillers(Math.floor(r() * 400), String(seed));
   const later = r() < 0.4;
-  const layers: TEntry[][] = later ? [[...dirs, ...before, ...fill], [swap, ...after]] : [[...dirs, ...before, ...fill, swap, ...after]];
+  const layers: TEntry[][] = later
+    ? [
+        [...dirs, ...before, ...fill],
+        [swap, ...after],
+      ]
+    : [[...dirs, ...before, ...fill, swap, ...after]];
   const mustRefuse = after.length > 0;
-  return { swapped, name: `seed ${seed}: payload in ${dir}, ${before.length} before, swap ${swapped} -> ${rel ? 'relative' : 'absolute'} canary${later ? ' in layer 2' : ''}, ${after.length} after, ${fill.length} fillers`, layers, mustRefuse };
+  return {
+    swapped,
+    name: `seed ${seed}: payload in ${dir}, ${before.length} before, swap ${swapped} -> ${rel ? 'relative' : 'absolute'} canary${later ? ' in layer 2' : ''}, ${after.length} after, ${fill.length} fillers`,
+    layers,
+    mustRefuse,
+  };
 }
 
 /**
@@ -100,5 +110,13 @@ export function scenario(seed: number, canary: string, rootDir?: string): Scenar
  * a setuid file, `fillers` directories (1700 in the report), then d -> canary.
  */
 export function reportedAttack(canary: string, fillerCount = 1700): TEntry[] {
-  return [{ path: 'd/', type: 'dir' }, { path: 'd/victim', type: 'fifo', mode: 0o4777, ...HOSTILE, xattrs: { 'security.capability': CAP_NET_RAW } }, { path: 'd/null', type: 'char', devmajor: 1, devminor: 3, mode: 0o666, ...HOSTILE }, { path: 'd/fresh-null', type: 'char', devmajor: 1, devminor: 3, mode: 0o666, ...HOSTILE }, { path: 'd/bin', data: 'x', mode: 0o4755, ...HOSTILE, xattrs: { 'security.capability': CAP_NET_RAW } }, ...fillers(fillerCount, 'r'), { path: 'd', type: 'symlink', linkpath: canary }];
+  return [
+    { path: 'd/', type: 'dir' },
+    { path: 'd/victim', type: 'fifo', mode: 0o4777, ...HOSTILE, xattrs: { 'security.capability': CAP_NET_RAW } },
+    { path: 'd/null', type: 'char', devmajor: 1, devminor: 3, mode: 0o666, ...HOSTILE },
+    { path: 'd/fresh-null', type: 'char', devmajor: 1, devminor: 3, mode: 0o666, ...HOSTILE },
+    { path: 'd/bin', data: 'x', mode: 0o4755, ...HOSTILE, xattrs: { 'security.capability': CAP_NET_RAW } },
+    ...fillers(fillerCount, 'r'),
+    { path: 'd', type: 'symlink', linkpath: canary },
+  ];
 }

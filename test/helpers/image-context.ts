@@ -44,10 +44,18 @@ export function leftovers(ctx: Context): string[] {
   const out: string[] = [];
   const ls = (d: string) => (existsSync(d) ? readdirSync(d) : []);
   out.push(...ls(ctx.layout.tmp).map((n) => `tmp/${n}`));
-  out.push(...ls(ctx.layout.blobs).filter((n) => n.endsWith('.tmp')).map((n) => `blobs/${n}`));
+  out.push(
+    ...ls(ctx.layout.blobs)
+      .filter((n) => n.endsWith('.tmp'))
+      .map((n) => `blobs/${n}`),
+  );
   out.push(...ls(ctx.layout.images).map((n) => `images/${n}`));
   const ram = new ImageServicePrefix(ctx).prefix;
-  out.push(...ls('/dev/shm').filter((n) => n.startsWith(ram)).map((n) => `/dev/shm/${n}`));
+  out.push(
+    ...ls('/dev/shm')
+      .filter((n) => n.startsWith(ram))
+      .map((n) => `/dev/shm/${n}`),
+  );
   const rows = ctx.db.prepare('SELECT name FROM images').all() as { name: string }[];
   out.push(...rows.map((r) => `row:${r.name}`));
   return out;

@@ -48,7 +48,16 @@ export function parseLayerMap(markdown: string): Layer[] {
     if (right === undefined) throw new Error(`layer map line without '->': ${raw}`);
     const [name, ...paths] = left!.trim().split(/\s+/);
     if (!name || paths.length === 0) throw new Error(`layer map line without a name and paths: ${raw}`);
-    layers.push({ name, paths, mayImport: new Set(right.trim().split(/\s+/).filter((w) => w && w !== '(nothing)')) });
+    layers.push({
+      name,
+      paths,
+      mayImport: new Set(
+        right
+          .trim()
+          .split(/\s+/)
+          .filter((w) => w && w !== '(nothing)'),
+      ),
+    });
   }
   const names = new Set(layers.map((l) => l.name));
   for (const l of layers) for (const t of l.mayImport) if (!names.has(t)) throw new Error(`layer ${l.name} may import unknown layer '${t}'`);

@@ -81,7 +81,7 @@ export function rawTar(entries: RawEntry[]): Buffer {
     const type = e.type ?? '0';
     const h = Buffer.alloc(512);
     h.write(e.name, 0, 100, 'utf8');
-    h.write(((e.mode ?? (type === '5' ? 0o755 : 0o644)).toString(8).padStart(7, '0')) + '\0', 100, 8, 'ascii');
+    h.write((e.mode ?? (type === '5' ? 0o755 : 0o644)).toString(8).padStart(7, '0') + '\0', 100, 8, 'ascii');
     h.write('0000000\0', 108, 8, 'ascii');
     h.write('0000000\0', 116, 8, 'ascii');
     h.write((type === '0' ? body.length : 0).toString(8).padStart(11, '0') + '\0', 124, 12, 'ascii');
@@ -116,18 +116,44 @@ export function maliciousBundles(): { label: string; bundle: Buffer; entry: stri
   return [
     { label: 'absolute path', bundle: rawBundle([{ name: '/etc/banger-evil', body: 'x' }]), entry: '/etc/banger-evil', code: 'E_UNSAFE_ENTRY' },
     { label: 'dot-dot path', bundle: rawBundle([{ name: '../evil', body: 'x' }]), entry: '../evil', code: 'E_UNSAFE_ENTRY' },
-    { label: 'path escaping after normalisation', bundle: rawBundle([{ name: 'modules/../../evil', body: 'x' }]), entry: 'modules/../../evil', code: 'E_UNSAFE_ENTRY' },
-    { label: 'symlink to an absolute path', bundle: rawBundle([{ name: 'passwd', type: '2', linkname: '/etc/passwd' }]), entry: 'passwd', code: 'E_UNSAFE_ENTRY' },
-    { label: 'symlink escaping upwards', bundle: rawBundle([{ name: 'modules', type: '5' }, { name: 'modules/up', type: '2', linkname: '../../..' }]), entry: 'modules/up', code: 'E_UNSAFE_ENTRY' },
+    {
+      label: 'path escaping after normalisation',
+      bundle: rawBundle([{ name: 'modules/../../evil', body: 'x' }]),
+      entry: 'modules/../../evil',
+      code: 'E_UNSAFE_ENTRY',
+    },
+    {
+      label: 'symlink to an absolute path',
+      bundle: rawBundle([{ name: 'passwd', type: '2', linkname: '/etc/passwd' }]),
+      entry: 'passwd',
+      code: 'E_UNSAFE_ENTRY',
+    },
+    {
+      label: 'symlink escaping upwards',
+      bundle: rawBundle([
+        { name: 'modules', type: '5' },
+        { name: 'modules/up', type: '2', linkname: '../../..' },
+      ]),
+      entry: 'modules/up',
+      code: 'E_UNSAFE_ENTRY',
+    },
     {
       label: 'symlink escaping through another symlink',
-      bundle: rawBundle([{ name: 'x', type: '5' }, { name: 'x/y', type: '2', linkname: '.' }, { name: 'l1', type: '2', linkname: 'x/y/../..' }]),
+      bundle: rawBundle([
+        { name: 'x', type: '5' },
+        { name: 'x/y', type: '2', linkname: '.' },
+        { name: 'l1', type: '2', linkname: 'x/y/../..' },
+      ]),
       entry: 'l1',
       code: 'E_UNSAFE_ENTRY',
     },
     {
       label: 'file written through a symlink',
-      bundle: rawBundle([{ name: 'sub', type: '5' }, { name: 'lnk', type: '2', linkname: 'sub' }, { name: 'lnk/file', body: 'x' }]),
+      bundle: rawBundle([
+        { name: 'sub', type: '5' },
+        { name: 'lnk', type: '2', linkname: 'sub' },
+        { name: 'lnk/file', body: 'x' },
+      ]),
       entry: 'lnk/file',
       code: 'E_UNSAFE_ENTRY',
     },
@@ -135,7 +161,15 @@ export function maliciousBundles(): { label: string; bundle: Buffer; entry: stri
     { label: 'character device', bundle: rawBundle([{ name: 'null', type: '3' }]), entry: 'null', code: 'E_UNSAFE_ENTRY' },
     { label: 'block device', bundle: rawBundle([{ name: 'sda', type: '4' }]), entry: 'sda', code: 'E_UNSAFE_ENTRY' },
     { label: 'FIFO', bundle: rawBundle([{ name: 'pipe', type: '6' }]), entry: 'pipe', code: 'E_UNSAFE_ENTRY' },
-    { label: 'duplicate file', bundle: rawBundle([{ name: 'initrd.img', body: 'a' }, { name: 'initrd.img', body: 'b' }]), entry: 'initrd.img', code: 'E_UNSAFE_ENTRY' },
+    {
+      label: 'duplicate file',
+      bundle: rawBundle([
+        { name: 'initrd.img', body: 'a' },
+        { name: 'initrd.img', body: 'b' },
+      ]),
+      entry: 'initrd.img',
+      code: 'E_UNSAFE_ENTRY',
+    },
     { label: 'no vmlinux', bundle: rawBundle([{ name: 'initrd.img', body: 'a' }], { withVmlinux: false }), entry: 'vmlinux', code: 'E_BUNDLE' },
     { label: 'vmlinux is a directory', bundle: rawBundle([{ name: 'vmlinux', type: '5' }], { withVmlinux: false }), entry: 'vmlinux', code: 'E_BUNDLE' },
     { label: 'not zstd', bundle: Buffer.from('this is not a zstd frame at all, just text\n'.repeat(50)), entry: 'zstd', code: 'E_BUNDLE' },
@@ -229,7 +263,10 @@ export class BundleServer {
 }
 
 /** A catalog document with bundle entries served by `srv`. */
-export function catalogDoc(entries: { name: string; path: string; bundle: Buffer; kernelVersion?: string; sha256?: string; description?: string }[], srv: BundleServer): object {
+export function catalogDoc(
+  entries: { name: string; path: string; bundle: Buffer; kernelVersion?: string; sha256?: string; description?: string }[],
+  srv: BundleServer,
+): object {
   return {
     version: 1,
     entries: entries.map((e) => ({

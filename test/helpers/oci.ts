@@ -85,7 +85,10 @@ export function makeTar(entries: TEntry[]): Buffer {
 
 /** GNU tar (posix format, xattrs, numeric owners) of everything under `dir`, sorted. */
 export function gnuTar(dir: string): Buffer {
-  const r = spawnSync('tar', ['--create', '--format=posix', '--xattrs', '--xattrs-include=*', '--numeric-owner', '--sort=name', '-C', dir, '.'], { maxBuffer: 1 << 30, env: { ...process.env, LC_ALL: 'C' } });
+  const r = spawnSync('tar', ['--create', '--format=posix', '--xattrs', '--xattrs-include=*', '--numeric-owner', '--sort=name', '-C', dir, '.'], {
+    maxBuffer: 1 << 30,
+    env: { ...process.env, LC_ALL: 'C' },
+  });
   if (r.status !== 0) throw new Error(`tar failed: ${r.stderr}`);
   return r.stdout;
 }
@@ -129,7 +132,10 @@ export class OciLayout {
   }
 
   /** An image manifest over `layers` (tars or prepared descriptors). */
-  image(layers: Descriptor[], opts: { diffIds?: string[]; architecture?: string; os?: string; variant?: string; config?: Record<string, unknown>; layerMediaOverride?: string } = {}): Descriptor {
+  image(
+    layers: Descriptor[],
+    opts: { diffIds?: string[]; architecture?: string; os?: string; variant?: string; config?: Record<string, unknown>; layerMediaOverride?: string } = {},
+  ): Descriptor {
     const cfg = {
       architecture: opts.architecture ?? 'amd64',
       os: opts.os ?? 'linux',
@@ -138,7 +144,12 @@ export class OciLayout {
       rootfs: { type: 'layers', diff_ids: opts.diffIds ?? layers.map((l) => l.digest) },
     };
     const config = this.blob(Buffer.from(JSON.stringify(cfg)), 'application/vnd.oci.image.config.v1+json');
-    const manifest = { schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config, layers: layers.map((l) => ({ ...l, mediaType: opts.layerMediaOverride ?? l.mediaType })) };
+    const manifest = {
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config,
+      layers: layers.map((l) => ({ ...l, mediaType: opts.layerMediaOverride ?? l.mediaType })),
+    };
     const d = this.blob(Buffer.from(JSON.stringify(manifest)), 'application/vnd.oci.image.manifest.v1+json');
     return { ...d, platform: { os: cfg.os, architecture: cfg.architecture, ...(opts.variant ? { variant: opts.variant } : {}) } };
   }
@@ -154,7 +165,12 @@ export class OciLayout {
     this.refs.push({ desc, tag });
     const index = {
       schemaVersion: 2,
-      manifests: this.refs.map((r) => ({ mediaType: r.desc.mediaType, digest: r.desc.digest, size: r.desc.size, annotations: { 'org.opencontainers.image.ref.name': r.tag } })),
+      manifests: this.refs.map((r) => ({
+        mediaType: r.desc.mediaType,
+        digest: r.desc.digest,
+        size: r.desc.size,
+        annotations: { 'org.opencontainers.image.ref.name': r.tag },
+      })),
     };
     writeFileSync(join(this.dir, 'index.json'), JSON.stringify(index));
   }

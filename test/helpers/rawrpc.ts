@@ -110,21 +110,22 @@ export function rng(seed: number): () => number {
 export function fuzzLines(n: number, seed = 1): string[] {
   const r = rng(seed);
   const pick = <T>(xs: T[]): T => xs[Math.floor(r() * xs.length)]!;
-  const values = (): unknown => pick<() => unknown>([
-    () => null,
-    () => true,
-    () => Math.floor(r() * 1e9) - 5e8,
-    () => r() * 1e300,
-    () => -0,
-    () => '',
-    () => 'x'.repeat(Math.floor(r() * 300)),
-    () => randomBytes(8).toString('hex'),
-    () => [],
-    () => ({}),
-    () => [values(), values()],
-    () => ({ a: values(), __proto__x: 1 }),
-    () => pick(['constructor', 'toString', '__proto__', 'prototype', 'daemon.status', '$/cancel', '$/progress', 'vm.list', 'kernel.list']),
-  ])();
+  const values = (): unknown =>
+    pick<() => unknown>([
+      () => null,
+      () => true,
+      () => Math.floor(r() * 1e9) - 5e8,
+      () => r() * 1e300,
+      () => -0,
+      () => '',
+      () => 'x'.repeat(Math.floor(r() * 300)),
+      () => randomBytes(8).toString('hex'),
+      () => [],
+      () => ({}),
+      () => [values(), values()],
+      () => ({ a: values(), __proto__x: 1 }),
+      () => pick(['constructor', 'toString', '__proto__', 'prototype', 'daemon.status', '$/cancel', '$/progress', 'vm.list', 'kernel.list']),
+    ])();
   const out: string[] = [];
   for (let i = 0; i < n; i++) {
     const kind = Math.floor(r() * 6);

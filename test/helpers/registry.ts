@@ -104,7 +104,9 @@ export class TestRegistry {
       if (this.proc.exitCode !== null) throw new Error(`docker-registry exited: ${this.log}`);
       try {
         if (this.netns) {
-          const r = spawnSync('ip', ['netns', 'exec', this.netns, 'curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', `${this.url}/v2/`], { encoding: 'utf8' });
+          const r = spawnSync('ip', ['netns', 'exec', this.netns, 'curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', `${this.url}/v2/`], {
+            encoding: 'utf8',
+          });
           if (r.stdout === '200') return;
           throw new Error('not yet');
         }
@@ -120,9 +122,39 @@ export class TestRegistry {
 
   private async startTokenServer(): Promise<number> {
     const d = this.dir;
-    run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(d, 'ca.key'), '-out', join(d, 'ca.pem'), '-days', '2', '-subj', '/CN=banger-test-ca']);
+    run([
+      'openssl',
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      join(d, 'ca.key'),
+      '-out',
+      join(d, 'ca.pem'),
+      '-days',
+      '2',
+      '-subj',
+      '/CN=banger-test-ca',
+    ]);
     run(['openssl', 'req', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(d, 'leaf.key'), '-out', join(d, 'leaf.csr'), '-subj', '/CN=banger-test-token']);
-    run(['openssl', 'x509', '-req', '-in', join(d, 'leaf.csr'), '-CA', join(d, 'ca.pem'), '-CAkey', join(d, 'ca.key'), '-CAcreateserial', '-out', join(d, 'leaf.pem'), '-days', '2']);
+    run([
+      'openssl',
+      'x509',
+      '-req',
+      '-in',
+      join(d, 'leaf.csr'),
+      '-CA',
+      join(d, 'ca.pem'),
+      '-CAkey',
+      join(d, 'ca.key'),
+      '-CAcreateserial',
+      '-out',
+      join(d, 'leaf.pem'),
+      '-days',
+      '2',
+    ]);
     const leafPem = readFileSync(join(d, 'leaf.pem'), 'utf8');
     const leafDer = Buffer.from(leafPem.replace(/-----[^-]+-----/g, '').replace(/\s+/g, ''), 'base64');
     const key = readFileSync(join(d, 'leaf.key'), 'utf8');
@@ -152,7 +184,16 @@ export class TestRegistry {
       if (m) access.push({ type: 'repository', name: m[1], actions: user ? m[2]!.split(',') : ['pull'] });
       const now = Math.floor(Date.now() / 1000);
       const header = { alg: 'RS256', typ: 'JWT', x5c: [leafDer.toString('base64')] };
-      const claims = { iss: 'banger-test-issuer', sub: user ?? '', aud: 'banger-test-registry', exp: now + 600, nbf: now - 10, iat: now, jti: randomBytes(8).toString('hex'), access };
+      const claims = {
+        iss: 'banger-test-issuer',
+        sub: user ?? '',
+        aud: 'banger-test-registry',
+        exp: now + 600,
+        nbf: now - 10,
+        iat: now,
+        jti: randomBytes(8).toString('hex'),
+        access,
+      };
       const signing = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(claims))}`;
       const sig = createSign('RSA-SHA256').update(signing).sign(key);
       const token = `${signing}.${b64url(sig)}`;
@@ -168,7 +209,16 @@ export class TestRegistry {
    */
   async push(ociDir: string, layoutTag: string, repoTag: string, opts: { all?: boolean } = {}): Promise<void> {
     const creds = this.mode === 'none' ? [] : ['--dest-creds', `${Object.keys(this.users)[0]}:${Object.values(this.users)[0]}`];
-    const argv = ['skopeo', 'copy', '--quiet', '--dest-tls-verify=false', ...(opts.all ? ['--all'] : []), ...creds, `oci:${ociDir}:${layoutTag}`, `docker://${this.host}/${repoTag}`];
+    const argv = [
+      'skopeo',
+      'copy',
+      '--quiet',
+      '--dest-tls-verify=false',
+      ...(opts.all ? ['--all'] : []),
+      ...creds,
+      `oci:${ociDir}:${layoutTag}`,
+      `docker://${this.host}/${repoTag}`,
+    ];
     await new Promise<void>((resolve, reject) => {
       const full = this.wrap(argv);
       const p = spawn(full[0]!, full.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });

@@ -16,7 +16,13 @@ export async function importStandinImage(d: TestDaemon, work: string, kernel: st
   writeFileSync(join(work, 'vmlinux'), fakeElfVmlinux({ release: '6.1.0-fc' }));
   const k = await d.cli(['kernel', 'import', kernel, '--vmlinux', join(work, 'vmlinux'), '--distro', 'generic']);
   assert.equal(k.code, 0, k.stderr);
-  writeFileSync(join(work, 'rootfs.tar'), makeTar([{ path: 'etc/', type: 'dir' }, { path: 'etc/hostname', data: 'standin\n' }]));
+  writeFileSync(
+    join(work, 'rootfs.tar'),
+    makeTar([
+      { path: 'etc/', type: 'dir' },
+      { path: 'etc/hostname', data: 'standin\n' },
+    ]),
+  );
   const i = await d.cli(['image', 'import', image, '--rootfs-tar', join(work, 'rootfs.tar'), '--kernel-ref', kernel, '--size', '64M'], { timeoutMs: 180_000 });
   assert.equal(i.code, 0, i.stderr);
 }

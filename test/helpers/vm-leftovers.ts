@@ -40,7 +40,12 @@ export function processesWith(marker: string): number[] {
   const out: number[] = [];
   for (const p of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
     try {
-      if (!readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0').some((a) => a.includes(marker))) continue;
+      if (
+        !readFileSync(`/proc/${p}/cmdline`, 'utf8')
+          .split('\0')
+          .some((a) => a.includes(marker))
+      )
+        continue;
       const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
       if (!/^[ZX]/.test(stat.slice(stat.lastIndexOf(')') + 2))) out.push(Number(p));
     } catch {
@@ -54,7 +59,10 @@ export function processesWith(marker: string): number[] {
 export function dbRows(root: string): { vms: { name: string; id: string }[]; leases: { ip: string; vm_name: string }[] } {
   const db = openDatabase(join(root, 'banger.db'), { readOnly: true });
   try {
-    return { vms: db.prepare('SELECT name, id FROM vms').all() as { name: string; id: string }[], leases: db.prepare('SELECT ip, vm_name FROM ip_leases').all() as { ip: string; vm_name: string }[] };
+    return {
+      vms: db.prepare('SELECT name, id FROM vms').all() as { name: string; id: string }[],
+      leases: db.prepare('SELECT ip, vm_name FROM ip_leases').all() as { ip: string; vm_name: string }[],
+    };
   } finally {
     db.close();
   }

@@ -68,11 +68,15 @@ interface Written {
 }
 
 function writeConsole(path: string, bytes: number, rate: number, firstSeq: number, final: string[]): Promise<Written> {
-  const p = spawn(process.execPath, ['-e', WRITER, path, String(bytes), String(rate), String(firstSeq), JSON.stringify(final)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const p = spawn(process.execPath, ['-e', WRITER, path, String(bytes), String(rate), String(firstSeq), JSON.stringify(final)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   procs.push(p);
   let out = '';
   p.stdout!.on('data', (b) => (out += b));
-  return new Promise((resolve, reject) => p.on('close', (code) => (code === 0 ? resolve(JSON.parse(out) as Written) : reject(new Error(`writer exited ${code}`)))));
+  return new Promise((resolve, reject) =>
+    p.on('close', (code) => (code === 0 ? resolve(JSON.parse(out) as Written) : reject(new Error(`writer exited ${code}`)))),
+  );
 }
 
 /**
@@ -116,27 +120,43 @@ let d: TestDaemon;
 let work = '';
 const procs: ChildProcess[] = [];
 
-before(async () => {
-  work = mkdtempSync(join(tmpdir(), 'banger-concap-'));
-  if (skip) return;
-  ns = createNetns('concap');
-  d = new TestDaemon({ netns: ns, config: { binaries: { firecracker: standin.binary }, vm: { stopTimeoutSeconds: 3, sshTimeoutSeconds: 90, consoleLogMaxBytes: CAP }, network: { bridge: 'bgcc0', subnet: '10.91.0.0/24' } } });
-  await d.start();
-  await importStandinImage(d, work, 'fck', 'ccimg');
-}, { timeout: 600_000 });
+before(
+  async () => {
+    work = mkdtempSync(join(tmpdir(), 'banger-concap-'));
+    if (skip) return;
+    ns = createNetns('concap');
+    d = new TestDaemon({
+      netns: ns,
+      config: {
+        binaries: { firecracker: standin.binary },
+        vm: { stopTimeoutSeconds: 3, sshTimeoutSeconds: 90, consoleLogMaxBytes: CAP },
+        network: { bridge: 'bgcc0', subnet: '10.91.0.0/24' },
+      },
+    });
+    await d.start();
+    await importStandinImage(d, work, 'fck', 'ccimg');
+  },
+  { timeout: 600_000 },
+);
 
-after(async () => {
-  for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
-  if (d) await d.cli(['vm', 'rm', '--force', 'cc1', 'cc2'], { timeoutMs: 60_000 });
-  await d?.cleanup();
-  cleanupAll();
-  standin.remove();
-  if (work) rmSync(work, { recursive: true, force: true });
-}, { timeout: 120_000 });
+after(
+  async () => {
+    for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
+    if (d) await d.cli(['vm', 'rm', '--force', 'cc1', 'cc2'], { timeoutMs: 60_000 });
+    await d?.cleanup();
+    cleanupAll();
+    standin.remove();
+    if (work) rmSync(work, { recursive: true, force: true });
+  },
+  { timeout: 120_000 },
+);
 
 const sizeOf = (p: string) => (existsSync(p) ? statSync(p).size : 0);
 
-test('a guest writing 1 GiB to its console: the log stays within its cap, vm logs shows the newest lines, vm logs -f follows across rotations', { skip, timeout: 600_000 }, async () => {
+test('a guest writing 1 GiB to its console: the log stays within its cap, vm logs shows the newest lines, vm logs -f follows across rotations', {
+  skip,
+  timeout: 600_000,
+}, async () => {
   const created = await d.cli(['vm', 'create', '--image', 'ccimg', '--name', 'cc1', '--vmm', 'firecracker', '--no-wait'], { timeoutMs: 120_000 });
   assert.equal(created.code, 0, created.stderr);
   const files = vmFiles(join(d.root, 'vms', 'cc1'));
@@ -201,23 +221,39 @@ test('readiness finds the first-boot error written after 64 MiB of console noise
   const create = d.cli(['vm', 'create', '--image', 'ccimg', '--name', 'cc2', '--vmm', 'firecracker'], { timeoutMs: 300_000 });
   const files = vmFiles(join(d.root, 'vms', 'cc2'));
   // The writer starts once the VMM runs (the launch starts a fresh console).
-  for (let i = 0; i < 1200 && !/stand-in: instance \S+ running/.test(existsSync(files.console) ? readFileSync(files.console, 'utf8') : ''); i++) await new Promise((r) => setTimeout(r, 100));
+  for (let i = 0; i < 1200 && !/stand-in: instance \S+ running/.test(existsSync(files.console) ? readFileSync(files.console, 'utf8') : ''); i++)
+    await new Promise((r) => setTimeout(r, 100));
   // 16 MiB/s: a fast serial console (a TCG guest's is far slower); 8 rotations meanwhile.
-  await writeConsole(files.console, 64 * MiB, 16 * MiB, 0, ["banger-first-boot: error: step 'install' failed: CONSOLE-CAP-MARKER", 'banger-first-boot: hint: CONSOLE-CAP-HINT']);
+  await writeConsole(files.console, 64 * MiB, 16 * MiB, 0, [
+    "banger-first-boot: error: step 'install' failed: CONSOLE-CAP-MARKER",
+    'banger-first-boot: hint: CONSOLE-CAP-HINT',
+  ]);
   const r = await create;
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, /the guest's first boot failed: banger-first-boot: error: step 'install' failed: CONSOLE-CAP-MARKER/);
   assert.match(r.stderr, /CONSOLE-CAP-HINT/);
-  const rotated = readFileSync(join(d.root, 'logs', 'bangerd.log'), 'utf8').split('\n').filter((l) => l.includes('console log rotated') && l.includes('/vms/cc2/'));
+  const rotated = readFileSync(join(d.root, 'logs', 'bangerd.log'), 'utf8')
+    .split('\n')
+    .filter((l) => l.includes('console log rotated') && l.includes('/vms/cc2/'));
   assert.ok(rotated.length >= 4, `the console was rotated while readiness read it (${rotated.length} times)`);
 });
 
-test('readiness (waitReady) finds a first-boot error after 64 MiB of noise in one unbroken line (no rotation: the scan itself goes past 4 MiB)', { timeout: 300_000 }, async () => {
+test('readiness (waitReady) finds a first-boot error after 64 MiB of noise in one unbroken line (no rotation: the scan itself goes past 4 MiB)', {
+  timeout: 300_000,
+}, async () => {
   const dir = join(work, 'direct');
   mkdirSync(dir, { recursive: true });
   const files = vmFiles(dir);
   // 64 MiB of noise with no newline at all, then the marker on a line of its own.
-  const noise = spawn(process.execPath, ['-e', `const fs=require('node:fs');const fd=fs.openSync(process.argv[1],'a');const b=Buffer.alloc(1<<20,0x41);for(let i=0;i<64;i++)fs.writeSync(fd,b);fs.writeSync(fd,"\\nbanger-first-boot: error: step 'install' failed: DIRECT-MARKER\\nbanger-first-boot: hint: DIRECT-HINT\\n");`, files.console], { stdio: 'inherit' });
+  const noise = spawn(
+    process.execPath,
+    [
+      '-e',
+      `const fs=require('node:fs');const fd=fs.openSync(process.argv[1],'a');const b=Buffer.alloc(1<<20,0x41);for(let i=0;i<64;i++)fs.writeSync(fd,b);fs.writeSync(fd,"\\nbanger-first-boot: error: step 'install' failed: DIRECT-MARKER\\nbanger-first-boot: hint: DIRECT-HINT\\n");`,
+      files.console,
+    ],
+    { stdio: 'inherit' },
+  );
   await new Promise((r) => noise.on('close', r));
   assert.equal(sizeOf(files.console) > 64 * MiB, true);
   const driver = { consolePath: () => files.console, status: async () => ({ running: true }) } as unknown as VmmDriver;

@@ -33,13 +33,23 @@ console.log('still alive');
     const r = spawnSync(process.execPath, [script], { encoding: 'utf8', timeout: 20_000 });
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /still alive/);
-    const lines = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const lines = readFileSync(log, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     const ex = lines.find((l) => l.msg.startsWith('uncaught exception'));
     const rej = lines.find((l) => l.msg.startsWith('unhandled rejection'));
-    for (const [what, l] of [['exception', ex], ['rejection', rej]] as const) {
+    for (const [what, l] of [
+      ['exception', ex],
+      ['rejection', rej],
+    ] as const) {
       assert.ok(l, `${what} logged`);
       assert.equal(l.level, 'error');
-      assert.deepEqual(l.inFlight.map((o: { method: string; rpcId: number }) => [o.method, o.rpcId]), [['kernel.pull', 42]], `${what}: operation named`);
+      assert.deepEqual(
+        l.inFlight.map((o: { method: string; rpcId: number }) => [o.method, o.rpcId]),
+        [['kernel.pull', 42]],
+        `${what}: operation named`,
+      );
     }
     assert.equal(ex.error, 'boom from a socket handler');
     assert.equal(ex.op?.method, 'kernel.pull', 'the throwing callback ran in the operation');

@@ -43,7 +43,11 @@ test('a second bangerd on the same root exits non-zero naming the first, having 
     assert.equal(readFileSync(join(d.root, 'tmp', 'image-busy', 'layer.partial'), 'utf8'), 'in progress');
     assert.equal(readFileSync(join(ramMarker, 'file'), 'utf8'), 'in progress');
     assert.equal(lstatSync(d.socket).ino, socketIno, 'socket untouched');
-    assert.doesNotMatch(readFileSync(join(d.root, 'logs', 'bangerd.log'), 'utf8'), new RegExp(`"pid":${r.pid}\\b`), 'the second daemon logged nothing: it ran no cleanup or reconcile');
+    assert.doesNotMatch(
+      readFileSync(join(d.root, 'logs', 'bangerd.log'), 'utf8'),
+      new RegExp(`"pid":${r.pid}\\b`),
+      'the second daemon logged nothing: it ran no cleanup or reconcile',
+    );
     const again = await d.json(['daemon', 'status']);
     assert.equal(again.pid, first.pid);
     assert.equal(readFileSync(join(d.root, 'bangerd.lock'), 'utf8').split(' ')[0], String(first.pid));
@@ -61,7 +65,7 @@ test('a stale lock (dead owner, or a recycled pid) is taken over; a clean stop r
     await d.start();
     // A lock naming a live process whose start time differs (pid reused) is stale too.
     await d.stop();
-    assert.equal(existsSync(join(d.root, "bangerd.lock")), false, d.stderr.slice(-3000));
+    assert.equal(existsSync(join(d.root, 'bangerd.lock')), false, d.stderr.slice(-3000));
     writeFileSync(join(d.root, 'bangerd.lock'), `${process.pid} 1\n`);
     await d.start();
     const st = await d.json(['daemon', 'status']);

@@ -25,12 +25,17 @@ function walk(root: string): string[] {
 /** The paths user `nobody` (no groups) can open for reading, or list when they are directories. */
 function readableByNobody(paths: string[]): string[] {
   const script = `const fs=require('fs');const ok=[];for(const p of JSON.parse(require('fs').readFileSync(0,'utf8'))){try{const st=fs.statSync(p);if(st.isDirectory())fs.readdirSync(p);else if(!st.isSocket()){fs.closeSync(fs.openSync(p,'r'))}else continue;ok.push(p)}catch{}}process.stdout.write(JSON.stringify(ok))`;
-  const r = spawnSync('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', process.execPath, '-e', script], { input: JSON.stringify(paths), encoding: 'utf8' });
+  const r = spawnSync('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', process.execPath, '-e', script], {
+    input: JSON.stringify(paths),
+    encoding: 'utf8',
+  });
   assert.equal(r.status, 0, r.stderr);
   return JSON.parse(r.stdout) as string[];
 }
 
-test('state is private: an old world-readable install is migrated on start and nobody can read anything under the root', { skip: isRoot() ? false : 'needs root to switch to nobody' }, async () => {
+test('state is private: an old world-readable install is migrated on start and nobody can read anything under the root', {
+  skip: isRoot() ? false : 'needs root to switch to nobody',
+}, async () => {
   const d = new TestDaemon({ netns: createNetns('perms') });
   try {
     // An installation as an older banger left it: 0755 dirs, 0644 database with a plain password.

@@ -11,9 +11,12 @@ import { cleanupAll, createNetns } from '../helpers/netns.js';
 // Every daemon here runs in its own network namespace (its reconcile never acts on the host).
 const needNs = isRoot() ? undefined : 'needs root (a network namespace per daemon)';
 let ns = '';
-before(() => {
-  if (!needNs) ns = createNetns('daemon');
-}, { timeout: 30_000 });
+before(
+  () => {
+    if (!needNs) ns = createNetns('daemon');
+  },
+  { timeout: 30_000 },
+);
 after(() => cleanupAll(), { timeout: 60_000 });
 
 test('daemon serves status on its isolated socket and keeps committed state across SIGKILL', { skip: needNs }, async () => {
@@ -71,7 +74,9 @@ test('daemon stop, status when stopped (exit 3), and temp files from a crash are
   }
 });
 
-test('the CLI starts the daemon itself when none answers and it runs as root', { skip: isRoot() ? false : 'needs root (autostart is for root only)' }, async () => {
+test('the CLI starts the daemon itself when none answers and it runs as root', {
+  skip: isRoot() ? false : 'needs root (autostart is for root only)',
+}, async () => {
   const d = new TestDaemon({ netns: ns });
   try {
     const r = await d.cli(['--json', 'daemon', 'status']);
@@ -96,7 +101,11 @@ test('a user outside the banger group is refused at the socket with a hint', { s
     const { chmodSync } = await import('node:fs');
     chmodSync(d.root, 0o755);
     for (const cmd of ['status', 'start']) {
-      const r = spawnSync('ip', ['netns', 'exec', ns, 'setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups', process.execPath, BANGER, 'daemon', cmd], { env: d.env, encoding: 'utf8' });
+      const r = spawnSync(
+        'ip',
+        ['netns', 'exec', ns, 'setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups', process.execPath, BANGER, 'daemon', cmd],
+        { env: d.env, encoding: 'utf8' },
+      );
       // nobody can see the socket file but not connect to it (mode 0660, root:banger).
       assert.equal(r.status, 1, r.stderr);
       assert.match(r.stderr, /error: permission denied on .*bangerd\.sock/);

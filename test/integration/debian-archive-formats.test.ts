@@ -61,7 +61,15 @@ function buildArchive(root: string, opts: { formats: ('.xz' | '.gz' | '')[]; val
   }
 }
 
-const entry: DebianKernelEntry = { name: 'synthetic', kind: 'debian', distro: 'debian', arch: 'x86_64', package: 'linux-image-cloud-amd64', suite: 'bookworm', description: '' };
+const entry: DebianKernelEntry = {
+  name: 'synthetic',
+  kind: 'debian',
+  distro: 'debian',
+  arch: 'x86_64',
+  package: 'linux-image-cloud-amd64',
+  suite: 'bookworm',
+  description: '',
+};
 
 /** Build the archive and start a fetch from it (verified against `withKeyring`, default the test key). */
 function run(name: string, archive: Parameters<typeof buildArchive>[1], withKeyring?: string) {
@@ -75,23 +83,29 @@ function run(name: string, archive: Parameters<typeof buildArchive>[1], withKeyr
   return { outDir, tmpDir, promise };
 }
 
-before(async () => {
-  if (skip) return;
-  pkgs = await ensureDebCache();
-  dir = mkdtempSync(join(tmpdir(), 'banger-debformats-'));
-  gnupg = join(dir, 'gnupg');
-  mkdirSync(gnupg, { mode: 0o700 });
-  gpg(['--passphrase', '', '--quick-gen-key', 'banger test archive <archive@banger.invalid>', 'ed25519', 'sign', 'never']);
-  keyring = join(dir, 'keyring.gpg');
-  writeFileSync(keyring, spawnSync('gpg', ['--batch', '--homedir', gnupg, '--export'], {}).stdout);
-}, { timeout: 600_000 });
+before(
+  async () => {
+    if (skip) return;
+    pkgs = await ensureDebCache();
+    dir = mkdtempSync(join(tmpdir(), 'banger-debformats-'));
+    gnupg = join(dir, 'gnupg');
+    mkdirSync(gnupg, { mode: 0o700 });
+    gpg(['--passphrase', '', '--quick-gen-key', 'banger test archive <archive@banger.invalid>', 'ed25519', 'sign', 'never']);
+    keyring = join(dir, 'keyring.gpg');
+    writeFileSync(keyring, spawnSync('gpg', ['--batch', '--homedir', gnupg, '--export'], {}).stdout);
+  },
+  { timeout: 600_000 },
+);
 
-after(() => {
-  if (dir) {
-    spawnSync('gpgconf', ['--homedir', gnupg, '--kill', 'all']);
-    rmSync(dir, { recursive: true, force: true });
-  }
-}, { timeout: 120_000 });
+after(
+  () => {
+    if (dir) {
+      spawnSync('gpgconf', ['--homedir', gnupg, '--kill', 'all']);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+  { timeout: 120_000 },
+);
 
 test('a file:// mirror offering only Packages.xz works (xz -dc)', { skip, timeout: 300_000 }, async () => {
   const r = run('xz', { formats: ['.xz'] });
@@ -119,14 +133,20 @@ test('an expired Valid-Until is refused (E_SIGNATURE), nothing left behind', { s
 
 test('a meta package depending on a version the index lacks is E_NOT_FOUND naming it', { skip }, async () => {
   const r = run('dep', { formats: ['.xz'], metaDepends: `${pkgs.kernel.package} (= 99.0-1)` });
-  await assert.rejects(r.promise, (e: unknown) => e instanceof BangerError && e.code === 'E_NOT_FOUND' && e.message.includes(`${pkgs.kernel.package} (= 99.0-1)`));
+  await assert.rejects(
+    r.promise,
+    (e: unknown) => e instanceof BangerError && e.code === 'E_NOT_FOUND' && e.message.includes(`${pkgs.kernel.package} (= 99.0-1)`),
+  );
   assert.deepEqual(readdirSync(r.outDir), []);
   assert.deepEqual(readdirSync(r.tmpDir), []);
 });
 
 test('an archive signed by a key outside the Debian keyring is refused (E_SIGNATURE)', { skip }, async () => {
   const r = run('otherkey', { formats: ['.xz'] }, '/usr/share/keyrings/debian-archive-keyring.gpg');
-  await assert.rejects(r.promise, (e: unknown) => e instanceof BangerError && e.code === 'E_SIGNATURE' && /no signature made by a key in the keyring/.test(e.message));
+  await assert.rejects(
+    r.promise,
+    (e: unknown) => e instanceof BangerError && e.code === 'E_SIGNATURE' && /no signature made by a key in the keyring/.test(e.message),
+  );
   assert.deepEqual(readdirSync(r.outDir), []);
   assert.deepEqual(readdirSync(r.tmpDir), []);
 });

@@ -14,7 +14,8 @@ import { isRoot, missingTools } from '../helpers/daemon.js';
  */
 const skip = !isRoot()
   ? 'needs root (network namespace, tap)'
-  : (missingTools('qemu-system-x86_64', 'mkfs.ext4', 'ip', 'curl', 'dpkg-deb') ?? (!existsSync('/dev/net/tun') ? 'no /dev/net/tun' : debianMirrorUnavailable()));
+  : (missingTools('qemu-system-x86_64', 'mkfs.ext4', 'ip', 'curl', 'dpkg-deb') ??
+    (!existsSync('/dev/net/tun') ? 'no /dev/net/tun' : debianMirrorUnavailable()));
 
 let dir: string;
 let kernelDir: string;
@@ -25,21 +26,27 @@ const BOOT_TIMEOUT_MS = 120_000;
 // TSC calibration can hang under TCG with ACPI on; telling the kernel the (host) TSC rate avoids it.
 const TSC = `tsc_early_khz=${hostTscKhz()}`;
 
-before(async () => {
-  if (skip) return;
-  dir = mkdtempSync(join(tmpdir(), 'banger-debboot-'));
-  const mirror = await startDebianMirror();
-  try {
-    kernelDir = await fetchTestKernel(dir, mirror);
-    rootfs = buildTestRootfs(dir, busyboxFromDeb(cachedDeb(mirror.packages.busybox)!, dir), 'banger-token-42');
-  } finally {
-    await mirror.close();
-  }
-}, { timeout: 600_000 });
+before(
+  async () => {
+    if (skip) return;
+    dir = mkdtempSync(join(tmpdir(), 'banger-debboot-'));
+    const mirror = await startDebianMirror();
+    try {
+      kernelDir = await fetchTestKernel(dir, mirror);
+      rootfs = buildTestRootfs(dir, busyboxFromDeb(cachedDeb(mirror.packages.busybox)!, dir), 'banger-token-42');
+    } finally {
+      await mirror.close();
+    }
+  },
+  { timeout: 600_000 },
+);
 
-after(() => {
-  if (dir) rmSync(dir, { recursive: true, force: true });
-}, { timeout: 120_000 });
+after(
+  () => {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  },
+  { timeout: 120_000 },
+);
 
 test('Debian kernel + banger initramfs boots a rootfs and answers at the ip= address', { skip, timeout: 300_000 }, async () => {
   let net: TestNet | undefined;
@@ -72,7 +79,7 @@ test('Debian kernel + banger initramfs boots a rootfs and answers at the ip= add
   }
 });
 
-test('no root disk: the console shows banger-initramfs\'s clear error and the machine stops', { skip, timeout: 300_000 }, async () => {
+test("no root disk: the console shows banger-initramfs's clear error and the machine stops", { skip, timeout: 300_000 }, async () => {
   let vm: QemuGuest | undefined;
   try {
     vm = bootQemu({

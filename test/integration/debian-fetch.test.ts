@@ -33,16 +33,22 @@ function storeAt(blobs: string): ContentStore {
 let mirror: DebianMirror;
 let scratch: string;
 
-before(async () => {
-  if (skip) return;
-  mirror = await startDebianMirror();
-  scratch = mkdtempSync(join(tmpdir(), 'banger-debfetch-'));
-}, { timeout: 600_000 });
-after(async () => {
-  if (skip) return;
-  await mirror.close();
-  rmSync(scratch, { recursive: true, force: true });
-}, { timeout: 120_000 });
+before(
+  async () => {
+    if (skip) return;
+    mirror = await startDebianMirror();
+    scratch = mkdtempSync(join(tmpdir(), 'banger-debfetch-'));
+  },
+  { timeout: 600_000 },
+);
+after(
+  async () => {
+    if (skip) return;
+    await mirror.close();
+    rmSync(scratch, { recursive: true, force: true });
+  },
+  { timeout: 120_000 },
+);
 
 function dirs(name: string) {
   const outDir = join(scratch, name, 'out');
@@ -101,12 +107,17 @@ test('verified fetch from a local mirror: vmlinuz, vmlinux ELF and initramfs', {
   assert.equal(vmlinux.readUInt32BE(0), 0x7f454c46, 'vmlinux starts with the ELF magic');
   assert.ok(vmlinux.length > vmlinuz.length, 'vmlinux is larger than the compressed image');
   const names = cpioNames(readFileSync(join(o.outDir, 'initrd.img')));
-  for (const n of ['init', 'bin/busybox', 'bin/sh', 'bin/switch_root', 'dev/console', 'lib/modules/banger.load']) assert.ok(names.includes(n), `initramfs has ${n}`);
+  for (const n of ['init', 'bin/busybox', 'bin/sh', 'bin/switch_root', 'dev/console', 'lib/modules/banger.load'])
+    assert.ok(names.includes(n), `initramfs has ${n}`);
   for (const m of ['virtio_mmio.ko', 'virtio_blk.ko', 'virtio_net.ko', 'vmw_vsock_virtio_transport.ko', 'virtio_console.ko', 'failover.ko']) {
-    assert.ok(names.some((n) => n.endsWith('/' + m)), `initramfs has ${m}`);
+    assert.ok(
+      names.some((n) => n.endsWith('/' + m)),
+      `initramfs has ${m}`,
+    );
   }
   assert.deepEqual(readdirSync(o.tmpDir), [], 'scratch removed after success');
-  for (const s of ['verify-inrelease', 'fetch-packages', 'resolve', 'download', 'unpack', 'vmlinux', 'initramfs', 'modules']) assert.ok(stages.has(s), `progress stage ${s}`);
+  for (const s of ['verify-inrelease', 'fetch-packages', 'resolve', 'download', 'unpack', 'vmlinux', 'initramfs', 'modules'])
+    assert.ok(stages.has(s), `progress stage ${s}`);
   // Debian's own Packages.xz was used (the .gz and plain fallbacks: debian-archive-formats.test.ts)
   assert.ok(mirror.requests.includes('dists/bookworm/main/binary-amd64/Packages.xz'));
   assert.ok(!mirror.requests.includes('dists/bookworm/main/binary-amd64/Packages'));
@@ -116,9 +127,19 @@ test('load order in the initramfs puts dependencies first', { skip }, async () =
   const o = opts('order');
   await fetchDebianKernel(o);
   const r = spawnSync('cpio', ['-i', '--quiet', '--to-stdout', 'lib/modules/banger.load'], { input: gunzipSync(readFileSync(join(o.outDir, 'initrd.img'))) });
-  const order = r.stdout.toString().trim().split('\n').map((l) => l.replace(/^.*\//, '').replace(/\.ko$/, ''));
+  const order = r.stdout
+    .toString()
+    .trim()
+    .split('\n')
+    .map((l) => l.replace(/^.*\//, '').replace(/\.ko$/, ''));
   const pos = (m: string) => order.indexOf(m);
-  for (const [dep, user] of [['virtio_ring', 'virtio_blk'], ['virtio', 'virtio_mmio'], ['failover', 'net_failover'], ['net_failover', 'virtio_net'], ['vsock', 'vmw_vsock_virtio_transport']] as const) {
+  for (const [dep, user] of [
+    ['virtio_ring', 'virtio_blk'],
+    ['virtio', 'virtio_mmio'],
+    ['failover', 'net_failover'],
+    ['net_failover', 'virtio_net'],
+    ['vsock', 'vmw_vsock_virtio_transport'],
+  ] as const) {
     assert.ok(pos(dep) >= 0 && pos(user) > pos(dep), `${dep} before ${user} in ${order.join(',')}`);
   }
   assert.equal(new Set(order).size, order.length, 'each module once');

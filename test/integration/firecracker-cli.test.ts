@@ -24,15 +24,21 @@ let work = '';
 let standin: FirecrackerCliFixture['standin'];
 let instance = '';
 
-before(async () => {
-  if (skip) return;
-  fx = await startFirecrackerCli({ tag: 'fccli', bridge: 'bgfc0', subnet: '10.87.0.0/24' });
-  ({ d, ns, work, standin } = fx);
-}, { timeout: 600_000 });
+before(
+  async () => {
+    if (skip) return;
+    fx = await startFirecrackerCli({ tag: 'fccli', bridge: 'bgfc0', subnet: '10.87.0.0/24' });
+    ({ d, ns, work, standin } = fx);
+  },
+  { timeout: 600_000 },
+);
 
-after(async () => {
-  await fx?.stop();
-}, { timeout: 120_000 });
+after(
+  async () => {
+    await fx?.stop();
+  },
+  { timeout: 120_000 },
+);
 
 function nothingLeft(name: string): void {
   instance ||= bridgeInstance(ns, 'bgfc0'); // the bridge exists once the first VM's network step ran
@@ -44,7 +50,10 @@ function nothingLeft(name: string): void {
   assert.deepEqual(found, [], `left behind by ${name}`);
 }
 
-test('vm create --vmm firecracker --no-wait, list, show, ports over hybrid vsock, stop, start, kill, SIGKILL daemon + adopt, rm', { skip, timeout: 300_000 }, async () => {
+test('vm create --vmm firecracker --no-wait, list, show, ports over hybrid vsock, stop, start, kill, SIGKILL daemon + adopt, rm', {
+  skip,
+  timeout: 300_000,
+}, async () => {
   standin.setKnobs({});
   const created = await d.cli(['--json', 'vm', 'create', '--image', 'fcimg', '--name', 'fc1', '--vmm', 'firecracker', '--no-wait'], { timeoutMs: 120_000 });
   assert.equal(created.code, 0, created.stderr);
@@ -64,7 +73,10 @@ test('vm create --vmm firecracker --no-wait, list, show, ports over hybrid vsock
   assert.doesNotMatch(log, /fault/);
 
   const list = await d.json(['vm', 'list']);
-  assert.deepEqual(list.map((v: any) => [v.name, v.vmm, v.running]), [['fc1', 'firecracker', true]]);
+  assert.deepEqual(
+    list.map((v: any) => [v.name, v.vmm, v.running]),
+    [['fc1', 'firecracker', true]],
+  );
 
   // The real agent, reached through CONNECT 1024 on the vsock UDS, lists the listening ports of
   // the namespace the stand-in runs in (the daemon's): the agent's own protocol, not a fake.
@@ -89,7 +101,11 @@ test('vm create --vmm firecracker --no-wait, list, show, ports over hybrid vsock
   // The stand-in exits on SendCtrlAltDel, as a guest rebooting with reboot=k: no SIGKILL needed.
   const stop = await d.cli(['--json', 'vm', 'stop', 'fc1'], { timeoutMs: 60_000 });
   assert.equal(stop.code, 0, stop.stderr);
-  assert.deepEqual(JSON.parse(stop.stdout).map((v: { name: string; forced: boolean }) => [v.name, v.forced]), [['fc1', false]], 'stopped without a kill');
+  assert.deepEqual(
+    JSON.parse(stop.stdout).map((v: { name: string; forced: boolean }) => [v.name, v.forced]),
+    [['fc1', false]],
+    'stopped without a kill',
+  );
   assert.equal((await d.json(['vm', 'show', 'fc1'])).running, false);
   assert.match(readFileSync(join(dir, 'firecracker.log'), 'utf8'), /SendCtrlAltDel/, 'stopped by Ctrl-Alt-Del, not a signal');
   assert.ok(!existsSync(join(dir, 'firecracker.sock')), 'API socket removed after stop');
@@ -183,7 +199,12 @@ test('vm exec and vm cp over the hybrid vsock channel on the stand-in', { skip, 
 });
 
 for (const [name, knobs, step, pattern] of [
-  ['a step answering 400', { FC_STANDIN_FAIL_PATH: '/network-interfaces/eth0' }, 'network-interface', /firecracker step network-interface failed: stand-in: \/network-interfaces\/eth0 refused/],
+  [
+    'a step answering 400',
+    { FC_STANDIN_FAIL_PATH: '/network-interfaces/eth0' },
+    'network-interface',
+    /firecracker step network-interface failed: stand-in: \/network-interfaces\/eth0 refused/,
+  ],
   ['the process dying early', { FC_STANDIN_DIE_EARLY: '153' }, 'vmm-start', /exited with code 153: bad command-line arguments/],
   ['a socket that never appears', { FC_STANDIN_NO_SOCKET: '1' }, 'vmm-start', /API socket .* did not answer within/],
 ] as const) {

@@ -44,7 +44,10 @@ function vmDir(): { dir: string; files: ReturnType<typeof fcFiles>; console: str
       memoryMiB: 256,
       kernel: join(dir, 'vmlinux'),
       bootArgs: 'console=ttyS0 reboot=k panic=1',
-      disks: [{ id: 'root', path: join(dir, 'root.ext4') }, { id: 'seed', path: join(dir, 'seed.ext4'), readOnly: true }],
+      disks: [
+        { id: 'root', path: join(dir, 'root.ext4') },
+        { id: 'seed', path: join(dir, 'seed.ext4'), readOnly: true },
+      ],
       vsock: { cid: 3, udsPath: files.vsock },
       logPath: files.log,
       metricsPath: files.metrics,
@@ -60,7 +63,14 @@ test('boot through every step, adopt by pid file + GET /, agent over hybrid vsoc
   standin.setKnobs({});
   const v = vmDir();
   const steps: string[] = [];
-  const { pid } = await bootFirecracker({ binary: standin.binary, id: 'vm-a', files: v.files, consolePath: v.console, config: v.config, onStep: (s) => steps.push(s) });
+  const { pid } = await bootFirecracker({
+    binary: standin.binary,
+    id: 'vm-a',
+    files: v.files,
+    consolePath: v.console,
+    config: v.config,
+    onStep: (s) => steps.push(s),
+  });
   assert.deepEqual(steps, ['vmm-start', 'logger', 'metrics', 'machine-config', 'boot-source', 'drive-root', 'drive-seed', 'vsock', 'instance-start']);
   assert.ok(await runningNotZombie(pid));
   const found = await findFirecracker(v.files, { probe: true });
@@ -68,8 +78,14 @@ test('boot through every step, adopt by pid file + GET /, agent over hybrid vsoc
   assert.match(readFileSync(v.console, 'utf8'), /stand-in: instance vm-a running/);
   // Pre-boot-only resources are refused after InstanceStart, with Firecracker's fault_message.
   const api = new FirecrackerApi(v.files.api);
-  await assert.rejects(api.call({ step: 'late-boot-source', method: 'PUT', path: '/boot-source', body: { kernel_image_path: v.config.kernel } }), (e) => isBangerError(e, 'E_VMM') && e.details?.step === 'late-boot-source' && /not supported after starting/.test(e.message));
-  await assert.rejects(api.call({ step: 'start-again', method: 'PUT', path: '/actions', body: { action_type: 'InstanceStart' } }), (e) => isBangerError(e, 'E_VMM') && (e.details?.status as number) === 400);
+  await assert.rejects(
+    api.call({ step: 'late-boot-source', method: 'PUT', path: '/boot-source', body: { kernel_image_path: v.config.kernel } }),
+    (e) => isBangerError(e, 'E_VMM') && e.details?.step === 'late-boot-source' && /not supported after starting/.test(e.message),
+  );
+  await assert.rejects(
+    api.call({ step: 'start-again', method: 'PUT', path: '/actions', body: { action_type: 'InstanceStart' } }),
+    (e) => isBangerError(e, 'E_VMM') && (e.details?.status as number) === 400,
+  );
   // The real guest agent behind CONNECT 1024.
   const sock = await connectHybridVsock(v.files.vsock, 1024, { timeoutMs: 5000 });
   const answer = await new Promise<string>((resolve, reject) => {
@@ -110,7 +126,15 @@ for (const [name, knobs, step, pattern] of [
     const v = vmDir();
     if (step === 'drive-seed') rmSync(join(v.dir, 'seed.ext4'));
     await assert.rejects(
-      bootFirecracker({ binary: standin.binary, id: 'vm-f', files: v.files, consolePath: v.console, config: v.config, socketTimeoutMs: knobs === undefined || !('FC_STANDIN_NO_SOCKET' in knobs) ? 30_000 : 800, onStep: () => undefined }),
+      bootFirecracker({
+        binary: standin.binary,
+        id: 'vm-f',
+        files: v.files,
+        consolePath: v.console,
+        config: v.config,
+        socketTimeoutMs: knobs === undefined || !('FC_STANDIN_NO_SOCKET' in knobs) ? 30_000 : 800,
+        onStep: () => undefined,
+      }),
       (e) => {
         assert.ok(isBangerError(e, 'E_VMM'), String(e));
         assert.equal(e.details?.step, step);
@@ -138,13 +162,21 @@ test('snapshot load on a fresh process: only after logger/metrics, resumes; refu
   writeFileSync(join(v.dir, 'snap.mem'), 'mem');
   const { api } = await spawnFirecracker(standin.binary, 'vm-l', v.files, v.console);
   await api.call({ step: 'logger', method: 'PUT', path: '/logger', body: { log_path: v.files.log } });
-  await api.loadSnapshot({ snapshot_path: join(v.dir, 'snap.state'), mem_backend: { backend_type: 'File', backend_path: join(v.dir, 'snap.mem') }, resume_vm: true, vsock_override: { uds_path: v.files.vsock } });
+  await api.loadSnapshot({
+    snapshot_path: join(v.dir, 'snap.state'),
+    mem_backend: { backend_type: 'File', backend_path: join(v.dir, 'snap.mem') },
+    resume_vm: true,
+    vsock_override: { uds_path: v.files.vsock },
+  });
   assert.equal((await api.instanceInfo()).state, 'Running');
   await stopFirecracker(v.files, 3000);
   const w = vmDir();
   const second = await spawnFirecracker(standin.binary, 'vm-m', w.files, w.console);
   await second.api.call({ step: 'machine-config', method: 'PUT', path: '/machine-config', body: { vcpu_count: 1, mem_size_mib: 128 } });
-  await assert.rejects(second.api.loadSnapshot({ snapshot_path: join(v.dir, 'snap.state'), mem_backend: { backend_type: 'File', backend_path: join(v.dir, 'snap.mem') } }), (e) => isBangerError(e, 'E_VMM') && e.details?.step === 'snapshot-load' && /not allowed after configuring boot-specific resources/.test(e.message));
+  await assert.rejects(
+    second.api.loadSnapshot({ snapshot_path: join(v.dir, 'snap.state'), mem_backend: { backend_type: 'File', backend_path: join(v.dir, 'snap.mem') } }),
+    (e) => isBangerError(e, 'E_VMM') && e.details?.step === 'snapshot-load' && /not allowed after configuring boot-specific resources/.test(e.message),
+  );
   await stopFirecracker(w.files, 500);
   assert.deepEqual([...leftovers(v), ...leftovers(w)], []);
 });
@@ -166,7 +198,15 @@ test('the stand-in enforces the transport: chunked bodies, unknown fields, path 
   const v = vmDir();
   await spawnFirecracker(standin.binary, 'vm-t', v.files, v.console);
   const api = new FirecrackerApi(v.files.api);
-  await assert.rejects(api.call({ step: 'x', method: 'PUT', path: '/drives/root', body: { drive_id: 'seed', path_on_host: v.config.kernel, is_root_device: true, is_read_only: false } }), /path does not match the id from the body/);
+  await assert.rejects(
+    api.call({
+      step: 'x',
+      method: 'PUT',
+      path: '/drives/root',
+      body: { drive_id: 'seed', path_on_host: v.config.kernel, is_root_device: true, is_read_only: false },
+    }),
+    /path does not match the id from the body/,
+  );
   await assert.rejects(api.call({ step: 'x', method: 'PUT', path: '/machine-config', body: { vcpu_count: 1, mem_size_mib: 128, bogus: true } }), /`bogus`/);
   await assert.rejects(api.call({ step: 'x', method: 'PUT', path: '/machine-config', body: { vcpu_count: 1 } }), /mem_size_mib/);
   const chunked = await new Promise<number>((resolve, reject) => {
@@ -188,13 +228,18 @@ test('a misbehaving API socket fails the call, not the process', async () => {
   const garbage = createServer((s) => s.end('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nnot j')).listen(join(dir, 'garbage.sock'));
   const reset = createServer((s) => s.destroy()).listen(join(dir, 'reset.sock'));
   try {
-    await assert.rejects(new FirecrackerApi(join(dir, 'silent.sock')).instanceInfo({ timeoutMs: 300 }), (e) => isBangerError(e, 'E_TIMEOUT') && e.details?.step === 'describe-instance');
+    await assert.rejects(
+      new FirecrackerApi(join(dir, 'silent.sock')).instanceInfo({ timeoutMs: 300 }),
+      (e) => isBangerError(e, 'E_TIMEOUT') && e.details?.step === 'describe-instance',
+    );
     await assert.rejects(new FirecrackerApi(join(dir, 'garbage.sock')).instanceInfo(), (e) => isBangerError(e, 'E_VMM') && /not JSON/.test(e.message));
     await assert.rejects(new FirecrackerApi(join(dir, 'reset.sock')).instanceInfo(), (e) => isBangerError(e, 'E_VMM'));
     await assert.rejects(new FirecrackerApi(join(dir, 'absent.sock')).instanceInfo(), (e) => isBangerError(e, 'E_VMM') && e.details?.errno === 'ENOENT');
     // A vsock UDS answering garbage is a protocol error: no retry, E_VMM at once.
     // Bytes that arrive with the OK line belong to the caller, who sees them on its own 'data' listener.
-    const eager = createServer((s) => s.once('data', (d) => s.write(/^CONNECT 1024\n$/.test(d.toString()) ? 'OK 1073741824\nHELLO' : 'NO\n'))).listen(join(dir, 'vsock-eager.sock'));
+    const eager = createServer((s) => s.once('data', (d) => s.write(/^CONNECT 1024\n$/.test(d.toString()) ? 'OK 1073741824\nHELLO' : 'NO\n'))).listen(
+      join(dir, 'vsock-eager.sock'),
+    );
     const es = await connectHybridVsock(join(dir, 'vsock-eager.sock'), 1024, { timeoutMs: 5000 });
     try {
       const first = await new Promise<string>((resolve) => {
@@ -207,7 +252,10 @@ test('a misbehaving API socket fails the call, not the process', async () => {
       eager.close();
     }
     const bad = createServer((s) => s.end('HELLO\n')).listen(join(dir, 'vsock-bad.sock'));
-    await assert.rejects(connectHybridVsock(join(dir, 'vsock-bad.sock'), 1024, { timeoutMs: 5000 }), (e) => isBangerError(e, 'E_VMM') && /protocol error/.test(e.message));
+    await assert.rejects(
+      connectHybridVsock(join(dir, 'vsock-bad.sock'), 1024, { timeoutMs: 5000 }),
+      (e) => isBangerError(e, 'E_VMM') && /protocol error/.test(e.message),
+    );
     bad.close();
   } finally {
     silent.close();

@@ -1,6 +1,6 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, rmdirSync, statSync, } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, rmdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { isRoot, missingTools, type TestDaemon } from '../helpers/daemon.js';
 import { startFirecrackerCli, type FirecrackerCliFixture } from '../helpers/firecracker-cli-fixture.js';
@@ -16,7 +16,10 @@ import { bridgeInstance, leftovers, processesWith } from '../helpers/vm-leftover
  * owners, the API socket and pid inside the chroot, stop/start, daemon SIGKILL + adopt of the
  * jailed process, rm → chroot and cgroup gone; a failing step unwinds the jail.
  */
-const skip = !isRoot() ? 'needs root (namespaces, taps, nft, chown, cgroups)' : missingTools('ip', 'nft', 'mkfs.ext4', 'debugfs', 'ssh-keygen', 'setpriv') ?? (existsSync('/sys/fs/cgroup/cpu') ? undefined : 'needs the cgroup v1 cpu controller at /sys/fs/cgroup/cpu');
+const skip = !isRoot()
+  ? 'needs root (namespaces, taps, nft, chown, cgroups)'
+  : (missingTools('ip', 'nft', 'mkfs.ext4', 'debugfs', 'ssh-keygen', 'setpriv') ??
+    (existsSync('/sys/fs/cgroup/cpu') ? undefined : 'needs the cgroup v1 cpu controller at /sys/fs/cgroup/cpu'));
 const jailer = makeStandinJailer();
 const parentCgroup = `banger-test-${process.pid}`;
 let fx: FirecrackerCliFixture | undefined;
@@ -26,28 +29,39 @@ let standin: FirecrackerCliFixture['standin'];
 let chrootBase = '';
 let instance = '';
 
-before(async () => {
-  if (skip) return;
-  chrootBase = mkdtempSync('/tmp/bj-'); // short: the host path of the jail's API socket must fit a Unix socket path
-  chmodSync(chrootBase, 0o755); // no chroot(2) in the stand-in: the VM's uid walks the host path
-  const jcfg = { enabled: true, binary: jailer.binary, chrootBaseDir: chrootBase, uidBase: 900_000, cgroupVersion: 1, parentCgroup };
-  fx = await startFirecrackerCli({ tag: 'fcjail', bridge: 'bgfj0', subnet: '10.88.0.0/24', config: { firecracker: { jailer: jcfg } } });
-  ({ d, ns, standin } = fx);
-}, { timeout: 600_000 });
+before(
+  async () => {
+    if (skip) return;
+    chrootBase = mkdtempSync('/tmp/bj-'); // short: the host path of the jail's API socket must fit a Unix socket path
+    chmodSync(chrootBase, 0o755); // no chroot(2) in the stand-in: the VM's uid walks the host path
+    const jcfg = { enabled: true, binary: jailer.binary, chrootBaseDir: chrootBase, uidBase: 900_000, cgroupVersion: 1, parentCgroup };
+    fx = await startFirecrackerCli({ tag: 'fcjail', bridge: 'bgfj0', subnet: '10.88.0.0/24', config: { firecracker: { jailer: jcfg } } });
+    ({ d, ns, standin } = fx);
+  },
+  { timeout: 600_000 },
+);
 
-after(async () => {
-  await fx?.stop();
-  jailer.remove();
-  try {
-    rmdirSync(join('/sys/fs/cgroup/cpu', parentCgroup));
-  } catch {
-    /* never made, or a jail cgroup left (then the test failed already) */
-  }
-  if (chrootBase) rmSync(chrootBase, { recursive: true, force: true });
-}, { timeout: 120_000 });
+after(
+  async () => {
+    await fx?.stop();
+    jailer.remove();
+    try {
+      rmdirSync(join('/sys/fs/cgroup/cpu', parentCgroup));
+    } catch {
+      /* never made, or a jail cgroup left (then the test failed already) */
+    }
+    if (chrootBase) rmSync(chrootBase, { recursive: true, force: true });
+  },
+  { timeout: 120_000 },
+);
 
 const jails = () => (existsSync(join(chrootBase, 'firecracker')) ? readdirSync(join(chrootBase, 'firecracker')) : []);
-const cgroups = () => (existsSync(join('/sys/fs/cgroup/cpu', parentCgroup)) ? readdirSync(join('/sys/fs/cgroup/cpu', parentCgroup), { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name) : []);
+const cgroups = () =>
+  existsSync(join('/sys/fs/cgroup/cpu', parentCgroup))
+    ? readdirSync(join('/sys/fs/cgroup/cpu', parentCgroup), { withFileTypes: true })
+        .filter((e) => e.isDirectory())
+        .map((e) => e.name)
+    : [];
 
 function nothingLeft(name: string): void {
   instance ||= bridgeInstance(ns, 'bgfj0');

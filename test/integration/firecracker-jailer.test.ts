@@ -45,10 +45,24 @@ test('jail plan, preparation with owners, chroot-relative bodies, removal', { sk
     assert.equal(statSync(join(plan.root, 'run')).uid, plan.uid);
     assert.equal(readFileSync(join(plan.root, 'seed.ext4'), 'utf8'), 'seed.ext4');
 
-    const reqs = bootRequests({ vcpu: 1, memoryMiB: 128, kernel: paths.vmlinux!, bootArgs: 'console=ttyS0', disks: [{ id: 'root', path: paths['root.ext4']! }, { id: 'seed', path: paths['seed.ext4']! }, { id: 'modules', path: paths['modules.ext4']!, readOnly: true }], vsock: { cid: 3, udsPath: '/vsock.sock' } });
+    const reqs = bootRequests({
+      vcpu: 1,
+      memoryMiB: 128,
+      kernel: paths.vmlinux!,
+      bootArgs: 'console=ttyS0',
+      disks: [
+        { id: 'root', path: paths['root.ext4']! },
+        { id: 'seed', path: paths['seed.ext4']! },
+        { id: 'modules', path: paths['modules.ext4']!, readOnly: true },
+      ],
+      vsock: { cid: 3, udsPath: '/vsock.sock' },
+    });
     const spec = loadSpec('v1.16.1');
     for (const r of reqs) assert.ok(spec.validator(r.definition!)(r.body), r.step);
-    assert.ok(reqs.every((r) => !JSON.stringify(r.body).includes(base)), 'no host path reaches the API');
+    assert.ok(
+      reqs.every((r) => !JSON.stringify(r.body).includes(base)),
+      'no host path reaches the API',
+    );
 
     await removeJail(plan);
     assert.ok(!existsSync(plan.jailDir));

@@ -70,20 +70,22 @@ async function run(
       onStderr: (b) => (err.push(Buffer.from(b)), ack(b.length)),
       onExit: resolve,
       onError: reject,
-    }).then(async (sess) => {
-      s = sess;
-      for (const n of owed.splice(0)) ack(n);
-      if (opts.drive) {
-        const outMatches = async (re: RegExp) => {
-          for (const deadline = Date.now() + 20_000; !re.test(Buffer.concat(out).toString()); await new Promise((r) => setTimeout(r, 10))) {
-            if (Date.now() > deadline) throw new Error(`stdout never matched ${re}: ${JSON.stringify(Buffer.concat(out).toString())}`);
-          }
-        };
-        return opts.drive(sess, outMatches);
-      }
-      if (opts.stdin) await sess.write(opts.stdin);
-      sess.eof();
-    }).catch(reject);
+    })
+      .then(async (sess) => {
+        s = sess;
+        for (const n of owed.splice(0)) ack(n);
+        if (opts.drive) {
+          const outMatches = async (re: RegExp) => {
+            for (const deadline = Date.now() + 20_000; !re.test(Buffer.concat(out).toString()); await new Promise((r) => setTimeout(r, 10))) {
+              if (Date.now() > deadline) throw new Error(`stdout never matched ${re}: ${JSON.stringify(Buffer.concat(out).toString())}`);
+            }
+          };
+          return opts.drive(sess, outMatches);
+        }
+        if (opts.stdin) await sess.write(opts.stdin);
+        sess.eof();
+      })
+      .catch(reject);
   });
   return { out: Buffer.concat(out), err: Buffer.concat(err), exit };
 }
@@ -96,7 +98,13 @@ test('hello, health, ports, stat, unknown op; version 1 still served on another 
   assert.equal(h.ok, true);
   assert.equal(h.proto, 2);
   assert.ok(Array.isArray((await c.request({ op: 'ports' })).ports));
-  assert.deepEqual(await c.request({ op: 'stat', path: dir }), { ok: true, exists: true, type: 'dir', mode: lstatSync(dir).mode & 0o7777, size: lstatSync(dir).size });
+  assert.deepEqual(await c.request({ op: 'stat', path: dir }), {
+    ok: true,
+    exists: true,
+    type: 'dir',
+    mode: lstatSync(dir).mode & 0o7777,
+    size: lstatSync(dir).size,
+  });
   assert.deepEqual(await c.request({ op: 'stat', path: join(dir, 'nope') }), { ok: true, exists: false });
   assert.equal((await c.request({ op: 'stat', path: 'relative' })).ok, false);
   assert.deepEqual(await c.request({ op: 'shutdown' }), { ok: false, error: 'unknown op' });
@@ -111,7 +119,9 @@ test('hello, health, ports, stat, unknown op; version 1 still served on another 
   c.close();
 });
 
-test('set-clock (agent 3): refused on a test channel, never touching the host clock; with --fake-clock it writes the time; bad times are refused', { skip }, async () => {
+test('set-clock (agent 3): refused on a test channel, never touching the host clock; with --fake-clock it writes the time; bad times are refused', {
+  skip,
+}, async () => {
   const c = await open();
   assert.equal(c.info.version, '3');
   // This agent serves --unix: it is on a host, so it must not set the clock.
@@ -151,9 +161,18 @@ test('exec: exit codes 0, 7 and 128+9; env, workdir, user; a missing command is 
   assert.deepEqual((await run(c, { op: 'exec', argv: ['sh', '-c', 'kill -9 $$'] })).exit, { code: 137, signal: 9 });
   const r = await run(c, { op: 'exec', argv: ['sh', '-c', 'echo "$FOO|$(pwd)|$(id -u)|$HOME"'], env: ['FOO=bar baz'], workdir: dir, user: '65534' });
   assert.match(r.out.toString(), new RegExp(`^bar baz\\|${dir}\\|65534\\|`));
-  await assert.rejects(c.start({ op: 'exec', argv: ['/nonexistent/cmd'] }, { onStdout() {}, onStderr() {}, onExit() {}, onError() {} }), (e: any) => e.details?.exitCode === 127 && /nonexistent/.test(e.message));
-  await assert.rejects(c.start({ op: 'exec', argv: ['true'], workdir: '/nonexistent-dir' }, { onStdout() {}, onStderr() {}, onExit() {}, onError() {} }), (e: any) => e.details?.exitCode === 126);
-  await assert.rejects(c.start({ op: 'exec', argv: ['true'], user: 'no-such-user-x' }, { onStdout() {}, onStderr() {}, onExit() {}, onError() {} }), /unknown user/);
+  await assert.rejects(
+    c.start({ op: 'exec', argv: ['/nonexistent/cmd'] }, { onStdout() {}, onStderr() {}, onExit() {}, onError() {} }),
+    (e: any) => e.details?.exitCode === 127 && /nonexistent/.test(e.message),
+  );
+  await assert.rejects(
+    c.start({ op: 'exec', argv: ['true'], workdir: '/nonexistent-dir' }, { onStdout() {}, onStderr() {}, onExit() {}, onError() {} }),
+    (e: any) => e.details?.exitCode === 126,
+  );
+  await assert.rejects(
+    c.start({ op: 'exec', argv: ['true'], user: 'no-such-user-x' }, { onStdout() {}, onStderr() {}, onExit() {}, onError() {} }),
+    /unknown user/,
+  );
   c.close();
 });
 
@@ -188,31 +207,47 @@ test('two sessions at once on one connection; a tty session sees a pty, resize a
   const c = await open();
   // Each session waits for the other to have started: run one after the other, the first would
   // wait for the second until its timeout (exit 124) instead of printing.
-  const both = (me: string, other: string) => ['timeout', '30', 'sh', '-c', `touch ${dir}/${me}; while [ ! -e ${dir}/${other} ]; do sleep 0.02; done; echo ${me}`];
+  const both = (me: string, other: string) => [
+    'timeout',
+    '30',
+    'sh',
+    '-c',
+    `touch ${dir}/${me}; while [ ! -e ${dir}/${other} ]; do sleep 0.02; done; echo ${me}`,
+  ];
   const [a, b] = await Promise.all([run(c, { op: 'exec', argv: both('a', 'b') }), run(c, { op: 'exec', argv: both('b', 'a') })]);
   assert.deepEqual([a.exit.code, b.exit.code], [0, 0], 'sessions ran one after the other');
   assert.equal(a.out.toString() + b.out.toString(), 'a\nb\n');
   // Resize once the pty exists, then let the script read its size (frames stay in order).
-  const t = await run(c, { op: 'exec', argv: ['sh', '-c', 'stty -echo; tty; read go; stty size'], tty: true, rows: 30, cols: 100 }, {
-    drive: async (s, outMatches) => {
-      await outMatches(/\/dev\/pts\/\d+\r\n/);
-      s.resize(40, 132);
-      await s.write(Buffer.from('go\n'));
+  const t = await run(
+    c,
+    { op: 'exec', argv: ['sh', '-c', 'stty -echo; tty; read go; stty size'], tty: true, rows: 30, cols: 100 },
+    {
+      drive: async (s, outMatches) => {
+        await outMatches(/\/dev\/pts\/\d+\r\n/);
+        s.resize(40, 132);
+        await s.write(Buffer.from('go\n'));
+      },
     },
-  });
+  );
   assert.match(t.out.toString(), /^\/dev\/pts\/\d+\r\n40 132\r\n$/);
   // The signal once the trap is set (it prints ready after), never before it.
-  const sig = await run(c, { op: 'exec', argv: ['sh', '-c', 'trap "exit 42" INT; echo ready; while :; do sleep 0.05; done'] }, {
-    drive: async (s, outMatches) => {
-      await outMatches(/ready/);
-      s.signal(2);
+  const sig = await run(
+    c,
+    { op: 'exec', argv: ['sh', '-c', 'trap "exit 42" INT; echo ready; while :; do sleep 0.05; done'] },
+    {
+      drive: async (s, outMatches) => {
+        await outMatches(/ready/);
+        s.signal(2);
+      },
     },
-  });
+  );
   assert.equal(sig.exit.code, 42);
   c.close();
 });
 
-test('tar-out / tar-in: a tree with a symlink, a setuid file and mtimes survives; an escaping entry is refused', { skip: skip ?? (isRoot() ? undefined : 'needs root (owners, setuid)') }, async () => {
+test('tar-out / tar-in: a tree with a symlink, a setuid file and mtimes survives; an escaping entry is refused', {
+  skip: skip ?? (isRoot() ? undefined : 'needs root (owners, setuid)'),
+}, async () => {
   const c = await open();
   const src = join(dir, 'src');
   mkdirSync(join(src, 'sub'), { recursive: true });
@@ -284,13 +319,23 @@ test('malformed frames get an ERROR frame and a closed connection; the agent kee
     const r = await raw();
     r.sock.write(bytes);
     await within(r.closed).catch((e) => assert.fail(`${what}: ${e.message}`));
-    assert.ok(r.frames.some((f) => f.type === F.Error), `${what}: no ERROR frame`);
+    assert.ok(
+      r.frames.some((f) => f.type === F.Error),
+      `${what}: no ERROR frame`,
+    );
   }
   // Bad JSON is a per-request error, not a protocol error.
   const r = await raw();
   r.sock.write(Buffer.concat([hello, encodeFrame(F.Request, 5, '{"op":'), encodeFrame(F.Request, 6, '{"op":"health"}')]));
   for (let i = 0; i < 100 && r.frames.length < 3; i++) await new Promise((res) => setTimeout(res, 20));
-  assert.deepEqual(r.frames.map((f) => [f.type, f.stream]), [[F.Hello, 0], [F.Reply, 5], [F.Reply, 6]]);
+  assert.deepEqual(
+    r.frames.map((f) => [f.type, f.stream]),
+    [
+      [F.Hello, 0],
+      [F.Reply, 5],
+      [F.Reply, 6],
+    ],
+  );
   assert.match(r.frames[1]!.payload.toString(), /bad request/);
   // Stdin beyond the granted credit.
   r.sock.write(encodeFrame(F.Request, 7, '{"op":"exec","argv":["sleep","5"]}'));
@@ -332,7 +377,10 @@ test('a client that disappears mid-stream: its sessions are killed, others go on
   let started!: () => void;
   const going = new Promise<void>((r) => (started = r));
   // sleep writes nothing: only the agent's kill can end it (a writer would die of SIGPIPE anyway).
-  void c1.start({ op: 'exec', argv: ['sh', '-c', `echo $$ > ${pidFile}; echo started; exec sleep 1000`] }, { onStdout: () => started(), onStderr() {}, onExit() {}, onError() {} });
+  void c1.start(
+    { op: 'exec', argv: ['sh', '-c', `echo $$ > ${pidFile}; echo started; exec sleep 1000`] },
+    { onStdout: () => started(), onStderr() {}, onExit() {}, onError() {} },
+  );
   await going;
   const pid = Number(readFileSync(pidFile, 'utf8'));
   const other = run(c2, { op: 'exec', argv: ['sh', '-c', 'sleep 0.5; echo still'] });

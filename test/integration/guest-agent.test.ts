@@ -16,7 +16,9 @@ import { cleanupAll, createNetns, nsRun } from '../helpers/netns.js';
  */
 const AGENT = defaultSources().agentPath;
 const SRC_DIR = new URL('../../../src/guest/agent/', import.meta.url).pathname;
-const SRCS = readdirSync(SRC_DIR).filter((f) => f.endsWith('.c')).map((f) => join(SRC_DIR, f));
+const SRCS = readdirSync(SRC_DIR)
+  .filter((f) => f.endsWith('.c'))
+  .map((f) => join(SRC_DIR, f));
 const noAgent = existsSync(AGENT) ? undefined : `agent binary ${AGENT} not built (npm run build)`;
 
 /** Reads newline-delimited JSON from a stream; next() resolves with the next parsed line. */
@@ -88,7 +90,10 @@ test('--stdio ports: an IPv6 listener ([::1], /proc/net/tcp6), in a namespace of
       agent.stdin!.write('{"op":"ports"}\n');
       const p = await lines.next();
       assert.equal(p.ok, true);
-      assert.ok(p.ports.some((x: any) => x.proto === 'tcp' && x.port === port6 && x.address === '::1'), `[::1]:${port6} in ${JSON.stringify(p.ports)}`);
+      assert.ok(
+        p.ports.some((x: any) => x.proto === 'tcp' && x.port === port6 && x.address === '::1'),
+        `[::1]:${port6} in ${JSON.stringify(p.ports)}`,
+      );
     } finally {
       await stopProc(agent);
       await stopProc(listener);
@@ -133,13 +138,19 @@ test('--stdio: health, ports (sees a listener the test opens), unknown op, bad i
     const p = await lines.next();
     assert.equal(p.ok, true);
     assert.ok(Array.isArray(p.ports));
-    assert.ok(p.ports.some((x: any) => x.proto === 'tcp' && x.port === port4 && x.address === '127.0.0.1'), `127.0.0.1:${port4} in ${JSON.stringify(p.ports)}`);
+    assert.ok(
+      p.ports.some((x: any) => x.proto === 'tcp' && x.port === port4 && x.address === '127.0.0.1'),
+      `127.0.0.1:${port4} in ${JSON.stringify(p.ports)}`,
+    );
 
     // after the listener closes, it is gone from the list
     await new Promise((r) => server4.close(r));
     send('{"op":"ports"}\n');
     const p2 = await lines.next();
-    assert.equal(p2.ports.some((x: any) => x.port === port4 && x.address === '127.0.0.1'), false);
+    assert.equal(
+      p2.ports.some((x: any) => x.port === port4 && x.address === '127.0.0.1'),
+      false,
+    );
 
     send('{"op":"reboot"}\n');
     assert.deepEqual(await lines.next(), { ok: false, error: 'unknown op' });

@@ -18,7 +18,7 @@ import { isRoot, missingTools } from '../helpers/daemon.js';
  * /run really happen (inside the private mount namespace).
  */
 const BUSYBOX = '/bin/busybox';
-const skip = !isRoot() ? 'needs root (unshare, chroot)' : missingTools('unshare', 'chroot') ?? (existsSync(BUSYBOX) ? undefined : 'busybox-static missing');
+const skip = !isRoot() ? 'needs root (unshare, chroot)' : (missingTools('unshare', 'chroot') ?? (existsSync(BUSYBOX) ? undefined : 'busybox-static missing'));
 
 const HOST_KEY = '-----BEGIN OPENSSH PRIVATE KEY-----\nfake-test-key\n-----END OPENSSH PRIVATE KEY-----\n';
 const HOST_PUB = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeFakeFake root@testbox\n';
@@ -68,7 +68,8 @@ interface Guest {
 
 async function makeGuest(osRelease: string | undefined, seed: Record<string, string> = defaultSeed()): Promise<Guest> {
   const root = mkdtempSync(join(tmpdir(), 'banger-firstboot-'));
-  for (const d of ['bin', 'sbin', 'usr/bin', 'usr/sbin', 'etc/apt/apt.conf.d', 'root', 'tmp', 'var', 'proc', 'sys', 'dev', 'run']) mkdirSync(join(root, d), { recursive: true });
+  for (const d of ['bin', 'sbin', 'usr/bin', 'usr/sbin', 'etc/apt/apt.conf.d', 'root', 'tmp', 'var', 'proc', 'sys', 'dev', 'run'])
+    mkdirSync(join(root, d), { recursive: true });
   copyFileSync(BUSYBOX, join(root, 'bin/busybox'));
   chmodSync(join(root, 'bin/busybox'), 0o755);
   const applets = spawnSync(BUSYBOX, ['--list'], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean);
@@ -144,9 +145,24 @@ const cases: { distro: string; osRelease: string; expect: string[]; exec: string
     ],
     exec: '/lib/systemd/systemd',
   },
-  { distro: 'Fedora', osRelease: 'NAME="Fedora Linux"\nID=fedora\n', expect: ['dnf -y install systemd openssh-server iproute [DEBIAN_FRONTEND= policy-rc.d=none unsafe-io=no]'], exec: '/usr/lib/systemd/systemd' },
-  { distro: 'Rocky (ID_LIKE rhel)', osRelease: 'ID="rocky"\nID_LIKE="rhel centos fedora"\n', expect: ['dnf -y install systemd openssh-server iproute [DEBIAN_FRONTEND= policy-rc.d=none unsafe-io=no]'], exec: '/usr/lib/systemd/systemd' },
-  { distro: 'Arch', osRelease: 'NAME="Arch Linux"\nID=arch\n', expect: ['pacman -Sy --noconfirm systemd openssh iproute2 [DEBIAN_FRONTEND= policy-rc.d=none unsafe-io=no]'], exec: '/lib/systemd/systemd' },
+  {
+    distro: 'Fedora',
+    osRelease: 'NAME="Fedora Linux"\nID=fedora\n',
+    expect: ['dnf -y install systemd openssh-server iproute [DEBIAN_FRONTEND= policy-rc.d=none unsafe-io=no]'],
+    exec: '/usr/lib/systemd/systemd',
+  },
+  {
+    distro: 'Rocky (ID_LIKE rhel)',
+    osRelease: 'ID="rocky"\nID_LIKE="rhel centos fedora"\n',
+    expect: ['dnf -y install systemd openssh-server iproute [DEBIAN_FRONTEND= policy-rc.d=none unsafe-io=no]'],
+    exec: '/usr/lib/systemd/systemd',
+  },
+  {
+    distro: 'Arch',
+    osRelease: 'NAME="Arch Linux"\nID=arch\n',
+    expect: ['pacman -Sy --noconfirm systemd openssh iproute2 [DEBIAN_FRONTEND= policy-rc.d=none unsafe-io=no]'],
+    exec: '/lib/systemd/systemd',
+  },
   {
     distro: 'openSUSE',
     osRelease: 'NAME="openSUSE Tumbleweed"\nID="opensuse-tumbleweed"\nID_LIKE="opensuse suse"\n',
@@ -197,11 +213,14 @@ function mirrorSeed(extra: Record<string, string> = {}): Record<string, string> 
   return { ...defaultSeed(), 'package-mirror': 'http://10.0.0.1:8080/debian\n', 'package-proxy': 'http://10.0.0.1:3128\n', ...extra };
 }
 
-test('--package-mirror + --package-proxy on Debian: apt uses a temporary source list and the proxy for the install only; the image sources are untouched and used again after', { skip }, async () => {
+test('--package-mirror + --package-proxy on Debian: apt uses a temporary source list and the proxy for the install only; the image sources are untouched and used again after', {
+  skip,
+}, async () => {
   const g = await makeGuest('ID=debian\nVERSION_CODENAME=bookworm\n', mirrorSeed());
   try {
     mkdirSync(join(g.root, 'etc/apt/sources.list.d'), { recursive: true });
-    const deb822 = 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n';
+    const deb822 =
+      'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n';
     writeFileSync(join(g.root, 'etc/apt/sources.list.d/debian.sources'), deb822);
     mkdirSync(join(g.root, 'usr/share/keyrings'), { recursive: true });
     writeFileSync(join(g.root, 'usr/share/keyrings/debian-archive-keyring.gpg'), 'k');
@@ -209,12 +228,20 @@ test('--package-mirror + --package-proxy on Debian: apt uses a temporary source 
     writeFileSync(join(g.root, 'var/lib/apt/lists/10.0.0.1:8080_debian_dists_bookworm_InRelease'), 'from the mirror');
     const r = g.run();
     assert.equal(r.code, 0, r.stdout + r.stderr);
-    const opts = '-o Acquire::http::Proxy=http://10.0.0.1:3128 -o Acquire::https::Proxy=http://10.0.0.1:3128 -o Dir::Etc::SourceList=/var/lib/banger/first-boot-pkg/sources.list -o Dir::Etc::SourceParts=/var/lib/banger/first-boot-pkg/sources.list.d';
+    const opts =
+      '-o Acquire::http::Proxy=http://10.0.0.1:3128 -o Acquire::https::Proxy=http://10.0.0.1:3128 -o Dir::Etc::SourceList=/var/lib/banger/first-boot-pkg/sources.list -o Dir::Etc::SourceParts=/var/lib/banger/first-boot-pkg/sources.list.d';
     const line = 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://10.0.0.1:8080/debian bookworm main';
     const env = '  env http_proxy=http://10.0.0.1:3128 https_proxy=http://10.0.0.1:3128';
     const file = `  file /var/lib/banger/first-boot-pkg/sources.list: ${line}`;
     const flags = '[DEBIAN_FRONTEND=noninteractive policy-rc.d=101 unsafe-io=yes]';
-    assert.deepEqual(pmLog(g), [`apt-get ${opts} update ${flags}`, env, file, `apt-get ${opts} install -y --no-install-recommends systemd systemd-sysv openssh-server iproute2 ca-certificates ${flags}`, env, file]);
+    assert.deepEqual(pmLog(g), [
+      `apt-get ${opts} update ${flags}`,
+      env,
+      file,
+      `apt-get ${opts} install -y --no-install-recommends systemd systemd-sysv openssh-server iproute2 ca-certificates ${flags}`,
+      env,
+      file,
+    ]);
     assert.match(r.stdout, /package mirror for this install: http:\/\/10\.0\.0\.1:8080\/debian/);
     assert.match(r.stdout, /package proxy for this install: http:\/\/10\.0\.0\.1:3128/);
     assert.match(r.stdout, /the image's own package sources apply again/);
@@ -227,25 +254,39 @@ test('--package-mirror + --package-proxy on Debian: apt uses a temporary source 
   }
 });
 
-test('--package-mirror on the other families: apk, dnf, pacman and zypper get the documented equivalent; nothing of the image is edited', { skip }, async () => {
+test('--package-mirror on the other families: apk, dnf, pacman and zypper get the documented equivalent; nothing of the image is edited', {
+  skip,
+}, async () => {
   const fams: { osRelease: string; files?: Record<string, string>; expect: RegExp[] }[] = [
     {
       osRelease: 'ID=alpine\n',
       files: { 'etc/alpine-release': '3.19.1\n', 'etc/apk/repositories': 'https://dl-cdn.alpinelinux.org/alpine/v3.19/main\n' },
-      expect: [/^apk --repositories-file \/var\/lib\/banger\/first-boot-pkg\/repositories add --no-cache openrc openssh /m, /: http:\/\/10\.0\.0\.1:8080\/debian\/v3\.19\/main$/m, /: http:\/\/10\.0\.0\.1:8080\/debian\/v3\.19\/community$/m],
+      expect: [
+        /^apk --repositories-file \/var\/lib\/banger\/first-boot-pkg\/repositories add --no-cache openrc openssh /m,
+        /: http:\/\/10\.0\.0\.1:8080\/debian\/v3\.19\/main$/m,
+        /: http:\/\/10\.0\.0\.1:8080\/debian\/v3\.19\/community$/m,
+      ],
     },
     {
       osRelease: 'ID=fedora\nVERSION_ID=40\n',
-      expect: [/^dnf --setopt=proxy=http:\/\/10\.0\.0\.1:3128 --disablerepo=\* --repofrompath=banger-1,http:\/\/10\.0\.0\.1:8080\/debian\/releases\/40\/Everything\/x86_64\/os\/ --repofrompath=banger-2,http:\/\/10\.0\.0\.1:8080\/debian\/updates\/40\/Everything\/x86_64\/ --enablerepo=banger-1 --enablerepo=banger-2 -y install/m],
+      expect: [
+        /^dnf --setopt=proxy=http:\/\/10\.0\.0\.1:3128 --disablerepo=\* --repofrompath=banger-1,http:\/\/10\.0\.0\.1:8080\/debian\/releases\/40\/Everything\/x86_64\/os\/ --repofrompath=banger-2,http:\/\/10\.0\.0\.1:8080\/debian\/updates\/40\/Everything\/x86_64\/ --enablerepo=banger-1 --enablerepo=banger-2 -y install/m,
+      ],
     },
     {
       osRelease: 'ID=arch\n',
       files: { 'etc/pacman.conf': '[core]\nInclude = /etc/pacman.d/mirrorlist\n' },
-      expect: [/^pacman --config \/var\/lib\/banger\/first-boot-pkg\/pacman\.conf -Sy /m, /pacman\.conf: Include = \/var\/lib\/banger\/first-boot-pkg\/mirrorlist$/m],
+      expect: [
+        /^pacman --config \/var\/lib\/banger\/first-boot-pkg\/pacman\.conf -Sy /m,
+        /pacman\.conf: Include = \/var\/lib\/banger\/first-boot-pkg\/mirrorlist$/m,
+      ],
     },
     {
       osRelease: 'ID="opensuse-leap"\nVERSION_ID="15.6"\nID_LIKE="suse opensuse"\n',
-      expect: [/^zypper --reposd-dir \/var\/lib\/banger\/first-boot-pkg\/repos\.d -n install/m, /banger-oss\.repo: baseurl=http:\/\/10\.0\.0\.1:8080\/debian\/distribution\/leap\/15\.6\/repo\/oss\/$/m],
+      expect: [
+        /^zypper --reposd-dir \/var\/lib\/banger\/first-boot-pkg\/repos\.d -n install/m,
+        /banger-oss\.repo: baseurl=http:\/\/10\.0\.0\.1:8080\/debian\/distribution\/leap\/15\.6\/repo\/oss\/$/m,
+      ],
     },
   ];
   for (const f of fams) {
@@ -442,7 +483,9 @@ test('a seed without a host key stops the boot with a clear error', { skip }, as
   }
 });
 
-test('--mount: the seed mounts list is kept in /etc/banger/mounts and each line mounted (test mode: logged); a bad line is skipped; gone when the seed has none', { skip }, async () => {
+test('--mount: the seed mounts list is kept in /etc/banger/mounts and each line mounted (test mode: logged); a bad line is skipped; gone when the seed has none', {
+  skip,
+}, async () => {
   const g = await makeGuest('ID=debian\n', { ...defaultSeed(), mounts: 'banger0 /mnt/rw rw virtiofs\nbanger1 /mnt/ro ro 9p\nevil relative rw 9p\n' });
   try {
     const r = g.run();
@@ -462,7 +505,9 @@ test('--mount: the seed mounts list is kept in /etc/banger/mounts and each line 
   }
 });
 
-test('prepare mode (seed `prepare`): installs, records the packages the install added, scrubs per-VM identity and caches, restores the image\'s resolv.conf/hostname/hosts, never execs an init', { skip }, async () => {
+test("prepare mode (seed `prepare`): installs, records the packages the install added, scrubs per-VM identity and caches, restores the image's resolv.conf/hostname/hosts, never execs an init", {
+  skip,
+}, async () => {
   const g = await makeGuest('NAME="Debian GNU/Linux"\nID=debian\nVERSION_CODENAME=bookworm\n', { ...defaultSeed(), prepare: '1\n' });
   try {
     // A package database that the stub install extends (dpkg-query lists it), and what an install leaves behind.
@@ -470,7 +515,8 @@ test('prepare mode (seed `prepare`): installs, records the packages the install 
     writeFileSync(join(g.root, 'usr/bin/dpkg-query'), dpkgQuery);
     chmodSync(join(g.root, 'usr/bin/dpkg-query'), 0o755);
     mkdirSync(join(g.root, 'etc/ssh'), { recursive: true });
-    for (const d of ['var/lib/apt/lists/partial', 'var/cache/apt/archives', 'var/log/apt', 'var/lib/systemd', 'var/tmp']) mkdirSync(join(g.root, d), { recursive: true });
+    for (const d of ['var/lib/apt/lists/partial', 'var/cache/apt/archives', 'var/log/apt', 'var/lib/systemd', 'var/tmp'])
+      mkdirSync(join(g.root, d), { recursive: true });
     writeFileSync(join(g.root, 'etc/ssh/ssh_host_rsa_key'), 'made by the install');
     writeFileSync(join(g.root, 'var/lib/apt/lists/deb.debian.org_dists_bookworm_InRelease'), 'index');
     writeFileSync(join(g.root, 'var/cache/apt/pkgcache.bin'), 'cache');
@@ -478,12 +524,13 @@ test('prepare mode (seed `prepare`): installs, records the packages the install 
     writeFileSync(join(g.root, 'var/log/apt/history.log'), 'Install: systemd');
     writeFileSync(join(g.root, 'var/lib/systemd/random-seed'), 'seed');
     writeFileSync(join(g.root, 'etc/machine-id'), '0123456789abcdef0123456789abcdef\n');
-    writeFileSync(join(g.root, 'etc/resolv.conf'), 'nameserver 192.0.2.53 # the image\'s\n');
+    writeFileSync(join(g.root, 'etc/resolv.conf'), "nameserver 192.0.2.53 # the image's\n");
     writeFileSync(join(g.root, 'var/tmp/leftover'), 'x');
     const r = g.run();
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /prepare mode: install once/);
-    for (const s of ['prepare', 'install', 'configure', 'packages', 'scrub', 'prepare-done']) assert.match(r.stdout, new RegExp(`^banger-first-boot: step ${s}\\b`, 'm'));
+    for (const s of ['prepare', 'install', 'configure', 'packages', 'scrub', 'prepare-done'])
+      assert.match(r.stdout, new RegExp(`^banger-first-boot: step ${s}\\b`, 'm'));
     assert.match(r.stdout, /^banger-first-boot: prepare done/m);
     // What the host reads (vms/prepare.ts addedPackages): one console line per package added.
     assert.match(r.stdout, /^banger-first-boot: added openssh-server 1:9\.2p1-2\+deb12u7\nbanger-first-boot: added systemd 252\.39-1~deb12u1\n/m);
@@ -491,7 +538,11 @@ test('prepare mode (seed `prepare`): installs, records the packages the install 
     assert.equal(pmLog(g).length, 2, 'apt-get update + install ran');
     assert.equal(g.read('var/lib/banger/prepared-packages'), 'openssh-server 1:9.2p1-2+deb12u7\nsystemd 252.39-1~deb12u1\n');
     assert.equal(g.read('etc/machine-id'), '', 'machine-id emptied, file kept');
-    assert.equal(g.has('etc/ssh/ssh_host_rsa_key') || g.has('etc/ssh/ssh_host_ed25519_key') || g.has('etc/ssh/ssh_host_ed25519_key.pub'), false, 'host keys removed');
+    assert.equal(
+      g.has('etc/ssh/ssh_host_rsa_key') || g.has('etc/ssh/ssh_host_ed25519_key') || g.has('etc/ssh/ssh_host_ed25519_key.pub'),
+      false,
+      'host keys removed',
+    );
     assert.equal(g.has('root/.ssh/authorized_keys'), false);
     assert.equal(g.has('var/lib/apt/lists/deb.debian.org_dists_bookworm_InRelease'), false);
     assert.equal(g.has('var/lib/apt/lists/partial'), true, 'apt directories stay');
@@ -499,13 +550,16 @@ test('prepare mode (seed `prepare`): installs, records the packages the install 
     assert.equal(g.read('var/log/apt/history.log'), '', 'logs truncated');
     assert.equal(g.has('var/lib/systemd/random-seed'), false);
     assert.equal(g.has('var/tmp/leftover'), false);
-    assert.equal(g.read('etc/resolv.conf'), 'nameserver 192.0.2.53 # the image\'s\n', "the image's resolv.conf is back");
+    assert.equal(g.read('etc/resolv.conf'), "nameserver 192.0.2.53 # the image's\n", "the image's resolv.conf is back");
     assert.equal(g.has('etc/hostname'), false, 'the image had no /etc/hostname');
     assert.equal(g.read('etc/hosts'), '# image hosts\n10.9.9.9 keepme\n', "the image's hosts is back (no banger line)");
     assert.equal(g.has('etc/banger/network.env') || g.has('var/lib/banger/first-boot.done'), false);
     // The configuration the install needs on every boot stays: units enabled.
     assert.equal(readlinkSync(join(g.root, 'etc/systemd/system/multi-user.target.wants/ssh.service')), '/lib/systemd/system/ssh.service');
-    assert.equal(readlinkSync(join(g.root, 'etc/systemd/system/multi-user.target.wants/banger-vsock-agent.service')), '/etc/systemd/system/banger-vsock-agent.service');
+    assert.equal(
+      readlinkSync(join(g.root, 'etc/systemd/system/multi-user.target.wants/banger-vsock-agent.service')),
+      '/etc/systemd/system/banger-vsock-agent.service',
+    );
 
     // The prepared disk's next boot (an ordinary VM, no `prepare` in its seed): nothing to install, straight to systemd.
     rmSync(join(g.root, 'seed/prepare'));

@@ -46,7 +46,10 @@ test('injects every guest file with its mode, unit links and masks into an empty
     assert.equal(mode(unit), 0o644);
     assert.match(readFileSync(unit, 'utf8'), /ExecStart=\/usr\/local\/bin\/banger-vsock-agent\n/);
     assert.match(readFileSync(unit, 'utf8'), /WantedBy=multi-user.target/);
-    assert.equal(readlinkSync(join(root, 'etc/systemd/system/multi-user.target.wants/banger-vsock-agent.service')), '/etc/systemd/system/banger-vsock-agent.service');
+    assert.equal(
+      readlinkSync(join(root, 'etc/systemd/system/multi-user.target.wants/banger-vsock-agent.service')),
+      '/etc/systemd/system/banger-vsock-agent.service',
+    );
     // masks
     for (const u of MASKED_UNITS) assert.equal(readlinkSync(join(root, 'etc/systemd/system', u)), '/dev/null', u);
     assert.ok(MASKED_UNITS.includes('dev-ttyS0.device') && MASKED_UNITS.includes('dev-vdb.device') && MASKED_UNITS.includes('serial-getty@ttyS0.service'));
@@ -61,7 +64,10 @@ test('injects every guest file with its mode, unit links and masks into an empty
     // the returned list is exactly what is on disk (files + links), and no temp files remain
     const onDisk = tree(root).filter((p) => !lstatSync(join(root, p)).isDirectory());
     assert.deepEqual([...injected].sort(), onDisk);
-    assert.equal(onDisk.some((p) => p.includes('.tmp')), false);
+    assert.equal(
+      onDisk.some((p) => p.includes('.tmp')),
+      false,
+    );
     // directories created 0755
     for (const d of ['usr', 'usr/local', 'usr/local/libexec', 'etc/systemd/system']) assert.equal(mode(join(root, d)), 0o755, d);
     // idempotent: a second run gives the same tree
@@ -185,7 +191,10 @@ test('a file where a directory is needed is a clear E_UNSAFE_ENTRY', async () =>
   try {
     mkdirSync(join(root, 'usr'));
     writeFileSync(join(root, 'usr/local'), 'not a dir');
-    await assert.rejects(injectGuestFiles(root, opts), (e: unknown) => isBangerError(e, ErrorCode.Unsafe) && /\/usr\/local is not a directory/.test((e as Error).message));
+    await assert.rejects(
+      injectGuestFiles(root, opts),
+      (e: unknown) => isBangerError(e, ErrorCode.Unsafe) && /\/usr\/local is not a directory/.test((e as Error).message),
+    );
   } finally {
     rmSync(root, { recursive: true, force: true });
   }

@@ -20,7 +20,10 @@ const body = Buffer.alloc(256 * 1024, 0x5a);
 let port = 0;
 let closeServer = () => {};
 const routes = Object.fromEntries(
-  (['ok', 'fin-mid-body', 'rst-mid-body', 'no-headers', 'trickle', 'huge-headers', 'long-body', 'short-body'] as Mode[]).map((m) => [`/${m}`, { file: join(dir, 'body'), mode: m }]),
+  (['ok', 'fin-mid-body', 'rst-mid-body', 'no-headers', 'trickle', 'huge-headers', 'long-body', 'short-body'] as Mode[]).map((m) => [
+    `/${m}`,
+    { file: join(dir, 'body'), mode: m },
+  ]),
 );
 const http = new HttpClient({ headersTimeoutMs: 700, idleTimeoutMs: 1000, documentDeadlineMs: 2000, attempts: 2, backoffMs: 10 });
 
@@ -84,12 +87,18 @@ test('a black-hole port (accepts, never answers) fails within connect + headers 
   const hole = createServer(() => {});
   await new Promise<void>((r) => hole.listen(0, '127.0.0.1', r));
   // The headers timeout is what ends it (the message names it), not a TCP or OS timeout minutes later.
-  await assert.rejects(http.open(`http://127.0.0.1:${(hole.address() as { port: number }).port}/`, { what: 'hole' }), (e: unknown) => isBangerError(e, 'E_TIMEOUT') && /no response headers within 0\.7 s/.test(e.message));
+  await assert.rejects(
+    http.open(`http://127.0.0.1:${(hole.address() as { port: number }).port}/`, { what: 'hole' }),
+    (e: unknown) => isBangerError(e, 'E_TIMEOUT') && /no response headers within 0\.7 s/.test(e.message),
+  );
   hole.close();
 });
 
 test('size cap: a body over maxBytes is refused (Content-Length up front)', { timeout: 15_000 }, async () => {
-  await assert.rejects(http.open(`http://127.0.0.1:${port}/ok`, { what: 'capped', maxBytes: 1000 }), (e: unknown) => isBangerError(e, 'E_HTTP') && /more than the 1000-byte limit/.test(e.message));
+  await assert.rejects(
+    http.open(`http://127.0.0.1:${port}/ok`, { what: 'capped', maxBytes: 1000 }),
+    (e: unknown) => isBangerError(e, 'E_HTTP') && /more than the 1000-byte limit/.test(e.message),
+  );
 });
 
 test('cancel: the caller aborting mid-body ends the read with E_CANCELLED', { timeout: 15_000 }, async () => {
@@ -134,8 +143,29 @@ console.log('read', b.length); process.exit(0);`);
   assert.match(ours.stdout, /read 1064960/);
 });
 
-test('redirects never downgrade from https to http (a trusted https server redirecting to plain http is refused)', { timeout: 60_000, skip: spawnSync('which', ['openssl']).status === 0 ? undefined : 'missing tool openssl' }, () => {
-  const r = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '1', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')]);
+test('redirects never downgrade from https to http (a trusted https server redirecting to plain http is refused)', {
+  timeout: 60_000,
+  skip: spawnSync('which', ['openssl']).status === 0 ? undefined : 'missing tool openssl',
+}, () => {
+  const r = spawnSync('openssl', [
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:prime256v1',
+    '-nodes',
+    '-subj',
+    '/CN=127.0.0.1',
+    '-addext',
+    'subjectAltName=IP:127.0.0.1',
+    '-days',
+    '1',
+    '-keyout',
+    join(dir, 'key.pem'),
+    '-out',
+    join(dir, 'cert.pem'),
+  ]);
   assert.equal(r.status, 0, r.stderr?.toString());
   const file = join(dir, 'downgrade.mjs');
   writeFileSync(
@@ -174,7 +204,13 @@ process.exit(0);
 test('progress says what is awaited once a wait passes one second, and the deadline error repeats it', { timeout: 15_000 }, async () => {
   const slow = new HttpClient({ headersTimeoutMs: 5000, documentDeadlineMs: 1500 });
   const waits: string[] = [];
-  await assert.rejects(slow.open(`http://127.0.0.1:${port}/no-headers`, { what: 'probe', onWait: (m) => waits.push(m) }), (e: unknown) => isBangerError(e, 'E_TIMEOUT') && /1\.5 s deadline \(was waiting for response headers from 127\.0\.0\.1:\d+\)/.test(e.message));
-  assert.deepEqual(waits.map((w) => w.replace(/:\d+$/, '')), ['probe: waiting for response headers from 127.0.0.1']);
+  await assert.rejects(
+    slow.open(`http://127.0.0.1:${port}/no-headers`, { what: 'probe', onWait: (m) => waits.push(m) }),
+    (e: unknown) => isBangerError(e, 'E_TIMEOUT') && /1\.5 s deadline \(was waiting for response headers from 127\.0\.0\.1:\d+\)/.test(e.message),
+  );
+  assert.deepEqual(
+    waits.map((w) => w.replace(/:\d+$/, '')),
+    ['probe: waiting for response headers from 127.0.0.1'],
+  );
   await slow.close();
 });

@@ -21,10 +21,13 @@ const skip = !isRoot() ? 'needs root' : missingTools('debootstrap', 'docker-regi
 const INJECTED = [/^etc\/systemd\/system\//, /^etc\/ssh\/sshd_config\.d\//, /^usr\/local\//];
 
 let reg: TestRegistry;
-before(async () => {
-  if (skip) return;
-  reg = await TestRegistry.start();
-}, { timeout: 600_000 });
+before(
+  async () => {
+    if (skip) return;
+    reg = await TestRegistry.start();
+  },
+  { timeout: 600_000 },
+);
 after(async () => reg?.stop());
 
 interface Want {
@@ -48,7 +51,15 @@ async function readTar(path: string): Promise<Map<string, Want>> {
   return out;
 }
 
-const TYPE: Record<string, string> = { file: 'regular', dir: 'directory', symlink: 'symlink', char: 'character special', block: 'block special', fifo: 'FIFO', link: 'regular' };
+const TYPE: Record<string, string> = {
+  file: 'regular',
+  dir: 'directory',
+  symlink: 'symlink',
+  char: 'character special',
+  block: 'block special',
+  fifo: 'FIFO',
+  link: 'regular',
+};
 
 test('debootstrap bookworm: pulled ext4 matches the rootfs tar entry by entry', { skip, timeout: 900_000 }, async () => {
   const ref = await ensureDebianImageInRegistry(reg.host);
@@ -59,7 +70,10 @@ test('debootstrap bookworm: pulled ext4 matches the rootfs tar entry by entry', 
     const rec = await svc.pull({ ref, name: 'debian' });
     assert.equal(fsck(rec.rootfsPath), 0);
     const paths = [...want.keys()];
-    const got = ext4StatMany(rec.rootfsPath, paths.map((p) => '/' + p));
+    const got = ext4StatMany(
+      rec.rootfsPath,
+      paths.map((p) => '/' + p),
+    );
     ext4Rdump(rec.rootfsPath, dump);
     const problems: string[] = [];
     let files = 0;
@@ -73,14 +87,18 @@ test('debootstrap bookworm: pulled ext4 matches the rootfs tar entry by entry', 
       const e = w.e;
       if (g.type !== TYPE[e.type]) problems.push(`${rel}: type ${g.type} != ${e.type}`);
       if (g.uid !== e.uid || g.gid !== e.gid) problems.push(`${rel}: owner ${g.uid}:${g.gid} != ${e.uid}:${e.gid}`);
-      if (e.type !== 'symlink' && e.type !== 'link' && (g.mode & 0o7777) !== e.mode) problems.push(`${rel}: mode ${(g.mode & 0o7777).toString(8)} != ${e.mode.toString(8)}`);
+      if (e.type !== 'symlink' && e.type !== 'link' && (g.mode & 0o7777) !== e.mode)
+        problems.push(`${rel}: mode ${(g.mode & 0o7777).toString(8)} != ${e.mode.toString(8)}`);
       if (e.type === 'symlink' && g.linkTarget !== undefined && g.linkTarget !== e.linkpath) problems.push(`${rel}: link ${g.linkTarget} != ${e.linkpath}`);
       if (e.type === 'symlink' && g.size !== Buffer.byteLength(e.linkpath)) problems.push(`${rel}: link size ${g.size}`);
-      if ((e.type === 'char' || e.type === 'block') && (g.device?.[0] !== e.devmajor || g.device?.[1] !== e.devminor)) problems.push(`${rel}: device ${g.device}`);
+      if ((e.type === 'char' || e.type === 'block') && (g.device?.[0] !== e.devmajor || g.device?.[1] !== e.devminor))
+        problems.push(`${rel}: device ${g.device}`);
       if (e.type === 'file' && !exempt) {
         if (g.size !== e.size) problems.push(`${rel}: size ${g.size} != ${e.size}`);
         if (g.mtime !== Math.floor(e.mtime)) problems.push(`${rel}: mtime ${g.mtime} != ${Math.floor(e.mtime)}`);
-        const sha = createHash('sha256').update(readFileSync(join(dump, rel))).digest('hex');
+        const sha = createHash('sha256')
+          .update(readFileSync(join(dump, rel)))
+          .digest('hex');
         if (sha !== w.sha) problems.push(`${rel}: content differs`);
         files++;
       }

@@ -23,34 +23,52 @@ let fake: FakeRegistry;
 let good: Descriptor;
 let goodLayer: Descriptor;
 
-before(async () => {
-  if (skip) return;
-  work = mkdtempSync(join(tmpdir(), 'banger-imgerr-'));
-  layout = new OciLayout(join(work, 'oci'));
-  goodLayer = layout.layer(makeTar([{ path: 'etc/', type: 'dir' }, { path: 'etc/os-release', data: 'ID=test\n'.repeat(2000) }]), 'gzip');
-  good = layout.image([goodLayer]);
-  layout.tag(good, 'good');
-  const amd = layout.image([goodLayer], { architecture: 'amd64' });
-  const arm = layout.image([goodLayer], { architecture: 'arm64', variant: 'v8' });
-  const multi = layout.index([amd, arm]);
-  layout.tag(multi, 'multi');
-  const armOnly = layout.index([arm, { ...layout.image([goodLayer], { architecture: 's390x' }) }]);
-  layout.tag(armOnly, 'armonly');
-  layout.tag(layout.image([goodLayer], { architecture: 'arm64' }), 'single-arm');
-  const weird = layout.image([goodLayer], { layerMediaOverride: 'application/vnd.example.weird+tar' });
-  layout.tag(weird, 'weird-layer');
-  const traversal = (name: string, entries: Parameters<typeof makeTar>[0]) => layout.tag(layout.image([layout.layer(makeTar(entries), 'none')]), name);
-  traversal('dotdot', [{ path: 'etc/', type: 'dir' }, { path: 'etc/../../escaped', data: 'x' }]);
-  traversal('absolute', [{ path: '/etc/passwd-abs', data: 'x' }]);
-  traversal('through-symlink', [{ path: 'evil', type: 'symlink', linkpath: '/tmp' }, { path: 'evil/banger-escaped', data: 'x' }]);
-  traversal('hardlink-out', [{ path: 'h', type: 'link', linkpath: '../../etc/shadow' }]);
-  fake = await new FakeRegistry(join(work, 'oci')).start();
-}, { timeout: 600_000 });
+before(
+  async () => {
+    if (skip) return;
+    work = mkdtempSync(join(tmpdir(), 'banger-imgerr-'));
+    layout = new OciLayout(join(work, 'oci'));
+    goodLayer = layout.layer(
+      makeTar([
+        { path: 'etc/', type: 'dir' },
+        { path: 'etc/os-release', data: 'ID=test\n'.repeat(2000) },
+      ]),
+      'gzip',
+    );
+    good = layout.image([goodLayer]);
+    layout.tag(good, 'good');
+    const amd = layout.image([goodLayer], { architecture: 'amd64' });
+    const arm = layout.image([goodLayer], { architecture: 'arm64', variant: 'v8' });
+    const multi = layout.index([amd, arm]);
+    layout.tag(multi, 'multi');
+    const armOnly = layout.index([arm, { ...layout.image([goodLayer], { architecture: 's390x' }) }]);
+    layout.tag(armOnly, 'armonly');
+    layout.tag(layout.image([goodLayer], { architecture: 'arm64' }), 'single-arm');
+    const weird = layout.image([goodLayer], { layerMediaOverride: 'application/vnd.example.weird+tar' });
+    layout.tag(weird, 'weird-layer');
+    const traversal = (name: string, entries: Parameters<typeof makeTar>[0]) => layout.tag(layout.image([layout.layer(makeTar(entries), 'none')]), name);
+    traversal('dotdot', [
+      { path: 'etc/', type: 'dir' },
+      { path: 'etc/../../escaped', data: 'x' },
+    ]);
+    traversal('absolute', [{ path: '/etc/passwd-abs', data: 'x' }]);
+    traversal('through-symlink', [
+      { path: 'evil', type: 'symlink', linkpath: '/tmp' },
+      { path: 'evil/banger-escaped', data: 'x' },
+    ]);
+    traversal('hardlink-out', [{ path: 'h', type: 'link', linkpath: '../../etc/shadow' }]);
+    fake = await new FakeRegistry(join(work, 'oci')).start();
+  },
+  { timeout: 600_000 },
+);
 
-after(async () => {
-  await fake?.stop();
-  if (work) rmSync(work, { recursive: true, force: true });
-}, { timeout: 120_000 });
+after(
+  async () => {
+    await fake?.stop();
+    if (work) rmSync(work, { recursive: true, force: true });
+  },
+  { timeout: 120_000 },
+);
 
 async function expectFailure(ref: string, code: string, re: RegExp, opts: { cfg?: Record<string, unknown>; platform?: string } = {}) {
   const { svc, ctx, cleanup } = imageService(opts.cfg);
@@ -71,7 +89,10 @@ test('--kernel-ref naming a kernel that does not exist is refused before any dow
   const { svc, ctx, cleanup } = imageService();
   try {
     const before = fake.count('manifest', 'good');
-    await assert.rejects(svc.pull({ ref: `${fake.host}/t/img:good`, kernelRef: 'no-such-kernel' }), (e: unknown) => isBangerError(e, 'E_NOT_FOUND') && /--kernel-ref: kernel 'no-such-kernel' not found/.test(e.message));
+    await assert.rejects(
+      svc.pull({ ref: `${fake.host}/t/img:good`, kernelRef: 'no-such-kernel' }),
+      (e: unknown) => isBangerError(e, 'E_NOT_FOUND') && /--kernel-ref: kernel 'no-such-kernel' not found/.test(e.message),
+    );
     assert.equal(fake.count('manifest', 'good'), before);
     assert.deepEqual(leftovers(ctx), []);
   } finally {
@@ -79,7 +100,9 @@ test('--kernel-ref naming a kernel that does not exist is refused before any dow
   }
 });
 
-test('missing tag: E_NOT_FOUND naming the reference', { skip }, () => expectFailure(`${fake.host}/t/img:nope`, 'E_NOT_FOUND', /manifest .*t\/img:nope not found/));
+test('missing tag: E_NOT_FOUND naming the reference', { skip }, () =>
+  expectFailure(`${fake.host}/t/img:nope`, 'E_NOT_FOUND', /manifest .*t\/img:nope not found/),
+);
 
 test('unknown manifest media type', { skip }, async () => {
   fake.hooks.intercept = (_q, res, kind, ref) => {
@@ -220,7 +243,10 @@ test('cancellation mid-download leaves nothing behind', { skip }, async () => {
   const { svc, ctx, cleanup } = imageService();
   try {
     const ac = new AbortController();
-    const p = svc.pull({ ref: `${fake.host}/t/img:good`, name: 'cancelled' }, { signal: ac.signal, progress: (e) => e.stage === 'layer' && e.current && ac.abort() });
+    const p = svc.pull(
+      { ref: `${fake.host}/t/img:good`, name: 'cancelled' },
+      { signal: ac.signal, progress: (e) => e.stage === 'layer' && e.current && ac.abort() },
+    );
     await assert.rejects(p, (e: unknown) => isBangerError(e, 'E_CANCELLED'));
     assert.deepEqual(leftovers(ctx), []);
   } finally {
@@ -262,7 +288,10 @@ test('real registry with token auth allowing anonymous pull: anonymous Bearer fl
     const { svc, cleanup } = imageService();
     try {
       assert.equal((await svc.pull({ ref: `${reg.host}/t/img:good`, name: 'anon' })).name, 'anon');
-      assert.ok(reg.tokenRequests.some((r) => !r.authorized && r.scope === 'repository:t/img:pull'), 'an anonymous token was issued');
+      assert.ok(
+        reg.tokenRequests.some((r) => !r.authorized && r.scope === 'repository:t/img:pull'),
+        'an anonymous token was issued',
+      );
     } finally {
       cleanup();
     }
@@ -292,7 +321,10 @@ for (const mode of ['htpasswd', 'token'] as const) {
       await reg.push(join(work, 'oci'), 'good', 't/img:good');
       const { svc, ctx, cleanup } = imageService();
       try {
-        await assert.rejects(svc.pull({ ref: `${reg.host}/t/img:good`, name: 'anon' }), (e: unknown) => isBangerError(e, 'E_AUTH') && /registry login/.test(e.hint ?? ''));
+        await assert.rejects(
+          svc.pull({ ref: `${reg.host}/t/img:good`, name: 'anon' }),
+          (e: unknown) => isBangerError(e, 'E_AUTH') && /registry login/.test(e.hint ?? ''),
+        );
         await assert.rejects(svc.login({ registry: reg.host, username: 'alice', password: 'wrong' }), (e: unknown) => isBangerError(e, 'E_AUTH'));
         assert.equal((ctx.db.prepare('SELECT COUNT(*) AS n FROM registry_credentials').get() as { n: number }).n, 0, 'rejected login not stored');
         ctx.db.prepare("INSERT INTO registry_credentials VALUES (?, 'alice', 'wrong', 'now')").run(reg.host);
@@ -309,7 +341,10 @@ for (const mode of ['htpasswd', 'token'] as const) {
       const dc = mkdtempSync(join(tmpdir(), 'banger-dockercfg-'));
       const old = { cfg: process.env.DOCKER_CONFIG, path: process.env.PATH };
       try {
-        writeFileSync(join(dc, 'config.json'), JSON.stringify({ auths: { [`http://${reg.host}`]: { auth: Buffer.from('alice:right-pass').toString('base64') } } }));
+        writeFileSync(
+          join(dc, 'config.json'),
+          JSON.stringify({ auths: { [`http://${reg.host}`]: { auth: Buffer.from('alice:right-pass').toString('base64') } } }),
+        );
         process.env.DOCKER_CONFIG = dc;
         const { svc, cleanup } = imageService();
         try {
@@ -320,7 +355,11 @@ for (const mode of ['htpasswd', 'token'] as const) {
         // credHelpers: docker-credential-<name> get, server on stdin, JSON on stdout
         const bin = join(dc, 'bin');
         (await import('node:fs')).mkdirSync(bin);
-        writeFileSync(join(bin, 'docker-credential-bangertest'), `#!/bin/sh\nread server\n[ "$1" = get ] && [ "$server" = "${reg.host}" ] && echo '{"ServerURL":"${reg.host}","Username":"alice","Secret":"right-pass"}' && exit 0\necho "credentials not found in native keychain"; exit 1\n`, { mode: 0o755 });
+        writeFileSync(
+          join(bin, 'docker-credential-bangertest'),
+          `#!/bin/sh\nread server\n[ "$1" = get ] && [ "$server" = "${reg.host}" ] && echo '{"ServerURL":"${reg.host}","Username":"alice","Secret":"right-pass"}' && exit 0\necho "credentials not found in native keychain"; exit 1\n`,
+          { mode: 0o755 },
+        );
         writeFileSync(join(dc, 'config.json'), JSON.stringify({ credHelpers: { [reg.host]: 'bangertest' } }));
         process.env.PATH = `${bin}:${old.path}`;
         const h = imageService();

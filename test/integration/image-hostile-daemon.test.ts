@@ -67,7 +67,9 @@ test('image import --rootfs-tar of the reported attack: imported as a symlink, t
   }
 });
 
-test('image import --rootfs-tar of an archive writing through a swapped parent: E_UNSAFE_ENTRY naming the entry, nothing left, host untouched', { skip }, async () => {
+test('image import --rootfs-tar of an archive writing through a swapped parent: E_UNSAFE_ENTRY naming the entry, nothing left, host untouched', {
+  skip,
+}, async () => {
   const r = await daemon.cli(['--json', 'image', 'import', 'refused', '--rootfs-tar', join(work, 'refused.tar')], { timeoutMs: 180_000 });
   assert.equal(r.code, 1, r.stderr);
   const err = (JSON.parse(r.stdout) as { error: { code: string; message: string } }).error;

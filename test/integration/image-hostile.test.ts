@@ -50,9 +50,16 @@ before(async () => {
   seedBaseline = seedCanary.snapshot();
   layout = new OciLayout(join(work, 'oci'));
   const tag = (name: string, layers: TEntry[][]) => layout.tag(layout.image(layers.map((l) => layout.layer(makeTar(l), 'gzip'))), name);
-  goodLayer = layout.layer(makeTar([{ path: 'etc/', type: 'dir' }, { path: 'etc/os-release', data: 'ID=test\n' }]), 'gzip');
+  goodLayer = layout.layer(
+    makeTar([
+      { path: 'etc/', type: 'dir' },
+      { path: 'etc/os-release', data: 'ID=test\n' },
+    ]),
+    'gzip',
+  );
   goodManifest = layout.image([goodLayer]);
-  goodConfig = (JSON.parse(readFileSync(join(work, 'oci', 'blobs', 'sha256', goodManifest.digest.slice(7)), 'utf8')) as { config: { digest: string } }).config.digest;
+  goodConfig = (JSON.parse(readFileSync(join(work, 'oci', 'blobs', 'sha256', goodManifest.digest.slice(7)), 'utf8')) as { config: { digest: string } }).config
+    .digest;
   layout.tag(goodManifest, 'good');
   const c = canary.dir;
   tag('attack', [reportedAttack(attackCanary.dir)]);
@@ -65,8 +72,19 @@ before(async () => {
   tag('wh-dotdot', [[{ path: 'd/', type: 'dir' }, { path: 'd/.wh..' }]]);
   tag('wh-meta', [[{ path: 'd/', type: 'dir' }, { path: 'd/.wh..wh.x' }]]);
   tag('hl-absolute', [[{ path: 'h', type: 'link', linkpath: `${c}/passwd` }]]);
-  tag('hl-symlinked', [[{ path: 'evil', type: 'symlink', linkpath: c }, { path: 'h', type: 'link', linkpath: 'evil/passwd' }]]);
-  tag('hl-symlinked-deep', [[{ path: 'a/', type: 'dir' }, { path: 'a/evil', type: 'symlink', linkpath: '../../../../../../../../..' + c }, { path: 'h', type: 'link', linkpath: 'a/evil/sub/inner' }]]);
+  tag('hl-symlinked', [
+    [
+      { path: 'evil', type: 'symlink', linkpath: c },
+      { path: 'h', type: 'link', linkpath: 'evil/passwd' },
+    ],
+  ]);
+  tag('hl-symlinked-deep', [
+    [
+      { path: 'a/', type: 'dir' },
+      { path: 'a/evil', type: 'symlink', linkpath: '../../../../../../../../..' + c },
+      { path: 'h', type: 'link', linkpath: 'a/evil/sub/inner' },
+    ],
+  ]);
   tag('many-entries', [Array.from({ length: 60 }, (_, i) => ({ path: `f${i}`, data: 'x' }))]);
   tag('big-file', [[{ path: 'big', data: Buffer.alloc(64 * 1024, 1) }]]);
   fake = await new FakeRegistry(join(work, 'oci')).start();
@@ -103,7 +121,9 @@ async function expectFailure(ref: string, code: string, re: RegExp, cfg: Record<
   }
 }
 
-test('real registry: the reported attack (FIFO 04777/4242 + capability, device, 1700 dirs or 20, d -> host dir) pulls as a harmless symlink; the host dir is untouched', { skip }, async () => {
+test('real registry: the reported attack (FIFO 04777/4242 + capability, device, 1700 dirs or 20, d -> host dir) pulls as a harmless symlink; the host dir is untouched', {
+  skip,
+}, async () => {
   for (const t of ['attack', 'attack-compact']) {
     const { svc, cleanup } = imageService();
     try {
@@ -158,10 +178,15 @@ for (const [tag, re] of [
 
 test('a layer past imageLimits.maxEntries / maxBytes is E_TOO_LARGE naming the entry and the config key', { skip }, async () => {
   await expectFailure(`${fake.host}/t/img:many-entries`, 'E_TOO_LARGE', /entry 'f50' is past the limit of 50 entries/, { imageLimits: { maxEntries: 50 } });
-  await expectFailure(`${fake.host}/t/img:big-file`, 'E_TOO_LARGE', /entry 'big' \(65536 bytes\) would take the image past the limit of 10000 bytes/, { imageLimits: { maxBytes: 10_000 } });
+  await expectFailure(`${fake.host}/t/img:big-file`, 'E_TOO_LARGE', /entry 'big' \(65536 bytes\) would take the image past the limit of 10000 bytes/, {
+    imageLimits: { maxBytes: 10_000 },
+  });
   const { svc, cleanup } = imageService({ imageLimits: { maxBytes: 10_000 } });
   try {
-    await assert.rejects(svc.pull({ ref: `${fake.host}/t/img:big-file` }), (e: unknown) => isBangerError(e, 'E_TOO_LARGE') && /imageLimits\.maxBytes/.test(e.hint ?? ''));
+    await assert.rejects(
+      svc.pull({ ref: `${fake.host}/t/img:big-file` }),
+      (e: unknown) => isBangerError(e, 'E_TOO_LARGE') && /imageLimits\.maxBytes/.test(e.hint ?? ''),
+    );
   } finally {
     cleanup();
   }
@@ -219,9 +244,15 @@ test('a damaged layer in the content store is detected, never applied, and downl
     assert.equal(rec.name, 'second');
     assert.equal(fake.count('blob', goodLayer.digest), before + 1, 'downloaded again');
     assert.ok(stages.includes('cached copy damaged: downloading again'), stages.join(' | '));
-    assert.ok(readFileSync(stored).equals(readFileSync(join(work, 'oci', 'blobs', 'sha256', goodLayer.digest.slice(7)))), 'the store holds the good blob again');
+    assert.ok(
+      readFileSync(stored).equals(readFileSync(join(work, 'oci', 'blobs', 'sha256', goodLayer.digest.slice(7)))),
+      'the store holds the good blob again',
+    );
     await svc.settled();
-    assert.deepEqual(leftovers(ctx).filter((l) => !l.startsWith('images/') && !l.startsWith('row:')), []);
+    assert.deepEqual(
+      leftovers(ctx).filter((l) => !l.startsWith('images/') && !l.startsWith('row:')),
+      [],
+    );
   } finally {
     cleanup();
   }

@@ -36,12 +36,22 @@ async function build(files: Record<string, string | { link: string }>): Promise<
 const SCRIPT = { [FIRST_BOOT_PATH.slice(1)]: '#!/bin/sh\n' };
 const DEBIAN_OS = { 'usr/lib/os-release': 'ID=debian\n', 'etc/os-release': { link: '../usr/lib/os-release' } };
 
-test('rootfsNeedsInstall: a bare Debian (script, os-release, no systemd/sshd) needs it; one with systemd + ssh.service, an Alpine with OpenRC + sshd, an image without the script or without os-release do not', { skip }, async () => {
+test('rootfsNeedsInstall: a bare Debian (script, os-release, no systemd/sshd) needs it; one with systemd + ssh.service, an Alpine with OpenRC + sshd, an image without the script or without os-release do not', {
+  skip,
+}, async () => {
   const cases: [string, Record<string, string | { link: string }>, boolean][] = [
     ['bare debian', { ...SCRIPT, ...DEBIAN_OS }, true],
     ['systemd but no SSH unit', { ...SCRIPT, ...DEBIAN_OS, 'usr/lib/systemd/systemd': 'x' }, true],
-    ['systemd + ssh.service (merged /usr, /lib a link)', { ...SCRIPT, ...DEBIAN_OS, lib: { link: 'usr/lib' }, 'usr/lib/systemd/systemd': 'x', 'usr/lib/systemd/system/ssh.service': '[Service]\n' }, false],
-    ['alpine with openrc + sshd', { ...SCRIPT, 'etc/os-release': 'ID=alpine\n', 'sbin/openrc': 'x', 'etc/alpine-release': '3.20.0\n', 'etc/init.d/sshd': 'x' }, false],
+    [
+      'systemd + ssh.service (merged /usr, /lib a link)',
+      { ...SCRIPT, ...DEBIAN_OS, lib: { link: 'usr/lib' }, 'usr/lib/systemd/systemd': 'x', 'usr/lib/systemd/system/ssh.service': '[Service]\n' },
+      false,
+    ],
+    [
+      'alpine with openrc + sshd',
+      { ...SCRIPT, 'etc/os-release': 'ID=alpine\n', 'sbin/openrc': 'x', 'etc/alpine-release': '3.20.0\n', 'etc/init.d/sshd': 'x' },
+      false,
+    ],
     ['no first-boot script', { ...DEBIAN_OS }, false],
     ['no os-release', { ...SCRIPT, 'etc/hostname': 'x\n' }, false],
   ];

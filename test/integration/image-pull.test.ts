@@ -11,7 +11,9 @@ import { OciLayout, gnuTar, makeTar } from '../helpers/oci.js';
 import { ext4Ls, ext4Read, ext4Stat, ext4Xattr, fsck, sha256 } from '../helpers/image-ext4.js';
 import { imageService, leftovers } from '../helpers/image-context.js';
 
-const skip = !isRoot() ? 'needs root (chown, mknod, security.* xattrs)' : missingTools('docker-registry', 'skopeo', 'mkfs.ext4', 'debugfs', 'e2fsck', 'setfattr', 'tar', 'mknod');
+const skip = !isRoot()
+  ? 'needs root (chown, mknod, security.* xattrs)'
+  : missingTools('docker-registry', 'skopeo', 'mkfs.ext4', 'debugfs', 'e2fsck', 'setfattr', 'tar', 'mknod');
 
 const CAP = Buffer.from('0100000200200000000000000000000000000000', 'hex'); // cap_net_raw+ep
 const NOTE = Buffer.from([0, 1, 0xfe, 0xff, 0x3d, 0x0a]);
@@ -63,7 +65,8 @@ function buildCraftedImage(dir: string): { layout: OciLayout } {
   mkdirSync(join(base, LONG, '..'), { recursive: true });
   writeFileSync(join(base, LONG), 'long name\n');
   utimesSync(join(base, 'etc', 'hostname'), 1_500_000_000, 1_500_000_000);
-  mkdirSync(join(base, 'srv', 'data')); writeFileSync(join(base, 'srv', 'data', 'f'), 'f');
+  mkdirSync(join(base, 'srv', 'data'));
+  writeFileSync(join(base, 'srv', 'data', 'f'), 'f');
   utimesSync(join(base, 'srv', 'data'), 1_400_000_000, 1_400_000_000);
 
   const layout = new OciLayout(dir);
@@ -78,24 +81,38 @@ function buildCraftedImage(dir: string): { layout: OciLayout } {
     ]),
     'none',
   );
-  const l3 = layout.layer(makeTar([{ path: 'opt/', type: 'dir' }, { path: 'opt/zstd.txt', data: 'from a zstd layer\n', uid: 33, gid: 33, mode: 0o600 }]), 'zstd');
-  const img = layout.image([l1, l2, l3], { config: { Env: ['PATH=/usr/bin:/bin', 'LANG=C.UTF-8'], Entrypoint: ['/bin/ping'], Cmd: ['localhost'], User: '1000', WorkingDir: '/home/user' } });
+  const l3 = layout.layer(
+    makeTar([
+      { path: 'opt/', type: 'dir' },
+      { path: 'opt/zstd.txt', data: 'from a zstd layer\n', uid: 33, gid: 33, mode: 0o600 },
+    ]),
+    'zstd',
+  );
+  const img = layout.image([l1, l2, l3], {
+    config: { Env: ['PATH=/usr/bin:/bin', 'LANG=C.UTF-8'], Entrypoint: ['/bin/ping'], Cmd: ['localhost'], User: '1000', WorkingDir: '/home/user' },
+  });
   layout.tag(img, 'v1');
   return { layout };
 }
 
-before(async () => {
-  if (skip) return;
-  work = mkdtempSync(join(tmpdir(), 'banger-oci-'));
-  reg = await TestRegistry.start();
-  buildCraftedImage(join(work, 'oci'));
-  await reg.push(join(work, 'oci'), 'v1', 'test/crafted:v1');
-}, { timeout: 600_000 });
+before(
+  async () => {
+    if (skip) return;
+    work = mkdtempSync(join(tmpdir(), 'banger-oci-'));
+    reg = await TestRegistry.start();
+    buildCraftedImage(join(work, 'oci'));
+    await reg.push(join(work, 'oci'), 'v1', 'test/crafted:v1');
+  },
+  { timeout: 600_000 },
+);
 
-after(async () => {
-  await reg?.stop();
-  if (work) rmSync(work, { recursive: true, force: true });
-}, { timeout: 120_000 });
+after(
+  async () => {
+    await reg?.stop();
+    if (work) rmSync(work, { recursive: true, force: true });
+  },
+  { timeout: 120_000 },
+);
 
 test('pull of a crafted 3-layer image gives an ext4 matching the layers file by file', { skip }, async () => {
   const { svc, ctx, cleanup } = imageService();
@@ -105,7 +122,13 @@ test('pull of a crafted 3-layer image gives an ext4 matching the layers file by 
     assert.equal(rec.name, 'crafted-v1');
     assert.equal(rec.sourceRef, `${reg.host}/test/crafted:v1`);
     assert.match(rec.digest, /^sha256:[a-f0-9]{64}$/);
-    assert.deepEqual(rec.config, { env: ['PATH=/usr/bin:/bin', 'LANG=C.UTF-8'], entrypoint: ['/bin/ping'], cmd: ['localhost'], user: '1000', workdir: '/home/user' });
+    assert.deepEqual(rec.config, {
+      env: ['PATH=/usr/bin:/bin', 'LANG=C.UTF-8'],
+      entrypoint: ['/bin/ping'],
+      cmd: ['localhost'],
+      user: '1000',
+      workdir: '/home/user',
+    });
     assert.equal(rec.sizeBytes, 1024 ** 3, '1 GiB floor');
     assert.ok(events.includes('layer:done') && events.includes('mkfs:done'), events.join(','));
     const img = rec.rootfsPath;
@@ -156,13 +179,18 @@ test('pull of a crafted 3-layer image gives an ext4 matching the layers file by 
     assert.equal(svc.show('crafted-v1').blobs.length, 5, 'manifest + config + 3 layers referenced');
     assert.ok(svc.show('crafted-v1').blobs.includes(rec.digest), 'the manifest is one of them');
     await svc.settled();
-    assert.deepEqual(leftovers(ctx).filter((l) => !l.startsWith('images/') && !l.startsWith('row:')), []);
+    assert.deepEqual(
+      leftovers(ctx).filter((l) => !l.startsWith('images/') && !l.startsWith('row:')),
+      [],
+    );
   } finally {
     cleanup();
   }
 });
 
-test('pulling an existing name: up to date is a no-op, anything else is refused; rm removes the image; rm of a used image needs --force', { skip }, async () => {
+test('pulling an existing name: up to date is a no-op, anything else is refused; rm removes the image; rm of a used image needs --force', {
+  skip,
+}, async () => {
   const { svc, ctx, cleanup } = imageService();
   try {
     const rec = await svc.pull({ ref: `${reg.host}/test/crafted:v1`, name: 'one', sizeBytes: 64 * 1024 * 1024 });
@@ -170,18 +198,39 @@ test('pulling an existing name: up to date is a no-op, anything else is refused;
     const stages: string[] = [];
     const again = await svc.pull({ ref: `${reg.host}/test/crafted:v1`, name: 'one' }, { progress: (e) => stages.push(e.message ?? '') });
     assert.deepEqual(again, rec, 'same reference, same digest: the existing image, not rebuilt');
-    assert.ok(stages.some((m) => /is up to date/.test(m)), stages.join(' | '));
-    await assert.rejects(svc.pull({ ref: `${reg.host}/test/crafted:v1`, name: 'one', sizeBytes: 128 * 1024 * 1024 }), (e: unknown) => isBangerError(e, 'E_EXISTS') && /other settings/.test(e.message));
-    await assert.rejects(svc.pull({ ref: `${reg.host}/test/crafted@${rec.digest}`, name: 'one' }), (e: unknown) => isBangerError(e, 'E_EXISTS') && /one/.test(e.message) && /banger image rm one/.test(e.hint ?? ''));
-    await assert.rejects(svc.pull({ ref: `${reg.host}/test/crafted:v1`, name: 'tiny', sizeBytes: 8192 }), (e: unknown) => isBangerError(e, 'E_INVALID') && /--size 8\.0 KiB is too small/.test(e.message));
+    assert.ok(
+      stages.some((m) => /is up to date/.test(m)),
+      stages.join(' | '),
+    );
+    await assert.rejects(
+      svc.pull({ ref: `${reg.host}/test/crafted:v1`, name: 'one', sizeBytes: 128 * 1024 * 1024 }),
+      (e: unknown) => isBangerError(e, 'E_EXISTS') && /other settings/.test(e.message),
+    );
+    await assert.rejects(
+      svc.pull({ ref: `${reg.host}/test/crafted@${rec.digest}`, name: 'one' }),
+      (e: unknown) => isBangerError(e, 'E_EXISTS') && /one/.test(e.message) && /banger image rm one/.test(e.hint ?? ''),
+    );
+    await assert.rejects(
+      svc.pull({ ref: `${reg.host}/test/crafted:v1`, name: 'tiny', sizeBytes: 8192 }),
+      (e: unknown) => isBangerError(e, 'E_INVALID') && /--size 8\.0 KiB is too small/.test(e.message),
+    );
     await svc.settled();
-    assert.deepEqual(leftovers(ctx).filter((l) => !l.endsWith('one')), [], 'a refused --size leaves nothing');
-    ctx.db.prepare("INSERT INTO vms (name, id, image_name, kernel_name, spec_json, vmm, created_at) VALUES ('vm1', 'id1', 'one', 'k', '{}', 'qemu', 'now')").run();
+    assert.deepEqual(
+      leftovers(ctx).filter((l) => !l.endsWith('one')),
+      [],
+      'a refused --size leaves nothing',
+    );
+    ctx.db
+      .prepare("INSERT INTO vms (name, id, image_name, kernel_name, spec_json, vmm, created_at) VALUES ('vm1', 'id1', 'one', 'k', '{}', 'qemu', 'now')")
+      .run();
     await assert.rejects(svc.rm('one'), (e: unknown) => isBangerError(e, 'E_IN_USE') && /vm1/.test(e.message));
     assert.ok(svc.get('one'));
     await svc.rm('one', true);
     await svc.settled();
-    assert.throws(() => svc.get('one'), (e: unknown) => isBangerError(e, 'E_NOT_FOUND') && e.hint === "see 'banger image list'");
+    assert.throws(
+      () => svc.get('one'),
+      (e: unknown) => isBangerError(e, 'E_NOT_FOUND') && e.hint === "see 'banger image list'",
+    );
     assert.deepEqual(leftovers(ctx), []);
     const pr = await svc.pruneCache();
     assert.equal(pr.removed, 5, 'all five blobs (manifest, config, 3 layers) were unreferenced');
@@ -196,14 +245,23 @@ test('a cached image pulls again under a new name without downloading blobs; ide
     const first = await svc.pull({ ref: `${reg.host}/test/crafted:v1`, name: 'first' });
     const blobsBefore = (await svc.store.list()).map((b) => b.digest).sort();
     const events: string[] = [];
-    const second = await svc.pull({ ref: `${reg.host}/test/crafted:v1`, name: 'second', reuse: false }, { progress: (e) => e.message && events.push(e.message) });
-    assert.ok(events.some((m) => m.includes('extracting (cached)')), 'layers came from the cache');
+    const second = await svc.pull(
+      { ref: `${reg.host}/test/crafted:v1`, name: 'second', reuse: false },
+      { progress: (e) => e.message && events.push(e.message) },
+    );
+    assert.ok(
+      events.some((m) => m.includes('extracting (cached)')),
+      'layers came from the cache',
+    );
     assert.ok(!events.some((m) => m === 'downloading'), 'nothing downloaded');
     assert.deepEqual((await svc.store.list()).map((b) => b.digest).sort(), blobsBefore);
     assert.notEqual(ext4Stat(second.rootfsPath, '/bin/ping')?.inode, undefined);
     const ev3: string[] = [];
     const third = await svc.pull({ ref: `${reg.host}/test/crafted:v1`, name: 'third' }, { progress: (e) => e.message && ev3.push(e.message) });
-    assert.ok(ev3.some((m) => m.includes('ext4 re-used')), ev3.join('|'));
+    assert.ok(
+      ev3.some((m) => m.includes('ext4 re-used')),
+      ev3.join('|'),
+    );
     const { statSync } = await import('node:fs');
     assert.ok([statSync(first.rootfsPath).ino, statSync(second.rootfsPath).ino].includes(statSync(third.rootfsPath).ino), 'hard link of an identical build');
     assert.equal(third.sizeBytes, first.sizeBytes);
@@ -212,7 +270,10 @@ test('a cached image pulls again under a new name without downloading blobs; ide
     assert.equal(fsck(third.rootfsPath), 0, 'the re-used ext4 survives removal of the image it came from');
     assert.equal((await svc.pruneCache()).removed, 0, 'blobs still referenced by "third"');
     await svc.settled();
-    assert.ok(leftovers(ctx).every((l) => l === 'images/third' || l === 'row:third'), leftovers(ctx).join(','));
+    assert.ok(
+      leftovers(ctx).every((l) => l === 'images/third' || l === 'row:third'),
+      leftovers(ctx).join(','),
+    );
   } finally {
     cleanup();
   }
@@ -222,7 +283,15 @@ test('opaque whiteout keeps what the same layer put in the directory, even below
   const { OciLayout: L } = await import('../helpers/oci.js');
   const dir = join(work, 'oci-opq');
   const layout = new L(dir);
-  const l1 = layout.layer(makeTar([{ path: 'd/', type: 'dir' }, { path: 'd/lower', data: 'x' }, { path: 'd/sub/', type: 'dir' }, { path: 'd/sub/lower2', data: 'y' }]), 'none');
+  const l1 = layout.layer(
+    makeTar([
+      { path: 'd/', type: 'dir' },
+      { path: 'd/lower', data: 'x' },
+      { path: 'd/sub/', type: 'dir' },
+      { path: 'd/sub/lower2', data: 'y' },
+    ]),
+    'none',
+  );
   const l2 = layout.layer(makeTar([{ path: 'd/new/deep/f', data: 'z' }, { path: 'd/.wh..wh..opq' }]), 'none');
   layout.tag(layout.image([l1, l2]), 'opq');
   await reg.push(dir, 'opq', 'test/opq:1');
@@ -250,9 +319,15 @@ test('image import --rootfs-dir copies the tree (never modifying the source) and
     assert.deepEqual([st.uid, st.gid], [123, 456]);
     assert.equal(ext4Read(rec.rootfsPath, '/etc/hostname').toString(), 'from-dir\n');
     assert.deepEqual((await import('node:fs')).readdirSync(src), ['etc'], 'source untouched by the guest injection');
-    await assert.rejects(svc.importImage({ name: 'rel', rootfsDir: 'relative/path' }), (e: unknown) => isBangerError(e, 'E_INVALID') && /must be an absolute path/.test(e.message));
+    await assert.rejects(
+      svc.importImage({ name: 'rel', rootfsDir: 'relative/path' }),
+      (e: unknown) => isBangerError(e, 'E_INVALID') && /must be an absolute path/.test(e.message),
+    );
     await svc.settled();
-    assert.deepEqual(leftovers(ctx).filter((l) => !l.endsWith('fromdir')), []);
+    assert.deepEqual(
+      leftovers(ctx).filter((l) => !l.endsWith('fromdir')),
+      [],
+    );
   } finally {
     cleanup();
   }

@@ -20,30 +20,47 @@ let work: string;
 let small: string;
 let fake: FakeRegistry;
 
-before(async () => {
-  if (skip) return;
-  work = mkdtempSync(join(tmpdir(), 'banger-staging-'));
-  small = join(work, 'small-tmpfs');
-  mkdirSync(small);
-  const r = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=66m', 'tmpfs', small], { encoding: 'utf8' });
-  assert.equal(r.status, 0, r.stderr);
-  const layout = new OciLayout(join(work, 'oci'));
-  // 80 MiB of zeros gzip to ~80 KiB: the estimate (4x compressed + 64 MiB) says it fits in
-  // the 66 MiB tmpfs, the tree does not
-  const big = Buffer.alloc(80 * 1024 * 1024);
-  layout.tag(layout.image([layout.layer(makeTar([{ path: 'data/', type: 'dir' }, { path: 'data/blob.bin', data: big }]), 'gzip')]), 'big');
-  fake = await new FakeRegistry(join(work, 'oci')).start();
-}, { timeout: 600_000 });
+before(
+  async () => {
+    if (skip) return;
+    work = mkdtempSync(join(tmpdir(), 'banger-staging-'));
+    small = join(work, 'small-tmpfs');
+    mkdirSync(small);
+    const r = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=66m', 'tmpfs', small], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const layout = new OciLayout(join(work, 'oci'));
+    // 80 MiB of zeros gzip to ~80 KiB: the estimate (4x compressed + 64 MiB) says it fits in
+    // the 66 MiB tmpfs, the tree does not
+    const big = Buffer.alloc(80 * 1024 * 1024);
+    layout.tag(
+      layout.image([
+        layout.layer(
+          makeTar([
+            { path: 'data/', type: 'dir' },
+            { path: 'data/blob.bin', data: big },
+          ]),
+          'gzip',
+        ),
+      ]),
+      'big',
+    );
+    fake = await new FakeRegistry(join(work, 'oci')).start();
+  },
+  { timeout: 600_000 },
+);
 
-after(async () => {
-  await fake?.stop();
-  if (small) {
-    const r = spawnSync('umount', [small], { encoding: 'utf8' });
-    if (r.status !== 0) spawnSync('umount', ['-l', small]); // never leak the mount
-    assert.equal(r.status, 0, `umount ${small}: ${r.stderr} (a file left open in the RAM stage?)`);
-  }
-  if (work) rmSync(work, { recursive: true, force: true });
-}, { timeout: 120_000 });
+after(
+  async () => {
+    await fake?.stop();
+    if (small) {
+      const r = spawnSync('umount', [small], { encoding: 'utf8' });
+      if (r.status !== 0) spawnSync('umount', ['-l', small]); // never leak the mount
+      assert.equal(r.status, 0, `umount ${small}: ${r.stderr} (a file left open in the RAM stage?)`);
+    }
+    if (work) rmSync(work, { recursive: true, force: true });
+  },
+  { timeout: 120_000 },
+);
 
 test('a RAM stage that runs out of space is retried on disk; nothing left in either place', { skip }, async () => {
   const { svc, ctx, cleanup } = imageService({ imageStaging: 'ram' });
@@ -55,7 +72,10 @@ test('a RAM stage that runs out of space is retried on disk; nothing left in eit
     assert.equal(ext4Stat(rec.rootfsPath, '/data/blob.bin')?.size, 80 * 1024 * 1024);
     await svc.settled();
     assert.deepEqual(readdirSync(small), [], 'RAM staging removed');
-    assert.deepEqual(leftovers(ctx).filter((l) => !l.endsWith('big')), []);
+    assert.deepEqual(
+      leftovers(ctx).filter((l) => !l.endsWith('big')),
+      [],
+    );
   } finally {
     cleanup();
   }

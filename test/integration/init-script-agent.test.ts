@@ -73,7 +73,22 @@ before(async () => {
   // O_RDWR: a reader is always there (writers never block) and it never sees EOF
   consoleReader = new Socket({ fd: openSync(consoleFile, constants.O_RDWR | constants.O_NONBLOCK), readable: true, writable: false });
   consoleReader.on('data', (d) => (consoleText += d));
-  agent = spawn('unshare', ['-m', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs tmpfs /run && mount --bind "$1" /dev/console && exec "$2" --unix "$3"', 'sh', consoleFile, AGENT, sock], { stdio: 'ignore' });
+  agent = spawn(
+    'unshare',
+    [
+      '-m',
+      '--propagation',
+      'private',
+      'sh',
+      '-c',
+      'mount -t tmpfs tmpfs /run && mount --bind "$1" /dev/console && exec "$2" --unix "$3"',
+      'sh',
+      consoleFile,
+      AGENT,
+      sock,
+    ],
+    { stdio: 'ignore' },
+  );
   for (let i = 0; i < 200 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 20));
   assert.ok(existsSync(sock), 'agent socket');
 });
@@ -98,16 +113,22 @@ test('init script through the agent: runs as root, stdin is the script, lines on
 
 test('a failing init script through the agent: E_INIT_SCRIPT with its exit code (128+N for a signal) and last lines', { skip }, async () => {
   const s = stages();
-  await assert.rejects(initScriptStep(deps(sock), vm, Buffer.from('echo first\nfor i in $(seq 1 30); do echo line $i; done\necho oops >&2\nexit 7\n'), { stage: s.stage }), (e: any) => {
-    assert.equal(e.code, 'E_INIT_SCRIPT');
-    assert.match(e.message, /--init-script failed with exit code 7; last lines:\n(.|\n)*line 30\noops$/);
-    assert.equal(e.details.exitCode, 7);
-    assert.equal(e.details.tail.length, 20);
-    assert.ok(!e.details.tail.includes('first'), 'only the last 20 lines');
-    return true;
-  });
+  await assert.rejects(
+    initScriptStep(deps(sock), vm, Buffer.from('echo first\nfor i in $(seq 1 30); do echo line $i; done\necho oops >&2\nexit 7\n'), { stage: s.stage }),
+    (e: any) => {
+      assert.equal(e.code, 'E_INIT_SCRIPT');
+      assert.match(e.message, /--init-script failed with exit code 7; last lines:\n(.|\n)*line 30\noops$/);
+      assert.equal(e.details.exitCode, 7);
+      assert.equal(e.details.tail.length, 20);
+      assert.ok(!e.details.tail.includes('first'), 'only the last 20 lines');
+      return true;
+    },
+  );
   await consoleShows(/^banger-init-script: exit 7$/m);
-  await assert.rejects(initScriptStep(deps(sock), vm, Buffer.from('kill -9 $$\n'), { stage: s.stage }), (e: any) => e.code === 'E_INIT_SCRIPT' && e.details.exitCode === 137);
+  await assert.rejects(
+    initScriptStep(deps(sock), vm, Buffer.from('kill -9 $$\n'), { stage: s.stage }),
+    (e: any) => e.code === 'E_INIT_SCRIPT' && e.details.exitCode === 137,
+  );
 });
 
 test('cancelling kills the script through the agent (its process group)', { skip }, async () => {
@@ -116,7 +137,10 @@ test('cancelling kills the script through the agent (its process group)', { skip
   const marker = join(dir, 'marker');
   const pids = join(dir, 'pids');
   const ac = new AbortController();
-  const run = initScriptStep(deps(sock), vm, Buffer.from(`sleep 60 & echo "$$ $!" > '${pids}'; wait $!; touch '${marker}'\n`), { stage: () => {}, signal: ac.signal });
+  const run = initScriptStep(deps(sock), vm, Buffer.from(`sleep 60 & echo "$$ $!" > '${pids}'; wait $!; touch '${marker}'\n`), {
+    stage: () => {},
+    signal: ac.signal,
+  });
   const rejected = assert.rejects(run, (e: any) => e.code === 'E_CANCELLED');
   await until(() => existsSync(pids) && readFileSync(pids, 'utf8').endsWith('\n'), 'the script never started');
   const [shell, child] = readFileSync(pids, 'utf8').trim().split(' ').map(Number) as [number, number];

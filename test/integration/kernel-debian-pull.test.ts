@@ -55,7 +55,11 @@ test('pull of the embedded Debian entry: mirror from apt sources, fetcher fills 
     const m = readJson(join(k.dir, 'manifest.json'));
     assert.equal(m.source, k.source);
     assert.deepEqual(m.files, { vmlinux: true, vmlinuz: true, initrd: true, modules: false });
-    assert.deepEqual(storeSnapshot(ctx).filter((p) => p.startsWith('tmp/')), [], 'staging and scratch removed');
+    assert.deepEqual(
+      storeSnapshot(ctx).filter((p) => p.startsWith('tmp/')),
+      [],
+      'staging and scratch removed',
+    );
     assert.equal(svc.defaultName(), 'debian-cloud-amd64');
     assert.equal(svc.get(svc.defaultName()).name, 'debian-cloud-amd64');
   } finally {
@@ -109,7 +113,10 @@ test('a kernel whose files vanished is reported by get() with a re-pull hint; rm
     writeFileSync(join(src, 'vmlinux'), fakeElfVmlinux());
     await svc.import('gone', { vmlinux: join(src, 'vmlinux') });
     rmSync(ctx.layout.kernelDir('gone'), { recursive: true });
-    assert.throws(() => svc.get('gone'), (e: any) => e.code === 'E_NOT_FOUND' && /--force/.test(e.hint));
+    assert.throws(
+      () => svc.get('gone'),
+      (e: any) => e.code === 'E_NOT_FOUND' && /--force/.test(e.hint),
+    );
     await svc.rm('gone');
     assert.deepEqual(svc.list(), []);
   } finally {

@@ -19,11 +19,15 @@ function bzImage(): Buffer {
   return b;
 }
 
-
 function fixture() {
   const src = mkdtempSync(join(tmpdir(), 'banger-ki-'));
   const ctx = testContext();
-  return { src, ctx, svc: new KernelService(ctx, { vmUsage: new VmTableUsage(ctx.db) }), done: () => (ctx.cleanup(), rmSync(src, { recursive: true, force: true })) };
+  return {
+    src,
+    ctx,
+    svc: new KernelService(ctx, { vmUsage: new VmTableUsage(ctx.db) }),
+    done: () => (ctx.cleanup(), rmSync(src, { recursive: true, force: true })),
+  };
 }
 
 test('import an ELF vmlinux with initrd and modules: files copied, version and arch detected, manifest written', async () => {
@@ -48,7 +52,8 @@ test('import an ELF vmlinux with initrd and modules: files copied, version and a
     // The tree also becomes the guests' read-only modules disk, indexed by depmod.
     assert.equal(k.modulesImage, join(k.dir, 'modules.ext4'));
     assert.equal(spawnSync('e2label', [k.modulesImage!], { encoding: 'utf8' }).stdout.trim(), 'BANGERMODS');
-    for (const f of ['/kernel/a.ko', '/modules.dep']) assert.match(spawnSync('debugfs', ['-R', `stat ${f}`, k.modulesImage!], { encoding: 'utf8' }).stdout, /Inode:/, `modules.ext4 has ${f}`);
+    for (const f of ['/kernel/a.ko', '/modules.dep'])
+      assert.match(spawnSync('debugfs', ['-R', `stat ${f}`, k.modulesImage!], { encoding: 'utf8' }).stdout, /Inode:/, `modules.ext4 has ${f}`);
     assert.ok(!existsSync(join(src, 'mods', 'modules.dep')), 'depmod ran on the stored copy, not on the source tree');
     const m = readJson(join(k.dir, 'manifest.json'));
     assert.deepEqual(m.files, { vmlinux: true, vmlinuz: false, initrd: true, modules: true });
@@ -129,7 +134,10 @@ test('delete: removes row and directory; refused with E_IN_USE while a VM refere
     const nf = await failure(svc.rm('k2'));
     assert.equal(nf.code, 'E_NOT_FOUND');
     assert.match(nf.hint ?? '', /banger kernel pull k2/);
-    assert.throws(() => svc.get('k2'), (x: any) => x.code === 'E_NOT_FOUND' && /kernel pull k2/.test(x.hint));
+    assert.throws(
+      () => svc.get('k2'),
+      (x: any) => x.code === 'E_NOT_FOUND' && /kernel pull k2/.test(x.hint),
+    );
   } finally {
     done();
   }
@@ -146,7 +154,13 @@ test('import --modules keeps in-tree symlinks and drops ones pointing outside (l
     symlinkSync('../../../../etc', join(src, 'mods', 'kernel', 'up'));
     const k = await svc.import('mods', { vmlinux: join(src, 'vmlinux'), modules: join(src, 'mods') });
     const { readdirSync, lstatSync } = await import('node:fs');
-    assert.deepEqual(readdirSync(k.modulesDir!).filter((n) => !n.startsWith('modules.')).sort(), ['in.ko', 'kernel'], "the tree as imported, plus depmod's modules.* index");
+    assert.deepEqual(
+      readdirSync(k.modulesDir!)
+        .filter((n) => !n.startsWith('modules.'))
+        .sort(),
+      ['in.ko', 'kernel'],
+      "the tree as imported, plus depmod's modules.* index",
+    );
     assert.deepEqual(readdirSync(join(k.modulesDir!, 'kernel')), ['a.ko']);
     assert.ok(lstatSync(join(k.modulesDir!, 'in.ko')).isSymbolicLink());
   } finally {

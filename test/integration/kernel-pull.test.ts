@@ -5,17 +5,33 @@ import { join } from 'node:path';
 import { isBangerError, type BangerError } from '../../src/core/errors.js';
 import { KernelService } from '../../src/kernels/service.js';
 import type { ProgressEvent } from '../../src/rpc/protocol.js';
-import { BundleServer, catalogDoc, goodBundle, maliciousBundles, missingToolsReason, readJson, sha256, storeSnapshot, testContext } from '../helpers/kernel-bundles.js';
+import {
+  BundleServer,
+  catalogDoc,
+  goodBundle,
+  maliciousBundles,
+  missingToolsReason,
+  readJson,
+  sha256,
+  storeSnapshot,
+  testContext,
+} from '../helpers/kernel-bundles.js';
 
 const skip = missingToolsReason('tar', 'zstd');
 const srv = new BundleServer();
 
-before(async () => {
-  if (!skip) await srv.start();
-}, { timeout: 600_000 });
-after(async () => {
-  await srv.stop();
-}, { timeout: 120_000 });
+before(
+  async () => {
+    if (!skip) await srv.start();
+  },
+  { timeout: 600_000 },
+);
+after(
+  async () => {
+    await srv.stop();
+  },
+  { timeout: 120_000 },
+);
 
 /** A fresh service whose remote catalog lists `entries` (served from srv). */
 function setup(path: string, entries: Parameters<typeof catalogDoc>[0]) {
@@ -68,14 +84,20 @@ test('pull round trip: files, manifest, sha256, row, progress, then "used cache"
     assert.ok(existsSync(ctx.layout.blob(sha256(bundle))), 'verified bundle kept in the content store');
     assert.equal(rowCount(ctx, 'good'), 1);
     assert.deepEqual(svc.get('good'), k);
-    assert.deepEqual(svc.list().map((x) => x.name), ['good']);
+    assert.deepEqual(
+      svc.list().map((x) => x.name),
+      ['good'],
+    );
     const stages = [...new Set(events.map((e) => e.stage))];
     assert.deepEqual(stages, ['download', 'verify', 'extract', 'install']);
     const dl = events.filter((e) => e.stage === 'download');
     assert.equal(dl.at(-1)!.current, bundle.length);
     assert.equal(dl.at(-1)!.total, bundle.length);
     assert.equal(srv.count('/good.tar.zst'), 1);
-    assert.deepEqual(storeSnapshot(ctx).filter((p) => p.startsWith('tmp/')), []);
+    assert.deepEqual(
+      storeSnapshot(ctx).filter((p) => p.startsWith('tmp/')),
+      [],
+    );
 
     const again = await rejects(svc.pull('good'));
     assert.equal(again.code, 'E_EXISTS');
@@ -178,7 +200,10 @@ test('a failed --force keeps the old kernel; a good --force replaces it', { skip
     await svc.pull('fk');
     // The catalog now points to a broken v2 (digest mismatch).
     srv.set('/force-v2.tar.zst', v2.bundle);
-    srv.set('/cat-force-1.json', JSON.stringify(catalogDoc([{ name: 'fk', path: '/force-v2.tar.zst', bundle: v2.bundle, sha256: 'b'.repeat(64), kernelVersion: '2.0' }], srv)));
+    srv.set(
+      '/cat-force-1.json',
+      JSON.stringify(catalogDoc([{ name: 'fk', path: '/force-v2.tar.zst', bundle: v2.bundle, sha256: 'b'.repeat(64), kernelVersion: '2.0' }], srv)),
+    );
     const snap = storeSnapshot(ctx);
     const e = await rejects(svc.pull('fk', { force: true }));
     assert.equal(e.code, 'E_DIGEST');
@@ -199,7 +224,10 @@ test('a failed --force keeps the old kernel; a good --force replaces it', { skip
     assert.equal(svc.get('fk').kernelVersion, '2.0');
     assert.deepEqual(readFileSync(join(ctx.layout.kernelDir('fk'), 'vmlinux')), v2.vmlinux);
     assert.equal(readJson(join(ctx.layout.kernelDir('fk'), 'manifest.json')).kernelVersion, '2.0');
-    assert.deepEqual(storeSnapshot(ctx).filter((p) => p.startsWith('tmp/')), []);
+    assert.deepEqual(
+      storeSnapshot(ctx).filter((p) => p.startsWith('tmp/')),
+      [],
+    );
   } finally {
     ctx.cleanup();
   }
@@ -285,7 +313,10 @@ test('a damaged blob in the content store is detected on re-use, removed, and th
 test('single pass: an unsafe first entry stops the download early (extraction runs while bytes arrive)', { skip }, async () => {
   const { randomBytes } = await import('node:crypto');
   const { rawBundle } = await import('../helpers/kernel-bundles.js');
-  const bundle = rawBundle([{ name: '../evil', body: 'x' }, { name: 'filler', body: randomBytes(2 * 1024 * 1024) }]);
+  const bundle = rawBundle([
+    { name: '../evil', body: 'x' },
+    { name: 'filler', body: randomBytes(2 * 1024 * 1024) },
+  ]);
   srv.set('/early.tar.zst', { body: bundle, slowChunk: 16 * 1024 });
   const { ctx, svc } = setup('/cat-early.json', [{ name: 'early', path: '/early.tar.zst', bundle }]);
   try {

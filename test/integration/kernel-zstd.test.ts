@@ -54,7 +54,10 @@ test('zlib streaming output equals the zstd CLI for a long-window (--long=27) fr
   assert.equal(sha256(ours), sha256(cliDecompress(compressed, ['--long=27'])));
   assert.equal(sha256(ours), sha256(original));
   // The window limit is applied: the same frame is refused when the limit is below its window.
-  await assert.rejects(streamDecompress(compressed, 65_537, 20), (e: unknown) => isDecompressError(e) && /window/i.test(String((e as Error).message) + String((e as { code?: string }).code)));
+  await assert.rejects(
+    streamDecompress(compressed, 65_537, 20),
+    (e: unknown) => isDecompressError(e) && /window/i.test(String((e as Error).message) + String((e as { code?: string }).code)),
+  );
 });
 
 test('zlib zstd rejects a frame cut short and a corrupted frame', { skip }, async () => {

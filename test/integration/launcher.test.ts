@@ -64,11 +64,15 @@ test('run by a Node.js older than 22.19, bin/banger and bin/bangerd refuse with 
   const root = mkdtempSync(join(tmpdir(), 'banger-launcher-'));
   try {
     for (const bin of ['banger', 'bangerd']) {
-      const r = spawnSync(process.execPath, ['-e', `Object.defineProperty(process.versions, 'node', { value: '22.18.0' }); require(${JSON.stringify(join(REPO, 'bin', bin))})`], {
-        encoding: 'utf8',
-        env: { ...process.env, BANGER_ROOT: root },
-        timeout: 10_000,
-      });
+      const r = spawnSync(
+        process.execPath,
+        ['-e', `Object.defineProperty(process.versions, 'node', { value: '22.18.0' }); require(${JSON.stringify(join(REPO, 'bin', bin))})`],
+        {
+          encoding: 'utf8',
+          env: { ...process.env, BANGER_ROOT: root },
+          timeout: 10_000,
+        },
+      );
       assert.equal(r.status, 1, r.stderr);
       assert.match(r.stderr, new RegExp(`^${bin}: needs Node\\.js >= 22\\.19, but .* is v\\d+.*scripts/install-deps\\.sh`));
     }

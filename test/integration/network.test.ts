@@ -9,9 +9,12 @@ import { netnsExec, tempContext } from '../helpers/vmctx.js';
 const skip = !isRoot() ? 'needs root (namespaces, taps, nft)' : missingTools('ip', 'nft', 'iptables');
 
 let ns = '';
-before(() => {
-  if (!skip) ns = createNetns('net');
-}, { timeout: 600_000 });
+before(
+  () => {
+    if (!skip) ns = createNetns('net');
+  },
+  { timeout: 600_000 },
+);
 after(() => cleanupAll());
 
 function vmRow(ctx: ReturnType<typeof tempContext>['ctx'], name: string, id: string) {
@@ -66,7 +69,10 @@ test('bridge + tap + nft NAT rules appear, and removal leaves nothing (idempoten
 
     await net.removeTap(d.tap);
     await net.removeTap(d.tap); // idempotent
-    assert.equal(nsLinks(ns).some((l) => l.ifname === d.tap), false);
+    assert.equal(
+      nsLinks(ns).some((l) => l.ifname === d.tap),
+      false,
+    );
     await net.disableNat(id2);
     assert.equal((await net.nat.rules()).length, 0);
     t.ctx.db.prepare("DELETE FROM vms WHERE name = 'one'").run();
@@ -90,13 +96,19 @@ test('leases: UNIQUE forbids a double lease; a full subnet is a clear error', { 
     );
     assert.equal(new Set(ips).size, 5);
     assert.throws(
-      () => t.ctx.db.transaction(() => {
-        vmRow(t.ctx, 'f', 'f'.repeat(12));
-        return net.leaseInTx('f');
-      })(),
+      () =>
+        t.ctx.db.transaction(() => {
+          vmRow(t.ctx, 'f', 'f'.repeat(12));
+          return net.leaseInTx('f');
+        })(),
       /no free address left in 10\.78\.0\.0\/29/,
     );
-    assert.equal(t.ctx.db.prepare("SELECT count(*) AS n FROM vms WHERE name = 'f'").get() && (t.ctx.db.prepare("SELECT count(*) AS n FROM vms WHERE name = 'f'").get() as { n: number }).n, 0, 'failed transaction left no VM row');
+    assert.equal(
+      t.ctx.db.prepare("SELECT count(*) AS n FROM vms WHERE name = 'f'").get() &&
+        (t.ctx.db.prepare("SELECT count(*) AS n FROM vms WHERE name = 'f'").get() as { n: number }).n,
+      0,
+      'failed transaction left no VM row',
+    );
     assert.throws(() => t.ctx.db.prepare('INSERT INTO ip_leases (ip, vm_name, leased_at) VALUES (?, ?, ?)').run(ips[0], 'a', 'x'), /UNIQUE|PRIMARY/);
   } finally {
     t.cleanup();
@@ -106,7 +118,10 @@ test('leases: UNIQUE forbids a double lease; a full subnet is a clear error', { 
 test('iptables fallback: rules added with a comment and removed exactly', { skip }, async () => {
   const t = tempContext({ exec: netnsExec(ns), config: { network: { bridge: 'bgtest1', subnet: '10.79.0.0/24' } } });
   try {
-    const net = new NetworkService(t.ctx, { natBackend: 'iptables', enableForwarding: async () => void nsRun(ns, ['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']) });
+    const net = new NetworkService(t.ctx, {
+      natBackend: 'iptables',
+      enableForwarding: async () => void nsRun(ns, ['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']),
+    });
     await net.enableNat('cccccccccc', '10.79.0.2');
     await net.enableNat('dddddddddd', '10.79.0.3');
     assert.match(nsRun(ns, ['iptables', '-t', 'nat', '-S']), /10\.79\.0\.2\/32 ! -o bgtest1 .*banger:[0-9a-f]{12}:vm:cccccccccc.* -j MASQUERADE/);
@@ -140,10 +155,32 @@ test('NAT works under a FORWARD policy DROP (Docker): accepts go in front, and l
     nsRun(guest, ['ip', 'route', 'add', 'default', 'via', '10.83.0.1']);
     vethPair(ns, 'vinet0', '10.84.0.1/24', inet, 'eth0', '10.84.0.2/24'); // no route back to 10.83/24: replies need the masquerade
     nsRun(ns, ['iptables', '-w', '-P', 'FORWARD', 'DROP']);
-    server = spawn('ip', ['netns', 'exec', inet, process.execPath, '-e', "require('net').createServer((s) => s.end('seen=' + s.remoteAddress)).listen(8080, '10.84.0.2', () => console.log('up'))"], { stdio: ['ignore', 'pipe', 'inherit'] });
+    server = spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        inet,
+        process.execPath,
+        '-e',
+        "require('net').createServer((s) => s.end('seen=' + s.remoteAddress)).listen(8080, '10.84.0.2', () => console.log('up'))",
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     await new Promise((r) => server!.stdout!.once('data', r));
     const fetchFromGuest = () => {
-      const r = spawnSync('ip', ['netns', 'exec', guest, process.execPath, '-e', "const s = require('net').connect(8080, '10.84.0.2'); s.setTimeout(1500, () => process.exit(3)); s.on('data', (d) => process.stdout.write(d)); s.on('error', () => process.exit(2))"], { encoding: 'utf8' });
+      const r = spawnSync(
+        'ip',
+        [
+          'netns',
+          'exec',
+          guest,
+          process.execPath,
+          '-e',
+          "const s = require('net').connect(8080, '10.84.0.2'); s.setTimeout(1500, () => process.exit(3)); s.on('data', (d) => process.stdout.write(d)); s.on('error', () => process.exit(2))",
+        ],
+        { encoding: 'utf8' },
+      );
       return r.status === 0 ? r.stdout : `failed (${r.status})`;
     };
     nsRun(ns, ['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']);

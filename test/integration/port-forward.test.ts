@@ -78,7 +78,10 @@ test('forwarder: a response sent just before the target resets still reaches the
   const rude = await listen((s) => s.once('data', () => s.write('HTTP/1.0 200 OK\r\n\r\nanswer before reset\n', () => s.resetAndDestroy())));
   const f = await forward(rude);
   for (let i = 0; i < 20; i++) {
-    const r = await fetch(`http://127.0.0.1:${f.port}/`, { headers: { 'x-pad': 'y'.repeat(2000) }, signal: AbortSignal.timeout(5000) }).then((x) => x.text(), (e) => `ERR:${e.cause?.code ?? e.name}`);
+    const r = await fetch(`http://127.0.0.1:${f.port}/`, { headers: { 'x-pad': 'y'.repeat(2000) }, signal: AbortSignal.timeout(5000) }).then(
+      (x) => x.text(),
+      (e) => `ERR:${e.cause?.code ?? e.name}`,
+    );
     assert.equal(r, 'answer before reset\n', `request ${i}`);
   }
 });
@@ -154,8 +157,14 @@ test('PortForwards.open: a taken host port is E_IN_USE naming it, and the ports 
   await new Promise((r) => servers.at(-1)!.close(r));
   const pf = new PortForwards(nullLogger);
   const ports = [parsePortSpec(`${free}:80`), parsePortSpec(`${taken}:80`)];
-  await assert.rejects(pf.open('vm1', ports, () => '127.0.0.1'), (e: unknown) => isBangerError(e, 'E_IN_USE') && e.message.includes(`127.0.0.1:${taken} is already in use`) && e.details?.field === '-p');
+  await assert.rejects(
+    pf.open('vm1', ports, () => '127.0.0.1'),
+    (e: unknown) => isBangerError(e, 'E_IN_USE') && e.message.includes(`127.0.0.1:${taken} is already in use`) && e.details?.field === '-p',
+  );
   assert.equal(pf.active('vm1'), false);
   assert.equal((await roundTrip(free, Buffer.from('x'))).error, 'ECONNREFUSED', 'the first port was released');
-  await assert.rejects(pf.open('vm2', [parsePortSpec(`192.0.2.1:${free}:80`)], () => '127.0.0.1'), (e: unknown) => isBangerError(e, 'E_NETWORK') && /HOSTIP must be an address of this host/.test(e.hint ?? ''));
+  await assert.rejects(
+    pf.open('vm2', [parsePortSpec(`192.0.2.1:${free}:80`)], () => '127.0.0.1'),
+    (e: unknown) => isBangerError(e, 'E_NETWORK') && /HOSTIP must be an address of this host/.test(e.hint ?? ''),
+  );
 });

@@ -102,7 +102,14 @@ test('forwarder: 500 clients at a cap of 100: 100 reach the target, 400 are clos
   assert.equal(f.refused, 400);
   assert.equal(f.live, 100);
   await burstEnded.done;
-  assert.deepEqual(caps, [['start', 0], ['end', 400]], 'one report when the burst began, one with its count when it ended');
+  assert.deepEqual(
+    caps,
+    [
+      ['start', 0],
+      ['end', 400],
+    ],
+    'one report when the burst began, one with its count when it ended',
+  );
 
   // A slot freed by a client leaving is taken by the next one.
   const accepted = until('a new client reaching the target', () => targetTotal === 101);
@@ -178,24 +185,33 @@ let work = '';
 const procs: ChildProcess[] = [];
 const PORT = 18080;
 
-before(async () => {
-  if (skip) return;
-  work = mkdtempSync(join(tmpdir(), 'banger-portlim-'));
-  ns = createNetns('plim');
-  gns = createNetns('plimg');
-  d = new TestDaemon({ netns: ns, config: { binaries: { firecracker: standin.binary }, vm: { stopTimeoutSeconds: 3 }, network: { bridge: 'bgpl0', subnet: '10.89.0.0/24' } } });
-  await d.start();
-  await importStandinImage(d, work, 'fck', 'plimg');
-}, { timeout: 600_000 });
+before(
+  async () => {
+    if (skip) return;
+    work = mkdtempSync(join(tmpdir(), 'banger-portlim-'));
+    ns = createNetns('plim');
+    gns = createNetns('plimg');
+    d = new TestDaemon({
+      netns: ns,
+      config: { binaries: { firecracker: standin.binary }, vm: { stopTimeoutSeconds: 3 }, network: { bridge: 'bgpl0', subnet: '10.89.0.0/24' } },
+    });
+    await d.start();
+    await importStandinImage(d, work, 'fck', 'plimg');
+  },
+  { timeout: 600_000 },
+);
 
-after(async () => {
-  for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
-  if (d) await d.cli(['vm', 'rm', '--force', 'pl'], { timeoutMs: 60_000 });
-  await d?.cleanup();
-  cleanupAll();
-  standin.remove();
-  if (work) rmSync(work, { recursive: true, force: true });
-}, { timeout: 120_000 });
+after(
+  async () => {
+    for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
+    if (d) await d.cli(['vm', 'rm', '--force', 'pl'], { timeoutMs: 60_000 });
+    await d?.cleanup();
+    cleanupAll();
+    standin.remove();
+    if (work) rmSync(work, { recursive: true, force: true });
+  },
+  { timeout: 120_000 },
+);
 
 /** A Node script run inside namespace `netns`, printing one JSON state object per line. */
 function nsScript<T>(netns: string, code: string, args: string[], onState: (s: T) => void): ChildProcess {
@@ -236,8 +252,17 @@ for (let i = 0; i < n; i++) {
   c.on('close', () => { s.closed++; say(); if (s.closed === n) process.exit(0); });
 }`;
 
-interface Guest { live: number; max: number; total: number; closed: number; listening: boolean }
-interface Clients { connected: number; closed: number }
+interface Guest {
+  live: number;
+  max: number;
+  total: number;
+  closed: number;
+  listening: boolean;
+}
+interface Clients {
+  connected: number;
+  closed: number;
+}
 
 function startGuest(): { proc: ChildProcess; state: Guest; wait: (what: string, ok: (s: Guest) => boolean, ms?: number) => Promise<void> } {
   const state: Guest = { live: 0, max: 0, total: 0, closed: 0, listening: false };
@@ -287,14 +312,43 @@ function squeezeFds(headroom: number): { pid: number; limit: number } {
   return { pid, limit };
 }
 
-const logLines = (re: RegExp) => readFileSync(join(d.root, 'logs', 'bangerd.log'), 'utf8').split('\n').filter((l) => re.test(l));
+const logLines = (re: RegExp) =>
+  readFileSync(join(d.root, 'logs', 'bangerd.log'), 'utf8')
+    .split('\n')
+    .filter((l) => re.test(l));
 
-test('daemon: 500 idle connections to a published port: the cap holds, RPC keeps answering, idle ones are closed on both sides; adopt keeps the limits', { skip, timeout: 300_000 }, async () => {
-  const created = await d.cli(['--json', 'vm', 'create', '--image', 'plimg', '--name', 'pl', '--vmm', 'firecracker', '--no-wait', '-p', `127.0.0.1:${PORT}:80`, '--port-max-conns', '100', '--port-idle-timeout', '15'], { timeoutMs: 120_000 });
+test('daemon: 500 idle connections to a published port: the cap holds, RPC keeps answering, idle ones are closed on both sides; adopt keeps the limits', {
+  skip,
+  timeout: 300_000,
+}, async () => {
+  const created = await d.cli(
+    [
+      '--json',
+      'vm',
+      'create',
+      '--image',
+      'plimg',
+      '--name',
+      'pl',
+      '--vmm',
+      'firecracker',
+      '--no-wait',
+      '-p',
+      `127.0.0.1:${PORT}:80`,
+      '--port-max-conns',
+      '100',
+      '--port-idle-timeout',
+      '15',
+    ],
+    { timeoutMs: 120_000 },
+  );
   assert.equal(created.code, 0, created.stderr);
   const vm = JSON.parse(created.stdout);
   assert.deepEqual(vm.spec.portLimits, { maxConnections: 100, idleTimeoutSeconds: 15 });
-  assert.match((await d.cli(['vm', 'show', 'pl'])).stdout, /ports: +127\.0\.0\.1:18080->80\/tcp \(at most 100 clients at once each, idle ones closed after 15 s\)/);
+  assert.match(
+    (await d.cli(['vm', 'show', 'pl'])).stdout,
+    /ports: +127\.0\.0\.1:18080->80\/tcp \(at most 100 clients at once each, idle ones closed after 15 s\)/,
+  );
   // The "guest": its address on the VM's bridge, in a namespace of its own.
   nsRun(ns, ['ip', 'link', 'add', 'vgpl', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', gns]);
   nsRun(ns, ['ip', 'link', 'set', 'vgpl', 'master', 'bgpl0', 'up']);
@@ -307,7 +361,10 @@ test('daemon: 500 idle connections to a published port: the cap holds, RPC keeps
 
   const clients = startClients(500);
   // Every client is either through to the guest or closed: then count.
-  await Promise.race([guest.wait('flood settled', (s) => s.total + clients.state.closed >= 500), clients.wait('flood settled', (s) => guest.state.total + s.closed >= 500)]);
+  await Promise.race([
+    guest.wait('flood settled', (s) => s.total + clients.state.closed >= 500),
+    clients.wait('flood settled', (s) => guest.state.total + s.closed >= 500),
+  ]);
   assert.equal(guest.state.max, 100, `the guest saw at most 100 connections at once (daemon fd limit ${limit})`);
   assert.equal(guest.state.total, 100);
   assert.equal(clients.state.closed, 400, '400 clients closed at once');
@@ -330,7 +387,10 @@ test('daemon: 500 idle connections to a published port: the cap holds, RPC keeps
   const guest2 = startGuest();
   await guest2.wait('listening', (s) => s.listening);
   const clients2 = startClients(150);
-  await Promise.race([guest2.wait('flood settled', (s) => s.total + clients2.state.closed >= 150), clients2.wait('flood settled', (s) => guest2.state.total + s.closed >= 150)]);
+  await Promise.race([
+    guest2.wait('flood settled', (s) => s.total + clients2.state.closed >= 150),
+    clients2.wait('flood settled', (s) => guest2.state.total + s.closed >= 150),
+  ]);
   assert.equal(guest2.state.max, 100, 'after adopt: still at most 100 at once');
   assert.equal(clients2.state.closed, 50);
   assert.equal((await d.cli(['vm', 'ls'], { timeoutMs: 30_000 })).code, 0);

@@ -30,11 +30,14 @@ test('redirects: Authorization kept on the same origin, dropped on a cross-origi
     const res = await http.open(`${a.base}/start`, { what: 'test', headers: { authorization: 'Bearer tok' } });
     assert.equal(res.status, 200);
     assert.equal((await res.readAll()).toString(), 'from-b');
-    assert.deepEqual(seen.map((s) => [s.path, s.headers.authorization]), [
-      ['A/start', 'Bearer tok'],
-      ['A/same', 'Bearer tok'],
-      ['B/blob?sig=secret', undefined],
-    ]);
+    assert.deepEqual(
+      seen.map((s) => [s.path, s.headers.authorization]),
+      [
+        ['A/start', 'Bearer tok'],
+        ['A/same', 'Bearer tok'],
+        ['B/blob?sig=secret', undefined],
+      ],
+    );
     await assert.rejects(http.open(`${a.base}/loop`, { what: 'test' }), (e: unknown) => isBangerError(e, 'E_HTTP') && /more than 5 redirects/.test(e.message));
   } finally {
     a.server.close();

@@ -62,7 +62,11 @@ test('real bangerd: killer messages, thousands of fuzzed ones, a 50 MB line and 
     const midLineP = new Promise<void>((r) => (midLine = r));
     const writer = (async () => {
       for (let i = 0; i < 50 && !big.closed; i++) {
-        if (!big.sock.write(chunk)) await new Promise((r) => { big.sock.once('drain', r); big.sock.once('close', r); });
+        if (!big.sock.write(chunk))
+          await new Promise((r) => {
+            big.sock.once('drain', r);
+            big.sock.once('close', r);
+          });
         sent += chunk.length;
         if (sent >= 2 * chunk.length) midLine(); // the daemon holds megabytes of an unfinished line
       }

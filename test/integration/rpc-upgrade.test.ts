@@ -71,7 +71,12 @@ test('bytes pipelined after the request, or another request running, refuse the 
   assert.ok(await until(() => a.sock.destroyed || a.sock.readableEnded, 3000), 'connection a was not closed');
   assert.doesNotMatch(a.data(), /echo:/);
   const b = await client();
-  b.sock.write(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 't.slow', params: {} }) + '\n' + JSON.stringify({ jsonrpc: '2.0', id: 2, method: 't.echo', params: {} }) + '\n');
+  b.sock.write(
+    JSON.stringify({ jsonrpc: '2.0', id: 1, method: 't.slow', params: {} }) +
+      '\n' +
+      JSON.stringify({ jsonrpc: '2.0', id: 2, method: 't.echo', params: {} }) +
+      '\n',
+  );
   assert.ok(await until(() => b.sock.readableEnded, 3000), 'connection b was not closed');
   assert.doesNotMatch(b.data(), /"id":1,"result"/, 'the connection was closed before the slow reply');
 });

@@ -55,7 +55,10 @@ test('JSON-RPC round trip, validation naming the field, app errors with code and
   try {
     assert.equal(statSync(socketPath).mode & 0o777, 0o660);
     assert.deepEqual(await c.call('test.echo', { name: 'vm1', count: 2 }), { echoed: { name: 'vm1', count: 2 } });
-    await assert.rejects(c.call('test.echo', { name: '../etc', count: 2 }), (e: unknown) => isBangerError(e, ErrorCode.Invalid) && /invalid field 'name'/.test((e as Error).message));
+    await assert.rejects(
+      c.call('test.echo', { name: '../etc', count: 2 }),
+      (e: unknown) => isBangerError(e, ErrorCode.Invalid) && /invalid field 'name'/.test((e as Error).message),
+    );
     await assert.rejects(c.call('test.echo', { name: 'ok', count: 0 }), /invalid field 'count'/);
     await assert.rejects(c.call('test.echo', { name: 'ok', count: 1, extra: true }), /Unrecognized key/);
     await assert.rejects(c.call('nope.nothing'), /unknown method 'nope.nothing'/);
@@ -73,10 +76,17 @@ test('progress streams to the caller and cancel aborts the handler, which cleans
   try {
     const ac = new AbortController();
     const seen: unknown[] = [];
-    const p = c.call('test.slow', {}, { signal: ac.signal, onProgress: (ev) => {
-      seen.push(ev);
-      ac.abort();
-    } });
+    const p = c.call(
+      'test.slow',
+      {},
+      {
+        signal: ac.signal,
+        onProgress: (ev) => {
+          seen.push(ev);
+          ac.abort();
+        },
+      },
+    );
     await assert.rejects(p, (e: unknown) => isBangerError(e, ErrorCode.Cancelled));
     assert.equal(seen.length, 1);
     assert.deepEqual(events, ['aborted+cleaned']);

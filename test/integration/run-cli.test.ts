@@ -72,18 +72,64 @@ function banger(args: string[], input = ''): Promise<{ code: number | null; stdo
 test('banger run: the create options reach vm.create, the command runs, its exit code returns, --rm removes the VM', { skip }, async () => {
   writeFileSync(join(dir, 'setup.sh'), 'echo provisioned\n');
   calls.length = 0;
-  const r = await banger([
-    'run', '--rm', '--nat', '-p', '8080:80', '-p', '127.0.0.1:9443:443', '--mount', './site:/srv:ro', '--init-script', 'setup.sh',
-    '--vmm', 'firecracker', '--kernel', 'k1', '--name', 'r1', '--vcpu', '2', '--memory', '512', '--disk-size', '2G', '--work-disk', '1G',
-    '-i', '-e', 'X=y', 'debian-bookworm', '--', 'sh', '-c', 'echo "$X $(cat)"; exit 7',
-  ], 'from-stdin');
+  const r = await banger(
+    [
+      'run',
+      '--rm',
+      '--nat',
+      '-p',
+      '8080:80',
+      '-p',
+      '127.0.0.1:9443:443',
+      '--mount',
+      './site:/srv:ro',
+      '--init-script',
+      'setup.sh',
+      '--vmm',
+      'firecracker',
+      '--kernel',
+      'k1',
+      '--name',
+      'r1',
+      '--vcpu',
+      '2',
+      '--memory',
+      '512',
+      '--disk-size',
+      '2G',
+      '--work-disk',
+      '1G',
+      '-i',
+      '-e',
+      'X=y',
+      'debian-bookworm',
+      '--',
+      'sh',
+      '-c',
+      'echo "$X $(cat)"; exit 7',
+    ],
+    'from-stdin',
+  );
   assert.equal(r.code, 7, r.stderr);
   assert.equal(r.stdout, 'y from-stdin\n');
   assert.deepEqual(calls, [
-    ['create', {
-      image: 'debian-bookworm', name: 'r1', kernel: 'k1', vcpu: 2, memoryMiB: 512, diskSize: '2G', workDisk: '1G', nat: true, vmm: 'firecracker',
-      ports: ['8080:80', '127.0.0.1:9443:443'], mounts: [`${dir}/site:/srv:ro`], initScript: Buffer.from('echo provisioned\n').toString('base64'),
-    }],
+    [
+      'create',
+      {
+        image: 'debian-bookworm',
+        name: 'r1',
+        kernel: 'k1',
+        vcpu: 2,
+        memoryMiB: 512,
+        diskSize: '2G',
+        workDisk: '1G',
+        nat: true,
+        vmm: 'firecracker',
+        ports: ['8080:80', '127.0.0.1:9443:443'],
+        mounts: [`${dir}/site:/srv:ro`],
+        initScript: Buffer.from('echo provisioned\n').toString('base64'),
+      },
+    ],
     ['rm', { names: ['r1'], force: true }],
   ]);
 
@@ -99,7 +145,11 @@ test('banger run: a refused create or a bad flag runs nothing and names the prob
   const missing = await banger(['run', '--rm', 'missing', '--', 'true']);
   assert.equal(missing.code, 1);
   assert.match(missing.stderr, /image 'missing' not found/);
-  assert.deepEqual(calls.map((c) => c[0]), ['create'], 'nothing to remove when create failed');
+  assert.deepEqual(
+    calls.map((c) => c[0]),
+    ['create'],
+    'nothing to remove when create failed',
+  );
   calls.length = 0;
   const badVcpu = await banger(['run', '--vcpu', 'many', 'img', '--', 'true']);
   assert.notEqual(badVcpu.code, 0);

@@ -48,7 +48,10 @@ after(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-function banger(args: string[], opts: { input?: Buffer; onStdout?: (all: string, child: ChildProcess) => void } = {}): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
+function banger(
+  args: string[],
+  opts: { input?: Buffer; onStdout?: (all: string, child: ChildProcess) => void } = {},
+): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
   const child = spawn(process.execPath, [BANGER, ...args], { env });
   const out: Buffer[] = [];
   let err = '';

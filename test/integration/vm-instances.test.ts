@@ -83,19 +83,28 @@ async function instance(network: { bridge: string; subnet: string }) {
   mkdirSync(ctx.layout.images, { recursive: true });
   const rootfs = join(ctx.layout.images, 'rootfs.ext4');
   await exec(['mkfs.ext4', '-q', '-F', rootfs, '16M']);
-  ctx.db.prepare("INSERT INTO images (name, source_ref, rootfs_path, kernel_ref, from_registry, created_at) VALUES ('img', 'test', ?, 'k1', 1, ?)").run(rootfs, now);
+  ctx.db
+    .prepare("INSERT INTO images (name, source_ref, rootfs_path, kernel_ref, from_registry, created_at) VALUES ('img', 'test', ?, 'k1', 1, ?)")
+    .run(rootfs, now);
   const kernels = new KernelService(ctx);
   const images = new ImageService(ctx, { kernels });
   const driver = new StandInQemu(exec, { qemu: 'qemu-system-x86_64' });
   /** A fresh service set over the same database: what a restarted daemon has. */
   const make = () => {
-    const network = new NetworkService(ctx, { natBackend: 'nft', enableForwarding: async () => void nsRun(ns, ['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']) });
+    const network = new NetworkService(ctx, {
+      natBackend: 'nft',
+      enableForwarding: async () => void nsRun(ns, ['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']),
+    });
     return new VmService(ctx, { kernels, images, network }, { drivers: { qemu: driver }, host });
   };
   return { t, ctx, make, instance: make().deps.network.instance };
 }
 
-const taps = () => nsLinks(ns).map((l) => l.ifname).filter((n) => n.startsWith('tap-')).sort();
+const taps = () =>
+  nsLinks(ns)
+    .map((l) => l.ifname)
+    .filter((n) => n.startsWith('tap-'))
+    .sort();
 const alias = (dev: string) => (JSON.parse(nsRun(ns, ['ip', '-d', '-j', 'link', 'show', 'dev', dev])) as { ifalias?: string }[])[0]!.ifalias;
 
 test('two instances in one namespace: each marks what it makes, and reconcile removes only its own', { skip, timeout: 120_000 }, async () => {
@@ -129,7 +138,11 @@ test('two instances in one namespace: each marks what it makes, and reconcile re
 
     // Instance b restarts: b2 (dead) loses its tap and rules; a's VMs and the stranger's tap stay.
     await b.make().reconcile();
-    assert.deepEqual(taps(), before.filter((n) => n !== b2.tap), "b's reconcile removed only b2's tap");
+    assert.deepEqual(
+      taps(),
+      before.filter((n) => n !== b2.tap),
+      "b's reconcile removed only b2's tap",
+    );
     assert.deepEqual((await a.make().deps.network.nat.vmIdsWithRules()).sort(), [a1.id, a2.id].sort());
     assert.deepEqual(await b.make().deps.network.nat.vmIdsWithRules(), [b1.id]);
 
@@ -140,9 +153,9 @@ test('two instances in one namespace: each marks what it makes, and reconcile re
     await b.make().reconcile();
     assert.ok(taps().includes('tap-0a0a0a0a0a'), "b leaves a's orphan alone");
     await a.make().reconcile();
-    assert.ok(!taps().includes('tap-0a0a0a0a0a'), "a removes its own orphan tap");
-    assert.deepEqual((await a.make().deps.network.nat.vmIdsWithRules()).sort(), [a1.id, a2.id].sort(), "a removes its own orphan rule");
-    assert.ok(taps().includes('tap-abcdefabcd'), 'an unmarked tap off both bridges is nobody\'s: kept');
+    assert.ok(!taps().includes('tap-0a0a0a0a0a'), 'a removes its own orphan tap');
+    assert.deepEqual((await a.make().deps.network.nat.vmIdsWithRules()).sort(), [a1.id, a2.id].sort(), 'a removes its own orphan rule');
+    assert.ok(taps().includes('tap-abcdefabcd'), "an unmarked tap off both bridges is nobody's: kept");
     nsRun(ns, ['ip', 'link', 'del', 'tap-abcdefabcd']);
 
     // VMM processes: one marked with a's id but no VM of a's accounts for it (killed by a's
@@ -187,7 +200,11 @@ test('a third instance that would share a bridge or a subnet is refused, naming 
     // Refused before anything was left: no tap, rule, row, lease or directory of c or d.
     assert.deepEqual(taps(), linksBefore);
     assert.equal(alias('bgic0'), `banger:${a.instance} root=${a.ctx.config.root}`, "a's bridge keeps a's mark");
-    assert.equal(nsLinks(ns).some((l) => l.ifname === 'bgid0'), false, 'd made no bridge');
+    assert.equal(
+      nsLinks(ns).some((l) => l.ifname === 'bgid0'),
+      false,
+      'd made no bridge',
+    );
     for (const x of [c, d]) {
       assert.deepEqual(x.ctx.db.prepare('SELECT * FROM vms').all(), []);
       assert.deepEqual(x.ctx.db.prepare('SELECT * FROM ip_leases').all(), []);

@@ -24,7 +24,9 @@ function jail(dir: string, script: string): { code: number | null; out: string }
   return { code: r.status, out: `${r.stdout}${r.stderr}` };
 }
 
-test('banger-fsjail: the program runs as the namespace root = OWNER:GROUP; setuid/setgid modes and device nodes are refused, plain files work', { skip }, () => {
+test('banger-fsjail: the program runs as the namespace root = OWNER:GROUP; setuid/setgid modes and device nodes are refused, plain files work', {
+  skip,
+}, () => {
   const dir = mkdtempSync(join(tmpdir(), 'banger-fsjail-'));
   try {
     chownSync(dir, OWNER, GROUP);
@@ -48,7 +50,22 @@ test('banger-fsjail: the program runs as the namespace root = OWNER:GROUP; setui
       ].join('\n'),
     );
     assert.equal(r.code, 0, r.out);
-    for (const want of ['id=0:0', 'write=0', 'suid=1', 'sgid=1', 'sticky=0', 'plain=0', 'install=1', 'chr=1', 'blk=1', 'fifo=0', 'mkdirsgid=1', 'mkdir=0', 'outside=1']) assert.match(r.out, new RegExp(`^${want}$`, 'm'), r.out);
+    for (const want of [
+      'id=0:0',
+      'write=0',
+      'suid=1',
+      'sgid=1',
+      'sticky=0',
+      'plain=0',
+      'install=1',
+      'chr=1',
+      'blk=1',
+      'fifo=0',
+      'mkdirsgid=1',
+      'mkdir=0',
+      'outside=1',
+    ])
+      assert.match(r.out, new RegExp(`^${want}$`, 'm'), r.out);
     const f = lstatSync(join(dir, 'f'));
     assert.equal(`${f.uid}:${f.gid} ${(f.mode & 0o7777).toString(8)}`, `${OWNER}:${GROUP} 640`, 'created as OWNER:GROUP, no setuid');
     for (const n of ['c', 'b', 'd2']) assert.equal(existsSync(join(dir, n)), false, n);
@@ -64,7 +81,10 @@ test('banger-fsjail: the program runs as the namespace root = OWNER:GROUP; setui
   }
 });
 
-test('startVirtiofsd: a rw mount runs virtiofsd as the folder owner in its own user namespace; a ro mount as root; stop kills exactly them', { skip, timeout: 60_000 }, async () => {
+test('startVirtiofsd: a rw mount runs virtiofsd as the folder owner in its own user namespace; a ro mount as root; stop kills exactly them', {
+  skip,
+  timeout: 60_000,
+}, async () => {
   const bin = await findVirtiofsd();
   assert.ok(bin, 'virtiofsd is installed (Debian 12: qemu-system-common, scripts/install-deps.sh)');
   const work = mkdtempSync(join(tmpdir(), 'banger-vfsd-'));
@@ -82,7 +102,12 @@ test('startVirtiofsd: a rw mount runs virtiofsd as the folder owner in its own u
     await startVirtiofsd(exec, vmDir, [rw, ro]);
     const pids = [rw, ro].map((m) => Number(readFileSync(join(vmDir, `virtiofs-${m.tag}.pid`), 'utf8').split(' ')[0]));
     for (const m of [rw, ro]) assert.ok(lstatSync(virtiofsSocket(vmDir, m)).isSocket(), `socket for ${m.tag}`);
-    const ids = pids.map((p) => readFileSync(`/proc/${p}/status`, 'utf8').match(/^Uid:\s+(\d+)\s+(\d+)/m)!.slice(1, 3).join(','));
+    const ids = pids.map((p) =>
+      readFileSync(`/proc/${p}/status`, 'utf8')
+        .match(/^Uid:\s+(\d+)\s+(\d+)/m)!
+        .slice(1, 3)
+        .join(','),
+    );
     assert.equal(ids[0], `${OWNER},${OWNER}`, 'rw virtiofsd runs as the folder owner');
     assert.equal(ids[1], '0,0', 'ro virtiofsd runs as root');
     assert.notEqual(readlinkSync(`/proc/${pids[0]}/ns/user`), readlinkSync('/proc/self/ns/user'), 'rw virtiofsd is in its own user namespace');
@@ -90,7 +115,8 @@ test('startVirtiofsd: a rw mount runs virtiofsd as the folder owner in its own u
     // the folders themselves are untouched on the host (the binds are private to virtiofsd)
     assert.doesNotMatch(readFileSync('/proc/self/mountinfo', 'utf8'), new RegExp(` ${rwDir} | ${roDir} `));
     await stopVirtiofsd(vmDir, [rw, ro]);
-    for (const p of pids) assert.equal(existsSync(`/proc/${p}/cmdline`) && readFileSync(`/proc/${p}/cmdline`, 'utf8').length > 0, false, `virtiofsd ${p} stopped`);
+    for (const p of pids)
+      assert.equal(existsSync(`/proc/${p}/cmdline`) && readFileSync(`/proc/${p}/cmdline`, 'utf8').length > 0, false, `virtiofsd ${p} stopped`);
     for (const m of [rw, ro]) assert.equal(existsSync(join(vmDir, `virtiofs-${m.tag}`)), false);
   } finally {
     await stopVirtiofsd(vmDir, [rw, ro]).catch(() => undefined);

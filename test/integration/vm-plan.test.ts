@@ -40,12 +40,18 @@ class RecordingQemu extends QemuDriver {
 const host: HostProbe = { which: async (c) => `/usr/bin/${c}`, readFile: async () => 'flags : fpu\ncpu MHz : 2000.000\n', canReadWrite: async () => false };
 
 let ns = '';
-before(() => {
-  if (!skip) ns = createNetns('vmplan');
-}, { timeout: 600_000 });
+before(
+  () => {
+    if (!skip) ns = createNetns('vmplan');
+  },
+  { timeout: 600_000 },
+);
 after(() => cleanupAll());
 
-test('create: the prepared DiskSpec is launched, the row is written once with its MAC, errors carry details.step, templates live in the image cache', { skip, timeout: 120_000 }, async () => {
+test('create: the prepared DiskSpec is launched, the row is written once with its MAC, errors carry details.step, templates live in the image cache', {
+  skip,
+  timeout: 120_000,
+}, async () => {
   const t = tempContext({ exec: netnsExec(ns), config: { network: { bridge: 'bgplan0', subnet: '10.83.0.0/24' } } });
   const { ctx } = t;
   try {
@@ -58,7 +64,9 @@ test('create: the prepared DiskSpec is launched, the row is written once with it
     mkdirSync(idir, { recursive: true });
     const rootfs = join(idir, 'rootfs.ext4');
     await exec(['mkfs.ext4', '-q', '-F', '-b', '4096', rootfs, '16M']);
-    ctx.db.prepare("INSERT INTO images (name, source_ref, rootfs_path, kernel_ref, from_registry, created_at) VALUES ('img', 'test', ?, 'k1', 1, ?)").run(rootfs, now);
+    ctx.db
+      .prepare("INSERT INTO images (name, source_ref, rootfs_path, kernel_ref, from_registry, created_at) VALUES ('img', 'test', ?, 'k1', 1, ?)")
+      .run(rootfs, now);
     const kernels = new KernelService(ctx);
     const images = new ImageService(ctx, { kernels });
     const network = new NetworkService(ctx, { enableForwarding: async () => void nsRun(ns, ['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']) });
@@ -72,7 +80,10 @@ test('create: the prepared DiskSpec is launched, the row is written once with it
       rowAtLaunch = ctx.db.prepare('SELECT mac, tap, vmm, vmm_reason FROM vms WHERE name = ?').get('p1') as Record<string, unknown>;
       return launch(spec);
     };
-    await assert.rejects(vms.create({ image: 'img', name: 'p1' }), (e) => isBangerError(e, ErrorCode.Vmm) && stepOf(e) === 'vmm' && /injected launch failure/.test(e.message));
+    await assert.rejects(
+      vms.create({ image: 'img', name: 'p1' }),
+      (e) => isBangerError(e, ErrorCode.Vmm) && stepOf(e) === 'vmm' && /injected launch failure/.test(e.message),
+    );
     const spec = driver.launched[0]!;
     assert.equal(spec.disks[0]!.path, join(ctx.layout.vmDir('p1'), 'root.qcow2.elsewhere'), 'the DiskSpec prepareRootDisk returned is the one launched');
     assert.equal(spec.kernel, join(kdir, 'vmlinuz'));

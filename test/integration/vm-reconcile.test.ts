@@ -52,19 +52,25 @@ class StandInQemu extends QemuDriver {
 
 let ns = '';
 const pids: number[] = [];
-before(() => {
-  if (!skip) ns = createNetns('vmrec');
-}, { timeout: 600_000 });
-after(() => {
-  for (const p of pids) {
-    try {
-      process.kill(p, 'SIGKILL');
-    } catch {
-      /* gone */
+before(
+  () => {
+    if (!skip) ns = createNetns('vmrec');
+  },
+  { timeout: 600_000 },
+);
+after(
+  () => {
+    for (const p of pids) {
+      try {
+        process.kill(p, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
     }
-  }
-  cleanupAll();
-}, { timeout: 120_000 });
+    cleanupAll();
+  },
+  { timeout: 120_000 },
+);
 
 function services(net = { bridge: 'bgrec0', subnet: '10.82.0.0/24' }) {
   const t = tempContext({ exec: netnsExec(ns), config: { network: net } });
@@ -76,7 +82,9 @@ function services(net = { bridge: 'bgrec0', subnet: '10.82.0.0/24' }) {
   ctx.db.prepare("INSERT INTO kernels (name, source, vmlinux_sha256, path, created_at) VALUES ('k1', 'import:test', 'x', ?, ?)").run(kdir, now);
   mkdirSync(ctx.layout.images, { recursive: true });
   const rootfs = join(ctx.layout.images, 'rootfs.ext4');
-  ctx.db.prepare("INSERT INTO images (name, source_ref, rootfs_path, kernel_ref, from_registry, created_at) VALUES ('img', 'test', ?, 'k1', 1, ?)").run(rootfs, now);
+  ctx.db
+    .prepare("INSERT INTO images (name, source_ref, rootfs_path, kernel_ref, from_registry, created_at) VALUES ('img', 'test', ?, 'k1', 1, ?)")
+    .run(rootfs, now);
   const kernels = new KernelService(ctx);
   const images = new ImageService(ctx, { kernels });
   const network = new NetworkService(ctx, { enableForwarding: async () => void nsRun(ns, ['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']) });
@@ -108,7 +116,9 @@ test('reconcile adopts a live VMM, stops a dead one, removes orphan taps, rules 
     assert.deepEqual(alive, { state: 'running', pid: a.pid });
     const dead = ctx.db.prepare("SELECT state, pid FROM vms WHERE name = 'dead'").get() as { state: string; pid: number | null };
     assert.deepEqual(dead, { state: 'stopped', pid: null });
-    const taps = nsLinks(ns).map((l) => l.ifname).filter((n) => n.startsWith('tap-'));
+    const taps = nsLinks(ns)
+      .map((l) => l.ifname)
+      .filter((n) => n.startsWith('tap-'));
     assert.deepEqual(taps, [a.tap], "only the live VM's tap is left");
     const ids = await make().deps.network.nat.vmIdsWithRules();
     assert.deepEqual(ids, [a.id], "only the live VM's NAT rules are left");
@@ -116,10 +126,18 @@ test('reconcile adopts a live VMM, stops a dead one, removes orphan taps, rules 
     assert.equal(existsSync(join(ctx.layout.vms, 'dead')), true, 'a stopped VM keeps its disks');
     // Reconcile is idempotent.
     await make().reconcile();
-    assert.deepEqual(nsLinks(ns).map((l) => l.ifname).filter((n) => n.startsWith('tap-')), [a.tap]);
+    assert.deepEqual(
+      nsLinks(ns)
+        .map((l) => l.ifname)
+        .filter((n) => n.startsWith('tap-')),
+      [a.tap],
+    );
 
     await make().rm(['alive', 'dead'], true);
-    assert.deepEqual(nsLinks(ns).filter((l) => l.ifname.startsWith('tap-')), []);
+    assert.deepEqual(
+      nsLinks(ns).filter((l) => l.ifname.startsWith('tap-')),
+      [],
+    );
     assert.deepEqual(await make().deps.network.nat.vmIdsWithRules(), []);
     assert.deepEqual(ctx.db.prepare('SELECT * FROM ip_leases').all(), []);
   } finally {
@@ -133,30 +151,45 @@ test('Ctrl-C during the VMM step unwinds the create (E_CANCELLED, nothing left)'
     await exec(['mkfs.ext4', '-q', '-F', rootfs, '16M']);
     driver.cancelOnStart = true;
     const ac = new AbortController();
-    const p = make().create({ image: 'img', name: 'cancelled', nat: true }, { signal: ac.signal, progress: (e) => e.stage === 'network' && e.done && setImmediate(() => ac.abort()) });
+    const p = make().create(
+      { image: 'img', name: 'cancelled', nat: true },
+      { signal: ac.signal, progress: (e) => e.stage === 'network' && e.done && setImmediate(() => ac.abort()) },
+    );
     await assert.rejects(p, (e) => isBangerError(e, ErrorCode.Cancelled));
     assert.deepEqual(ctx.db.prepare('SELECT * FROM vms').all(), []);
     assert.deepEqual(ctx.db.prepare('SELECT * FROM ip_leases').all(), []);
-    assert.deepEqual(nsLinks(ns).filter((l) => l.ifname.startsWith('tap-')), []);
+    assert.deepEqual(
+      nsLinks(ns).filter((l) => l.ifname.startsWith('tap-')),
+      [],
+    );
     assert.equal(existsSync(join(ctx.layout.vms, 'cancelled')), false);
   } finally {
     t.cleanup();
   }
 });
 
-test('a first-boot error on the console after the VMM started unwinds the create: VMM killed, tap, rules, lease, files gone', { skip, timeout: 60_000 }, async () => {
+test('a first-boot error on the console after the VMM started unwinds the create: VMM killed, tap, rules, lease, files gone', {
+  skip,
+  timeout: 60_000,
+}, async () => {
   const { t, ctx, rootfs, driver, make } = services({ bridge: 'bgrec2', subnet: '10.90.0.0/24' });
   try {
     await exec(['mkfs.ext4', '-q', '-F', rootfs, '16M']);
     // The console shows the error before the first readiness round, so no probe ever reaches the guest address.
     driver.consoleOnStart = 'banger-first-boot: step install\nbanger-first-boot: error: no package manager found (apt-get, apk, dnf, pacman, zypper)\n';
     const vms = make();
-    await assert.rejects(vms.create({ image: 'img', name: 'fb', nat: true }), (e) => isBangerError(e, ErrorCode.Vmm) && /step first-boot: .*banger-first-boot: error: no package manager found/.test(e.message));
+    await assert.rejects(
+      vms.create({ image: 'img', name: 'fb', nat: true }),
+      (e) => isBangerError(e, ErrorCode.Vmm) && /step first-boot: .*banger-first-boot: error: no package manager found/.test(e.message),
+    );
     // Checked the moment the error is back, no sleep.
     const pid = driver.pids.at(-1)!;
     pids.push(pid);
     assert.equal(running(pid), false, 'the VMM process was killed by the undo');
-    assert.deepEqual(nsLinks(ns).filter((l) => l.ifname.startsWith('tap-')), []);
+    assert.deepEqual(
+      nsLinks(ns).filter((l) => l.ifname.startsWith('tap-')),
+      [],
+    );
     assert.deepEqual(await vms.deps.network.nat.vmIdsWithRules(), []);
     assert.doesNotMatch(nsRun(ns, ['iptables', '-w', '-S']), /banger:/);
     assert.deepEqual(ctx.db.prepare('SELECT * FROM vms').all(), []);
@@ -193,7 +226,12 @@ test('rows of a create that never finished (daemon died mid-create): VMM alive â
     const rows = ctx.db.prepare('SELECT name, state, create_done FROM vms').all();
     assert.deepEqual(rows, [{ name: 'half-up', state: 'running', create_done: 1 }], 'adopted and finished; the other row is gone');
     assert.deepEqual(ctx.db.prepare('SELECT vm_name FROM ip_leases').all(), [{ vm_name: 'half-up' }]);
-    assert.deepEqual(nsLinks(ns).map((l) => l.ifname).filter((n) => n.startsWith('tap-')), [up.tap]);
+    assert.deepEqual(
+      nsLinks(ns)
+        .map((l) => l.ifname)
+        .filter((n) => n.startsWith('tap-')),
+      [up.tap],
+    );
     assert.deepEqual(await make().deps.network.nat.vmIdsWithRules(), [up.id]);
     assert.equal(existsSync(join(ctx.layout.vms, 'half-down')), false, 'its directory is gone');
     assert.doesNotMatch(readFileSync(join(ctx.layout.ssh, 'known_hosts'), 'utf8'), /half-down/, 'its host key is unpinned');
@@ -217,7 +255,13 @@ test('a builder VM of a prepare the daemon did not see through (spec.prepare) is
     await make().reconcile();
     assert.deepEqual(ctx.db.prepare('SELECT name FROM vms').all(), [{ name: 'keeper' }], 'the builder row is gone, the user VM adopted');
     assert.deepEqual(ctx.db.prepare('SELECT vm_name FROM ip_leases').all(), [{ vm_name: 'keeper' }]);
-    assert.deepEqual(nsLinks(ns).map((l) => l.ifname).filter((n) => n.startsWith('tap-')), [user.tap], 'its tap is gone');
+    assert.deepEqual(
+      nsLinks(ns)
+        .map((l) => l.ifname)
+        .filter((n) => n.startsWith('tap-')),
+      [user.tap],
+      'its tap is gone',
+    );
     assert.deepEqual(await make().deps.network.nat.vmIdsWithRules(), [user.id], 'its NAT rules are gone');
     assert.equal(existsSync(join(ctx.layout.vms, 'prepare-0a1b2c3d')), false);
     let alive = true;

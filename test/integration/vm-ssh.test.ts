@@ -42,7 +42,11 @@ test('host key pool: ed25519 pairs made ahead by ssh-keygen, each handed out onc
     assert.match(a, /^ssh-ed25519 \S+ root@box$/);
     assert.notEqual(a.split(' ')[1], b.split(' ')[1], 'never the same key twice');
     assert.notEqual(a.split(' ')[1], cold.split(' ')[1]);
-    for (const [k, pub] of [['ka', a], ['kb', b], ['k0', cold]] as const) {
+    for (const [k, pub] of [
+      ['ka', a],
+      ['kb', b],
+      ['k0', cold],
+    ] as const) {
       assert.equal(statSync(join(dir, k)).mode & 0o777, 0o600);
       assert.equal(readFileSync(join(dir, `${k}.pub`), 'utf8'), pub + '\n');
       // The private key on disk is the pair of the public key handed out.

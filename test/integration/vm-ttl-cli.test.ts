@@ -17,22 +17,29 @@ let fx: FirecrackerCliFixture | undefined;
 let d: TestDaemon;
 let ns = '';
 
-before(async () => {
-  if (skip) return;
-  fx = await startFirecrackerCli({ tag: 'ttlcli', bridge: 'bgttl0', subnet: '10.93.0.0/24' });
-  ({ d, ns } = fx);
-}, { timeout: 600_000 });
+before(
+  async () => {
+    if (skip) return;
+    fx = await startFirecrackerCli({ tag: 'ttlcli', bridge: 'bgttl0', subnet: '10.93.0.0/24' });
+    ({ d, ns } = fx);
+  },
+  { timeout: 600_000 },
+);
 
-after(async () => {
-  await fx?.stop();
-}, { timeout: 120_000 });
+after(
+  async () => {
+    await fx?.stop();
+  },
+  { timeout: 120_000 },
+);
 
 const create = async (name: string, ...flags: string[]) => {
   const r = await d.cli(['--json', 'vm', 'create', '--image', 'fcimg', '--name', name, '--vmm', 'firecracker', '--no-wait', ...flags], { timeoutMs: 120_000 });
   assert.equal(r.code, 0, r.stderr);
   return JSON.parse(r.stdout) as { name: string; expiresAt: string | null; onExpire: string | null; createdAt: string; running: boolean };
 };
-const listed = async () => new Map((await d.json<{ name: string; running: boolean; state: string; expiresAt: string | null }[]>(['vm', 'list'])).map((v) => [v.name, v]));
+const listed = async () =>
+  new Map((await d.json<{ name: string; running: boolean; state: string; expiresAt: string | null }[]>(['vm', 'list'])).map((v) => [v.name, v]));
 
 /** Poll `vm list` until `ok` holds (the reaper acted); fails with what was last seen after `ms`. */
 async function until(what: string, ok: (vms: Awaited<ReturnType<typeof listed>>) => boolean, ms = 90_000): Promise<void> {
@@ -50,7 +57,8 @@ async function until(what: string, ok: (vms: Awaited<ReturnType<typeof listed>>)
 function nothingLeft(name: string): void {
   const instance = bridgeInstance(ns, 'bgttl0');
   const found = leftovers(ns, d.root, instance, name);
-  for (const pid of processesWith(`bg-${instance}-`)) if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(`/vms/${name}/`)) found.push(`firecracker process ${pid}`);
+  for (const pid of processesWith(`bg-${instance}-`))
+    if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(`/vms/${name}/`)) found.push(`firecracker process ${pid}`);
   assert.deepEqual(found, [], `left behind by ${name}`);
 }
 

@@ -36,9 +36,12 @@ const host: HostProbe = {
 };
 
 let ns = '';
-before(() => {
-  if (!skip) ns = createNetns('vmundo');
-}, { timeout: 600_000 });
+before(
+  () => {
+    if (!skip) ns = createNetns('vmundo');
+  },
+  { timeout: 600_000 },
+);
 after(() => cleanupAll());
 
 function setup(bridge = 'bgundo0', subnet = '10.81.0.0/24') {
@@ -55,7 +58,9 @@ function setup(bridge = 'bgundo0', subnet = '10.81.0.0/24') {
   /** Image 'img' (an empty ext4 of `size`) and the VM service over a QEMU driver whose start fails. */
   const services = async (o: { size: string; fromRegistry: boolean; network?: NetworkService }) => {
     await exec(['mkfs.ext4', '-q', '-F', '-b', '4096', rootfs, o.size]);
-    ctx.db.prepare("INSERT INTO images (name, source_ref, rootfs_path, kernel_ref, from_registry, created_at) VALUES ('img', 'test', ?, 'k1', ?, ?)").run(rootfs, o.fromRegistry ? 1 : 0, now);
+    ctx.db
+      .prepare("INSERT INTO images (name, source_ref, rootfs_path, kernel_ref, from_registry, created_at) VALUES ('img', 'test', ?, 'k1', ?, ?)")
+      .run(rootfs, o.fromRegistry ? 1 : 0, now);
     const kernels = new KernelService(ctx);
     const images = new ImageService(ctx, { kernels });
     const driver = new FailingQemu(exec, { qemu: 'qemu-system-x86_64' });
@@ -82,16 +87,27 @@ test('a create whose VMM fails unwinds tap, NAT, lease, record, disks, keys, ssh
     assert.match(spec.cmdline, /ip=10\.81\.0\.2::10\.81\.0\.1:255\.255\.255\.0:doomed:eth0:off init=\/usr\/local\/libexec\/banger-first-boot/);
     assert.match(spec.cmdline, /tsc_early_khz=2000000/);
     assert.equal(spec.kvm, false);
-    assert.deepEqual(spec.disks.map((d) => d.id), ['root', 'seed']);
+    assert.deepEqual(
+      spec.disks.map((d) => d.id),
+      ['root', 'seed'],
+    );
 
-    assert.deepEqual(nsLinks(ns).filter((l) => l.ifname.startsWith('tap-')), [], 'no tap left');
+    assert.deepEqual(
+      nsLinks(ns).filter((l) => l.ifname.startsWith('tap-')),
+      [],
+      'no tap left',
+    );
     assert.doesNotMatch(nsRun(ns, ['nft', 'list', 'ruleset']), /banger:[0-9a-f]{12}:vm:/, 'no NAT rule left');
     assert.deepEqual(ctx.db.prepare('SELECT * FROM ip_leases').all(), [], 'no lease left');
     assert.deepEqual(ctx.db.prepare('SELECT * FROM vms').all(), [], 'no record left');
     assert.deepEqual(existsSync(ctx.layout.vms) ? readdirSync(ctx.layout.vms) : [], [], 'no VM directory left');
     assert.equal(readFileSync(join(ctx.layout.ssh, 'known_hosts'), 'utf8'), '', 'host key unpinned');
     assert.doesNotMatch(readFileSync(join(ctx.layout.ssh, 'config'), 'utf8'), /doomed/);
-    assert.deepEqual(readdirSync(ctx.layout.tmp).filter((n) => n.startsWith('seed-')), [], 'no seed staging dir left');
+    assert.deepEqual(
+      readdirSync(ctx.layout.tmp).filter((n) => n.startsWith('seed-')),
+      [],
+      'no seed staging dir left',
+    );
     assert.ok(existsSync(rootfs), 'the base image is untouched');
   } finally {
     t.cleanup();
@@ -105,11 +121,17 @@ test('bad input is refused before anything is made: unknown image, unknown kerne
     await assert.rejects(vms.create({ image: 'nope' }), (e) => isBangerError(e, ErrorCode.NotFound) && /image 'nope'/.test(e.message));
     await assert.rejects(vms.create({ image: 'img', kernel: 'nok' }), (e) => isBangerError(e, ErrorCode.NotFound) && /kernel 'nok'/.test(e.message));
     await assert.rejects(vms.create({ image: 'img', diskSize: 'lots' }), (e) => isBangerError(e, ErrorCode.Invalid) && /--disk-size 'lots'/.test(e.message));
-    await assert.rejects(vms.create({ image: 'img', diskSize: '1M' }), (e) => isBangerError(e, ErrorCode.Invalid) && /--disk-size .* smaller than the image/.test(e.message));
+    await assert.rejects(
+      vms.create({ image: 'img', diskSize: '1M' }),
+      (e) => isBangerError(e, ErrorCode.Invalid) && /--disk-size .* smaller than the image/.test(e.message),
+    );
     assert.deepEqual(ctx.db.prepare('SELECT * FROM vms').all(), []);
     assert.deepEqual(ctx.db.prepare('SELECT * FROM ip_leases').all(), []);
     assert.deepEqual(existsSync(ctx.layout.vms) ? readdirSync(ctx.layout.vms) : [], []);
-    assert.deepEqual(nsLinks(ns).filter((l) => l.ifname.startsWith('tap-')), []);
+    assert.deepEqual(
+      nsLinks(ns).filter((l) => l.ifname.startsWith('tap-')),
+      [],
+    );
   } finally {
     t.cleanup();
   }
@@ -129,7 +151,7 @@ test('--no-start creates a stopped VM; rm removes it; firstBoot comes from the i
     assert.equal(img['backing-filename'], rootfs);
     assert.ok(existsSync(join(v.dir, 'work.ext4')));
     assert.match(readFileSync(join(ctx.layout.ssh, 'known_hosts'), 'utf8'), /^10\.81\.0\.2,later,later\.vm ssh-ed25519 /);
-    assert.match(readFileSync(join(ctx.layout.ssh, 'config'), 'utf8'), /Host later\.vm\n  HostName 10\.81\.0\.2/);
+    assert.match(readFileSync(join(ctx.layout.ssh, 'config'), 'utf8'), /Host later\.vm\n {2}HostName 10\.81\.0\.2/);
     // The seed disk carries the contract files.
     const ls = await exec(['debugfs', '-R', 'ls -p /ssh', join(v.dir, 'seed.ext4')]);
     assert.match(ls.stdout, /ssh_host_ed25519_key\//);
@@ -146,7 +168,10 @@ test('--no-start creates a stopped VM; rm removes it; firstBoot comes from the i
   }
 });
 
-test('-p and --mount are unwound with a failed create (port released, virtiofsd gone); --keep-on-failure keeps the VM and says so', { skip, timeout: 120_000 }, async () => {
+test('-p and --mount are unwound with a failed create (port released, virtiofsd gone); --keep-on-failure keeps the VM and says so', {
+  skip,
+  timeout: 120_000,
+}, async () => {
   const { t, ctx, services } = setup('bgundo1', '10.82.0.0/24'); // its own instance: its own bridge
   const { mkdtempSync, rmSync } = await import('node:fs');
   const { createServer } = await import('node:net');
@@ -158,10 +183,17 @@ test('-p and --mount are unwound with a failed create (port released, virtiofsd 
   await new Promise<void>((r) => probe.listen(0, '127.0.0.1', () => r()));
   const port = (probe.address() as { port: number }).port;
   await new Promise((r) => probe.close(r));
-  const bindable = () => new Promise<boolean>((res) => { const s = createServer(); s.once('error', () => res(false)); s.listen(port, '127.0.0.1', () => s.close(() => res(true))); });
+  const bindable = () =>
+    new Promise<boolean>((res) => {
+      const s = createServer();
+      s.once('error', () => res(false));
+      s.listen(port, '127.0.0.1', () => s.close(() => res(true)));
+    });
   try {
     const { vms, driver } = await services({ size: '16M', fromRegistry: true });
-    await assert.rejects(vms.create({ image: 'img', name: 'pm', ports: [`${port}:80`], mounts: [`${share}:/mnt/share:ro`] }), (e) => isBangerError(e, ErrorCode.Vmm));
+    await assert.rejects(vms.create({ image: 'img', name: 'pm', ports: [`${port}:80`], mounts: [`${share}:/mnt/share:ro`] }), (e) =>
+      isBangerError(e, ErrorCode.Vmm),
+    );
     const mounts = driver.launched!.mounts!;
     assert.equal(mounts.length, 1);
     // virtiofsd comes with qemu-system-x86 (qemu-system-common's /usr/lib/qemu/virtiofsd), which
@@ -171,7 +203,10 @@ test('-p and --mount are unwound with a failed create (port released, virtiofsd 
     assert.equal(await bindable(), true, 'the published port was released');
     assert.deepEqual(ctx.db.prepare('SELECT * FROM vms').all(), []);
 
-    await assert.rejects(vms.create({ image: 'img', name: 'kept', ports: [`${port}:80`], keepOnFailure: true }), (e) => isBangerError(e, ErrorCode.Vmm) && /vm 'kept' was kept/.test(e.message) && e.details?.kept === true && /banger vm rm kept/.test(e.hint ?? ''));
+    await assert.rejects(
+      vms.create({ image: 'img', name: 'kept', ports: [`${port}:80`], keepOnFailure: true }),
+      (e) => isBangerError(e, ErrorCode.Vmm) && /vm 'kept' was kept/.test(e.message) && e.details?.kept === true && /banger vm rm kept/.test(e.hint ?? ''),
+    );
     assert.equal(vms.get('kept').createDone, true, 'kept VM is a finished record');
     assert.ok(existsSync(join(ctx.layout.vms, 'kept')));
     await vms.rm(['kept'], true);

@@ -30,29 +30,35 @@ let entry: { name: string; kind: string; kernelVersion: string; tarballUrl: stri
 let bundle: string;
 let buildSeconds = 0;
 
-before(async () => {
-  if (skip) return;
-  dir = mkdtempSync(join(tmpdir(), 'banger-generic-'));
-  const args = [join(REPO, 'scripts', 'make-generic-kernel.sh'), '--out', join(dir, 'out'), '--name', 'generic-test', '--jobs', '2'];
-  if (process.env.BANGER_GENERIC_KERNEL_SRC) args.push('--src', process.env.BANGER_GENERIC_KERNEL_SRC);
-  const t0 = Date.now();
-  const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-    const c = spawn('bash', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (d) => (stdout += d));
-    c.stderr.on('data', (d) => (stderr += d));
-    c.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
-  buildSeconds = Math.round((Date.now() - t0) / 1000);
-  assert.equal(r.code, 0, r.stderr.slice(-4000));
-  entry = JSON.parse(r.stdout);
-  bundle = join(dir, 'out', 'generic-test-x86_64.tar.zst');
-}, { timeout: 3_600_000 });
+before(
+  async () => {
+    if (skip) return;
+    dir = mkdtempSync(join(tmpdir(), 'banger-generic-'));
+    const args = [join(REPO, 'scripts', 'make-generic-kernel.sh'), '--out', join(dir, 'out'), '--name', 'generic-test', '--jobs', '2'];
+    if (process.env.BANGER_GENERIC_KERNEL_SRC) args.push('--src', process.env.BANGER_GENERIC_KERNEL_SRC);
+    const t0 = Date.now();
+    const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      const c = spawn('bash', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      c.stdout.on('data', (d) => (stdout += d));
+      c.stderr.on('data', (d) => (stderr += d));
+      c.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    });
+    buildSeconds = Math.round((Date.now() - t0) / 1000);
+    assert.equal(r.code, 0, r.stderr.slice(-4000));
+    entry = JSON.parse(r.stdout);
+    bundle = join(dir, 'out', 'generic-test-x86_64.tar.zst');
+  },
+  { timeout: 3_600_000 },
+);
 
-after(() => {
-  if (dir) rmSync(dir, { recursive: true, force: true });
-}, { timeout: 120_000 });
+after(
+  () => {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  },
+  { timeout: 120_000 },
+);
 
 test('make-generic-kernel.sh packs a bundle and prints its catalog entry', { skip, timeout: 3_600_000 }, () => {
   console.log(`# make-generic-kernel.sh took ${buildSeconds}s`);

@@ -10,7 +10,18 @@ import { injectGuestFiles } from '../../src/guest/inject.js';
 import { debianMirrorUnavailable, startDebianMirror, fetchTestKernel } from '../helpers/debian-mirror.js';
 import { createTestNet, type TestNet } from '../helpers/debian-boot.js';
 import {
-  agentRequest, bootGuest, buildSeed, copyTree, debootstrapRootfs, debootstrapUnavailable, extraDebs, flatRepo, guestSsh, mkfsFromDir, until, type GuestVm,
+  agentRequest,
+  bootGuest,
+  buildSeed,
+  copyTree,
+  debootstrapRootfs,
+  debootstrapUnavailable,
+  extraDebs,
+  flatRepo,
+  guestSsh,
+  mkfsFromDir,
+  until,
+  type GuestVm,
 } from '../helpers/guest-fixtures.js';
 import { isRoot, missingTools } from '../helpers/daemon.js';
 
@@ -34,24 +45,30 @@ let dir: string;
 let kernelDir: string;
 let tree: string;
 
-before(async () => {
-  if (skip) return;
-  dir = mkdtempSync(join(tmpdir(), 'banger-guestinstall-'));
-  const mirror = await startDebianMirror();
-  try {
-    kernelDir = await fetchTestKernel(dir, mirror);
-  } finally {
-    await mirror.close();
-  }
-  debootstrapRootfs('systemd'); // its .debs feed the repository
-  tree = join(dir, 'rootfs');
-  copyTree(debootstrapRootfs('minbase'), tree);
-  flatRepo(join(dir, 'repo'), [`${debootstrapRootfs('systemd')}.debs`, `${debootstrapRootfs('minbase')}.debs`, extraDebs()]);
-}, { timeout: 3_600_000 });
+before(
+  async () => {
+    if (skip) return;
+    dir = mkdtempSync(join(tmpdir(), 'banger-guestinstall-'));
+    const mirror = await startDebianMirror();
+    try {
+      kernelDir = await fetchTestKernel(dir, mirror);
+    } finally {
+      await mirror.close();
+    }
+    debootstrapRootfs('systemd'); // its .debs feed the repository
+    tree = join(dir, 'rootfs');
+    copyTree(debootstrapRootfs('minbase'), tree);
+    flatRepo(join(dir, 'repo'), [`${debootstrapRootfs('systemd')}.debs`, `${debootstrapRootfs('minbase')}.debs`, extraDebs()]);
+  },
+  { timeout: 3_600_000 },
+);
 
-after(() => {
-  if (dir) rmSync(dir, { recursive: true, force: true });
-}, { timeout: 120_000 });
+after(
+  () => {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  },
+  { timeout: 120_000 },
+);
 
 test('a rootfs without systemd: first boot installs systemd + openssh with apt-get, then SSH and the agent work', { skip, timeout: 2_400_000 }, async () => {
   let net: TestNet | undefined;
@@ -72,7 +89,12 @@ test('a rootfs without systemd: first boot installs systemd + openssh with apt-g
     vm = await bootGuest({ dir, kernelDir, rootImg, seedImg: seed.img, net, name: NAME });
 
     const out = await until('SSH after first-boot package installation', vm, 1_800_000, () => {
-      const r = guestSsh(net!, seed.keys, seed.keys.knownHosts, 'id; systemctl is-active banger-vsock-agent; systemctl is-system-running --wait; cat /var/lib/banger/first-boot.done; test -e /usr/sbin/policy-rc.d && echo policy-left');
+      const r = guestSsh(
+        net!,
+        seed.keys,
+        seed.keys.knownHosts,
+        'id; systemctl is-active banger-vsock-agent; systemctl is-system-running --wait; cat /var/lib/banger/first-boot.done; test -e /usr/sbin/policy-rc.d && echo policy-left',
+      );
       return r.code === 0 || /running|degraded/.test(r.stdout) ? r.stdout : undefined;
     });
     const lines = out.trim().split('\n');

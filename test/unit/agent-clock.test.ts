@@ -50,6 +50,12 @@ test('syncGuestClock: an agent that predates set-clock is not asked again; a tim
   syncGuestClock(gone.conn, nullLogger, () => now);
   assert.equal(gone.sent.length, 0);
 
-  const throwing = { closed: false, label: 'x', request: () => { throw new Error('agent connection closed'); } } as unknown as AgentConnection;
+  const throwing = {
+    closed: false,
+    label: 'x',
+    request: () => {
+      throw new Error('agent connection closed');
+    },
+  } as unknown as AgentConnection;
   assert.doesNotThrow(() => syncGuestClock(throwing, nullLogger, () => now));
 });

@@ -3,7 +3,11 @@ import assert from 'node:assert/strict';
 import { F, FRAME_HDR, FrameDecoder, FrameError, MAX_PAYLOAD, encodeFrame, errorFrame, guestText, utf8Prefix, type Frame } from '../../src/core/agent-proto.js';
 
 test('FrameDecoder: frames split anywhere, several in one chunk, a 64 KiB frame a byte at a time with linear work', () => {
-  const frames = [encodeFrame(F.Stdout, 1, Buffer.alloc(MAX_PAYLOAD, 7)), encodeFrame(F.Exit, 1, '{"code":0}'), encodeFrame(F.Credit, 3, Buffer.from([0, 0, 1, 0]))];
+  const frames = [
+    encodeFrame(F.Stdout, 1, Buffer.alloc(MAX_PAYLOAD, 7)),
+    encodeFrame(F.Exit, 1, '{"code":0}'),
+    encodeFrame(F.Credit, 3, Buffer.from([0, 0, 1, 0])),
+  ];
   const all = Buffer.concat(frames);
   const got: Frame[] = [];
   const d = new FrameDecoder();
@@ -15,7 +19,14 @@ test('FrameDecoder: frames split anywhere, several in one chunk, a 64 KiB frame 
   } finally {
     Buffer.concat = concat;
   }
-  assert.deepEqual(got.map((f) => [f.type, f.stream, f.payload.length]), [[F.Stdout, 1, MAX_PAYLOAD], [F.Exit, 1, 10], [F.Credit, 3, 4]]);
+  assert.deepEqual(
+    got.map((f) => [f.type, f.stream, f.payload.length]),
+    [
+      [F.Stdout, 1, MAX_PAYLOAD],
+      [F.Exit, 1, 10],
+      [F.Credit, 3, 4],
+    ],
+  );
   assert.ok(got[0]!.payload.every((b) => b === 7));
   // A join per frame (and one per header), not one per byte: a byte-at-a-time peer costs linear work.
   assert.ok(joins <= 2 * frames.length, `${joins} joins for ${all.length} one-byte chunks`);

@@ -15,7 +15,10 @@ test('every top-level command is found through its own group, alone', async () =
     const wanted = groupsFor(['node', 'banger', name]);
     assert.equal(wanted.length, 1, `${name}: exactly one group owns it`);
     const { program: lean } = await buildProgram(['node', 'banger', '--json', name]);
-    assert.ok(lean.commands.some((c) => c.name() === name), `${name} is registered when only its group is loaded`);
+    assert.ok(
+      lean.commands.some((c) => c.name() === name),
+      `${name} is registered when only its group is loaded`,
+    );
   }
 });
 

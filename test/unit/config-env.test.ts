@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { loadConfig } from '../../src/core/config.js';
 import { ENV_OVERRIDES, applyEnvOverrides } from '../../src/core/config-env.js';
-import { BangerError, isBangerError } from '../../src/core/errors.js';
+import { type BangerError, isBangerError } from '../../src/core/errors.js';
 
 function invalid(fn: () => unknown): BangerError {
   try {
@@ -29,7 +29,13 @@ test('env overrides pass the config schema: a bad value names the variable and t
     assert.match(invalid(() => loadConfig({ BANGER_ROOT: root, BANGER_KERNEL_CATALOGS: 'http://ok/1.json, nope' })).message, /^BANGER_KERNEL_CATALOGS: /);
     // Good values land in their fields; an override beats the file; other file fields stay.
     writeFileSync(join(root, 'config.json'), JSON.stringify({ network: { bridge: 'filebr', dns: ['9.9.9.9'] }, vm: { vcpu: 4 } }));
-    const c = loadConfig({ BANGER_ROOT: root, BANGER_BRIDGE: 'envbr', BANGER_VMM: 'qemu', BANGER_QEMU: '/opt/q', BANGER_KERNEL_CATALOGS: 'http://a/1.json, http://b/2.json' });
+    const c = loadConfig({
+      BANGER_ROOT: root,
+      BANGER_BRIDGE: 'envbr',
+      BANGER_VMM: 'qemu',
+      BANGER_QEMU: '/opt/q',
+      BANGER_KERNEL_CATALOGS: 'http://a/1.json, http://b/2.json',
+    });
     assert.equal(c.network.bridge, 'envbr');
     assert.deepEqual(c.network.dns, ['9.9.9.9']);
     assert.equal(c.vm.vmm, 'qemu');

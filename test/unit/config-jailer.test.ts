@@ -10,7 +10,14 @@ import { isBangerError } from '../../src/core/errors.js';
 test('firecracker.jailer: defaults, file, env override, bad values named', () => {
   const root = mkdtempSync(join(tmpdir(), 'banger-cfgjail-'));
   try {
-    assert.deepEqual(loadConfig({ BANGER_ROOT: root }).firecracker.jailer, { enabled: false, binary: 'jailer', chrootBaseDir: '/srv/jailer', uidBase: 900_000, cgroupVersion: 2, parentCgroup: 'banger' });
+    assert.deepEqual(loadConfig({ BANGER_ROOT: root }).firecracker.jailer, {
+      enabled: false,
+      binary: 'jailer',
+      chrootBaseDir: '/srv/jailer',
+      uidBase: 900_000,
+      cgroupVersion: 2,
+      parentCgroup: 'banger',
+    });
     assert.equal(loadConfig({ BANGER_ROOT: root, BANGER_FIRECRACKER_JAILER: '1' }).firecracker.jailer.enabled, true);
     writeFileSync(join(root, 'config.json'), JSON.stringify({ firecracker: { jailer: { enabled: true, chrootBaseDir: '/j', cgroupVersion: 1 } } }));
     const j = loadConfig({ BANGER_ROOT: root }).firecracker.jailer;

@@ -102,18 +102,29 @@ test('config: defaults, file, env overrides, and errors that name the field', ()
   const c2 = loadConfig({ BANGER_ROOT: root, BANGER_KERNEL_CATALOGS: 'http://a/1.json, http://b/2.json' });
   assert.deepEqual(c2.kernelCatalogs, ['http://a/1.json', 'http://b/2.json']);
   writeFileSync(join(root, 'config.json'), JSON.stringify({ network: { bridge: 'this-name-is-far-too-long' } }));
-  assert.throws(() => loadConfig({ BANGER_ROOT: root }), (e: unknown) => isBangerError(e, ErrorCode.Invalid) && /field 'network\.bridge'/.test((e as Error).message) && (e as Error).message.includes(join(root, 'config.json')));
+  assert.throws(
+    () => loadConfig({ BANGER_ROOT: root }),
+    (e: unknown) =>
+      isBangerError(e, ErrorCode.Invalid) && /field 'network\.bridge'/.test((e as Error).message) && (e as Error).message.includes(join(root, 'config.json')),
+  );
   writeFileSync(join(root, 'config.json'), JSON.stringify({ unknownKey: 1 }));
   assert.throws(() => loadConfig({ BANGER_ROOT: root }), /unknownKey|Unrecognized key/);
   writeFileSync(join(root, 'config.json'), '{not json');
-  assert.throws(() => loadConfig({ BANGER_ROOT: root }), (e: unknown) => isBangerError(e, ErrorCode.Invalid) && /cannot read config file/.test((e as Error).message));
+  assert.throws(
+    () => loadConfig({ BANGER_ROOT: root }),
+    (e: unknown) => isBangerError(e, ErrorCode.Invalid) && /cannot read config file/.test((e as Error).message),
+  );
 });
 
 test('config: DNS servers and the subnet are validated (file and env) with errors naming the key', () => {
   const root = tempDir('banger-cfg-net-');
   const bad = (network: Record<string, unknown>, key: RegExp, what: RegExp) => {
     writeFileSync(join(root, 'config.json'), JSON.stringify({ network }));
-    assert.throws(() => loadConfig({ BANGER_ROOT: root }), (e: unknown) => isBangerError(e, ErrorCode.Invalid) && key.test((e as Error).message) && what.test((e as Error).message), JSON.stringify(network));
+    assert.throws(
+      () => loadConfig({ BANGER_ROOT: root }),
+      (e: unknown) => isBangerError(e, ErrorCode.Invalid) && key.test((e as Error).message) && what.test((e as Error).message),
+      JSON.stringify(network),
+    );
   };
   bad({ dns: ['1.1.1.1', '8.8.8.8"; reboot; "'] }, /field 'network\.dns\.1'/, /not an IPv4 or IPv6 address/);
   bad({ dns: ['dns.example.com'] }, /field 'network\.dns\.0'/, /not an IPv4 or IPv6 address/);
@@ -125,7 +136,10 @@ test('config: DNS servers and the subnet are validated (file and env) with error
   const ok = loadConfig({ BANGER_ROOT: root });
   assert.deepEqual(ok.network.dns, ['9.9.9.9', '2620:fe::fe']);
   assert.equal(ok.network.subnet, '10.20.0.0/16');
-  assert.throws(() => loadConfig({ BANGER_ROOT: root, BANGER_SUBNET: '10.0.0.0/99' }), (e: unknown) => isBangerError(e, ErrorCode.Invalid) && /^BANGER_SUBNET: /.test((e as Error).message));
+  assert.throws(
+    () => loadConfig({ BANGER_ROOT: root, BANGER_SUBNET: '10.0.0.0/99' }),
+    (e: unknown) => isBangerError(e, ErrorCode.Invalid) && /^BANGER_SUBNET: /.test((e as Error).message),
+  );
   assert.equal(loadConfig({ BANGER_ROOT: root, BANGER_SUBNET: '10.1.0.0/24' }).network.subnet, '10.1.0.0/24');
 });
 
@@ -150,7 +164,13 @@ test('UndoStack unwinds newest first and keeps going past failures', async () =>
 });
 
 test('table aligns columns and shows - for empty cells; age is compact', () => {
-  const t = table(['NAME', 'STATE'], [['a', 'pulled'], ['longer-name', undefined]]);
+  const t = table(
+    ['NAME', 'STATE'],
+    [
+      ['a', 'pulled'],
+      ['longer-name', undefined],
+    ],
+  );
   assert.equal(t, 'NAME         STATE\na            pulled\nlonger-name  -');
   const now = Date.parse('2026-01-01T01:00:00Z');
   assert.equal(age('2026-01-01T00:59:30Z', now), '30s');

@@ -63,7 +63,11 @@ const REFUSED: Array<[string, TEntry[], RegExp, string?]> = [
   ['a hard link to an absolute path', [D('top'), { path: 'top/pw', type: 'link', linkpath: '/etc/passwd' }], /hard link target '\/etc\/passwd'.*absolute/],
   ['a hard link out with ..', [D('top'), { path: 'top/pw', type: 'link', linkpath: 'top/../../etc/passwd' }], /'\.\.' component/],
   ['a hard link outside SRC', [D('top'), { path: 'top/pw', type: 'link', linkpath: 'other' }], /hard link target 'other'.*outside 'top'/],
-  ['a hard link to a name not seen', [D('top'), { path: 'top/pw', type: 'link', linkpath: 'top/later' }, F('top/later')], /'top\/later' is not a file this stream created before it/],
+  [
+    'a hard link to a name not seen',
+    [D('top'), { path: 'top/pw', type: 'link', linkpath: 'top/later' }, F('top/later')],
+    /'top\/later' is not a file this stream created before it/,
+  ],
   ['a hard link to a directory', [D('top'), D('top/d'), { path: 'top/h', type: 'link', linkpath: 'top/d' }], /is a directory/],
   ['a symlink with an empty target', [{ path: 'top', type: 'symlink', linkpath: '' }], /empty target/],
 ];
@@ -112,7 +116,7 @@ test('refused: an owner (base-256) or mtime out of range', async () => {
   rmSync(r.dir, { recursive: true, force: true });
   assert.ok(isBangerError(r.error, 'E_UNSAFE_ENTRY'), String(r.error));
   assert.match(String(r.error), /owner 4294967296:0 is out of range/);
-  const mtime = patchHeader(makeTar([F('top')]), 136, Buffer.from([0x80, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0])) // 2^48 s);
+  const mtime = patchHeader(makeTar([F('top')]), 136, Buffer.from([0x80, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0])); // 2^48 s);
   const m = await extract(mtime);
   rmSync(m.dir, { recursive: true, force: true });
   assert.ok(isBangerError(m.error, 'E_UNSAFE_ENTRY'), String(m.error));
@@ -171,8 +175,14 @@ test('limits: PAX and GNU long-name records are bounded by maxMetaBytes (pending
   const big = pax('comment', 'c'.repeat(3000));
   for (const [stream, says] of [
     [Buffer.concat([meta('x', big), entry]), /extended header of \d+ bytes is too large \(limit 2048\)/],
-    [Buffer.concat([meta('x', pax('comment', 'c'.repeat(1500))), meta('x', pax('comment', 'd'.repeat(1500))), entry]), /extended headers before one entry take more than 2048 bytes/],
-    [Buffer.concat([meta('g', pax('comment', 'c'.repeat(1500))), meta('g', pax('comment', 'd'.repeat(1500))), entry]), /global PAX headers take more than 2048 bytes/],
+    [
+      Buffer.concat([meta('x', pax('comment', 'c'.repeat(1500))), meta('x', pax('comment', 'd'.repeat(1500))), entry]),
+      /extended headers before one entry take more than 2048 bytes/,
+    ],
+    [
+      Buffer.concat([meta('g', pax('comment', 'c'.repeat(1500))), meta('g', pax('comment', 'd'.repeat(1500))), entry]),
+      /global PAX headers take more than 2048 bytes/,
+    ],
   ] as const) {
     const r = await extract(stream, { limits: { maxMetaBytes: 2048 } });
     rmSync(r.dir, { recursive: true, force: true });
@@ -180,7 +190,12 @@ test('limits: PAX and GNU long-name records are bounded by maxMetaBytes (pending
     assert.match(String(r.error), says);
   }
   // records that fit, one entry after another, are fine: the count restarts at each entry
-  const fine = Buffer.concat([meta('x', pax('comment', 'c'.repeat(1500))), makeTar([D('top')]).subarray(0, -1024), meta('x', pax('comment', 'd'.repeat(1500))), makeTar([F('top/f')])]);
+  const fine = Buffer.concat([
+    meta('x', pax('comment', 'c'.repeat(1500))),
+    makeTar([D('top')]).subarray(0, -1024),
+    meta('x', pax('comment', 'd'.repeat(1500))),
+    makeTar([F('top/f')]),
+  ]);
   const r = await extract(fine, { limits: { maxMetaBytes: 2048 } });
   rmSync(r.dir, { recursive: true, force: true });
   assert.equal(r.error, undefined);
@@ -223,8 +238,14 @@ test('accepted: files, directories, symlinks, hard links; setuid/setgid/sticky d
   }
 });
 
-test('owners: kept only when asked (-a as root), with exact modes; otherwise the files are the caller\'s', { skip: isRoot ? false : 'needs root to chown' }, async () => {
-  const entries: TEntry[] = [D('top', { uid: 1234, gid: 2345, mode: 0o777 }), F('top/f', { uid: 1234, gid: 2345, mode: 0o4777 }), { path: 'top/l', type: 'symlink', linkpath: 'f', uid: 1234, gid: 2345 }];
+test("owners: kept only when asked (-a as root), with exact modes; otherwise the files are the caller's", {
+  skip: isRoot ? false : 'needs root to chown',
+}, async () => {
+  const entries: TEntry[] = [
+    D('top', { uid: 1234, gid: 2345, mode: 0o777 }),
+    F('top/f', { uid: 1234, gid: 2345, mode: 0o4777 }),
+    { path: 'top/l', type: 'symlink', linkpath: 'f', uid: 1234, gid: 2345 },
+  ];
   const a = await extract(entries, { owners: true });
   const b = await extract(entries, { owners: false });
   try {

@@ -13,13 +13,15 @@ const LOCK_MODULE = new URL('../../src/daemon/lock.js', import.meta.url).href;
 /** N processes race for the lock; each prints "won" (and holds it a while) or its error code. */
 async function race(root: string, n: number): Promise<string[]> {
   const script = `import(${JSON.stringify(LOCK_MODULE)}).then((m) => m.acquireRootLock(${JSON.stringify(root)}, ${JSON.stringify(join(root, 'bangerd.lock'))})).then(() => { process.stdout.write('won'); setTimeout(() => {}, 1500); }, (e) => process.stdout.write(String(e.code)))`;
-  const runs = Array.from({ length: n }, () =>
-    new Promise<string>((resolve) => {
-      const p = spawn(process.execPath, ['-e', script]);
-      let out = '';
-      p.stdout.on('data', (d) => (out += d));
-      p.on('close', () => resolve(out));
-    }),
+  const runs = Array.from(
+    { length: n },
+    () =>
+      new Promise<string>((resolve) => {
+        const p = spawn(process.execPath, ['-e', script]);
+        let out = '';
+        p.stdout.on('data', (d) => (out += d));
+        p.on('close', () => resolve(out));
+      }),
   );
   return Promise.all(runs);
 }
@@ -35,8 +37,15 @@ test('root lock: a free root and a stale lock are each won by exactly one of 6 r
     if (stale) writeFileSync(join(root, 'bangerd.lock'), stale);
     const results = await race(root, 6);
     assert.equal(results.filter((r) => r === 'won').length, 1, `${stale}: ${results.join(',')}`);
-    assert.ok(results.every((r) => r === 'won' || r === 'E_IN_USE'), results.join(','));
-    assert.deepEqual(readdirSync(root).filter((n) => n !== 'bangerd.lock'), [], 'no temp or stale files left');
+    assert.ok(
+      results.every((r) => r === 'won' || r === 'E_IN_USE'),
+      results.join(','),
+    );
+    assert.deepEqual(
+      readdirSync(root).filter((n) => n !== 'bangerd.lock'),
+      [],
+      'no temp or stale files left',
+    );
   }
 });
 

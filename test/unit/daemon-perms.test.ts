@@ -10,7 +10,9 @@ const dirs: string[] = [];
 after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
 for (const gid of [undefined, 4242]) {
-  test(`securePermissions ${gid === undefined ? 'without' : 'with'} a banger group: root ${gid === undefined ? '0700' : '0710 root:banger'}, data 0700, secrets 0600`, { skip: process.getuid?.() === 0 ? false : 'needs root to chown' }, async () => {
+  test(`securePermissions ${gid === undefined ? 'without' : 'with'} a banger group: root ${gid === undefined ? '0700' : '0710 root:banger'}, data 0700, secrets 0600`, {
+    skip: process.getuid?.() === 0 ? false : 'needs root to chown',
+  }, async () => {
     const root = mkdtempSync(join(tmpdir(), 'banger-perm-'));
     dirs.push(root);
     const lay = layout(root, join(root, 'bangerd.sock'));

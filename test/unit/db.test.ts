@@ -51,28 +51,47 @@ test('named parameters: @name, :name and $name with bare keys', () => {
   });
 });
 
-test('transaction(fn)() returns fn\'s value, rolls back everything on throw, nests with savepoints', () => {
+test("transaction(fn)() returns fn's value, rolls back everything on throw, nests with savepoints", () => {
   withDb((db) => {
     const ins = db.prepare('INSERT INTO t (name) VALUES (?)');
     const count = () => (db.prepare('SELECT count(*) AS c FROM t').get() as { c: number }).c;
     assert.equal(db.transaction((n: string) => ins.run(n).lastInsertRowid)('a'), 1);
-    assert.throws(() =>
-      db.transaction(() => {
-        ins.run('b');
-        ins.run('a'); // UNIQUE violation
-      })(),
-    /UNIQUE/);
+    assert.throws(
+      () =>
+        db.transaction(() => {
+          ins.run('b');
+          ins.run('a'); // UNIQUE violation
+        })(),
+      /UNIQUE/,
+    );
     assert.equal(count(), 1, 'the failed transaction left nothing');
     assert.equal(db.raw.isTransaction, false);
     // An inner failure caught by the outer function undoes only the inner part.
     db.transaction(() => {
       ins.run('c');
-      assert.throws(() => db.transaction(() => { ins.run('d'); throw new Error('inner'); })(), /inner/);
+      assert.throws(
+        () =>
+          db.transaction(() => {
+            ins.run('d');
+            throw new Error('inner');
+          })(),
+        /inner/,
+      );
       ins.run('e');
     })();
-    assert.deepEqual((db.prepare('SELECT name FROM t ORDER BY id').all() as { name: string }[]).map((r) => r.name), ['a', 'c', 'e']);
+    assert.deepEqual(
+      (db.prepare('SELECT name FROM t ORDER BY id').all() as { name: string }[]).map((r) => r.name),
+      ['a', 'c', 'e'],
+    );
     // A thrown error in the outer one undoes the inner, already released savepoint too.
-    assert.throws(() => db.transaction(() => { db.transaction(() => ins.run('f'))(); throw new Error('outer'); })(), /outer/);
+    assert.throws(
+      () =>
+        db.transaction(() => {
+          db.transaction(() => ins.run('f'))();
+          throw new Error('outer');
+        })(),
+      /outer/,
+    );
     assert.equal(count(), 3);
     // Async functions are refused (the commit would happen before their work).
     assert.throws(() => db.transaction(async () => ins.run('g'))(), TypeError);

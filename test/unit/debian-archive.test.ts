@@ -126,7 +126,10 @@ test('verifyInRelease decides on the gpgv status lines, not the exit code', asyn
   const dir = mkdtempSync(join(tmpdir(), 'banger-gpgv-'));
   try {
     const o = (exec: Exec) => ({ keyring: '/k.gpg', url: 'http://m/dists/bookworm/InRelease', outFile: join(dir, 'signed'), exec });
-    assert.equal(await verifyInRelease(join(dir, 'InRelease'), o(fakeGpgv(['NEWSIG', 'GOODSIG AAAA Debian', 'VALIDSIG 4CB5 2026-07-11']))), 'Codename: bookworm\n');
+    assert.equal(
+      await verifyInRelease(join(dir, 'InRelease'), o(fakeGpgv(['NEWSIG', 'GOODSIG AAAA Debian', 'VALIDSIG 4CB5 2026-07-11']))),
+      'Codename: bookworm\n',
+    );
     const cases: [string, string[], number][] = [
       ['exit 0 but no signature status at all', ['PLAINTEXT 74 0'], 0],
       ['GOODSIG without VALIDSIG', ['GOODSIG AAAA Debian'], 0],
@@ -134,7 +137,11 @@ test('verifyInRelease decides on the gpgv status lines, not the exit code', asyn
       ['unknown key', ['ERRSIG 6ED0E7B82643E131 1 8 01 1783765031 9', 'NO_PUBKEY 6ED0E7B82643E131'], 2],
     ];
     for (const [label, status, code] of cases) {
-      await assert.rejects(verifyInRelease(join(dir, 'InRelease'), o(fakeGpgv(status, code))), (e: unknown) => e instanceof BangerError && e.code === 'E_SIGNATURE' && e.message.includes('http://m/dists/bookworm/InRelease'), label);
+      await assert.rejects(
+        verifyInRelease(join(dir, 'InRelease'), o(fakeGpgv(status, code))),
+        (e: unknown) => e instanceof BangerError && e.code === 'E_SIGNATURE' && e.message.includes('http://m/dists/bookworm/InRelease'),
+        label,
+      );
       assert.ok(!existsSync(join(dir, 'signed')), `${label}: no signed text left behind`);
     }
   } finally {

@@ -35,7 +35,10 @@ test('writeCpio: newc headers, 4-byte alignment, file data, symlinks, device nod
   ]);
   assert.equal(buf.length % 4, 0);
   const e = readNewc(buf);
-  assert.deepEqual(e.map((x) => x.name), ['bin', 'bin/hello', 'bin/sh', 'console']);
+  assert.deepEqual(
+    e.map((x) => x.name),
+    ['bin', 'bin/hello', 'bin/sh', 'console'],
+  );
   assert.equal(e[0]!.mode, 0o040755);
   assert.equal(e[1]!.mode, 0o100755);
   assert.equal(e[1]!.data.toString(), 'hi!');
@@ -62,14 +65,18 @@ test('initramfs entries: /init, busybox, applets, modules in order with a load l
   });
   const e = readNewc(gunzipSync(gzipSync(writeCpio(entries))));
   const names = e.map((x) => x.name);
-  for (const n of ['init', 'bin/busybox', 'bin/switch_root', 'dev/console', 'lib/modules/6.1.0-50-cloud-amd64/kernel/drivers/block/virtio_blk.ko']) assert.ok(names.includes(n), n);
+  for (const n of ['init', 'bin/busybox', 'bin/switch_root', 'dev/console', 'lib/modules/6.1.0-50-cloud-amd64/kernel/drivers/block/virtio_blk.ko'])
+    assert.ok(names.includes(n), n);
   // parents before children
   for (const [i, n] of names.entries()) {
     const parent = n.split('/').slice(0, -1).join('/');
     if (parent) assert.ok(names.indexOf(parent) >= 0 && names.indexOf(parent) < i, `${parent} before ${n}`);
   }
   const load = e.find((x) => x.name === 'lib/modules/banger.load')!.data.toString();
-  assert.equal(load, '/lib/modules/6.1.0-50-cloud-amd64/kernel/drivers/virtio/virtio.ko\n/lib/modules/6.1.0-50-cloud-amd64/kernel/drivers/block/virtio_blk.ko\n');
+  assert.equal(
+    load,
+    '/lib/modules/6.1.0-50-cloud-amd64/kernel/drivers/virtio/virtio.ko\n/lib/modules/6.1.0-50-cloud-amd64/kernel/drivers/block/virtio_blk.ko\n',
+  );
   assert.equal(e.find((x) => x.name === 'init')!.mode, 0o100755);
 });
 

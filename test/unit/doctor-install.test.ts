@@ -29,8 +29,31 @@ test('KVM is usable only with a read-write /dev/kvm AND vmx/svm flags', async ()
 
 test('doctor: every check named, pass/warn/fail with hints, skip by name', async () => {
   const all = ['qemu-system-x86_64', 'mkfs.ext4', 'debugfs', 'ip', 'nft', 'ssh', 'gpgv', 'dpkg-deb', 'lz4', 'depmod'];
-  const ok = await runChecks(fakeHost({ tools: all, rw: ['/dev/net/tun'], files: { '/proc/sys/net/ipv4/ip_forward': '1\n', '/usr/share/keyrings/debian-archive-keyring.gpg': 'k' } }));
-  assert.deepEqual(ok.map((r) => r.name), ['node', 'kvm', 'firecracker', 'qemu', 'mkfs.ext4', 'debugfs', 'ip', 'nat', 'ssh', 'gpgv', 'dpkg-deb', 'lz4', 'depmod', 'debian-keyring', 'tun', 'ip_forward', 'cgroup-v2']);
+  const ok = await runChecks(
+    fakeHost({ tools: all, rw: ['/dev/net/tun'], files: { '/proc/sys/net/ipv4/ip_forward': '1\n', '/usr/share/keyrings/debian-archive-keyring.gpg': 'k' } }),
+  );
+  assert.deepEqual(
+    ok.map((r) => r.name),
+    [
+      'node',
+      'kvm',
+      'firecracker',
+      'qemu',
+      'mkfs.ext4',
+      'debugfs',
+      'ip',
+      'nat',
+      'ssh',
+      'gpgv',
+      'dpkg-deb',
+      'lz4',
+      'depmod',
+      'debian-keyring',
+      'tun',
+      'ip_forward',
+      'cgroup-v2',
+    ],
+  );
   assert.equal(ok.filter((r) => r.status === 'fail').length, 0);
   assert.equal(ok.find((r) => r.name === 'kvm')!.status, 'warn');
   const bad = await runChecks(fakeHost({ tools: ['iptables'] }), ['kvm']);
@@ -62,7 +85,8 @@ test('doctor reports the Node.js runtime: path, version, LTS line; older than 22
   const own = (await runChecks(fakeHost({}))).find((r) => r.name === 'node')!;
   assert.equal(own.status, 'pass');
   assert.ok(own.detail.startsWith(`${process.execPath} ${process.version}`), own.detail);
-  const run = async (version: string, lts?: string) => (await runChecks({ ...fakeHost({}), runtime: () => ({ path: '/opt/n/bin/node', version, lts }) })).find((r) => r.name === 'node')!;
+  const run = async (version: string, lts?: string) =>
+    (await runChecks({ ...fakeHost({}), runtime: () => ({ path: '/opt/n/bin/node', version, lts }) })).find((r) => r.name === 'node')!;
   const krypton = await run('v24.22.3', 'Krypton');
   assert.deepEqual([krypton.status, krypton.detail], ['pass', '/opt/n/bin/node v24.22.3 (LTS Krypton)']);
   assert.equal((await run('v22.19.0', 'Jod')).status, 'pass');
@@ -95,9 +119,21 @@ test('system install writes the unit and creates the banger group under a tempor
 
 test('the unit: hardened, and its [Service] keys are exactly the restrictions e2e/package applies plus plain settings', () => {
   const body = unitText('/n', '/b').split('[Service]')[1]!.split('[Install]')[0]!;
-  const keys = body.split('\n').filter((l) => /^[A-Za-z]+=/.test(l)).map((l) => l.split('=')[0]!);
+  const keys = body
+    .split('\n')
+    .filter((l) => /^[A-Za-z]+=/.test(l))
+    .map((l) => l.split('=')[0]!);
   assert.deepEqual([...new Set(keys)].sort(), [...UNIT_RESTRICTIONS, ...UNIT_PLAIN_KEYS].sort());
-  for (const line of ['ProtectSystem=strict', 'ProtectHome=read-only', 'NoNewPrivileges=yes', 'LimitNOFILE=65536', 'TasksMax=16384', 'RuntimeDirectory=banger virtiofsd']) assert.ok(body.includes(`\n${line}\n`), line);
+  for (const line of [
+    'ProtectSystem=strict',
+    'ProtectHome=read-only',
+    'NoNewPrivileges=yes',
+    'LimitNOFILE=65536',
+    'TasksMax=16384',
+    'RuntimeDirectory=banger virtiofsd',
+  ])
+    assert.ok(body.includes(`\n${line}\n`), line);
   assert.match(body, /^ReadWritePaths=\/var\/lib\/banger /m);
-  for (const off of ['PrivateTmp=', 'PrivateDevices=', 'ProtectKernelTunables=', 'ProtectControlGroups=']) assert.ok(!new RegExp(`^${off}`, 'm').test(body), `${off} stays off`);
+  for (const off of ['PrivateTmp=', 'PrivateDevices=', 'ProtectKernelTunables=', 'ProtectControlGroups='])
+    assert.ok(!new RegExp(`^${off}`, 'm').test(body), `${off} stays off`);
 });

@@ -13,7 +13,13 @@ import { describeExit } from '../../src/vms/drivers/firecracker/exit-codes.js';
 const driver = new FirecrackerDriver(exec, { firecracker: 'firecracker' });
 
 test('firecracker ownerOf: its own --id and --api-sock, nothing else', () => {
-  const argv = ['/usr/bin/firecracker', '--api-sock', '/var/lib/banger/vms/box-1/firecracker.sock', '--id', fcInstanceId('0123456789ab', 'ffeeddccbbaa99887766')];
+  const argv = [
+    '/usr/bin/firecracker',
+    '--api-sock',
+    '/var/lib/banger/vms/box-1/firecracker.sock',
+    '--id',
+    fcInstanceId('0123456789ab', 'ffeeddccbbaa99887766'),
+  ];
   assert.deepEqual(driver.ownerOf(argv), { instance: '0123456789ab', vm: 'box-1' });
   assert.equal(driver.ownerOf(['firecracker', '--api-sock', '/run/firecracker.socket', '--id', 'someone-else']), undefined);
   assert.equal(driver.ownerOf(['qemu-system-x86_64', '-name', 'banger:0123456789ab:box']), undefined);
@@ -35,7 +41,10 @@ test('firecracker guest CID: ≥ 3, u32, stable per VM id', () => {
 
 test('firecracker bootKernel: the ELF vmlinux, else E_NOT_FOUND naming the kernel and what to pull', () => {
   assert.deepEqual(driver.bootKernel({ name: 'k', dir: '/k', vmlinux: '/k/vmlinux', vmlinuz: '/k/vmlinuz' }), { format: 'elf-vmlinux', path: '/k/vmlinux' });
-  assert.throws(() => driver.bootKernel({ name: 'debian-cloud-amd64', dir: '/k', vmlinuz: '/k/vmlinuz' }), (e) => isBangerError(e, 'E_NOT_FOUND') && /debian-cloud-amd64.*only a bzImage/.test(e.message) && /generic/.test(e.hint ?? ''));
+  assert.throws(
+    () => driver.bootKernel({ name: 'debian-cloud-amd64', dir: '/k', vmlinuz: '/k/vmlinuz' }),
+    (e) => isBangerError(e, 'E_NOT_FOUND') && /debian-cloud-amd64.*only a bzImage/.test(e.message) && /generic/.test(e.hint ?? ''),
+  );
 });
 
 test('firecracker exit codes in words', () => {
@@ -63,7 +72,11 @@ test('raw root copy: reflink where supported, else sparse; holes kept, content e
     assert.equal(s.size, 256 << 20);
     assert.ok(s.blocks * 512 < 1 << 20, `sparse copy allocated ${s.blocks * 512} bytes`);
     assert.ok(readFileSync(join(dir, 'a.ext4')).equals(before));
-    assert.ok(readFileSync(join(dir, 's.ext4')).subarray(0, 128 << 20).equals(before));
+    assert.ok(
+      readFileSync(join(dir, 's.ext4'))
+        .subarray(0, 128 << 20)
+        .equals(before),
+    );
     assert.ok(readFileSync(base).equals(before));
     await assert.rejects(rawRootCopy(exec, base, join(dir, 'small.ext4'), { sizeBytes: 1 << 20 }), (e) => isBangerError(e, 'E_INVALID'));
     await assert.rejects(rawRootCopy(exec, join(dir, 'absent'), join(dir, 'x.ext4')), (e) => isBangerError(e, 'E_NOT_FOUND'));

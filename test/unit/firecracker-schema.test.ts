@@ -40,11 +40,25 @@ const configs: Record<string, FcBootConfig> = {
     vsock: { cid: 3, udsPath: `${dir}/vsock.sock` },
   },
   // Jailer: every path chroot-relative.
-  jailer: { ...base, kernel: '/vmlinux', initrd: '/initrd.img', disks: [{ id: 'root', path: '/root.ext4' }, { id: 'seed', path: '/seed.ext4' }], vsock: { cid: 4, udsPath: '/vsock.sock' }, logPath: '/firecracker.log', metricsPath: '/firecracker.metrics' },
+  jailer: {
+    ...base,
+    kernel: '/vmlinux',
+    initrd: '/initrd.img',
+    disks: [
+      { id: 'root', path: '/root.ext4' },
+      { id: 'seed', path: '/seed.ext4' },
+    ],
+    vsock: { cid: 4, udsPath: '/vsock.sock' },
+    logPath: '/firecracker.log',
+    metricsPath: '/firecracker.metrics',
+  },
 };
 const extra: Record<string, FcRequest[]> = {
   'pause/resume': [vmStateRequest('Paused'), vmStateRequest('Resumed')],
-  'snapshot create': [snapshotCreateRequest({ snapshot_path: `${dir}/snap.state`, mem_file_path: `${dir}/snap.mem` }), snapshotCreateRequest({ snapshot_path: 's', mem_file_path: 'm', snapshot_type: 'Diff' })],
+  'snapshot create': [
+    snapshotCreateRequest({ snapshot_path: `${dir}/snap.state`, mem_file_path: `${dir}/snap.mem` }),
+    snapshotCreateRequest({ snapshot_path: 's', mem_file_path: 'm', snapshot_type: 'Diff' }),
+  ],
   'snapshot load': [
     snapshotLoadRequest({ snapshot_path: `${dir}/snap.state`, mem_backend: { backend_type: 'File', backend_path: `${dir}/snap.mem` } }),
     snapshotLoadRequest({

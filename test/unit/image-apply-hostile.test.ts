@@ -68,7 +68,9 @@ async function apply(layers: TEntry[][], label: string): Promise<{ err?: unknown
   }
 }
 
-test('the reported attack (FIFO 04777 owner 4242 + xattr, char device, 1700 fillers, then d -> canary) is refused or contained; the canary is untouched', { skip }, async () => {
+test('the reported attack (FIFO 04777 owner 4242 + xattr, char device, 1700 fillers, then d -> canary) is refused or contained; the canary is untouched', {
+  skip,
+}, async () => {
   const { canary, baseline } = freshCanary();
   const { err, rootDir } = await apply([reportedAttack(canary.dir)], 'reported');
   // d is replaced by the symlink: nothing under it is applied afterwards, so the layer applies

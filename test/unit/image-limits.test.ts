@@ -23,7 +23,10 @@ test('a bad imageLimits value is an error naming the field', () => {
     ] as const) {
       const f = join(d, 'config.json');
       writeFileSync(f, JSON.stringify({ imageLimits: bad }));
-      assert.throws(() => loadConfig({ BANGER_CONFIG: f }), (e: unknown) => isBangerError(e, 'E_INVALID') && e.message.includes(`field '${field}'`));
+      assert.throws(
+        () => loadConfig({ BANGER_CONFIG: f }),
+        (e: unknown) => isBangerError(e, 'E_INVALID') && e.message.includes(`field '${field}'`),
+      );
     }
   } finally {
     rmSync(d, { recursive: true, force: true });

@@ -42,7 +42,10 @@ test('addedPackages: only the first-boot script\'s "added" lines of a builder co
     'banger-first-boot: the install added 2 packages',
   ].join('\n');
   assert.equal(addedPackages(console), 'systemd 252.39-1~deb12u1\nopenssh-server 1:9.2p1-2+deb12u7');
-  assert.deepEqual(parsePreparedPackages(addedPackages(console)).map((p) => p.name), ['systemd', 'openssh-server']);
+  assert.deepEqual(
+    parsePreparedPackages(addedPackages(console)).map((p) => p.name),
+    ['systemd', 'openssh-server'],
+  );
 });
 
 function withStore(fn: (p: PreparedImages, root: string, images: ImageRepo) => Promise<void>): Promise<void> {
@@ -50,7 +53,21 @@ function withStore(fn: (p: PreparedImages, root: string, images: ImageRepo) => P
   const db = openDb(join(root, 'banger.db'));
   const l = layout(root, join(root, 'sock'));
   const images = new ImageRepo(db);
-  images.insert({ name: 'deb', sourceRef: 'r', digest: 'sha256:' + 'a'.repeat(64), platform: 'linux/amd64', config: { env: [], entrypoint: [], cmd: [], user: '', workdir: '' }, sizeBytes: 1, kernelRef: null, rootfsPath: '/x', fromRegistry: true, createdAt: 'now' }, []);
+  images.insert(
+    {
+      name: 'deb',
+      sourceRef: 'r',
+      digest: 'sha256:' + 'a'.repeat(64),
+      platform: 'linux/amd64',
+      config: { env: [], entrypoint: [], cmd: [], user: '', workdir: '' },
+      sizeBytes: 1,
+      kernelRef: null,
+      rootfsPath: '/x',
+      fromRegistry: true,
+      createdAt: 'now',
+    },
+    [],
+  );
   return fn(new PreparedImages(db, l), root, images).finally(() => {
     db.close();
     rmSync(root, { recursive: true, force: true });
@@ -64,7 +81,17 @@ function disk(root: string, image: string, id: string): string {
   return p;
 }
 
-const rec = (diskPath: string, key = 'k1'): PreparedRecord => ({ image: 'deb', key, diskPath, sizeBytes: 4096, kernel: 'k', packages: [{ name: 'systemd', version: '252' }], durationMs: 1500, preparedAt: '2026-01-01T00:00:00Z', packageMirror: 'http://m/debian' });
+const rec = (diskPath: string, key = 'k1'): PreparedRecord => ({
+  image: 'deb',
+  key,
+  diskPath,
+  sizeBytes: 4096,
+  kernel: 'k',
+  packages: [{ name: 'systemd', version: '252' }],
+  durationMs: 1500,
+  preparedAt: '2026-01-01T00:00:00Z',
+  packageMirror: 'http://m/debian',
+});
 
 test('PreparedImages: one current record per image; a new prepare returns the one it superseded; the row goes with the image', () =>
   withStore(async (p, root, images) => {
@@ -74,7 +101,10 @@ test('PreparedImages: one current record per image; a new prepare returns the on
     const b = disk(root, 'deb', 'b');
     assert.equal(p.record(rec(b, 'k2'))?.diskPath, a, 'the superseded disk is handed back');
     assert.equal(p.find('deb')?.key, 'k2');
-    assert.deepEqual(p.list().map((r) => r.diskPath), [b]);
+    assert.deepEqual(
+      p.list().map((r) => r.diskPath),
+      [b],
+    );
     images.delete('deb');
     assert.equal(p.find('deb'), undefined, 'ON DELETE CASCADE with the image row');
   }));

@@ -20,7 +20,11 @@ const cases: [string, string, { registry: string; repository: string; tag?: stri
   ['ghcr.io/org/repo/sub:1.2.3', 'ghcr.io/org/repo/sub:1.2.3', { registry: 'ghcr.io', repository: 'org/repo/sub', tag: '1.2.3' }],
   [`debian@${D}`, `docker.io/library/debian@${D}`, { registry: 'docker.io', repository: 'library/debian', digest: D }],
   [`quay.io/a/b:t@${D}`, `quay.io/a/b:t@${D}`, { registry: 'quay.io', repository: 'a/b', tag: 't', digest: D }],
-  ['my-reg.example.com:443/a_b/c.d-e', 'my-reg.example.com:443/a_b/c.d-e:latest', { registry: 'my-reg.example.com:443', repository: 'a_b/c.d-e', tag: 'latest' }],
+  [
+    'my-reg.example.com:443/a_b/c.d-e',
+    'my-reg.example.com:443/a_b/c.d-e:latest',
+    { registry: 'my-reg.example.com:443', repository: 'a_b/c.d-e', tag: 'latest' },
+  ],
   ['foo__bar/baz', 'docker.io/foo__bar/baz:latest', { registry: 'docker.io', repository: 'foo__bar/baz', tag: 'latest' }],
   ['[::1]:5000/app:x', '[::1]:5000/app:x', { registry: '[::1]:5000', repository: 'app', tag: 'x' }],
 ];
@@ -50,7 +54,10 @@ const bad: [string, RegExp][] = [
 ];
 for (const [input, re] of bad) {
   test(`reference '${input}' is rejected with a clear error`, () => {
-    assert.throws(() => parseReference(input), (e: unknown) => isBangerError(e, 'E_INVALID') && re.test(e.message) && e.message.includes(`'${input}'`) && !!e.hint);
+    assert.throws(
+      () => parseReference(input),
+      (e: unknown) => isBangerError(e, 'E_INVALID') && re.test(e.message) && e.message.includes(`'${input}'`) && !!e.hint,
+    );
   });
 }
 

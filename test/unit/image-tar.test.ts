@@ -26,7 +26,9 @@ const hasTar = spawnSync('tar', ['--version']).status === 0;
 const hasSetfattr = spawnSync('setfattr', ['--version']).status === 0;
 const root = process.getuid?.() === 0;
 
-test('reads GNU tar (posix format) output: names, long names, links, modes, owners, mtimes, binary xattrs', { skip: !hasTar ? 'GNU tar missing' : !hasSetfattr ? 'setfattr (attr) missing' : !root ? 'needs root (security.* xattrs, chown)' : false }, async () => {
+test('reads GNU tar (posix format) output: names, long names, links, modes, owners, mtimes, binary xattrs', {
+  skip: !hasTar ? 'GNU tar missing' : !hasSetfattr ? 'setfattr (attr) missing' : !root ? 'needs root (security.* xattrs, chown)' : false,
+}, async () => {
   const d = mkdtempSync(join(tmpdir(), 'banger-tar-'));
   try {
     const src = join(d, 'src');
@@ -36,7 +38,10 @@ test('reads GNU tar (posix format) output: names, long names, links, modes, owne
     // cap_net_raw+ep: binary bytes including NUL and >0x7f
     const cap = Buffer.from('0100000200200000000000000000000000000000', 'hex');
     assert.equal(spawnSync('setfattr', ['-n', 'security.capability', '-v', '0s' + cap.toString('base64'), join(src, 'bin', 'ping')]).status, 0);
-    assert.equal(spawnSync('setfattr', ['-n', 'user.blob', '-v', '0s' + Buffer.from([0, 0xff, 0xfe, 10, 61]).toString('base64'), join(src, 'bin', 'ping')]).status, 0);
+    assert.equal(
+      spawnSync('setfattr', ['-n', 'user.blob', '-v', '0s' + Buffer.from([0, 0xff, 0xfe, 10, 61]).toString('base64'), join(src, 'bin', 'ping')]).status,
+      0,
+    );
     const long = 'd'.repeat(60) + '/' + 'e'.repeat(70) + '/' + 'f'.repeat(90) + '.txt';
     mkdirSync(join(src, long, '..'), { recursive: true });
     writeFileSync(join(src, long), 'long');
@@ -47,7 +52,9 @@ test('reads GNU tar (posix format) output: names, long names, links, modes, owne
     utimesSync(join(src, 'owned'), 1_600_000_000, 1_600_000_000);
     spawnSync('mknod', [join(src, 'null'), 'c', '1', '3']);
     spawnSync('mkfifo', [join(src, 'fifo')]);
-    const r = spawnSync('tar', ['--create', '--format=posix', '--xattrs', '--xattrs-include=*', '--numeric-owner', '--sort=name', '-C', src, '.'], { maxBuffer: 1 << 26 });
+    const r = spawnSync('tar', ['--create', '--format=posix', '--xattrs', '--xattrs-include=*', '--numeric-owner', '--sort=name', '-C', src, '.'], {
+      maxBuffer: 1 << 26,
+    });
     assert.equal(r.status, 0, String(r.stderr));
     const entries = await readAll(r.stdout);
     const by = new Map(entries.map((x) => [x.e.path.replace(/^\.\//, '').replace(/\/$/, ''), x]));
@@ -112,7 +119,10 @@ test('a truncated archive is an error naming the entry', async () => {
   const tar = makeTar([{ path: 'big', data: 'z'.repeat(5000) }]);
   const r = new TarReader(() => undefined);
   await r.push(tar.subarray(0, 2000));
-  assert.throws(() => r.end(), (e: unknown) => isBangerError(e, 'E_INVALID') && /truncated/.test(e.message) && /'big'/.test(e.message));
+  assert.throws(
+    () => r.end(),
+    (e: unknown) => isBangerError(e, 'E_INVALID') && /truncated/.test(e.message) && /'big'/.test(e.message),
+  );
 });
 
 test('a corrupt header is an error (checksum)', async () => {

@@ -23,12 +23,26 @@ test('the check reports an upward import, a cycle and an unmapped file, naming t
   assert.ok(v, 'kernels/service.ts → core/errors.ts reported');
   assert.match(formatReport(r), /layer violation: src\/kernels\/service\.ts \(kernels\) imports src\/core\/errors\.ts \(core\); kernels may not import core/);
   // Cycles: a three-file ring and a self-import are found, a chain is not.
-  const ring = findCycles([{ from: 'a', to: 'b' }, { from: 'b', to: 'c' }, { from: 'c', to: 'a' }, { from: 'c', to: 'd' }]);
+  const ring = findCycles([
+    { from: 'a', to: 'b' },
+    { from: 'b', to: 'c' },
+    { from: 'c', to: 'a' },
+    { from: 'c', to: 'd' },
+  ]);
   assert.deepEqual(ring, [['a', 'b', 'c', 'a']]);
   assert.deepEqual(findCycles([{ from: 'x', to: 'x' }]), [['x', 'x']]);
-  assert.deepEqual(findCycles([{ from: 'a', to: 'b' }, { from: 'b', to: 'c' }]), []);
+  assert.deepEqual(
+    findCycles([
+      { from: 'a', to: 'b' },
+      { from: 'b', to: 'c' },
+    ]),
+    [],
+  );
   // A map without the guest layer leaves src/guest files unmapped.
-  const noGuest = checkLayers(root, layers.filter((l) => l.name !== 'guest').map((l) => ({ ...l, mayImport: new Set([...l.mayImport].filter((n) => n !== 'guest')) })));
+  const noGuest = checkLayers(
+    root,
+    layers.filter((l) => l.name !== 'guest').map((l) => ({ ...l, mayImport: new Set([...l.mayImport].filter((n) => n !== 'guest')) })),
+  );
   assert.ok(noGuest.unmapped.includes('src/guest/inject.ts'));
 });
 
@@ -38,11 +52,13 @@ test('the layer map rejects a line without an arrow and an unknown layer name', 
   assert.throws(() => parseLayerMap('no map here'), /no <!-- layer-map --> block/);
 });
 
-
 test('each table is read and written only by its owner (docs/architecture.md, table owners)', () => {
   const owners = parseTableOwners(readFileSync(join(root, 'docs/architecture.md'), 'utf8'));
   const uses = foreignTableUses(root, owners);
-  assert.deepEqual(uses.map((u) => `${u.file}:${u.line} uses table ${u.table} (owners: ${owners.get(u.table)!.join(', ')})`), []);
+  assert.deepEqual(
+    uses.map((u) => `${u.file}:${u.line} uses table ${u.table} (owners: ${owners.get(u.table)!.join(', ')})`),
+    [],
+  );
   // The check sees real SQL: with an owner list that leaves kernels/record.ts out, its queries are reported.
   const moved = new Map(owners).set('kernels', ['src/nowhere.ts']);
   assert.ok(foreignTableUses(root, moved).some((u) => u.file === 'src/kernels/record.ts' && u.table === 'kernels'));

@@ -76,7 +76,10 @@ test('merge: later catalogs replace earlier entries by name, others are kept, re
   const r1 = parseCatalog({ version: 1, entries: [bundle({ name: 'shared', description: 'remote one' }), bundle({ name: 'c' })] }, 'https://r1.example/c.json');
   const r2 = parseCatalog({ version: 1, entries: [bundle({ name: 'b' })] }, 'https://r2.example/c.json');
   const merged = mergeCatalogs(embedded, r1, r2);
-  assert.deepEqual(merged.map((e) => e.name), ['a', 'b', 'c', 'shared']);
+  assert.deepEqual(
+    merged.map((e) => e.name),
+    ['a', 'b', 'c', 'shared'],
+  );
   const shared = merged.find((e) => e.name === 'shared')!;
   assert.equal(shared.description, 'remote one');
   assert.equal(shared.catalog, 'https://r1.example/c.json');

@@ -21,8 +21,25 @@ const kernel = {
 test('kernel list --available: aligned columns, human SIZE (~ for Debian estimates), STATE, "-" for unknown version', () => {
   const out = renderCatalog({
     entries: [
-      { name: 'debian-cloud-amd64', kind: 'debian', distro: 'debian', arch: 'x86_64', sizeBytes: 70000000, state: 'available', description: 'Debian 12 cloud kernel' },
-      { name: 'tk', kind: 'bundle', distro: 'test', arch: 'x86_64', kernelVersion: '6.1.0-test', sizeBytes: 3500000, state: 'pulled', description: 'test kernel' },
+      {
+        name: 'debian-cloud-amd64',
+        kind: 'debian',
+        distro: 'debian',
+        arch: 'x86_64',
+        sizeBytes: 70000000,
+        state: 'available',
+        description: 'Debian 12 cloud kernel',
+      },
+      {
+        name: 'tk',
+        kind: 'bundle',
+        distro: 'test',
+        arch: 'x86_64',
+        kernelVersion: '6.1.0-test',
+        sizeBytes: 3500000,
+        state: 'pulled',
+        description: 'test kernel',
+      },
     ],
   });
   assert.equal(
@@ -38,7 +55,10 @@ test('kernel list --available: aligned columns, human SIZE (~ for Debian estimat
 test('kernel list: table with size and age; empty list says what to do', () => {
   assert.equal(
     renderKernelList([kernel], now),
-    ['NAME  DISTRO  ARCH    VERSION     SIZE      CREATED  SOURCE', 'tk    test    x86_64  6.1.0-test  18.5 MiB  3h       pull:http://127.0.0.1:8080/tk.tar.zst'].join('\n'),
+    [
+      'NAME  DISTRO  ARCH    VERSION     SIZE      CREATED  SOURCE',
+      'tk    test    x86_64  6.1.0-test  18.5 MiB  3h       pull:http://127.0.0.1:8080/tk.tar.zst',
+    ].join('\n'),
   );
   assert.match(renderKernelList([]), /kernel list --available.*kernel pull NAME/);
 });
@@ -48,7 +68,13 @@ test('kernel show and pull summaries', () => {
   assert.equal(show[5], `sha256:    ${'ab'.repeat(32)}  (vmlinux)`);
   assert.equal(show[10], 'vmlinuz:   -');
   assert.equal(show[12], 'modules:   -');
-  assert.equal(renderPull({ kernel, download: 'downloaded', replaced: false, joined: false }), 'pulled kernel tk 6.1.0-test (downloaded, 18.5 MiB) in /var/lib/banger/kernels/tk');
-  assert.equal(renderPull({ kernel, download: 'cached', replaced: true, joined: false }), 'replaced kernel tk 6.1.0-test (used cache, 18.5 MiB) in /var/lib/banger/kernels/tk');
+  assert.equal(
+    renderPull({ kernel, download: 'downloaded', replaced: false, joined: false }),
+    'pulled kernel tk 6.1.0-test (downloaded, 18.5 MiB) in /var/lib/banger/kernels/tk',
+  );
+  assert.equal(
+    renderPull({ kernel, download: 'cached', replaced: true, joined: false }),
+    'replaced kernel tk 6.1.0-test (used cache, 18.5 MiB) in /var/lib/banger/kernels/tk',
+  );
   assert.match(renderPull({ kernel, download: 'cached', replaced: false, joined: true }), /already pulled by a concurrent request/);
 });

@@ -22,15 +22,35 @@ test('normaliseEntryPath: keeps in-tree paths, refuses absolute and escaping one
   assert.equal(normaliseEntryPath('modules/6.1/', 'k'), 'modules/6.1');
   assert.equal(normaliseEntryPath('./', 'k'), '');
   assert.equal(normaliseEntryPath('a/../b', 'k'), 'b');
-  for (const bad of ['/etc/passwd', '../x', 'a/../../x', '..', './../x', 'a\0b']) assert.equal(code(() => normaliseEntryPath(bad, 'k')), 'E_UNSAFE_ENTRY', bad);
+  for (const bad of ['/etc/passwd', '../x', 'a/../../x', '..', './../x', 'a\0b'])
+    assert.equal(
+      code(() => normaliseEntryPath(bad, 'k')),
+      'E_UNSAFE_ENTRY',
+      bad,
+    );
 });
 
 test('checkSymlinkTarget: relative in-tree targets pass; absolute or escaping ones fail', () => {
-  assert.equal(code(() => checkSymlinkTarget('modules/a/link', '../b/c', 'k')), 'ok');
-  assert.equal(code(() => checkSymlinkTarget('link', 'vmlinux', 'k')), 'ok');
-  assert.equal(code(() => checkSymlinkTarget('link', '/boot/vmlinuz', 'k')), 'E_UNSAFE_ENTRY');
-  assert.equal(code(() => checkSymlinkTarget('modules/link', '../../etc', 'k')), 'E_UNSAFE_ENTRY');
-  assert.equal(code(() => checkSymlinkTarget('link', '', 'k')), 'E_UNSAFE_ENTRY');
+  assert.equal(
+    code(() => checkSymlinkTarget('modules/a/link', '../b/c', 'k')),
+    'ok',
+  );
+  assert.equal(
+    code(() => checkSymlinkTarget('link', 'vmlinux', 'k')),
+    'ok',
+  );
+  assert.equal(
+    code(() => checkSymlinkTarget('link', '/boot/vmlinuz', 'k')),
+    'E_UNSAFE_ENTRY',
+  );
+  assert.equal(
+    code(() => checkSymlinkTarget('modules/link', '../../etc', 'k')),
+    'E_UNSAFE_ENTRY',
+  );
+  assert.equal(
+    code(() => checkSymlinkTarget('link', '', 'k')),
+    'E_UNSAFE_ENTRY',
+  );
 });
 
 test('staysInside follows symlinks physically: a ".." after a link to "." escapes even if lexically inside', async () => {
@@ -82,7 +102,10 @@ test('KeyedLock serialises one key, lets other keys run, and survives a failing 
   await assert.rejects(a, /a failed/);
   await b;
   await c;
-  assert.deepEqual(order.filter((x) => x !== 'c'), ['a+', 'a-', 'b+', 'b-']);
+  assert.deepEqual(
+    order.filter((x) => x !== 'c'),
+    ['a+', 'a-', 'b+', 'b-'],
+  );
   assert.ok(order.indexOf('c') < order.indexOf('a-'), 'another key is not blocked');
   assert.equal(lock.busy('k'), false);
   const ac = new AbortController();

@@ -27,7 +27,7 @@ test('names, flags and unknown fields are validated', () => {
   assert.equal(field('kernel.list', { x: 1 }), '');
 });
 
-test('client catalogs: http(s) only (no file:// read by the root daemon on a client\'s behalf), at most 16', () => {
+test("client catalogs: http(s) only (no file:// read by the root daemon on a client's behalf), at most 16", () => {
   assert.equal(parse('kernel.catalog', { catalogs: ['http://127.0.0.1:8080/c.json', 'https://example.org/c.json'] }).success, true);
   assert.equal(field('kernel.catalog', { catalogs: ['file:///etc/shadow'] }), 'catalogs.0');
   assert.equal(field('kernel.pull', { name: 'x', catalogs: ['not a url'] }), 'catalogs.0');
@@ -35,7 +35,10 @@ test('client catalogs: http(s) only (no file:// read by the root daemon on a cli
 });
 
 test('kernel.import: absolute paths, safe labels', () => {
-  assert.equal(parse('kernel.import', { name: 'k', vmlinux: '/boot/vmlinuz', initrd: '/boot/initrd.img', kernelVersion: '6.1.0-37-cloud-amd64' }).success, true);
+  assert.equal(
+    parse('kernel.import', { name: 'k', vmlinux: '/boot/vmlinuz', initrd: '/boot/initrd.img', kernelVersion: '6.1.0-37-cloud-amd64' }).success,
+    true,
+  );
   assert.equal(field('kernel.import', { name: 'k', vmlinux: 'vmlinux' }), 'vmlinux');
   assert.equal(field('kernel.import', { name: 'k', vmlinux: '/v', modules: 'rel/dir' }), 'modules');
   assert.equal(field('kernel.import', { name: 'k', vmlinux: '/v', kernelVersion: '6.1; rm -rf /' }), 'kernelVersion');

@@ -18,5 +18,6 @@ test('NAT comments: marked with the instance, legacy ones parsed without an owne
   assert.equal(natComment('0123456789ab', 'ffff0000ffff0000ffff'), 'banger:0123456789ab:vm:ffff0000ffff0000ffff');
   assert.deepEqual(parseNatComment('banger:0123456789ab:vm:ffff0000ffff0000ffff'), { instance: '0123456789ab', vmId: 'ffff0000ffff0000ffff' });
   assert.deepEqual(parseNatComment('banger-vm:abcd'), { vmId: 'abcd' });
-  for (const c of ['', 'docker', 'banger:0123456789ab:vm:', 'banger:0123:vm:abcd', 'banger:0123456789ab:vm:xyz']) assert.equal(parseNatComment(c), undefined, c);
+  for (const c of ['', 'docker', 'banger:0123456789ab:vm:', 'banger:0123:vm:abcd', 'banger:0123456789ab:vm:xyz'])
+    assert.equal(parseNatComment(c), undefined, c);
 });

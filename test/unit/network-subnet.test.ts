@@ -24,7 +24,11 @@ test('parseSubnet: host bits are masked off; /20 netmask', () => {
 
 test('parseSubnet: bad input names the config field', () => {
   for (const bad of ['172.16.0.0', '172.16.0.0/31', '300.1.1.1/24', 'x/24']) {
-    assert.throws(() => parseSubnet(bad), (e) => isBangerError(e) && /network\.subnet|invalid IPv4/.test(e.message), bad);
+    assert.throws(
+      () => parseSubnet(bad),
+      (e) => isBangerError(e) && /network\.subnet|invalid IPv4/.test(e.message),
+      bad,
+    );
   }
 });
 
@@ -51,6 +55,18 @@ test('tapName fits IFNAMSIZ and matches the orphan pattern', () => {
 
 test('splitIptablesLine keeps quoted comments whole', () => {
   assert.deepEqual(splitIptablesLine('-A POSTROUTING -s 172.16.0.2/32 ! -o banger0 -m comment --comment "banger-vm:ab cd" -j MASQUERADE'), [
-    '-A', 'POSTROUTING', '-s', '172.16.0.2/32', '!', '-o', 'banger0', '-m', 'comment', '--comment', 'banger-vm:ab cd', '-j', 'MASQUERADE',
+    '-A',
+    'POSTROUTING',
+    '-s',
+    '172.16.0.2/32',
+    '!',
+    '-o',
+    'banger0',
+    '-m',
+    'comment',
+    '--comment',
+    'banger-vm:ab cd',
+    '-j',
+    'MASQUERADE',
   ]);
 });

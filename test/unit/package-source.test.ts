@@ -12,8 +12,20 @@ import { seedFiles } from '../../src/vms/seed.js';
 import type { VmService } from '../../src/vms/service.js';
 
 test('PackageUrl accepts http(s) URLs and refuses other schemes and anything a shell or config file could split', () => {
-  for (const ok of ['http://10.0.0.1:8080/debian', 'https://mirror.example/debian/', 'http://[fd00::1]:3128']) assert.equal(PackageUrl.safeParse(ok).success, true, ok);
-  for (const bad of ['ftp://m/debian', 'file:///srv/debian', '10.0.0.1/debian', 'http://m/debian main', 'http://m/$(reboot)', 'http://m/`id`', "http://m/'x'", 'http://m/a\nb', 'http://m/a\\b', '']) {
+  for (const ok of ['http://10.0.0.1:8080/debian', 'https://mirror.example/debian/', 'http://[fd00::1]:3128'])
+    assert.equal(PackageUrl.safeParse(ok).success, true, ok);
+  for (const bad of [
+    'ftp://m/debian',
+    'file:///srv/debian',
+    '10.0.0.1/debian',
+    'http://m/debian main',
+    'http://m/$(reboot)',
+    'http://m/`id`',
+    "http://m/'x'",
+    'http://m/a\nb',
+    'http://m/a\\b',
+    '',
+  ]) {
     assert.equal(PackageUrl.safeParse(bad).success, false, JSON.stringify(bad));
   }
 });
@@ -37,7 +49,10 @@ test('config firstBoot.packageMirror / packageProxy: defaults, validated with th
     const c = loadConfig({ BANGER_ROOT: root });
     assert.deepEqual(c.firstBoot, { packageMirror: 'http://10.0.0.1/debian/', packageProxy: 'http://10.0.0.1:3128', prepare: true });
     writeFileSync(join(root, 'config.json'), JSON.stringify({ firstBoot: { packageProxy: 'socks5://10.0.0.1' } }));
-    assert.throws(() => loadConfig({ BANGER_ROOT: root }), (e: unknown) => isBangerError(e, ErrorCode.Invalid) && /field 'firstBoot\.packageProxy'/.test((e as Error).message));
+    assert.throws(
+      () => loadConfig({ BANGER_ROOT: root }),
+      (e: unknown) => isBangerError(e, ErrorCode.Invalid) && /field 'firstBoot\.packageProxy'/.test((e as Error).message),
+    );
     writeFileSync(join(root, 'config.json'), '{}');
     assert.deepEqual(loadConfig({ BANGER_ROOT: root }).firstBoot, { prepare: true }, 'images are prepared once by default');
     assert.equal(loadConfig({ BANGER_ROOT: root }).vm.leanBoot, true, 'the lean boot is the default');
@@ -46,7 +61,10 @@ test('config firstBoot.packageMirror / packageProxy: defaults, validated with th
     assert.equal(off.firstBoot.prepare, false);
     assert.equal(off.vm.leanBoot, false);
     writeFileSync(join(root, 'config.json'), JSON.stringify({ firstBoot: { prepare: 'no' } }));
-    assert.throws(() => loadConfig({ BANGER_ROOT: root }), (e: unknown) => isBangerError(e, ErrorCode.Invalid) && /field 'firstBoot\.prepare'/.test((e as Error).message));
+    assert.throws(
+      () => loadConfig({ BANGER_ROOT: root }),
+      (e: unknown) => isBangerError(e, ErrorCode.Invalid) && /field 'firstBoot\.prepare'/.test((e as Error).message),
+    );
   } finally {
     rmSync(root, { recursive: true, force: true });
   }

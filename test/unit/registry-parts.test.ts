@@ -37,7 +37,10 @@ test('plain HTTP only for loopback names or configured insecure registries', () 
 test('platforms: parse, select, and list what exists when nothing matches', () => {
   assert.deepEqual(parsePlatform('linux/amd64'), { os: 'linux', architecture: 'amd64', variant: undefined });
   assert.deepEqual(parsePlatform('linux/aarch64/v8'), { os: 'linux', architecture: 'arm64', variant: 'v8' });
-  assert.throws(() => parsePlatform('linux/amd64/v1/x'), (e: unknown) => isBangerError(e, 'E_INVALID') && /--platform/.test(e.message));
+  assert.throws(
+    () => parsePlatform('linux/amd64/v1/x'),
+    (e: unknown) => isBangerError(e, 'E_INVALID') && /--platform/.test(e.message),
+  );
   const index = {
     schemaVersion: 2 as const,
     manifests: [
@@ -58,20 +61,35 @@ test('manifests: media types from body or header; schema 1 and unknown types ref
   const m = { schemaVersion: 2, config: { mediaType: 'x', digest: D('a'), size: 2 }, layers: [] };
   assert.equal(parseManifest(Buffer.from(JSON.stringify(m)), MediaType.DockerManifest, 'x').kind, 'manifest');
   assert.equal(parseManifest(Buffer.from(JSON.stringify({ schemaVersion: 2, manifests: [] })), MediaType.DockerList, 'x').kind, 'index');
-  assert.throws(() => parseManifest(Buffer.from('{"schemaVersion":1,"fsLayers":[]}'), 'application/vnd.docker.distribution.manifest.v1+prettyjws', 'x'), /schema 1 is obsolete/);
-  assert.throws(() => parseManifest(Buffer.from('not json'), undefined, 'img'), (e: unknown) => isBangerError(e, 'E_REGISTRY') && /img: manifest is not valid JSON/.test(e.message));
-  assert.throws(() => parseManifest(Buffer.from(JSON.stringify({ ...m, mediaType: MediaType.OciManifest, config: { digest: 'md5:x' } })), undefined, 'img'), /field 'config/);
+  assert.throws(
+    () => parseManifest(Buffer.from('{"schemaVersion":1,"fsLayers":[]}'), 'application/vnd.docker.distribution.manifest.v1+prettyjws', 'x'),
+    /schema 1 is obsolete/,
+  );
+  assert.throws(
+    () => parseManifest(Buffer.from('not json'), undefined, 'img'),
+    (e: unknown) => isBangerError(e, 'E_REGISTRY') && /img: manifest is not valid JSON/.test(e.message),
+  );
+  assert.throws(
+    () => parseManifest(Buffer.from(JSON.stringify({ ...m, mediaType: MediaType.OciManifest, config: { digest: 'md5:x' } })), undefined, 'img'),
+    /field 'config/,
+  );
   assert.equal(layerCompression('application/vnd.docker.image.rootfs.diff.tar.gzip', D('a')), 'gzip');
   assert.equal(layerCompression('application/vnd.oci.image.layer.v1.tar+zstd', D('a')), 'zstd');
   assert.equal(layerCompression('application/vnd.oci.image.layer.v1.tar', D('a')), 'none');
-  assert.throws(() => layerCompression('application/x-foo', D('a')), (e: unknown) => isBangerError(e, 'E_REGISTRY'));
+  assert.throws(
+    () => layerCompression('application/x-foo', D('a')),
+    (e: unknown) => isBangerError(e, 'E_REGISTRY'),
+  );
 });
 
 test('blob verification: short, long, wrong digest', () => {
   const desc = { mediaType: 'x', digest: D('a'), size: 10 };
   assert.throws(() => verifyBlob(desc, 5, D('a')), /cut off: got 5 of 10 bytes/);
   assert.throws(() => verifyBlob(desc, 11, D('a')), /larger than the 10 bytes/);
-  assert.throws(() => verifyBlob(desc, 10, D('b')), (e: unknown) => isBangerError(e, 'E_DIGEST') && /digest mismatch/.test(e.message));
+  assert.throws(
+    () => verifyBlob(desc, 10, D('b')),
+    (e: unknown) => isBangerError(e, 'E_DIGEST') && /digest mismatch/.test(e.message),
+  );
   assert.doesNotThrow(() => verifyBlob(desc, 10, D('a')));
 });
 

@@ -29,7 +29,10 @@ test('the daemon serves exactly the contract: every method and legacy alias, not
   ]);
   assert.deepEqual([...served].sort(), [...Object.keys(methods), ...Object.keys(legacyAliases)].sort());
   // One verb per action: no method of the contract itself is named delete/remove.
-  assert.deepEqual(Object.keys(methods).filter((m) => /\.(delete|remove)$/.test(m)), []);
+  assert.deepEqual(
+    Object.keys(methods).filter((m) => /\.(delete|remove)$/.test(m)),
+    [],
+  );
 });
 
 test('the server validates params with the contract schema (the same object the client types come from)', () => {
@@ -77,7 +80,14 @@ test('over a real socket: typed request, the rm result shape, and the legacy ali
     assert.deepEqual(list, []);
     assert.deepEqual(await c.request('kernel.rm', { name: 'k1' }), { removed: ['k1'], usedBy: [] });
     assert.deepEqual(await c.call('kernel.delete', { name: 'k2', force: true }), { name: 'k2', deleted: true, usedBy: ['box'] });
-    assert.deepEqual(calls, [{ name: 'k1', force: false }, { name: 'k2', force: true }], 'defaults filled in by the contract schema');
+    assert.deepEqual(
+      calls,
+      [
+        { name: 'k1', force: false },
+        { name: 'k2', force: true },
+      ],
+      'defaults filled in by the contract schema',
+    );
     await assert.rejects(c.request('kernel.rm', { name: '../x' }), (e: Error & { code?: string }) => e.code === 'E_INVALID' && /'name'/.test(e.message));
   } finally {
     c.close();
@@ -87,12 +97,18 @@ test('over a real socket: typed request, the rm result shape, and the legacy ali
 });
 
 test('the CLI, the SDK and the MCP server have no `any`: every RPC result they use is typed by the contract', () => {
-  const files = (d: string): string[] => readdirSync(d).flatMap((n) => (statSync(join(d, n)).isDirectory() ? files(join(d, n)) : n.endsWith('.ts') ? [join(d, n)] : []));
-  const hits = ['src/cli', 'src/sdk', 'src/mcp'].flatMap((d) => files(join(root, d))).flatMap((f) =>
-    readFileSync(f, 'utf8')
-      .split('\n')
-      .map((line, i) => ({ f, i, line }))
-      .filter(({ line }) => /(:\s*any\b|<any\b|\bas any\b|any\[\])/.test(line)),
+  const files = (d: string): string[] =>
+    readdirSync(d).flatMap((n) => (statSync(join(d, n)).isDirectory() ? files(join(d, n)) : n.endsWith('.ts') ? [join(d, n)] : []));
+  const hits = ['src/cli', 'src/sdk', 'src/mcp']
+    .flatMap((d) => files(join(root, d)))
+    .flatMap((f) =>
+      readFileSync(f, 'utf8')
+        .split('\n')
+        .map((line, i) => ({ f, i, line }))
+        .filter(({ line }) => /(:\s*any\b|<any\b|\bas any\b|any\[\])/.test(line)),
+    );
+  assert.deepEqual(
+    hits.map((h) => `${h.f}:${h.i + 1}: ${h.line.trim()}`),
+    [],
   );
-  assert.deepEqual(hits.map((h) => `${h.f}:${h.i + 1}: ${h.line.trim()}`), []);
 });

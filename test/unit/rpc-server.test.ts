@@ -31,11 +31,20 @@ async function serve(limits: Partial<RpcLimits> = {}, log: Logger = nullLogger) 
         throw null;
       }),
       'test.throwOdd': method(z.object({}), async () => {
-        throw { toString: () => { throw new Error('no'); } };
+        throw {
+          toString: () => {
+            throw new Error('no');
+          },
+        };
       }),
       'test.circular': method(z.object({}), async () => circular),
       'test.bigint': method(z.object({}), async () => ({ n: 10n })),
-      'test.syncThrow': { schema: z.object({}), handler: (() => { throw new RangeError('sync'); }) as never },
+      'test.syncThrow': {
+        schema: z.object({}),
+        handler: (() => {
+          throw new RangeError('sync');
+        }) as never,
+      },
       'test.wait': method(z.object({}), async (_p, { signal }) => new Promise((_r, reject) => signal.addEventListener('abort', () => reject(signal.reason)))),
     },
   });
@@ -74,7 +83,13 @@ test('the messages that used to kill the daemon get JSON-RPC errors and the serv
         assert.equal(reply.error.code, -32602, k.name);
       }
     }
-    for (const [m, code] of [['test.throwNull', 'E_INTERNAL'], ['test.throwOdd', 'E_INTERNAL'], ['test.circular', 'E_INTERNAL'], ['test.bigint', 'E_INTERNAL'], ['test.syncThrow', 'E_INTERNAL']] as const) {
+    for (const [m, code] of [
+      ['test.throwNull', 'E_INTERNAL'],
+      ['test.throwOdd', 'E_INTERNAL'],
+      ['test.circular', 'E_INTERNAL'],
+      ['test.bigint', 'E_INTERNAL'],
+      ['test.syncThrow', 'E_INTERNAL'],
+    ] as const) {
       const reply = await raw.request(JSON.stringify({ jsonrpc: '2.0', id: m, method: m }), m);
       assert.equal(reply.error?.data?.code, code, `${m}: ${JSON.stringify(reply)}`);
     }
@@ -149,14 +164,20 @@ test('a client that leaves a large reply unread is disconnected after stalledRep
   const stalledReplyMs = 400;
   let dropped: (fields: Record<string, unknown>) => void;
   const droppedP = new Promise<Record<string, unknown>>((r) => (dropped = r));
-  const log = { ...nullLogger, warn: (msg: string, fields: Record<string, unknown> = {}) => msg === 'rpc connection closed by the server' && dropped({ at: performance.now(), ...fields }) } as Logger;
+  const log = {
+    ...nullLogger,
+    warn: (msg: string, fields: Record<string, unknown> = {}) => msg === 'rpc connection closed by the server' && dropped({ at: performance.now(), ...fields }),
+  } as Logger;
   const { server, socketPath } = await serve({ stalledReplyMs }, log);
   const raw = await RawConn.open(socketPath);
   raw.sock.pause(); // never read
   try {
     const t0 = performance.now();
     raw.send(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'test.big', params: { kib: 8 * 1024 } }) + '\n');
-    const drop = await Promise.race([droppedP, new Promise<never>((_, rej) => setTimeout(() => rej(new Error('the stalled client was never dropped')), 30_000).unref())]);
+    const drop = await Promise.race([
+      droppedP,
+      new Promise<never>((_, rej) => setTimeout(() => rej(new Error('the stalled client was never dropped')), 30_000).unref()),
+    ]);
     assert.equal(drop.reason, 'client left its replies unread', JSON.stringify(drop));
     const waited = (drop.at as number) - t0;
     assert.ok(waited >= stalledReplyMs, `dropped after ${Math.round(waited)} ms, before the ${stalledReplyMs} ms stall limit`);

@@ -42,7 +42,10 @@ test('strict mode: a skip outside the allow-list fails the run, an allowed one p
   assert.match(strict.out, /skipped: needs the host: needs root \(netns\)/);
   assert.match(strict.out, /test skipped outside the allow-list: needs the host/);
   assert.match(strict.last, /^1 passed, 1 failed, 1 skipped/);
-  const kvm = runner({ 'unit/a.test.js': `${T}test('ok', () => {});\ntest('fast boot', { skip: 'needs usable KVM: no /dev/kvm' }, () => {});\n` }, ['--strict', 'unit']);
+  const kvm = runner({ 'unit/a.test.js': `${T}test('ok', () => {});\ntest('fast boot', { skip: 'needs usable KVM: no /dev/kvm' }, () => {});\n` }, [
+    '--strict',
+    'unit',
+  ]);
   assert.equal(kvm.code, 0, kvm.out);
   assert.match(kvm.out, /skipped \(allowed\): fast boot: needs usable KVM: no \/dev\/kvm/);
 });
@@ -60,7 +63,9 @@ test('strict mode: a file that registers no test, a file that fails to import, a
 });
 
 test('a tier past its wall clock is killed and named, with the last test that finished', () => {
-  const r = runner({ 'unit/a.test.js': `${T}test('quick one', () => {});\ntest('hangs', () => new Promise(() => setInterval(() => {}, 1000)));\n` }, ['unit'], { BANGER_TIER_TIMEOUT_MIN: '0.05' });
+  const r = runner({ 'unit/a.test.js': `${T}test('quick one', () => {});\ntest('hangs', () => new Promise(() => setInterval(() => {}, 1000)));\n` }, ['unit'], {
+    BANGER_TIER_TIMEOUT_MIN: '0.05',
+  });
   assert.equal(r.code, 1, r.out);
   assert.match(r.out, /tier unit stalled: killed after its 0\.05 min wall clock \(files: a\.test\.js; last test to finish: quick one/);
 });
@@ -82,7 +87,7 @@ test('strict mode: a todo test fails the run, a failing one (todo option or t.to
   }
 });
 
-test('counts come from the runner\'s final summary, not from text a test printed', () => {
+test("counts come from the runner's final summary, not from text a test printed", () => {
   // The TAP reporter escapes "#" in names and output, but not a U+2028 in an error message, which
   // a multiline regex takes for a line break: the old first-match regex counted "5 passed" here.
   const r = runner(

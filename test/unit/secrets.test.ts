@@ -31,9 +31,15 @@ test('SecretBox: a 0600 key made once, authenticated sealing, legacy plain text 
   assert.equal(new SecretBox(join(d, 'secret.key')).open(sealed), 'hunter2', 'another instance reads the same key');
   assert.equal(box.open('plain-legacy'), 'plain-legacy');
   const tampered = sealed.slice(0, -4) + (sealed.endsWith('AAAA') ? 'BBBB' : 'AAAA');
-  assert.throws(() => box.open(tampered), (e: any) => e.code === 'E_AUTH');
+  assert.throws(
+    () => box.open(tampered),
+    (e: any) => e.code === 'E_AUTH',
+  );
   writeFileSync(join(d, 'other.key'), Buffer.alloc(32, 1));
-  assert.throws(() => new SecretBox(join(d, 'other.key')).open(sealed), (e: any) => e.code === 'E_AUTH' && /registry login/.test(e.hint));
+  assert.throws(
+    () => new SecretBox(join(d, 'other.key')).open(sealed),
+    (e: any) => e.code === 'E_AUTH' && /registry login/.test(e.hint),
+  );
 });
 
 test('registry passwords are stored sealed, read back, and plain rows of an older install are sealed by sealLegacy', async () => {

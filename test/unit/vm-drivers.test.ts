@@ -31,15 +31,28 @@ function probeOnly(kind: 'qemu' | 'firecracker', r: (h: DriverHost) => ProbeResu
 }
 
 test('registry: the build registers firecracker then qemu; an unregistered kind is E_VMM naming what is registered', async () => {
-  assert.deepEqual(DRIVERS.map((d) => d.kind), ['firecracker', 'qemu']);
+  assert.deepEqual(
+    DRIVERS.map((d) => d.kind),
+    ['firecracker', 'qemu'],
+  );
   const reg = DriverRegistry.fromBuild({ exec, binaries: { qemu: 'qemu-system-x86_64', firecracker: 'firecracker' } });
   assert.deepEqual(reg.kinds(), ['firecracker', 'qemu']);
   assert.ok(reg.get('qemu') instanceof QemuDriver);
   assert.ok(reg.get('firecracker') instanceof FirecrackerDriver);
   const onlyQemu = new DriverRegistry([qemu()]);
-  await assert.rejects(onlyQemu.select('firecracker', host({ kvm: true, bins: ['qemu-system-x86_64', 'firecracker'] })), (e) => isBangerError(e, 'E_VMM') && /no 'firecracker' driver is registered in this build \(registered: qemu\)/.test(e.message) && e.hint === 'use --vmm qemu');
-  assert.throws(() => reg.get('bhyve'), (e) => isBangerError(e, 'E_VMM') && /'bhyve'/.test(e.message));
-  assert.throws(() => new DriverRegistry([qemu(), qemu()]), (e) => isBangerError(e, 'E_INTERNAL'));
+  await assert.rejects(
+    onlyQemu.select('firecracker', host({ kvm: true, bins: ['qemu-system-x86_64', 'firecracker'] })),
+    (e) =>
+      isBangerError(e, 'E_VMM') && /no 'firecracker' driver is registered in this build \(registered: qemu\)/.test(e.message) && e.hint === 'use --vmm qemu',
+  );
+  assert.throws(
+    () => reg.get('bhyve'),
+    (e) => isBangerError(e, 'E_VMM') && /'bhyve'/.test(e.message),
+  );
+  assert.throws(
+    () => new DriverRegistry([qemu(), qemu()]),
+    (e) => isBangerError(e, 'E_INTERNAL'),
+  );
 });
 
 test('registry + firecracker probe: auto takes it only with KVM and the binary; --vmm firecracker runs the binary without KVM; < 1.5 refused', async () => {
@@ -59,9 +72,15 @@ test('registry + firecracker probe: auto takes it only with KVM and the binary; 
   const explicit = await reg.select('firecracker', host({ kvm: false, bins: ['firecracker'] }));
   assert.equal(explicit.kind, 'firecracker');
   assert.match(explicit.reason, /^requested firecracker; KVM not usable/);
-  await assert.rejects(reg.select('firecracker', host({ kvm: true, bins: ['qemu-system-x86_64'] })), (e) => isBangerError(e, 'E_VMM') && e.message === "--vmm firecracker: binary 'firecracker' not found");
+  await assert.rejects(
+    reg.select('firecracker', host({ kvm: true, bins: ['qemu-system-x86_64'] })),
+    (e) => isBangerError(e, 'E_VMM') && e.message === "--vmm firecracker: binary 'firecracker' not found",
+  );
   version = 'Firecracker v1.4.1\n';
-  await assert.rejects(reg.select('firecracker', host({ kvm: true, bins: ['firecracker'] })), (e) => isBangerError(e, 'E_VMM') && /v1\.4\.1; banger needs Firecracker 1\.5 or newer/.test(e.message));
+  await assert.rejects(
+    reg.select('firecracker', host({ kvm: true, bins: ['firecracker'] })),
+    (e) => isBangerError(e, 'E_VMM') && /v1\.4\.1; banger needs Firecracker 1\.5 or newer/.test(e.message),
+  );
   const old = await reg.select('auto', host({ kvm: true, bins: ['qemu-system-x86_64', 'firecracker'] }));
   assert.deepEqual([old.kind, old.reason], ['qemu', 'auto: firecracker: v1.4.1 is older than 1.5 → qemu; accel kvm']);
 });
@@ -85,7 +104,10 @@ test('registry auto: order is preference; each passed-over driver says why; none
   assert.equal((await new DriverRegistry([qemu(), yes]).select('auto', h)).kind, 'qemu', 'registration order is the preference');
   assert.equal((await new DriverRegistry([no('thing missing'), qemu()]).select('auto', h)).reason, 'auto: firecracker: thing missing → qemu; accel kvm');
   const none = new DriverRegistry([no('thing missing'), qemu()]);
-  await assert.rejects(none.select('auto', host({ kvm: true, bins: [] })), (e) => isBangerError(e, 'E_VMM') && e.message === 'no usable VMM: firecracker: thing missing; qemu: binary not found' && e.hint === 'do X');
+  await assert.rejects(
+    none.select('auto', host({ kvm: true, bins: [] })),
+    (e) => isBangerError(e, 'E_VMM') && e.message === 'no usable VMM: firecracker: thing missing; qemu: binary not found' && e.hint === 'do X',
+  );
   // Explicit request of an unusable driver: its own error sentence, else "--vmm KIND: reason".
   await assert.rejects(none.select('firecracker', h), (e) => isBangerError(e, 'E_VMM') && e.message === '--vmm firecracker: thing missing');
 });
@@ -94,7 +116,10 @@ test('qemu driver: boots the bzImage when present, else vmlinux; neither is E_NO
   const d = qemu();
   assert.deepEqual(d.bootKernel({ name: 'k', dir: '/k', vmlinuz: '/k/vmlinuz', vmlinux: '/k/vmlinux' }), { format: 'bzImage', path: '/k/vmlinuz' });
   assert.deepEqual(d.bootKernel({ name: 'k', dir: '/k', vmlinux: '/k/vmlinux' }), { format: 'elf-vmlinux', path: '/k/vmlinux' });
-  assert.throws(() => d.bootKernel({ name: 'k9', dir: '/k', initrd: '/k/initrd.img' }), (e) => isBangerError(e, 'E_NOT_FOUND') && /kernel 'k9' has neither vmlinuz nor vmlinux/.test(e.message));
+  assert.throws(
+    () => d.bootKernel({ name: 'k9', dir: '/k', initrd: '/k/initrd.img' }),
+    (e) => isBangerError(e, 'E_NOT_FOUND') && /kernel 'k9' has neither vmlinuz nor vmlinux/.test(e.message),
+  );
   const vm = { id: 'i', name: 'box', files: vmFiles('/r/vms/box') };
   assert.deepEqual(d.rootDisk(vm), { path: '/r/vms/box/root.qcow2', format: 'qcow2' });
   assert.equal(d.consolePath(vm), '/r/vms/box/console.log');
@@ -102,7 +127,10 @@ test('qemu driver: boots the bzImage when present, else vmlinux; neither is E_NO
 
 test('qemu driver: ownerOf recognises its own processes by -name, nothing else', () => {
   const d = qemu();
-  assert.deepEqual(d.ownerOf(['qemu-system-x86_64', '-name', 'banger:0123456789ab:box,process=banger-box', '-M', 'microvm']), { instance: '0123456789ab', vm: 'box' });
+  assert.deepEqual(d.ownerOf(['qemu-system-x86_64', '-name', 'banger:0123456789ab:box,process=banger-box', '-M', 'microvm']), {
+    instance: '0123456789ab',
+    vm: 'box',
+  });
   assert.equal(d.ownerOf(['qemu-system-x86_64', '-name', 'other:0123456789ab:box']), undefined);
   assert.equal(d.ownerOf(['node', '-e', 'banger:0123456789ab:box']), undefined);
   assert.equal(d.ownerOf(['qemu-system-x86_64', '-name']), undefined);
@@ -128,7 +156,11 @@ test('qemu openAgentStream: waits for agent.sock to appear, then carries the age
   let srv: Server | undefined;
   try {
     // The socket appears 300 ms after the call (a VMM still starting): the stream waits for it.
-    setTimeout(() => void listen(files.agent, (l, reply) => reply(l === '{"op":"health"}' ? 'noise\n{"ok":true,"version":"t"}\n' : '{"ok":false}\n')).then((s) => (srv = s)), 300);
+    setTimeout(
+      () =>
+        void listen(files.agent, (l, reply) => reply(l === '{"op":"health"}' ? 'noise\n{"ok":true,"version":"t"}\n' : '{"ok":false}\n')).then((s) => (srv = s)),
+      300,
+    );
     const sock = await qemu().openAgentStream(vm, { timeoutMs: 5000 });
     assert.equal(sock.remotePort, undefined);
     // The stream carries the agent's bytes both ways (protocol v2 over it: integration/guest-agent-v2).
@@ -184,7 +216,9 @@ test('driver features: every registered driver declares them, folders exactly wi
       if (e.isDirectory()) {
         if (p !== join('src', 'vms', 'drivers')) walk(p);
       } else if (p.endsWith('.ts')) {
-        readFileSync(p, 'utf8').split('\n').forEach((line, i) => named.test(line) && offenders.push(`${p}:${i + 1}: ${line.trim()}`));
+        readFileSync(p, 'utf8')
+          .split('\n')
+          .forEach((line, i) => named.test(line) && offenders.push(`${p}:${i + 1}: ${line.trim()}`));
       }
     }
   };

@@ -7,14 +7,22 @@ import { isBangerError, ErrorCode } from '../../src/core/errors.js';
 
 test('firstBootState follows the first-boot script between step install and step exec-init', () => {
   assert.deepEqual(firstBootState('[    1.2] Run /init as init process\n'), { installing: false, error: undefined });
-  const installing = 'banger-first-boot: step seed: from /dev/vdb\nbanger-first-boot: step install: systemd is missing; installing systemd and an SSH server\nGet:1 http://deb.debian.org ...\n';
+  const installing =
+    'banger-first-boot: step seed: from /dev/vdb\nbanger-first-boot: step install: systemd is missing; installing systemd and an SSH server\nGet:1 http://deb.debian.org ...\n';
   assert.equal(firstBootState(installing).installing, true);
-  assert.equal(firstBootState(installing + 'banger-first-boot: step configure: ssh\nbanger-first-boot: step exec-init: /lib/systemd/systemd\n').installing, false);
+  assert.equal(
+    firstBootState(installing + 'banger-first-boot: step configure: ssh\nbanger-first-boot: step exec-init: /lib/systemd/systemd\n').installing,
+    false,
+  );
   const failed = installing + "banger-first-boot: error: step 'install' failed: apt-get install exited 100\r\n";
   assert.equal(firstBootState(failed).error, "step 'install' failed: apt-get install exited 100");
   assert.equal(firstBootState(failed).hint, undefined);
   const hinted = failed + 'banger-first-boot: hint: the guest needs network access to its package mirrors: create the VM with --nat\r\n';
-  assert.deepEqual(firstBootState(hinted), { installing: true, error: "step 'install' failed: apt-get install exited 100", hint: 'the guest needs network access to its package mirrors: create the VM with --nat' });
+  assert.deepEqual(firstBootState(hinted), {
+    installing: true,
+    error: "step 'install' failed: apt-get install exited 100",
+    hint: 'the guest needs network access to its package mirrors: create the VM with --nat',
+  });
   // a hint line not right after the error is not its hint
   assert.equal(firstBootState(failed + 'something else\nbanger-first-boot: hint: x\n').hint, undefined);
 });
@@ -36,13 +44,22 @@ const probe = async () => true;
 test('waitForSsh: a watcher extends the deadline while the guest installs, and its error stops the wait', async () => {
   const plain = deadSsh();
   const t0 = Date.now();
-  await assert.rejects(waitForSsh(plain.exec, paths, '172.16.0.2', { timeoutMs: 300, probe }), (e: unknown) => isBangerError(e, ErrorCode.Timeout) && /within 0 s/.test((e as Error).message));
+  await assert.rejects(
+    waitForSsh(plain.exec, paths, '172.16.0.2', { timeoutMs: 300, probe }),
+    (e: unknown) => isBangerError(e, ErrorCode.Timeout) && /within 0 s/.test((e as Error).message),
+  );
   const plainMs = Date.now() - t0;
 
   const extended = deadSsh();
   const t1 = Date.now();
-  await assert.rejects(waitForSsh(extended.exec, paths, '172.16.0.2', { timeoutMs: 300, probe, watch: async () => 1600 }), (e: unknown) => isBangerError(e, ErrorCode.Timeout) && /within 2 s/.test((e as Error).message));
-  assert.ok(Date.now() - t1 >= 1600 && extended.calls() > plain.calls(), `extended wait (${Date.now() - t1} ms, ${extended.calls()} tries) vs plain (${plainMs} ms, ${plain.calls()} tries)`);
+  await assert.rejects(
+    waitForSsh(extended.exec, paths, '172.16.0.2', { timeoutMs: 300, probe, watch: async () => 1600 }),
+    (e: unknown) => isBangerError(e, ErrorCode.Timeout) && /within 2 s/.test((e as Error).message),
+  );
+  assert.ok(
+    Date.now() - t1 >= 1600 && extended.calls() > plain.calls(),
+    `extended wait (${Date.now() - t1} ms, ${extended.calls()} tries) vs plain (${plainMs} ms, ${plain.calls()} tries)`,
+  );
 
   const failing = deadSsh();
   let round = 0;
@@ -64,7 +81,10 @@ test('waitForSsh: no ssh is spawned until the probe sees an SSH banner', async (
   const ssh = deadSsh();
   let probes = 0;
   const closed = async () => (probes++, false);
-  await assert.rejects(waitForSsh(ssh.exec, paths, '172.16.0.2', { timeoutMs: 700, probe: closed }), (e: unknown) => isBangerError(e, ErrorCode.Timeout) && /port 22 not answering yet/.test((e as Error).message));
+  await assert.rejects(
+    waitForSsh(ssh.exec, paths, '172.16.0.2', { timeoutMs: 700, probe: closed }),
+    (e: unknown) => isBangerError(e, ErrorCode.Timeout) && /port 22 not answering yet/.test((e as Error).message),
+  );
   assert.equal(ssh.calls(), 0);
   assert.ok(probes >= 3, `${probes} probes`);
 });
@@ -73,7 +93,9 @@ test('sshBanner: true only for a listener that greets with SSH- (loopback only)'
   const { createServer } = await import('node:net');
   const serve = (greeting: string) =>
     new Promise<{ port: number; close: () => void }>((resolve) => {
-      const srv = createServer((s) => s.end(greeting)).listen(0, '127.0.0.1', () => resolve({ port: (srv.address() as { port: number }).port, close: () => srv.close() }));
+      const srv = createServer((s) => s.end(greeting)).listen(0, '127.0.0.1', () =>
+        resolve({ port: (srv.address() as { port: number }).port, close: () => srv.close() }),
+      );
     });
   const ssh = await serve('SSH-2.0-OpenSSH_9.2\r\n');
   const http = await serve('HTTP/1.1 400 Bad Request\r\n\r\n');
@@ -89,7 +111,9 @@ test('sshBanner: true only for a listener that greets with SSH- (loopback only)'
   // it rather than hanging up and piling up pre-auth sshd children.
   let conns = 0;
   const slow = await new Promise<{ port: number; close: () => void }>((resolve) => {
-    const srv = createServer((s) => (conns++, setTimeout(() => s.end('SSH-2.0-slow\r\n'), 1500))).listen(0, '127.0.0.1', () => resolve({ port: (srv.address() as { port: number }).port, close: () => srv.close() }));
+    const srv = createServer((s) => (conns++, setTimeout(() => s.end('SSH-2.0-slow\r\n'), 1500))).listen(0, '127.0.0.1', () =>
+      resolve({ port: (srv.address() as { port: number }).port, close: () => srv.close() }),
+    );
   });
   try {
     assert.equal(await sshBanner('127.0.0.1', slow.port, 1000), true);
@@ -102,7 +126,8 @@ test('sshBanner: true only for a listener that greets with SSH- (loopback only)'
 test('installProgress: the latest install line from the console (apt, the script), escapes stripped, trimmed', async () => {
   const { installProgress } = await import('../../src/vms/readiness.js');
   assert.equal(installProgress('[    1.0] kernel line\nsome noise\n'), undefined);
-  const text = 'banger-first-boot: step install: systemd is missing (at 3.1 s)\nGet:1 http://10.0.0.1/debian bookworm/main amd64 libc6 2.36\nUnpacking libc6 (2.36-9) ...\r\nSetting up \x1b[1msystemd\x1b[0m (252.38-1~deb12u1) ...\nother output\n';
+  const text =
+    'banger-first-boot: step install: systemd is missing (at 3.1 s)\nGet:1 http://10.0.0.1/debian bookworm/main amd64 libc6 2.36\nUnpacking libc6 (2.36-9) ...\r\nSetting up \x1b[1msystemd\x1b[0m (252.38-1~deb12u1) ...\nother output\n';
   assert.equal(installProgress(text), 'Setting up systemd (252.38-1~deb12u1) ...');
   assert.equal(installProgress(`Unpacking ${'x'.repeat(200)}\n`)!.length, 100);
 });
@@ -124,7 +149,15 @@ test('LineSplitter: a line longer than MAX_LINE is cut there, the rest of it dro
 test('BootWatch: init marker, first error and its hint, install state, progress; CRLF lines', async () => {
   const { BootWatch } = await import('../../src/vms/console.js');
   const w = new BootWatch();
-  for (const l of ['[ 1.0] Run /init as init process\r', 'banger-first-boot: step install\r', 'Setting up systemd (252) ...\r', 'banger-first-boot: error: first\r', 'banger-first-boot: hint: h1\r', 'banger-first-boot: error: second']) w.line(l);
+  for (const l of [
+    '[ 1.0] Run /init as init process\r',
+    'banger-first-boot: step install\r',
+    'Setting up systemd (252) ...\r',
+    'banger-first-boot: error: first\r',
+    'banger-first-boot: hint: h1\r',
+    'banger-first-boot: error: second',
+  ])
+    w.line(l);
   assert.equal(w.init, true);
   assert.deepEqual(w.firstBoot(), { installing: true, error: 'first', hint: 'h1' });
   assert.equal(w.progress, 'Setting up systemd (252) ...');

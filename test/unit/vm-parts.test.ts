@@ -54,7 +54,10 @@ test('qemuArgv: microvm TCG, daemonized, serial/QMP/agent sockets in the VM dir,
   assert.ok(after(argv, '-chardev').includes(`file,id=con,path=${files.console},append=on`), 'the console is appended to (copytruncate rotation)');
   assert.deepEqual(after(argv, '-qmp'), [`unix:${files.qmp},server=on,wait=off`]);
   assert.deepEqual(after(argv, '-pidfile'), [files.pid]);
-  assert.deepEqual(after(argv, '-drive').map((d) => d.split(',')[0]), ['id=root', 'id=seed']);
+  assert.deepEqual(
+    after(argv, '-drive').map((d) => d.split(',')[0]),
+    ['id=root', 'id=seed'],
+  );
   assert.match(after(argv, '-drive')[0]!, /format=qcow2/);
   assert.ok(after(argv, '-chardev').includes(`socket,id=agent,path=${files.agent},server=on,wait=off`));
   assert.ok(after(argv, '-device').includes('virtserialport,chardev=agent,name=banger.agent'));
@@ -84,37 +87,76 @@ test('kernelCmdline: contract string; init= only with first boot; tsc_early_khz 
   );
   assert.ok(!kernelCmdline({ ...base, firstBoot: false }).includes('init='));
   assert.match(kernelCmdline({ ...base, firstBoot: false, tscKhz: 2100000 }), / tsc_early_khz=2100000 tsc=reliable /);
-  assert.doesNotMatch(kernelCmdline({ ...base, firstBoot: false }), /tsc=/, 'KVM guests keep kvm-clock and the kernel\'s own TSC checks');
+  assert.doesNotMatch(kernelCmdline({ ...base, firstBoot: false }), /tsc=/, "KVM guests keep kvm-clock and the kernel's own TSC checks");
   assert.equal(tscKhzFromCpuinfo('processor : 0\ncpu MHz\t\t: 2096.014\n'), 2096014);
   assert.equal(tscKhzFromCpuinfo(undefined), 2000000);
 });
 
-test('kernelCmdline lean: the lean-boot units are masked, the rest of the line is unchanged, and the line fits the x86 kernel limit (2048 bytes) with room for Firecracker\'s device entries', () => {
-  const base = { ip: '172.16.255.254', gateway: '172.16.0.1', netmask: '255.255.0.0', hostname: 'a-rather-long-vm-name-of-sixty-three-characters-xxxxxxxxxxxxxxx', firstBoot: true, tscKhz: 2100000, modulesDevice: '/dev/vdd' };
+test("kernelCmdline lean: the lean-boot units are masked, the rest of the line is unchanged, and the line fits the x86 kernel limit (2048 bytes) with room for Firecracker's device entries", () => {
+  const base = {
+    ip: '172.16.255.254',
+    gateway: '172.16.0.1',
+    netmask: '255.255.0.0',
+    hostname: 'a-rather-long-vm-name-of-sixty-three-characters-xxxxxxxxxxxxxxx',
+    firstBoot: true,
+    tscKhz: 2100000,
+    modulesDevice: '/dev/vdd',
+  };
   const lean = kernelCmdline({ ...base, lean: true });
   const plain = kernelCmdline(base);
   for (const u of LEAN_MASKED_UNITS) assert.ok(lean.includes(` systemd.mask=${u}`), u);
   assert.ok(!plain.includes('systemd.mask=e2scrub_reap.service'));
   assert.ok(lean.startsWith(plain), 'lean only appends masks');
-  for (const keep of ['systemd-journald.service', 'ssh.service', 'banger-vsock-agent.service', 'systemd-tmpfiles-setup.service', 'kmod-static-nodes.service']) assert.ok(!lean.includes(keep), `${keep} is kept`);
+  for (const keep of ['systemd-journald.service', 'ssh.service', 'banger-vsock-agent.service', 'systemd-tmpfiles-setup.service', 'kmod-static-nodes.service'])
+    assert.ok(!lean.includes(keep), `${keep} is kept`);
   assert.ok(lean.length + 4 * 60 < 2048, `${lean.length} bytes`);
 });
 
-test('seedFiles: a builder VM\'s seed carries `prepare`; other seeds do not', () => {
-  const s = { name: 'prepare-0a1b2c3d', net: { ip: '172.16.0.2', prefix: 24, gateway: '172.16.0.1', dns: ['1.1.1.1'] }, hostKey: 'K\n', hostKeyPub: 'ssh-ed25519 AAAA', authorizedKey: 'ssh-ed25519 BBBB' };
+test("seedFiles: a builder VM's seed carries `prepare`; other seeds do not", () => {
+  const s = {
+    name: 'prepare-0a1b2c3d',
+    net: { ip: '172.16.0.2', prefix: 24, gateway: '172.16.0.1', dns: ['1.1.1.1'] },
+    hostKey: 'K\n',
+    hostKeyPub: 'ssh-ed25519 AAAA',
+    authorizedKey: 'ssh-ed25519 BBBB',
+  };
   assert.deepEqual(seedFiles({ ...s, prepare: true })['prepare'], ['1\n', 0o644]);
   assert.equal(seedFiles(s)['prepare'], undefined);
 });
 
 test('seedFiles: the seed contract (paths, modes, network.env)', () => {
-  const f = seedFiles({ name: 'box', net: { ip: '172.16.0.2', prefix: 24, gateway: '172.16.0.1', dns: ['1.1.1.1', '8.8.8.8'] }, hostKey: 'PRIVATE\n', hostKeyPub: 'ssh-ed25519 AAAA root@box', authorizedKey: 'ssh-ed25519 BBBB banger' });
-  assert.deepEqual(Object.keys(f).sort(), ['hostname', 'network.env', 'resolv.conf', 'ssh/authorized_keys', 'ssh/ssh_host_ed25519_key', 'ssh/ssh_host_ed25519_key.pub', 'version']);
+  const f = seedFiles({
+    name: 'box',
+    net: { ip: '172.16.0.2', prefix: 24, gateway: '172.16.0.1', dns: ['1.1.1.1', '8.8.8.8'] },
+    hostKey: 'PRIVATE\n',
+    hostKeyPub: 'ssh-ed25519 AAAA root@box',
+    authorizedKey: 'ssh-ed25519 BBBB banger',
+  });
+  assert.deepEqual(Object.keys(f).sort(), [
+    'hostname',
+    'network.env',
+    'resolv.conf',
+    'ssh/authorized_keys',
+    'ssh/ssh_host_ed25519_key',
+    'ssh/ssh_host_ed25519_key.pub',
+    'version',
+  ]);
   assert.equal(f['ssh/ssh_host_ed25519_key']![1], 0o600);
   assert.equal(f['version']![0], '1\n');
   assert.equal(f['hostname']![0], 'box\n');
   assert.equal(f['resolv.conf']![0], 'nameserver 1.1.1.1\nnameserver 8.8.8.8\n');
-  assert.equal(f['network.env']![0], 'BANGER_IP=172.16.0.2\nBANGER_PREFIX=24\nBANGER_GATEWAY=172.16.0.1\nBANGER_IFACE=eth0\nBANGER_DNS="1.1.1.1 8.8.8.8"\nBANGER_VM_NAME=box\n');
-  const grown = seedFiles({ name: 'box', net: { ip: '172.16.0.2', prefix: 24, gateway: '172.16.0.1', dns: [] }, hostKey: 'K\n', hostKeyPub: 'P', authorizedKey: 'A', growRoot: true });
+  assert.equal(
+    f['network.env']![0],
+    'BANGER_IP=172.16.0.2\nBANGER_PREFIX=24\nBANGER_GATEWAY=172.16.0.1\nBANGER_IFACE=eth0\nBANGER_DNS="1.1.1.1 8.8.8.8"\nBANGER_VM_NAME=box\n',
+  );
+  const grown = seedFiles({
+    name: 'box',
+    net: { ip: '172.16.0.2', prefix: 24, gateway: '172.16.0.1', dns: [] },
+    hostKey: 'K\n',
+    hostKeyPub: 'P',
+    authorizedKey: 'A',
+    growRoot: true,
+  });
   assert.deepEqual(grown['grow-root'], ['1\n', 0o644], '--disk-size asks the guest to grow its root');
 });
 
@@ -134,8 +176,16 @@ function fcStandIn(): VmmDriver {
   return {
     kind: 'firecracker',
     async probe(h: DriverHost): Promise<ProbeResult> {
-      if (!(await h.probe.which(bins.firecracker))) return { usable: false, kvm: h.kvm.usable, reason: 'binary not found', error: `--vmm firecracker: binary '${bins.firecracker}' not found`, hint: 'install firecracker, or use --vmm qemu' };
-      if (!h.kvm.usable) return { usable: false, kvm: false, reason: `KVM not usable: ${h.kvm.reason}`, error: `--vmm firecracker: KVM not usable: ${h.kvm.reason}` };
+      if (!(await h.probe.which(bins.firecracker)))
+        return {
+          usable: false,
+          kvm: h.kvm.usable,
+          reason: 'binary not found',
+          error: `--vmm firecracker: binary '${bins.firecracker}' not found`,
+          hint: 'install firecracker, or use --vmm qemu',
+        };
+      if (!h.kvm.usable)
+        return { usable: false, kvm: false, reason: `KVM not usable: ${h.kvm.reason}`, error: `--vmm firecracker: KVM not usable: ${h.kvm.reason}` };
       return { usable: true, kvm: true, reason: 'kvm' };
     },
   } as Partial<VmmDriver> as VmmDriver;
@@ -154,8 +204,14 @@ test('selectVmm auto explains its choice', async () => {
 });
 
 test('selectVmm: explicit firecracker without binary / KVM is a clear E_VMM', async () => {
-  await assert.rejects(selectVmm('firecracker', host({ kvmRw: false, flags: '', bins: ['qemu-system-x86_64'] })), (e) => isBangerError(e, 'E_VMM') && /binary 'firecracker' not found/.test(e.message));
-  await assert.rejects(selectVmm('firecracker', host({ kvmRw: false, flags: '', bins: ['qemu-system-x86_64', 'firecracker'] })), (e) => isBangerError(e, 'E_VMM') && /KVM not usable/.test(e.message));
+  await assert.rejects(
+    selectVmm('firecracker', host({ kvmRw: false, flags: '', bins: ['qemu-system-x86_64'] })),
+    (e) => isBangerError(e, 'E_VMM') && /binary 'firecracker' not found/.test(e.message),
+  );
+  await assert.rejects(
+    selectVmm('firecracker', host({ kvmRw: false, flags: '', bins: ['qemu-system-x86_64', 'firecracker'] })),
+    (e) => isBangerError(e, 'E_VMM') && /KVM not usable/.test(e.message),
+  );
   await assert.rejects(selectVmm('qemu', host({ kvmRw: false, flags: '', bins: [] })), (e) => isBangerError(e, 'E_VMM') && /QEMU binary/.test(e.message));
 });
 
@@ -171,7 +227,10 @@ test('known_hosts pinning replaces and removes exactly one VM', async () => {
     await unpinHostKey(p, '172.16.0.2', 'a');
     assert.equal(readFileSync(p.knownHosts, 'utf8'), '172.16.0.3,b,b.vm ssh-ed25519 BBBB\n');
     const cfg = renderSshConfig(p, [{ name: 'b', ip: '172.16.0.3' }]);
-    assert.match(cfg, /Host b\.vm\n  HostName 172\.16\.0\.3\n  User root\n  IdentityFile .*id_ed25519\n  IdentityFile .*id_ed25519-group\n  IdentitiesOnly yes\n  UserKnownHostsFile .*known_hosts\n  StrictHostKeyChecking yes/);
+    assert.match(
+      cfg,
+      /Host b\.vm\n {2}HostName 172\.16\.0\.3\n {2}User root\n {2}IdentityFile .*id_ed25519\n {2}IdentityFile .*id_ed25519-group\n {2}IdentitiesOnly yes\n {2}UserKnownHostsFile .*known_hosts\n {2}StrictHostKeyChecking yes/,
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -217,10 +276,40 @@ test('ssh-config --install keeps a symlinked ~/.ssh/config a symlink and writes 
 });
 
 test('vm list table columns', () => {
-  const out = renderList([
-    { name: 'box', running: true, state: 'running', vmm: 'qemu', image: 'deb', ip: '172.16.0.2', spec: { vcpu: 2, memoryMiB: 1024 }, createdAt: new Date().toISOString() },
-    { name: 'web', running: true, state: 'running', vmm: 'qemu', image: 'deb', ip: '172.16.0.3', spec: { vcpu: 2, memoryMiB: 1024, ports: [{ hostIp: '127.0.0.1', hostPort: 8080, guestPort: 80, proto: 'tcp' }, { hostIp: '::1', hostPort: 8443, guestPort: 443, proto: 'tcp' }] }, createdAt: new Date().toISOString(), expiresAt: new Date(Date.parse('2030-01-01T00:00:00Z') + 552_000).toISOString(), onExpire: 'rm' },
-  ], Date.parse('2030-01-01T00:00:00Z'));
+  const out = renderList(
+    [
+      {
+        name: 'box',
+        running: true,
+        state: 'running',
+        vmm: 'qemu',
+        image: 'deb',
+        ip: '172.16.0.2',
+        spec: { vcpu: 2, memoryMiB: 1024 },
+        createdAt: new Date().toISOString(),
+      },
+      {
+        name: 'web',
+        running: true,
+        state: 'running',
+        vmm: 'qemu',
+        image: 'deb',
+        ip: '172.16.0.3',
+        spec: {
+          vcpu: 2,
+          memoryMiB: 1024,
+          ports: [
+            { hostIp: '127.0.0.1', hostPort: 8080, guestPort: 80, proto: 'tcp' },
+            { hostIp: '::1', hostPort: 8443, guestPort: 443, proto: 'tcp' },
+          ],
+        },
+        createdAt: new Date().toISOString(),
+        expiresAt: new Date(Date.parse('2030-01-01T00:00:00Z') + 552_000).toISOString(),
+        onExpire: 'rm',
+      },
+    ],
+    Date.parse('2030-01-01T00:00:00Z'),
+  );
   const [head, row, row2] = out.split('\n');
   assert.deepEqual(head!.split(/\s+/), ['NAME', 'STATE', 'VMM', 'IMAGE', 'IP', 'VCPU', 'MEM', 'AGE', 'TTL', 'PORTS']);
   assert.deepEqual(row!.split(/\s+/).slice(0, 7), ['box', 'running', 'qemu', 'deb', '172.16.0.2', '2', '1024M']);
@@ -236,16 +325,60 @@ test('launchSpec: bzImage preferred, initrd → ACPI on, disks in guest order, t
   const { parseSubnet } = await import('../../src/network/subnet.js');
   const f = vmFiles('/r/vms/box');
   const vm = {
-    name: 'box', id: '0123456789abcdef0123', image: 'img', kernel: 'k', desiredState: 'running' as const, state: 'created' as const, vmm: 'qemu' as const, vmmReason: '', pid: null, tap: 'tap-0123456789', mac: null, ip: '172.16.0.2', createdAt: '', startedAt: null, createDone: true,
+    name: 'box',
+    id: '0123456789abcdef0123',
+    image: 'img',
+    kernel: 'k',
+    desiredState: 'running' as const,
+    state: 'created' as const,
+    vmm: 'qemu' as const,
+    vmmReason: '',
+    pid: null,
+    tap: 'tap-0123456789',
+    mac: null,
+    ip: '172.16.0.2',
+    createdAt: '',
+    startedAt: null,
+    createDone: true,
     spec: { vcpu: 2, memoryMiB: 512, nat: false, firstBoot: true, workDiskBytes: 1 << 20, rootDisk: { path: f.rootQcow2, format: 'qcow2' as const } },
   };
-  const net = { ip: '172.16.0.2', prefix: 24, netmask: '255.255.255.0', gateway: '172.16.0.1', bridge: 'banger0', tap: 'tap-0123456789', mac: '06:00:AC:10:00:02', dns: [] };
-  const s = launchSpec({ instance: '0123456789ab', vm, kernel: { name: 'k', dir: '/k', vmlinux: '/k/vmlinux', vmlinuz: '/k/vmlinuz', initrd: '/k/initrd.img' }, files: f, net, subnet: parseSubnet('172.16.0.0/24'), kvm: false, tscKhz: 2000000 });
+  const net = {
+    ip: '172.16.0.2',
+    prefix: 24,
+    netmask: '255.255.255.0',
+    gateway: '172.16.0.1',
+    bridge: 'banger0',
+    tap: 'tap-0123456789',
+    mac: '06:00:AC:10:00:02',
+    dns: [],
+  };
+  const s = launchSpec({
+    instance: '0123456789ab',
+    vm,
+    kernel: { name: 'k', dir: '/k', vmlinux: '/k/vmlinux', vmlinuz: '/k/vmlinuz', initrd: '/k/initrd.img' },
+    files: f,
+    net,
+    subnet: parseSubnet('172.16.0.0/24'),
+    kvm: false,
+    tscKhz: 2000000,
+  });
   assert.equal(s.kernel, '/k/vmlinuz');
   assert.equal(s.acpi, true);
-  assert.deepEqual(s.disks.map((d) => `${d.id}:${d.format}`), ['root:qcow2', 'seed:raw', 'work:raw']);
+  assert.deepEqual(
+    s.disks.map((d) => `${d.id}:${d.format}`),
+    ['root:qcow2', 'seed:raw', 'work:raw'],
+  );
   assert.match(s.cmdline, /init=\/usr\/local\/libexec\/banger-first-boot .*tsc_early_khz=2000000/);
-  const k = launchSpec({ instance: '0123456789ab', vm: { ...vm, spec: { ...vm.spec, workDiskBytes: undefined } }, kernel: { name: 'k', dir: '/k', vmlinux: '/k/vmlinux' }, files: f, net, subnet: parseSubnet('172.16.0.0/24'), kvm: true, tscKhz: 2000000 });
+  const k = launchSpec({
+    instance: '0123456789ab',
+    vm: { ...vm, spec: { ...vm.spec, workDiskBytes: undefined } },
+    kernel: { name: 'k', dir: '/k', vmlinux: '/k/vmlinux' },
+    files: f,
+    net,
+    subnet: parseSubnet('172.16.0.0/24'),
+    kvm: true,
+    tscKhz: 2000000,
+  });
   assert.equal(k.kernel, '/k/vmlinux');
   assert.equal(k.acpi, false);
   assert.equal(k.initrd, undefined);
@@ -253,11 +386,31 @@ test('launchSpec: bzImage preferred, initrd → ACPI on, disks in guest order, t
   assert.doesNotMatch(k.cmdline, /tsc_early_khz|tsc=reliable/);
   assert.doesNotMatch(k.cmdline, /banger\.modules/);
   // A kernel with a modules disk: attached read-only after the work disk and named on the command line.
-  const m = launchSpec({ instance: '0123456789ab', vm, kernel: { name: 'k', dir: '/k', vmlinuz: '/k/vmlinuz', initrd: '/k/initrd.img', modulesImage: '/k/modules.ext4' }, files: f, net, subnet: parseSubnet('172.16.0.0/24'), kvm: false, tscKhz: 2000000 });
-  assert.deepEqual(m.disks.map((d) => `${d.id}:${d.readOnly ? 'ro' : 'rw'}`), ['root:rw', 'seed:rw', 'work:rw', 'modules:ro']);
+  const m = launchSpec({
+    instance: '0123456789ab',
+    vm,
+    kernel: { name: 'k', dir: '/k', vmlinuz: '/k/vmlinuz', initrd: '/k/initrd.img', modulesImage: '/k/modules.ext4' },
+    files: f,
+    net,
+    subnet: parseSubnet('172.16.0.0/24'),
+    kvm: false,
+    tscKhz: 2000000,
+  });
+  assert.deepEqual(
+    m.disks.map((d) => `${d.id}:${d.readOnly ? 'ro' : 'rw'}`),
+    ['root:rw', 'seed:rw', 'work:rw', 'modules:ro'],
+  );
   assert.match(m.cmdline, / banger\.modules=\/dev\/vdd /);
   const argv = qemuArgv('qemu-system-x86_64', m);
   assert.ok(argv.includes('id=modules,file=/k/modules.ext4,format=raw,if=none,readonly=on'), argv.join(' '));
-  const noWork = launchSpec({ instance: '0123456789ab', vm: { ...vm, spec: { ...vm.spec, workDiskBytes: undefined } }, kernel: { name: 'k', dir: '/k', vmlinuz: '/k/vmlinuz', modulesImage: '/k/modules.ext4' }, files: f, net, subnet: parseSubnet('172.16.0.0/24'), kvm: false });
+  const noWork = launchSpec({
+    instance: '0123456789ab',
+    vm: { ...vm, spec: { ...vm.spec, workDiskBytes: undefined } },
+    kernel: { name: 'k', dir: '/k', vmlinuz: '/k/vmlinuz', modulesImage: '/k/modules.ext4' },
+    files: f,
+    net,
+    subnet: parseSubnet('172.16.0.0/24'),
+    kvm: false,
+  });
   assert.match(noWork.cmdline, / banger\.modules=\/dev\/vdc /);
 });

@@ -47,7 +47,10 @@ test('parsePortSpec: bad input names -p and the part that is wrong', () => {
 
 test('PortForwards.checkConflicts: a port another VM publishes (even stopped, even by wildcard) is refused', () => {
   const other = { name: 'web', spec: { ports: [parsePortSpec('0.0.0.0:8080:80')] } } as unknown as VmRecord;
-  assert.throws(() => PortForwards.checkConflicts('new', [parsePortSpec('8080:80')], [other]), (e: unknown) => isBangerError(e, 'E_IN_USE') && /already published by vm 'web'/.test(e.message));
+  assert.throws(
+    () => PortForwards.checkConflicts('new', [parsePortSpec('8080:80')], [other]),
+    (e: unknown) => isBangerError(e, 'E_IN_USE') && /already published by vm 'web'/.test(e.message),
+  );
   PortForwards.checkConflicts('new', [parsePortSpec('8081:80')], [other]);
   PortForwards.checkConflicts('web', [parsePortSpec('8080:80')], [other]); // itself
 });
@@ -78,27 +81,59 @@ test('checkMounts: refused on a driver without features.mounts (firecracker) poi
   // a driver that says it has no shared folders is refused, whatever its name
   const noFolders = { kind: 'qemu' as const, features: { ...qemu.features, mounts: false }, folders: undefined };
   /** The QEMU driver with virtiofsd found (or not) as `virtiofsd` says. */
-  const qemuWith = (virtiofsd: () => Promise<string | undefined>) => ({ ...qemu, folders: { ...qemu.folders, devices: (ms: Parameters<typeof qemuMountDevices>[0]) => qemuMountDevices(ms, virtiofsd) } });
+  const qemuWith = (virtiofsd: () => Promise<string | undefined>) => ({
+    ...qemu,
+    folders: { ...qemu.folders, devices: (ms: Parameters<typeof qemuMountDevices>[0]) => qemuMountDevices(ms, virtiofsd) },
+  });
   const dir = mkdtempSync(join(tmpdir(), 'banger-mounts-'));
   try {
     writeFileSync(join(dir, 'file'), 'x');
     chownSync(dir, 4242, 4243);
     const m = parseMountSpec(`${dir}:/mnt/x`, 0);
-    await assert.rejects(checkMounts([m], firecracker), (e: unknown) => isBangerError(e, 'E_INVALID') && /not supported on firecracker/.test(e.message) && /vm cp/.test(e.hint ?? ''));
+    await assert.rejects(
+      checkMounts([m], firecracker),
+      (e: unknown) => isBangerError(e, 'E_INVALID') && /not supported on firecracker/.test(e.message) && /vm cp/.test(e.hint ?? ''),
+    );
     await assert.rejects(checkMounts([m], noFolders), (e: unknown) => isBangerError(e, 'E_INVALID') && /not supported on qemu/.test(e.message));
-    await assert.rejects(checkMounts([parseMountSpec(`${dir}/nope:/mnt/x`, 0)], qemu), (e: unknown) => isBangerError(e, 'E_NOT_FOUND') && e.message.includes(`${dir}/nope`));
-    await assert.rejects(checkMounts([parseMountSpec(`${dir}/file:/mnt/x`, 0)], qemu), (e: unknown) => isBangerError(e, 'E_INVALID') && /not a directory/.test(e.message));
+    await assert.rejects(
+      checkMounts([parseMountSpec(`${dir}/nope:/mnt/x`, 0)], qemu),
+      (e: unknown) => isBangerError(e, 'E_NOT_FOUND') && e.message.includes(`${dir}/nope`),
+    );
+    await assert.rejects(
+      checkMounts([parseMountSpec(`${dir}/file:/mnt/x`, 0)], qemu),
+      (e: unknown) => isBangerError(e, 'E_INVALID') && /not a directory/.test(e.message),
+    );
     assert.equal((await qemuMountDevices([m], async () => '/usr/lib/qemu/virtiofsd'))[0]!.kind, 'virtiofs');
     assert.equal((await qemuMountDevices([m], async () => undefined))[0]!.kind, '9p');
-    assert.equal((await checkMounts([m], qemuWith(async () => undefined)))[0]!.kind, '9p', 'checkMounts returns the devices the driver picked');
-    assert.equal((await checkMounts([m], qemuWith(async () => '/usr/lib/qemu/virtiofsd')))[0]!.kind, 'virtiofs');
+    assert.equal(
+      (
+        await checkMounts(
+          [m],
+          qemuWith(async () => undefined),
+        )
+      )[0]!.kind,
+      '9p',
+      'checkMounts returns the devices the driver picked',
+    );
+    assert.equal(
+      (
+        await checkMounts(
+          [m],
+          qemuWith(async () => '/usr/lib/qemu/virtiofsd'),
+        )
+      )[0]!.kind,
+      'virtiofs',
+    );
     assert.deepEqual(await checkMounts([], firecracker), []);
     // read-write virtiofs writes as HOSTDIR's owner: a folder owned by root (user or group) is refused, :ro is not
     mkdirSync(join(dir, 'rootowned'));
     chownSync(join(dir, 'rootowned'), 0, 0);
     const rootRw = parseMountSpec(`${dir}/rootowned:/mnt/x`, 0);
     const vfsd = qemuWith(async () => '/usr/lib/qemu/virtiofsd');
-    await assert.rejects(checkMounts([rootRw], vfsd), (e: unknown) => isBangerError(e, 'E_INVALID') && /owned by root \(0:0\)/.test(e.message) && /:ro/.test(e.hint ?? ''));
+    await assert.rejects(
+      checkMounts([rootRw], vfsd),
+      (e: unknown) => isBangerError(e, 'E_INVALID') && /owned by root \(0:0\)/.test(e.message) && /:ro/.test(e.hint ?? ''),
+    );
     chownSync(join(dir, 'rootowned'), 4242, 0);
     await assert.rejects(checkMounts([rootRw], vfsd), (e: unknown) => isBangerError(e, 'E_INVALID') && /owned by root \(4242:0\)/.test(e.message));
     assert.equal((await checkMounts([parseMountSpec(`${dir}/rootowned:/mnt/x:ro`, 0)], vfsd))[0]!.kind, 'virtiofs');
@@ -111,14 +146,41 @@ test('mount devices: QEMU argv (9p readonly, virtiofs shared memory), seed file,
   const files = vmFiles('/v/box');
   const ninep = { ...parseMountSpec('/h/ab:/mnt/a:ro', 0), hostDir: '/h/a,b', kind: '9p' as const }; // a comma QEMU must escape
   const vfs = { ...parseMountSpec('/h/c:/mnt/c', 1), kind: 'virtiofs' as const };
-  assert.deepEqual(qemuMountArgs([ninep], files.dir, 512), ['-fsdev', 'local,id=fs_banger0,path=/h/a,,b,security_model=mapped-xattr,readonly=on', '-device', 'virtio-9p-device,fsdev=fs_banger0,mount_tag=banger0']);
-  assert.deepEqual(qemuMountArgs([vfs], files.dir, 512), ['-object', 'memory-backend-memfd,id=mem,size=512M,share=on', '-global', 'virtio-mmio.force-legacy=false', '-chardev', 'socket,id=fs_banger1,path=/v/box/virtiofs-banger1/fs.sock', '-device', 'vhost-user-fs-device,chardev=fs_banger1,tag=banger1']);
+  assert.deepEqual(qemuMountArgs([ninep], files.dir, 512), [
+    '-fsdev',
+    'local,id=fs_banger0,path=/h/a,,b,security_model=mapped-xattr,readonly=on',
+    '-device',
+    'virtio-9p-device,fsdev=fs_banger0,mount_tag=banger0',
+  ]);
+  assert.deepEqual(qemuMountArgs([vfs], files.dir, 512), [
+    '-object',
+    'memory-backend-memfd,id=mem,size=512M,share=on',
+    '-global',
+    'virtio-mmio.force-legacy=false',
+    '-chardev',
+    'socket,id=fs_banger1,path=/v/box/virtiofs-banger1/fs.sock',
+    '-device',
+    'vhost-user-fs-device,chardev=fs_banger1,tag=banger1',
+  ]);
   // virtiofsd: rw through banger-fsjail as the folder's owner, ro as root; never CAP_MKNOD/CAP_FSETID
   const vfsd = ['/vfsd', '--socket-path=/run/virtiofsd/fs.sock', '-o', 'source=/h/c', '-o', 'cache=auto', '-o', 'xattr', '-o', 'modcaps=-mknod:-fsetid'];
   assert.deepEqual(virtiofsdArgv(vfs, '/vfsd', { path: '/jail', uid: 1000, gid: 1001 }), ['/jail', '1000', '1001', ...vfsd, '--rlimit-nofile=0']);
   assert.deepEqual(virtiofsdArgv({ ...vfs, readOnly: true }, '/vfsd'), vfsd);
   assert.throws(() => virtiofsdArgv(vfs, '/vfsd'), /needs banger-fsjail/);
-  const spec = { id: 'i', instance: 'x', name: 'box', files, vcpu: 1, memoryMiB: 512, kernel: '/k', cmdline: '', disks: [], net: { tap: 't', mac: 'm' }, kvm: false, acpi: true } as unknown as Parameters<typeof qemuArgv>[1];
+  const spec = {
+    id: 'i',
+    instance: 'x',
+    name: 'box',
+    files,
+    vcpu: 1,
+    memoryMiB: 512,
+    kernel: '/k',
+    cmdline: '',
+    disks: [],
+    net: { tap: 't', mac: 'm' },
+    kvm: false,
+    acpi: true,
+  } as unknown as Parameters<typeof qemuArgv>[1];
   const withFs = qemuArgv('qemu', { ...spec, mounts: [vfs] });
   assert.match(withFs[withFs.indexOf('-M') + 1]!, /,memory-backend=mem$/);
   const plain = qemuArgv('qemu', spec);
@@ -128,5 +190,8 @@ test('mount devices: QEMU argv (9p readonly, virtiofs shared memory), seed file,
   const base = { name: 'b', net: { ip: '1.2.3.4', prefix: 24, gateway: '1.2.3.1', dns: [] }, hostKey: 'k', hostKeyPub: 'p', authorizedKey: 'a' };
   assert.deepEqual(seedFiles({ ...base, mounts: 'banger0 /mnt/a ro 9p\n' }).mounts, ['banger0 /mnt/a ro 9p\n', 0o644]);
   assert.equal(seedFiles(base).mounts, undefined);
-  assert.equal(verifyMountsCommand([ninep, vfs]), `r=0; for d in '/mnt/a' '/mnt/c'; do grep -q " $d " /proc/mounts || { echo "not mounted: $d"; r=1; }; done; exit $r`);
+  assert.equal(
+    verifyMountsCommand([ninep, vfs]),
+    `r=0; for d in '/mnt/a' '/mnt/c'; do grep -q " $d " /proc/mounts || { echo "not mounted: $d"; r=1; }; done; exit $r`,
+  );
 });

@@ -23,7 +23,10 @@ const VERBS_BY_NAMES = ['vm.start', 'vm.stop', 'vm.restart', 'vm.kill', 'vm.rm']
 const VERBS_BY_NAME = ['vm.show', 'vm.logs', 'vm.sshInfo', 'vm.ports'];
 
 test('vm.* methods exist with the agreed names', () => {
-  assert.deepEqual(Object.keys(methods).sort(), [...VERBS_BY_NAMES, ...VERBS_BY_NAME, 'vm.create', 'vm.list', 'vm.prune', 'vm.sshConfig', 'vm.exec', 'vm.cpOut', 'vm.cpIn', 'vm.stat', 'vm.extend'].sort());
+  assert.deepEqual(
+    Object.keys(methods).sort(),
+    [...VERBS_BY_NAMES, ...VERBS_BY_NAME, 'vm.create', 'vm.list', 'vm.prune', 'vm.sshConfig', 'vm.exec', 'vm.cpOut', 'vm.cpIn', 'vm.stat', 'vm.extend'].sort(),
+  );
 });
 
 test('names: traversal, separators, over-long and empty names are refused in every verb, naming the field', () => {
@@ -48,7 +51,8 @@ test('vm.create: vcpu, memory and disk bounds and types name their field', () =>
   assert.equal(parse('vm.create', { ...ok, vcpu: 1, memoryMiB: 128, diskSize: '8G', workDisk: '1G', nat: true, wait: false, vmm: 'qemu' }).success, true);
   assert.equal(parse('vm.create', { ...ok, vcpu: 32, memoryMiB: 1024 * 1024 }).success, true);
   for (const vcpu of [0, -1, 33, 1.5, '2', null]) assert.equal(field('vm.create', { ...ok, vcpu }), 'vcpu', `vcpu ${vcpu}`);
-  for (const memoryMiB of [0, 127, 1024 * 1024 + 1, 512.5, '512']) assert.equal(field('vm.create', { ...ok, memoryMiB }), 'memoryMiB', `memoryMiB ${memoryMiB}`);
+  for (const memoryMiB of [0, 127, 1024 * 1024 + 1, 512.5, '512'])
+    assert.equal(field('vm.create', { ...ok, memoryMiB }), 'memoryMiB', `memoryMiB ${memoryMiB}`);
   for (const diskSize of ['', 'x'.repeat(33), 8]) assert.equal(field('vm.create', { ...ok, diskSize }), 'diskSize');
   assert.equal(field('vm.create', { ...ok, workDisk: '' }), 'workDisk');
   assert.equal(field('vm.create', { ...ok, vmm: 'kvmtool' }), 'vmm');
@@ -69,7 +73,11 @@ function service() {
   mkdirSync(kdir, { recursive: true });
   writeFileSync(join(kdir, 'vmlinuz'), 'x');
   t.ctx.db.prepare("INSERT INTO kernels (name, source, vmlinux_sha256, path, created_at) VALUES ('k', 'import:test', 'x', ?, 'now')").run(kdir);
-  t.ctx.db.prepare("INSERT INTO images (name, source_ref, rootfs_path, kernel_ref, from_registry, created_at) VALUES ('img', 't', '/nonexistent/rootfs.ext4', 'k', 1, 'now')").run();
+  t.ctx.db
+    .prepare(
+      "INSERT INTO images (name, source_ref, rootfs_path, kernel_ref, from_registry, created_at) VALUES ('img', 't', '/nonexistent/rootfs.ext4', 'k', 1, 'now')",
+    )
+    .run();
   return { t, vms };
 }
 
@@ -104,7 +112,13 @@ test('unknown VMs: every verb answers E_NOT_FOUND naming the VM, and changes not
 test('vm.create sizes: unparsable, zero and absurd sizes name the flag; nothing is created', async () => {
   const { t, vms } = service();
   try {
-    for (const [flag, key, v] of [['--disk-size', 'diskSize', 'lots'], ['--disk-size', 'diskSize', '0'], ['--disk-size', 'diskSize', '17T'], ['--work-disk', 'workDisk', '-1G'], ['--work-disk', 'workDisk', '99999T']] as const) {
+    for (const [flag, key, v] of [
+      ['--disk-size', 'diskSize', 'lots'],
+      ['--disk-size', 'diskSize', '0'],
+      ['--disk-size', 'diskSize', '17T'],
+      ['--work-disk', 'workDisk', '-1G'],
+      ['--work-disk', 'workDisk', '99999T'],
+    ] as const) {
       await assert.rejects(vms.create({ image: 'img', name: 'v', [key]: v }), (e) => {
         assert.ok(isBangerError(e, ErrorCode.Invalid), `${flag} ${v}: ${String(e)}`);
         assert.ok(e.message.startsWith(`${flag} '${v}': `), e.message);

@@ -9,7 +9,15 @@ import { lifetimeOf, MAX_SLEEP_MS, schedule } from '../../src/vms/ttl.js';
 /** Lifetimes (issue 24): durations parsed once, deadline math, and which VMs a sweep expires. */
 
 test('durations: s m h d, combined largest first; anything else names the field', () => {
-  for (const [v, s] of [['30s', 30], ['10m', 600], ['2h', 7200], ['1d', 86400], ['1h30m', 5400], ['1d2h3m4s', 93784], ['366d', MAX_DURATION_SECONDS]] as const) {
+  for (const [v, s] of [
+    ['30s', 30],
+    ['10m', 600],
+    ['2h', 7200],
+    ['1d', 86400],
+    ['1h30m', 5400],
+    ['1d2h3m4s', 93784],
+    ['366d', MAX_DURATION_SECONDS],
+  ] as const) {
     assert.equal(durationSeconds('--ttl', v), s, v);
     assert.equal(durationProblem(v), undefined, v);
   }
@@ -53,7 +61,10 @@ test('lifetimeOf: the create wins over the config; --on-expire without any ttl i
   assert.deepEqual(lifetimeOf({ onExpire: 'stop' }, { ttl: 5 }), { seconds: 5, onExpire: 'stop' });
   assert.deepEqual(lifetimeOf({ ttl: '1h', onExpire: 'rm' }, {}), { seconds: 3600, onExpire: 'rm' });
   assert.deepEqual(lifetimeOf({ ttl: '1h', onExpire: 'rm' }, { ttl: 60, onExpire: 'stop' }), { seconds: 60, onExpire: 'stop' });
-  assert.throws(() => lifetimeOf({ onExpire: 'stop' }, { onExpire: 'rm' }), (e: unknown) => isBangerError(e) && e.code === 'E_INVALID' && /--on-expire needs a lifetime/.test(e.message));
+  assert.throws(
+    () => lifetimeOf({ onExpire: 'stop' }, { onExpire: 'rm' }),
+    (e: unknown) => isBangerError(e) && e.code === 'E_INVALID' && /--on-expire needs a lifetime/.test(e.message),
+  );
 });
 
 test('extendedDeadline: from the deadline while it is ahead, from now when none or past', () => {
@@ -64,7 +75,18 @@ test('extendedDeadline: from the deadline while it is ahead, from now when none 
 });
 
 test('formatRemaining', () => {
-  assert.deepEqual([0, -5, 1, 45_000, 59_001, 60_000, 552_000, 3_600_000, 11_100_000, 86_400_000 * 2 + 3_600_000 * 4].map(formatRemaining), ['expired', 'expired', '1s', '45s', '1m00s', '1m00s', '9m12s', '1h00m', '3h05m', '2d4h']);
+  assert.deepEqual([0, -5, 1, 45_000, 59_001, 60_000, 552_000, 3_600_000, 11_100_000, 86_400_000 * 2 + 3_600_000 * 4].map(formatRemaining), [
+    'expired',
+    'expired',
+    '1s',
+    '45s',
+    '1m00s',
+    '1m00s',
+    '9m12s',
+    '1h00m',
+    '3h05m',
+    '2d4h',
+  ]);
 });
 
 test('schedule: due at or past the deadline; unfinished creates and VMs without one skipped; next wake capped; retries wait', () => {

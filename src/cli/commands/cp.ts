@@ -1,6 +1,6 @@
 import { lstat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { Command } from 'commander';
+import type { Command } from 'commander';
 import { BangerError, ErrorCode } from '../../core/errors.js';
 import { exitOf, spawnPiped } from '../../core/exec.js';
 import type { Cli } from '../context.js';
@@ -31,7 +31,8 @@ async function localTar(argv: string[], feed: (child: ReturnType<typeof spawnPip
     throw e;
   });
   const code = await exited;
-  if (code !== 0) throw new BangerError(ErrorCode.Exec, `vm cp: local tar failed (exit ${code}): ${Buffer.concat(err).toString().trim().split('\n').slice(-3).join('; ')}`);
+  if (code !== 0)
+    throw new BangerError(ErrorCode.Exec, `vm cp: local tar failed (exit ${code}): ${Buffer.concat(err).toString().trim().split('\n').slice(-3).join('; ')}`);
   if (guest !== 0) throw new BangerError(ErrorCode.Exec, `vm cp: tar in the guest failed (exit ${guest})`);
 }
 
@@ -55,7 +56,17 @@ async function copyIn(c: Cli, src: string, vm: string, dstArg: string): Promise<
     newName = basename(dst);
     checkCpName(newName, 'destination');
   }
-  const argv = ['tar', '-c', '--numeric-owner', '-f', '-', '-C', dirname(srcPath), ...(newName ? [`--transform=s,^${reEsc(srcName)}\\(/\\|$\\),${replEsc(newName)}\\1,S`] : []), srcName];
+  const argv = [
+    'tar',
+    '-c',
+    '--numeric-owner',
+    '-f',
+    '-',
+    '-C',
+    dirname(srcPath),
+    ...(newName ? [`--transform=s,^${reEsc(srcName)}\\(/\\|$\\),${replEsc(newName)}\\1,S`] : []),
+    srcName,
+  ];
   await localTar(argv, async (child) => {
     // Listen (paused) before the first await: Node discards the output of a child that exits
     // while nobody listens to its stdout, and a small tree's tar exits at once.
@@ -89,7 +100,10 @@ export function registerCpCommand(vm: Command, cli: () => Cli): void {
       const c = cli();
       const src = parseCpArg(srcArg);
       const dst = parseCpArg(dstArg);
-      if (!!src.vm === !!dst.vm) throw new BangerError(ErrorCode.Usage, 'vm cp: exactly one of SRC and DST must be NAME:/path', { hint: 'banger vm cp ./file testbox:/tmp/   or   banger vm cp testbox:/etc/hostname .' });
+      if (!!src.vm === !!dst.vm)
+        throw new BangerError(ErrorCode.Usage, 'vm cp: exactly one of SRC and DST must be NAME:/path', {
+          hint: 'banger vm cp ./file testbox:/tmp/   or   banger vm cp testbox:/etc/hostname .',
+        });
       if (src.vm) await copyOut(c, src.vm, src.path, dst.path, { archive: !!opts.archive });
       else await copyIn(c, src.path, dst.vm!, dst.path);
       c.close();

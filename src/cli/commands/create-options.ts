@@ -1,4 +1,4 @@
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
 import { durationProblem } from '../../core/duration.js';
 import { VMM_CHOICES } from '../../core/vmm.js';
 import type { Params } from '../../rpc/contract.js';
@@ -54,21 +54,71 @@ const CREATE_OPTIONS: Array<{ key: keyof CreateFlags; make: () => Option }> = [
   { key: 'kernel', make: () => new Option('--kernel <kernel>', "kernel to boot (default: the image's kernel ref, else the configured default kernel)") },
   { key: 'vcpu', make: () => new Option('--vcpu <n>', 'virtual CPUs (default: config vm.vcpu, 2)').argParser(intArg('--vcpu')) },
   { key: 'memory', make: () => new Option('--memory <MiB>', 'memory in MiB (default: config vm.memoryMiB, 1024)').argParser(intArg('--memory')) },
-  { key: 'diskSize', make: () => new Option('--disk-size <size>', 'root disk size (e.g. 8G, at least the image size); the first boot grows the ext4 root to fill it') },
+  {
+    key: 'diskSize',
+    make: () => new Option('--disk-size <size>', 'root disk size (e.g. 8G, at least the image size); the first boot grows the ext4 root to fill it'),
+  },
   { key: 'workDisk', make: () => new Option('--work-disk <size>', 'attach an empty ext4 work disk of SIZE as /dev/vdc (label banger-work)') },
   { key: 'nat', make: () => new Option('--nat', 'give the VM outbound network access through NAT (masquerade on the host)') },
   { key: 'start', make: () => new Option('--no-start', 'only create the VM (disks, keys, lease); start it later with vm start') },
   { key: 'wait', make: () => new Option('--no-wait', 'return once the VMM runs, without waiting for SSH') },
   { key: 'vmm', make: () => new Option('--vmm <vmm>', 'VMM: auto picks firecracker when usable, else qemu').choices([...VMM_CHOICES]) },
-  { key: 'packageMirror', make: () => new Option('--package-mirror <url>', "archive the first boot installs systemd + sshd from instead of the image's own sources (Debian/Ubuntu: the base URL, e.g. http://10.0.0.1:8080/debian; default: config firstBoot.packageMirror)") },
+  {
+    key: 'packageMirror',
+    make: () =>
+      new Option(
+        '--package-mirror <url>',
+        "archive the first boot installs systemd + sshd from instead of the image's own sources (Debian/Ubuntu: the base URL, e.g. http://10.0.0.1:8080/debian; default: config firstBoot.packageMirror)",
+      ),
+  },
   { key: 'packageProxy', make: () => new Option('--package-proxy <url>', 'HTTP proxy for the first boot install (default: config firstBoot.packageProxy)') },
-  { key: 'publish', make: () => new Option('-p, --publish <spec>', 'publish a guest TCP port on the host: [HOSTIP:]HOSTPORT:GUESTPORT[/tcp], HOSTIP default 127.0.0.1 (repeatable)').argParser(collect).default([]) },
-  { key: 'portMaxConns', make: () => new Option('--port-max-conns <n>', 'clients each published port accepts at once; past it a new connection is closed at once (default: config ports.maxConnections, 256)').argParser(intArg('--port-max-conns')) },
-  { key: 'portIdleTimeout', make: () => new Option('--port-idle-timeout <seconds>', 'close a connection to a published port (both sides) after SECONDS without traffic, 0 never (default: config ports.idleTimeoutSeconds, 600)').argParser(intArg('--port-idle-timeout')) },
-  { key: 'mount', make: () => new Option('--mount <spec>', 'share a host folder (QEMU, virtio-9p): HOSTDIR:GUESTDIR[:ro], mounted on every boot (repeatable)').argParser(collect).default([]) },
-  { key: 'initScript', make: () => new Option('--init-script <file>', 'run FILE once as root when the first boot is ready; output in vm logs; create fails if it fails') },
-  { key: 'ttl', make: () => new Option('--ttl <duration>', 'lifetime: the VM is stopped or removed (--on-expire) this long after create, e.g. 30m, 2h, 1d (default: config vm.ttl, none); survives daemon restarts, see vm extend').argParser(durationArg('--ttl')) },
-  { key: 'onExpire', make: () => new Option('--on-expire <action>', 'what the end of --ttl does: stop (disk kept) or rm (default: config vm.onExpire, stop)').choices(['stop', 'rm']) },
+  {
+    key: 'publish',
+    make: () =>
+      new Option('-p, --publish <spec>', 'publish a guest TCP port on the host: [HOSTIP:]HOSTPORT:GUESTPORT[/tcp], HOSTIP default 127.0.0.1 (repeatable)')
+        .argParser(collect)
+        .default([]),
+  },
+  {
+    key: 'portMaxConns',
+    make: () =>
+      new Option(
+        '--port-max-conns <n>',
+        'clients each published port accepts at once; past it a new connection is closed at once (default: config ports.maxConnections, 256)',
+      ).argParser(intArg('--port-max-conns')),
+  },
+  {
+    key: 'portIdleTimeout',
+    make: () =>
+      new Option(
+        '--port-idle-timeout <seconds>',
+        'close a connection to a published port (both sides) after SECONDS without traffic, 0 never (default: config ports.idleTimeoutSeconds, 600)',
+      ).argParser(intArg('--port-idle-timeout')),
+  },
+  {
+    key: 'mount',
+    make: () =>
+      new Option('--mount <spec>', 'share a host folder (QEMU, virtio-9p): HOSTDIR:GUESTDIR[:ro], mounted on every boot (repeatable)')
+        .argParser(collect)
+        .default([]),
+  },
+  {
+    key: 'initScript',
+    make: () => new Option('--init-script <file>', 'run FILE once as root when the first boot is ready; output in vm logs; create fails if it fails'),
+  },
+  {
+    key: 'ttl',
+    make: () =>
+      new Option(
+        '--ttl <duration>',
+        'lifetime: the VM is stopped or removed (--on-expire) this long after create, e.g. 30m, 2h, 1d (default: config vm.ttl, none); survives daemon restarts, see vm extend',
+      ).argParser(durationArg('--ttl')),
+  },
+  {
+    key: 'onExpire',
+    make: () =>
+      new Option('--on-expire <action>', 'what the end of --ttl does: stop (disk kept) or rm (default: config vm.onExpire, stop)').choices(['stop', 'rm']),
+  },
   { key: 'keepOnFailure', make: () => new Option('--keep-on-failure', 'when create fails, keep the VM for inspection instead of removing everything it made') },
 ];
 

@@ -56,15 +56,31 @@ export function registerDaemonCommands(program: Command, cli: () => Cli): void {
         return e as Error;
       });
       if (client instanceof Error) {
-        const pid = await readFile(lay.pidFile, 'utf8').then((s) => Number(s.trim())).catch(() => undefined);
-        c.emit({ running: false, socket: lay.socket, stalePid: pid, reason: client.message }, () => `bangerd is not running (${client.message})\nstart it with: sudo banger daemon start`);
+        const pid = await readFile(lay.pidFile, 'utf8')
+          .then((s) => Number(s.trim()))
+          .catch(() => undefined);
+        c.emit(
+          { running: false, socket: lay.socket, stalePid: pid, reason: client.message },
+          () => `bangerd is not running (${client.message})\nstart it with: sudo banger daemon start`,
+        );
         process.exitCode = 3;
         return;
       }
       const st = await client.request('daemon.status', {});
       client.close();
       c.emit({ running: true, ...st }, (s) =>
-        [`bangerd ${s.version} running`, `  pid:     ${s.pid}`, `  uptime:  ${s.uptimeSeconds}s`, `  socket:  ${s.socket}`, `  root:    ${s.root}`, `  instance: ${s.instanceId}`, `  config:  ${s.configFile}`, `  log:     ${s.logFile}`, `  schema:  v${s.schemaVersion}`, ...(s.node ? [`  node:    ${s.node.path} ${s.node.version}`] : [])].join('\n'),
+        [
+          `bangerd ${s.version} running`,
+          `  pid:     ${s.pid}`,
+          `  uptime:  ${s.uptimeSeconds}s`,
+          `  socket:  ${s.socket}`,
+          `  root:    ${s.root}`,
+          `  instance: ${s.instanceId}`,
+          `  config:  ${s.configFile}`,
+          `  log:     ${s.logFile}`,
+          `  schema:  v${s.schemaVersion}`,
+          ...(s.node ? [`  node:    ${s.node.path} ${s.node.version}`] : []),
+        ].join('\n'),
       );
     });
 }

@@ -30,18 +30,27 @@ export function registerDoctorCommand(program: Command, cli: () => Cli): void {
     .option('--skip <names>', 'comma-separated check names to skip', '')
     .action(async (o: { skip: string }) => {
       const c = cli();
-      const skip = o.skip.split(',').map((s) => s.trim()).filter(Boolean);
+      const skip = o.skip
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean);
       const unknown = skip.filter((s) => !checks.some((k) => k.name === s));
-      if (unknown.length) throw new BangerError(ErrorCode.Invalid, `--skip: unknown check '${unknown[0]}'`, { hint: `checks are: ${checks.map((k) => k.name).join(', ')}` });
+      if (unknown.length)
+        throw new BangerError(ErrorCode.Invalid, `--skip: unknown check '${unknown[0]}'`, { hint: `checks are: ${checks.map((k) => k.name).join(', ')}` });
       const results = await runChecks(undefined, skip);
       const failed = results.filter((r) => r.status === 'fail').length;
       const daemon = await daemonInfo(layoutFromEnv(c.env).socket);
-      c.emit({ ok: failed === 0, checks: results, daemon }, (d) =>
-        d.checks
-          .map((r) => `${r.status === 'pass' ? 'PASS' : r.status === 'warn' ? 'WARN' : 'FAIL'}  ${r.name.padEnd(15)} ${r.detail}${r.hint ? `\n      hint: ${r.hint}` : ''}`)
-          .join('\n') +
-        `\n\n${d.daemon.running ? `bangerd: pid ${d.daemon.pid}, instance ${d.daemon.instanceId}, root ${d.daemon.root}` : 'bangerd: not running'}` +
-        `\n${failed ? `${failed} check(s) failed` : 'all required checks passed'}`,
+      c.emit(
+        { ok: failed === 0, checks: results, daemon },
+        (d) =>
+          d.checks
+            .map(
+              (r) =>
+                `${r.status === 'pass' ? 'PASS' : r.status === 'warn' ? 'WARN' : 'FAIL'}  ${r.name.padEnd(15)} ${r.detail}${r.hint ? `\n      hint: ${r.hint}` : ''}`,
+            )
+            .join('\n') +
+          `\n\n${d.daemon.running ? `bangerd: pid ${d.daemon.pid}, instance ${d.daemon.instanceId}, root ${d.daemon.root}` : 'bangerd: not running'}` +
+          `\n${failed ? `${failed} check(s) failed` : 'all required checks passed'}`,
       );
       if (failed) process.exitCode = 1;
     });

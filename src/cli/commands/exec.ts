@@ -1,5 +1,5 @@
 import { constants } from 'node:os';
-import { Command } from 'commander';
+import type { Command } from 'commander';
 import { BangerError, ErrorCode } from '../../core/errors.js';
 import type { Cli } from '../context.js';
 import { StreamCall } from '../stream-client.js';
@@ -64,7 +64,16 @@ export async function runExec(c: Cli, name: string, argv: string[], o: ExecOptio
     call = await StreamCall.open(
       c,
       'vm.exec',
-      { name, argv, env: o.env, workdir: o.workdir, user: o.user, tty, rows: tty ? process.stdout.rows : undefined, cols: tty ? process.stdout.columns : undefined },
+      {
+        name,
+        argv,
+        env: o.env,
+        workdir: o.workdir,
+        user: o.user,
+        tty,
+        rows: tty ? process.stdout.rows : undefined,
+        cols: tty ? process.stdout.columns : undefined,
+      },
       sinks,
       stop.signal,
     );
@@ -112,11 +121,11 @@ export function registerExecCommand(vm: Command, cli: () => Cli): void {
     .option('-i, --interactive', 'forward stdin to the command (otherwise it reads EOF)')
     .option('-t, --tty', 'allocate a pty in the guest (raw local terminal, window size forwarded)')
     .option('-e, --env <KEY=VALUE>', 'set an environment variable (repeatable)', collect)
-    .option('-w, --workdir <dir>', 'working directory in the guest (absolute; default: the user\'s home, / for root)')
-    .option('-u, --user <user>', 'run as USER, UID or UID:GID from the guest\'s /etc/passwd (default: root)')
+    .option('-w, --workdir <dir>', "working directory in the guest (absolute; default: the user's home, / for root)")
+    .option('-u, --user <user>', "run as USER, UID or UID:GID from the guest's /etc/passwd (default: root)")
     .addHelpText(
       'after',
-      '\nstdout and stderr stay separate and binary-safe; the exit code is passed through (128+N when\nthe command dies of signal N). Ctrl-C and SIGTERM are forwarded to the command; a second one\nabandons it (its process group is killed). Several execs may run at once.\n\nExamples:\n  banger vm exec testbox -- uname -a\n  banger vm exec -i testbox -- sh -c \'wc -c\' < big.bin\n  banger vm exec -it testbox -- bash\n  banger vm exec --env DEBUG=1 --workdir /srv --user www-data testbox -- ./serve',
+      "\nstdout and stderr stay separate and binary-safe; the exit code is passed through (128+N when\nthe command dies of signal N). Ctrl-C and SIGTERM are forwarded to the command; a second one\nabandons it (its process group is killed). Several execs may run at once.\n\nExamples:\n  banger vm exec testbox -- uname -a\n  banger vm exec -i testbox -- sh -c 'wc -c' < big.bin\n  banger vm exec -it testbox -- bash\n  banger vm exec --env DEBUG=1 --workdir /srv --user www-data testbox -- ./serve",
     )
     .action(async (name: string, cmd: string[], o: ExecOptions) => {
       const c = cli();

@@ -18,6 +18,7 @@ function shortDigest(d: string): string {
 }
 
 /** `banger image …` and `banger registry login|logout`. Handlers return data; `emit` prints. */
+// biome-ignore lint/complexity/noExcessiveLinesPerFunction: a flat list of commander definitions, one short block per subcommand; splitting it would scatter the command group
 export function registerImageCommands(program: Command, cli: () => Cli): void {
   const image = program.command('image').description('pull OCI images into bootable ext4 root filesystems, and manage them');
 
@@ -49,23 +50,42 @@ Examples:
   banger image pull localhost:5000/team/app@sha256:<digest> --platform linux/amd64
   banger --json image pull ubuntu:24.04`,
     )
-    .action(async (ref: string, o: { name?: string; kernelRef?: string; platform?: string; size?: string; prepare?: boolean; packageMirror?: string; packageProxy?: string }) => {
-      const c = cli();
-      if ((o.packageMirror || o.packageProxy) && !o.prepare) throw new BangerError(ErrorCode.Invalid, '--package-mirror and --package-proxy go with --prepare', { hint: 'add --prepare, or give them to banger image prepare / vm create' });
-      const rec = await c.call(
-        'image.pull',
-        { ref, name: o.name, kernelRef: o.kernelRef, platform: o.platform, sizeBytes: o.size, ...(o.prepare ? { prepare: true, packageMirror: o.packageMirror, packageProxy: o.packageProxy } : {}) },
-        { progress: true },
-      );
-      c.emit(rec, (r) => `pulled ${r.sourceRef} (${shortDigest(r.digest)}) as image '${r.name}': ${humanSize(r.sizeBytes)} ext4 at ${r.rootfsPath}${r.prepared ? `; prepared (${preparedLine(r.prepared)})` : ''}`);
-    });
+    .action(
+      async (
+        ref: string,
+        o: { name?: string; kernelRef?: string; platform?: string; size?: string; prepare?: boolean; packageMirror?: string; packageProxy?: string },
+      ) => {
+        const c = cli();
+        if ((o.packageMirror || o.packageProxy) && !o.prepare)
+          throw new BangerError(ErrorCode.Invalid, '--package-mirror and --package-proxy go with --prepare', {
+            hint: 'add --prepare, or give them to banger image prepare / vm create',
+          });
+        const rec = await c.call(
+          'image.pull',
+          {
+            ref,
+            name: o.name,
+            kernelRef: o.kernelRef,
+            platform: o.platform,
+            sizeBytes: o.size,
+            ...(o.prepare ? { prepare: true, packageMirror: o.packageMirror, packageProxy: o.packageProxy } : {}),
+          },
+          { progress: true },
+        );
+        c.emit(
+          rec,
+          (r) =>
+            `pulled ${r.sourceRef} (${shortDigest(r.digest)}) as image '${r.name}': ${humanSize(r.sizeBytes)} ext4 at ${r.rootfsPath}${r.prepared ? `; prepared (${preparedLine(r.prepared)})` : ''}`,
+        );
+      },
+    );
 
   image
     .command('prepare')
     .description('prepare an image once: its first-boot install runs in a builder VM, and VMs start from the result')
     .argument('<name>', 'image name')
     .option('--kernel <kernel>', "kernel of the builder VM (default: the image's --kernel-ref, else the default kernel)")
-    .option('--package-mirror <url>', 'archive the install uses instead of the guest\'s sources (default: config firstBoot.packageMirror)')
+    .option('--package-mirror <url>', "archive the install uses instead of the guest's sources (default: config firstBoot.packageMirror)")
     .option('--package-proxy <url>', 'HTTP proxy for the install (default: config firstBoot.packageProxy)')
     .addOption(new Option('--vmm <vmm>', 'VMM of the builder VM').choices([...VMM_CHOICES]))
     .option('--force', 'prepare again even when the prepared disk matches the image, kernel and first-boot script')
@@ -90,7 +110,11 @@ Examples:
     )
     .action(async (name: string, o: { kernel?: string; packageMirror?: string; packageProxy?: string; vmm?: VmmChoiceName; force?: boolean }) => {
       const c = cli();
-      const r = await c.call('image.prepare', { name, kernel: o.kernel, packageMirror: o.packageMirror, packageProxy: o.packageProxy, force: !!o.force, vmm: o.vmm }, { progress: true });
+      const r = await c.call(
+        'image.prepare',
+        { name, kernel: o.kernel, packageMirror: o.packageMirror, packageProxy: o.packageProxy, force: !!o.force, vmm: o.vmm },
+        { progress: true },
+      );
       c.emit(r, (x) =>
         !x.needed
           ? `image '${x.image}' has systemd and an SSH server: nothing to prepare`
@@ -106,13 +130,17 @@ Examples:
     .option('--rootfs-dir <path>', 'directory holding a root filesystem (copied, never modified)')
     .option('--kernel-ref <kernel>', 'default kernel for VMs made from this image')
     .option('--size <size>', 'size of the ext4 file, e.g. 2G (default: content x 1.5, at least 1 GiB)')
-    .addHelpText('after', `
+    .addHelpText(
+      'after',
+      `
 Examples:
   banger image import mydeb --rootfs-tar ./bookworm.tar.gz
-  sudo debootstrap --variant=minbase bookworm /srv/rootfs && banger image import mydeb --rootfs-dir /srv/rootfs`)
+  sudo debootstrap --variant=minbase bookworm /srv/rootfs && banger image import mydeb --rootfs-dir /srv/rootfs`,
+    )
     .action(async (name: string, o: { rootfsTar?: string; rootfsDir?: string; kernelRef?: string; size?: string }) => {
       const c = cli();
-      if (!!o.rootfsTar === !!o.rootfsDir) throw new BangerError(ErrorCode.Invalid, 'give exactly one of --rootfs-tar or --rootfs-dir', { hint: 'banger image import --help' });
+      if (!!o.rootfsTar === !!o.rootfsDir)
+        throw new BangerError(ErrorCode.Invalid, 'give exactly one of --rootfs-tar or --rootfs-dir', { hint: 'banger image import --help' });
       const rec = await c.call(
         'image.import',
         { name, rootfsTar: o.rootfsTar && resolve(o.rootfsTar), rootfsDir: o.rootfsDir && resolve(o.rootfsDir), kernelRef: o.kernelRef, sizeBytes: o.size },
@@ -130,7 +158,12 @@ Examples:
       const c = cli();
       const rows = await c.call('image.list', {});
       c.emit(rows, (rs) =>
-        rs.length ? table(['NAME', 'SOURCE', 'DIGEST', 'SIZE', 'KERNEL', 'CREATED'], rs.map((r) => [r.name, r.sourceRef, shortDigest(r.digest), humanSize(r.sizeBytes), r.kernelRef, age(r.createdAt)])) : 'no images (pull one: banger image pull debian:bookworm)',
+        rs.length
+          ? table(
+              ['NAME', 'SOURCE', 'DIGEST', 'SIZE', 'KERNEL', 'CREATED'],
+              rs.map((r) => [r.name, r.sourceRef, shortDigest(r.digest), humanSize(r.sizeBytes), r.kernelRef, age(r.createdAt)]),
+            )
+          : 'no images (pull one: banger image pull debian:bookworm)',
       );
     });
 
@@ -187,7 +220,10 @@ Examples:
     .addHelpText('after', '\nExample:\n  banger image prune-cache')
     .action(async () => {
       const c = cli();
-      c.emit(await c.call('system.prune', {}), (r) => `removed ${r.removed} blob(s)${r.preparedRemoved ? ` and ${r.preparedRemoved} stale prepared disk(s)` : ''}, freed ${humanSize(r.freedBytes)}`);
+      c.emit(
+        await c.call('system.prune', {}),
+        (r) => `removed ${r.removed} blob(s)${r.preparedRemoved ? ` and ${r.preparedRemoved} stale prepared disk(s)` : ''}, freed ${humanSize(r.freedBytes)}`,
+      );
     });
 
   const registry = program.command('registry').description('registry credentials used by banger image pull');
@@ -197,16 +233,22 @@ Examples:
     .argument('<registry>', 'registry host[:port], e.g. ghcr.io or localhost:5000 (docker.io for Docker Hub)')
     .requiredOption('-u, --username <user>', 'user name')
     .option('--password-stdin', 'read the password (or token) from stdin (the only way; never on the command line)')
-    .addHelpText('after', `
+    .addHelpText(
+      'after',
+      `
 The credentials are verified against the registry before they are stored in the daemon's
 database (root-only). They take precedence over ~/.docker/config.json.
 
 Examples:
   echo "$TOKEN" | banger registry login ghcr.io -u me --password-stdin
-  banger registry login localhost:5000 -u ci --password-stdin < pass.txt`)
+  banger registry login localhost:5000 -u ci --password-stdin < pass.txt`,
+    )
     .action(async (reg: string, o: { username: string; passwordStdin?: boolean }) => {
       const c = cli();
-      if (!o.passwordStdin) throw new BangerError(ErrorCode.Invalid, 'pass --password-stdin and give the password on stdin', { hint: 'echo "$PASSWORD" | banger registry login REGISTRY -u USER --password-stdin' });
+      if (!o.passwordStdin)
+        throw new BangerError(ErrorCode.Invalid, 'pass --password-stdin and give the password on stdin', {
+          hint: 'echo "$PASSWORD" | banger registry login REGISTRY -u USER --password-stdin',
+        });
       const password = readFileSync(0, 'utf8').replace(/\r?\n$/, '');
       if (!password) throw new BangerError(ErrorCode.Invalid, 'no password on stdin');
       c.emit(await c.call('registry.login', { registry: reg, username: o.username, password }), (r) => `login succeeded: ${r.username} @ ${r.registry}`);

@@ -6,6 +6,7 @@ import type { CatalogEntry, Kernel, KernelPullResult } from '../../rpc/types.js'
 import { age, table } from '../table.js';
 
 /** `banger kernel list|show|pull|rm|import`: thin wiring, one RPC call each; handlers return data, `emit` prints. */
+// biome-ignore lint/complexity/noExcessiveLinesPerFunction: a flat list of commander definitions, one short block per subcommand; splitting it would scatter the command group
 export function registerKernelCommands(program: Command, cli: () => Cli): void {
   const kernel = program
     .command('kernel')
@@ -31,7 +32,10 @@ Examples:
     .alias('ls')
     .description('list pulled and imported kernels (with --available: the catalog)')
     .option('--available', 'show the catalog instead: every kernel that can be pulled, with STATE pulled/available and its download SIZE')
-    .addHelpText('after', '\nExamples:\n  banger kernel list\n  banger kernel list --available\n  BANGER_KERNEL_CATALOGS=https://example.org/kernels.json banger kernel list --available\n  banger --json kernel list')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  banger kernel list\n  banger kernel list --available\n  BANGER_KERNEL_CATALOGS=https://example.org/kernels.json banger kernel list --available\n  banger --json kernel list',
+    )
     .action(async (o: { available?: boolean }) => {
       const c = cli();
       if (o.available) {
@@ -116,21 +120,30 @@ Examples:
   banger kernel import deb61 --vmlinux /boot/vmlinuz-6.1.0-37-cloud-amd64 --initrd /boot/initrd.img-6.1.0-37-cloud-amd64
   banger kernel import custom --vmlinux out/vmlinux --modules out/lib/modules/6.1.0 --force`,
     )
-    .action(async (name: string, o: { vmlinux: string; initrd?: string; modules?: string; kernelVersion?: string; distro?: string; arch?: string; force?: boolean }) => {
-      const c = cli();
-      const params = {
-        name,
-        vmlinux: resolve(o.vmlinux),
-        initrd: o.initrd === undefined ? undefined : resolve(o.initrd),
-        modules: o.modules === undefined ? undefined : resolve(o.modules),
-        kernelVersion: o.kernelVersion,
-        distro: o.distro,
-        arch: o.arch,
-        force: !!o.force,
-      };
-      const k = await c.call('kernel.import', params, { progress: true });
-      c.emit(k, (d) => `imported kernel ${d.name} ${d.kernelVersion} (${d.vmlinux ? 'vmlinux' : 'vmlinuz'}${d.initrd ? ' + initrd' : ''}${d.modulesDir ? ' + modules' : ''}, ${humanSize(d.sizeBytes)}) in ${d.dir}`);
-    });
+    .action(
+      async (
+        name: string,
+        o: { vmlinux: string; initrd?: string; modules?: string; kernelVersion?: string; distro?: string; arch?: string; force?: boolean },
+      ) => {
+        const c = cli();
+        const params = {
+          name,
+          vmlinux: resolve(o.vmlinux),
+          initrd: o.initrd === undefined ? undefined : resolve(o.initrd),
+          modules: o.modules === undefined ? undefined : resolve(o.modules),
+          kernelVersion: o.kernelVersion,
+          distro: o.distro,
+          arch: o.arch,
+          force: !!o.force,
+        };
+        const k = await c.call('kernel.import', params, { progress: true });
+        c.emit(
+          k,
+          (d) =>
+            `imported kernel ${d.name} ${d.kernelVersion} (${d.vmlinux ? 'vmlinux' : 'vmlinuz'}${d.initrd ? ' + initrd' : ''}${d.modulesDir ? ' + modules' : ''}, ${humanSize(d.sizeBytes)}) in ${d.dir}`,
+        );
+      },
+    );
 }
 
 /**
@@ -138,7 +151,10 @@ Examples:
  * under systemd with another environment); merged after the daemon's configured catalogs.
  */
 export function envCatalogs(env: NodeJS.ProcessEnv): string[] | undefined {
-  const list = (env.BANGER_KERNEL_CATALOGS ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  const list = (env.BANGER_KERNEL_CATALOGS ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   return list.length ? list : undefined;
 }
 
@@ -149,7 +165,15 @@ export type CatalogRow = Pick<CatalogEntry, 'name' | 'kind' | 'distro' | 'arch' 
 export function renderCatalog(d: { entries: CatalogRow[] }): string {
   return table(
     ['NAME', 'DISTRO', 'ARCH', 'VERSION', 'SIZE', 'STATE', 'DESCRIPTION'],
-    d.entries.map((e) => [e.name, e.distro, e.arch, e.kernelVersion, e.sizeBytes === undefined ? undefined : `${e.kind === 'debian' ? '~' : ''}${humanSize(e.sizeBytes)}`, e.state, e.description]),
+    d.entries.map((e) => [
+      e.name,
+      e.distro,
+      e.arch,
+      e.kernelVersion,
+      e.sizeBytes === undefined ? undefined : `${e.kind === 'debian' ? '~' : ''}${humanSize(e.sizeBytes)}`,
+      e.state,
+      e.description,
+    ]),
   );
 }
 
@@ -180,6 +204,12 @@ export function renderKernel(d: Kernel): string {
 }
 
 export function renderPull(d: KernelPullResult): string {
-  const how = d.joined ? 'already pulled by a concurrent request' : d.download === 'cached' ? 'used cache' : d.download === 'debian' ? "from Debian's archive" : 'downloaded';
+  const how = d.joined
+    ? 'already pulled by a concurrent request'
+    : d.download === 'cached'
+      ? 'used cache'
+      : d.download === 'debian'
+        ? "from Debian's archive"
+        : 'downloaded';
   return `${d.replaced ? 'replaced' : 'pulled'} kernel ${d.kernel.name} ${d.kernel.kernelVersion} (${how}, ${humanSize(d.kernel.sizeBytes)}) in ${d.kernel.dir}`;
 }

@@ -34,7 +34,10 @@ export function registerRunCommand(program: Command, cli: () => Cli): void {
     .option('-u, --user <user>', 'run as USER, UID or UID:GID (default: root)');
   // the `vm create` options (one definition, create-options.ts); run always starts and waits
   addCreateOptions(run, ['start', 'wait'])
-    .addHelpText('after', '\nExamples:\n  banger run --rm debian-bookworm -- uname -a\n  banger run --rm --nat debian-bookworm -- sh -c "apt-get update && apt-get install -y curl"\n  banger run -it --rm debian-bookworm -- bash\n  banger run --rm -p 8080:80 --mount ./site:/srv:ro debian-bookworm -- python3 -m http.server -d /srv 80\n  banger run --rm --vmm qemu --memory 2048 --init-script setup.sh debian-bookworm -- make test\n\nOptions from vm create apply to the VM run creates (see banger vm create --help).')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  banger run --rm debian-bookworm -- uname -a\n  banger run --rm --nat debian-bookworm -- sh -c "apt-get update && apt-get install -y curl"\n  banger run -it --rm debian-bookworm -- bash\n  banger run --rm -p 8080:80 --mount ./site:/srv:ro debian-bookworm -- python3 -m http.server -d /srv 80\n  banger run --rm --vmm qemu --memory 2048 --init-script setup.sh debian-bookworm -- make test\n\nOptions from vm create apply to the VM run creates (see banger vm create --help).',
+    )
     .action(async (image: string, cmd: string[], o: RunOptions) => {
       const c = cli();
       const vm = await c.call('vm.create', { image, ...(await createParams(o)) }, { progress: true });

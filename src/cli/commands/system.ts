@@ -17,11 +17,16 @@ export function registerSystemCommands(program: Command, cli: () => Cli): void {
     .addHelpText('after', '\nExample:\n  banger system prune')
     .action(async () => {
       const c = cli();
-      c.emit(await c.call('system.prune', {}), (r) => `removed ${r.removed} blob(s)${r.preparedRemoved ? ` and ${r.preparedRemoved} stale prepared disk(s)` : ''}, freed ${humanSize(r.freedBytes)}`);
+      c.emit(
+        await c.call('system.prune', {}),
+        (r) => `removed ${r.removed} blob(s)${r.preparedRemoved ? ` and ${r.preparedRemoved} stale prepared disk(s)` : ''}, freed ${humanSize(r.freedBytes)}`,
+      );
     });
   system
     .command('teardown')
-    .description("stop every running VM and remove banger's taps, NAT rules and bridge (VM records and disks stay); the package's prerm runs it on remove and purge")
+    .description(
+      "stop every running VM and remove banger's taps, NAT rules and bridge (VM records and disks stay); the package's prerm runs it on remove and purge",
+    )
     .addHelpText('after', '\nExample:\n  sudo banger system teardown && sudo banger daemon stop')
     .action(async () => {
       const c = cli();
@@ -43,11 +48,17 @@ export function registerSystemCommands(program: Command, cli: () => Cli): void {
     .action(async (o: { root: string; start: boolean }) => {
       const c = cli();
       const destRoot = resolve(o.root);
-      if (destRoot === '/' && process.getuid?.() !== 0) throw new BangerError(ErrorCode.Permission, 'system install needs root', { hint: 'run: sudo banger system install' });
+      if (destRoot === '/' && process.getuid?.() !== 0)
+        throw new BangerError(ErrorCode.Permission, 'system install needs root', { hint: 'run: sudo banger system install' });
       const bangerdPath = join(installRoot(import.meta.url), 'bin', 'bangerd');
       const r = await systemInstall({ destRoot, bangerdPath, nodePath: process.execPath, exec, activate: destRoot === '/' && o.start });
       c.emit(r, (x) =>
-        [`wrote ${x.unitPath}`, `group ${x.group.name} (gid ${x.group.gid})${x.group.created ? ' created' : ' exists'}`, x.activated ? 'bangerd enabled and started' : 'not started (start it with: systemctl enable --now bangerd)', "add users to the group: sudo usermod -aG banger $USER"].join('\n'),
+        [
+          `wrote ${x.unitPath}`,
+          `group ${x.group.name} (gid ${x.group.gid})${x.group.created ? ' created' : ' exists'}`,
+          x.activated ? 'bangerd enabled and started' : 'not started (start it with: systemctl enable --now bangerd)',
+          'add users to the group: sudo usermod -aG banger $USER',
+        ].join('\n'),
       );
     });
 }

@@ -21,15 +21,27 @@ export function collect(v: string, prev: string[]): string[] {
  * the CLI's working directory, and the init script is read by the caller (its file may be
  * readable by the user only), sent base64.
  */
-export async function createExtras(o: { publish?: string[]; mount?: string[]; initScript?: string; keepOnFailure?: boolean }): Promise<{ ports?: string[]; mounts?: string[]; initScript?: string; keepOnFailure?: boolean }> {
+export async function createExtras(o: {
+  publish?: string[];
+  mount?: string[];
+  initScript?: string;
+  keepOnFailure?: boolean;
+}): Promise<{ ports?: string[]; mounts?: string[]; initScript?: string; keepOnFailure?: boolean }> {
   const out: { ports?: string[]; mounts?: string[]; initScript?: string; keepOnFailure?: boolean } = {};
   if (o.publish?.length) out.ports = o.publish;
   if (o.mount?.length) out.mounts = o.mount.map(absoluteHostDir);
   if (o.initScript !== undefined) {
     const data = await readFile(o.initScript).catch((e) => {
-      throw new BangerError(ErrorCode.NotFound, `--init-script ${o.initScript}: ${errorMessage(e)}`, { hint: 'give the path of a readable script file', details: { field: '--init-script', path: o.initScript } });
+      throw new BangerError(ErrorCode.NotFound, `--init-script ${o.initScript}: ${errorMessage(e)}`, {
+        hint: 'give the path of a readable script file',
+        details: { field: '--init-script', path: o.initScript },
+      });
     });
-    if (data.length > MAX_INIT_SCRIPT_BYTES) throw new BangerError(ErrorCode.TooLarge, `--init-script ${o.initScript} is ${data.length} bytes; at most ${MAX_INIT_SCRIPT_BYTES} are accepted`, { hint: 'copy large files in with --mount and keep the script short', details: { field: '--init-script' } });
+    if (data.length > MAX_INIT_SCRIPT_BYTES)
+      throw new BangerError(ErrorCode.TooLarge, `--init-script ${o.initScript} is ${data.length} bytes; at most ${MAX_INIT_SCRIPT_BYTES} are accepted`, {
+        hint: 'copy large files in with --mount and keep the script short',
+        details: { field: '--init-script' },
+      });
     out.initScript = data.toString('base64');
   }
   if (o.keepOnFailure) out.keepOnFailure = true;

@@ -15,20 +15,34 @@ import { addCreateOptions, createParams, durationArg } from './create-options.js
 import { registerAgentCommands } from './agent-commands.js';
 
 /** `banger vm …`, `banger ps` and `banger ssh-config`. Handlers return data; `emit` prints. */
+// biome-ignore lint/complexity/noExcessiveLinesPerFunction: a flat list of commander definitions, one short block per subcommand; splitting it would scatter the command group
 export function registerVmCommands(program: Command, cli: () => Cli): void {
   const vm = program
     .command('vm')
     .description('create, run, inspect and remove microVMs')
-    .addHelpText('after', '\nExamples:\n  banger vm create --image debian-bookworm --name testbox --nat\n  banger vm ssh testbox -- uname -a\n  banger ps\n  banger vm rm testbox');
+    .addHelpText(
+      'after',
+      '\nExamples:\n  banger vm create --image debian-bookworm --name testbox --nat\n  banger vm ssh testbox -- uname -a\n  banger ps\n  banger vm rm testbox',
+    );
 
-  addCreateOptions(vm.command('create')
-    .description('create a VM from an image and boot it (waits until SSH answers unless --no-wait)')
-    .requiredOption('--image <image>', "image to boot (see 'banger image list')"))
-    .addHelpText('after', '\nStages are shown with elapsed time: disk, seed, network, vmm, boot, first-boot, ssh, agent.\n\nFirst boot: an image without systemd or an SSH server (e.g. docker.io/library/debian) gets them\ninstalled by its own package manager on its first boot (needs --nat, or a mirror/proxy the VM\nreaches). --package-mirror points that install at another archive (an air-gapped mirror, a\nlocal subset); --package-proxy sends it through an HTTP proxy. The guest\'s own sources are\nrestored after the install; later boots install nothing. vm show says which was used.\n\nExamples:\n  banger vm create --image debian-bookworm --name testbox --nat\n  banger vm create --image debian-bookworm --vcpu 4 --memory 2048 --disk-size 8G\n  banger vm create --image debian-bookworm --no-wait --vmm qemu\n  banger vm create --image debian --nat --package-mirror http://10.0.0.1:8080/debian\n  banger vm create --image alpine --nat --package-proxy http://10.0.0.1:3128\n  banger vm create --image debian-bookworm -p 8080:80 --mount ./site:/srv/site:ro --init-script setup.sh\n  banger --json vm create --image debian-bookworm')
+  addCreateOptions(
+    vm
+      .command('create')
+      .description('create a VM from an image and boot it (waits until SSH answers unless --no-wait)')
+      .requiredOption('--image <image>', "image to boot (see 'banger image list')"),
+  )
+    .addHelpText(
+      'after',
+      "\nStages are shown with elapsed time: disk, seed, network, vmm, boot, first-boot, ssh, agent.\n\nFirst boot: an image without systemd or an SSH server (e.g. docker.io/library/debian) gets them\ninstalled by its own package manager on its first boot (needs --nat, or a mirror/proxy the VM\nreaches). --package-mirror points that install at another archive (an air-gapped mirror, a\nlocal subset); --package-proxy sends it through an HTTP proxy. The guest's own sources are\nrestored after the install; later boots install nothing. vm show says which was used.\n\nExamples:\n  banger vm create --image debian-bookworm --name testbox --nat\n  banger vm create --image debian-bookworm --vcpu 4 --memory 2048 --disk-size 8G\n  banger vm create --image debian-bookworm --no-wait --vmm qemu\n  banger vm create --image debian --nat --package-mirror http://10.0.0.1:8080/debian\n  banger vm create --image alpine --nat --package-proxy http://10.0.0.1:3128\n  banger vm create --image debian-bookworm -p 8080:80 --mount ./site:/srv/site:ro --init-script setup.sh\n  banger --json vm create --image debian-bookworm",
+    )
     .action(async (o) => {
       const c = cli();
       const v = await c.call('vm.create', { image: o.image, ...(await createParams(o)) }, { progress: true });
-      c.emit(v, (x) => `vm ${x.name} ${x.running ? 'running' : x.state} at ${x.ip} (${x.vmm}: ${x.vmmReason})${x.running ? `\nconnect: banger vm ssh ${x.name}   or   ssh ${x.name}.vm (after 'banger ssh-config --install')` : ''}`);
+      c.emit(
+        v,
+        (x) =>
+          `vm ${x.name} ${x.running ? 'running' : x.state} at ${x.ip} (${x.vmm}: ${x.vmmReason})${x.running ? `\nconnect: banger vm ssh ${x.name}   or   ssh ${x.name}.vm (after 'banger ssh-config --install')` : ''}`,
+      );
     });
 
   for (const [verb, desc] of [
@@ -36,16 +50,20 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
     ['stop', 'shut VMs down gracefully (guest reboot with -no-reboot, then QMP quit, then SIGKILL after vm.stopTimeoutSeconds)'],
     ['restart', 'stop then start VMs (disk contents are kept)'],
   ] as const) {
-    const cmd = vm.command(verb)
+    const cmd = vm
+      .command(verb)
       .description(desc)
       .argument('<names...>', 'one or more VM names')
       .addHelpText('after', `\nExamples:\n  banger vm ${verb} testbox\n  banger vm ${verb} web1 web2`);
     if (verb === 'start') cmd.option('--no-wait', 'return once the VMM runs, without waiting for SSH');
     cmd.action(async (names: string[], o: { wait?: boolean }) => {
-        const c = cli();
-        const r = verb === 'start' && o.wait === false ? await c.call('vm.start', { names, wait: false }, { progress: true }) : await c.call(`vm.${verb}`, { names }, { progress: true });
-        c.emit(r, (vs) => vs.map((x) => `${x.name}: ${x.running ? 'running' : x.state}`).join('\n'));
-      });
+      const c = cli();
+      const r =
+        verb === 'start' && o.wait === false
+          ? await c.call('vm.start', { names, wait: false }, { progress: true })
+          : await c.call(`vm.${verb}`, { names }, { progress: true });
+      c.emit(r, (vs) => vs.map((x) => `${x.name}: ${x.running ? 'running' : x.state}`).join('\n'));
+    });
   }
 
   vm.command('kill')
@@ -104,7 +122,11 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
     .description('list VMs: NAME STATE VMM IMAGE IP VCPU MEM AGE TTL PORTS (alias: banger ps)')
     .addHelpText('after', '\nExamples:\n  banger vm list\n  banger ps\n  banger --json vm list')
     .action(listAction);
-  program.command('ps').description('list VMs (same as banger vm list)').addHelpText('after', '\nExamples:\n  banger ps\n  banger --json ps').action(listAction);
+  program
+    .command('ps')
+    .description('list VMs (same as banger vm list)')
+    .addHelpText('after', '\nExamples:\n  banger ps\n  banger --json ps')
+    .action(listAction);
 
   vm.command('show')
     .description('show one VM: state, VMM and why it was chosen, IP, disks, files')
@@ -146,7 +168,10 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
     .description('open an SSH session to the VM as root (pinned host key), or run CMD and exit with its exit code')
     .argument('<name>', 'VM name')
     .argument('[cmd...]', 'command to run (put it after --)')
-    .addHelpText('after', '\nExamples:\n  banger vm ssh testbox\n  banger vm ssh testbox -- uname -a\n  banger vm ssh testbox -- "id; systemctl is-system-running"')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  banger vm ssh testbox\n  banger vm ssh testbox -- uname -a\n  banger vm ssh testbox -- "id; systemctl is-system-running"',
+    )
     .action(async (name: string, cmd: string[]) => {
       const c = cli();
       const info = await c.call('vm.sshInfo', { name });
@@ -170,14 +195,22 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
     .action(async (name: string) => {
       const c = cli();
       const r = await c.call('vm.ports', { name });
-      c.emit(r, (x) => table(['PROTO', 'ADDRESS', 'PORT'], x.ports.map((p) => [p.proto, p.address, p.port])));
+      c.emit(r, (x) =>
+        table(
+          ['PROTO', 'ADDRESS', 'PORT'],
+          x.ports.map((p) => [p.proto, p.address, p.port]),
+        ),
+      );
     });
 
   program
     .command('ssh-config')
     .description("write banger's ssh_config fragment (Host NAME.vm per VM); --install includes it from ~/.ssh/config")
     .option('--install', 'add "Include <fragment>" at the top of ~/.ssh/config (idempotent)')
-    .addHelpText('after', '\nAfterwards plain ssh (and editors using it) work:\n  ssh testbox.vm\n\nExamples:\n  banger ssh-config\n  banger ssh-config --install')
+    .addHelpText(
+      'after',
+      '\nAfterwards plain ssh (and editors using it) work:\n  ssh testbox.vm\n\nExamples:\n  banger ssh-config\n  banger ssh-config --install',
+    )
     .action(async (o) => {
       const c = cli();
       const r = await c.call('vm.sshConfig', {});
@@ -216,7 +249,8 @@ async function symlinkTarget(p: string): Promise<string> {
 }
 
 /** The fields the VM table shows. */
-export type VmRow = Pick<Vm, 'name' | 'running' | 'state' | 'vmm' | 'image' | 'ip' | 'createdAt'> & Partial<Pick<Vm, 'expiresAt' | 'onExpire'>> & { spec: Pick<Vm['spec'], 'vcpu' | 'memoryMiB' | 'ports'> };
+export type VmRow = Pick<Vm, 'name' | 'running' | 'state' | 'vmm' | 'image' | 'ip' | 'createdAt'> &
+  Partial<Pick<Vm, 'expiresAt' | 'onExpire'>> & { spec: Pick<Vm['spec'], 'vcpu' | 'memoryMiB' | 'ports'> };
 
 /** The TTL column: time left and what happens then (`9m12s rm`), `-` without a lifetime. */
 export function ttlCell(v: Partial<Pick<Vm, 'expiresAt' | 'onExpire'>>, now = Date.now()): string {
@@ -224,10 +258,21 @@ export function ttlCell(v: Partial<Pick<Vm, 'expiresAt' | 'onExpire'>>, now = Da
 }
 
 export function renderList(vms: VmRow[], now = Date.now()): string {
-  if (!vms.length) return "no VMs (create one: banger vm create --image IMAGE)";
+  if (!vms.length) return 'no VMs (create one: banger vm create --image IMAGE)';
   return table(
     ['NAME', 'STATE', 'VMM', 'IMAGE', 'IP', 'VCPU', 'MEM', 'AGE', 'TTL', 'PORTS'],
-    vms.map((v) => [v.name, v.running ? 'running' : v.state, v.vmm, v.image, v.ip, v.spec.vcpu, `${v.spec.memoryMiB}M`, age(v.createdAt), ttlCell(v, now), (v.spec.ports ?? []).map(formatPort).join(', ')]),
+    vms.map((v) => [
+      v.name,
+      v.running ? 'running' : v.state,
+      v.vmm,
+      v.image,
+      v.ip,
+      v.spec.vcpu,
+      `${v.spec.memoryMiB}M`,
+      age(v.createdAt),
+      ttlCell(v, now),
+      (v.spec.ports ?? []).map(formatPort).join(', '),
+    ]),
   );
 }
 
@@ -246,10 +291,20 @@ function renderShow(v: VmDetail): string {
     ['memory', `${v.spec.memoryMiB} MiB`],
     ['nat', v.spec.nat ? 'yes' : 'no'],
     ['ports', v.spec.ports?.length ? v.spec.ports.map(formatPort).join(', ') + portLimits(v.spec.portLimits) : undefined],
-    ['mounts', (v.spec.mounts ?? []).map((m: { hostDir: string; guestDir: string; readOnly: boolean }) => `${m.hostDir} -> ${m.guestDir}${m.readOnly ? ' (ro)' : ''}`).join(', ') || undefined],
+    [
+      'mounts',
+      (v.spec.mounts ?? [])
+        .map((m: { hostDir: string; guestDir: string; readOnly: boolean }) => `${m.hostDir} -> ${m.guestDir}${m.readOnly ? ' (ro)' : ''}`)
+        .join(', ') || undefined,
+    ],
     ['root disk', `${v.spec.rootDisk.path} (${v.spec.rootDisk.format}${v.rootDiskMethod ? `, ${v.rootDiskMethod} copy` : ''})`],
     ['init', v.cmdlineFirstBoot ?? '(image default)'],
-    ['packages', v.spec.firstBoot ? `first boot installs from ${v.spec.packageMirror ?? "the image's own sources"}${v.spec.packageProxy ? ` via proxy ${v.spec.packageProxy}` : ''}` : undefined],
+    [
+      'packages',
+      v.spec.firstBoot
+        ? `first boot installs from ${v.spec.packageMirror ?? "the image's own sources"}${v.spec.packageProxy ? ` via proxy ${v.spec.packageProxy}` : ''}`
+        : undefined,
+    ],
     ['console', v.console],
     ['created', `${v.createdAt} (${age(v.createdAt)} ago)`],
     ['expires', v.expiresAt ? `${v.expiresAt} (${ttlCell(v)})` : undefined],

@@ -29,7 +29,10 @@ function upgradeOf(ctx: MethodContext) {
 
 async function stream(svc: VmService, name: string, req: Record<string, unknown>, ctx: MethodContext) {
   const upgrade = upgradeOf(ctx);
-  if (Buffer.byteLength(JSON.stringify(req)) > MAX_PAYLOAD - 64) throw new BangerError(ErrorCode.TooLarge, `the request for vm '${name}' is larger than ${MAX_PAYLOAD - 64} bytes (argv + env)`, { details: { field: 'argv' } });
+  if (Buffer.byteLength(JSON.stringify(req)) > MAX_PAYLOAD - 64)
+    throw new BangerError(ErrorCode.TooLarge, `the request for vm '${name}' is larger than ${MAX_PAYLOAD - 64} bytes (argv + env)`, {
+      details: { field: 'argv' },
+    });
   const conn = await connFor(svc, name, ctx.signal);
   const attach = await startBridged(conn, req);
   upgrade(attach);

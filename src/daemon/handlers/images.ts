@@ -16,7 +16,11 @@ export function imageMethods(svc: ImageService, preparer: ImagePreparer): Method
       const r = await preparer.prepare({ image: rec.name, packageMirror, packageProxy }, { signal, progress });
       return { ...rec, prepared: r.record ?? null };
     },
-    'image.prepare': async (p, { signal, progress }) => preparer.prepare({ image: p.name, kernel: p.kernel, packageMirror: p.packageMirror, packageProxy: p.packageProxy, force: p.force, vmm: p.vmm }, { signal, progress }),
+    'image.prepare': async (p, { signal, progress }) =>
+      preparer.prepare(
+        { image: p.name, kernel: p.kernel, packageMirror: p.packageMirror, packageProxy: p.packageProxy, force: p.force, vmm: p.vmm },
+        { signal, progress },
+      ),
     'image.import': async (p, { signal, progress }) => svc.importImage(p, { signal, progress }),
     'image.list': async () => svc.list(),
     'image.show': async (p) => svc.show(p.name),

@@ -8,7 +8,10 @@ export function kernelMethods(svc: KernelService): MethodTable {
     'kernel.list': async () => svc.list(),
     'kernel.catalog': async ({ catalogs }, { signal }) => {
       const r = await svc.catalogReport({ signal, catalogs });
-      return { entries: r.entries, warnings: r.failures.map((f) => ({ catalog: f.catalog, code: f.error.code, message: f.error.message, hint: f.error.hint })) };
+      return {
+        entries: r.entries,
+        warnings: r.failures.map((f) => ({ catalog: f.catalog, code: f.error.code, message: f.error.message, hint: f.error.hint })),
+      };
     },
     'kernel.show': async ({ name }) => svc.show(name),
     'kernel.pull': async ({ name, force, catalogs }, { signal, progress }) => svc.pull(name, { force, signal, progress, catalogs }),

@@ -57,7 +57,12 @@ interface DockerConfig {
  */
 export class CredentialStore {
   /** With `box`, passwords are stored sealed (core/secrets.ts); legacy plain rows still read. */
-  constructor(private readonly db: DB, private readonly exec: Exec, private readonly env: NodeJS.ProcessEnv = process.env, private readonly box?: SecretBox) {}
+  constructor(
+    private readonly db: DB,
+    private readonly exec: Exec,
+    private readonly env: NodeJS.ProcessEnv = process.env,
+    private readonly box?: SecretBox,
+  ) {}
 
   dockerConfigPath(): string {
     return join(this.env.DOCKER_CONFIG ?? join(this.env.HOME ?? homedir(), '.docker'), 'config.json');
@@ -65,7 +70,9 @@ export class CredentialStore {
 
   async get(registry: string): Promise<Credentials | undefined> {
     const key = normaliseRegistryKey(registry);
-    const row = this.db.prepare('SELECT username, secret FROM registry_credentials WHERE registry = ?').get(key) as { username: string; secret: string } | undefined;
+    const row = this.db.prepare('SELECT username, secret FROM registry_credentials WHERE registry = ?').get(key) as
+      | { username: string; secret: string }
+      | undefined;
     if (row) return { username: row.username, password: this.box ? this.box.open(row.secret) : row.secret, source: 'banger registry login' };
     const file = this.dockerConfigPath();
     let cfg: DockerConfig;
@@ -98,7 +105,11 @@ export class CredentialStore {
     const r = await this.exec([`docker-credential-${helper}`, 'get'], { input: server, allowFailure: true, timeoutMs: 30_000 });
     if (r.exitCode !== 0) {
       if (/credentials not found/i.test(r.stdout + r.stderr)) return undefined;
-      throw new BangerError(ErrorCode.Auth, `docker-credential-${helper} get failed for ${registry} (exit ${r.exitCode}): ${r.stderr.trim() || r.stdout.trim()}`, { hint: `check the helper named in ${file}` });
+      throw new BangerError(
+        ErrorCode.Auth,
+        `docker-credential-${helper} get failed for ${registry} (exit ${r.exitCode}): ${r.stderr.trim() || r.stdout.trim()}`,
+        { hint: `check the helper named in ${file}` },
+      );
     }
     try {
       const j = JSON.parse(r.stdout) as { Username?: string; Secret?: string };
@@ -111,7 +122,9 @@ export class CredentialStore {
 
   save(registry: string, username: string, secret: string): void {
     this.db
-      .prepare('INSERT INTO registry_credentials (registry, username, secret, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT(registry) DO UPDATE SET username = excluded.username, secret = excluded.secret, updated_at = excluded.updated_at')
+      .prepare(
+        'INSERT INTO registry_credentials (registry, username, secret, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT(registry) DO UPDATE SET username = excluded.username, secret = excluded.secret, updated_at = excluded.updated_at',
+      )
       .run(normaliseRegistryKey(registry), username, this.box ? this.box.seal(secret) : secret, new Date().toISOString());
   }
 

@@ -11,7 +11,7 @@ import { MANIFEST_ACCEPT, type Descriptor } from './manifest.js';
 export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 
 export interface RegistryOptions {
-  creds: Pick<CredentialStore, "get">;
+  creds: Pick<CredentialStore, 'get'>;
   log: Logger;
   insecureRegistries: string[];
   /** Mirror base URLs keyed by registry name, tried before the origin. */
@@ -57,7 +57,10 @@ export function sha256(buf: Buffer): string {
 export class RegistryClient {
   private readonly endpoints: Endpoint[];
 
-  constructor(readonly ref: ImageReference, private readonly opts: RegistryOptions) {
+  constructor(
+    readonly ref: ImageReference,
+    private readonly opts: RegistryOptions,
+  ) {
     const host = apiHost(ref.registry);
     const origin: Endpoint = { base: `${useHttp(host, opts.insecureRegistries) ? 'http' : 'https'}://${host}`, host: ref.registry, mirror: false };
     const mirrors = (opts.mirrors[ref.registry] ?? []).map((m) => {
@@ -85,7 +88,9 @@ export class RegistryClient {
         if (!ch) throw new BangerError(ErrorCode.Registry, `${this.what(ep)}: /v2/ answered 401 without a usable WWW-Authenticate challenge`);
         return ch;
       }
-      throw new BangerError(ErrorCode.Registry, `${this.what(ep)}: /v2/ answered HTTP ${res.status}; this does not look like an OCI registry`, { hint: `check the registry host in '${this.ref.canonical}'` });
+      throw new BangerError(ErrorCode.Registry, `${this.what(ep)}: /v2/ answered HTTP ${res.status}; this does not look like an OCI registry`, {
+        hint: `check the registry host in '${this.ref.canonical}'`,
+      });
     })();
     try {
       return await ep.pinged;
@@ -105,16 +110,26 @@ export class RegistryClient {
     if (!realm) throw new BangerError(ErrorCode.Auth, `${this.what(ep)}: Bearer challenge without a realm`);
     const url = new URL(realm);
     if (ch.params.service) url.searchParams.set('service', ch.params.service);
-    if (withScope) url.searchParams.set('scope', ch.params.scope && ch.params.scope.includes(this.ref.repository) ? ch.params.scope : `repository:${this.ref.repository}:pull`);
+    if (withScope)
+      url.searchParams.set(
+        'scope',
+        ch.params.scope && ch.params.scope.includes(this.ref.repository) ? ch.params.scope : `repository:${this.ref.repository}:pull`,
+      );
     const creds = await this.credentials(ep);
     const headers: Record<string, string> = {};
     if (creds) headers.authorization = 'Basic ' + Buffer.from(`${creds.username}:${creds.password}`).toString('base64');
     const res = await this.req(url.href, `token server ${url.origin}`, { headers });
     if (res.status === 401 || res.status === 403) {
       res.close();
-      throw new BangerError(ErrorCode.Auth, `${this.what(ep)}: token server ${url.origin} refused ${creds ? `the credentials of '${creds.username}' (from ${creds.source})` : 'anonymous access'} (HTTP ${res.status})`, {
-        hint: creds ? `check the password; run 'banger registry login ${this.ref.registry} -u USER --password-stdin' again` : `run 'banger registry login ${this.ref.registry} -u USER --password-stdin'`,
-      });
+      throw new BangerError(
+        ErrorCode.Auth,
+        `${this.what(ep)}: token server ${url.origin} refused ${creds ? `the credentials of '${creds.username}' (from ${creds.source})` : 'anonymous access'} (HTTP ${res.status})`,
+        {
+          hint: creds
+            ? `check the password; run 'banger registry login ${this.ref.registry} -u USER --password-stdin' again`
+            : `run 'banger registry login ${this.ref.registry} -u USER --password-stdin'`,
+        },
+      );
     }
     if (res.status !== 200) {
       res.close();
@@ -136,7 +151,10 @@ export class RegistryClient {
     if (!ch) return undefined;
     if (ch.scheme === 'basic') {
       const c = await this.credentials(ep);
-      if (!c) throw new BangerError(ErrorCode.Auth, `${this.what(ep)} requires a login (Basic auth)`, { hint: `run 'banger registry login ${this.ref.registry} -u USER --password-stdin'` });
+      if (!c)
+        throw new BangerError(ErrorCode.Auth, `${this.what(ep)} requires a login (Basic auth)`, {
+          hint: `run 'banger registry login ${this.ref.registry} -u USER --password-stdin'`,
+        });
       return 'Basic ' + Buffer.from(`${c.username}:${c.password}`).toString('base64');
     }
     if (!ep.token || refresh) ep.token = await this.fetchToken(ep, ch);
@@ -148,7 +166,10 @@ export class RegistryClient {
     const ch = await this.ping(ep);
     let auth = await this.authHeader(ep, ch);
     for (let i = 0; ; i++) {
-      const res = await this.req(`${ep.base}${path}`, extra.what ?? `${this.what(ep)} ${path}`, { ...extra, headers: auth ? { ...headers, authorization: auth } : headers });
+      const res = await this.req(`${ep.base}${path}`, extra.what ?? `${this.what(ep)} ${path}`, {
+        ...extra,
+        headers: auth ? { ...headers, authorization: auth } : headers,
+      });
       if (res.status !== 401) return res;
       res.close();
       const again = parseChallenge(res.header('www-authenticate')) ?? ch;
@@ -157,9 +178,13 @@ export class RegistryClient {
         continue;
       }
       const c = await this.credentials(ep);
-      throw new BangerError(ErrorCode.Auth, `${this.what(ep)}: authentication failed for ${this.ref.repository}${c ? ` with the credentials of '${c.username}' (from ${c.source})` : ' (no credentials)'}`, {
-        hint: `run 'banger registry login ${this.ref.registry} -u USER --password-stdin'`,
-      });
+      throw new BangerError(
+        ErrorCode.Auth,
+        `${this.what(ep)}: authentication failed for ${this.ref.repository}${c ? ` with the credentials of '${c.username}' (from ${c.source})` : ' (no credentials)'}`,
+        {
+          hint: `run 'banger registry login ${this.ref.registry} -u USER --password-stdin'`,
+        },
+      );
     }
   }
 
@@ -182,7 +207,12 @@ export class RegistryClient {
   async manifest(reference: string): Promise<FetchedManifest> {
     return this.firstOk(async (ep) => {
       const what = `${this.ref.registry}/${this.ref.repository}:${reference}`.replace(':sha256:', '@sha256:');
-      const res = await this.get(ep, `/v2/${this.ref.repository}/manifests/${reference}`, { accept: MANIFEST_ACCEPT }, { what: `manifest ${what}`, maxBytes: MAX_MANIFEST_BYTES, tooLargeCode: ErrorCode.Registry });
+      const res = await this.get(
+        ep,
+        `/v2/${this.ref.repository}/manifests/${reference}`,
+        { accept: MANIFEST_ACCEPT },
+        { what: `manifest ${what}`, maxBytes: MAX_MANIFEST_BYTES, tooLargeCode: ErrorCode.Registry },
+      );
       if (res.status === 404) {
         res.close();
         throw new BangerError(ErrorCode.NotFound, `manifest ${what} not found on ${this.what(ep)}`, { hint: 'check the repository name and tag' });
@@ -195,7 +225,9 @@ export class RegistryClient {
       const digest = sha256(body);
       const expected = reference.startsWith('sha256:') ? reference : res.header('docker-content-digest');
       if (expected && expected !== digest) {
-        throw new BangerError(ErrorCode.Digest, `manifest ${what}: digest mismatch: expected ${expected}, got ${digest}`, { hint: 'the registry (or something between) served different content; nothing was kept' });
+        throw new BangerError(ErrorCode.Digest, `manifest ${what}: digest mismatch: expected ${expected}, got ${digest}`, {
+          hint: 'the registry (or something between) served different content; nothing was kept',
+        });
       }
       return { body, digest, contentType: res.header('content-type') };
     });
@@ -203,7 +235,8 @@ export class RegistryClient {
 
   /** Fetch a small blob (an image config) fully and verify it. */
   async smallBlob(desc: Descriptor, limit = MAX_MANIFEST_BYTES): Promise<Buffer> {
-    if (desc.size > limit) throw new BangerError(ErrorCode.Registry, `blob ${desc.digest} is ${desc.size} bytes, more than the ${limit}-byte limit for a config`);
+    if (desc.size > limit)
+      throw new BangerError(ErrorCode.Registry, `blob ${desc.digest} is ${desc.size} bytes, more than the ${limit}-byte limit for a config`);
     const chunks: Buffer[] = [];
     for await (const c of this.blobChunks(desc, 'document')) chunks.push(c);
     const buf = Buffer.concat(chunks);
@@ -225,7 +258,11 @@ export class RegistryClient {
     });
     const what = `blob ${desc.digest}`;
     for (;;) {
-      const res = await this.get(ep, `/v2/${this.ref.repository}/blobs/${desc.digest}`, offset ? { range: `bytes=${offset}-` } : {}, { what, deadline, maxBytes: desc.size + 1 });
+      const res = await this.get(ep, `/v2/${this.ref.repository}/blobs/${desc.digest}`, offset ? { range: `bytes=${offset}-` } : {}, {
+        what,
+        deadline,
+        maxBytes: desc.size + 1,
+      });
       if (res.status === 404) {
         res.close();
         throw new BangerError(ErrorCode.NotFound, `blob ${desc.digest} not found on ${this.what(ep)} (repository ${this.ref.repository})`);
@@ -272,6 +309,7 @@ export class RegistryClient {
     }
     const res = await this.req(`${ep.base}/v2/`, this.what(ep), { headers: { authorization: (await this.authHeader(ep, ch))! } });
     res.close();
-    if (res.status !== 200) throw new BangerError(ErrorCode.Auth, `${this.what(ep)}: login refused (HTTP ${res.status})`, { hint: 'check the user name and password' });
+    if (res.status !== 200)
+      throw new BangerError(ErrorCode.Auth, `${this.what(ep)}: login refused (HTTP ${res.status})`, { hint: 'check the user name and password' });
   }
 }

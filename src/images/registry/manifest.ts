@@ -64,7 +64,11 @@ export function parseManifest(body: Buffer, contentType: string | undefined, wha
   }
   const mediaType = json.mediaType ?? (contentType ?? '').split(';')[0]!.trim() ?? '';
   const sv = json.schemaVersion;
-  if (mediaType === MediaType.OciIndex || mediaType === MediaType.DockerList || (!json.mediaType && Array.isArray(json.manifests) && mediaType !== MediaType.OciManifest)) {
+  if (
+    mediaType === MediaType.OciIndex ||
+    mediaType === MediaType.DockerList ||
+    (!json.mediaType && Array.isArray(json.manifests) && mediaType !== MediaType.OciManifest)
+  ) {
     const r = IndexSchema.safeParse(json);
     if (!r.success) throw schemaError(what, r.error);
     return { kind: 'index', mediaType, index: r.data };
@@ -74,9 +78,13 @@ export function parseManifest(body: Buffer, contentType: string | undefined, wha
     if (!r.success) throw schemaError(what, r.error);
     return { kind: 'manifest', mediaType, manifest: r.data };
   }
-  throw new BangerError(ErrorCode.Registry, `${what}: unsupported manifest media type '${mediaType || '(none)'}'${sv === 1 ? ' (Docker schema 1 is obsolete)' : ''}`, {
-    hint: `banger understands ${MANIFEST_ACCEPT}`,
-  });
+  throw new BangerError(
+    ErrorCode.Registry,
+    `${what}: unsupported manifest media type '${mediaType || '(none)'}'${sv === 1 ? ' (Docker schema 1 is obsolete)' : ''}`,
+    {
+      hint: `banger understands ${MANIFEST_ACCEPT}`,
+    },
+  );
 }
 
 function schemaError(what: string, e: z.ZodError): BangerError {
@@ -114,7 +122,9 @@ export function formatPlatform(p: Platform): string {
 export function selectPlatform(index: ImageIndex, want: Platform, what: string): Descriptor {
   const usable = index.manifests.filter((m) => m.platform && m.platform.os !== 'unknown');
   const norm = (v: string | undefined, arch: string) => v ?? (arch === 'arm64' ? 'v8' : undefined);
-  const candidates = usable.filter((m) => m.platform!.os === want.os && (ARCH_ALIASES[m.platform!.architecture] ?? m.platform!.architecture) === want.architecture);
+  const candidates = usable.filter(
+    (m) => m.platform!.os === want.os && (ARCH_ALIASES[m.platform!.architecture] ?? m.platform!.architecture) === want.architecture,
+  );
   const exact = want.variant ? candidates.filter((m) => norm(m.platform!.variant, want.architecture) === want.variant) : candidates;
   if (exact.length) return exact[0]!;
   const available = [...new Set(usable.map((m) => formatPlatform(m.platform as Platform)))];
@@ -132,7 +142,13 @@ export function extractConfig(raw: unknown): { config: ImageConfig; os?: string;
   const c = (j.config ?? {}) as { Env?: string[]; Entrypoint?: string[]; Cmd?: string[]; User?: string; WorkingDir?: string };
   const arr = (v: unknown) => (Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : []);
   return {
-    config: { env: arr(c.Env), entrypoint: arr(c.Entrypoint), cmd: arr(c.Cmd), user: typeof c.User === 'string' ? c.User : '', workdir: typeof c.WorkingDir === 'string' ? c.WorkingDir : '' },
+    config: {
+      env: arr(c.Env),
+      entrypoint: arr(c.Entrypoint),
+      cmd: arr(c.Cmd),
+      user: typeof c.User === 'string' ? c.User : '',
+      workdir: typeof c.WorkingDir === 'string' ? c.WorkingDir : '',
+    },
     os: j.os,
     architecture: j.architecture,
     variant: j.variant,

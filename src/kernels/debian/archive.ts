@@ -57,7 +57,10 @@ export function debianArch(arch: string): string {
  * Verify a clearsigned InRelease with gpgv and return the signed text gpgv extracted.
  * Requires at least one GOODSIG and VALIDSIG on the status fd and no BADSIG, regardless of exit code.
  */
-export async function verifyInRelease(file: string, opts: { keyring: string; url: string; outFile: string; exec: Exec; signal?: AbortSignal }): Promise<string> {
+export async function verifyInRelease(
+  file: string,
+  opts: { keyring: string; url: string; outFile: string; exec: Exec; signal?: AbortSignal },
+): Promise<string> {
   const argv = ['gpgv', '--status-fd', '1', '--keyring', opts.keyring, '--output', opts.outFile, file];
   let r;
   try {
@@ -109,14 +112,24 @@ export class DebianArchive {
       });
     }
     try {
-      const text = await verifyInRelease(file, { keyring: this.o.keyring, url: this.inReleaseUrl, outFile: join(this.o.tmpDir, 'Release.signed'), exec: this.o.exec, signal: this.o.signal });
+      const text = await verifyInRelease(file, {
+        keyring: this.o.keyring,
+        url: this.inReleaseUrl,
+        outFile: join(this.o.tmpDir, 'Release.signed'),
+        exec: this.o.exec,
+        signal: this.o.signal,
+      });
       const rel = parseRelease(text);
       const { Suite: suite, Codename: codename } = rel.fields;
       if (suite !== this.o.suite && codename !== this.o.suite) {
-        throw new BangerError(ErrorCode.Signature, `InRelease at ${this.inReleaseUrl} is signed for suite '${suite}' (codename '${codename}'), not '${this.o.suite}'`, {
-          hint: 'the mirror is serving another suite under this path; use a correct mirror',
-          details: { url: this.inReleaseUrl, suite, codename },
-        });
+        throw new BangerError(
+          ErrorCode.Signature,
+          `InRelease at ${this.inReleaseUrl} is signed for suite '${suite}' (codename '${codename}'), not '${this.o.suite}'`,
+          {
+            hint: 'the mirror is serving another suite under this path; use a correct mirror',
+            details: { url: this.inReleaseUrl, suite, codename },
+          },
+        );
       }
       const validUntil = rel.fields['Valid-Until'];
       if (validUntil && Date.parse(validUntil) < Date.now()) {
@@ -153,7 +166,14 @@ export class DebianArchive {
       const url = mirrorUrl(this.o.mirror, `dists/${this.o.suite}/${rel.path}`);
       const file = join(this.o.tmpDir, `Packages${ext}`);
       try {
-        await download(url, file, { what: `Packages index ${rel.path}`, sha256: rel.sha256, size: rel.size, signal: this.o.signal, http: this.o.http, onWait: this.o.onWait });
+        await download(url, file, {
+          what: `Packages index ${rel.path}`,
+          sha256: rel.sha256,
+          size: rel.size,
+          signal: this.o.signal,
+          http: this.o.http,
+          onWait: this.o.onWait,
+        });
       } catch (e) {
         if (isNotFound(e)) {
           tried.push(url);
@@ -194,16 +214,22 @@ export class DebianArchive {
       .sort((a, b) => compareDebVersions(b['Version']!, a['Version']!));
     const s = candidates[0];
     if (!s) {
-      throw new BangerError(ErrorCode.NotFound, `package ${name}${op ? ` (${op} ${version})` : ''} is not in ${this.o.suite}/${this.o.component}/binary-${this.o.arch} of ${this.o.mirror}`, {
-        hint: 'check the catalog entry (package, suite, component) and the mirror',
-        details: { package: name, suite: this.o.suite, mirror: this.o.mirror },
-      });
+      throw new BangerError(
+        ErrorCode.NotFound,
+        `package ${name}${op ? ` (${op} ${version})` : ''} is not in ${this.o.suite}/${this.o.component}/binary-${this.o.arch} of ${this.o.mirror}`,
+        {
+          hint: 'check the catalog entry (package, suite, component) and the mirror',
+          details: { package: name, suite: this.o.suite, mirror: this.o.mirror },
+        },
+      );
     }
     const filename = s['Filename'];
     const sha256 = s['SHA256'];
     const size = Number(s['Size']);
     if (!filename || !sha256 || !/^[0-9a-f]{64}$/i.test(sha256) || !Number.isSafeInteger(size) || filename.split('/').includes('..')) {
-      throw new BangerError(ErrorCode.Invalid, `the Packages stanza of ${name} ${s['Version']} lacks a valid Filename, Size or SHA256`, { details: { package: name } });
+      throw new BangerError(ErrorCode.Invalid, `the Packages stanza of ${name} ${s['Version']} lacks a valid Filename, Size or SHA256`, {
+        details: { package: name },
+      });
     }
     return { package: name, version: s['Version']!, filename, size, sha256: sha256.toLowerCase(), url: mirrorUrl(this.o.mirror, filename), stanza: s };
   }
@@ -220,9 +246,13 @@ export class DebianArchive {
         if (/^linux-image-\d/.test(dep.name)) return this.resolve(dep.name, dep.op, dep.version);
       }
     }
-    throw new BangerError(ErrorCode.NotFound, `meta package ${meta} ${m.version} depends on no linux-image-<version>-… package (Depends: ${m.stanza['Depends'] ?? 'none'})`, {
-      hint: 'set the catalog entry\'s package to a linux-image meta package such as linux-image-cloud-amd64',
-      details: { package: meta },
-    });
+    throw new BangerError(
+      ErrorCode.NotFound,
+      `meta package ${meta} ${m.version} depends on no linux-image-<version>-… package (Depends: ${m.stanza['Depends'] ?? 'none'})`,
+      {
+        hint: "set the catalog entry's package to a linux-image meta package such as linux-image-cloud-amd64",
+        details: { package: meta },
+      },
+    );
   }
 }

@@ -29,7 +29,11 @@ export async function findKernelImage(root: string, pkg: string): Promise<{ vmli
     });
   }
   const release = images[0]!.slice('vmlinuz-'.length);
-  return { vmlinuz: join(root, 'boot', images[0]!), release, config: names.includes(`config-${release}`) ? join(root, 'boot', `config-${release}`) : undefined };
+  return {
+    vmlinuz: join(root, 'boot', images[0]!),
+    release,
+    config: names.includes(`config-${release}`) ? join(root, 'boot', `config-${release}`) : undefined,
+  };
 }
 
 /** The lib/modules/<release> directory of an unpacked kernel package (usr-merged or not). */

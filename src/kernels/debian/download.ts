@@ -57,7 +57,9 @@ async function* source(url: string, opts: DownloadOptions): AsyncGenerator<Buffe
     return;
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') {
-    throw new BangerError(ErrorCode.Invalid, `${opts.what}: unsupported mirror URL scheme '${u.protocol}' in ${url}`, { hint: 'use an http://, https:// or file:// Debian mirror (config debianMirror)' });
+    throw new BangerError(ErrorCode.Invalid, `${opts.what}: unsupported mirror URL scheme '${u.protocol}' in ${url}`, {
+      hint: 'use an http://, https:// or file:// Debian mirror (config debianMirror)',
+    });
   }
   const big = opts.size !== undefined && opts.size > 16 * 1024 * 1024;
   const res = await (opts.http ?? defaultHttp()).open(url, {
@@ -73,7 +75,10 @@ async function* source(url: string, opts: DownloadOptions): AsyncGenerator<Buffe
   }
   if (res.status < 200 || res.status >= 300) {
     res.close();
-    throw new BangerError(ErrorCode.Http, `${opts.what}: ${url} answered HTTP ${res.status}`, { hint: 'check the Debian mirror (config debianMirror / BANGER_DEBIAN_MIRROR)', details: { url, status: res.status } });
+    throw new BangerError(ErrorCode.Http, `${opts.what}: ${url} answered HTTP ${res.status}`, {
+      hint: 'check the Debian mirror (config debianMirror / BANGER_DEBIAN_MIRROR)',
+      details: { url, status: res.status },
+    });
   }
   yield* res.chunks();
 }
@@ -117,9 +122,13 @@ export async function download(url: string, target: string, opts: DownloadOption
   const tmp = tempSibling(target);
   const out: WriteStream = createWriteStream(tmp, { mode: 0o644 });
   try {
-    const got = await fetchInto(url, async (c) => {
-      if (!out.write(c)) await once(out, 'drain');
-    }, opts);
+    const got = await fetchInto(
+      url,
+      async (c) => {
+        if (!out.write(c)) await once(out, 'drain');
+      },
+      opts,
+    );
     out.end();
     await once(out, 'close');
     await rename(tmp, target);
@@ -138,7 +147,11 @@ export async function download(url: string, target: string, opts: DownloadOption
  * use it ("used-cache"); else download it through the store's writer ("downloaded").
  * Returns the blob's path too.
  */
-export async function fetchCached(url: string, store: ContentStore, opts: DownloadOptions & { sha256: string }): Promise<{ how: 'downloaded' | 'used-cache'; path: string }> {
+export async function fetchCached(
+  url: string,
+  store: ContentStore,
+  opts: DownloadOptions & { sha256: string },
+): Promise<{ how: 'downloaded' | 'used-cache'; path: string }> {
   const digest = `sha256:${opts.sha256.toLowerCase()}`;
   const path = store.path(digest);
   return store.withLock(
@@ -146,7 +159,8 @@ export async function fetchCached(url: string, store: ContentStore, opts: Downlo
     async () => {
       const st = await stat(path).catch(() => undefined);
       if (st?.isFile()) {
-        if ((opts.size === undefined || st.size === opts.size) && (await sha256File(path)) === opts.sha256.toLowerCase()) return { how: 'used-cache' as const, path };
+        if ((opts.size === undefined || st.size === opts.size) && (await sha256File(path)) === opts.sha256.toLowerCase())
+          return { how: 'used-cache' as const, path };
         await store.remove(digest); // corrupt cache entry: replace it
       }
       throwIfAborted(opts.signal);
@@ -164,4 +178,3 @@ export async function fetchCached(url: string, store: ContentStore, opts: Downlo
     opts.signal,
   );
 }
-

@@ -106,7 +106,13 @@ export async function fetchDebianKernel(opts: FetchDebianKernelOptions): Promise
     });
     const [kernelDeb, busyboxDeb] = await steps.run('resolve', async () => {
       const debs = [await archive.resolveKernel(entry.package), await archive.resolve(BUSYBOX_PACKAGE)] as const;
-      log.info('resolved Debian kernel', { entry: entry.name, meta: entry.package, package: debs[0].package, version: debs[0].version, sha256: debs[0].sha256 });
+      log.info('resolved Debian kernel', {
+        entry: entry.name,
+        meta: entry.package,
+        package: debs[0].package,
+        version: debs[0].version,
+        sha256: debs[0].sha256,
+      });
       progress({ stage: 'resolve', message: `${entry.package} → ${debs[0].package} ${debs[0].version}` });
       return debs;
     });
@@ -152,7 +158,8 @@ async function prepare(opts: FetchDebianKernelOptions, work: string, steps: Step
   steps.undo('remove scratch', () => rm(work, { recursive: true, force: true }));
   const outBefore = new Set(await readdir(opts.outDir).catch(() => [] as string[]));
   steps.undo('empty outDir', async () => {
-    for (const n of await readdir(opts.outDir).catch(() => [] as string[])) if (!outBefore.has(n)) await rm(join(opts.outDir, n), { recursive: true, force: true });
+    for (const n of await readdir(opts.outDir).catch(() => [] as string[]))
+      if (!outBefore.has(n)) await rm(join(opts.outDir, n), { recursive: true, force: true });
   });
   const { entry } = opts;
   return new DebianArchive({
@@ -178,7 +185,13 @@ interface Unpacked {
 }
 
 /** step unpack: both .debs unpacked; the kernel image and its modules found; vmlinuz copied out. */
-async function unpackKernel(opts: FetchDebianKernelOptions, work: string, kernelDeb: DebRef, files: readonly [string, string], progress: (ev: ProgressEvent) => void): Promise<Unpacked> {
+async function unpackKernel(
+  opts: FetchDebianKernelOptions,
+  work: string,
+  kernelDeb: DebRef,
+  files: readonly [string, string],
+  progress: (ev: ProgressEvent) => void,
+): Promise<Unpacked> {
   progress({ stage: 'unpack', key: kernelDeb.package });
   const kroot = join(work, 'kernel');
   const broot = join(work, 'busybox');

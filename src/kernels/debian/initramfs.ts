@@ -10,7 +10,25 @@ import type { ResolvedModule } from './modules.js';
 export const INIT_SCRIPT = fileURLToPath(new URL('./initramfs/init.sh', import.meta.url));
 
 /** busybox applets /init uses, linked in /bin (anything else: `busybox <applet>`). */
-export const APPLETS = ['sh', 'mount', 'umount', 'mkdir', 'mknod', 'insmod', 'ip', 'hostname', 'sleep', 'switch_root', 'cat', 'echo', 'grep', 'poweroff', 'sync', 'printf', 'ls'];
+export const APPLETS = [
+  'sh',
+  'mount',
+  'umount',
+  'mkdir',
+  'mknod',
+  'insmod',
+  'ip',
+  'hostname',
+  'sleep',
+  'switch_root',
+  'cat',
+  'echo',
+  'grep',
+  'poweroff',
+  'sync',
+  'printf',
+  'ls',
+];
 
 export interface InitramfsInput {
   /** Static busybox binary (from Debian's busybox-static). */
@@ -25,7 +43,9 @@ export interface InitramfsInput {
 /** Build the cpio entries of the banger initramfs. Pure apart from reading INIT_SCRIPT. */
 export async function initramfsEntries(input: InitramfsInput): Promise<CpioEntry[]> {
   if (input.busybox.length < 4 || input.busybox.readUInt32BE(0) !== 0x7f454c46) {
-    throw new BangerError(ErrorCode.Bundle, 'busybox from busybox-static is not an ELF binary', { hint: 'the busybox-static package looks broken; try again later' });
+    throw new BangerError(ErrorCode.Bundle, 'busybox from busybox-static is not an ELF binary', {
+      hint: 'the busybox-static package looks broken; try again later',
+    });
   }
   const init = input.init ?? (await readFile(INIT_SCRIPT));
   const modBase = `lib/modules/${input.kernelVersion}`;

@@ -37,7 +37,10 @@ export const MOUNT_MODULES = ['fuse', 'virtiofs', '9pnet', '9pnet_virtio', '9p']
 
 /** Module name as the kernel sees it: basename without .ko(.xz|.zst|.gz), dashes as underscores. */
 export function moduleName(file: string): string {
-  return file.replace(/^.*\//, '').replace(/\.ko(\.(xz|zst|gz))?$/, '').replace(/-/g, '_');
+  return file
+    .replace(/^.*\//, '')
+    .replace(/\.ko(\.(xz|zst|gz))?$/, '')
+    .replace(/-/g, '_');
 }
 
 /** The NUL-separated key=value strings of an ELF64 module's `.modinfo` section. Pure. */
@@ -104,7 +107,12 @@ export interface ResolvedModule {
  * A wanted module that is neither a file nor built in is E_BUNDLE; an `optional` one is then
  * left out.
  */
-export async function resolveModules(modDir: string, wanted: readonly string[], exec: Exec, optional: readonly string[] = []): Promise<{ modules: ResolvedModule[]; builtin: string[] }> {
+export async function resolveModules(
+  modDir: string,
+  wanted: readonly string[],
+  exec: Exec,
+  optional: readonly string[] = [],
+): Promise<{ modules: ResolvedModule[]; builtin: string[] }> {
   const files = await walk(join(modDir, 'kernel')).catch(() => [] as string[]);
   const byName = new Map(files.map((f) => [moduleName(f), f]));
   let builtinText = '';
@@ -126,10 +134,14 @@ export async function resolveModules(modDir: string, wanted: readonly string[], 
         if (!skipped.includes(n)) skipped.push(n);
         return;
       }
-      throw new BangerError(ErrorCode.Bundle, `kernel module ${n}${chain.length ? ` (needed by ${chain.join(' → ')})` : ''} is neither in ${modDir} nor built in`, {
-        hint: 'this kernel cannot drive a banger microVM (virtio/vsock/ext4 missing); choose another kernel',
-        details: { module: n, modDir },
-      });
+      throw new BangerError(
+        ErrorCode.Bundle,
+        `kernel module ${n}${chain.length ? ` (needed by ${chain.join(' → ')})` : ''} is neither in ${modDir} nor built in`,
+        {
+          hint: 'this kernel cannot drive a banger microVM (virtio/vsock/ext4 missing); choose another kernel',
+          details: { module: n, modDir },
+        },
+      );
     }
     const data = await readModule(file, exec);
     const deps = (readModinfo(data, file).get('depends') ?? []).flatMap((d) => d.split(',')).filter(Boolean);

@@ -38,7 +38,11 @@ export interface Payload {
 
 /** Locate and identify the compressed kernel inside a bzImage. Pure; throws E_BUNDLE naming `what`. */
 export function locatePayload(image: Buffer, what: string): Payload {
-  const bad = (why: string) => new BangerError(ErrorCode.Bundle, `${what} is not a usable bzImage: ${why}`, { hint: 'the kernel package may be for another architecture', details: { file: what } });
+  const bad = (why: string) =>
+    new BangerError(ErrorCode.Bundle, `${what} is not a usable bzImage: ${why}`, {
+      hint: 'the kernel package may be for another architecture',
+      details: { file: what },
+    });
   if (image.length < 0x260 || image.toString('latin1', 0x202, 0x206) !== 'HdrS') throw bad('no "HdrS" boot header');
   const version = image.readUInt16LE(0x206);
   if (version < 0x208) throw bad(`boot protocol ${version.toString(16)} < 2.08 has no payload offset`);
@@ -59,10 +63,14 @@ export async function extractVmlinux(vmlinuzPath: string, outPath: string, exec:
   const r = await exec(p.format.argv, { input: p.data, binary: true, signal });
   const elf = r.stdoutBuffer;
   if (elf.length < 4 || elf.readUInt32BE(0) !== 0x7f454c46) {
-    throw new BangerError(ErrorCode.Bundle, `${vmlinuzPath}: the ${p.format.name} payload did not decompress to an ELF image`, { details: { file: vmlinuzPath } });
+    throw new BangerError(ErrorCode.Bundle, `${vmlinuzPath}: the ${p.format.name} payload did not decompress to an ELF image`, {
+      details: { file: vmlinuzPath },
+    });
   }
   if (p.expectedSize !== undefined && elf.length !== p.expectedSize) {
-    throw new BangerError(ErrorCode.Bundle, `${vmlinuzPath}: decompressed ${elf.length} bytes, the image says ${p.expectedSize}`, { details: { file: vmlinuzPath } });
+    throw new BangerError(ErrorCode.Bundle, `${vmlinuzPath}: decompressed ${elf.length} bytes, the image says ${p.expectedSize}`, {
+      details: { file: vmlinuzPath },
+    });
   }
   const tmp = tempSibling(outPath);
   try {

@@ -12,10 +12,7 @@ export type { DriverDeps, DriverRegistration } from './types.js';
  * Adding a VMM = a folder `src/vms/drivers/<kind>/` exporting a `DriverRegistration`, plus
  * one line here.
  */
-export const DRIVERS: readonly DriverRegistration[] = [
-  firecrackerDriver,
-  qemuDriver,
-];
+export const DRIVERS: readonly DriverRegistration[] = [firecrackerDriver, qemuDriver];
 
 /** The VMM a VM will use, with the reason shown by `vm show` (stored in vms.vmm_reason). */
 export interface VmmChoice {

@@ -16,7 +16,10 @@ export function makeStandin(): { dir: string; binary: string; setKnobs(k: Record
   const binary = join(dir, 'firecracker');
   const knobs = join(dir, 'knobs.json');
   writeFileSync(knobs, '{}');
-  writeFileSync(binary, `#!/bin/sh\n# banger test stand-in for Firecracker (not Firecracker)\nFC_STANDIN_KNOBS='${knobs}' exec '${process.execPath}' '${STANDIN_JS}' "$@"\n`);
+  writeFileSync(
+    binary,
+    `#!/bin/sh\n# banger test stand-in for Firecracker (not Firecracker)\nFC_STANDIN_KNOBS='${knobs}' exec '${process.execPath}' '${STANDIN_JS}' "$@"\n`,
+  );
   chmodSync(binary, 0o755);
   chmodSync(dir, 0o755);
   return {
@@ -38,7 +41,10 @@ export const STANDIN_JAILER_JS = resolve(new URL('.', import.meta.url).pathname,
 export function makeStandinJailer(): { dir: string; binary: string; remove(): void } {
   const dir = mkdtempSync(join(tmpdir(), 'banger-jailer-standin-'));
   const binary = join(dir, 'jailer');
-  writeFileSync(binary, `#!/bin/bash\n# banger test stand-in for Firecracker's jailer (not the jailer)\nout=$('${process.execPath}' '${STANDIN_JAILER_JS}' "$@") || exit $?\nmapfile -t cmd <<<"$out"\nexec "\${cmd[@]}"\n`);
+  writeFileSync(
+    binary,
+    `#!/bin/bash\n# banger test stand-in for Firecracker's jailer (not the jailer)\nout=$('${process.execPath}' '${STANDIN_JAILER_JS}' "$@") || exit $?\nmapfile -t cmd <<<"$out"\nexec "\${cmd[@]}"\n`,
+  );
   chmodSync(binary, 0o755);
   chmodSync(dir, 0o755);
   return { dir, binary, remove: () => rmSync(dir, { recursive: true, force: true }) };

@@ -26,7 +26,18 @@ const argv = process.argv.slice(2);
 const sep = argv.indexOf('--');
 const own = sep >= 0 ? argv.slice(0, sep) : argv;
 const extra = sep >= 0 ? argv.slice(sep + 1) : [];
-const VALUED = new Set(['--id', '--exec-file', '--uid', '--gid', '--chroot-base-dir', '--cgroup-version', '--parent-cgroup', '--cgroup', '--netns', '--resource-limit']);
+const VALUED = new Set([
+  '--id',
+  '--exec-file',
+  '--uid',
+  '--gid',
+  '--chroot-base-dir',
+  '--cgroup-version',
+  '--parent-cgroup',
+  '--cgroup',
+  '--netns',
+  '--resource-limit',
+]);
 const FLAGS = new Set(['--daemonize', '--new-pid-ns']);
 const REPEAT = new Set(['--cgroup', '--resource-limit']);
 const v: Record<string, string[]> = {};
@@ -74,5 +85,22 @@ if (existsSync(join(hierarchy, 'cgroup.procs'))) {
 // Like the real one (without --new-pid-ns): `<chroot>/<exec name>.pid`, create_new, the pid that execs.
 writeFileSync(join(root, `${basename(exec)}.pid`), String(process.ppid), { flag: 'wx' });
 const us = String(Date.now() * 1000);
-const cmd = ['setpriv', `--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', 'env', `FC_STANDIN_CHROOT=${root}`, join(root, basename(exec)), '--id', id, '--start-time-us', us, '--start-time-cpu-us', '0', '--parent-cpu-time-us', '0', ...extra];
+const cmd = [
+  'setpriv',
+  `--reuid=${uid}`,
+  `--regid=${gid}`,
+  '--clear-groups',
+  'env',
+  `FC_STANDIN_CHROOT=${root}`,
+  join(root, basename(exec)),
+  '--id',
+  id,
+  '--start-time-us',
+  us,
+  '--start-time-cpu-us',
+  '0',
+  '--parent-cpu-time-us',
+  '0',
+  ...extra,
+];
 process.stdout.write(cmd.join('\n') + '\n');

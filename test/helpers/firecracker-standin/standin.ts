@@ -28,7 +28,10 @@ import { loadSpec } from '../firecracker-spec.js';
 
 const REPO = resolve(new URL('.', import.meta.url).pathname, '..', '..', '..', '..');
 const knobsFile = process.env.FC_STANDIN_KNOBS;
-const knobs: Record<string, string | undefined> = { ...process.env, ...(knobsFile && existsSync(knobsFile) ? (JSON.parse(readFileSync(knobsFile, 'utf8')) as Record<string, string>) : {}) };
+const knobs: Record<string, string | undefined> = {
+  ...process.env,
+  ...(knobsFile && existsSync(knobsFile) ? (JSON.parse(readFileSync(knobsFile, 'utf8')) as Record<string, string>) : {}),
+};
 const VERSION = knobs.FC_STANDIN_VERSION ?? '1.16.1';
 const args = process.argv.slice(2);
 const arg = (name: string) => {
@@ -98,7 +101,8 @@ function serve(): void {
     if (req.headers['transfer-encoding']) return fault(res, 'Transfer-Encoding is not supported; send Content-Length');
     if (raw.length > 0 && req.headers['content-length'] === undefined) return fault(res, 'missing Content-Length');
     const route = spec.route(method, path);
-    if (!route) return fault(res, `Invalid request method and/or path: ${method} ${path}.`, method === 'GET' || method === 'PUT' || method === 'PATCH' ? 400 : 405);
+    if (!route)
+      return fault(res, `Invalid request method and/or path: ${method} ${path}.`, method === 'GET' || method === 'PUT' || method === 'PATCH' ? 400 : 405);
     if (knobs.FC_STANDIN_FAIL_PATH === path) return fault(res, `stand-in: ${path} refused by FC_STANDIN_FAIL_PATH`);
     let body: Record<string, unknown> | undefined;
     if (route.bodyDefinition) {
@@ -109,13 +113,18 @@ function serve(): void {
         return fault(res, `An error occurred when deserializing the json body of a request: ${(e as Error).message}`);
       }
       const v = spec.validator(route.bodyDefinition);
-      if (!v(body)) return fault(res, `An error occurred when deserializing the json body of a request: ${v.errors!.map((x) => `${x.instancePath || '/'} ${x.message}${'additionalProperty' in x.params ? ` \`${String(x.params.additionalProperty)}\`` : ''}`).join('; ')}`);
+      if (!v(body))
+        return fault(
+          res,
+          `An error occurred when deserializing the json body of a request: ${v.errors!.map((x) => `${x.instancePath || '/'} ${x.message}${'additionalProperty' in x.params ? ` \`${String(x.params.additionalProperty)}\`` : ''}`).join('; ')}`,
+        );
       const idField = ID_FIELD[route.template];
       if (idField && body[idField] !== Object.values(route.params)[0]) return fault(res, `The id from the path does not match the id from the body!`);
     }
     if (method === 'GET' && route.template === '/') return ok(res, { id, state, vmm_version: VERSION, app_name: 'Firecracker' });
     if (method === 'GET' && route.template === '/version') return ok(res, { firecracker_version: VERSION });
-    if (method === 'PUT' && PRE_BOOT_ONLY.has(route.template) && state !== 'Not started') return fault(res, 'The requested operation is not supported after starting the microVM.');
+    if (method === 'PUT' && PRE_BOOT_ONLY.has(route.template) && state !== 'Not started')
+      return fault(res, 'The requested operation is not supported after starting the microVM.');
     switch (`${method} ${route.template}`) {
       case 'PUT /logger':
         if (configured.has('/logger')) return fault(res, 'Logger can be configured only once');
@@ -130,17 +139,21 @@ function serve(): void {
       case 'PUT /boot-source':
         for (const k of ['kernel_image_path', 'initrd_path']) {
           const p = body![k] as string | undefined;
-          if (p !== undefined && !existsSync(inJail(p))) return fault(res, `Cannot open ${k === 'kernel_image_path' ? 'kernel' : 'initrd'} file: No such file or directory (os error 2)`);
+          if (p !== undefined && !existsSync(inJail(p)))
+            return fault(res, `Cannot open ${k === 'kernel_image_path' ? 'kernel' : 'initrd'} file: No such file or directory (os error 2)`);
         }
         break;
       case 'PUT /drives/{drive_id}':
-        if (!existsSync(inJail(body!.path_on_host as string))) return fault(res, `Unable to create the block device: BackingFile(Os { code: 2, kind: NotFound }, "${String(body!.path_on_host)}")`);
+        if (!existsSync(inJail(body!.path_on_host as string)))
+          return fault(res, `Unable to create the block device: BackingFile(Os { code: 2, kind: NotFound }, "${String(body!.path_on_host)}")`);
         break;
       case 'PUT /network-interfaces/{iface_id}':
-        if (!existsSync(`/sys/class/net/${String(body!.host_dev_name)}`)) return fault(res, `Could not create the network device: Open tap device failed: ${String(body!.host_dev_name)}`);
+        if (!existsSync(`/sys/class/net/${String(body!.host_dev_name)}`))
+          return fault(res, `Could not create the network device: Open tap device failed: ${String(body!.host_dev_name)}`);
         break;
       case 'PUT /vsock':
-        if (!serveVsock(inJail(String(body!.uds_path)))) return fault(res, `Cannot create backend for vsock device: UnixBind(Os { code: 98, kind: AddrInUse })`);
+        if (!serveVsock(inJail(String(body!.uds_path))))
+          return fault(res, `Cannot create backend for vsock device: UnixBind(Os { code: 98, kind: AddrInUse })`);
         break;
       case 'PUT /actions': {
         const action = body!.action_type;
@@ -148,7 +161,9 @@ function serve(): void {
           if (state !== 'Not started') return fault(res, 'The requested operation is not supported after starting the microVM.');
           if (!configured.has('/boot-source')) return fault(res, 'Cannot start microvm without kernel configuration.');
           state = 'Running';
-          process.stdout.write(`[    0.000000] Linux version stand-in (Firecracker stand-in for tests; nothing boots)\nbanger firecracker stand-in: instance ${id} running\n`);
+          process.stdout.write(
+            `[    0.000000] Linux version stand-in (Firecracker stand-in for tests; nothing boots)\nbanger firecracker stand-in: instance ${id} running\n`,
+          );
           log('InstanceStart');
         } else if (action === 'SendCtrlAltDel') {
           if (state === 'Not started') return fault(res, 'The requested operation is not supported before starting the microVM.');
@@ -169,7 +184,8 @@ function serve(): void {
         writeFileSync(inJail(body!.mem_file_path as string), Buffer.alloc(4096));
         break;
       case 'PUT /snapshot/load':
-        if ([...configured].some((p) => p !== '/logger' && p !== '/metrics')) return fault(res, 'Loading a microVM snapshot not allowed after configuring boot-specific resources.');
+        if ([...configured].some((p) => p !== '/logger' && p !== '/metrics'))
+          return fault(res, 'Loading a microVM snapshot not allowed after configuring boot-specific resources.');
         if (!existsSync(inJail(body!.snapshot_path as string))) return fault(res, 'Cannot open the snapshot file: No such file or directory (os error 2)');
         state = body!.resume_vm ? 'Running' : 'Paused';
         break;

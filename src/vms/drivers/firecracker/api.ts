@@ -42,14 +42,25 @@ export class FirecrackerApi {
       if (payload) headers['Content-Type'] = 'application/json';
       const r = request({ socketPath: this.socketPath, method: req.method, path: req.path, headers, agent: false });
       const timer = setTimeout(
-        () => finish(new BangerError(ErrorCode.Timeout, `firecracker step ${req.step}: ${req.method} ${req.path} got no answer within ${timeoutMs} ms`, { details: where, hint: `is the firecracker process behind ${this.socketPath} hung?` })),
+        () =>
+          finish(
+            new BangerError(ErrorCode.Timeout, `firecracker step ${req.step}: ${req.method} ${req.path} got no answer within ${timeoutMs} ms`, {
+              details: where,
+              hint: `is the firecracker process behind ${this.socketPath} hung?`,
+            }),
+          ),
         timeoutMs,
       );
       const onAbort = () => finish(new BangerError(ErrorCode.Cancelled, `firecracker step ${req.step} cancelled`, { details: where }));
       if (o.signal?.aborted) return onAbort();
       o.signal?.addEventListener('abort', onAbort, { once: true });
       r.on('error', (e: NodeJS.ErrnoException) =>
-        finish(new BangerError(ErrorCode.Vmm, `firecracker step ${req.step}: ${req.method} ${req.path}: ${e.code ?? ''} ${errorMessage(e)}`.replace(/\s+/g, ' '), { cause: e, details: { ...where, errno: e.code } })),
+        finish(
+          new BangerError(ErrorCode.Vmm, `firecracker step ${req.step}: ${req.method} ${req.path}: ${e.code ?? ''} ${errorMessage(e)}`.replace(/\s+/g, ' '), {
+            cause: e,
+            details: { ...where, errno: e.code },
+          }),
+        ),
       );
       r.on('response', (res) => {
         const chunks: Buffer[] = [];
@@ -67,11 +78,22 @@ export class FirecrackerApi {
           try {
             json = text ? JSON.parse(text) : undefined;
           } catch {
-            if (status >= 200 && status < 300) return finish(new BangerError(ErrorCode.Vmm, `firecracker step ${req.step}: answer is not JSON: ${text.slice(0, 200)}`, { details: { ...where, status } }));
+            if (status >= 200 && status < 300)
+              return finish(
+                new BangerError(ErrorCode.Vmm, `firecracker step ${req.step}: answer is not JSON: ${text.slice(0, 200)}`, { details: { ...where, status } }),
+              );
           }
           if (status === 204 || (status >= 200 && status < 300)) return finish(undefined, json as T | undefined);
-          const fault = json && typeof json === 'object' && typeof (json as { fault_message?: unknown }).fault_message === 'string' ? (json as { fault_message: string }).fault_message : text.slice(0, 500) || `HTTP ${status}`;
-          finish(new BangerError(ErrorCode.Vmm, `firecracker step ${req.step} failed: ${fault}`, { details: { ...where, status, faultMessage: fault }, hint: 'this is Firecracker\'s own error message; see the VM\'s firecracker.log' }));
+          const fault =
+            json && typeof json === 'object' && typeof (json as { fault_message?: unknown }).fault_message === 'string'
+              ? (json as { fault_message: string }).fault_message
+              : text.slice(0, 500) || `HTTP ${status}`;
+          finish(
+            new BangerError(ErrorCode.Vmm, `firecracker step ${req.step} failed: ${fault}`, {
+              details: { ...where, status, faultMessage: fault },
+              hint: "this is Firecracker's own error message; see the VM's firecracker.log",
+            }),
+          );
         });
       });
       r.end(payload);
@@ -82,14 +104,19 @@ export class FirecrackerApi {
   async instanceInfo(o: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<InstanceInfo> {
     const info = await this.call<InstanceInfo>({ step: 'describe-instance', method: 'GET', path: '/' }, o);
     if (!info || typeof info !== 'object' || typeof info.id !== 'string' || typeof info.state !== 'string') {
-      throw new BangerError(ErrorCode.Vmm, `firecracker step describe-instance: GET / answered an unexpected body`, { details: { socket: this.socketPath, body: info } });
+      throw new BangerError(ErrorCode.Vmm, `firecracker step describe-instance: GET / answered an unexpected body`, {
+        details: { socket: this.socketPath, body: info },
+      });
     }
     return info;
   }
 
   /** `PUT /actions SendCtrlAltDel`: the guest reboots (reboot=k), which ends Firecracker. */
   async sendCtrlAltDel(o: { timeoutMs?: number } = {}): Promise<void> {
-    await this.call({ step: 'send-ctrl-alt-del', method: 'PUT', path: '/actions', definition: 'InstanceActionInfo', body: { action_type: 'SendCtrlAltDel' } }, o);
+    await this.call(
+      { step: 'send-ctrl-alt-del', method: 'PUT', path: '/actions', definition: 'InstanceActionInfo', body: { action_type: 'SendCtrlAltDel' } },
+      o,
+    );
   }
 
   /** `PATCH /vm {state: Paused}`. */

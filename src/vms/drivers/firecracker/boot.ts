@@ -34,7 +34,12 @@ export async function bootFirecracker(o: FcBootOptions): Promise<{ pid: number }
     const { pid, api } = await steps.run('vmm-start', async () => {
       // Registered before the spawn: spawnFirecracker cleans up after itself, this covers later steps.
       undo.push('kill firecracker', () => killFirecracker(o.files, 'SIGKILL'));
-      return spawnFirecracker(o.binary, o.id, o.files, o.consolePath, { socketTimeoutMs: o.socketTimeoutMs, signal: o.signal, argv: o.argv, jailerWritesPid: o.argv !== undefined });
+      return spawnFirecracker(o.binary, o.id, o.files, o.consolePath, {
+        socketTimeoutMs: o.socketTimeoutMs,
+        signal: o.signal,
+        argv: o.argv,
+        jailerWritesPid: o.argv !== undefined,
+      });
     });
     for (const req of bootRequests(o.config)) {
       await steps.run(req.step, async () => {

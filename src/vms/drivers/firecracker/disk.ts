@@ -13,12 +13,19 @@ export type RawCopyMethod = 'reflink' | 'sparse';
  * holes, cost grows with the data). The base is never written. `sizeBytes` grows the copy
  * (never shrinks: E_INVALID). Partial output is removed on failure. Returns which method.
  */
-export async function rawRootCopy(exec: Exec, base: string, target: string, o: { sizeBytes?: number; signal?: AbortSignal; forceSparse?: boolean } = {}): Promise<RawCopyMethod> {
+export async function rawRootCopy(
+  exec: Exec,
+  base: string,
+  target: string,
+  o: { sizeBytes?: number; signal?: AbortSignal; forceSparse?: boolean } = {},
+): Promise<RawCopyMethod> {
   const st = await stat(base).catch((e) => {
     throw new BangerError(ErrorCode.NotFound, `image rootfs ${base} is missing`, { hint: 'pull the image again', cause: e });
   });
   if (o.sizeBytes !== undefined && o.sizeBytes < st.size) {
-    throw new BangerError(ErrorCode.Invalid, `--disk-size ${o.sizeBytes} bytes is smaller than the image (${st.size} bytes)`, { hint: 'give a size at least as large as the image, e.g. --disk-size 8G' });
+    throw new BangerError(ErrorCode.Invalid, `--disk-size ${o.sizeBytes} bytes is smaller than the image (${st.size} bytes)`, {
+      hint: 'give a size at least as large as the image, e.g. --disk-size 8G',
+    });
   }
   let method: RawCopyMethod = 'reflink';
   try {

@@ -3,7 +3,19 @@ import { basename, dirname } from 'node:path';
 import { readFile, writeFile } from 'node:fs/promises';
 import { BangerError, ErrorCode, errorMessage } from '../../../core/errors.js';
 import type { Exec } from '../../../core/exec.js';
-import type { BootKernel, DiskSpec, DriverFeatures, DriverHost, KernelFiles, LaunchSpec, ProbeResult, RootDiskRequest, VmHandle, VmmDriver, VmmStatus } from '../types.js';
+import type {
+  BootKernel,
+  DiskSpec,
+  DriverFeatures,
+  DriverHost,
+  KernelFiles,
+  LaunchSpec,
+  ProbeResult,
+  RootDiskRequest,
+  VmHandle,
+  VmmDriver,
+  VmmStatus,
+} from '../types.js';
 import { bootFirecracker } from './boot.js';
 import { rawRootCopy, type RawCopyMethod } from './disk.js';
 import { fcFiles } from './files.js';
@@ -43,16 +55,34 @@ export class FirecrackerDriver implements VmmDriver {
     const bin = this.opts.firecracker;
     const path = await host.probe.which(bin);
     if (!path) {
-      return { usable: false, kvm: host.kvm.usable, reason: 'binary not found', error: `--vmm firecracker: binary '${bin}' not found`, hint: 'install firecracker (https://github.com/firecracker-microvm/firecracker/releases) and set binaries.firecracker, or use --vmm qemu' };
+      return {
+        usable: false,
+        kvm: host.kvm.usable,
+        reason: 'binary not found',
+        error: `--vmm firecracker: binary '${bin}' not found`,
+        hint: 'install firecracker (https://github.com/firecracker-microvm/firecracker/releases) and set binaries.firecracker, or use --vmm qemu',
+      };
     }
     let version: string;
     try {
       version = await firecrackerVersion(path, this.exec);
     } catch (e) {
-      return { usable: false, kvm: host.kvm.usable, reason: `'${bin} --version' failed`, error: `--vmm firecracker: ${errorMessage(e)}`, hint: `check that ${bin} is a Firecracker binary` };
+      return {
+        usable: false,
+        kvm: host.kvm.usable,
+        reason: `'${bin} --version' failed`,
+        error: `--vmm firecracker: ${errorMessage(e)}`,
+        hint: `check that ${bin} is a Firecracker binary`,
+      };
     }
     if (!versionSupported(version)) {
-      return { usable: false, kvm: host.kvm.usable, reason: `v${version} is older than ${MIN_FIRECRACKER.join('.')}`, error: `--vmm firecracker: ${bin} is v${version}; banger needs Firecracker ${MIN_FIRECRACKER.join('.')} or newer`, hint: 'install a newer Firecracker release' };
+      return {
+        usable: false,
+        kvm: host.kvm.usable,
+        reason: `v${version} is older than ${MIN_FIRECRACKER.join('.')}`,
+        error: `--vmm firecracker: ${bin} is v${version}; banger needs Firecracker ${MIN_FIRECRACKER.join('.')} or newer`,
+        hint: 'install a newer Firecracker release',
+      };
     }
     if (!host.kvm.usable) return { usable: true, explicitOnly: true, kvm: false, reason: `KVM not usable: ${host.kvm.reason}` };
     return { usable: true, kvm: true, reason: `v${version}, accel kvm` };
@@ -61,10 +91,14 @@ export class FirecrackerDriver implements VmmDriver {
   /** Firecracker v1.16 boots only an uncompressed ELF `vmlinux` on x86_64. */
   bootKernel(k: KernelFiles): BootKernel {
     if (k.vmlinux) return { format: 'elf-vmlinux', path: k.vmlinux };
-    throw new BangerError(ErrorCode.NotFound, `kernel '${k.name}' has no ELF vmlinux, which Firecracker needs (it has ${k.vmlinuz ? 'only a bzImage' : 'no kernel file'})`, {
-      hint: 'import a kernel with a vmlinux, e.g. the generic all-built-in kernel (scripts/make-generic-kernel.sh, docs/firecracker.md), or use --vmm qemu',
-      details: { kernel: k.name },
-    });
+    throw new BangerError(
+      ErrorCode.NotFound,
+      `kernel '${k.name}' has no ELF vmlinux, which Firecracker needs (it has ${k.vmlinuz ? 'only a bzImage' : 'no kernel file'})`,
+      {
+        hint: 'import a kernel with a vmlinux, e.g. the generic all-built-in kernel (scripts/make-generic-kernel.sh, docs/firecracker.md), or use --vmm qemu',
+        details: { kernel: k.name },
+      },
+    );
   }
 
   rootDisk(vm: VmHandle): Omit<DiskSpec, 'id'> {
@@ -87,9 +121,15 @@ export class FirecrackerDriver implements VmmDriver {
   async launch(spec: LaunchSpec, o: { signal?: AbortSignal } = {}): Promise<{ pid: number }> {
     const files = fcFiles(spec.files.dir);
     for (const d of spec.disks) {
-      if (d.format !== 'raw') throw new BangerError(ErrorCode.Invalid, `firecracker: disk ${d.id} (${d.path}) is ${d.format}; Firecracker attaches raw disks only`, { details: { step: `drive-${d.id}` } });
+      if (d.format !== 'raw')
+        throw new BangerError(ErrorCode.Invalid, `firecracker: disk ${d.id} (${d.path}) is ${d.format}; Firecracker attaches raw disks only`, {
+          details: { step: `drive-${d.id}` },
+        });
     }
-    if (spec.kernelFormat !== 'elf-vmlinux') throw new BangerError(ErrorCode.Invalid, `firecracker: kernel ${spec.kernel} is a ${spec.kernelFormat}; Firecracker v1.16 boots an ELF vmlinux`, { details: { step: 'boot-source' } });
+    if (spec.kernelFormat !== 'elf-vmlinux')
+      throw new BangerError(ErrorCode.Invalid, `firecracker: kernel ${spec.kernel} is a ${spec.kernelFormat}; Firecracker v1.16 boots an ELF vmlinux`, {
+        details: { step: 'boot-source' },
+      });
     const config: FcBootConfig = {
       vcpu: spec.vcpu,
       memoryMiB: spec.memoryMiB,
@@ -105,9 +145,25 @@ export class FirecrackerDriver implements VmmDriver {
     const j = this.opts.jailer;
     if (j) {
       const jailer = { binary: j.binary, chrootBase: j.chrootBaseDir, uidBase: j.uidBase, cgroupVersion: j.cgroupVersion, parentCgroup: j.parentCgroup };
-      return launchJailed({ jailer, firecracker: this.opts.firecracker, id: fcInstanceId(spec.instance, spec.id), spec, config, signal: o.signal, socketTimeoutMs: this.opts.socketTimeoutMs });
+      return launchJailed({
+        jailer,
+        firecracker: this.opts.firecracker,
+        id: fcInstanceId(spec.instance, spec.id),
+        spec,
+        config,
+        signal: o.signal,
+        socketTimeoutMs: this.opts.socketTimeoutMs,
+      });
     }
-    return bootFirecracker({ binary: this.opts.firecracker, id: fcInstanceId(spec.instance, spec.id), files, consolePath: spec.files.console, config, signal: o.signal, socketTimeoutMs: this.opts.socketTimeoutMs });
+    return bootFirecracker({
+      binary: this.opts.firecracker,
+      id: fcInstanceId(spec.instance, spec.id),
+      files,
+      consolePath: spec.files.console,
+      config,
+      signal: o.signal,
+      socketTimeoutMs: this.opts.socketTimeoutMs,
+    });
   }
 
   async status(vm: VmHandle, pidHint?: number | null): Promise<VmmStatus> {

@@ -96,7 +96,16 @@ export async function launchJailed(o: JailedLaunch): Promise<{ pid: number }> {
     };
     const files = filesInJail(vmDir, plan);
     const [binary, ...argv] = plan.argv;
-    const r = await bootFirecracker({ binary: binary!, argv, id: o.id, files, consolePath: o.spec.files.console, config, signal: o.signal, socketTimeoutMs: o.socketTimeoutMs });
+    const r = await bootFirecracker({
+      binary: binary!,
+      argv,
+      id: o.id,
+      files,
+      consolePath: o.spec.files.console,
+      config,
+      signal: o.signal,
+      socketTimeoutMs: o.socketTimeoutMs,
+    });
     undo.commit();
     return r;
   } catch (e) {

@@ -60,7 +60,8 @@ export function jailPlan(cfg: JailerConfig, o: { firecracker: string; id: string
   const uid = cfg.uidBase + n;
   const jailDir = join(cfg.chrootBase, basename(o.firecracker), o.id);
   const root = join(jailDir, 'root');
-  if (o.vmName !== undefined && !/^[a-zA-Z0-9._-]+$/.test(o.vmName)) throw new BangerError(ErrorCode.Invalid, `vm name '${o.vmName}' cannot name a jail socket directory`);
+  if (o.vmName !== undefined && !/^[a-zA-Z0-9._-]+$/.test(o.vmName))
+    throw new BangerError(ErrorCode.Invalid, `vm name '${o.vmName}' cannot name a jail socket directory`);
   const sock = o.vmName ? `/run/${o.vmName}/firecracker.sock` : '/run/firecracker.socket';
   // bangerd connects to the socket by its host path; a Unix socket path is at most 107 bytes.
   if (Buffer.byteLength(join(root, sock)) > 107) {
@@ -81,15 +82,23 @@ export function jailPlan(cfg: JailerConfig, o: { firecracker: string; id: string
     cgroupDir: cfg.cgroupVersion === 2 ? join('/sys/fs/cgroup', cfg.parentCgroup, o.id) : join('/sys/fs/cgroup/cpu', cfg.parentCgroup, o.id),
     argv: [
       cfg.binary,
-      '--id', o.id,
-      '--exec-file', o.firecracker,
-      '--uid', String(uid),
-      '--gid', String(uid),
-      '--chroot-base-dir', cfg.chrootBase,
-      '--cgroup-version', String(cfg.cgroupVersion),
-      '--parent-cgroup', cfg.parentCgroup,
+      '--id',
+      o.id,
+      '--exec-file',
+      o.firecracker,
+      '--uid',
+      String(uid),
+      '--gid',
+      String(uid),
+      '--chroot-base-dir',
+      cfg.chrootBase,
+      '--cgroup-version',
+      String(cfg.cgroupVersion),
+      '--parent-cgroup',
+      cfg.parentCgroup,
       '--',
-      '--api-sock', sock,
+      '--api-sock',
+      sock,
     ],
   };
 }

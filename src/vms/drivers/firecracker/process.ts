@@ -88,7 +88,10 @@ export async function spawnFirecracker(
  * The live Firecracker process of a VM, or undefined: the pid file names a live process whose
  * argv carries this VM's API socket (pids get reused), and, when `probe`, `GET /` answers.
  */
-export async function findFirecracker(files: FcFiles, o: { probe?: boolean; pidHint?: number | null } = {}): Promise<{ pid: number; state?: string } | undefined> {
+export async function findFirecracker(
+  files: FcFiles,
+  o: { probe?: boolean; pidHint?: number | null } = {},
+): Promise<{ pid: number; state?: string } | undefined> {
   const pid = (await readPidFile(files.pid)) ?? o.pidHint ?? undefined;
   if (!pid || !pidAlive(pid)) return undefined;
   const argv = await cmdline(pid);

@@ -1,4 +1,15 @@
-import type { BootSource, Drive, FcRequest, Logger, MachineConfiguration, Metrics, NetworkInterface, SnapshotCreateParams, SnapshotLoadParams, Vsock } from './api-types.js';
+import type {
+  BootSource,
+  Drive,
+  FcRequest,
+  Logger,
+  MachineConfiguration,
+  Metrics,
+  NetworkInterface,
+  SnapshotCreateParams,
+  SnapshotLoadParams,
+  Vsock,
+} from './api-types.js';
 
 /**
  * Pure builders of every request body the Firecracker driver sends (unit-tested against both
@@ -72,7 +83,10 @@ export function snapshotCreateRequest(p: SnapshotCreateParams): FcRequest {
  * that sends them must check the binary's version first (core/firecracker-version.ts).
  */
 export function snapshotLoadRequest(p: SnapshotLoadParams): FcRequest {
-  const body: SnapshotLoadParams = { snapshot_path: p.snapshot_path, mem_backend: { backend_type: p.mem_backend.backend_type, backend_path: p.mem_backend.backend_path } };
+  const body: SnapshotLoadParams = {
+    snapshot_path: p.snapshot_path,
+    mem_backend: { backend_type: p.mem_backend.backend_type, backend_path: p.mem_backend.backend_path },
+  };
   if (p.track_dirty_pages !== undefined) body.track_dirty_pages = p.track_dirty_pages;
   if (p.resume_vm !== undefined) body.resume_vm = p.resume_vm;
   if (p.network_overrides?.length) body.network_overrides = p.network_overrides.map((n) => ({ iface_id: n.iface_id, host_dev_name: n.host_dev_name }));

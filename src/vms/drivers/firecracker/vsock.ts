@@ -13,7 +13,11 @@ import { sleep } from '../../proc.js';
  * A malformed answer is a protocol error and fails at once. Rejects with E_TIMEOUT (last
  * temporary error in the message), E_CANCELLED, or E_VMM (protocol).
  */
-export async function connectHybridVsock(udsPath: string, port: number, o: { timeoutMs?: number; retryDelayMs?: number; signal?: AbortSignal } = {}): Promise<Socket> {
+export async function connectHybridVsock(
+  udsPath: string,
+  port: number,
+  o: { timeoutMs?: number; retryDelayMs?: number; signal?: AbortSignal } = {},
+): Promise<Socket> {
   if (!Number.isInteger(port) || port < 0 || port > 0xffffffff) throw new BangerError(ErrorCode.Invalid, `vsock port ${port} is not a u32`);
   const timeoutMs = o.timeoutMs ?? 10_000;
   const deadline = Date.now() + timeoutMs;
@@ -26,7 +30,10 @@ export async function connectHybridVsock(udsPath: string, port: number, o: { tim
     if (!r.temporary) throw new BangerError(ErrorCode.Vmm, `vsock ${udsPath} port ${port}: ${r.error}`, { details: { udsPath, port } });
     last = r.error;
     if (Date.now() + (o.retryDelayMs ?? 100) >= deadline) {
-      throw new BangerError(ErrorCode.Timeout, `vsock ${udsPath} port ${port}: no connection within ${timeoutMs} ms (${last})`, { details: { udsPath, port }, hint: 'is the guest agent running in the VM?' });
+      throw new BangerError(ErrorCode.Timeout, `vsock ${udsPath} port ${port}: no connection within ${timeoutMs} ms (${last})`, {
+        details: { udsPath, port },
+        hint: 'is the guest agent running in the VM?',
+      });
     }
     await sleep(o.retryDelayMs ?? 100);
   }
@@ -68,7 +75,9 @@ function attempt(udsPath: string, port: number, timeoutMs: number): Promise<{ so
     const onClose = () => finish({ temporary: true, error: 'closed before answering (nothing listens on the port yet)' });
     sock.on('readable', onReadable);
     sock.on('connect', () => sock.write(`CONNECT ${port}\n`));
-    sock.on('error', (e: NodeJS.ErrnoException) => finish({ temporary: e.code === 'ENOENT' || e.code === 'ECONNREFUSED' || e.code === 'ECONNRESET', error: `${e.code ?? ''} ${errorMessage(e)}`.trim() }));
+    sock.on('error', (e: NodeJS.ErrnoException) =>
+      finish({ temporary: e.code === 'ENOENT' || e.code === 'ECONNREFUSED' || e.code === 'ECONNRESET', error: `${e.code ?? ''} ${errorMessage(e)}`.trim() }),
+    );
     sock.on('close', onClose);
   });
 }

@@ -48,15 +48,26 @@ export function qemuArgv(binary: string, s: QemuLaunch): string[] {
   const argv = [
     binary,
     // The guest name carries the owning instance (owner.ts); the process title stays short.
-    '-name', qemuName(s.instance, s.name),
-    '-M', `microvm,acpi=${s.acpi ? 'on' : 'off'},x-option-roms=off,rtc=on${s.mounts?.some((m) => m.kind === 'virtiofs') ? ',memory-backend=mem' : ''}`,
-    '-accel', s.kvm ? 'kvm' : 'tcg',
+    '-name',
+    qemuName(s.instance, s.name),
+    '-M',
+    `microvm,acpi=${s.acpi ? 'on' : 'off'},x-option-roms=off,rtc=on${s.mounts?.some((m) => m.kind === 'virtiofs') ? ',memory-backend=mem' : ''}`,
+    '-accel',
+    s.kvm ? 'kvm' : 'tcg',
     // TCG: QEMU's default CPU model (-cpu max hangs TSC calibration of Debian's kernel).
     ...(s.kvm ? ['-cpu', 'host'] : []),
-    '-smp', String(s.vcpu),
-    '-m', `${s.memoryMiB}M`,
-    '-no-reboot', '-nodefaults', '-no-user-config', '-display', 'none', '-daemonize',
-    '-kernel', s.kernel,
+    '-smp',
+    String(s.vcpu),
+    '-m',
+    `${s.memoryMiB}M`,
+    '-no-reboot',
+    '-nodefaults',
+    '-no-user-config',
+    '-display',
+    'none',
+    '-daemonize',
+    '-kernel',
+    s.kernel,
   ];
   if (s.initrd) argv.push('-initrd', s.initrd);
   argv.push('-append', s.cmdline);

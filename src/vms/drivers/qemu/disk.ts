@@ -16,12 +16,18 @@ import { exists } from '../../../core/fsutil.js';
  * stale one; the cache directory goes with the image. When no template can be written (a
  * read-only cache), the VM's overlay is made directly.
  */
-export async function qcow2Overlay(exec: Exec, qemuImg: string, o: { baseRootfs: string; cacheDir: string; target: string; sizeBytes?: number; signal?: AbortSignal }): Promise<void> {
+export async function qcow2Overlay(
+  exec: Exec,
+  qemuImg: string,
+  o: { baseRootfs: string; cacheDir: string; target: string; sizeBytes?: number; signal?: AbortSignal },
+): Promise<void> {
   const base = await stat(o.baseRootfs).catch((e) => {
     throw new BangerError(ErrorCode.NotFound, `image rootfs ${o.baseRootfs} is missing`, { hint: 'pull the image again', cause: e });
   });
   if (o.sizeBytes !== undefined && o.sizeBytes < base.size) {
-    throw new BangerError(ErrorCode.Invalid, `--disk-size ${o.sizeBytes} bytes is smaller than the image (${base.size} bytes)`, { hint: 'give a size at least as large as the image, e.g. --disk-size 8G' });
+    throw new BangerError(ErrorCode.Invalid, `--disk-size ${o.sizeBytes} bytes is smaller than the image (${base.size} bytes)`, {
+      hint: 'give a size at least as large as the image, e.g. --disk-size 8G',
+    });
   }
   const virtualSize = o.sizeBytes ?? base.size;
   const create = (target: string) =>

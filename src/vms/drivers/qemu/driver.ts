@@ -5,7 +5,20 @@ import type { Exec } from '../../../core/exec.js';
 import { toolEnv } from '../../../core/exec.js';
 import { cmdline, pidAlive, readPidFile, waitExit } from '../../proc.js';
 import { connectUnixStream } from '../unix-stream.js';
-import type { BootKernel, DiskSpec, DriverFeatures, DriverHost, KernelFiles, LaunchSpec, ProbeResult, RootDiskRequest, SharedFolders, VmHandle, VmmDriver, VmmStatus } from '../types.js';
+import type {
+  BootKernel,
+  DiskSpec,
+  DriverFeatures,
+  DriverHost,
+  KernelFiles,
+  LaunchSpec,
+  ProbeResult,
+  RootDiskRequest,
+  SharedFolders,
+  VmHandle,
+  VmmDriver,
+  VmmStatus,
+} from '../types.js';
 import { qemuArgv, qemuLaunch, qemuOwner, qopt } from './argv.js';
 import { qcow2Overlay } from './disk.js';
 import { qemuMountDevices, startVirtiofsd, stopVirtiofsd } from './mounts.js';
@@ -35,7 +48,13 @@ export class QemuDriver implements VmmDriver {
   async probe(host: DriverHost): Promise<ProbeResult> {
     const kvm = host.kvm.usable;
     if (!(await host.probe.which(this.opts.qemu))) {
-      return { usable: false, kvm, reason: 'binary not found', error: `QEMU binary '${this.opts.qemu}' not found`, hint: 'apt-get install qemu-system-x86 qemu-utils' };
+      return {
+        usable: false,
+        kvm,
+        reason: 'binary not found',
+        error: `QEMU binary '${this.opts.qemu}' not found`,
+        hint: 'apt-get install qemu-system-x86 qemu-utils',
+      };
     }
     return { usable: true, kvm, reason: kvm ? 'accel kvm' : `accel tcg (KVM not usable: ${host.kvm.reason})` };
   }
@@ -44,7 +63,10 @@ export class QemuDriver implements VmmDriver {
   bootKernel(k: KernelFiles): BootKernel {
     if (k.vmlinuz) return { format: 'bzImage', path: k.vmlinuz };
     if (k.vmlinux) return { format: 'elf-vmlinux', path: k.vmlinux };
-    throw new BangerError(ErrorCode.NotFound, `kernel '${k.name}' has neither vmlinuz nor vmlinux in ${k.dir}`, { hint: `pull it again: banger kernel pull ${k.name}`, details: { kernel: k.name } });
+    throw new BangerError(ErrorCode.NotFound, `kernel '${k.name}' has neither vmlinuz nor vmlinux in ${k.dir}`, {
+      hint: `pull it again: banger kernel pull ${k.name}`,
+      details: { kernel: k.name },
+    });
   }
 
   rootDisk(vm: VmHandle): Omit<DiskSpec, 'id'> {
@@ -53,7 +75,13 @@ export class QemuDriver implements VmmDriver {
 
   async prepareRootDisk(r: RootDiskRequest): Promise<DiskSpec> {
     const disk: DiskSpec = { id: 'root', ...this.rootDisk(r.vm) };
-    await qcow2Overlay(this.exec, this.opts.qemuImg ?? 'qemu-img', { baseRootfs: r.baseRootfs, cacheDir: r.cacheDir, target: disk.path, sizeBytes: r.sizeBytes, signal: r.signal });
+    await qcow2Overlay(this.exec, this.opts.qemuImg ?? 'qemu-img', {
+      baseRootfs: r.baseRootfs,
+      cacheDir: r.cacheDir,
+      target: disk.path,
+      sizeBytes: r.sizeBytes,
+      signal: r.signal,
+    });
     return disk;
   }
 
@@ -62,10 +90,18 @@ export class QemuDriver implements VmmDriver {
     try {
       await this.exec(qemuArgv(this.opts.qemu, qemuLaunch(spec)), { env: toolEnv(), signal: o.signal, timeoutMs: 60000 });
     } catch (e) {
-      throw new BangerError(ErrorCode.Vmm, `step vmm-start: QEMU did not start: ${errorMessage(e)}`, { hint: `check the kernel, disks and tap; console: ${spec.files.console}`, cause: e, details: { step: 'vmm-start' } });
+      throw new BangerError(ErrorCode.Vmm, `step vmm-start: QEMU did not start: ${errorMessage(e)}`, {
+        hint: `check the kernel, disks and tap; console: ${spec.files.console}`,
+        cause: e,
+        details: { step: 'vmm-start' },
+      });
     }
     const pid = await readPidFile(spec.files.pid);
-    if (!pid || !pidAlive(pid)) throw new BangerError(ErrorCode.Vmm, `step vmm-start: QEMU exited right after start`, { hint: `see ${spec.files.console}`, details: { step: 'vmm-start' } });
+    if (!pid || !pidAlive(pid))
+      throw new BangerError(ErrorCode.Vmm, `step vmm-start: QEMU exited right after start`, {
+        hint: `see ${spec.files.console}`,
+        details: { step: 'vmm-start' },
+      });
     return { pid };
   }
 

@@ -63,7 +63,8 @@ export function virtiofsSocket(vmDir: string, m: MountSpec): string {
 export function qemuMountArgs(mounts: MountSpec[], vmDir: string, memoryMiB: number): string[] {
   const argv: string[] = [];
   // virtiofsd (libvhost-user) refuses legacy virtio, microvm's default for virtio-mmio.
-  if (mounts.some((m) => m.kind === 'virtiofs')) argv.push('-object', `memory-backend-memfd,id=mem,size=${memoryMiB}M,share=on`, '-global', 'virtio-mmio.force-legacy=false');
+  if (mounts.some((m) => m.kind === 'virtiofs'))
+    argv.push('-object', `memory-backend-memfd,id=mem,size=${memoryMiB}M,share=on`, '-global', 'virtio-mmio.force-legacy=false');
   for (const m of mounts) {
     if (m.kind === 'virtiofs') {
       argv.push('-chardev', `socket,id=fs_${m.tag},path=${qopt(virtiofsSocket(vmDir, m))}`);
@@ -90,14 +91,26 @@ export function defaultFsJail(): string {
  */
 export async function writerOf(m: MountSpec): Promise<{ uid: number; gid: number }> {
   const st = await stat(m.hostDir).catch((e: unknown) => {
-    throw new BangerError(ErrorCode.NotFound, `--mount: host folder ${m.hostDir} does not exist`, { hint: 'create it first, or fix the path', cause: e, details: { field: '--mount', path: m.hostDir } });
-  });
-  if (!st.isDirectory()) throw new BangerError(ErrorCode.Invalid, `--mount: ${m.hostDir} is not a directory`, { hint: 'share a folder; copy single files with banger vm cp', details: { field: '--mount', path: m.hostDir } });
-  if (st.uid === 0 || st.gid === 0) {
-    throw new BangerError(ErrorCode.Invalid, `--mount: ${m.hostDir} is owned by root (${st.uid}:${st.gid}); a read-write mount writes as the folder's owner, which must not be root`, {
-      hint: `share a folder owned by an unprivileged user and group (chown USER:GROUP ${m.hostDir}), or mount it read-only (${m.hostDir}:${m.guestDir}:ro)`,
-      details: { field: '--mount', path: m.hostDir, uid: st.uid, gid: st.gid },
+    throw new BangerError(ErrorCode.NotFound, `--mount: host folder ${m.hostDir} does not exist`, {
+      hint: 'create it first, or fix the path',
+      cause: e,
+      details: { field: '--mount', path: m.hostDir },
     });
+  });
+  if (!st.isDirectory())
+    throw new BangerError(ErrorCode.Invalid, `--mount: ${m.hostDir} is not a directory`, {
+      hint: 'share a folder; copy single files with banger vm cp',
+      details: { field: '--mount', path: m.hostDir },
+    });
+  if (st.uid === 0 || st.gid === 0) {
+    throw new BangerError(
+      ErrorCode.Invalid,
+      `--mount: ${m.hostDir} is owned by root (${st.uid}:${st.gid}); a read-write mount writes as the folder's owner, which must not be root`,
+      {
+        hint: `share a folder owned by an unprivileged user and group (chown USER:GROUP ${m.hostDir}), or mount it read-only (${m.hostDir}:${m.guestDir}:ro)`,
+        details: { field: '--mount', path: m.hostDir, uid: st.uid, gid: st.gid },
+      },
+    );
   }
   return { uid: st.uid, gid: st.gid };
 }
@@ -158,14 +171,22 @@ export async function startVirtiofsd(exec: Exec, vmDir: string, mounts: MountSpe
   const fs = mounts.filter((m) => m.kind === 'virtiofs');
   if (!fs.length) return;
   const bin = opts.binary ?? (await findVirtiofsd());
-  if (!bin) throw new BangerError(ErrorCode.NotFound, 'virtiofsd is not installed (this VM shares folders over virtiofs)', { hint: 'install qemu-system-common (Debian: /usr/lib/qemu/virtiofsd) or virtiofsd', details: { field: '--mount' } });
+  if (!bin)
+    throw new BangerError(ErrorCode.NotFound, 'virtiofsd is not installed (this VM shares folders over virtiofs)', {
+      hint: 'install qemu-system-common (Debian: /usr/lib/qemu/virtiofsd) or virtiofsd',
+      details: { field: '--mount' },
+    });
   const fsJail = opts.fsJail ?? defaultFsJail();
   try {
     for (const m of fs) {
       let jail: { path: string; uid: number; gid: number } | undefined;
       if (!m.readOnly) {
         jail = { path: fsJail, ...(await writerOf(m)) };
-        if (!(await exists(fsJail))) throw new BangerError(ErrorCode.NotFound, `banger-fsjail not found at ${fsJail} (a read-write --mount needs it)`, { hint: 'run `npm run build` in the banger checkout (scripts/build-agent.sh builds it with gcc)', details: { field: '--mount', path: fsJail } });
+        if (!(await exists(fsJail)))
+          throw new BangerError(ErrorCode.NotFound, `banger-fsjail not found at ${fsJail} (a read-write --mount needs it)`, {
+            hint: 'run `npm run build` in the banger checkout (scripts/build-agent.sh builds it with gcc)',
+            details: { field: '--mount', path: fsJail },
+          });
       }
       const dir = virtiofsDir(vmDir, m);
       const sock = virtiofsSocket(vmDir, m);
@@ -174,13 +195,20 @@ export async function startVirtiofsd(exec: Exec, vmDir: string, mounts: MountSpe
       if (jail) await chown(dir, jail.uid, jail.gid);
       // the mount point for the socket directory; QEMU's own virtiofsd makes it too.
       await mkdir('/run/virtiofsd', { recursive: true, mode: 0o755 });
-      const r = await exec(['sh', '-c', LAUNCH, 'sh', INNER, join(vmDir, 'virtiofsd.log'), m.hostDir, m.readOnly ? 'ro' : 'rw', dir, ...virtiofsdArgv(m, bin, jail)], { env: toolEnv(), timeoutMs: 10_000 });
+      const r = await exec(
+        ['sh', '-c', LAUNCH, 'sh', INNER, join(vmDir, 'virtiofsd.log'), m.hostDir, m.readOnly ? 'ro' : 'rw', dir, ...virtiofsdArgv(m, bin, jail)],
+        { env: toolEnv(), timeoutMs: 10_000 },
+      );
       const pid = Number(r.stdout.trim());
       await writeFile(join(vmDir, `virtiofs-${m.tag}.pid`), `${pid} ${(await startTime(pid)) ?? ''}\n`);
       for (let i = 0; !(await exists(sock)); i++) {
         if (i > 100 || !pidAlive(pid)) {
           const log = await readFile(join(vmDir, 'virtiofsd.log'), 'utf8').catch(() => '');
-          throw new BangerError(ErrorCode.Vmm, `step mounts: virtiofsd for ${m.hostDir} did not start${log ? `: ${log.trim().split('\n').slice(-3).join(' | ')}` : ''}`, { hint: `see ${join(vmDir, 'virtiofsd.log')}`, details: { field: '--mount', path: m.hostDir } });
+          throw new BangerError(
+            ErrorCode.Vmm,
+            `step mounts: virtiofsd for ${m.hostDir} did not start${log ? `: ${log.trim().split('\n').slice(-3).join(' | ')}` : ''}`,
+            { hint: `see ${join(vmDir, 'virtiofsd.log')}`, details: { field: '--mount', path: m.hostDir } },
+          );
         }
         await new Promise((res) => setTimeout(res, 50));
       }
