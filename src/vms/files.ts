@@ -63,3 +63,8 @@ export function vmFiles(dir: string): VmFiles {
     hostKeyPub: join(dir, 'ssh_host_ed25519_key.pub'),
   };
 }
+
+/** The files of one saved VM state in `dir` (see `SnapshotFiles` in drivers/types.ts). */
+export function snapshotFiles(dir: string): { dir: string; state: string; memory: string; disk: string; meta: string } {
+  return { dir, state: join(dir, 'state'), memory: join(dir, 'memory'), disk: join(dir, 'disk'), meta: join(dir, 'snapshot.json') };
+}

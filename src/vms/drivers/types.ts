@@ -120,6 +120,11 @@ export interface LaunchSpec {
   kvm: boolean;
   /** Host folders (`--mount`; only for a driver with `features.mounts`), devices picked by its `folders`. */
   mounts?: MountSpec[];
+  /**
+   * Guest RAM in this file, mapped shared (a warm-image builder: `save` then leaves RAM there
+   * and `meta.sharedMemory` is true, so restores map it privately and lazily). Absent: anonymous RAM.
+   */
+  memoryFile?: string;
 }
 
 export interface VmmStatus {
@@ -145,7 +150,7 @@ export interface RootDiskRequest {
 export interface DriverFeatures {
   /** Host folders shared with the guest (`vm create --mount`); the driver has `folders`. */
   mounts: boolean;
-  /** Save and restore a running VM (no driver offers it through banger yet). */
+  /** Save and restore a running VM's memory and device state; the driver has `snapshots`. */
   snapshots: boolean;
   /** The guest agent over vsock (else over another byte stream, e.g. a virtio-serial port). */
   vsock: boolean;
@@ -161,12 +166,65 @@ export interface SharedFolders {
   stop(vm: VmHandle, mounts: MountSpec[]): Promise<void>;
 }
 
+/**
+ * The files of one saved VM state, in a directory the caller owns and names (a paused VM's
+ * `vm.files.dir/state/`, a named snapshot, an image's warm snapshot). Named by `snapshotFiles(dir)`
+ * in `vms/files.ts`. A state is only ever restored with the disk frozen beside it.
+ */
+export interface SnapshotFiles {
+  dir: string;
+  /** The VMM's device state (QEMU: the migration stream; Firecracker: the vmstate file). */
+  state: string;
+  /** Guest RAM when it is kept apart from `state` (QEMU memory-backend-file; Firecracker mem file). */
+  memory: string;
+  /** The root disk as it was at the moment of the save (a copy of the overlay, never shared live). */
+  disk: string;
+  /** `snapshot.json`: the `SnapshotMeta` below, written last (a state without it is incomplete). */
+  meta: string;
+}
+
+/** What must match for a state to be restored, and what it holds (stored as `meta`). */
+export interface SnapshotMeta {
+  vmm: VmmKind;
+  /** The VMM's version string (`qemu-system-x86_64 --version` / Firecracker's `GET /`). */
+  vmmVersion: string;
+  /** A hash of everything in the launch that device state depends on (not per-VM paths, tap, MAC). */
+  fingerprint: string;
+  vcpu: number;
+  memoryMiB: number;
+  /** RAM kept in `memory` (a file clones map privately) rather than in `state`. */
+  sharedMemory: boolean;
+  bytes: { state: number; memory: number; disk: number };
+  createdAt: string;
+}
+
+/**
+ * Save/restore of a running VM (present exactly when `features.snapshots`). Contracts:
+ * - `save` stops the guest's vCPUs, writes state and RAM, copies the root disk while the guest
+ *   is stopped, writes `meta` last; then the VMM either exits (`then: 'exit'`: pause) or runs
+ *   on (`then: 'resume'`: snapshot, fork). Partial files are removed on failure, and with
+ *   `then: 'resume'` the guest runs again whatever happened.
+ * - `restore` launches a VMM for `spec` from a state whose `meta` matches `fingerprint(spec)`
+ *   (else E_CONFLICT naming what differs, nothing started); `spec`'s root disk must already be
+ *   a private copy of `from.disk`. Resolves once the guest runs; the VMM is left as `launch`
+ *   leaves it (same status/stop/kill/agent stream). Fails leaving no process.
+ * - `check(vm)` says why this VM cannot be snapshotted (e.g. a virtiofs mount), or undefined.
+ */
+export interface VmSnapshots {
+  fingerprint(spec: LaunchSpec): Promise<{ vmmVersion: string; fingerprint: string }>;
+  check(spec: LaunchSpec): string | undefined;
+  save(vm: VmHandle, spec: LaunchSpec, to: SnapshotFiles, o: { then: 'exit' | 'resume'; signal?: AbortSignal }): Promise<SnapshotMeta>;
+  restore(spec: LaunchSpec, from: SnapshotFiles, o?: { signal?: AbortSignal }): Promise<{ pid: number }>;
+}
+
 export interface VmmDriver {
   readonly kind: VmmKind;
   /** What this VMM supports (callers ask this, never `kind`). */
   readonly features: DriverFeatures;
   /** Host folders (present exactly when `features.mounts`). */
   readonly folders?: SharedFolders;
+  /** Save/restore (present exactly when `features.snapshots`). */
+  readonly snapshots?: VmSnapshots;
   /** Can this VMM run here, and how (no side effects; the KVM verdict is given). */
   probe(host: DriverHost): Promise<ProbeResult>;
   /** The kernel file this VMM boots from a kernel record; E_NOT_FOUND naming the kernel when none fits. */
