@@ -122,6 +122,11 @@ export const ConfigSchema = z
         /** What a VM's deadline does: `stop` (disk kept) or `rm`. `vm create --on-expire` overrides. */
         onExpire: z.enum(['stop', 'rm']).default('stop'),
         /**
+         * Egress policy of a VM created with no egress flag (docs/network-policy.md): `deny`,
+         * `nat` or `allow` (with no --allow: nothing); unset: no policy, as before.
+         */
+        egress: z.enum(['deny', 'nat', 'allow']).optional(),
+        /**
          * Cap of a VM's serial console log: past it the daemon moves the newest `consoleLogMaxBytes`
          * to console.log.1 and empties console.log (vms/console-log.ts).
          */

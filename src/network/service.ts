@@ -1,5 +1,6 @@
 import type { Context } from '../core/context.js';
 import { BangerError, ErrorCode } from '../core/errors.js';
+import { Egress, type VmPairs, type VmPolicy } from './egress.js';
 import { Links, TAP_PATTERN, tapName } from './links.js';
 import { Nat } from './nat.js';
 import { aliasOwner, bridgeAlias, instanceId, tapAlias } from './owner.js';
@@ -32,6 +33,8 @@ export interface VmNetwork {
 export class NetworkService {
   readonly links: Links;
   readonly nat: Nat;
+  /** Per-VM egress policies (egress.ts): the instance's own nft table. */
+  readonly egress: Egress;
   /** This instance's id (table `instance`). */
   readonly instance: string;
   /** The bridge was checked (ownership, subnet) and set up by this process. */
@@ -44,6 +47,7 @@ export class NetworkService {
     this.instance = instanceId(ctx.db);
     this.links = new Links(ctx.exec);
     this.nat = new Nat(ctx.exec, this.instance, { forceBackend: opts.natBackend, enableForwarding: opts.enableForwarding });
+    this.egress = new Egress(ctx.exec, this.instance);
   }
 
   get bridge(): string {
@@ -170,6 +174,26 @@ export class NetworkService {
     await this.nat.remove(vmId);
   }
 
+  /** Install or replace a VM's egress policy (one nft transaction; egress.ts). */
+  async applyPolicy(p: VmPolicy, pairs: VmPairs): Promise<void> {
+    await this.egress.apply(p, pairs);
+  }
+
+  /** Remove a VM's egress policy (idempotent). `pairs`: the `--allow-vm` pairs left without it. */
+  async removePolicy(vmId: string, pairs: VmPairs): Promise<void> {
+    await this.egress.remove(vmId, pairs);
+  }
+
+  /** Rewrite the `--allow-vm` pairs alone (a VM left). */
+  async setPolicyPairs(pairs: VmPairs): Promise<void> {
+    await this.egress.setPairs(pairs);
+  }
+
+  /** VM ids with a policy in this instance's table that are not in `knownIds`. */
+  async orphanPolicies(knownIds: Set<string>): Promise<string[]> {
+    return (await this.egress.vmIds()).filter((id) => !knownIds.has(id));
+  }
+
   /**
    * Taps this instance made that no running VM owns: marked with our id, or (made before
    * marks existed) unmarked, banger-named and on our bridge while the bridge is ours.
@@ -189,21 +213,22 @@ export class NetworkService {
 
   /**
    * Remove everything of this instance's network that no VM may use any more: its taps, its NAT
-   * rules, the shared nft table when no instance has a rule left, and its bridge (only when the
+   * rules, its egress-policy table, the shared nft table when no instance has a rule left, and its bridge (only when the
    * bridge carries this instance's mark). For `daemon.teardown`, after every VM has stopped.
    * Idempotent: what is already gone is skipped.
    */
-  async teardown(): Promise<{ taps: string[]; natVms: string[]; natTable: boolean; bridge: boolean }> {
+  async teardown(): Promise<{ taps: string[]; natVms: string[]; natTable: boolean; policyTable: boolean; bridge: boolean }> {
     const taps = await this.orphanTaps(new Set());
     for (const t of taps) await this.removeTap(t);
     const natVms = await this.orphanNat(new Set());
     for (const id of natVms) await this.disableNat(id);
     const natTable = await this.nat.removeTableIfUnused().catch(() => false);
+    const policyTable = await this.egress.removeTable().catch(() => false);
     const br = await this.links.get(this.bridge);
     const bridge = !!br && aliasOwner(br.alias)?.instance === this.instance;
     if (bridge) await this.links.remove(this.bridge);
     this.bridgeChecked = false;
-    return { taps, natVms, natTable, bridge };
+    return { taps, natVms, natTable, policyTable, bridge };
   }
 
   /** VM ids whose NAT rules carry this instance's mark but are not in `knownIds`. */

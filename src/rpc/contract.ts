@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { PackageUrl } from '../core/package-url.js';
 import { PortIdleTimeoutSeconds, PortMaxConnections } from '../core/limits.js';
 import { VMM_CHOICES } from '../core/vmm.js';
-import { Duration, Name, OnExpire, Size } from './schemas.js';
+import { AllowList, Duration, Egress, Name, OnExpire, Size } from './schemas.js';
 import type {
   Image,
   ImageDetail,
@@ -252,6 +252,12 @@ export const methods = {
         diskSize: DiskSize.optional(),
         workDisk: DiskSize.optional(),
         nat: z.boolean().optional(),
+        /** `--egress`: deny, nat (= nat: true) or allow (docs/network-policy.md). */
+        egress: Egress.optional(),
+        /** `--allow CIDR[:PORT[/PROTO]]` destinations (parsed and checked by the daemon). */
+        allow: AllowList.optional(),
+        /** `--allow-vm NAME`: VMs this one may exchange traffic with. */
+        allowVm: z.array(Name).max(64).optional(),
         start: z.boolean().optional(),
         wait: z.boolean().optional(),
         vmm: z.enum(VMM_CHOICES).optional(),

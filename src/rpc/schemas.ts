@@ -55,3 +55,17 @@ export const Duration = z
 
 /** What happens to a VM when its lifetime (`ttl`) ends: stopped (disk kept) or removed. */
 export const OnExpire = z.enum(['stop', 'rm']);
+
+/** `--egress` (docs/network-policy.md). */
+export const Egress = z.enum(['deny', 'nat', 'allow']);
+
+/** `--allow` values: shape only here (CIDR[:PORT[/PROTO]]); the daemon parses and names a bad one (network/allow-spec.ts). */
+export const AllowList = z
+  .array(
+    z
+      .string()
+      .min(1)
+      .max(64)
+      .regex(/^[0-9./:a-z]+$/, 'must be CIDR[:PORT[/PROTO]], e.g. 192.0.2.0/24 or 192.0.2.7:443'),
+  )
+  .max(64);

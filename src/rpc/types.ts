@@ -102,6 +102,8 @@ export interface TeardownResult {
   natVms: string[];
   /** The shared nft table `ip banger` was deleted (no instance had a rule left in it). */
   natTable: boolean;
+  /** This instance's egress-policy table `bridge banger-<instance>` was deleted. */
+  policyTable: boolean;
   /** This instance's bridge was deleted. */
   bridge: boolean;
 }

@@ -1,3 +1,4 @@
+import { applyPolicy, hasPolicy, removePolicy } from './egress.js';
 import { throwIfAborted } from '../core/errors.js';
 import type { StepRunner } from '../core/steps.js';
 import { settleAll } from './args.js';
@@ -117,8 +118,17 @@ export function networkUp(vb: VmBase, plan: BootPlan, steps: StepRunner, fresh: 
         steps.undo('nat', () => vb.net.disableNat(plan.id));
         await vb.net.enableNat(plan.id, net.ip);
       };
+      // The policy goes in before the tap exists (its jump matches the tap's name), so the
+      // guest never sends a frame unfiltered.
+      const policy = async () => {
+        steps.undo('policy', () => removePolicy(vb, plan));
+        await applyPolicy(vb, { id: plan.id, name: plan.name, tap: net.tap, mac: net.mac, spec: plan.spec });
+      };
+      if (hasPolicy(plan.spec)) await policy();
       await settleAll([tap(), plan.spec.nat ? nat() : undefined]);
     },
-    { message: `${net.ip}/${net.prefix} on ${net.bridge} via ${net.tap}${plan.spec.nat ? ', NAT' : ''}` },
+    {
+      message: `${net.ip}/${net.prefix} on ${net.bridge} via ${net.tap}${plan.spec.nat ? ', NAT' : ''}${hasPolicy(plan.spec) ? `, egress ${plan.spec.egress}` : ''}`,
+    },
   );
 }

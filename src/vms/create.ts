@@ -20,7 +20,8 @@ import type { Stage } from './readiness.js';
 import { buildSeedDisk, buildWorkDisk } from './seed.js';
 import { refreshSshConfig } from './ssh-config.js';
 import { ensureClientKey, pinHostKey, unpinHostKey } from './ssh.js';
-import type { OnExpire, VmSpec } from './store.js';
+import type { EgressMode, OnExpire, VmSpec } from './store.js';
+import { egressSpec } from './egress.js';
 import { lifetimeOf, type Lifetime } from './ttl.js';
 import { testPause } from './testpause.js';
 import type { OpContext, VmBase, VmView } from './vm-base.js';
@@ -34,6 +35,12 @@ export interface CreateParams {
   diskSize?: string;
   workDisk?: string;
   nat?: boolean;
+  /** `--egress deny|nat|allow` (default: config vm.egress; none: no policy). */
+  egress?: EgressMode;
+  /** `--allow CIDR[:PORT[/PROTO]]` (network/allow-spec.ts). */
+  allow?: string[];
+  /** `--allow-vm NAME`. */
+  allowVm?: string[];
   start?: boolean;
   wait?: boolean;
   vmm?: VmmChoiceName;
@@ -176,6 +183,8 @@ async function planCreate(vb: VmBase, name: string, p: CreateParams, op: OpConte
         { mirror: p.packageMirror, proxy: p.packageProxy },
         { mirror: vb.ctx.config.firstBoot?.packageMirror, proxy: vb.ctx.config.firstBoot?.packageProxy },
       );
+  // A builder VM (prepare.ts) always has NAT and no policy, whatever the config's default.
+  const egress = builder ? { nat: true } : egressSpec(p, vb.ctx.config.vm.egress, (n) => !!vb.repo.find(n));
   const id = newVmId();
   const handle: VmHandle = { id, name, files: vb.files(name) };
   const spec: VmSpec = {
@@ -183,7 +192,7 @@ async function planCreate(vb: VmBase, name: string, p: CreateParams, op: OpConte
     memoryMiB: p.memoryMiB ?? vb.ctx.config.vm.memoryMiB,
     diskSizeBytes,
     workDiskBytes,
-    nat: !!p.nat,
+    ...egress,
     firstBoot,
     ...(pkg.mirror ? { packageMirror: pkg.mirror } : {}),
     ...(pkg.proxy ? { packageProxy: pkg.proxy } : {}),

@@ -1,4 +1,5 @@
 import { rm } from 'node:fs/promises';
+import { pairsOf } from './egress.js';
 import { observe } from './queries.js';
 import { refreshSshConfig } from './ssh-config.js';
 import { unpinHostKey } from './ssh.js';
@@ -24,6 +25,8 @@ export async function removeVm(vb: VmBase, vm: VmRecord, force: boolean): Promis
   await stopVm(vb, vm, force || !(await observe(vb, vm)).running);
   await unpinHostKey(vb.ssh, vm.ip ?? undefined, vm.name);
   vb.deleteRow(vm.name);
+  // Its address goes back to the pool: no policy may still let another VM reach it.
+  await vb.net.setPolicyPairs(pairsOf(vb));
   await rm(vb.files(vm.name).dir, { recursive: true, force: true });
 }
 

@@ -15,7 +15,9 @@ export interface ReconcileDeps {
   vmsDir: string;
   vmDir(name: string): string;
   repo: VmRepo;
-  network: Pick<NetworkService, 'orphanTaps' | 'removeTap' | 'orphanNat' | 'disableNat' | 'instance'>;
+  network: Pick<NetworkService, 'orphanTaps' | 'removeTap' | 'orphanNat' | 'disableNat' | 'orphanPolicies' | 'instance'>;
+  /** Remove the egress policy of a VM id no running VM owns. */
+  removePolicy(vmId: string): Promise<void>;
   drivers: Pick<DriverRegistry, 'get' | 'all'>;
   handle(vm: VmRecord): VmHandle;
   /** Remove a VM entirely (tap, NAT, lease, row, files, pinned key). */
@@ -36,7 +38,9 @@ export interface ReconcileDeps {
  *    with its tap/NAT/sockets removed;
  * 2. orphan taps (marked with this instance's id, or unmarked banger-named taps on this
  *    instance's own bridge, and no running VM) removed;
- * 3. orphan NAT rules (marked with this instance's id; a VM id no row owns, or not running) removed;
+ * 3. orphan NAT rules (marked with this instance's id; a VM id no row owns, or not running) removed,
+ *    and likewise orphan egress policies (this instance's own table); an adopted VM's policy is
+ *    installed again (idempotent: the same rules, one transaction);
  * 4. VMM processes marked with this instance's id (`-name banger:<id>:<vm>`) that no
  *    adopted VM accounts for are killed;
  * 5. VM directories no row owns removed (a create that died mid-way).
@@ -66,7 +70,9 @@ export async function reconcileVms(svc: ReconcileDeps): Promise<void> {
         runningIds.add(vm.id);
         if (st.pid) adopted.set(vm.name, st.pid);
         log.info('adopted running vm', { vm: vm.name, pid: st.pid });
-        await svc.adopted?.(vm).catch((e) => log.warn('cannot publish the ports of an adopted vm', { vm: vm.name, error: errorMessage(e) }));
+        await svc
+          .adopted?.(vm)
+          .catch((e) => log.warn('cannot restore the egress policy or published ports of an adopted vm', { vm: vm.name, error: errorMessage(e) }));
       } else if (!vm.createDone) {
         await svc.removeVm(vm.name);
         log.info('removed vm whose create never finished', { vm: vm.name });
@@ -91,6 +97,14 @@ export async function reconcileVms(svc: ReconcileDeps): Promise<void> {
   for (const id of await net.orphanNat(runningIds)) {
     await net.disableNat(id).catch((e) => log.warn('orphan NAT removal failed', { id, error: errorMessage(e) }));
     log.info('removed orphan NAT rules', { vmId: id });
+  }
+  try {
+    for (const id of await net.orphanPolicies(runningIds)) {
+      await svc.removePolicy(id);
+      log.info('removed orphan egress policy', { vmId: id });
+    }
+  } catch (e) {
+    log.warn('orphan egress policy scan failed', { error: errorMessage(e) });
   }
   for (const o of await orphanVmms(svc.drivers.all(), net.instance, adopted)) {
     if (unsure.has(o.vm)) continue;

@@ -3,6 +3,7 @@ import { pruneVms, rmVms } from './delete.js';
 import type { SshInfo, VmLogs } from '../core/shapes/vm.js';
 import type { VmFiles } from './files.js';
 import { list, logs, observe, ports, show, sshInfo, view } from './queries.js';
+import { applyPolicy, hasPolicy, pairsOf } from './egress.js';
 import { reconcileVms } from './reconcile.js';
 import { PortForwards } from './ports.js';
 import { refreshSshConfig } from './ssh-config.js';
@@ -154,7 +155,11 @@ export class VmService extends VmBase {
       handle: (vm) => this.handle(vm),
       removeVm: (name) => this.rm([name], true).then(() => undefined),
       markStopped: (vm) => this.markStopped(vm),
-      adopted: (vm) => this.forwards.open(vm.name, PortForwards.of(vm), () => this.repo.find(vm.name)?.ip ?? undefined, vm.spec.portLimits),
+      removePolicy: (vmId) => this.net.removePolicy(vmId, pairsOf(this)),
+      adopted: async (vm) => {
+        if (hasPolicy(vm.spec)) await applyPolicy(this, vm);
+        await this.forwards.open(vm.name, PortForwards.of(vm), () => this.repo.find(vm.name)?.ip ?? undefined, vm.spec.portLimits);
+      },
     });
     void this.hostKeys.refill();
   }

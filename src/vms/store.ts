@@ -2,7 +2,7 @@ import type { DB } from '../core/db.js';
 import type { OnExpire, VmRecord, VmSpec, VmState } from '../core/shapes/vm.js';
 import type { VmmKind } from '../core/vmm.js';
 
-export type { OnExpire, PortLimits, VmRecord, VmSpec, VmState } from '../core/shapes/vm.js';
+export type { EgressMode, OnExpire, PortLimits, VmRecord, VmSpec, VmState } from '../core/shapes/vm.js';
 
 interface Row {
   name: string;

@@ -1,3 +1,4 @@
+import { hasPolicy, removePolicy } from './egress.js';
 import { rm } from 'node:fs/promises';
 import { tapName } from '../network/links.js';
 import type { VmRecord } from './store.js';
@@ -9,11 +10,12 @@ export async function markStopped(vb: VmBase, vm: VmRecord): Promise<void> {
   vb.repo.setState(vm.name, { state: 'stopped', desiredState: 'stopped', pid: null });
 }
 
-/** What lives only while a VM runs: published ports, the driver's shared-folder helpers, tap, NAT, sockets, pid file. */
+/** What lives only while a VM runs: published ports, the driver's shared-folder helpers, tap, NAT, egress policy, sockets, pid file. */
 async function teardownRuntime(vb: VmBase, vm: VmRecord): Promise<void> {
   await vb.forwards.close(vm.name);
   if (vm.spec.mounts?.length) await vb.driver(vm.vmm).folders?.stop(vb.handle(vm), vm.spec.mounts);
   await vb.net.removeTap(vm.tap ?? tapName(vm.id));
   if (vm.spec.nat) await vb.net.disableNat(vm.id);
+  if (hasPolicy(vm.spec)) await removePolicy(vb, vm);
   for (const p of [vb.files(vm.name).qmp, vb.files(vm.name).agent, vb.files(vm.name).pid]) await rm(p, { force: true });
 }

@@ -40,6 +40,9 @@ test('vm create and run list the same create options (one definition), run witho
     '--disk-size <size>',
     '--name <name>',
     '--nat',
+    '--egress <mode>',
+    '--allow <dest>',
+    '--allow-vm <name>',
   ]) {
     assert.ok(
       run.some((x) => x.startsWith(`${f} |`)),
@@ -62,6 +65,12 @@ async function parse(argv: string[], omit: Array<'start' | 'wait'> = []): Promis
   await cmd.parseAsync(argv, { from: 'user' });
   return got!;
 }
+
+test('createParams: --egress, repeatable --allow and --allow-vm reach their fields; a bad --egress is refused', async () => {
+  const r = await parse(['--egress', 'allow', '--allow', '192.0.2.7:443', '--allow', '10.0.0.0/8', '--allow-vm', 'a', '--allow-vm', 'b', 'img']);
+  assert.deepEqual(r.params, { nat: false, start: true, wait: true, egress: 'allow', allow: ['192.0.2.7:443', '10.0.0.0/8'], allowVm: ['a', 'b'] });
+  await assert.rejects(parse(['--egress', 'open', 'img']), /argument 'open' is invalid/);
+});
 
 test('createParams: every flag reaches its vm.create field; repeatable -p/--mount; relative HOSTDIR made absolute; script base64', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'banger-createopts-'));

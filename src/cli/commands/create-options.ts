@@ -59,7 +59,27 @@ const CREATE_OPTIONS: Array<{ key: keyof CreateFlags; make: () => Option }> = [
     make: () => new Option('--disk-size <size>', 'root disk size (e.g. 8G, at least the image size); the first boot grows the ext4 root to fill it'),
   },
   { key: 'workDisk', make: () => new Option('--work-disk <size>', 'attach an empty ext4 work disk of SIZE as /dev/vdc (label banger-work)') },
-  { key: 'nat', make: () => new Option('--nat', 'give the VM outbound network access through NAT (masquerade on the host)') },
+  { key: 'nat', make: () => new Option('--nat', 'give the VM outbound network access through NAT (masquerade on the host); the same as --egress nat') },
+  {
+    key: 'egress',
+    make: () =>
+      new Option(
+        '--egress <mode>',
+        'egress policy: deny (nothing but what banger serves the VM), nat (everything, = --nat), allow (only the --allow destinations); deny/allow also cut the VM off other VMs and the host (default: config vm.egress, none)',
+      ).choices(['deny', 'nat', 'allow']),
+  },
+  {
+    key: 'allow',
+    make: () =>
+      new Option('--allow <dest>', 'a destination the VM may reach through NAT, CIDR[:PORT[/PROTO]] (implies --egress allow; repeatable)')
+        .argParser(collect)
+        .default([]),
+  },
+  {
+    key: 'allowVm',
+    make: () =>
+      new Option('--allow-vm <name>', 'let this VM and VM NAME reach each other although it has a policy (repeatable)').argParser(collect).default([]),
+  },
   { key: 'start', make: () => new Option('--no-start', 'only create the VM (disks, keys, lease); start it later with vm start') },
   { key: 'wait', make: () => new Option('--no-wait', 'return once the VMM runs, without waiting for SSH') },
   { key: 'vmm', make: () => new Option('--vmm <vmm>', 'VMM: auto picks firecracker when usable, else qemu').choices([...VMM_CHOICES]) },
@@ -142,6 +162,9 @@ export async function createParams(o: CreateFlags): Promise<CreateParamsWire> {
     diskSize: o.diskSize,
     workDisk: o.workDisk,
     nat: !!o.nat,
+    egress: o.egress,
+    allow: o.allow?.length ? o.allow : undefined,
+    allowVm: o.allowVm?.length ? o.allowVm : undefined,
     start: o.start,
     wait: o.wait,
     vmm: o.vmm,

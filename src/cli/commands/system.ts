@@ -36,7 +36,7 @@ export function registerSystemCommands(program: Command, cli: () => Cli): void {
         [
           `stopped ${r.stopped.length} VM(s)${r.stopped.length ? `: ${r.stopped.join(', ')}` : ''}`,
           ...(r.failed.length ? [`could not stop: ${r.failed.join(', ')}`] : []),
-          `removed ${r.taps.length} tap(s), NAT rules of ${r.natVms.length} VM(s)${r.natTable ? ', the nft table' : ''}${r.bridge ? ', the bridge' : ''}`,
+          `removed ${r.taps.length} tap(s), NAT rules of ${r.natVms.length} VM(s)${r.natTable ? ', the nft table' : ''}${r.policyTable ? ', the egress-policy table' : ''}${r.bridge ? ', the bridge' : ''}`,
         ].join('\n'),
       );
     });

@@ -290,6 +290,8 @@ function renderShow(v: VmDetail): string {
     ['vcpu', v.spec.vcpu],
     ['memory', `${v.spec.memoryMiB} MiB`],
     ['nat', v.spec.nat ? 'yes' : 'no'],
+    ['egress', v.spec.egress ?? 'none (no policy)'],
+    ['allow', [...(v.spec.allow ?? []), ...(v.spec.allowVm ?? []).map((n: string) => `vm ${n}`)].join(', ') || undefined],
     ['ports', v.spec.ports?.length ? v.spec.ports.map(formatPort).join(', ') + portLimits(v.spec.portLimits) : undefined],
     [
       'mounts',

@@ -30,6 +30,8 @@ export interface MountSpec {
   kind?: '9p' | 'virtiofs';
 }
 
+export type EgressMode = 'deny' | 'nat' | 'allow';
+
 /** What was asked for at create time (spec); the row's state/pid are what was observed. */
 export interface VmSpec {
   vcpu: number;
@@ -37,6 +39,16 @@ export interface VmSpec {
   diskSizeBytes?: number;
   workDiskBytes?: number;
   nat: boolean;
+  /**
+   * Egress policy (docs/network-policy.md): `deny` (nothing beyond what banger serves the VM),
+   * `allow` (NAT to the `allow` destinations only), `nat` (`--nat`: everything). Absent: no
+   * policy (the bridge, and NAT when `nat`), as before policies existed.
+   */
+  egress?: EgressMode;
+  /** `--allow` destinations, canonical (network/allow-spec.ts), with `egress: 'allow'`. */
+  allow?: string[];
+  /** `--allow-vm`: VMs (by name) this one may exchange traffic with across the bridge. */
+  allowVm?: string[];
   /** Boot with init=/usr/local/libexec/banger-first-boot. */
   firstBoot: boolean;
   /** Archive URL the first boot installs from instead of the guest's own sources (seed file package-mirror). */
