@@ -299,6 +299,21 @@ export const methods = {
   'vm.list': def(None).returns<Vm[]>(),
   /** Push a VM's deadline out by `by` (from the current deadline, or now when it has none or it passed). */
   'vm.extend': def(z.object({ name: Name, by: Duration, onExpire: OnExpire.optional() }).strict()).returns<Vm>(),
+  /** Change a VM's egress policy (docs/network-policy.md); a running VM's rules change in one nft transaction. */
+  'vm.update': def(
+    z
+      .object({
+        name: Name,
+        egress: Egress.optional(),
+        /** Destinations to add. */
+        allow: AllowList.optional(),
+        /** Destinations to take out of the allow list. */
+        deny: AllowList.optional(),
+        allowVm: z.array(Name).max(64).optional(),
+        denyVm: z.array(Name).max(64).optional(),
+      })
+      .strict(),
+  ).returns<Vm>(),
   'vm.show': def(z.object({ name: Name }).strict()).returns<VmDetail>(),
   /** Console output from byte `offset` on. */
   'vm.logs': def(z.object({ name: Name, offset: z.number().int().min(0).optional() }).strict()).returns<VmLogs>(),

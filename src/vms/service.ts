@@ -4,6 +4,7 @@ import type { SshInfo, VmLogs } from '../core/shapes/vm.js';
 import type { VmFiles } from './files.js';
 import { list, logs, observe, ports, show, sshInfo, view } from './queries.js';
 import { applyPolicy, hasPolicy, pairsOf } from './egress.js';
+import { updateVm, type UpdateParams } from './update.js';
 import { reconcileVms } from './reconcile.js';
 import { PortForwards } from './ports.js';
 import { refreshSshConfig } from './ssh-config.js';
@@ -35,6 +36,7 @@ export type { OpContext, VmView } from './vm-base.js';
  * | ssh-config | ssh-config.ts |
  * | reconcile | reconcile.ts |
  * | extend / lifetimes (reaper) | ttl.ts |
+ * | update (egress policy) | update.ts, egress.ts |
  *
  * Create is a named, ordered list of steps (record+lease, disk, seed, network, vmm, boot,
  * ssh); each registers its undo the moment it happens and a failure unwinds newest first,
@@ -116,6 +118,11 @@ export class VmService extends VmBase {
 
   ports(name: string): Promise<{ name: string; ports: unknown[]; agent: boolean }> {
     return ports(this, name);
+  }
+
+  /** `vm update`: change the VM's egress policy (a running VM's rules in one nft transaction). */
+  update(p: UpdateParams): Promise<VmView> {
+    return updateVm(this, p);
   }
 
   /** `vm extend`: push the VM's deadline out by `seconds`. */

@@ -102,6 +102,11 @@ export class VmRepo {
     this.db.prepare('UPDATE vms SET expires_at = ?, on_expire = ? WHERE name = ?').run(expiresAt, expiresAt ? onExpire : null, name);
   }
 
+  /** Replace a VM's spec (`vm update`: the egress policy). */
+  setSpec(name: string, spec: VmSpec): void {
+    this.db.prepare('UPDATE vms SET spec_json = ? WHERE name = ?').run(JSON.stringify(spec), name);
+  }
+
   /** The create that made this row finished (or the row was adopted after a crash). */
   createDone(name: string): void {
     this.db.prepare('UPDATE vms SET create_done = 1 WHERE name = ?').run(name);

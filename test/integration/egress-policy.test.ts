@@ -28,22 +28,38 @@ let world = '';
 let d: TestDaemon;
 let work = '';
 let instance = '';
+let worldServer: (ChildProcess & { out: () => string }) | undefined;
 const procs: ChildProcess[] = [];
 const guests = new Map<string, { ns: string; ip: string; id: string }>();
 
 /** A long-running Node script in `netns`; resolves once it printed `ready`. */
-async function serve(netns: string, code: string): Promise<ChildProcess> {
+async function serve(netns: string, code: string): Promise<ChildProcess & { out: () => string }> {
   const p = spawn('ip', ['netns', 'exec', netns, process.execPath, '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
   procs.push(p);
+  let buf = '';
   await new Promise<void>((resolve, reject) => {
-    let buf = '';
     p.stdout!.on('data', (b: Buffer) => {
       buf += b.toString();
       if (buf.includes('ready')) resolve();
     });
     p.once('exit', (c) => reject(new Error(`server in ${netns} exited ${c}`)));
   });
-  return p;
+  return Object.assign(p, { out: () => buf });
+}
+
+/** Resolves once `ok()` holds, checked as the world server prints; rejects naming `what` after 30 s. */
+function worldSaid(what: string, ok: () => boolean): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`${what}: not seen within 30 s`)), 30_000);
+    const check = () => {
+      if (!ok()) return;
+      clearTimeout(t);
+      worldServer!.stdout!.off('data', check);
+      resolve();
+    };
+    worldServer!.stdout!.on('data', check);
+    check();
+  });
 }
 
 /** TCP listeners answering `<name>:<port>` to every connection (and a UDP echo with `udp`). */
@@ -52,7 +68,7 @@ const LISTEN = (name: string, ports: number[], udp?: number) => `
   let n = ${ports.length + (udp ? 1 : 0)};
   const up = () => { if (--n === 0) console.log('ready'); };
   for (const p of ${JSON.stringify(ports)}) net.createServer((s) => s.end('${name}:' + p)).listen(p, '0.0.0.0', up);
-  ${udp ? `const u = dgram.createSocket('udp4'); u.on('message', (m, r) => u.send('${name}:udp', r.port, r.address)); u.bind(${udp}, '0.0.0.0', up);` : ''}
+  ${udp ? `const u = dgram.createSocket('udp4'); u.on('message', (m, r) => { console.log('udp-from:' + r.address + ':' + m); u.send('${name}:udp', r.port, r.address); }); u.bind(${udp}, '0.0.0.0', up);` : ''}
 `;
 
 /** What a TCP (or UDP) client in `netns` receives from host:port within 3 s, '' when nothing came (dropped). */
@@ -110,7 +126,7 @@ before(
     });
     await d.start();
     await importStandinImage(d, work, 'egk', 'egimg');
-    await serve(world, LISTEN('world', [80, 81], 53));
+    worldServer = await serve(world, LISTEN('world', [80, 81], 53));
   },
   { timeout: 600_000 },
 );
@@ -189,15 +205,27 @@ test('create: rules per policy; deny/allow/nat/--allow-vm hold for real traffic;
   };
   check();
 
-  // A guest that takes another address or MAC is dropped (no reaching the host as another VM).
-  // (The allowed destination, so only the source check can drop it; NAT would bring the answer back.)
+  // A guest that takes another source address is dropped (no passing as another VM): a UDP
+  // datagram from a second address to an allowed destination never reaches the world, while
+  // one sent after it from the VM's own address does (the world prints every sender).
   nsRun(g('eg-allow'), ['ip', 'addr', 'add', '10.91.0.200/24', 'dev', 'eth0']);
-  const spoof = `const s = require('net').connect({ port: 80, host: '${WORLD}', localAddress: '10.91.0.200' }); s.on('data', (d) => { process.stdout.write(d); process.exit(0); }); s.on('error', () => process.exit(0)); setTimeout(() => process.exit(0), 3000);`;
-  assert.equal(
-    spawnSync('ip', ['netns', 'exec', g('eg-allow'), process.execPath, '-e', spoof], { encoding: 'utf8' }).stdout,
-    '',
-    'a spoofed source address is dropped',
-  );
+  const send = (from: string, tag: string) =>
+    spawnSync(
+      'ip',
+      [
+        'netns',
+        'exec',
+        g('eg-allow'),
+        process.execPath,
+        '-e',
+        `const u = require('dgram').createSocket('udp4'); u.bind(0, '${from}', () => u.send('${tag}', 53, '${WORLD}', () => u.close()));`,
+      ],
+      { encoding: 'utf8' },
+    );
+  send('10.91.0.200', 'spoofed');
+  send(allow.ip, 'own');
+  await worldSaid('the datagram from the own address', () => worldServer!.out().includes(':own'));
+  assert.doesNotMatch(worldServer!.out(), /:spoofed/, 'a spoofed source address is dropped');
   nsRun(g('eg-allow'), ['ip', 'addr', 'del', '10.91.0.200/24', 'dev', 'eth0']);
 
   // SIGKILL the daemon and start it again: adopted VMs keep the same rules.
@@ -249,6 +277,80 @@ test('a create that fails after the network step leaves no rule behind; a bad --
   assert.notEqual(noVm.code, 0);
   assert.match(noVm.stderr, /--allow-vm 'nope': no such vm/);
   assert.equal(JSON.parse((await d.cli(['--json', 'vm', 'ls'])).stdout).filter((v: { name: string }) => v.name.startsWith('eg-bad')).length, 0);
+});
+
+test("vm update: deny -> allow -> deny on a running VM, the host's session to it kept throughout; bad updates refused and nothing changed", {
+  skip,
+  timeout: 300_000,
+}, async () => {
+  const vm = await create('eg-up', ['--egress', 'deny']);
+  const g = attachGuest(vm);
+  // The "SSH session": an echo server on the guest's port 22 and one host client kept open.
+  await serve(g, `require('net').createServer((s) => s.pipe(s)).listen(22, '0.0.0.0', () => console.log('ready'));`);
+  const session = spawn(
+    'ip',
+    [
+      'netns',
+      'exec',
+      ns,
+      process.execPath,
+      '-e',
+      `const s = require('net').connect(22, '${vm.ip}'); process.stdin.pipe(s); s.pipe(process.stdout); s.on('close', () => process.exit(3));`,
+    ],
+    { stdio: ['pipe', 'pipe', 'inherit'] },
+  );
+  procs.push(session);
+  let echoed = '';
+  session.stdout!.on('data', (b: Buffer) => (echoed += b.toString()));
+  const roundTrip = (word: string) =>
+    new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`session: '${word}' not echoed within 20 s (exit ${session.exitCode})`)), 20_000);
+      const check = () => {
+        if (!echoed.includes(word)) return;
+        clearTimeout(t);
+        session.stdout!.off('data', check);
+        resolve();
+      };
+      session.stdout!.on('data', check);
+      session.stdin!.write(`${word}\n`);
+    });
+  await roundTrip('one');
+  assert.equal(probe(g, WORLD, 80), '', 'deny at first');
+
+  const up = await d.cli(['--json', 'vm', 'update', 'eg-up', '--allow', `${WORLD}:80`]);
+  assert.equal(up.code, 0, up.stderr);
+  assert.deepEqual([JSON.parse(up.stdout).spec.egress, JSON.parse(up.stdout).spec.allow], ['allow', [`${WORLD}/32:80/tcp`]]);
+  assert.equal(probe(g, WORLD, 80), 'world:80', 'allowed after the update');
+  assert.equal(probe(g, WORLD, 81), '', 'only the allowed port');
+  await roundTrip('two');
+  assert.match((await d.cli(['vm', 'show', 'eg-up'])).stdout, /egress: +allow\n/);
+
+  const down = await d.cli(['vm', 'update', 'eg-up', '--egress', 'deny']);
+  assert.equal(down.code, 0, down.stderr);
+  assert.equal(probe(g, WORLD, 80), '', 'deny again');
+  await roundTrip('three');
+  assert.equal(session.exitCode, null, 'the session was never dropped');
+
+  const before = table();
+  const bad = await d.cli(['vm', 'update', 'eg-up', '--deny', '192.0.2.1']);
+  assert.notEqual(bad.code, 0);
+  assert.match(bad.stderr, /--deny '192\.0\.2\.1\/32': not in the allow list/);
+  const clash = await d.cli(['vm', 'update', 'eg-up', '--egress', 'deny', '--allow', '192.0.2.1']);
+  assert.notEqual(clash.code, 0);
+  assert.equal(stripHandles(table()), stripHandles(before), 'a refused update changes no rule');
+  assert.equal(JSON.parse((await d.cli(['--json', 'vm', 'show', 'eg-up'])).stdout).spec.egress, 'deny');
+
+  // To nat and back to a policy: the chain goes and comes (NAT stays for allow).
+  assert.equal((await d.cli(['vm', 'update', 'eg-up', '--egress', 'nat'])).code, 0);
+  assert.doesNotMatch(table(), new RegExp(vm.id));
+  assert.equal(probe(g, '10.91.0.1', 7777), 'host:7777', 'nat: no policy, the host service answers');
+  assert.equal((await d.cli(['vm', 'update', 'eg-up', '--allow', `${WORLD}:81`])).code, 0);
+  assert.equal(probe(g, WORLD, 81), 'world:81');
+  assert.equal(probe(g, '10.91.0.1', 7777), '', 'allow: the host service is dropped again');
+  session.kill('SIGKILL');
+  assert.equal((await d.cli(['vm', 'rm', '--force', 'eg-up'], { timeoutMs: 60_000 })).code, 0);
+  guests.delete('eg-up');
+  assert.doesNotMatch(table(), new RegExp(vm.id));
 });
 
 function stripHandles(s: string): string {

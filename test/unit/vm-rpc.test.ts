@@ -20,7 +20,7 @@ const field = (m: string, p: unknown) => {
   return r.success ? '' : r.error.issues[0]!.path.join('.');
 };
 const VERBS_BY_NAMES = ['vm.start', 'vm.stop', 'vm.restart', 'vm.kill', 'vm.rm'];
-const VERBS_BY_NAME = ['vm.show', 'vm.logs', 'vm.sshInfo', 'vm.ports'];
+const VERBS_BY_NAME = ['vm.show', 'vm.logs', 'vm.sshInfo', 'vm.ports', 'vm.update'];
 
 test('vm.* methods exist with the agreed names', () => {
   assert.deepEqual(
@@ -44,6 +44,18 @@ test('names: traversal, separators, over-long and empty names are refused in eve
     assert.equal(field(m, { names: Array.from({ length: 65 }, (_, i) => `v${i}`) }), 'names', `${m}: at most 64 names`);
     assert.equal(field(m, { names: ['a'], extra: 1 }), '', `${m}: unknown fields refused`);
   }
+});
+
+test('vm.create / vm.update: egress fields are validated at the boundary, naming the field', () => {
+  assert.equal(parse('vm.create', { image: 'img', egress: 'deny', allow: ['192.0.2.7:443', '10.0.0.0/8'], allowVm: ['other'] }).success, true);
+  assert.equal(field('vm.create', { image: 'img', egress: 'open' }), 'egress');
+  assert.equal(field('vm.create', { image: 'img', allow: ['a b'] }), 'allow.0');
+  assert.equal(field('vm.create', { image: 'img', allow: ['x'.repeat(65)] }), 'allow.0');
+  assert.equal(field('vm.create', { image: 'img', allow: Array.from({ length: 65 }, () => '10.0.0.1') }), 'allow');
+  assert.equal(field('vm.create', { image: 'img', allowVm: ['../x'] }), 'allowVm.0');
+  assert.equal(parse('vm.update', { name: 'v', egress: 'allow', allow: ['192.0.2.7'], deny: ['192.0.2.8'], allowVm: ['a'], denyVm: ['b'] }).success, true);
+  assert.equal(field('vm.update', { name: 'v', deny: ['$(x)'] }), 'deny.0');
+  assert.equal(field('vm.update', { name: 'v', denyVm: ['a/b'] }), 'denyVm.0');
 });
 
 test('vm.create: vcpu, memory and disk bounds and types name their field', () => {

@@ -1,3 +1,4 @@
+import { collect } from './vm-create-extras.js';
 import { spawn } from 'node:child_process';
 import { lstat, mkdir, readFile, readlink, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
@@ -110,6 +111,35 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
       const c = cli();
       const v = await c.call('vm.extend', { name, by, ...(o.onExpire ? { onExpire: o.onExpire } : {}) });
       c.emit(v, (x) => `vm ${x.name} expires at ${x.expiresAt} (in ${formatRemaining(Date.parse(x.expiresAt ?? '') - Date.now())}, then ${x.onExpire})`);
+    });
+
+  vm.command('update')
+    .description("change a VM's egress policy; a running VM's rules change at once, in one transaction (docs/network-policy.md)")
+    .argument('<name>', 'VM name')
+    .addOption(new Option('--egress <mode>', 'deny (also clears the allow list), nat (no policy) or allow').choices(['deny', 'nat', 'allow']))
+    .addOption(new Option('--allow <dest>', 'add a destination, CIDR[:PORT[/PROTO]] (a deny VM becomes allow; repeatable)').argParser(collect).default([]))
+    .addOption(new Option('--deny <dest>', 'take a destination out of the allow list (repeatable)').argParser(collect).default([]))
+    .addOption(new Option('--allow-vm <name>', 'let this VM and VM NAME reach each other (repeatable)').argParser(collect).default([]))
+    .addOption(new Option('--deny-vm <name>', 'take back an --allow-vm (repeatable)').argParser(collect).default([]))
+    .addHelpText(
+      'after',
+      '\nExamples:\n  banger vm update sandbox --allow 192.0.2.7:443\n  banger vm update sandbox --deny 192.0.2.7:443\n  banger vm update sandbox --egress deny',
+    )
+    .action(async (name: string, o: { egress?: 'deny' | 'nat' | 'allow'; allow: string[]; deny: string[]; allowVm: string[]; denyVm: string[] }) => {
+      const c = cli();
+      const p = {
+        name,
+        ...(o.egress ? { egress: o.egress } : {}),
+        ...(o.allow.length ? { allow: o.allow } : {}),
+        ...(o.deny.length ? { deny: o.deny } : {}),
+        ...(o.allowVm.length ? { allowVm: o.allowVm } : {}),
+        ...(o.denyVm.length ? { denyVm: o.denyVm } : {}),
+      };
+      const v = await c.call('vm.update', p);
+      c.emit(v, (x) => {
+        const allowed = [...(x.spec.allow ?? []), ...(x.spec.allowVm ?? []).map((n: string) => `vm ${n}`)];
+        return `vm ${x.name}: egress ${x.spec.egress ?? 'none'}${allowed.length ? `, allow ${allowed.join(', ')}` : ''}`;
+      });
     });
 
   const listAction = async () => {

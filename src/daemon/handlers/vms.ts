@@ -28,6 +28,7 @@ export function vmMethods(svc: VmService): MethodTable {
     'vm.prune': (_p, op) => svc.prune(op),
     'vm.list': () => svc.list(),
     'vm.extend': (p) => svc.extend(p.name, p.by, p.onExpire),
+    'vm.update': (p) => svc.update(p),
     'vm.show': async (p) => {
       const r = await svc.show(p.name);
       return { ...r, files: { ...r.files } };
