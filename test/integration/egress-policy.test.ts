@@ -229,14 +229,33 @@ test('create: rules per policy; deny/allow/nat/--allow-vm hold for real traffic;
   nsRun(g('eg-allow'), ['ip', 'addr', 'del', '10.91.0.200/24', 'dev', 'eth0']);
 
   // SIGKILL the daemon and start it again: adopted VMs keep the same rules.
+  // While it is down: a chain of a VM id no row owns (an orphan of this instance) appears, and
+  // the deny VM's chain is emptied (as if lost): reconcile removes the one, refills the other.
   const before = table();
   await d.kill();
+  nsRun(ns, ['nft', 'add', 'chain', 'bridge', `banger-${instance}`, 'vm-deadbeef00']);
+  nsRun(ns, [
+    'nft',
+    'add',
+    'rule',
+    'bridge',
+    `banger-${instance}`,
+    'input',
+    'iifname',
+    'tap-deadbeef',
+    'jump',
+    'vm-deadbeef00',
+    'comment',
+    `"banger:${instance}:vm:deadbeef00"`,
+  ]);
+  nsRun(ns, ['nft', 'flush', 'chain', 'bridge', `banger-${instance}`, `vm-${deny.id}`]);
+  assert.equal(probe(g('eg-deny'), '10.91.0.1', 7777), 'host:7777', 'the emptied chain lets the deny VM through');
   await d.start();
   for (const n of ['eg-deny', 'eg-allow', 'eg-friend']) {
     const r = await d.cli(['--json', 'vm', 'show', n]);
     assert.equal(JSON.parse(r.stdout).running, true, `${n} adopted`);
   }
-  assert.equal(stripHandles(table()), stripHandles(before), 'the same rules after the restart');
+  assert.equal(stripHandles(table()), stripHandles(before), 'the same rules after the restart: the orphan gone, the emptied chain refilled');
   check();
 
   // rm: the VM's chain, jumps and pairs go; the others stay.
