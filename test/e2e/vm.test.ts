@@ -162,6 +162,82 @@ test('a second VM gets another IP and the two reach each other; --disk-size grow
   assert.match((await d!.cli(['vm', 'logs', 'box2'])).stdout, /banger-first-boot: step grow-root/);
 });
 
+/** What box1 gets from HOST:PORT over TCP within 5 s ("rc=124": the connection was dropped, so it hung). */
+async function reach(host: string, port: number): Promise<string> {
+  const s = await ssh('box1', `timeout 5 bash -c 'exec 3<>/dev/tcp/${host}/${port}; printf "GET / HTTP/1.0\\r\\n\\r\\n" >&3; cat <&3'; echo rc=$?`);
+  assert.equal(s.code, 0, s.stderr);
+  return s.stdout;
+}
+
+test('egress policy on a real guest (vm update, no new boot): nat -> deny -> allow HOST:PORT -> --allow-vm -> nat, an SSH session kept throughout', {
+  skip,
+  ...T,
+}, async () => {
+  // A host service on the bridge address, and a second port of the "internet".
+  const extra = [
+    spawn('ip', ['netns', 'exec', hostNs, process.execPath, '-e', "require('http').createServer((q,s)=>s.end('host-service')).listen(7070,'0.0.0.0')"], {
+      stdio: 'ignore',
+    }),
+    spawn('ip', ['netns', 'exec', inetNs, process.execPath, '-e', "require('http').createServer((q,s)=>s.end('port-8081')).listen(8081,'10.200.0.2')"], {
+      stdio: 'ignore',
+    }),
+  ];
+  try {
+    // An SSH session held open across every change: `cat` echoes each line back.
+    const argv = d!.cliArgv(['vm', 'ssh', 'box1', '--', 'cat']);
+    const session = spawn(argv[0]!, argv.slice(1), { env: d!.env, stdio: ['pipe', 'pipe', 'inherit'] });
+    let echoed = '';
+    session.stdout!.on('data', (b: Buffer) => (echoed += b.toString()));
+    const echo = (word: string) =>
+      new Promise<void>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`the SSH session did not echo '${word}' within 60 s (exit ${session.exitCode})`)), 60_000);
+        const check = () => {
+          if (!echoed.includes(word)) return;
+          clearTimeout(t);
+          session.stdout!.off('data', check);
+          resolve();
+        };
+        session.stdout!.on('data', check);
+        session.stdin!.write(`${word}\n`);
+      });
+    await echo('before');
+    // nat (no policy): the world's both ports, the host service, box2.
+    assert.match(await reach('10.200.0.2', 8081), /port-8081/);
+    assert.match(await reach('172.16.0.1', 7070), /host-service/);
+
+    const deny = await d!.cli(['vm', 'update', 'box1', '--egress', 'deny']);
+    assert.equal(deny.code, 0, deny.stderr);
+    assert.match(await reach('10.200.0.2', 8080), /rc=124/, 'deny: the internet is dropped');
+    assert.match(await reach('172.16.0.1', 7070), /rc=124/, 'deny: the host service on the bridge address is dropped');
+    assert.match(await reach('172.16.0.3', 22), /rc=124/, 'deny: box2 is dropped');
+    await echo('under-deny');
+
+    const allow = await d!.cli(['vm', 'update', 'box1', '--allow', '10.200.0.2:8080']);
+    assert.equal(allow.code, 0, allow.stderr);
+    assert.match(await reach('10.200.0.2', 8080), /seen=10\.200\.0\.1/, 'allow: that port, through NAT');
+    assert.match(await reach('10.200.0.2', 8081), /rc=124/, 'allow: another port of the same address is dropped');
+    assert.match(await reach('172.16.0.1', 7070), /rc=124/);
+    assert.match(await reach('172.16.0.3', 22), /rc=124/);
+
+    const peer = await d!.cli(['vm', 'update', 'box1', '--allow-vm', 'box2']);
+    assert.equal(peer.code, 0, peer.stderr);
+    assert.match(await reach('172.16.0.3', 22), /SSH-2\.0/, '--allow-vm opens box2');
+    assert.match((await d!.cli(['vm', 'show', 'box1'])).stdout, /allow: +10\.200\.0\.2\/32:8080\/tcp, vm box2/);
+    await echo('under-allow');
+
+    const nat = await d!.cli(['vm', 'update', 'box1', '--egress', 'nat']);
+    assert.equal(nat.code, 0, nat.stderr);
+    assert.match(await reach('10.200.0.2', 8081), /port-8081/, 'nat again: everything');
+    assert.match(await reach('172.16.0.1', 7070), /host-service/);
+    await echo('after');
+    assert.equal(session.exitCode, null, 'the SSH session was never dropped');
+    session.stdin!.end();
+    await new Promise((r) => session.once('exit', r));
+  } finally {
+    for (const p of extra) p.kill('SIGKILL');
+  }
+});
+
 test('stop/start (restart) keeps the disk contents', { skip, ...T }, async () => {
   assert.equal((await ssh('box2', 'echo kept-across-restart > /root/marker && sync')).code, 0);
   const st = await d!.json(['vm', 'stop', 'box2'], { timeoutMs: 200_000 });
