@@ -162,11 +162,21 @@ test('a second VM gets another IP and the two reach each other; --disk-size grow
   assert.match((await d!.cli(['vm', 'logs', 'box2'])).stdout, /banger-first-boot: step grow-root/);
 });
 
-/** What box1 gets from HOST:PORT over TCP within 5 s ("rc=124": the connection was dropped, so it hung). */
-async function reach(host: string, port: number): Promise<string> {
-  const s = await ssh('box1', `timeout 5 bash -c 'exec 3<>/dev/tcp/${host}/${port}; printf "GET / HTTP/1.0\\r\\n\\r\\n" >&3; cat <&3'; echo rc=$?`);
+/**
+ * What box1 gets from each HOST:PORT over TCP within 3 s, probed side by side in one SSH call
+ * (`rc=124`: the connection was dropped, so it hung until the timeout).
+ */
+async function reach(...targets: string[]): Promise<Record<string, string>> {
+  const probes = targets.map((t, i) => {
+    const [h, p] = t.split(':');
+    return `(timeout 3 bash -c 'exec 3<>/dev/tcp/${h}/${p}; printf "GET / HTTP/1.0\\r\\n\\r\\n" >&3; cat <&3'; echo rc=$?) > /tmp/reach${i} 2>&1 &`;
+  });
+  const s = await ssh('box1', `${probes.join(' ')} wait; for i in ${targets.map((_, i) => i).join(' ')}; do echo "@@$i"; cat /tmp/reach$i; done`);
   assert.equal(s.code, 0, s.stderr);
-  return s.stdout;
+  const parts = s.stdout.split(/^@@(\d+)$/m);
+  const out: Record<string, string> = {};
+  for (let i = 1; i < parts.length; i += 2) out[targets[Number(parts[i])]!] = parts[i + 1]!;
+  return out;
 }
 
 test('egress policy on a real guest (vm update, no new boot): nat -> deny -> allow HOST:PORT -> --allow-vm -> nat, an SSH session kept throughout', {
@@ -202,33 +212,37 @@ test('egress policy on a real guest (vm update, no new boot): nat -> deny -> all
       });
     await echo('before');
     // nat (no policy): the world's both ports, the host service, box2.
-    assert.match(await reach('10.200.0.2', 8081), /port-8081/);
-    assert.match(await reach('172.16.0.1', 7070), /host-service/);
+    let r = await reach('10.200.0.2:8081', '172.16.0.1:7070');
+    assert.match(r['10.200.0.2:8081']!, /port-8081/);
+    assert.match(r['172.16.0.1:7070']!, /host-service/);
 
     const deny = await d!.cli(['vm', 'update', 'box1', '--egress', 'deny']);
     assert.equal(deny.code, 0, deny.stderr);
-    assert.match(await reach('10.200.0.2', 8080), /rc=124/, 'deny: the internet is dropped');
-    assert.match(await reach('172.16.0.1', 7070), /rc=124/, 'deny: the host service on the bridge address is dropped');
-    assert.match(await reach('172.16.0.3', 22), /rc=124/, 'deny: box2 is dropped');
+    r = await reach('10.200.0.2:8080', '172.16.0.1:7070', '172.16.0.3:22');
+    assert.match(r['10.200.0.2:8080']!, /rc=124/, 'deny: the internet is dropped');
+    assert.match(r['172.16.0.1:7070']!, /rc=124/, 'deny: the host service on the bridge address is dropped');
+    assert.match(r['172.16.0.3:22']!, /rc=124/, 'deny: box2 is dropped');
     await echo('under-deny');
 
     const allow = await d!.cli(['vm', 'update', 'box1', '--allow', '10.200.0.2:8080']);
     assert.equal(allow.code, 0, allow.stderr);
-    assert.match(await reach('10.200.0.2', 8080), /seen=10\.200\.0\.1/, 'allow: that port, through NAT');
-    assert.match(await reach('10.200.0.2', 8081), /rc=124/, 'allow: another port of the same address is dropped');
-    assert.match(await reach('172.16.0.1', 7070), /rc=124/);
-    assert.match(await reach('172.16.0.3', 22), /rc=124/);
+    r = await reach('10.200.0.2:8080', '10.200.0.2:8081', '172.16.0.1:7070', '172.16.0.3:22');
+    assert.match(r['10.200.0.2:8080']!, /seen=10\.200\.0\.1/, 'allow: that port, through NAT');
+    assert.match(r['10.200.0.2:8081']!, /rc=124/, 'allow: another port of the same address is dropped');
+    assert.match(r['172.16.0.1:7070']!, /rc=124/);
+    assert.match(r['172.16.0.3:22']!, /rc=124/);
 
     const peer = await d!.cli(['vm', 'update', 'box1', '--allow-vm', 'box2']);
     assert.equal(peer.code, 0, peer.stderr);
-    assert.match(await reach('172.16.0.3', 22), /SSH-2\.0/, '--allow-vm opens box2');
+    assert.match((await reach('172.16.0.3:22'))['172.16.0.3:22']!, /SSH-2\.0/, '--allow-vm opens box2');
     assert.match((await d!.cli(['vm', 'show', 'box1'])).stdout, /allow: +10\.200\.0\.2\/32:8080\/tcp, vm box2/);
     await echo('under-allow');
 
     const nat = await d!.cli(['vm', 'update', 'box1', '--egress', 'nat']);
     assert.equal(nat.code, 0, nat.stderr);
-    assert.match(await reach('10.200.0.2', 8081), /port-8081/, 'nat again: everything');
-    assert.match(await reach('172.16.0.1', 7070), /host-service/);
+    r = await reach('10.200.0.2:8081', '172.16.0.1:7070');
+    assert.match(r['10.200.0.2:8081']!, /port-8081/, 'nat again: everything');
+    assert.match(r['172.16.0.1:7070']!, /host-service/);
     await echo('after');
     assert.equal(session.exitCode, null, 'the SSH session was never dropped');
     session.stdin!.end();
