@@ -1,7 +1,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isBangerError } from '../../src/core/errors.js';
@@ -227,6 +227,17 @@ test('a failed create removes every file it made and the guest runs on; a failed
   await driver.kill(handle(a));
   knobs('1.16.1'); // the stand-in reads its knobs when it starts
   await driver.launch(a);
+  // A failure after Firecracker wrote its files (the root disk cannot be copied): they go too.
+  renameSync(a.files.rootRaw, `${a.files.rootRaw}.away`);
+  clearLog();
+  await assert.rejects(driver.snapshots.save(handle(a), a, to, EXIT), (e: unknown) => isBangerError(e, 'E_NOT_FOUND'));
+  assert.deepEqual(
+    requests().map((r) => `${r.method} ${r.path} ${r.status}`),
+    ['GET / 200', 'PATCH /vm 204', 'PUT /snapshot/create 204', 'PATCH /vm 204'],
+  );
+  assert.deepEqual(present(to), [], 'the vmstate and memory file Firecracker wrote are removed');
+  assert.equal(await state(a), 'Running');
+  renameSync(`${a.files.rootRaw}.away`, a.files.rootRaw);
   await driver.snapshots.save(handle(a), a, to, EXIT);
   assert.equal(await findFirecracker(fcFiles(a.files.dir)), undefined);
 
