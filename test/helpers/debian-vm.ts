@@ -62,13 +62,17 @@ export interface DebianVm {
 export async function startDebianVm(o: DebianVmOptions): Promise<DebianVm> {
   const registry = await TestRegistry.start();
   // the mirror and the image in the registry do not depend on each other
-  const [mirror, ref] = await Promise.all([
+  const [m, r] = await Promise.allSettled([
     startDebianMirror({ install: o.install }),
     ensureDebianImageInRegistry(registry.host, { include: o.include, repo: o.repo }),
-  ]).catch(async (e) => {
+  ]);
+  if (m.status === 'rejected' || r.status === 'rejected') {
     await registry.stop();
-    throw e;
-  });
+    if (m.status === 'fulfilled') await m.value.close();
+    throw m.status === 'rejected' ? m.reason : (r as PromiseRejectedResult).reason;
+  }
+  const mirror = m.value;
+  const ref = r.value;
   const ns = createNetns(o.ns);
   const daemons: TestDaemon[] = [];
   const fx: DebianVm = {
