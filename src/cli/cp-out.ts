@@ -4,7 +4,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { BangerError, ErrorCode, errorMessage } from '../core/errors.js';
 import type { Cli } from './context.js';
 import { GuestTarExtractor } from './cp-extract.js';
-import { StreamCall } from './stream-client.js';
+import { resumedLine, StreamCall } from './stream-client.js';
 
 const trimSlash = (p: string) => (p.length > 1 ? p.replace(/\/+$/, '') : p);
 
@@ -79,6 +79,7 @@ export async function copyOut(c: Cli, vm: string, src: string, dstArg: string, o
   process.on('SIGTERM', onSignal);
   try {
     call = await StreamCall.open(c, 'vm.cpOut', { name: vm, path: src }, sinks);
+    resumedLine(vm, call.reply.resumedMs);
     if (stopped) call.close();
     else if (queued === 0) call.resume(); // output that came with the reply was parsed before `call` was set
     const exit = await Promise.race([call.done, failed]);

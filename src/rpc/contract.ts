@@ -121,6 +121,8 @@ export interface StreamStarted {
   streaming: true;
   stream: 1;
   agent?: unknown;
+  /** The VM was paused and was resumed first (milliseconds it took). */
+  resumedMs?: number;
 }
 
 export const methods = {
@@ -286,6 +288,10 @@ export const methods = {
   'vm.stop': def(z.object({ names: Names }).strict(), { progress: true }).returns<Array<Vm & { forced: boolean }>>(),
   'vm.restart': def(z.object({ names: Names }).strict(), { progress: true }).returns<Vm[]>(),
   'vm.kill': def(z.object({ names: Names, signal: Signal.optional() }).strict()).returns<Vm[]>(),
+  /** Save each VM's memory and device state to disk and stop its VMM (state `paused`; ports stay reserved). */
+  'vm.pause': def(z.object({ names: Names }).strict(), { progress: true }).returns<Vm[]>(),
+  /** Restore paused VMs from their saved state. */
+  'vm.resume': def(z.object({ names: Names }).strict(), { progress: true }).returns<Vm[]>(),
   /** Remove VMs (stopping them first with `force`). */
   'vm.rm': def(z.object({ names: Names, force: z.boolean().optional() }).strict(), { progress: true }).returns<Removed>(),
   /** Remove every stopped VM. */

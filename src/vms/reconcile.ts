@@ -40,6 +40,7 @@ export interface ReconcileDeps {
  * 4. VMM processes marked with this instance's id (`-name banger:<id>:<vm>`) that no
  *    adopted VM accounts for are killed;
  * 5. VM directories no row owns removed (a create that died mid-way).
+ * A paused VM (`state` paused, pause.ts) is left as it is, its published ports listened on again.
  * Builder VMs of a prepare (`spec.prepare`, prepare.ts) are removed in step 1, running or not.
  */
 export async function reconcileVms(svc: ReconcileDeps): Promise<void> {
@@ -67,6 +68,10 @@ export async function reconcileVms(svc: ReconcileDeps): Promise<void> {
         if (st.pid) adopted.set(vm.name, st.pid);
         log.info('adopted running vm', { vm: vm.name, pid: st.pid });
         await svc.adopted?.(vm).catch((e) => log.warn('cannot publish the ports of an adopted vm', { vm: vm.name, error: errorMessage(e) }));
+      } else if (vm.state === 'paused' && vm.createDone) {
+        // Paused (pause.ts): its state is on disk and no VMM runs; its ports stay reserved.
+        log.info('vm stays paused', { vm: vm.name });
+        await svc.adopted?.(vm).catch((e) => log.warn('cannot publish the ports of a paused vm', { vm: vm.name, error: errorMessage(e) }));
       } else if (!vm.createDone) {
         await svc.removeVm(vm.name);
         log.info('removed vm whose create never finished', { vm: vm.name });

@@ -3,6 +3,7 @@ import { pruneVms, rmVms } from './delete.js';
 import type { SshInfo, VmLogs } from '../core/shapes/vm.js';
 import type { VmFiles } from './files.js';
 import { list, logs, observe, ports, show, sshInfo, view } from './queries.js';
+import { pauseVms, resumeIfPaused, resumeVms } from './pause.js';
 import { reconcileVms } from './reconcile.js';
 import { PortForwards } from './ports.js';
 import { refreshSshConfig } from './ssh-config.js';
@@ -29,6 +30,7 @@ export type { OpContext, VmView } from './vm-base.js';
  * | prepare (an image, once: a builder VM) | prepare.ts |
  * | start / restart | start.ts (+ boot.ts: network, vmm, ready) |
  * | stop / kill | stop.ts (teardown.ts: what only a running VM has) |
+ * | pause / resume | pause.ts (the driver's snapshots; state in files.paused) |
  * | rm / prune | delete.ts |
  * | list / show / logs / sshInfo / ports / observe | queries.ts |
  * | ssh-config | ssh-config.ts |
@@ -53,8 +55,26 @@ export class VmService extends VmBase {
     await rmVms(this, [name], true);
   }
 
-  start(names: string[], op: OpContext = {}, o: { wait?: boolean } = {}): Promise<VmView[]> {
+  /** A paused VM is resumed (its saved state), any other stopped one boots. */
+  async start(names: string[], op: OpContext = {}, o: { wait?: boolean } = {}): Promise<VmView[]> {
+    const paused = names.filter((n) => this.get(n).state === 'paused');
+    if (paused.length) await resumeVms(this, paused, op);
     return startVms(this, names, op, o);
+  }
+
+  /** Save each VM's state to disk and stop its VMM (pause.ts). */
+  pause(names: string[], op: OpContext = {}): Promise<VmView[]> {
+    return pauseVms(this, names, op);
+  }
+
+  /** Restore paused VMs from their saved state (pause.ts). */
+  resume(names: string[], op: OpContext = {}): Promise<VmView[]> {
+    return resumeVms(this, names, op);
+  }
+
+  /** Resume `name` first when it is paused (exec, ssh, cp); the milliseconds it took, or undefined. */
+  resumeIfPaused(name: string, op: OpContext = {}): Promise<number | undefined> {
+    return resumeIfPaused(this, name, op);
   }
 
   stop(names: string[], op: OpContext = {}): Promise<Array<VmView & { forced: boolean }>> {
@@ -109,8 +129,8 @@ export class VmService extends VmBase {
   }
 
   /** What the CLI needs to run OpenSSH itself (stdio inherited, remote exit code). */
-  sshInfo(name: string): Promise<SshInfo> {
-    return sshInfo(this, name);
+  async sshInfo(name: string): Promise<SshInfo> {
+    return sshInfo(this, name, await this.resumeIfPaused(name));
   }
 
   ports(name: string): Promise<{ name: string; ports: unknown[]; agent: boolean }> {

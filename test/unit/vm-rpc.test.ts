@@ -19,7 +19,7 @@ const field = (m: string, p: unknown) => {
   assert.equal(r.success, false, `${m} ${JSON.stringify(p)} should be refused`);
   return r.success ? '' : r.error.issues[0]!.path.join('.');
 };
-const VERBS_BY_NAMES = ['vm.start', 'vm.stop', 'vm.restart', 'vm.kill', 'vm.rm'];
+const VERBS_BY_NAMES = ['vm.start', 'vm.stop', 'vm.restart', 'vm.kill', 'vm.rm', 'vm.pause', 'vm.resume'];
 const VERBS_BY_NAME = ['vm.show', 'vm.logs', 'vm.sshInfo', 'vm.ports'];
 
 test('vm.* methods exist with the agreed names', () => {

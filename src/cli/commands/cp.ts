@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { BangerError, ErrorCode } from '../../core/errors.js';
 import { exitOf, spawnPiped } from '../../core/exec.js';
 import type { Cli } from '../context.js';
-import { StreamCall } from '../stream-client.js';
+import { resumedLine, StreamCall } from '../stream-client.js';
 import { checkCpName, copyOut } from '../cp-out.js';
 
 /** `NAME:/path` → {vm, path}; a plain path → {path}. `./x:y` and `/x:y` are local paths. */
@@ -79,6 +79,7 @@ async function copyIn(c: Cli, src: string, vm: string, dstArg: string): Promise<
       else void call.write(b).then(() => child.stdout!.resume());
     });
     call = await StreamCall.open(c, 'vm.cpIn', { name: vm, path: into }, { stdout: (b) => process.stderr.write(b), stderr: (b) => process.stderr.write(b) });
+    resumedLine(vm, call.reply.resumedMs);
     if (early) await call.write(early);
     child.stdout!.resume();
     void ended.then(() => call!.eof());

@@ -13,6 +13,8 @@ import { formatPort } from './vm-create-extras.js';
 import { formatRemaining } from '../../core/duration.js';
 import { addCreateOptions, createParams, durationArg } from './create-options.js';
 import { registerAgentCommands } from './agent-commands.js';
+import { resumedLine } from '../stream-client.js';
+import { registerPauseCommands } from './vm-pause.js';
 
 /** `banger vm …`, `banger ps` and `banger ssh-config`. Handlers return data; `emit` prints. */
 // biome-ignore lint/complexity/noExcessiveLinesPerFunction: a flat list of commander definitions, one short block per subcommand; splitting it would scatter the command group
@@ -176,6 +178,7 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
       const c = cli();
       const info = await c.call('vm.sshInfo', { name });
       c.close();
+      resumedLine(name, info.resumedMs);
       // root uses the 0600 key; banger-group users the 0640 root:banger copy.
       const key = process.getuid?.() === 0 || !info.groupIdentityFile ? info.identityFile : info.groupIdentityFile;
       const argv = ['-i', key, ...info.options, ...(cmd.length ? [] : ['-t']), `${info.user}@${info.ip}`, ...cmd];
@@ -187,6 +190,7 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
     });
 
   registerAgentCommands(program, vm, cli);
+  registerPauseCommands(vm, cli);
 
   vm.command('ports')
     .description('list listening ports inside the VM (asks the guest agent)')

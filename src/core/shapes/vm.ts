@@ -56,7 +56,8 @@ export interface VmSpec {
   mounts?: MountSpec[];
 }
 
-export type VmState = 'created' | 'starting' | 'running' | 'stopping' | 'stopped' | 'error';
+/** `paused`: `vm pause` saved its state to disk (vms/pause.ts) and its VMM exited; `vm resume` restores it. */
+export type VmState = 'created' | 'starting' | 'running' | 'stopping' | 'stopped' | 'paused' | 'error';
 
 /** A VM's row: what was asked for (`spec`) and what was last recorded (`state`, `pid`). */
 export interface VmRecord {
@@ -92,6 +93,8 @@ export interface VmView extends VmRecord {
   dir: string;
   console: string;
   sshCommand?: string;
+  /** A paused VM's saved state: its size on disk and when it was saved. */
+  paused?: { bytes: number; at: string };
 }
 
 /** `vm logs`: console output from an offset. */
@@ -117,4 +120,6 @@ export interface SshInfo {
   groupIdentityFile?: string;
   knownHostsFile: string;
   options: string[];
+  /** The VM was paused and was resumed for this (milliseconds it took). */
+  resumedMs?: number;
 }

@@ -24,6 +24,8 @@ export function vmMethods(svc: VmService): MethodTable {
     'vm.stop': (p, op) => svc.stop(p.names, op),
     'vm.restart': (p, op) => svc.restart(p.names, op),
     'vm.kill': (p) => svc.kill(p.names, p.signal),
+    'vm.pause': (p, op) => svc.pause(p.names, op),
+    'vm.resume': (p, op) => svc.resume(p.names, op),
     'vm.rm': (p, op) => svc.rm(p.names, !!p.force, op),
     'vm.prune': (_p, op) => svc.prune(op),
     'vm.list': () => svc.list(),
