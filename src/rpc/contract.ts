@@ -6,6 +6,7 @@ import { Duration, Name, OnExpire, Size } from './schemas.js';
 import type {
   Image,
   ImageDetail,
+  WarmSnapshot,
   ImagePrepareResult,
   Kernel,
   KernelCatalog,
@@ -219,6 +220,27 @@ export const methods = {
       .strict(),
     { progress: true },
   ).returns<ImagePrepareResult>(),
+  /**
+   * Warm an image: boot it once with a shape (vCPU, memory, kernel, VMM) to agent ready and keep
+   * its memory and device state; `vm create` of that image and shape then restores it.
+   */
+  'image.warm': def(
+    z
+      .object({
+        name: Name,
+        kernel: Name.optional(),
+        vcpu: z.number().int().min(1).max(32).optional(),
+        memoryMiB: z
+          .number()
+          .int()
+          .min(128)
+          .max(1024 * 1024)
+          .optional(),
+        vmm: z.enum(VMM_CHOICES).optional(),
+      })
+      .strict(),
+    { progress: true },
+  ).returns<WarmSnapshot>(),
   /** Build an image from a local rootfs tar or directory. */
   'image.import': def(
     z.object({ name: Name, rootfsTar: AbsPath.optional(), rootfsDir: AbsPath.optional(), kernelRef: Name.optional(), sizeBytes: ImageSize }).strict(),
@@ -229,7 +251,7 @@ export const methods = {
   'image.show': def(z.object({ name: Name }).strict()).returns<ImageDetail>(),
   /** Remove an image; E_IN_USE while a VM uses it unless `force`. */
   'image.rm': def(z.object({ name: Name, force: z.boolean().default(false) }).strict()).returns<Removed>(),
-  /** Free content-store blobs nothing references (`removed` is a count here: blobs are digests, not names). */
+  /** Free content-store blobs nothing references (`removed` is a count here: blobs are digests, not names), and warm snapshots of images that are gone. */
   'system.prune': def(None).returns<PruneResult>(),
   'registry.login': def(
     z.object({ registry: Registry, username: z.string().min(1).max(256), password: z.string().min(1).max(8192) }).strict(),
@@ -256,6 +278,8 @@ export const methods = {
         nat: z.boolean().optional(),
         start: z.boolean().optional(),
         wait: z.boolean().optional(),
+        /** Boot cold even when a warm snapshot of the image fits this shape. */
+        cold: z.boolean().optional(),
         vmm: z.enum(VMM_CHOICES).optional(),
         packageMirror: PackageUrl.optional(),
         packageProxy: PackageUrl.optional(),

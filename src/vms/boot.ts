@@ -90,7 +90,7 @@ async function launchInner(vb: VmBase, plan: BootPlan, o: LaunchOptions): Promis
 /** What the driver launches for a plan (launch, and the save/restore of pause, snapshots and warm starts). */
 export async function specOf(vb: VmBase, plan: BootPlan): Promise<LaunchSpec> {
   const net = planNet(plan);
-  return launchSpec({
+  const spec = launchSpec({
     instance: vb.net.instance,
     vm: { id: plan.id, name: plan.name, spec: plan.spec, ip: net.ip },
     kernel: plan.kernel,
@@ -103,6 +103,7 @@ export async function specOf(vb: VmBase, plan: BootPlan): Promise<LaunchSpec> {
     rootDisk: plan.rootDisk,
     lean: vb.ctx.config.vm.leanBoot,
   });
+  return plan.spec.memoryFile ? { ...spec, memoryFile: plan.spec.memoryFile } : spec;
 }
 
 /**

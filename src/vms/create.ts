@@ -6,6 +6,8 @@ import { UndoStack } from '../core/undo.js';
 import type { VmmChoiceName } from '../core/vmm.js';
 import { settleAll, sizeArg } from './args.js';
 import { launch, networkUp } from './boot.js';
+import { restoreLaunch } from './restore.js';
+import { pickWarm, warmDisk } from './warm-pick.js';
 import { initScriptStep, keptOnFailure, verifyMountsStep } from './create-extras.js';
 import type { ImageView, KernelView } from './deps.js';
 import type { VmHandle } from './drivers/types.js';
@@ -57,6 +59,10 @@ export interface CreateParams {
    * of the image's base with this build's first-boot script, its seed says `prepare`.
    */
   builder?: boolean;
+  /** A warm builder (warm.ts; internal: not in the RPC contract): guest RAM in this file. */
+  warmBuilder?: { memoryFile: string };
+  /** Boot cold even when a warm snapshot fits (`--cold`). */
+  cold?: boolean;
   /** Lifetime in seconds (`--ttl`; default: config vm.ttl, none unless set). */
   ttl?: number;
   /** What the deadline does (default: config vm.onExpire). */
@@ -100,20 +106,25 @@ export async function createVm(vb: VmBase, p: CreateParams, op: OpContext = {}):
         // Steps disk, seed and network touch different things, so they run side by side; each
         // registers its undo the moment it acts, and settleAll waits for all of them before a
         // failure unwinds. Only then does the VMM start.
+        // A warm snapshot of this image and shape: restored instead of booted (restore.ts).
+        const warm = starting && p.wait !== false && !p.cold && !plan.spec.memoryFile && !plan.spec.prepare ? await pickWarm(vb, plan, stage) : undefined;
         await rm(plan.files.dir, { recursive: true, force: true }); // a stale dir no record owns
         await mkdir(plan.files.dir, { recursive: true, mode: 0o750 });
         undo.push('vm-dir', () => rm(plan.files.dir, { recursive: true, force: true }));
         await settleAll([
-          steps.run('disk', () => disks(vb, plan, op.signal), {
-            message: `${plan.spec.rootDisk.format === 'qcow2' ? 'qcow2 overlay' : 'copy'} of ${plan.image!.name}`,
-          }),
+          warm
+            ? steps.run('disk', () => warmDisk(vb, plan, warm, op.signal), { message: 'copy of the warm snapshot disk' })
+            : steps.run('disk', () => disks(vb, plan, op.signal), {
+                message: `${plan.spec.rootDisk.format === 'qcow2' ? 'qcow2 overlay' : 'copy'} of ${plan.image!.name}`,
+              }),
           steps.run('seed', () => seed(vb, plan, undo), { message: 'host key + seed disk' }),
           starting ? networkUp(vb, plan, steps, true) : undefined,
         ]);
         throwIfAborted(op.signal);
         await testPause(vb.ctx, 'network', op.signal);
 
-        if (starting) await launch(vb, plan, { steps, wait: p.wait !== false, networkReady: true });
+        if (warm) await restoreLaunch(vb, plan, warm, steps);
+        else if (starting) await launch(vb, plan, { steps, wait: p.wait !== false, networkReady: true });
         const mounts = plan.spec.mounts ?? [];
         if (starting && p.wait !== false && mounts.length) await verifyMountsStep(vb, vb.get(name), mounts, { stage, signal: op.signal });
         if (initScript) await initScriptStep(vb, vb.get(name), initScript, { stage, signal: op.signal });
@@ -192,6 +203,7 @@ async function planCreate(vb: VmBase, name: string, p: CreateParams, op: OpConte
     ...(builder ? { prepare: true, nat: true } : {}),
     ...(ports.length ? { ports, portLimits } : {}),
     ...(mounts.length ? { mounts } : {}),
+    ...(p.warmBuilder ? { memoryFile: p.warmBuilder.memoryFile } : {}),
   };
   return { name, id, image, kernel, driver, choice, files: handle.files, handle, spec };
 }

@@ -41,7 +41,8 @@ export interface ReconcileDeps {
  *    adopted VM accounts for are killed;
  * 5. VM directories no row owns removed (a create that died mid-way).
  * A paused VM (`state` paused, pause.ts) is left as it is, its published ports listened on again.
- * Builder VMs of a prepare (`spec.prepare`, prepare.ts) are removed in step 1, running or not.
+ * Builder VMs of a prepare (`spec.prepare`, prepare.ts) or of a warm snapshot (`spec.memoryFile`,
+ * warm.ts) are removed in step 1, running or not.
  */
 export async function reconcileVms(svc: ReconcileDeps): Promise<void> {
   const { repo } = svc;
@@ -52,7 +53,7 @@ export async function reconcileVms(svc: ReconcileDeps): Promise<void> {
   const unsure = new Set<string>(); // rows whose check failed: their processes are left alone
   for (const vm of repo.list()) {
     try {
-      if (vm.spec.prepare) {
+      if (vm.spec.prepare || vm.spec.memoryFile) {
         // A builder VM of a prepare the daemon did not see through (prepare.ts): its disk is
         // of no use without the prepare that would have checked and kept it.
         await svc.removeVm(vm.name);

@@ -5,6 +5,8 @@ import type { VmFiles } from './files.js';
 import { list, logs, observe, ports, show, sshInfo, view } from './queries.js';
 import { pauseVms, resumeIfPaused, resumeVms } from './pause.js';
 import { reconcileVms } from './reconcile.js';
+import { pruneWarm, removeWarm, warmImage, type WarmParams } from './warm.js';
+import { listWarm, type WarmSnapshot } from './warm-find.js';
 import { PortForwards } from './ports.js';
 import { refreshSshConfig } from './ssh-config.js';
 import { startVms } from './start.js';
@@ -60,6 +62,26 @@ export class VmService extends VmBase {
     const paused = names.filter((n) => this.get(n).state === 'paused');
     if (paused.length) await resumeVms(this, paused, op);
     return startVms(this, names, op, o);
+  }
+
+  /** `image warm`: boot the image once with a shape and keep its snapshot (warm.ts). */
+  warm(p: WarmParams, op: OpContext = {}): Promise<WarmSnapshot> {
+    return warmImage(this, p, op);
+  }
+
+  /** An image's warm snapshots (`image show`). */
+  warmOf(image: string): Promise<WarmSnapshot[]> {
+    return listWarm(this.ctx.layout, image);
+  }
+
+  /** Remove an image's warm snapshots (`image rm`). */
+  removeWarm(image: string): Promise<{ removed: string[] }> {
+    return removeWarm(this, image);
+  }
+
+  /** `system prune`: warm snapshots of images that are gone or whose prepared disk is gone. */
+  pruneWarm(): Promise<{ removed: string[]; freedBytes: number }> {
+    return pruneWarm(this);
   }
 
   /** Save each VM's state to disk and stop its VMM (pause.ts). */

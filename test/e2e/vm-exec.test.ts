@@ -2,7 +2,20 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, chownSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isRoot, missingTools, TestDaemon } from '../helpers/daemon.js';
@@ -257,6 +270,58 @@ test('the guest clock is still within 1 s of the host after minutes of work', { 
   const dmesg = await banger(['vm', 'exec', 'ex1', '--', 'sh', '-c', 'dmesg | grep -i -e clocksource -e tsc || true']);
   console.log(dmesg.stdout.toString().replace(/^/gm, '# '));
   assertClockClose(await clockSkew(), 'after the exec and cp tests');
+});
+
+test('vm pause → daemon SIGKILL and restart → vm resume: a guest process still counts, a file written before is there; exec resumes a paused VM with a stage line', {
+  skip,
+  ...T,
+}, async () => {
+  const sh = async (cmd: string) => {
+    const r = await banger(['vm', 'exec', 'ex1', '--', 'sh', '-c', cmd]);
+    assert.equal(r.code, 0, r.stderr.toString());
+    return r;
+  };
+  await sh(
+    "echo before-pause > /root/paused-file; sync; setsid -f sh -c 'echo $$ > /run/counter.pid; i=0; while :; do i=$((i+1)); echo $i > /run/counter; sleep 0.2; done' </dev/null >/dev/null 2>&1",
+  );
+  const counter = async () => Number((await sh('cat /run/counter')).stdout.toString().trim());
+  const loopPid = (await sh('cat /run/counter.pid')).stdout.toString().trim();
+  const c1 = await counter();
+  const qemuPid = (await d!.json(['vm', 'show', 'ex1'])).pid as number;
+  assert.ok(qemuPid > 0);
+
+  const p = await banger(['vm', 'pause', 'ex1']);
+  assert.equal(p.code, 0, p.stderr.toString());
+  assert.match(p.stdout.toString(), /ex1: paused \(state [\d.]+ MiB on disk\)/);
+  const shown = await d!.json(['vm', 'show', 'ex1']);
+  assert.equal(shown.state, 'paused');
+  assert.equal(shown.running, false);
+  assert.ok(shown.paused.bytes > 0, 'vm show says how big the state is');
+  // Gone, or a zombie waiting for its reaper (the daemonized QEMU is not the daemon's child): its memory is freed.
+  const st = existsSync(`/proc/${qemuPid}/stat`) ? readFileSync(`/proc/${qemuPid}/stat`, 'utf8').replace(/^.*\) /, '')[0] : 'gone';
+  assert.ok(st === 'gone' || st === 'Z', `the VMM exited (state ${st}): its memory is freed`);
+
+  await d!.kill(); // as a crash would
+  await d!.start();
+  assert.equal((await d!.json(['vm', 'show', 'ex1'])).state, 'paused', 'reconcile left the paused VM alone');
+
+  const r = await banger(['vm', 'resume', 'ex1']);
+  assert.equal(r.code, 0, r.stderr.toString());
+  assert.match(r.stdout.toString(), /ex1: running/);
+  assert.equal((await sh('cat /root/paused-file')).stdout.toString(), 'before-pause\n');
+  await sh(`kill -0 ${loopPid}`);
+  const c2 = await counter();
+  assert.ok(c2 >= c1, `the counter went on from ${c1} (now ${c2}), it did not start over`);
+  assertClockClose(await clockSkew(), 'after a pause and a resume');
+
+  // A second pause: exec resumes the VM itself and says so.
+  assert.equal((await banger(['vm', 'pause', 'ex1'])).code, 0);
+  const e = await banger(['vm', 'exec', 'ex1', '--', 'cat', '/root/paused-file']);
+  assert.equal(e.code, 0, e.stderr.toString());
+  assert.match(e.stderr.toString(), /resume: vm ex1 was paused; resumed in [\d.]+ s/);
+  assert.equal(e.stdout.toString(), 'before-pause\n');
+  assert.ok((await counter()) > c2, 'the guest process runs on after the second resume');
+  assert.equal((await d!.json(['vm', 'show', 'ex1'])).state, 'running');
 });
 
 test('banger run --rm: the exit code passes through and nothing is left', { skip, ...T }, async () => {

@@ -5,10 +5,15 @@ import { VMM_CHOICES, type VmmChoiceName } from '../../core/vmm.js';
 import { BangerError, ErrorCode } from '../../core/errors.js';
 import { humanSize } from '../../core/fsutil.js';
 import type { Cli } from '../context.js';
-import type { ImagePrepared } from '../../rpc/types.js';
+import type { ImagePrepared, WarmSnapshot } from '../../rpc/types.js';
+import { registerWarmCommand } from './image-warm.js';
 import { age, table } from '../table.js';
 
 /** "2026-05-01T10:00:00Z, 152 s, 87 packages added, 310 MiB". */
+function warmLine(w: WarmSnapshot): string {
+  return `${w.vcpu} vCPU, ${w.memoryMiB} MiB, kernel ${w.kernel} (${w.vmm}): ${humanSize(w.bytes.allocated)} on disk, ${w.createdAt}`;
+}
+
 function preparedLine(p: ImagePrepared): string {
   return `${p.preparedAt}, took ${Math.round(p.durationMs / 1000)} s, ${p.packages.length} packages added, ${humanSize(p.sizeBytes)} on disk`;
 }
@@ -21,6 +26,7 @@ function shortDigest(d: string): string {
 // biome-ignore lint/complexity/noExcessiveLinesPerFunction: a flat list of commander definitions, one short block per subcommand; splitting it would scatter the command group
 export function registerImageCommands(program: Command, cli: () => Cli): void {
   const image = program.command('image').description('pull OCI images into bootable ext4 root filesystems, and manage them');
+  registerWarmCommand(image, cli);
 
   image
     .command('pull')
@@ -190,6 +196,7 @@ Examples:
           `env:         ${d.config.env.join(' ') || '-'}`,
           `layers:      ${d.blobs.length ? d.blobs.length - 1 : 0}`,
           `used by:     ${d.usedBy.join(', ') || '-'}`,
+          `warm:        ${d.warm?.length ? d.warm.map(warmLine).join('\n             ') : 'no'}`,
           `prepared:    ${d.prepared ? preparedLine(d.prepared) : 'no'}`,
           ...(d.prepared
             ? [

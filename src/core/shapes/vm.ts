@@ -54,6 +54,10 @@ export interface VmSpec {
   portLimits?: PortLimits;
   /** Host folders (`--mount`; vms/host-folders.ts). */
   mounts?: MountSpec[];
+  /** A warm builder (vms/warm.ts): guest RAM in this file, saved as the image's warm snapshot. */
+  memoryFile?: string;
+  /** Restored from this saved state (a warm snapshot, a named snapshot) instead of a cold boot. */
+  restoredFrom?: string;
 }
 
 /** `paused`: `vm pause` saved its state to disk (vms/pause.ts) and its VMM exited; `vm resume` restores it. */

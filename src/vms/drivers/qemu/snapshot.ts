@@ -8,6 +8,7 @@ import { pidAlive, readPidFile, waitExit } from '../../proc.js';
 import type { LaunchSpec, SnapshotFiles, SnapshotMeta, VmHandle, VmSnapshots } from '../types.js';
 import { qemuArgv, qemuLaunch, type QemuLaunch } from './argv.js';
 import { QmpSession } from './qmp.js';
+import { parseMeta } from '../snapshot-meta.js';
 
 /**
  * QEMU save/restore through its migration stream (QEMU 7.2 has no `file:` URI, so the stream
@@ -219,30 +220,4 @@ async function sha256File(p: string): Promise<string> {
   const h = createHash('sha256');
   for await (const chunk of createReadStream(p)) h.update(chunk as Buffer);
   return h.digest('hex');
-}
-
-/** A `snapshot.json` read back: every field checked (it is a file on disk, not trusted blindly). */
-export function parseMeta(v: unknown): SnapshotMeta {
-  const o = v as Record<string, unknown>;
-  const b = (o?.bytes ?? {}) as Record<string, unknown>;
-  const num = (x: unknown, n: string) => {
-    if (typeof x !== 'number' || !Number.isSafeInteger(x) || x < 0) throw new Error(`${n} is not a count`);
-    return x;
-  };
-  const str = (x: unknown, n: string) => {
-    if (typeof x !== 'string' || x.length > 4096) throw new Error(`${n} is not a string`);
-    return x;
-  };
-  if (o?.vmm !== 'qemu' && o?.vmm !== 'firecracker') throw new Error('vmm is unknown');
-  return {
-    vmm: o.vmm,
-    vmmVersion: str(o.vmmVersion, 'vmmVersion'),
-    fingerprint: str(o.fingerprint, 'fingerprint'),
-    vcpu: num(o.vcpu, 'vcpu'),
-    memoryMiB: num(o.memoryMiB, 'memoryMiB'),
-    sharedMemory: o.sharedMemory === true,
-    bytes: { state: num(b.state, 'bytes.state'), memory: num(b.memory, 'bytes.memory'), disk: num(b.disk, 'bytes.disk') },
-    createdAt: str(o.createdAt, 'createdAt'),
-    ...(o.stateSha256 === undefined ? {} : { stateSha256: str(o.stateSha256, 'stateSha256') }),
-  };
 }
