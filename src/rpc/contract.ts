@@ -6,6 +6,7 @@ import { Duration, Name, OnExpire, Size } from './schemas.js';
 import type {
   Image,
   ImageDetail,
+  NamedSnapshot,
   WarmSnapshot,
   ImagePrepareResult,
   Kernel,
@@ -263,7 +264,14 @@ export const methods = {
   'vm.create': def(
     z
       .object({
-        image: Name,
+        /** Required unless `from` says it. */
+        image: Name.optional(),
+        /** `NAME[@TAG]`: start from that VM's named snapshot (its newest when no TAG) instead of booting. */
+        from: z
+          .string()
+          .max(128)
+          .regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,62}(@[A-Za-z0-9][A-Za-z0-9._-]{0,62})?$/)
+          .optional(),
         name: Name.optional(),
         kernel: Name.optional(),
         vcpu: z.number().int().min(1).max(32).optional(),
@@ -312,6 +320,23 @@ export const methods = {
   'vm.stop': def(z.object({ names: Names }).strict(), { progress: true }).returns<Array<Vm & { forced: boolean }>>(),
   'vm.restart': def(z.object({ names: Names }).strict(), { progress: true }).returns<Vm[]>(),
   'vm.kill': def(z.object({ names: Names, signal: Signal.optional() }).strict()).returns<Vm[]>(),
+  /** Save a running VM's memory, device state and root disk as a named snapshot; it runs on. */
+  'vm.snapshot': def(
+    z
+      .object({
+        name: Name,
+        tag: z
+          .string()
+          .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/)
+          .optional(),
+      })
+      .strict(),
+    { progress: true },
+  ).returns<NamedSnapshot>(),
+  'vm.snapshots': def(z.object({ name: Name }).strict()).returns<NamedSnapshot[]>(),
+  'vm.snapshotRm': def(z.object({ name: Name, tag: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/) }).strict()).returns<Removed>(),
+  /** N new VMs (`newName`, or `newName-1` … when count > 1) from a running VM's state; it runs on. */
+  'vm.fork': def(z.object({ name: Name, newName: Name, count: z.number().int().min(1).max(16).optional() }).strict(), { progress: true }).returns<Vm[]>(),
   /** Save each VM's memory and device state to disk and stop its VMM (state `paused`; ports stay reserved). */
   'vm.pause': def(z.object({ names: Names }).strict(), { progress: true }).returns<Vm[]>(),
   /** Restore paused VMs from their saved state. */

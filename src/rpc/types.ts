@@ -14,6 +14,7 @@ import type { VmView } from '../core/shapes/vm.js';
 export type { KernelRecord as Kernel, KernelDetail, CatalogView as CatalogEntry, KernelPullResult } from '../core/shapes/kernel.js';
 /** An image: a base ext4 built from an OCI image or a local rootfs. */
 export type { ImageRecord as Image, ImageDetail, ImagePrepared, WarmSnapshot } from '../core/shapes/image.js';
+export type { NamedSnapshot } from '../core/shapes/vm.js';
 /** A VM: what was asked for (`spec`) and what was observed (`state`, `pid`, `running`). */
 export type { VmView as Vm, VmState, VmSpec, VmLogs, SshInfo } from '../core/shapes/vm.js';
 

@@ -2,9 +2,9 @@ import { randomBytes } from 'node:crypto';
 import { BangerError, ErrorCode } from '../core/errors.js';
 import type { StepRunner } from '../core/steps.js';
 import { agentConnection } from './agent.js';
-import type { AgentConnection } from './agent-session.js';
 import { specOf } from './boot.js';
 import { removeConsole } from './console-log.js';
+import { applyIdentity } from './identity.js';
 import type { SnapshotFiles } from './drivers/types.js';
 import { planNet, type BootPlan } from './plan.js';
 import type { VmBase } from './vm-base.js';
@@ -55,7 +55,7 @@ export async function giveIdentity(vb: VmBase, plan: BootPlan): Promise<void> {
   if (!plan.hostKey) throw new BangerError(ErrorCode.Internal, `vm '${plan.name}' has no host key`);
   const conn = await agentConnection(plan.driver, plan.handle, IDENTITY_TIMEOUT_MS);
   const subnet = vb.net.subnet();
-  await applyIdentityVia(
+  await applyIdentity(
     conn,
     {
       mac: net.mac.toLowerCase(),
@@ -68,20 +68,4 @@ export async function giveIdentity(vb: VmBase, plan: BootPlan): Promise<void> {
     },
     { timeoutMs: IDENTITY_TIMEOUT_MS },
   );
-}
-
-/** What the agent is told (vms/identity.ts `GuestIdentity`). */
-interface Identity {
-  mac: string;
-  ip: string;
-  prefixLen: number;
-  gateway: string;
-  hostname: string;
-  machineId: string;
-  hostKey: { privatePem: string; publicLine: string };
-}
-
-/** Until vms/identity.ts is merged: the agent's `identity` op is not there yet. */
-async function applyIdentityVia(_conn: AgentConnection, _id: Identity, _o: { timeoutMs: number }): Promise<void> {
-  throw new BangerError(ErrorCode.Internal, 'guest identity after a restore is not available in this build');
 }

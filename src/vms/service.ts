@@ -5,6 +5,7 @@ import type { VmFiles } from './files.js';
 import { list, logs, observe, ports, show, sshInfo, view } from './queries.js';
 import { pauseVms, resumeIfPaused, resumeVms } from './pause.js';
 import { reconcileVms } from './reconcile.js';
+import { forkVm, listSnapshots, removeSnapshot, snapshotVm, type NamedSnapshot } from './snapshot.js';
 import { pruneWarm, removeWarm, warmImage, type WarmParams } from './warm.js';
 import { listWarm, type WarmSnapshot } from './warm-find.js';
 import { PortForwards } from './ports.js';
@@ -82,6 +83,24 @@ export class VmService extends VmBase {
   /** `system prune`: warm snapshots of images that are gone or whose prepared disk is gone. */
   pruneWarm(): Promise<{ removed: string[]; freedBytes: number }> {
     return pruneWarm(this);
+  }
+
+  /** `vm snapshot NAME [TAG]` (snapshot.ts): the VM runs on. */
+  snapshot(name: string, tag?: string, op: OpContext = {}): Promise<NamedSnapshot> {
+    return snapshotVm(this, name, tag, op);
+  }
+
+  snapshots(name: string): Promise<NamedSnapshot[]> {
+    return listSnapshots(this, name);
+  }
+
+  snapshotRm(name: string, tag: string): Promise<{ removed: string[] }> {
+    return removeSnapshot(this, name, tag);
+  }
+
+  /** `vm fork NAME NEW [--count N]` (snapshot.ts): NAME runs on; N VMs start from its state. */
+  fork(name: string, newName: string, count = 1, op: OpContext = {}): Promise<VmView[]> {
+    return forkVm(this, name, newName, count, (p) => this.create(p, op), op);
   }
 
   /** Save each VM's state to disk and stop its VMM (pause.ts). */

@@ -14,10 +14,10 @@ export function warmKey(s: { vmm: string; kernel: string; vcpu: number; memoryMi
 }
 
 /** `warm.json` of a snapshot directory, and its `snapshot.json`; undefined when either is missing or unreadable. */
-export async function readWarm(dir: string): Promise<{ info: WarmInfo; meta: SnapshotMeta; files: SnapshotFiles } | undefined> {
+export async function readWarm(dir: string, infoFile = 'warm.json'): Promise<{ info: WarmInfo; meta: SnapshotMeta; files: SnapshotFiles } | undefined> {
   const files = snapshotFiles(dir);
   try {
-    const info = JSON.parse(await readFile(`${dir}/warm.json`, 'utf8')) as WarmInfo;
+    const info = JSON.parse(await readFile(`${dir}/${infoFile}`, 'utf8')) as WarmInfo;
     const meta = parseMeta(JSON.parse(await readFile(files.meta, 'utf8')));
     if (typeof info.image !== 'string' || typeof info.shape !== 'string') return undefined;
     return { info, meta, files };

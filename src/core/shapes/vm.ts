@@ -1,3 +1,4 @@
+import type { WarmSnapshot } from './image.js';
 import type { VmmKind } from '../vmm.js';
 
 /**
@@ -127,3 +128,6 @@ export interface SshInfo {
   /** The VM was paused and was resumed for this (milliseconds it took). */
   resumedMs?: number;
 }
+
+/** A named snapshot of a VM (`vm snapshot`; vms/snapshot.ts): what it was taken of, where, its size. */
+export type NamedSnapshot = WarmSnapshot & { vm: string; tag: string };
