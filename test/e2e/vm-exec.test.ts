@@ -373,6 +373,48 @@ test('image warm, then two warm creates at once: each restored (stage restore) w
   assert.equal(rm.code, 0, rm.stderr.toString());
 });
 
+test('vm snapshot + vm fork: the children of a VM that counts continue from its count, each its own VM; refusals (other shape, damaged state) leave nothing', {
+  skip,
+  ...T,
+}, async () => {
+  const sh = async (vm: string, cmd: string) => {
+    const r = await banger(['vm', 'exec', vm, '--', 'sh', '-c', cmd]);
+    assert.equal(r.code, 0, `${vm}: ${r.stderr.toString()}`);
+    return r.stdout.toString().trim();
+  };
+  await sh('ex1', "setsid -f sh -c 'i=0; while :; do i=$((i+1)); echo $i > /run/fcount; sleep 0.2; done' </dev/null >/dev/null 2>&1; sleep 1");
+  const snap = await banger(['vm', 'snapshot', 'ex1', 't1']);
+  assert.equal(snap.code, 0, snap.stderr.toString());
+  const atSnap = Number(await sh('ex1', 'cat /run/fcount'));
+  assert.match((await banger(['vm', 'snapshot', 'ls', 'ex1'])).stdout.toString(), /ex1@t1/);
+
+  const f = await banger(['vm', 'fork', 'ex1', 'kid', '--count', '2'], { timeoutMs: 600_000 });
+  assert.equal(f.code, 0, f.stderr.toString());
+  for (const kid of ['kid-1', 'kid-2']) {
+    assert.equal(await sh(kid, 'hostname'), kid);
+    const c = Number(await sh(kid, 'cat /run/fcount'));
+    assert.ok(c >= atSnap - 10, `${kid} continues from the parent's count (${c}, parent at the snapshot ${atSnap})`);
+    const later = Number(await sh(kid, 'sleep 1; cat /run/fcount'));
+    assert.ok(later > c, `${kid}'s counter runs on (${c} → ${later})`);
+  }
+  assert.ok(Number(await sh('ex1', 'cat /run/fcount')) > atSnap, 'the parent runs on');
+
+  // Refusals, each leaving nothing: another shape; a damaged state file.
+  const shape = await banger(['vm', 'create', '--from', 'ex1@t1', '--name', 'k3', '--memory', '768']);
+  assert.notEqual(shape.code, 0);
+  assert.match(shape.stderr.toString(), /768/);
+  const state = join(d!.root, 'vms', 'ex1', 'snapshots', 't1', 'state');
+  const buf = readFileSync(state);
+  buf[buf.length >> 1]! ^= 0xff;
+  writeFileSync(state, buf);
+  const dmg = await banger(['vm', 'create', '--from', 'ex1@t1', '--name', 'k4']);
+  assert.notEqual(dmg.code, 0);
+  assert.match(dmg.stderr.toString(), /damaged/);
+  for (const n of ['k3', 'k4']) assert.deepEqual(leftovers(ns, d!.root, bridgeInstance(ns, 'banger0'), n), [], `${n} left nothing`);
+  assert.equal((await banger(['vm', 'rm', '-f', 'kid-1', 'kid-2'])).code, 0);
+  assert.equal((await banger(['vm', 'snapshot', 'rm', 'ex1', 't1'])).code, 0);
+});
+
 test('banger run --rm: the exit code passes through and nothing is left', { skip, ...T }, async () => {
   const r = await banger(['run', '--rm', '--name', 'once', 'debian-bookworm', '--', 'sh', '-c', 'echo hi; exit 5'], { timeoutMs: 600_000 });
   assert.equal(r.code, 5, r.stderr.toString());

@@ -25,7 +25,23 @@ const VERBS_BY_NAME = ['vm.show', 'vm.logs', 'vm.sshInfo', 'vm.ports'];
 test('vm.* methods exist with the agreed names', () => {
   assert.deepEqual(
     Object.keys(methods).sort(),
-    [...VERBS_BY_NAMES, ...VERBS_BY_NAME, 'vm.create', 'vm.list', 'vm.prune', 'vm.sshConfig', 'vm.exec', 'vm.cpOut', 'vm.cpIn', 'vm.stat', 'vm.extend'].sort(),
+    [
+      ...VERBS_BY_NAMES,
+      ...VERBS_BY_NAME,
+      'vm.create',
+      'vm.list',
+      'vm.prune',
+      'vm.sshConfig',
+      'vm.exec',
+      'vm.cpOut',
+      'vm.cpIn',
+      'vm.stat',
+      'vm.extend',
+      'vm.snapshot',
+      'vm.snapshots',
+      'vm.snapshotRm',
+      'vm.fork',
+    ].sort(),
   );
 });
 
