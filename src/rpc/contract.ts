@@ -217,6 +217,8 @@ export const methods = {
         packageProxy: PackageUrl.optional(),
         force: z.boolean().default(false),
         vmm: z.enum(VMM_CHOICES).optional(),
+        /** Warm the image right after (`image warm` with the default shape); default: config firstBoot.warmAfterPrepare. */
+        warm: z.boolean().optional(),
       })
       .strict(),
     { progress: true },

@@ -4,7 +4,7 @@
  * return type stops matching fails the build rather than a client.
  */
 
-import type { ImagePrepared } from '../core/shapes/image.js';
+import type { ImagePrepared, WarmSnapshot } from '../core/shapes/image.js';
 import type { CatalogView } from '../core/shapes/kernel.js';
 import type { VmView } from '../core/shapes/vm.js';
 
@@ -54,6 +54,10 @@ export interface ImagePrepareResult {
   /** This call waited for another request's prepare of the same image. */
   waited: boolean;
   record?: ImagePrepared;
+  /** The warm snapshot made right after (config firstBoot.warmAfterPrepare, `--no-warm`). */
+  warm?: WarmSnapshot;
+  /** Why the warm after the prepare failed (the prepare itself stands). */
+  warmError?: string;
 }
 
 export interface LoginResult {

@@ -95,6 +95,7 @@ Examples:
     .option('--package-proxy <url>', 'HTTP proxy for the install (default: config firstBoot.packageProxy)')
     .addOption(new Option('--vmm <vmm>', 'VMM of the builder VM').choices([...VMM_CHOICES]))
     .option('--force', 'prepare again even when the prepared disk matches the image, kernel and first-boot script')
+    .option('--no-warm', 'do not warm the image afterwards (default: config firstBoot.warmAfterPrepare; see image warm)')
     .addHelpText(
       'after',
       `
@@ -114,19 +115,33 @@ Examples:
   banger image prepare debian-bookworm --package-mirror http://10.0.0.1:8080/debian
   banger image pull debian:bookworm --prepare --package-proxy http://10.0.0.1:3128`,
     )
-    .action(async (name: string, o: { kernel?: string; packageMirror?: string; packageProxy?: string; vmm?: VmmChoiceName; force?: boolean }) => {
-      const c = cli();
-      const r = await c.call(
-        'image.prepare',
-        { name, kernel: o.kernel, packageMirror: o.packageMirror, packageProxy: o.packageProxy, force: !!o.force, vmm: o.vmm },
-        { progress: true },
-      );
-      c.emit(r, (x) =>
-        !x.needed
-          ? `image '${x.image}' has systemd and an SSH server: nothing to prepare`
-          : `image '${x.image}' ${x.prepared ? 'prepared' : 'is prepared already'}: ${x.record ? preparedLine(x.record) : ''}`,
-      );
-    });
+    .action(
+      async (name: string, o: { kernel?: string; packageMirror?: string; packageProxy?: string; vmm?: VmmChoiceName; force?: boolean; warm?: boolean }) => {
+        const c = cli();
+        const r = await c.call(
+          'image.prepare',
+          {
+            name,
+            kernel: o.kernel,
+            packageMirror: o.packageMirror,
+            packageProxy: o.packageProxy,
+            force: !!o.force,
+            vmm: o.vmm,
+            ...(o.warm === false ? { warm: false } : {}),
+          },
+          { progress: true },
+        );
+        c.emit(r, (x) =>
+          [
+            !x.needed
+              ? `image '${x.image}' has systemd and an SSH server: nothing to prepare`
+              : `image '${x.image}' ${x.prepared ? 'prepared' : 'is prepared already'}: ${x.record ? preparedLine(x.record) : ''}`,
+            ...(x.warm ? [`warm: ${warmLine(x.warm)}`] : []),
+            ...(x.warmError ? [`warm failed (the prepare stands): ${x.warmError}`] : []),
+          ].join('\n'),
+        );
+      },
+    );
 
   image
     .command('import')

@@ -1,3 +1,4 @@
+import { errorMessage } from '../../core/errors.js';
 import { bind, type HandlersFor } from '../../rpc/bind.js';
 import type { MethodTable } from '../../rpc/protocol.js';
 import type { ImageService } from '../../images/service.js';
@@ -17,11 +18,19 @@ export function imageMethods(svc: ImageService, preparer: ImagePreparer, vms: Vm
       const r = await preparer.prepare({ image: rec.name, packageMirror, packageProxy }, { signal, progress });
       return { ...rec, prepared: r.record ?? null };
     },
-    'image.prepare': async (p, { signal, progress }) =>
-      preparer.prepare(
+    'image.prepare': async (p, { signal, progress }) => {
+      const r = await preparer.prepare(
         { image: p.name, kernel: p.kernel, packageMirror: p.packageMirror, packageProxy: p.packageProxy, force: p.force, vmm: p.vmm },
         { signal, progress },
-      ),
+      );
+      if (!(p.warm ?? vms.ctx.config.firstBoot.warmAfterPrepare)) return r;
+      // The prepare stands whatever the warm does; a failed warm is said, not thrown.
+      try {
+        return { ...r, warm: await vms.warm({ image: p.name, kernel: p.kernel, vmm: p.vmm }, { signal, progress }) };
+      } catch (e) {
+        return { ...r, warmError: errorMessage(e) };
+      }
+    },
     'image.import': async (p, { signal, progress }) => svc.importImage(p, { signal, progress }),
     'image.list': async () => svc.list(),
     'image.warm': async (p, op) => vms.warm({ image: p.name, kernel: p.kernel, vcpu: p.vcpu, memoryMiB: p.memoryMiB, vmm: p.vmm }, op),
