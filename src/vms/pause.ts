@@ -119,8 +119,13 @@ async function resumeLocked(vb: VmBase, vm: VmRecord, op: OpContext, key?: strin
     await steps.run(
       'agent',
       async () => {
-        const r = await agentRequest(driver, plan.handle, 'health', RESUME_AGENT_MS);
-        if (!r) throw new BangerError(ErrorCode.Timeout, `vm '${vm.name}': the guest agent did not answer after the resume`);
+        // Tried until the deadline: the first contact can fail while the guest notices its port reopened.
+        const deadline = Date.now() + RESUME_AGENT_MS;
+        while (!(await agentRequest(driver, plan.handle, 'health', 5000))) {
+          if (Date.now() > deadline || op.signal?.aborted)
+            throw new BangerError(ErrorCode.Timeout, `vm '${vm.name}': the guest agent did not answer within ${RESUME_AGENT_MS / 1000} s of the resume`);
+          await new Promise((r) => setTimeout(r, 500));
+        }
       },
       { silent: true },
     );
