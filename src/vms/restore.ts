@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { BangerError, ErrorCode } from '../core/errors.js';
+import { BangerError, ErrorCode, isBangerError } from '../core/errors.js';
 import type { StepRunner } from '../core/steps.js';
 import { agentConnection } from './agent.js';
+import type { AgentConnection } from './agent-session.js';
 import { specOf } from './boot.js';
 import { removeConsole } from './console-log.js';
 import { applyIdentity } from './identity.js';
@@ -10,7 +11,9 @@ import { planNet, type BootPlan } from './plan.js';
 import type { VmBase } from './vm-base.js';
 
 /** How long a restored guest's agent has to take its identity. */
-const IDENTITY_TIMEOUT_MS = 30_000;
+const IDENTITY_TIMEOUT_MS = 60_000;
+/** One attempt's share of it (connect, hello, identity). */
+const ATTEMPT_MS = 8000;
 
 /**
  * Start a created VM from a saved state instead of booting it (a warm snapshot, a named
@@ -53,19 +56,29 @@ export async function restoreLaunch(vb: VmBase, plan: BootPlan, from: SnapshotFi
 export async function giveIdentity(vb: VmBase, plan: BootPlan): Promise<void> {
   const net = planNet(plan);
   if (!plan.hostKey) throw new BangerError(ErrorCode.Internal, `vm '${plan.name}' has no host key`);
-  const conn = await agentConnection(plan.driver, plan.handle, IDENTITY_TIMEOUT_MS);
   const subnet = vb.net.subnet();
-  await applyIdentity(
-    conn,
-    {
-      mac: net.mac.toLowerCase(),
-      ip: net.ip,
-      prefixLen: subnet.prefix,
-      gateway: subnet.gateway,
-      hostname: plan.name,
-      machineId: randomBytes(16).toString('hex'),
-      hostKey: { privatePem: plan.hostKey.priv, publicLine: plan.hostKey.pub.trim() },
-    },
-    { timeoutMs: IDENTITY_TIMEOUT_MS },
-  );
+  const id = {
+    mac: net.mac.toLowerCase(),
+    ip: net.ip,
+    prefixLen: subnet.prefix,
+    gateway: subnet.gateway,
+    hostname: plan.name,
+    machineId: randomBytes(16).toString('hex'),
+    hostKey: { privatePem: plan.hostKey.priv, publicLine: plan.hostKey.pub.trim() },
+  };
+  // Tried until the deadline on a fresh connection each time: right after a restore the guest
+  // learns that its port closed and opened again, and a first hello can be lost in between.
+  const deadline = Date.now() + IDENTITY_TIMEOUT_MS;
+  for (;;) {
+    let conn: AgentConnection | undefined;
+    try {
+      conn = await agentConnection(plan.driver, plan.handle, ATTEMPT_MS);
+      await applyIdentity(conn, id, { timeoutMs: ATTEMPT_MS });
+      return;
+    } catch (e) {
+      conn?.close(); // the next attempt opens a new connection (the pool drops a closed one)
+      if (Date.now() + 500 > deadline || isBangerError(e, ErrorCode.Invalid) || isBangerError(e, ErrorCode.Agent)) throw e;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
 }
