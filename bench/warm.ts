@@ -79,9 +79,10 @@ async function main(): Promise<void> {
         must(await d.cli(['vm', 'rm', '-f', name], { timeoutMs: 120_000 }), 'vm rm');
       }
     }
-    if (times.cold.length) console.log(
-      `\n2. vm create → ready: cold ${s(median(times.cold))}, warm ${s(median(times.warm))} (${(median(times.cold) / median(times.warm)).toFixed(1)}x; goal warm ≤ 1.0 s)`,
-    );
+    if (times.cold.length)
+      console.log(
+        `\n2. vm create → ready: cold ${s(median(times.cold))}, warm ${s(median(times.warm))} (${(median(times.cold) / median(times.warm)).toFixed(1)}x; goal warm ≤ 1.0 s)`,
+      );
     if (times.cold.length) console.log(`   runs: cold ${times.cold.map(s).join(', ')}; warm ${times.warm.map(s).join(', ')}`);
 
     // 3. pause / resume
