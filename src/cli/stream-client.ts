@@ -19,3 +19,8 @@ export const StreamCall = {
     return RpcStreamCall.open(layoutFromEnv(cli.env).socket, method, params, sinks, signal);
   },
 };
+
+/** The stage line of a paused VM that exec, cp or ssh resumed first (stderr). */
+export function resumedLine(name: string, ms: number | undefined): void {
+  if (ms !== undefined) process.stderr.write(`resume: vm ${name} was paused; resumed in ${(ms / 1000).toFixed(1)} s\n`);
+}

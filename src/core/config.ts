@@ -159,6 +159,8 @@ export const ConfigSchema = z
          * kept for comparison and for hosts where a builder VM cannot run).
          */
         prepare: z.boolean().default(true),
+        /** Warm an image (`image warm`, default shape) right after an explicit `image prepare` (`--no-warm` skips it). */
+        warmAfterPrepare: z.boolean().default(true),
       })
       .strict()
       .default({}),

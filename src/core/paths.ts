@@ -24,6 +24,9 @@ import { join } from 'node:path';
  *                                install done and per-VM identity scrubbed; `image prepare`). VMs'
  *                                root disks stand on it as on a base, so it is never written once
  *                                kept; a superseded one stays while a VM stands on it
+ *     warm/<image>/<shape>/      an image's warm snapshot for one shape (`image warm`; vms/warm.ts):
+ *                                state, memory (guest RAM, mapped privately by each restore), disk
+ *                                (root overlay at the save), snapshot.json, warm.json; removed with the image
  *     vms/<name>/                per-VM runtime directory (see vmDir* helpers)
  *       root.qcow2 | root.ext4   copy-on-write root disk
  *       console.log              serial console (capped: console.log.1, console.log.start; vms/files.ts)
@@ -62,6 +65,12 @@ export interface Layout {
   preparedDir(image: string): string;
   /** A prepared disk of `image` (`id`: one prepare's id). */
   preparedDisk(image: string, id: string): string;
+  /** Every image's warm snapshots (`warm/`). */
+  warm: string;
+  /** One image's warm snapshots, one directory per shape. */
+  warmDir(image: string): string;
+  /** The warm snapshot of `image` for one shape (`shape`: vms/warm.ts warmKey). */
+  warmSnapshot(image: string, shape: string): string;
 }
 
 export const DEFAULT_ROOT = '/var/lib/banger';
@@ -102,6 +111,9 @@ export function layout(root: string, socket: string): Layout {
     prepared: join(root, 'prepared'),
     preparedDir: (image) => join(root, 'prepared', image),
     preparedDisk: (image, id) => join(root, 'prepared', image, `${id}.ext4`),
+    warm: join(root, 'warm'),
+    warmDir: (image) => join(root, 'warm', image),
+    warmSnapshot: (image, shape) => join(root, 'warm', image, shape),
   };
 }
 

@@ -30,5 +30,5 @@ export function createServices(ctx: Context): Services {
 }
 
 export function serviceMethods(s: Services): MethodTable {
-  return { ...kernelMethods(s.kernels), ...imageMethods(s.images, s.vms.preparer), ...vmMethods(s.vms) };
+  return { ...kernelMethods(s.kernels), ...imageMethods(s.images, s.vms.preparer, s.vms), ...vmMethods(s.vms) };
 }

@@ -6,6 +6,8 @@ import { AllowList, Duration, Egress, Name, OnExpire, Size } from './schemas.js'
 import type {
   Image,
   ImageDetail,
+  NamedSnapshot,
+  WarmSnapshot,
   ImagePrepareResult,
   Kernel,
   KernelCatalog,
@@ -121,6 +123,8 @@ export interface StreamStarted {
   streaming: true;
   stream: 1;
   agent?: unknown;
+  /** The VM was paused and was resumed first (milliseconds it took). */
+  resumedMs?: number;
 }
 
 export const methods = {
@@ -213,10 +217,33 @@ export const methods = {
         packageProxy: PackageUrl.optional(),
         force: z.boolean().default(false),
         vmm: z.enum(VMM_CHOICES).optional(),
+        /** Warm the image right after (`image warm` with the default shape); default: config firstBoot.warmAfterPrepare. */
+        warm: z.boolean().optional(),
       })
       .strict(),
     { progress: true },
   ).returns<ImagePrepareResult>(),
+  /**
+   * Warm an image: boot it once with a shape (vCPU, memory, kernel, VMM) to agent ready and keep
+   * its memory and device state; `vm create` of that image and shape then restores it.
+   */
+  'image.warm': def(
+    z
+      .object({
+        name: Name,
+        kernel: Name.optional(),
+        vcpu: z.number().int().min(1).max(32).optional(),
+        memoryMiB: z
+          .number()
+          .int()
+          .min(128)
+          .max(1024 * 1024)
+          .optional(),
+        vmm: z.enum(VMM_CHOICES).optional(),
+      })
+      .strict(),
+    { progress: true },
+  ).returns<WarmSnapshot>(),
   /** Build an image from a local rootfs tar or directory. */
   'image.import': def(
     z.object({ name: Name, rootfsTar: AbsPath.optional(), rootfsDir: AbsPath.optional(), kernelRef: Name.optional(), sizeBytes: ImageSize }).strict(),
@@ -227,7 +254,7 @@ export const methods = {
   'image.show': def(z.object({ name: Name }).strict()).returns<ImageDetail>(),
   /** Remove an image; E_IN_USE while a VM uses it unless `force`. */
   'image.rm': def(z.object({ name: Name, force: z.boolean().default(false) }).strict()).returns<Removed>(),
-  /** Free content-store blobs nothing references (`removed` is a count here: blobs are digests, not names). */
+  /** Free content-store blobs nothing references (`removed` is a count here: blobs are digests, not names), and warm snapshots of images that are gone. */
   'system.prune': def(None).returns<PruneResult>(),
   'registry.login': def(
     z.object({ registry: Registry, username: z.string().min(1).max(256), password: z.string().min(1).max(8192) }).strict(),
@@ -239,7 +266,14 @@ export const methods = {
   'vm.create': def(
     z
       .object({
-        image: Name,
+        /** Required unless `from` says it. */
+        image: Name.optional(),
+        /** `NAME[@TAG]`: start from that VM's named snapshot (its newest when no TAG) instead of booting. */
+        from: z
+          .string()
+          .max(128)
+          .regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,62}(@[A-Za-z0-9][A-Za-z0-9._-]{0,62})?$/)
+          .optional(),
         name: Name.optional(),
         kernel: Name.optional(),
         vcpu: z.number().int().min(1).max(32).optional(),
@@ -260,6 +294,8 @@ export const methods = {
         allowVm: z.array(Name).max(64).optional(),
         start: z.boolean().optional(),
         wait: z.boolean().optional(),
+        /** Boot cold even when a warm snapshot of the image fits this shape. */
+        cold: z.boolean().optional(),
         vmm: z.enum(VMM_CHOICES).optional(),
         packageMirror: PackageUrl.optional(),
         packageProxy: PackageUrl.optional(),
@@ -292,6 +328,27 @@ export const methods = {
   'vm.stop': def(z.object({ names: Names }).strict(), { progress: true }).returns<Array<Vm & { forced: boolean }>>(),
   'vm.restart': def(z.object({ names: Names }).strict(), { progress: true }).returns<Vm[]>(),
   'vm.kill': def(z.object({ names: Names, signal: Signal.optional() }).strict()).returns<Vm[]>(),
+  /** Save a running VM's memory, device state and root disk as a named snapshot; it runs on. */
+  'vm.snapshot': def(
+    z
+      .object({
+        name: Name,
+        tag: z
+          .string()
+          .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/)
+          .optional(),
+      })
+      .strict(),
+    { progress: true },
+  ).returns<NamedSnapshot>(),
+  'vm.snapshots': def(z.object({ name: Name }).strict()).returns<NamedSnapshot[]>(),
+  'vm.snapshotRm': def(z.object({ name: Name, tag: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/) }).strict()).returns<Removed>(),
+  /** N new VMs (`newName`, or `newName-1` … when count > 1) from a running VM's state; it runs on. */
+  'vm.fork': def(z.object({ name: Name, newName: Name, count: z.number().int().min(1).max(16).optional() }).strict(), { progress: true }).returns<Vm[]>(),
+  /** Save each VM's memory and device state to disk and stop its VMM (state `paused`; ports stay reserved). */
+  'vm.pause': def(z.object({ names: Names }).strict(), { progress: true }).returns<Vm[]>(),
+  /** Restore paused VMs from their saved state. */
+  'vm.resume': def(z.object({ names: Names }).strict(), { progress: true }).returns<Vm[]>(),
   /** Remove VMs (stopping them first with `force`). */
   'vm.rm': def(z.object({ names: Names, force: z.boolean().optional() }).strict(), { progress: true }).returns<Removed>(),
   /** Remove every stopped VM. */

@@ -29,6 +29,8 @@ export interface StreamSinks {
 export class StreamCall {
   private decoder = new FrameDecoder();
   readonly done: Promise<ExitInfo>;
+  /** The daemon's reply that started the stream (`resumedMs`: the VM was paused and resumed first). */
+  reply: { resumedMs?: number } = {};
   private settle!: { resolve: (e: ExitInfo) => void; reject: (e: unknown) => void };
   private constructor(
     private readonly sock: Socket,
@@ -86,7 +88,7 @@ export class StreamCall {
         }
         sock.off('data', onData);
         sock.off('close', onClose);
-        let msg: { error?: Parameters<typeof fromRpcError>[0] };
+        let msg: { error?: Parameters<typeof fromRpcError>[0]; result?: { resumedMs?: unknown } };
         try {
           msg = JSON.parse(head.subarray(0, nl).toString('utf8'));
         } catch {
@@ -97,6 +99,7 @@ export class StreamCall {
           sock.destroy();
           return reject(fromRpcError(msg.error));
         }
+        if (typeof msg.result?.resumedMs === 'number') call.reply = { resumedMs: msg.result.resumedMs };
         sock.on('data', (c: Buffer) => call.onData(c));
         call.onData(head.subarray(nl + 1));
         resolve();

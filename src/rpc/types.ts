@@ -4,7 +4,7 @@
  * return type stops matching fails the build rather than a client.
  */
 
-import type { ImagePrepared } from '../core/shapes/image.js';
+import type { ImagePrepared, WarmSnapshot } from '../core/shapes/image.js';
 import type { CatalogView } from '../core/shapes/kernel.js';
 import type { VmView } from '../core/shapes/vm.js';
 
@@ -13,7 +13,8 @@ import type { VmView } from '../core/shapes/vm.js';
 /** A pulled or imported kernel. */
 export type { KernelRecord as Kernel, KernelDetail, CatalogView as CatalogEntry, KernelPullResult } from '../core/shapes/kernel.js';
 /** An image: a base ext4 built from an OCI image or a local rootfs. */
-export type { ImageRecord as Image, ImageDetail, ImagePrepared } from '../core/shapes/image.js';
+export type { ImageRecord as Image, ImageDetail, ImagePrepared, WarmSnapshot } from '../core/shapes/image.js';
+export type { NamedSnapshot } from '../core/shapes/vm.js';
 /** A VM: what was asked for (`spec`) and what was observed (`state`, `pid`, `running`). */
 export type { VmView as Vm, VmState, VmSpec, VmLogs, SshInfo } from '../core/shapes/vm.js';
 
@@ -40,6 +41,8 @@ export interface PruneResult {
   freedBytes: number;
   /** Prepared disks removed: superseded by a newer prepare or left by a crash, and no VM stands on them. */
   preparedRemoved?: number;
+  /** Warm snapshots removed (`IMAGE/SHAPE`): their image or prepared disk is gone. */
+  warmRemoved?: string[];
 }
 
 export interface ImagePrepareResult {
@@ -51,6 +54,10 @@ export interface ImagePrepareResult {
   /** This call waited for another request's prepare of the same image. */
   waited: boolean;
   record?: ImagePrepared;
+  /** The warm snapshot made right after (config firstBoot.warmAfterPrepare, `--no-warm`). */
+  warm?: WarmSnapshot;
+  /** Why the warm after the prepare failed (the prepare itself stands). */
+  warmError?: string;
 }
 
 export interface LoginResult {

@@ -123,6 +123,16 @@ export class Vm implements AsyncDisposable {
     await this.lifecycle(opts, (o) => this.rpc.request('vm.stop', { names: [this.name] }, o));
   }
 
+  /** Saves the VM's memory to disk and stops its VMM (docs/snapshots.md); `exec`, `start` or `resume` bring it back. */
+  async pause(opts: OperationOptions = {}): Promise<void> {
+    await this.lifecycle(opts, (o) => this.rpc.request('vm.pause', { names: [this.name] }, o));
+  }
+
+  /** Restores a paused VM. */
+  async resume(opts: OperationOptions = {}): Promise<void> {
+    await this.lifecycle(opts, (o) => this.rpc.request('vm.resume', { names: [this.name] }, o));
+  }
+
   async restart(opts: OperationOptions = {}): Promise<void> {
     await this.lifecycle(opts, (o) => this.rpc.request('vm.restart', { names: [this.name] }, o));
   }

@@ -4,6 +4,7 @@ import type { StepRunner } from '../core/steps.js';
 import { settleAll } from './args.js';
 import { tscKhzFromCpuinfo } from './cmdline.js';
 import { removeConsole } from './console-log.js';
+import type { LaunchSpec } from './drivers/types.js';
 import { launchSpec } from './launch.js';
 import { planNet, type BootPlan } from './plan.js';
 import { waitReady } from './readiness.js';
@@ -51,19 +52,7 @@ async function launchInner(vb: VmBase, plan: BootPlan, o: LaunchOptions): Promis
   const { pid } = await steps.run(
     'vmm',
     async () => {
-      const spec = launchSpec({
-        instance: vb.net.instance,
-        vm: { id: plan.id, name: plan.name, spec: plan.spec, ip: net.ip },
-        kernel: plan.kernel,
-        driver,
-        files: plan.files,
-        net,
-        subnet: vb.net.subnet(),
-        kvm: plan.choice.kvm,
-        tscKhz: plan.choice.kvm ? undefined : tscKhzFromCpuinfo(await vb.host.readFile('/proc/cpuinfo')),
-        rootDisk: plan.rootDisk,
-        lean: vb.ctx.config.vm.leanBoot,
-      });
+      const spec = await specOf(vb, plan);
       await removeConsole(driver.consolePath(handle)); // with its rotation: offsets start at 0
       vb.repo.setState(plan.name, { state: 'starting', desiredState: 'running' });
       throwIfAborted(steps.signal);
@@ -97,6 +86,25 @@ async function launchInner(vb: VmBase, plan: BootPlan, o: LaunchOptions): Promis
       }),
     { silent: true },
   );
+}
+
+/** What the driver launches for a plan (launch, and the save/restore of pause, snapshots and warm starts). */
+export async function specOf(vb: VmBase, plan: BootPlan): Promise<LaunchSpec> {
+  const net = planNet(plan);
+  const spec = launchSpec({
+    instance: vb.net.instance,
+    vm: { id: plan.id, name: plan.name, spec: plan.spec, ip: net.ip },
+    kernel: plan.kernel,
+    driver: plan.driver,
+    files: plan.files,
+    net,
+    subnet: vb.net.subnet(),
+    kvm: plan.choice.kvm,
+    tscKhz: plan.choice.kvm ? undefined : tscKhzFromCpuinfo(await vb.host.readFile('/proc/cpuinfo')),
+    rootDisk: plan.rootDisk,
+    lean: vb.ctx.config.vm.leanBoot,
+  });
+  return plan.spec.memoryFile ? { ...spec, memoryFile: plan.spec.memoryFile } : spec;
 }
 
 /**

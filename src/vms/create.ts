@@ -6,6 +6,10 @@ import { UndoStack } from '../core/undo.js';
 import type { VmmChoiceName } from '../core/vmm.js';
 import { settleAll, sizeArg } from './args.js';
 import { launch, networkUp } from './boot.js';
+import { restoreLaunch } from './restore.js';
+import { resolveFrom, type NamedSnapshot } from './snapshot.js';
+import { snapshotFiles } from './files.js';
+import { pickWarm, warmDisk } from './warm-pick.js';
 import { initScriptStep, keptOnFailure, verifyMountsStep } from './create-extras.js';
 import type { ImageView, KernelView } from './deps.js';
 import type { VmHandle } from './drivers/types.js';
@@ -27,7 +31,10 @@ import { testPause } from './testpause.js';
 import type { OpContext, VmBase, VmView } from './vm-base.js';
 
 export interface CreateParams {
-  image: string;
+  /** The image (optional with `from`, which says it). */
+  image?: string;
+  /** `--from NAME[@TAG]`: start from that VM's named snapshot (the newest when no TAG) instead of a boot. */
+  from?: string;
   name?: string;
   kernel?: string;
   vcpu?: number;
@@ -64,6 +71,10 @@ export interface CreateParams {
    * of the image's base with this build's first-boot script, its seed says `prepare`.
    */
   builder?: boolean;
+  /** A warm builder (warm.ts; internal: not in the RPC contract): guest RAM in this file. */
+  warmBuilder?: { memoryFile: string };
+  /** Boot cold even when a warm snapshot fits (`--cold`). */
+  cold?: boolean;
   /** Lifetime in seconds (`--ttl`; default: config vm.ttl, none unless set). */
   ttl?: number;
   /** What the deadline does (default: config vm.onExpire). */
@@ -107,20 +118,28 @@ export async function createVm(vb: VmBase, p: CreateParams, op: OpContext = {}):
         // Steps disk, seed and network touch different things, so they run side by side; each
         // registers its undo the moment it acts, and settleAll waits for all of them before a
         // failure unwinds. Only then does the VMM start.
+        // A warm snapshot of this image and shape: restored instead of booted (restore.ts).
+        if (plan.from && (!starting || p.wait === false))
+          throw new BangerError(ErrorCode.Invalid, '--from starts the VM from its snapshot: drop --no-start / --no-wait', { details: { field: 'from' } });
+        const warm =
+          plan.from ?? (starting && p.wait !== false && !p.cold && !plan.spec.memoryFile && !plan.spec.prepare ? await pickWarm(vb, plan, stage) : undefined);
         await rm(plan.files.dir, { recursive: true, force: true }); // a stale dir no record owns
         await mkdir(plan.files.dir, { recursive: true, mode: 0o750 });
         undo.push('vm-dir', () => rm(plan.files.dir, { recursive: true, force: true }));
         await settleAll([
-          steps.run('disk', () => disks(vb, plan, op.signal), {
-            message: `${plan.spec.rootDisk.format === 'qcow2' ? 'qcow2 overlay' : 'copy'} of ${plan.image!.name}`,
-          }),
+          warm
+            ? steps.run('disk', () => warmDisk(vb, plan, warm, op.signal), { message: 'copy of the warm snapshot disk' })
+            : steps.run('disk', () => disks(vb, plan, op.signal), {
+                message: `${plan.spec.rootDisk.format === 'qcow2' ? 'qcow2 overlay' : 'copy'} of ${plan.image!.name}`,
+              }),
           steps.run('seed', () => seed(vb, plan, undo), { message: 'host key + seed disk' }),
           starting ? networkUp(vb, plan, steps, true) : undefined,
         ]);
         throwIfAborted(op.signal);
         await testPause(vb.ctx, 'network', op.signal);
 
-        if (starting) await launch(vb, plan, { steps, wait: p.wait !== false, networkReady: true });
+        if (warm) await restoreLaunch(vb, plan, warm, steps);
+        else if (starting) await launch(vb, plan, { steps, wait: p.wait !== false, networkReady: true });
         const mounts = plan.spec.mounts ?? [];
         if (starting && p.wait !== false && mounts.length) await verifyMountsStep(vb, vb.get(name), mounts, { stage, signal: op.signal });
         if (initScript) await initScriptStep(vb, vb.get(name), initScript, { stage, signal: op.signal });
@@ -156,7 +175,11 @@ export async function createVm(vb: VmBase, p: CreateParams, op: OpContext = {}):
  * first-boot install and has none for the current inputs (stage `prepare`, prepare.ts): the VM
  * then stands on that disk instead of the image's base.
  */
-async function planCreate(vb: VmBase, name: string, p: CreateParams, op: OpContext): Promise<BootPlan> {
+async function planCreate(vb: VmBase, name: string, p0: CreateParams, op: OpContext): Promise<BootPlan> {
+  // --from NAME[@TAG]: the snapshot says the image, kernel, VMM and shape (snapshot.ts).
+  const from = p0.from === undefined ? undefined : await fromSnapshot(p0);
+  const p = from ? from.params : p0;
+  if (!p.image) throw new BangerError(ErrorCode.Invalid, 'vm create needs --image (or --from NAME[@TAG])', { details: { field: 'image' } });
   let image: ImageView = vb.deps.images.get(p.image);
   const kernelName = p.kernel ?? image.kernelRef ?? vb.deps.kernels.defaultName();
   const kernel: KernelView = vb.deps.kernels.get(kernelName);
@@ -171,9 +194,11 @@ async function planCreate(vb: VmBase, name: string, p: CreateParams, op: OpConte
   const mounts = await checkMounts(parseMountSpecs(p.mounts ?? []), driver);
   const builder = p.builder === true;
   if (builder && (ports.length || mounts.length)) throw new BangerError(ErrorCode.Internal, 'a builder VM has no ports or mounts');
-  const baseDisk = builder
-    ? undefined
-    : await vb.preparer.baseFor({ image: image.name, kernel: kernelName, packageMirror: p.packageMirror, packageProxy: p.packageProxy, vmm: p.vmm }, op);
+  const baseDisk = from
+    ? (from.snap.baseDisk ?? undefined)
+    : builder
+      ? undefined
+      : await vb.preparer.baseFor({ image: image.name, kernel: kernelName, packageMirror: p.packageMirror, packageProxy: p.packageProxy, vmm: p.vmm }, op);
   if (baseDisk) image = { ...image, rootfsPath: baseDisk };
   const firstBoot = builder || image.fromRegistry || (await vb.firstBoot.has(image.rootfsPath));
   // A VM of a prepared disk installs nothing: the mirror was the prepare's (recorded with it).
@@ -201,8 +226,28 @@ async function planCreate(vb: VmBase, name: string, p: CreateParams, op: OpConte
     ...(builder ? { prepare: true, nat: true } : {}),
     ...(ports.length ? { ports, portLimits } : {}),
     ...(mounts.length ? { mounts } : {}),
+    ...(p.warmBuilder ? { memoryFile: p.warmBuilder.memoryFile } : {}),
   };
-  return { name, id, image, kernel, driver, choice, files: handle.files, handle, spec };
+  return { name, id, image, kernel, driver, choice, files: handle.files, handle, spec, ...(from ? { from: snapshotFiles(from.snap.dir) } : {}) };
+
+  /** The create's params from the snapshot `p0.from` names; what the caller gave must agree with it. */
+  async function fromSnapshot(q: CreateParams): Promise<{ snap: NamedSnapshot; params: CreateParams }> {
+    const snap = await resolveFrom(vb, q.from!);
+    const differs = (field: string, asked: unknown, has: unknown) =>
+      new BangerError(ErrorCode.Conflict, `snapshot ${snap.vm}@${snap.tag} has ${field} ${has}; asked for ${asked}`, {
+        hint: `leave ${field} out: a VM made from a snapshot has the snapshot's shape`,
+        details: { field },
+      });
+    if (q.vcpu !== undefined && q.vcpu !== snap.vcpu) throw differs('vcpu', q.vcpu, snap.vcpu);
+    if (q.memoryMiB !== undefined && q.memoryMiB !== snap.memoryMiB) throw differs('memoryMiB', q.memoryMiB, snap.memoryMiB);
+    if (q.kernel !== undefined && q.kernel !== snap.kernel) throw differs('kernel', q.kernel, snap.kernel);
+    if (q.image !== undefined && q.image !== snap.image) throw differs('image', q.image, snap.image);
+    if (q.mounts?.length || q.diskSize || q.workDisk)
+      throw new BangerError(ErrorCode.Invalid, 'a VM made from a snapshot has its disks: no --mount, --disk-size or --work-disk', {
+        details: { field: 'from' },
+      });
+    return { snap, params: { ...q, image: snap.image, kernel: snap.kernel, vcpu: snap.vcpu, memoryMiB: snap.memoryMiB, vmm: snap.vmm as VmmChoiceName } };
+  }
 }
 
 /** step record: the row, written once with its MAC, and the lease, in one transaction. */

@@ -1,6 +1,7 @@
 import { BangerError, ErrorCode } from '../core/errors.js';
 import type { VmNetwork } from '../network/service.js';
 import type { VmmChoice } from './drivers/registry.js';
+import type { SnapshotFiles } from './drivers/types.js';
 import type { DiskSpec, KernelFiles, VmHandle, VmmDriver } from './drivers/types.js';
 import type { ImageView } from './deps.js';
 import type { VmFiles } from './files.js';
@@ -30,6 +31,8 @@ export interface BootPlan {
   rootDisk?: DiskSpec;
   /** The host key pair made for this VM (create only; seeded and pinned, never read back). */
   hostKey?: { priv: string; pub: string };
+  /** `vm create --from` / `vm fork`: the saved state it is restored from. */
+  from?: SnapshotFiles;
 }
 
 /** The plan's network (E_INTERNAL before the record step leased an address). */

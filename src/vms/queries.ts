@@ -3,6 +3,7 @@ import { exists } from '../core/fsutil.js';
 import { agentRequest } from './agent.js';
 import { FIRST_BOOT } from './cmdline.js';
 import { readFrom } from './console.js';
+import { pausedInfo } from './paused-info.js';
 import type { SshInfo, VmLogs } from '../core/shapes/vm.js';
 import type { VmFiles } from './files.js';
 import { sshCommonOptions } from './ssh.js';
@@ -33,6 +34,7 @@ export async function view(vb: VmBase, vm: VmRecord, current = false): Promise<V
     dir: files.dir,
     console: driver.consolePath(vb.handle(vm)),
     sshCommand: fresh.ip ? `banger vm ssh ${vm.name}` : undefined,
+    ...(fresh.state === 'paused' && !st.running ? { paused: await pausedInfo(files.paused) } : {}),
   };
 }
 
@@ -67,7 +69,7 @@ async function running(vb: VmBase, name: string): Promise<VmRecord> {
 }
 
 /** What the CLI needs to run OpenSSH itself (stdio inherited, remote exit code). */
-export async function sshInfo(vb: VmBase, name: string): Promise<SshInfo> {
+export async function sshInfo(vb: VmBase, name: string, resumedMs?: number): Promise<SshInfo> {
   const vm = await running(vb, name);
   if (!vm.ip) throw new BangerError(ErrorCode.Internal, `vm '${name}' has no IP lease`);
   return {
@@ -78,6 +80,7 @@ export async function sshInfo(vb: VmBase, name: string): Promise<SshInfo> {
     groupIdentityFile: (await exists(vb.ssh.groupKey)) ? vb.ssh.groupKey : undefined,
     knownHostsFile: vb.ssh.knownHosts,
     options: sshCommonOptions(vb.ssh),
+    ...(resumedMs === undefined ? {} : { resumedMs }),
   };
 }
 

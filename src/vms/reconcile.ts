@@ -44,7 +44,9 @@ export interface ReconcileDeps {
  * 4. VMM processes marked with this instance's id (`-name banger:<id>:<vm>`) that no
  *    adopted VM accounts for are killed;
  * 5. VM directories no row owns removed (a create that died mid-way).
- * Builder VMs of a prepare (`spec.prepare`, prepare.ts) are removed in step 1, running or not.
+ * A paused VM (`state` paused, pause.ts) is left as it is, its published ports listened on again.
+ * Builder VMs of a prepare (`spec.prepare`, prepare.ts) or of a warm snapshot (`spec.memoryFile`,
+ * warm.ts) are removed in step 1, running or not.
  */
 export async function reconcileVms(svc: ReconcileDeps): Promise<void> {
   const { repo } = svc;
@@ -55,7 +57,7 @@ export async function reconcileVms(svc: ReconcileDeps): Promise<void> {
   const unsure = new Set<string>(); // rows whose check failed: their processes are left alone
   for (const vm of repo.list()) {
     try {
-      if (vm.spec.prepare) {
+      if (vm.spec.prepare || vm.spec.memoryFile) {
         // A builder VM of a prepare the daemon did not see through (prepare.ts): its disk is
         // of no use without the prepare that would have checked and kept it.
         await svc.removeVm(vm.name);
@@ -73,6 +75,10 @@ export async function reconcileVms(svc: ReconcileDeps): Promise<void> {
         await svc
           .adopted?.(vm)
           .catch((e) => log.warn('cannot restore the egress policy or published ports of an adopted vm', { vm: vm.name, error: errorMessage(e) }));
+      } else if (vm.state === 'paused' && vm.createDone) {
+        // Paused (pause.ts): its state is on disk and no VMM runs; its ports stay reserved.
+        log.info('vm stays paused', { vm: vm.name });
+        await svc.adopted?.(vm).catch((e) => log.warn('cannot restore the egress policy or published ports of a paused vm', { vm: vm.name, error: errorMessage(e) }));
       } else if (!vm.createDone) {
         await svc.removeVm(vm.name);
         log.info('removed vm whose create never finished', { vm: vm.name });

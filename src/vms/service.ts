@@ -5,7 +5,11 @@ import type { VmFiles } from './files.js';
 import { list, logs, observe, ports, show, sshInfo, view } from './queries.js';
 import { applyPolicy, hasPolicy, pairsOf } from './egress.js';
 import { updateVm, type UpdateParams } from './update.js';
+import { pauseVms, resumeIfPaused, resumeVms } from './pause.js';
 import { reconcileVms } from './reconcile.js';
+import { forkVm, listSnapshots, removeSnapshot, snapshotVm, type NamedSnapshot } from './snapshot.js';
+import { pruneWarm, removeWarm, warmImage, type WarmParams } from './warm.js';
+import { listWarm, type WarmSnapshot } from './warm-find.js';
 import { PortForwards } from './ports.js';
 import { refreshSshConfig } from './ssh-config.js';
 import { startVms } from './start.js';
@@ -31,6 +35,7 @@ export type { OpContext, VmView } from './vm-base.js';
  * | prepare (an image, once: a builder VM) | prepare.ts |
  * | start / restart | start.ts (+ boot.ts: network, vmm, ready) |
  * | stop / kill | stop.ts (teardown.ts: what only a running VM has) |
+ * | pause / resume | pause.ts (the driver's snapshots; state in files.paused) |
  * | rm / prune | delete.ts |
  * | list / show / logs / sshInfo / ports / observe | queries.ts |
  * | ssh-config | ssh-config.ts |
@@ -56,8 +61,64 @@ export class VmService extends VmBase {
     await rmVms(this, [name], true);
   }
 
-  start(names: string[], op: OpContext = {}, o: { wait?: boolean } = {}): Promise<VmView[]> {
+  /** A paused VM is resumed (its saved state), any other stopped one boots. */
+  async start(names: string[], op: OpContext = {}, o: { wait?: boolean } = {}): Promise<VmView[]> {
+    const paused = names.filter((n) => this.get(n).state === 'paused');
+    if (paused.length) await resumeVms(this, paused, op);
     return startVms(this, names, op, o);
+  }
+
+  /** `image warm`: boot the image once with a shape and keep its snapshot (warm.ts). */
+  warm(p: WarmParams, op: OpContext = {}): Promise<WarmSnapshot> {
+    return warmImage(this, p, op);
+  }
+
+  /** An image's warm snapshots (`image show`). */
+  warmOf(image: string): Promise<WarmSnapshot[]> {
+    return listWarm(this.ctx.layout, image);
+  }
+
+  /** Remove an image's warm snapshots (`image rm`). */
+  removeWarm(image: string): Promise<{ removed: string[] }> {
+    return removeWarm(this, image);
+  }
+
+  /** `system prune`: warm snapshots of images that are gone or whose prepared disk is gone. */
+  pruneWarm(): Promise<{ removed: string[]; freedBytes: number }> {
+    return pruneWarm(this);
+  }
+
+  /** `vm snapshot NAME [TAG]` (snapshot.ts): the VM runs on. */
+  snapshot(name: string, tag?: string, op: OpContext = {}): Promise<NamedSnapshot> {
+    return snapshotVm(this, name, tag, op);
+  }
+
+  snapshots(name: string): Promise<NamedSnapshot[]> {
+    return listSnapshots(this, name);
+  }
+
+  snapshotRm(name: string, tag: string): Promise<{ removed: string[] }> {
+    return removeSnapshot(this, name, tag);
+  }
+
+  /** `vm fork NAME NEW [--count N]` (snapshot.ts): NAME runs on; N VMs start from its state. */
+  fork(name: string, newName: string, count = 1, op: OpContext = {}): Promise<VmView[]> {
+    return forkVm(this, name, newName, count, (p) => this.create(p, op), op);
+  }
+
+  /** Save each VM's state to disk and stop its VMM (pause.ts). */
+  pause(names: string[], op: OpContext = {}): Promise<VmView[]> {
+    return pauseVms(this, names, op);
+  }
+
+  /** Restore paused VMs from their saved state (pause.ts). */
+  resume(names: string[], op: OpContext = {}): Promise<VmView[]> {
+    return resumeVms(this, names, op);
+  }
+
+  /** Resume `name` first when it is paused (exec, ssh, cp); the milliseconds it took, or undefined. */
+  resumeIfPaused(name: string, op: OpContext = {}): Promise<number | undefined> {
+    return resumeIfPaused(this, name, op);
   }
 
   stop(names: string[], op: OpContext = {}): Promise<Array<VmView & { forced: boolean }>> {
@@ -112,8 +173,8 @@ export class VmService extends VmBase {
   }
 
   /** What the CLI needs to run OpenSSH itself (stdio inherited, remote exit code). */
-  sshInfo(name: string): Promise<SshInfo> {
-    return sshInfo(this, name);
+  async sshInfo(name: string): Promise<SshInfo> {
+    return sshInfo(this, name, await this.resumeIfPaused(name));
   }
 
   ports(name: string): Promise<{ name: string; ports: unknown[]; agent: boolean }> {

@@ -33,7 +33,7 @@ export async function startVms(vb: VmBase, names: string[], op: OpContext = {}, 
 }
 
 /** The plan of a start: the row's kernel and VMM, KVM probed once, the network described once. */
-async function planStart(vb: VmBase, vm: VmRecord): Promise<BootPlan> {
+export async function planStart(vb: VmBase, vm: VmRecord): Promise<BootPlan> {
   if (!vm.ip) throw new BangerError(ErrorCode.Internal, `vm '${vm.name}' has no IP lease`);
   const kernel: KernelView = vb.deps.kernels.get(vm.kernel);
   const driver = vb.driver(vm.vmm);

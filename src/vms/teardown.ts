@@ -4,9 +4,10 @@ import { tapName } from '../network/links.js';
 import type { VmRecord } from './store.js';
 import type { VmBase } from './vm-base.js';
 
-/** Record the VM as stopped and remove its runtime network (tap, NAT). */
+/** Record the VM as stopped and remove its runtime network (tap, NAT) and any paused state. */
 export async function markStopped(vb: VmBase, vm: VmRecord): Promise<void> {
   await teardownRuntime(vb, vm);
+  await rm(vb.files(vm.name).paused, { recursive: true, force: true }); // a paused VM stopped: its saved state goes
   vb.repo.setState(vm.name, { state: 'stopped', desiredState: 'stopped', pid: null });
 }
 

@@ -47,14 +47,18 @@ test('config firstBoot.packageMirror / packageProxy: defaults, validated with th
   try {
     writeFileSync(join(root, 'config.json'), JSON.stringify({ firstBoot: { packageMirror: 'http://10.0.0.1/debian/', packageProxy: 'http://10.0.0.1:3128' } }));
     const c = loadConfig({ BANGER_ROOT: root });
-    assert.deepEqual(c.firstBoot, { packageMirror: 'http://10.0.0.1/debian/', packageProxy: 'http://10.0.0.1:3128', prepare: true });
+    assert.deepEqual(c.firstBoot, { packageMirror: 'http://10.0.0.1/debian/', packageProxy: 'http://10.0.0.1:3128', prepare: true, warmAfterPrepare: true });
     writeFileSync(join(root, 'config.json'), JSON.stringify({ firstBoot: { packageProxy: 'socks5://10.0.0.1' } }));
     assert.throws(
       () => loadConfig({ BANGER_ROOT: root }),
       (e: unknown) => isBangerError(e, ErrorCode.Invalid) && /field 'firstBoot\.packageProxy'/.test((e as Error).message),
     );
     writeFileSync(join(root, 'config.json'), '{}');
-    assert.deepEqual(loadConfig({ BANGER_ROOT: root }).firstBoot, { prepare: true }, 'images are prepared once by default');
+    assert.deepEqual(
+      loadConfig({ BANGER_ROOT: root }).firstBoot,
+      { prepare: true, warmAfterPrepare: true },
+      'images are prepared once (and warmed after an explicit prepare) by default',
+    );
     assert.equal(loadConfig({ BANGER_ROOT: root }).vm.leanBoot, true, 'the lean boot is the default');
     writeFileSync(join(root, 'config.json'), JSON.stringify({ firstBoot: { prepare: false }, vm: { leanBoot: false } }));
     const off = loadConfig({ BANGER_ROOT: root });

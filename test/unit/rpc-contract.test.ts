@@ -21,7 +21,7 @@ const root = join(import.meta.dirname, '..', '..', '..');
 test('the daemon serves exactly the contract: every method and legacy alias, nothing else', () => {
   const served = new Set([
     ...Object.keys(kernelMethods({} as KernelService)),
-    ...Object.keys(imageMethods({} as ImageService, {} as ImagePreparer)),
+    ...Object.keys(imageMethods({} as ImageService, {} as ImagePreparer, {} as VmService)),
     ...Object.keys(vmMethods({} as VmService)),
     'daemon.status', // bound in daemon/main.ts against HandlersFor<'daemon.'>
     'daemon.shutdown',

@@ -204,6 +204,7 @@ test('driver features: every registered driver declares them, folders exactly wi
   for (const d of drivers) {
     assert.deepEqual(Object.keys(d.features).sort(), ['mounts', 'snapshots', 'vsock'], d.kind);
     assert.equal(d.features.mounts, !!d.folders, `${d.kind}: features.mounts says whether it has folders`);
+    assert.equal(d.features.snapshots, !!d.snapshots, `${d.kind}: features.snapshots says whether it has snapshots`);
   }
   assert.deepEqual(Object.fromEntries(drivers.map((d) => [d.kind, d.features.mounts])), { qemu: true, firecracker: false });
   // A comparison with a VMM's name ('qemu' === …, … !== 'firecracker') belongs in its driver.

@@ -35,6 +35,7 @@ const spec: QemuLaunch = {
   kernelFormat: 'bzImage',
   kvm: false,
   acpi: true,
+  memory: { kind: 'ram' },
 };
 
 function after(argv: string[], flag: string): string[] {
@@ -45,7 +46,7 @@ test('qemuArgv: microvm TCG, daemonized, serial/QMP/agent sockets in the VM dir,
   const argv = qemuArgv('qemu-system-x86_64', spec);
   assert.equal(after(argv, '-name')[0], 'banger:0123456789ab:box,process=banger-box', 'the process names its owning instance');
   assert.equal(argv[0], 'qemu-system-x86_64');
-  assert.deepEqual(after(argv, '-M'), ['microvm,acpi=on,x-option-roms=off,rtc=on']);
+  assert.deepEqual(after(argv, '-M'), ['microvm,acpi=on,x-option-roms=off,rtc=on,memory-backend=mem']);
   assert.deepEqual(after(argv, '-accel'), ['tcg']);
   assert.ok(!argv.includes('-cpu'), 'TCG uses the default CPU model');
   for (const f of ['-no-reboot', '-nodefaults', '-no-user-config', '-daemonize']) assert.ok(argv.includes(f), f);
@@ -69,7 +70,7 @@ test('qemuArgv: KVM uses -accel kvm -cpu host; no initrd → acpi=off, no -initr
   const argv = qemuArgv('qemu', { ...spec, kvm: true, acpi: false, initrd: undefined });
   assert.deepEqual(after(argv, '-accel'), ['kvm']);
   assert.deepEqual(after(argv, '-cpu'), ['host']);
-  assert.deepEqual(after(argv, '-M'), ['microvm,acpi=off,x-option-roms=off,rtc=on']);
+  assert.deepEqual(after(argv, '-M'), ['microvm,acpi=off,x-option-roms=off,rtc=on,memory-backend=mem']);
   assert.ok(!argv.includes('-initrd'));
 });
 
@@ -401,7 +402,7 @@ test('launchSpec: bzImage preferred, initrd → ACPI on, disks in guest order, t
     ['root:rw', 'seed:rw', 'work:rw', 'modules:ro'],
   );
   assert.match(m.cmdline, / banger\.modules=\/dev\/vdd /);
-  const argv = qemuArgv('qemu-system-x86_64', m);
+  const argv = qemuArgv('qemu-system-x86_64', qemuLaunch(m));
   assert.ok(argv.includes('id=modules,file=/k/modules.ext4,format=raw,if=none,readonly=on'), argv.join(' '));
   const noWork = launchSpec({
     instance: '0123456789ab',

@@ -10,7 +10,7 @@ import { QemuDriver } from '../../src/vms/drivers/qemu/index.js';
 import { FirecrackerDriver } from '../../src/vms/drivers/firecracker/index.js';
 import { exec } from '../../src/core/exec.js';
 import { PortForwards } from '../../src/vms/ports.js';
-import { qemuArgv } from '../../src/vms/drivers/qemu/argv.js';
+import { qemuArgv, qemuLaunch } from '../../src/vms/drivers/qemu/argv.js';
 import { seedFiles } from '../../src/vms/seed.js';
 import { vmFiles } from '../../src/vms/files.js';
 import { absoluteHostDir } from '../../src/cli/commands/vm-create-extras.js';
@@ -146,15 +146,13 @@ test('mount devices: QEMU argv (9p readonly, virtiofs shared memory), seed file,
   const files = vmFiles('/v/box');
   const ninep = { ...parseMountSpec('/h/ab:/mnt/a:ro', 0), hostDir: '/h/a,b', kind: '9p' as const }; // a comma QEMU must escape
   const vfs = { ...parseMountSpec('/h/c:/mnt/c', 1), kind: 'virtiofs' as const };
-  assert.deepEqual(qemuMountArgs([ninep], files.dir, 512), [
+  assert.deepEqual(qemuMountArgs([ninep], files.dir), [
     '-fsdev',
     'local,id=fs_banger0,path=/h/a,,b,security_model=mapped-xattr,readonly=on',
     '-device',
     'virtio-9p-device,fsdev=fs_banger0,mount_tag=banger0',
   ]);
-  assert.deepEqual(qemuMountArgs([vfs], files.dir, 512), [
-    '-object',
-    'memory-backend-memfd,id=mem,size=512M,share=on',
+  assert.deepEqual(qemuMountArgs([vfs], files.dir), [
     '-global',
     'virtio-mmio.force-legacy=false',
     '-chardev',
@@ -179,12 +177,15 @@ test('mount devices: QEMU argv (9p readonly, virtiofs shared memory), seed file,
     disks: [],
     net: { tap: 't', mac: 'm' },
     kvm: false,
-    acpi: true,
-  } as unknown as Parameters<typeof qemuArgv>[1];
-  const withFs = qemuArgv('qemu', { ...spec, mounts: [vfs] });
+  } as unknown as Parameters<typeof qemuLaunch>[0];
+  const withFs = qemuArgv('qemu', qemuLaunch({ ...spec, mounts: [vfs] }));
   assert.match(withFs[withFs.indexOf('-M') + 1]!, /,memory-backend=mem$/);
-  const plain = qemuArgv('qemu', spec);
-  assert.doesNotMatch(plain.join(' '), /memory-backend|fsdev|vhost-user/);
+  assert.equal(withFs[withFs.indexOf('-object') + 1], 'memory-backend-memfd,id=mem,size=512M,share=on', 'virtiofs needs shared RAM');
+  const plain = qemuArgv('qemu', qemuLaunch(spec));
+  assert.doesNotMatch(plain.join(' '), /memfd|fsdev|vhost-user/);
+  assert.equal(plain[plain.indexOf('-object') + 1], 'memory-backend-ram,id=mem,size=512M', 'every VM names its RAM block mem');
+  const warm = qemuArgv('qemu', qemuLaunch({ ...spec, memoryFile: '/w/a,b/memory' }));
+  assert.equal(warm[warm.indexOf('-object') + 1], 'memory-backend-file,id=mem,size=512M,mem-path=/w/a,,b/memory,share=on');
   assert.equal(seedMountsFile([ninep, vfs]), 'banger0 /mnt/a ro 9p\nbanger1 /mnt/c rw virtiofs\n');
   assert.equal(seedMountsFile([]), undefined);
   const base = { name: 'b', net: { ip: '1.2.3.4', prefix: 24, gateway: '1.2.3.1', dns: [] }, hostKey: 'k', hostKeyPub: 'p', authorizedKey: 'a' };

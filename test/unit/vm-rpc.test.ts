@@ -19,13 +19,29 @@ const field = (m: string, p: unknown) => {
   assert.equal(r.success, false, `${m} ${JSON.stringify(p)} should be refused`);
   return r.success ? '' : r.error.issues[0]!.path.join('.');
 };
-const VERBS_BY_NAMES = ['vm.start', 'vm.stop', 'vm.restart', 'vm.kill', 'vm.rm'];
-const VERBS_BY_NAME = ['vm.show', 'vm.logs', 'vm.sshInfo', 'vm.ports', 'vm.update'];
+  const VERBS_BY_NAMES = ['vm.start', 'vm.stop', 'vm.restart', 'vm.kill', 'vm.rm', 'vm.pause', 'vm.resume'];
+  const VERBS_BY_NAME = ['vm.show', 'vm.logs', 'vm.sshInfo', 'vm.ports', 'vm.update'];
 
 test('vm.* methods exist with the agreed names', () => {
   assert.deepEqual(
     Object.keys(methods).sort(),
-    [...VERBS_BY_NAMES, ...VERBS_BY_NAME, 'vm.create', 'vm.list', 'vm.prune', 'vm.sshConfig', 'vm.exec', 'vm.cpOut', 'vm.cpIn', 'vm.stat', 'vm.extend'].sort(),
+    [
+      ...VERBS_BY_NAMES,
+      ...VERBS_BY_NAME,
+      'vm.create',
+      'vm.list',
+      'vm.prune',
+      'vm.sshConfig',
+      'vm.exec',
+      'vm.cpOut',
+      'vm.cpIn',
+      'vm.stat',
+      'vm.extend',
+      'vm.snapshot',
+      'vm.snapshots',
+      'vm.snapshotRm',
+      'vm.fork',
+    ].sort(),
   );
 });
 

@@ -82,6 +82,7 @@ const CREATE_OPTIONS: Array<{ key: keyof CreateFlags; make: () => Option }> = [
   },
   { key: 'start', make: () => new Option('--no-start', 'only create the VM (disks, keys, lease); start it later with vm start') },
   { key: 'wait', make: () => new Option('--no-wait', 'return once the VMM runs, without waiting for SSH') },
+  { key: 'cold', make: () => new Option('--cold', 'boot even when a warm snapshot of the image fits this shape (banger image warm)') },
   { key: 'vmm', make: () => new Option('--vmm <vmm>', 'VMM: auto picks firecracker when usable, else qemu').choices([...VMM_CHOICES]) },
   {
     key: 'packageMirror',
@@ -167,6 +168,7 @@ export async function createParams(o: CreateFlags): Promise<CreateParamsWire> {
     allowVm: o.allowVm?.length ? o.allowVm : undefined,
     start: o.start,
     wait: o.wait,
+    cold: o.cold,
     vmm: o.vmm,
     packageMirror: o.packageMirror,
     packageProxy: o.packageProxy,

@@ -2,7 +2,7 @@ import { constants } from 'node:os';
 import type { Command } from 'commander';
 import { BangerError, ErrorCode } from '../../core/errors.js';
 import type { Cli } from '../context.js';
-import { StreamCall } from '../stream-client.js';
+import { StreamCall, resumedLine } from '../stream-client.js';
 import { printError } from '../print-error.js';
 
 export interface ExecOptions {
@@ -77,6 +77,7 @@ export async function runExec(c: Cli, name: string, argv: string[], o: ExecOptio
       sinks,
       stop.signal,
     );
+    resumedLine(name, call.reply.resumedMs);
   } catch (e) {
     unhook();
     if (stop.signal.aborted) return abandonCode;

@@ -5,10 +5,15 @@ import { VMM_CHOICES, type VmmChoiceName } from '../../core/vmm.js';
 import { BangerError, ErrorCode } from '../../core/errors.js';
 import { humanSize } from '../../core/fsutil.js';
 import type { Cli } from '../context.js';
-import type { ImagePrepared } from '../../rpc/types.js';
+import type { ImagePrepared, WarmSnapshot } from '../../rpc/types.js';
+import { registerWarmCommand } from './image-warm.js';
 import { age, table } from '../table.js';
 
 /** "2026-05-01T10:00:00Z, 152 s, 87 packages added, 310 MiB". */
+function warmLine(w: WarmSnapshot): string {
+  return `${w.vcpu} vCPU, ${w.memoryMiB} MiB, kernel ${w.kernel} (${w.vmm}): ${humanSize(w.bytes.allocated)} on disk, ${w.createdAt}`;
+}
+
 function preparedLine(p: ImagePrepared): string {
   return `${p.preparedAt}, took ${Math.round(p.durationMs / 1000)} s, ${p.packages.length} packages added, ${humanSize(p.sizeBytes)} on disk`;
 }
@@ -21,6 +26,7 @@ function shortDigest(d: string): string {
 // biome-ignore lint/complexity/noExcessiveLinesPerFunction: a flat list of commander definitions, one short block per subcommand; splitting it would scatter the command group
 export function registerImageCommands(program: Command, cli: () => Cli): void {
   const image = program.command('image').description('pull OCI images into bootable ext4 root filesystems, and manage them');
+  registerWarmCommand(image, cli);
 
   image
     .command('pull')
@@ -89,6 +95,7 @@ Examples:
     .option('--package-proxy <url>', 'HTTP proxy for the install (default: config firstBoot.packageProxy)')
     .addOption(new Option('--vmm <vmm>', 'VMM of the builder VM').choices([...VMM_CHOICES]))
     .option('--force', 'prepare again even when the prepared disk matches the image, kernel and first-boot script')
+    .option('--no-warm', 'do not warm the image afterwards (default: config firstBoot.warmAfterPrepare; see image warm)')
     .addHelpText(
       'after',
       `
@@ -108,19 +115,33 @@ Examples:
   banger image prepare debian-bookworm --package-mirror http://10.0.0.1:8080/debian
   banger image pull debian:bookworm --prepare --package-proxy http://10.0.0.1:3128`,
     )
-    .action(async (name: string, o: { kernel?: string; packageMirror?: string; packageProxy?: string; vmm?: VmmChoiceName; force?: boolean }) => {
-      const c = cli();
-      const r = await c.call(
-        'image.prepare',
-        { name, kernel: o.kernel, packageMirror: o.packageMirror, packageProxy: o.packageProxy, force: !!o.force, vmm: o.vmm },
-        { progress: true },
-      );
-      c.emit(r, (x) =>
-        !x.needed
-          ? `image '${x.image}' has systemd and an SSH server: nothing to prepare`
-          : `image '${x.image}' ${x.prepared ? 'prepared' : 'is prepared already'}: ${x.record ? preparedLine(x.record) : ''}`,
-      );
-    });
+    .action(
+      async (name: string, o: { kernel?: string; packageMirror?: string; packageProxy?: string; vmm?: VmmChoiceName; force?: boolean; warm?: boolean }) => {
+        const c = cli();
+        const r = await c.call(
+          'image.prepare',
+          {
+            name,
+            kernel: o.kernel,
+            packageMirror: o.packageMirror,
+            packageProxy: o.packageProxy,
+            force: !!o.force,
+            vmm: o.vmm,
+            ...(o.warm === false ? { warm: false } : {}),
+          },
+          { progress: true },
+        );
+        c.emit(r, (x) =>
+          [
+            !x.needed
+              ? `image '${x.image}' has systemd and an SSH server: nothing to prepare`
+              : `image '${x.image}' ${x.prepared ? 'prepared' : 'is prepared already'}: ${x.record ? preparedLine(x.record) : ''}`,
+            ...(x.warm ? [`warm: ${warmLine(x.warm)}`] : []),
+            ...(x.warmError ? [`warm failed (the prepare stands): ${x.warmError}`] : []),
+          ].join('\n'),
+        );
+      },
+    );
 
   image
     .command('import')
@@ -190,6 +211,7 @@ Examples:
           `env:         ${d.config.env.join(' ') || '-'}`,
           `layers:      ${d.blobs.length ? d.blobs.length - 1 : 0}`,
           `used by:     ${d.usedBy.join(', ') || '-'}`,
+          `warm:        ${d.warm?.length ? d.warm.map(warmLine).join('\n             ') : 'no'}`,
           `prepared:    ${d.prepared ? preparedLine(d.prepared) : 'no'}`,
           ...(d.prepared
             ? [

@@ -14,6 +14,8 @@ import { formatPort } from './vm-create-extras.js';
 import { formatRemaining } from '../../core/duration.js';
 import { addCreateOptions, createParams, durationArg } from './create-options.js';
 import { registerAgentCommands } from './agent-commands.js';
+import { resumedLine } from '../stream-client.js';
+import { registerPauseCommands, registerSnapshotCommands } from './vm-pause.js';
 
 /** `banger vm …`, `banger ps` and `banger ssh-config`. Handlers return data; `emit` prints. */
 // biome-ignore lint/complexity/noExcessiveLinesPerFunction: a flat list of commander definitions, one short block per subcommand; splitting it would scatter the command group
@@ -30,7 +32,8 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
     vm
       .command('create')
       .description('create a VM from an image and boot it (waits until SSH answers unless --no-wait)')
-      .requiredOption('--image <image>', "image to boot (see 'banger image list')"),
+      .option('--image <image>', "image to boot (see 'banger image list'); required unless --from")
+      .option('--from <vm[@tag]>', "start from a VM's named snapshot (its newest when no tag) instead of booting (banger vm snapshot)"),
   )
     .addHelpText(
       'after',
@@ -38,7 +41,12 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
     )
     .action(async (o) => {
       const c = cli();
-      const v = await c.call('vm.create', { image: o.image, ...(await createParams(o)) }, { progress: true });
+      if (!o.image && !o.from) throw new BangerError(ErrorCode.Usage, "required option '--image <image>' not specified (or --from VM[@TAG])");
+      const v = await c.call(
+        'vm.create',
+        { ...(o.image ? { image: o.image } : {}), ...(o.from ? { from: o.from } : {}), ...(await createParams(o)) },
+        { progress: true },
+      );
       c.emit(
         v,
         (x) =>
@@ -206,6 +214,7 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
       const c = cli();
       const info = await c.call('vm.sshInfo', { name });
       c.close();
+      resumedLine(name, info.resumedMs);
       // root uses the 0600 key; banger-group users the 0640 root:banger copy.
       const key = process.getuid?.() === 0 || !info.groupIdentityFile ? info.identityFile : info.groupIdentityFile;
       const argv = ['-i', key, ...info.options, ...(cmd.length ? [] : ['-t']), `${info.user}@${info.ip}`, ...cmd];
@@ -217,6 +226,8 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
     });
 
   registerAgentCommands(program, vm, cli);
+  registerPauseCommands(vm, cli);
+  registerSnapshotCommands(vm, cli);
 
   vm.command('ports')
     .description('list listening ports inside the VM (asks the guest agent)')

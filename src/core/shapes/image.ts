@@ -50,4 +50,26 @@ export interface ImageDetail extends ImageRecord {
   blobs: string[];
   usedBy: string[];
   prepared: ImagePrepared | null;
+  /** Its warm snapshots, one per shape (`image warm`; vms/warm.ts). */
+  warm?: WarmSnapshot[];
+}
+
+/** What a warm snapshot is for (`warm.json`, vms/warm.ts). */
+export interface WarmInfo {
+  image: string;
+  /** Its directory name under the image's warm directory (vms/warm-find.ts warmKey). */
+  shape: string;
+  kernel: string;
+  vcpu: number;
+  memoryMiB: number;
+  vmm: string;
+  /** The prepared disk the snapshot's root overlay stands on (null: the image's base). */
+  baseDisk: string | null;
+  createdAt: string;
+}
+
+/** A warm snapshot as `image show` lists it: what it is for, where, and its files' sizes (memory: apparent; `allocated`: on disk). */
+export interface WarmSnapshot extends WarmInfo {
+  dir: string;
+  bytes: { state: number; memory: number; disk: number; allocated: number };
 }

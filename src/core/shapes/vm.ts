@@ -1,3 +1,4 @@
+import type { WarmSnapshot } from './image.js';
 import type { VmmKind } from '../vmm.js';
 
 /**
@@ -66,9 +67,14 @@ export interface VmSpec {
   portLimits?: PortLimits;
   /** Host folders (`--mount`; vms/host-folders.ts). */
   mounts?: MountSpec[];
+  /** A warm builder (vms/warm.ts): guest RAM in this file, saved as the image's warm snapshot. */
+  memoryFile?: string;
+  /** Restored from this saved state (a warm snapshot, a named snapshot) instead of a cold boot. */
+  restoredFrom?: string;
 }
 
-export type VmState = 'created' | 'starting' | 'running' | 'stopping' | 'stopped' | 'error';
+/** `paused`: `vm pause` saved its state to disk (vms/pause.ts) and its VMM exited; `vm resume` restores it. */
+export type VmState = 'created' | 'starting' | 'running' | 'stopping' | 'stopped' | 'paused' | 'error';
 
 /** A VM's row: what was asked for (`spec`) and what was last recorded (`state`, `pid`). */
 export interface VmRecord {
@@ -104,6 +110,8 @@ export interface VmView extends VmRecord {
   dir: string;
   console: string;
   sshCommand?: string;
+  /** A paused VM's saved state: its size on disk and when it was saved. */
+  paused?: { bytes: number; at: string };
 }
 
 /** `vm logs`: console output from an offset. */
@@ -129,4 +137,9 @@ export interface SshInfo {
   groupIdentityFile?: string;
   knownHostsFile: string;
   options: string[];
+  /** The VM was paused and was resumed for this (milliseconds it took). */
+  resumedMs?: number;
 }
+
+/** A named snapshot of a VM (`vm snapshot`; vms/snapshot.ts): what it was taken of, where, its size. */
+export type NamedSnapshot = WarmSnapshot & { vm: string; tag: string };

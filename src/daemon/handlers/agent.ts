@@ -7,8 +7,10 @@ import { agentConnection } from '../../vms/agent.js';
 import { startBridged } from '../../vms/agent-stream.js';
 import type { VmService } from '../../vms/service.js';
 
-/** The agent connection of a running VM; E_IN_USE when stopped, E_TIMEOUT when no agent answers. */
-async function connFor(svc: VmService, name: string, signal?: AbortSignal) {
+/** The agent connection of a running VM (a paused one is resumed first); E_IN_USE when stopped, E_TIMEOUT when no agent answers. */
+async function connFor(svc: VmService, name: string, signal?: AbortSignal, resumed?: (ms: number) => void) {
+  const ms = await svc.resumeIfPaused(name, { signal });
+  if (ms !== undefined) resumed?.(ms);
   const vm = svc.get(name);
   if (!(await svc.observe(vm)).running) throw new BangerError(ErrorCode.InUse, `vm '${name}' is not running`, { hint: `start it: banger vm start ${name}` });
   try {
@@ -33,10 +35,11 @@ async function stream(svc: VmService, name: string, req: Record<string, unknown>
     throw new BangerError(ErrorCode.TooLarge, `the request for vm '${name}' is larger than ${MAX_PAYLOAD - 64} bytes (argv + env)`, {
       details: { field: 'argv' },
     });
-  const conn = await connFor(svc, name, ctx.signal);
+  let resumedMs: number | undefined;
+  const conn = await connFor(svc, name, ctx.signal, (ms) => (resumedMs = ms));
   const attach = await startBridged(conn, req);
   upgrade(attach);
-  const r: StreamStarted = { streaming: true, stream: 1, agent: conn.info.version };
+  const r: StreamStarted = { streaming: true, stream: 1, agent: conn.info.version, ...(resumedMs === undefined ? {} : { resumedMs }) };
   return r;
 }
 

@@ -11,6 +11,15 @@ export interface QemuLaunch extends LaunchSpec {
    * command line. Needed by modular kernels (Debian's) whose initramfs insmods virtio_mmio.
    */
   acpi: boolean;
+  /**
+   * Where guest RAM lives: always an `-object memory-backend-*,id=mem` named on `-M` so every
+   * VM's RAM block is `mem` and any state can be restored into any launch of the same shape.
+   * `ram` anonymous; `file` a file (`share` on: a warm builder writes through to it; off: a
+   * restore maps a saved template privately, copy on write); `memfd` shared (virtiofs).
+   */
+  memory: { kind: 'ram' } | { kind: 'memfd' } | { kind: 'file'; path: string; share: boolean };
+  /** Start waiting for an incoming migration (`-incoming defer`; restore). */
+  incoming?: boolean;
 }
 
 /**
@@ -19,7 +28,21 @@ export interface QemuLaunch extends LaunchSpec {
  * the command line, so the devices are announced by ACPI instead.
  */
 export function qemuLaunch(spec: LaunchSpec): QemuLaunch {
-  return { ...spec, acpi: !!spec.initrd };
+  const memory: QemuLaunch['memory'] = spec.mounts?.some((m) => m.kind === 'virtiofs')
+    ? { kind: 'memfd' }
+    : spec.memoryFile
+      ? { kind: 'file', path: spec.memoryFile, share: true }
+      : { kind: 'ram' };
+  return { ...spec, acpi: !!spec.initrd, memory };
+}
+
+/** The `-object` value of the guest RAM backend (`id=mem`). */
+export function memoryBackend(s: Pick<QemuLaunch, 'memory' | 'memoryMiB'>): string {
+  const size = `size=${s.memoryMiB}M`;
+  const m = s.memory;
+  if (m.kind === 'memfd') return `memory-backend-memfd,id=mem,${size},share=on`;
+  if (m.kind === 'file') return `memory-backend-file,id=mem,${size},mem-path=${qopt(m.path)},share=${m.share ? 'on' : 'off'}`;
+  return `memory-backend-ram,id=mem,${size}`;
 }
 
 /** The `-name` value: the owning instance and VM, which `ownerOf` parses back. */
@@ -51,7 +74,7 @@ export function qemuArgv(binary: string, s: QemuLaunch): string[] {
     '-name',
     qemuName(s.instance, s.name),
     '-M',
-    `microvm,acpi=${s.acpi ? 'on' : 'off'},x-option-roms=off,rtc=on${s.mounts?.some((m) => m.kind === 'virtiofs') ? ',memory-backend=mem' : ''}`,
+    `microvm,acpi=${s.acpi ? 'on' : 'off'},x-option-roms=off,rtc=on,memory-backend=mem`,
     '-accel',
     s.kvm ? 'kvm' : 'tcg',
     // TCG: QEMU's default CPU model (-cpu max hangs TSC calibration of Debian's kernel).
@@ -60,6 +83,8 @@ export function qemuArgv(binary: string, s: QemuLaunch): string[] {
     String(s.vcpu),
     '-m',
     `${s.memoryMiB}M`,
+    '-object',
+    memoryBackend(s),
     '-no-reboot',
     '-nodefaults',
     '-no-user-config',
@@ -78,7 +103,7 @@ export function qemuArgv(binary: string, s: QemuLaunch): string[] {
     argv.push('-drive', `id=${d.id},file=${qopt(d.path)},format=${d.format},if=none,${d.readOnly ? 'readonly=on' : 'discard=unmap'}`);
     argv.push('-device', `virtio-blk-device,drive=${d.id}`);
   }
-  argv.push(...qemuMountArgs(s.mounts ?? [], f.dir, s.memoryMiB));
+  argv.push(...qemuMountArgs(s.mounts ?? [], f.dir));
   argv.push('-netdev', `tap,id=n0,ifname=${s.net.tap},script=no,downscript=no`);
   argv.push('-device', `virtio-net-device,netdev=n0,mac=${s.net.mac}`);
   argv.push('-object', 'rng-random,id=rng0,filename=/dev/urandom', '-device', 'virtio-rng-device,rng=rng0');
@@ -87,5 +112,6 @@ export function qemuArgv(binary: string, s: QemuLaunch): string[] {
   argv.push('-device', 'virtserialport,chardev=agent,name=banger.agent');
   argv.push('-qmp', `unix:${qopt(f.qmp)},server=on,wait=off`);
   argv.push('-pidfile', f.pid);
+  if (s.incoming) argv.push('-incoming', 'defer');
   return argv;
 }

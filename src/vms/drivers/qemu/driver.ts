@@ -18,11 +18,13 @@ import type {
   VmHandle,
   VmmDriver,
   VmmStatus,
+  VmSnapshots,
 } from '../types.js';
 import { qemuArgv, qemuLaunch, qemuOwner, qopt } from './argv.js';
 import { qcow2Overlay } from './disk.js';
 import { qemuMountDevices, startVirtiofsd, stopVirtiofsd } from './mounts.js';
 import { qmpCommand } from './qmp.js';
+import { QemuSnapshots } from './snapshot.js';
 
 /**
  * QEMU `microvm` (KVM when usable, else TCG). Boots the bzImage (`vmlinuz`) when the kernel has
@@ -32,7 +34,7 @@ import { qmpCommand } from './qmp.js';
  */
 export class QemuDriver implements VmmDriver {
   readonly kind = 'qemu' as const;
-  readonly features: DriverFeatures = { mounts: true, snapshots: false, vsock: false };
+  readonly features: DriverFeatures = { mounts: true, snapshots: true, vsock: false };
   /** virtiofs (one virtiofsd per mount, started before QEMU) or virtio-9p: mounts.ts. */
   readonly folders: SharedFolders = {
     devices: (mounts) => qemuMountDevices(mounts),
@@ -40,10 +42,20 @@ export class QemuDriver implements VmmDriver {
     stop: (vm, mounts) => stopVirtiofsd(vm.files.dir, mounts),
   };
 
+  /** Save/restore through QEMU's migration stream (snapshot.ts). */
+  readonly snapshots: VmSnapshots;
+
   constructor(
     private readonly exec: Exec,
     private readonly opts: { qemu: string; qemuImg?: string },
-  ) {}
+  ) {
+    this.snapshots = new QemuSnapshots(
+      exec,
+      opts.qemu,
+      (argv, spec, signal) => this.launchArgv(argv, spec, signal),
+      (vm) => this.kill(vm, 'SIGKILL'),
+    );
+  }
 
   async probe(host: DriverHost): Promise<ProbeResult> {
     const kvm = host.kvm.usable;
@@ -85,10 +97,15 @@ export class QemuDriver implements VmmDriver {
     return disk;
   }
 
-  async launch(spec: LaunchSpec, o: { signal?: AbortSignal } = {}): Promise<{ pid: number }> {
+  launch(spec: LaunchSpec, o: { signal?: AbortSignal } = {}): Promise<{ pid: number }> {
+    return this.launchArgv(qemuArgv(this.opts.qemu, qemuLaunch(spec)), spec, o.signal);
+  }
+
+  /** Run a daemonizing QEMU argv for `spec` and read its pid (launch, and restore's `-incoming`). */
+  private async launchArgv(argv: string[], spec: LaunchSpec, signal?: AbortSignal): Promise<{ pid: number }> {
     await rm(spec.files.pid, { force: true });
     try {
-      await this.exec(qemuArgv(this.opts.qemu, qemuLaunch(spec)), { env: toolEnv(), signal: o.signal, timeoutMs: 60000 });
+      await this.exec(argv, { env: toolEnv(), signal, timeoutMs: 60000 });
     } catch (e) {
       throw new BangerError(ErrorCode.Vmm, `step vmm-start: QEMU did not start: ${errorMessage(e)}`, {
         hint: `check the kernel, disks and tap; console: ${spec.files.console}`,

@@ -60,11 +60,10 @@ export function virtiofsSocket(vmDir: string, m: MountSpec): string {
 }
 
 /** QEMU argv for the mounts (pure; unit-tested). virtiofs also needs `memory-backend=mem` on -M (argv.ts). */
-export function qemuMountArgs(mounts: MountSpec[], vmDir: string, memoryMiB: number): string[] {
+export function qemuMountArgs(mounts: MountSpec[], vmDir: string): string[] {
   const argv: string[] = [];
   // virtiofsd (libvhost-user) refuses legacy virtio, microvm's default for virtio-mmio.
-  if (mounts.some((m) => m.kind === 'virtiofs'))
-    argv.push('-object', `memory-backend-memfd,id=mem,size=${memoryMiB}M,share=on`, '-global', 'virtio-mmio.force-legacy=false');
+  if (mounts.some((m) => m.kind === 'virtiofs')) argv.push('-global', 'virtio-mmio.force-legacy=false'); // its RAM: memory-backend-memfd (argv.ts)
   for (const m of mounts) {
     if (m.kind === 'virtiofs') {
       argv.push('-chardev', `socket,id=fs_${m.tag},path=${qopt(virtiofsSocket(vmDir, m))}`);
