@@ -2,6 +2,9 @@ import { readdir, rm } from 'node:fs/promises';
 import { errorMessage } from '../core/errors.js';
 import { tapName } from '../network/links.js';
 import { killOrphan, orphanVmms } from './orphans.js';
+import type { CgroupHost } from '../core/cgroup.js';
+import { removeGroup } from '../core/cgroup-group.js';
+import { orphanGroups } from './limits.js';
 import type { Logger } from '../core/log.js';
 import type { NetworkService } from '../network/service.js';
 import type { DriverRegistry } from './drivers/registry.js';
@@ -24,6 +27,8 @@ export interface ReconcileDeps {
   markStopped(vm: VmRecord): Promise<void>;
   /** A running VM was adopted: re-establish what lives in the daemon (published ports). Failures are logged. */
   adopted?(vm: VmRecord): Promise<void>;
+  /** The host's cgroup hierarchy (limits.ts): groups of this instance no running VM owns are removed. */
+  cgroups?(): Promise<CgroupHost>;
 }
 
 /**
@@ -39,7 +44,8 @@ export interface ReconcileDeps {
  * 3. orphan NAT rules (marked with this instance's id; a VM id no row owns, or not running) removed;
  * 4. VMM processes marked with this instance's id (`-name banger:<id>:<vm>`) that no
  *    adopted VM accounts for are killed;
- * 5. VM directories no row owns removed (a create that died mid-way).
+ * 5. VM directories no row owns removed (a create that died mid-way);
+ * 6. cgroups of this instance (`banger/<instance>-<vm id>`) that no running VM owns removed.
  * Builder VMs of a prepare (`spec.prepare`, prepare.ts) are removed in step 1, running or not.
  */
 export async function reconcileVms(svc: ReconcileDeps): Promise<void> {
@@ -96,6 +102,18 @@ export async function reconcileVms(svc: ReconcileDeps): Promise<void> {
     if (unsure.has(o.vm)) continue;
     await killOrphan(o.pid);
     log.info('killed orphan VMM', { vm: o.vm, pid: o.pid });
+  }
+  if (svc.cgroups) {
+    const keep = new Set([...runningIds, ...repo.list().flatMap((v) => (unsure.has(v.name) ? [v.id] : []))]);
+    try {
+      const host = await svc.cgroups();
+      for (const g of await orphanGroups(host, net.instance, keep)) {
+        if (host.version !== 0) await removeGroup(host, g);
+        log.info('removed orphan cgroup', { group: g });
+      }
+    } catch (e) {
+      log.warn('orphan cgroup removal failed', { error: errorMessage(e) });
+    }
   }
   const known = new Set(repo.list().map((v) => v.name));
   for (const d of await readdir(svc.vmsDir).catch(() => [] as string[])) {

@@ -2,6 +2,7 @@ import { createVm, type CreateParams } from './create.js';
 import { pruneVms, rmVms } from './delete.js';
 import type { SshInfo, VmLogs } from '../core/shapes/vm.js';
 import type { VmFiles } from './files.js';
+import type { VmCgroupUsage } from '../core/shapes/vm.js';
 import { list, logs, observe, ports, show, sshInfo, view } from './queries.js';
 import { reconcileVms } from './reconcile.js';
 import { PortForwards } from './ports.js';
@@ -100,7 +101,7 @@ export class VmService extends VmBase {
     return list(this);
   }
 
-  show(name: string): Promise<VmView & { files: VmFiles; cmdlineFirstBoot: string | null; rootDiskMethod?: string }> {
+  show(name: string): Promise<VmView & { files: VmFiles; cmdlineFirstBoot: string | null; rootDiskMethod?: string; cgroup?: VmCgroupUsage }> {
     return show(this, name);
   }
 
@@ -154,6 +155,7 @@ export class VmService extends VmBase {
       handle: (vm) => this.handle(vm),
       removeVm: (name) => this.rm([name], true).then(() => undefined),
       markStopped: (vm) => this.markStopped(vm),
+      cgroups: () => this.cgroups(),
       adopted: (vm) => this.forwards.open(vm.name, PortForwards.of(vm), () => this.repo.find(vm.name)?.ip ?? undefined, vm.spec.portLimits),
     });
     void this.hostKeys.refill();
