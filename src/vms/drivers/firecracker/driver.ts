@@ -44,12 +44,17 @@ export const AGENT_VSOCK_PORT = 1024;
  */
 export class FirecrackerDriver implements VmmDriver {
   readonly kind = 'firecracker' as const;
-  /** No shared-folder device (`vm cp` copies files); the agent over hybrid vsock. */
-  readonly features: DriverFeatures = { mounts: false, snapshots: false, vsock: true };
+  /**
+   * No shared-folder device (`vm cp` copies files); the agent over hybrid vsock. Under the
+   * jailer the VMM's cgroup is the jailer's own (`--cgroup`, jailer.ts): `ownCgroup`.
+   */
+  readonly features: DriverFeatures;
   constructor(
     private readonly exec: Exec,
     private readonly opts: { firecracker: string; socketTimeoutMs?: number; jailer?: JailerSettings },
-  ) {}
+  ) {
+    this.features = { mounts: false, snapshots: false, vsock: true, ownCgroup: !!opts.jailer };
+  }
 
   async probe(host: DriverHost): Promise<ProbeResult> {
     const bin = this.opts.firecracker;
@@ -141,10 +146,19 @@ export class FirecrackerDriver implements VmmDriver {
       vsock: { cid: guestCidFor(spec.id), udsPath: files.vsock },
       logPath: files.log,
       metricsPath: files.metrics,
+      ...(spec.diskLimits ? { diskLimits: spec.diskLimits } : {}),
     };
     const j = this.opts.jailer;
     if (j) {
-      const jailer = { binary: j.binary, chrootBase: j.chrootBaseDir, uidBase: j.uidBase, cgroupVersion: j.cgroupVersion, parentCgroup: j.parentCgroup };
+      // With limits, the jailer is told the host's cgroup version (vms/limits.ts detected it) and the limits (--cgroup).
+      const jailer = {
+        binary: j.binary,
+        chrootBase: j.chrootBaseDir,
+        uidBase: j.uidBase,
+        cgroupVersion: spec.cgroup?.version ?? j.cgroupVersion,
+        parentCgroup: j.parentCgroup,
+        ...(spec.cgroup ? { limits: spec.cgroup.limits } : {}),
+      };
       return launchJailed({
         jailer,
         firecracker: this.opts.firecracker,
@@ -156,6 +170,7 @@ export class FirecrackerDriver implements VmmDriver {
       });
     }
     return bootFirecracker({
+      cgroup: spec.cgroup?.procs,
       binary: this.opts.firecracker,
       id: fcInstanceId(spec.instance, spec.id),
       files,
