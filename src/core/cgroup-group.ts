@@ -168,7 +168,8 @@ export async function removeGroup(host: UsableHost, name: string, fs: CgroupFs =
         await fs.rmdir(d);
         break;
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EBUSY' || i >= 100) throw new BangerError(ErrorCode.Vmm, `cannot remove cgroup ${d}: ${errorMessage(e)}`, { cause: e });
+        if ((e as NodeJS.ErrnoException).code !== 'EBUSY' || i >= 100)
+          throw new BangerError(ErrorCode.Vmm, `cannot remove cgroup ${d}: ${errorMessage(e)}`, { cause: e });
         await new Promise((r) => setTimeout(r, 50));
       }
     }

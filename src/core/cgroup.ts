@@ -63,7 +63,8 @@ export async function detectCgroups(read: (path: string) => Promise<string | und
     if (!v2missing.length) return { version: 2, mount: v2 };
   }
   const v1 = cgroup1Mounts(mounts);
-  if (v1.memory && v1.pids && v1.cpu) return { version: 1, mounts: { memory: v1.memory, pids: v1.pids, cpu: v1.cpu, ...(v1.cpuacct ? { cpuacct: v1.cpuacct } : {}) } };
+  if (v1.memory && v1.pids && v1.cpu)
+    return { version: 1, mounts: { memory: v1.memory, pids: v1.pids, cpu: v1.cpu, ...(v1.cpuacct ? { cpuacct: v1.cpuacct } : {}) } };
   const v1missing = NEEDED_CONTROLLERS.filter((c) => !v1[c]);
   return {
     version: 0,

@@ -96,7 +96,10 @@ export async function removeVmGroup(o: { cgroups: () => Promise<CgroupHost>; ins
 }
 
 /** Limits and usage of a VM's group, for `vm show` (undefined: no group, e.g. stopped). */
-export async function vmCgroupUsage(o: { cgroups: () => Promise<CgroupHost>; instance: string }, vm: Pick<VmRecord, 'id' | 'spec'>): Promise<VmCgroupUsage | undefined> {
+export async function vmCgroupUsage(
+  o: { cgroups: () => Promise<CgroupHost>; instance: string },
+  vm: Pick<VmRecord, 'id' | 'spec'>,
+): Promise<VmCgroupUsage | undefined> {
   if (!cgroupLimits(vm.spec.limits)) return undefined;
   const host = await o.cgroups();
   return host.version === 0 ? undefined : groupUsage(host, groupName(o.instance, vm.id));

@@ -32,6 +32,13 @@ export interface TestDaemonOptions {
    * Node.js) instead of the checkout's bin/ under this test's node.
    */
   bin?: { banger: string; bangerd: string };
+  /**
+   * Run the daemon in the network namespace with `nsenter --net` instead of `ip netns exec`,
+   * which also unshares the mount namespace and remounts /sys, hiding /sys/fs/cgroup. A daemon
+   * that puts VMMs in cgroups (resource limits, docs/limits.md) needs the host's hierarchies, as
+   * an installed bangerd has them; its network is still the namespace's alone.
+   */
+  hostCgroups?: boolean;
 }
 
 /**
@@ -54,6 +61,7 @@ export class TestDaemon {
     this.cliOnly = !!opts.cliOnly && !opts.netns;
     this.root = opts.root ?? mkdtempSync(join(tmpdir(), 'banger-test-'));
     this.netns = opts.netns;
+    this.hostCgroups = !!opts.hostCgroups;
     this.bangerArgv = opts.bin ? [opts.bin.banger] : [process.execPath, BANGER];
     this.bangerdArgv = opts.bin ? [opts.bin.bangerd] : [process.execPath, BANGERD];
     writeFileSync(join(this.root, 'config.json'), JSON.stringify(opts.config ?? {}, null, 2));
@@ -62,6 +70,7 @@ export class TestDaemon {
     delete this.env.BANGER_CONFIG;
   }
   readonly netns?: string;
+  private readonly hostCgroups: boolean;
   private readonly bangerArgv: string[];
   private readonly bangerdArgv: string[];
 
@@ -80,7 +89,7 @@ export class TestDaemon {
 
   async start(timeoutMs = 15000): Promise<void> {
     if (this.cliOnly) throw new Error('a cliOnly TestDaemon starts no daemon: give it { netns }');
-    const argv = this.wrap(this.bangerdArgv);
+    const argv = this.hostCgroups && this.netns ? ['nsenter', `--net=/run/netns/${this.netns}`, '--', ...this.bangerdArgv] : this.wrap(this.bangerdArgv);
     this.proc = spawn(argv[0]!, argv.slice(1), { env: this.env, stdio: ['ignore', 'ignore', 'pipe'] });
     this.proc.stderr!.on('data', (d) => (this.stderr += d.toString()));
     const deadline = Date.now() + timeoutMs;

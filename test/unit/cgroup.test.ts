@@ -20,7 +20,7 @@ import {
   type CgroupFs,
 } from '../../src/core/cgroup-group.js';
 import { ConfigSchema } from '../../src/core/config.js';
-import { BangerError } from '../../src/core/errors.js';
+import type { BangerError } from '../../src/core/errors.js';
 import { jailerCgroupArgs } from '../../src/vms/drivers/firecracker/jailer.js';
 import { cgroupLimits, limitsFor, orphanGroups } from '../../src/vms/limits.js';
 
@@ -125,11 +125,18 @@ test('cgroup v1 limit files: memory.limit_in_bytes, pids.max, cfs quota/period, 
 
 test('detectCgroups: v2 when its controllers are there, else v1 hierarchies (hybrid, co-mounted cpu,cpuacct), else none with the reason', async () => {
   const files = (m: Record<string, string>) => async (p: string) => m[p];
-  const v2 = await detectCgroups(files({ '/proc/self/mounts': 'cgroup2 /sys/fs/cgroup cgroup2 rw 0 0\n', '/sys/fs/cgroup/cgroup.controllers': 'cpu memory pids io\n' }));
+  const v2 = await detectCgroups(
+    files({ '/proc/self/mounts': 'cgroup2 /sys/fs/cgroup cgroup2 rw 0 0\n', '/sys/fs/cgroup/cgroup.controllers': 'cpu memory pids io\n' }),
+  );
   assert.deepEqual(v2, { version: 2, mount: '/sys/fs/cgroup' });
   const mounts =
     'cgroup /sys/fs/cgroup/cpu,cpuacct cgroup rw,nosuid,cpu,cpuacct 0 0\ncgroup /sys/fs/cgroup/memory cgroup rw,memory 0 0\ncgroup /sys/fs/cgroup/pids cgroup rw,pids 0 0\ncgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n';
-  assert.deepEqual(cgroup1Mounts(mounts), { cpu: '/sys/fs/cgroup/cpu,cpuacct', cpuacct: '/sys/fs/cgroup/cpu,cpuacct', memory: '/sys/fs/cgroup/memory', pids: '/sys/fs/cgroup/pids' });
+  assert.deepEqual(cgroup1Mounts(mounts), {
+    cpu: '/sys/fs/cgroup/cpu,cpuacct',
+    cpuacct: '/sys/fs/cgroup/cpu,cpuacct',
+    memory: '/sys/fs/cgroup/memory',
+    pids: '/sys/fs/cgroup/pids',
+  });
   const v1 = await detectCgroups(files({ '/proc/self/mounts': mounts, '/sys/fs/cgroup/unified/cgroup.controllers': '' }));
   assert.equal(v1.version, 1);
   const none = await detectCgroups(files({ '/proc/self/mounts': 'proc /proc proc rw 0 0\n' }));
@@ -164,7 +171,12 @@ test('limitsFor: memory = RAM + overhead and pids when a cgroup is usable; --cpu
   const v2 = { version: 2 as const, mount: '/sys/fs/cgroup' };
   const none = { version: 0 as const, reason: 'no cgroup2 file system mounted' };
   assert.deepEqual(limitsFor(cfg, {}, 1024, v2), { memoryMaxMiB: 1024 + cfg.memoryOverheadMiB, pidsMax: cfg.pidsMax });
-  assert.deepEqual(limitsFor(cfg, { cpuQuota: 0.5, diskIops: 100 }, 512, v2), { memoryMaxMiB: 512 + cfg.memoryOverheadMiB, pidsMax: cfg.pidsMax, cpuQuota: 0.5, diskIops: 100 });
+  assert.deepEqual(limitsFor(cfg, { cpuQuota: 0.5, diskIops: 100 }, 512, v2), {
+    memoryMaxMiB: 512 + cfg.memoryOverheadMiB,
+    pidsMax: cfg.pidsMax,
+    cpuQuota: 0.5,
+    diskIops: 100,
+  });
   assert.equal(limitsFor(cfg, {}, 512, none), undefined);
   assert.deepEqual(limitsFor(cfg, { diskBps: 1 << 20 }, 512, none), { diskBps: 1 << 20 });
   assert.throws(
@@ -180,6 +192,11 @@ test('limitsFor: memory = RAM + overhead and pids when a cgroup is usable; --cpu
 test('jailer --cgroup arguments for both versions', () => {
   assert.deepEqual(jailerCgroupArgs(2, LIMITS), ['--cgroup', `memory.max=${1280 * 1048576}`, '--cgroup', 'pids.max=512', '--cgroup', 'cpu.max=50000 100000']);
   assert.deepEqual(jailerCgroupArgs(1, { memoryBytes: 2048, pids: 64 }), ['--cgroup', 'memory.limit_in_bytes=2048', '--cgroup', 'pids.max=64']);
-  assert.deepEqual(jailerCgroupArgs(1, { memoryBytes: 2048, pids: 64, cpuQuota: 2 }).slice(4), ['--cgroup', 'cpu.cfs_period_us=100000', '--cgroup', 'cpu.cfs_quota_us=200000']);
+  assert.deepEqual(jailerCgroupArgs(1, { memoryBytes: 2048, pids: 64, cpuQuota: 2 }).slice(4), [
+    '--cgroup',
+    'cpu.cfs_period_us=100000',
+    '--cgroup',
+    'cpu.cfs_quota_us=200000',
+  ]);
   assert.deepEqual(jailerCgroupArgs(2, undefined), []);
 });

@@ -103,7 +103,8 @@ for (const version of Object.keys(SPEC_FILES) as SpecVersion[]) {
       assert.equal(drives.filter((d) => d.is_root_device).length, 1, 'exactly one root drive');
       for (const d of drives) assert.equal(d.is_read_only, d.drive_id === 'modules');
       for (const r of reqs.filter((x) => x.step.startsWith('drive-'))) {
-        const rl = (r.body as { rate_limiter?: { ops?: { size: number; refill_time: number }; bandwidth?: { size: number; refill_time: number } } }).rate_limiter;
+        const rl = (r.body as { rate_limiter?: { ops?: { size: number; refill_time: number }; bandwidth?: { size: number; refill_time: number } } })
+          .rate_limiter;
         if (!cfg.diskLimits) assert.equal(rl, undefined, `${r.step}: rate_limiter without disk limits`);
         else {
           assert.deepEqual(rl?.ops, cfg.diskLimits.iops ? { size: cfg.diskLimits.iops, refill_time: 1000 } : undefined, `${r.step}: ops bucket`);

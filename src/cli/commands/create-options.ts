@@ -128,10 +128,21 @@ const CREATE_OPTIONS: Array<{ key: keyof CreateFlags; make: () => Option }> = [
   },
   {
     key: 'cpuQuota',
-    make: () => new Option('--cpu-quota <fraction>', "cap the VMM's CPU time at FRACTION of one host CPU, e.g. 0.5 or 2 (cgroup cpu.max; default: config limits.cpuQuota)").argParser(numArg('--cpu-quota')),
+    make: () =>
+      new Option(
+        '--cpu-quota <fraction>',
+        "cap the VMM's CPU time at FRACTION of one host CPU, e.g. 0.5 or 2 (cgroup cpu.max; default: config limits.cpuQuota)",
+      ).argParser(numArg('--cpu-quota')),
   },
-  { key: 'diskIops', make: () => new Option('--disk-iops <n>', 'throttle each disk to N I/O operations per second (default: config limits.diskIops)').argParser(intArg('--disk-iops')) },
-  { key: 'diskBps', make: () => new Option('--disk-bps <n>', 'throttle each disk to N bytes per second (default: config limits.diskBps)').argParser(intArg('--disk-bps')) },
+  {
+    key: 'diskIops',
+    make: () =>
+      new Option('--disk-iops <n>', 'throttle each disk to N I/O operations per second (default: config limits.diskIops)').argParser(intArg('--disk-iops')),
+  },
+  {
+    key: 'diskBps',
+    make: () => new Option('--disk-bps <n>', 'throttle each disk to N bytes per second (default: config limits.diskBps)').argParser(intArg('--disk-bps')),
+  },
   { key: 'keepOnFailure', make: () => new Option('--keep-on-failure', 'when create fails, keep the VM for inspection instead of removing everything it made') },
 ];
 

@@ -61,11 +61,7 @@ export function jailerCgroupArgs(version: 1 | 2, l: CgroupLimits | undefined): s
   const files =
     version === 2
       ? [`memory.max=${l.memoryBytes}`, `pids.max=${l.pids}`, ...(quota ? [`cpu.max=${quota} ${CPU_PERIOD_US}`] : [])]
-      : [
-          `memory.limit_in_bytes=${l.memoryBytes}`,
-          `pids.max=${l.pids}`,
-          ...(quota ? [`cpu.cfs_period_us=${CPU_PERIOD_US}`, `cpu.cfs_quota_us=${quota}`] : []),
-        ];
+      : [`memory.limit_in_bytes=${l.memoryBytes}`, `pids.max=${l.pids}`, ...(quota ? [`cpu.cfs_period_us=${CPU_PERIOD_US}`, `cpu.cfs_quota_us=${quota}`] : [])];
   return files.flatMap((f) => ['--cgroup', f]);
 }
 
@@ -104,9 +100,7 @@ export function jailPlan(cfg: JailerConfig, o: { firecracker: string; id: string
     apiSocket: sock,
     pidFileHost: join(root, 'firecracker.pid'),
     cgroupDir: cfg.cgroupVersion === 2 ? join('/sys/fs/cgroup', cfg.parentCgroup, o.id) : join('/sys/fs/cgroup/cpu', cfg.parentCgroup, o.id),
-    ...(cfg.limits && cfg.cgroupVersion === 1
-      ? { extraCgroupDirs: ['memory', 'pids'].map((c) => join('/sys/fs/cgroup', c, cfg.parentCgroup, o.id)) }
-      : {}),
+    ...(cfg.limits && cfg.cgroupVersion === 1 ? { extraCgroupDirs: ['memory', 'pids'].map((c) => join('/sys/fs/cgroup', c, cfg.parentCgroup, o.id)) } : {}),
     argv: [
       cfg.binary,
       '--id',

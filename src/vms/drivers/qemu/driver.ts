@@ -33,7 +33,7 @@ import { qmpCommand } from './qmp.js';
  */
 export class QemuDriver implements VmmDriver {
   readonly kind = 'qemu' as const;
-  readonly features: DriverFeatures = { mounts: true, snapshots: false, vsock: false };
+  readonly features: DriverFeatures = { mounts: true, snapshots: false, vsock: false, ownCgroup: false };
   /** virtiofs (one virtiofsd per mount, started before QEMU) or virtio-9p: mounts.ts. */
   readonly folders: SharedFolders = {
     devices: (mounts) => qemuMountDevices(mounts),

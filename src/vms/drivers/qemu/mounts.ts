@@ -199,7 +199,18 @@ export async function startVirtiofsd(exec: Exec, vmDir: string, mounts: MountSpe
       // the mount point for the socket directory; QEMU's own virtiofsd makes it too.
       await mkdir('/run/virtiofsd', { recursive: true, mode: 0o755 });
       const r = await exec(
-        enterArgv(opts.cgroup ?? [], ['sh', '-c', LAUNCH, 'sh', INNER, join(vmDir, 'virtiofsd.log'), m.hostDir, m.readOnly ? 'ro' : 'rw', dir, ...virtiofsdArgv(m, bin, jail)]),
+        enterArgv(opts.cgroup ?? [], [
+          'sh',
+          '-c',
+          LAUNCH,
+          'sh',
+          INNER,
+          join(vmDir, 'virtiofsd.log'),
+          m.hostDir,
+          m.readOnly ? 'ro' : 'rw',
+          dir,
+          ...virtiofsdArgv(m, bin, jail),
+        ]),
         { env: toolEnv(), timeoutMs: 10_000 },
       );
       const pid = Number(r.stdout.trim());
