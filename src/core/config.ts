@@ -150,7 +150,7 @@ export const ConfigSchema = z
     limits: z
       .object({
         cgroup: z.boolean().default(true),
-        memoryOverheadMiB: z.number().int().min(0).max(65536).default(256),
+        memoryOverheadMiB: z.number().int().min(0).max(65536).default(1024),
         pidsMax: PidsMax.default(1024),
         cpuQuota: CpuQuota.optional(),
         diskIops: DiskIops.optional(),
