@@ -111,6 +111,8 @@ before(
 
 after(
   async () => {
+    // Through banger, so the VMs' groups go too when a test failed before its own rm.
+    if (d?.proc) await d.cli(['vm', 'rm', '--force', 'lim', 'free']).catch(() => undefined);
     await d?.cleanup();
     cleanupAll();
     await registry?.stop();
