@@ -1,11 +1,16 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exec } from '../../src/core/exec.js';
 import { nullLogger } from '../../src/core/log.js';
 import { injectGuestFiles } from '../../src/guest/inject.js';
+import { AgentConnection } from '../../src/vms/agent-session.js';
+import { connectUnix } from '../../src/vms/agent.js';
+import { applyIdentity, type GuestIdentity } from '../../src/vms/identity.js';
 import { debianMirrorUnavailable, startDebianMirror, fetchTestKernel } from '../helpers/debian-mirror.js';
 import { createTestNet, type TestNet } from '../helpers/debian-boot.js';
 import {
@@ -41,6 +46,8 @@ const BOOT_TIMEOUT_MS = 300_000; // a loaded 2-core runner boots systemd under T
 let dir: string;
 let kernelDir: string;
 let rootImg: string;
+/** The guest the first test booted, kept for the identity test (one boot for the file). */
+let booted: { net: TestNet; vm: GuestVm; seed: ReturnType<typeof buildSeed> } | undefined;
 
 before(
   async () => {
@@ -63,7 +70,9 @@ before(
 );
 
 after(
-  () => {
+  async () => {
+    await booted?.vm.kill();
+    booted?.net.destroy();
     if (dir) rmSync(dir, { recursive: true, force: true });
   },
   { timeout: 120_000 },
@@ -125,7 +134,7 @@ test('a Debian guest boots through banger-first-boot: pinned SSH, systemd runnin
     const health = await until('agent health over virtio-serial', vm, 60_000, () => agentRequest(vm!.agentSock, '{"op":"health"}'));
     assert.equal(health.ok, true);
     assert.equal(health.agent, 'banger-vsock-agent');
-    assert.equal(health.version, '3'); // agent 3 (set-clock) speaking protocol v2 (v1 requests are still answered)
+    assert.equal(health.version, '4'); // agent 4 (identity) speaking protocol v2 (v1 requests are still answered)
     assert.equal(health.hostname, NAME);
     const ports = await agentRequest(vm.agentSock, '{"op":"ports"}');
     assert.ok(
@@ -143,8 +152,125 @@ test('a Debian guest boots through banger-first-boot: pinned SSH, systemd runnin
     for (const s of ['mount-basics', 'seed', 'configure', 'exec-init']) assert.match(text, new RegExp(`banger-first-boot: step ${s}`));
     assert.doesNotMatch(text, /banger-first-boot: error/);
     assert.doesNotMatch(text, /banger-first-boot: step install/, 'systemd was already in the image: nothing installed');
+    booted = { net, vm, seed }; // handed to the identity test; after() stops it
   } finally {
-    await vm?.kill();
-    net?.destroy();
+    if (!booted) {
+      await vm?.kill();
+      net?.destroy();
+    }
+  }
+});
+
+/** Runs `sh -c cmd` in the guest through the agent; its stdout and stderr. */
+function guestSh(conn: AgentConnection, cmd: string): Promise<string> {
+  let text = '';
+  return new Promise((resolve, reject) => {
+    conn
+      .start(
+        { op: 'exec', argv: ['sh', '-c', cmd] },
+        {
+          onStdout: (b) => (text += b.toString()),
+          onStderr: (b) => (text += b.toString()),
+          onExit: () => resolve(text),
+          onError: reject,
+        },
+      )
+      .then((s) => {
+        s.consumed(1 << 20);
+        s.eof();
+      }, reject);
+  });
+}
+
+test('identity after restore (agent 4): a new MAC (announced by gratuitous ARP), IP, hostname, machine-id, clock and SSH host key, applied through the agent', {
+  skip,
+  timeout: 300_000,
+}, async (t) => {
+  if (!booted) return t.skip('the boot test did not leave a running guest');
+  const { net, vm, seed } = booted;
+  const nsRun = (argv: string[]) => spawnSync('ip', ['netns', 'exec', net.ns, ...argv], { encoding: 'utf8' });
+  const before = ssh(net, seed.keys, seed.keys.knownHosts, 'cat /etc/machine-id; hostname');
+  assert.equal(before.code, 0, before.stderr);
+  const [oldMachineId] = before.stdout.trim().split('\n');
+
+  // The new identity, in the test's subnet: .3 instead of .2, a fresh key pair and machine-id.
+  const newIp = net.guestIp.replace(/\.2$/, '.3');
+  const mac = `02:${[...randomBytes(5)].map((b) => b.toString(16).padStart(2, '0')).join(':')}`;
+  const keyDir = join(dir, 'newkey');
+  mkdirSync(keyDir, { recursive: true });
+  const keyFile = join(keyDir, 'ssh_host_ed25519_key');
+  assert.equal(spawnSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'guestbox-2-host', '-f', keyFile]).status, 0);
+  const id: GuestIdentity = {
+    mac,
+    ip: newIp,
+    prefixLen: 24,
+    gateway: net.hostIp,
+    hostname: 'guestbox-2',
+    machineId: randomBytes(16).toString('hex'),
+    hostKey: { privatePem: readFileSync(keyFile, 'utf8'), publicLine: readFileSync(`${keyFile}.pub`, 'utf8').trim() },
+  };
+  const pub = (line: string) => line.split(' ').slice(0, 2).join(' ');
+  const newKnownHosts = join(keyDir, 'known_hosts');
+  writeFileSync(newKnownHosts, `${newIp} ${pub(id.hostKey.publicLine)}\n`);
+  // The snapshot's (old) host key pinned for the new address: must now be refused.
+  const oldKeyKnownHosts = join(keyDir, 'old_known_hosts');
+  writeFileSync(oldKeyKnownHosts, `${newIp} ${readFileSync(seed.keys.knownHosts, 'utf8').trim().split(' ').slice(1).join(' ')}\n`);
+  const newNet: TestNet = { ...net, guestIp: newIp };
+
+  // Learn neighbours from gratuitous ARP (Linux creates no entry from one by default): the entry
+  // for the new IP can then only come from the guest's announcement, since nothing sent to it yet.
+  assert.equal(nsRun(['sysctl', '-qw', `net.ipv4.conf.${net.tap}.arp_accept=1`]).status, 0);
+  const neighbour = () =>
+    (JSON.parse(nsRun(['ip', '-j', 'neigh', 'show', 'dev', net.tap]).stdout || '[]') as { dst: string; lladdr?: string }[]).find((n) => n.dst === newIp);
+  assert.equal(neighbour(), undefined, 'no neighbour entry for the new IP before the identity is applied');
+
+  // The agent's virtio-serial port takes a moment to be reopened after the v1 probes above.
+  const conn = await until('a protocol v2 agent connection', vm, 60_000, async () => {
+    try {
+      return await AgentConnection.open(await connectUnix(vm.agentSock), 'identity-test', 5000);
+    } catch {
+      return undefined;
+    }
+  });
+  try {
+    const hostBefore = Date.now();
+    await applyIdentity(conn, id, { timeoutMs: 60_000 });
+
+    assert.equal(neighbour()?.lladdr, mac, `the host's neighbour table learnt ${newIp} at ${mac} from the gratuitous ARP`);
+    const health = await conn.request({ op: 'health' });
+    assert.equal(health.hostname, 'guestbox-2', 'the agent reports the new hostname');
+    // Reachability at the new address (this host has no ping: a TCP connect to sshd, 3 s at most).
+    const tcp22 = (ip: string) => nsRun(['timeout', '3', 'bash', '-c', `exec 3<>/dev/tcp/${ip}/22`]).status === 0;
+    // sshd re-executes itself on the identity's SIGHUP: wait for its listener to be back.
+    const reached = await until('a TCP connect to the new IP', vm, 30_000, () => (tcp22(newIp) ? true : undefined)).catch(() => false);
+    if (!reached) {
+      const state = await guestSh(conn, 'ip addr show eth0; ip route; ip neigh; cat /sys/class/net/eth0/address');
+      assert.fail(`the new IP does not answer on port 22\n--- guest ---\n${state}\n--- host ---\n${nsRun(['ip', 'neigh']).stdout}`);
+    }
+    assert.equal(tcp22(net.guestIp), false, 'the old IP is gone');
+
+    // Pinned SSH to the new IP with the new host key (sshd re-executes on SIGHUP: wait for it).
+    const facts = await until('SSH to the new IP with the new pinned host key', vm, 60_000, () => {
+      const r = ssh(
+        newNet,
+        seed.keys,
+        newKnownHosts,
+        'hostname; cat /etc/hostname /etc/machine-id; cat /sys/class/net/eth0/address; date +%s%3N; grep "# banger" /etc/hosts',
+      );
+      return r.code === 0 ? r.stdout.trim().split('\n') : undefined;
+    });
+    const hostAfter = Date.now();
+    assert.deepEqual(facts.slice(0, 4), ['guestbox-2', 'guestbox-2', id.machineId, mac]);
+    assert.notEqual(id.machineId, oldMachineId);
+    const guestMs = Number(facts[4]);
+    assert.ok(guestMs >= hostBefore - 1000 && guestMs <= hostAfter + 1000, `guest clock ${guestMs} within 1 s of the host's [${hostBefore}, ${hostAfter}]`);
+    assert.equal(facts[5], `${newIp} guestbox-2 # banger`);
+
+    // The snapshot's host key is no longer what the guest presents.
+    const old = ssh(newNet, seed.keys, oldKeyKnownHosts, 'true');
+    assert.equal(old.code, 255, `the old host key must be refused: ${old.stdout}${old.stderr}`);
+    assert.match(old.stderr, /REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed/);
+  } finally {
+    conn.close();
   }
 });

@@ -1,6 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { constants as osConstants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
@@ -11,6 +11,20 @@ import { randomBytes } from 'node:crypto';
  */
 const created = new Set<string>();
 let hooked = false;
+
+/**
+ * Once per process: clean up on 'exit', and turn SIGINT/SIGTERM/SIGHUP (Ctrl-C on a benchmark,
+ * the runner's timeout) into an exit, which Node does not do by itself (a signal's default
+ * action skips 'exit' handlers and leaves namespaces, their QEMUs and forwarders behind).
+ */
+function hookCleanup(): void {
+  if (hooked) return;
+  hooked = true;
+  process.on('exit', () => cleanupAll());
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(sig, () => process.exit(128 + osConstants.signals[sig]));
+  }
+}
 
 function run(argv: string[], opts: { allowFailure?: boolean } = {}): string {
   const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', env: { ...process.env, LC_ALL: 'C' } });
@@ -23,10 +37,7 @@ export function createNetns(label = 'ns'): string {
   const name = `bt-${label}-${process.pid}-${randomBytes(3).toString('hex')}`.slice(0, 40);
   run(['ip', 'netns', 'add', name]);
   created.add(name);
-  if (!hooked) {
-    hooked = true;
-    process.on('exit', () => cleanupAll());
-  }
+  hookCleanup();
   nsRun(name, ['ip', 'link', 'set', 'lo', 'up']);
   return name;
 }
@@ -98,10 +109,7 @@ export async function exposeInNetns(ns: string, port: number): Promise<() => voi
   const sock = join(dir, 's');
   const f: Forwarder = { procs: [], dir };
   forwarders.add(f);
-  if (!hooked) {
-    hooked = true;
-    process.on('exit', () => cleanupAll());
-  }
+  hookCleanup();
   try {
     f.procs.push(spawn('socat', [`UNIX-LISTEN:${sock},fork,mode=600`, `TCP:127.0.0.1:${port}`], { stdio: 'ignore' }));
     await waitFor(`socat UNIX-LISTEN ${sock}`, () => existsSync(sock));

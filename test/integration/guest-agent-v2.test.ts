@@ -10,6 +10,7 @@ import { F, FrameDecoder, encodeFrame, type ExitInfo, type Frame } from '../../s
 import { defaultSources } from '../../src/guest/inject.js';
 import { AgentConnection, type AgentSession } from '../../src/vms/agent-session.js';
 import { connectUnix } from '../../src/vms/agent.js';
+import { identityRequest, type GuestIdentity } from '../../src/vms/identity.js';
 import { isRoot } from '../helpers/daemon.js';
 
 /**
@@ -123,7 +124,7 @@ test('set-clock (agent 3): refused on a test channel, never touching the host cl
   skip,
 }, async () => {
   const c = await open();
-  assert.equal(c.info.version, '3');
+  assert.equal(c.info.version, '4');
   // This agent serves --unix: it is on a host, so it must not set the clock.
   const refused = await c.request({ op: 'set-clock', unixMs: Date.now() });
   assert.equal(refused.ok, false);
@@ -152,6 +153,66 @@ test('set-clock (agent 3): refused on a test channel, never touching the host cl
   } finally {
     a2.kill('SIGKILL');
   }
+});
+
+test('identity (agent 4): every field is validated in the agent before anything changes; on a test channel a valid request is refused, the host untouched', {
+  skip,
+}, async () => {
+  const c = await open();
+  const key = join(dir, 'idkey');
+  rmSync(key, { force: true });
+  rmSync(`${key}.pub`, { force: true });
+  assert.equal(spawnSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]).status, 0);
+  const id: GuestIdentity = {
+    mac: '02:12:34:56:78:9a',
+    ip: '10.99.0.5',
+    prefixLen: 24,
+    gateway: '10.99.0.1',
+    hostname: 'not-this-host',
+    machineId: 'a'.repeat(32),
+    hostKey: { privatePem: readFileSync(key, 'utf8'), publicLine: readFileSync(`${key}.pub`, 'utf8').trim() },
+  };
+  const good = identityRequest(id, Buffer.alloc(32, 7), Date.now());
+  const hostname = readFileSync('/proc/sys/kernel/hostname', 'utf8');
+  const ok = await c.request(good);
+  assert.deepEqual(ok, { ok: false, step: 'validate', error: 'identity: validate: refused on a test channel (the agent is not in a guest)' });
+  const cases: Array<[Record<string, unknown>, RegExp]> = [
+    [{ mac: '01:12:34:56:78:9a' }, /"mac" must be a unicast address/],
+    [{ mac: '02:12:34:56:78' }, /"mac" must be six hex octets/],
+    [{ mac: undefined }, /"mac" is required/],
+    [{ ip: '10.99.0.256' }, /"ip" must be a dotted IPv4 address/],
+    [{ ip: '10.99.0.255' }, /network or broadcast/],
+    [{ gateway: '10.98.0.1' }, /"gateway" is not inside/],
+    [{ gateway: '10.99.0.5' }, /are the same address/],
+    [{ prefixLen: 31 }, /"prefixLen" must be 8..30/],
+    [{ prefixLen: undefined }, /"prefixLen" must be 8..30/],
+    [{ hostname: 'a'.repeat(64) }, /longer than 63/],
+    [{ hostname: 'bad name' }, /only letters, digits/],
+    [{ hostname: 'x\u00e9' }, /only letters, digits/],
+    [{ hostname: 'end-.x' }, /ending in '-'/],
+    [{ machineId: 'A'.repeat(32) }, /32 lowercase hex/],
+    [{ machineId: '0'.repeat(32) }, /not be all zeros/],
+    [{ seed: 'ab'.repeat(31) }, /"seed" must be 32..512 bytes/],
+    [{ seed: 'zz'.repeat(40) }, /"seed" must be 32..512 bytes/],
+    [{ seed: 'ab'.repeat(513) }, /"seed" must be 32..512 bytes/],
+    [{ hostKey: id.hostKey.privatePem.replace('OPENSSH', 'RSA') }, /"hostKey" must be an OpenSSH private key/],
+    [{ hostKey: id.hostKey.privatePem.replace('\n', '\n;rm -rf /\n') }, /outside base64/],
+    [{ hostKey: id.hostKey.privatePem.trimEnd() }, /END line/],
+    [{ hostKeyPub: 'ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ' }, /ssh-ed25519 public key line/],
+    [{ hostKeyPub: `${id.hostKey.publicLine}\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI` }, /control character/],
+    [{ unixMs: undefined }, /"unixMs" is required/],
+  ];
+  for (const [change, want] of cases) {
+    const r = await c.request({ ...good, ...change });
+    assert.equal(r.ok, false, JSON.stringify(change));
+    assert.equal(r.step, 'validate', JSON.stringify(r));
+    assert.match(String(r.error), want, `${JSON.stringify(change).slice(0, 80)} → ${JSON.stringify(r)}`);
+  }
+  // A malformed number is a request error, not a crash; the connection keeps serving.
+  assert.match(String((await c.request({ ...good, prefixLen: 'x' })).error), /"prefixLen" must be an integer/);
+  assert.equal((await c.request({ op: 'health' })).ok, true);
+  assert.equal(readFileSync('/proc/sys/kernel/hostname', 'utf8'), hostname, 'the host keeps its name');
+  c.close();
 });
 
 test('exec: exit codes 0, 7 and 128+9; env, workdir, user; a missing command is refused with 127', { skip }, async () => {

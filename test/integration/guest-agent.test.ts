@@ -129,7 +129,7 @@ test('--stdio: health, ports (sees a listener the test opens), unknown op, bad i
     const h = await lines.next();
     assert.equal(h.ok, true);
     assert.equal(h.agent, 'banger-vsock-agent');
-    assert.equal(h.version, '3');
+    assert.equal(h.version, '4');
     assert.equal(h.proto, 2);
     assert.equal(h.hostname, hostname());
     assert.ok(Number.isInteger(h.uptimeSeconds) && h.uptimeSeconds >= 0);

@@ -9,7 +9,7 @@
 #include <sys/types.h>
 
 #define AGENT_NAME "banger-vsock-agent"
-#define AGENT_VERSION "3" /* 3: set-clock; every request of version 2 is answered as before */
+#define AGENT_VERSION "4" /* 3: set-clock; 4: identity; every request of version 2 is answered as before */
 #define PROTO_VERSION 2
 
 /* ---- protocol v2 constants (mirrored in src/core/agent-proto.ts) ---- */
@@ -57,6 +57,9 @@ struct request {
 	char *workdir, *user, *path;
 	int tty, rows, cols;
 	long long unix_ms; /* set-clock: the host's wall clock, ms since the epoch; 0 when absent */
+	/* identity (identity.c): strings as sent, validated there; prefix_len -1 when absent */
+	char *mac, *ip, *gateway, *hostname, *machine_id, *seed, *key_priv, *key_pub;
+	int prefix_len;
 };
 int req_parse(const char *json, size_t len, struct request *r, const char **err);
 void req_free(struct request *r);
@@ -68,6 +71,11 @@ enum { CLOCK_SYSTEM, CLOCK_FILE, CLOCK_REFUSE };
 extern int clock_mode;
 extern const char *clock_file;
 void op_set_clock(struct out *o, long long unix_ms);
+/* Sets the clock as clock_mode says; 0 with *step_ms (how far it moved), or -1 with err. */
+int clock_apply(long long unix_ms, long long *step_ms, char *err, size_t cap);
+
+/* ---- identity after a snapshot restore (identity.c) ---- */
+void op_identity(struct out *o, const struct request *r);
 
 /* ---- spawning (spawn.c) ---- */
 struct spawned {

@@ -28,34 +28,44 @@ static long long realtime_ms(void) {
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-void op_set_clock(struct out *o, long long unix_ms) {
-	if (unix_ms <= 0) {
-		out_str(o, "{\"ok\":false,\"error\":\"set-clock: \\\"unixMs\\\" is required\"}");
-		return;
-	}
+int clock_apply(long long unix_ms, long long *step_ms, char *err, size_t cap) {
 	long long before = realtime_ms();
 	if (clock_mode == CLOCK_REFUSE) {
-		out_str(o, "{\"ok\":false,\"error\":\"set-clock: refused on a test channel (the agent is not in a guest; see --fake-clock)\"}");
-		return;
+		snprintf(err, cap, "refused on a test channel (the agent is not in a guest; see --fake-clock)");
+		return -1;
 	}
 	if (clock_mode == CLOCK_FILE) {
 		char tmp[4200];
 		snprintf(tmp, sizeof tmp, "%s.tmp", clock_file);
 		FILE *f = fopen(tmp, "w");
 		if (!f || fprintf(f, "%lld\n", unix_ms) < 0 || fclose(f) != 0 || rename(tmp, clock_file) != 0) {
-			char msg[4400];
-			snprintf(msg, sizeof msg, "set-clock: %s: %s", clock_file, strerror(errno));
-			out_str(o, "{\"ok\":false,\"error\":");
-			out_json_string(o, msg);
-			out_str(o, "}");
-			return;
+			snprintf(err, cap, "%s: %s", clock_file, strerror(errno));
+			return -1;
 		}
 	} else {
 		struct timespec ts = {.tv_sec = (time_t)(unix_ms / 1000), .tv_nsec = (long)(unix_ms % 1000) * 1000000L};
 		if (clock_settime(CLOCK_REALTIME, &ts) != 0) {
-			out_fmt(o, "{\"ok\":false,\"error\":\"set-clock: %s\"}", strerror(errno));
-			return;
+			snprintf(err, cap, "%s", strerror(errno));
+			return -1;
 		}
 	}
-	out_fmt(o, "{\"ok\":true,\"stepMs\":%lld}", unix_ms - before);
+	*step_ms = unix_ms - before;
+	return 0;
+}
+
+void op_set_clock(struct out *o, long long unix_ms) {
+	if (unix_ms <= 0) {
+		out_str(o, "{\"ok\":false,\"error\":\"set-clock: \\\"unixMs\\\" is required\"}");
+		return;
+	}
+	char err[4400], msg[4500];
+	long long step;
+	if (clock_apply(unix_ms, &step, err, sizeof err) != 0) {
+		snprintf(msg, sizeof msg, "set-clock: %s", err);
+		out_str(o, "{\"ok\":false,\"error\":");
+		out_json_string(o, msg);
+		out_str(o, "}");
+		return;
+	}
+	out_fmt(o, "{\"ok\":true,\"stepMs\":%lld}", step);
 }

@@ -342,17 +342,29 @@ void req_free(struct request *r) {
 	free(r->workdir);
 	free(r->user);
 	free(r->path);
+	char **ids[] = {&r->mac, &r->ip, &r->gateway, &r->hostname, &r->machine_id, &r->seed, &r->key_priv, &r->key_pub};
+	for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) free(*ids[i]);
 	memset(r, 0, sizeof *r);
+	r->prefix_len = -1;
+}
+
+/* The string members of an identity request (identity.c validates their contents). */
+static char **identity_member(struct request *r, const char *key) {
+	return !strcmp(key, "mac") ? &r->mac : !strcmp(key, "ip") ? &r->ip : !strcmp(key, "gateway") ? &r->gateway : !strcmp(key, "hostname") ? &r->hostname
+		: !strcmp(key, "machineId") ? &r->machine_id : !strcmp(key, "seed") ? &r->seed : !strcmp(key, "hostKey") ? &r->key_priv
+		: !strcmp(key, "hostKeyPub") ? &r->key_pub : NULL;
 }
 
 /*
  * Parses a request object: {"op":S, "argv":[S...], "env":["K=V"...], "workdir":S, "user":S,
- * "path":S, "tty":B, "rows":N, "cols":N, "unixMs":N}. Unknown members are skipped. Returns 0, or -1 with
+ * "path":S, "tty":B, "rows":N, "cols":N, "unixMs":N, and identity's "mac", "ip", "prefixLen",
+ * "gateway", "hostname", "machineId", "seed", "hostKey", "hostKeyPub"}. Unknown members are skipped. Returns 0, or -1 with
  * *err naming the problem (the request is then freed).
  */
 int req_parse(const char *json, size_t len, struct request *r, const char **err) {
 	char *buf = malloc(len + 1);
 	memset(r, 0, sizeof *r);
+	r->prefix_len = -1;
 	*err = "bad request: not a JSON object";
 	if (!buf) return -1;
 	memcpy(buf, json, len);
@@ -370,7 +382,7 @@ int req_parse(const char *json, size_t len, struct request *r, const char **err)
 		skip_ws(&p);
 		if (*p++ != ':') goto bad;
 		skip_ws(&p);
-		char **sp = !strcmp(key, "workdir") ? &r->workdir : !strcmp(key, "user") ? &r->user : !strcmp(key, "path") ? &r->path : NULL;
+		char **sp = !strcmp(key, "workdir") ? &r->workdir : !strcmp(key, "user") ? &r->user : !strcmp(key, "path") ? &r->path : identity_member(r, key);
 		if (!strcmp(key, "op")) {
 			if (*p != '"' || parse_string(&p, r->op, sizeof r->op)) { *err = "bad request: \"op\" must be a string"; goto bad; }
 		} else if (sp) {
@@ -390,6 +402,12 @@ int req_parse(const char *json, size_t len, struct request *r, const char **err)
 			/* 2001-09-09 .. 2286-11-20: a wall clock, not a duration or garbage */
 			if (end == p || errno || v < 1000000000000LL || v > 9999999999999LL || *end == '.' || *end == 'e' || *end == 'E') { *err = "bad request: \"unixMs\" must be milliseconds since the epoch (an integer)"; goto bad; }
 			r->unix_ms = v;
+			p = end;
+		} else if (!strcmp(key, "prefixLen")) {
+			char *end;
+			long v = strtol(p, &end, 10);
+			if (end == p || v < 0 || v > 32 || *end == '.' || *end == 'e' || *end == 'E') { *err = "bad request: \"prefixLen\" must be an integer 0..32"; goto bad; }
+			r->prefix_len = (int)v;
 			p = end;
 		} else if (!strcmp(key, "rows") || !strcmp(key, "cols")) {
 			char *end;

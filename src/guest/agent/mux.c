@@ -200,6 +200,8 @@ static void on_request(struct conn *c, uint32_t id, const char *p, size_t n) {
 		else op_stat(&o, r.path);
 	} else if (!strcmp(r.op, "set-clock")) {
 		op_set_clock(&o, r.unix_ms);
+	} else if (!strcmp(r.op, "identity")) {
+		op_identity(&o, &r);
 	} else if (!strcmp(r.op, "exec") || !strcmp(r.op, "tar-out") || !strcmp(r.op, "tar-in")) {
 		start_session(c, id, &r);
 	} else out_str(&o, "{\"ok\":false,\"error\":\"unknown op\"}");
