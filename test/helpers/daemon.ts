@@ -33,10 +33,11 @@ export interface TestDaemonOptions {
    */
   bin?: { banger: string; bangerd: string };
   /**
-   * Run the daemon in the network namespace with `nsenter --net` instead of `ip netns exec`,
-   * which also unshares the mount namespace and remounts /sys, hiding /sys/fs/cgroup. A daemon
-   * that puts VMMs in cgroups (resource limits, docs/limits.md) needs the host's hierarchies, as
-   * an installed bangerd has them; its network is still the namespace's alone.
+   * `ip netns exec` unshares the mount namespace and remounts /sys, which hides /sys/fs/cgroup.
+   * A daemon that puts VMMs in cgroups (resource limits, docs/limits.md) needs the host's
+   * hierarchies, as an installed bangerd has them: with this, the daemon's mount namespace gets
+   * them mounted again (the same hierarchies: a v1 mount of a controller set joins the existing
+   * one) before bangerd runs. Its network is still the namespace's alone.
    */
   hostCgroups?: boolean;
 }
@@ -89,7 +90,7 @@ export class TestDaemon {
 
   async start(timeoutMs = 15000): Promise<void> {
     if (this.cliOnly) throw new Error('a cliOnly TestDaemon starts no daemon: give it { netns }');
-    const argv = this.hostCgroups && this.netns ? ['nsenter', `--net=/run/netns/${this.netns}`, '--', ...this.bangerdArgv] : this.wrap(this.bangerdArgv);
+    const argv = this.wrap(this.hostCgroups ? withHostCgroups(this.bangerdArgv) : this.bangerdArgv);
     this.proc = spawn(argv[0]!, argv.slice(1), { env: this.env, stdio: ['ignore', 'ignore', 'pipe'] });
     this.proc.stderr!.on('data', (d) => (this.stderr += d.toString()));
     const deadline = Date.now() + timeoutMs;
@@ -214,4 +215,22 @@ export function missingTools(...cmds: string[]): string | undefined {
 /** A child that ended either way: by exit (exitCode) or by a signal (signalCode; exitCode stays null). */
 function exited(p: ChildProcess): boolean {
   return p.exitCode !== null || p.signalCode !== null;
+}
+
+/**
+ * argv that mounts the host's cgroup hierarchies (v2, and the v1 memory/pids/cpu/cpuacct ones)
+ * at their usual places inside the current mount namespace, then execs `argv` (a fixed sh
+ * program; the mounts are its positional parameters).
+ */
+function withHostCgroups(argv: string[]): string[] {
+  const wanted = new Set(['memory', 'pids', 'cpu', 'cpuacct']);
+  const specs = readFileSync('/proc/self/mounts', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' '))
+    .filter((f) => f[2] === 'cgroup2' || (f[2] === 'cgroup' && (f[3] ?? '').split(',').some((o) => wanted.has(o))))
+    .flatMap((f) => [f[2]!, f[1]!, f[3]!]);
+  const script =
+    'mount -t tmpfs -o mode=755 cgroup_root /sys/fs/cgroup || exit 1; ' +
+    'while [ "$1" != -- ]; do mkdir -p "$2" && mount -t "$1" -o "$3" "$1" "$2" || exit 1; shift 3; done; shift; exec "$@"';
+  return ['sh', '-c', script, 'sh', ...specs, '--', ...argv];
 }
