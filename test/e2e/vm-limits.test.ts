@@ -64,10 +64,10 @@ interface Shown {
 }
 const show = (name: string): Promise<Shown> => d!.json(['vm', 'show', name]);
 const procsOf = (s: Shown) => s.cgroup!.dirs.map((x) => join(x, 'cgroup.procs'));
-/** The guest answers `vm exec` again (waits on the answer, up to 120 s). */
+/** The guest answers `vm exec` again (waits on the answer, up to 6 min: a guest that just went through its OOM killer can take minutes under TCG on a loaded host). */
 async function alive(name: string): Promise<void> {
   let last = '';
-  for (const end = Date.now() + 120_000; Date.now() < end; ) {
+  for (const end = Date.now() + 360_000; Date.now() < end; ) {
     const r = await exec(name, 'echo alive');
     if (r.stdout.trim() === 'alive') return;
     last = r.stderr;

@@ -155,7 +155,7 @@ test("limits: reconcile keeps the group of an adopted VM, removes a dead one's a
   const cg = await detectCgroups(realHost.readFile);
   assert.notEqual(cg.version, 0, 'this host offers a cgroup hierarchy (v1 or v2)');
   if (cg.version === 0) return;
-  const { t, rootfs, driver, make } = services({ bridge: 'bgrec3', subnet: '10.86.0.0/24' }, cg);
+  const { t, rootfs, driver, make } = services({ bridge: 'bgrec9', subnet: '10.97.0.0/24' }, cg);
   const other = groupName('0'.repeat(12), 'e'.repeat(20));
   try {
     await exec(['mkfs.ext4', '-q', '-F', rootfs, '16M']);
@@ -166,6 +166,8 @@ test("limits: reconcile keeps the group of an adopted VM, removes a dead one's a
     pids.push(...driver.pids);
     const dirs = (id: string) => groupDirs(cg, groupName(inst, id));
     const inside = (id: string, pid: number) => dirs(id).every((d) => readFileSync(join(d, 'cgroup.procs'), 'utf8').split('\n').includes(String(pid)));
+    // The stand-in is spawned, not awaited (QEMU's -daemonize is): wait until its wrapper entered.
+    for (const end = Date.now() + 10_000; !(inside(a.id, a.pid!) && inside(b.id, b.pid!)) && Date.now() < end; ) await new Promise((r) => setTimeout(r, 50));
     assert.ok(inside(a.id, a.pid!) && inside(b.id, b.pid!), 'each VMM runs in its own group');
     process.kill(b.pid!, 'SIGKILL');
     const orphan = groupName(inst, 'f'.repeat(20));
