@@ -2,8 +2,11 @@
  * Benchmark: how long the CLI takes to start, beside the runtime's own empty start, in the same
  * process run with the runs interleaved (so machine load hits both sides alike):
  *   baseline   `node -e 0` with the Node.js that runs banger ($BANGER_NODE or this process's)
- *   banger     `bin/banger --version`, `bin/banger kernel --help`, `bin/banger vm create --help`
- * `--version` loads no command group; the `--help` runs load one (the bundle is split per group,
+ *   banger     `bin/banger --version`, `bin/banger --json --version`, `bin/banger kernel --help`,
+ *              `bin/banger vm create --help`
+ * `--version` alone is answered by bin/banger before the CLI bundle loads; `--json --version`
+ * is the same answer through the bundle (commander, no command group), the start every command
+ * pays; the `--help` runs load one group besides (the bundle is split per group,
  * scripts/bundle.mjs; Node's compile cache is on, bin/banger). Prints medians and the ratio to
  * the baseline (issue 20's goal: `--version` at 1.3x or less).
  *
@@ -20,6 +23,7 @@ const NODE = process.env.BANGER_NODE || process.execPath;
 const cases: { label: string; argv: string[] }[] = [
   { label: 'node -e 0 (baseline)', argv: [NODE, '-e', '0'] },
   { label: 'banger --version', argv: [BANGER, '--version'] },
+  { label: 'banger --json --version', argv: [BANGER, '--json', '--version'] },
   { label: 'banger kernel --help', argv: [BANGER, 'kernel', '--help'] },
   { label: 'banger vm create --help', argv: [BANGER, 'vm', 'create', '--help'] },
 ];

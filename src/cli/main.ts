@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { BangerError, ErrorCode } from '../core/errors.js';
+import { BANGER_VERSION } from '../core/version.js';
 import { Cli } from './context.js';
 
 type Register = (program: Command, cli: () => Cli) => void;
@@ -39,7 +40,7 @@ export async function buildProgram(argv?: string[]): Promise<{ program: Command;
     .description(
       'A disposable Linux microVM in one command.\n\nQuick start:\n  banger kernel list --available\n  banger kernel pull debian-cloud-amd64\n  banger image pull docker.io/library/debian:bookworm\n  banger vm create --image debian-bookworm --name testbox --nat\n  banger vm ssh testbox -- uname -a',
     )
-    .version('0.1.0')
+    .version(BANGER_VERSION)
     .option('--json', 'print exactly one JSON document on stdout (logs and progress go to stderr)')
     .option('--debug', 'print stack traces for unexpected errors')
     .showSuggestionAfterError(true)

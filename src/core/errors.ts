@@ -54,6 +54,8 @@ export const ErrorCode = {
   InitScript: 'E_INIT_SCRIPT',
   /** The guest agent refused a request (bad path, command not found) or broke its protocol. */
   Agent: 'E_AGENT',
+  /** A saved VM state does not fit what it would be restored into (VMM version, shape), or is damaged. */
+  Conflict: 'E_CONFLICT',
 } as const;
 
 export function isBangerError(e: unknown, code?: string): e is BangerError {

@@ -12,8 +12,8 @@ import { BangerError, ErrorCode } from './errors.js';
  * Memory is bounded whatever the input: besides the current header block, the reader holds only
  * metadata records (PAX 'x'/'g', GNU 'L'/'K'), at most `maxMetaBytes` of them pending before
  * one entry and as much again of global PAX records; entry data is streamed to the sink.
- * Image layers use it (src/images/layers.ts), and so does `vm cp` out of a guest
- * (src/cli/cp-extract.ts), with a smaller bound.
+ * Image layers use it (src/images/layers.ts), and so do copies out of a guest, `vm cp` and
+ * the SDK's copyOut (src/transfer/extract.ts), with a smaller bound.
  */
 export type EntryType = 'file' | 'link' | 'symlink' | 'char' | 'block' | 'dir' | 'fifo';
 

@@ -20,8 +20,7 @@ import { claimSocketPath } from '../rpc/socketpath.js';
 import { instanceId } from '../network/owner.js';
 import { ConsoleRotator } from '../vms/console-rotator.js';
 import { teardown } from './teardown.js';
-
-const VERSION = '0.1.0';
+import { BANGER_VERSION as VERSION } from '../core/version.js';
 
 /** Start bangerd: open state, reconcile, serve. Resolves with a handle that stops it. */
 export async function startDaemon(env: NodeJS.ProcessEnv = process.env, opts: { foreground?: boolean } = {}) {

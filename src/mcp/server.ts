@@ -1,6 +1,7 @@
 import { McpServer, ResourceTemplate } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import { Banger } from '../sdk/index.js';
+import { BANGER_VERSION } from '../core/version.js';
 import { MCP_DEFAULTS, type McpOptions } from './options.js';
 import { Sandboxes } from './sandboxes.js';
 import { registerTools } from './tools.js';
@@ -16,7 +17,7 @@ export function createMcpServer(
 ): { server: McpServer; sandboxes: Sandboxes; options: McpOptions } {
   const o: McpOptions = { ...MCP_DEFAULTS, ...opts };
   const server = new McpServer(
-    { name: 'banger', version: '0.1.0' },
+    { name: 'banger', version: BANGER_VERSION },
     {
       instructions:
         'banger gives you disposable Linux sandboxes (microVMs). Create one with sandbox_create, run shell commands with sandbox_exec, move files with sandbox_write_file / sandbox_read_file, and remove it with sandbox_remove when done. Each sandbox is isolated: its own kernel, filesystem and network.',

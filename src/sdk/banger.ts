@@ -1,4 +1,5 @@
 import { BangerError, ErrorCode } from '../core/errors.js';
+import { BANGER_VERSION } from '../core/version.js';
 import type { RpcClient } from '../rpc/client.js';
 import { connectDaemon } from '../rpc/autostart.js';
 import type { DaemonStatus } from '../rpc/types.js';
@@ -6,7 +7,7 @@ import { Images, Kernels } from './artifacts.js';
 import { Vms } from './vms.js';
 
 /** The SDK's version (the package's). */
-export const SDK_VERSION = '0.1.0';
+export const SDK_VERSION = BANGER_VERSION;
 
 export interface ConnectOptions {
   /**

@@ -4,11 +4,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BANGER, isRoot, missingTools, REPO, TestDaemon } from '../helpers/daemon.js';
-import { debianMirrorUnavailable, startDebianMirror, type DebianMirror } from '../helpers/debian-mirror.js';
-import { DEBIAN_BARE_INCLUDE, DEBIAN_BARE_REPO, ensureDebianImageInRegistry } from '../helpers/debootstrap.js';
-import { TestRegistry } from '../helpers/registry.js';
-import { cleanupAll, createNetns, exposeInNetns, vethPair } from '../helpers/netns.js';
+import { BANGER, REPO, type TestDaemon } from '../helpers/daemon.js';
+import { type DebianVm, debianVmSkip, startDebianVm } from '../helpers/debian-vm.js';
+import { DEBIAN_BARE_INCLUDE, DEBIAN_BARE_REPO } from '../helpers/debootstrap.js';
+import { createNetns, vethPair } from '../helpers/netns.js';
 
 /**
  * banger's headline path, through the built CLI and one daemon in its own network namespace:
@@ -29,22 +28,7 @@ import { cleanupAll, createNetns, exposeInNetns, vethPair } from '../helpers/net
  * prepare for the whole file (~150 s under TCG on an idle runner): CI pays it once.
  * (This replaces the first-boot-install-in-the-VM session, which every VM paid again.)
  */
-const skip = !isRoot()
-  ? 'needs root (namespaces, taps, nft, qemu)'
-  : (missingTools(
-      'qemu-system-x86_64',
-      'qemu-img',
-      'ip',
-      'nft',
-      'ssh',
-      'ssh-keygen',
-      'mkfs.ext4',
-      'debugfs',
-      'skopeo',
-      'debootstrap',
-      'docker-registry',
-      'socat',
-    ) ?? debianMirrorUnavailable());
+const skip = debianVmSkip('socat');
 
 const MIRROR_ADDR = '10.201.0.2';
 const MIRROR_URL = `http://${MIRROR_ADDR}:8080/debian`;
@@ -52,8 +36,7 @@ const MIRROR_URL = `http://${MIRROR_ADDR}:8080/debian`;
 // cores) was measured past 840 s, so the bounds are generous (a failure still fails at once).
 const config = { vm: { sshTimeoutSeconds: 300, firstBootTimeoutSeconds: 1800, stopTimeoutSeconds: 60, vcpu: 2, memoryMiB: 1024 } };
 
-let mirror: DebianMirror | undefined;
-let registry: TestRegistry | undefined;
+let fx: DebianVm | undefined;
 let d: TestDaemon | undefined;
 let server: ChildProcess | undefined;
 let served = '';
@@ -63,25 +46,16 @@ let kernelRelease = '';
 before(
   async () => {
     if (skip) return;
-    mirror = await startDebianMirror({ install: true });
-    registry = await TestRegistry.start();
-    const ref = await ensureDebianImageInRegistry(registry.host, { include: DEBIAN_BARE_INCLUDE, repo: DEBIAN_BARE_REPO });
-    const hostNs = createNetns('hlhost');
+    fx = await startDebianVm({ ns: 'hlhost', config, install: true, include: DEBIAN_BARE_INCLUDE, repo: DEBIAN_BARE_REPO, imageName: 'debian-bare' });
+    d = fx.d;
+    const hostNs = fx.ns;
     const mirrorNs = createNetns('hlmirror');
-    const exposed = [await exposeInNetns(hostNs, mirror.port), await exposeInNetns(hostNs, registry.port)];
-    d = new TestDaemon({ netns: hostNs, env: { BANGER_DEBIAN_MIRROR: mirror.url }, config });
-    await d.start();
-    const k = await d.cli(['kernel', 'pull', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
-    assert.equal(k.code, 0, k.stderr);
     kernelRelease = (await d.json(['kernel', 'show', 'debian-cloud-amd64'])).kernelVersion;
-    const i = await d.cli(['image', 'pull', ref, '--name', 'debian-bare', '--kernel-ref', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
-    assert.equal(i.code, 0, i.stderr);
-    for (const stop of exposed) stop();
 
     // The mirror subset, served at http://10.201.0.2:8080/debian from a namespace of its own.
     vethPair(hostNs, 'mirror0', '10.201.0.1/24', mirrorNs, 'eth0', `${MIRROR_ADDR}/24`);
     webRoot = mkdtempSync(join(tmpdir(), 'banger-hlweb-'));
-    symlinkSync(mirror.root, join(webRoot, 'debian'));
+    symlinkSync(fx.mirror.root, join(webRoot, 'debian'));
     server = spawn('ip', ['netns', 'exec', mirrorNs, process.execPath, join(REPO, 'dist/test/helpers/static-server.js'), webRoot, MIRROR_ADDR, '8080'], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
@@ -99,10 +73,7 @@ after(
   async () => {
     await d?.cli(['vm', 'rm', '-f', 'bare1', 'bare2', 'bare3'], { timeoutMs: 120_000 }).catch(() => undefined);
     server?.kill('SIGKILL');
-    await d?.cleanup();
-    cleanupAll();
-    await registry?.stop();
-    await mirror?.close();
+    await fx?.stop();
     if (webRoot) rmSync(webRoot, { recursive: true, force: true });
   },
   { timeout: 180_000 },

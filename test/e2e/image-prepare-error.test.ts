@@ -4,11 +4,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BANGER, isRoot, missingTools, REPO, TestDaemon } from '../helpers/daemon.js';
-import { debianMirrorUnavailable, startDebianMirror, type DebianMirror } from '../helpers/debian-mirror.js';
-import { DEBIAN_BARE_INCLUDE, DEBIAN_BARE_REPO, ensureDebianImageInRegistry } from '../helpers/debootstrap.js';
-import { TestRegistry } from '../helpers/registry.js';
-import { cleanupAll, createNetns, exposeInNetns } from '../helpers/netns.js';
+import { BANGER, REPO, type TestDaemon } from '../helpers/daemon.js';
+import { type DebianVm, debianVmSkip, startDebianVm } from '../helpers/debian-vm.js';
+import { DEBIAN_BARE_INCLUDE, DEBIAN_BARE_REPO } from '../helpers/debootstrap.js';
 import { leftovers, natVmIds, processesWith, tapOf } from '../helpers/vm-leftovers.js';
 
 /**
@@ -22,18 +20,14 @@ import { leftovers, natVmIds, processesWith, tapOf } from '../helpers/vm-leftove
  * made, and the image has no prepared disk (checked at once, without sleeping), so the next
  * attempt starts clean.
  */
-const skip = !isRoot()
-  ? 'needs root (namespaces, taps, nft, qemu)'
-  : (missingTools('qemu-system-x86_64', 'qemu-img', 'ip', 'nft', 'ssh', 'ssh-keygen', 'mkfs.ext4', 'debugfs', 'skopeo', 'debootstrap', 'docker-registry') ??
-    debianMirrorUnavailable());
+const skip = debianVmSkip();
 
 // Guest traffic stays in the namespace: the only DNS server it knows is the bridge (gateway).
 const network = { bridge: 'bangerfb0', subnet: '172.16.0.0/24', dns: ['172.16.0.1'] };
 const MIRROR_404 = 'http://172.16.0.1:8089/debian';
 // Timeouts far above what a prompt failure takes, so a pass cannot come from a timeout.
 const vm = { sshTimeoutSeconds: 600, firstBootTimeoutSeconds: 1200, stopTimeoutSeconds: 30, vcpu: 1, memoryMiB: 512 };
-let mirror: DebianMirror | undefined;
-let registry: TestRegistry | undefined;
+let fx: DebianVm | undefined;
 let d: TestDaemon | undefined;
 let ns = '';
 let server: ChildProcess | undefined;
@@ -43,18 +37,9 @@ let emptyRoot = '';
 before(
   async () => {
     if (skip) return;
-    mirror = await startDebianMirror();
-    registry = await TestRegistry.start();
-    const ref = await ensureDebianImageInRegistry(registry.host, { include: DEBIAN_BARE_INCLUDE, repo: DEBIAN_BARE_REPO });
-    ns = createNetns('fberr');
-    const exposed = [await exposeInNetns(ns, mirror.port), await exposeInNetns(ns, registry.port)];
-    d = new TestDaemon({ netns: ns, env: { BANGER_DEBIAN_MIRROR: mirror.url }, config: { network, vm } });
-    await d.start();
-    const k = await d.cli(['kernel', 'pull', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
-    assert.equal(k.code, 0, k.stderr);
-    const i = await d.cli(['image', 'pull', ref, '--name', 'debian-bare', '--kernel-ref', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
-    assert.equal(i.code, 0, i.stderr);
-    for (const stop of exposed) stop();
+    fx = await startDebianVm({ ns: 'fberr', config: { network, vm }, include: DEBIAN_BARE_INCLUDE, repo: DEBIAN_BARE_REPO, imageName: 'debian-bare' });
+    d = fx.d;
+    ns = fx.ns;
     // The 404 mirror: an empty directory served on every address of the daemon's namespace.
     emptyRoot = mkdtempSync(join(tmpdir(), 'banger-404-'));
     server = spawn('ip', ['netns', 'exec', ns, process.execPath, join(REPO, 'dist/test/helpers/static-server.js'), emptyRoot, '0.0.0.0', '8089'], {
@@ -73,11 +58,7 @@ before(
 after(
   async () => {
     server?.kill('SIGKILL');
-    await d?.cleanup();
-    cleanupAll(); // kills any QEMU left inside the namespace, then deletes it
-    await registry?.stop();
-    await mirror?.close();
-    if (d) rmSync(d.root, { recursive: true, force: true });
+    await fx?.stop(); // also kills any QEMU left inside the namespace, then deletes it
     if (emptyRoot) rmSync(emptyRoot, { recursive: true, force: true });
   },
   { timeout: 180_000 },

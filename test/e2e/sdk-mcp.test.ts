@@ -8,11 +8,8 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { Banger, BangerError, type Vm } from '../../src/sdk/index.js';
-import { BANGER, REPO, isRoot, missingTools, TestDaemon } from '../helpers/daemon.js';
-import { debianMirrorUnavailable, startDebianMirror, type DebianMirror } from '../helpers/debian-mirror.js';
-import { TestRegistry } from '../helpers/registry.js';
-import { ensureDebianImageInRegistry } from '../helpers/debootstrap.js';
-import { cleanupAll, createNetns, exposeInNetns } from '../helpers/netns.js';
+import { BANGER, REPO, type TestDaemon } from '../helpers/daemon.js';
+import { type DebianVm, debianVmSkip, startDebianVm } from '../helpers/debian-vm.js';
 
 /**
  * The SDK, `banger mcp` and the examples/ against one real Debian guest on QEMU TCG (one boot for
@@ -21,28 +18,12 @@ import { cleanupAll, createNetns, exposeInNetns } from '../helpers/netns.js';
  * run in it (BANGER_VM), and finally the MCP client removes it. The daemon runs in its own
  * netns; the example that fetches through the published port runs there too (its loopback).
  */
-const skip = !isRoot()
-  ? 'needs root (namespaces, taps, qemu)'
-  : (missingTools(
-      'qemu-system-x86_64',
-      'qemu-img',
-      'ip',
-      'nft',
-      'ssh',
-      'ssh-keygen',
-      'mkfs.ext4',
-      'debugfs',
-      'skopeo',
-      'debootstrap',
-      'docker-registry',
-      'tar',
-    ) ?? debianMirrorUnavailable());
+const skip = debianVmSkip('tar');
 
 const T = { timeout: 900_000 };
 const VM = 'sdkbox';
 const PORT = 18095;
-let mirror: DebianMirror | undefined;
-let registry: TestRegistry | undefined;
+let fx: DebianVm | undefined;
 let d: TestDaemon | undefined;
 let ns = '';
 let work = '';
@@ -56,18 +37,9 @@ before(
   async () => {
     if (skip) return;
     work = mkdtempSync(join(tmpdir(), 'banger-sdk-e2e-'));
-    mirror = await startDebianMirror();
-    registry = await TestRegistry.start();
-    const ref = await ensureDebianImageInRegistry(registry.host);
-    ns = createNetns('sdkmcp');
-    const exposed = [await exposeInNetns(ns, mirror.port), await exposeInNetns(ns, registry.port)];
-    d = new TestDaemon({ netns: ns, env: { BANGER_DEBIAN_MIRROR: mirror.url }, config: { vm: { sshTimeoutSeconds: 900, vcpu: 2, memoryMiB: 512 } } });
-    await d.start();
-    const k = await d.cli(['kernel', 'pull', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
-    assert.equal(k.code, 0, k.stderr);
-    const i = await d.cli(['image', 'pull', ref, '--name', 'debian-bookworm', '--kernel-ref', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
-    assert.equal(i.code, 0, i.stderr);
-    for (const stop of exposed) stop();
+    fx = await startDebianVm({ ns: 'sdkmcp', config: { vm: { sshTimeoutSeconds: 900, vcpu: 2, memoryMiB: 512 } } });
+    d = fx.d;
+    ns = fx.ns;
     // `banger mcp` in the daemon's namespace, as an MCP client would start it.
     const env = { ...(d.env as Record<string, string>), BANGER_SOCKET: d.socket };
     const transport = new StdioClientTransport({
@@ -105,10 +77,7 @@ after(
     b?.close();
     await client?.close().catch(() => {});
     await d?.cli(['vm', 'rm', '-f', VM], { timeoutMs: 120_000 }).catch(() => undefined);
-    await d?.cleanup();
-    cleanupAll();
-    await registry?.stop();
-    await mirror?.close();
+    await fx?.stop();
     if (work) rmSync(work, { recursive: true, force: true });
   },
   { timeout: 180_000 },

@@ -5,11 +5,8 @@ import { createHash } from 'node:crypto';
 import { chmodSync, chownSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { isRoot, missingTools, TestDaemon } from '../helpers/daemon.js';
-import { debianMirrorUnavailable, startDebianMirror, type DebianMirror } from '../helpers/debian-mirror.js';
-import { TestRegistry } from '../helpers/registry.js';
-import { ensureDebianImageInRegistry } from '../helpers/debootstrap.js';
-import { cleanupAll, createNetns, exposeInNetns } from '../helpers/netns.js';
+import type { TestDaemon } from '../helpers/daemon.js';
+import { type DebianVm, debianVmSkip, startDebianVm } from '../helpers/debian-vm.js';
 import { bridgeInstance, leftovers } from '../helpers/vm-leftovers.js';
 
 /**
@@ -18,26 +15,10 @@ import { bridgeInstance, leftovers } from '../helpers/vm-leftovers.js';
  * virtio-serial, and the C agent in the guest. One VM (no --nat: the agent needs no network)
  * serves every check; `banger run --rm` boots a second one.
  */
-const skip = !isRoot()
-  ? 'needs root (namespaces, taps, nft, qemu)'
-  : (missingTools(
-      'qemu-system-x86_64',
-      'qemu-img',
-      'ip',
-      'nft',
-      'ssh',
-      'ssh-keygen',
-      'mkfs.ext4',
-      'debugfs',
-      'skopeo',
-      'debootstrap',
-      'docker-registry',
-      'tar',
-    ) ?? debianMirrorUnavailable());
+const skip = debianVmSkip('tar');
 
 const T = { timeout: 900_000 };
-let mirror: DebianMirror | undefined;
-let registry: TestRegistry | undefined;
+let fx: DebianVm | undefined;
 let d: TestDaemon | undefined;
 let ns = '';
 let work = '';
@@ -46,18 +27,9 @@ before(
   async () => {
     if (skip) return;
     work = mkdtempSync(join(tmpdir(), 'banger-exec-e2e-'));
-    mirror = await startDebianMirror();
-    registry = await TestRegistry.start();
-    const ref = await ensureDebianImageInRegistry(registry.host);
-    ns = createNetns('vmexec');
-    const exposed = [await exposeInNetns(ns, mirror.port), await exposeInNetns(ns, registry.port)];
-    d = new TestDaemon({ netns: ns, env: { BANGER_DEBIAN_MIRROR: mirror.url }, config: { vm: { sshTimeoutSeconds: 900, vcpu: 2, memoryMiB: 512 } } });
-    await d.start();
-    const k = await d.cli(['kernel', 'pull', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
-    assert.equal(k.code, 0, k.stderr);
-    const i = await d.cli(['image', 'pull', ref, '--name', 'debian-bookworm', '--kernel-ref', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
-    assert.equal(i.code, 0, i.stderr);
-    for (const stop of exposed) stop();
+    fx = await startDebianVm({ ns: 'vmexec', config: { vm: { sshTimeoutSeconds: 900, vcpu: 2, memoryMiB: 512 } } });
+    d = fx.d;
+    ns = fx.ns;
     const v = await d.cli(['vm', 'create', '--image', 'debian-bookworm', '--name', 'ex1'], { timeoutMs: 1_000_000 });
     if (v.code !== 0) {
       const logs = await d.cli(['vm', 'logs', 'ex1']);
@@ -70,11 +42,7 @@ before(
 
 after(
   async () => {
-    await d?.cleanup();
-    cleanupAll();
-    await registry?.stop();
-    await mirror?.close();
-    if (d) rmSync(d.root, { recursive: true, force: true });
+    await fx?.stop();
     if (work) rmSync(work, { recursive: true, force: true });
   },
   { timeout: 120_000 },

@@ -2,12 +2,11 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createReadStream, readdirSync, rmSync } from 'node:fs';
+import { createReadStream, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { BANGER, isRoot, missingTools, TestDaemon } from '../helpers/daemon.js';
-import { debianMirrorUnavailable, startDebianMirror, type DebianMirror } from '../helpers/debian-mirror.js';
-import { TestRegistry } from '../helpers/registry.js';
-import { cleanupAll, createNetns, exposeInNetns, nsRun } from '../helpers/netns.js';
+import { BANGER, TestDaemon } from '../helpers/daemon.js';
+import { type DebianVm, debianVmSkip, startDebianVm } from '../helpers/debian-vm.js';
+import { nsRun } from '../helpers/netns.js';
 import { bridgeInstance, dbRows, leftovers, natVmIds, processesWith, tapAliases, tapOf } from '../helpers/vm-leftovers.js';
 
 /**
@@ -16,38 +15,13 @@ import { bridgeInstance, dbRows, leftovers, natVmIds, processesWith, tapAliases,
  * Two instances A and B (two state roots) share ONE network namespace. Every "nothing left"
  * check is made the moment the CLI returns, without sleeping.
  */
-const DEBOOTSTRAP_HELPER = '../helpers/debootstrap.js';
-let ensureDebianImageInRegistry: ((registry: string) => Promise<string>) | undefined;
-try {
-  ({ ensureDebianImageInRegistry } = await import(DEBOOTSTRAP_HELPER));
-} catch {
-  /* reported as the skip reason below */
-}
-const skip = !isRoot()
-  ? 'needs root (namespaces, taps, nft, qemu)'
-  : (missingTools(
-      'qemu-system-x86_64',
-      'qemu-img',
-      'ip',
-      'nft',
-      'iptables',
-      'ssh',
-      'ssh-keygen',
-      'mkfs.ext4',
-      'debugfs',
-      'skopeo',
-      'debootstrap',
-      'docker-registry',
-    ) ??
-    debianMirrorUnavailable() ??
-    (ensureDebianImageInRegistry ? undefined : 'test/helpers/debootstrap.ts (images) is not available'));
+const skip = debianVmSkip('iptables');
 
 const T = { timeout: 900_000 };
 const vm = { sshTimeoutSeconds: 300, stopTimeoutSeconds: 60, vcpu: 1, memoryMiB: 384 };
 const cfgA = { vm };
 const cfgB = { vm, network: { bridge: 'bangerb0', subnet: '172.17.0.0/24' } };
-let mirror: DebianMirror | undefined;
-let registry: TestRegistry | undefined;
+let fx: DebianVm | undefined;
 let ns = '';
 let A: TestDaemon;
 let B: TestDaemon;
@@ -65,26 +39,13 @@ function daemon(root: string, config: Record<string, unknown>, env: NodeJS.Proce
 
 before(async () => {
   if (skip) return;
-  mirror = await startDebianMirror();
-  registry = await TestRegistry.start();
-  const ref = await ensureDebianImageInRegistry!(registry.host);
-  ns = createNetns('inst');
-  // Kernel and image pulled into each root by a daemon in the namespace; the mirror and the
-  // registry (host loopback) are exposed there at the same 127.0.0.1 URLs for the pulls.
-  const exposed = [await exposeInNetns(ns, mirror.port), await exposeInNetns(ns, registry.port)];
-  const pull = async (config: Record<string, unknown>) => {
-    const p = new TestDaemon({ netns: ns, env: { BANGER_DEBIAN_MIRROR: mirror!.url }, config });
-    daemons.push(p);
-    await p.start();
-    const k = await p.cli(['kernel', 'pull', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
-    assert.equal(k.code, 0, k.stderr);
-    const i = await p.cli(['image', 'pull', ref, '--name', 'debian-bookworm', '--kernel-ref', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
-    assert.equal(i.code, 0, i.stderr);
-    await p.stop();
-    return p.root;
-  };
-  const [rootA, rootB] = [await pull(cfgA), await pull(cfgB)];
-  for (const stop of exposed) stop();
+  // Kernel and image pulled into each root by a daemon of the fixture, then stopped: A and B
+  // run on those roots without the mirror.
+  fx = await startDebianVm({ ns: 'inst', config: cfgA, more: [cfgB] });
+  ns = fx.ns;
+  const [rootA, rootB] = [fx.d.root, fx.more[0]!.root];
+  await fx.d.stop();
+  await fx.more[0]!.stop();
   A = daemon(rootA, cfgA);
   B = daemon(rootB, cfgB);
   await A.start();
@@ -95,10 +56,7 @@ after(async () => {
   // would wait for an 'exit' that already happened.
   for (const d of daemons) if (d.proc && d.proc.exitCode === null && d.proc.signalCode === null) await d.kill();
   for (const d of daemons) await d.stopAutostarted();
-  cleanupAll(); // kills the QEMU processes inside the namespace, then deletes it
-  await registry?.stop();
-  await mirror?.close();
-  for (const d of daemons) rmSync(d.root, { recursive: true, force: true });
+  await fx?.stop(); // kills the QEMU processes inside the namespace, deletes it, removes the roots
 });
 
 async function sha256(path: string): Promise<string> {

@@ -4,11 +4,8 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { isRoot, missingTools, TestDaemon } from '../helpers/daemon.js';
-import { debianMirrorUnavailable, startDebianMirror, type DebianMirror } from '../helpers/debian-mirror.js';
-import { TestRegistry } from '../helpers/registry.js';
-import { ensureDebianImageInRegistry } from '../helpers/debootstrap.js';
-import { cleanupAll, createNetns, exposeInNetns } from '../helpers/netns.js';
+import type { TestDaemon } from '../helpers/daemon.js';
+import { type DebianVm, debianVmSkip, startDebianVm } from '../helpers/debian-vm.js';
 import { bridgeInstance, dbRows, leftovers, processesWith } from '../helpers/vm-leftovers.js';
 
 /**
@@ -17,14 +14,10 @@ import { bridgeInstance, dbRows, leftovers, processesWith } from '../helpers/vm-
  * bridge). One VM carries a published port, a read-write and a read-only host folder and an
  * init script that starts the guest's HTTP server; a second boot checks a failing init script.
  */
-const skip = !isRoot()
-  ? 'needs root (namespaces, taps, qemu)'
-  : (missingTools('qemu-system-x86_64', 'qemu-img', 'ip', 'nft', 'ssh', 'ssh-keygen', 'mkfs.ext4', 'debugfs', 'skopeo', 'debootstrap', 'docker-registry') ??
-    debianMirrorUnavailable());
+const skip = debianVmSkip();
 
 const T = { timeout: 900_000 };
-let mirror: DebianMirror | undefined;
-let registry: TestRegistry | undefined;
+let fx: DebianVm | undefined;
 let d: TestDaemon | undefined;
 let hostNs = '';
 let work = '';
@@ -42,18 +35,9 @@ before(
     if (skip) return;
     work = mkdtempSync(join(tmpdir(), 'banger-publish-'));
     chmodSync(work, 0o755); // a rw folder's owner (OWNER below) must be able to reach it
-    mirror = await startDebianMirror();
-    registry = await TestRegistry.start();
-    const ref = await ensureDebianImageInRegistry(registry.host);
-    hostNs = createNetns('pubhost');
-    const exposed = [await exposeInNetns(hostNs, mirror.port), await exposeInNetns(hostNs, registry.port)];
-    d = new TestDaemon({ netns: hostNs, env: { BANGER_DEBIAN_MIRROR: mirror.url }, config });
-    await d.start();
-    const k = await d.cli(['kernel', 'pull', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
-    assert.equal(k.code, 0, k.stderr);
-    const i = await d.cli(['image', 'pull', ref, '--name', 'debian-bookworm', '--kernel-ref', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
-    assert.equal(i.code, 0, i.stderr);
-    for (const stop of exposed) stop();
+    fx = await startDebianVm({ ns: 'pubhost', config });
+    d = fx.d;
+    hostNs = fx.ns;
   },
   { timeout: 900_000 },
 );
@@ -62,11 +46,7 @@ after(
   async () => {
     squatter?.kill('SIGKILL');
     await d?.cli(['vm', 'rm', '-f', 'pub', 'bad'], { timeoutMs: 120_000 }).catch(() => undefined);
-    await d?.kill();
-    cleanupAll();
-    await registry?.stop();
-    await mirror?.close();
-    if (d) rmSync(d.root, { recursive: true, force: true });
+    await fx?.stop({ kill: true });
     if (work) rmSync(work, { recursive: true, force: true });
   },
   { timeout: 180_000 },

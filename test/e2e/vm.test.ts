@@ -5,11 +5,10 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openDatabase } from '../../src/core/db.js';
-import { isRoot, missingTools, TestDaemon } from '../helpers/daemon.js';
-import { debianMirrorUnavailable, startDebianMirror, type DebianMirror } from '../helpers/debian-mirror.js';
-import { TestRegistry } from '../helpers/registry.js';
-import { DEBIAN_KMOD_INCLUDE, ensureDebianImageInRegistry } from '../helpers/debootstrap.js';
-import { cleanupAll, createNetns, exposeInNetns, nsLinks, nsRun, vethPair } from '../helpers/netns.js';
+import { TestDaemon } from '../helpers/daemon.js';
+import { type DebianVm, debianVmSkip, startDebianVm } from '../helpers/debian-vm.js';
+import { DEBIAN_KMOD_INCLUDE } from '../helpers/debootstrap.js';
+import { createNetns, nsLinks, nsRun, vethPair } from '../helpers/netns.js';
 
 /**
  * The VM lifecycle end to end, through bin/banger, on QEMU microvm (TCG):
@@ -18,43 +17,26 @@ import { cleanupAll, createNetns, exposeInNetns, nsLinks, nsRun, vethPair } from
  * namespace "host" wired by veth to a namespace "inet" that plays the internet.
  * Few boots (each TCG systemd boot is ~10-60 s depending on load): one VM serves most checks.
  */
-const skip = !isRoot()
-  ? 'needs root (namespaces, taps, nft, qemu)'
-  : (missingTools('qemu-system-x86_64', 'qemu-img', 'ip', 'nft', 'ssh', 'ssh-keygen', 'mkfs.ext4', 'debugfs', 'skopeo', 'debootstrap', 'docker-registry') ??
-    debianMirrorUnavailable());
+const skip = debianVmSkip();
 
 const T = { timeout: 600_000 };
-let mirror: DebianMirror | undefined;
-let registry: TestRegistry | undefined;
+let fx: DebianVm | undefined;
 let d: TestDaemon | undefined;
 let hostNs = '';
 let inetNs = '';
 let server: ChildProcess | undefined;
-const vmRoots: string[] = [];
 
 const config = { vm: { sshTimeoutSeconds: 300, stopTimeoutSeconds: 60, vcpu: 2, memoryMiB: 512 } };
 
 before(
   async () => {
     if (skip) return;
-    mirror = await startDebianMirror();
-    registry = await TestRegistry.start();
     // This file checks `modprobe` on the kernel's modules disk, so its image ships kmod (the
     // other e2e files use the fixture without it, like users' images).
-    const ref = await ensureDebianImageInRegistry(registry.host, { include: DEBIAN_KMOD_INCLUDE, repo: 'banger-test/debian-kmod' });
-    hostNs = createNetns('vmhost');
+    fx = await startDebianVm({ ns: 'vmhost', config, include: DEBIAN_KMOD_INCLUDE, repo: 'banger-test/debian-kmod' });
+    d = fx.d;
+    hostNs = fx.ns;
     inetNs = createNetns('vminet');
-    // The daemon lives in hostNs from the start; the mirror and registry (host loopback) are
-    // exposed there at the same 127.0.0.1 URLs for the pulls.
-    const exposed = [await exposeInNetns(hostNs, mirror.port), await exposeInNetns(hostNs, registry.port)];
-    d = new TestDaemon({ netns: hostNs, env: { BANGER_DEBIAN_MIRROR: mirror.url }, config });
-    vmRoots.push(d.root);
-    await d.start();
-    const k = await d.cli(['kernel', 'pull', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
-    assert.equal(k.code, 0, k.stderr);
-    const i = await d.cli(['image', 'pull', ref, '--name', 'debian-bookworm', '--kernel-ref', 'debian-cloud-amd64'], { timeoutMs: 300_000 });
-    assert.equal(i.code, 0, i.stderr);
-    for (const stop of exposed) stop();
 
     vethPair(hostNs, 'uplink0', '10.200.0.1/24', inetNs, 'eth0', '10.200.0.2/24');
     // "The internet": answers every request with the client address it sees.
@@ -70,14 +52,8 @@ before(
 after(
   async () => {
     server?.kill('SIGKILL');
-    await d?.kill();
-    cleanupAll(); // kills QEMU processes inside the namespaces, then deletes them
-    await registry?.stop();
-    await mirror?.close();
-    for (const r of vmRoots) {
-      const { rmSync } = await import('node:fs');
-      rmSync(r, { recursive: true, force: true });
-    }
+    await d?.kill(); // a test restarts the daemon on the same root: this is the one running now
+    await fx?.stop({ kill: true }); // kills QEMU processes inside the namespaces, then deletes them
   },
   { timeout: 120_000 },
 );

@@ -161,7 +161,8 @@ for (const [name, knobs, step, pattern] of [
 test('snapshot load on a fresh process: only after logger/metrics, resumes; refused after boot resources', async () => {
   standin.setKnobs({});
   const v = vmDir();
-  writeFileSync(join(v.dir, 'snap.state'), 'state');
+  // A vmstate as the stand-in's PUT /snapshot/create writes it (its release, what it re-opens on load).
+  writeFileSync(join(v.dir, 'snap.state'), JSON.stringify({ standin: true, version: '1.16.1', machine: { vcpu: 1, memMiB: 128 }, drives: {}, taps: {} }));
   writeFileSync(join(v.dir, 'snap.mem'), 'mem');
   const { api } = await spawnFirecracker(standin.binary, 'vm-l', v.files, v.console);
   await api.call({ step: 'logger', method: 'PUT', path: '/logger', body: { log_path: v.files.log } });

@@ -248,5 +248,5 @@ test('rejects unknown options with usage and exit 2', { skip: noAgent }, () => {
   const r = spawnSync(AGENT, ['--bogus'], { encoding: 'utf8' });
   assert.equal(r.status, 2);
   assert.match(r.stderr, /usage: banger-vsock-agent/);
-  assert.equal(spawnSync(AGENT, ['--version'], { encoding: 'utf8' }).stdout.trim(), 'banger-vsock-agent 3');
+  assert.equal(spawnSync(AGENT, ['--version'], { encoding: 'utf8' }).stdout.trim(), 'banger-vsock-agent 4');
 });

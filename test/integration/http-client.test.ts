@@ -1,14 +1,16 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createServer } from 'node:net';
+import { createServer as createHttpServer } from 'node:http';
+import { type AddressInfo, createServer } from 'node:net';
 import { isBangerError, type BangerError } from '../../src/core/errors.js';
 import { HttpClient } from '../../src/core/http.js';
 import { REPO } from '../helpers/daemon.js';
 import { serveHostile, type Mode } from '../helpers/hostile-http.js';
+import { startTlsServer } from '../helpers/tls.js';
 
 /**
  * The one HTTP client against the hostile server (raw `net`, on 127.0.0.1): each failure mode
@@ -146,59 +148,50 @@ console.log('read', b.length); process.exit(0);`);
 test('redirects never downgrade from https to http (a trusted https server redirecting to plain http is refused)', {
   timeout: 60_000,
   skip: spawnSync('which', ['openssl']).status === 0 ? undefined : 'missing tool openssl',
-}, () => {
-  const r = spawnSync('openssl', [
-    'req',
-    '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:prime256v1',
-    '-nodes',
-    '-subj',
-    '/CN=127.0.0.1',
-    '-addext',
-    'subjectAltName=IP:127.0.0.1',
-    '-days',
-    '1',
-    '-keyout',
-    join(dir, 'key.pem'),
-    '-out',
-    join(dir, 'cert.pem'),
-  ]);
-  assert.equal(r.status, 0, r.stderr?.toString());
+}, async () => {
+  // both servers are the test's; the child only runs the client, trusting the test's certificate
+  let plainHits = 0;
+  const plain = createHttpServer((_q, s) => {
+    plainHits++;
+    s.end('plain');
+  });
+  await new Promise<void>((r) => plain.listen(0, '127.0.0.1', r));
+  const tls = await startTlsServer(dir, (q, s) => {
+    if (q.url === '/down') s.writeHead(302, { location: `http://127.0.0.1:${(plain.address() as AddressInfo).port}/x` }).end();
+    else if (q.url === '/same') s.writeHead(302, { location: '/ok' }).end();
+    else s.end('secure');
+  });
   const file = join(dir, 'downgrade.mjs');
   writeFileSync(
     file,
-    `import { createServer as https } from 'node:https';
-import { createServer as http } from 'node:http';
-import { readFileSync } from 'node:fs';
-import { HttpClient } from '${join(REPO, 'dist', 'src', 'core', 'http.js')}';
-let plainHits = 0;
-const plain = http((_q, s) => { plainHits++; s.end('plain'); });
-await new Promise((r) => plain.listen(0, '127.0.0.1', r));
-const tls = https({ key: readFileSync('${join(dir, 'key.pem')}'), cert: readFileSync('${join(dir, 'cert.pem')}') }, (q, s) => {
-  if (q.url === '/down') s.writeHead(302, { location: 'http://127.0.0.1:' + plain.address().port + '/x' }).end();
-  else if (q.url === '/same') s.writeHead(302, { location: '/ok' }).end();
-  else s.end('secure');
-});
-await new Promise((r) => tls.listen(0, '127.0.0.1', r));
-const base = 'https://127.0.0.1:' + tls.address().port;
+    `import { HttpClient } from '${join(REPO, 'dist', 'src', 'core', 'http.js')}';
+const base = '${tls.base}';
 const c = new HttpClient();
 const ok = await (await c.open(base + '/same', { what: 't' })).readAll();
 let err;
 try { await c.open(base + '/down', { what: 't' }); } catch (e) { err = e; }
-console.log(JSON.stringify({ ok: ok.toString(), code: err?.code, message: err?.message, plainHits }));
+console.log(JSON.stringify({ ok: ok.toString(), code: err?.code, message: err?.message }));
 process.exit(0);
 `,
   );
-  const out = spawnSync(process.execPath, [file], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, NODE_EXTRA_CA_CERTS: join(dir, 'cert.pem') } });
+  // asynchronous: the servers answer from this process meanwhile
+  const out = await new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+    const child = spawn(process.execPath, [file], { env: { ...process.env, NODE_EXTRA_CA_CERTS: tls.certPath } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (b) => (stdout += b));
+    child.stderr.on('data', (b) => (stderr += b));
+    child.on('close', (status) => resolve({ status, stdout, stderr }));
+  });
+  await tls.close();
+  plain.closeAllConnections();
+  await new Promise((r) => plain.close(r));
   assert.equal(out.status, 0, out.stderr);
   const res = JSON.parse(out.stdout);
   assert.equal(res.ok, 'secure', 'https → https redirect followed');
   assert.equal(res.code, 'E_HTTP');
   assert.match(res.message, /refusing redirect from https to plain http/);
-  assert.equal(res.plainHits, 0, 'the plain-http target was never contacted');
+  assert.equal(plainHits, 0, 'the plain-http target was never contacted');
 });
 
 test('progress says what is awaited once a wait passes one second, and the deadline error repeats it', { timeout: 15_000 }, async () => {

@@ -24,13 +24,15 @@ import { RpcServer } from '../../src/rpc/server.js';
 import { agentPool, connectUnix } from '../../src/vms/agent.js';
 import { vmMethods } from '../../src/daemon/handlers/vms.js';
 import type { VmService } from '../../src/vms/service.js';
-import { currentUmask } from '../../src/cli/cp-extract.js';
+import { currentUmask } from '../../src/transfer/extract.js';
+import { Banger, BangerError, VmFiles } from '../../src/sdk/index.js';
 import { HostileAgent, type HostileScript } from '../helpers/hostile-agent.js';
 import { isRoot } from '../helpers/daemon.js';
 import { makeTar, type TEntry } from '../helpers/oci.js';
 
 /**
- * `vm cp VM:SRC HOSTDST` against a guest that lies (issue 19, item 1): the built CLI, the
+ * `vm cp VM:SRC HOSTDST` against a guest that lies (issue 19, item 1): the built CLI (and the
+ * SDK's `files.copyOut`, which goes through the same src/transfer/ code), the
  * daemon's real vm.* handlers on an RpcServer and its real agent client, down to a hostile
  * protocol v2 agent (test/helpers/hostile-agent.ts) that answers a copy of /etc/hostname with
  * the tar each case chooses. Every case runs into an existing directory and into a missing
@@ -228,45 +230,145 @@ const REFUSED: Array<{ name: string; entries: TEntry[]; says: RegExp }> = [
   },
 ];
 
+/** A well-behaved tree: a read-only directory, 3 MiB (past the credit window), a hard link, symlinks in and out. */
+const BIG = Buffer.alloc(3 << 20);
+for (let i = 0; i < BIG.length; i += 4) BIG.writeUInt32LE((i * 2654435761) >>> 0, i);
+const TREE: TEntry[] = [
+  D('tree'),
+  D('tree/ro', { mode: 0o555 }),
+  F('tree/ro/f', 'read-only dir\n', { mode: 0o600, mtime: 1_000_000_000 }),
+  F('tree/big', BIG),
+  { path: 'tree/big2', type: 'link', linkpath: 'tree/big' },
+  { path: 'tree/l', type: 'symlink', linkpath: 'ro/f' },
+  { path: 'tree/abs', type: 'symlink', linkpath: '/etc/passwd' },
+];
+
 /** Where the copy goes: into the existing `home`, or to the missing `home/new`. */
 const DESTS = [
   { name: 'into an existing directory', dst: () => join(world, 'home'), final: () => join(world, 'home', 'hostname') },
   { name: 'to a missing path', dst: () => join(world, 'home', 'new'), final: () => join(world, 'home', 'new') },
 ];
 
+/** What a copy ended with: success, or the error's code and message. */
+type Outcome = { ok: true } | { ok: false; code?: string; message: string };
+
+/**
+ * Runs every REFUSED stream through `copy` (the CLI or the SDK) for each destination and lists
+ * every problem (not only the first): a copy that succeeded, an error that is not
+ * E_UNSAFE_ENTRY saying why (after `prefix`), or any change to the world or outside it.
+ */
+async function refusedProblems(who: Who, dests: typeof DESTS, prefix: RegExp, copy: (dst: string) => Promise<Outcome>): Promise<string[]> {
+  const problems: string[] = [];
+  let n = 0;
+  for (const c of REFUSED) {
+    for (const d of dests) {
+      makeWorld(who);
+      const before = snapshot(world);
+      agent!.script = { stat: () => ({ exists: true, type: 'file', mode: 0o644, size: 5 }), tarOut: () => ({ tar: makeTar(c.entries) }) };
+      const r = await copy(d.dst());
+      const bad = (m: string) => problems.push(`${c.name}, ${d.name}, as ${who}: ${m}`);
+      if (r.ok) bad('the copy succeeded');
+      else if (r.code !== 'E_UNSAFE_ENTRY' || !c.says.test(r.message) || !prefix.test(r.message))
+        bad(`the error is not E_UNSAFE_ENTRY saying ${c.says}: ${r.code} ${r.message}`);
+      for (const l of diff(before, snapshot(world))) bad(`changed ${l}`);
+      if (existsSync(ABS)) bad(`${ABS} was written`);
+      if (existsSync(join(dir, 'x')) || existsSync(join(world, 'x'))) bad('../x was written');
+      rmSync(ABS, { force: true, recursive: true });
+      rmSync(join(world, 'x'), { force: true, recursive: true });
+      n++;
+    }
+  }
+  assert.equal(n, REFUSED.length * dests.length);
+  return problems;
+}
+
+/** The SDK's `files.copyOut` (src/sdk/copy.ts), in this process, as root, on VM `evil`. */
+async function sdkCopyOut(guestPath: string, hostPath: string, signal?: AbortSignal): Promise<Outcome> {
+  const b = await Banger.connect({ socket: env.BANGER_SOCKET, autostart: false });
+  try {
+    await new VmFiles(b.rpc, 'evil').copyOut(guestPath, hostPath, { signal });
+    return { ok: true };
+  } catch (e) {
+    return { ok: false, code: e instanceof BangerError ? e.code : undefined, message: e instanceof Error ? e.message : String(e) };
+  } finally {
+    b.close();
+  }
+}
+
+test('SDK files.copyOut out of a hostile guest (the same streams as vm cp): every refused stream leaves the world as it was', { skip }, async () => {
+  // the SDK copies to exactly the path given, which must not exist: only the missing path applies
+  const problems = await refusedProblems('root', [DESTS[1]!], /^evil:\/etc\/hostname: refused entry/, (dst) => sdkCopyOut('/etc/hostname', dst));
+  assert.deepEqual(problems, []);
+});
+
+test('SDK files.copyOut: setuid dropped, umask applied, a tree with a read-only directory, hard link and 3 MiB lands whole; an existing destination, a failing guest tar, a cut stream or an abort leave nothing', {
+  skip,
+}, async () => {
+  makeWorld('root');
+  agent!.script = {
+    stat: () => ({ exists: true, type: 'file' }),
+    tarOut: () => ({ tar: makeTar([F('hostname', 'guest-name\n', { mode: 0o6777, uid: 1234, gid: 2345 })]) }),
+  };
+  // the symlink named like SRC is there: refused as existing, not followed
+  const before = snapshot(world);
+  const exists = await sdkCopyOut('/etc/hostname', join(world, 'home', 'hostname'));
+  assert.equal(exists.ok ? 'ok' : exists.code, 'E_EXISTS');
+  assert.deepEqual(diff(before, snapshot(world)), []);
+  assert.deepEqual(await sdkCopyOut('/etc/hostname', join(world, 'home', 'new')), { ok: true });
+  const st = lstatSync(join(world, 'home', 'new'));
+  assert.deepEqual([st.isFile(), st.mode & 0o7777, st.uid, st.gid], [true, 0o777 & ~umask, 0, 0]);
+  assert.equal(readFileSync(join(world, 'home', 'new'), 'utf8'), 'guest-name\n');
+
+  const big = BIG;
+  const tar = makeTar(TREE);
+  agent!.script = { stat: () => ({ exists: true, type: 'dir' }), tarOut: () => ({ tar }) };
+  const dst = join(world, 'home', 'copy');
+  assert.deepEqual(await sdkCopyOut('/srv/tree', dst), { ok: true });
+  assert.ok(readFileSync(join(dst, 'big')).equals(big));
+  assert.equal(lstatSync(join(dst, 'big')).ino, lstatSync(join(dst, 'big2')).ino, 'hard link kept');
+  assert.equal(readlinkSync(join(dst, 'l')), 'ro/f');
+  assert.equal(lstatSync(join(dst, 'ro')).mode & 0o777, 0o555 & ~umask);
+  assert.equal(lstatSync(join(dst, 'ro', 'f')).mtimeMs, 1_000_000_000_000);
+
+  const after = snapshot(world);
+  const failed = join(world, 'home', 'failed');
+  agent!.script = { stat: () => ({ exists: true, type: 'dir' }), tarOut: () => ({ tar, exit: 2 }) };
+  const f = await sdkCopyOut('/srv/tree', failed);
+  assert.ok(!f.ok && f.code === 'E_EXEC' && /tar in the guest failed \(exit 2\)/.test(f.message), JSON.stringify(f));
+  for (const [bad, says] of [
+    [tar.subarray(0, 1 << 20), /truncated/],
+    [Buffer.alloc(4096, 0x41), /checksum|not a tar/],
+  ] as const) {
+    agent!.script = { stat: () => ({ exists: true, type: 'dir' }), tarOut: () => ({ tar: bad }) };
+    const t = await sdkCopyOut('/srv/tree', failed);
+    assert.ok(!t.ok && says.test(t.message), JSON.stringify(t));
+  }
+  // an abort while the guest stalls mid-stream: E_CANCELLED, the agent told to stop
+  agent!.script = { stat: () => ({ exists: true, type: 'dir' }), tarOut: () => ({ tar: tar.subarray(0, 50_000), hang: true }) };
+  const closedBefore = agent!.closed.length;
+  const ac = new AbortController();
+  const stalled = sdkCopyOut('/srv/tree', failed, ac.signal);
+  while (!readdirSync(join(world, 'home')).some((n) => n.startsWith('.banger-cp-'))) await new Promise((r) => setTimeout(r, 20));
+  ac.abort();
+  const a = await stalled;
+  assert.ok(!a.ok && a.code === 'E_CANCELLED', JSON.stringify(a));
+  assert.deepEqual(diff(after, snapshot(world)), [], 'no temp directory and nothing else left');
+  while (agent!.closed.length === closedBefore) await new Promise((r) => setTimeout(r, 20));
+});
+
 for (const who of ['root', 'nobody'] as const) {
   test(`vm cp out of a hostile guest as ${who}: every refused stream leaves the world as it was`, { skip }, async () => {
-    // every case runs, and every problem is listed (not only the first)
-    const problems: string[] = [];
-    let n = 0;
-    for (const c of REFUSED) {
-      for (const d of DESTS) {
-        makeWorld(who);
-        const before = snapshot(world);
-        agent!.script = { stat: () => ({ exists: true, type: 'file', mode: 0o644, size: 5 }), tarOut: () => ({ tar: makeTar(c.entries) }) };
-        const r = await banger(who, ['--json', 'vm', 'cp', 'evil:/etc/hostname', d.dst()]);
-        const what = `${c.name}, ${d.name}, as ${who}`;
-        const bad = (m: string) => problems.push(`${what}: ${m}`);
-        const err = (() => {
-          try {
-            return (JSON.parse(r.stdout) as { error?: { code: string; message: string } }).error;
-          } catch {
-            return undefined;
-          }
-        })();
-        if (r.code === 0) bad('the copy succeeded');
-        else if (err?.code !== 'E_UNSAFE_ENTRY' || !c.says.test(err.message) || !/^vm cp: evil:\/etc\/hostname: refused entry/.test(err.message))
-          bad(`the error is not E_UNSAFE_ENTRY saying ${c.says}: ${r.stdout.trim()} ${r.stderr.trim()}`);
-        for (const l of diff(before, snapshot(world))) bad(`changed ${l}`);
-        if (existsSync(ABS)) bad(`${ABS} was written`);
-        if (existsSync(join(dir, 'x')) || existsSync(join(world, 'x'))) bad('../x was written');
-        rmSync(ABS, { force: true, recursive: true });
-        rmSync(join(world, 'x'), { force: true, recursive: true });
-        n++;
+    const problems = await refusedProblems(who, DESTS, /^vm cp: evil:\/etc\/hostname: refused entry/, async (dst) => {
+      const r = await banger(who, ['--json', 'vm', 'cp', 'evil:/etc/hostname', dst]);
+      if (r.code === 0) return { ok: true };
+      try {
+        const e = (JSON.parse(r.stdout) as { error?: { code: string; message: string } }).error;
+        return { ok: false, code: e?.code, message: e?.message ?? '' };
+      } catch {
+        return { ok: false, message: `${r.stdout.trim()} ${r.stderr.trim()}` };
       }
-    }
+    });
     assert.deepEqual(problems, []);
-    assert.equal(n, REFUSED.length * DESTS.length);
   });
 
   test(`vm cp out of a hostile guest as ${who}: a setuid-root file is copied without setuid, the destination keeps its mode, symlinks there are replaced, not followed`, {
@@ -345,18 +447,8 @@ test('vm cp out: -a restores owners and exact modes as root (setuid still droppe
 test('vm cp out: a well-behaved tree (read-only directory, hard link, symlink, 3 MiB through the credit window) lands whole; a second copy merges; a failing guest tar or a cut stream leaves nothing', {
   skip,
 }, async () => {
-  const big = Buffer.alloc(3 << 20);
-  for (let i = 0; i < big.length; i += 4) big.writeUInt32LE((i * 2654435761) >>> 0, i);
-  const entries: TEntry[] = [
-    D('tree'),
-    D('tree/ro', { mode: 0o555 }),
-    F('tree/ro/f', 'read-only dir\n', { mode: 0o600, mtime: 1_000_000_000 }),
-    F('tree/big', big),
-    { path: 'tree/big2', type: 'link', linkpath: 'tree/big' },
-    { path: 'tree/l', type: 'symlink', linkpath: 'ro/f' },
-    { path: 'tree/abs', type: 'symlink', linkpath: '/etc/passwd' },
-  ];
-  const tar = makeTar(entries);
+  const big = BIG;
+  const tar = makeTar(TREE);
   for (const who of ['root', 'nobody'] as const) {
     makeWorld(who);
     agent!.script = { stat: () => ({ exists: true, type: 'dir' }), tarOut: () => ({ tar }) };

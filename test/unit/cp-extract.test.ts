@@ -5,12 +5,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isBangerError } from '../../src/core/errors.js';
 import { TarReader } from '../../src/core/tar-reader.js';
-import { GuestTarExtractor, currentUmask, type GuestTarLimits } from '../../src/cli/cp-extract.js';
-import { placeCopy } from '../../src/cli/cp-out.js';
+import { GuestTarExtractor, currentUmask, type GuestTarLimits } from '../../src/transfer/extract.js';
+import { placeCopy } from '../../src/transfer/place.js';
 import { makeTar, type TEntry } from '../helpers/oci.js';
 
 /**
- * The rules `vm cp VM:SRC DST` applies to the tar stream a guest sends (src/cli/cp-extract.ts),
+ * The rules `vm cp VM:SRC DST` applies to the tar stream a guest sends (src/transfer/extract.ts, shared with the SDK's copyOut),
  * one at a time, on the extractor alone; and how the result is moved into place
  * (`placeCopy`). The same rules through the CLI and the daemon against a hostile agent:
  * test/integration/vm-cp-hostile.test.ts.

@@ -1,6 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { bootRequests, snapshotCreateRequest, snapshotLoadRequest, vmStateRequest, type FcBootConfig } from '../../src/vms/drivers/firecracker/requests.js';
+import {
+  bootRequests,
+  driveUpdateRequest,
+  snapshotCreateRequest,
+  snapshotLoadRequest,
+  vmStateRequest,
+  type FcBootConfig,
+} from '../../src/vms/drivers/firecracker/requests.js';
 import type { FcRequest } from '../../src/vms/drivers/firecracker/api-types.js';
 import { loadSpec, SPEC_FILES, type SpecVersion } from '../helpers/firecracker-spec.js';
 
@@ -57,6 +64,7 @@ const configs: Record<string, FcBootConfig> = {
 };
 const extra: Record<string, FcRequest[]> = {
   'pause/resume': [vmStateRequest('Paused'), vmStateRequest('Resumed')],
+  'drive re-pointed after a snapshot load': [driveUpdateRequest('root', `${dir}/root.ext4`), driveUpdateRequest('seed', '/seed.ext4')],
   'snapshot create': [
     snapshotCreateRequest({ snapshot_path: `${dir}/snap.state`, mem_file_path: `${dir}/snap.mem` }),
     snapshotCreateRequest({ snapshot_path: 's', mem_file_path: 'm', snapshot_type: 'Diff' }),

@@ -1,11 +1,12 @@
 import { lstat } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { BangerError, ErrorCode } from '../../core/errors.js';
-import { exitOf, spawnPiped } from '../../core/exec.js';
+import { checkCopyName, trimSlash } from '../../transfer/names.js';
+import { sendTree } from '../../transfer/send.js';
 import type { Cli } from '../context.js';
+import { copyOut } from '../cp-out.js';
 import { StreamCall } from '../stream-client.js';
-import { checkCpName, copyOut } from '../cp-out.js';
 
 /** `NAME:/path` → {vm, path}; a plain path → {path}. `./x:y` and `/x:y` are local paths. */
 export function parseCpArg(arg: string): { vm?: string; path: string } {
@@ -15,27 +16,6 @@ export function parseCpArg(arg: string): { vm?: string; path: string } {
   return { vm: m[1]!, path: m[2]! };
 }
 
-/** Escapes a name for a GNU tar --transform expression `s,RE,REPL,S`. */
-const reEsc = (s: string) => s.replace(/[\\.[\]*^$,]/g, (c) => `\\${c}`);
-const replEsc = (s: string) => s.replace(/[\\&,]/g, (c) => `\\${c}`);
-const trimSlash = (p: string) => (p.length > 1 ? p.replace(/\/+$/, '') : p);
-
-async function localTar(argv: string[], feed: (child: ReturnType<typeof spawnPiped>) => Promise<number>): Promise<void> {
-  const child = spawnPiped(argv);
-  const err: Buffer[] = [];
-  child.stderr!.on('data', (d: Buffer) => err.push(d));
-  const exited = exitOf(child, argv);
-  const guest = await feed(child).catch(async (e) => {
-    child.kill('SIGKILL');
-    await exited.catch(() => {});
-    throw e;
-  });
-  const code = await exited;
-  if (code !== 0)
-    throw new BangerError(ErrorCode.Exec, `vm cp: local tar failed (exit ${code}): ${Buffer.concat(err).toString().trim().split('\n').slice(-3).join('; ')}`);
-  if (guest !== 0) throw new BangerError(ErrorCode.Exec, `vm cp: tar in the guest failed (exit ${guest})`);
-}
-
 /** host → VM, with the same rules applied to the guest's DST. */
 async function copyIn(c: Cli, src: string, vm: string, dstArg: string): Promise<void> {
   const st = await lstat(src).catch(() => undefined);
@@ -43,8 +23,7 @@ async function copyIn(c: Cli, src: string, vm: string, dstArg: string): Promise<
   const dst = trimSlash(dstArg);
   const d = await c.call('vm.stat', { name: vm, path: dst });
   const srcPath = resolve(src);
-  const srcName = basename(srcPath);
-  checkCpName(srcName, 'source');
+  checkCopyName(basename(srcPath), 'source', 'vm cp: ');
   let into = dst;
   let newName: string | undefined;
   if (!d.exists || d.type !== 'dir') {
@@ -54,35 +33,17 @@ async function copyIn(c: Cli, src: string, vm: string, dstArg: string): Promise<
     const parent = await c.call('vm.stat', { name: vm, path: into });
     if (!parent.exists || parent.type !== 'dir') throw new BangerError(ErrorCode.NotFound, `vm cp: ${vm}:${into} is not a directory`);
     newName = basename(dst);
-    checkCpName(newName, 'destination');
+    checkCopyName(newName, 'destination', 'vm cp: ');
   }
-  const argv = [
-    'tar',
-    '-c',
-    '--numeric-owner',
-    '-f',
-    '-',
-    '-C',
-    dirname(srcPath),
-    ...(newName ? [`--transform=s,^${reEsc(srcName)}\\(/\\|$\\),${replEsc(newName)}\\1,S`] : []),
-    srcName,
-  ];
-  await localTar(argv, async (child) => {
-    // Listen (paused) before the first await: Node discards the output of a child that exits
-    // while nobody listens to its stdout, and a small tree's tar exits at once.
-    let call: StreamCall | undefined;
-    let early: Buffer | undefined;
-    const ended = new Promise<void>((r) => child.stdout!.once('end', r));
-    child.stdout!.on('data', (b: Buffer) => {
-      child.stdout!.pause();
-      if (!call) early = early ? Buffer.concat([early, b]) : b;
-      else void call.write(b).then(() => child.stdout!.resume());
-    });
-    call = await StreamCall.open(c, 'vm.cpIn', { name: vm, path: into }, { stdout: (b) => process.stderr.write(b), stderr: (b) => process.stderr.write(b) });
-    if (early) await call.write(early);
-    child.stdout!.resume();
-    void ended.then(() => call!.eof());
-    return (await call.done).code;
+  const toStderr = (b: Buffer) => void process.stderr.write(b);
+  await sendTree({
+    open: (method, params, sinks) => StreamCall.open(c, method, params, sinks),
+    vm,
+    src: srcPath,
+    into,
+    as: newName,
+    label: 'vm cp: ',
+    sinks: { stdout: toStderr, stderr: toStderr },
   });
 }
 

@@ -214,6 +214,8 @@ export interface SnapshotMeta {
   sharedMemory: boolean;
   bytes: { state: number; memory: number; disk: number };
   createdAt: string;
+  /** sha256 of `state` (QEMU: checked before a restore, so a damaged stream is refused up front). */
+  stateSha256?: string;
 }
 
 /**
@@ -231,7 +233,8 @@ export interface SnapshotMeta {
 export interface VmSnapshots {
   fingerprint(spec: LaunchSpec): Promise<{ vmmVersion: string; fingerprint: string }>;
   check(spec: LaunchSpec): string | undefined;
-  save(vm: VmHandle, spec: LaunchSpec, to: SnapshotFiles, o: { then: 'exit' | 'resume'; signal?: AbortSignal }): Promise<SnapshotMeta>;
+  /** `keepDisk`: no copy of the root disk (a pause: the VM's own disk stays where it is, and only it restores). */
+  save(vm: VmHandle, spec: LaunchSpec, to: SnapshotFiles, o: { then: 'exit' | 'resume'; signal?: AbortSignal; keepDisk?: boolean }): Promise<SnapshotMeta>;
   restore(spec: LaunchSpec, from: SnapshotFiles, o?: { signal?: AbortSignal }): Promise<{ pid: number }>;
 }
 

@@ -17,10 +17,20 @@
  *   FC_STANDIN_FAIL_PATH=/boot-source  that path answers 400 with a fault_message;
  *   FC_STANDIN_DIE_EARLY=<code>         exit with that code before creating the socket;
  *   FC_STANDIN_NO_SOCKET=1              run but never create the socket;
- *   FC_STANDIN_VERSION=1.4.0            what --version reports (default 1.16.1).
+ *   FC_STANDIN_VERSION=1.4.0            what --version and GET / report (default 1.16.1); it also picks
+ *                                       the shipped spec requests are validated against (1.5.x → v1.5.0,
+ *                                       1.17+ → main, else v1.16.1);
+ *   FC_STANDIN_REQUEST_LOG=FILE         append one JSON line per API request ({method, path, body, status}).
+ * Snapshots as Firecracker does them (src/vmm/src/rpc_interface.rs, persist.rs): create only when
+ * paused, writing the vmstate (here JSON: the version, machine config, drive paths, tap, vsock
+ * path) and a sparse memory file of the guest's size; load only on a fresh process (logger and
+ * metrics allowed before it), refusing a vmstate of another version, a missing memory file, a
+ * drive path or tap that cannot be opened, a vsock path that exists; `network_overrides` and
+ * `vsock_override` replace the saved tap / socket; the VM is then Paused (Running with
+ * `resume_vm`); `PATCH /drives/{id}` re-points a drive after start.
  */
 import { spawn } from 'node:child_process';
-import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, type Socket } from 'node:net';
 import { join, resolve } from 'node:path';
@@ -64,8 +74,20 @@ else if (existsSync(apiSock)) {
   process.exit(1);
 } else serve();
 
+function specFor(version: string): 'v1.5.0' | 'v1.16.1' | 'main-1.17.0-dev' {
+  const [a = 0, b = 0] = version.split('.').map(Number);
+  if (a === 1 && b < 16) return 'v1.5.0';
+  if (a > 1 || b >= 17) return 'main-1.17.0-dev';
+  return 'v1.16.1';
+}
+
 function serve(): void {
-  const spec = loadSpec('v1.16.1');
+  const spec = loadSpec(specFor(VERSION));
+  // What a vmstate records (and a load re-opens).
+  const machine: { vcpu?: number; memMiB?: number } = {};
+  const drives = new Map<string, string>();
+  const taps = new Map<string, string>();
+  let vsockPath: string | undefined;
   const PRE_BOOT_ONLY = new Set(['/logger', '/metrics', '/machine-config', '/boot-source', '/drives/{drive_id}', '/network-interfaces/{iface_id}', '/vsock']);
   const ID_FIELD: Record<string, string> = { '/drives/{drive_id}': 'drive_id', '/network-interfaces/{iface_id}': 'iface_id' };
   const configured = new Set<string>();
@@ -98,6 +120,22 @@ function serve(): void {
   function handle(req: IncomingMessage, res: ServerResponse, raw: Buffer): void {
     const method = req.method ?? 'GET';
     const path = req.url ?? '/';
+    const reqLog = knobs.FC_STANDIN_REQUEST_LOG;
+    if (reqLog) {
+      // Logged as the answer is written, before the client can see it (so a log read after a
+      // call returns holds that call).
+      const writeHead = res.writeHead.bind(res) as (status: number, ...rest: unknown[]) => ServerResponse;
+      res.writeHead = ((status: number, ...rest: unknown[]) => {
+        let body: unknown;
+        try {
+          body = raw.length ? JSON.parse(raw.toString('utf8')) : undefined;
+        } catch {
+          body = raw.toString('utf8');
+        }
+        appendFileSync(reqLog, JSON.stringify({ method, path, body, status }) + '\n');
+        return writeHead(status, ...rest);
+      }) as typeof res.writeHead;
+    }
     if (req.headers['transfer-encoding']) return fault(res, 'Transfer-Encoding is not supported; send Content-Length');
     if (raw.length > 0 && req.headers['content-length'] === undefined) return fault(res, 'missing Content-Length');
     const route = spec.route(method, path);
@@ -132,6 +170,8 @@ function serve(): void {
         if (logPath) writeFileSync(logPath, '', { flag: 'a' });
         break;
       case 'PUT /machine-config':
+        machine.vcpu = body!.vcpu_count as number;
+        machine.memMiB = body!.mem_size_mib as number;
         break;
       case 'PUT /metrics':
         writeFileSync(inJail(body!.metrics_path as string), '', { flag: 'a' });
@@ -146,14 +186,26 @@ function serve(): void {
       case 'PUT /drives/{drive_id}':
         if (!existsSync(inJail(body!.path_on_host as string)))
           return fault(res, `Unable to create the block device: BackingFile(Os { code: 2, kind: NotFound }, "${String(body!.path_on_host)}")`);
+        drives.set(String(body!.drive_id), String(body!.path_on_host));
+        break;
+      case 'PATCH /drives/{drive_id}':
+        if (state === 'Not started') return fault(res, 'The requested operation is not supported before starting the microVM.');
+        if (!drives.has(String(body!.drive_id))) return fault(res, `Unable to patch the block device: device ${String(body!.drive_id)} not found`);
+        if (body!.path_on_host !== undefined) {
+          if (!existsSync(inJail(String(body!.path_on_host))))
+            return fault(res, `Unable to patch the block device: BackingFile(Os { code: 2, kind: NotFound }, "${String(body!.path_on_host)}")`);
+          drives.set(String(body!.drive_id), String(body!.path_on_host));
+        }
         break;
       case 'PUT /network-interfaces/{iface_id}':
         if (!existsSync(`/sys/class/net/${String(body!.host_dev_name)}`))
           return fault(res, `Could not create the network device: Open tap device failed: ${String(body!.host_dev_name)}`);
+        taps.set(String(body!.iface_id), String(body!.host_dev_name));
         break;
       case 'PUT /vsock':
         if (!serveVsock(inJail(String(body!.uds_path))))
           return fault(res, `Cannot create backend for vsock device: UnixBind(Os { code: 98, kind: AddrInUse })`);
+        vsockPath = String(body!.uds_path);
         break;
       case 'PUT /actions': {
         const action = body!.action_type;
@@ -178,17 +230,52 @@ function serve(): void {
         if (state === 'Not started') return fault(res, 'The requested operation is not supported before starting the microVM.');
         state = body!.state === 'Paused' ? 'Paused' : 'Running';
         break;
-      case 'PUT /snapshot/create':
+      case 'PUT /snapshot/create': {
         if (state !== 'Paused') return fault(res, 'Cannot create a snapshot: the microVM is not paused.');
-        writeFileSync(inJail(body!.snapshot_path as string), JSON.stringify({ standin: true, id }));
-        writeFileSync(inJail(body!.mem_file_path as string), Buffer.alloc(4096));
+        const vmstate = { standin: true, version: VERSION, id, machine, drives: Object.fromEntries(drives), taps: Object.fromEntries(taps), vsock: vsockPath };
+        writeFileSync(inJail(body!.snapshot_path as string), JSON.stringify(vmstate));
+        const mem = inJail(body!.mem_file_path as string);
+        writeFileSync(mem, '');
+        truncateSync(mem, (machine.memMiB ?? 0) * 1024 * 1024); // the guest's RAM, sparse here
+        log(`snapshot created: ${String(body!.snapshot_path)}`);
         break;
-      case 'PUT /snapshot/load':
+      }
+      case 'PUT /snapshot/load': {
         if ([...configured].some((p) => p !== '/logger' && p !== '/metrics'))
           return fault(res, 'Loading a microVM snapshot not allowed after configuring boot-specific resources.');
-        if (!existsSync(inJail(body!.snapshot_path as string))) return fault(res, 'Cannot open the snapshot file: No such file or directory (os error 2)');
+        const statePath = inJail(body!.snapshot_path as string);
+        if (!existsSync(statePath)) return fault(res, 'Cannot open the snapshot file: No such file or directory (os error 2)');
+        let vm: { version?: string; machine?: typeof machine; drives?: Record<string, string>; taps?: Record<string, string>; vsock?: string };
+        try {
+          vm = JSON.parse(readFileSync(statePath, 'utf8'));
+        } catch {
+          return fault(res, 'Load snapshot error: Failed to restore from snapshot: Cannot deserialize the microVM state');
+        }
+        if (vm.version !== VERSION) return fault(res, `Load snapshot error: Failed to restore from snapshot: Invalid snapshot version ${String(vm.version)}`);
+        const backend = (body!.mem_backend as { backend_path?: string } | undefined)?.backend_path ?? (body!.mem_file_path as string | undefined);
+        if (!backend || !existsSync(inJail(backend))) return fault(res, 'Load snapshot error: Failed to restore from snapshot: Cannot open the memory file');
+        for (const [d, p] of Object.entries(vm.drives ?? {}))
+          if (!existsSync(inJail(p)))
+            return fault(res, `Load snapshot error: Failed to restore from snapshot: Block(BackingFile(Os { code: 2 }, "${p}")) (drive ${d})`);
+        const overrides = (body!.network_overrides as { iface_id: string; host_dev_name: string }[] | undefined) ?? [];
+        const newTaps = { ...(vm.taps ?? {}) };
+        for (const o of overrides) {
+          if (!(o.iface_id in newTaps)) return fault(res, `Load snapshot error: Invalid network override: unknown interface ${o.iface_id}`);
+          newTaps[o.iface_id] = o.host_dev_name;
+        }
+        for (const t of Object.values(newTaps))
+          if (!existsSync(`/sys/class/net/${t}`)) return fault(res, `Load snapshot error: Failed to restore from snapshot: Open tap device failed: ${t}`);
+        const uds = (body!.vsock_override as { uds_path?: string } | undefined)?.uds_path ?? vm.vsock;
+        if (uds && !serveVsock(inJail(uds)))
+          return fault(res, 'Load snapshot error: Failed to restore from snapshot: vsock UnixBind(Os { code: 98, kind: AddrInUse })');
+        Object.assign(machine, vm.machine ?? {});
+        for (const [d, p] of Object.entries(vm.drives ?? {})) drives.set(d, p);
+        for (const [i, t] of Object.entries(newTaps)) taps.set(i, t);
+        vsockPath = uds;
         state = body!.resume_vm ? 'Running' : 'Paused';
+        log(`snapshot loaded: ${String(body!.snapshot_path)} (${state})`);
         break;
+      }
       default:
         return fault(res, `stand-in: ${method} ${route.template} is not implemented by the stand-in`);
     }

@@ -74,6 +74,12 @@ export interface Vsock {
   uds_path: string;
 }
 
+/** `PATCH /drives/{drive_id}` (definition PartialDrive; post-boot: a new backing file). */
+export interface PartialDrive {
+  drive_id: string;
+  path_on_host?: string;
+}
+
 /** `PUT /actions` (definition InstanceActionInfo). */
 export interface InstanceActionInfo {
   action_type: 'InstanceStart' | 'SendCtrlAltDel' | 'FlushMetrics';

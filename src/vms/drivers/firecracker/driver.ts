@@ -22,6 +22,7 @@ import { fcFiles } from './files.js';
 import { findFirecracker, killFirecracker, stopFirecracker } from './process.js';
 import type { FcBootConfig } from './requests.js';
 import { firecrackerVersion, MIN_FIRECRACKER, versionSupported } from '../../../core/firecracker-version.js';
+import { FirecrackerSnapshots } from './snapshot.js';
 import { connectHybridVsock } from './vsock.js';
 import { jailedFiles, launchJailed, releaseJail } from './jailed.js';
 import type { DriverDeps } from '../types.js';
@@ -45,15 +46,24 @@ export const AGENT_VSOCK_PORT = 1024;
 export class FirecrackerDriver implements VmmDriver {
   readonly kind = 'firecracker' as const;
   /**
-   * No shared-folder device (`vm cp` copies files); the agent over hybrid vsock. Under the
-   * jailer the VMM's cgroup is the jailer's own (`--cgroup`, jailer.ts): `ownCgroup`.
+   * No shared-folder device (`vm cp` copies files); snapshots through its API (snapshot.ts); the
+   * agent over hybrid vsock. Under the jailer the VMM's cgroup is the jailer's own (`--cgroup`,
+   * jailer.ts): `ownCgroup`.
    */
   readonly features: DriverFeatures;
+  readonly snapshots: FirecrackerSnapshots;
   constructor(
     private readonly exec: Exec,
     private readonly opts: { firecracker: string; socketTimeoutMs?: number; jailer?: JailerSettings },
   ) {
-    this.features = { mounts: false, snapshots: false, vsock: true, ownCgroup: !!opts.jailer };
+    this.features = { mounts: false, snapshots: true, vsock: true, ownCgroup: !!opts.jailer };
+    this.snapshots = new FirecrackerSnapshots({
+      exec,
+      binary: opts.firecracker,
+      socketTimeoutMs: opts.socketTimeoutMs,
+      jailed: !!opts.jailer,
+      instanceId: (spec) => fcInstanceId(spec.instance, spec.id),
+    });
   }
 
   async probe(host: DriverHost): Promise<ProbeResult> {

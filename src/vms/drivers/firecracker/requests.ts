@@ -6,6 +6,7 @@ import type {
   MachineConfiguration,
   Metrics,
   NetworkInterface,
+  PartialDrive,
   RateLimiter,
   SnapshotCreateParams,
   SnapshotLoadParams,
@@ -93,8 +94,8 @@ export function snapshotCreateRequest(p: SnapshotCreateParams): FcRequest {
  * `PUT /snapshot/load`. The optional fields are newer than the oldest Firecracker banger accepts
  * (MIN_FIRECRACKER 1.5; test/unit/firecracker-schema.test.ts checks this against each spec):
  * `network_overrides` arrived in v1.12, `track_dirty_pages` in v1.13, `vsock_override` in v1.16;
- * a v1.5 Firecracker refuses a body carrying them. Nothing in banger loads a snapshot yet: a caller
- * that sends them must check the binary's version first (core/firecracker-version.ts).
+ * a v1.5 Firecracker refuses a body carrying them. snapshot.ts sends them only when the restore
+ * needs them and the binary's version has them (NETWORK_OVERRIDES_MIN, VSOCK_OVERRIDE_MIN).
  */
 export function snapshotLoadRequest(p: SnapshotLoadParams): FcRequest {
   const body: SnapshotLoadParams = {
@@ -106,4 +107,10 @@ export function snapshotLoadRequest(p: SnapshotLoadParams): FcRequest {
   if (p.network_overrides?.length) body.network_overrides = p.network_overrides.map((n) => ({ iface_id: n.iface_id, host_dev_name: n.host_dev_name }));
   if (p.vsock_override) body.vsock_override = { uds_path: p.vsock_override.uds_path };
   return { step: 'snapshot-load', method: 'PUT', path: '/snapshot/load', definition: 'SnapshotLoadParams', body };
+}
+
+/** `PATCH /drives/{id}`: after a snapshot load, point a drive at this VM's own file before it runs. */
+export function driveUpdateRequest(id: string, path: string): FcRequest {
+  const body: PartialDrive = { drive_id: id, path_on_host: path };
+  return { step: `drive-${id}-update`, method: 'PATCH', path: `/drives/${encodeURIComponent(id)}`, definition: 'PartialDrive', body };
 }

@@ -20,7 +20,8 @@ import { BangerError, ErrorCode } from '../core/errors.js';
 import { TarReader, type EntrySink, type TarEntry } from '../core/tar-reader.js';
 
 /**
- * Extraction of the tar stream a guest sends for `vm cp VM:SRC HOSTDST`. The guest is
+ * Extraction of the tar stream a guest sends for `vm cp VM:SRC HOSTDST` and the SDK's
+ * `files.copyOut` (both through receive.ts). The guest is
  * untrusted (root there is a stranger here), so the stream is input, read with banger's own
  * tar reader and written by this code, never by a host `tar`:
  *
@@ -39,7 +40,7 @@ import { TarReader, type EntrySink, type TarEntry } from '../core/tar-reader.js'
  *   file content is not (the user asked for the copy).
  *
  * Extraction happens in `dir`, a fresh private directory the caller made (mkdtemp, 0700) and
- * removes on failure; the caller renames `dir/top` into place afterwards (src/cli/commands/cp.ts).
+ * removes on failure; the caller moves `dir/top` into place afterwards (receive.ts, place.ts).
  * A refusal is E_UNSAFE_ENTRY (or E_TOO_LARGE past a limit) naming the entry and why.
  */
 export interface GuestTarLimits {
@@ -138,7 +139,7 @@ export class GuestTarExtractor {
     const shown = JSON.stringify(entry.length > 300 ? `${entry.slice(0, 300)}…` : entry).slice(1, -1);
     throw new BangerError(code, `refused entry '${shown}' of the guest's tar stream: ${why}`, {
       details: { entry: entry.slice(0, 4096), reason: why },
-      hint: 'the whole copy was refused and nothing was written; vm cp accepts only SRC itself and what is under it (files, directories, symlinks, hard links within the copy): see `banger vm cp --help`',
+      hint: 'the whole copy was refused and nothing was written; a copy out of a VM accepts only SRC itself and what is under it (files, directories, symlinks, hard links within the copy): see `banger vm cp --help`',
     });
   }
 
@@ -173,7 +174,10 @@ export class GuestTarExtractor {
         );
     }
     if (e.type === 'char' || e.type === 'block' || e.type === 'fifo')
-      this.refuse(e.path, `it is a ${e.type === 'fifo' ? 'FIFO' : `${e.type} device ${e.devmajor}:${e.devminor}`}; vm cp copies no device nodes or FIFOs`);
+      this.refuse(
+        e.path,
+        `it is a ${e.type === 'fifo' ? 'FIFO' : `${e.type} device ${e.devmajor}:${e.devminor}`}; a copy out of a VM takes no device nodes or FIFOs`,
+      );
     if (!Number.isSafeInteger(e.uid) || e.uid < 0 || e.uid > 0xfffffffe || !Number.isSafeInteger(e.gid) || e.gid < 0 || e.gid > 0xfffffffe)
       this.refuse(e.path, `its owner ${e.uid}:${e.gid} is out of range`);
     if (!Number.isFinite(e.mtime) || Math.abs(e.mtime) > MAX_TIME) this.refuse(e.path, `its mtime ${e.mtime} is out of range`);
