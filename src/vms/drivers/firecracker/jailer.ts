@@ -153,10 +153,18 @@ export async function prepareJail(plan: JailPlan, files: { name: string; hostPat
 /** Removes the jail directory and its cgroup; already gone = success. */
 export async function removeJail(plan: JailPlan): Promise<void> {
   await rm(plan.jailDir, { recursive: true, force: true });
-  for (const d of [plan.cgroupDir, ...(plan.extraCgroupDirs ?? [])])
-    await rmdir(d).catch((e: NodeJS.ErrnoException) => {
-      if (e.code !== 'ENOENT') throw e;
-    });
+  // A cgroup is busy while the kernel still counts an exiting task (a Firecracker just killed): retry for up to ~5 s.
+  for (const d of [plan.cgroupDir, ...(plan.extraCgroupDirs ?? [])]) {
+    for (let i = 0; ; i++) {
+      const code = await rmdir(d).then(
+        () => undefined,
+        (e: NodeJS.ErrnoException) => e.code,
+      );
+      if (code === undefined || code === 'ENOENT') break;
+      if (code !== 'EBUSY' || i >= 100) throw new BangerError(ErrorCode.Vmm, `cannot remove the jail cgroup ${d}: ${code}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
   await stat(plan.jailDir).then(
     () => {
       throw new BangerError(ErrorCode.Internal, `jail ${plan.jailDir} still exists after removal`);
