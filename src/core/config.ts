@@ -8,7 +8,7 @@ import { resolveRoot, resolveSocket } from './paths.js';
 import { PackageUrl } from './package-url.js';
 import { applyEnvOverrides } from './config-env.js';
 import { durationProblem } from './duration.js';
-import { ConsoleLogMaxBytes, PortIdleTimeoutSeconds, PortMaxConnections } from './limits.js';
+import { ConsoleLogMaxBytes, CpuQuota, DiskBps, DiskIops, PidsMax, PortIdleTimeoutSeconds, PortMaxConnections } from './limits.js';
 
 /**
  * Configuration: a JSON file plus env overrides (`core/config-env.ts`; both pass one schema). File: `BANGER_CONFIG`, else
@@ -143,6 +143,23 @@ export const ConfigSchema = z
       .object({
         maxConnections: PortMaxConnections.default(256),
         idleTimeoutSeconds: PortIdleTimeoutSeconds.default(600),
+      })
+      .strict()
+      .default({}),
+    /**
+     * Resource limits of every VM (docs/limits.md). `cgroup`: each VMM runs in its own cgroup
+     * (v2, else v1) with memory = the VM's RAM + `memoryOverheadMiB` and `pidsMax`, when the
+     * host has one (else VMs run without, and `banger doctor` warns). `cpuQuota`, `diskIops`,
+     * `diskBps`: defaults of `vm create --cpu-quota / --disk-iops / --disk-bps` (none unless set).
+     */
+    limits: z
+      .object({
+        cgroup: z.boolean().default(true),
+        memoryOverheadMiB: z.number().int().min(0).max(65536).default(1024),
+        pidsMax: PidsMax.default(1024),
+        cpuQuota: CpuQuota.optional(),
+        diskIops: DiskIops.optional(),
+        diskBps: DiskBps.optional(),
       })
       .strict()
       .default({}),

@@ -20,3 +20,21 @@ export const ConsoleLogMaxBytes = z
   .int()
   .min(64 * 1024)
   .max(1024 ** 3);
+
+/**
+ * Per-VM resource limits (issue 24; config `limits`, `vm create --cpu-quota/--disk-iops/--disk-bps`).
+ * `CpuQuota`: CPU time as a fraction of one host CPU (0.5 = half a CPU, 2 = two CPUs).
+ * `DiskIops` / `DiskBps`: each disk's I/O operations / bytes per second (the VMM throttles them).
+ */
+export const CpuQuota = z.number().min(0.01).max(1024);
+export const DiskIops = z.number().int().min(1).max(10_000_000);
+export const DiskBps = z
+  .number()
+  .int()
+  .min(4096)
+  .max(2 ** 40);
+export const PidsMax = z
+  .number()
+  .int()
+  .min(16)
+  .max(2 ** 22);

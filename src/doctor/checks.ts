@@ -2,7 +2,7 @@ import { kvmUsable, realHost, type HostProbe, type NodeRuntime } from '../core/h
 import { errorMessage } from '../core/errors.js';
 import { firecrackerVersion, MIN_FIRECRACKER, versionSupported } from '../core/firecracker-version.js';
 
-import { cgroup2Mount, missingControllers, NEEDED_CONTROLLERS } from '../core/cgroup.js';
+import { detectCgroups, NEEDED_CONTROLLERS } from '../core/cgroup.js';
 /** The probe and KVM test live in core (vms uses them too); re-exported for the doctor's callers. */
 export { kvmUsable, realHost, type HostProbe, type NodeRuntime };
 
@@ -160,22 +160,23 @@ export const checks: Check[] = [
     },
   },
   {
-    name: 'cgroup-v2',
-    description: 'cgroup v2 controllers for per-VM resource limits (memory, pids, cpu)',
+    name: 'cgroup',
+    description: 'cgroup for per-VM resource limits (memory, pids, cpu): v2, else v1',
     async run(h) {
-      const mount = cgroup2Mount((await h.readFile('/proc/self/mounts')) ?? '');
-      const hint =
-        'per-VM resource limits need the unified cgroup v2 hierarchy with the memory, pids and cpu controllers (systemd.unified_cgroup_hierarchy=1 on the kernel command line); VMs run without limits';
-      if (!mount) return { name: 'cgroup-v2', status: 'warn', detail: 'no cgroup2 file system mounted', hint };
-      const missing = missingControllers((await h.readFile(`${mount}/cgroup.controllers`)) ?? '');
-      return missing.length
-        ? {
-            name: 'cgroup-v2',
-            status: 'warn',
-            detail: `${mount}: controller${missing.length > 1 ? 's' : ''} ${missing.join(', ')} not available (bound to a cgroup v1 hierarchy?)`,
-            hint,
-          }
-        : { name: 'cgroup-v2', status: 'pass', detail: `${mount}: ${NEEDED_CONTROLLERS.join(', ')}` };
+      const host = await detectCgroups((p) => h.readFile(p));
+      if (host.version === 2) return { name: 'cgroup', status: 'pass', detail: `banger uses cgroup v2 at ${host.mount} (${NEEDED_CONTROLLERS.join(', ')})` };
+      if (host.version === 1)
+        return {
+          name: 'cgroup',
+          status: 'pass',
+          detail: `banger uses cgroup v1: ${NEEDED_CONTROLLERS.map((c) => `${c} at ${host.mounts[c]}`).join(', ')} (the unified hierarchy lacks them)`,
+        };
+      return {
+        name: 'cgroup',
+        status: 'warn',
+        detail: host.reason,
+        hint: 'VMs run without memory/pids limits and --cpu-quota is refused; mount cgroup v2 with the memory, pids and cpu controllers (or their v1 hierarchies)',
+      };
     },
   },
 ];

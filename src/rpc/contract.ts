@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { PackageUrl } from '../core/package-url.js';
-import { PortIdleTimeoutSeconds, PortMaxConnections } from '../core/limits.js';
+import { CpuQuota, DiskBps, DiskIops, PortIdleTimeoutSeconds, PortMaxConnections } from '../core/limits.js';
 import { VMM_CHOICES } from '../core/vmm.js';
 import { AllowList, Duration, Egress, Name, OnExpire, Size } from './schemas.js';
 import type {
@@ -319,6 +319,10 @@ export const methods = {
         ttl: Duration.optional(),
         /** What the deadline does (`--on-expire`; default: config vm.onExpire, stop). Needs a ttl. */
         onExpire: OnExpire.optional(),
+        /** Resource limits (docs/limits.md; defaults: config limits): CPU fraction of one host CPU, per-disk IOPS and bytes/s. */
+        cpuQuota: CpuQuota.optional(),
+        diskIops: DiskIops.optional(),
+        diskBps: DiskBps.optional(),
       })
       .strict(),
     { progress: true },

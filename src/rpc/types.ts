@@ -6,7 +6,7 @@
 
 import type { ImagePrepared, WarmSnapshot } from '../core/shapes/image.js';
 import type { CatalogView } from '../core/shapes/kernel.js';
-import type { VmView } from '../core/shapes/vm.js';
+import type { VmCgroupUsage, VmView } from '../core/shapes/vm.js';
 
 // The domain shapes, defined once below both ends (core/shapes/): what a service returns is
 // what goes on the wire.
@@ -16,7 +16,7 @@ export type { KernelRecord as Kernel, KernelDetail, CatalogView as CatalogEntry,
 export type { ImageRecord as Image, ImageDetail, ImagePrepared, WarmSnapshot } from '../core/shapes/image.js';
 export type { NamedSnapshot } from '../core/shapes/vm.js';
 /** A VM: what was asked for (`spec`) and what was observed (`state`, `pid`, `running`). */
-export type { VmView as Vm, VmState, VmSpec, VmLogs, SshInfo } from '../core/shapes/vm.js';
+export type { VmView as Vm, VmState, VmSpec, VmLogs, SshInfo, VmLimits, VmCgroupUsage } from '../core/shapes/vm.js';
 
 export interface KernelCatalog {
   entries: CatalogView[];
@@ -77,6 +77,8 @@ export interface VmDetail extends VmView {
   cmdlineFirstBoot: string | null;
   /** How the driver made the root disk, when it says (Firecracker: 'reflink' | 'sparse'). */
   rootDiskMethod?: string;
+  /** A running VM's cgroup: its limits as the kernel has them and current usage (docs/limits.md). */
+  cgroup?: VmCgroupUsage;
 }
 
 /** A listening socket inside the guest, as the guest agent reports it. */

@@ -4,8 +4,9 @@ import type { StepRunner } from '../core/steps.js';
 import { settleAll } from './args.js';
 import { tscKhzFromCpuinfo } from './cmdline.js';
 import { removeConsole } from './console-log.js';
-import type { LaunchSpec } from './drivers/types.js';
+import type { LaunchCgroup, LaunchSpec } from './drivers/types.js';
 import { launchSpec } from './launch.js';
+import { cgroupStep } from './limits.js';
 import { planNet, type BootPlan } from './plan.js';
 import { waitReady } from './readiness.js';
 import { testPause } from './testpause.js';
@@ -41,18 +42,20 @@ async function launchInner(vb: VmBase, plan: BootPlan, o: LaunchOptions): Promis
   // step ports (a create opened them already: open is idempotent)
   steps.undo('ports', () => vb.forwards.close(plan.name));
   await vb.forwards.open(plan.name, plan.spec.ports ?? [], () => vb.repo.find(plan.name)?.ip ?? undefined, plan.spec.portLimits);
+  // step cgroup: the VMM's group with its limits (limits.ts), before anything runs in it
+  const cgroup = await cgroupStep({ cgroups: () => vb.cgroups(), instance: vb.net.instance }, { id: plan.id, name: plan.name, spec: plan.spec }, driver, steps);
   // step mounts: what the driver's shared folders need on the host, before the VMM (QEMU:
-  // virtiofsd, whose socket it connects to; it exits with QEMU)
+  // virtiofsd, whose socket it connects to; it exits with QEMU), inside the VMM's group
   const mounts = plan.spec.mounts ?? [];
   if (mounts.length && driver.folders) {
     const folders = driver.folders;
     steps.undo('mounts', () => folders.stop(handle, mounts));
-    await folders.start(handle, mounts);
+    await folders.start(handle, mounts, { cgroup: cgroup?.procs });
   }
   const { pid } = await steps.run(
     'vmm',
     async () => {
-      const spec = await specOf(vb, plan);
+      const spec = await specOf(vb, plan, cgroup);
       await removeConsole(driver.consolePath(handle)); // with its rotation: offsets start at 0
       vb.repo.setState(plan.name, { state: 'starting', desiredState: 'running' });
       throwIfAborted(steps.signal);
@@ -89,7 +92,7 @@ async function launchInner(vb: VmBase, plan: BootPlan, o: LaunchOptions): Promis
 }
 
 /** What the driver launches for a plan (launch, and the save/restore of pause, snapshots and warm starts). */
-export async function specOf(vb: VmBase, plan: BootPlan): Promise<LaunchSpec> {
+export async function specOf(vb: VmBase, plan: BootPlan, cgroup?: LaunchCgroup): Promise<LaunchSpec> {
   const net = planNet(plan);
   const spec = launchSpec({
     instance: vb.net.instance,
@@ -103,6 +106,7 @@ export async function specOf(vb: VmBase, plan: BootPlan): Promise<LaunchSpec> {
     tscKhz: plan.choice.kvm ? undefined : tscKhzFromCpuinfo(await vb.host.readFile('/proc/cpuinfo')),
     rootDisk: plan.rootDisk,
     lean: vb.ctx.config.vm.leanBoot,
+    cgroup,
   });
   return plan.spec.memoryFile ? { ...spec, memoryFile: plan.spec.memoryFile } : spec;
 }

@@ -14,6 +14,7 @@ import { initScriptStep, keptOnFailure, verifyMountsStep } from './create-extras
 import type { ImageView, KernelView } from './deps.js';
 import type { VmHandle } from './drivers/types.js';
 import { checkMounts, seedMountsFile } from './host-folders.js';
+import { limitsFor } from './limits.js';
 import { generateName, newVmId } from './names.js';
 import { resolvePackageSource } from './package-source.js';
 import { planNet, type BootPlan } from './plan.js';
@@ -79,6 +80,10 @@ export interface CreateParams {
   ttl?: number;
   /** What the deadline does (default: config vm.onExpire). */
   onExpire?: OnExpire;
+  /** Resource limits (limits.ts; defaults: config limits). */
+  cpuQuota?: number;
+  diskIops?: number;
+  diskBps?: number;
 }
 
 /**
@@ -192,6 +197,8 @@ async function planCreate(vb: VmBase, name: string, p0: CreateParams, op: OpCont
   PortForwards.checkConflicts(name, ports, vb.repo.list());
   const portLimits = PortForwards.limitsFor(p, ports, vb.ctx.config.ports);
   const mounts = await checkMounts(parseMountSpecs(p.mounts ?? []), driver);
+  const memoryMiB = p.memoryMiB ?? vb.ctx.config.vm.memoryMiB;
+  const limits = limitsFor(vb.ctx.config.limits, p, memoryMiB, await vb.cgroups());
   const builder = p.builder === true;
   if (builder && (ports.length || mounts.length)) throw new BangerError(ErrorCode.Internal, 'a builder VM has no ports or mounts');
   const baseDisk = from
@@ -214,7 +221,7 @@ async function planCreate(vb: VmBase, name: string, p0: CreateParams, op: OpCont
   const handle: VmHandle = { id, name, files: vb.files(name) };
   const spec: VmSpec = {
     vcpu: p.vcpu ?? vb.ctx.config.vm.vcpu,
-    memoryMiB: p.memoryMiB ?? vb.ctx.config.vm.memoryMiB,
+    memoryMiB,
     diskSizeBytes,
     workDiskBytes,
     ...egress,
@@ -227,6 +234,7 @@ async function planCreate(vb: VmBase, name: string, p0: CreateParams, op: OpCont
     ...(ports.length ? { ports, portLimits } : {}),
     ...(mounts.length ? { mounts } : {}),
     ...(p.warmBuilder ? { memoryFile: p.warmBuilder.memoryFile } : {}),
+    ...(limits ? { limits } : {}),
   };
   return { name, id, image, kernel, driver, choice, files: handle.files, handle, spec, ...(from ? { from: snapshotFiles(from.snap.dir) } : {}) };
 

@@ -1,7 +1,7 @@
 import type { VmNetwork } from '../network/service.js';
 import type { Subnet } from '../network/subnet.js';
 import { kernelCmdline } from './cmdline.js';
-import type { DiskSpec, KernelFiles, LaunchSpec, VmmDriver } from './drivers/types.js';
+import type { DiskSpec, KernelFiles, LaunchCgroup, LaunchSpec, VmmDriver } from './drivers/types.js';
 import type { VmFiles } from './files.js';
 import type { VmRecord } from './store.js';
 
@@ -26,8 +26,11 @@ export function launchSpec(o: {
   rootDisk?: DiskSpec;
   /** Mask the lean-boot units on the command line (config vm.leanBoot). */
   lean?: boolean;
+  /** The VMM's cgroup (limits.ts cgroupStep), when the VM has cgroup limits. */
+  cgroup?: LaunchCgroup;
 }): LaunchSpec {
   const { vm, files } = o;
+  const { diskIops, diskBps } = vm.spec.limits ?? {};
   const boot = o.driver.bootKernel(o.kernel);
   const disks: DiskSpec[] = [o.rootDisk ?? { id: 'root', ...vm.spec.rootDisk }, { id: 'seed', path: files.seed, format: 'raw' }];
   if (vm.spec.workDiskBytes !== undefined) disks.push({ id: 'work', path: files.work, format: 'raw' });
@@ -60,5 +63,7 @@ export function launchSpec(o: {
     net: { tap: o.net.tap, mac: o.net.mac },
     kvm: o.kvm,
     ...(vm.spec.mounts?.length ? { mounts: vm.spec.mounts } : {}),
+    ...(o.cgroup ? { cgroup: o.cgroup } : {}),
+    ...(diskIops || diskBps ? { diskLimits: { ...(diskIops ? { iops: diskIops } : {}), ...(diskBps ? { bps: diskBps } : {}) } } : {}),
   };
 }

@@ -7,6 +7,7 @@ import { agentRequest } from './agent.js';
 import { networkUp, specOf } from './boot.js';
 import type { VmSnapshots, VmmDriver } from './drivers/types.js';
 import { snapshotFiles } from './files.js';
+import { cgroupStep, removeVmGroup } from './limits.js';
 import { observe, view } from './queries.js';
 import type { Stage } from './readiness.js';
 import { planStart } from './start.js';
@@ -50,6 +51,9 @@ export async function pauseVms(vb: VmBase, names: string[], op: OpContext = {}):
     // What only a running VMM needs; the ports stay published (reserved) while paused.
     await vb.net.removeTap(vm.tap ?? tapName(vm.id)).catch((e) => vb.ctx.log.warn('tap removal after pause failed', { vm: name, error: errorMessage(e) }));
     if (vm.spec.nat) await vb.net.disableNat(vm.id).catch((e) => vb.ctx.log.warn('NAT removal after pause failed', { vm: name, error: errorMessage(e) }));
+    await removeVmGroup({ cgroups: () => vb.cgroups(), instance: vb.net.instance }, vm).catch((e) =>
+      vb.ctx.log.warn('cgroup removal after pause failed', { vm: name, error: errorMessage(e) }),
+    );
     op.progress?.({
       stage: 'pause',
       key: names.length > 1 ? name : undefined,
@@ -104,7 +108,8 @@ async function resumeLocked(vb: VmBase, vm: VmRecord, op: OpContext, key?: strin
   vb.busy.add(vm.name);
   try {
     await networkUp(vb, plan, steps, false);
-    const spec = await specOf(vb, plan);
+    const cgroup = await cgroupStep({ cgroups: () => vb.cgroups(), instance: vb.net.instance }, plan, driver, steps);
+    const spec = await specOf(vb, plan, cgroup);
     await steps.run(
       'restore',
       async () => {

@@ -4,7 +4,8 @@ import { agentRequest } from './agent.js';
 import { FIRST_BOOT } from './cmdline.js';
 import { readFrom } from './console.js';
 import { pausedInfo } from './paused-info.js';
-import type { SshInfo, VmLogs } from '../core/shapes/vm.js';
+import type { SshInfo, VmCgroupUsage, VmLogs } from '../core/shapes/vm.js';
+import { vmCgroupUsage } from './limits.js';
 import type { VmFiles } from './files.js';
 import { sshCommonOptions } from './ssh.js';
 import type { VmRecord } from './store.js';
@@ -47,11 +48,22 @@ export async function list(vb: VmBase): Promise<VmView[]> {
   return out;
 }
 
-export async function show(vb: VmBase, name: string): Promise<VmView & { files: VmFiles; cmdlineFirstBoot: string | null; rootDiskMethod?: string }> {
+export async function show(
+  vb: VmBase,
+  name: string,
+): Promise<VmView & { files: VmFiles; cmdlineFirstBoot: string | null; rootDiskMethod?: string; cgroup?: VmCgroupUsage }> {
   const vm = vb.get(name);
   await observe(vb, vm);
   const rootDiskMethod = await vb.driver(vm.vmm).rootDiskMethod?.(vb.handle(vm));
-  return { ...(await view(vb, vb.get(name))), files: vb.files(name), cmdlineFirstBoot: vm.spec.firstBoot ? FIRST_BOOT : null, rootDiskMethod };
+  // The VMM's cgroup as the kernel reports it (limits read back, memory and CPU used): running VMs only.
+  const cgroup = (await observe(vb, vm)).running ? await vmCgroupUsage({ cgroups: () => vb.cgroups(), instance: vb.net.instance }, vm) : undefined;
+  return {
+    ...(await view(vb, vb.get(name))),
+    files: vb.files(name),
+    cmdlineFirstBoot: vm.spec.firstBoot ? FIRST_BOOT : null,
+    rootDiskMethod,
+    ...(cgroup ? { cgroup } : {}),
+  };
 }
 
 export async function logs(vb: VmBase, name: string, offset = 0): Promise<VmLogs> {

@@ -2,6 +2,9 @@ import { readdir, rm } from 'node:fs/promises';
 import { errorMessage } from '../core/errors.js';
 import { tapName } from '../network/links.js';
 import { killOrphan, orphanVmms } from './orphans.js';
+import type { CgroupHost } from '../core/cgroup.js';
+import { removeGroup } from '../core/cgroup-group.js';
+import { orphanGroups } from './limits.js';
 import type { Logger } from '../core/log.js';
 import type { NetworkService } from '../network/service.js';
 import type { DriverRegistry } from './drivers/registry.js';
@@ -26,6 +29,8 @@ export interface ReconcileDeps {
   markStopped(vm: VmRecord): Promise<void>;
   /** A running VM was adopted: re-establish what lives in the daemon (published ports). Failures are logged. */
   adopted?(vm: VmRecord): Promise<void>;
+  /** The host's cgroup hierarchy (limits.ts): groups of this instance no running VM owns are removed. */
+  cgroups?(): Promise<CgroupHost>;
 }
 
 /**
@@ -43,7 +48,8 @@ export interface ReconcileDeps {
  *    installed again (idempotent: the same rules, one transaction);
  * 4. VMM processes marked with this instance's id (`-name banger:<id>:<vm>`) that no
  *    adopted VM accounts for are killed;
- * 5. VM directories no row owns removed (a create that died mid-way).
+ * 5. VM directories no row owns removed (a create that died mid-way);
+ * 6. cgroups of this instance (`banger/<instance>-<vm id>`) that no running VM owns removed.
  * A paused VM (`state` paused, pause.ts) is left as it is, its published ports listened on again.
  * Builder VMs of a prepare (`spec.prepare`, prepare.ts) or of a warm snapshot (`spec.memoryFile`,
  * warm.ts) are removed in step 1, running or not.
@@ -78,7 +84,9 @@ export async function reconcileVms(svc: ReconcileDeps): Promise<void> {
       } else if (vm.state === 'paused' && vm.createDone) {
         // Paused (pause.ts): its state is on disk and no VMM runs; its ports stay reserved.
         log.info('vm stays paused', { vm: vm.name });
-        await svc.adopted?.(vm).catch((e) => log.warn('cannot restore the egress policy or published ports of a paused vm', { vm: vm.name, error: errorMessage(e) }));
+        await svc
+          .adopted?.(vm)
+          .catch((e) => log.warn('cannot restore the egress policy or published ports of a paused vm', { vm: vm.name, error: errorMessage(e) }));
       } else if (!vm.createDone) {
         await svc.removeVm(vm.name);
         log.info('removed vm whose create never finished', { vm: vm.name });
@@ -116,6 +124,18 @@ export async function reconcileVms(svc: ReconcileDeps): Promise<void> {
     if (unsure.has(o.vm)) continue;
     await killOrphan(o.pid);
     log.info('killed orphan VMM', { vm: o.vm, pid: o.pid });
+  }
+  if (svc.cgroups) {
+    const keep = new Set([...runningIds, ...repo.list().flatMap((v) => (unsure.has(v.name) ? [v.id] : []))]);
+    try {
+      const host = await svc.cgroups();
+      for (const g of await orphanGroups(host, net.instance, keep)) {
+        if (host.version !== 0) await removeGroup(host, g);
+        log.info('removed orphan cgroup', { group: g });
+      }
+    } catch (e) {
+      log.warn('orphan cgroup removal failed', { error: errorMessage(e) });
+    }
   }
   const known = new Set(repo.list().map((v) => v.name));
   for (const d of await readdir(svc.vmsDir).catch(() => [] as string[])) {

@@ -6,6 +6,7 @@ import type { AgentConnection } from './agent-session.js';
 import { specOf } from './boot.js';
 import { removeConsole } from './console-log.js';
 import { applyIdentity } from './identity.js';
+import { cgroupStep } from './limits.js';
 import type { SnapshotFiles } from './drivers/types.js';
 import { planNet, type BootPlan } from './plan.js';
 import type { VmBase } from './vm-base.js';
@@ -29,7 +30,9 @@ export async function restoreLaunch(vb: VmBase, plan: BootPlan, from: SnapshotFi
   try {
     steps.undo('ports', () => vb.forwards.close(plan.name));
     await vb.forwards.open(plan.name, plan.spec.ports ?? [], () => vb.repo.find(plan.name)?.ip ?? undefined, plan.spec.portLimits);
-    const spec = await specOf(vb, plan);
+    // In its cgroup with its limits from the start, as a cold boot (limits.ts).
+    const cgroup = await cgroupStep({ cgroups: () => vb.cgroups(), instance: vb.net.instance }, plan, driver, steps);
+    const spec = await specOf(vb, plan, cgroup);
     await steps.run(
       'restore',
       async () => {

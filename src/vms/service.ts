@@ -2,6 +2,7 @@ import { createVm, type CreateParams } from './create.js';
 import { pruneVms, rmVms } from './delete.js';
 import type { SshInfo, VmLogs } from '../core/shapes/vm.js';
 import type { VmFiles } from './files.js';
+import type { VmCgroupUsage } from '../core/shapes/vm.js';
 import { list, logs, observe, ports, show, sshInfo, view } from './queries.js';
 import { applyPolicy, hasPolicy, pairsOf } from './egress.js';
 import { updateVm, type UpdateParams } from './update.js';
@@ -164,7 +165,7 @@ export class VmService extends VmBase {
     return list(this);
   }
 
-  show(name: string): Promise<VmView & { files: VmFiles; cmdlineFirstBoot: string | null; rootDiskMethod?: string }> {
+  show(name: string): Promise<VmView & { files: VmFiles; cmdlineFirstBoot: string | null; rootDiskMethod?: string; cgroup?: VmCgroupUsage }> {
     return show(this, name);
   }
 
@@ -223,6 +224,7 @@ export class VmService extends VmBase {
       handle: (vm) => this.handle(vm),
       removeVm: (name) => this.rm([name], true).then(() => undefined),
       markStopped: (vm) => this.markStopped(vm),
+      cgroups: () => this.cgroups(),
       removePolicy: (vmId) => this.net.removePolicy(vmId, pairsOf(this)),
       adopted: async (vm) => {
         if (hasPolicy(vm.spec)) await applyPolicy(this, vm);

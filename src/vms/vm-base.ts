@@ -1,4 +1,5 @@
 import { BangerError, ErrorCode, errorMessage } from '../core/errors.js';
+import { detectCgroups, type CgroupHost } from '../core/cgroup.js';
 import type { Context } from '../core/context.js';
 import { realHost, type HostProbe } from '../core/host.js';
 import { KeyedLock } from '../core/lock.js';
@@ -38,6 +39,8 @@ export interface VmServiceOptions {
   host?: HostProbe;
   drivers?: DriverRegistry | Partial<Record<VmmKind, VmmDriver>>;
   bangerGid?: number;
+  /** The cgroup hierarchy VMMs are put in (default: detected from the host once, core/cgroup.ts). */
+  cgroups?: CgroupHost;
 }
 
 /**
@@ -70,7 +73,7 @@ export class VmBase {
   constructor(
     readonly ctx: Context,
     readonly deps: VmServiceDeps,
-    opts: VmServiceOptions = {},
+    private readonly opts: VmServiceOptions = {},
   ) {
     this.repo = new VmRepo(ctx.db, deps.network);
     this.ssh = sshPaths(ctx.layout.ssh);
@@ -144,6 +147,14 @@ export class VmBase {
     const out: T[] = [];
     for (const name of names) out.push(await this.locks.run(name, () => fn(name)));
     return out;
+  }
+
+  private cgroupHost?: Promise<CgroupHost>;
+
+  /** The cgroup version and mounts this host offers (detected once; `opts.cgroups` in tests). */
+  cgroups(): Promise<CgroupHost> {
+    this.cgroupHost ??= this.opts.cgroups ? Promise.resolve(this.opts.cgroups) : detectCgroups((p) => this.host.readFile(p));
+    return this.cgroupHost;
   }
 
   /** Called when a deadline was set, moved or cleared; the reaper (ttl.ts) replaces it while it runs. */

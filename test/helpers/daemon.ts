@@ -32,6 +32,14 @@ export interface TestDaemonOptions {
    * Node.js) instead of the checkout's bin/ under this test's node.
    */
   bin?: { banger: string; bangerd: string };
+  /**
+   * `ip netns exec` unshares the mount namespace and remounts /sys, which hides /sys/fs/cgroup.
+   * A daemon that puts VMMs in cgroups (resource limits, docs/limits.md) needs the host's
+   * hierarchies, as an installed bangerd has them: with this, the daemon's mount namespace gets
+   * them mounted again (the same hierarchies: a v1 mount of a controller set joins the existing
+   * one) before bangerd runs. Its network is still the namespace's alone.
+   */
+  hostCgroups?: boolean;
 }
 
 /**
@@ -54,6 +62,7 @@ export class TestDaemon {
     this.cliOnly = !!opts.cliOnly && !opts.netns;
     this.root = opts.root ?? mkdtempSync(join(tmpdir(), 'banger-test-'));
     this.netns = opts.netns;
+    this.hostCgroups = !!opts.hostCgroups;
     this.bangerArgv = opts.bin ? [opts.bin.banger] : [process.execPath, BANGER];
     this.bangerdArgv = opts.bin ? [opts.bin.bangerd] : [process.execPath, BANGERD];
     writeFileSync(join(this.root, 'config.json'), JSON.stringify(opts.config ?? {}, null, 2));
@@ -62,6 +71,7 @@ export class TestDaemon {
     delete this.env.BANGER_CONFIG;
   }
   readonly netns?: string;
+  private readonly hostCgroups: boolean;
   private readonly bangerArgv: string[];
   private readonly bangerdArgv: string[];
 
@@ -80,7 +90,7 @@ export class TestDaemon {
 
   async start(timeoutMs = 15000): Promise<void> {
     if (this.cliOnly) throw new Error('a cliOnly TestDaemon starts no daemon: give it { netns }');
-    const argv = this.wrap(this.bangerdArgv);
+    const argv = this.wrap(this.hostCgroups ? withHostCgroups(this.bangerdArgv) : this.bangerdArgv);
     this.proc = spawn(argv[0]!, argv.slice(1), { env: this.env, stdio: ['ignore', 'ignore', 'pipe'] });
     this.proc.stderr!.on('data', (d) => (this.stderr += d.toString()));
     const deadline = Date.now() + timeoutMs;
@@ -205,4 +215,22 @@ export function missingTools(...cmds: string[]): string | undefined {
 /** A child that ended either way: by exit (exitCode) or by a signal (signalCode; exitCode stays null). */
 function exited(p: ChildProcess): boolean {
   return p.exitCode !== null || p.signalCode !== null;
+}
+
+/**
+ * argv that mounts the host's cgroup hierarchies (v2, and the v1 memory/pids/cpu/cpuacct ones)
+ * at their usual places inside the current mount namespace, then execs `argv` (a fixed sh
+ * program; the mounts are its positional parameters).
+ */
+function withHostCgroups(argv: string[]): string[] {
+  const wanted = new Set(['memory', 'pids', 'cpu', 'cpuacct']);
+  const specs = readFileSync('/proc/self/mounts', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' '))
+    .filter((f) => f[2] === 'cgroup2' || (f[2] === 'cgroup' && (f[3] ?? '').split(',').some((o) => wanted.has(o))))
+    .flatMap((f) => [f[2]!, f[1]!, f[3]!]);
+  const script =
+    'mount -t tmpfs -o mode=755 cgroup_root /sys/fs/cgroup || exit 1; ' +
+    'while [ "$1" != -- ]; do mkdir -p "$2" && mount -t "$1" -o "$3" "$1" "$2" || exit 1; shift 3; done; shift; exec "$@"';
+  return ['sh', '-c', script, 'sh', ...specs, '--', ...argv];
 }

@@ -28,12 +28,15 @@ export async function startFirecrackerCli(o: {
   subnet: string;
   config?: Record<string, unknown>;
   standin?: ReturnType<typeof makeStandin>;
+  /** The daemon sees the host's cgroup hierarchies (TestDaemon hostCgroups): VMs get cgroup limits. */
+  hostCgroups?: boolean;
 }): Promise<FirecrackerCliFixture> {
   const standin = o.standin ?? makeStandin();
   const work = mkdtempSync(join(tmpdir(), `banger-${o.tag}-`));
   const ns = createNetns(o.tag);
   const d = new TestDaemon({
     netns: ns,
+    hostCgroups: o.hostCgroups,
     config: { binaries: { firecracker: standin.binary }, vm: { stopTimeoutSeconds: 3 }, network: { bridge: o.bridge, subnet: o.subnet }, ...o.config },
   });
   const stop = async () => {

@@ -7,6 +7,9 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isBangerError } from '../../src/core/errors.js';
+import { detectCgroups } from '../../src/core/cgroup.js';
+import { createGroup, groupName, procsFiles, removeGroup } from '../../src/core/cgroup-group.js';
+import { realHost } from '../../src/core/host.js';
 import { FirecrackerApi } from '../../src/vms/drivers/firecracker/api.js';
 import { bootFirecracker } from '../../src/vms/drivers/firecracker/boot.js';
 import { fcFiles } from '../../src/vms/drivers/firecracker/files.js';
@@ -262,5 +265,37 @@ test('a misbehaving API socket fails the call, not the process', async () => {
     silent.close();
     garbage.close();
     reset.close();
+  }
+});
+
+test('limits: Firecracker starts inside the VM cgroup (same pid as the wrapper), drives carry a rate_limiter the stand-in accepts', async () => {
+  standin.setKnobs({});
+  const cg = await detectCgroups(realHost.readFile);
+  assert.notEqual(cg.version, 0, 'this host offers a cgroup hierarchy (v1 or v2)');
+  if (cg.version === 0) return;
+  const name = groupName('f00dfeedbeef', `fc${process.pid}`);
+  await createGroup(cg, name, { memoryBytes: 512 * 1048576, pids: 64 });
+  try {
+    const v = vmDir();
+    const steps: string[] = [];
+    const { pid } = await bootFirecracker({
+      binary: standin.binary,
+      id: 'vm-lim',
+      files: v.files,
+      consolePath: v.console,
+      config: { ...v.config, diskLimits: { iops: 100, bps: 1048576 } },
+      cgroup: procsFiles(cg, name),
+      onStep: (s) => steps.push(s),
+    });
+    // every drive body (with its rate_limiter) passed the stand-in's spec validation, which refuses unknown fields
+    assert.ok(steps.includes('drive-root') && steps.at(-1) === 'instance-start', steps.join(' '));
+    for (const p of procsFiles(cg, name)) assert.ok(readFileSync(p, 'utf8').split('\n').includes(String(pid)), `Firecracker ${pid} in ${p}`);
+    assert.ok(
+      readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes('vm-lim'),
+      'the pid in the group is Firecracker itself (the wrapper exec-ed it)',
+    );
+    await stopFirecracker(v.files, 3000);
+  } finally {
+    await removeGroup(cg, name);
   }
 });

@@ -35,7 +35,8 @@ before(
     chrootBase = mkdtempSync('/tmp/bj-'); // short: the host path of the jail's API socket must fit a Unix socket path
     chmodSync(chrootBase, 0o755); // no chroot(2) in the stand-in: the VM's uid walks the host path
     const jcfg = { enabled: true, binary: jailer.binary, chrootBaseDir: chrootBase, uidBase: 900_000, cgroupVersion: 1, parentCgroup };
-    fx = await startFirecrackerCli({ tag: 'fcjail', bridge: 'bgfj0', subnet: '10.88.0.0/24', config: { firecracker: { jailer: jcfg } } });
+    // hostCgroups: the daemon (and so the jailer) sees the host's cgroup hierarchies, as an installed one does.
+    fx = await startFirecrackerCli({ tag: 'fcjail', bridge: 'bgfj0', subnet: '10.88.0.0/24', config: { firecracker: { jailer: jcfg } }, hostCgroups: true });
     ({ d, ns, standin } = fx);
   },
   { timeout: 600_000 },
@@ -45,10 +46,12 @@ after(
   async () => {
     await fx?.stop();
     jailer.remove();
-    try {
-      rmdirSync(join('/sys/fs/cgroup/cpu', parentCgroup));
-    } catch {
-      /* never made, or a jail cgroup left (then the test failed already) */
+    for (const c of HIERARCHIES) {
+      try {
+        rmdirSync(join('/sys/fs/cgroup', c, parentCgroup));
+      } catch {
+        /* never made, or a jail cgroup left (then the test failed already) */
+      }
     }
     if (chrootBase) rmSync(chrootBase, { recursive: true, force: true });
   },
@@ -56,12 +59,16 @@ after(
 );
 
 const jails = () => (existsSync(join(chrootBase, 'firecracker')) ? readdirSync(join(chrootBase, 'firecracker')) : []);
+/** The v1 hierarchies the jailer makes groups in: cpu always, memory and pids for the VM's limits (docs/limits.md). */
+const HIERARCHIES = ['cpu', 'memory', 'pids'];
 const cgroups = () =>
-  existsSync(join('/sys/fs/cgroup/cpu', parentCgroup))
-    ? readdirSync(join('/sys/fs/cgroup/cpu', parentCgroup), { withFileTypes: true })
-        .filter((e) => e.isDirectory())
-        .map((e) => e.name)
-    : [];
+  HIERARCHIES.flatMap((c) =>
+    existsSync(join('/sys/fs/cgroup', c, parentCgroup))
+      ? readdirSync(join('/sys/fs/cgroup', c, parentCgroup), { withFileTypes: true })
+          .filter((e) => e.isDirectory())
+          .map((e) => `${c}/${e.name}`)
+      : [],
+  );
 
 function nothingLeft(name: string): void {
   instance ||= bridgeInstance(ns, 'bgfj0');
@@ -92,8 +99,18 @@ test('jailed: create, show, stop, start, SIGKILL daemon + adopt, rm → jail and
   assert.equal(statSync(join(root, 'vmlinux')).uid, 0, 'the shared kernel keeps its owner');
   const st = readFileSync(`/proc/${show.pid}/status`, 'utf8');
   assert.match(st, new RegExp(`^Uid:\\s+${uid}\\s`, 'm'), 'Firecracker runs as the VM uid');
-  // No cgroup: `ip netns exec` remounts /sys, so the daemon's stand-in jailer sees no hierarchy (it says so).
-  assert.match(readFileSync(join(d.root, 'vms', 'fj1', 'firecracker.stderr'), 'utf8'), /no cgroup v1 hierarchy/);
+  // The VM's limits went to the jailer as its own --cgroup arguments: its groups carry them, with Firecracker inside.
+  const mem = (show.spec.memoryMiB + show.spec.limits.memoryMaxMiB - show.spec.memoryMiB) * 1048576;
+  assert.equal(readFileSync(join('/sys/fs/cgroup/memory', parentCgroup, jid!, 'memory.limit_in_bytes'), 'utf8').trim(), String(mem));
+  assert.equal(readFileSync(join('/sys/fs/cgroup/pids', parentCgroup, jid!, 'pids.max'), 'utf8').trim(), String(show.spec.limits.pidsMax));
+  for (const c of HIERARCHIES)
+    assert.ok(
+      readFileSync(join('/sys/fs/cgroup', c, parentCgroup, jid!, 'cgroup.procs'), 'utf8')
+        .split('\n')
+        .includes(String(show.pid)),
+      `Firecracker in ${c}`,
+    );
+  assert.deepEqual(cgroups().sort(), HIERARCHIES.map((c) => `${c}/${jid}`).sort(), 'the jailer made the groups; banger made none of its own');
   assert.match(readFileSync(join(root, 'firecracker.log'), 'utf8'), /InstanceStart/);
   assert.equal((await d.json(['vm', 'ports', 'fj1'])).agent, true, 'the agent through the jailed vsock');
 

@@ -5,6 +5,9 @@ import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, re
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exec } from '../../src/core/exec.js';
+import { detectCgroups } from '../../src/core/cgroup.js';
+import { createGroup, groupName, procsFiles, removeGroup } from '../../src/core/cgroup-group.js';
+import { realHost } from '../../src/core/host.js';
 import { defaultFsJail, findVirtiofsd, startVirtiofsd, stopVirtiofsd, virtiofsSocket } from '../../src/vms/drivers/qemu/mounts.js';
 import { parseMountSpec } from '../../src/vms/publish-spec.js';
 import { isRoot } from '../helpers/daemon.js';
@@ -98,8 +101,14 @@ test('startVirtiofsd: a rw mount runs virtiofsd as the folder owner in its own u
   chownSync(rwDir, OWNER, GROUP);
   const rw = { ...parseMountSpec(`${rwDir}:/mnt/rw`, 0), kind: 'virtiofs' as const };
   const ro = { ...parseMountSpec(`${roDir}:/mnt/ro:ro`, 1), kind: 'virtiofs' as const };
+  // virtiofsd runs in its VM's cgroup (docs/limits.md): a real group on this host's hierarchy
+  const cg = await detectCgroups(realHost.readFile);
+  assert.notEqual(cg.version, 0, 'this host offers a cgroup hierarchy (v1 or v2)');
+  const group = groupName('feedc0ffee00', `vfsd${process.pid}`);
+  if (cg.version !== 0) await createGroup(cg, group, { memoryBytes: 256 * 1048576, pids: 256 });
+  const procs = cg.version !== 0 ? procsFiles(cg, group) : [];
   try {
-    await startVirtiofsd(exec, vmDir, [rw, ro]);
+    await startVirtiofsd(exec, vmDir, [rw, ro], { cgroup: procs });
     const pids = [rw, ro].map((m) => Number(readFileSync(join(vmDir, `virtiofs-${m.tag}.pid`), 'utf8').split(' ')[0]));
     for (const m of [rw, ro]) assert.ok(lstatSync(virtiofsSocket(vmDir, m)).isSocket(), `socket for ${m.tag}`);
     const ids = pids.map((p) =>
@@ -110,6 +119,7 @@ test('startVirtiofsd: a rw mount runs virtiofsd as the folder owner in its own u
     );
     assert.equal(ids[0], `${OWNER},${OWNER}`, 'rw virtiofsd runs as the folder owner');
     assert.equal(ids[1], '0,0', 'ro virtiofsd runs as root');
+    for (const p of procs) for (const pid of pids) assert.ok(readFileSync(p, 'utf8').split('\n').includes(String(pid)), `virtiofsd ${pid} in ${p}`);
     assert.notEqual(readlinkSync(`/proc/${pids[0]}/ns/user`), readlinkSync('/proc/self/ns/user'), 'rw virtiofsd is in its own user namespace');
     assert.match(readFileSync(`/proc/${pids[0]}/status`, 'utf8'), /^Seccomp:\s+2/m, 'under a seccomp filter');
     // the folders themselves are untouched on the host (the binds are private to virtiofsd)
@@ -120,6 +130,7 @@ test('startVirtiofsd: a rw mount runs virtiofsd as the folder owner in its own u
     for (const m of [rw, ro]) assert.equal(existsSync(join(vmDir, `virtiofs-${m.tag}`)), false);
   } finally {
     await stopVirtiofsd(vmDir, [rw, ro]).catch(() => undefined);
+    if (cg.version !== 0) await removeGroup(cg, group);
     rmSync(work, { recursive: true, force: true });
   }
 });

@@ -11,7 +11,9 @@ import { NetworkService } from '../../src/network/service.js';
 import { VmService } from '../../src/vms/service.js';
 import { QemuDriver } from '../../src/vms/drivers/qemu/index.js';
 import type { LaunchSpec } from '../../src/vms/drivers/types.js';
-import type { HostProbe } from '../../src/core/host.js';
+import { realHost, type HostProbe } from '../../src/core/host.js';
+import { detectCgroups, type CgroupHost } from '../../src/core/cgroup.js';
+import { createGroup, enterArgv, groupDirs, groupName, removeGroup } from '../../src/core/cgroup-group.js';
 import { cleanupAll, createNetns, nsLinks, nsRun } from '../helpers/netns.js';
 import { isRoot, missingTools } from '../helpers/daemon.js';
 import { netnsExec, tempContext } from '../helpers/vmctx.js';
@@ -26,8 +28,9 @@ const skip = !isRoot() ? 'needs root (namespaces, taps, nft)' : missingTools('ip
 const host: HostProbe = { which: async (c) => `/usr/bin/${c}`, readFile: async () => 'flags : fpu\n', canReadWrite: async () => false };
 
 /** Starts a long-lived stand-in process carrying `marker` in its argv; returns its pid. */
-function standIn(marker: string): number {
-  const p = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 600000)', marker], { stdio: 'ignore', detached: true });
+function standIn(marker: string, cgroup: string[] = []): number {
+  const [bin, ...args] = enterArgv(cgroup, [process.execPath, '-e', 'setTimeout(() => {}, 600000)', marker]);
+  const p = spawn(bin!, args, { stdio: 'ignore', detached: true });
   p.unref();
   return p.pid!;
 }
@@ -43,7 +46,7 @@ class StandInQemu extends QemuDriver {
       if (!o.signal?.aborted) await new Promise((r) => o.signal?.addEventListener('abort', r, { once: true }));
       throw new BangerError(ErrorCode.Cancelled, 'qemu cancelled');
     }
-    const pid = standIn(spec.files.qmp);
+    const pid = standIn(spec.files.qmp, spec.cgroup?.procs);
     writeFileSync(spec.files.pid, `${pid}\n`);
     this.pids.push(pid);
     return { pid };
@@ -72,7 +75,7 @@ after(
   { timeout: 120_000 },
 );
 
-function services(net = { bridge: 'bgrec0', subnet: '10.82.0.0/24' }) {
+function services(net = { bridge: 'bgrec0', subnet: '10.82.0.0/24' }, cgroups?: CgroupHost) {
   const t = tempContext({ exec: netnsExec(ns), config: { network: net } });
   const { ctx } = t;
   const kdir = join(ctx.layout.kernels, 'k1');
@@ -89,7 +92,7 @@ function services(net = { bridge: 'bgrec0', subnet: '10.82.0.0/24' }) {
   const images = new ImageService(ctx, { kernels });
   const network = new NetworkService(ctx, { enableForwarding: async () => void nsRun(ns, ['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']) });
   const driver = new StandInQemu(exec, { qemu: 'qemu-system-x86_64' });
-  const make = () => new VmService(ctx, { kernels, images, network }, { drivers: { qemu: driver }, host });
+  const make = () => new VmService(ctx, { kernels, images, network }, { drivers: { qemu: driver }, host, cgroups });
   return { t, ctx, rootfs, driver, make };
 }
 
@@ -141,6 +144,45 @@ test('reconcile adopts a live VMM, stops a dead one, removes orphan taps, rules 
     assert.deepEqual(await make().deps.network.nat.vmIdsWithRules(), []);
     assert.deepEqual(ctx.db.prepare('SELECT * FROM ip_leases').all(), []);
   } finally {
+    t.cleanup();
+  }
+});
+
+test("limits: reconcile keeps the group of an adopted VM, removes a dead one's and orphan groups of this instance (not another instance's); rm removes it", {
+  skip,
+  timeout: 120_000,
+}, async () => {
+  const cg = await detectCgroups(realHost.readFile);
+  assert.notEqual(cg.version, 0, 'this host offers a cgroup hierarchy (v1 or v2)');
+  if (cg.version === 0) return;
+  const { t, rootfs, driver, make } = services({ bridge: 'bgrec9', subnet: '10.97.0.0/24' }, cg);
+  const other = groupName('0'.repeat(12), 'e'.repeat(20));
+  try {
+    await exec(['mkfs.ext4', '-q', '-F', rootfs, '16M']);
+    const vms = make();
+    const inst = vms.deps.network.instance;
+    const a = await vms.create({ image: 'img', name: 'ga', wait: false });
+    const b = await vms.create({ image: 'img', name: 'gb', wait: false });
+    pids.push(...driver.pids);
+    const dirs = (id: string) => groupDirs(cg, groupName(inst, id));
+    const inside = (id: string, pid: number) => dirs(id).every((d) => readFileSync(join(d, 'cgroup.procs'), 'utf8').split('\n').includes(String(pid)));
+    // The stand-in is spawned, not awaited (QEMU's -daemonize is): wait until its wrapper entered.
+    for (const end = Date.now() + 10_000; !(inside(a.id, a.pid!) && inside(b.id, b.pid!)) && Date.now() < end; ) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(inside(a.id, a.pid!) && inside(b.id, b.pid!), 'each VMM runs in its own group');
+    process.kill(b.pid!, 'SIGKILL');
+    const orphan = groupName(inst, 'f'.repeat(20));
+    await createGroup(cg, orphan, { memoryBytes: 1 << 26, pids: 16 });
+    await createGroup(cg, other, { memoryBytes: 1 << 26, pids: 16 });
+
+    await make().reconcile();
+    assert.ok(inside(a.id, a.pid!), 'the adopted VM keeps its group, VMM inside');
+    for (const d of [...dirs(b.id), ...groupDirs(cg, orphan)]) assert.equal(existsSync(d), false, `${d} left`);
+    for (const d of groupDirs(cg, other)) assert.ok(existsSync(d), "another instance's group is not touched");
+
+    await make().rm(['ga', 'gb'], true);
+    for (const d of dirs(a.id)) assert.equal(existsSync(d), false, `${d} left after rm`);
+  } finally {
+    await removeGroup(cg, other);
     t.cleanup();
   }
 });

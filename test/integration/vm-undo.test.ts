@@ -1,7 +1,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { BangerError, ErrorCode, isBangerError } from '../../src/core/errors.js';
 import { KernelService } from '../../src/kernels/service.js';
 import { ImageService } from '../../src/images/service.js';
@@ -9,7 +9,8 @@ import { NetworkService } from '../../src/network/service.js';
 import { VmService } from '../../src/vms/service.js';
 import { QemuDriver } from '../../src/vms/drivers/qemu/index.js';
 import type { LaunchSpec } from '../../src/vms/drivers/types.js';
-import type { HostProbe } from '../../src/core/host.js';
+import { realHost, type HostProbe } from '../../src/core/host.js';
+import { detectCgroups, type CgroupHost } from '../../src/core/cgroup.js';
 import { exec } from '../../src/core/exec.js';
 import { cleanupAll, createNetns, nsLinks, nsRun } from '../helpers/netns.js';
 import { isRoot, missingTools } from '../helpers/daemon.js';
@@ -23,8 +24,11 @@ const skip = !isRoot() ? 'needs root (namespaces, taps, nft)' : missingTools('ip
 
 class FailingQemu extends QemuDriver {
   launched?: LaunchSpec;
+  /** Whether each of the VM's cgroup.procs files existed when the VMM was launched. */
+  groupAtLaunch?: boolean[];
   override async launch(spec: LaunchSpec): Promise<{ pid: number }> {
     this.launched = spec;
+    this.groupAtLaunch = spec.cgroup?.procs.map((p) => existsSync(p));
     throw new BangerError(ErrorCode.Vmm, 'step vmm-start: injected failure');
   }
 }
@@ -56,7 +60,7 @@ function setup(bridge = 'bgundo0', subnet = '10.81.0.0/24') {
   mkdirSync(idir, { recursive: true });
   const rootfs = join(idir, 'rootfs.ext4');
   /** Image 'img' (an empty ext4 of `size`) and the VM service over a QEMU driver whose start fails. */
-  const services = async (o: { size: string; fromRegistry: boolean; network?: NetworkService }) => {
+  const services = async (o: { size: string; fromRegistry: boolean; network?: NetworkService; cgroups?: CgroupHost }) => {
     await exec(['mkfs.ext4', '-q', '-F', '-b', '4096', rootfs, o.size]);
     ctx.db
       .prepare("INSERT INTO images (name, source_ref, rootfs_path, kernel_ref, from_registry, created_at) VALUES ('img', 'test', ?, 'k1', ?, ?)")
@@ -64,7 +68,7 @@ function setup(bridge = 'bgundo0', subnet = '10.81.0.0/24') {
     const kernels = new KernelService(ctx);
     const images = new ImageService(ctx, { kernels });
     const driver = new FailingQemu(exec, { qemu: 'qemu-system-x86_64' });
-    const vms = new VmService(ctx, { kernels, images, network: o.network ?? new NetworkService(ctx) }, { drivers: { qemu: driver }, host });
+    const vms = new VmService(ctx, { kernels, images, network: o.network ?? new NetworkService(ctx) }, { drivers: { qemu: driver }, host, cgroups: o.cgroups });
     return { vms, driver };
   };
   return { t, ctx, rootfs, services };
@@ -111,6 +115,45 @@ test('a create whose VMM fails unwinds tap, NAT, lease, record, disks, keys, ssh
     assert.ok(existsSync(rootfs), 'the base image is untouched');
   } finally {
     t.cleanup();
+  }
+});
+
+test('limits: the VMM cgroup is made before launch and removed by the unwind of a failed create; --cpu-quota without a cgroup is refused up front', {
+  skip,
+  timeout: 120_000,
+}, async () => {
+  const cg = await detectCgroups(realHost.readFile);
+  assert.notEqual(cg.version, 0, 'this host offers a cgroup hierarchy (v1 or v2)');
+  const { t, ctx, services } = setup('bgundo3', '10.84.0.0/24');
+  try {
+    const network = new NetworkService(ctx);
+    const { vms, driver } = await services({ size: '64M', fromRegistry: true, network, cgroups: cg });
+    await assert.rejects(vms.create({ image: 'img', name: 'capped', cpuQuota: 0.5, diskIops: 10 }), (e) => isBangerError(e, ErrorCode.Vmm));
+    const spec = driver.launched!;
+    assert.ok(spec.cgroup && spec.cgroup.procs.length > 0, 'the VMM was given its group');
+    assert.deepEqual(spec.cgroup.limits, { memoryBytes: (1024 + 1024) * 1048576, pids: 1024, cpuQuota: 0.5 });
+    assert.deepEqual(spec.diskLimits, { iops: 10 });
+    assert.deepEqual(
+      driver.groupAtLaunch,
+      spec.cgroup.procs.map(() => true),
+      'the group existed before the VMM started',
+    );
+    for (const p of spec.cgroup.procs) assert.equal(existsSync(dirname(p)), false, `${dirname(p)} left after the unwind`);
+    assert.deepEqual(ctx.db.prepare('SELECT * FROM vms').all(), []);
+  } finally {
+    t.cleanup();
+  }
+  const s2 = setup('bgundo2', '10.83.0.0/24');
+  try {
+    const none = await s2.services({ size: '64M', fromRegistry: true, cgroups: { version: 0, reason: 'no cgroup2 file system mounted' } });
+    await assert.rejects(
+      none.vms.create({ image: 'img', name: 'capped2', cpuQuota: 1 }),
+      (e) => isBangerError(e, ErrorCode.Platform) && /--cpu-quota needs a cgroup.*no cgroup2 file system mounted/.test(e.message),
+    );
+    assert.equal(none.driver.launched, undefined, 'nothing launched');
+    assert.deepEqual(s2.ctx.db.prepare('SELECT * FROM vms').all(), [], 'nothing recorded');
+  } finally {
+    s2.t.cleanup();
   }
 });
 

@@ -51,7 +51,7 @@ test('doctor: every check named, pass/warn/fail with hints, skip by name', async
       'debian-keyring',
       'tun',
       'ip_forward',
-      'cgroup-v2',
+      'cgroup',
     ],
   );
   assert.equal(ok.filter((r) => r.status === 'fail').length, 0);
@@ -67,18 +67,22 @@ test('doctor: every check named, pass/warn/fail with hints, skip by name', async
   assert.equal(bad.find((r) => r.name === 'gpgv')!.status, 'fail');
 });
 
-test('doctor cgroup-v2: pass with memory, pids and cpu on the unified mount; a hybrid host (v1 controllers) or none warns', async () => {
+test('doctor cgroup: says which version banger uses (v2 on the unified mount, v1 on a hybrid host), warns when neither has memory, pids and cpu', async () => {
   const v2 = 'cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid 0 0\n';
-  const hybrid = 'cgroup /sys/fs/cgroup/memory cgroup rw,memory 0 0\ncgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n';
-  const run = async (files: Record<string, string>) => (await runChecks(fakeHost({ files }))).find((r) => r.name === 'cgroup-v2')!;
+  const v1 = ['memory', 'pids', 'cpu'].map((c) => `cgroup /sys/fs/cgroup/${c} cgroup rw,relatime,${c} 0 0`).join('\n');
+  const hybrid = `${v1}\ncgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n`;
+  const run = async (files: Record<string, string>) => (await runChecks(fakeHost({ files }))).find((r) => r.name === 'cgroup')!;
   const ok = await run({ '/proc/self/mounts': v2, '/sys/fs/cgroup/cgroup.controllers': 'cpuset cpu io memory hugetlb pids rdma misc\n' });
-  assert.deepEqual([ok.status, ok.detail], ['pass', '/sys/fs/cgroup: memory, pids, cpu']);
+  assert.deepEqual([ok.status, ok.detail], ['pass', 'banger uses cgroup v2 at /sys/fs/cgroup (memory, pids, cpu)']);
   const h = await run({ '/proc/self/mounts': hybrid, '/sys/fs/cgroup/unified/cgroup.controllers': 'hugetlb\n' });
-  assert.equal(h.status, 'warn');
-  assert.equal(h.detail, '/sys/fs/cgroup/unified: controllers memory, pids, cpu not available (bound to a cgroup v1 hierarchy?)');
-  assert.match(h.hint!, /unified_cgroup_hierarchy/);
+  assert.equal(h.status, 'pass');
+  assert.match(h.detail, /^banger uses cgroup v1: memory at \/sys\/fs\/cgroup\/memory, pids at \/sys\/fs\/cgroup\/pids, cpu at \/sys\/fs\/cgroup\/cpu/);
+  const noPids = await run({ '/proc/self/mounts': `cgroup /sys/fs/cgroup/memory cgroup rw,memory 0 0\ncgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n` });
+  assert.equal(noPids.status, 'warn');
+  assert.equal(noPids.detail, 'cgroup v2 at /sys/fs/cgroup/unified lacks memory, pids, cpu and no cgroup v1 hierarchy has pids, cpu');
+  assert.match(noPids.hint!, /--cpu-quota is refused/);
   const none = await run({ '/proc/self/mounts': 'proc /proc proc rw 0 0\n' });
-  assert.deepEqual([none.status, none.detail], ['warn', 'no cgroup2 file system mounted']);
+  assert.deepEqual([none.status, none.detail], ['warn', 'no cgroup2 file system mounted and no cgroup v1 hierarchy has memory, pids, cpu']);
 });
 
 test('doctor reports the Node.js runtime: path, version, LTS line; older than 22.19 fails with a hint', async () => {

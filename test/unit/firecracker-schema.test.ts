@@ -39,6 +39,8 @@ const configs: Record<string, FcBootConfig> = {
   'work disk': { ...base, disks: [...base.disks, { id: 'work', path: `${dir}/work.ext4` }] },
   'modules disk (read-only)': { ...base, disks: [...base.disks, { id: 'modules', path: '/var/lib/banger/kernels/k/modules.ext4', readOnly: true }] },
   vsock: { ...base, vsock: { cid: 7, udsPath: `${dir}/vsock.sock` } },
+  'disk limits (rate_limiter, iops and bytes/s)': { ...base, diskLimits: { iops: 100, bps: 1048576 } },
+  'disk limits (iops only)': { ...base, diskLimits: { iops: 50 } },
   'everything, dirty-page tracking': {
     ...base,
     initrd: '/k/initrd.img',
@@ -108,6 +110,15 @@ for (const version of Object.keys(SPEC_FILES) as SpecVersion[]) {
       const drives = reqs.filter((r) => r.step.startsWith('drive-')).map((r) => r.body as { is_root_device: boolean; is_read_only: boolean; drive_id: string });
       assert.equal(drives.filter((d) => d.is_root_device).length, 1, 'exactly one root drive');
       for (const d of drives) assert.equal(d.is_read_only, d.drive_id === 'modules');
+      for (const r of reqs.filter((x) => x.step.startsWith('drive-'))) {
+        const rl = (r.body as { rate_limiter?: { ops?: { size: number; refill_time: number }; bandwidth?: { size: number; refill_time: number } } })
+          .rate_limiter;
+        if (!cfg.diskLimits) assert.equal(rl, undefined, `${r.step}: rate_limiter without disk limits`);
+        else {
+          assert.deepEqual(rl?.ops, cfg.diskLimits.iops ? { size: cfg.diskLimits.iops, refill_time: 1000 } : undefined, `${r.step}: ops bucket`);
+          assert.deepEqual(rl?.bandwidth, cfg.diskLimits.bps ? { size: cfg.diskLimits.bps, refill_time: 1000 } : undefined, `${r.step}: bandwidth bucket`);
+        }
+      }
       const boot = reqs.find((r) => r.step === 'boot-source')!.body as { initrd_path?: string };
       assert.equal(boot.initrd_path, cfg.initrd);
     });

@@ -202,7 +202,7 @@ test('driver features: every registered driver declares them, folders exactly wi
   const drivers = DriverRegistry.fromBuild({ exec, binaries: { qemu: 'qemu-system-x86_64', firecracker: 'firecracker' } }).all();
   assert.deepEqual(drivers.map((d) => d.kind).sort(), DRIVERS.map((r) => r.kind).sort());
   for (const d of drivers) {
-    assert.deepEqual(Object.keys(d.features).sort(), ['mounts', 'snapshots', 'vsock'], d.kind);
+    assert.deepEqual(Object.keys(d.features).sort(), ['mounts', 'ownCgroup', 'snapshots', 'vsock'], d.kind);
     assert.equal(d.features.mounts, !!d.folders, `${d.kind}: features.mounts says whether it has folders`);
     assert.equal(d.features.snapshots, !!d.snapshots, `${d.kind}: features.snapshots says whether it has snapshots`);
   }

@@ -66,6 +66,14 @@ test('qemuArgv: microvm TCG, daemonized, serial/QMP/agent sockets in the VM dir,
   assert.ok(after(argv, '-device').includes('virtio-net-device,netdev=n0,mac=06:00:AC:10:00:02'));
 });
 
+test('qemuArgv: --disk-iops / --disk-bps throttle every -drive (QEMU block throttling); none without them', () => {
+  assert.ok(after(qemuArgv('qemu', spec), '-drive').every((d) => !d.includes('throttling')));
+  const both = after(qemuArgv('qemu', { ...spec, diskLimits: { iops: 50, bps: 1048576 } }), '-drive');
+  assert.equal(both.length, 2);
+  for (const d of both) assert.match(d, /,throttling\.iops-total=50,throttling\.bps-total=1048576$/);
+  for (const d of after(qemuArgv('qemu', { ...spec, diskLimits: { iops: 7 } }), '-drive')) assert.match(d, /,throttling\.iops-total=7$/);
+});
+
 test('qemuArgv: KVM uses -accel kvm -cpu host; no initrd → acpi=off, no -initrd', () => {
   const argv = qemuArgv('qemu', { ...spec, kvm: true, acpi: false, initrd: undefined });
   assert.deepEqual(after(argv, '-accel'), ['kvm']);

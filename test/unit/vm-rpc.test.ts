@@ -19,8 +19,8 @@ const field = (m: string, p: unknown) => {
   assert.equal(r.success, false, `${m} ${JSON.stringify(p)} should be refused`);
   return r.success ? '' : r.error.issues[0]!.path.join('.');
 };
-  const VERBS_BY_NAMES = ['vm.start', 'vm.stop', 'vm.restart', 'vm.kill', 'vm.rm', 'vm.pause', 'vm.resume'];
-  const VERBS_BY_NAME = ['vm.show', 'vm.logs', 'vm.sshInfo', 'vm.ports', 'vm.update'];
+const VERBS_BY_NAMES = ['vm.start', 'vm.stop', 'vm.restart', 'vm.kill', 'vm.rm', 'vm.pause', 'vm.resume'];
+const VERBS_BY_NAME = ['vm.show', 'vm.logs', 'vm.sshInfo', 'vm.ports', 'vm.update'];
 
 test('vm.* methods exist with the agreed names', () => {
   assert.deepEqual(

@@ -39,6 +39,13 @@ function intArg(flag: string) {
   };
 }
 
+function numArg(flag: string) {
+  return (v: string) => {
+    if (!/^\d+(\.\d+)?$/.test(v)) throw new InvalidArgumentError(`${flag} must be a number such as 0.5 or 2, got '${v}'`);
+    return Number(v);
+  };
+}
+
 /** A duration flag (`--ttl 2h`): checked here, so a typo fails before anything is sent. */
 export function durationArg(flag: string) {
   return (v: string) => {
@@ -140,6 +147,23 @@ const CREATE_OPTIONS: Array<{ key: keyof CreateFlags; make: () => Option }> = [
     make: () =>
       new Option('--on-expire <action>', 'what the end of --ttl does: stop (disk kept) or rm (default: config vm.onExpire, stop)').choices(['stop', 'rm']),
   },
+  {
+    key: 'cpuQuota',
+    make: () =>
+      new Option(
+        '--cpu-quota <fraction>',
+        "cap the VMM's CPU time at FRACTION of one host CPU, e.g. 0.5 or 2 (cgroup cpu.max; default: config limits.cpuQuota)",
+      ).argParser(numArg('--cpu-quota')),
+  },
+  {
+    key: 'diskIops',
+    make: () =>
+      new Option('--disk-iops <n>', 'throttle each disk to N I/O operations per second (default: config limits.diskIops)').argParser(intArg('--disk-iops')),
+  },
+  {
+    key: 'diskBps',
+    make: () => new Option('--disk-bps <n>', 'throttle each disk to N bytes per second (default: config limits.diskBps)').argParser(intArg('--disk-bps')),
+  },
   { key: 'keepOnFailure', make: () => new Option('--keep-on-failure', 'when create fails, keep the VM for inspection instead of removing everything it made') },
 ];
 
@@ -174,6 +198,9 @@ export async function createParams(o: CreateFlags): Promise<CreateParamsWire> {
     packageProxy: o.packageProxy,
     ttl: o.ttl,
     onExpire: o.onExpire,
+    cpuQuota: o.cpuQuota,
+    diskIops: o.diskIops,
+    diskBps: o.diskBps,
     portMaxConnections: o.portMaxConns,
     portIdleTimeoutSeconds: o.portIdleTimeout,
     ...(await createExtras(o)),

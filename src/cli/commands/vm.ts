@@ -333,6 +333,8 @@ function renderShow(v: VmDetail): string {
     ['nat', v.spec.nat ? 'yes' : 'no'],
     ['egress', v.spec.egress ?? 'none (no policy)'],
     ['allow', [...(v.spec.allow ?? []), ...(v.spec.allowVm ?? []).map((n: string) => `vm ${n}`)].join(', ') || undefined],
+    ['limits', limitsCell(v.spec.limits)],
+    ['usage', usageCell(v.cgroup)],
     ['ports', v.spec.ports?.length ? v.spec.ports.map(formatPort).join(', ') + portLimits(v.spec.portLimits) : undefined],
     [
       'mounts',
@@ -354,6 +356,28 @@ function renderShow(v: VmDetail): string {
     ['ssh', v.sshCommand],
   ];
   return rows.map(([k, val]) => `${(k + ':').padEnd(11)} ${val ?? '-'}`).join('\n');
+}
+
+const MiB = (b: number) => `${Math.round(b / 1048576)} MiB`;
+
+/** `memory 1280 MiB, pids 1024, cpu 0.5, disk 100 iops` (what the VM was created with), or undefined. */
+function limitsCell(l: VmDetail['spec']['limits']): string | undefined {
+  if (!l) return undefined;
+  const parts = [
+    l.memoryMaxMiB !== undefined ? `memory ${l.memoryMaxMiB} MiB` : undefined,
+    l.pidsMax !== undefined ? `pids ${l.pidsMax}` : undefined,
+    l.cpuQuota !== undefined ? `cpu ${l.cpuQuota}` : undefined,
+    l.diskIops !== undefined ? `disk ${l.diskIops} iops` : undefined,
+    l.diskBps !== undefined ? `disk ${l.diskBps} B/s` : undefined,
+  ];
+  return parts.filter(Boolean).join(', ');
+}
+
+/** The running VMM's cgroup as the kernel reports it: memory used/max, pids, CPU time. */
+function usageCell(c: VmDetail['cgroup']): string | undefined {
+  if (!c) return undefined;
+  const cpu = c.cpuUsageUsec !== undefined ? `, cpu ${(c.cpuUsageUsec / 1e6).toFixed(1)} s` : '';
+  return `memory ${MiB(c.memoryCurrentBytes)} of ${c.memoryMaxBytes === null ? 'unlimited' : MiB(c.memoryMaxBytes)}, pids ${c.pidsCurrent} of ${c.pidsMax ?? 'max'}${cpu} (cgroup v${c.version} ${c.dirs[0]})`;
 }
 
 /** ` (at most 256 clients at once each, idle ones closed after 600 s)`, or '' for a VM made before port limits. */

@@ -71,6 +71,35 @@ export interface VmSpec {
   memoryFile?: string;
   /** Restored from this saved state (a warm snapshot, a named snapshot) instead of a cold boot. */
   restoredFrom?: string;
+  /** Resource limits (vms/limits.ts, docs/limits.md); absent: none. */
+  limits?: VmLimits;
+}
+
+/**
+ * A VM's resource limits, fixed at create. `memoryMaxMiB` and `pidsMax` are present exactly when
+ * the VMM runs in its own cgroup (with `cpuQuota`, a fraction of one host CPU); `diskIops` and
+ * `diskBps` throttle each disk in the VMM itself.
+ */
+export interface VmLimits {
+  memoryMaxMiB?: number;
+  pidsMax?: number;
+  cpuQuota?: number;
+  diskIops?: number;
+  diskBps?: number;
+}
+
+/** What `vm show` reports of a running VM's cgroup: limits read back from it and current usage. */
+export interface VmCgroupUsage {
+  version: 1 | 2;
+  dirs: string[];
+  memoryMaxBytes: number | null;
+  memoryCurrentBytes: number;
+  memoryPeakBytes?: number;
+  oomKills?: number;
+  pidsMax: number | null;
+  pidsCurrent: number;
+  cpuQuota: number | null;
+  cpuUsageUsec?: number;
 }
 
 /** `paused`: `vm pause` saved its state to disk (vms/pause.ts) and its VMM exited; `vm resume` restores it. */

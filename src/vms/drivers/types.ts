@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import type { CgroupLimits } from '../../core/cgroup-group.js';
 import type { Exec } from '../../core/exec.js';
 import type { HostProbe } from '../../core/host.js';
 import type { VmFiles } from '../files.js';
@@ -125,6 +126,21 @@ export interface LaunchSpec {
    * and `meta.sharedMemory` is true, so restores map it privately and lazily). Absent: anonymous RAM.
    */
   memoryFile?: string;
+  /** The VMM's cgroup (vms/limits.ts): the driver starts the VMM inside it from its first instruction. */
+  cgroup?: LaunchCgroup;
+  /** Per-disk throttling (`--disk-iops` / `--disk-bps`), done by the VMM. */
+  diskLimits?: { iops?: number; bps?: number };
+}
+
+/**
+ * A VMM's cgroup as a driver sees it: `procs` are the `cgroup.procs` files its processes enter
+ * (core/cgroup-group.ts `enterArgv`); empty for a driver with `features.ownCgroup`, which applies
+ * `limits` itself (Firecracker's jailer `--cgroup`) in a `version` hierarchy.
+ */
+export interface LaunchCgroup {
+  version: 1 | 2;
+  limits: CgroupLimits;
+  procs: string[];
 }
 
 export interface VmmStatus {
@@ -154,14 +170,16 @@ export interface DriverFeatures {
   snapshots: boolean;
   /** The guest agent over vsock (else over another byte stream, e.g. a virtio-serial port). */
   vsock: boolean;
+  /** The VMM makes its own cgroup from `LaunchSpec.cgroup.limits` (Firecracker's jailer); banger makes none. */
+  ownCgroup?: boolean;
 }
 
 /** The host side of shared folders, for a driver with `features.mounts`. */
 export interface SharedFolders {
   /** The device each mount uses on this host, picked at create (recorded in the VM's spec). */
   devices(mounts: MountSpec[]): Promise<MountSpec[]>;
-  /** Before the VMM launches: start what the devices need on the host. Undo: `stop`. */
-  start(vm: VmHandle, mounts: MountSpec[]): Promise<void>;
+  /** Before the VMM launches: start what the devices need on the host (inside `o.cgroup`'s procs files). Undo: `stop`. */
+  start(vm: VmHandle, mounts: MountSpec[], o?: { cgroup?: string[] }): Promise<void>;
   /** Stop it; idempotent (nothing running is success). */
   stop(vm: VmHandle, mounts: MountSpec[]): Promise<void>;
 }

@@ -15,7 +15,7 @@
  * exec file with `--id <id> --start-time-us … --start-time-cpu-us … --parent-cpu-time-us …`
  * and the arguments after `--`. EMULATED: no chroot(2), no mount namespace, no /dev nodes.
  */
-import { chownSync, copyFileSync, existsSync, mkdirSync, statSync, writeFileSync, chmodSync } from 'node:fs';
+import { chownSync, copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync, chmodSync } from 'node:fs';
 import { basename, join } from 'node:path';
 
 const die = (msg: string): never => {
@@ -81,6 +81,36 @@ if (existsSync(join(hierarchy, 'cgroup.procs'))) {
   // EMULATION GAP: `ip netns exec` (the test daemons' namespaces) remounts /sys, so no cgroup
   // hierarchy is visible; the real jailer would fail here, the stand-in goes on without one.
   process.stderr.write(`jailer stand-in: no cgroup v${cgv} hierarchy at ${hierarchy} in this mount namespace; cgroup ${cg} not created\n`);
+}
+// --cgroup FILE=VALUE, as the real jailer: the controller is FILE's prefix; v1 writes in that
+// controller's own hierarchy (found in /proc/mounts) at <parent>/<id>, v2 in the unified group
+// (controllers enabled for the parent); the pid that execs Firecracker joins each group.
+for (const arg of v['--cgroup'] ?? []) {
+  const eq = arg.indexOf('=');
+  if (eq < 1 || !/^[a-z_]+\.[a-z_.]+$/.test(arg.slice(0, eq))) die(`Invalid cgroup argument: ${arg}`);
+  const file = arg.slice(0, eq);
+  const controller = file.split('.')[0]!;
+  let dir: string | undefined;
+  if (cgv === '2') {
+    if (existsSync(join('/sys/fs/cgroup', 'cgroup.procs'))) {
+      writeFileSync(join('/sys/fs/cgroup', parent, 'cgroup.subtree_control'), `+${controller}`);
+      dir = cg;
+    }
+  } else {
+    const m = readFileSync('/proc/mounts', 'utf8')
+      .split('\n')
+      .map((l) => l.split(' '))
+      .find((f) => f[2] === 'cgroup' && (f[3] ?? '').split(',').includes(controller));
+    if (m) dir = join(m[1]!, parent, id);
+  }
+  if (!dir) {
+    // EMULATION GAP (as above): no hierarchy visible; the real jailer would fail.
+    process.stderr.write(`jailer stand-in: no cgroup v${cgv} ${controller} hierarchy in this mount namespace; ${arg} not applied\n`);
+    continue;
+  }
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, file), arg.slice(eq + 1));
+  writeFileSync(join(dir, 'cgroup.procs'), `${process.ppid}\n`);
 }
 // Like the real one (without --new-pid-ns): `<chroot>/<exec name>.pid`, create_new, the pid that execs.
 writeFileSync(join(root, `${basename(exec)}.pid`), String(process.ppid), { flag: 'wx' });

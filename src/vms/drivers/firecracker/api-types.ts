@@ -44,6 +44,20 @@ export interface Drive {
   is_read_only: boolean;
   cache_type?: 'Unsafe' | 'Writeback';
   io_engine?: 'Sync' | 'Async';
+  rate_limiter?: RateLimiter;
+}
+
+/** Definition RateLimiter: independent bytes/s (`bandwidth`) and ops/s (`ops`) token buckets. */
+export interface RateLimiter {
+  bandwidth?: TokenBucket;
+  ops?: TokenBucket;
+}
+
+/** Definition TokenBucket: `size` tokens refilled every `refill_time` ms (`one_time_burst`: extra tokens at start). */
+export interface TokenBucket {
+  size: number;
+  refill_time: number;
+  one_time_burst?: number;
 }
 
 /** `PUT /network-interfaces/{iface_id}` (definition NetworkInterface). */

@@ -15,6 +15,8 @@ export interface FcBootOptions {
   socketTimeoutMs?: number;
   /** Replaces the process's arguments (jailer mode: `binary` is the jailer, these its argv; the jailer writes the pid file). */
   argv?: string[];
+  /** cgroup.procs files the process enters before it runs (vms/limits.ts; not with the jailer, which makes its own). */
+  cgroup?: string[];
   /** Per-step progress hook: called as each step starts with its name. */
   onStep?: (step: string) => void;
 }
@@ -39,6 +41,7 @@ export async function bootFirecracker(o: FcBootOptions): Promise<{ pid: number }
         signal: o.signal,
         argv: o.argv,
         jailerWritesPid: o.argv !== undefined,
+        cgroup: o.cgroup,
       });
     });
     for (const req of bootRequests(o.config)) {

@@ -45,13 +45,18 @@ export const AGENT_VSOCK_PORT = 1024;
  */
 export class FirecrackerDriver implements VmmDriver {
   readonly kind = 'firecracker' as const;
-  /** No shared-folder device (`vm cp` copies files); snapshots through its API (snapshot.ts); the agent over hybrid vsock. */
-  readonly features: DriverFeatures = { mounts: false, snapshots: true, vsock: true };
+  /**
+   * No shared-folder device (`vm cp` copies files); snapshots through its API (snapshot.ts); the
+   * agent over hybrid vsock. Under the jailer the VMM's cgroup is the jailer's own (`--cgroup`,
+   * jailer.ts): `ownCgroup`.
+   */
+  readonly features: DriverFeatures;
   readonly snapshots: FirecrackerSnapshots;
   constructor(
     private readonly exec: Exec,
     private readonly opts: { firecracker: string; socketTimeoutMs?: number; jailer?: JailerSettings },
   ) {
+    this.features = { mounts: false, snapshots: true, vsock: true, ownCgroup: !!opts.jailer };
     this.snapshots = new FirecrackerSnapshots({
       exec,
       binary: opts.firecracker,
@@ -151,10 +156,19 @@ export class FirecrackerDriver implements VmmDriver {
       vsock: { cid: guestCidFor(spec.id), udsPath: files.vsock },
       logPath: files.log,
       metricsPath: files.metrics,
+      ...(spec.diskLimits ? { diskLimits: spec.diskLimits } : {}),
     };
     const j = this.opts.jailer;
     if (j) {
-      const jailer = { binary: j.binary, chrootBase: j.chrootBaseDir, uidBase: j.uidBase, cgroupVersion: j.cgroupVersion, parentCgroup: j.parentCgroup };
+      // With limits, the jailer is told the host's cgroup version (vms/limits.ts detected it) and the limits (--cgroup).
+      const jailer = {
+        binary: j.binary,
+        chrootBase: j.chrootBaseDir,
+        uidBase: j.uidBase,
+        cgroupVersion: spec.cgroup?.version ?? j.cgroupVersion,
+        parentCgroup: j.parentCgroup,
+        ...(spec.cgroup ? { limits: spec.cgroup.limits } : {}),
+      };
       return launchJailed({
         jailer,
         firecracker: this.opts.firecracker,
@@ -166,6 +180,7 @@ export class FirecrackerDriver implements VmmDriver {
       });
     }
     return bootFirecracker({
+      cgroup: spec.cgroup?.procs,
       binary: this.opts.firecracker,
       id: fcInstanceId(spec.instance, spec.id),
       files,

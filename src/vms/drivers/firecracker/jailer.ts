@@ -1,3 +1,4 @@
+import { CPU_PERIOD_US, type CgroupLimits } from '../../../core/cgroup-group.js';
 import { chown, copyFile, link, mkdir, rm, rmdir, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { BangerError, ErrorCode } from '../../../core/errors.js';
@@ -25,6 +26,8 @@ export interface JailerConfig {
   cgroupVersion: 1 | 2;
   /** `--parent-cgroup` (default "banger"). */
   parentCgroup: string;
+  /** The VM's limits, written by the jailer into its cgroup (`--cgroup FILE=VALUE`, jailerCgroupArgs). */
+  limits?: CgroupLimits;
 }
 
 export interface JailPlan {
@@ -43,6 +46,23 @@ export interface JailPlan {
   argv: string[];
   /** The cgroup directory the jailer creates (v2), removed by removeJail. */
   cgroupDir: string;
+  /** v1 with limits: the jailer's groups in the memory and pids hierarchies too, removed by removeJail. */
+  extraCgroupDirs?: string[];
+}
+
+/**
+ * The jailer's `--cgroup FILE=VALUE` arguments for a VM's limits (its own cgroup handling; banger
+ * makes no group for a jailed VM): v2 memory.max, pids.max, cpu.max; v1 memory.limit_in_bytes,
+ * pids.max, cpu.cfs_period_us + cpu.cfs_quota_us. Pure; unit-tested.
+ */
+export function jailerCgroupArgs(version: 1 | 2, l: CgroupLimits | undefined): string[] {
+  if (!l) return [];
+  const quota = l.cpuQuota === undefined ? undefined : Math.max(1000, Math.round(l.cpuQuota * CPU_PERIOD_US));
+  const files =
+    version === 2
+      ? [`memory.max=${l.memoryBytes}`, `pids.max=${l.pids}`, ...(quota ? [`cpu.max=${quota} ${CPU_PERIOD_US}`] : [])]
+      : [`memory.limit_in_bytes=${l.memoryBytes}`, `pids.max=${l.pids}`, ...(quota ? [`cpu.cfs_period_us=${CPU_PERIOD_US}`, `cpu.cfs_quota_us=${quota}`] : [])];
+  return files.flatMap((f) => ['--cgroup', f]);
 }
 
 /** Firecracker ids: 1-64 characters, alphanumerics and '-'. */
@@ -80,6 +100,7 @@ export function jailPlan(cfg: JailerConfig, o: { firecracker: string; id: string
     apiSocket: sock,
     pidFileHost: join(root, 'firecracker.pid'),
     cgroupDir: cfg.cgroupVersion === 2 ? join('/sys/fs/cgroup', cfg.parentCgroup, o.id) : join('/sys/fs/cgroup/cpu', cfg.parentCgroup, o.id),
+    ...(cfg.limits && cfg.cgroupVersion === 1 ? { extraCgroupDirs: ['memory', 'pids'].map((c) => join('/sys/fs/cgroup', c, cfg.parentCgroup, o.id)) } : {}),
     argv: [
       cfg.binary,
       '--id',
@@ -96,6 +117,7 @@ export function jailPlan(cfg: JailerConfig, o: { firecracker: string; id: string
       String(cfg.cgroupVersion),
       '--parent-cgroup',
       cfg.parentCgroup,
+      ...jailerCgroupArgs(cfg.cgroupVersion, cfg.limits),
       '--',
       '--api-sock',
       sock,
@@ -131,9 +153,18 @@ export async function prepareJail(plan: JailPlan, files: { name: string; hostPat
 /** Removes the jail directory and its cgroup; already gone = success. */
 export async function removeJail(plan: JailPlan): Promise<void> {
   await rm(plan.jailDir, { recursive: true, force: true });
-  await rmdir(plan.cgroupDir).catch((e: NodeJS.ErrnoException) => {
-    if (e.code !== 'ENOENT') throw e;
-  });
+  // A cgroup is busy while the kernel still counts an exiting task (a Firecracker just killed): retry for up to ~5 s.
+  for (const d of [plan.cgroupDir, ...(plan.extraCgroupDirs ?? [])]) {
+    for (let i = 0; ; i++) {
+      const code = await rmdir(d).then(
+        () => undefined,
+        (e: NodeJS.ErrnoException) => e.code,
+      );
+      if (code === undefined || code === 'ENOENT') break;
+      if (code !== 'EBUSY' || i >= 100) throw new BangerError(ErrorCode.Vmm, `cannot remove the jail cgroup ${d}: ${code}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
   await stat(plan.jailDir).then(
     () => {
       throw new BangerError(ErrorCode.Internal, `jail ${plan.jailDir} still exists after removal`);

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { enterArgv } from '../../../core/cgroup-group.js';
 import { closeSync, openSync } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { BangerError, ErrorCode, errorMessage } from '../../../core/errors.js';
@@ -26,7 +27,7 @@ export async function spawnFirecracker(
   id: string,
   files: FcFiles,
   consolePath: string,
-  o: { socketTimeoutMs?: number; signal?: AbortSignal; extraArgs?: string[]; argv?: string[]; jailerWritesPid?: boolean } = {},
+  o: { socketTimeoutMs?: number; signal?: AbortSignal; extraArgs?: string[]; argv?: string[]; jailerWritesPid?: boolean; cgroup?: string[] } = {},
 ): Promise<{ pid: number; api: FirecrackerApi }> {
   await rm(files.api, { force: true });
   // 'a' is O_APPEND: the daemon rotates the console by copy and truncate in place
@@ -38,7 +39,9 @@ export async function spawnFirecracker(
   const argv = o.argv ?? ['--api-sock', files.api, '--id', id, ...(o.extraArgs ?? [])];
   let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   let spawnError: Error | undefined;
-  const child = spawn(binary, argv, { detached: true, stdio: ['ignore', out, err], env: toolEnv() });
+  // In the VM's cgroup from its first instruction (the wrapper execs Firecracker in place: same pid).
+  const [bin, ...args] = enterArgv(o.cgroup ?? [], [binary, ...argv]);
+  const child = spawn(bin!, args, { detached: true, stdio: ['ignore', out, err], env: toolEnv() });
   closeSync(out);
   closeSync(err);
   child.on('exit', (code, signal) => (exited = { code, signal }));

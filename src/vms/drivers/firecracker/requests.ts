@@ -7,6 +7,7 @@ import type {
   Metrics,
   NetworkInterface,
   PartialDrive,
+  RateLimiter,
   SnapshotCreateParams,
   SnapshotLoadParams,
   Vsock,
@@ -33,6 +34,17 @@ export interface FcBootConfig {
   metricsPath?: string;
   /** Dirty-page tracking (for diff snapshots). */
   trackDirtyPages?: boolean;
+  /** Per-drive throttling (`--disk-iops` / `--disk-bps`): a `rate_limiter` on every drive. */
+  diskLimits?: { iops?: number; bps?: number };
+}
+
+/** A drive's `rate_limiter` for per-second limits: buckets of N tokens refilled every 1000 ms (no burst). */
+export function rateLimiter(l: { iops?: number; bps?: number } | undefined): RateLimiter | undefined {
+  if (!l?.iops && !l?.bps) return undefined;
+  return {
+    ...(l.bps ? { bandwidth: { size: l.bps, refill_time: 1000 } } : {}),
+    ...(l.iops ? { ops: { size: l.iops, refill_time: 1000 } } : {}),
+  };
 }
 
 /** The boot sequence as named steps, in Firecracker's order (all pre-boot, InstanceStart last). */
@@ -53,6 +65,8 @@ export function bootRequests(c: FcBootConfig): FcRequest[] {
   out.push({ step: 'boot-source', method: 'PUT', path: '/boot-source', definition: 'BootSource', body: boot });
   for (const d of c.disks) {
     const drive: Drive = { drive_id: d.id, path_on_host: d.path, is_root_device: d.id === 'root', is_read_only: !!d.readOnly };
+    const limiter = rateLimiter(c.diskLimits);
+    if (limiter) drive.rate_limiter = limiter;
     out.push({ step: `drive-${d.id}`, method: 'PUT', path: `/drives/${encodeURIComponent(d.id)}`, definition: 'Drive', body: drive });
   }
   if (c.net) {

@@ -171,6 +171,7 @@ export class FirecrackerSnapshots implements VmSnapshots {
       const { pid, api } = await spawnFirecracker(this.d.binary, this.d.instanceId(spec), files, spec.files.console, {
         socketTimeoutMs: this.d.socketTimeoutMs,
         signal: o.signal,
+        cgroup: spec.cgroup?.procs,
       });
       const pre = bootRequests({
         vcpu: spec.vcpu,

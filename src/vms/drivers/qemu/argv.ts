@@ -100,7 +100,7 @@ export function qemuArgv(binary: string, s: QemuLaunch): string[] {
   // passes its cap (console-log.ts), and `-serial file:` would also truncate it on a restore.
   argv.push('-chardev', `file,id=con,path=${qopt(f.console)},append=on`, '-serial', 'chardev:con');
   for (const d of s.disks) {
-    argv.push('-drive', `id=${d.id},file=${qopt(d.path)},format=${d.format},if=none,${d.readOnly ? 'readonly=on' : 'discard=unmap'}`);
+    argv.push('-drive', `id=${d.id},file=${qopt(d.path)},format=${d.format},if=none,${d.readOnly ? 'readonly=on' : 'discard=unmap'}${throttle(s.diskLimits)}`);
     argv.push('-device', `virtio-blk-device,drive=${d.id}`);
   }
   argv.push(...qemuMountArgs(s.mounts ?? [], f.dir));
@@ -114,4 +114,9 @@ export function qemuArgv(binary: string, s: QemuLaunch): string[] {
   argv.push('-pidfile', f.pid);
   if (s.incoming) argv.push('-incoming', 'defer');
   return argv;
+}
+
+/** `-drive` throttling options for `--disk-iops` / `--disk-bps` (QEMU's block throttling, per drive). */
+function throttle(l: QemuLaunch['diskLimits']): string {
+  return `${l?.iops ? `,throttling.iops-total=${l.iops}` : ''}${l?.bps ? `,throttling.bps-total=${l.bps}` : ''}`;
 }

@@ -3,6 +3,7 @@ import { rm } from 'node:fs/promises';
 import { BangerError, ErrorCode, errorMessage } from '../../../core/errors.js';
 import type { Exec } from '../../../core/exec.js';
 import { toolEnv } from '../../../core/exec.js';
+import { enterArgv } from '../../../core/cgroup-group.js';
 import { cmdline, pidAlive, readPidFile, waitExit } from '../../proc.js';
 import { connectUnixStream } from '../unix-stream.js';
 import type {
@@ -34,11 +35,11 @@ import { QemuSnapshots } from './snapshot.js';
  */
 export class QemuDriver implements VmmDriver {
   readonly kind = 'qemu' as const;
-  readonly features: DriverFeatures = { mounts: true, snapshots: true, vsock: false };
+  readonly features: DriverFeatures = { mounts: true, snapshots: true, vsock: false, ownCgroup: false };
   /** virtiofs (one virtiofsd per mount, started before QEMU) or virtio-9p: mounts.ts. */
   readonly folders: SharedFolders = {
     devices: (mounts) => qemuMountDevices(mounts),
-    start: (vm, mounts) => startVirtiofsd(this.exec, vm.files.dir, mounts),
+    start: (vm, mounts, o) => startVirtiofsd(this.exec, vm.files.dir, mounts, { cgroup: o?.cgroup }),
     stop: (vm, mounts) => stopVirtiofsd(vm.files.dir, mounts),
   };
 
@@ -105,7 +106,8 @@ export class QemuDriver implements VmmDriver {
   private async launchArgv(argv: string[], spec: LaunchSpec, signal?: AbortSignal): Promise<{ pid: number }> {
     await rm(spec.files.pid, { force: true });
     try {
-      await this.exec(argv, { env: toolEnv(), signal, timeoutMs: 60000 });
+      // In its cgroup from the start: -daemonize's child inherits it (launch and restore alike).
+      await this.exec(enterArgv(spec.cgroup?.procs ?? [], argv), { env: toolEnv(), signal, timeoutMs: 60000 });
     } catch (e) {
       throw new BangerError(ErrorCode.Vmm, `step vmm-start: QEMU did not start: ${errorMessage(e)}`, {
         hint: `check the kernel, disks and tap; console: ${spec.files.console}`,

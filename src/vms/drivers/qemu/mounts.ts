@@ -2,6 +2,7 @@ import { chown, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BangerError, ErrorCode, errorMessage } from '../../../core/errors.js';
+import { enterArgv } from '../../../core/cgroup-group.js';
 import { toolEnv, which, type Exec } from '../../../core/exec.js';
 import { exists } from '../../../core/fsutil.js';
 import type { MountSpec } from '../../../core/shapes/vm.js';
@@ -155,6 +156,8 @@ export interface VirtiofsdOptions {
   binary?: string;
   /** banger-fsjail (default: defaultFsJail()). */
   fsJail?: string;
+  /** The VM's cgroup.procs files: each virtiofsd runs in the VMM's group (vms/limits.ts). */
+  cgroup?: string[];
 }
 
 /**
@@ -195,7 +198,18 @@ export async function startVirtiofsd(exec: Exec, vmDir: string, mounts: MountSpe
       // the mount point for the socket directory; QEMU's own virtiofsd makes it too.
       await mkdir('/run/virtiofsd', { recursive: true, mode: 0o755 });
       const r = await exec(
-        ['sh', '-c', LAUNCH, 'sh', INNER, join(vmDir, 'virtiofsd.log'), m.hostDir, m.readOnly ? 'ro' : 'rw', dir, ...virtiofsdArgv(m, bin, jail)],
+        enterArgv(opts.cgroup ?? [], [
+          'sh',
+          '-c',
+          LAUNCH,
+          'sh',
+          INNER,
+          join(vmDir, 'virtiofsd.log'),
+          m.hostDir,
+          m.readOnly ? 'ro' : 'rw',
+          dir,
+          ...virtiofsdArgv(m, bin, jail),
+        ]),
         { env: toolEnv(), timeoutMs: 10_000 },
       );
       const pid = Number(r.stdout.trim());
