@@ -4,6 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { enterArgv } from '../../src/core/cgroup-group.js';
+import type { VmCgroupUsage } from '../../src/core/shapes/vm.js';
 import { isRoot, missingTools, TestDaemon } from '../helpers/daemon.js';
 import { debianMirrorUnavailable, startDebianMirror, type DebianMirror } from '../helpers/debian-mirror.js';
 import { TestRegistry } from '../helpers/registry.js';
@@ -50,18 +51,7 @@ interface Shown {
   pid: number;
   running: boolean;
   spec: { memoryMiB: number; limits?: { memoryMaxMiB?: number; pidsMax?: number; cpuQuota?: number; diskIops?: number } };
-  cgroup?: {
-    version: 1 | 2;
-    dirs: string[];
-    memoryMaxBytes: number | null;
-    memoryCurrentBytes: number;
-    memoryPeakBytes?: number;
-    oomKills?: number;
-    pidsMax: number | null;
-    pidsCurrent: number;
-    cpuQuota: number | null;
-    cpuUsageUsec?: number;
-  };
+  cgroup?: VmCgroupUsage;
 }
 const show = (name: string): Promise<Shown> => d!.json(['vm', 'show', name]);
 const procsOf = (s: Shown) => s.cgroup!.dirs.map((x) => join(x, 'cgroup.procs'));
