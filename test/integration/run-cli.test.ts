@@ -43,6 +43,7 @@ before(async () => {
     },
     rm: async (names: string[], force: boolean) => (calls.push(['rm', { names, force }]), []),
     get: (name: string) => ({ name, id: `id-${name}`, vmm: 'qemu' }),
+    resumeIfPaused: async () => undefined, // never paused here (vms/pause.ts)
     observe: async () => ({ running: true }),
     driver: () => ({ openAgentStream: () => connectUnix(agentSock) }),
     handle: (vm: { id: string; name: string }) => ({ id: vm.id, name: vm.name }),

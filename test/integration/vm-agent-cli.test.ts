@@ -33,6 +33,7 @@ before(async () => {
   for (let i = 0; i < 100 && !existsSync(agentSock); i++) await new Promise((r) => setTimeout(r, 20));
   const svc = {
     get: (name: string) => ({ name, id: `id-${name}`, vmm: 'qemu' }),
+    resumeIfPaused: async () => undefined, // never paused here (vms/pause.ts)
     observe: async (vm: { name: string }) => ({ running: vm.name !== 'off' }),
     driver: () => ({ openAgentStream: () => connectUnix(agentSock) }),
     handle: (vm: { id: string; name: string }) => ({ id: vm.id, name: vm.name }),

@@ -77,6 +77,7 @@ before(async () => {
   const sockets: Record<string, string> = { bad: peer.path, other: goodSock };
   const svc = {
     get: (name: string) => ({ name, id: `id-${name}`, vmm: 'qemu' }),
+    resumeIfPaused: async () => undefined, // never paused here (vms/pause.ts)
     observe: async () => ({ running: true }),
     driver: () => ({ openAgentStream: (vm: { name: string }) => connectUnix(sockets[vm.name]!) }),
     handle: (vm: { id: string; name: string }) => ({ id: vm.id, name: vm.name }),

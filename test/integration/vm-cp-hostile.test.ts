@@ -61,6 +61,7 @@ before(async () => {
   agent = await HostileAgent.listen(agentSock, {});
   const svc = {
     get: (name: string) => ({ name, id: `id-${name}`, vmm: 'qemu' }),
+    resumeIfPaused: async () => undefined, // never paused here (vms/pause.ts)
     observe: async () => ({ running: true }),
     driver: () => ({ openAgentStream: () => connectUnix(agentSock) }),
     handle: (vm: { id: string; name: string }) => ({ id: vm.id, name: vm.name }),
