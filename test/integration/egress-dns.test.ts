@@ -96,6 +96,10 @@ function probe(host: string, port: number, proto: 'tcp' | 'udp' = 'tcp'): string
   return spawnSync('ip', ['netns', 'exec', guest, process.execPath, '-e', code], { encoding: 'utf8', timeout: 10_000 }).stdout;
 }
 
+function table(instance: string): string {
+  return nsRun(ns, ['nft', 'list', 'table', 'bridge', `banger-${instance}`], { allowFailure: true });
+}
+
 /** Resolves once `ok(text)` holds for `nft list table` (checked every 200 ms); rejects naming `what` after 30 s. */
 async function tableHolds(instance: string, what: string, ok: (t: string) => boolean): Promise<string> {
   const deadline = Date.now() + 30_000;
@@ -217,6 +221,17 @@ test('--allow HOSTNAME:PORT: only allowed names resolve, their answers open that
   await tableHolds(instance, 'short expired', (x) => x.includes(`set hp-${vm.id}`) && !x.includes('10.93.0.4'));
   assert.equal(probe('10.93.0.4', 80), '', 'after the TTL the address is dropped again');
   assert.equal(probe('10.93.0.3', 80), '10.93.0.3:80', 'the unexpired answer still passes');
+
+  // vm update on the running VM: taking a name out empties the answered addresses at once and the
+  // name is NXDOMAIN; allowing it on every port opens the address on any port after a lookup.
+  assert.equal((await d.cli(['vm', 'update', 'dn-a', '--deny', 'ok.test.example:80'])).code, 0);
+  assert.doesNotMatch(table(instance), /10\.93\.0\.3/, "the denied name's answers are gone with the update");
+  assert.equal(probe('10.93.0.3', 80), '', "a denied name's address is dropped at once");
+  assert.deepEqual(lookup('ok.test.example'), { rcode: 'NXDOMAIN', ips: [] });
+  assert.equal((await d.cli(['vm', 'update', 'dn-a', '--allow', 'ok.test.example'])).code, 0);
+  assert.deepEqual(lookup('ok.test.example'), { rcode: 'NOERROR', ips: ['10.93.0.3'] });
+  assert.match(table(instance), new RegExp(`set h-${vm.id} \\{[^}]*elements = \\{ 10\\.93\\.0\\.3 timeout 30s`, 's'));
+  assert.equal(probe('10.93.0.3', 81), '10.93.0.3:81', 'a name allowed with no port: every port');
 
   // rm: the chain, its jumps and both sets are gone.
   assert.equal((await d.cli(['vm', 'rm', '--force', 'dn-a'], { timeoutMs: 60_000 })).code, 0);
