@@ -4,7 +4,7 @@ import { BangerError, ErrorCode, errorMessage } from '../core/errors.js';
 import { checkCopyName, trimSlash } from '../transfer/names.js';
 import { receiveTree } from '../transfer/receive.js';
 import type { Cli } from './context.js';
-import { resumedLine, StreamCall } from './stream-client.js';
+import { transferOpener } from './stream-client.js';
 
 export interface CopyOutOptions {
   /** `-a`: restore the owners the guest sent (only when the CLI runs as root). */
@@ -35,11 +35,7 @@ export async function copyOut(c: Cli, vm: string, src: string, dstArg: string, o
   process.on('SIGTERM', onSignal);
   try {
     await receiveTree({
-      open: async (method, params, sinks) => {
-        const call = await StreamCall.open(c, method, params, sinks);
-        resumedLine(vm, call.reply.resumedMs);
-        return call;
-      },
+      open: transferOpener(c, vm),
       vm,
       src,
       final: d?.isDirectory() ? join(dst, top) : dst,

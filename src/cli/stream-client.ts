@@ -24,3 +24,12 @@ export const StreamCall = {
 export function resumedLine(name: string, ms: number | undefined): void {
   if (ms !== undefined) process.stderr.write(`resume: vm ${name} was paused; resumed in ${(ms / 1000).toFixed(1)} s\n`);
 }
+
+/** A transfer's `open` (transfer/): the stream call, with the resume line when the VM was paused. */
+export function transferOpener(c: Cli, vm: string) {
+  return async <M extends StreamMethod>(method: M, params: Params<M>, sinks: StreamSinks) => {
+    const call = await StreamCall.open(c, method, params, sinks);
+    resumedLine(vm, call.reply.resumedMs);
+    return call;
+  };
+}

@@ -2,6 +2,7 @@ import { mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { CgroupHost, Controller } from './cgroup.js';
 import { BangerError, ErrorCode, errorMessage } from './errors.js';
+import type { VmCgroupUsage } from './shapes/vm.js';
 
 /**
  * One VMM's cgroup (issue 24): made before the VMM starts, limits written, the VMM (and its
@@ -33,24 +34,8 @@ export interface CgroupLimits {
   cpuQuota?: number;
 }
 
-/** What `vm show` reports of a group: the limits read back and current usage. */
-export interface CgroupUsage {
-  version: 1 | 2;
-  /** The group's directories (one per hierarchy on v1). */
-  dirs: string[];
-  memoryMaxBytes: number | null;
-  memoryCurrentBytes: number;
-  /** Highest memory use seen (v1 memory.max_usage_in_bytes, v2 memory.peak where the kernel has it). */
-  memoryPeakBytes?: number;
-  /** Processes the kernel's OOM killer killed in the group (memory.events / memory.oom_control). */
-  oomKills?: number;
-  pidsMax: number | null;
-  pidsCurrent: number;
-  /** CPU time as a fraction of one CPU, or null (no quota). */
-  cpuQuota: number | null;
-  /** CPU time used, microseconds (v2 cpu.stat usage_usec, v1 cpuacct.usage). */
-  cpuUsageUsec?: number;
-}
+/** What `vm show` reports of a group: the limits read back and current usage (the wire shape). */
+export type CgroupUsage = VmCgroupUsage;
 
 /** File access a group needs (injectable: unit tests run the v2 logic on a temp directory). */
 export interface CgroupFs {

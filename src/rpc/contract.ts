@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { PackageUrl } from '../core/package-url.js';
 import { CpuQuota, DiskBps, DiskIops, PortIdleTimeoutSeconds, PortMaxConnections } from '../core/limits.js';
 import { VMM_CHOICES } from '../core/vmm.js';
-import { AllowList, Duration, Egress, Name, OnExpire, Size } from './schemas.js';
+import { AllowList, Duration, Egress, MemoryMiB, Name, OnExpire, Size, Vcpu } from './schemas.js';
 import type {
   Image,
   ImageDetail,
@@ -232,13 +232,8 @@ export const methods = {
       .object({
         name: Name,
         kernel: Name.optional(),
-        vcpu: z.number().int().min(1).max(32).optional(),
-        memoryMiB: z
-          .number()
-          .int()
-          .min(128)
-          .max(1024 * 1024)
-          .optional(),
+        vcpu: Vcpu.optional(),
+        memoryMiB: MemoryMiB.optional(),
         vmm: z.enum(VMM_CHOICES).optional(),
       })
       .strict(),
@@ -276,13 +271,8 @@ export const methods = {
           .optional(),
         name: Name.optional(),
         kernel: Name.optional(),
-        vcpu: z.number().int().min(1).max(32).optional(),
-        memoryMiB: z
-          .number()
-          .int()
-          .min(128)
-          .max(1024 * 1024)
-          .optional(),
+        vcpu: Vcpu.optional(),
+        memoryMiB: MemoryMiB.optional(),
         diskSize: DiskSize.optional(),
         workDisk: DiskSize.optional(),
         nat: z.boolean().optional(),

@@ -69,3 +69,13 @@ export const AllowList = z
       .regex(/^[0-9./:a-zA-Z-]+$/, 'must be CIDR[:PORT[/PROTO]] or HOSTNAME[:PORT], e.g. 192.0.2.0/24, 192.0.2.7:443 or pypi.org:443'),
   )
   .max(64);
+
+/** A VM's vCPU count (`--vcpu`). */
+export const Vcpu = z.number().int().min(1).max(32);
+
+/** A VM's RAM in MiB (`--memory`). */
+export const MemoryMiB = z
+  .number()
+  .int()
+  .min(128)
+  .max(1024 * 1024);

@@ -395,6 +395,31 @@ test('banger run --rm: the exit code passes through and nothing is left', { skip
   );
 });
 
+test('--ttl 20s --on-expire rm on a real guest: removed with everything it made when its lifetime ends, also across a daemon SIGKILL and restart', {
+  skip,
+  ...T,
+}, async () => {
+  // The image is warm by now (the warm test above), so this create is a restore, not a boot.
+  const v = await banger(['vm', 'create', '--image', 'debian-bookworm', '--name', 'ttl1', '--ttl', '20s', '--on-expire', 'rm'], { timeoutMs: 600_000 });
+  assert.equal(v.code, 0, v.stderr.toString());
+  const shown = await d!.json(['vm', 'show', 'ttl1']);
+  assert.equal(shown.onExpire, 'rm');
+  assert.ok(shown.expiresAt, 'the deadline is stored');
+  assert.equal((await banger(['vm', 'exec', 'ttl1', '--', 'true'])).code, 0, 'it runs until then');
+  await d!.kill(); // as a crash would: the deadline must outlive the daemon
+  await d!.start();
+  const deadline = Date.parse(shown.expiresAt);
+  // Wait on the event (the VM leaving the list), with a generous bound past the deadline.
+  for (;;) {
+    const names = (await d!.json(['vm', 'list'])).map((x: { name: string }) => x.name);
+    if (!names.includes('ttl1')) break;
+    assert.ok(Date.now() < deadline + 120_000, `ttl1 still listed 120 s after its deadline ${shown.expiresAt}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  assert.ok(Date.now() >= deadline - 1000, 'not removed before its deadline');
+  assert.deepEqual(leftovers(ns, d!.root, bridgeInstance(ns, 'banger0'), 'ttl1'), []);
+});
+
 test('vm exec on a stopped or unknown VM fails clearly', { skip, ...T }, async () => {
   const r = await banger(['vm', 'exec', 'nope', '--', 'true']);
   assert.notEqual(r.code, 0);

@@ -4,6 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { enterArgv } from '../../src/core/cgroup-group.js';
+import type { VmCgroupUsage } from '../../src/core/shapes/vm.js';
 import { isRoot, missingTools, TestDaemon } from '../helpers/daemon.js';
 import { debianMirrorUnavailable, startDebianMirror, type DebianMirror } from '../helpers/debian-mirror.js';
 import { TestRegistry } from '../helpers/registry.js';
@@ -50,18 +51,7 @@ interface Shown {
   pid: number;
   running: boolean;
   spec: { memoryMiB: number; limits?: { memoryMaxMiB?: number; pidsMax?: number; cpuQuota?: number; diskIops?: number } };
-  cgroup?: {
-    version: 1 | 2;
-    dirs: string[];
-    memoryMaxBytes: number | null;
-    memoryCurrentBytes: number;
-    memoryPeakBytes?: number;
-    oomKills?: number;
-    pidsMax: number | null;
-    pidsCurrent: number;
-    cpuQuota: number | null;
-    cpuUsageUsec?: number;
-  };
+  cgroup?: VmCgroupUsage;
 }
 const show = (name: string): Promise<Shown> => d!.json(['vm', 'show', name]);
 const procsOf = (s: Shown) => s.cgroup!.dirs.map((x) => join(x, 'cgroup.procs'));
@@ -185,6 +175,23 @@ test('disk: --disk-iops throttles direct writes against the same dd on the unthr
   console.log(`limits e2e: dd 4k oflag=direct: unthrottled ${free.toFixed(0)} iops, --disk-iops 20: ${lim.toFixed(0)} iops`);
   assert.ok(lim < free / 2, `throttled ${lim.toFixed(0)} iops is not well below unthrottled ${free.toFixed(0)}`);
   assert.ok(lim <= 20 * 1.5, `throttled ${lim.toFixed(0)} iops over the limit of 20`);
+});
+
+test('cpu: a busy guest (both vCPUs spinning) uses at most its --cpu-quota 1.5 (+10%) over 10 s, measured from its group', { skip, ...T }, async () => {
+  // Two spinning loops for 14 s, started in the background; the window is the 10 s in the middle.
+  const spin = exec('lim', 'for i in 1 2; do timeout 14 sh -c "while :; do :; done" & done; wait; echo spun');
+  await new Promise((r) => setTimeout(r, 2000));
+  const a = await show('lim');
+  const t0 = process.hrtime.bigint();
+  await new Promise((r) => setTimeout(r, 10_000));
+  const b = await show('lim');
+  const elapsedUs = Number((process.hrtime.bigint() - t0) / 1000n);
+  assert.ok(a.cgroup?.cpuUsageUsec !== undefined && b.cgroup?.cpuUsageUsec !== undefined, 'the group reports cpu usage');
+  const cpus = (b.cgroup!.cpuUsageUsec! - a.cgroup!.cpuUsageUsec!) / elapsedUs;
+  console.log(`limits e2e: busy guest with --cpu-quota 1.5 used ${cpus.toFixed(2)} host CPUs over ${(elapsedUs / 1e6).toFixed(1)} s`);
+  assert.ok(cpus <= 1.5 * 1.1, `the VMM used ${cpus.toFixed(2)} CPUs, over its quota of 1.5 (+10%)`);
+  assert.ok(cpus > 0.3, `the guest was not busy (${cpus.toFixed(2)} CPUs): the measurement proves nothing`);
+  assert.match((await spin).stdout, /spun/);
 });
 
 test('the group survives a daemon SIGKILL and adoption', { skip, ...T }, async () => {

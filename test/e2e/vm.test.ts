@@ -9,6 +9,7 @@ import { TestDaemon } from '../helpers/daemon.js';
 import { type DebianVm, debianVmSkip, startDebianVm } from '../helpers/debian-vm.js';
 import { DEBIAN_KMOD_INCLUDE } from '../helpers/debootstrap.js';
 import { createNetns, nsLinks, nsRun, vethPair } from '../helpers/netns.js';
+import { lineEcho } from '../helpers/line-session.js';
 
 /**
  * The VM lifecycle end to end, through bin/banger, on QEMU microvm (TCG):
@@ -172,20 +173,7 @@ test('egress policy on a real guest (vm update, no new boot): nat -> deny -> all
     // An SSH session held open across every change: `cat` echoes each line back.
     const argv = d!.cliArgv(['vm', 'ssh', 'box1', '--', 'cat']);
     const session = spawn(argv[0]!, argv.slice(1), { env: d!.env, stdio: ['pipe', 'pipe', 'inherit'] });
-    let echoed = '';
-    session.stdout!.on('data', (b: Buffer) => (echoed += b.toString()));
-    const echo = (word: string) =>
-      new Promise<void>((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error(`the SSH session did not echo '${word}' within 60 s (exit ${session.exitCode})`)), 60_000);
-        const check = () => {
-          if (!echoed.includes(word)) return;
-          clearTimeout(t);
-          session.stdout!.off('data', check);
-          resolve();
-        };
-        session.stdout!.on('data', check);
-        session.stdin!.write(`${word}\n`);
-      });
+    const echo = lineEcho(session, 60_000);
     await echo('before');
     // nat (no policy): the world's both ports, the host service, box2.
     let r = await reach('10.200.0.2:8081', '172.16.0.1:7070');

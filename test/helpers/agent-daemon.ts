@@ -66,6 +66,8 @@ export async function startAgentDaemon(extra: MethodTable = {}): Promise<AgentDa
   const svc = {
     get,
     observe: async (vm: { name: string }) => ({ running: vm.name !== 'off' }),
+    // Never paused here: exec/cp/ssh resume a paused VM first (vms/pause.ts), this stub has none.
+    resumeIfPaused: async (name: string) => (get(name), undefined),
     driver: () => ({ openAgentStream: () => connectUnix(agentSock) }),
     handle: (vm: { id: string; name: string }) => ({ id: vm.id, name: vm.name }),
     show: async (name: string) => (get(name), { ...vmRecord(name), files: {}, cmdlineFirstBoot: null }),

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { isRoot, missingTools, TestDaemon } from '../helpers/daemon.js';
 import { makeStandin } from '../helpers/firecracker-standin/index.js';
 import { cleanupAll, createNetns, nsRun } from '../helpers/netns.js';
+import { lineEcho } from '../helpers/line-session.js';
 import { importStandinImage } from '../helpers/standin-vm.js';
 
 /**
@@ -319,20 +320,7 @@ test("vm update: deny -> allow -> deny on a running VM, the host's session to it
     { stdio: ['pipe', 'pipe', 'inherit'] },
   );
   procs.push(session);
-  let echoed = '';
-  session.stdout!.on('data', (b: Buffer) => (echoed += b.toString()));
-  const roundTrip = (word: string) =>
-    new Promise<void>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`session: '${word}' not echoed within 20 s (exit ${session.exitCode})`)), 20_000);
-      const check = () => {
-        if (!echoed.includes(word)) return;
-        clearTimeout(t);
-        session.stdout!.off('data', check);
-        resolve();
-      };
-      session.stdout!.on('data', check);
-      session.stdin!.write(`${word}\n`);
-    });
+  const roundTrip = lineEcho(session, 20_000);
   await roundTrip('one');
   assert.equal(probe(g, WORLD, 80), '', 'deny at first');
 

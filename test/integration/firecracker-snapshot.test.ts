@@ -287,7 +287,7 @@ test('refused before anything starts: another shape, another kernel, another Fir
   const d2 = new FirecrackerDriver(exec, { firecracker: wrapper });
   await assert.rejects(
     d2.snapshots.restore(c(), to),
-    (e: unknown) => isBangerError(e, 'E_CONFLICT') && /made by Firecracker v1\.16\.1; this host runs v1\.17\.0/.test(e.message),
+    (e: unknown) => isBangerError(e, 'E_CONFLICT') && /made by Firecracker v1\.16\.1; this host runs Firecracker v1\.17\.0/.test(e.message),
   );
   knobs('1.16.1');
 

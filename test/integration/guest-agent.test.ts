@@ -184,14 +184,25 @@ test('--unix: serves several clients at once', { skip: noAgent }, async () => {
   const agent = startAgent(['--unix', sock]);
   const clients: ReturnType<typeof createConnection>[] = [];
   try {
-    for (let i = 0; i < 50 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 50));
-    const connect = () =>
+    const once = () =>
       new Promise<{ c: ReturnType<typeof createConnection>; lines: Lines }>((resolve, reject) => {
         const c = createConnection(sock);
         clients.push(c);
         c.once('error', reject);
         c.once('connect', () => resolve({ c, lines: new Lines(c) }));
       });
+    // The socket file appears at bind(), before listen(): until then a connect is refused.
+    const connect = async () => {
+      for (let i = 0; ; i++) {
+        try {
+          return await once();
+        } catch (e) {
+          const code = (e as NodeJS.ErrnoException).code;
+          if (i >= 100 || (code !== 'ECONNREFUSED' && code !== 'ENOENT')) throw e;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
+    };
     const a = await connect();
     const b = await connect();
     b.c.write('{"op":"ports"}\n');

@@ -6,7 +6,7 @@ import { checkCopyName, trimSlash } from '../../transfer/names.js';
 import { sendTree } from '../../transfer/send.js';
 import type { Cli } from '../context.js';
 import { copyOut } from '../cp-out.js';
-import { resumedLine, StreamCall } from '../stream-client.js';
+import { transferOpener } from '../stream-client.js';
 
 /** `NAME:/path` → {vm, path}; a plain path → {path}. `./x:y` and `/x:y` are local paths. */
 export function parseCpArg(arg: string): { vm?: string; path: string } {
@@ -37,11 +37,7 @@ async function copyIn(c: Cli, src: string, vm: string, dstArg: string): Promise<
   }
   const toStderr = (b: Buffer) => void process.stderr.write(b);
   await sendTree({
-    open: async (method, params, sinks) => {
-      const call = await StreamCall.open(c, method, params, sinks);
-      resumedLine(vm, call.reply.resumedMs);
-      return call;
-    },
+    open: transferOpener(c, vm),
     vm,
     src: srcPath,
     into,

@@ -91,14 +91,19 @@ export interface VmLimits {
 /** What `vm show` reports of a running VM's cgroup: limits read back from it and current usage. */
 export interface VmCgroupUsage {
   version: 1 | 2;
+  /** The group's directories (one per hierarchy on v1). */
   dirs: string[];
   memoryMaxBytes: number | null;
   memoryCurrentBytes: number;
+  /** Highest memory use seen (v1 memory.max_usage_in_bytes, v2 memory.peak where the kernel has it). */
   memoryPeakBytes?: number;
+  /** Processes the kernel's OOM killer killed in the group (memory.events / memory.oom_control). */
   oomKills?: number;
   pidsMax: number | null;
   pidsCurrent: number;
+  /** CPU time as a fraction of one CPU, or null (no quota). */
   cpuQuota: number | null;
+  /** CPU time used, microseconds (v2 cpu.stat usage_usec, v1 cpuacct.usage). */
   cpuUsageUsec?: number;
 }
 

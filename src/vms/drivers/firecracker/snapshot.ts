@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, rm, stat } from 'node:fs/promises';
 import { BangerError, ErrorCode, errorMessage } from '../../../core/errors.js';
 import type { Exec } from '../../../core/exec.js';
 import { firecrackerVersion } from '../../../core/firecracker-version.js';
 import { UndoStack } from '../../../core/undo.js';
+import { fileSize, metaString, parseMeta, snapshotConflict, verifiedMeta, writeMeta } from '../snapshot-meta.js';
 import type { LaunchSpec, SnapshotFiles, SnapshotMeta, VmHandle, VmSnapshots } from '../types.js';
 import { FirecrackerApi } from './api.js';
 import type { FcRequest } from './api-types.js';
@@ -128,23 +128,21 @@ export class FirecrackerSnapshots implements VmSnapshots {
         made.push(to.disk);
         await rawRootCopy(this.d.exec, root.path, to.disk, { signal: o.signal });
       }
-      const size = async (p: string, yes: boolean) => (yes ? (await stat(p)).size : 0);
-      const meta: FcMeta = {
-        vmm: 'firecracker',
-        vmmVersion,
-        fingerprint,
-        vcpu: spec.vcpu,
-        memoryMiB: spec.memoryMiB,
-        sharedMemory: true, // RAM is always the separate mem file, mapped privately on load
-        bytes: { state: await size(to.state, true), memory: await size(to.memory, true), disk: await size(to.disk, !o.keepDisk) },
-        createdAt: new Date().toISOString(),
-        stateSha256: await sha256File(to.state),
-        firecracker: { tap: spec.net.tap, vsock: fcFiles(spec.files.dir).vsock, drives: spec.disks.map((x) => ({ id: x.id, path: x.path })) },
-      };
-      made.push(`${to.meta}.tmp`);
-      await writeFile(`${to.meta}.tmp`, JSON.stringify(meta, null, 2) + '\n', { mode: 0o600 });
-      await rename(`${to.meta}.tmp`, to.meta);
-      made.push(to.meta);
+      made.push(`${to.meta}.tmp`, to.meta);
+      const meta = await writeMeta<FcMeta>(
+        to,
+        {
+          vmm: 'firecracker',
+          vmmVersion,
+          fingerprint,
+          vcpu: spec.vcpu,
+          memoryMiB: spec.memoryMiB,
+          sharedMemory: true, // RAM is always the separate mem file, mapped privately on load
+          createdAt: new Date().toISOString(),
+          firecracker: { tap: spec.net.tap, vsock: fcFiles(spec.files.dir).vsock, drives: spec.disks.map((x) => ({ id: x.id, path: x.path })) },
+        },
+        { memory: true, disk: !o.keepDisk },
+      );
       if (o.then === 'exit') {
         await killFirecracker(files, 'SIGKILL');
         paused = false;
@@ -203,32 +201,22 @@ export class FirecrackerSnapshots implements VmSnapshots {
    * this binary, the files, and the overrides this release can do (E_CONFLICT naming what differs).
    */
   async plan(spec: LaunchSpec, from: SnapshotFiles): Promise<{ meta: FcMeta; load: { request: FcRequest; drives: FcRequest[] } }> {
-    const bad = (why: string, hint?: string) =>
-      new BangerError(ErrorCode.Conflict, `the saved state in ${from.dir} cannot be restored: ${why}`, { hint, details: { snapshot: from.dir } });
+    const bad = (why: string, hint?: string) => snapshotConflict(from, why, hint);
     const why = this.check(spec);
     if (why) throw bad(why);
-    const raw = await readFile(from.meta, 'utf8').catch(() => undefined);
-    if (raw === undefined) throw bad('it has no snapshot.json (an incomplete save)');
-    let meta: FcMeta;
-    try {
-      meta = parseFcMeta(JSON.parse(raw));
-    } catch (e) {
-      throw bad(`snapshot.json is damaged (${errorMessage(e)})`);
-    }
     const now = await this.fingerprint(spec);
     if (!atLeast(now.vmmVersion, SNAPSHOT_MIN)) throw bad(`this host's Firecracker is v${now.vmmVersion}; snapshots need ${SNAPSHOT_MIN.join('.')} or newer`);
-    if (meta.vmmVersion !== now.vmmVersion)
-      throw bad(
-        `it was made by Firecracker v${meta.vmmVersion}; this host runs v${now.vmmVersion}`,
-        'a vmstate loads only into the release that wrote it: make the snapshot again',
-      );
-    if (meta.vcpu !== spec.vcpu || meta.memoryMiB !== spec.memoryMiB)
-      throw bad(`it has ${meta.vcpu} vCPU and ${meta.memoryMiB} MiB; asked for ${spec.vcpu} vCPU and ${spec.memoryMiB} MiB`);
-    if (meta.fingerprint !== now.fingerprint) throw bad('the machine differs (kernel, initrd or disks)');
-    const size = async (p: string) => (await stat(p).catch(() => undefined))?.size;
-    if ((await size(from.state)) !== meta.bytes.state) throw bad('the state file is missing or its size is wrong');
-    if ((await size(from.memory)) !== meta.bytes.memory) throw bad('the memory file is missing or its size is wrong');
-    if (meta.stateSha256 && (await sha256File(from.state)) !== meta.stateSha256) throw bad('the state file is damaged (sha256 differs)');
+    const meta = await verifiedMeta({
+      from,
+      spec,
+      kind: 'firecracker',
+      now,
+      parse: parseFcMeta,
+      versionHint: 'a vmstate loads only into the release that wrote it: make the snapshot again',
+      versionName: (v) => `Firecracker v${v}`,
+      machine: 'kernel, initrd or disks',
+    });
+    const size = fileSize;
     const rec = meta.firecracker;
     const vsock = fcFiles(spec.files.dir).vsock;
     const tapDiffers = rec.tap !== spec.net.tap;
@@ -273,37 +261,17 @@ export class FirecrackerSnapshots implements VmSnapshots {
   }
 }
 
-async function sha256File(p: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(p)) h.update(chunk as Buffer);
-  return h.digest('hex');
-}
-
 /** A Firecracker `snapshot.json` read back: every field checked (a file on disk, not trusted blindly). */
 export function parseFcMeta(v: unknown): FcMeta {
+  const base = parseMeta(v);
   const o = v as Record<string, unknown>;
-  const b = (o?.bytes ?? {}) as Record<string, unknown>;
-  const num = (x: unknown, n: string) => {
-    if (typeof x !== 'number' || !Number.isSafeInteger(x) || x < 0) throw new Error(`${n} is not a count`);
-    return x;
-  };
-  const str = (x: unknown, n: string) => {
-    if (typeof x !== 'string' || x.length > 4096) throw new Error(`${n} is not a string`);
-    return x;
-  };
-  if (o?.vmm !== 'firecracker') throw new Error(`it was made by ${String(o?.vmm)}, not firecracker`);
+  const str = metaString;
+  if (base.vmm !== 'firecracker') throw new Error(`it was made by ${base.vmm}, not firecracker`);
   const f = (o.firecracker ?? {}) as Record<string, unknown>;
   if (!Array.isArray(f.drives) || f.drives.length > 16) throw new Error('firecracker.drives is not a list');
   return {
+    ...base,
     vmm: 'firecracker',
-    vmmVersion: str(o.vmmVersion, 'vmmVersion'),
-    fingerprint: str(o.fingerprint, 'fingerprint'),
-    vcpu: num(o.vcpu, 'vcpu'),
-    memoryMiB: num(o.memoryMiB, 'memoryMiB'),
-    sharedMemory: o.sharedMemory === true,
-    bytes: { state: num(b.state, 'bytes.state'), memory: num(b.memory, 'bytes.memory'), disk: num(b.disk, 'bytes.disk') },
-    createdAt: str(o.createdAt, 'createdAt'),
-    ...(o.stateSha256 === undefined ? {} : { stateSha256: str(o.stateSha256, 'stateSha256') }),
     firecracker: {
       tap: str(f.tap, 'firecracker.tap'),
       vsock: str(f.vsock, 'firecracker.vsock'),

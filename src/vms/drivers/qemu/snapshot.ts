@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { link, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { link, mkdir, rm, stat } from 'node:fs/promises';
 import { BangerError, ErrorCode, errorMessage } from '../../../core/errors.js';
 import type { Exec } from '../../../core/exec.js';
 import { toolEnv } from '../../../core/exec.js';
@@ -8,7 +7,7 @@ import { pidAlive, readPidFile, waitExit } from '../../proc.js';
 import type { LaunchSpec, SnapshotFiles, SnapshotMeta, VmHandle, VmSnapshots } from '../types.js';
 import { qemuArgv, qemuLaunch, type QemuLaunch } from './argv.js';
 import { QmpSession } from './qmp.js';
-import { parseMeta } from '../snapshot-meta.js';
+import { parseMeta, verifiedMeta, writeMeta } from '../snapshot-meta.js';
 
 /**
  * QEMU save/restore through its migration stream (QEMU 7.2 has no `file:` URI, so the stream
@@ -91,20 +90,11 @@ export class QemuSnapshots implements VmSnapshots {
         made.push(to.disk);
         await this.copy(root.path, to.disk, o.signal);
       }
-      const size = async (p: string, yes: boolean) => (yes ? (await stat(p)).size : 0);
-      const meta: SnapshotMeta = {
-        vmm: 'qemu',
-        vmmVersion,
-        fingerprint,
-        vcpu: spec.vcpu,
-        memoryMiB: spec.memoryMiB,
-        sharedMemory: shared,
-        bytes: { state: await size(to.state, true), memory: await size(to.memory, shared), disk: await size(to.disk, !o.keepDisk) },
-        createdAt: new Date().toISOString(),
-        stateSha256: await sha256File(to.state),
-      };
-      await writeFile(`${to.meta}.tmp`, JSON.stringify(meta, null, 2) + '\n', { mode: 0o600 });
-      await rename(`${to.meta}.tmp`, to.meta);
+      const meta = await writeMeta<SnapshotMeta>(
+        to,
+        { vmm: 'qemu', vmmVersion, fingerprint, vcpu: spec.vcpu, memoryMiB: spec.memoryMiB, sharedMemory: shared, createdAt: new Date().toISOString() },
+        { memory: shared, disk: !o.keepDisk },
+      );
       if (o.then === 'exit') {
         await qmp.cmd('quit').catch(() => undefined);
         await waitExit(pid, 10000);
@@ -160,27 +150,15 @@ export class QemuSnapshots implements VmSnapshots {
 
   /** The state's meta, checked against `spec` and against its files (E_CONFLICT naming what differs). */
   private async verify(spec: LaunchSpec, from: SnapshotFiles): Promise<SnapshotMeta> {
-    const bad = (why: string, hint?: string) =>
-      new BangerError(ErrorCode.Conflict, `the saved state in ${from.dir} cannot be restored: ${why}`, { hint, details: { snapshot: from.dir } });
-    const raw = await readFile(from.meta, 'utf8').catch(() => undefined);
-    if (raw === undefined) throw bad('it has no snapshot.json (an incomplete save)');
-    let meta: SnapshotMeta;
-    try {
-      meta = parseMeta(JSON.parse(raw));
-    } catch (e) {
-      throw bad(`snapshot.json is damaged (${errorMessage(e)})`);
-    }
-    const now = await this.fingerprint(spec);
-    if (meta.vmm !== 'qemu') throw bad(`it was made by ${meta.vmm}, not qemu`);
-    if (meta.vmmVersion !== now.vmmVersion) throw bad(`it was made by ${meta.vmmVersion}; this host runs ${now.vmmVersion}`, 'make the snapshot again');
-    if (meta.vcpu !== spec.vcpu || meta.memoryMiB !== spec.memoryMiB)
-      throw bad(`it has ${meta.vcpu} vCPU and ${meta.memoryMiB} MiB; asked for ${spec.vcpu} vCPU and ${spec.memoryMiB} MiB`);
-    if (meta.fingerprint !== now.fingerprint) throw bad('the machine differs (kernel, initrd, disks or accelerator)');
-    const size = async (p: string) => (await stat(p).catch(() => undefined))?.size;
-    if ((await size(from.state)) !== meta.bytes.state) throw bad('the state file is missing or its size is wrong');
-    if (meta.sharedMemory && (await size(from.memory)) !== meta.bytes.memory) throw bad('the memory file is missing or its size is wrong');
-    if (meta.stateSha256 && (await sha256File(from.state)) !== meta.stateSha256) throw bad('the state file is damaged (sha256 differs)');
-    return meta;
+    return verifiedMeta({
+      from,
+      spec,
+      kind: 'qemu',
+      now: await this.fingerprint(spec),
+      parse: parseMeta,
+      versionHint: 'make the snapshot again',
+      machine: 'kernel, initrd, disks or accelerator',
+    });
   }
 
   private vmmVersion(): Promise<string> {
@@ -214,10 +192,4 @@ export function shq(s: string): string {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-async function sha256File(p: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(p)) h.update(chunk as Buffer);
-  return h.digest('hex');
 }
