@@ -18,7 +18,7 @@ import { importStandinImage } from '../helpers/standin-vm.js';
  * resolver (dns-packet over UDP, the daemon's `network.dns`) and TCP servers on three of its
  * addresses; nothing leaves the machine.
  *
- * World names: ok.test.example → 10.93.0.3 (TTL 30), short.test.example → 10.93.0.4 (TTL 2),
+ * World names: ok.test.example → 10.93.0.3 (TTL 600), short.test.example → 10.93.0.4 (TTL 2),
  * no.test.example → 10.93.0.2 (the VM may not resolve it).
  */
 
@@ -52,7 +52,7 @@ async function serve(netns: string, code: string): Promise<ChildProcess & { out:
 /** The world's resolver on 10.93.0.2:53: logs each question as `q:<name>`. */
 const RESOLVER = `
   const dns = require(${JSON.stringify(DNS_PACKET)}), dgram = require('dgram');
-  const zone = { 'ok.test.example': ['10.93.0.3', 30], 'short.test.example': ['10.93.0.4', 2], 'no.test.example': ['10.93.0.2', 30] };
+  const zone = { 'ok.test.example': ['10.93.0.3', 600], 'short.test.example': ['10.93.0.4', 2], 'no.test.example': ['10.93.0.2', 30] };
   const s = dgram.createSocket('udp4');
   s.on('message', (m, r) => {
     const q = dns.decode(m); const name = q.questions[0].name; console.log('q:' + name);
@@ -201,7 +201,7 @@ test('--allow HOSTNAME:PORT: only allowed names resolve, their answers open that
   // The allowed name resolves (case-insensitively) and its answer opens exactly address . port.
   assert.deepEqual(lookup('Ok.Test.Example'), { rcode: 'NOERROR', ips: ['10.93.0.3'] });
   const t = await tableHolds(instance, 'the answered address in hp-<id>', (x) =>
-    /set hp-[0-9a-f]+ \{[^}]*elements = \{ 10\.93\.0\.3 \. 80 timeout 30s/s.test(x),
+    /set hp-[0-9a-f]+ \{[^}]*elements = \{ 10\.93\.0\.3 \. 80 timeout 10m/s.test(x),
   );
   assert.match(t, new RegExp(`set hp-${vm.id} `));
   assert.equal(probe('10.93.0.3', 80), '10.93.0.3:80', 'the allowed name answers on its port');
@@ -222,6 +222,17 @@ test('--allow HOSTNAME:PORT: only allowed names resolve, their answers open that
   assert.equal(probe('10.93.0.4', 80), '', 'after the TTL the address is dropped again');
   assert.equal(probe('10.93.0.3', 80), '10.93.0.3:80', 'the unexpired answer still passes');
 
+  // SIGKILL the daemon and start it again: the adopted VM keeps its answered addresses, and the
+  // forwarder answers it again.
+  await d.kill();
+  assert.equal(probe('10.93.0.3', 80), '10.93.0.3:80', 'the answered address passes while the daemon is down');
+  await d.start();
+  assert.equal(JSON.parse((await d.cli(['--json', 'vm', 'show', 'dn-a'])).stdout).running, true, 'adopted');
+  assert.match(table(instance), /10\.93\.0\.3 \. 80 timeout 10m/, 'the set kept across the restart');
+  assert.equal(probe('10.93.0.3', 80), '10.93.0.3:80');
+  assert.deepEqual(lookup('short.test.example'), { rcode: 'NOERROR', ips: ['10.93.0.4'] }, 'the forwarder answers after adoption');
+  assert.deepEqual(lookup('no.test.example'), { rcode: 'NXDOMAIN', ips: [] });
+
   // vm update on the running VM: taking a name out empties the answered addresses at once and the
   // name is NXDOMAIN; allowing it on every port opens the address on any port after a lookup.
   assert.equal((await d.cli(['vm', 'update', 'dn-a', '--deny', 'ok.test.example:80'])).code, 0);
@@ -230,7 +241,7 @@ test('--allow HOSTNAME:PORT: only allowed names resolve, their answers open that
   assert.deepEqual(lookup('ok.test.example'), { rcode: 'NXDOMAIN', ips: [] });
   assert.equal((await d.cli(['vm', 'update', 'dn-a', '--allow', 'ok.test.example'])).code, 0);
   assert.deepEqual(lookup('ok.test.example'), { rcode: 'NOERROR', ips: ['10.93.0.3'] });
-  assert.match(table(instance), new RegExp(`set h-${vm.id} \\{[^}]*elements = \\{ 10\\.93\\.0\\.3 timeout 30s`, 's'));
+  assert.match(table(instance), new RegExp(`set h-${vm.id} \\{[^}]*elements = \\{ 10\\.93\\.0\\.3 timeout 10m`, 's'));
   assert.equal(probe('10.93.0.3', 81), '10.93.0.3:81', 'a name allowed with no port: every port');
 
   // rm: the chain, its jumps and both sets are gone.
