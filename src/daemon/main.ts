@@ -110,6 +110,7 @@ async function serve(config: Config, lay: Layout, gid: number | undefined, lock:
       log.info('bangerd stopping');
       await services.vms.stopReaper();
       consoles.stop();
+      services.network.dns.close();
       await server.close();
       await rm(lay.pidFile, { force: true });
       db.close();

@@ -16,6 +16,50 @@ export interface AllowRule {
   proto?: 'tcp' | 'udp';
 }
 
+/** A hostname allow: answered by the forwarder, its A records opened for their TTL. */
+export interface HostAllow {
+  /** Lower case, no trailing dot. */
+  host: string;
+  port?: number;
+}
+
+const HOST_PORT = /^([A-Za-z0-9.-]{1,253}?)\.?(?::(\d{1,5})(?:\/(tcp))?)?$/;
+const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
+
+/** True when `spec` is a hostname allow rather than a CIDR one (it has a letter before any ':'). */
+export function isHostAllow(spec: string): boolean {
+  return /[A-Za-z]/.test(spec.trim().split(':')[0]!);
+}
+
+/** A valid DNS name (lower-cased, no trailing dot) or undefined: letters, digits, '-', 1-63 per label, 253 in all, two labels at least. */
+export function normaliseHost(name: string): string | undefined {
+  const h = name.toLowerCase().replace(/\.$/, '');
+  if (h.length < 1 || h.length > 253) return undefined;
+  const labels = h.split('.');
+  if (labels.length < 2 || !labels.every((l) => LABEL.test(l)) || !/[a-z]/.test(labels.at(-1)!)) return undefined;
+  return h;
+}
+
+/** Parse one hostname `--allow` value; throws E_INVALID naming the flag. */
+export function parseHostAllow(spec: string): HostAllow {
+  const m = HOST_PORT.exec(spec.trim());
+  const host = m ? normaliseHost(m[1]!) : undefined;
+  if (!m || !host) {
+    throw new BangerError(ErrorCode.Invalid, `--allow '${spec}' is not HOSTNAME[:PORT] (a DNS name of two labels or more; TCP only)`, {
+      hint: 'examples: --allow pypi.org:443, --allow example.com',
+    });
+  }
+  if (m[2] === undefined) return { host };
+  const port = Number(m[2]);
+  if (port < 1 || port > 65535) throw new BangerError(ErrorCode.Invalid, `--allow '${spec}': port ${port} is not 1-65535`);
+  return { host, port };
+}
+
+/** The canonical text of a hostname allow. */
+export function formatHostAllow(h: HostAllow): string {
+  return h.port === undefined ? h.host : `${h.host}:${h.port}/tcp`;
+}
+
 const CIDR_PORT = /^(\d{1,3}(?:\.\d{1,3}){3})(?:\/(\d{1,2}))?(?::(\d{1,5})(?:\/(tcp|udp))?)?$/;
 
 /** Parse one `--allow` value; throws E_INVALID naming the flag. */
@@ -47,7 +91,18 @@ export function formatAllow(r: AllowRule): string {
   return r.port === undefined ? r.cidr : `${r.cidr}:${r.port}/${r.proto ?? 'tcp'}`;
 }
 
-/** Parse and canonicalise a list, dropping duplicates (order kept). */
+/** Parse and canonicalise a list (CIDR and hostname allows), dropping duplicates (order kept). */
 export function normaliseAllows(specs: string[]): string[] {
-  return [...new Set(specs.map((s) => formatAllow(parseAllow(s))))];
+  return [...new Set(specs.map((s) => (isHostAllow(s) ? formatHostAllow(parseHostAllow(s)) : formatAllow(parseAllow(s)))))];
+}
+
+/** Split a stored allow list into its CIDR rules and its hostname allows. */
+export function splitAllows(specs: string[]): { cidrs: AllowRule[]; hosts: HostAllow[] } {
+  const cidrs: AllowRule[] = [];
+  const hosts: HostAllow[] = [];
+  for (const s of specs) {
+    if (isHostAllow(s)) hosts.push(parseHostAllow(s));
+    else cidrs.push(parseAllow(s));
+  }
+  return { cidrs, hosts };
 }

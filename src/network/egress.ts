@@ -1,7 +1,7 @@
 import { BangerError, ErrorCode } from '../core/errors.js';
 import type { Exec } from '../core/exec.js';
 import { toolEnv, which } from '../core/exec.js';
-import type { AllowRule } from './allow-spec.js';
+import type { AllowRule, HostAllow } from './allow-spec.js';
 import { natComment, parseNatComment } from './nat.js';
 
 /**
@@ -38,7 +38,23 @@ export interface VmPolicy {
   served: Array<{ ip: string; port: number; proto: 'tcp' | 'udp' }>;
   /** Guest TCP ports the host connects to (22, published ports): their replies to the gateway pass. */
   replyPorts: number[];
+  /**
+   * Hostname allows (`--allow HOSTNAME[:PORT]`): DNS to the gateway's port 53 passes, and the
+   * addresses the forwarder answered pass while in the VM's timeout sets (`h-<id>`: every
+   * port, `hp-<id>`: address . TCP port).
+   */
+  hosts?: HostAllow[];
 }
+
+/** One resolved address of a hostname allow, opened for its TTL. */
+export interface Resolved {
+  ip: string;
+  /** TCP port; none: every protocol and port. */
+  port?: number;
+}
+
+/** Longest an answered address stays open, whatever TTL the record carried (seconds). */
+export const MAX_RESOLVED_TTL = 86_400;
 
 /** Address pairs that may talk across the bridge (`--allow-vm`), each in both directions. */
 export type VmPairs = Array<[string, string]>;
@@ -73,8 +89,12 @@ export class Egress {
     }
   }
 
-  /** Install or replace one VM's policy and the pairs set, in one transaction. */
-  async apply(p: VmPolicy, pairs: VmPairs): Promise<void> {
+  /**
+   * Install or replace one VM's policy and the pairs set, in one transaction. The VM's
+   * resolved-address sets are kept (a restart re-applies with the guest's answers still
+   * cached) unless `flushResolved` (its hostname list changed).
+   */
+  async apply(p: VmPolicy, pairs: VmPairs, flushResolved = false): Promise<void> {
     check(p);
     await this.need();
     const t = `bridge ${this.table}`;
@@ -84,6 +104,9 @@ export class Egress {
       ...this.skeleton(),
       `add chain ${t} ${chain}`,
       `flush chain ${t} ${chain}`,
+      `add set ${t} h-${p.vmId} { type ipv4_addr ; flags timeout ; }`,
+      `add set ${t} hp-${p.vmId} { type ipv4_addr . inet_service ; flags timeout ; }`,
+      ...(flushResolved ? [`flush set ${t} h-${p.vmId}`, `flush set ${t} hp-${p.vmId}`] : []),
       ...policyRules(p).map((r) => `add rule ${t} ${chain} ${r}`),
       ...pairLines(t, pairs),
     ];
@@ -104,7 +127,33 @@ export class Egress {
     const lines = [...this.skeleton()];
     for (const r of rulesOf(doc)) if (parseNatComment(r.comment)?.vmId === vmId) lines.push(`delete rule ${t} ${r.chain} handle ${r.handle}`);
     if (doc.some((o) => o.chain?.name === `vm-${vmId}`)) lines.push(`delete chain ${t} vm-${vmId}`);
+    for (const set of [`h-${vmId}`, `hp-${vmId}`]) if (doc.some((o) => o.set?.name === set)) lines.push(`delete set ${t} ${set}`);
     lines.push(...pairLines(t, pairs));
+    await this.nftScript(lines);
+  }
+
+  /**
+   * Open answered addresses of a hostname allow for `ttl` seconds (1 to MAX_RESOLVED_TTL),
+   * refreshing the timeout of one already open; one transaction. Fails when the VM's sets are
+   * gone (it was removed meanwhile).
+   */
+  async addResolved(vmId: string, entries: Resolved[], ttl: number): Promise<void> {
+    if (!/^[0-9a-f]+$/.test(vmId)) throw new BangerError(ErrorCode.Internal, `egress: refusing malformed vm id '${vmId}'`);
+    if (entries.some((e) => !IPV4.test(e.ip) || (e.port !== undefined && (!Number.isInteger(e.port) || e.port < 1 || e.port > 65535))))
+      throw new BangerError(ErrorCode.Internal, 'egress: refusing a malformed resolved address');
+    if (!entries.length) return;
+    const secs = Math.min(MAX_RESOLVED_TTL, Math.max(1, Math.floor(ttl)));
+    const t = `bridge ${this.table}`;
+    const lines: string[] = [];
+    for (const e of entries) {
+      const [set, elem] = e.port === undefined ? [`h-${vmId}`, e.ip] : [`hp-${vmId}`, `${e.ip} . ${e.port}`];
+      // add (no error when present), delete, add again: a present element gets the new timeout.
+      lines.push(
+        `add element ${t} ${set} { ${elem} timeout ${secs}s }`,
+        `delete element ${t} ${set} { ${elem} }`,
+        `add element ${t} ${set} { ${elem} timeout ${secs}s }`,
+      );
+    }
     await this.nftScript(lines);
   }
 
@@ -169,6 +218,7 @@ export class Egress {
 
 interface NftObject {
   chain?: { name: string };
+  set?: { name: string };
   rule?: { chain: string; handle: number; comment?: string };
 }
 
@@ -192,8 +242,9 @@ function check(p: VmPolicy): void {
     !CIDR.test(p.subnet) && `subnet '${p.subnet}'`,
     p.allow.some((a) => !CIDR.test(a.cidr)) && 'an allow CIDR',
     p.served.some((s) => !IPV4.test(s.ip)) && 'a served address',
-    [...p.served.map((s) => s.port), ...p.replyPorts, ...p.allow.flatMap((a) => a.port ?? [])].some((n) => !Number.isInteger(n) || n < 1 || n > 65535) &&
-      'a port',
+    [...p.served.map((s) => s.port), ...p.replyPorts, ...p.allow.flatMap((a) => a.port ?? []), ...(p.hosts ?? []).flatMap((h) => h.port ?? [])].some(
+      (n) => !Number.isInteger(n) || n < 1 || n > 65535,
+    ) && 'a port',
   ].filter(Boolean);
   if (problems.length) throw new BangerError(ErrorCode.Internal, `egress: refusing a malformed policy for vm ${p.vmId}: ${problems.join(', ')}`);
 }
@@ -201,6 +252,7 @@ function check(p: VmPolicy): void {
 /** The body of chain vm-<id>, in order (first match wins; the last rule drops). */
 export function policyRules(p: VmPolicy): string[] {
   const replies = [...new Set([22, ...p.replyPorts])].sort((a, b) => a - b);
+  const hosts = (p.hosts ?? []).length > 0;
   return [
     `ether saddr != ${p.mac} drop`,
     `arp saddr ip != ${p.ip} drop`,
@@ -209,10 +261,12 @@ export function policyRules(p: VmPolicy): string[] {
     `ip saddr != ${p.ip} drop`,
     `ip daddr ${p.gateway} tcp sport { ${replies.join(', ')} } tcp flags & (syn | ack) != syn accept`,
     ...p.served.map((s) => `ip daddr ${s.ip} ${s.proto} dport ${s.port} accept`),
+    ...(hosts ? [`ip daddr ${p.gateway} udp dport 53 accept`] : []),
     'ip saddr . ip daddr @pairs accept',
     `ip daddr ${p.subnet} drop`,
     'ip daddr { 224.0.0.0/4, 255.255.255.255 } drop',
     ...p.allow.map((a) => (a.port === undefined ? `ip daddr ${a.cidr} accept` : `ip daddr ${a.cidr} ${a.proto ?? 'tcp'} dport ${a.port} accept`)),
+    ...(hosts ? [`ip daddr @h-${p.vmId} accept`, `ip daddr . tcp dport @hp-${p.vmId} accept`] : []),
     'drop',
   ];
 }

@@ -1,5 +1,6 @@
 import type { Context } from '../core/context.js';
 import { BangerError, ErrorCode } from '../core/errors.js';
+import { DnsForwarder } from './dns-forwarder.js';
 import { Egress, type VmPairs, type VmPolicy } from './egress.js';
 import { Links, TAP_PATTERN, tapName } from './links.js';
 import { Nat } from './nat.js';
@@ -35,6 +36,8 @@ export class NetworkService {
   readonly nat: Nat;
   /** Per-VM egress policies (egress.ts): the instance's own nft table. */
   readonly egress: Egress;
+  /** The DNS forwarder of hostname allows (dns-forwarder.ts), listening once a VM has one. */
+  readonly dns: DnsForwarder;
   /** This instance's id (table `instance`). */
   readonly instance: string;
   /** The bridge was checked (ownership, subnet) and set up by this process. */
@@ -48,6 +51,11 @@ export class NetworkService {
     this.links = new Links(ctx.exec);
     this.nat = new Nat(ctx.exec, this.instance, { forceBackend: opts.natBackend, enableForwarding: opts.enableForwarding });
     this.egress = new Egress(ctx.exec, this.instance);
+    this.dns = new DnsForwarder({
+      upstreams: () => ctx.config.network.dns,
+      open: (vmId, entries, ttl) => this.egress.addResolved(vmId, entries, ttl),
+      log: ctx.log,
+    });
   }
 
   get bridge(): string {
@@ -174,13 +182,25 @@ export class NetworkService {
     await this.nat.remove(vmId);
   }
 
-  /** Install or replace a VM's egress policy (one nft transaction; egress.ts). */
+  /**
+   * Install or replace a VM's egress policy (one nft transaction; egress.ts). With hostname
+   * allows the DNS forwarder listens on the gateway (the bridge is made first) and answers
+   * the VM; a changed hostname list empties the VM's resolved addresses.
+   */
   async applyPolicy(p: VmPolicy, pairs: VmPairs): Promise<void> {
-    await this.egress.apply(p, pairs);
+    const hosts = p.hosts ?? [];
+    if (hosts.length) {
+      await this.ensureBridge();
+      await this.dns.listen(p.gateway);
+    }
+    const flush = hosts.length ? this.dns.changes(p.vmId, hosts) : this.dns.unregister(p.vmId);
+    await this.egress.apply(p, pairs, flush);
+    if (hosts.length) this.dns.register(p.ip, p.vmId, hosts);
   }
 
   /** Remove a VM's egress policy (idempotent). `pairs`: the `--allow-vm` pairs left without it. */
   async removePolicy(vmId: string, pairs: VmPairs): Promise<void> {
+    this.dns.unregister(vmId);
     await this.egress.remove(vmId, pairs);
   }
 

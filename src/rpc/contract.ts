@@ -278,7 +278,7 @@ export const methods = {
         nat: z.boolean().optional(),
         /** `--egress`: deny, nat (= nat: true) or allow (docs/network-policy.md). */
         egress: Egress.optional(),
-        /** `--allow CIDR[:PORT[/PROTO]]` destinations (parsed and checked by the daemon). */
+        /** `--allow CIDR[:PORT[/PROTO]]` and `HOSTNAME[:PORT]` destinations (parsed and checked by the daemon). */
         allow: AllowList.optional(),
         /** `--allow-vm NAME`: VMs this one may exchange traffic with. */
         allowVm: z.array(Name).max(64).optional(),

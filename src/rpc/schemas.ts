@@ -59,14 +59,14 @@ export const OnExpire = z.enum(['stop', 'rm']);
 /** `--egress` (docs/network-policy.md). */
 export const Egress = z.enum(['deny', 'nat', 'allow']);
 
-/** `--allow` values: shape only here (CIDR[:PORT[/PROTO]]); the daemon parses and names a bad one (network/allow-spec.ts). */
+/** `--allow` values: shape only here (CIDR[:PORT[/PROTO]] or HOSTNAME[:PORT]); the daemon parses and names a bad one (network/allow-spec.ts). */
 export const AllowList = z
   .array(
     z
       .string()
       .min(1)
-      .max(64)
-      .regex(/^[0-9./:a-z]+$/, 'must be CIDR[:PORT[/PROTO]], e.g. 192.0.2.0/24 or 192.0.2.7:443'),
+      .max(264)
+      .regex(/^[0-9./:a-zA-Z-]+$/, 'must be CIDR[:PORT[/PROTO]] or HOSTNAME[:PORT], e.g. 192.0.2.0/24, 192.0.2.7:443 or pypi.org:443'),
   )
   .max(64);
 

@@ -26,7 +26,7 @@ import { buildSeedDisk, buildWorkDisk } from './seed.js';
 import { refreshSshConfig } from './ssh-config.js';
 import { ensureClientKey, pinHostKey, unpinHostKey } from './ssh.js';
 import type { EgressMode, OnExpire, VmSpec } from './store.js';
-import { egressSpec } from './egress.js';
+import { egressSpec, hasHostAllows } from './egress.js';
 import { lifetimeOf, type Lifetime } from './ttl.js';
 import { testPause } from './testpause.js';
 import type { OpContext, VmBase, VmView } from './vm-base.js';
@@ -265,6 +265,8 @@ function record(vb: VmBase, plan: BootPlan, desiredState: 'running' | 'stopped',
   vb.ctx.db.transaction(() => {
     vb.net.leaseInTx(plan.name, (ip) => {
       plan.net = vb.net.describe(plan.id, ip);
+      // Hostname allows: the guest resolves through banger's forwarder on the gateway (network-policy.md).
+      if (hasHostAllows(plan.spec)) plan.net.dns = [plan.net.gateway];
       vb.repo.insert({
         name: plan.name,
         id: plan.id,

@@ -1,5 +1,5 @@
 import { BangerError, ErrorCode } from '../core/errors.js';
-import { normaliseAllows, parseAllow } from '../network/allow-spec.js';
+import { normaliseAllows, splitAllows } from '../network/allow-spec.js';
 import type { VmPairs, VmPolicy } from '../network/egress.js';
 import { tapName } from '../network/links.js';
 import { macForIp } from '../network/subnet.js';
@@ -83,6 +83,7 @@ export function policyOf(vb: VmBase, vm: Pick<VmRecord, 'id' | 'name' | 'tap' | 
   const ip = vb.net.leaseOf(vm.name);
   if (!ip) throw new BangerError(ErrorCode.Internal, `vm '${vm.name}' has no address lease`);
   const sn = vb.net.subnet();
+  const { cidrs, hosts } = splitAllows(vm.spec.allow ?? []);
   return {
     vmId: vm.id,
     tap: vm.tap ?? tapName(vm.id),
@@ -90,10 +91,16 @@ export function policyOf(vb: VmBase, vm: Pick<VmRecord, 'id' | 'name' | 'tap' | 
     mac: vm.mac ?? macForIp(ip),
     gateway: sn.gateway,
     subnet: sn.cidr,
-    allow: (vm.spec.allow ?? []).map(parseAllow),
+    allow: cidrs,
+    hosts,
     served: [...servedOf(vm.spec.packageMirror), ...servedOf(vm.spec.packageProxy)],
     replyPorts: (vm.spec.ports ?? []).map((p) => p.guestPort),
   };
+}
+
+/** True when the VM's allow list names a host: its resolver is banger's forwarder on the gateway. */
+export function hasHostAllows(spec: Pick<VmSpec, 'allow'>): boolean {
+  return splitAllows(spec.allow ?? []).hosts.length > 0;
 }
 
 /** Every `--allow-vm` pair among the VMs that have an address (`without`: a VM leaving). */

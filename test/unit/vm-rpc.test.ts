@@ -66,7 +66,8 @@ test('vm.create / vm.update: egress fields are validated at the boundary, naming
   assert.equal(parse('vm.create', { image: 'img', egress: 'deny', allow: ['192.0.2.7:443', '10.0.0.0/8'], allowVm: ['other'] }).success, true);
   assert.equal(field('vm.create', { image: 'img', egress: 'open' }), 'egress');
   assert.equal(field('vm.create', { image: 'img', allow: ['a b'] }), 'allow.0');
-  assert.equal(field('vm.create', { image: 'img', allow: ['x'.repeat(65)] }), 'allow.0');
+  assert.equal(field('vm.create', { image: 'img', allow: ['x'.repeat(265)] }), 'allow.0');
+  assert.equal(parse('vm.create', { image: 'img', allow: ['PyPI.org:443', 'my-host.example.com'] }).success, true, 'hostname allows pass the shape check');
   assert.equal(field('vm.create', { image: 'img', allow: Array.from({ length: 65 }, () => '10.0.0.1') }), 'allow');
   assert.equal(field('vm.create', { image: 'img', allowVm: ['../x'] }), 'allowVm.0');
   assert.equal(parse('vm.update', { name: 'v', egress: 'allow', allow: ['192.0.2.7'], deny: ['192.0.2.8'], allowVm: ['a'], denyVm: ['b'] }).success, true);

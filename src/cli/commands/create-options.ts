@@ -78,7 +78,7 @@ const CREATE_OPTIONS: Array<{ key: keyof CreateFlags; make: () => Option }> = [
   {
     key: 'allow',
     make: () =>
-      new Option('--allow <dest>', 'a destination the VM may reach through NAT, CIDR[:PORT[/PROTO]] (implies --egress allow; repeatable)')
+      new Option('--allow <dest>', 'a destination the VM may reach through NAT, CIDR[:PORT[/PROTO]] or HOSTNAME[:PORT] (implies --egress allow; repeatable)')
         .argParser(collect)
         .default([]),
   },

@@ -125,7 +125,11 @@ export function registerVmCommands(program: Command, cli: () => Cli): void {
     .description("change a VM's egress policy; a running VM's rules change at once, in one transaction (docs/network-policy.md)")
     .argument('<name>', 'VM name')
     .addOption(new Option('--egress <mode>', 'deny (also clears the allow list), nat (no policy) or allow').choices(['deny', 'nat', 'allow']))
-    .addOption(new Option('--allow <dest>', 'add a destination, CIDR[:PORT[/PROTO]] (a deny VM becomes allow; repeatable)').argParser(collect).default([]))
+    .addOption(
+      new Option('--allow <dest>', 'add a destination, CIDR[:PORT[/PROTO]] or HOSTNAME[:PORT] (a deny VM becomes allow; repeatable)')
+        .argParser(collect)
+        .default([]),
+    )
     .addOption(new Option('--deny <dest>', 'take a destination out of the allow list (repeatable)').argParser(collect).default([]))
     .addOption(new Option('--allow-vm <name>', 'let this VM and VM NAME reach each other (repeatable)').argParser(collect).default([]))
     .addOption(new Option('--deny-vm <name>', 'take back an --allow-vm (repeatable)').argParser(collect).default([]))
