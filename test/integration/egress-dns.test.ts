@@ -1,6 +1,6 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { isRoot, missingTools, TestDaemon } from '../helpers/daemon.js';
 import { makeStandin } from '../helpers/firecracker-standin/index.js';
 import { cleanupAll, createNetns, nsRun } from '../helpers/netns.js';
+import { probeFromNetns, serveInNetns } from '../helpers/ns-node.js';
 import { importStandinImage } from '../helpers/standin-vm.js';
 
 /**
@@ -34,20 +35,6 @@ let d: TestDaemon;
 let work = '';
 let resolver: (ChildProcess & { out: () => string }) | undefined;
 const procs: ChildProcess[] = [];
-
-async function serve(netns: string, code: string): Promise<ChildProcess & { out: () => string }> {
-  const p = spawn('ip', ['netns', 'exec', netns, process.execPath, '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
-  procs.push(p);
-  let buf = '';
-  await new Promise<void>((resolve, reject) => {
-    p.stdout!.on('data', (b: Buffer) => {
-      buf += b.toString();
-      if (buf.includes('ready')) resolve();
-    });
-    p.once('exit', (c) => reject(new Error(`server in ${netns} exited ${c}`)));
-  });
-  return Object.assign(p, { out: () => buf });
-}
 
 /** The world's resolver on 10.93.0.2:53: logs each question as `q:<name>`. */
 const RESOLVER = `
@@ -87,15 +74,6 @@ function lookup(name: string, flood = 0): { rcode: string; ips: string[] } {
   return JSON.parse(r.stdout);
 }
 
-/** What a TCP (or UDP) client in the guest receives from host:port within 3 s, '' when nothing came (dropped). */
-function probe(host: string, port: number, proto: 'tcp' | 'udp' = 'tcp'): string {
-  const code =
-    proto === 'tcp'
-      ? `const s = require('net').connect(${port}, '${host}'); let b = ''; s.on('data', (d) => (b += d)); s.on('end', () => { process.stdout.write(b); process.exit(0); }); s.on('error', () => process.exit(0)); setTimeout(() => process.exit(0), 3000);`
-      : `const u = require('dgram').createSocket('udp4'); u.on('message', (m) => { process.stdout.write(m); process.exit(0); }); u.send('x', ${port}, '${host}'); setTimeout(() => process.exit(0), 3000);`;
-  return spawnSync('ip', ['netns', 'exec', guest, process.execPath, '-e', code], { encoding: 'utf8', timeout: 10_000 }).stdout;
-}
-
 function table(instance: string): string {
   return nsRun(ns, ['nft', 'list', 'table', 'bridge', `banger-${instance}`], { allowFailure: true });
 }
@@ -132,8 +110,8 @@ before(
     });
     await d.start();
     await importStandinImage(d, work, 'dnk', 'dnimg');
-    resolver = await serve(world, RESOLVER);
-    await serve(world, LISTEN);
+    resolver = await serveInNetns(procs, world, RESOLVER);
+    await serveInNetns(procs, world, LISTEN);
   },
   { timeout: 600_000 },
 );
@@ -195,8 +173,8 @@ test('--allow HOSTNAME:PORT: only allowed names resolve, their answers open that
   nsRun(guest, ['ip', 'route', 'add', 'default', 'via', GATEWAY]);
 
   // Before any answer: the allowed name's address is closed; the world's resolver is not reachable directly.
-  assert.equal(probe('10.93.0.3', 80), '', 'not resolved yet: dropped');
-  assert.equal(probe('10.93.0.2', 53, 'udp'), '', 'the upstream resolver is not reachable from the guest');
+  assert.equal(probeFromNetns(guest, '10.93.0.3', 80), '', 'not resolved yet: dropped');
+  assert.equal(probeFromNetns(guest, '10.93.0.2', 53, 'udp'), '', 'the upstream resolver is not reachable from the guest');
 
   // The allowed name resolves (case-insensitively) and its answer opens exactly address . port.
   assert.deepEqual(lookup('Ok.Test.Example'), { rcode: 'NOERROR', ips: ['10.93.0.3'] });
@@ -204,13 +182,13 @@ test('--allow HOSTNAME:PORT: only allowed names resolve, their answers open that
     /set hp-[0-9a-f]+ \{[^}]*elements = \{ 10\.93\.0\.3 \. 80 timeout 10m/s.test(x),
   );
   assert.match(t, new RegExp(`set hp-${vm.id} `));
-  assert.equal(probe('10.93.0.3', 80), '10.93.0.3:80', 'the allowed name answers on its port');
-  assert.equal(probe('10.93.0.3', 81), '', 'the same address on another port is dropped');
+  assert.equal(probeFromNetns(guest, '10.93.0.3', 80), '10.93.0.3:80', 'the allowed name answers on its port');
+  assert.equal(probeFromNetns(guest, '10.93.0.3', 81), '', 'the same address on another port is dropped');
 
   // A forbidden name: NXDOMAIN from banger, never asked upstream; its address typed directly is dropped.
   assert.deepEqual(lookup('no.test.example'), { rcode: 'NXDOMAIN', ips: [] });
   assert.doesNotMatch(resolver!.out(), /q:no\.test\.example/, 'a forbidden name is never forwarded');
-  assert.equal(probe('10.93.0.2', 80), '', "a forbidden name's address is dropped");
+  assert.equal(probeFromNetns(guest, '10.93.0.2', 80), '', "a forbidden name's address is dropped");
 
   // A flood of junk, oversized and forbidden queries fails nothing: an allowed name still resolves.
   assert.deepEqual(lookup('ok.test.example', 500), { rcode: 'NOERROR', ips: ['10.93.0.3'] });
@@ -219,17 +197,17 @@ test('--allow HOSTNAME:PORT: only allowed names resolve, their answers open that
   assert.deepEqual(lookup('short.test.example'), { rcode: 'NOERROR', ips: ['10.93.0.4'] });
   await tableHolds(instance, 'short in the set', (x) => /10\.93\.0\.4 \. 80 timeout 2s/.test(x));
   await tableHolds(instance, 'short expired', (x) => x.includes(`set hp-${vm.id}`) && !x.includes('10.93.0.4'));
-  assert.equal(probe('10.93.0.4', 80), '', 'after the TTL the address is dropped again');
-  assert.equal(probe('10.93.0.3', 80), '10.93.0.3:80', 'the unexpired answer still passes');
+  assert.equal(probeFromNetns(guest, '10.93.0.4', 80), '', 'after the TTL the address is dropped again');
+  assert.equal(probeFromNetns(guest, '10.93.0.3', 80), '10.93.0.3:80', 'the unexpired answer still passes');
 
   // SIGKILL the daemon and start it again: the adopted VM keeps its answered addresses, and the
   // forwarder answers it again.
   await d.kill();
-  assert.equal(probe('10.93.0.3', 80), '10.93.0.3:80', 'the answered address passes while the daemon is down');
+  assert.equal(probeFromNetns(guest, '10.93.0.3', 80), '10.93.0.3:80', 'the answered address passes while the daemon is down');
   await d.start();
   assert.equal(JSON.parse((await d.cli(['--json', 'vm', 'show', 'dn-a'])).stdout).running, true, 'adopted');
   assert.match(table(instance), /10\.93\.0\.3 \. 80 timeout 10m/, 'the set kept across the restart');
-  assert.equal(probe('10.93.0.3', 80), '10.93.0.3:80');
+  assert.equal(probeFromNetns(guest, '10.93.0.3', 80), '10.93.0.3:80');
   assert.deepEqual(lookup('short.test.example'), { rcode: 'NOERROR', ips: ['10.93.0.4'] }, 'the forwarder answers after adoption');
   assert.deepEqual(lookup('no.test.example'), { rcode: 'NXDOMAIN', ips: [] });
 
@@ -237,12 +215,12 @@ test('--allow HOSTNAME:PORT: only allowed names resolve, their answers open that
   // name is NXDOMAIN; allowing it on every port opens the address on any port after a lookup.
   assert.equal((await d.cli(['vm', 'update', 'dn-a', '--deny', 'ok.test.example:80'])).code, 0);
   assert.doesNotMatch(table(instance), /10\.93\.0\.3/, "the denied name's answers are gone with the update");
-  assert.equal(probe('10.93.0.3', 80), '', "a denied name's address is dropped at once");
+  assert.equal(probeFromNetns(guest, '10.93.0.3', 80), '', "a denied name's address is dropped at once");
   assert.deepEqual(lookup('ok.test.example'), { rcode: 'NXDOMAIN', ips: [] });
   assert.equal((await d.cli(['vm', 'update', 'dn-a', '--allow', 'ok.test.example'])).code, 0);
   assert.deepEqual(lookup('ok.test.example'), { rcode: 'NOERROR', ips: ['10.93.0.3'] });
   assert.match(table(instance), new RegExp(`set h-${vm.id} \\{[^}]*elements = \\{ 10\\.93\\.0\\.3 timeout 10m`, 's'));
-  assert.equal(probe('10.93.0.3', 81), '10.93.0.3:81', 'a name allowed with no port: every port');
+  assert.equal(probeFromNetns(guest, '10.93.0.3', 81), '10.93.0.3:81', 'a name allowed with no port: every port');
 
   // rm: the chain, its jumps and both sets are gone.
   assert.equal((await d.cli(['vm', 'rm', '--force', 'dn-a'], { timeoutMs: 60_000 })).code, 0);

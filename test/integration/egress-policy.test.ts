@@ -8,6 +8,7 @@ import { isRoot, missingTools, TestDaemon } from '../helpers/daemon.js';
 import { makeStandin } from '../helpers/firecracker-standin/index.js';
 import { cleanupAll, createNetns, nsRun } from '../helpers/netns.js';
 import { lineEcho } from '../helpers/line-session.js';
+import { probeFromNetns, serveInNetns } from '../helpers/ns-node.js';
 import { importStandinImage } from '../helpers/standin-vm.js';
 
 /**
@@ -33,21 +34,6 @@ let worldServer: (ChildProcess & { out: () => string }) | undefined;
 const procs: ChildProcess[] = [];
 const guests = new Map<string, { ns: string; ip: string; id: string }>();
 
-/** A long-running Node script in `netns`; resolves once it printed `ready`. */
-async function serve(netns: string, code: string): Promise<ChildProcess & { out: () => string }> {
-  const p = spawn('ip', ['netns', 'exec', netns, process.execPath, '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
-  procs.push(p);
-  let buf = '';
-  await new Promise<void>((resolve, reject) => {
-    p.stdout!.on('data', (b: Buffer) => {
-      buf += b.toString();
-      if (buf.includes('ready')) resolve();
-    });
-    p.once('exit', (c) => reject(new Error(`server in ${netns} exited ${c}`)));
-  });
-  return Object.assign(p, { out: () => buf });
-}
-
 /** Resolves once `ok()` holds, checked as the world server prints; rejects naming `what` after 30 s. */
 function worldSaid(what: string, ok: () => boolean): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -71,16 +57,6 @@ const LISTEN = (name: string, ports: number[], udp?: number) => `
   for (const p of ${JSON.stringify(ports)}) net.createServer((s) => s.end('${name}:' + p)).listen(p, '0.0.0.0', up);
   ${udp ? `const u = dgram.createSocket('udp4'); u.on('message', (m, r) => { console.log('udp-from:' + r.address + ':' + m); u.send('${name}:udp', r.port, r.address); }); u.bind(${udp}, '0.0.0.0', up);` : ''}
 `;
-
-/** What a TCP (or UDP) client in `netns` receives from host:port within 3 s, '' when nothing came (dropped). */
-function probe(netns: string, host: string, port: number, proto: 'tcp' | 'udp' = 'tcp'): string {
-  const code =
-    proto === 'tcp'
-      ? `const s = require('net').connect(${port}, '${host}'); let b = ''; s.on('data', (d) => (b += d)); s.on('end', () => { process.stdout.write(b); process.exit(0); }); s.on('error', () => process.exit(0)); setTimeout(() => process.exit(0), 3000);`
-      : `const u = require('dgram').createSocket('udp4'); u.on('message', (m) => { process.stdout.write(m); process.exit(0); }); u.send('x', ${port}, '${host}'); setTimeout(() => process.exit(0), 3000);`;
-  const r = spawnSync('ip', ['netns', 'exec', netns, process.execPath, '-e', code], { encoding: 'utf8', timeout: 10_000 });
-  return r.stdout;
-}
 
 /** Replace the daemon's tap of `vm` with a veth of the same name whose far end is a "guest" namespace with the VM's MAC and address. */
 function attachGuest(vm: { name: string; id: string; ip: string; mac: string; tap: string }): string {
@@ -127,7 +103,7 @@ before(
     });
     await d.start();
     await importStandinImage(d, work, 'egk', 'egimg');
-    worldServer = await serve(world, LISTEN('world', [80, 81], 53));
+    worldServer = await serveInNetns(procs, world, LISTEN('world', [80, 81], 53));
   },
   { timeout: 600_000 },
 );
@@ -157,8 +133,8 @@ test('create: rules per policy; deny/allow/nat/--allow-vm hold for real traffic;
   assert.ok(instance, 'the bridge carries the instance mark');
   assert.match(nsRun(ns, ['nft', 'list', 'tables']), new RegExp(`table bridge banger-${instance}\\b`), "one table of this instance's own");
   for (const vm of [nat, peer, deny, allow, friend]) attachGuest(vm);
-  await serve(ns, LISTEN('host', [7777]));
-  for (const vm of [peer, deny, friend]) await serve(guests.get(vm.name)!.ns, LISTEN(vm.name, [22, 8080]));
+  await serveInNetns(procs, ns, LISTEN('host', [7777]));
+  for (const vm of [peer, deny, friend]) await serveInNetns(procs, guests.get(vm.name)!.ns, LISTEN(vm.name, [22, 8080]));
 
   // What was stored and what vm show lists.
   assert.deepEqual([deny.spec.egress, deny.spec.nat], ['deny', false]);
@@ -181,28 +157,28 @@ test('create: rules per policy; deny/allow/nat/--allow-vm hold for real traffic;
   const g = (n: string) => guests.get(n)!.ns;
   const check = () => {
     // nat (no policy): the world, the host's service and another VM, as before policies.
-    assert.equal(probe(g('eg-nat'), WORLD, 80), 'world:80', 'the world answers through NAT');
-    assert.equal(probe(g('eg-nat'), WORLD, 53, 'udp'), 'world:udp');
-    assert.equal(probe(g('eg-nat'), '10.91.0.1', 7777), 'host:7777');
-    assert.equal(probe(g('eg-nat'), peer.ip, 8080), 'eg-peer:8080');
+    assert.equal(probeFromNetns(g('eg-nat'), WORLD, 80), 'world:80', 'the world answers through NAT');
+    assert.equal(probeFromNetns(g('eg-nat'), WORLD, 53, 'udp'), 'world:udp');
+    assert.equal(probeFromNetns(g('eg-nat'), '10.91.0.1', 7777), 'host:7777');
+    assert.equal(probeFromNetns(g('eg-nat'), peer.ip, 8080), 'eg-peer:8080');
     // deny: nothing (TCP, UDP, the host's service on the bridge address, another VM).
-    assert.equal(probe(g('eg-deny'), WORLD, 80), '', 'deny: the world is dropped');
-    assert.equal(probe(g('eg-deny'), WORLD, 53, 'udp'), '', 'deny: UDP to the world is dropped');
-    assert.equal(probe(g('eg-deny'), '10.91.0.1', 7777), '', 'deny: the host service on the bridge address is dropped');
-    assert.equal(probe(g('eg-deny'), peer.ip, 8080), '', 'deny: another VM is dropped');
+    assert.equal(probeFromNetns(g('eg-deny'), WORLD, 80), '', 'deny: the world is dropped');
+    assert.equal(probeFromNetns(g('eg-deny'), WORLD, 53, 'udp'), '', 'deny: UDP to the world is dropped');
+    assert.equal(probeFromNetns(g('eg-deny'), '10.91.0.1', 7777), '', 'deny: the host service on the bridge address is dropped');
+    assert.equal(probeFromNetns(g('eg-deny'), peer.ip, 8080), '', 'deny: another VM is dropped');
     // ... but the host reaches it (SSH, published ports: the replies pass).
-    assert.equal(probe(ns, deny.ip, 22), 'eg-deny:22', 'the host reaches a deny VM on port 22');
+    assert.equal(probeFromNetns(ns, deny.ip, 22), 'eg-deny:22', 'the host reaches a deny VM on port 22');
     // allow: exactly the listed destinations.
-    assert.equal(probe(g('eg-allow'), WORLD, 80), 'world:80');
-    assert.equal(probe(g('eg-allow'), WORLD, 81), '', 'allow: another port of the allowed address is dropped');
-    assert.equal(probe(g('eg-allow'), WORLD, 53, 'udp'), 'world:udp', 'allow: CIDR:PORT/udp');
-    assert.equal(probe(g('eg-allow'), '10.91.0.1', 7777), '', 'allow: the host service is dropped');
-    assert.equal(probe(g('eg-allow'), peer.ip, 8080), '', 'allow: another VM is dropped');
+    assert.equal(probeFromNetns(g('eg-allow'), WORLD, 80), 'world:80');
+    assert.equal(probeFromNetns(g('eg-allow'), WORLD, 81), '', 'allow: another port of the allowed address is dropped');
+    assert.equal(probeFromNetns(g('eg-allow'), WORLD, 53, 'udp'), 'world:udp', 'allow: CIDR:PORT/udp');
+    assert.equal(probeFromNetns(g('eg-allow'), '10.91.0.1', 7777), '', 'allow: the host service is dropped');
+    assert.equal(probeFromNetns(g('eg-allow'), peer.ip, 8080), '', 'allow: another VM is dropped');
     // --allow-vm: both ways between the pair, nothing else.
-    assert.equal(probe(g('eg-friend'), peer.ip, 8080), 'eg-peer:8080', '--allow-vm opens the named VM');
-    assert.equal(probe(g('eg-peer'), friend.ip, 8080), 'eg-friend:8080', '... and its replies and its own connections back');
-    assert.equal(probe(g('eg-friend'), deny.ip, 8080), '', '--allow-vm opens only the named VM');
-    assert.equal(probe(g('eg-friend'), WORLD, 80), '');
+    assert.equal(probeFromNetns(g('eg-friend'), peer.ip, 8080), 'eg-peer:8080', '--allow-vm opens the named VM');
+    assert.equal(probeFromNetns(g('eg-peer'), friend.ip, 8080), 'eg-friend:8080', '... and its replies and its own connections back');
+    assert.equal(probeFromNetns(g('eg-friend'), deny.ip, 8080), '', '--allow-vm opens only the named VM');
+    assert.equal(probeFromNetns(g('eg-friend'), WORLD, 80), '');
   };
   check();
 
@@ -250,7 +226,7 @@ test('create: rules per policy; deny/allow/nat/--allow-vm hold for real traffic;
     `"banger:${instance}:vm:deadbeef00"`,
   ]);
   nsRun(ns, ['nft', 'flush', 'chain', 'bridge', `banger-${instance}`, `vm-${deny.id}`]);
-  assert.equal(probe(g('eg-deny'), '10.91.0.1', 7777), 'host:7777', 'the emptied chain lets the deny VM through');
+  assert.equal(probeFromNetns(g('eg-deny'), '10.91.0.1', 7777), 'host:7777', 'the emptied chain lets the deny VM through');
   await d.start();
   for (const n of ['eg-deny', 'eg-allow', 'eg-friend']) {
     const r = await d.cli(['--json', 'vm', 'show', n]);
@@ -306,7 +282,7 @@ test("vm update: deny -> allow -> deny on a running VM, the host's session to it
   const vm = await create('eg-up', ['--egress', 'deny']);
   const g = attachGuest(vm);
   // The "SSH session": an echo server on the guest's port 22 and one host client kept open.
-  await serve(g, `require('net').createServer((s) => s.pipe(s)).listen(22, '0.0.0.0', () => console.log('ready'));`);
+  await serveInNetns(procs, g, `require('net').createServer((s) => s.pipe(s)).listen(22, '0.0.0.0', () => console.log('ready'));`);
   const session = spawn(
     'ip',
     [
@@ -322,19 +298,19 @@ test("vm update: deny -> allow -> deny on a running VM, the host's session to it
   procs.push(session);
   const roundTrip = lineEcho(session, 20_000);
   await roundTrip('one');
-  assert.equal(probe(g, WORLD, 80), '', 'deny at first');
+  assert.equal(probeFromNetns(g, WORLD, 80), '', 'deny at first');
 
   const up = await d.cli(['--json', 'vm', 'update', 'eg-up', '--allow', `${WORLD}:80`]);
   assert.equal(up.code, 0, up.stderr);
   assert.deepEqual([JSON.parse(up.stdout).spec.egress, JSON.parse(up.stdout).spec.allow], ['allow', [`${WORLD}/32:80/tcp`]]);
-  assert.equal(probe(g, WORLD, 80), 'world:80', 'allowed after the update');
-  assert.equal(probe(g, WORLD, 81), '', 'only the allowed port');
+  assert.equal(probeFromNetns(g, WORLD, 80), 'world:80', 'allowed after the update');
+  assert.equal(probeFromNetns(g, WORLD, 81), '', 'only the allowed port');
   await roundTrip('two');
   assert.match((await d.cli(['vm', 'show', 'eg-up'])).stdout, /egress: +allow\n/);
 
   const down = await d.cli(['vm', 'update', 'eg-up', '--egress', 'deny']);
   assert.equal(down.code, 0, down.stderr);
-  assert.equal(probe(g, WORLD, 80), '', 'deny again');
+  assert.equal(probeFromNetns(g, WORLD, 80), '', 'deny again');
   await roundTrip('three');
   assert.equal(session.exitCode, null, 'the session was never dropped');
 
@@ -350,10 +326,10 @@ test("vm update: deny -> allow -> deny on a running VM, the host's session to it
   // To nat and back to a policy: the chain goes and comes (NAT stays for allow).
   assert.equal((await d.cli(['vm', 'update', 'eg-up', '--egress', 'nat'])).code, 0);
   assert.doesNotMatch(table(), new RegExp(vm.id));
-  assert.equal(probe(g, '10.91.0.1', 7777), 'host:7777', 'nat: no policy, the host service answers');
+  assert.equal(probeFromNetns(g, '10.91.0.1', 7777), 'host:7777', 'nat: no policy, the host service answers');
   assert.equal((await d.cli(['vm', 'update', 'eg-up', '--allow', `${WORLD}:81`])).code, 0);
-  assert.equal(probe(g, WORLD, 81), 'world:81');
-  assert.equal(probe(g, '10.91.0.1', 7777), '', 'allow: the host service is dropped again');
+  assert.equal(probeFromNetns(g, WORLD, 81), 'world:81');
+  assert.equal(probeFromNetns(g, '10.91.0.1', 7777), '', 'allow: the host service is dropped again');
   session.kill('SIGKILL');
   assert.equal((await d.cli(['vm', 'rm', '--force', 'eg-up'], { timeoutMs: 60_000 })).code, 0);
   guests.delete('eg-up');
