@@ -230,11 +230,18 @@ export interface SnapshotMeta {
  *   leaves it (same status/stop/kill/agent stream). Fails leaving no process.
  * - `check(vm)` says why this VM cannot be snapshotted (e.g. a virtiofs mount), or undefined.
  */
+/** How a save ends (`then`) and what it copies. */
+export interface SnapshotSaveOptions {
+  then: 'exit' | 'resume';
+  signal?: AbortSignal;
+  /** No copy of the root disk (a pause: the VM's own disk stays where it is, and only it restores). */
+  keepDisk?: boolean;
+}
+
 export interface VmSnapshots {
   fingerprint(spec: LaunchSpec): Promise<{ vmmVersion: string; fingerprint: string }>;
   check(spec: LaunchSpec): string | undefined;
-  /** `keepDisk`: no copy of the root disk (a pause: the VM's own disk stays where it is, and only it restores). */
-  save(vm: VmHandle, spec: LaunchSpec, to: SnapshotFiles, o: { then: 'exit' | 'resume'; signal?: AbortSignal; keepDisk?: boolean }): Promise<SnapshotMeta>;
+  save(vm: VmHandle, spec: LaunchSpec, to: SnapshotFiles, o: SnapshotSaveOptions): Promise<SnapshotMeta>;
   restore(spec: LaunchSpec, from: SnapshotFiles, o?: { signal?: AbortSignal }): Promise<{ pid: number }>;
 }
 

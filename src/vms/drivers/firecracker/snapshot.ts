@@ -5,7 +5,7 @@ import type { Exec } from '../../../core/exec.js';
 import { firecrackerVersion } from '../../../core/firecracker-version.js';
 import { UndoStack } from '../../../core/undo.js';
 import { fileSize, metaString, parseMeta, snapshotConflict, verifiedMeta, writeMeta } from '../snapshot-meta.js';
-import type { LaunchSpec, SnapshotFiles, SnapshotMeta, VmHandle, VmSnapshots } from '../types.js';
+import type { LaunchSpec, SnapshotFiles, SnapshotMeta, SnapshotSaveOptions, VmHandle, VmSnapshots } from '../types.js';
 import { FirecrackerApi } from './api.js';
 import type { FcRequest } from './api-types.js';
 import { rawRootCopy } from './disk.js';
@@ -96,12 +96,7 @@ export class FirecrackerSnapshots implements VmSnapshots {
     return undefined;
   }
 
-  async save(
-    vm: VmHandle,
-    spec: LaunchSpec,
-    to: SnapshotFiles,
-    o: { then: 'exit' | 'resume'; signal?: AbortSignal; keepDisk?: boolean },
-  ): Promise<SnapshotMeta> {
+  async save(vm: VmHandle, spec: LaunchSpec, to: SnapshotFiles, o: SnapshotSaveOptions): Promise<SnapshotMeta> {
     await this.vmmVersion().catch(() => undefined);
     const why = this.check(spec);
     if (why) throw new BangerError(ErrorCode.Invalid, `vm '${vm.name}' cannot be snapshotted: ${why}`);

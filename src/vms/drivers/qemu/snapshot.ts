@@ -4,7 +4,7 @@ import { BangerError, ErrorCode, errorMessage } from '../../../core/errors.js';
 import type { Exec } from '../../../core/exec.js';
 import { toolEnv } from '../../../core/exec.js';
 import { pidAlive, readPidFile, waitExit } from '../../proc.js';
-import type { LaunchSpec, SnapshotFiles, SnapshotMeta, VmHandle, VmSnapshots } from '../types.js';
+import type { LaunchSpec, SnapshotFiles, SnapshotMeta, SnapshotSaveOptions, VmHandle, VmSnapshots } from '../types.js';
 import { qemuArgv, qemuLaunch, type QemuLaunch } from './argv.js';
 import { QmpSession } from './qmp.js';
 import { parseMeta, verifiedMeta, writeMeta } from '../snapshot-meta.js';
@@ -53,12 +53,7 @@ export class QemuSnapshots implements VmSnapshots {
     return undefined;
   }
 
-  async save(
-    vm: VmHandle,
-    spec: LaunchSpec,
-    to: SnapshotFiles,
-    o: { then: 'exit' | 'resume'; signal?: AbortSignal; keepDisk?: boolean },
-  ): Promise<SnapshotMeta> {
+  async save(vm: VmHandle, spec: LaunchSpec, to: SnapshotFiles, o: SnapshotSaveOptions): Promise<SnapshotMeta> {
     const why = this.check(spec);
     if (why) throw new BangerError(ErrorCode.Invalid, `vm '${vm.name}' cannot be snapshotted: ${why}`, { hint: 'create the VM without --mount' });
     const { vmmVersion, fingerprint } = await this.fingerprint(spec);
