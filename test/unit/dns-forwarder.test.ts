@@ -5,6 +5,7 @@ import { isHostAllow, normaliseAllows, parseHostAllow, splitAllows } from '../..
 import { answerPolicy, resolvedOf } from '../../src/network/dns-forwarder.js';
 import { policyRules } from '../../src/network/egress.js';
 import { egressSpec } from '../../src/vms/egress.js';
+import { RULES_VM } from '../helpers/egress-fixtures.js';
 
 test('--allow HOSTNAME[:PORT]: parsed, lower-cased and canonical; bad names and ports named', () => {
   assert.deepEqual(parseHostAllow('PyPI.org:443'), { host: 'pypi.org', port: 443 });
@@ -48,12 +49,7 @@ test('--allow HOSTNAME[:PORT]: parsed, lower-cased and canonical; bad names and 
 
 test('policyRules with hostname allows: DNS to the gateway before the subnet drop, the timeout sets before the final drop', () => {
   const r = policyRules({
-    vmId: 'ab12',
-    tap: 'tap-ab12',
-    ip: '10.0.0.5',
-    mac: '06:00:0A:00:00:05',
-    gateway: '10.0.0.1',
-    subnet: '10.0.0.0/24',
+    ...RULES_VM,
     allow: [],
     served: [],
     replyPorts: [],
@@ -69,12 +65,7 @@ test('policyRules with hostname allows: DNS to the gateway before the subnet dro
   assert.ok(at('ip daddr . tcp dport @hp-ab12 accept') < at('drop'));
   assert.ok(at('ip daddr @h-ab12 accept') < at('drop'));
   const none = policyRules({
-    vmId: 'ab12',
-    tap: 't',
-    ip: '10.0.0.5',
-    mac: 'm',
-    gateway: '10.0.0.1',
-    subnet: '10.0.0.0/24',
+    ...RULES_VM,
     allow: [],
     served: [],
     replyPorts: [],

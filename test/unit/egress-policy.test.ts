@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { normaliseAllows, parseAllow } from '../../src/network/allow-spec.js';
 import { policyRules } from '../../src/network/egress.js';
 import { egressSpec } from '../../src/vms/egress.js';
+import { RULES_VM } from '../helpers/egress-fixtures.js';
 
 test('--allow: CIDR[:PORT[/PROTO]] parsed and canonical; bad values named', () => {
   assert.deepEqual(parseAllow('192.0.2.7'), { cidr: '192.0.2.7/32' });
@@ -38,12 +39,7 @@ test('egressSpec: modes, aliases, the config default, contradictions', () => {
 
 test('policyRules: anti-spoofing first, replies without SYN, served, pairs, subnet and broadcast dropped, allows, final drop', () => {
   const r = policyRules({
-    vmId: 'ab12',
-    tap: 'tap-ab12',
-    ip: '10.0.0.5',
-    mac: '06:00:0A:00:00:05',
-    gateway: '10.0.0.1',
-    subnet: '10.0.0.0/24',
+    ...RULES_VM,
     allow: [{ cidr: '192.0.2.0/24' }, { cidr: '198.51.100.7/32', port: 53, proto: 'udp' }],
     served: [{ ip: '10.0.0.1', port: 8080, proto: 'tcp' }],
     replyPorts: [8000, 22],
