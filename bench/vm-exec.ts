@@ -16,6 +16,7 @@ import { startDebianMirror } from '../test/helpers/debian-mirror.js';
 import { ensureDebianImageInRegistry } from '../test/helpers/debootstrap.js';
 import { cleanupAll, createNetns, exposeInNetns, nsRun } from '../test/helpers/netns.js';
 import { TestRegistry } from '../test/helpers/registry.js';
+import { type SshPaths, sshOptions } from '../src/vms/ssh.js';
 
 const i = process.argv.indexOf('--runs');
 const RUNS = i > 0 ? Number(process.argv[i + 1]) : 5;
@@ -65,16 +66,8 @@ async function main(): Promise<void> {
       nsRun(ns, [
         'scp',
         '-q',
-        '-i',
-        key,
-        '-o',
-        'IdentitiesOnly=yes',
-        '-o',
-        'BatchMode=yes',
-        '-o',
-        'StrictHostKeyChecking=yes',
-        '-o',
-        `UserKnownHostsFile=${join(d.root, 'ssh', 'known_hosts')}`,
+        // banger's own pinned options: the baseline differs only in the transport (scp vs the agent)
+        ...sshOptions({ key, knownHosts: join(d.root, 'ssh', 'known_hosts') } as SshPaths),
         file,
         `root@${info.ip}:/root/big-scp`,
       ]);

@@ -1,6 +1,7 @@
 import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DB } from '../core/db.js';
+import type { ImagePrepared } from '../core/shapes/image.js';
 import type { Layout } from '../core/paths.js';
 
 /**
@@ -16,26 +17,10 @@ import type { Layout } from '../core/paths.js';
  */
 
 /** A package the install added (from the guest's package database, diffed before/after). */
-export interface PreparedPackage {
-  name: string;
-  version: string;
-}
+export type PreparedPackage = ImagePrepared['packages'][number];
 
-export interface PreparedRecord {
-  image: string;
-  /** sha256 of what decides the result: image content, kernel, first-boot script (vms/prepare.ts). */
-  key: string;
-  /** The raw ext4 VMs of the image stand on. */
-  diskPath: string;
-  /** Bytes the disk takes on the host (allocated blocks: it is sparse). */
-  sizeBytes: number;
-  kernel: string;
-  packageMirror?: string;
-  packageProxy?: string;
-  packages: PreparedPackage[];
-  durationMs: number;
-  preparedAt: string;
-}
+/** A prepared disk's row: the wire shape `ImagePrepared` (core/shapes/image.ts) and its image. */
+export type PreparedRecord = ImagePrepared & { image: string };
 
 interface Row {
   image_name: string;
